@@ -1,0 +1,85 @@
+"""Postgres access: connections (psycopg 3) and schema migrations (Alembic).
+
+Callers get :class:`DatabaseUnavailable` instead of psycopg's errors when the server cannot be reached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
+
+from flywheel.exceptions import DatabaseUnavailable
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def connect(url: str, *, autocommit: bool = False, connect_timeout: int = 5) -> psycopg.Connection:
+    """Open a connection; translate 'cannot connect' into :class:`DatabaseUnavailable`."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=connect_timeout)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(_one_line(exc)) from exc
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same database as a SQLAlchemy URL using the psycopg 3 driver.
+
+    Accepts a ``postgresql://`` URL or a libpq ``key=value`` string (unix-socket hosts included)."""
+    info = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+    host = info.pop("host", None)
+    port = info.pop("port", None)
+    query = dict(info)
+    for key in ("user", "password", "dbname"):
+        query.pop(key, None)
+    tcp_host = host if host and not host.startswith("/") else None
+    if host and tcp_host is None:
+        query["host"] = host
+    return URL.create(
+        "postgresql+psycopg",
+        username=info.get("user"),
+        password=info.get("password"),
+        host=tcp_host,
+        port=int(port) if port and tcp_host else None,
+        database=info.get("dbname"),
+        query=query,
+    ).render_as_string(hide_password=False)
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` (idempotent; serialised by an advisory lock in env.py)."""
+    try:
+        command.upgrade(alembic_config(url), revision)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(_one_line(exc)) from exc
+
+
+def current_revision(url: str) -> str | None:
+    engine = create_engine(sqlalchemy_url(url))
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def head_revision(url: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

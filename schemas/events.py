@@ -1,0 +1,115 @@
+"""Versioned event types carried on Flywheel topics (see docs/events.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
+
+from schemas.base import Event
+from schemas.reasons import Reason
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+Variant = Literal["champion", "canary", "shadow", "challenger"]
+
+
+class PredictionEvent(Event):
+    """One served prediction: what the model saw, what it answered, with which version."""
+
+    type: Literal["prediction"] = "prediction"
+    prediction_id: Id
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    model_version: Annotated[str, Field(min_length=1, max_length=64)]
+    variant: Variant = "champion"
+    text: str
+    label: str
+    probabilities: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]]
+    latency_ms: Annotated[float, Field(ge=0.0)]
+    user_id: Annotated[str, Field(max_length=200)] | None = None
+    domain: Annotated[str, Field(max_length=100)] | None = None
+    segment: Annotated[str, Field(max_length=100)] | None = None
+
+    @model_validator(mode="after")
+    def _label_is_a_class(self) -> PredictionEvent:
+        if self.label not in self.probabilities:
+            raise ValueError("label must be one of the keys of probabilities")
+        total = sum(self.probabilities.values())
+        if abs(total - 1.0) > 1e-3:
+            raise ValueError(f"probabilities must sum to 1 (got {total:.6f})")
+        return self
+
+
+class FeedbackEvent(Event):
+    """A user's judgement of one prediction: a label, or thumbs up/down. ``feedback_id`` is the
+    idempotency key: a resend with the same id is a duplicate, never a second row."""
+
+    type: Literal["feedback"] = "feedback"
+    feedback_id: Id
+    prediction_id: Id
+    label: str | None = None
+    thumbs: Literal["up", "down"] | None = None
+    user_id: Annotated[str, Field(max_length=200)] | None = None
+    source: Annotated[str, Field(min_length=1, max_length=64)] = "api"
+
+    @model_validator(mode="after")
+    def _label_or_thumbs(self) -> FeedbackEvent:
+        if (self.label is None) == (self.thumbs is None):
+            raise ValueError("exactly one of label or thumbs is required")
+        return self
+
+
+class DeadLetter(Event):
+    """A record that could not be landed, with why and the original bytes (base64 in JSON)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", ser_json_bytes="base64", val_json_bytes="base64")
+
+    type: Literal["dead_letter"] = "dead_letter"
+    reason: Reason
+    detail: Annotated[str, Field(max_length=2000)]
+    source_topic: str
+    source_partition: NonNegativeInt
+    source_offset: NonNegativeInt
+    group: str
+    original: bytes
+    original_key: bytes | None = None
+
+
+class IdRange(BaseModel):
+    """Inclusive range of ``id`` values of rows touched by one committed batch."""
+
+    model_config = ConfigDict(frozen=True)
+
+    first: int
+    last: int
+
+
+class Landed(Event):
+    """Wake-up signal after a committed ingest batch. Postgres stays the truth: a consumer that misses
+    this signal finds the rows when it reconciles."""
+
+    type: Literal["landed"] = "landed"
+    group: str
+    predictions: NonNegativeInt = 0
+    feedback: NonNegativeInt = 0
+    joined: NonNegativeInt = 0
+    pending: NonNegativeInt = 0
+    orphans: NonNegativeInt = 0
+    duplicates: NonNegativeInt = 0
+    dead_letters: NonNegativeInt = 0
+    prediction_ids: IdRange | None = None
+    feedback_ids: IdRange | None = None
+
+
+class Curated(Event):
+    """Signal after curation scored new samples (filled by the curation stage)."""
+
+    type: Literal["curated"] = "curated"
+    accepted: NonNegativeInt = 0
+    quarantined: NonNegativeInt = 0
+    rejected: NonNegativeInt = 0
+    sample_ids: IdRange | None = None
+
+
+AnyEvent = Annotated[
+    PredictionEvent | FeedbackEvent | DeadLetter | Landed | Curated, Field(discriminator="type")
+]

@@ -1,0 +1,24 @@
+"""Machine-readable reasons a record is dead-lettered. Values are stable: dashboards key on them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    EMPTY_VALUE = "empty_value"
+    INVALID_UTF8 = "invalid_utf8"
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    WRONG_TOPIC = "wrong_topic"
+    UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+    UNKNOWN_SCHEMA_ID = "unknown_schema_id"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    INVALID_VALUE = "invalid_value"
+    TEXT_EMPTY = "text_empty"
+    TEXT_TOO_LONG = "text_too_long"
+    LABEL_NOT_IN_SET = "label_not_in_set"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    RECORD_TOO_LARGE = "record_too_large"

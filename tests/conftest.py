@@ -1,0 +1,111 @@
+"""Session fixtures: the real broker (Tansu subprocess, or FLYWHEEL_TEST_KAFKA_BOOTSTRAP) and real
+Postgres (FLYWHEEL_TEST_DATABASE_URL, else the local server on 127.0.0.1:5432, else the pgserver wheel).
+
+Isolation: every test that asks for ``db_url`` gets its own database cloned from a migrated template;
+every test that asks for ``settings`` gets its own topic prefix (hence its own topics and groups).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from flywheel import db
+from flywheel.settings import FlywheelSettings
+from flywheel.stack import EmbeddedBroker, EmbeddedPostgres
+
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _reachable(url: str) -> bool:
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("FLYWHEEL_TEST_KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    broker = EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "broker.log")
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a maintenance database on a server where tests may create databases."""
+    for url in (os.environ.get("FLYWHEEL_TEST_DATABASE_URL"), LOCAL_PG):
+        if url and _reachable(url):
+            yield url
+            return
+    server = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pgserver")))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def _with_dbname(url: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+
+
+def _admin_exec(admin_url: str, statement: sql.Composable) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_url: str) -> Iterator[str]:
+    name = f"flywheel_tpl_{uuid.uuid4().hex[:10]}"
+    _admin_exec(pg_admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _with_dbname(pg_admin_url, name)
+    db.upgrade(url)
+    try:
+        yield name
+    finally:
+        _admin_exec(pg_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
+    name = f"flywheel_t_{uuid.uuid4().hex[:12]}"
+    _admin_exec(pg_admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(template_db)))
+    try:
+        yield _with_dbname(pg_admin_url, name)
+    finally:
+        _admin_exec(pg_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, db_url: str, topic_prefix: str, tmp_path: Path) -> FlywheelSettings:
+    return FlywheelSettings(
+        kafka_bootstrap=kafka_bootstrap,
+        database_url=db_url,  # type: ignore[arg-type]
+        topic_prefix=topic_prefix,
+        data_dir=tmp_path / "data",
+        metrics_port=0,
+        schema_registry_port=0,
+        batch_max_wait_ms=50,
+    )
