@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -60,6 +61,9 @@ class EmbeddedBroker:
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        # Memory storage: every start is a new, empty log. A fresh cluster id lets processors see that
+        # offsets they stored in Postgres belong to an earlier incarnation of the broker.
+        self.cluster_id = f"flywheel-{uuid.uuid4().hex[:12]}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -85,7 +89,7 @@ class EmbeddedBroker:
         out = self._log if self._log is not None else subprocess.DEVNULL
         self._proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+             "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=_die_with_parent,
         )

@@ -22,3 +22,4 @@ class Reason(StrEnum):
     LABEL_NOT_IN_SET = "label_not_in_set"
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     RECORD_TOO_LARGE = "record_too_large"
+    SINK_REJECTED = "sink_rejected"

@@ -62,6 +62,7 @@ def upgrade() -> None:
             topic       text NOT NULL,
             partition   integer NOT NULL,
             next_offset bigint NOT NULL,
+            cluster_id  text NOT NULL DEFAULT '',
             updated_at  timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (group_id, topic, partition)
         );

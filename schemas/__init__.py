@@ -1,0 +1,24 @@
+"""Every boundary type of Flywheel: versioned events, their codec and the dead-letter reasons."""
+
+from schemas.base import Event
+from schemas.codec import EventDecoder, EventRules, split_wire_format
+from schemas.events import AnyEvent, Curated, DeadLetter, FeedbackEvent, IdRange, Landed, PredictionEvent
+from schemas.exceptions import DecodeError, SchemaError
+from schemas.reasons import Reason
+
+__all__ = [
+    "AnyEvent",
+    "Curated",
+    "DeadLetter",
+    "DecodeError",
+    "Event",
+    "EventDecoder",
+    "EventRules",
+    "FeedbackEvent",
+    "IdRange",
+    "Landed",
+    "PredictionEvent",
+    "Reason",
+    "SchemaError",
+    "split_wire_format",
+]

@@ -1,0 +1,206 @@
+"""The ingest processor: predictions and feedback land in Postgres, deduplicated and joined.
+
+* predictions: idempotent on ``prediction_id``;
+* feedback: idempotent on ``feedback_id`` and on a content key (prediction, user, label/thumbs) for
+  clients that resend with fresh ids; joined to its prediction (model, version, variant, predicted label,
+  probabilities). Feedback that arrives first waits as ``pending`` and is joined when the prediction
+  lands; after ``orphan_timeout_s`` it is resolved as ``orphan``.
+
+Rows go through binary COPY into temporary staging tables, then one INSERT .. SELECT .. ON CONFLICT DO
+NOTHING per table: the database does the dedup and the join.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import psycopg
+
+from flywheel.settings import FlywheelSettings, Topics
+from schemas.codec import EventDecoder, EventRules, SchemaIdCheck
+from schemas.events import FeedbackEvent, IdRange, Landed, PredictionEvent
+from streams.base import Item, Outcome, Processor, Signal
+
+IngestEvent = PredictionEvent | FeedbackEvent
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS stg_predictions (
+    ord int, prediction_id text, model text, model_version text, variant text, text text, label text,
+    probabilities text, latency_ms float8, user_id text, domain text, segment text, ts timestamptz
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stg_feedback (
+    ord int, feedback_id text, prediction_id text, label text, thumbs text, user_id text, source text,
+    ts timestamptz
+) ON COMMIT DELETE ROWS;
+"""
+_PRED_COLS = ("ord", "prediction_id", "model", "model_version", "variant", "text", "label", "probabilities",
+              "latency_ms", "user_id", "domain", "segment", "ts")
+_PRED_TYPES = ["int4", "text", "text", "text", "text", "text", "text", "text", "float8", "text", "text", "text",
+               "timestamptz"]
+_FB_COLS = ("ord", "feedback_id", "prediction_id", "label", "thumbs", "user_id", "source", "ts")
+_FB_TYPES = ["int4", "text", "text", "text", "text", "text", "text", "timestamptz"]
+
+_INSERT_PREDICTIONS = """
+WITH ins AS (
+    INSERT INTO predictions (prediction_id, model, model_version, variant, text, label, probabilities,
+                             latency_ms, user_id, domain, segment, ts)
+    SELECT prediction_id, model, model_version, variant, text, label, probabilities::jsonb,
+           latency_ms, user_id, domain, segment, ts
+    FROM stg_predictions ORDER BY ord
+    ON CONFLICT (prediction_id) DO NOTHING
+    RETURNING id)
+SELECT count(*), min(id), max(id) FROM ins
+"""
+_INSERT_FEEDBACK = """
+WITH ins AS (
+    INSERT INTO feedback (feedback_id, content_key, prediction_id, label, thumbs, user_id, source, ts,
+                          status, model, model_version, variant, predicted_label, probabilities, resolved_at)
+    SELECT s.feedback_id,
+           md5(concat_ws(chr(31), s.prediction_id, coalesce(s.user_id, ''), coalesce(s.label, ''),
+                         coalesce(s.thumbs, '')))::uuid,
+           s.prediction_id, s.label, s.thumbs, s.user_id, s.source, s.ts,
+           CASE WHEN p.prediction_id IS NULL THEN 'pending' ELSE 'joined' END,
+           p.model, p.model_version, p.variant, p.label, p.probabilities,
+           CASE WHEN p.prediction_id IS NULL THEN NULL ELSE now() END
+    FROM stg_feedback s LEFT JOIN predictions p ON p.prediction_id = s.prediction_id
+    ORDER BY s.ord
+    ON CONFLICT DO NOTHING
+    RETURNING id, status)
+SELECT count(*), count(*) FILTER (WHERE status = 'joined'), min(id), max(id) FROM ins
+"""
+_JOIN_PENDING = """
+WITH upd AS (
+    UPDATE feedback f
+    SET status = 'joined', model = p.model, model_version = p.model_version, variant = p.variant,
+        predicted_label = p.label, probabilities = p.probabilities, resolved_at = now()
+    FROM predictions p
+    WHERE f.status = 'pending' AND p.prediction_id = f.prediction_id {scope}
+    RETURNING f.id)
+SELECT count(*), min(id), max(id) FROM upd
+"""
+_ORPHAN = """
+WITH upd AS (
+    UPDATE feedback SET status = 'orphan', resolved_at = now()
+    WHERE status = 'pending' AND received_at < now() - make_interval(secs => %s)
+    RETURNING id)
+SELECT count(*), min(id), max(id) FROM upd
+"""
+
+
+class IngestProcessor(Processor[IngestEvent]):
+    def __init__(
+        self,
+        topics: Topics,
+        rules: EventRules,
+        *,
+        group: str = "flywheel-ingest",
+        schema_id_known: SchemaIdCheck | None = None,
+        orphan_timeout_s: float = 300.0,
+        housekeeping_interval_s: float = 5.0,
+    ) -> None:
+        self.group = group
+        self.topics = (topics.predictions, topics.feedback)
+        self.landed_topic = topics.landed
+        self.orphan_timeout_s = orphan_timeout_s
+        self.housekeeping_interval_s = housekeeping_interval_s
+        self._decoders = {
+            topics.predictions: EventDecoder(PredictionEvent, rules, schema_id_known),
+            topics.feedback: EventDecoder(FeedbackEvent, rules, schema_id_known),
+        }
+
+    @classmethod
+    def from_settings(cls, settings: FlywheelSettings, schema_id_known: SchemaIdCheck | None = None
+                      ) -> IngestProcessor:
+        from datetime import timedelta
+
+        rules = EventRules(frozenset(settings.labels), settings.max_text_chars,
+                           timedelta(seconds=settings.max_future_skew_s))
+        return cls(settings.topics, rules, group=f"{settings.topic_prefix}-ingest",
+                   schema_id_known=schema_id_known, orphan_timeout_s=settings.orphan_timeout_s,
+                   housekeeping_interval_s=settings.orphan_sweep_interval_s)
+
+    def __repr__(self) -> str:
+        return f"IngestProcessor(group={self.group!r}, topics={self.topics!r})"
+
+    def decode(self, topic: str, value: bytes | None, now: datetime) -> IngestEvent:
+        return self._decoders[topic].decode(value, now)
+
+    def prepare(self, conn: psycopg.Connection) -> None:
+        conn.execute(_STAGING)
+
+    def write(self, conn: psycopg.Connection, items: list[Item[IngestEvent]]) -> Outcome:
+        preds = [i.event for i in items if isinstance(i.event, PredictionEvent)]
+        fbs = [i.event for i in items if isinstance(i.event, FeedbackEvent)]
+        out = Outcome()
+        with conn.cursor() as cur:
+            cur.execute("TRUNCATE stg_predictions, stg_feedback")  # a bisect retry reuses the transaction
+            if preds:
+                _copy_predictions(cur, preds)
+                n, lo, hi = cur.execute(_INSERT_PREDICTIONS).fetchone() or (0, None, None)
+                out.counts["landed:prediction"] += n
+                out.counts["duplicates:prediction"] += len(preds) - n
+                _range(out, "predictions", lo, hi)
+            if fbs:
+                _copy_feedback(cur, fbs)
+                n, joined, lo, hi = cur.execute(_INSERT_FEEDBACK).fetchone() or (0, 0, None, None)
+                out.counts["landed:feedback"] += n
+                out.counts["joined"] += joined
+                out.counts["pending"] += n - joined
+                out.counts["duplicates:feedback"] += len(fbs) - n
+                _range(out, "feedback", lo, hi)
+            if preds and cur.execute("SELECT EXISTS (SELECT 1 FROM feedback WHERE status = 'pending')"
+                                     ).fetchone() == (True,):
+                scope = "AND f.prediction_id IN (SELECT prediction_id FROM stg_predictions)"
+                n, lo, hi = cur.execute(_JOIN_PENDING.format(scope=scope)).fetchone() or (0, None, None)
+                out.counts["joined"] += n
+                _range(out, "feedback", lo, hi)
+        return out
+
+    def housekeeping(self, conn: psycopg.Connection) -> Outcome:
+        """Join pending feedback whose prediction has landed meanwhile (heals the race between two
+        instances committing a prediction and its feedback concurrently), then time out the rest."""
+        out = Outcome()
+        with conn.cursor() as cur:
+            n, lo, hi = cur.execute(_JOIN_PENDING.format(scope="")).fetchone() or (0, None, None)
+            out.counts["joined"] += n
+            _range(out, "feedback", lo, hi)
+            n, lo, hi = cur.execute(_ORPHAN, (self.orphan_timeout_s,)).fetchone() or (0, None, None)
+            out.counts["orphans"] += n
+            _range(out, "feedback", lo, hi)
+        return out
+
+    def signal(self, outcome: Outcome, now: datetime) -> Signal | None:
+        c = outcome.counts
+        if not (c["landed:prediction"] or c["landed:feedback"] or c["joined"] or c["orphans"]):
+            return None
+        ranges = {k: IdRange(first=lo, last=hi) for k, (lo, hi) in outcome.id_ranges.items()}
+        event = Landed(
+            ts=now, group=self.group, predictions=c["landed:prediction"], feedback=c["landed:feedback"],
+            joined=c["joined"], pending=c["pending"], orphans=c["orphans"],
+            duplicates=c["duplicates:prediction"] + c["duplicates:feedback"],
+            dead_letters=sum(v for k, v in c.items() if k.startswith("dead_letters:")),
+            prediction_ids=ranges.get("predictions"), feedback_ids=ranges.get("feedback"),
+        )
+        return Signal(self.landed_topic, self.group.encode(), event.to_json())
+
+
+def _range(out: Outcome, name: str, lo: int | None, hi: int | None) -> None:
+    if lo is not None and hi is not None:
+        out.merge(Outcome(id_ranges={name: (lo, hi)}))
+
+
+def _copy_predictions(cur: psycopg.Cursor, events: list[PredictionEvent]) -> None:
+    with cur.copy(f"COPY stg_predictions ({', '.join(_PRED_COLS)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_PRED_TYPES)
+        dumps = json.dumps
+        for i, e in enumerate(events):
+            copy.write_row((i, e.prediction_id, e.model, e.model_version, e.variant, e.text, e.label,
+                            dumps(e.probabilities), e.latency_ms, e.user_id, e.domain, e.segment, e.ts))
+
+
+def _copy_feedback(cur: psycopg.Cursor, events: list[FeedbackEvent]) -> None:
+    with cur.copy(f"COPY stg_feedback ({', '.join(_FB_COLS)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_FB_TYPES)
+        for i, e in enumerate(events):
+            copy.write_row((i, e.feedback_id, e.prediction_id, e.label, e.thumbs, e.user_id, e.source, e.ts))

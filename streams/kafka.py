@@ -1,0 +1,209 @@
+"""confluent-kafka at the boundary: client configs, topic admin, watermarks, a checked producer.
+
+KafkaException / KafkaError never leave this module: they become :mod:`streams.exceptions` errors.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from streams.exceptions import DeliveryError, KafkaUnavailable, TopicAdminError
+
+_QUIET = {"log_level": 3}
+
+
+def consumer_config(bootstrap: str, group: str, session_timeout_ms: int = 6000, **extra: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": session_timeout_ms,
+        "heartbeat.interval.ms": max(500, session_timeout_ms // 6),
+        "fetch.wait.max.ms": 100,
+        **_QUIET,
+        **extra,
+    }
+
+
+def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "none",
+        **_QUIET,
+        **extra,
+    }
+
+
+def admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
+
+
+def cluster_id(bootstrap: str, timeout: float = 10.0) -> str:
+    """The cluster id from metadata; with the embedded broker it changes on every restart."""
+    try:
+        meta = admin(bootstrap).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailable(str(exc)) from exc
+    return str(meta.cluster_id or "")
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def list_topics(client: AdminClient, timeout: float = 10.0) -> list[TopicInfo]:
+    try:
+        meta = client.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailable(str(exc)) from exc
+    return sorted(
+        (TopicInfo(name, len(t.partitions)) for name, t in meta.topics.items() if not name.startswith("__")),
+        key=lambda t: t.name,
+    )
+
+
+def create_topics(
+    client: AdminClient, names: Iterable[str], partitions: int, configs: dict[str, str] | None = None,
+    *, exist_ok: bool = True, timeout: float = 15.0,
+) -> list[str]:
+    """Create topics; return the names actually created. Existing topics are fine when ``exist_ok``."""
+    wanted = [NewTopic(n, num_partitions=partitions, replication_factor=1, config=configs or {}) for n in names]
+    if not wanted:
+        return []
+    created = []
+    for name, fut in client.create_topics(wanted, request_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+            created.append(name)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if exist_ok and isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise TopicAdminError(name, _describe(exc)) from exc
+    return created
+
+
+def delete_topics(client: AdminClient, names: Iterable[str], timeout: float = 15.0) -> None:
+    for name, fut in client.delete_topics(list(names), request_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            raise TopicAdminError(name, _describe(exc)) from exc
+
+
+def describe_topic(client: AdminClient, name: str, timeout: float = 10.0) -> TopicInfo:
+    try:
+        meta = client.list_topics(topic=name, timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailable(str(exc)) from exc
+    topic = meta.topics.get(name)
+    if topic is None or topic.error is not None:
+        raise TopicAdminError(name, "no such topic" if topic is None else str(topic.error))
+    configs: dict[str, str] = {}
+    try:
+        futures = client.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, name)])
+        for fut in futures.values():
+            configs = {k: str(v.value) for k, v in fut.result(timeout).items() if v.value is not None}
+    except KafkaException:
+        configs = {}  # the embedded broker answers DescribeConfigs partially; partitions still stand
+    return TopicInfo(name, len(topic.partitions), configs)
+
+
+def high_watermarks(bootstrap: str, tps: list[tuple[str, int]], timeout: float = 10.0) -> dict[tuple[str, int], int]:
+    """High watermark per partition, read from Fetch responses (the embedded broker's ListOffsets is
+    wrong). A throwaway consumer fetches from offset 0 of each partition and reads the cached value."""
+    if not tps:
+        return {}
+    consumer = Consumer({**consumer_config(bootstrap, "flywheel-watermarks"), "fetch.max.bytes": 1024,
+                         "max.partition.fetch.bytes": 1024})
+    try:
+        consumer.assign([TopicPartition(t, p, 0) for t, p in tps])
+        found: dict[tuple[str, int], int] = {}
+        deadline = _deadline(timeout)
+        while len(found) < len(tps) and not deadline.expired():
+            consumer.consume(num_messages=len(tps), timeout=0.2)
+            for t, p in tps:
+                lo, hi = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
+                if hi >= 0:
+                    found[(t, p)] = hi
+        return found
+    except KafkaException as exc:
+        raise KafkaUnavailable(str(exc)) from exc
+    finally:
+        consumer.close()
+
+
+class CheckedProducer:
+    """A producer whose ``send_all`` returns only when every record is acknowledged, or raises."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._producer = Producer(config)
+        self._lock = threading.Lock()
+
+    def send_all(self, topic: str, records: Iterable[tuple[bytes | None, bytes]], timeout: float = 30.0) -> int:
+        errors: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                errors.append(err.str())
+
+        count = 0
+        with self._lock:
+            try:
+                for key, value in records:
+                    self._produce(topic, key, value, on_delivery)
+                    count += 1
+                remaining = self._producer.flush(timeout)
+            except KafkaException as exc:
+                raise DeliveryError(topic, str(exc), count) from exc
+        if remaining:
+            raise DeliveryError(topic, f"not acknowledged within {timeout}s", remaining)
+        if errors:
+            raise DeliveryError(topic, errors[0], len(errors))
+        return count
+
+    def send_nowait(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Best effort (wake-up signals): queue and return; delivery errors are only logged by the caller."""
+        self._produce(topic, key, value, None)
+        self._producer.poll(0)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, cb: Any) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=cb)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        return int(self._producer.flush(timeout))
+
+
+class _deadline:
+    def __init__(self, seconds: float) -> None:
+        import time
+
+        self._time = time.monotonic
+        self._end = time.monotonic() + seconds
+
+    def expired(self) -> bool:
+        return self._time() >= self._end
+
+
+def _describe(exc: KafkaException) -> str:
+    err = exc.args[0] if exc.args else None
+    return err.str() if isinstance(err, KafkaError) else str(exc)

@@ -1,0 +1,103 @@
+"""Producer clients for frontends and serving pods: idempotent, keyed by prediction id, delivery errors
+surfaced to the caller (per-send callback, and ``flush()``/``close()`` raise what was not delivered)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from flywheel.settings import Topics
+from schemas.base import Event
+from schemas.events import FeedbackEvent, PredictionEvent
+from streams.exceptions import DeliveryError
+from streams.kafka import producer_config
+
+DeliveryCallback = Callable[[DeliveryError | None], None]
+Serializer = Callable[[Event, str], bytes]
+"""Turns an event into record bytes for a topic; default plain JSON (a Confluent JSONSerializer fits)."""
+
+
+def _json(event: Event, _topic: str) -> bytes:
+    return event.to_json()
+
+
+class EventProducer:
+    """Publishes prediction and feedback events, keyed by ``prediction_id`` (so a prediction and its
+    feedback share a partition number)."""
+
+    def __init__(self, bootstrap: str, topics: Topics, *, serializer: Serializer = _json,
+                 flush_timeout_s: float = 10.0, **config: Any) -> None:
+        self.topics = topics
+        self._serialize = serializer
+        self._flush_timeout = flush_timeout_s
+        self._producer = Producer(producer_config(bootstrap, **config))
+        self._failed: list[str] = []
+        self._lock = threading.Lock()
+
+    def send(self, event: FeedbackEvent | PredictionEvent, on_delivery: DeliveryCallback | None = None) -> None:
+        topic = self.topics.feedback if isinstance(event, FeedbackEvent) else self.topics.predictions
+        value = self._serialize(event, topic)
+
+        def delivered(err: KafkaError | None, _msg: object) -> None:
+            failure = None
+            if err is not None:
+                failure = DeliveryError(topic, err.str())
+                with self._lock:
+                    self._failed.append(err.str())
+            if on_delivery is not None:
+                on_delivery(failure)
+
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=event.prediction_id.encode(), on_delivery=delivered)
+                break
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: serve callbacks, then try again
+            except KafkaException as exc:
+                raise DeliveryError(topic, str(exc)) from exc
+        self._producer.poll(0)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for outstanding deliveries; raise :class:`DeliveryError` for any that failed since the
+        last flush, or that are still unacknowledged at the timeout."""
+        remaining = self._producer.flush(self._flush_timeout if timeout is None else timeout)
+        with self._lock:
+            failed, self._failed = self._failed, []
+        if remaining:
+            raise DeliveryError(self.topics.prefix, f"not acknowledged within the flush timeout", remaining)
+        if failed:
+            raise DeliveryError(self.topics.prefix, failed[0], len(failed))
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if et is None:
+            self.close()
+        else:
+            self._producer.flush(self._flush_timeout)
+
+
+class FeedbackProducer(EventProducer):
+    """The frontend client: ``feedback(prediction_id, label=... | thumbs=...)``."""
+
+    def feedback(
+        self, prediction_id: str, *, label: str | None = None, thumbs: str | None = None,
+        user_id: str | None = None, source: str = "api", feedback_id: str | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> FeedbackEvent:
+        event = FeedbackEvent(
+            feedback_id=feedback_id or str(uuid.uuid4()), prediction_id=prediction_id, label=label,
+            thumbs=thumbs, user_id=user_id, source=source, ts=datetime.now(UTC),  # type: ignore[arg-type]
+        )
+        self.send(event, on_delivery)
+        return event

@@ -1,0 +1,400 @@
+"""The processor runtime: batch consume -> decode -> one Postgres transaction per batch.
+
+Exactly once into Postgres without Kafka transactions:
+
+* each batch's rows, dead letters and the partitions' next offsets are written in ONE transaction;
+* on assignment the consumer seeks to the offsets stored in Postgres (Kafka commits are for lag display);
+* inside the transaction the offset rows are locked and the batch is fenced against them: records
+  below the stored offset were committed by someone else and are skipped; a batch that starts above it
+  (a gap) is refused and the partition is re-read from the stored offset.
+
+A record the database itself refuses (bad bytes that passed validation) is isolated by bisection inside
+the transaction and dead-lettered with reason ``sink_rejected``: a poison record never stops a
+partition. Database or broker outages are retried with capped exponential backoff while the consumer
+stays in its group (partitions paused); SIGTERM finishes the batch in hand or abandons it unwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+
+from flywheel.db import connect
+from flywheel.exceptions import DatabaseUnavailable
+from flywheel.settings import FlywheelSettings
+from schemas.events import DeadLetter
+from schemas.exceptions import DecodeError
+from schemas.reasons import Reason
+from streams import offsets
+from streams.base import Item, Outcome, Processor
+from streams.exceptions import DeliveryError, OffsetGap
+from streams.kafka import CheckedProducer, cluster_id, consumer_config, producer_config
+from streams.metrics import StreamMetrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+TP = tuple[str, int]
+
+_RECORD_FAULTS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    bootstrap: str
+    database_url: str
+    dlq_topic: str
+    batch_max_records: int = 5000
+    batch_max_wait_s: float = 0.2
+    session_timeout_ms: int = 6000
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 5.0
+    lag_interval_s: float = 5.0
+    consumer_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: FlywheelSettings, bootstrap: str, database_url: str) -> RunnerConfig:
+        return cls(
+            bootstrap=bootstrap, database_url=database_url, dlq_topic=settings.topics.dlq,
+            batch_max_records=settings.batch_max_records, batch_max_wait_s=settings.batch_max_wait_ms / 1000,
+            session_timeout_ms=settings.session_timeout_ms, retry_initial_s=settings.db_retry_initial_s,
+            retry_max_s=settings.db_retry_max_s,
+        )
+
+
+@dataclass(slots=True)
+class _Batch(Generic[T]):
+    items: list[Item[T]]
+    dead: list[DeadLetter]
+    spans: dict[TP, list[int]]  # (topic, partition) -> [first offset, last offset]
+    consumed: Counter[str]
+
+
+class _Dropped(Exception):
+    """The batch was abandoned (rebalance or shutdown); nothing of it was written."""
+
+
+class ProcessorRunner(Generic[T]):
+    """Runs one :class:`Processor` until ``stop`` is set. One instance per process/thread."""
+
+    def __init__(
+        self,
+        processor: Processor[T],
+        config: RunnerConfig,
+        *,
+        metrics: StreamMetrics | None = None,
+        producer: CheckedProducer | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.processor = processor
+        self.config = config
+        self.metrics = metrics or StreamMetrics()
+        self.producer = producer or CheckedProducer(producer_config(config.bootstrap))
+        self.clock = clock
+        self.group = processor.group
+        self.stop_event = threading.Event()
+        self.batches_committed = 0
+        self._conn: psycopg.Connection | None = None
+        self._consumer: Consumer | None = None
+        self._cluster = ""
+        self._generation = 0
+        self._paused = False
+        self._next_housekeeping = 0.0
+        self._next_lag = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None) -> None:
+        if stop is not None:
+            self.stop_event = stop
+        self._cluster = cluster_id(self.config.bootstrap)
+        consumer = Consumer(consumer_config(
+            self.config.bootstrap, self.group, self.config.session_timeout_ms, **self.config.consumer_overrides))
+        self._consumer = consumer
+        consumer.subscribe(list(self.processor.topics), on_assign=self._on_assign,
+                           on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        log.info("%s: consuming %s (cluster %s)", self.group, ", ".join(self.processor.topics), self._cluster)
+        try:
+            while not self.stop_event.is_set():
+                messages = consumer.consume(self.config.batch_max_records, timeout=self.config.batch_max_wait_s)
+                if messages:
+                    self._handle(messages)
+                self._maybe_housekeeping()
+                self._maybe_update_lag()
+        finally:
+            self._close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            except KafkaException as exc:
+                log.warning("%s: consumer close: %s", self.group, exc)
+            self._consumer = None
+        self.producer.flush(5.0)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- rebalance -----------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._generation += 1
+        self.metrics.rebalances.labels(self.group).inc()
+        try:
+            stored = self._retrying(lambda: offsets.load(
+                self._connection(), self.group, self._cluster, [(p.topic, p.partition) for p in partitions]))
+        except _Dropped:  # stopping while Postgres is down: nothing will be consumed anyway
+            return
+        for p in partitions:
+            offset = stored.get((p.topic, p.partition), offsets.NO_OFFSET)
+            p.offset = offset if offset >= 0 else OFFSET_BEGINNING
+        consumer.assign(partitions)
+        if self._paused:
+            consumer.pause(partitions)
+        self.metrics.assigned.labels(self.group).set(len(partitions))
+        log.info("%s: assigned %s", self.group, [(p.topic, p.partition, p.offset) for p in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._generation += 1
+        self.metrics.assigned.labels(self.group).set(0)
+        log.info("%s: revoked %s", self.group, [(p.topic, p.partition) for p in partitions])
+
+    # -- one batch -----------------------------------------------------------------------------
+    def _handle(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        batch = self._decode(messages)
+        if not batch.spans:
+            return
+        generation = self._generation
+        try:
+            outcome, next_offsets = self._retrying(
+                lambda: self._commit(batch), abandon_if=lambda: self._generation != generation)
+        except OffsetGap as gap:
+            log.warning("%s: %s; re-reading", self.group, gap)
+            self._rewind(batch, {(gap.topic, gap.partition): gap.stored})
+            return
+        except _Dropped:
+            self._rewind(batch, {})
+            return
+        self.batches_committed += 1
+        self.metrics.batch_seconds.labels(self.group).observe(time.perf_counter() - started)
+        self.metrics.batch_records.labels(self.group).observe(sum(batch.consumed.values()))
+        for topic, n in batch.consumed.items():
+            self.metrics.consumed.labels(self.group, topic).inc(n)
+        self.metrics.record(self.group, outcome)
+        self._after_commit(outcome, next_offsets)
+
+    def _decode(self, messages: list[Message]) -> _Batch[T]:
+        now = self.clock()
+        decode = self.processor.decode
+        items: list[Item[T]] = []
+        dead: list[DeadLetter] = []
+        spans: dict[TP, list[int]] = {}
+        consumed: Counter[str] = Counter()
+        for msg in messages:
+            if msg.error() is not None:
+                log.warning("%s: consumer error: %s", self.group, msg.error())
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            span = spans.get((topic, partition))
+            if span is None:
+                spans[(topic, partition)] = [offset, offset]
+            else:
+                span[1] = offset
+            consumed[topic] += 1
+            try:
+                items.append(Item(topic, partition, offset, decode(topic, msg.value(), now), msg))
+            except DecodeError as exc:
+                dead.append(self._dead_letter(exc.reason, exc.detail, topic, partition, offset, msg, now))
+        return _Batch(items, dead, spans, consumed)
+
+    def _commit(self, batch: _Batch[T]) -> tuple[Outcome, dict[TP, int]]:
+        conn = self._connection()
+        outcome = Outcome()
+        with conn.transaction():
+            stored = offsets.lock(conn, self.group, self._cluster, batch.spans)
+            start = self._fence(batch.spans, stored)
+            items = [i for i in batch.items if i.offset >= start[(i.topic, i.partition)]]
+            dead = [d for d in batch.dead if d.source_offset >= start[(d.source_topic, d.source_partition)]]
+            outcome.counts["replayed"] = len(batch.items) + len(batch.dead) - len(items) - len(dead)
+            if items:
+                outcome.merge(self._write(conn, items, dead))
+            if dead:
+                self._dead_letter_all(conn, dead)
+                outcome.counts.update(f"dead_letters:{d.reason.value}" for d in dead)
+            next_offsets = {tp: last + 1 for tp, (_first, last) in batch.spans.items()}
+            offsets.save(conn, self.group, self._cluster, next_offsets)
+            offsets.bump_counters(conn, self.group, {
+                **{f"consumed:{t}": n for t, n in batch.consumed.items()}, **outcome.counts})
+        return outcome, next_offsets
+
+    @staticmethod
+    def _fence(spans: dict[TP, list[int]], stored: dict[TP, int]) -> dict[TP, int]:
+        start = {}
+        for tp, (first, _last) in spans.items():
+            have = stored.get(tp, offsets.NO_OFFSET)
+            if have != offsets.NO_OFFSET and have < first:
+                raise OffsetGap(tp[0], tp[1], have, first)
+            start[tp] = max(first, have)
+        return start
+
+    def _write(self, conn: psycopg.Connection, items: list[Item[T]], dead: list[DeadLetter]) -> Outcome:
+        """Write items in a savepoint; if the database refuses a record, bisect to isolate it."""
+        try:
+            with conn.transaction():
+                return self.processor.write(conn, items)
+        except _RECORD_FAULTS as exc:
+            if len(items) == 1:
+                item = items[0]
+                detail = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000]
+                dead.append(self._dead_letter(Reason.SINK_REJECTED, detail, item.topic, item.partition,
+                                              item.offset, item.source, self.clock()))
+                return Outcome()
+            mid = len(items) // 2
+            return self._write(conn, items[:mid], dead).merge(self._write(conn, items[mid:], dead))
+
+    def _dead_letter(self, reason: Reason, detail: str, topic: str, partition: int, offset: int,
+                     msg: Any, now: datetime) -> DeadLetter:
+        return DeadLetter(
+            ts=now, reason=reason, detail=detail[:2000], source_topic=topic, source_partition=partition,
+            source_offset=offset, group=self.group, original=msg.value() or b"", original_key=msg.key(),
+        )
+
+    def _dead_letter_all(self, conn: psycopg.Connection, dead: list[DeadLetter]) -> None:
+        """Dead letters land in Postgres (exactly once, in this transaction) and on the DLQ topic
+        (acknowledged before the commit: at least once, keyed by source coordinates)."""
+        conn.cursor().executemany(
+            """INSERT INTO dead_letters (group_id, topic, partition, "offset", reason, detail, original, original_key)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+            [(d.group, d.source_topic, d.source_partition, d.source_offset, d.reason.value, d.detail,
+              d.original, d.original_key) for d in dead],
+        )
+        self.producer.send_all(self.config.dlq_topic, (
+            (f"{d.source_topic}:{d.source_partition}:{d.source_offset}".encode(), d.to_json()) for d in dead))
+
+    def _after_commit(self, outcome: Outcome, next_offsets: dict[TP, int]) -> None:
+        self._publish(outcome)
+        if self._consumer is not None:
+            try:  # for lag display in Kafka tooling only; Postgres holds the truth
+                self._consumer.commit(offsets=[TopicPartition(t, p, n) for (t, p), n in next_offsets.items()],
+                                      asynchronous=True)
+            except KafkaException as exc:
+                log.debug("%s: async offset commit: %s", self.group, exc)
+
+    def _publish(self, outcome: Outcome) -> None:
+        sig = self.processor.signal(outcome, self.clock())
+        if sig is None:
+            return
+        try:
+            self.producer.send_nowait(sig.topic, sig.key, sig.value)
+        except (KafkaException, BufferError) as exc:
+            self.metrics.signal_errors.labels(self.group).inc()
+            log.warning("%s: wake-up signal not queued (%s); consumers will reconcile", self.group, exc)
+
+    def _rewind(self, batch: _Batch[T], override: dict[TP, int]) -> None:
+        """Put the consumer back to the first record of an unwritten batch (or a given offset)."""
+        if self._consumer is None:
+            return
+        assigned = {(p.topic, p.partition) for p in self._consumer.assignment()}
+        for tp, (first, _last) in batch.spans.items():
+            if tp in assigned:
+                offset = override.get(tp, first)
+                self._consumer.seek(TopicPartition(tp[0], tp[1], offset if offset >= 0 else OFFSET_BEGINNING))
+
+    # -- retries -------------------------------------------------------------------------------
+    def _retrying(self, attempt: Callable[[], Any], abandon_if: Callable[[], bool] = lambda: False) -> Any:
+        delay = self.config.retry_initial_s
+        while True:
+            if abandon_if():
+                raise _Dropped
+            try:
+                return attempt()
+            except (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError, DeliveryError) as exc:
+                self._reset_connection()
+                self.metrics.db_retries.labels(self.group).inc()
+                log.warning("%s: %s; retrying in %.1fs", self.group, " ".join(str(exc).split()), delay)
+            if self.stop_event.is_set():
+                raise _Dropped
+            self._wait(delay)
+            delay = min(delay * 2, self.config.retry_max_s)
+
+    def _wait(self, seconds: float) -> None:
+        """Back off while staying in the group: partitions paused, callbacks served."""
+        consumer = self._consumer
+        end = time.monotonic() + seconds
+        if consumer is None or self._paused:
+            self.stop_event.wait(seconds)
+            return
+        self._paused = True
+        consumer.pause(consumer.assignment())
+        try:
+            while time.monotonic() < end and not self.stop_event.is_set():
+                for msg in consumer.consume(1, timeout=min(0.1, max(0.0, end - time.monotonic()))):
+                    if msg.error() is None:  # arrived on a newly assigned partition: read it again later
+                        consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+        finally:
+            self._paused = False
+            consumer.resume(consumer.assignment())
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            conn = connect(self.config.database_url, autocommit=True)
+            self.processor.prepare(conn)
+            self._conn = conn
+        return self._conn
+
+    def _reset_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None
+
+    # -- timers --------------------------------------------------------------------------------
+    def _maybe_housekeeping(self) -> None:
+        interval = self.processor.housekeeping_interval_s
+        now = time.monotonic()
+        if interval <= 0 or now < self._next_housekeeping:
+            return
+        self._next_housekeeping = now + interval
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                outcome = self.processor.housekeeping(conn)
+                offsets.bump_counters(conn, self.group, outcome.counts)
+        except (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._reset_connection()
+            log.warning("%s: housekeeping skipped: %s", self.group, exc)
+            return
+        if outcome:
+            self.metrics.record(self.group, outcome)
+            self._publish(outcome)
+
+    def _maybe_update_lag(self) -> None:
+        now = time.monotonic()
+        if self._consumer is None or now < self._next_lag:
+            return
+        self._next_lag = now + self.config.lag_interval_s
+        try:
+            assignment = self._consumer.assignment()
+            for tp, pos in zip(assignment, self._consumer.position(assignment), strict=True):
+                _lo, hi = self._consumer.get_watermark_offsets(tp, cached=True)
+                if hi >= 0 and pos.offset >= 0:
+                    self.metrics.lag.labels(self.group, tp.topic, str(tp.partition)).set(hi - pos.offset)
+        except KafkaException as exc:
+            log.debug("%s: lag update: %s", self.group, exc)

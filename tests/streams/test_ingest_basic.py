@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import psycopg
+
+from flywheel.settings import FlywheelSettings
+from tests.streams.helpers import (
+    count,
+    create_topics,
+    feedback,
+    prediction,
+    produce,
+    producer,
+    running_ingest,
+    wait_until,
+)
+
+
+def test_predictions_and_feedback_land_joined_and_deduplicated(
+    settings: FlywheelSettings, kafka_bootstrap: str, db_url: str
+) -> None:
+    create_topics(settings, kafka_bootstrap)
+    t = settings.topics
+    p = producer(kafka_bootstrap)
+    preds = [prediction() for _ in range(20)]
+    early = feedback(preds[0].prediction_id, "negative")  # arrives before its prediction
+    produce(p, t.feedback, [(early.prediction_id.encode(), early.to_json())])
+    with running_ingest(settings):
+        wait_until(lambda: count(db_url, "SELECT count(*) FROM feedback WHERE status='pending'") == 1,
+                   what="pending feedback")
+        produce(p, t.predictions, [(e.prediction_id.encode(), e.to_json()) for e in preds])
+        fbs = [feedback(e.prediction_id) for e in preds[1:]]
+        resend = fbs[0]  # same feedback_id: idempotent
+        same_content = feedback(fbs[1].prediction_id, fbs[1].label)  # new id, same prediction/user/label
+        produce(p, t.feedback, [(f.prediction_id.encode(), f.to_json()) for f in [*fbs, resend, same_content]])
+        wait_until(lambda: count(db_url, "SELECT count(*) FROM feedback WHERE status='joined'") == 20,
+                   what="20 joined feedback rows")
+    assert count(db_url, "SELECT count(*) FROM predictions") == 20
+    assert count(db_url, "SELECT count(*) FROM feedback") == 20
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT model_version, predicted_label, variant, probabilities->>'positive' "
+                           "FROM feedback WHERE feedback_id = %s", (early.feedback_id,)).fetchone()
+        counters = dict(conn.execute("SELECT name, value FROM stream_counters").fetchall())
+    assert row == ("1.0.0", "positive", "champion", "0.7")
+    assert counters["duplicates:feedback"] == 2
+    assert counters["landed:feedback"] == 20
+    assert counters["landed:prediction"] == 20
