@@ -128,8 +128,7 @@ def high_watermarks(bootstrap: str, tps: list[tuple[str, int]], timeout: float =
     wrong). A throwaway consumer fetches from offset 0 of each partition and reads the cached value."""
     if not tps:
         return {}
-    consumer = Consumer({**consumer_config(bootstrap, "flywheel-watermarks"), "fetch.max.bytes": 1024,
-                         "max.partition.fetch.bytes": 1024})
+    consumer = Consumer(consumer_config(bootstrap, "flywheel-watermarks", **{"max.partition.fetch.bytes": 1024}))
     try:
         consumer.assign([TopicPartition(t, p, 0) for t, p in tps])
         found: dict[tuple[str, int], int] = {}

@@ -1,0 +1,227 @@
+"""The ``flywheel`` command: run the local platform, processors and the admin work.
+
+Expected failures (broker or database unreachable, bad arguments) print one clear line and exit 1;
+tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from flywheel import db
+from flywheel.exceptions import FlywheelError
+from flywheel.platform import Endpoints, Platform, resolve
+from flywheel.settings import FlywheelSettings
+from streams import kafka
+
+app = typer.Typer(help="Flywheel: feedback on predictions becomes a better model in production.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+topics_app = typer.Typer(help="Kafka topics: create, list, describe, delete, lag.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+process_app = typer.Typer(help="Run one stream processor in the foreground.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Event schemas.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(db_app, name="db")
+app.add_typer(process_app, name="process")
+app.add_typer(schemas_app, name="schemas")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _settings() -> FlywheelSettings:
+    return FlywheelSettings()
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        logging.getLogger("flywheel").info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@app.command()
+def up() -> None:
+    """Start the local platform (embedded broker + Postgres unless configured) and run the processors
+    until Ctrl-C / SIGTERM."""
+    settings = _settings()
+
+    def ready(e: Endpoints) -> None:
+        table = Table(title="Flywheel is up", show_header=False)
+        table.add_row("Kafka bootstrap", e.bootstrap + (" (embedded Tansu, memory storage: not durable)"
+                                                       if e.embedded_broker else ""))
+        table.add_row("Postgres", "embedded pgserver in " + str(settings.data_dir / "pgdata")
+                      if e.embedded_postgres else "FLYWHEEL_DATABASE_URL")
+        table.add_row("Topics", ", ".join(settings.topics.all()))
+        table.add_row("Metrics", e.metrics_url or "disabled")
+        table.add_row("Schema registry", e.schema_registry_url or "disabled")
+        table.add_row("Processors", ", ".join(r.group for r in platform.runners) or "none")
+        out.print(table)
+        out.print("Ctrl-C stops everything.")
+
+    platform = Platform(settings, on_ready=ready)
+    _stop_on_signals(platform.stop_event)
+    with platform:
+        platform.wait()
+    out.print("stopped cleanly")
+
+
+@process_app.command("ingest")
+def process_ingest() -> None:
+    """Run the ingest processor against FLYWHEEL_KAFKA_BOOTSTRAP / FLYWHEEL_DATABASE_URL (or the
+    running local platform) until SIGTERM."""
+    from streams.ingest import IngestProcessor
+    from streams.runtime import ProcessorRunner, RunnerConfig
+
+    settings = _settings()
+    bootstrap, database = resolve(settings)
+    runner = ProcessorRunner(IngestProcessor.from_settings(settings),
+                             RunnerConfig.from_settings(settings, bootstrap, database))
+    _stop_on_signals(runner.stop_event)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=runner.metrics.registry)
+    runner.run()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
+    """Apply schema migrations."""
+    settings = _settings()
+    _bootstrap, database = _database_only(settings)
+    db.upgrade(database, revision)
+    out.print(f"database at revision {db.current_revision(database)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's migration revision and the newest available."""
+    settings = _settings()
+    _bootstrap, database = _database_only(settings)
+    out.print(f"current {db.current_revision(database)}  head {db.head_revision(database)}")
+
+
+def _database_only(settings: FlywheelSettings) -> tuple[str | None, str]:
+    if settings.database_url:
+        return settings.kafka_bootstrap, settings.database_url.get_secret_value()
+    return resolve(settings)
+
+
+@topics_app.command("create")
+def topics_create(
+    names: Annotated[list[str] | None, typer.Argument(help="Topics (default: all Flywheel topics)")] = None,
+    partitions: Annotated[int | None, typer.Option(min=1, help="Partitions (default: settings)")] = None,
+    config: Annotated[list[str] | None, typer.Option("--config", "-c", help="key=value topic config")] = None,
+) -> None:
+    """Create topics (existing ones are left as they are)."""
+    settings = _settings()
+    bootstrap, _ = resolve(settings)
+    configs = dict(_key_value(c) for c in config or [])
+    wanted = names or settings.topics.all()
+    created = kafka.create_topics(kafka.admin(bootstrap), wanted, partitions or settings.topic_partitions, configs)
+    for name in wanted:
+        out.print(f"{name}: {'created' if name in created else 'exists'}")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """List topics and their partition counts."""
+    bootstrap, _ = resolve(_settings())
+    table = Table("topic", "partitions")
+    for topic in kafka.list_topics(kafka.admin(bootstrap)):
+        table.add_row(topic.name, str(topic.partitions))
+    out.print(table)
+
+
+@topics_app.command("describe")
+def topics_describe(name: str) -> None:
+    """Partitions, high watermarks (from Fetch) and configs of one topic."""
+    bootstrap, _ = resolve(_settings())
+    info = kafka.describe_topic(kafka.admin(bootstrap), name)
+    marks = kafka.high_watermarks(bootstrap, [(name, p) for p in range(info.partitions)])
+    table = Table("partition", "high watermark", title=f"{name} ({info.partitions} partitions)")
+    for p in range(info.partitions):
+        table.add_row(str(p), str(marks.get((name, p), "?")))
+    out.print(table)
+    for key, value in sorted(info.configs.items()):
+        out.print(f"  {key} = {value}")
+
+
+@topics_app.command("delete")
+def topics_delete(names: list[str], yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
+    """Delete topics (asks first unless --yes)."""
+    bootstrap, _ = resolve(_settings())
+    if not yes and not typer.confirm(f"Delete {', '.join(names)}?"):
+        raise typer.Exit(1)
+    kafka.delete_topics(kafka.admin(bootstrap), names)
+    for name in names:
+        out.print(f"{name}: deleted")
+
+
+@topics_app.command("lag")
+def topics_lag(group: str) -> None:
+    """Lag of a processor group: high watermark minus the next offset it committed in Postgres."""
+    from flywheel.status import group_lag
+
+    bootstrap, database = resolve(_settings())
+    rows = group_lag(bootstrap, database, group)
+    if not rows:
+        err.print(f"group {group!r} has not committed a batch yet (no offsets stored in Postgres)")
+        raise typer.Exit(1)
+    table = Table("topic", "partition", "next offset", "high watermark", "lag", title=f"lag of {group}")
+    for r in rows:
+        table.add_row(r.topic, str(r.partition), str(r.next_offset), str(r.high_watermark), str(r.lag))
+    out.print(table)
+    out.print(f"total lag {sum(r.lag for r in rows if r.lag is not None)}")
+
+
+@app.command()
+def status() -> None:
+    """Broker, database, processors and counts at a glance."""
+    from flywheel.status import collect, render
+
+    settings = _settings()
+    render(out, collect(settings))
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Path) -> None:
+    """Write the JSON Schema of every event type into DIRECTORY."""
+    from schemas.jsonschema import write_json_schemas
+
+    for path in write_json_schemas(directory):
+        out.print(str(path))
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"expected key=value, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)])
+    for noisy in ("alembic", "pgserver"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        app()
+    except FlywheelError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)

@@ -1,0 +1,158 @@
+"""The local platform that ``flywheel up`` runs: stack, migrations, topics, processors, /metrics.
+
+``up`` records where everything listens in ``<data_dir>/stack.json`` so that other CLI commands find a
+running local platform without extra configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from flywheel import db
+from flywheel.exceptions import ConfigError, StackError
+from flywheel.settings import FlywheelSettings
+from flywheel.stack import LocalStack, pid_alive
+from streams import kafka
+from streams.ingest import IngestProcessor
+from streams.metrics import StreamMetrics
+from streams.runtime import ProcessorRunner, RunnerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a running platform listens (written to ``stack.json``)."""
+
+    pid: int
+    bootstrap: str
+    database_url: str
+    metrics_url: str | None
+    schema_registry_url: str | None
+    embedded_broker: bool
+    embedded_postgres: bool
+
+
+def state_file(settings: FlywheelSettings) -> Path:
+    return settings.data_dir / "stack.json"
+
+
+def read_endpoints(settings: FlywheelSettings) -> Endpoints | None:
+    path = state_file(settings)
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        endpoints = Endpoints(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    return endpoints if pid_alive(endpoints.pid) else None
+
+
+def resolve(settings: FlywheelSettings) -> tuple[str, str]:
+    """Bootstrap servers and database URL for admin commands: settings first, else a running ``up``."""
+    running = read_endpoints(settings)
+    bootstrap = settings.kafka_bootstrap or (running.bootstrap if running else None)
+    database = (settings.database_url.get_secret_value() if settings.database_url else None) or (
+        running.database_url if running else None)
+    if not bootstrap or not database:
+        missing = [n for n, v in (("FLYWHEEL_KAFKA_BOOTSTRAP", bootstrap), ("FLYWHEEL_DATABASE_URL", database))
+                   if not v]
+        raise ConfigError(
+            f"no running local platform in {settings.data_dir} and {' / '.join(missing)} not set: "
+            "start one with `flywheel up` or point the settings at your cluster")
+    return bootstrap, database
+
+
+class Platform:
+    """Everything ``flywheel up`` starts, in order, and stops in reverse order."""
+
+    def __init__(self, settings: FlywheelSettings, *, on_ready: Callable[[Endpoints], None] | None = None) -> None:
+        self.settings = settings
+        self.on_ready = on_ready
+        self.stop_event = threading.Event()
+        self.registry = CollectorRegistry()
+        self.metrics = StreamMetrics(self.registry)
+        self._exit = contextlib.ExitStack()
+        self._threads: list[threading.Thread] = []
+        self.runners: list[ProcessorRunner[Any]] = []
+        self.endpoints: Endpoints | None = None
+
+    def __enter__(self) -> Platform:
+        try:
+            self._start()
+        except BaseException:
+            self._exit.close()
+            raise
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        running = read_endpoints(s)
+        if running is not None and running.pid != os.getpid():
+            raise StackError(f"a platform is already running from {s.data_dir} (pid {running.pid})")
+        stack = self._exit.enter_context(LocalStack(s))
+        db.upgrade(stack.database_url)
+        kafka.create_topics(kafka.admin(stack.bootstrap), s.topics.all(), s.topic_partitions)
+        metrics_url = None
+        if s.metrics_port:
+            try:
+                server, _thread = start_http_server(s.metrics_port, addr="127.0.0.1", registry=self.registry)
+            except OSError as exc:
+                raise StackError(f"cannot serve /metrics on port {s.metrics_port}: {exc}") from exc
+            self._exit.callback(server.shutdown)
+            metrics_url = f"http://127.0.0.1:{s.metrics_port}/metrics"
+        registry_url = self._start_schema_registry(stack.database_url)
+        self.endpoints = Endpoints(
+            pid=os.getpid(), bootstrap=stack.bootstrap, database_url=stack.database_url, metrics_url=metrics_url,
+            schema_registry_url=registry_url, embedded_broker=stack.broker is not None,
+            embedded_postgres=stack.postgres is not None)
+        path = state_file(s)
+        path.write_text(json.dumps(asdict(self.endpoints), indent=2))
+        self._exit.callback(path.unlink, missing_ok=True)
+        self._start_runner(IngestProcessor.from_settings(s), stack.bootstrap, stack.database_url)
+        if self.on_ready is not None:
+            self.on_ready(self.endpoints)
+
+    def _start_schema_registry(self, database_url: str) -> str | None:
+        """Hook for the schema registry server (see schemas.registry); None when not configured."""
+        return None
+
+    def _start_runner(self, processor: IngestProcessor, bootstrap: str, database_url: str) -> None:
+        runner: ProcessorRunner[Any] = ProcessorRunner(
+            processor, RunnerConfig.from_settings(self.settings, bootstrap, database_url), metrics=self.metrics)
+        self.runners.append(runner)
+
+        def target() -> None:
+            try:
+                runner.run(self.stop_event)
+            except Exception:
+                log.exception("%s stopped with an error; stopping the platform", processor.group)
+                self.stop_event.set()
+
+        thread = threading.Thread(target=target, name=processor.group, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.stop_event.wait(timeout)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for thread in self._threads:
+            thread.join(30)
+        self._threads.clear()
+        self._exit.close()
