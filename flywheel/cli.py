@@ -216,8 +216,11 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)])
+    if err.is_terminal:
+        logging.basicConfig(level=logging.INFO, format="%(message)s",
+                            handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)])
+    else:  # files and log collectors get one plain line per record
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

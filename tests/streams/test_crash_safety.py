@@ -35,8 +35,8 @@ def processor_env(settings: FlywheelSettings, **extra: str) -> dict[str, str]:
         FLYWHEEL_BATCH_MAX_WAIT_MS="50",
         FLYWHEEL_SESSION_TIMEOUT_MS="3000",
         FLYWHEEL_ORPHAN_TIMEOUT_S="3600",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
