@@ -154,7 +154,8 @@ def topics_describe(name: str) -> None:
     bootstrap, _ = resolve(_settings())
     info = kafka.describe_topic(kafka.admin(bootstrap), name)
     marks = kafka.high_watermarks(bootstrap, [(name, p) for p in range(info.partitions)])
-    table = Table("partition", "high watermark", title=f"{name} ({info.partitions} partitions)")
+    out.print(f"{name} ({info.partitions} partitions)")
+    table = Table("partition", "high watermark")
     for p in range(info.partitions):
         table.add_row(str(p), str(marks.get((name, p), "?")))
     out.print(table)
@@ -183,7 +184,8 @@ def topics_lag(group: str) -> None:
     if not rows:
         err.print(f"group {group!r} has not committed a batch yet (no offsets stored in Postgres)")
         raise typer.Exit(1)
-    table = Table("topic", "partition", "next offset", "high watermark", "lag", title=f"lag of {group}")
+    out.print(f"lag of {group}")
+    table = Table("topic", "partition", "next offset", "high watermark", "lag")
     for r in rows:
         table.add_row(r.topic, str(r.partition), str(r.next_offset), str(r.high_watermark), str(r.lag))
     out.print(table)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -64,8 +65,8 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (idempotent; serialised by an advisory lock in env.py)."""
     try:
         command.upgrade(alembic_config(url), revision)
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(_one_line(exc)) from exc
+    except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
+        raise DatabaseUnavailable(_root_cause(exc)) from exc
 
 
 def current_revision(url: str) -> str | None:
@@ -73,12 +74,19 @@ def current_revision(url: str) -> str | None:
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+    except sqlalchemy.exc.OperationalError as exc:
+        raise DatabaseUnavailable(_root_cause(exc)) from exc
     finally:
         engine.dispose()
 
 
 def head_revision(url: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def _root_cause(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    return _one_line(orig if isinstance(orig, BaseException) else exc)
 
 
 def _one_line(exc: BaseException) -> str:

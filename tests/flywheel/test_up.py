@@ -1,0 +1,95 @@
+"""`flywheel up` as a user runs it: embedded broker + pgserver Postgres, processors, /metrics; SIGTERM
+or Ctrl-C stop every child cleanly, and even a kill -9 of `up` leaves no broker behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from flywheel.stack import free_port, pid_alive
+from tests.streams.helpers import wait_until
+
+
+def _up(tmp_path: Path, **env_extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+    env.update(FLYWHEEL_DATA_DIR=str(tmp_path / "data"), FLYWHEEL_METRICS_PORT=str(free_port()), **env_extra)
+    log = tmp_path / "up.log"
+    proc = subprocess.Popen([sys.executable, "-m", "flywheel", "up"], env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, cwd=tmp_path)
+    state = tmp_path / "data" / "stack.json"
+    try:
+        wait_until(lambda: state.exists() or proc.poll() is not None, timeout=90, what="stack.json")
+    except AssertionError:
+        proc.kill()
+        raise
+    assert proc.poll() is None, log.read_text()[-3000:]
+    return proc, state
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _postgres_pids(data_dir: Path) -> list[int]:
+    pid_file = data_dir / "pgdata" / "postmaster.pid"
+    if not pid_file.exists():
+        return []
+    return [int(pid_file.read_text().split()[0])]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_up_runs_the_platform_and_stops_every_child(tmp_path: Path, sig: signal.Signals) -> None:
+    proc, state = _up(tmp_path)
+    endpoints = json.loads(state.read_text())
+    assert endpoints["embedded_broker"] and endpoints["embedded_postgres"]
+    broker_pids = [c.pid for c in _children(proc.pid) if "tansu" in c.name()]
+    pg_pids = _postgres_pids(tmp_path / "data")
+    assert broker_pids and pg_pids
+    wait_until(lambda: b"flywheel_stream_assigned_partitions" in urllib.request.urlopen(
+        endpoints["metrics_url"], timeout=5).read(), timeout=30, what="/metrics")
+    status = subprocess.run([sys.executable, "-m", "flywheel", "status"], env={
+        **{k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")},
+        "FLYWHEEL_DATA_DIR": str(tmp_path / "data")}, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "running (pid" in status.stdout and "revision" in status.stdout
+
+    proc.send_signal(sig)
+    assert proc.wait(60) == 0, (tmp_path / "up.log").read_text()[-3000:]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(pid_alive(p) for p in broker_pids + pg_pids):
+        time.sleep(0.2)
+    assert not [p for p in broker_pids + pg_pids if pid_alive(p)], "orphan broker or postgres left behind"
+    assert not state.exists()
+
+
+def test_kill_9_of_up_takes_the_broker_with_it(tmp_path: Path, db_url: str) -> None:
+    proc, _state = _up(tmp_path, FLYWHEEL_DATABASE_URL=db_url)
+    broker_pids = [c.pid for c in _children(proc.pid) if "tansu" in c.name()]
+    assert broker_pids
+    proc.kill()
+    proc.wait(10)
+    wait_until(lambda: not any(pid_alive(p) for p in broker_pids), timeout=15, what="broker to exit")
+
+
+def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path, db_url: str) -> None:
+    proc, _state = _up(tmp_path, FLYWHEEL_DATABASE_URL=db_url)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+        env.update(FLYWHEEL_DATA_DIR=str(tmp_path / "data"), FLYWHEEL_DATABASE_URL=db_url,
+                   FLYWHEEL_METRICS_PORT="0")
+        second = subprocess.run([sys.executable, "-m", "flywheel", "up"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 1
+        assert "already running" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        proc.terminate()
+        proc.wait(60)
