@@ -106,8 +106,8 @@ def delete_topics(client: AdminClient, names: Iterable[str], timeout: float = 15
 
 
 def describe_topic(client: AdminClient, name: str, timeout: float = 10.0) -> TopicInfo:
-    try:
-        meta = client.list_topics(topic=name, timeout=timeout)
+    try:  # all topics: a per-topic metadata request makes the embedded broker auto-create the topic
+        meta = client.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise KafkaUnavailable(str(exc)) from exc
     topic = meta.topics.get(name)
