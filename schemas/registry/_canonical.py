@@ -11,8 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from jsonschema import exceptions as jsonschema_exceptions  # type: ignore[import-untyped]
-from jsonschema import validators  # type: ignore[import-untyped]
+import jsonschema  # type: ignore[import-untyped]
 
 from schemas.registry.exceptions import InvalidSchema
 from schemas.registry.model import SCHEMA_TYPES, Schema
@@ -29,7 +28,9 @@ def validate(schema: Schema) -> Any:
     """Raise :class:`InvalidSchema` (42201) unless ``schema`` is well formed; return the parsed JSON
     document for JSON and AVRO schemas (None for PROTOBUF)."""
     if schema.schema_type not in SCHEMA_TYPES:
-        raise InvalidSchema(f"Invalid schema type {schema.schema_type!r}; supported: {', '.join(SCHEMA_TYPES)}")
+        raise InvalidSchema(
+            f"Invalid schema type {schema.schema_type!r}; supported: {', '.join(SCHEMA_TYPES)}"
+        )
     if not schema.text.strip():
         raise InvalidSchema("Invalid schema: the schema text is empty")
     if schema.schema_type == "PROTOBUF":
@@ -42,8 +43,8 @@ def validate(schema: Schema) -> Any:
     if not isinstance(document, dict | bool):
         raise InvalidSchema("Invalid schema: a JSON schema is a JSON object or a boolean")
     try:
-        validators.validator_for(document).check_schema(document)
-    except jsonschema_exceptions.SchemaError as exc:
+        jsonschema.validators.validator_for(document).check_schema(document)
+    except jsonschema.exceptions.SchemaError as exc:
         raise InvalidSchema(f"Invalid schema: {exc.message} at #/{'/'.join(map(str, exc.path))}") from exc
     _check_local_refs(document, document)
     return document

@@ -60,22 +60,32 @@ class CompatibilityChecker:
         for old in reversed(targets):
             name = f"version {old.version}"
             if level.backward:
-                messages += [f"{name} (backward): {m}" for m in self.pair(new, old.schema, "the new schema", name)]
+                messages += [
+                    f"{name} (backward): {m}" for m in self.pair(new, old.schema, "the new schema", name)
+                ]
             if level.forward:
-                messages += [f"{name} (forward): {m}" for m in self.pair(old.schema, new, name, "the new schema")]
+                messages += [
+                    f"{name} (forward): {m}" for m in self.pair(old.schema, new, name, "the new schema")
+                ]
         return messages
 
-    def pair(self, reader: Schema, writer: Schema, reader_name: str = "the reader",
-             writer_name: str = "the writer") -> list[str]:
+    def pair(
+        self, reader: Schema, writer: Schema, reader_name: str = "the reader", writer_name: str = "the writer"
+    ) -> list[str]:
         """Incompatibilities of ``reader`` reading data written with ``writer``."""
         if reader.schema_type != writer.schema_type:
-            return [f"schema type changed from {writer.schema_type} ({writer_name}) "
-                    f"to {reader.schema_type} ({reader_name})"]
+            return [
+                f"schema type changed from {writer.schema_type} ({writer_name}) "
+                f"to {reader.schema_type} ({reader_name})"
+            ]
         if reader.schema_type != "JSON":
             if fingerprint(reader) == fingerprint(writer):
                 return []
             return [f"{reader.schema_type} schemas are not analysed: only an identical schema is compatible"]
         return json_incompatibilities(
-            parse_json(reader.text), parse_json(writer.text), reader_name=reader_name,
-            writer_name=writer_name, strict_open_content=self.strict_open_content,
+            parse_json(reader.text),
+            parse_json(writer.text),
+            reader_name=reader_name,
+            writer_name=writer_name,
+            strict_open_content=self.strict_open_content,
         )

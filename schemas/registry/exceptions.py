@@ -60,7 +60,8 @@ class VersionSoftDeleted(RegistryError):
 
     def __init__(self, subject: str, version: int) -> None:
         super().__init__(
-            f"Subject '{subject}' Version {version} was soft deleted. Set permanent=true to delete permanently"
+            f"Subject '{subject}' Version {version} was soft deleted. "
+            "Set permanent=true to delete permanently"
         )
         self.subject = subject
         self.version = version
@@ -92,7 +93,7 @@ class IncompatibleSchema(RegistryError):
 
     def __init__(self, subject: str, messages: Sequence[str]) -> None:
         super().__init__(
-            f"Schema being registered is incompatible with an earlier schema for subject \"{subject}\", "
+            f'Schema being registered is incompatible with an earlier schema for subject "{subject}", '
             f"details: [{'; '.join(messages)}]"
         )
         self.subject = subject
@@ -109,7 +110,7 @@ class InvalidVersion(RegistryError):
     def __init__(self, version: str) -> None:
         super().__init__(
             f"The specified version '{version}' is not a valid version id. Allowed values are between "
-            "[1, 2^31-1] and the string \"latest\""
+            '[1, 2^31-1] and the string "latest"'
         )
         self.version = version
 
@@ -133,3 +134,11 @@ class StoreError(RegistryError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(f"Error in the backend data store: {message}")
         self.retry_after = retry_after
+
+
+class ServerStartError(RegistryError):
+    """The HTTP server did not come up (port taken, app failed) within its timeout."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"schema registry at {url} did not start: {detail}")
+        self.url = url

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -19,8 +20,10 @@ from schemas.registry import (
     CompatibilityLevel,
     MemorySchemaStore,
     PostgresSchemaStore,
+    RegistryServer,
     Schema,
     SchemaStore,
+    ServerStartError,
     StoreError,
     create_app,
 )
@@ -335,3 +338,18 @@ def test_exported_members() -> None:
     assert sorted(registry.__all__) == registry.__all__
     for name in registry.__all__:
         assert getattr(registry, name) is not None
+
+
+def test_registry_server_starts_answers_and_stops() -> None:
+    server = RegistryServer(create_app(MemorySchemaStore()), "127.0.0.1", 0)
+    url = server.start()
+    try:
+        assert server.port > 0 and url == f"http://127.0.0.1:{server.port}"
+        response = httpx.post(f"{url}/subjects/s/versions", json=body(V1), headers={"Content-Type": CT})
+        assert response.json() == {"id": 1}
+        with pytest.raises(ServerStartError):
+            RegistryServer(create_app(MemorySchemaStore()), "127.0.0.1", server.port).start(timeout=5)
+    finally:
+        server.stop()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/", timeout=1)

@@ -54,8 +54,9 @@ def upgrade() -> None:
             resolved_at     timestamptz,
             CHECK ((label IS NULL) <> (thumbs IS NULL))
         );
-        CREATE INDEX feedback_prediction_id ON feedback (prediction_id);
-        CREATE INDEX feedback_pending ON feedback (received_at) WHERE status = 'pending';
+        -- only feedback still waiting for its prediction: small, and it serves both the late join and
+        -- the orphan sweep
+        CREATE INDEX feedback_pending ON feedback (prediction_id) WHERE status = 'pending';
 
         CREATE TABLE stream_offsets (
             group_id    text NOT NULL,
