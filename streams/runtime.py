@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ T = TypeVar("T")
 TP = tuple[str, int]
 
 _RECORD_FAULTS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+_RETRYABLE = (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError, DeliveryError)
 
 
 def utcnow() -> datetime:
@@ -80,6 +82,14 @@ class _Batch(Generic[T]):
     dead: list[DeadLetter]
     spans: dict[TP, list[int]]  # (topic, partition) -> [first offset, last offset]
     consumed: Counter[str]
+    started: float
+
+
+@dataclass(slots=True)
+class _InFlight(Generic[T]):
+    future: Future[tuple[Outcome, dict[TP, int]]]
+    batch: _Batch[T]
+    generation: int
 
 
 class _Dropped(Exception):
@@ -106,6 +116,7 @@ class ProcessorRunner(Generic[T]):
         self.group = processor.group
         self.stop_event = threading.Event()
         self.batches_committed = 0
+        self.first_batch_at: float | None = None  # time.perf_counter() when the first batch arrived
         self._conn: psycopg.Connection | None = None
         self._consumer: Consumer | None = None
         self._cluster = ""
@@ -113,6 +124,8 @@ class ProcessorRunner(Generic[T]):
         self._paused = False
         self._next_housekeeping = 0.0
         self._next_lag = 0.0
+        self._inflight: _InFlight[T] | None = None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.group}-writer")
 
     # -- lifecycle -----------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:
@@ -128,11 +141,15 @@ class ProcessorRunner(Generic[T]):
         try:
             while not self.stop_event.is_set():
                 messages = consumer.consume(self.config.batch_max_records, timeout=self.config.batch_max_wait_s)
-                if messages:
-                    self._handle(messages)
+                batch = self._decode(messages) if messages else None
+                self._settle()  # the previous batch's commit ran while this one was consumed and decoded
                 self._maybe_housekeeping()
+                if batch is not None and batch.spans:
+                    self._inflight = _InFlight(self._writer.submit(self._commit, batch), batch, self._generation)
                 self._maybe_update_lag()
+            self._settle()  # SIGTERM: finish the batch in hand (or abandon it unwritten if Postgres is down)
         finally:
+            self._writer.shutdown(wait=True)
             self._close()
 
     def stop(self) -> None:
@@ -152,11 +169,13 @@ class ProcessorRunner(Generic[T]):
 
     # -- rebalance -----------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._wait_inflight()
         self._generation += 1
         self.metrics.rebalances.labels(self.group).inc()
         try:
             stored = self._retrying(lambda: offsets.load(
-                self._connection(), self.group, self._cluster, [(p.topic, p.partition) for p in partitions]))
+                self._connection(), self.group, self._cluster, [(p.topic, p.partition) for p in partitions]),
+                wait=self.stop_event.wait)  # inside a rebalance callback: no consume() while waiting
         except _Dropped:  # stopping while Postgres is down: nothing will be consumed anyway
             return
         for p in partitions:
@@ -169,20 +188,27 @@ class ProcessorRunner(Generic[T]):
         log.info("%s: assigned %s", self.group, [(p.topic, p.partition, p.offset) for p in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._wait_inflight()
         self._generation += 1
         self.metrics.assigned.labels(self.group).set(0)
         log.info("%s: revoked %s", self.group, [(p.topic, p.partition) for p in partitions])
 
     # -- one batch -----------------------------------------------------------------------------
-    def _handle(self, messages: list[Message]) -> None:
-        started = time.perf_counter()
-        batch = self._decode(messages)
-        if not batch.spans:
+    def _settle(self) -> None:
+        """Wait for the batch in flight and act on its result: metrics and signals after a commit;
+        retries (in this thread, staying in the group) after an outage; a rewind after a gap or drop."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
             return
-        generation = self._generation
+        batch, generation = inflight.batch, inflight.generation
         try:
-            outcome, next_offsets = self._retrying(
-                lambda: self._commit(batch), abandon_if=lambda: self._generation != generation)
+            try:
+                outcome, next_offsets = inflight.future.result()
+            except _RETRYABLE as exc:
+                self._note_retry(exc)
+                self._wait(self.config.retry_initial_s)
+                outcome, next_offsets = self._retrying(
+                    lambda: self._commit(batch), abandon_if=lambda: self._generation != generation)
         except OffsetGap as gap:
             log.warning("%s: %s; re-reading", self.group, gap)
             self._rewind(batch, {(gap.topic, gap.partition): gap.stored})
@@ -191,14 +217,23 @@ class ProcessorRunner(Generic[T]):
             self._rewind(batch, {})
             return
         self.batches_committed += 1
-        self.metrics.batch_seconds.labels(self.group).observe(time.perf_counter() - started)
+        self.metrics.batch_seconds.labels(self.group).observe(time.perf_counter() - batch.started)
         self.metrics.batch_records.labels(self.group).observe(sum(batch.consumed.values()))
         for topic, n in batch.consumed.items():
             self.metrics.consumed.labels(self.group, topic).inc(n)
         self.metrics.record(self.group, outcome)
         self._after_commit(outcome, next_offsets)
 
+    def _wait_inflight(self) -> None:
+        """From a rebalance callback: let the commit in flight finish (its result is acted on by the
+        main loop) so that the connection is free and stored offsets are current."""
+        if self._inflight is not None:
+            self._inflight.future.exception()
+
     def _decode(self, messages: list[Message]) -> _Batch[T]:
+        started = time.perf_counter()
+        if self.first_batch_at is None:
+            self.first_batch_at = started
         now = self.clock()
         decode = self.processor.decode
         items: list[Item[T]] = []
@@ -220,7 +255,7 @@ class ProcessorRunner(Generic[T]):
                 items.append(Item(topic, partition, offset, decode(topic, msg.value(), now), msg))
             except DecodeError as exc:
                 dead.append(self._dead_letter(exc.reason, exc.detail, topic, partition, offset, msg, now))
-        return _Batch(items, dead, spans, consumed)
+        return _Batch(items, dead, spans, consumed, started)
 
     def _commit(self, batch: _Batch[T]) -> tuple[Outcome, dict[TP, int]]:
         conn = self._connection()
@@ -316,21 +351,26 @@ class ProcessorRunner(Generic[T]):
                 self._consumer.seek(TopicPartition(tp[0], tp[1], offset if offset >= 0 else OFFSET_BEGINNING))
 
     # -- retries -------------------------------------------------------------------------------
-    def _retrying(self, attempt: Callable[[], Any], abandon_if: Callable[[], bool] = lambda: False) -> Any:
+    def _retrying(self, attempt: Callable[[], Any], abandon_if: Callable[[], bool] = lambda: False,
+                  wait: Callable[[float], object] | None = None) -> Any:
         delay = self.config.retry_initial_s
+        wait = wait or self._wait
         while True:
             if abandon_if():
                 raise _Dropped
             try:
                 return attempt()
-            except (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError, DeliveryError) as exc:
-                self._reset_connection()
-                self.metrics.db_retries.labels(self.group).inc()
-                log.warning("%s: %s; retrying in %.1fs", self.group, " ".join(str(exc).split()), delay)
+            except _RETRYABLE as exc:
+                self._note_retry(exc)
             if self.stop_event.is_set():
                 raise _Dropped
-            self._wait(delay)
+            wait(delay)
             delay = min(delay * 2, self.config.retry_max_s)
+
+    def _note_retry(self, exc: BaseException) -> None:
+        self._reset_connection()
+        self.metrics.db_retries.labels(self.group).inc()
+        log.warning("%s: %s; retrying", self.group, " ".join(str(exc).split()))
 
     def _wait(self, seconds: float) -> None:
         """Back off while staying in the group: partitions paused, callbacks served."""

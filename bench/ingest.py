@@ -1,0 +1,173 @@
+"""Ingest benchmark: end-to-end landing rate versus the raw consume + JSON-parse rate of the same broker.
+
+Produces N feedback events (~1% exact resends, ~1% invalid) to a fresh topic, measures
+  raw_per_s    : one consumer reading all N and json-parsing each value (the ceiling for any processor),
+  landed_per_s : the ingest processor from its first batch until every valid unique event is committed,
+then checks the table: lost and duplicated must be 0.
+
+    python bench/ingest.py [--events 200000] [--batch 5000]
+
+Uses FLYWHEEL_KAFKA_BOOTSTRAP / FLYWHEEL_DATABASE_URL when set; otherwise starts the embedded broker and
+uses the local Postgres on 127.0.0.1:5432 (or pgserver). The last line printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from confluent_kafka import Consumer, Producer
+from psycopg import sql
+
+from flywheel import db
+from flywheel.settings import FlywheelSettings
+from flywheel.stack import EmbeddedBroker, EmbeddedPostgres
+from streams import kafka
+from streams.ingest import IngestProcessor
+from streams.runtime import ProcessorRunner, RunnerConfig
+
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def make_events(n: int, seed: int = 1) -> tuple[list[tuple[bytes, bytes]], set[str]]:
+    rng = random.Random(seed)
+    labels = ("negative", "neutral", "positive")
+    now = datetime.now(UTC).isoformat()
+    values: list[tuple[bytes, bytes]] = []
+    unique: set[str] = set()
+    while len(values) < n:
+        fid = uuid.UUID(int=rng.getrandbits(128)).hex
+        pid = uuid.UUID(int=rng.getrandbits(128)).hex
+        event = json.dumps({"type": "feedback", "schema_version": 1, "feedback_id": fid, "prediction_id": pid,
+                            "label": rng.choice(labels), "user_id": f"user-{rng.randrange(5000)}",
+                            "source": "bench", "ts": now}).encode()
+        r = rng.random()
+        if r < 0.01:
+            values.append((pid.encode(), b'{"type": "feedback", "feedback_id": 17'))  # invalid
+            continue
+        values.append((pid.encode(), event))
+        unique.add(fid)
+        if r < 0.02 and len(values) < n:
+            values.append((pid.encode(), event))  # exact resend
+    return values, unique
+
+
+def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> float:
+    p = Producer(kafka.producer_config(bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000}))
+    t0 = time.perf_counter()
+    for key, value in values:
+        while True:
+            try:
+                p.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                p.poll(0.01)
+    assert p.flush(120) == 0
+    return len(values) / (time.perf_counter() - t0)
+
+
+def raw_rate(bootstrap: str, topic: str, n: int, batch: int) -> float:
+    c = Consumer(kafka.consumer_config(bootstrap, f"bench-raw-{uuid.uuid4().hex[:6]}"))
+    c.subscribe([topic])
+    seen, first = 0, None
+    loads = json.loads
+    while seen < n:
+        msgs = c.consume(batch, timeout=1.0)
+        if msgs and first is None:
+            first = time.perf_counter()
+        for m in msgs:
+            if m.error() is None:
+                try:
+                    loads(m.value())
+                except ValueError:
+                    pass
+                seen += 1
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    c.close()
+    return n / elapsed
+
+
+def landed_rate(settings: FlywheelSettings, bootstrap: str, url: str, expected: int) -> tuple[float, ProcessorRunner]:  # type: ignore[type-arg]
+    runner = ProcessorRunner(IngestProcessor.from_settings(settings), RunnerConfig.from_settings(settings, bootstrap, url))
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    # Poll the exactly-once counter (one indexed row, written in each batch's transaction): a count(*)
+    # over the growing table would compete with the processor for Postgres CPU.
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT value FROM stream_counters WHERE group_id = %s AND name = 'landed:feedback'",
+                               (runner.group,)).fetchone()
+            if row and row[0] >= expected:
+                done = time.perf_counter()
+                break
+            time.sleep(0.02)
+    runner.stop()
+    thread.join(30)
+    assert runner.first_batch_at is not None
+    return expected / (done - runner.first_batch_at), runner
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=5000)
+    args = parser.parse_args()
+
+    broker = None
+    bootstrap = os.environ.get("FLYWHEEL_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        broker = EmbeddedBroker()
+        bootstrap = broker.start()
+    pgserver = None
+    admin_url = os.environ.get("FLYWHEEL_DATABASE_URL") or LOCAL_PG
+    try:
+        psycopg.connect(admin_url, connect_timeout=2).close()
+    except psycopg.OperationalError:
+        pgserver = EmbeddedPostgres(Path(tempfile.mkdtemp()) / "pg")
+        admin_url = pgserver.start()
+    name = f"flywheel_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    info = psycopg.conninfo.conninfo_to_dict(admin_url)
+    info["dbname"] = name
+    url = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    try:
+        db.upgrade(url)
+        prefix = f"bench{uuid.uuid4().hex[:6]}"
+        settings = FlywheelSettings(kafka_bootstrap=bootstrap, database_url=url, topic_prefix=prefix,  # type: ignore[arg-type]
+                                    batch_max_records=args.batch, metrics_port=0, orphan_timeout_s=3600)
+        kafka.create_topics(kafka.admin(bootstrap), settings.topics.all(), settings.topic_partitions)
+        values, unique = make_events(args.events)
+        produced = produce(bootstrap, settings.topics.feedback, values)
+        raw = raw_rate(bootstrap, settings.topics.feedback, len(values), args.batch)
+        landed, runner = landed_rate(settings, bootstrap, url, len(unique))
+        with psycopg.connect(url) as conn:
+            ids = [r[0] for r in conn.execute("SELECT feedback_id FROM feedback")]
+            dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+        got = set(ids)
+        lost = len(unique - got)
+        duplicated = len(ids) - len(got) + len(got - unique)
+        print(f"produced {len(values)} records at {produced:,.0f}/s; {len(unique)} valid unique, "
+              f"{dead[0] if dead else 0} dead-lettered, {runner.batches_committed} batches")
+        print(json.dumps({"events": len(values), "landed_per_s": round(landed), "raw_per_s": round(raw),
+                          "ratio": round(landed / raw, 3), "lost": lost, "duplicated": duplicated}))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if broker is not None:
+            broker.stop()
+        if pgserver is not None:
+            pgserver.stop()
+
+
+if __name__ == "__main__":
+    main()
