@@ -120,6 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--writers", type=int, default=FlywheelSettings.model_fields["sink_writers"].default)
     args = parser.parse_args()
 
     broker = None
@@ -144,7 +145,8 @@ def main() -> None:
         db.upgrade(url)
         prefix = f"bench{uuid.uuid4().hex[:6]}"
         settings = FlywheelSettings(kafka_bootstrap=bootstrap, database_url=url, topic_prefix=prefix,  # type: ignore[arg-type]
-                                    batch_max_records=args.batch, metrics_port=0, orphan_timeout_s=3600)
+                                    batch_max_records=args.batch, sink_writers=args.writers, metrics_port=0,
+                                    orphan_timeout_s=3600)
         kafka.create_topics(kafka.admin(bootstrap), settings.topics.all(), settings.topic_partitions)
         values, unique = make_events(args.events)
         produced = produce(bootstrap, settings.topics.feedback, values)
@@ -157,7 +159,7 @@ def main() -> None:
         lost = len(unique - got)
         duplicated = len(ids) - len(got) + len(got - unique)
         print(f"produced {len(values)} records at {produced:,.0f}/s; {len(unique)} valid unique, "
-              f"{dead[0] if dead else 0} dead-lettered, {runner.batches_committed} batches")
+              f"{dead[0] if dead else 0} dead-lettered, {runner.batches_committed} batches, {args.writers} writers")
         print(json.dumps({"events": len(values), "landed_per_s": round(landed), "raw_per_s": round(raw),
                           "ratio": round(landed / raw, 3), "lost": lost, "duplicated": duplicated}))
     finally:

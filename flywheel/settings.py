@@ -47,6 +47,7 @@ class FlywheelSettings(BaseSettings):
     batch_max_records: int = Field(default=5000, ge=1, le=1_000_000)
     batch_max_wait_ms: int = Field(default=200, ge=1, le=60_000)
     session_timeout_ms: int = Field(default=6000, ge=1000)
+    sink_writers: int = Field(default=2, ge=1, le=32, description="Parallel Postgres writers per processor.")
 
     labels: Annotated[tuple[str, ...], NoDecode] = ("negative", "neutral", "positive")
     max_text_chars: int = Field(default=5000, ge=1)

@@ -16,6 +16,7 @@ stays in its group (partitions paused); SIGTERM finishes the batch in hand or ab
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -47,6 +48,7 @@ TP = tuple[str, int]
 
 _RECORD_FAULTS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 _RETRYABLE = (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError, DeliveryError)
+_CONTROL = -1  # connection slot of the main thread (assignment, housekeeping); writers use 0..n-1
 
 
 def utcnow() -> datetime:
@@ -64,6 +66,8 @@ class RunnerConfig:
     retry_initial_s: float = 0.2
     retry_max_s: float = 5.0
     lag_interval_s: float = 5.0
+    writers: int = 2
+    max_inflight: int = 4
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -72,7 +76,7 @@ class RunnerConfig:
             bootstrap=bootstrap, database_url=database_url, dlq_topic=settings.topics.dlq,
             batch_max_records=settings.batch_max_records, batch_max_wait_s=settings.batch_max_wait_ms / 1000,
             session_timeout_ms=settings.session_timeout_ms, retry_initial_s=settings.db_retry_initial_s,
-            retry_max_s=settings.db_retry_max_s,
+            retry_max_s=settings.db_retry_max_s, writers=settings.sink_writers,
         )
 
 
@@ -90,6 +94,7 @@ class _InFlight(Generic[T]):
     future: Future[tuple[Outcome, dict[TP, int]]]
     batch: _Batch[T]
     generation: int
+    slot: int
 
 
 class _Dropped(Exception):
@@ -117,15 +122,18 @@ class ProcessorRunner(Generic[T]):
         self.stop_event = threading.Event()
         self.batches_committed = 0
         self.first_batch_at: float | None = None  # time.perf_counter() when the first batch arrived
-        self._conn: psycopg.Connection | None = None
+        self._conns: dict[int, psycopg.Connection] = {}  # slot -> connection; slot i belongs to writer i
         self._consumer: Consumer | None = None
         self._cluster = ""
         self._generation = 0
         self._paused = False
         self._next_housekeeping = 0.0
         self._next_lag = 0.0
-        self._inflight: _InFlight[T] | None = None
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.group}-writer")
+        self._inflight: list[_InFlight[T]] = []
+        # One FIFO thread + connection per writer; a partition always goes to the same writer, so its
+        # batches commit in order while different partitions use several Postgres backends at once.
+        self._writers = [ThreadPoolExecutor(1, thread_name_prefix=f"{self.group}-writer{i}")
+                         for i in range(max(1, config.writers))]
 
     # -- lifecycle -----------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:
@@ -140,16 +148,20 @@ class ProcessorRunner(Generic[T]):
         log.info("%s: consuming %s (cluster %s)", self.group, ", ".join(self.processor.topics), self._cluster)
         try:
             while not self.stop_event.is_set():
+                self._wait_for_backlog()
                 messages = consumer.consume(self.config.batch_max_records, timeout=self.config.batch_max_wait_s)
-                batch = self._decode(messages) if messages else None
-                self._settle()  # the previous batch's commit ran while this one was consumed and decoded
+                if messages:
+                    batch = self._decode(messages)
+                    for slot, part in self._shard(batch):
+                        future = self._writers[slot].submit(self._commit_retrying, part, slot, self._generation)
+                        self._inflight.append(_InFlight(future, part, self._generation, slot))
+                self._reap()
                 self._maybe_housekeeping()
-                if batch is not None and batch.spans:
-                    self._inflight = _InFlight(self._writer.submit(self._commit, batch), batch, self._generation)
                 self._maybe_update_lag()
-            self._settle()  # SIGTERM: finish the batch in hand (or abandon it unwritten if Postgres is down)
+            self._reap(block=True)  # SIGTERM: finish what is in hand (abandoned unwritten if Postgres is down)
         finally:
-            self._writer.shutdown(wait=True)
+            for writer in self._writers:
+                writer.shutdown(wait=True)
             self._close()
 
     def stop(self) -> None:
@@ -163,9 +175,8 @@ class ProcessorRunner(Generic[T]):
                 log.warning("%s: consumer close: %s", self.group, exc)
             self._consumer = None
         self.producer.flush(5.0)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for slot in list(self._conns):
+            self._reset_connection(slot)
 
     # -- rebalance -----------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -174,8 +185,7 @@ class ProcessorRunner(Generic[T]):
         self.metrics.rebalances.labels(self.group).inc()
         try:
             stored = self._retrying(lambda: offsets.load(
-                self._connection(), self.group, self._cluster, [(p.topic, p.partition) for p in partitions]),
-                wait=self.stop_event.wait)  # inside a rebalance callback: no consume() while waiting
+                self._connection(_CONTROL), self.group, self._cluster, [(p.topic, p.partition) for p in partitions]))
         except _Dropped:  # stopping while Postgres is down: nothing will be consumed anyway
             return
         for p in partitions:
@@ -194,21 +204,48 @@ class ProcessorRunner(Generic[T]):
         log.info("%s: revoked %s", self.group, [(p.topic, p.partition) for p in partitions])
 
     # -- one batch -----------------------------------------------------------------------------
-    def _settle(self) -> None:
-        """Wait for the batch in flight and act on its result: metrics and signals after a commit;
-        retries (in this thread, staying in the group) after an outage; a rewind after a gap or drop."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is None:
+    def _shard(self, batch: _Batch[T]) -> list[tuple[int, _Batch[T]]]:
+        """Split a batch by writer slot: partition number modulo writers (a prediction and its feedback
+        are keyed alike, so they share a partition number and usually a writer)."""
+        n = len(self._writers)
+        slots = {p % n for _t, p in batch.spans}
+        if len(slots) == 1:
+            return [(slots.pop(), batch)]
+        parts = {slot: _Batch[T]([], [], {}, Counter(), batch.started) for slot in sorted(slots)}
+        for (topic, partition), span in batch.spans.items():
+            parts[partition % n].spans[(topic, partition)] = span
+        for item in batch.items:
+            part = parts[item.partition % n]
+            part.items.append(item)
+            part.consumed[item.topic] += 1
+        for dead in batch.dead:
+            part = parts[dead.source_partition % n]
+            part.dead.append(dead)
+            part.consumed[dead.source_topic] += 1
+        return list(parts.items())
+
+    def _reap(self, block: bool = False) -> None:
+        """Act on finished commits in submission order: metrics and signals after a commit, a rewind
+        after a gap or an abandoned batch. With ``block``, wait for everything in flight."""
+        while self._inflight and (block or self._inflight[0].future.done()):
+            self._settle(self._inflight.pop(0))
+
+    def _wait_for_backlog(self) -> None:
+        """Back-pressure: while writers are behind (or retrying through an outage), stay in the group
+        with partitions paused until the oldest commit in flight finishes."""
+        if len(self._inflight) < self.config.max_inflight:
             return
-        batch, generation = inflight.batch, inflight.generation
+        oldest = self._inflight[0].future
+        with contextlib.suppress(Exception):  # the usual case: a busy writer, done within the second
+            oldest.exception(timeout=1.0)
+        while not oldest.done() and not self.stop_event.is_set():  # an outage: pause, keep polling
+            self._wait(0.5, until=oldest.done)
+        self._reap()
+
+    def _settle(self, inflight: _InFlight[T]) -> None:
+        batch = inflight.batch
         try:
-            try:
-                outcome, next_offsets = inflight.future.result()
-            except _RETRYABLE as exc:
-                self._note_retry(exc)
-                self._wait(self.config.retry_initial_s)
-                outcome, next_offsets = self._retrying(
-                    lambda: self._commit(batch), abandon_if=lambda: self._generation != generation)
+            outcome, next_offsets = inflight.future.result()
         except OffsetGap as gap:
             log.warning("%s: %s; re-reading", self.group, gap)
             self._rewind(batch, {(gap.topic, gap.partition): gap.stored})
@@ -224,11 +261,32 @@ class ProcessorRunner(Generic[T]):
         self.metrics.record(self.group, outcome)
         self._after_commit(outcome, next_offsets)
 
+    def _commit_retrying(self, batch: _Batch[T], slot: int, generation: int) -> tuple[Outcome, dict[TP, int]]:
+        """In writer ``slot``'s thread: commit, retrying outages with capped backoff. A rebalance since
+        the batch was read, or a stop while Postgres is down, abandons it (nothing was written)."""
+        delay = self.config.retry_initial_s
+        while True:
+            if self._generation != generation:
+                raise _Dropped
+            try:
+                return self._commit(batch, slot)
+            except _RETRYABLE as exc:
+                self._note_retry(exc, slot)
+            if self.stop_event.wait(delay):
+                raise _Dropped
+            delay = min(delay * 2, self.config.retry_max_s)
+
     def _wait_inflight(self) -> None:
-        """From a rebalance callback: let the commit in flight finish (its result is acted on by the
-        main loop) so that the connection is free and stored offsets are current."""
-        if self._inflight is not None:
-            self._inflight.future.exception()
+        """From a rebalance callback: give commits in flight a moment to finish (fewer records for the
+        next owner to re-read); whatever is still queued afterwards is dropped by the generation bump.
+        Correctness never depends on this: every commit is fenced against the stored offsets."""
+        deadline = time.monotonic() + self.config.session_timeout_ms / 2000
+        for inflight in self._inflight:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(Exception):
+                inflight.future.exception(timeout=remaining)
 
     def _decode(self, messages: list[Message]) -> _Batch[T]:
         started = time.perf_counter()
@@ -257,8 +315,8 @@ class ProcessorRunner(Generic[T]):
                 dead.append(self._dead_letter(exc.reason, exc.detail, topic, partition, offset, msg, now))
         return _Batch(items, dead, spans, consumed, started)
 
-    def _commit(self, batch: _Batch[T]) -> tuple[Outcome, dict[TP, int]]:
-        conn = self._connection()
+    def _commit(self, batch: _Batch[T], slot: int = 0) -> tuple[Outcome, dict[TP, int]]:
+        conn = self._connection(slot)
         outcome = Outcome()
         with conn.transaction():
             stored = offsets.lock(conn, self.group, self._cluster, batch.spans)
@@ -351,29 +409,25 @@ class ProcessorRunner(Generic[T]):
                 self._consumer.seek(TopicPartition(tp[0], tp[1], offset if offset >= 0 else OFFSET_BEGINNING))
 
     # -- retries -------------------------------------------------------------------------------
-    def _retrying(self, attempt: Callable[[], Any], abandon_if: Callable[[], bool] = lambda: False,
-                  wait: Callable[[float], object] | None = None) -> Any:
+    def _retrying(self, attempt: Callable[[], Any]) -> Any:
+        """Retry ``attempt`` on the control connection (runs inside rebalance callbacks: no consume())."""
         delay = self.config.retry_initial_s
-        wait = wait or self._wait
         while True:
-            if abandon_if():
-                raise _Dropped
             try:
                 return attempt()
             except _RETRYABLE as exc:
-                self._note_retry(exc)
-            if self.stop_event.is_set():
+                self._note_retry(exc, _CONTROL)
+            if self.stop_event.wait(delay):
                 raise _Dropped
-            wait(delay)
             delay = min(delay * 2, self.config.retry_max_s)
 
-    def _note_retry(self, exc: BaseException) -> None:
-        self._reset_connection()
+    def _note_retry(self, exc: BaseException, slot: int | None = None) -> None:
+        self._reset_connection(slot)
         self.metrics.db_retries.labels(self.group).inc()
         log.warning("%s: %s; retrying", self.group, " ".join(str(exc).split()))
 
-    def _wait(self, seconds: float) -> None:
-        """Back off while staying in the group: partitions paused, callbacks served."""
+    def _wait(self, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
+        """Wait while staying in the group: partitions paused, callbacks served."""
         consumer = self._consumer
         end = time.monotonic() + seconds
         if consumer is None or self._paused:
@@ -382,7 +436,7 @@ class ProcessorRunner(Generic[T]):
         self._paused = True
         consumer.pause(consumer.assignment())
         try:
-            while time.monotonic() < end and not self.stop_event.is_set():
+            while time.monotonic() < end and not self.stop_event.is_set() and not until():
                 for msg in consumer.consume(1, timeout=min(0.1, max(0.0, end - time.monotonic()))):
                     if msg.error() is None:  # arrived on a newly assigned partition: read it again later
                         consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
@@ -390,20 +444,22 @@ class ProcessorRunner(Generic[T]):
             self._paused = False
             consumer.resume(consumer.assignment())
 
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
+    def _connection(self, slot: int = 0) -> psycopg.Connection:
+        conn = self._conns.get(slot)
+        if conn is None or conn.closed:
             conn = connect(self.config.database_url, autocommit=True)
             self.processor.prepare(conn)
-            self._conn = conn
-        return self._conn
+            self._conns[slot] = conn
+        return conn
 
-    def _reset_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg.Error:
-                pass
-            self._conn = None
+    def _reset_connection(self, slot: int | None = None) -> None:
+        for key in list(self._conns) if slot is None else [slot]:
+            conn = self._conns.pop(key, None)
+            if conn is not None:
+                try:
+                    conn.close()
+                except psycopg.Error:
+                    pass
 
     # -- timers --------------------------------------------------------------------------------
     def _maybe_housekeeping(self) -> None:
@@ -413,12 +469,12 @@ class ProcessorRunner(Generic[T]):
             return
         self._next_housekeeping = now + interval
         try:
-            conn = self._connection()
+            conn = self._connection(_CONTROL)
             with conn.transaction():
                 outcome = self.processor.housekeeping(conn)
                 offsets.bump_counters(conn, self.group, outcome.counts)
-        except (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            self._reset_connection()
+        except _RETRYABLE as exc:
+            self._reset_connection(_CONTROL)
             log.warning("%s: housekeeping skipped: %s", self.group, exc)
             return
         if outcome:
