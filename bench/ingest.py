@@ -14,6 +14,7 @@ uses the local Postgres on 127.0.0.1:5432 (or pgserver). The last line printed i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -23,6 +24,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, Producer
@@ -86,18 +88,19 @@ def raw_rate(bootstrap: str, topic: str, n: int, batch: int) -> float:
             first = time.perf_counter()
         for m in msgs:
             if m.error() is None:
-                try:
+                with contextlib.suppress(ValueError):
                     loads(m.value())
-                except ValueError:
-                    pass
                 seen += 1
     elapsed = time.perf_counter() - (first or time.perf_counter())
     c.close()
     return n / elapsed
 
 
-def landed_rate(settings: FlywheelSettings, bootstrap: str, url: str, expected: int) -> tuple[float, ProcessorRunner]:  # type: ignore[type-arg]
-    runner = ProcessorRunner(IngestProcessor.from_settings(settings), RunnerConfig.from_settings(settings, bootstrap, url))
+def landed_rate(
+    settings: FlywheelSettings, bootstrap: str, url: str, expected: int
+) -> tuple[float, ProcessorRunner[Any]]:
+    config = RunnerConfig.from_settings(settings, bootstrap, url)
+    runner: ProcessorRunner[Any] = ProcessorRunner(IngestProcessor.from_settings(settings), config)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     # Poll the exactly-once counter (one indexed row, written in each batch's transaction): a count(*)

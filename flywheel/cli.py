@@ -84,19 +84,24 @@ def up() -> None:
 def process_ingest() -> None:
     """Run the ingest processor against FLYWHEEL_KAFKA_BOOTSTRAP / FLYWHEEL_DATABASE_URL (or the
     running local platform) until SIGTERM."""
+    from schemas.registry import PostgresSchemaStore
     from streams.ingest import IngestProcessor
     from streams.runtime import ProcessorRunner, RunnerConfig
 
     settings = _settings()
     bootstrap, database = resolve(settings)
-    runner = ProcessorRunner(IngestProcessor.from_settings(settings),
+    store = PostgresSchemaStore(database)
+    runner = ProcessorRunner(IngestProcessor.from_settings(settings, store.schema_exists),
                              RunnerConfig.from_settings(settings, bootstrap, database))
     _stop_on_signals(runner.stop_event)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, addr="127.0.0.1", registry=runner.metrics.registry)
-    runner.run()
+    try:
+        runner.run()
+    finally:
+        store.close()
 
 
 @db_app.command("upgrade")

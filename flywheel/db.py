@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 

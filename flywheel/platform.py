@@ -23,6 +23,7 @@ from flywheel import db
 from flywheel.exceptions import ConfigError, StackError
 from flywheel.settings import FlywheelSettings
 from flywheel.stack import LocalStack, pid_alive
+from schemas.codec import SchemaIdCheck
 from streams import kafka
 from streams.ingest import IngestProcessor
 from streams.metrics import StreamMetrics
@@ -115,7 +116,7 @@ class Platform:
                 raise StackError(f"cannot serve /metrics on port {s.metrics_port}: {exc}") from exc
             self._exit.callback(server.shutdown)
             metrics_url = f"http://127.0.0.1:{s.metrics_port}/metrics"
-        registry_url = self._start_schema_registry(stack.database_url)
+        registry_url, schema_id_known = self._start_schema_registry(stack.database_url)
         self.endpoints = Endpoints(
             pid=os.getpid(), bootstrap=stack.bootstrap, database_url=stack.database_url, metrics_url=metrics_url,
             schema_registry_url=registry_url, embedded_broker=stack.broker is not None,
@@ -123,13 +124,26 @@ class Platform:
         path = state_file(s)
         path.write_text(json.dumps(asdict(self.endpoints), indent=2))
         self._exit.callback(path.unlink, missing_ok=True)
-        self._start_runner(IngestProcessor.from_settings(s), stack.bootstrap, stack.database_url)
+        self._start_runner(IngestProcessor.from_settings(s, schema_id_known), stack.bootstrap, stack.database_url)
         if self.on_ready is not None:
             self.on_ready(self.endpoints)
 
-    def _start_schema_registry(self, database_url: str) -> str | None:
-        """Hook for the schema registry server (see schemas.registry); None when not configured."""
-        return None
+    def _start_schema_registry(self, database_url: str) -> tuple[str | None, SchemaIdCheck | None]:
+        """The Confluent-compatible schema registry on ``schema_registry_port`` (0 = not served); its
+        store also tells the ingest decoder which wire-format schema ids exist."""
+        from schemas.registry import PostgresSchemaStore, RegistryServer, ServerStartError, create_app
+
+        store = PostgresSchemaStore(database_url)
+        self._exit.callback(store.close)
+        if not self.settings.schema_registry_port:
+            return None, store.schema_exists
+        server = RegistryServer(create_app(store), "127.0.0.1", self.settings.schema_registry_port)
+        try:
+            url = server.start()
+        except ServerStartError as exc:
+            raise StackError(f"schema registry: {exc}") from exc
+        self._exit.callback(server.stop)
+        return url, store.schema_exists
 
     def _start_runner(self, processor: IngestProcessor, bootstrap: str, database_url: str) -> None:
         runner: ProcessorRunner[Any] = ProcessorRunner(

@@ -134,7 +134,7 @@ class EmbeddedPostgres:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
+            server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
         except Exception as exc:  # pgserver raises plain exceptions on initdb/start failures
             raise StackError(f"could not start embedded Postgres in {self.data_dir}: {exc}") from exc
         self._server = server

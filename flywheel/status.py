@@ -93,7 +93,7 @@ def _collect_db(report: Report, database: str, bootstrap: str | None) -> None:
             ("feedback orphan", "SELECT count(*) FROM feedback WHERE status = 'orphan'"),
             ("dead letters", "SELECT count(*) FROM dead_letters"),
         ):
-            row = conn.execute(q).fetchone()  # type: ignore[call-overload]
+            row = conn.execute(q).fetchone()
             report.counts.append((name, int(row[0]) if row else 0))
         for reason, n in conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY 1 ORDER BY 2 DESC"):
             report.counts.append((f"  dead letters: {reason}", int(n)))

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from schemas.base import Event
 from schemas.events import Curated, DeadLetter, FeedbackEvent, Landed, PredictionEvent
 
-EXPORTED = {
+EXPORTED: dict[str, type[Event]] = {
     "prediction.v1": PredictionEvent,
     "feedback.v1": FeedbackEvent,
     "dead_letter.v1": DeadLetter,

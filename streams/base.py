@@ -73,7 +73,7 @@ class Processor(ABC, Generic[T]):
         """Land ``items`` using ``conn`` (a transaction is open; do not commit). May be called again
         with a subset of the same batch when a record is rejected by the database."""
 
-    def prepare(self, conn: psycopg.Connection) -> None:  # noqa: B027 - optional hook
+    def prepare(self, conn: psycopg.Connection) -> None:
         """Per-connection set-up (temporary staging tables, prepared statements)."""
 
     def housekeeping(self, conn: psycopg.Connection) -> Outcome:

@@ -17,6 +17,7 @@ from datetime import datetime
 
 import psycopg
 
+from flywheel.exceptions import FlywheelError
 from flywheel.settings import FlywheelSettings, Topics
 from schemas.codec import EventDecoder, EventRules, SchemaIdCheck
 from schemas.events import FeedbackEvent, IdRange, Landed, PredictionEvent
@@ -88,6 +89,19 @@ SELECT count(*), min(id), max(id) FROM upd
 """
 
 
+def tolerant(check: SchemaIdCheck) -> SchemaIdCheck:
+    """A schema-id check that answers True when the registry itself cannot be asked: the payload is
+    still validated against the event contract, so a registry outage must not dead-letter good records."""
+
+    def known(schema_id: int) -> bool:
+        try:
+            return check(schema_id)
+        except FlywheelError:
+            return True
+
+    return known
+
+
 class IngestProcessor(Processor[IngestEvent]):
     def __init__(
         self,
@@ -104,9 +118,10 @@ class IngestProcessor(Processor[IngestEvent]):
         self.landed_topic = topics.landed
         self.orphan_timeout_s = orphan_timeout_s
         self.housekeeping_interval_s = housekeeping_interval_s
+        known = None if schema_id_known is None else tolerant(schema_id_known)
         self._decoders = {
-            topics.predictions: EventDecoder(PredictionEvent, rules, schema_id_known),
-            topics.feedback: EventDecoder(FeedbackEvent, rules, schema_id_known),
+            topics.predictions: EventDecoder(PredictionEvent, rules, known),
+            topics.feedback: EventDecoder(FeedbackEvent, rules, known),
         }
 
     @classmethod

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from streams.exceptions import DeliveryError, KafkaUnavailable, TopicAdminError
 
@@ -136,7 +136,7 @@ def high_watermarks(bootstrap: str, tps: list[tuple[str, int]], timeout: float =
         while len(found) < len(tps) and not deadline.expired():
             consumer.consume(num_messages=len(tps), timeout=0.2)
             for t, p in tps:
-                lo, hi = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
+                _lo, hi = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
                 if hi >= 0:
                     found[(t, p)] = hi
         return found

@@ -70,7 +70,7 @@ class EventProducer:
         with self._lock:
             failed, self._failed = self._failed, []
         if remaining:
-            raise DeliveryError(self.topics.prefix, f"not acknowledged within the flush timeout", remaining)
+            raise DeliveryError(self.topics.prefix, "not acknowledged within the flush timeout", remaining)
         if failed:
             raise DeliveryError(self.topics.prefix, failed[0], len(failed))
 
@@ -97,7 +97,7 @@ class FeedbackProducer(EventProducer):
     ) -> FeedbackEvent:
         event = FeedbackEvent(
             feedback_id=feedback_id or str(uuid.uuid4()), prediction_id=prediction_id, label=label,
-            thumbs=thumbs, user_id=user_id, source=source, ts=datetime.now(UTC),  # type: ignore[arg-type]
+            thumbs=thumbs, user_id=user_id, source=source, ts=datetime.now(UTC),
         )
         self.send(event, on_delivery)
         return event

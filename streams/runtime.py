@@ -20,12 +20,12 @@ import contextlib
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
@@ -49,6 +49,11 @@ TP = tuple[str, int]
 _RECORD_FAULTS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 _RETRYABLE = (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError, DeliveryError)
 _CONTROL = -1  # connection slot of the main thread (assignment, housekeeping); writers use 0..n-1
+
+
+def _coordinates(msg: Message) -> tuple[str, int, int]:
+    """Topic, partition, offset of a consumed record (never None once ``error()`` is None)."""
+    return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
 
 
 def utcnow() -> datetime:
@@ -302,7 +307,7 @@ class ProcessorRunner(Generic[T]):
             if msg.error() is not None:
                 log.warning("%s: consumer error: %s", self.group, msg.error())
                 continue
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            topic, partition, offset = _coordinates(msg)
             span = spans.get((topic, partition))
             if span is None:
                 spans[(topic, partition)] = [offset, offset]
@@ -439,7 +444,7 @@ class ProcessorRunner(Generic[T]):
             while time.monotonic() < end and not self.stop_event.is_set() and not until():
                 for msg in consumer.consume(1, timeout=min(0.1, max(0.0, end - time.monotonic()))):
                     if msg.error() is None:  # arrived on a newly assigned partition: read it again later
-                        consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+                        consumer.seek(TopicPartition(*_coordinates(msg)))
         finally:
             self._paused = False
             consumer.resume(consumer.assignment())
@@ -456,10 +461,8 @@ class ProcessorRunner(Generic[T]):
         for key in list(self._conns) if slot is None else [slot]:
             conn = self._conns.pop(key, None)
             if conn is not None:
-                try:
+                with contextlib.suppress(psycopg.Error):
                     conn.close()
-                except psycopg.Error:
-                    pass
 
     # -- timers --------------------------------------------------------------------------------
     def _maybe_housekeeping(self) -> None:

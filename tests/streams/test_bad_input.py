@@ -14,7 +14,16 @@ from confluent_kafka import Consumer
 from flywheel.settings import FlywheelSettings
 from schemas.events import DeadLetter
 from streams import kafka
-from tests.streams.helpers import count, create_topics, feedback, prediction, produce, producer, running_ingest, wait_until
+from tests.streams.helpers import (
+    count,
+    create_topics,
+    feedback,
+    prediction,
+    produce,
+    producer,
+    running_ingest,
+    wait_until,
+)
 
 
 def _fb(**kw: object) -> dict[str, object]:
