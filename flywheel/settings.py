@@ -47,7 +47,7 @@ class FlywheelSettings(BaseSettings):
     batch_max_records: int = Field(default=5000, ge=1, le=1_000_000)
     batch_max_wait_ms: int = Field(default=200, ge=1, le=60_000)
     session_timeout_ms: int = Field(default=6000, ge=1000)
-    sink_writers: int = Field(default=2, ge=1, le=32, description="Parallel Postgres writers per processor.")
+    sink_writers: int = Field(default=4, ge=1, le=32, description="Parallel Postgres writers per processor.")
 
     labels: Annotated[tuple[str, ...], NoDecode] = ("negative", "neutral", "positive")
     max_text_chars: int = Field(default=5000, ge=1)
@@ -59,6 +59,7 @@ class FlywheelSettings(BaseSettings):
     db_retry_max_s: float = Field(default=5.0, gt=0)
 
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 = do not serve /metrics.")
+    metrics_host: str = Field(default="127.0.0.1", description="Address /metrics binds to; 0.0.0.0 in containers.")
     schema_registry_port: int = Field(default=8081, ge=0, le=65535)
 
     @field_validator("labels", mode="before")

@@ -71,7 +71,7 @@ class RunnerConfig:
     retry_initial_s: float = 0.2
     retry_max_s: float = 5.0
     lag_interval_s: float = 5.0
-    writers: int = 2
+    writers: int = 4
     max_inflight: int = 4
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
 
