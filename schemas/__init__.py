@@ -3,7 +3,7 @@
 from schemas.base import Event
 from schemas.codec import EventDecoder, EventRules, split_wire_format
 from schemas.events import AnyEvent, Curated, DeadLetter, FeedbackEvent, IdRange, Landed, PredictionEvent
-from schemas.exceptions import DecodeError, SchemaError
+from schemas.exceptions import DecodeError, InvalidEvent, SchemaError
 from schemas.reasons import Reason
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "EventRules",
     "FeedbackEvent",
     "IdRange",
+    "InvalidEvent",
     "Landed",
     "PredictionEvent",
     "Reason",

@@ -17,3 +17,7 @@ class DecodeError(SchemaError):
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class InvalidEvent(SchemaError, ValueError):
+    """An event could not be built from the given fields (raised by clients before anything is sent)."""

@@ -64,7 +64,10 @@ WITH ins AS (
            CASE WHEN p.prediction_id IS NULL THEN 'pending' ELSE 'joined' END,
            p.model, p.model_version, p.variant, p.label, p.probabilities,
            CASE WHEN p.prediction_id IS NULL THEN NULL ELSE now() END
-    FROM stg_feedback s LEFT JOIN predictions p ON p.prediction_id = s.prediction_id
+    -- LATERAL: one primary-key probe per staged row. Temporary tables have no statistics, and a plain
+    -- join could be planned as a hash join that scans the whole predictions table on every batch.
+    FROM stg_feedback s LEFT JOIN LATERAL (
+        SELECT * FROM predictions WHERE prediction_id = s.prediction_id) p ON true
     ORDER BY s.ord
     ON CONFLICT DO NOTHING
     RETURNING id, status)

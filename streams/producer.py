@@ -11,10 +11,12 @@ from types import TracebackType
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
+from pydantic import ValidationError
 
 from flywheel.settings import Topics
 from schemas.base import Event
 from schemas.events import FeedbackEvent, PredictionEvent
+from schemas.exceptions import InvalidEvent
 from streams.exceptions import DeliveryError
 from streams.kafka import producer_config
 
@@ -95,9 +97,12 @@ class FeedbackProducer(EventProducer):
         user_id: str | None = None, source: str = "api", feedback_id: str | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> FeedbackEvent:
-        event = FeedbackEvent(
-            feedback_id=feedback_id or str(uuid.uuid4()), prediction_id=prediction_id, label=label,
-            thumbs=thumbs, user_id=user_id, source=source, ts=datetime.now(UTC),
-        )
+        try:
+            event = FeedbackEvent.model_validate({
+                "feedback_id": feedback_id or str(uuid.uuid4()), "prediction_id": prediction_id, "label": label,
+                "thumbs": thumbs, "user_id": user_id, "source": source, "ts": datetime.now(UTC)})
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'feedback'}: {e['msg']}" for e in exc.errors())
+            raise InvalidEvent(detail) from exc
         self.send(event, on_delivery)
         return event
