@@ -5,7 +5,7 @@ Produces N feedback events (~1% exact resends, ~1% invalid) to a fresh topic, me
   landed_per_s : the ingest processor from its first batch until every valid unique event is committed,
 then checks the table: lost and duplicated must be 0.
 
-    python bench/ingest.py [--events 200000] [--batch 5000]
+    python bench/ingest.py [--events 200000] [--batch 5000] [--writers 4]
 
 Uses FLYWHEEL_KAFKA_BOOTSTRAP / FLYWHEEL_DATABASE_URL when set; otherwise starts the embedded broker and
 uses the local Postgres on 127.0.0.1:5432 (or pgserver). The last line printed is JSON.
@@ -13,31 +13,30 @@ uses the local Postgres on 127.0.0.1:5432 (or pgserver). The last line printed i
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python bench/ingest.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import contextlib
 import json
-import os
 import random
-import tempfile
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, Producer
-from psycopg import sql
 
-from flywheel import db
+from bench._stack import bench_stack
 from flywheel.settings import FlywheelSettings
-from flywheel.stack import EmbeddedBroker, EmbeddedPostgres
 from streams import kafka
 from streams.ingest import IngestProcessor
 from streams.runtime import ProcessorRunner, RunnerConfig
-
-LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def make_events(n: int, seed: int = 1) -> tuple[list[tuple[bytes, bytes]], set[str]]:
@@ -126,26 +125,7 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=FlywheelSettings.model_fields["sink_writers"].default)
     args = parser.parse_args()
 
-    broker = None
-    bootstrap = os.environ.get("FLYWHEEL_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        broker = EmbeddedBroker()
-        bootstrap = broker.start()
-    pgserver = None
-    admin_url = os.environ.get("FLYWHEEL_DATABASE_URL") or LOCAL_PG
-    try:
-        psycopg.connect(admin_url, connect_timeout=2).close()
-    except psycopg.OperationalError:
-        pgserver = EmbeddedPostgres(Path(tempfile.mkdtemp()) / "pg")
-        admin_url = pgserver.start()
-    name = f"flywheel_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    info = psycopg.conninfo.conninfo_to_dict(admin_url)
-    info["dbname"] = name
-    url = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
-    try:
-        db.upgrade(url)
+    with bench_stack() as (bootstrap, url):
         prefix = f"bench{uuid.uuid4().hex[:6]}"
         settings = FlywheelSettings(kafka_bootstrap=bootstrap, database_url=url, topic_prefix=prefix,  # type: ignore[arg-type]
                                     batch_max_records=args.batch, sink_writers=args.writers, metrics_port=0,
@@ -165,13 +145,6 @@ def main() -> None:
               f"{dead[0] if dead else 0} dead-lettered, {runner.batches_committed} batches, {args.writers} writers")
         print(json.dumps({"events": len(values), "landed_per_s": round(landed), "raw_per_s": round(raw),
                           "ratio": round(landed / raw, 3), "lost": lost, "duplicated": duplicated}))
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        if broker is not None:
-            broker.stop()
-        if pgserver is not None:
-            pgserver.stop()
 
 
 if __name__ == "__main__":

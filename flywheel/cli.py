@@ -54,8 +54,13 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _stop_event(ctx: typer.Context) -> threading.Event:
+    """The stop event that ``main`` wired to SIGINT/SIGTERM before anything started."""
+    return ctx.obj if isinstance(ctx.obj, threading.Event) else threading.Event()
+
+
 @app.command()
-def up() -> None:
+def up(ctx: typer.Context) -> None:
     """Start the local platform (embedded broker + Postgres unless configured) and run the processors
     until Ctrl-C / SIGTERM."""
     settings = _settings()
@@ -73,15 +78,14 @@ def up() -> None:
         out.print(table)
         out.print("Ctrl-C stops everything.")
 
-    platform = Platform(settings, on_ready=ready)
-    _stop_on_signals(platform.stop_event)
+    platform = Platform(settings, on_ready=ready, stop_event=_stop_event(ctx))
     with platform:
         platform.wait()
     out.print("stopped cleanly")
 
 
 @process_app.command("ingest")
-def process_ingest() -> None:
+def process_ingest(ctx: typer.Context) -> None:
     """Run the ingest processor against FLYWHEEL_KAFKA_BOOTSTRAP / FLYWHEEL_DATABASE_URL (or the
     running local platform) until SIGTERM."""
     from schemas.registry import PostgresSchemaStore
@@ -93,13 +97,12 @@ def process_ingest() -> None:
     store = PostgresSchemaStore(database)
     runner = ProcessorRunner(IngestProcessor.from_settings(settings, store.schema_exists),
                              RunnerConfig.from_settings(settings, bootstrap, database))
-    _stop_on_signals(runner.stop_event)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=runner.metrics.registry)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=runner.metrics.registry)
     try:
-        runner.run()
+        runner.run(_stop_event(ctx))
     finally:
         store.close()
 
@@ -223,6 +226,8 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def main() -> None:
+    stop = threading.Event()
+    _stop_on_signals(stop)  # first thing: a SIGTERM during start-up is a clean stop, not a kill
     if err.is_terminal:
         logging.basicConfig(level=logging.INFO, format="%(message)s",
                             handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)])
@@ -231,7 +236,7 @@ def main() -> None:
     for noisy in ("alembic", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        app()
+        app(obj=stop)
     except FlywheelError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         sys.exit(1)

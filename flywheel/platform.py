@@ -77,10 +77,11 @@ def resolve(settings: FlywheelSettings) -> tuple[str, str]:
 class Platform:
     """Everything ``flywheel up`` starts, in order, and stops in reverse order."""
 
-    def __init__(self, settings: FlywheelSettings, *, on_ready: Callable[[Endpoints], None] | None = None) -> None:
+    def __init__(self, settings: FlywheelSettings, *, on_ready: Callable[[Endpoints], None] | None = None,
+                 stop_event: threading.Event | None = None) -> None:
         self.settings = settings
         self.on_ready = on_ready
-        self.stop_event = threading.Event()
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.registry = CollectorRegistry()
         self.metrics = StreamMetrics(self.registry)
         self._exit = contextlib.ExitStack()
@@ -100,6 +101,8 @@ class Platform:
         self.stop()
 
     def _start(self) -> None:
+        if self.stop_event.is_set():  # stopped before it started
+            return
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         running = read_endpoints(s)
@@ -111,7 +114,7 @@ class Platform:
         metrics_url = None
         if s.metrics_port:
             try:
-                server, _thread = start_http_server(s.metrics_port, addr="127.0.0.1", registry=self.registry)
+                server, _thread = start_http_server(s.metrics_port, addr=s.metrics_host, registry=self.registry)
             except OSError as exc:
                 raise StackError(f"cannot serve /metrics on port {s.metrics_port}: {exc}") from exc
             self._exit.callback(server.shutdown)

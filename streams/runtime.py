@@ -206,6 +206,9 @@ class ProcessorRunner(Generic[T]):
         self._wait_inflight()
         self._generation += 1
         self.metrics.assigned.labels(self.group).set(0)
+        for p in partitions:  # a pod must not keep reporting lag of partitions it no longer owns
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(self.group, p.topic, str(p.partition))
         log.info("%s: revoked %s", self.group, [(p.topic, p.partition) for p in partitions])
 
     # -- one batch -----------------------------------------------------------------------------

@@ -22,6 +22,10 @@ from tests.streams.stream_load import build, stream
 KILLS = 6
 
 
+def _committed(db_url: str) -> int:
+    return count(db_url, "SELECT coalesce(sum(next_offset), 0) FROM stream_offsets")
+
+
 def processor_env(settings: FlywheelSettings, **extra: str) -> dict[str, str]:
     assert settings.kafka_bootstrap and settings.database_url
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
@@ -74,28 +78,38 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     create_topics(settings, kafka_bootstrap)
     records, exp = build(26_000, seed=11)
     assert exp.records >= 50_000
-    producer_thread = stream(kafka_bootstrap, settings.topics, records, seconds=20)
+    # each restart needs ~7 s to rejoin the group (the killed member must time out first): the stream
+    # must outlast all the kills, so that every kill hits a processor in the middle of the stream
+    producer_thread = stream(kafka_bootstrap, settings.topics, records, seconds=KILLS * 9)
     env = processor_env(settings)
     log = tmp_path / "processor.log"
     rng = random.Random(5)
-    kills = 0
-    committed_at_kill = []
-    while kills < KILLS:
-        proc = start_processor(env, log)
-        time.sleep(rng.uniform(2.0, 5.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        kills += 1
-        committed_at_kill.append(count(db_url, "SELECT coalesce(sum(next_offset), 0) FROM stream_offsets"))
-    producer_thread.join(120)
-    proc = start_processor(env, log)
+    committed_at_kill: list[int] = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        wait_until(lambda: count(db_url, "SELECT coalesce(sum(next_offset), 0) FROM stream_offsets") == exp.records,
-                   timeout=180, what="every record committed after the kills")
-    finally:
+        for _ in range(KILLS):
+            before = _committed(db_url)
+            proc = start_processor(env, log)
+            procs.append(proc)
+            # kill at a random moment once this process is committing (not while it still joins the group)
+            wait_until(lambda b=before: _committed(db_url) > b, timeout=60, what="the restarted processor to commit")
+            time.sleep(rng.uniform(0.0, 0.4))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            committed_at_kill.append(_committed(db_url))
+        producer_thread.join(120)
+        proc = start_processor(env, log)
+        procs.append(proc)
+        wait_until(lambda: _committed(db_url) == exp.records, timeout=180, what="all committed after the kills")
+        wait_until(lambda: log.read_text().count("assigned [(") > KILLS, timeout=30, what="final processor assigned")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()[-3000:]
-    # the kills really happened mid-stream, not before the first or after the last commit
-    assert committed_at_kill[-1] > 0 and committed_at_kill[0] < exp.records, committed_at_kill
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+    # every kill hit a processor that was committing, before the stream was complete
+    assert committed_at_kill[-1] < exp.records and len(set(committed_at_kill)) == KILLS, committed_at_kill
     print("committed offsets at each kill:", committed_at_kill, "of", exp.records)
     assert_exactly_once(db_url, f"{settings.topic_prefix}-ingest", exp)

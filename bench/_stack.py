@@ -1,0 +1,51 @@
+"""Broker + a fresh, migrated database for one benchmark run (cleaned up afterwards)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from flywheel import db
+from flywheel.stack import EmbeddedBroker, EmbeddedPostgres
+
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextlib.contextmanager
+def bench_stack() -> Iterator[tuple[str, str]]:
+    """Yield (bootstrap, database_url): FLYWHEEL_KAFKA_BOOTSTRAP or the embedded broker, and a new
+    database on FLYWHEEL_DATABASE_URL's server, the local Postgres, or pgserver."""
+    with contextlib.ExitStack() as stack:
+        bootstrap = os.environ.get("FLYWHEEL_KAFKA_BOOTSTRAP")
+        if not bootstrap:
+            broker = EmbeddedBroker()
+            bootstrap = broker.start()
+            stack.callback(broker.stop)
+        admin_url = os.environ.get("FLYWHEEL_DATABASE_URL") or LOCAL_PG
+        try:
+            psycopg.connect(admin_url, connect_timeout=2).close()
+        except psycopg.OperationalError:
+            pgserver = EmbeddedPostgres(Path(tempfile.mkdtemp()) / "pg")
+            admin_url = pgserver.start()
+            stack.callback(pgserver.stop)
+        name = f"flywheel_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+        def drop() -> None:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+        stack.callback(drop)
+        info = psycopg.conninfo.conninfo_to_dict(admin_url)
+        info["dbname"] = name
+        url = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+        db.upgrade(url)
+        yield bootstrap, url

@@ -1,0 +1,530 @@
+"""The shipped deployment files, checked against the code without a Docker engine or a cluster.
+
+Dockerfile, docker-compose.yml, deploy/prometheus and deploy/k8s are parsed and compared with what the code
+really has: ``FlywheelSettings`` fields, the ``flywheel`` CLI commands and the metrics ``StreamMetrics``
+registers. Renaming a setting, a command or a metric without updating the deployment fails here.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import typer
+import yaml
+from prometheus_client.metrics import MetricWrapperBase
+from typer.testing import CliRunner
+
+from flywheel.cli import app
+from flywheel.settings import FlywheelSettings
+from streams.metrics import StreamMetrics
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+K8S = ROOT / "deploy" / "k8s"
+
+PREFIX = str(FlywheelSettings.model_config.get("env_prefix", ""))
+SETTINGS_ENV = {f"{PREFIX}{name}".upper() for name in FlywheelSettings.model_fields}
+# The click that typer runs on (recent typer vendors its own copy): its base exception.
+CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+# Series Prometheus adds to every scrape target itself (not exported by the code).
+SYNTHETIC = {"up": {"instance", "job"}}
+
+
+# -- parsing helpers ---------------------------------------------------------------------------------------
+@cache
+def _yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = _yaml(COMPOSE)
+    return data
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = _compose()["services"]
+    return services
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuations joined and comments dropped."""
+    lines, current = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        lines.append(current)
+        current = ""
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1] if " " in ln else "") for ln in lines]
+
+
+def _dockerfile_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instr, args in _dockerfile():
+        if instr == "ENV":
+            parts = shlex.split(args)
+            if "=" in parts[0]:
+                env.update(p.split("=", 1) for p in parts)
+            else:  # legacy `ENV KEY value`
+                env[parts[0]] = " ".join(parts[1:])
+    return env
+
+
+def _argv(args: str) -> list[str]:
+    return list(json.loads(args)) if args.startswith("[") else shlex.split(args)
+
+
+def _interpolate(value: object) -> str:
+    """Compose ``${VAR:-default}`` / ``${VAR-default}`` / ``${VAR}`` with an empty environment."""
+    text = str(value)
+    text = re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", text)
+    return text.replace("$$", "$")
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        raw = dict(item.split("=", 1) if "=" in item else (item, "") for item in raw)
+    return {str(k): _interpolate(v) for k, v in raw.items() if v is not None}
+
+
+def _flywheel_services() -> dict[str, dict[str, Any]]:
+    """Compose services running the image built from this repository's Dockerfile."""
+    built = {}
+    for name, svc in _services().items():
+        build = svc.get("build")
+        if build is None:
+            continue
+        context = build if isinstance(build, str) else build.get("context", ".")
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        if ((COMPOSE.parent / context / dockerfile).resolve()) == DOCKERFILE:
+            built[name] = svc
+    images = {svc.get("image") for svc in built.values()} - {None}
+    return {n: s for n, s in _services().items() if n in built or s.get("image") in images}
+
+
+def _effective_env(env: dict[str, str]) -> dict[str, str]:
+    return {**{k: v for k, v in _dockerfile_env().items() if k.startswith(PREFIX)}, **env}
+
+
+def _settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> FlywheelSettings:
+    with monkeypatch.context() as m:
+        for key in os.environ:
+            if key.upper().startswith(PREFIX):
+                m.delenv(key)
+        for key, value in env.items():
+            m.setenv(key, value)
+        return FlywheelSettings()
+
+
+def _k8s_docs() -> list[tuple[str, dict[str, Any]]]:
+    return [(p.name, doc) for p in sorted(K8S.glob("*.yaml")) for doc in yaml.safe_load_all(p.read_text()) if doc]
+
+
+def _k8s(kind: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in _k8s_docs() if doc.get("kind") == kind]
+
+
+def _pod_specs() -> Iterator[dict[str, Any]]:
+    for kind in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+        for doc in _k8s(kind):
+            yield doc["spec"]["template"]["spec"]
+
+
+def _flywheel_containers() -> Iterator[dict[str, Any]]:
+    names = {"flywheel"} | {i["name"] for i in _yaml(K8S / "kustomization.yaml").get("images", [])}
+    for spec in _pod_specs():
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            if container["image"].split("@")[0].rsplit(":", 1)[0] in names:
+                yield container
+
+
+def _configmap_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for cm in _k8s("ConfigMap"):
+        env.update({k: str(v) for k, v in cm.get("data", {}).items()})
+    return env
+
+
+# -- Dockerfile --------------------------------------------------------------------------------------------
+def _dockerignored(rel: str, patterns: list[str]) -> bool:
+    parts = rel.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        p = pattern.lstrip("!").strip("/")
+        alternatives = [p, p[3:]] if p.startswith("**/") else [p]
+        if any(fnmatch.fnmatchcase(c, a) for c in candidates for a in alternatives):
+            ignored = not negate
+    return ignored
+
+
+def test_dockerfile_installs_the_project_as_non_root_with_flywheel_entrypoint() -> None:
+    steps = _dockerfile()
+    args = {k: v for instr, a in steps if instr == "ARG" and "=" in a for k, v in [a.split("=", 1)]}
+    bases = [re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), a.split()[0])
+             for instr, a in steps if instr == "FROM"]
+    stages = {a.split()[-1] for instr, a in steps if instr == "FROM" and " as " in a.lower()}
+    assert bases and all(b.startswith("python:3.11-slim") or b in stages for b in bases), bases
+    assert any(instr == "RUN" and re.search(r"pip install[^&;]*\s\.(\s|$)", a) for instr, a in steps)
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    entrypoint = [_argv(a) for instr, a in steps if instr == "ENTRYPOINT"][-1]
+    assert entrypoint == ["flywheel"] and "flywheel" in pyproject["project"]["scripts"]
+    user = [a.split(":")[0] for instr, a in steps if instr == "USER"]
+    assert user and user[-1] not in ("root", "0"), "the image must run as a non-root user"
+
+    patterns = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
+                if ln.strip() and not ln.strip().startswith("#")]
+    copied = set()
+    for instr, a in steps:
+        if instr not in ("COPY", "ADD") or "--from" in a:
+            continue
+        for src in [s for s in _argv(a) if not s.startswith("--")][:-1]:
+            matches = list(ROOT.glob(src))
+            assert matches or any(ch in src for ch in "*?["), f"COPY {src}: no such file"
+            for path in matches:
+                files = [path] if path.is_file() else [f for f in path.rglob("*") if "__pycache__" not in f.parts]
+                for f in files:
+                    rel = f.relative_to(ROOT).as_posix()
+                    assert not _dockerignored(rel, patterns), f"{rel} is copied but excluded by .dockerignore"
+                copied.add(path.relative_to(ROOT).as_posix())
+    packages = {p.rstrip("*").rstrip(".") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert {"pyproject.toml", *packages} <= copied, "the image build must copy every package pip installs"
+
+
+# -- docker-compose.yml ------------------------------------------------------------------------------------
+def test_compose_references_existing_files_and_volumes() -> None:
+    checked = []
+    declared = set(_compose().get("volumes") or {})
+    for name, svc in _services().items():
+        build = svc.get("build")
+        if build is not None:
+            context = COMPOSE.parent / (build if isinstance(build, str) else build.get("context", "."))
+            dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+            assert context.is_dir() and (context / dockerfile).is_file(), f"{name}: build {context}/{dockerfile}"
+            checked.append(context / dockerfile)
+        for volume in svc.get("volumes", []):
+            if isinstance(volume, dict):
+                kind, source = volume.get("type", "volume"), str(volume.get("source", ""))
+            else:
+                source = volume.split(":")[0]
+                kind = "bind" if source.startswith((".", "/", "~")) else "volume"
+            if kind == "bind":
+                assert (COMPOSE.parent / source).exists(), f"{name}: mounts missing {source}"
+                checked.append(COMPOSE.parent / source)
+            elif source:
+                assert source in declared, f"{name}: volume {source!r} not declared under top-level volumes"
+        for env_file in [svc["env_file"]] if isinstance(svc.get("env_file"), str) else svc.get("env_file", []):
+            assert (COMPOSE.parent / str(env_file)).exists(), f"{name}: env_file {env_file} missing"
+    assert DOCKERFILE in {p.resolve() for p in checked} and PROMETHEUS in {p.resolve() for p in checked}
+
+
+def test_compose_depends_on_existing_services_with_satisfiable_conditions() -> None:
+    services = _services()
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        deps = {d: {"condition": "service_started"} for d in deps} if isinstance(deps, list) else deps
+        for target, spec in deps.items():
+            assert target in services, f"{name} depends on unknown service {target!r}"
+            condition = spec.get("condition", "service_started")
+            if condition == "service_healthy":
+                assert "healthcheck" in services[target], f"{name} waits for {target} healthy: no healthcheck"
+            elif condition == "service_completed_successfully":
+                assert services[target].get("restart", "no") == "no", f"{target} is one-shot: restart must be no"
+    ingest = [n for n, s in _flywheel_services().items() if _argv_of(s)[1:3] == ["process", "ingest"]]
+    assert ingest, "no compose service runs `flywheel process ingest`"
+    deps = services[ingest[0]]["depends_on"]
+    conditions = {t: deps[t]["condition"] for t in deps}
+    one_shot = {n for n, s in _flywheel_services().items() if _argv_of(s)[1:] == ["db", "upgrade"]}
+    assert {"service_healthy"} == {conditions[t] for t in ("kafka", "postgres")}
+    assert one_shot and all(conditions.get(t) == "service_completed_successfully" for t in one_shot)
+
+
+def _argv_of(svc: dict[str, Any]) -> list[str]:
+    entrypoint = [_argv(a) for instr, a in _dockerfile() if instr == "ENTRYPOINT"][-1]
+    if "entrypoint" in svc:
+        e = svc["entrypoint"]
+        entrypoint = e if isinstance(e, list) else shlex.split(e)
+    command = svc.get("command", [])
+    return [*entrypoint, *(command if isinstance(command, list) else shlex.split(command))]
+
+
+def test_compose_connection_settings_point_at_the_kafka_and_postgres_services(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    services = _services()
+    kafka = services["kafka"]
+    kenv = _env(kafka)
+    assert kenv["KAFKA_PROCESS_ROLES"] and "controller" in kenv["KAFKA_PROCESS_ROLES"] and kenv["CLUSTER_ID"]
+    voters = [v.split("@")[0] for v in kenv["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")]
+    assert kenv["KAFKA_NODE_ID"] in voters
+    protocol_map = dict(e.split(":") for e in kenv["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    listeners = {e.split("://")[0] for e in kenv["KAFKA_LISTENERS"].split(",")}
+    advertised = {e.split("://")[1] for e in kenv["KAFKA_ADVERTISED_LISTENERS"].split(",")}
+    assert listeners <= set(protocol_map) and kenv["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
+
+    pg = _env(services["postgres"])
+    for name, svc in _flywheel_services().items():
+        settings = _settings(_effective_env(_env(svc)), monkeypatch)
+        assert settings.kafka_bootstrap, f"{name}: compose must use its Kafka, not the embedded broker"
+        assert set(settings.kafka_bootstrap.split(",")) <= advertised, f"{name}: bootstrap not advertised"
+        assert settings.database_url, f"{name}: FLYWHEEL_DATABASE_URL unset"
+        url = urlsplit(settings.database_url.get_secret_value())
+        assert url.hostname == "postgres" and (url.port or 5432) == 5432, name
+        assert url.username == pg.get("POSTGRES_USER", "postgres") and url.password == pg["POSTGRES_PASSWORD"]
+        assert url.path.lstrip("/") == pg.get("POSTGRES_DB", url.username), name
+
+
+# -- FLYWHEEL_* variables and commands ---------------------------------------------------------------------
+def _env_sources() -> dict[str, set[str]]:
+    k8s: set[str] = set()
+    for _, doc in _k8s_docs():
+        if doc.get("kind") in ("ConfigMap", "Secret"):
+            k8s |= set(doc.get("data") or {}) | set(doc.get("stringData") or {})
+    for spec in _pod_specs():
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            k8s |= {e["name"] for e in container.get("env", [])}
+    compose = {k for svc in _services().values() for k in _env(svc)}
+    return {"docker-compose.yml": compose, "deploy/k8s": k8s, "Dockerfile": set(_dockerfile_env())}
+
+
+@pytest.mark.parametrize("source", ["docker-compose.yml", "deploy/k8s", "Dockerfile"])
+def test_every_flywheel_variable_is_a_settings_field(source: str) -> None:
+    used = {k for k in _env_sources()[source] if k.upper().startswith(PREFIX)}
+    assert used, f"{source} sets no {PREFIX}* variable"
+    assert not used - SETTINGS_ENV, f"{source}: not fields of FlywheelSettings: {sorted(used - SETTINGS_ENV)}"
+    if source == "docker-compose.yml":  # Flywheel containers are configured through FLYWHEEL_* only
+        for name, svc in _flywheel_services().items():
+            assert all(k.startswith(PREFIX) for k in _env(svc)), f"{name}: non-{PREFIX} variables"
+
+
+def test_settings_accept_the_shipped_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    for svc in _flywheel_services().values():
+        _settings(_effective_env(_env(svc)), monkeypatch)
+    secrets = {k: str(v) for s in _k8s("Secret") for k, v in (s.get("stringData") or {}).items()}
+    settings = _settings(_effective_env({**_configmap_env(), **secrets}), monkeypatch)
+    assert settings.kafka_bootstrap and settings.database_url
+
+
+def _cli_error(argv: list[str]) -> str | None:
+    if argv[:1] != ["flywheel"]:
+        return f"{argv}: not the flywheel entrypoint"
+    cmd: Any = typer.main.get_command(app)
+    path, rest = ["flywheel"], argv[1:]
+    while hasattr(cmd, "get_command"):  # a group
+        if not rest:
+            return f"{argv}: {' '.join(path)} is a command group, not a command"
+        sub = cmd.get_command(cmd.context_class(cmd), rest[0])
+        if sub is None:
+            return f"{argv}: no command {rest[0]!r} in {' '.join(path)}"
+        cmd, path, rest = sub, [*path, rest.pop(0)], rest
+    try:
+        cmd.make_context(" ".join(path), list(rest))
+    except CLICK_EXCEPTION as exc:
+        return f"{argv}: {exc.format_message()}"
+    result = CliRunner().invoke(app, [*argv[1:], "--help"])
+    return None if result.exit_code == 0 else f"{argv}: --help exited {result.exit_code}"
+
+
+def test_every_flywheel_command_exists() -> None:
+    entrypoint = [_argv(a) for instr, a in _dockerfile() if instr == "ENTRYPOINT"][-1]
+    commands = [_argv_of(svc) for svc in _flywheel_services().values()]
+    commands += [[*(c.get("command") or entrypoint), *c.get("args", [])] for c in _flywheel_containers()]
+    assert len(commands) >= 5, commands  # compose migrate/topics/ingest + k8s job/deployment
+    errors = [e for argv in commands if (e := _cli_error(argv))]
+    assert not errors, errors
+    assert _cli_error(["flywheel", "process", "ingest", "--no-such-option"])  # the check can fail
+    assert _cli_error(["flywheel", "db"])
+
+
+# -- Prometheus --------------------------------------------------------------------------------------------
+def _targets(scrape: dict[str, Any]) -> Iterator[tuple[str, int]]:
+    for static in scrape.get("static_configs", []):
+        for target in static["targets"]:
+            host, port = target.rsplit(":", 1)
+            yield host, int(port)
+    for dns in scrape.get("dns_sd_configs", []):
+        for name in dns["names"]:
+            yield name, int(dns["port"])
+
+
+def test_prometheus_scrapes_each_service_on_its_metrics_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    flywheel = _flywheel_services()
+    scraped = set()
+    for scrape in _yaml(PROMETHEUS)["scrape_configs"]:
+        for host, port in _targets(scrape):
+            if host in ("localhost", "127.0.0.1"):
+                continue
+            assert host in _services(), f"{scrape['job_name']}: {host} is not a compose service"
+            if host in flywheel:
+                settings = _settings(_effective_env(_env(flywheel[host])), monkeypatch)
+                assert settings.metrics_port == port, f"{host}: scraped on {port}, serves {settings.metrics_port}"
+                assert settings.metrics_host == "0.0.0.0", f"{host}: /metrics bound to {settings.metrics_host}"
+                scraped.add(host)
+    assert any(_argv_of(flywheel[h])[1:3] == ["process", "ingest"] for h in scraped), "ingest is not scraped"
+
+
+def test_prometheus_rule_files_exist_and_are_mounted() -> None:
+    prometheus = _services()["prometheus"]
+    flags = dict(f.split("=", 1) for f in prometheus.get("command", []) if "=" in f)
+    config_in_container = Path(flags.get("--config.file", "/etc/prometheus/prometheus.yml"))
+    mounts = {(COMPOSE.parent / v.split(":")[0]).resolve(): Path(v.split(":")[1])
+              for v in prometheus["volumes"] if isinstance(v, str) and v.startswith(".")}
+    assert mounts.get(PROMETHEUS) == config_in_container
+    rule_files = _yaml(PROMETHEUS).get("rule_files") or []
+    assert rule_files
+    for rule_file in rule_files:
+        local = (PROMETHEUS.parent / rule_file).resolve()
+        assert local.is_file(), f"rule file {rule_file} missing"
+        assert mounts.get(local) == config_in_container.parent / rule_file, f"{rule_file} not mounted"
+
+
+def _exported() -> dict[str, set[str]]:
+    """Series name -> label names, as exposed for the metrics ``StreamMetrics`` registers."""
+    metrics = StreamMetrics()
+    labels = {m._name: set(m._labelnames) for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)}
+    suffixes = {"counter": {"_total": set()}, "gauge": {"": set()}, "summary": {"": {"quantile"}, "_sum": set(),
+                "_count": set()}, "histogram": {"_bucket": {"le"}, "_sum": set(), "_count": set()}}
+    names = {}
+    for family in metrics.registry.collect():
+        for suffix, extra in suffixes[family.type].items():
+            names[family.name + suffix] = labels[family.name] | extra
+    return names
+
+
+def _promql(expr: str) -> tuple[set[str], set[str]]:
+    """Metric names and label names an expression refers to (enough PromQL for alert rules)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
+    label_names: set[str] = set()
+    clause = r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)"
+    for match in re.finditer(clause, expr):
+        label_names |= {s.strip() for s in match.group(1).split(",") if s.strip()}
+    expr = re.sub(clause, " ", expr)
+    metrics: set[str] = set()
+    for match in re.finditer(r"([a-zA-Z_:][\w:]*)?\s*\{([^}]*)\}", expr):
+        label_names |= set(re.findall(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)", match.group(2)))
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)
+    words = {"and", "or", "unless", "bool", "offset", "group_left", "group_right", "inf", "nan"}
+    for match in re.finditer(r"(?<![\w.])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()", expr):
+        if match.group(1).lower() not in words:
+            metrics.add(match.group(1))
+    return metrics, label_names
+
+
+def test_promql_parser_finds_metrics_and_labels() -> None:
+    metrics, labels = _promql('sum by (group) (rate(a_total{reason!="x"}[5m])) / on (group) group_left '
+                              'max(b) > 1e3 and c offset 5m')
+    assert metrics == {"a_total", "b", "c"} and labels == {"group", "reason"}
+
+
+def _alert_rules() -> Iterator[dict[str, Any]]:
+    prometheus = _yaml(PROMETHEUS)
+    for rule_file in prometheus.get("rule_files") or []:
+        for group in _yaml(PROMETHEUS.parent / rule_file)["groups"]:
+            yield from group["rules"]
+
+
+def test_alerts_use_only_exported_metrics_and_their_labels() -> None:
+    exported = {**_exported(), **SYNTHETIC}
+    assert {"flywheel_stream_dead_letters_total", "flywheel_stream_lag"} <= set(exported)
+    rules = list(_alert_rules())
+    assert len(rules) >= 4
+    for rule in rules:
+        name = rule.get("alert") or rule.get("record")
+        assert name and rule.get("expr"), rule
+        if "alert" in rule:
+            assert rule["labels"]["severity"] in ("info", "warning", "critical"), name
+            assert rule["annotations"]["summary"], name
+            assert re.fullmatch(r"(\d+[smhdw])+", str(rule.get("for", "0s"))), name
+        metrics, labels = _promql(str(rule["expr"]))
+        unknown = metrics - set(exported)
+        assert metrics and not unknown, f"{name}: metrics not exported by the code: {sorted(unknown)}"
+        known_labels = set().union(*(exported[m] for m in metrics)) | {"instance", "job"}
+        assert labels <= known_labels, f"{name}: unknown labels {sorted(labels - known_labels)}"
+
+
+# -- Kubernetes --------------------------------------------------------------------------------------------
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = _yaml(K8S / "kustomization.yaml")
+    listed = kustomization["resources"]
+    manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    examples = {m for m in manifests if m.endswith(".example.yaml")}
+    assert sorted(listed) == sorted(manifests - examples), "kustomization resources out of date"
+    assert all((K8S / f).is_file() for f in listed)
+    # examples hold placeholders: `kubectl apply -k` must never overwrite a real Secret with them
+    assert examples and not examples & set(listed)
+    namespaces = {doc["metadata"]["name"] for doc in _k8s("Namespace")}
+    assert namespaces == {kustomization["namespace"]}
+    for file, doc in _k8s_docs():
+        if doc["kind"] not in ("Namespace", "Kustomization"):
+            assert doc["metadata"].get("namespace") in namespaces, f"{file}: {doc['kind']} namespace"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kustomization_renders() -> None:
+    out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(out.stdout) if doc}
+    assert kinds == {"Namespace", "ConfigMap", "Job", "Deployment", "Service"}
+
+
+def test_k8s_ingest_metrics_port_probes_and_service_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {k: str(v) for s in _k8s("Secret") for k, v in (s.get("stringData") or {}).items()}
+    settings = _settings(_effective_env({**_configmap_env(), **secrets}), monkeypatch)
+    assert settings.metrics_port and settings.metrics_host == "0.0.0.0"
+    (deployment,) = _k8s("Deployment")
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["process", "ingest"] and deployment["spec"]["replicas"] >= 2
+    ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == settings.metrics_port
+    for probe in ("readinessProbe", "livenessProbe"):
+        handler = container[probe].get("httpGet") or container[probe]["tcpSocket"]
+        assert handler["port"] in ("metrics", settings.metrics_port), probe
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= 30
+    assert {"requests", "limits"} <= set(container["resources"])
+
+    (service,) = _k8s("Service")
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    targets = [p["targetPort"] for p in service["spec"]["ports"]]
+    assert any(t in ("metrics", settings.metrics_port) for t in targets)
+    annotations = service["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == settings.metrics_port
+
+
+def test_k8s_pods_reference_existing_config_and_run_as_the_image_user() -> None:
+    configmaps = {d["metadata"]["name"] for d in _k8s("ConfigMap")}
+    secrets = {d["metadata"]["name"] for d in _k8s("Secret")}
+    image_user = [a.split(":")[0] for instr, a in _dockerfile() if instr == "USER"][-1]
+    containers = list(_flywheel_containers())
+    assert containers
+    for container in containers:
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                assert source["configMapRef"]["name"] in configmaps
+            if "secretRef" in source:
+                assert source["secretRef"]["name"] in secrets
+    for spec in _pod_specs():
+        context = spec.get("securityContext", {})
+        assert context.get("runAsNonRoot") is True and str(context.get("runAsUser")) == image_user
