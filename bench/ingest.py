@@ -36,7 +36,7 @@ from bench._stack import bench_stack
 from flywheel.settings import FlywheelSettings
 from streams import kafka
 from streams.ingest import IngestProcessor
-from streams.runtime import ProcessorRunner, RunnerConfig
+from streams.runtime import ProcessorRunner, RunnerConfig, tune_gc
 
 
 def make_events(n: int, seed: int = 1) -> tuple[list[tuple[bytes, bytes]], set[str]]:
@@ -122,8 +122,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--default-gc", action="store_true", help="measure without the entry point's GC tuning")
     parser.add_argument("--writers", type=int, default=FlywheelSettings.model_fields["sink_writers"].default)
     args = parser.parse_args()
+    if not args.default_gc:
+        tune_gc()  # as the CLI entry point does
 
     with bench_stack() as (bootstrap, url):
         prefix = f"bench{uuid.uuid4().hex[:6]}"

@@ -228,6 +228,9 @@ def _key_value(text: str) -> tuple[str, str]:
 def main() -> None:
     stop = threading.Event()
     _stop_on_signals(stop)  # first thing: a SIGTERM during start-up is a clean stop, not a kill
+    from streams.runtime import tune_gc
+
+    tune_gc()
     if err.is_terminal:
         logging.basicConfig(level=logging.INFO, format="%(message)s",
                             handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)])
