@@ -66,12 +66,7 @@ def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> fl
     p = Producer(kafka.producer_config(bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000}))
     t0 = time.perf_counter()
     for key, value in values:
-        while True:
-            try:
-                p.produce(topic, value=value, key=key)
-                break
-            except BufferError:
-                p.poll(0.01)
+        kafka.produce(p, topic, value, key)
     assert p.flush(120) == 0
     return len(values) / (time.perf_counter() - t0)
 

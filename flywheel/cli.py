@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -236,8 +237,10 @@ def main() -> None:
                             handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)])
     else:  # files and log collectors get one plain line per record
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "pgserver"):
+    for noisy in ("alembic", "pgserver", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pgserver asks platformdirs for a runtime dir it does not use; the fallback warning is noise
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     try:
         app(obj=stop)
     except FlywheelError as exc:

@@ -146,6 +146,18 @@ def high_watermarks(bootstrap: str, tps: list[tuple[str, int]], timeout: float =
         consumer.close()
 
 
+def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None,
+            on_delivery: Any = None) -> None:
+    """``producer.produce`` that waits instead of failing when the local queue is full: it serves
+    delivery callbacks (which frees the queue) and tries again."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 class CheckedProducer:
     """A producer whose ``send_all`` returns only when every record is acknowledged, or raises."""
 
@@ -181,12 +193,7 @@ class CheckedProducer:
         self._producer.poll(0)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, cb: Any) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=cb)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce(self._producer, topic, value, key, cb)
 
     def flush(self, timeout: float = 10.0) -> int:
         return int(self._producer.flush(timeout))

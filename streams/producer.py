@@ -18,7 +18,7 @@ from schemas.base import Event
 from schemas.events import FeedbackEvent, PredictionEvent
 from schemas.exceptions import InvalidEvent
 from streams.exceptions import DeliveryError
-from streams.kafka import producer_config
+from streams.kafka import produce, producer_config
 
 DeliveryCallback = Callable[[DeliveryError | None], None]
 Serializer = Callable[[Event, str], bytes]
@@ -55,14 +55,10 @@ class EventProducer:
             if on_delivery is not None:
                 on_delivery(failure)
 
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=event.prediction_id.encode(), on_delivery=delivered)
-                break
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: serve callbacks, then try again
-            except KafkaException as exc:
-                raise DeliveryError(topic, str(exc)) from exc
+        try:
+            produce(self._producer, topic, value, event.prediction_id.encode(), delivered)
+        except KafkaException as exc:
+            raise DeliveryError(topic, str(exc)) from exc
         self._producer.poll(0)
 
     def flush(self, timeout: float | None = None) -> None:

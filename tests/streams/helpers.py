@@ -51,12 +51,7 @@ def producer(bootstrap: str) -> Producer:
 
 def produce(p: Producer, topic: str, values: list[tuple[bytes | None, bytes | None]]) -> None:
     for key, value in values:
-        while True:
-            try:
-                p.produce(topic, value=value, key=key)
-                break
-            except BufferError:
-                p.poll(0.05)
+        kafka.produce(p, topic, value, key)
     assert p.flush(30) == 0
 
 
