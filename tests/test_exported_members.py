@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["flywheel", "schemas", "schemas.registry", "streams"]
+PACKAGES = ["flywheel", "schemas", "schemas.registry", "streams", "trainer"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
