@@ -18,6 +18,7 @@ COPY pyproject.toml README.m[d] ./
 COPY flywheel ./flywheel
 COPY schemas ./schemas
 COPY streams ./streams
+COPY trainer ./trainer
 RUN pip install --upgrade pip \
     && pip install . \
     && flywheel --help > /dev/null

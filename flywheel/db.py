@@ -6,6 +6,7 @@ Callers get :class:`DatabaseUnavailable` instead of psycopg's errors when the se
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import sqlalchemy.exc
@@ -22,10 +23,21 @@ from flywheel.exceptions import DatabaseUnavailable
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def connect(url: str, *, autocommit: bool = False, connect_timeout: int = 5) -> psycopg.Connection:
+# For long-lived processor connections: notice a silently dead server or network in ~30 s instead of
+# the kernel's ~15 min, and never let one statement or lock wait hang a writer forever.
+_SESSION_TIMEOUTS: dict[str, Any] = {
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+    "options": "-c statement_timeout=120s -c lock_timeout=60s -c idle_in_transaction_session_timeout=300s",
+}
+
+
+def connect(url: str, *, autocommit: bool = False, connect_timeout: int = 5,
+            session_timeouts: bool = False) -> psycopg.Connection:
     """Open a connection; translate 'cannot connect' into :class:`DatabaseUnavailable`."""
+    extra: dict[str, Any] = _SESSION_TIMEOUTS if session_timeouts else {}
     try:
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=connect_timeout)
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=connect_timeout, **extra)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(_one_line(exc)) from exc
 

@@ -20,10 +20,11 @@ class KafkaUnavailable(StreamError):
 class DeliveryError(StreamError):
     """A produced record was not acknowledged by the broker."""
 
-    def __init__(self, topic: str, detail: str, failed: int = 1) -> None:
+    def __init__(self, topic: str, detail: str, failed: int = 1, *, permanent: bool = False) -> None:
         super().__init__(f"{failed} record(s) to {topic!r} were not delivered: {detail}")
         self.topic = topic
         self.failed = failed
+        self.permanent = permanent  # the broker will refuse it again (too large, not authorised, ...)
 
 
 class OffsetGap(StreamError):

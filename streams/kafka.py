@@ -166,11 +166,11 @@ class CheckedProducer:
         self._lock = threading.Lock()
 
     def send_all(self, topic: str, records: Iterable[tuple[bytes | None, bytes]], timeout: float = 30.0) -> int:
-        errors: list[str] = []
+        errors: list[KafkaError] = []
 
         def on_delivery(err: KafkaError | None, _msg: object) -> None:
             if err is not None:
-                errors.append(err.str())
+                errors.append(err)
 
         count = 0
         with self._lock:
@@ -180,11 +180,14 @@ class CheckedProducer:
                     count += 1
                 remaining = self._producer.flush(timeout)
             except KafkaException as exc:
-                raise DeliveryError(topic, str(exc), count) from exc
+                err = exc.args[0] if exc.args else None
+                permanent = isinstance(err, KafkaError) and not err.retriable()
+                raise DeliveryError(topic, _describe(exc), 1, permanent=permanent) from exc
         if remaining:
             raise DeliveryError(topic, f"not acknowledged within {timeout}s", remaining)
         if errors:
-            raise DeliveryError(topic, errors[0], len(errors))
+            permanent = any(not e.retriable() and e.code() != KafkaError._MSG_TIMED_OUT for e in errors)
+            raise DeliveryError(topic, errors[0].str(), len(errors), permanent=permanent)
         return count
 
     def send_nowait(self, topic: str, key: bytes | None, value: bytes) -> None:

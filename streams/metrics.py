@@ -29,6 +29,9 @@ class StreamMetrics:
         self.db_retries = Counter(
             "flywheel_stream_db_retries", "Batch attempts retried after a database error", ["group"], registry=r)
         self.rebalances = Counter("flywheel_stream_rebalances", "Partition assignment changes", ["group"], registry=r)
+        self.dlq_publish_failures = Counter(
+            "flywheel_stream_dlq_publish_failures", "Dead letters the DLQ topic refused for good (kept in Postgres)",
+            ["group"], registry=r)
         self.signal_errors = Counter(
             "flywheel_stream_signal_errors", "Wake-up signals that could not be queued", ["group"], registry=r)
         self.batch_seconds = Histogram(

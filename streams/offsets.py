@@ -61,7 +61,7 @@ def save(conn: psycopg.Connection, group: str, cluster: str, next_offsets: dict[
 
 
 def bump_counters(conn: psycopg.Connection, group: str, counts: dict[str, int]) -> None:
-    names = [k for k, v in counts.items() if v]
+    names = sorted(k for k, v in counts.items() if v)  # one lock order for every writer: no deadlocks
     if not names:
         return
     conn.execute(

@@ -39,7 +39,7 @@ from schemas.exceptions import DecodeError
 from schemas.reasons import Reason
 from streams import offsets
 from streams.base import Item, Outcome, Processor
-from streams.exceptions import DeliveryError, OffsetGap
+from streams.exceptions import DeliveryError, KafkaUnavailable, OffsetGap
 from streams.kafka import CheckedProducer, cluster_id, consumer_config, producer_config
 from streams.metrics import StreamMetrics
 
@@ -47,14 +47,44 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 TP = tuple[str, int]
 
-_RECORD_FAULTS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
-_RETRYABLE = (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError, DeliveryError)
+# what a single record can make Postgres (or the driver encoding it) refuse: isolated by bisection
+_RECORD_FAULTS = (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.errors.ProgramLimitExceeded,
+                  UnicodeEncodeError)
+_OUTAGES = (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError, DeliveryError)
+# SQLSTATE classes worth retrying: connection (08), rollback/deadlock (40), resources (53), operator
+# intervention (57P: shutdown, cannot connect now). Others (e.g. 54 program limit, 57014 statement
+# timeout) are about the statement or the record: retrying would loop forever.
+_TRANSIENT_SQLSTATES = ("08", "40", "53", "57P")
+
+
+def _is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, DeliveryError):
+        return not exc.permanent
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate
+        return state is None or state.startswith(_TRANSIENT_SQLSTATES)
+    return isinstance(exc, DatabaseUnavailable)
 _CONTROL = -1  # connection slot of the main thread (assignment, housekeeping); writers use 0..n-1
 
 
 def _coordinates(msg: Message) -> tuple[str, int, int]:
     """Topic, partition, offset of a consumed record (never None once ``error()`` is None)."""
     return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
+
+
+DLQ_ORIGINAL_MAX = 256 * 1024  # bytes of the original kept in the DLQ topic copy (Postgres keeps all)
+
+
+def _printable(text: str) -> str:
+    """Text Postgres accepts: no NUL, no lone surrogates (details quote user-supplied keys)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _topic_copy(dead: DeadLetter) -> DeadLetter:
+    if len(dead.original) <= DLQ_ORIGINAL_MAX:
+        return dead
+    note = f" [original truncated to {DLQ_ORIGINAL_MAX} of {len(dead.original)} bytes; full bytes in dead_letters]"
+    return dead.model_copy(update={"original": dead.original[:DLQ_ORIGINAL_MAX], "detail": dead.detail + note})
 
 
 def tune_gc() -> None:
@@ -83,7 +113,7 @@ class RunnerConfig:
     retry_max_s: float = 5.0
     lag_interval_s: float = 5.0
     writers: int = 4
-    max_inflight: int = 4
+    max_inflight: int = 0  # 0 = two sub-batches per writer
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -146,6 +176,9 @@ class ProcessorRunner(Generic[T]):
         self._next_housekeeping = 0.0
         self._next_lag = 0.0
         self._inflight: list[_InFlight[T]] = []
+        self._closing = threading.Event()
+        self._max_inflight = config.max_inflight or 2 * max(1, config.writers)
+        self._rewound: dict[TP, int] = {}  # partition -> stored offset it was last rewound to after a gap
         # One FIFO thread + connection per writer; a partition always goes to the same writer, so its
         # batches commit in order while different partitions use several Postgres backends at once.
         self._writers = [ThreadPoolExecutor(1, thread_name_prefix=f"{self.group}-writer{i}")
@@ -159,10 +192,10 @@ class ProcessorRunner(Generic[T]):
         consumer = Consumer(consumer_config(
             self.config.bootstrap, self.group, self.config.session_timeout_ms, **self.config.consumer_overrides))
         self._consumer = consumer
-        consumer.subscribe(list(self.processor.topics), on_assign=self._on_assign,
-                           on_revoke=self._on_revoke, on_lost=self._on_revoke)
-        log.info("%s: consuming %s (cluster %s)", self.group, ", ".join(self.processor.topics), self._cluster)
         try:
+            consumer.subscribe(list(self.processor.topics), on_assign=self._on_assign,
+                               on_revoke=self._on_revoke, on_lost=self._on_revoke)
+            log.info("%s: consuming %s (cluster %s)", self.group, ", ".join(self.processor.topics), self._cluster)
             while not self.stop_event.is_set():
                 self._wait_for_backlog()
                 messages = consumer.consume(self.config.batch_max_records, timeout=self.config.batch_max_wait_s)
@@ -176,8 +209,9 @@ class ProcessorRunner(Generic[T]):
                 self._maybe_update_lag()
             self._reap(block=True)  # SIGTERM: finish what is in hand (abandoned unwritten if Postgres is down)
         finally:
+            self._closing.set()  # an unexpected error: writers stop retrying, queued sub-batches are dropped
             for writer in self._writers:
-                writer.shutdown(wait=True)
+                writer.shutdown(wait=True, cancel_futures=True)
             self._close()
 
     def stop(self) -> None:
@@ -198,7 +232,12 @@ class ProcessorRunner(Generic[T]):
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._wait_inflight()
         self._generation += 1
+        self._rewound.clear()
         self.metrics.rebalances.labels(self.group).inc()
+        try:  # the embedded broker gets a new cluster id when it restarts under a running processor
+            self._cluster = cluster_id(self.config.bootstrap)
+        except KafkaUnavailable as exc:
+            log.warning("%s: cluster id not refreshed: %s", self.group, exc)
         try:
             stored = self._retrying(lambda: offsets.load(
                 self._connection(_CONTROL), self.group, self._cluster, [(p.topic, p.partition) for p in partitions]))
@@ -210,6 +249,8 @@ class ProcessorRunner(Generic[T]):
         consumer.assign(partitions)
         if self._paused:
             consumer.pause(partitions)
+        else:  # librdkafka keeps an application pause across revoke and re-assign: undo it explicitly
+            consumer.resume(partitions)
         self.metrics.assigned.labels(self.group).set(len(partitions))
         log.info("%s: assigned %s", self.group, [(p.topic, p.partition, p.offset) for p in partitions])
 
@@ -252,7 +293,7 @@ class ProcessorRunner(Generic[T]):
     def _wait_for_backlog(self) -> None:
         """Back-pressure: while writers are behind (or retrying through an outage), stay in the group
         with partitions paused until the oldest commit in flight finishes."""
-        if len(self._inflight) < self.config.max_inflight:
+        if len(self._inflight) < self._max_inflight:
             return
         oldest = self._inflight[0].future
         with contextlib.suppress(Exception):  # the usual case: a busy writer, done within the second
@@ -266,11 +307,15 @@ class ProcessorRunner(Generic[T]):
         try:
             outcome, next_offsets = inflight.future.result()
         except OffsetGap as gap:
-            log.warning("%s: %s; re-reading", self.group, gap)
-            self._rewind(batch, {(gap.topic, gap.partition): gap.stored})
+            tp = (gap.topic, gap.partition)
+            if inflight.generation == self._generation and self._rewound.get(tp) != gap.stored:
+                log.warning("%s: %s; re-reading", self.group, gap)
+                self._rewound[tp] = gap.stored  # later queued sub-batches of tp hit the same gap: seek once
+                self._seek(tp, gap.stored)
             return
         except _Dropped:
-            self._rewind(batch, {})
+            # abandoned after a rebalance (the assignment already positioned every partition at its
+            # stored offset) or at shutdown: seeking here would move a partition past unwritten records
             return
         self.batches_committed += 1
         self.metrics.batch_seconds.labels(self.group).observe(time.perf_counter() - batch.started)
@@ -285,13 +330,15 @@ class ProcessorRunner(Generic[T]):
         the batch was read, or a stop while Postgres is down, abandons it (nothing was written)."""
         delay = self.config.retry_initial_s
         while True:
-            if self._generation != generation:
+            if self._generation != generation or self._closing.is_set():
                 raise _Dropped
             try:
                 return self._commit(batch, slot)
-            except _RETRYABLE as exc:
+            except _OUTAGES as exc:
+                if not _is_outage(exc):
+                    raise
                 self._note_retry(exc, slot)
-            if self.stop_event.wait(delay):
+            if self.stop_event.wait(delay) or self._closing.is_set():
                 raise _Dropped
             delay = min(delay * 2, self.config.retry_max_s)
 
@@ -346,15 +393,20 @@ class ProcessorRunner(Generic[T]):
             items = [i for i in batch.items if i.offset >= start[(i.topic, i.partition)]]
             dead = [d for d in batch.dead if d.source_offset >= start[(d.source_topic, d.source_partition)]]
             outcome.counts["replayed"] = len(batch.items) + len(batch.dead) - len(items) - len(dead)
+            kept_dead = list(dead)  # before bisection adds the records Postgres refused (they are items)
             if items:
                 outcome.merge(self._write(conn, items, dead))
             if dead:
                 self._dead_letter_all(conn, dead)
                 outcome.counts.update(f"dead_letters:{d.reason.value}" for d in dead)
-            next_offsets = {tp: last + 1 for tp, (_first, last) in batch.spans.items()}
+            # never move a stored offset backwards (a replayed range re-read in other chunks)
+            next_offsets = {tp: max(last + 1, stored.get(tp, offsets.NO_OFFSET))
+                            for tp, (_first, last) in batch.spans.items()}
             offsets.save(conn, self.group, self._cluster, next_offsets)
+            consumed: Counter[str] = Counter(i.topic for i in items)
+            consumed.update(d.source_topic for d in kept_dead)
             offsets.bump_counters(conn, self.group, {
-                **{f"consumed:{t}": n for t, n in batch.consumed.items()}, **outcome.counts})
+                **{f"consumed:{t}": n for t, n in consumed.items()}, **outcome.counts})
         return outcome, next_offsets
 
     @staticmethod
@@ -385,7 +437,7 @@ class ProcessorRunner(Generic[T]):
     def _dead_letter(self, reason: Reason, detail: str, topic: str, partition: int, offset: int,
                      msg: Any, now: datetime) -> DeadLetter:
         return DeadLetter(
-            ts=now, reason=reason, detail=detail[:2000], source_topic=topic, source_partition=partition,
+            ts=now, reason=reason, detail=_printable(detail)[:2000], source_topic=topic, source_partition=partition,
             source_offset=offset, group=self.group, original=msg.value() or b"", original_key=msg.key(),
         )
 
@@ -393,13 +445,22 @@ class ProcessorRunner(Generic[T]):
         """Dead letters land in Postgres (exactly once, in this transaction) and on the DLQ topic
         (acknowledged before the commit: at least once, keyed by source coordinates)."""
         conn.cursor().executemany(
-            """INSERT INTO dead_letters (group_id, topic, partition, "offset", reason, detail, original, original_key)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
-            [(d.group, d.source_topic, d.source_partition, d.source_offset, d.reason.value, d.detail,
+            """INSERT INTO dead_letters (group_id, cluster_id, topic, partition, "offset", reason, detail, original,
+                                         original_key)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+            [(d.group, self._cluster, d.source_topic, d.source_partition, d.source_offset, d.reason.value, d.detail,
               d.original, d.original_key) for d in dead],
         )
-        self.producer.send_all(self.config.dlq_topic, (
-            (f"{d.source_topic}:{d.source_partition}:{d.source_offset}".encode(), d.to_json()) for d in dead))
+        try:
+            self.producer.send_all(self.config.dlq_topic, (
+                (f"{d.source_topic}:{d.source_partition}:{d.source_offset}".encode(), _topic_copy(d).to_json())
+                for d in dead))
+        except DeliveryError as exc:
+            if not exc.permanent:
+                raise  # retried with the whole batch
+            # the broker will never take it (e.g. too large): Postgres holds the dead letter; say so loudly
+            self.metrics.dlq_publish_failures.labels(self.group).inc(exc.failed)
+            log.error("%s: %s; the dead letters are in the dead_letters table", self.group, exc)
 
     def _after_commit(self, outcome: Outcome, next_offsets: dict[TP, int]) -> None:
         self._publish(outcome)
@@ -420,15 +481,12 @@ class ProcessorRunner(Generic[T]):
             self.metrics.signal_errors.labels(self.group).inc()
             log.warning("%s: wake-up signal not queued (%s); consumers will reconcile", self.group, exc)
 
-    def _rewind(self, batch: _Batch[T], override: dict[TP, int]) -> None:
-        """Put the consumer back to the first record of an unwritten batch (or a given offset)."""
+    def _seek(self, tp: TP, offset: int) -> None:
+        """Re-read a partition from ``offset`` (after a gap), if it is still ours."""
         if self._consumer is None:
             return
-        assigned = {(p.topic, p.partition) for p in self._consumer.assignment()}
-        for tp, (first, _last) in batch.spans.items():
-            if tp in assigned:
-                offset = override.get(tp, first)
-                self._consumer.seek(TopicPartition(tp[0], tp[1], offset if offset >= 0 else OFFSET_BEGINNING))
+        if tp in {(p.topic, p.partition) for p in self._consumer.assignment()}:
+            self._consumer.seek(TopicPartition(tp[0], tp[1], offset if offset >= 0 else OFFSET_BEGINNING))
 
     # -- retries -------------------------------------------------------------------------------
     def _retrying(self, attempt: Callable[[], Any]) -> Any:
@@ -437,7 +495,9 @@ class ProcessorRunner(Generic[T]):
         while True:
             try:
                 return attempt()
-            except _RETRYABLE as exc:
+            except _OUTAGES as exc:
+                if not _is_outage(exc):
+                    raise
                 self._note_retry(exc, _CONTROL)
             if self.stop_event.wait(delay):
                 raise _Dropped
@@ -469,8 +529,12 @@ class ProcessorRunner(Generic[T]):
     def _connection(self, slot: int = 0) -> psycopg.Connection:
         conn = self._conns.get(slot)
         if conn is None or conn.closed:
-            conn = connect(self.config.database_url, autocommit=True)
-            self.processor.prepare(conn)
+            conn = connect(self.config.database_url, autocommit=True, session_timeouts=True)
+            try:
+                self.processor.prepare(conn)
+            except BaseException:
+                conn.close()
+                raise
             self._conns[slot] = conn
         return conn
 
@@ -493,7 +557,7 @@ class ProcessorRunner(Generic[T]):
             with conn.transaction():
                 outcome = self.processor.housekeeping(conn)
                 offsets.bump_counters(conn, self.group, outcome.counts)
-        except _RETRYABLE as exc:
+        except _OUTAGES as exc:
             self._reset_connection(_CONTROL)
             log.warning("%s: housekeeping skipped: %s", self.group, exc)
             return

@@ -75,6 +75,7 @@ def upgrade() -> None:
         CREATE TABLE dead_letters (
             id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             group_id     text NOT NULL,
+            cluster_id   text NOT NULL DEFAULT '',
             topic        text NOT NULL,
             partition    integer NOT NULL,
             "offset"     bigint NOT NULL,
@@ -83,7 +84,7 @@ def upgrade() -> None:
             original     bytea,
             original_key bytea,
             created_at   timestamptz NOT NULL DEFAULT now(),
-            UNIQUE (group_id, topic, partition, "offset")
+            UNIQUE (group_id, cluster_id, topic, partition, "offset")
         );
         CREATE INDEX dead_letters_reason ON dead_letters (reason);
 
