@@ -5,6 +5,7 @@ KafkaException / KafkaError never leave this module: they become :mod:`streams.e
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,7 +16,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type:
 
 from streams.exceptions import DeliveryError, KafkaUnavailable, TopicAdminError
 
-_QUIET = {"log_level": 3}
+# librdkafka's own log lines (errors and worse) go through Python logging, so they follow the process's
+# logging configuration instead of being written to stderr behind its back.
+_QUIET: dict[str, Any] = {"log_level": 3, "logger": logging.getLogger("streams.librdkafka")}
 
 
 def consumer_config(bootstrap: str, group: str, session_timeout_ms: int = 6000, **extra: Any) -> dict[str, Any]:
