@@ -87,3 +87,11 @@ def test_unknown_schema_id_and_tolerant_check() -> None:
         raise DatabaseUnavailable("registry store down")
 
     assert tolerant(down)(8) is True  # a registry outage never dead-letters good records
+
+
+def test_record_over_the_size_limit() -> None:
+    decoder = EventDecoder(FeedbackEvent, RULES, max_record_bytes=1000)
+    assert decoder.decode(fb(), NOW)
+    with pytest.raises(DecodeError) as info:
+        decoder.decode(fb(source="x" * 1000), NOW)
+    assert info.value.reason is Reason.RECORD_TOO_LARGE and "limit 1000" in info.value.detail
