@@ -13,7 +13,7 @@ NOTHING per table: the database does the dedup and the join.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import psycopg
 
@@ -130,8 +130,6 @@ class IngestProcessor(Processor[IngestEvent]):
     @classmethod
     def from_settings(cls, settings: FlywheelSettings, schema_id_known: SchemaIdCheck | None = None
                       ) -> IngestProcessor:
-        from datetime import timedelta
-
         rules = EventRules(frozenset(settings.labels), settings.max_text_chars,
                            timedelta(seconds=settings.max_future_skew_s))
         return cls(settings.topics, rules, group=f"{settings.topic_prefix}-ingest",

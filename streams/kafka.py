@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,8 +136,8 @@ def high_watermarks(bootstrap: str, tps: list[tuple[str, int]], timeout: float =
     try:
         consumer.assign([TopicPartition(t, p, 0) for t, p in tps])
         found: dict[tuple[str, int], int] = {}
-        deadline = _deadline(timeout)
-        while len(found) < len(tps) and not deadline.expired():
+        deadline = time.monotonic() + timeout
+        while len(found) < len(tps) and time.monotonic() < deadline:
             consumer.consume(num_messages=len(tps), timeout=0.2)
             for t, p in tps:
                 _lo, hi = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
@@ -203,17 +204,6 @@ class CheckedProducer:
 
     def flush(self, timeout: float = 10.0) -> int:
         return int(self._producer.flush(timeout))
-
-
-class _deadline:
-    def __init__(self, seconds: float) -> None:
-        import time
-
-        self._time = time.monotonic
-        self._end = time.monotonic() + seconds
-
-    def expired(self) -> bool:
-        return self._time() >= self._end
 
 
 def _describe(exc: KafkaException) -> str:
