@@ -1,0 +1,1 @@
+"""The model registry: MLflow versions, semver tags, aliases and lineage."""
