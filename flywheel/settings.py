@@ -21,9 +21,11 @@ class Topics:
         self.landed = f"{prefix}.landed.v1"
         self.curated = f"{prefix}.curated.v1"
         self.models = f"{prefix}.models.v1"
+        self.retrain = f"{prefix}.retrain.v1"
 
     def all(self) -> list[str]:
-        return [self.feedback, self.predictions, self.dlq, self.landed, self.curated, self.models]
+        return [self.feedback, self.predictions, self.dlq, self.landed, self.curated, self.models,
+                self.retrain]
 
     def __repr__(self) -> str:
         return f"Topics(prefix={self.prefix!r})"

@@ -2,7 +2,18 @@
 
 from schemas.base import Event
 from schemas.codec import EventDecoder, EventRules, split_wire_format
-from schemas.events import AnyEvent, Curated, DeadLetter, FeedbackEvent, IdRange, Landed, PredictionEvent
+from schemas.events import (
+    AnyEvent,
+    Curated,
+    DeadLetter,
+    FeedbackEvent,
+    IdRange,
+    Landed,
+    ModelAction,
+    ModelEvent,
+    PredictionEvent,
+    RetrainRequest,
+)
 from schemas.exceptions import DecodeError, InvalidEvent, SchemaError
 from schemas.reasons import Reason
 
@@ -18,8 +29,11 @@ __all__ = [
     "IdRange",
     "InvalidEvent",
     "Landed",
+    "ModelAction",
+    "ModelEvent",
     "PredictionEvent",
     "Reason",
+    "RetrainRequest",
     "SchemaError",
     "split_wire_format",
 ]

@@ -110,6 +110,43 @@ class Curated(Event):
     sample_ids: IdRange | None = None
 
 
+ModelAction = Literal["canary", "promote", "rollback", "retire"]
+
+
+class ModelEvent(Event):
+    """A change of a model's desired serving state, on ``flywheel.models.v1`` keyed by model name.
+
+    The topic is the desired state: serving pods fold every event from the beginning to the latest
+    state per model (the embedded broker does not compact). ``canary`` sends ``traffic`` of requests to
+    ``version`` beside the champion; ``promote`` makes ``version`` the champion; ``rollback`` makes
+    ``version`` (the restored one) the champion again; ``retire`` takes ``version`` out of any traffic.
+    """
+
+    type: Literal["model"] = "model"
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    version: Annotated[str, Field(min_length=1, max_length=64)]
+    semver: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")]
+    action: ModelAction
+    traffic: Annotated[float, Field(ge=0.0, le=1.0)]
+    kind: Annotated[str, Field(min_length=1, max_length=64)]
+    artifact_uri: Annotated[str, Field(min_length=1, max_length=2000)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    reason: Annotated[str, Field(max_length=2000)] = ""
+    previous_version: Annotated[str, Field(max_length=64)] | None = None
+
+
+class RetrainRequest(Event):
+    """Ask the trainer for a retrain: a drift alert, a schedule or an operator. Replays are harmless: the
+    trainer never trains twice for the same data watermark and mode."""
+
+    type: Literal["retrain_request"] = "retrain_request"
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    mode: Literal["incremental", "full"] = "full"
+    trigger: Literal["drift", "schedule", "admin"]
+    reason: Annotated[str, Field(max_length=2000)] = ""
+
+
 AnyEvent = Annotated[
-    PredictionEvent | FeedbackEvent | DeadLetter | Landed | Curated, Field(discriminator="type")
+    PredictionEvent | FeedbackEvent | DeadLetter | Landed | Curated | ModelEvent | RetrainRequest,
+    Field(discriminator="type"),
 ]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.base import Event
-from schemas.events import Curated, DeadLetter, FeedbackEvent, Landed, PredictionEvent
+from schemas.events import Curated, DeadLetter, FeedbackEvent, Landed, ModelEvent, PredictionEvent, RetrainRequest
 
 EXPORTED: dict[str, type[Event]] = {
     "prediction.v1": PredictionEvent,
@@ -15,6 +15,8 @@ EXPORTED: dict[str, type[Event]] = {
     "dead_letter.v1": DeadLetter,
     "landed.v1": Landed,
     "curated.v1": Curated,
+    "model.v1": ModelEvent,
+    "retrain_request.v1": RetrainRequest,
 }
 
 
