@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from flywheel import db
+from flywheel import cli_lifecycle, db
 from flywheel.exceptions import FlywheelError
 from flywheel.platform import Endpoints, Platform, resolve
 from flywheel.settings import FlywheelSettings
@@ -36,6 +36,10 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(process_app, name="process")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(cli_lifecycle.models_app, name="models")
+app.command()(cli_lifecycle.bootstrap)
+app.command()(cli_lifecycle.retrain)
+app.command()(cli_lifecycle.evaluate)
 
 out = Console()
 err = Console(stderr=True)
@@ -106,6 +110,12 @@ def process_ingest(ctx: typer.Context) -> None:
         runner.run(_stop_event(ctx))
     finally:
         store.close()
+
+
+@process_app.command("trainer")
+def process_trainer(ctx: typer.Context) -> None:
+    """Run the trainer consumer (signals, reconcile timer, cron) until SIGTERM."""
+    cli_lifecycle.process_trainer(_stop_event(ctx))
 
 
 @db_app.command("upgrade")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -28,6 +28,9 @@ from streams import kafka
 from streams.ingest import IngestProcessor
 from streams.metrics import StreamMetrics
 from streams.runtime import ProcessorRunner, RunnerConfig
+
+if TYPE_CHECKING:
+    from flywheel.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,8 @@ class Platform:
         self._threads: list[threading.Thread] = []
         self.runners: list[ProcessorRunner[Any]] = []
         self.endpoints: Endpoints | None = None
+        self.lifecycle: Lifecycle | None = None
+        self.trainer_ready = threading.Event()
 
     def __enter__(self) -> Platform:
         try:
@@ -128,6 +133,8 @@ class Platform:
         path.write_text(json.dumps(asdict(self.endpoints), indent=2))
         self._exit.callback(path.unlink, missing_ok=True)
         self._start_runner(IngestProcessor.from_settings(s, schema_id_known), stack.bootstrap, stack.database_url)
+        if s.run_trainer:
+            self._start_thread("flywheel-trainer", lambda: self._run_trainer(stack.bootstrap, stack.database_url))
         if self.on_ready is not None:
             self.on_ready(self.endpoints)
 
@@ -152,15 +159,31 @@ class Platform:
         runner: ProcessorRunner[Any] = ProcessorRunner(
             processor, RunnerConfig.from_settings(self.settings, bootstrap, database_url), metrics=self.metrics)
         self.runners.append(runner)
+        self._start_thread(processor.group, lambda: runner.run(self.stop_event))
 
+    def _run_trainer(self, bootstrap: str, database_url: str) -> None:
+        """The trainer consumer; MLflow, torch and Great Expectations load here, off the start-up path."""
+        from flywheel.lifecycle import lifecycle
+        from trainer.service import TrainerService
+
+        s = self.settings
+        with lifecycle(s, bootstrap, database_url) as lc:
+            self.lifecycle = lc
+            service = TrainerService(lc.trainer, lc.config, bootstrap=bootstrap, group="flywheel-trainer",
+                                     signal_topics=[s.topics.landed, s.topics.curated],
+                                     request_topic=s.topics.retrain, session_timeout_ms=s.session_timeout_ms)
+            self.trainer_ready.set()
+            service.run(self.stop_event)
+
+    def _start_thread(self, name: str, body: Callable[[], None]) -> None:
         def target() -> None:
             try:
-                runner.run(self.stop_event)
+                body()
             except Exception:
-                log.exception("%s stopped with an error; stopping the platform", processor.group)
+                log.exception("%s stopped with an error; stopping the platform", name)
                 self.stop_event.set()
 
-        thread = threading.Thread(target=target, name=processor.group, daemon=True)
+        thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
 

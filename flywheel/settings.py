@@ -60,6 +60,14 @@ class FlywheelSettings(BaseSettings):
     db_retry_initial_s: float = Field(default=0.2, gt=0)
     db_retry_max_s: float = Field(default=5.0, gt=0)
 
+    model_name: str = Field(default="sentiment", pattern=r"^[A-Za-z0-9._-]{1,100}$",
+                            description="Registered model name; key of its promotion events.")
+    registry_uri: SecretStr | None = Field(
+        default=None, description="MLflow backend store; unset = the platform Postgres (schema mlflow).")
+    run_trainer: bool = Field(default=True, description="`flywheel up` runs the trainer consumer too.")
+    trainer_config: Path | None = Field(
+        default=None, description="YAML with the training policy and gates; unset = built-in defaults.")
+
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 = do not serve /metrics.")
     metrics_host: str = Field(default="127.0.0.1", description="Address /metrics binds to; 0.0.0.0 in containers.")
     schema_registry_port: int = Field(default=8081, ge=0, le=65535)

@@ -1,1 +1,54 @@
-"""The model registry: MLflow versions, semver tags, aliases and lineage."""
+"""The model registry: MLflow versions, semver tags, aliases and lineage.
+
+``open_registry(backend, artifact_root, model_name)`` opens the MLflow implementation; importing this
+package does not import MLflow (that happens, offline, on the first open).
+"""
+
+from registry.backend import open_registry, postgres_backend, sqlite_backend
+from registry.base import ModelRegistry, RunHandle
+from registry.exceptions import (
+    InvalidTransition,
+    NoChampion,
+    NoPrevious,
+    NoSuchVersion,
+    RegistryError,
+    StoreError,
+    TamperedArtifact,
+)
+from registry.semver import Mode, Semver, next_semver
+from registry.types import (
+    CHALLENGER,
+    CHAMPION,
+    IDENTITY_TAGS,
+    PREVIOUS,
+    Lineage,
+    ModelVersionInfo,
+    Transition,
+    VersionRef,
+)
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "IDENTITY_TAGS",
+    "PREVIOUS",
+    "InvalidTransition",
+    "Lineage",
+    "Mode",
+    "ModelRegistry",
+    "ModelVersionInfo",
+    "NoChampion",
+    "NoPrevious",
+    "NoSuchVersion",
+    "RegistryError",
+    "RunHandle",
+    "Semver",
+    "StoreError",
+    "TamperedArtifact",
+    "Transition",
+    "VersionRef",
+    "next_semver",
+    "open_registry",
+    "postgres_backend",
+    "sqlite_backend",
+]

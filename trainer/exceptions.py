@@ -30,3 +30,21 @@ class TamperedArtifact(ArtifactError):
 
 class UnknownLabel(TrainerError):
     """Training data names a label outside the model's label set (incremental training keeps it)."""
+
+
+class EncoderError(TrainerError):
+    """The sentence encoder's files cannot be found or loaded."""
+
+
+class EncoderMismatch(ArtifactError):
+    """A head meets an encoder other than the one its embeddings came from; ``expected`` is the head's
+    encoder, ``actual`` the one offered. Retrain the head, or use the encoder it was trained with."""
+
+    def __init__(self, path: Path, expected: str, actual: str) -> None:
+        super().__init__(path, f"the head was trained on encoder {expected!r}, not {actual!r}")
+        self.expected = expected
+        self.actual = actual
+
+
+class EmbeddingCacheError(TrainerError):
+    """The embedding cache's store failed (a query error, or a stored vector of the wrong size)."""

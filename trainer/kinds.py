@@ -6,9 +6,10 @@ from pathlib import Path
 
 from trainer.base import ModelKind, read_manifest
 from trainer.exceptions import ArtifactError
+from trainer.minilm import MiniLMHead
 from trainer.tfidf import TfidfLogReg
 
-KINDS: dict[str, type[ModelKind]] = {cls.kind: cls for cls in (TfidfLogReg,)}
+KINDS: dict[str, type[ModelKind]] = {cls.kind: cls for cls in (TfidfLogReg, MiniLMHead)}
 
 
 def create(kind: str, **params: object) -> ModelKind:

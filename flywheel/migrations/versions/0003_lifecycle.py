@@ -40,16 +40,19 @@ def upgrade() -> None:
          WHERE f.status = 'joined'
            AND (f.label IS NOT NULL OR f.thumbs = 'up');
 
-        -- the fixed base holdout (from the bootstrap corpus); never trained on
-        CREATE TABLE holdout (
+        -- the labelled corpus a bootstrap trains from: its 'holdout' split is the fixed base holdout,
+        -- never trained on; its 'train' split joins every full retrain and the incremental replay
+        CREATE TABLE corpus (
             id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             text     text NOT NULL,
             label    text NOT NULL,
             domain   text,
             segment  text,
+            split    text NOT NULL CHECK (split IN ('train', 'holdout')),
             source   text NOT NULL,
             added_at timestamptz NOT NULL DEFAULT now()
         );
+        CREATE INDEX corpus_split ON corpus (split);
 
         -- sentence embeddings, computed once per (encoder, text): float32 little-endian vectors
         CREATE TABLE embeddings (
@@ -70,6 +73,7 @@ def upgrade() -> None:
                                                            'abandoned')),
             watermark     bigint NOT NULL,
             sample_count  bigint NOT NULL,
+            trained_count bigint NOT NULL DEFAULT 0,
             data_hash     text NOT NULL,
             parent_version text,
             version       text,
@@ -87,4 +91,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE training_runs, embeddings, holdout; DROP VIEW samples")
+    op.execute("DROP TABLE training_runs, embeddings, corpus; DROP VIEW samples")

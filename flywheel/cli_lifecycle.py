@@ -1,0 +1,137 @@
+"""``flywheel bootstrap | retrain | evaluate | models ... | process trainer``: the model lifecycle's
+admin commands. Each resolves the broker and database like the other admin commands (settings first,
+else the running local platform)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flywheel.platform import resolve
+from flywheel.settings import FlywheelSettings
+
+if TYPE_CHECKING:  # MLflow, torch and Great Expectations load only when a command needs them
+    from flywheel.lifecycle import Lifecycle
+    from trainer.pipeline import RunResult
+
+models_app = typer.Typer(help="Registered model versions: list, show, promote, rollback.", no_args_is_help=True)
+out = Console()
+
+
+@contextlib.contextmanager
+def _lifecycle() -> Iterator[Lifecycle]:
+    from flywheel.lifecycle import lifecycle
+
+    settings = FlywheelSettings()
+    bootstrap, database = resolve(settings)
+    with lifecycle(settings, bootstrap, database) as lc:
+        yield lc
+
+
+def _report(result: RunResult) -> None:
+    colour = {"promoted": "green", "canary": "green", "refused": "yellow", "failed": "red"}.get(result.status, "blue")
+    out.print(f"[bold {colour}]{result.status}[/]: {result.reason}")
+    for c in result.candidates:
+        for v in c["verdicts"]:
+            out.print(f"  {c['kind']:<14} {v['gate']:<11} {'pass' if v['passed'] else 'FAIL'}  {v['reason']}")
+    if result.event is not None:
+        e = result.event
+        out.print(f"announced {e.action} {e.model} {e.semver} (version {e.version}, traffic {e.traffic:g})")
+    if result.status == "failed":
+        raise typer.Exit(1)
+
+
+def bootstrap(
+    data: Annotated[Path, typer.Option("--data", help="Labelled CSV: text + label (or label3) [+ domain].")],
+    kind: Annotated[str, typer.Option(help="Model kind of the first champion.")] = "tfidf-logreg",
+    holdout: Annotated[float, typer.Option(help="Share of the corpus kept as the fixed holdout.")] = 0.2,
+    force: Annotated[bool, typer.Option(help="Replace an existing champion.")] = False,
+) -> None:
+    """Train the first model from a labelled CSV and deploy it as champion."""
+    from trainer.data import read_labelled_csv
+
+    with _lifecycle() as lc:
+        rows = read_labelled_csv(data, lc.settings.labels)
+        _report(lc.trainer.bootstrap(rows, source=data.name, kind=kind, holdout_fraction=holdout, force=force))
+
+
+def retrain(
+    full: Annotated[bool, typer.Option("--full", help="From scratch on everything (default: incremental).")] = False,
+    kind: Annotated[list[str] | None, typer.Option("--kind", help="Candidate kind(s); default: the policy's.")] = None,
+) -> None:
+    """Retrain now (single flight with every trainer) and gate the candidate."""
+    with _lifecycle() as lc:
+        _report(lc.trainer.maybe_train("admin", requested="full" if full else "incremental", kinds=kind or None))
+
+
+def evaluate(version: Annotated[str | None, typer.Argument(help="Version, semver or alias.")] = None) -> None:
+    """The gate report of VERSION (default: the challenger, else the champion) on the current holdout."""
+    with _lifecycle() as lc:
+        verdicts = lc.trainer.evaluate(version)
+        for v in verdicts:
+            out.print(f"{v.gate:<11} {'[green]pass[/]' if v.passed else '[red]FAIL[/]'}  {v.reason}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every version with its semver, kind, aliases and lineage."""
+    with _lifecycle() as lc:
+        table = Table("version", "semver", "kind", "mode", "aliases", "parent", "samples", "sha256", "created")
+        for info in lc.registry.versions():
+            table.add_row(info.version, info.semver, info.kind, info.mode, ",".join(info.aliases),
+                          info.parent_version or "", str(info.sample_count or 0), info.sha256[:12],
+                          info.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+        out.print(table)
+
+
+@models_app.command("show")
+def models_show(version: Annotated[str, typer.Argument(help="Version, semver or alias.")]) -> None:
+    """One version's tags, lineage and artifact."""
+    with _lifecycle() as lc:
+        info = lc.registry.get(version)
+        table = Table(show_header=False, title=f"{info.model} {info.semver} (version {info.version})")
+        for key in ("kind", "mode", "labels", "aliases", "artifact_uri", "sha256", "run_id", "created_at"):
+            table.add_row(key, str(getattr(info, key)))
+        for key, value in sorted(info.tags.items()):
+            table.add_row(f"tag {key}", value)
+        out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="Version, semver or alias.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded and announced).")] = "admin promote",
+) -> None:
+    """Make VERSION the champion and announce it (`promote` event)."""
+    with _lifecycle() as lc:
+        event = lc.promote(version, reason)
+        out.print(f"promoted {event.model} {event.semver} (version {event.version})")
+
+
+@models_app.command("rollback")
+def models_rollback(to: Annotated[str | None, typer.Option("--to", help="Version; default: `previous`.")] = None,
+                    reason: Annotated[str, typer.Option(help="Why (recorded and announced).")] = "admin rollback",
+                    ) -> None:
+    """Restore the previous champion (or --to VERSION): one command, one `rollback` event."""
+    with _lifecycle() as lc:
+        event = lc.rollback(to, reason)
+        out.print(f"rolled back {event.model} to {event.semver} (version {event.version}) from "
+                  f"version {event.previous_version}")
+
+
+def process_trainer(stop: threading.Event) -> None:
+    from trainer.service import TrainerService
+
+    with _lifecycle() as lc:
+        s = lc.settings
+        service = TrainerService(lc.trainer, lc.config, bootstrap=resolve(s)[0], group="flywheel-trainer",
+                                 signal_topics=[s.topics.landed, s.topics.curated], request_topic=s.topics.retrain,
+                                 session_timeout_ms=s.session_timeout_ms)
+        service.run(stop)

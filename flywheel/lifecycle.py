@@ -1,0 +1,73 @@
+"""Wiring of the model lifecycle from settings: the registry, the announcer, the trainer, and the admin
+actions that move aliases and announce them (``promote``, ``rollback``) — one command, one event."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from flywheel.settings import FlywheelSettings
+from registry import ModelRegistry, Transition, VersionRef, open_registry, postgres_backend
+from schemas import ModelAction, ModelEvent
+from streams.kafka import CheckedProducer, create_topics, producer_config
+from streams.kafka import admin as kafka_admin
+from trainer.announce import ModelAnnouncer, model_event
+from trainer.config import TrainerConfig, load_trainer_config
+from trainer.pipeline import Trainer
+
+
+def registry_backend(settings: FlywheelSettings, database_url: str) -> str:
+    if settings.registry_uri is not None:
+        return settings.registry_uri.get_secret_value()
+    return postgres_backend(database_url)
+
+
+def open_model_registry(settings: FlywheelSettings, database_url: str) -> ModelRegistry:
+    return open_registry(registry_backend(settings, database_url), artifact_root(settings), settings.model_name)
+
+
+def artifact_root(settings: FlywheelSettings) -> Path:
+    return (settings.data_dir / "mlartifacts").resolve()
+
+
+@dataclass
+class Lifecycle:
+    """What the trainer and the admin commands share; close it to flush the producer."""
+
+    settings: FlywheelSettings
+    config: TrainerConfig
+    registry: ModelRegistry
+    announcer: ModelAnnouncer
+    trainer: Trainer
+
+    def promote(self, ref: VersionRef, reason: str) -> ModelEvent:
+        transition = self.registry.promote(ref, reason)
+        return self.announcer.publish(self._event(transition, "promote", reason))
+
+    def rollback(self, to: VersionRef | None, reason: str) -> ModelEvent:
+        transition = self.registry.rollback(to, reason)
+        return self.announcer.publish(self._event(transition, "rollback", reason))
+
+    def _event(self, transition: Transition, action: ModelAction, reason: str) -> ModelEvent:
+        previous = transition.from_version
+        return model_event(transition.info, self.settings.model_name, action, 1.0, reason, previous)
+
+
+@contextlib.contextmanager
+def lifecycle(settings: FlywheelSettings, bootstrap: str, database_url: str,
+              config: TrainerConfig | None = None) -> Iterator[Lifecycle]:
+    """Everything wired from settings (``config`` overrides the trainer config file, for tests)."""
+    config = config or load_trainer_config(settings.trainer_config)
+    registry = open_model_registry(settings, database_url)
+    create_topics(kafka_admin(bootstrap), [settings.topics.models, settings.topics.retrain],
+                  settings.topic_partitions)
+    producer = CheckedProducer(producer_config(bootstrap))
+    announcer = ModelAnnouncer(producer, settings.topics.models)
+    trainer = Trainer(db_url=database_url, model_name=settings.model_name, labels=settings.labels, config=config,
+                      registry=registry, announcer=announcer, work_dir=(settings.data_dir / "runs").resolve())
+    try:
+        yield Lifecycle(settings, config, registry, announcer, trainer)
+    finally:
+        producer.flush(10.0)

@@ -1,0 +1,63 @@
+"""Errors of the ``registry`` package. MLflow's exceptions are translated at the boundary
+(:mod:`registry.mlflow_registry`) into these; each carries the model and version it is about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trainer.exceptions
+from flywheel.exceptions import FlywheelError
+
+
+class RegistryError(FlywheelError):
+    """Base of the registry package's errors."""
+
+
+class StoreError(RegistryError):
+    """The MLflow store failed or refused a request; ``code`` is MLflow's error code when it gave one
+    (``TEMPORARILY_UNAVAILABLE`` means trying again later makes sense)."""
+
+    def __init__(self, detail: str, code: str | None = None) -> None:
+        super().__init__(detail if code is None else f"{detail} [{code}]")
+        self.code = code
+
+
+class NoSuchVersion(RegistryError):
+    """``ref`` (an MLflow version number, a semver or an alias) names no version of ``model``."""
+
+    def __init__(self, model: str, ref: object, detail: str = "no such version") -> None:
+        super().__init__(f"model {model!r}: {detail}: {ref!r}")
+        self.model = model
+        self.ref = ref
+
+
+class NoChampion(NoSuchVersion):
+    """The model has no ``champion`` alias yet (nothing was ever promoted)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model, "champion", "no champion")
+
+
+class NoPrevious(NoSuchVersion):
+    """A rollback without a target, but no ``previous`` alias to roll back to."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model, "previous", "no previous champion to roll back to")
+
+
+class InvalidTransition(RegistryError):
+    """An alias move that makes no sense (e.g. the champion as its own challenger)."""
+
+    def __init__(self, model: str, detail: str) -> None:
+        super().__init__(f"model {model!r}: {detail}")
+        self.model = model
+
+
+class TamperedArtifact(RegistryError, trainer.exceptions.TamperedArtifact):
+    """The stored bytes of ``version`` differ from what was registered (its sha256 tag or a manifest
+    entry). Also a :class:`trainer.TamperedArtifact`, so either ``except`` catches it."""
+
+    def __init__(self, model: str, version: str, path: Path, detail: str) -> None:
+        trainer.exceptions.TamperedArtifact.__init__(self, path, f"model {model!r} version {version}: {detail}")
+        self.model = model
+        self.version = version

@@ -1,0 +1,68 @@
+"""The registry's value types: a version, its lineage, an alias move."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+VersionRef = str | int  # an MLflow version number ("3"), a semver ("1.2.0") or an alias ("champion")
+# written once by ``register``; ``set_tag`` refuses to change them (the sha256 is what ``fetch`` trusts)
+IDENTITY_TAGS = frozenset({"semver", "kind", "labels", "sha256", "mode", "parent_version", "data_hash",
+                           "watermark", "sample_count", "sample_first_id", "sample_last_id", "code_version",
+                           "training_run_id"})
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """Where a model comes from: its data (hash, watermark, sample ids), its parent version
+    (``None``: the current champion, if any) and the platform's training run that produced it."""
+
+    data_hash: str
+    watermark: int
+    sample_count: int
+    sample_range: tuple[int, int] | None = None
+    parent_version: VersionRef | None = None
+    training_run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionInfo:
+    """One registered version, as stored (``tags`` holds every tag, including the ones parsed here)."""
+
+    model: str
+    version: str  # MLflow's version number
+    semver: str
+    kind: str
+    labels: tuple[str, ...]
+    mode: str
+    sha256: str  # of the artifact's manifest (trainer.base.artifact_sha256)
+    artifact_uri: str
+    run_id: str | None  # the MLflow run holding the artifact and the metrics
+    created_at: datetime
+    parent_version: str | None = None  # semver of the parent
+    data_hash: str = ""
+    watermark: int | None = None
+    sample_count: int | None = None
+    code_version: str = ""
+    aliases: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.tags.get("rolled_back") == "true"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An alias move, for the caller to publish: the alias went from ``from_version`` (``None``: it was
+    unset) to ``to_version``, whose state after the move is ``info``."""
+
+    action: Literal["promote", "rollback", "challenger"]
+    model: str
+    from_version: str | None
+    to_version: str
+    reason: str
+    info: ModelVersionInfo

@@ -1,0 +1,180 @@
+"""The evaluation gate: real tfidf-logreg candidates vs champions on real holdouts, and scripted models
+for p-values that can be computed by hand."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pydantic
+import pytest
+from scipy import stats
+from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+from tests.trainer.gates._data import Scripted, confident, texts_labels
+from trainer import ModelKind
+from trainer.gates import EvaluationConfig, EvaluationGate, GateInput, GatesConfig, Holdout, evaluation_gate
+
+
+def _holdout(*parts: tuple[str, int, int]) -> Holdout:
+    texts: list[str] = []
+    labels: list[str] = []
+    slices: list[str] = []
+    for name, start, stop in parts:
+        t, y = texts_labels(name, start, stop)
+        texts += t
+        labels += y
+        slices += [name.removeprefix("vader_")] * len(t)
+    return Holdout(texts, labels, slices)
+
+
+# movies and products rows the session models never trained on; 30 tweets: a slice too small to judge
+MIXED = _holdout(("vader_movies", 0, 1500), ("vader_products", 0, 400), ("vader_tweets", 0, 30))
+
+
+def _check(candidate: ModelKind, champion: ModelKind | None, holdout: Holdout, **config: Any) -> Any:
+    return EvaluationGate(EvaluationConfig.model_validate(config)).check(
+        GateInput(candidate=candidate, champion=champion, holdout=holdout))
+
+
+@pytest.mark.parametrize("test", ["bootstrap", "mcnemar"])
+def test_a_genuinely_better_model_passes(good_model: ModelKind, weak_model: ModelKind, test: str) -> None:
+    verdict = _check(good_model, weak_model, MIXED, test=test)
+    assert verdict.passed, verdict.reason
+    d = verdict.details
+    assert d["test"]["name"] == test and d["p_value"] <= 0.05
+    assert d["delta"] == pytest.approx(d["candidate"]["score"] - d["champion"]["score"])
+    assert d["delta"] >= 0.005 and d["candidate"]["accuracy"] > d["champion"]["accuracy"]
+    table = {row["slice"]: row for row in d["slices"]}
+    assert set(table) == {"movies", "products", "tweets"}
+    assert table["movies"]["checked"] and table["products"]["checked"] and not table["tweets"]["checked"]
+    assert table["tweets"]["rows"] == 30 and not table["tweets"]["regressed"]
+    assert "no regression on 2 slice(s)" in verdict.reason
+
+
+def test_a_model_trained_on_flipped_labels_is_refused(flipped_model: ModelKind, good_model: ModelKind) -> None:
+    verdict = _check(flipped_model, good_model, MIXED)
+    assert not verdict.passed
+    d = verdict.details
+    assert d["delta"] < -0.1 and d["p_value"] > 0.5
+    assert d["candidate"]["accuracy"] < d["champion"]["accuracy"] - 0.2
+    assert f"improvement {d['delta']:+.4f} is below the required +0.0050" in verdict.reason
+    assert f"weighted score {d['candidate']['score']:.4f} vs champion {d['champion']['score']:.4f}" in verdict.reason
+
+
+def test_better_overall_but_regressing_on_one_slice_is_refused(good_model: ModelKind,
+                                                               tweets_model: ModelKind) -> None:
+    holdout = _holdout(("vader_movies", 0, 1500), ("vader_tweets", 0, 400))
+    verdict = _check(good_model, tweets_model, holdout)
+    d = verdict.details
+    assert d["delta"] > 0.005 and d["p_value"] <= 0.05, "better overall, significantly"
+    assert not verdict.passed
+    tweets = next(row for row in d["slices"] if row["slice"] == "tweets")
+    assert tweets["regressed"] and tweets["delta"] < -0.02
+    assert (f"slice 'tweets' (400 rows) regressed: candidate accuracy {tweets['candidate_accuracy']:.4f} "
+            f"vs champion {tweets['champion_accuracy']:.4f}") in verdict.reason
+    tolerant = _check(good_model, tweets_model, holdout, slice_tolerance=1.0)
+    assert tolerant.passed, tolerant.reason
+    small_slices = _check(good_model, tweets_model, holdout, min_slice_size=401)
+    assert small_slices.passed, "a slice below min_slice_size is reported but not judged"
+
+
+def test_metrics_agree_with_scikit_learn_and_a_hand_computed_ece(good_model: ModelKind) -> None:
+    verdict = _check(good_model, None, MIXED)
+    m = verdict.details["candidate"]
+    proba = good_model.predict_proba(list(MIXED.texts))
+    predicted = [good_model.labels[i] for i in proba.argmax(axis=1)]
+    classes = sorted(set(MIXED.labels))
+    assert m["accuracy"] == pytest.approx(accuracy_score(MIXED.labels, predicted))
+    assert m["macro_f1"] == pytest.approx(f1_score(MIXED.labels, predicted, labels=classes, average="macro"))
+    recalls = recall_score(MIXED.labels, predicted, labels=classes, average=None)
+    assert m["recall"] == pytest.approx(dict(zip(classes, recalls, strict=True)))
+    assert m["min_recall"] == pytest.approx(min(recalls))
+    confidence = proba.max(axis=1)
+    correct = np.array(predicted) == np.array(MIXED.labels)
+    ece = 0.0
+    for b in range(10):
+        inside = (confidence >= b / 10) & ((confidence < (b + 1) / 10) if b < 9 else (confidence <= 1.0))
+        if inside.any():
+            ece += inside.sum() / len(confidence) * abs(correct[inside].mean() - confidence[inside].mean())
+    assert m["ece"] == pytest.approx(ece) and m["calibration"] == pytest.approx(1 - ece)
+    assert m["score"] == pytest.approx(0.4 * m["accuracy"] + 0.4 * m["macro_f1"] + 0.2 * (1 - ece))
+
+
+def _paired(b: int, c: int, both: int = 10, neither: int = 0) -> tuple[Scripted, Scripted, Holdout]:
+    """Scripted candidate/champion: ``b`` rows only the candidate gets right, ``c`` only the champion."""
+    kinds = ["b"] * b + ["c"] * c + ["both"] * both + ["neither"] * neither
+    texts = [f"row {i} {k}" for i, k in enumerate(kinds)]
+    right, wrong = confident("positive"), confident("negative")
+    cand = Scripted(script={t: right if k in ("b", "both") else wrong for t, k in zip(texts, kinds, strict=True)})
+    champ = Scripted(script={t: right if k in ("c", "both") else wrong for t, k in zip(texts, kinds, strict=True)})
+    return cand, champ, Holdout(texts, ["positive"] * len(texts))
+
+
+def test_mcnemar_exact_p_value_by_hand() -> None:
+    cand, champ, holdout = _paired(b=8, c=2)
+    verdict = _check(cand, champ, holdout, test="mcnemar", metric_weights={"accuracy": 1.0})
+    d = verdict.details
+    assert d["test"] == {"name": "mcnemar", "b": 8, "c": 2, "method": "exact binomial"}
+    assert d["p_value"] == pytest.approx((45 + 10 + 1) / 1024)  # P(X >= 8), X ~ Bin(10, 1/2)
+    assert not verdict.passed and "not significant: mcnemar one-sided p=0.0547 > alpha 0.05" in verdict.reason
+    assert _check(cand, champ, holdout, test="mcnemar", metric_weights={"accuracy": 1.0}, alpha=0.06).passed
+
+
+def test_mcnemar_chi_square_with_continuity_by_hand() -> None:
+    cand, champ, holdout = _paired(b=30, c=10)
+    verdict = _check(cand, champ, holdout, test="mcnemar", metric_weights={"accuracy": 1.0})
+    d = verdict.details
+    assert d["test"]["method"] == "chi-square with continuity correction"
+    chi2 = (abs(30 - 10) - 1) ** 2 / (30 + 10)
+    assert d["p_value"] == pytest.approx(stats.chi2.sf(chi2, df=1) / 2)
+    assert d["p_value"] == pytest.approx(0.5 * math.erfc(19 / math.sqrt(40) / math.sqrt(2)))
+    assert verdict.passed, verdict.reason
+    worse = _check(champ, cand, holdout, test="mcnemar", metric_weights={"accuracy": 1.0}, min_improvement=-1)
+    assert worse.details["p_value"] > 0.99 and not worse.passed
+
+
+def test_paired_bootstrap_p_value_by_hand() -> None:
+    # the candidate is right on one extra row of 20: a resample shows no gain iff it misses that row,
+    # with probability (19/20)^20
+    cand, champ, holdout = _paired(b=1, c=0, both=19)
+    config: dict[str, Any] = {"metric_weights": {"accuracy": 1.0}, "n_resamples": 4000, "seed": 7}
+    verdict = _check(cand, champ, holdout, **config)
+    assert verdict.details["p_value"] == pytest.approx((19 / 20) ** 20, abs=0.025)
+    assert verdict.details["test"]["name"] == "bootstrap"
+    assert "not significant: bootstrap one-sided p=" in verdict.reason
+    assert _check(cand, champ, holdout, **config).details == verdict.details, "seeded"
+    assert _check(cand, champ, holdout, **{**config, "seed": 8}).details["p_value"] != verdict.details["p_value"]
+
+
+def test_without_a_champion_an_optional_floor_decides(weak_model: ModelKind) -> None:
+    verdict = _check(weak_model, None, MIXED)
+    score = verdict.details["candidate"]["score"]
+    assert verdict.passed and verdict.details["champion"] is None and "no floor set" in verdict.reason
+    assert _check(weak_model, None, MIXED, absolute_floor=score - 0.01).passed
+    refused = _check(weak_model, None, MIXED, absolute_floor=score + 0.01)
+    assert not refused.passed and f"weighted score {score:.4f} < floor" in refused.reason
+
+
+def test_the_weights_choose_what_the_score_means(good_model: ModelKind, weak_model: ModelKind) -> None:
+    d = _check(good_model, weak_model, MIXED, metric_weights={"min_recall": 1.0}).details
+    assert d["candidate"]["score"] == pytest.approx(d["candidate"]["min_recall"])
+    with pytest.raises(pydantic.ValidationError):
+        EvaluationConfig(metric_weights={"accuracy": -1.0, "macro_f1": 2.0})
+    with pytest.raises(pydantic.ValidationError):
+        EvaluationConfig(metric_weights={"accuracy": 0.0})
+    with pytest.raises(pydantic.ValidationError):
+        EvaluationConfig.model_validate({"metric_weights": {"f2": 1.0}})
+
+
+def test_the_trainer_call_takes_column_wise_rows(good_model: ModelKind, weak_model: ModelKind) -> None:
+    class Rows:
+        texts = list(MIXED.texts)
+        labels = list(MIXED.labels)
+        weights = [1.0] * len(MIXED)
+        slices: list[str | None] = [None if s == "tweets" else s for s in MIXED.slices or []]
+
+    verdict = evaluation_gate(GatesConfig(), good_model, weak_model, Rows())
+    assert verdict.passed, verdict.reason
+    assert {row["slice"] for row in verdict.details["slices"]} == {"movies", "products", "(none)"}

@@ -1,0 +1,59 @@
+"""Shared pieces of the lifecycle integration tests: real data, and feedback landed in Postgres the
+way the ingest processor lands it (a prediction, then its joined feedback)."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import random
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from flywheel import db
+from trainer.data import CorpusRow
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+LABELS = ("negative", "neutral", "positive")
+FLIP = {"negative": "positive", "positive": "negative", "neutral": "neutral"}
+
+
+@functools.cache
+def rows(name: str) -> tuple[CorpusRow, ...]:
+    with (DATA / f"{name}.csv").open(newline="") as fh:
+        found = [CorpusRow(r["text"], r["label3"], r["domain"]) for r in csv.DictReader(fh)]
+    random.Random(7).shuffle(found)  # the files are ordered by sentiment
+    return tuple(found)
+
+
+def land_feedback(db_url: str, samples: Sequence[CorpusRow], *, flip: bool = False, served: str = "1") -> None:
+    """Predictions + joined label feedback, committed like ingest does (one transaction)."""
+    with db.connect(db_url) as conn, conn.cursor() as cur:
+        with cur.copy("COPY predictions (prediction_id, model, model_version, variant, text, label, probabilities, "
+                      "latency_ms, domain, ts) FROM STDIN") as copy:
+            ids = []
+            for row in samples:
+                pid = uuid.uuid4().hex
+                ids.append(pid)
+                copy.write_row((pid, "sentiment", served, "champion", row.text, "neutral",
+                                json.dumps({"negative": 0.2, "neutral": 0.6, "positive": 0.2}), 3.0, row.domain,
+                                "2026-11-22T00:00:00Z"))
+        with cur.copy("COPY feedback (feedback_id, content_key, prediction_id, label, source, ts, status, model, "
+                      "model_version, variant, predicted_label, resolved_at) FROM STDIN") as copy:
+            for pid, row in zip(ids, samples, strict=True):
+                label = FLIP[row.label] if flip else row.label
+                copy.write_row((uuid.uuid4().hex, uuid.uuid4(), pid, label, "test", "2026-11-22T00:00:01Z",
+                                "joined", "sentiment", served, "champion", "neutral", "2026-11-22T00:00:02Z"))
+        conn.commit()
+
+
+def count_runs(db_url: str, status: str | None = None) -> int:
+    with db.connect(db_url) as conn:
+        if status is None:
+            row = conn.execute("SELECT count(*) FROM training_runs WHERE mode <> 'bootstrap'").fetchone()
+        else:
+            row = conn.execute("SELECT count(*) FROM training_runs WHERE mode <> 'bootstrap' AND status = %s",
+                               (status,)).fetchone()
+    assert row is not None
+    return int(row[0])

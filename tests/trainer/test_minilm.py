@@ -1,0 +1,103 @@
+"""``minilm-head`` beyond the conformance suite: sample weights, the hidden layer, warm starts, the
+injected embedder. Heads train on the fake ``HashingEncoder`` here (the suite covers the real model)."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainer import Embedder, HashingEncoder, MiniLMHead, TrainerError, load_model, set_default_embedder
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "vader_movies.csv"
+
+
+@functools.cache
+def _rows() -> tuple[tuple[str, str], ...]:
+    with DATA.open(newline="") as fh:
+        rows = [(r["text"], r["label3"]) for r in csv.DictReader(fh)]
+    random.Random(1).shuffle(rows)
+    return tuple(rows)
+
+
+def corpus(n: int, offset: int = 0) -> tuple[list[str], list[str]]:
+    rows = _rows()[offset:offset + n]
+    return [t for t, _ in rows], [y for _, y in rows]
+
+
+@pytest.fixture
+def embedder() -> Embedder:
+    return Embedder(HashingEncoder())
+
+
+def mean_proba(head: MiniLMHead, texts: list[str], label: str) -> float:
+    return float(head.predict_proba(texts)[:, head.labels.index(label)].mean())
+
+
+def test_sample_weights_are_honoured(embedder: Embedder) -> None:
+    texts, labels = corpus(600)
+    probe, _ = corpus(200, offset=1000)
+    plain = MiniLMHead(epochs=10).use(embedder).fit(texts, labels)
+    muted = [0.0 if y == "positive" else 1.0 for y in labels]
+    without_positives = MiniLMHead(epochs=10).use(embedder).fit(texts, labels, muted)
+    assert without_positives.labels == plain.labels
+    assert mean_proba(without_positives, probe, "positive") < mean_proba(plain, probe, "positive") / 2
+    doubled = MiniLMHead(epochs=10).use(embedder).fit(texts, labels, [2.0] * len(texts))
+    assert np.allclose(doubled.predict_proba(probe), plain.predict_proba(probe), atol=1e-5)  # scale-free
+    for bad in ([-1.0] * len(texts), [0.0] * len(texts), [1.0]):
+        with pytest.raises(TrainerError, match="weights"):
+            MiniLMHead(epochs=1).use(embedder).fit(texts, labels, bad)
+
+
+def test_balanced_classes_lift_the_minority(embedder: Embedder) -> None:
+    texts, labels = corpus(600)
+    probe, _ = corpus(200, offset=1000)
+    minority = min(set(labels), key=labels.count)
+    plain = MiniLMHead(epochs=10).use(embedder).fit(texts, labels)
+    balanced = MiniLMHead(epochs=10, balanced=True).use(embedder).fit(texts, labels)
+    assert mean_proba(balanced, probe, minority) > mean_proba(plain, probe, minority)
+
+
+def test_hidden_layer_head_is_deterministic_and_round_trips(embedder: Embedder, tmp_path: Path) -> None:
+    texts, labels = corpus(300)
+    a = MiniLMHead(hidden=32, epochs=5, seed=7).use(embedder).fit(texts, labels)
+    b = MiniLMHead(hidden=32, epochs=5, seed=7).use(embedder).fit(texts, labels)
+    c = MiniLMHead(hidden=32, epochs=5, seed=8).use(embedder).fit(texts, labels)
+    assert np.array_equal(a.predict_proba(texts[:30]), b.predict_proba(texts[:30]))
+    assert not np.array_equal(a.predict_proba(texts[:30]), c.predict_proba(texts[:30]))
+    a.save(tmp_path / "m")
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"manifest.json", "head.safetensors", "encoder.json"}
+    previous = set_default_embedder(embedder)
+    try:
+        loaded = load_model(tmp_path / "m")
+    finally:
+        set_default_embedder(previous)
+    assert np.array_equal(loaded.predict_proba(texts[:30]), a.predict_proba(texts[:30]))
+
+
+def test_warm_start_moves_towards_the_new_samples(embedder: Embedder) -> None:
+    texts, labels = corpus(400)
+    head = MiniLMHead(epochs=5).use(embedder).fit(texts, labels)
+    new, _ = corpus(100, offset=2000)
+    before = mean_proba(head, new, "negative")
+    head.partial_fit(new, ["negative"] * len(new))
+    assert mean_proba(head, new, "negative") > before + 0.1
+
+
+def test_clone_keeps_the_embedder_and_threads_are_left_as_found(embedder: Embedder) -> None:
+    threads = torch.get_num_threads()
+    head = MiniLMHead(epochs=2).use(embedder)
+    assert head.clone().embedder is embedder and MiniLMHead().embedder is not embedder
+    texts, labels = corpus(100)
+    head.fit(texts, labels).predict_proba(texts)
+    assert torch.get_num_threads() == threads
+
+
+def test_one_label_is_not_enough(embedder: Embedder) -> None:
+    with pytest.raises(TrainerError, match="two labels"):
+        MiniLMHead().use(embedder).fit(["a", "b"], ["x", "x"])

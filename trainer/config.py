@@ -1,0 +1,72 @@
+"""The training policy and gates, one frozen model loaded from YAML (``FLYWHEEL_TRAINER_CONFIG``).
+
+Every field has a default, so an empty file (or none) is the documented default policy; unknown keys
+are refused so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from trainer.exceptions import TrainerError
+from trainer.gates import GatesConfig
+from trainer.schedule import Cron
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PolicyConfig(_Frozen):
+    """When to train and on what."""
+
+    incremental_threshold: int = Field(default=200, ge=1, description="New accepted samples for an incremental run.")
+    full_threshold: int = Field(default=2000, ge=1, description="New accepted samples for a full run.")
+    full_cron: str | None = Field(default=None, description="Cron schedule (5 fields, UTC) of full retrains.")
+    drift_action: Literal["full", "incremental", "ignore"] = "full"
+    reconcile_interval_s: float = Field(default=30.0, gt=0, description="Check Postgres even without signals.")
+    replay_size: int = Field(default=2000, ge=0, description="Older samples mixed into an incremental run.")
+    kinds: tuple[str, ...] = Field(default=("tfidf-logreg",), min_length=1, description="Candidate kinds.")
+    kind_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    holdout_percent: int = Field(default=10, ge=0, le=50, description="Share of feedback reserved for evaluation.")
+    holdout_recent: int = Field(default=1000, ge=0, description="Most recent reserved feedback in the holdout.")
+    seed: int = 0
+
+    @field_validator("full_cron")
+    @classmethod
+    def _cron_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            Cron(value)
+        return value
+
+
+class PromotionConfig(_Frozen):
+    """What happens to a candidate that passed every gate."""
+
+    mode: Literal["canary", "direct"] = Field(
+        default="canary", description="canary = challenger at `canary_traffic`; direct = promote at once.")
+    canary_traffic: float = Field(default=0.1, gt=0.0, le=1.0)
+
+
+class TrainerConfig(_Frozen):
+    policy: PolicyConfig = PolicyConfig()
+    gates: GatesConfig = GatesConfig()
+    promotion: PromotionConfig = PromotionConfig()
+
+
+def load_trainer_config(path: Path | None) -> TrainerConfig:
+    if path is None:
+        return TrainerConfig()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise TrainerError(f"{path}: cannot read the trainer config: {exc}") from exc
+    try:
+        return TrainerConfig.model_validate(raw)
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise TrainerError(f"{path}: invalid trainer config: {errors}") from exc

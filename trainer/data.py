@@ -1,0 +1,177 @@
+"""Training data from Postgres: the accepted ``samples``, the bootstrap ``corpus``, and the holdout.
+
+A feedback sample is reserved for evaluation, for ever, when a hash of its feedback id falls under the
+configured percentage: the same sample is never trained on by any run, and the holdout grows with the
+stream (the evaluation gate uses its most recent part plus the corpus's fixed holdout split).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from trainer.exceptions import TrainerError
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a run trains on: accepted non-holdout samples with ``id <= watermark`` (``count`` of them)."""
+
+    watermark: int
+    count: int
+
+
+@dataclass
+class Frame:
+    """Columns of labelled text; ``ids`` are sample ids (negative for corpus rows: ``-corpus.id``)."""
+
+    ids: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    slices: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def extend(self, rows: Iterable[tuple[int, str, str, float, str | None]]) -> Frame:
+        for id_, text, label, weight, slice_ in rows:
+            self.ids.append(id_)
+            self.texts.append(text)
+            self.labels.append(label)
+            self.weights.append(float(weight))
+            self.slices.append(slice_)
+        return self
+
+    def take(self, indices: Sequence[int]) -> Frame:
+        return Frame().extend(
+            (self.ids[i], self.texts[i], self.labels[i], self.weights[i], self.slices[i]) for i in indices)
+
+    def digest(self) -> str:
+        """sha256 over (id, label, weight, text) in id order: the data snapshot hash of a run."""
+        h = hashlib.sha256()
+        for i in sorted(range(len(self)), key=self.ids.__getitem__):
+            h.update(f"{self.ids[i]}\x1f{self.labels[i]}\x1f{self.weights[i]!r}\x1f".encode())
+            h.update(hashlib.sha256(self.texts[i].encode()).digest())
+        return h.hexdigest()
+
+
+def holdout_predicate(percent: int) -> str:
+    """SQL true for samples reserved for evaluation (stable: md5 of the feedback id, mod 100)."""
+    if not 0 <= percent <= 50:
+        raise TrainerError(f"holdout percent must be within 0..50, got {percent}")
+    return f"(mod(('x' || substr(md5(feedback_id), 1, 8))::bit(32)::bigint, 100) < {percent})"
+
+
+_SLICE = "COALESCE(domain, segment)"
+
+
+class SampleStore:
+    """Reads of the training interface (``samples``, ``corpus``) on one connection."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]], holdout_percent: int) -> None:
+        self.conn = conn
+        self._holdout = holdout_predicate(holdout_percent)
+
+    def snapshot(self) -> Snapshot:
+        row = self.conn.execute(
+            f"SELECT COALESCE(max(id), 0), count(*) FROM samples "
+            f"WHERE status = 'accepted' AND NOT {self._holdout}").fetchone()
+        assert row is not None
+        return Snapshot(watermark=int(row[0]), count=int(row[1]))  # type: ignore[call-overload]
+
+    def samples(self, *, after: int, upto: int) -> Frame:
+        rows = self.conn.execute(
+            f"SELECT id, text, label, weight, {_SLICE} FROM samples "
+            f"WHERE status = 'accepted' AND NOT {self._holdout} AND id > %s AND id <= %s ORDER BY id",
+            (after, upto)).fetchall()
+        return Frame().extend(rows)  # type: ignore[arg-type]
+
+    def corpus(self, split: str) -> Frame:
+        rows = self.conn.execute(
+            f"SELECT -id, text, label, 1.0, {_SLICE} FROM corpus WHERE split = %s ORDER BY id", (split,)).fetchall()
+        return Frame().extend(rows)  # type: ignore[arg-type]
+
+    def recent_holdout(self, limit: int) -> Frame:
+        """The most recent ``limit`` reserved feedback samples (never trained on)."""
+        rows = self.conn.execute(
+            f"SELECT id, text, label, weight, {_SLICE} FROM samples "
+            f"WHERE status = 'accepted' AND {self._holdout} ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
+        return Frame().extend(reversed(rows))  # type: ignore[arg-type]
+
+    def holdout(self, recent: int) -> Frame:
+        """The evaluation set: the corpus's fixed holdout plus the most recent reserved feedback."""
+        frame = self.corpus("holdout")
+        recent_frame = self.recent_holdout(recent)
+        return frame.extend(zip(recent_frame.ids, recent_frame.texts, recent_frame.labels, recent_frame.weights,
+                                recent_frame.slices, strict=True))
+
+
+@dataclass(frozen=True)
+class CorpusRow:
+    text: str
+    label: str
+    domain: str | None
+
+
+def read_labelled_csv(path: Path, labels: Sequence[str], *, text_column: str = "text",
+                      label_column: str | None = None) -> list[CorpusRow]:
+    """A labelled CSV (``text`` + ``label`` or ``label3`` + optional ``domain``), every row checked: a bad
+    row is an error naming its line, never silently dropped."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = reader.fieldnames or []
+            label_col = label_column or next((c for c in ("label", "label3") if c in columns), None)
+            if text_column not in columns or label_col is None or label_col not in columns:
+                raise TrainerError(f"{path}: needs a {text_column!r} and a label column ('label' or 'label3'), "
+                                   f"has {columns}")
+            rows, problems = [], []
+            for line, raw in enumerate(reader, start=2):
+                text, label = (raw.get(text_column) or "").strip(), (raw.get(label_col) or "").strip()
+                if not text:
+                    problems.append(f"line {line}: empty text")
+                elif label not in labels:
+                    problems.append(f"line {line}: label {label!r} is not one of {list(labels)}")
+                else:
+                    rows.append(CorpusRow(text, label, (raw.get("domain") or "").strip() or None))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TrainerError(f"{path}: cannot read the CSV: {exc}") from exc
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise TrainerError(f"{path}: {len(problems)} bad rows: {'; '.join(problems[:5])}{more}")
+    if not rows:
+        raise TrainerError(f"{path}: no rows")
+    return rows
+
+
+def split_holdout(rows: Sequence[CorpusRow], fraction: float, seed: int) -> tuple[list[CorpusRow], list[CorpusRow]]:
+    """A stratified-by-label random split (seeded) into (train, holdout)."""
+    import random
+
+    rng = random.Random(seed)
+    train: list[CorpusRow] = []
+    holdout: list[CorpusRow] = []
+    by_label: dict[str, list[CorpusRow]] = {}
+    for row in rows:
+        by_label.setdefault(row.label, []).append(row)
+    for label in sorted(by_label):
+        group = by_label[label][:]
+        rng.shuffle(group)
+        cut = round(len(group) * fraction)
+        holdout.extend(group[:cut])
+        train.extend(group[cut:])
+    return train, holdout
+
+
+def store_corpus(conn: psycopg.Connection[tuple[object, ...]], source: str, train: Sequence[CorpusRow],
+                 holdout: Sequence[CorpusRow]) -> None:
+    with conn.cursor() as cur, cur.copy("COPY corpus (text, label, domain, split, source) FROM STDIN") as copy:
+        for split, rows in (("train", train), ("holdout", holdout)):
+            for row in rows:
+                copy.write_row((row.text, row.label, row.domain, split, source))

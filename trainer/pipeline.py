@@ -1,0 +1,342 @@
+"""One training run, start to announcement: decide, snapshot, train every candidate, gate, register,
+announce. Single flight per model (a Postgres advisory lock); every run is recorded, refused or not.
+
+Order of the irreversible steps, so that a crash leaves nothing half-done: the version is registered
+(tagged with the run id), then the run row is finished, then the aliases move, then the event goes
+out. A version whose run never finished is deleted by the next lock holder; an alias moved without
+its event is re-announced by ``reconcile``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from flywheel import db
+from registry import CHALLENGER, CHAMPION, Lineage, ModelRegistry, ModelVersionInfo, NoChampion, RunHandle
+from schemas import ModelEvent
+from trainer.announce import ModelAnnouncer, model_event
+from trainer.base import ModelKind
+from trainer.config import TrainerConfig
+from trainer.data import CorpusRow, Frame, SampleStore, Snapshot, split_holdout, store_corpus
+from trainer.exceptions import TrainerError
+from trainer.gates import GateInput, Holdout, Verdict, build_gates
+from trainer.kinds import create
+from trainer.policy import Decision, Mode, Trigger, decide
+from trainer.runs import RunLog, single_flight
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    kind: str
+    model: ModelKind
+    train_seconds: float
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.verdicts) and all(v.passed for v in self.verdicts)
+
+    @property
+    def score(self) -> float:
+        return float(self.evaluation.get("score", 0.0))
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """The candidate's part of the evaluation verdict: ``metrics`` and the weighted ``score``."""
+        for v in self.verdicts:
+            if v.gate == "evaluation":
+                found: dict[str, Any] = v.details.get("candidate") or {}
+                return found
+        return {}
+
+    def metrics(self) -> dict[str, float]:
+        flat = {f"holdout_{k}": float(v) for k, v in (self.evaluation.get("metrics") or {}).items()
+                if isinstance(v, int | float)}
+        return {**flat, "holdout_score": self.score, "train_seconds": self.train_seconds}
+
+    def summary(self) -> dict[str, Any]:
+        return {"kind": self.kind, "train_seconds": round(self.train_seconds, 3), "passed": self.passed,
+                "verdicts": [{"gate": v.gate, "passed": v.passed, "reason": v.reason} for v in self.verdicts]}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: str  # skipped | busy | promoted | canary | refused | failed
+    reason: str
+    run_id: uuid.UUID | None = None
+    mode: Mode | None = None
+    version: ModelVersionInfo | None = None
+    event: ModelEvent | None = None
+    candidates: tuple[dict[str, Any], ...] = ()
+
+
+class Trainer:
+    """Trains one model name. Collaborators are injected: the registry, the announcer, the clock."""
+
+    def __init__(self, *, db_url: str, model_name: str, labels: Sequence[str], config: TrainerConfig,
+                 registry: ModelRegistry, announcer: ModelAnnouncer, work_dir: Path) -> None:
+        self.db_url = db_url
+        self.model_name = model_name
+        self.labels = tuple(labels)
+        self.config = config
+        self.registry = registry
+        self.announcer = announcer
+        self.work_dir = work_dir
+        self.quality, self.evaluation, self.behaviour = build_gates(config.gates)
+
+    # -- entry -------------------------------------------------------------------------------------
+    def maybe_train(self, trigger: Trigger, *, requested: Mode | None = None,
+                    kinds: Sequence[str] | None = None) -> RunResult:
+        """Train if the policy says so and nobody else is; safe to call on every signal."""
+        with db.connect(self.db_url, autocommit=True) as conn, single_flight(conn, self.model_name) as held:
+            if not held:
+                return RunResult("busy", "another trainer holds this model's lock")
+            runs = RunLog(conn, self.model_name)
+            self._clean_abandoned(runs)
+            store = SampleStore(conn, self.config.policy.holdout_percent)
+            snapshot = store.snapshot()
+            champion = self.champion()
+            decision = self._decide(runs, snapshot, champion, trigger, requested)
+            if decision.mode is None:
+                return RunResult("skipped", decision.reason)
+            earlier = runs.attempted(decision.mode, snapshot)
+            if earlier is not None and trigger != "admin":
+                return RunResult("skipped", f"already trained {decision.mode} at watermark {snapshot.watermark} "
+                                            f"({snapshot.count} samples): {earlier}")
+            assert champion is not None  # decide() refuses without one
+            run_id = runs.start(trigger=trigger, mode=decision.mode, snapshot=snapshot, parent=champion.version)
+            log.info("run %s: %s (%s)", run_id, decision.reason, trigger)
+            try:
+                return self._run(runs, store, run_id, decision, snapshot, champion, kinds)
+            except Exception as exc:
+                # one failed run must not stop the trainer: recorded, logged, and the next signal retries
+                reason = f"{type(exc).__name__}: {exc}"
+                log.exception("run %s failed", run_id)
+                runs.finish(run_id, status="failed", reason=reason)
+                return RunResult("failed", reason, run_id, decision.mode)
+
+    def bootstrap(self, rows: Sequence[CorpusRow], *, source: str, kind: str, holdout_fraction: float = 0.2,
+                  force: bool = False) -> RunResult:
+        """Train the first model from a labelled corpus and make it the champion (``promote`` event).
+
+        The corpus is stored once: its holdout split becomes the fixed base holdout, its train split joins
+        every full retrain. A rerun after a crash reuses what was stored; with a champion in place it
+        refuses unless ``force`` (a new champion from scratch, e.g. a new label set)."""
+        with db.connect(self.db_url, autocommit=True) as conn, single_flight(conn, self.model_name) as held:
+            if not held:
+                return RunResult("busy", "another trainer holds this model's lock")
+            runs = RunLog(conn, self.model_name)
+            self._clean_abandoned(runs)
+            champion = self.champion()
+            if champion is not None and not force:
+                raise TrainerError(f"{self.model_name} already has a champion ({champion.semver}); "
+                                   "retrain with `flywheel retrain`, or bootstrap with --force")
+            store = SampleStore(conn, self.config.policy.holdout_percent)
+            with conn.transaction():
+                stored = conn.execute("SELECT count(*) FROM corpus").fetchone()
+                if not stored or not stored[0]:
+                    train, holdout_rows = split_holdout(rows, holdout_fraction, self.config.policy.seed)
+                    store_corpus(conn, source, train, holdout_rows)
+            frame, holdout = store.corpus("train"), store.holdout(self.config.policy.holdout_recent)
+            snapshot = Snapshot(watermark=0, count=0)
+            run_id = runs.start(trigger="bootstrap", mode="bootstrap", snapshot=snapshot,
+                                parent=champion.version if champion else None)
+            decision = Decision("bootstrap", f"bootstrap from {source} ({len(frame)} train / {len(holdout)} holdout)")
+            try:
+                return self._run(runs, store, run_id, decision, snapshot, champion, [kind], frame=frame,
+                                 holdout=holdout)
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                log.exception("bootstrap run %s failed", run_id)
+                runs.finish(run_id, status="failed", reason=reason)
+                return RunResult("failed", reason, run_id, "bootstrap")
+
+    def evaluate(self, ref: str | None = None) -> list[Verdict]:
+        """The evaluation and behavioural verdicts of ``ref`` (default: the challenger, else the champion)
+        against the champion, on the current holdout. Changes nothing."""
+        champion = self.champion()
+        if ref is None:
+            ref = CHALLENGER if CHALLENGER in self.registry.aliases() else CHAMPION
+        info = self.registry.get(ref)
+        model = self.registry.load(info.version)
+        baseline = self.registry.load(champion.version) if champion and champion.version != info.version else None
+        with db.connect(self.db_url, autocommit=True) as conn:
+            frame = SampleStore(conn, self.config.policy.holdout_percent).holdout(self.config.policy.holdout_recent)
+        holdout = Holdout(frame.texts, frame.labels, [s or "" for s in frame.slices])
+        return [self.evaluation.check(GateInput(candidate=model, champion=baseline, holdout=holdout)),
+                self.behaviour.check(GateInput(candidate=model))]
+
+    def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        with db.connect(self.db_url, autocommit=True) as conn:
+            return RunLog(conn, self.model_name).recent(limit)
+
+    def champion(self) -> ModelVersionInfo | None:
+        try:
+            return self.registry.champion()
+        except NoChampion:
+            return None
+
+    def _decide(self, runs: RunLog, snapshot: Snapshot, champion: ModelVersionInfo | None, trigger: Trigger,
+                requested: Mode | None) -> Decision:
+        champion_count = (champion.sample_count or 0) if champion else 0
+        last = runs.last_attempt()
+        baseline = max(champion_count, last.sample_count) if last else champion_count
+        return decide(self.config.policy, trigger=trigger, new_since_attempt=snapshot.count - baseline,
+                      new_since_champion=snapshot.count - champion_count, has_champion=champion is not None,
+                      requested=requested)
+
+    def _clean_abandoned(self, runs: RunLog) -> None:
+        """Runs left ``running`` by a crashed holder: mark them and delete any version they registered."""
+        for run_id in runs.abandon_stale():
+            for info in self.registry.versions():
+                if info.tags.get("training_run_id") == run_id and not info.aliases:
+                    log.warning("deleting version %s registered by abandoned run %s", info.version, run_id)
+                    self.registry.delete_version(info.version)
+
+    # -- one run -----------------------------------------------------------------------------------
+    def _run(self, runs: RunLog, store: SampleStore, run_id: uuid.UUID, decision: Decision, snapshot: Snapshot,
+             champion: ModelVersionInfo | None, kinds: Sequence[str] | None, *, frame: Frame | None = None,
+             holdout: Frame | None = None) -> RunResult:
+        assert decision.mode is not None
+        mode = decision.mode
+        champion_model = self.registry.load(champion.version) if champion and mode != "bootstrap" else None
+        if frame is None:
+            assert champion is not None
+            frame = self._training_frame(store, mode, snapshot, champion)
+        if holdout is None:
+            holdout = store.holdout(self.config.policy.holdout_recent)
+        data_hash = frame.digest()
+        workdir = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self._scratch()))
+        try:
+            with self.registry.run(f"{mode}-{run_id}", tags={"flywheel_run_id": str(run_id), "mode": mode}) as ml:
+                ml.log_params({"mode": mode, "watermark": snapshot.watermark, "sample_count": snapshot.count,
+                               "train_rows": len(frame), "holdout_rows": len(holdout), "data_hash": data_hash,
+                               "parent_version": champion.version if champion else "", "reason": decision.reason})
+                quality = self.quality.check(GateInput(training=_training_table(frame), label_set=self.labels,
+                                                       out_dir=workdir))
+                _log_verdict(ml, quality)
+                if not quality.passed:
+                    runs.finish(run_id, status="refused", reason=f"data quality: {quality.reason}",
+                                data_hash=data_hash, trained_count=len(frame), mlflow_run_id=ml.run_id)
+                    return RunResult("refused", f"data quality: {quality.reason}", run_id, mode)
+                evaluation_set = Holdout(holdout.texts, holdout.labels, [s or "" for s in holdout.slices])
+                candidates = [self._candidate(kind, mode, frame, champion, champion_model, evaluation_set,
+                                              workdir / kind)
+                              for kind in self._kinds(mode, champion, kinds)]
+                for c in candidates:
+                    for v in c.verdicts:
+                        _log_verdict(ml, v, prefix=f"{c.kind}.")
+                summaries = [c.summary() for c in candidates]
+                passing = sorted((c for c in candidates if c.passed), key=lambda c: c.score, reverse=True)
+                if not passing:
+                    reason = "; ".join(f"{c.kind}: {next(v for v in c.verdicts if not v.passed).gate} — "
+                                       f"{next(v for v in c.verdicts if not v.passed).reason}" for c in candidates)
+                    runs.finish(run_id, status="refused", reason=reason, data_hash=data_hash,
+                                trained_count=len(frame), candidates=summaries, mlflow_run_id=ml.run_id)
+                    return RunResult("refused", reason, run_id, mode, candidates=tuple(summaries))
+                best = passing[0]
+                artifact = workdir / "model"
+                best.model.save(artifact)
+                known = [i for i in frame.ids if i > 0]
+                info = self.registry.register(
+                    artifact, mode=mode, metrics=best.metrics(),
+                    lineage=Lineage(data_hash=data_hash, watermark=snapshot.watermark, sample_count=snapshot.count,
+                                    sample_range=(min(known), max(known)) if known else None,
+                                    parent_version=champion.version if champion else None,
+                                    training_run_id=str(run_id)),
+                    run_id=ml.run_id)
+                return self._announce(runs, run_id, mode, info, best, summaries, data_hash, len(frame), ml.run_id,
+                                      decision.reason)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _announce(self, runs: RunLog, run_id: uuid.UUID, mode: Mode, info: ModelVersionInfo, best: Candidate,
+                  summaries: list[dict[str, Any]], data_hash: str, trained: int, mlflow_run_id: str,
+                  why: str) -> RunResult:
+        promotion = self.config.promotion
+        status = "promoted" if promotion.mode == "direct" or mode == "bootstrap" else "canary"
+        reason = f"{why}; {best.kind} passed every gate ({best.verdicts[0].reason})"
+        runs.finish(run_id, status=status, reason=reason, data_hash=data_hash, trained_count=trained,
+                    version=info.version, kind=best.kind, candidates=summaries, mlflow_run_id=mlflow_run_id)
+        if status == "promoted":
+            transition = self.registry.promote(info.version, reason)
+            previous = transition.from_version
+            event = model_event(transition.info, self.model_name, "promote", 1.0, reason, previous)
+        else:
+            self.registry.mark_challenger(info.version)
+            event = model_event(info, self.model_name, "canary", promotion.canary_traffic, reason)
+        self.announcer.publish(event)
+        log.info("run %s: %s %s (%s)", run_id, status, info.semver, reason)
+        return RunResult(status, reason, run_id, mode, info, event, tuple(summaries))
+
+    def _kinds(self, mode: Mode, champion: ModelVersionInfo | None, kinds: Sequence[str] | None) -> list[str]:
+        if kinds:
+            return list(kinds)
+        if mode == "incremental" and champion is not None:
+            return [champion.kind]  # a warm start continues the champion; other kinds start from scratch
+        return list(dict.fromkeys(self.config.policy.kinds))
+
+    def _training_frame(self, store: SampleStore, mode: Mode, snapshot: Snapshot,
+                        champion: ModelVersionInfo) -> Frame:
+        if mode == "full":
+            frame = store.corpus("train")
+            new = store.samples(after=0, upto=snapshot.watermark)
+            return frame.extend(zip(new.ids, new.texts, new.labels, new.weights, new.slices, strict=True))
+        new = store.samples(after=champion.watermark, upto=snapshot.watermark)
+        older = store.corpus("train")
+        past = store.samples(after=0, upto=champion.watermark)
+        older.extend(zip(past.ids, past.texts, past.labels, past.weights, past.slices, strict=True))
+        rng = random.Random(f"{self.config.policy.seed}:{snapshot.watermark}")
+        replay = older.take(sorted(rng.sample(range(len(older)), min(len(older), self.config.policy.replay_size))))
+        return new.extend(zip(replay.ids, replay.texts, replay.labels, replay.weights, replay.slices, strict=True))
+
+    def _candidate(self, kind: str, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
+                   champion_model: ModelKind | None, holdout: Holdout, workdir: Path) -> Candidate:
+        started = time.perf_counter()
+        if mode == "incremental" and champion is not None and kind == champion.kind:
+            model = self.registry.load(champion.version).partial_fit(frame.texts, frame.labels, frame.weights)
+        else:
+            params = self.config.policy.kind_params.get(kind, {})
+            model = create(kind, **{"seed": self.config.policy.seed, **params}).fit(
+                frame.texts, frame.labels, frame.weights)
+        candidate = Candidate(kind, model, time.perf_counter() - started)
+        verdict = self.evaluation.check(GateInput(candidate=model, champion=champion_model, holdout=holdout,
+                                                  out_dir=workdir))
+        candidate.verdicts.append(verdict)
+        if verdict.passed:
+            candidate.verdicts.append(self.behaviour.check(GateInput(candidate=model, out_dir=workdir)))
+        return candidate
+
+    def _scratch(self) -> Path:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        return self.work_dir
+
+
+def _training_table(frame: Frame) -> pd.DataFrame:
+    return pd.DataFrame({"text": frame.texts, "label": frame.labels, "weight": frame.weights,
+                         "domain": frame.slices})
+
+
+def _log_verdict(ml: RunHandle, verdict: Verdict, prefix: str = "") -> None:
+    """A gate's verdict in the MLflow run: a pass/fail metric, the verdict JSON and its files."""
+    name = f"{prefix}{verdict.gate}"
+    ml.log_metrics({f"gate.{name}.passed": 1.0 if verdict.passed else 0.0})
+    ml.set_tags({f"gate.{name}": ("passed: " if verdict.passed else "failed: ") + verdict.reason[:4000]})
+    ml.log_text(json.dumps(verdict.to_dict(), indent=2, sort_keys=True, default=str), f"gates/{name}.json")
+    for path in verdict.artifacts.values():
+        if path.is_file():
+            ml.log_artifact(path, f"gates/{name}")

@@ -1,0 +1,46 @@
+"""The retrain decision, a pure function of counts: easy to test, the same in every trainer instance.
+
+``new`` counts accepted samples that arrived since the last training attempt (whatever its outcome, so
+a refused candidate does not trigger a retrain on every following sample). Counting by rows rather
+than by id range keeps late joins and out-of-order commits counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from trainer.config import PolicyConfig
+
+Mode = Literal["bootstrap", "incremental", "full"]
+Trigger = Literal["signal", "reconcile", "schedule", "drift", "admin", "bootstrap"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: Mode | None
+    reason: str
+
+    @property
+    def train(self) -> bool:
+        return self.mode is not None
+
+
+def decide(policy: PolicyConfig, *, trigger: Trigger, new_since_attempt: int, new_since_champion: int,
+           has_champion: bool, requested: Mode | None = None) -> Decision:
+    """What to train now. ``requested`` comes with admin, drift and schedule triggers."""
+    if not has_champion:
+        return Decision(None, "no champion yet: run `flywheel bootstrap --data CSV` first")
+    if trigger in ("admin", "schedule", "drift"):
+        if trigger == "drift" and policy.drift_action == "ignore":
+            return Decision(None, "drift alert ignored by policy (drift_action=ignore)")
+        mode = requested or ("full" if trigger != "drift" else policy.drift_action)  # type: ignore[assignment]
+        if mode == "incremental" and new_since_champion == 0:
+            return Decision(None, f"{trigger}: no new samples since the champion for an incremental run")
+        return Decision(mode, f"{trigger} requested a {mode} retrain")
+    if new_since_attempt >= policy.full_threshold:
+        return Decision("full", f"{new_since_attempt} new samples >= full threshold {policy.full_threshold}")
+    if new_since_attempt >= policy.incremental_threshold:
+        return Decision("incremental",
+                        f"{new_since_attempt} new samples >= incremental threshold {policy.incremental_threshold}")
+    return Decision(None, f"{new_since_attempt} new samples < incremental threshold {policy.incremental_threshold}")

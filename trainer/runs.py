@@ -1,0 +1,108 @@
+"""Single flight and the record of every training run (table ``training_runs``).
+
+One Postgres session-level advisory lock per model name: whoever holds it is the only trainer of that
+model anywhere; a crash closes the session and frees the lock. A run left ``running`` by a crashed
+holder is marked ``abandoned`` by the next holder (it alone can know that nobody is running it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from trainer.data import Snapshot
+from trainer.policy import Mode, Trigger
+
+FINAL = ("promoted", "canary", "refused", "failed", "abandoned")
+
+
+def lock_key(model_name: str) -> int:
+    """A stable signed 64-bit advisory lock key for the model's trainer."""
+    digest = hashlib.sha256(f"flywheel.trainer:{model_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextmanager
+def single_flight(conn: psycopg.Connection[tuple[Any, ...]], model_name: str) -> Iterator[bool]:
+    """Yield True while holding the model's trainer lock, False when another session holds it."""
+    key = lock_key(model_name)
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+    held = bool(row and row[0])
+    try:
+        yield held
+    finally:
+        if held and not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+@dataclass(frozen=True)
+class LastAttempt:
+    mode: str
+    watermark: int
+    sample_count: int
+    status: str
+
+
+class RunLog:
+    """``training_runs`` rows; call only while holding the single-flight lock (autocommit connection)."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], model_name: str) -> None:
+        self.conn = conn
+        self.model_name = model_name
+
+    def abandon_stale(self) -> list[str]:
+        """Mark runs a crashed holder left ``running``; return their run ids."""
+        rows = self.conn.execute(
+            "UPDATE training_runs SET status = 'abandoned', reason = 'the trainer holding it stopped', "
+            "finished_at = now() WHERE model_name = %s AND status = 'running' RETURNING run_id",
+            (self.model_name,)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def last_attempt(self) -> LastAttempt | None:
+        row = self.conn.execute(
+            "SELECT mode, watermark, sample_count, status FROM training_runs "
+            "WHERE model_name = %s AND status <> 'failed' AND status <> 'abandoned' ORDER BY id DESC LIMIT 1",
+            (self.model_name,)).fetchone()
+        return None if row is None else LastAttempt(row[0], int(row[1]), int(row[2]), row[3])
+
+    def attempted(self, mode: Mode, snapshot: Snapshot) -> str | None:
+        """The status of an earlier run on exactly this data in this mode, if any (replayed signals)."""
+        row = self.conn.execute(
+            "SELECT status FROM training_runs WHERE model_name = %s AND mode = %s AND watermark = %s "
+            "AND sample_count = %s AND status <> 'failed' AND status <> 'abandoned' ORDER BY id DESC LIMIT 1",
+            (self.model_name, mode, snapshot.watermark, snapshot.count)).fetchone()
+        return None if row is None else str(row[0])
+
+    def start(self, *, trigger: Trigger, mode: Mode, snapshot: Snapshot, parent: str | None) -> uuid.UUID:
+        run_id = uuid.uuid4()
+        self.conn.execute(
+            "INSERT INTO training_runs (run_id, model_name, trigger, mode, status, watermark, sample_count, "
+            "data_hash, parent_version) VALUES (%s, %s, %s, %s, 'running', %s, %s, '', %s)",
+            (run_id, self.model_name, trigger, mode, snapshot.watermark, snapshot.count, parent))
+        return run_id
+
+    def finish(self, run_id: uuid.UUID, *, status: str, reason: str, data_hash: str = "", trained_count: int = 0,
+               version: str | None = None, kind: str | None = None, candidates: list[dict[str, Any]] | None = None,
+               mlflow_run_id: str | None = None) -> None:
+        assert status in FINAL, status
+        self.conn.execute(
+            "UPDATE training_runs SET status = %s, reason = %s, data_hash = %s, trained_count = %s, version = %s, "
+            "kind = %s, candidates = %s, mlflow_run_id = %s, finished_at = now(), "
+            "duration_s = extract(epoch FROM now() - started_at) WHERE run_id = %s",
+            (status, reason[:4000], data_hash, trained_count, version, kind, json.dumps(candidates or []),
+             mlflow_run_id, run_id))
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        cur = self.conn.execute(
+            "SELECT run_id, trigger, mode, status, watermark, sample_count, trained_count, parent_version, version, "
+            "kind, reason, started_at, duration_s FROM training_runs WHERE model_name = %s ORDER BY id DESC LIMIT %s",
+            (self.model_name, limit))
+        names = [d.name for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

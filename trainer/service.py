@@ -1,0 +1,109 @@
+"""The trainer consumer: wakes on ``Landed`` / ``Curated`` signals and ``RetrainRequest`` events, and
+checks Postgres on a timer and on the cron schedule even when no signal comes (signals are hints;
+Postgres is the truth). Training runs in this loop; the lock in ``Trainer`` makes it single flight
+across every instance, and a replayed signal finds its watermark already trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer, KafkaException
+from pydantic import ValidationError
+
+from schemas import Curated, Landed, RetrainRequest
+from streams.kafka import consumer_config
+from trainer.config import TrainerConfig
+from trainer.pipeline import RunResult, Trainer
+from trainer.policy import Mode, Trigger
+from trainer.schedule import Cron
+
+log = logging.getLogger(__name__)
+
+
+class TrainerService:
+    def __init__(self, trainer: Trainer, config: TrainerConfig, *, bootstrap: str, group: str,
+                 signal_topics: list[str], request_topic: str, session_timeout_ms: int = 6000,
+                 on_result: Callable[[RunResult], None] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.trainer = trainer
+        self.config = config
+        self.bootstrap = bootstrap
+        self.group = group
+        self.topics = [*signal_topics, request_topic]
+        self.request_topic = request_topic
+        self.session_timeout_ms = session_timeout_ms
+        self.on_result = on_result
+        self.clock = clock
+        self.cron = Cron(config.policy.full_cron) if config.policy.full_cron else None
+        self.results: list[RunResult] = []
+
+    def run(self, stop: threading.Event) -> None:
+        consumer = Consumer(consumer_config(
+            self.bootstrap, self.group, self.session_timeout_ms,
+            **{"enable.auto.commit": True, "auto.offset.reset": "latest", "max.poll.interval.ms": 1_800_000}))
+        consumer.subscribe(self.topics)
+        interval = self.config.policy.reconcile_interval_s
+        next_check = 0.0  # reconcile at start
+        next_cron = self.cron.next_after(self.clock()) if self.cron else None
+        try:
+            while not stop.is_set():
+                wake: Trigger | None = None
+                requests: list[RetrainRequest] = []
+                try:
+                    messages = consumer.consume(num_messages=500, timeout=0.5)
+                except KafkaException as exc:
+                    log.warning("consume failed (will retry): %s", exc)
+                    stop.wait(1.0)
+                    continue
+                for msg in messages:
+                    if msg.error():
+                        continue
+                    kind = self._classify(msg.topic(), msg.value() or b"")
+                    if isinstance(kind, RetrainRequest):
+                        requests.append(kind)
+                    elif kind is not None:
+                        wake = "signal"
+                if next_cron is not None and self.clock() >= next_cron:
+                    assert self.cron is not None
+                    requests.append(RetrainRequest(ts=self.clock(), model=self.trainer.model_name, mode="full",
+                                                   trigger="schedule", reason=f"cron {self.cron.expression}"))
+                    next_cron = self.cron.next_after(self.clock())
+                if time.monotonic() >= next_check:
+                    wake = wake or "reconcile"
+                for request in requests:
+                    if request.model == self.trainer.model_name:
+                        self._train(request.trigger, request.mode)
+                if wake is not None:
+                    self._train(wake, None)
+                    next_check = time.monotonic() + interval
+        finally:
+            consumer.close()
+
+    def _train(self, trigger: Trigger, requested: Mode | None) -> None:
+        result = self.trainer.maybe_train(trigger, requested=requested)
+        self.results.append(result)
+        if result.status not in ("skipped", "busy"):
+            log.info("training %s (%s): %s", result.status, trigger, result.reason)
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def _classify(self, topic: str, value: bytes) -> RetrainRequest | Landed | Curated | None:
+        """A signal, a request, or None for a record that is neither (logged, skipped: never fatal)."""
+        try:
+            if topic == self.request_topic:
+                return RetrainRequest.model_validate_json(value)
+            for cls in (Curated, Landed):
+                try:
+                    return cls.model_validate_json(value)
+                except ValidationError:
+                    continue
+        except ValidationError as exc:
+            log.warning("skipping a bad retrain request on %s: %s", topic, exc.errors()[0]["msg"])
+            return None
+        log.warning("skipping a record on %s that is neither Landed nor Curated", topic)
+        return None
