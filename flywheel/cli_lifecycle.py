@@ -127,11 +127,18 @@ def models_rollback(to: Annotated[str | None, typer.Option("--to", help="Version
 
 
 def process_trainer(stop: threading.Event) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from flywheel.lifecycle import lifecycle
     from trainer.service import TrainerService
 
-    with _lifecycle() as lc:
-        s = lc.settings
-        service = TrainerService(lc.trainer, lc.config, bootstrap=resolve(s)[0], group="flywheel-trainer",
+    s = FlywheelSettings()
+    bootstrap, database = resolve(s)
+    metrics = CollectorRegistry()
+    if s.metrics_port:
+        start_http_server(s.metrics_port, addr=s.metrics_host, registry=metrics)
+    with lifecycle(s, bootstrap, database, metrics=metrics) as lc:
+        service = TrainerService(lc.trainer, lc.config, bootstrap=bootstrap, group="flywheel-trainer",
                                  signal_topics=[s.topics.landed, s.topics.curated], request_topic=s.topics.retrain,
                                  session_timeout_ms=s.session_timeout_ms)
         service.run(stop)

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from flywheel.settings import FlywheelSettings
 from registry import ModelRegistry, Transition, VersionRef, open_registry, postgres_backend
 from schemas import ModelAction, ModelEvent
@@ -15,6 +17,10 @@ from streams.kafka import CheckedProducer, create_topics, producer_config
 from streams.kafka import admin as kafka_admin
 from trainer.announce import ModelAnnouncer, model_event
 from trainer.config import TrainerConfig, load_trainer_config
+from trainer.embeddings import Embedder, LayeredEmbeddingCache, MemoryEmbeddingCache, PostgresEmbeddingCache
+from trainer.encoder import shared_encoder
+from trainer.metrics import TrainerMetrics
+from trainer.minilm import set_default_embedder
 from trainer.pipeline import Trainer
 
 
@@ -57,16 +63,21 @@ class Lifecycle:
 
 @contextlib.contextmanager
 def lifecycle(settings: FlywheelSettings, bootstrap: str, database_url: str,
-              config: TrainerConfig | None = None) -> Iterator[Lifecycle]:
+              config: TrainerConfig | None = None, metrics: CollectorRegistry | None = None) -> Iterator[Lifecycle]:
     """Everything wired from settings (``config`` overrides the trainer config file, for tests)."""
     config = config or load_trainer_config(settings.trainer_config)
+    # minilm-head embeddings: memory in front of the platform's Postgres table, so a text is encoded once
+    # across trainer restarts (the encoder loads lazily, on the first text a head really needs)
+    set_default_embedder(Embedder(shared_encoder(), LayeredEmbeddingCache(
+        MemoryEmbeddingCache(), PostgresEmbeddingCache(database_url))))
     registry = open_model_registry(settings, database_url)
     create_topics(kafka_admin(bootstrap), [settings.topics.models, settings.topics.retrain],
                   settings.topic_partitions)
     producer = CheckedProducer(producer_config(bootstrap))
     announcer = ModelAnnouncer(producer, settings.topics.models)
     trainer = Trainer(db_url=database_url, model_name=settings.model_name, labels=settings.labels, config=config,
-                      registry=registry, announcer=announcer, work_dir=(settings.data_dir / "runs").resolve())
+                      registry=registry, announcer=announcer, work_dir=(settings.data_dir / "runs").resolve(),
+                      metrics=TrainerMetrics(metrics or CollectorRegistry()))
     try:
         yield Lifecycle(settings, config, registry, announcer, trainer)
     finally:

@@ -167,7 +167,7 @@ class Platform:
         from trainer.service import TrainerService
 
         s = self.settings
-        with lifecycle(s, bootstrap, database_url) as lc:
+        with lifecycle(s, bootstrap, database_url, metrics=self.registry) as lc:
             self.lifecycle = lc
             service = TrainerService(lc.trainer, lc.config, bootstrap=bootstrap, group="flywheel-trainer",
                                      signal_topics=[s.topics.landed, s.topics.curated],

@@ -7,7 +7,7 @@ package does not import MLflow (that happens, offline, on the first open).
 from registry.backend import open_registry, postgres_backend, sqlite_backend
 from registry.base import ModelRegistry, RunHandle
 from registry.exceptions import (
-    InvalidTransition,
+    InvalidRequest,
     NoChampion,
     NoPrevious,
     NoSuchVersion,
@@ -32,7 +32,7 @@ __all__ = [
     "CHAMPION",
     "IDENTITY_TAGS",
     "PREVIOUS",
-    "InvalidTransition",
+    "InvalidRequest",
     "Lineage",
     "Mode",
     "ModelRegistry",

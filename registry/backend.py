@@ -52,10 +52,10 @@ def schema_of(backend: str) -> str | None:
     if url.get_backend_name() == "sqlite":
         return None
     options = url.query.get("options", "")
-    found = _SEARCH_PATH.search(options if isinstance(options, str) else " ".join(options))
-    if found is None:
+    found = _SEARCH_PATH.findall(options if isinstance(options, str) else " ".join(options))
+    if not found:
         raise ConfigError("a Postgres registry backend needs its own schema: build it with postgres_backend()")
-    return found.group(1)
+    return str(found[-1])  # the last -c wins in Postgres too
 
 
 def create_schema(backend: str) -> None:
@@ -106,10 +106,10 @@ def _libpq(backend: str) -> str:
     """The psycopg conninfo of a Postgres backend URI (not the URL itself: SQLAlchemy writes a space in
     the query as ``+``, which libpq does not decode)."""
     url = _parse(backend)
-    params: dict[str, object] = {"host": url.host, "port": url.port, "user": url.username,
-                                 "password": url.password, "dbname": url.database}
+    params: dict[str, str | int | None] = {"host": url.host, "port": url.port, "user": url.username,
+                                           "password": url.password, "dbname": url.database}
     params.update((k, v if isinstance(v, str) else v[-1]) for k, v in url.query.items())
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
 def open_registry(backend: str, artifact_root: Path, model_name: str) -> ModelRegistry:

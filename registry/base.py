@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trainer.exceptions
 from registry._verify import verify_artifact
-from registry.exceptions import InvalidTransition, NoChampion, NoPrevious, NoSuchVersion, TamperedArtifact
+from registry.exceptions import InvalidRequest, NoChampion, NoPrevious, NoSuchVersion, TamperedArtifact
 from registry.semver import Mode, Semver
 from registry.types import (
     CHALLENGER,
@@ -138,7 +138,7 @@ class ModelRegistry(ABC):
 
     def set_tag(self, ref: VersionRef, key: str, value: str) -> None:
         if key in IDENTITY_TAGS:
-            raise InvalidTransition(self.model_name, f"tag {key!r} is part of the registered identity")
+            raise InvalidRequest(self.model_name, f"tag {key!r} is part of the registered identity")
         self._set_tags(self.get(ref).version, {key: value})
 
     def delete_version(self, ref: VersionRef) -> None:
@@ -146,7 +146,7 @@ class ModelRegistry(ABC):
         with self._exclusive():
             info = self.get(ref)
             if info.aliases:
-                raise InvalidTransition(self.model_name, f"version {info.version} is {', '.join(info.aliases)}")
+                raise InvalidRequest(self.model_name, f"version {info.version} is {', '.join(info.aliases)}")
             self._delete_version(info.version)
 
     # -- alias policy ----------------------------------------------------------------------------
@@ -172,7 +172,7 @@ class ModelRegistry(ABC):
         with self._exclusive():
             target, aliases = self.get(ref), self.aliases()
             if aliases.get(CHAMPION) == target.version:
-                raise InvalidTransition(self.model_name, f"version {target.version} is the champion")
+                raise InvalidRequest(self.model_name, f"version {target.version} is the champion")
             self.set_alias(CHALLENGER, target.version)
             return Transition("challenger", self.model_name, aliases.get(CHALLENGER), target.version, reason,
                               self.get(target.version))
@@ -187,9 +187,10 @@ class ModelRegistry(ABC):
                 raise NoChampion(self.model_name)
             target = self.get(PREVIOUS if to is None else to)
             if target.version == current:
-                raise InvalidTransition(self.model_name, f"version {current} is already the champion")
+                raise InvalidRequest(self.model_name, f"version {current} is already the champion")
             self._set_tags(current, {"rolled_back": "true", "rollback_reason": reason,
                                      "rolled_back_to": target.version})
+            self._delete_tags(target.version, [k for k in _ROLLBACK_TAGS if k in target.tags])  # reinstated
             self.set_alias(CHAMPION, target.version)
             before = self._maybe(target.tags.get("previous_champion"))
             if before is not None and before.version != current and not before.rolled_back:

@@ -45,8 +45,10 @@ class NoPrevious(NoSuchVersion):
         super().__init__(model, "previous", "no previous champion to roll back to")
 
 
-class InvalidTransition(RegistryError):
-    """An alias move that makes no sense (e.g. the champion as its own challenger)."""
+class InvalidRequest(RegistryError):
+    """A request the registry's rules refuse: the champion as its own challenger, a rollback to the
+    champion, editing an identity tag, deleting an aliased version, a manifest that contradicts the
+    ``kind``/``labels`` given."""
 
     def __init__(self, model: str, detail: str) -> None:
         super().__init__(f"model {model!r}: {detail}")

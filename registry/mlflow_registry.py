@@ -32,7 +32,7 @@ from flywheel.exceptions import ConfigError
 from registry import backend as backends
 from registry._offline import go_offline
 from registry.base import ModelRegistry, RunHandle
-from registry.exceptions import InvalidTransition, NoSuchVersion, StoreError, TamperedArtifact
+from registry.exceptions import InvalidRequest, NoSuchVersion, StoreError, TamperedArtifact
 from registry.semver import Mode, Parent, Semver, next_semver
 from registry.types import CHAMPION, Lineage, ModelVersionInfo, VersionRef
 from trainer.base import artifact_sha256, read_manifest
@@ -100,7 +100,8 @@ class MlflowRegistry(ModelRegistry):
     def open(cls, backend: str, artifact_root: Path, model_name: str, *,
              experiment: str | None = None) -> MlflowRegistry:
         """Create the schema, MLflow's tables, the experiment (artifacts under ``artifact_root``) and
-        the registered model when missing. Idempotent, and serialised across processes."""
+        the registered model when missing. Idempotent, and serialised across processes. An existing
+        experiment keeps the artifact location it was created with."""
         if not _MODEL_NAME.match(model_name):
             raise ConfigError(f"model name {model_name!r} must match {_MODEL_NAME.pattern}")
         go_offline()
@@ -160,11 +161,12 @@ class MlflowRegistry(ModelRegistry):
         sha256 = artifact_sha256(artifact_dir)
         if (kind is not None and kind != manifest["kind"]) or (labels is not None and
                                                                list(labels) != manifest["labels"]):
-            raise InvalidTransition(self.model_name, f"{artifact_dir} is a {manifest['kind']} model with labels "
+            raise InvalidRequest(self.model_name, f"{artifact_dir} is a {manifest['kind']} model with labels "
                                                      f"{manifest['labels']}, not {kind} with {labels}")
         kind, labels = str(manifest["kind"]), tuple(manifest["labels"])
-        runs = self.run(f"register {self.model_name}", {"mode": mode}) if run_id is None \
-            else contextlib.nullcontext(self._attach(run_id))
+        runs: AbstractContextManager[RunHandle] = (
+            self.run(f"register {self.model_name}", {"mode": mode}) if run_id is None
+            else contextlib.nullcontext(self._attach(run_id)))
         with runs as run:
             path = f"model-{sha256[:12]}"  # content-addressed: two registrations in one run never collide
             run.log_artifacts(artifact_dir, path)
@@ -217,7 +219,7 @@ class MlflowRegistry(ModelRegistry):
                 token = page.token
                 if not token:
                     break
-        aliases = self.aliases()
+        aliases = self.aliases()  # search results carry aliases=[] on the SQL store (mlflow#9783)
         return sorted((self._info(mv, aliases) for mv in found), key=lambda info: int(info.version))
 
     def aliases(self) -> dict[str, str]:
@@ -227,7 +229,7 @@ class MlflowRegistry(ModelRegistry):
 
     def set_alias(self, alias: str, ref: VersionRef) -> None:
         if not _ALIAS.match(alias) or Semver.is_semver(alias):
-            raise InvalidTransition(self.model_name, f"alias {alias!r} must match {_ALIAS.pattern}")
+            raise InvalidRequest(self.model_name, f"alias {alias!r} must match {_ALIAS.pattern}")
         version = self.get(ref).version
         with _mlflow_errors(f"setting alias {alias!r} of {self.model_name!r}"):
             self._client.set_registered_model_alias(self.model_name, alias, version)

@@ -65,9 +65,9 @@ def _with_dbname(url: str, name: str) -> str:
     return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
 
 
-def _admin_exec(admin_url: str, statement: sql.Composable) -> None:
+def _admin_exec(admin_url: str, statement: sql.Composable, params: tuple[object, ...] = ()) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(statement)
+        conn.execute(statement, params)
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +87,36 @@ def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
     name = f"flywheel_t_{uuid.uuid4().hex[:12]}"
     _admin_exec(pg_admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
         sql.Identifier(name), sql.Identifier(template_db)))
+    try:
+        yield _with_dbname(pg_admin_url, name)
+    finally:
+        _admin_exec(pg_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(pg_admin_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database cloned from the platform template, plus the ``mlflow`` schema with MLflow's tables."""
+    name = f"flywheel_mltpl_{uuid.uuid4().hex[:10]}"
+    _admin_exec(pg_admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(template_db)))
+    from registry import open_registry, postgres_backend  # MLflow loads only for tests that need it
+
+    open_registry(postgres_backend(_with_dbname(pg_admin_url, name)), tmp_path_factory.mktemp("tpl"), "template")
+    # MLflow keeps a connection pool per URI; a template must have no other sessions to be cloned
+    _admin_exec(pg_admin_url, sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = %s AND pid <> pg_backend_pid()"), (name,))
+    try:
+        yield name
+    finally:
+        _admin_exec(pg_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def registry_db_url(pg_admin_url: str, mlflow_template: str) -> Iterator[str]:
+    """A fresh database (platform tables + MLflow's tables in schema ``mlflow``) for this test."""
+    name = f"flywheel_rt_{uuid.uuid4().hex[:12]}"
+    _admin_exec(pg_admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(mlflow_template)))
     try:
         yield _with_dbname(pg_admin_url, name)
     finally:

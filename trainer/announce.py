@@ -96,7 +96,7 @@ def read_model_events(bootstrap: str, topic: str, timeout: float = 15.0) -> list
             for msg in consumer.consume(num_messages=500, timeout=0.2):
                 if msg.error():
                     continue
-                partition, offset = msg.partition(), msg.offset()
+                partition, offset = msg.partition() or 0, msg.offset() or 0
                 try:
                     events.append(ModelEvent.model_validate_json(msg.value() or b""))
                 except ValidationError as exc:

@@ -28,6 +28,7 @@ class PolicyConfig(_Frozen):
     full_threshold: int = Field(default=2000, ge=1, description="New accepted samples for a full run.")
     full_cron: str | None = Field(default=None, description="Cron schedule (5 fields, UTC) of full retrains.")
     drift_action: Literal["full", "incremental", "ignore"] = "full"
+    request_max_age_s: float = Field(default=3600.0, gt=0, description="Older retrain requests are ignored.")
     reconcile_interval_s: float = Field(default=30.0, gt=0, description="Check Postgres even without signals.")
     replay_size: int = Field(default=2000, ge=0, description="Older samples mixed into an incremental run.")
     kinds: tuple[str, ...] = Field(default=("tfidf-logreg",), min_length=1, description="Candidate kinds.")

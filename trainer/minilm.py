@@ -2,10 +2,10 @@
 sentence embeddings. The encoder stays frozen, so retraining is training the head over vectors the
 embedding cache already holds: seconds for thousands of texts.
 
-The embedder (encoder + cache) is a collaborator, not configuration. Each head uses, in order: the one
-given to :meth:`MiniLMHead.use`, else the process default, which :func:`set_default_embedder` replaces
-(the shared MiniLM encoder with an in-memory cache until then). A trainer plugs the Postgres cache in
-once at start-up, before loading or fitting any head::
+The embedder (encoder + cache) is a collaborator, not configuration. A head uses the one given to
+:meth:`MiniLMHead.use`, else the process default when it is fitted or loaded, and keeps that one. The
+default is the shared MiniLM encoder with an in-memory cache until :func:`set_default_embedder` replaces
+it; a trainer plugs the Postgres cache in once at start-up, before loading or fitting any head::
 
     set_default_embedder(Embedder(shared_encoder(), LayeredEmbeddingCache(
         MemoryEmbeddingCache(), PostgresEmbeddingCache(settings.database_url.get_secret_value()))))
@@ -62,6 +62,7 @@ class MiniLMHead(ModelKind):
 
     @property
     def embedder(self) -> Embedder:
+        """The embedder given to ``use`` or bound at fit/load; the process default until then."""
         return self._embedder if self._embedder is not None else default_embedder()
 
     def clone(self) -> Self:
@@ -80,7 +81,7 @@ class MiniLMHead(ModelKind):
         generator = torch.Generator().manual_seed(self.params["seed"])
         net = _new_net(x.shape[1], self.params["hidden"], len(classes), generator)
         self._train(net, x, _targets(labels, classes), len(classes), weights, generator)
-        self._net, self.labels, self._encoder_id = net, tuple(classes), embedder.encoder_id
+        self._net, self.labels, self._encoder_id, self._embedder = net, tuple(classes), embedder.encoder_id, embedder
         return self
 
     def partial_fit(self, texts: Sequence[str], labels: Sequence[str],
@@ -103,6 +104,8 @@ class MiniLMHead(ModelKind):
 
     def _train(self, net: torch.nn.Sequential, x: torch.Tensor, y: torch.Tensor, n_labels: int,
                weights: Sequence[float] | None, generator: torch.Generator) -> None:
+        if len(x) != len(y) or not len(y):
+            raise TrainerError(f"need as many labels as texts, and at least one: {len(x)} texts, {len(y)} labels")
         w = _sample_weights(weights, y, n_labels, self.params["balanced"])
         batch = self.params["batch_size"]
         optimiser = torch.optim.AdamW(net.parameters(), lr=self.params["lr"],
@@ -133,7 +136,7 @@ class MiniLMHead(ModelKind):
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(directory, f"unreadable {self.kind} files: {exc}") from exc
         self._encoder_id, self._source = encoder_id, directory
-        self._check_encoder(self.embedder)
+        self.use(self.embedder)
         net = _new_net(dim, self.params["hidden"], len(self.labels), torch.Generator())
         try:
             net.load_state_dict(state, strict=True)

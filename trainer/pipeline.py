@@ -22,17 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from prometheus_client import CollectorRegistry
 
 from flywheel import db
 from registry import CHALLENGER, CHAMPION, Lineage, ModelRegistry, ModelVersionInfo, NoChampion, RunHandle
 from schemas import ModelEvent
-from trainer.announce import ModelAnnouncer, model_event
+from trainer.announce import ModelAnnouncer, ModelState, model_event
 from trainer.base import ModelKind
 from trainer.config import TrainerConfig
 from trainer.data import CorpusRow, Frame, SampleStore, Snapshot, split_holdout, store_corpus
 from trainer.exceptions import TrainerError
 from trainer.gates import GateInput, Holdout, Verdict, build_gates
 from trainer.kinds import create
+from trainer.metrics import TrainerMetrics
 from trainer.policy import Decision, Mode, Trigger, decide
 from trainer.runs import RunLog, single_flight
 
@@ -88,7 +90,8 @@ class Trainer:
     """Trains one model name. Collaborators are injected: the registry, the announcer, the clock."""
 
     def __init__(self, *, db_url: str, model_name: str, labels: Sequence[str], config: TrainerConfig,
-                 registry: ModelRegistry, announcer: ModelAnnouncer, work_dir: Path) -> None:
+                 registry: ModelRegistry, announcer: ModelAnnouncer, work_dir: Path,
+                 metrics: TrainerMetrics | None = None) -> None:
         self.db_url = db_url
         self.model_name = model_name
         self.labels = tuple(labels)
@@ -97,11 +100,32 @@ class Trainer:
         self.announcer = announcer
         self.work_dir = work_dir
         self.quality, self.evaluation, self.behaviour = build_gates(config.gates)
+        self.metrics = metrics or TrainerMetrics(CollectorRegistry())
 
     # -- entry -------------------------------------------------------------------------------------
     def maybe_train(self, trigger: Trigger, *, requested: Mode | None = None,
                     kinds: Sequence[str] | None = None) -> RunResult:
         """Train if the policy says so and nobody else is; safe to call on every signal."""
+        started = time.perf_counter()
+        result = self._maybe_train(trigger, requested, kinds)
+        self._observe(result, trigger, time.perf_counter() - started)
+        return result
+
+    def _observe(self, result: RunResult, trigger: str, seconds: float) -> None:
+        if result.mode is None:
+            return
+        m, name = self.metrics, self.model_name
+        m.runs.labels(name, result.mode, trigger, result.status).inc()
+        m.run_seconds.labels(name, result.mode).observe(seconds)
+        for c in result.candidates:
+            for v in c["verdicts"]:
+                m.verdicts.labels(name, v["gate"], c["kind"], "pass" if v["passed"] else "fail").inc()
+        if result.event is not None:
+            m.announcements.labels(name, result.event.action).inc()
+            if result.event.action == "promote":
+                m.champion.labels(name).set(float(result.event.version))
+
+    def _maybe_train(self, trigger: Trigger, requested: Mode | None, kinds: Sequence[str] | None) -> RunResult:
         with db.connect(self.db_url, autocommit=True) as conn, single_flight(conn, self.model_name) as held:
             if not held:
                 return RunResult("busy", "another trainer holds this model's lock")
@@ -157,8 +181,11 @@ class Trainer:
                                 parent=champion.version if champion else None)
             decision = Decision("bootstrap", f"bootstrap from {source} ({len(frame)} train / {len(holdout)} holdout)")
             try:
-                return self._run(runs, store, run_id, decision, snapshot, champion, [kind], frame=frame,
-                                 holdout=holdout)
+                started = time.perf_counter()
+                result = self._run(runs, store, run_id, decision, snapshot, champion, [kind], frame=frame,
+                                   holdout=holdout)
+                self._observe(result, "bootstrap", time.perf_counter() - started)
+                return result
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 log.exception("bootstrap run %s failed", run_id)
@@ -179,6 +206,27 @@ class Trainer:
         holdout = Holdout(frame.texts, frame.labels, [s or "" for s in frame.slices])
         return [self.evaluation.check(GateInput(candidate=model, champion=baseline, holdout=holdout)),
                 self.behaviour.check(GateInput(candidate=model))]
+
+    def reconcile_announcements(self, announced: dict[str, ModelState]) -> list[ModelEvent]:
+        """Re-announce what the registry says but the models topic (folded into ``announced``) does not:
+        a crash between an alias move and its event, or a broker that lost its memory storage."""
+        state = announced.get(self.model_name, ModelState())
+        aliases = self.registry.aliases()
+        sent: list[ModelEvent] = []
+        if CHAMPION in aliases:
+            champion = self.registry.get(CHAMPION)
+            if state.champion is None or state.champion.version != champion.version:
+                sent.append(model_event(champion, self.model_name, "promote", 1.0,
+                                        "re-announced: the registry's champion was not on the models topic"))
+        if CHALLENGER in aliases and self.config.promotion.mode == "canary":
+            challenger = self.registry.get(CHALLENGER)
+            if state.canary is None or state.canary.version != challenger.version:
+                sent.append(model_event(challenger, self.model_name, "canary", self.config.promotion.canary_traffic,
+                                        "re-announced: the registry's challenger was not on the models topic"))
+        for event in sent:
+            log.warning("%s %s", event.reason, event.semver)
+            self.announcer.publish(event)
+        return sent
 
     def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         with db.connect(self.db_url, autocommit=True) as conn:
@@ -296,9 +344,10 @@ class Trainer:
             frame = store.corpus("train")
             new = store.samples(after=0, upto=snapshot.watermark)
             return frame.extend(zip(new.ids, new.texts, new.labels, new.weights, new.slices, strict=True))
-        new = store.samples(after=champion.watermark, upto=snapshot.watermark)
+        since = champion.watermark or 0
+        new = store.samples(after=since, upto=snapshot.watermark)
         older = store.corpus("train")
-        past = store.samples(after=0, upto=champion.watermark)
+        past = store.samples(after=0, upto=since)
         older.extend(zip(past.ids, past.texts, past.labels, past.weights, past.slices, strict=True))
         rng = random.Random(f"{self.config.policy.seed}:{snapshot.watermark}")
         replay = older.take(sorted(rng.sample(range(len(older)), min(len(older), self.config.policy.replay_size))))

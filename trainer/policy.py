@@ -34,7 +34,8 @@ def decide(policy: PolicyConfig, *, trigger: Trigger, new_since_attempt: int, ne
     if trigger in ("admin", "schedule", "drift"):
         if trigger == "drift" and policy.drift_action == "ignore":
             return Decision(None, "drift alert ignored by policy (drift_action=ignore)")
-        mode = requested or ("full" if trigger != "drift" else policy.drift_action)  # type: ignore[assignment]
+        mode: Mode = requested or ("incremental" if trigger == "drift" and policy.drift_action == "incremental"
+                                   else "full")
         if mode == "incremental" and new_since_champion == 0:
             return Decision(None, f"{trigger}: no new samples since the champion for an incremental run")
         return Decision(mode, f"{trigger} requested a {mode} retrain")

@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaException
 from pydantic import ValidationError
 
+from flywheel.exceptions import FlywheelError
 from schemas import Curated, Landed, RetrainRequest
 from streams.kafka import consumer_config
+from trainer.announce import fold, read_model_events
 from trainer.config import TrainerConfig
 from trainer.pipeline import RunResult, Trainer
 from trainer.policy import Mode, Trigger
@@ -45,8 +47,12 @@ class TrainerService:
     def run(self, stop: threading.Event) -> None:
         consumer = Consumer(consumer_config(
             self.bootstrap, self.group, self.session_timeout_ms,
-            **{"enable.auto.commit": True, "auto.offset.reset": "latest", "max.poll.interval.ms": 1_800_000}))
+            # earliest: a signal or request produced while the group is still joining is not skipped; a
+            # replayed signal is harmless and requests older than request_max_age_s are ignored
+            **{"enable.auto.commit": True, "enable.auto.offset.store": True, "auto.offset.reset": "earliest",
+               "max.poll.interval.ms": 1_800_000}))
         consumer.subscribe(self.topics)
+        self._reconcile_announcements()
         interval = self.config.policy.reconcile_interval_s
         next_check = 0.0  # reconcile at start
         next_cron = self.cron.next_after(self.clock()) if self.cron else None
@@ -63,7 +69,7 @@ class TrainerService:
                 for msg in messages:
                     if msg.error():
                         continue
-                    kind = self._classify(msg.topic(), msg.value() or b"")
+                    kind = self._classify(msg.topic() or "", msg.value() or b"")
                     if isinstance(kind, RetrainRequest):
                         requests.append(kind)
                     elif kind is not None:
@@ -76,13 +82,25 @@ class TrainerService:
                 if time.monotonic() >= next_check:
                     wake = wake or "reconcile"
                 for request in requests:
-                    if request.model == self.trainer.model_name:
-                        self._train(request.trigger, request.mode)
+                    age = (self.clock() - request.ts).total_seconds()
+                    if request.model != self.trainer.model_name:
+                        continue
+                    if age > self.config.policy.request_max_age_s:
+                        log.info("ignoring a %s retrain request from %.0f s ago", request.trigger, age)
+                        continue
+                    self._train(request.trigger, request.mode)
                 if wake is not None:
                     self._train(wake, None)
                     next_check = time.monotonic() + interval
         finally:
             consumer.close()
+
+    def _reconcile_announcements(self) -> None:
+        try:
+            announced = fold(read_model_events(self.bootstrap, self.trainer.announcer.topic))
+            self.trainer.reconcile_announcements(announced)
+        except FlywheelError as exc:  # the next start retries; training does not depend on it
+            log.warning("could not reconcile the models topic with the registry: %s", exc)
 
     def _train(self, trigger: Trigger, requested: Mode | None) -> None:
         result = self.trainer.maybe_train(trigger, requested=requested)

@@ -10,14 +10,10 @@ from __future__ import annotations
 import csv
 import functools
 import random
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from registry import ModelRegistry, open_registry, postgres_backend
 from trainer import ModelKind, TfidfLogReg, create
@@ -73,45 +69,6 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Saved]:
         model.save(root / name)
         out[name] = Saved(root / name, model)
     return out
-
-
-def with_dbname(url: str, name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
-
-
-def admin_exec(admin_url: str, statement: sql.Composable, params: tuple[object, ...] = ()) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(statement, params)
-
-
-@pytest.fixture(scope="session")
-def mlflow_template(pg_admin_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A database cloned from the platform template, plus the ``mlflow`` schema with MLflow's tables."""
-    name = f"flywheel_mltpl_{uuid.uuid4().hex[:10]}"
-    admin_exec(pg_admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-        sql.Identifier(name), sql.Identifier(template_db)))
-    open_registry(postgres_backend(with_dbname(pg_admin_url, name)), tmp_path_factory.mktemp("tpl"), "template")
-    # MLflow keeps a connection pool per URI; a template must have no other sessions to be cloned
-    admin_exec(pg_admin_url, sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                     "WHERE datname = %s AND pid <> pg_backend_pid()"), (name,))
-    try:
-        yield name
-    finally:
-        admin_exec(pg_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-@pytest.fixture
-def registry_db_url(pg_admin_url: str, mlflow_template: str) -> Iterator[str]:
-    """A fresh database (platform tables + MLflow's tables in schema ``mlflow``) for this test."""
-    name = f"flywheel_rt_{uuid.uuid4().hex[:12]}"
-    admin_exec(pg_admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-        sql.Identifier(name), sql.Identifier(mlflow_template)))
-    try:
-        yield with_dbname(pg_admin_url, name)
-    finally:
-        admin_exec(pg_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

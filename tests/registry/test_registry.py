@@ -16,7 +16,7 @@ import trainer
 from flywheel import db
 from registry import (
     IDENTITY_TAGS,
-    InvalidTransition,
+    InvalidRequest,
     Lineage,
     Mode,
     ModelRegistry,
@@ -50,7 +50,7 @@ def _register(registry: ModelRegistry, saved: Saved, mode: Mode = "full", parent
 
 
 def test_register_creates_1_0_0_with_lineage_tags_metrics_and_the_artifact(
-        registry: ModelRegistry, backend: str, saved: dict[str, Saved]) -> None:
+        registry: ModelRegistry, backend: str, tmp_path: Path, saved: dict[str, Saved]) -> None:
     info = registry.register(saved["a"].path, mode="bootstrap", metrics={"accuracy": 0.81, "macro_f1": 0.7},
                              lineage=LINEAGE)
 
@@ -70,12 +70,8 @@ def test_register_creates_1_0_0_with_lineage_tags_metrics_and_the_artifact(
     assert run.data.metrics == {"accuracy": 0.81, "macro_f1": 0.7}
     assert run.data.tags["registered_version"] == "1" and run.data.params["kind"] == "tfidf-logreg"
     stored = registry.fetch(info.version)
-    assert stored != saved["a"].path and stored.is_relative_to(registry_root(info.artifact_uri))
+    assert stored.is_relative_to(tmp_path / "artifacts" / MODEL)  # the experiment's artifact location
     assert sorted(p.name for p in stored.iterdir()) == sorted(p.name for p in saved["a"].path.iterdir())
-
-
-def registry_root(artifact_uri: str) -> Path:
-    return Path(artifact_uri.removeprefix("file://")).parents[2]
 
 
 def test_semver_follows_the_parent_kind_labels_and_mode(registry: ModelRegistry, saved: dict[str, Saved]) -> None:
@@ -105,7 +101,7 @@ def test_promote_and_rollback_move_champion_challenger_and_previous(
     first = registry.promote("1", "bootstrap")
     assert (first.action, first.from_version, first.to_version) == ("promote", None, "1")
     assert registry.aliases() == {"champion": "1"}
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidRequest):
         registry.mark_challenger("champion")
     assert registry.mark_challenger("2", "canary 10%").to_version == "2"
     assert registry.aliases() == {"champion": "1", "challenger": "2"}
@@ -130,10 +126,10 @@ def test_promote_and_rollback_move_champion_challenger_and_previous(
     assert registry.aliases() == {"champion": "1"}
     with pytest.raises(NoPrevious):
         registry.rollback(reason="no more")
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidRequest):
         registry.rollback(to="1.0.0", reason="already there")
     registry.rollback(to="3", reason="explicit target")  # a rolled-back version may come back on purpose
-    assert registry.aliases() == {"champion": "3"}
+    assert registry.aliases() == {"champion": "3"} and not registry.get("3").rolled_back
     assert registry.promote("2", "re-promote").info.tags.get("rolled_back") is None
     assert registry.aliases() == {"champion": "2", "previous": "3"}
 
@@ -148,20 +144,20 @@ def test_lookups_and_edits_refuse_what_does_not_exist_or_is_protected(
     _register(registry, saved["a"])
     _register(registry, saved["b"])
     registry.promote(1, "first")
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidRequest):
         registry.set_tag(1, "sha256", "0" * 64)
     assert "sha256" in IDENTITY_TAGS
     registry.set_tag("1.0.0", "flywheel_run_status", "promoted")
     assert registry.get(1).tags["flywheel_run_status"] == "promoted"
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidRequest):
         registry.delete_version("champion")
     registry.delete_version("2")
     assert [v.version for v in registry.versions()] == ["1"]
-    with pytest.raises(InvalidTransition):  # the manifest says tfidf-logreg
+    with pytest.raises(InvalidRequest):  # the manifest says tfidf-logreg
         registry.register(saved["a"].path, mode="full", metrics={}, lineage=LINEAGE, kind="minilm-head")
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidRequest):
         registry.register(saved["a"].path, mode="full", metrics={}, lineage=LINEAGE, labels=["a", "b"])
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidRequest):
         registry.set_alias("1.0.0", 1)
 
 
@@ -235,10 +231,14 @@ def test_runs_record_params_metrics_artifacts_and_failures(registry: ModelRegist
     assert client.get_run(failing.run_id).info.status == "FAILED"
 
 
-def test_schema_is_apart_from_the_platform_and_open_is_idempotent(registry_db_url: str, backend: str,
-                                                                  tmp_path: Path) -> None:
+def test_open_is_idempotent_offline_and_apart_from_the_platform(registry_db_url: str, backend: str,
+                                                                tmp_path: Path) -> None:
     for _ in range(2):
         open_registry(backend, tmp_path / "artifacts", MODEL)
+    from mlflow.telemetry import get_telemetry_client
+
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true" and os.environ["DO_NOT_TRACK"] == "true"
+    assert get_telemetry_client() is None
     with psycopg.connect(registry_db_url) as conn:
         tables = dict(conn.execute("SELECT table_schema, count(*) FROM information_schema.tables "
                                    "WHERE table_name IN ('experiments', 'model_versions', 'alembic_version') "
@@ -246,10 +246,3 @@ def test_schema_is_apart_from_the_platform_and_open_is_idempotent(registry_db_ur
     assert tables == {"mlflow": 3, "public": 1}  # public holds only the platform's alembic_version
     assert db.current_revision(registry_db_url) == db.head_revision(registry_db_url)
     assert postgres_backend(registry_db_url, schema="mlflow") == backend
-
-
-def test_mlflow_is_kept_offline(registry: ModelRegistry) -> None:
-    from mlflow.telemetry import get_telemetry_client
-
-    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true" and os.environ["DO_NOT_TRACK"] == "true"
-    assert get_telemetry_client() is None

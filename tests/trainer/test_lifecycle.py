@@ -5,7 +5,8 @@ better one, rollback, and the events serving pods fold."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,21 @@ from flywheel import db
 from flywheel.lifecycle import Lifecycle, lifecycle
 from flywheel.settings import FlywheelSettings
 from registry import NoPrevious
-from trainer.announce import fold, read_model_events
+from schemas import Landed, RetrainRequest
+from streams.kafka import CheckedProducer, admin, create_topics, producer_config
+from trainer.announce import fold, now, read_model_events
 from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
 from trainer.exceptions import TrainerError
 from trainer.pipeline import RunResult
+from trainer.service import TrainerService
 
 from .lifecycle_helpers import count_runs, land_feedback, rows
+
+
+@pytest.fixture
+def db_url(registry_db_url: str) -> str:
+    """A fresh database that already holds MLflow's tables (cloned from a session template)."""
+    return registry_db_url
 
 
 @pytest.fixture
@@ -109,7 +119,7 @@ def test_a_model_trained_on_flipped_labels_is_refused_with_the_reason_recorded(
 
 def test_a_better_model_is_promoted_and_rollback_restores_the_previous(
         lc: Lifecycle, champion: RunResult, db_url: str) -> None:
-    land_feedback(db_url, rows("vader_movies")[400:2400])
+    land_feedback(db_url, rows("vader_movies")[400:6400])  # behaviour tests need a model of real size
     result = lc.trainer.maybe_train("signal")
     assert result.status == "promoted", result.reason
     assert result.mode == "full" and result.version is not None and result.version.semver == "1.1.0"
@@ -137,3 +147,40 @@ def test_a_tampered_champion_fails_the_run_without_stopping_the_trainer(
     assert result.status == "failed" and "Tampered" in result.reason, result.reason
     assert count_runs(db_url, "failed") == 1
     assert events(lc) == ["promote:1.0.0"]
+
+
+def test_the_trainer_consumer_wakes_on_signals_and_requests_and_skips_bad_records(
+        lc: Lifecycle, champion: RunResult, db_url: str, settings: FlywheelSettings) -> None:
+    bootstrap = settings.kafka_bootstrap or ""
+    topics = settings.topics
+    create_topics(admin(bootstrap), topics.all(), 1)  # as `flywheel up` does before it starts the trainer
+    service = TrainerService(lc.trainer, lc.config, bootstrap=bootstrap, group=f"trainer-{topics.prefix}",
+                             signal_topics=[topics.landed, topics.curated], request_topic=topics.retrain)
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    thread.start()
+    producer = CheckedProducer(producer_config(bootstrap))
+    try:
+        wait_for(lambda: any(r.status == "skipped" for r in service.results), "the first reconcile")
+        land_feedback(db_url, rows("vader_movies")[400:700])
+        landed = Landed(ts=now(), group="ingest", feedback=300, joined=300)
+        producer.send_all(topics.landed, [(None, b"not json"), (b"g", landed.to_json())])
+        wait_for(lambda: any(r.mode == "incremental" for r in service.results), "an incremental run")
+        request = RetrainRequest(ts=now(), model="sentiment", mode="full", trigger="drift", reason="psi 0.4")
+        producer.send_all(topics.retrain, [(None, b"{}"), (b"sentiment", request.to_json())])
+        wait_for(lambda: any(r.mode == "full" for r in service.results), "a full run on the drift request")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    with db.connect(db_url) as conn:
+        triggers = [r[0] for r in conn.execute(
+            "SELECT trigger FROM training_runs WHERE mode <> 'bootstrap' ORDER BY id").fetchall()]
+    assert triggers == ["signal", "drift"]
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)

@@ -98,6 +98,8 @@ def test_clone_keeps_the_embedder_and_threads_are_left_as_found(embedder: Embedd
     assert torch.get_num_threads() == threads
 
 
-def test_one_label_is_not_enough(embedder: Embedder) -> None:
+def test_one_label_or_unpaired_labels_are_refused(embedder: Embedder) -> None:
     with pytest.raises(TrainerError, match="two labels"):
         MiniLMHead().use(embedder).fit(["a", "b"], ["x", "x"])
+    with pytest.raises(TrainerError, match="as many labels as texts"):
+        MiniLMHead().use(embedder).fit(["a", "b", "c"], ["x", "y"])

@@ -4,15 +4,7 @@ conformance suite runs over it."""
 
 from trainer.gates.base import Clock, FakeClock, Gate, GateInput, Holdout, Verdict
 from trainer.gates.behaviour import BehaviourConfig, BehaviourGate
-from trainer.gates.config import (
-    GATES,
-    GatesConfig,
-    behaviour_gate,
-    build_gates,
-    evaluation_gate,
-    quality_gate,
-    training_frame,
-)
+from trainer.gates.config import GATES, GatesConfig, build_gates
 from trainer.gates.evaluation import EvaluationConfig, EvaluationGate
 from trainer.gates.exceptions import ArtifactWriteError, BehaviourSuiteError, GateConfigError, GateError
 from trainer.gates.quality import QualityConfig, QualityGate
@@ -38,10 +30,6 @@ __all__ = [
     "QualityConfig",
     "QualityGate",
     "Verdict",
-    "behaviour_gate",
     "build_gates",
-    "evaluation_gate",
     "load_suite",
-    "quality_gate",
-    "training_frame",
 ]

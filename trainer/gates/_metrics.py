@@ -64,9 +64,9 @@ def metrics_from_sums(sums: Floats, classes: tuple[str, ...], n_bins: int) -> di
     out["ece"] = ece
     out["calibration"] = 1.0 - ece
     out["macro_f1"] = np.mean(f1s, axis=0) if f1s else np.zeros_like(n)
-    stacked = np.array(recalls) if recalls else np.full((1, *np.shape(n)), np.nan)
-    out["min_recall"] = np.where(np.all(np.isnan(stacked), axis=0), 0.0,
-                                 np.nanmin(np.where(np.isnan(stacked), np.inf, stacked), axis=0))
+    # the lowest recall over classes with rows (a class can vanish from a bootstrap resample)
+    lowest = np.min(np.where(np.isnan(recalls), np.inf, recalls), axis=0) if recalls else np.zeros_like(n)
+    out["min_recall"] = np.where(np.isinf(lowest), 0.0, lowest)
     return out
 
 
@@ -76,14 +76,13 @@ def weighted_score(metrics: Mapping[str, Floats], weights: Mapping[Metric, float
 
 
 def evaluate(stats: RowStats, weights: Mapping[Metric, float]) -> dict[str, Any]:
-    """Point metrics on all rows (``ece`` included, lower is better; per-class recall under ``recall``,
-    None for a class without rows) and the weighted ``score``."""
+    """``{"metrics": ..., "score": ...}`` on all rows: ``ece`` is included (lower is better), per-class
+    recall sits under ``metrics["recall"]`` (None for a class without rows)."""
     metrics = metrics_from_sums(stats.features.sum(axis=0), stats.classes, stats.n_bins)
     out: dict[str, Any] = {name: float(value) for name, value in metrics.items() if not name.startswith("recall:")}
     out["recall"] = {label: None if np.isnan(metrics[f"recall:{label}"]) else float(metrics[f"recall:{label}"])
                      for label in stats.classes}
-    out["score"] = float(weighted_score(metrics, weights))
-    return out
+    return {"metrics": out, "score": float(weighted_score(metrics, weights))}
 
 
 def paired_bootstrap(candidate: RowStats, champion: RowStats, weights: Mapping[Metric, float],

@@ -66,23 +66,24 @@ class EvaluationGate(Gate[EvaluationConfig]):
         cand = self._stats(inputs.candidate, holdout, classes)
         if isinstance(cand, str):
             return self.fail(f"candidate: {cand}")
-        cand_metrics = evaluate(cand, cfg.metric_weights)
-        cand_score = cand_metrics["score"]
-        details: dict[str, Any] = {"rows": len(holdout), "weights": dict(cfg.metric_weights),
-                                   "candidate": cand_metrics}
+        cand_eval = evaluate(cand, cfg.metric_weights)
+        cand_score: float = cand_eval["score"]
+        details: dict[str, Any] = {
+            "rows": len(holdout), "weights": dict(cfg.metric_weights), "candidate": cand_eval,
+            "criteria": {"min_improvement": cfg.min_improvement, "alpha": cfg.alpha,
+                         "min_slice_size": cfg.min_slice_size, "slice_tolerance": cfg.slice_tolerance}}
         if inputs.champion is None:
             return self._first_model(cand_score, details)
         problem = unusable_model(inputs.champion, "champion")
         champ = problem or self._stats(inputs.champion, holdout, classes)
         if isinstance(champ, str):
             return self.fail(f"champion: {champ}", **jsonable(details))
-        champ_metrics = evaluate(champ, cfg.metric_weights)
-        champ_score = champ_metrics["score"]
+        champ_eval = evaluate(champ, cfg.metric_weights)
+        champ_score: float = champ_eval["score"]
         delta = cand_score - champ_score
         p_value, test = self._significance(cand, champ)
         slices = _slice_table(holdout, cand.correct, champ.correct, cfg.min_slice_size, cfg.slice_tolerance)
-        details.update(champion=champ_metrics, delta=delta, p_value=p_value,
-                       test=test, slices=slices)
+        details.update(champion=champ_eval, delta=delta, p_value=p_value, test=test, slices=slices)
         scores = f"weighted score {cand_score:.4f} vs champion {champ_score:.4f}"
         regressed = [s for s in slices if s["regressed"]]
         if delta < cfg.min_improvement:

@@ -91,7 +91,7 @@ class BehaviourSuite(BaseModel):
 def load_suite(path: Path | None = None, version: str = "v1") -> BehaviourSuite:
     """Load and validate ``path``, or the packaged ``trainer/behaviour/<version>.yaml``."""
     if path is None:
-        resource = resources.files("trainer").joinpath("behaviour", f"{version}.yaml")
+        resource = resources.files("trainer").joinpath("behaviour").joinpath(f"{version}.yaml")
         source, reader = Path(str(resource)), resource.read_text
     else:
         source, reader = path, path.read_text

@@ -24,8 +24,9 @@ def weak_model() -> ModelKind:
 
 @pytest.fixture(scope="session")
 def good_model() -> ModelKind:
-    """3000 movie rows."""
-    return _fit(*texts_labels("vader_movies", 1500, 4500))
+    """All of vader_movies except the evaluation holdout (9105 rows): the decent model the behavioural
+    defaults are tuned to pass, and the better candidate of the evaluation tests."""
+    return _fit(*texts_labels("vader_movies", HOLDOUT_MOVIES[1], None))
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +39,4 @@ def flipped_model() -> ModelKind:
 @pytest.fixture(scope="session")
 def tweets_model() -> ModelKind:
     """Trained on tweets only: worse on movies, much better on tweets."""
-    return _fit(*texts_labels("vader_tweets", HOLDOUT_TWEETS[1], None))
-
-
-@pytest.fixture(scope="session")
-def full_model() -> ModelKind:
-    """All of vader_movies: the model the behavioural defaults are tuned to pass."""
-    return _fit(*texts_labels("vader_movies", 0, None))
+    return _fit(*texts_labels("vader_tweets", HOLDOUT_TWEETS[1], HOLDOUT_TWEETS[1] + 1000))

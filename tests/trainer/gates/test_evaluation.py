@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 from tests.trainer.gates._data import Scripted, confident, texts_labels
 from trainer import ModelKind
-from trainer.gates import EvaluationConfig, EvaluationGate, GateInput, GatesConfig, Holdout, evaluation_gate
+from trainer.gates import EvaluationConfig, EvaluationGate, GateInput, Holdout
 
 
 def _holdout(*parts: tuple[str, int, int]) -> Holdout:
@@ -45,7 +45,7 @@ def test_a_genuinely_better_model_passes(good_model: ModelKind, weak_model: Mode
     d = verdict.details
     assert d["test"]["name"] == test and d["p_value"] <= 0.05
     assert d["delta"] == pytest.approx(d["candidate"]["score"] - d["champion"]["score"])
-    assert d["delta"] >= 0.005 and d["candidate"]["accuracy"] > d["champion"]["accuracy"]
+    assert d["delta"] >= 0.005 and d["candidate"]["metrics"]["accuracy"] > d["champion"]["metrics"]["accuracy"]
     table = {row["slice"]: row for row in d["slices"]}
     assert set(table) == {"movies", "products", "tweets"}
     assert table["movies"]["checked"] and table["products"]["checked"] and not table["tweets"]["checked"]
@@ -58,7 +58,7 @@ def test_a_model_trained_on_flipped_labels_is_refused(flipped_model: ModelKind, 
     assert not verdict.passed
     d = verdict.details
     assert d["delta"] < -0.1 and d["p_value"] > 0.5
-    assert d["candidate"]["accuracy"] < d["champion"]["accuracy"] - 0.2
+    assert d["candidate"]["metrics"]["accuracy"] < d["champion"]["metrics"]["accuracy"] - 0.2
     assert f"improvement {d['delta']:+.4f} is below the required +0.0050" in verdict.reason
     assert f"weighted score {d['candidate']['score']:.4f} vs champion {d['champion']['score']:.4f}" in verdict.reason
 
@@ -82,7 +82,7 @@ def test_better_overall_but_regressing_on_one_slice_is_refused(good_model: Model
 
 def test_metrics_agree_with_scikit_learn_and_a_hand_computed_ece(good_model: ModelKind) -> None:
     verdict = _check(good_model, None, MIXED)
-    m = verdict.details["candidate"]
+    m = verdict.details["candidate"]["metrics"]
     proba = good_model.predict_proba(list(MIXED.texts))
     predicted = [good_model.labels[i] for i in proba.argmax(axis=1)]
     classes = sorted(set(MIXED.labels))
@@ -99,7 +99,8 @@ def test_metrics_agree_with_scikit_learn_and_a_hand_computed_ece(good_model: Mod
         if inside.any():
             ece += inside.sum() / len(confidence) * abs(correct[inside].mean() - confidence[inside].mean())
     assert m["ece"] == pytest.approx(ece) and m["calibration"] == pytest.approx(1 - ece)
-    assert m["score"] == pytest.approx(0.4 * m["accuracy"] + 0.4 * m["macro_f1"] + 0.2 * (1 - ece))
+    score = verdict.details["candidate"]["score"]
+    assert score == pytest.approx(0.4 * m["accuracy"] + 0.4 * m["macro_f1"] + 0.2 * (1 - ece))
 
 
 def _paired(b: int, c: int, both: int = 10, neither: int = 0) -> tuple[Scripted, Scripted, Holdout]:
@@ -159,22 +160,10 @@ def test_without_a_champion_an_optional_floor_decides(weak_model: ModelKind) -> 
 
 def test_the_weights_choose_what_the_score_means(good_model: ModelKind, weak_model: ModelKind) -> None:
     d = _check(good_model, weak_model, MIXED, metric_weights={"min_recall": 1.0}).details
-    assert d["candidate"]["score"] == pytest.approx(d["candidate"]["min_recall"])
+    assert d["candidate"]["score"] == pytest.approx(d["candidate"]["metrics"]["min_recall"])
     with pytest.raises(pydantic.ValidationError):
         EvaluationConfig(metric_weights={"accuracy": -1.0, "macro_f1": 2.0})
     with pytest.raises(pydantic.ValidationError):
         EvaluationConfig(metric_weights={"accuracy": 0.0})
     with pytest.raises(pydantic.ValidationError):
         EvaluationConfig.model_validate({"metric_weights": {"f2": 1.0}})
-
-
-def test_the_trainer_call_takes_column_wise_rows(good_model: ModelKind, weak_model: ModelKind) -> None:
-    class Rows:
-        texts = list(MIXED.texts)
-        labels = list(MIXED.labels)
-        weights = [1.0] * len(MIXED)
-        slices: list[str | None] = [None if s == "tweets" else s for s in MIXED.slices or []]
-
-    verdict = evaluation_gate(GatesConfig(), good_model, weak_model, Rows())
-    assert verdict.passed, verdict.reason
-    assert {row["slice"] for row in verdict.details["slices"]} == {"movies", "products", "(none)"}

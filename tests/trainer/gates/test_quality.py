@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.trainer.gates._data import LABELS, frame
-from trainer.gates import GateInput, GatesConfig, QualityConfig, QualityGate, quality_gate
-from trainer.gates.config import training_frame
+from trainer.gates import GateInput, QualityConfig, QualityGate
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +55,11 @@ def test_a_broken_label_column_is_blocked(clean: pd.DataFrame, tmp_path: Path) -
 
 @pytest.mark.parametrize(("mutate", "expected"), [
     (lambda f: f.assign(weight=[-1.0] + [1.0] * (len(f) - 1)), "weight >= 0 (1 row(s), e.g. -1.0)"),
-    (lambda f: f.assign(text=["x" * 6000] + list(f["text"][1:])), "text length in [1, 5000] (1 row(s)"),
-    (lambda f: f.assign(text=[""] + list(f["text"][1:])), "text length in [1, 5000] (1 row(s)"),
-    (lambda f: f.assign(text=["same words"] * 200 + list(f["text"][200:])), "duplicate text share <= 0.05 (observed 0.0995)"),
-    (lambda f: f[f["label"] != "neutral"].iloc[:1000].pipe(lambda g: pd.concat([g, f[f["label"] == "neutral"].iloc[:10]])),
+    (lambda f: f.assign(text=["x" * 6000, *f["text"][1:]]), "text length in [1, 5000] (1 row(s)"),
+    (lambda f: f.assign(text=["", *f["text"][1:]]), "text length in [1, 5000] (1 row(s)"),
+    (lambda f: f.assign(text=["same words"] * 200 + list(f["text"][200:])),
+     "duplicate text share <= 0.05 (observed 0.0995)"),
+    (lambda f: pd.concat([f[f["label"] != "neutral"].iloc[:1000], f[f["label"] == "neutral"].iloc[:10]]),
      "label share in [0.02, 0.95] (neutral=0.010)"),
     (lambda f: f.assign(label="positive"), "label share in [0.02, 0.95] (positive=1.000)"),
 ], ids=["negative weight", "too long", "empty text", "duplicates", "rare class", "one class"])
@@ -85,21 +85,6 @@ def test_without_a_label_set_labels_are_not_checked_against_one(clean: pd.DataFr
     assert passed and "label set unknown" in reason
     assert details["label_set"] is None
     assert not _check(odd)[0]
-
-
-def test_the_trainer_call_takes_column_wise_rows(clean: pd.DataFrame) -> None:
-    class Rows:
-        texts = list(clean["text"][:300])
-        labels = list(clean["label"][:300])
-        weights = [1.0] * 300
-        slices: list[str | None] = [None] * 300
-
-    frame_ = training_frame(Rows())
-    assert list(frame_.columns) == ["text", "label", "weight", "segment"]
-    verdict = quality_gate(GatesConfig(), Rows(), LABELS)
-    assert verdict.passed, verdict.reason
-    Rows.labels[0] = "furious"
-    assert not quality_gate(GatesConfig(), Rows(), LABELS).passed
 
 
 def test_misconfigured_bounds_are_refused() -> None:

@@ -1,0 +1,77 @@
+"""Pure parts of the trainer: the retrain decision, the cron schedule, the config file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from trainer.config import PolicyConfig, TrainerConfig, load_trainer_config
+from trainer.exceptions import TrainerError
+from trainer.policy import decide
+from trainer.schedule import Cron
+
+POLICY = PolicyConfig(incremental_threshold=200, full_threshold=2000)
+
+
+@pytest.mark.parametrize(("new", "mode"), [(0, None), (199, None), (200, "incremental"), (1999, "incremental"),
+                                           (2000, "full"), (50_000, "full")])
+def test_thresholds(new: int, mode: str | None) -> None:
+    decision = decide(POLICY, trigger="signal", new_since_attempt=new, new_since_champion=new, has_champion=True)
+    assert decision.mode == mode, decision.reason
+
+
+def test_no_champion_never_trains_on_signals_or_requests() -> None:
+    for trigger in ("signal", "admin", "drift", "schedule"):
+        decision = decide(POLICY, trigger=trigger, new_since_attempt=10_000, new_since_champion=10_000,  # type: ignore[arg-type]
+                          has_champion=False)
+        assert decision.mode is None and "bootstrap" in decision.reason
+
+
+def test_requests_choose_the_mode() -> None:
+    assert decide(POLICY, trigger="admin", new_since_attempt=0, new_since_champion=0, has_champion=True).mode == "full"
+    assert decide(POLICY, trigger="drift", new_since_attempt=0, new_since_champion=0, has_champion=True).mode == "full"
+    assert decide(POLICY, trigger="admin", new_since_attempt=0, new_since_champion=5, has_champion=True,
+                  requested="incremental").mode == "incremental"
+    nothing_new = decide(POLICY, trigger="admin", new_since_attempt=0, new_since_champion=0, has_champion=True,
+                         requested="incremental")
+    assert nothing_new.mode is None and "no new samples" in nothing_new.reason
+    ignore = PolicyConfig(drift_action="ignore")
+    assert decide(ignore, trigger="drift", new_since_attempt=9, new_since_champion=9, has_champion=True).mode is None
+
+
+@pytest.mark.parametrize(("expr", "after", "expected"), [
+    ("*/15 * * * *", datetime(2026, 11, 22, 12, 7, tzinfo=UTC), datetime(2026, 11, 22, 12, 15, tzinfo=UTC)),
+    ("30 3 * * 1", datetime(2026, 11, 22, 12, 0, tzinfo=UTC), datetime(2026, 11, 23, 3, 30, tzinfo=UTC)),
+    ("0 0 1 * *", datetime(2026, 11, 22, 12, 0, tzinfo=UTC), datetime(2026, 12, 1, 0, 0, tzinfo=UTC)),
+    ("0 12 13 * 5", datetime(2026, 11, 22, 12, 0, tzinfo=UTC), datetime(2026, 11, 27, 12, 0, tzinfo=UTC)),  # dom or dow
+    ("0 0 29 2 *", datetime(2026, 3, 1, tzinfo=UTC), datetime(2028, 2, 29, 0, 0, tzinfo=UTC)),
+    ("5 4 * * 0,7", datetime(2026, 11, 22, 4, 5, tzinfo=UTC), datetime(2026, 11, 29, 4, 5, tzinfo=UTC)),
+])
+def test_cron_next(expr: str, after: datetime, expected: datetime) -> None:
+    cron = Cron(expr)
+    assert cron.next_after(after) == expected
+    assert cron.matches(expected)
+
+
+@pytest.mark.parametrize("expr", ["* * * *", "61 * * * *", "*/0 * * * *", "a * * * *", "5-1 * * * *"])
+def test_bad_cron_is_a_clear_error(expr: str) -> None:
+    with pytest.raises(TrainerError, match="cron"):
+        Cron(expr)
+
+
+def test_config_file(tmp_path: Path) -> None:
+    assert load_trainer_config(None) == TrainerConfig()
+    path = tmp_path / "t.yaml"
+    path.write_text("policy:\n  incremental_threshold: 50\n  full_cron: '0 3 * * *'\n"
+                    "gates:\n  evaluation:\n    min_improvement: 0.01\npromotion:\n  mode: direct\n")
+    config = load_trainer_config(path)
+    assert config.policy.incremental_threshold == 50 and config.gates.evaluation.min_improvement == 0.01
+    assert config.promotion.mode == "direct" and config.policy.full_threshold == 2000
+    path.write_text("policy:\n  incremental_treshold: 50\n")
+    with pytest.raises(TrainerError, match="incremental_treshold"):
+        load_trainer_config(path)
+    path.write_text("policy:\n  full_cron: 'every day'\n")
+    with pytest.raises(TrainerError, match="cron"):
+        load_trainer_config(path)
