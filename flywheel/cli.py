@@ -80,6 +80,9 @@ def up(ctx: typer.Context) -> None:
         table.add_row("Metrics", e.metrics_url or "disabled")
         table.add_row("Schema registry", e.schema_registry_url or "disabled")
         table.add_row("Processors", ", ".join(r.group for r in platform.runners) or "none")
+        table.add_row("Trainer", f"model {settings.model_name!r}, events on {settings.topics.models}"
+                      + (f", first champion from {settings.bootstrap_data}" if settings.bootstrap_data else "")
+                      if settings.run_trainer else "off (FLYWHEEL_RUN_TRAINER=false)")
         out.print(table)
         out.print("Ctrl-C stops everything.")
 

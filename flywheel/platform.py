@@ -169,6 +169,13 @@ class Platform:
         s = self.settings
         with lifecycle(s, bootstrap, database_url, metrics=self.registry) as lc:
             self.lifecycle = lc
+            if s.bootstrap_data is not None and lc.trainer.champion() is None:
+                from trainer.data import read_labelled_csv
+
+                log.info("no champion yet: bootstrapping from %s", s.bootstrap_data)
+                result = lc.trainer.bootstrap(read_labelled_csv(s.bootstrap_data, s.labels),
+                                              source=s.bootstrap_data.name, kind=lc.config.policy.kinds[0])
+                log.info("bootstrap %s: %s", result.status, result.reason)
             service = TrainerService(lc.trainer, lc.config, bootstrap=bootstrap, group="flywheel-trainer",
                                      signal_topics=[s.topics.landed, s.topics.curated],
                                      request_topic=s.topics.retrain, session_timeout_ms=s.session_timeout_ms)

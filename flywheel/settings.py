@@ -64,6 +64,8 @@ class FlywheelSettings(BaseSettings):
                             description="Registered model name; key of its promotion events.")
     registry_uri: SecretStr | None = Field(
         default=None, description="MLflow backend store; unset = the platform Postgres (schema mlflow).")
+    bootstrap_data: Path | None = Field(
+        default=None, description="Labelled CSV `flywheel up` trains the first champion from when there is none.")
     run_trainer: bool = Field(default=True, description="`flywheel up` runs the trainer consumer too.")
     trainer_config: Path | None = Field(
         default=None, description="YAML with the training policy and gates; unset = built-in defaults.")

@@ -25,7 +25,7 @@ import pandas as pd
 from prometheus_client import CollectorRegistry
 
 from flywheel import db
-from registry import CHALLENGER, CHAMPION, Lineage, ModelRegistry, ModelVersionInfo, NoChampion, RunHandle
+from registry import CHALLENGER, CHAMPION, Lineage, ModelRegistry, ModelVersionInfo, RunHandle
 from schemas import ModelEvent
 from trainer.announce import ModelAnnouncer, ModelState, model_event
 from trainer.base import ModelKind
@@ -233,10 +233,7 @@ class Trainer:
             return RunLog(conn, self.model_name).recent(limit)
 
     def champion(self) -> ModelVersionInfo | None:
-        try:
-            return self.registry.champion()
-        except NoChampion:
-            return None
+        return self.registry.champion()
 
     def _decide(self, runs: RunLog, snapshot: Snapshot, champion: ModelVersionInfo | None, trigger: Trigger,
                 requested: Mode | None) -> Decision:
