@@ -19,7 +19,10 @@ COPY flywheel ./flywheel
 COPY schemas ./schemas
 COPY streams ./streams
 COPY trainer ./trainer
+COPY registry ./registry
+# torch first from PyTorch's CPU index: the PyPI wheel of the same version pulls GBs of CUDA libraries
 RUN pip install --upgrade pip \
+    && pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
     && pip install . \
     && flywheel --help > /dev/null
 

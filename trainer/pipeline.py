@@ -9,6 +9,7 @@ its event is re-announced by ``reconcile``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,12 @@ from trainer.announce import ModelAnnouncer, ModelState, model_event
 from trainer.base import ModelKind
 from trainer.config import TrainerConfig
 from trainer.data import CorpusRow, Frame, SampleStore, Snapshot, split_holdout, store_corpus
+from trainer.embeddings import Embedder, MemoryEmbeddingCache
 from trainer.exceptions import TrainerError
 from trainer.gates import GateInput, Holdout, Verdict, build_gates
 from trainer.kinds import create
 from trainer.metrics import TrainerMetrics
+from trainer.minilm import MiniLMHead
 from trainer.policy import Decision, Mode, Trigger, decide
 from trainer.runs import RunLog, single_flight
 
@@ -364,12 +367,28 @@ class Trainer:
                                                   out_dir=workdir))
         candidate.verdicts.append(verdict)
         if verdict.passed:
-            candidate.verdicts.append(self.behaviour.check(GateInput(candidate=model, out_dir=workdir)))
+            with _throwaway_embeddings(model):
+                candidate.verdicts.append(self.behaviour.check(GateInput(candidate=model, out_dir=workdir)))
         return candidate
 
     def _scratch(self) -> Path:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         return self.work_dir
+
+
+@contextlib.contextmanager
+def _throwaway_embeddings(model: ModelKind) -> Iterator[None]:
+    """The behaviour gate times uncached inference on one-off texts: keep their embeddings out of the
+    shared (Postgres-backed) cache of a MiniLM head while it runs."""
+    if not isinstance(model, MiniLMHead):
+        yield
+        return
+    shared = model.embedder
+    model.use(Embedder(shared.encoder, MemoryEmbeddingCache(max_entries=10_000)))
+    try:
+        yield
+    finally:
+        model.use(shared)
 
 
 def _training_table(frame: Frame) -> pd.DataFrame:

@@ -485,17 +485,20 @@ def test_kustomization_renders() -> None:
     out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     kinds = {doc["kind"] for doc in yaml.safe_load_all(out.stdout) if doc}
-    assert kinds == {"Namespace", "ConfigMap", "Job", "Deployment", "Service"}
+    assert kinds == {"Namespace", "ConfigMap", "Job", "Deployment", "Service", "PersistentVolumeClaim"}
 
 
-def test_k8s_ingest_metrics_port_probes_and_service_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("component", "min_replicas"), [("ingest", 2), ("trainer", 1)])
+def test_k8s_processor_metrics_port_probes_and_service_agree(monkeypatch: pytest.MonkeyPatch, component: str,
+                                                             min_replicas: int) -> None:
     secrets = {k: str(v) for s in _k8s("Secret") for k, v in (s.get("stringData") or {}).items()}
     settings = _settings(_effective_env({**_configmap_env(), **secrets}), monkeypatch)
     assert settings.metrics_port and settings.metrics_host == "0.0.0.0"
-    (deployment,) = _k8s("Deployment")
+    (deployment,) = [d for d in _k8s("Deployment")
+                     if d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
-    assert container["args"] == ["process", "ingest"] and deployment["spec"]["replicas"] >= 2
+    assert container["args"] == ["process", component] and deployment["spec"]["replicas"] >= min_replicas
     ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == settings.metrics_port
     for probe in ("readinessProbe", "livenessProbe"):
@@ -504,13 +507,24 @@ def test_k8s_ingest_metrics_port_probes_and_service_agree(monkeypatch: pytest.Mo
     assert pod["spec"]["terminationGracePeriodSeconds"] >= 30
     assert {"requests", "limits"} <= set(container["resources"])
 
-    (service,) = _k8s("Service")
-    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (service,) = [s for s in _k8s("Service") if s["spec"]["selector"].items() <= pod["metadata"]["labels"].items()]
     targets = [p["targetPort"] for p in service["spec"]["ports"]]
     assert any(t in ("metrics", settings.metrics_port) for t in targets)
     annotations = service["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == settings.metrics_port
+
+
+def test_k8s_trainer_keeps_artifacts_on_the_shared_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    claims = {d["metadata"]["name"]: d for d in _k8s("PersistentVolumeClaim")}
+    (trainer,) = [d for d in _k8s("Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] == "trainer"]
+    spec = trainer["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (container,) = spec["containers"]
+    data_dir = _settings(_effective_env(_configmap_env()), monkeypatch).data_dir
+    mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == data_dir)
+    claim = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+    assert claim in claims and "ReadWriteMany" in claims[claim]["spec"]["accessModes"]
 
 
 def test_k8s_pods_reference_existing_config_and_run_as_the_image_user() -> None:
