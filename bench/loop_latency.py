@@ -7,10 +7,16 @@ The gates run in full, but with thresholds that let the candidate through (``min
 ``alpha: 0.999999``, no slice tolerance, behaviour rates 0): this measures how fast the loop is, not
 whether 200 samples make a better model. Last line of output is JSON: {"kind_seconds": {kind: seconds}, ...}.
 
-    .venv/bin/python -m bench.loop_latency [--kinds tfidf-logreg minilm-head] [--threshold 200]
+    .venv/bin/python bench/loop_latency.py [--kinds tfidf-logreg minilm-head] [--threshold 200]
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python bench/loop_latency.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import hashlib
@@ -19,7 +25,6 @@ import random
 import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import yaml

@@ -151,8 +151,9 @@ class ModelRegistry(ABC):
 
     # -- alias policy ----------------------------------------------------------------------------
     def promote(self, ref: VersionRef, reason: str) -> Transition:
-        """``champion`` -> ``ref``; the old champion becomes ``previous``; a challenger that was
-        ``ref`` is cleared. Promoting the champion again changes nothing (safe to retry)."""
+        """``champion`` -> ``ref``; the old champion becomes ``previous``; the challenger is cleared (it was
+        ``ref``, or its canary ends with the champion it was measured against: the ``promote`` event ends
+        every canary for the pods too). Promoting the champion again changes nothing (safe to retry)."""
         with self._exclusive():
             target, aliases = self.get(ref), self.aliases()
             old = aliases.get(CHAMPION)
@@ -164,7 +165,8 @@ class ModelRegistry(ABC):
                 if old is not None:
                     self.set_alias(PREVIOUS, old)
                 self.set_alias(CHAMPION, target.version)
-            if aliases.get(CHALLENGER) == target.version:
+            challenger = aliases.get(CHALLENGER)
+            if challenger is not None and (challenger == target.version or old != target.version):
                 self.delete_alias(CHALLENGER)
             return Transition("promote", self.model_name, old, target.version, reason, self.get(target.version))
 
@@ -179,7 +181,8 @@ class ModelRegistry(ABC):
 
     def rollback(self, to: VersionRef | None = None, reason: str = "") -> Transition:
         """``champion`` -> ``to`` (default: ``previous``). The version left is tagged ``rolled_back``;
-        ``previous`` becomes the champion that preceded ``to`` (unless rolled back too), else is cleared."""
+        ``previous`` becomes the champion that preceded ``to`` (unless rolled back too), else is cleared;
+        the challenger is cleared."""
         with self._exclusive():
             aliases = self.aliases()
             current = aliases.get(CHAMPION)
@@ -197,7 +200,7 @@ class ModelRegistry(ABC):
                 self.set_alias(PREVIOUS, before.version)
             else:
                 self.delete_alias(PREVIOUS)
-            if aliases.get(CHALLENGER) == current:
+            if CHALLENGER in aliases:  # a rollback ends any canary, as its event does for the pods
                 self.delete_alias(CHALLENGER)
             return Transition("rollback", self.model_name, current, target.version, reason,
                               self.get(target.version))

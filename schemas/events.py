@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
@@ -136,12 +137,14 @@ class ModelEvent(Event):
 
 
 class RetrainRequest(Event):
-    """Ask the trainer for a retrain: a drift alert, a schedule or an operator. Replays are harmless: the
-    trainer never trains twice for the same data watermark and mode."""
+    """Ask the trainer for a retrain: a drift alert, a schedule or an operator. ``mode`` unset lets the
+    trainer's policy choose (``drift_action`` for drift, full otherwise). ``request_id`` makes a replay
+    harmless: one request starts at most one training run."""
 
     type: Literal["retrain_request"] = "retrain_request"
+    request_id: Id = Field(default_factory=lambda: uuid.uuid4().hex)
     model: Annotated[str, Field(min_length=1, max_length=200)]
-    mode: Literal["incremental", "full"] = "full"
+    mode: Literal["incremental", "full"] | None = None
     trigger: Literal["drift", "schedule", "admin"]
     reason: Annotated[str, Field(max_length=2000)] = ""
 

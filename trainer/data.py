@@ -11,6 +11,7 @@ import csv
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -85,12 +86,22 @@ class SampleStore:
         assert row is not None
         return Snapshot(watermark=int(row[0]), count=int(row[1]))  # type: ignore[call-overload]
 
-    def samples(self, *, after: int, upto: int) -> Frame:
+    def samples(self, *, after: int, upto: int, landed_after: datetime | None = None) -> Frame:
+        """Accepted training samples with ``after < id <= upto``; with ``landed_after``, also those with a
+        lower id that became samples after that time (feedback joined late to its prediction)."""
+        late = "OR landed_at > %s" if landed_after is not None else ""
+        params = (after, landed_after, upto) if landed_after is not None else (after, upto)
         rows = self.conn.execute(
             f"SELECT id, text, label, weight, {_SLICE} FROM samples "
-            f"WHERE status = 'accepted' AND NOT {self._holdout} AND id > %s AND id <= %s ORDER BY id",
-            (after, upto)).fetchall()
+            f"WHERE status = 'accepted' AND NOT {self._holdout} AND (id > %s {late}) AND id <= %s ORDER BY id",
+            params).fetchall()
         return Frame().extend(rows)  # type: ignore[arg-type]
+
+    def run_started(self, run_id: str | None) -> datetime | None:
+        if not run_id:
+            return None
+        row = self.conn.execute("SELECT started_at FROM training_runs WHERE run_id::text = %s", (run_id,)).fetchone()
+        return row[0] if row is not None and isinstance(row[0], datetime) else None
 
     def corpus(self, split: str) -> Frame:
         rows = self.conn.execute(

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import pandas as pd
 from prometheus_client import CollectorRegistry
 
 from flywheel import db
+from flywheel.exceptions import FlywheelError
 from registry import CHALLENGER, CHAMPION, Lineage, ModelRegistry, ModelVersionInfo, RunHandle
 from schemas import ModelEvent
 from trainer.announce import ModelAnnouncer, ModelState, model_event
@@ -42,6 +44,8 @@ from trainer.policy import Decision, Mode, Trigger, decide
 from trainer.runs import RunLog, single_flight
 
 log = logging.getLogger(__name__)
+LATE_JOIN_MARGIN = timedelta(minutes=10)  # > statement + idle-in-transaction time-outs of every writer
+MAX_FAILURES = 3  # failed runs on one snapshot before the trainer waits for new data or an operator
 
 
 @dataclass
@@ -107,10 +111,11 @@ class Trainer:
 
     # -- entry -------------------------------------------------------------------------------------
     def maybe_train(self, trigger: Trigger, *, requested: Mode | None = None,
-                    kinds: Sequence[str] | None = None) -> RunResult:
-        """Train if the policy says so and nobody else is; safe to call on every signal."""
+                    kinds: Sequence[str] | None = None, request_id: str | None = None) -> RunResult:
+        """Train if the policy says so and nobody else is; safe to call on every signal. A
+        ``request_id`` (of a RetrainRequest) starts at most one run, however often it is replayed."""
         started = time.perf_counter()
-        result = self._maybe_train(trigger, requested, kinds)
+        result = self._maybe_train(trigger, requested, kinds, request_id)
         self._observe(result, trigger, time.perf_counter() - started)
         return result
 
@@ -128,12 +133,15 @@ class Trainer:
             if result.event.action == "promote":
                 m.champion.labels(name).set(float(result.event.version))
 
-    def _maybe_train(self, trigger: Trigger, requested: Mode | None, kinds: Sequence[str] | None) -> RunResult:
+    def _maybe_train(self, trigger: Trigger, requested: Mode | None, kinds: Sequence[str] | None,
+                     request_id: str | None) -> RunResult:
         with db.connect(self.db_url, autocommit=True) as conn, single_flight(conn, self.model_name) as held:
             if not held:
                 return RunResult("busy", "another trainer holds this model's lock")
             runs = RunLog(conn, self.model_name)
             self._clean_abandoned(runs)
+            if request_id is not None and (done := runs.for_request(request_id)) is not None:
+                return RunResult("skipped", f"request {request_id} already handled: {done}")
             store = SampleStore(conn, self.config.policy.holdout_percent)
             snapshot = store.snapshot()
             champion = self.champion()
@@ -144,8 +152,13 @@ class Trainer:
             if earlier is not None and trigger != "admin":
                 return RunResult("skipped", f"already trained {decision.mode} at watermark {snapshot.watermark} "
                                             f"({snapshot.count} samples): {earlier}")
+            failures = runs.failures(decision.mode, snapshot)
+            if failures >= MAX_FAILURES and trigger != "admin":
+                return RunResult("skipped", f"{failures} runs failed on this snapshot; waiting for new samples "
+                                            "or `flywheel retrain`")
             assert champion is not None  # decide() refuses without one
-            run_id = runs.start(trigger=trigger, mode=decision.mode, snapshot=snapshot, parent=champion.version)
+            run_id = runs.start(trigger=trigger, mode=decision.mode, snapshot=snapshot, parent=champion.version,
+                                request_id=request_id)
             log.info("run %s: %s (%s)", run_id, decision.reason, trigger)
             try:
                 return self._run(runs, store, run_id, decision, snapshot, champion, kinds)
@@ -160,9 +173,9 @@ class Trainer:
                   force: bool = False) -> RunResult:
         """Train the first model from a labelled corpus and make it the champion (``promote`` event).
 
-        The corpus is stored once: its holdout split becomes the fixed base holdout, its train split joins
-        every full retrain. A rerun after a crash reuses what was stored; with a champion in place it
-        refuses unless ``force`` (a new champion from scratch, e.g. a new label set)."""
+        The corpus replaces any stored one: its holdout split becomes the fixed base holdout, its train
+        split joins every full retrain. With a champion in place it refuses unless ``force`` (a new
+        champion from scratch, e.g. on a new label set)."""
         with db.connect(self.db_url, autocommit=True) as conn, single_flight(conn, self.model_name) as held:
             if not held:
                 return RunResult("busy", "another trainer holds this model's lock")
@@ -174,10 +187,9 @@ class Trainer:
                                    "retrain with `flywheel retrain`, or bootstrap with --force")
             store = SampleStore(conn, self.config.policy.holdout_percent)
             with conn.transaction():
-                stored = conn.execute("SELECT count(*) FROM corpus").fetchone()
-                if not stored or not stored[0]:
-                    train, holdout_rows = split_holdout(rows, holdout_fraction, self.config.policy.seed)
-                    store_corpus(conn, source, train, holdout_rows)
+                conn.execute("DELETE FROM corpus")
+                train, holdout_rows = split_holdout(rows, holdout_fraction, self.config.policy.seed)
+                store_corpus(conn, source, train, holdout_rows)
             frame, holdout = store.corpus("train"), store.holdout(self.config.policy.holdout_recent)
             snapshot = Snapshot(watermark=0, count=0)
             run_id = runs.start(trigger="bootstrap", mode="bootstrap", snapshot=snapshot,
@@ -223,7 +235,8 @@ class Trainer:
                                         "re-announced: the registry's champion was not on the models topic"))
         if CHALLENGER in aliases and self.config.promotion.mode == "canary":
             challenger = self.registry.get(CHALLENGER)
-            if state.canary is None or state.canary.version != challenger.version:
+            announced_before = f"canary:{challenger.version}" in state.history
+            if not announced_before and (state.canary is None or state.canary.version != challenger.version):
                 sent.append(model_event(challenger, self.model_name, "canary", self.config.promotion.canary_traffic,
                                         "re-announced: the registry's challenger was not on the models topic"))
         for event in sent:
@@ -241,19 +254,35 @@ class Trainer:
     def _decide(self, runs: RunLog, snapshot: Snapshot, champion: ModelVersionInfo | None, trigger: Trigger,
                 requested: Mode | None) -> Decision:
         champion_count = (champion.sample_count or 0) if champion else 0
-        last = runs.last_attempt()
+        last, last_full = runs.last_attempt(), runs.last_attempt(("full", "bootstrap"))
         baseline = max(champion_count, last.sample_count) if last else champion_count
+        full_baseline = last_full.sample_count if last_full else 0
         return decide(self.config.policy, trigger=trigger, new_since_attempt=snapshot.count - baseline,
+                      new_since_full=snapshot.count - full_baseline,
                       new_since_champion=snapshot.count - champion_count, has_champion=champion is not None,
                       requested=requested)
 
     def _clean_abandoned(self, runs: RunLog) -> None:
         """Runs left ``running`` by a crashed holder: mark them and delete any version they registered."""
-        for run_id in runs.abandon_stale():
-            for info in self.registry.versions():
-                if info.tags.get("training_run_id") == run_id and not info.aliases:
-                    log.warning("deleting version %s registered by abandoned run %s", info.version, run_id)
-                    self.registry.delete_version(info.version)
+        stale = runs.stale()
+        if not stale:
+            return
+        for info in self.registry.versions():
+            run_id = info.tags.get("training_run_id")
+            if run_id not in stale:
+                continue
+            if info.aliases:  # the crash came after the alias move: the run did finish its job
+                status = "promoted" if "champion" in info.aliases or "previous" in info.aliases else "canary"
+                log.warning("run %s stopped after moving %s to version %s: recorded as %s", run_id,
+                            info.aliases, info.version, status)
+                runs.finish(uuid.UUID(run_id), status=status, version=info.version, kind=info.kind,
+                            reason="recovered: the trainer stopped after the alias move (announcement re-sent "
+                                   "by reconcile)")
+                stale.discard(run_id)
+            else:
+                log.warning("deleting version %s registered by abandoned run %s", info.version, run_id)
+                self.registry.delete_version(info.version)
+        runs.abandon(stale)
 
     # -- one run -----------------------------------------------------------------------------------
     def _run(self, runs: RunLog, store: SampleStore, run_id: uuid.UUID, decision: Decision, snapshot: Snapshot,
@@ -308,26 +337,40 @@ class Trainer:
                                     training_run_id=str(run_id)),
                     run_id=ml.run_id)
                 return self._announce(runs, run_id, mode, info, best, summaries, data_hash, len(frame), ml.run_id,
-                                      decision.reason)
+                                      decision.reason, champion.version if champion else None)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _announce(self, runs: RunLog, run_id: uuid.UUID, mode: Mode, info: ModelVersionInfo, best: Candidate,
                   summaries: list[dict[str, Any]], data_hash: str, trained: int, mlflow_run_id: str,
-                  why: str) -> RunResult:
+                  why: str, parent: str | None) -> RunResult:
+        """Move the aliases, publish, then finish the run row. A champion that changed while this run
+        trained (an operator's promote or rollback) was never compared with: the candidate is refused."""
         promotion = self.config.promotion
         status = "promoted" if promotion.mode == "direct" or mode == "bootstrap" else "canary"
+        current = self.champion()
+        if (current.version if current else None) != parent:
+            reason = (f"the champion changed during the run ({parent} -> {current.version if current else None}); "
+                      "the candidate was not evaluated against it")
+            self.registry.delete_version(info.version)
+            runs.finish(run_id, status="refused", reason=reason, data_hash=data_hash, trained_count=trained,
+                        candidates=summaries, mlflow_run_id=mlflow_run_id)
+            return RunResult("refused", reason, run_id, mode, candidates=tuple(summaries))
         reason = f"{why}; {best.kind} passed every gate ({best.verdicts[0].reason})"
-        runs.finish(run_id, status=status, reason=reason, data_hash=data_hash, trained_count=trained,
-                    version=info.version, kind=best.kind, candidates=summaries, mlflow_run_id=mlflow_run_id)
         if status == "promoted":
             transition = self.registry.promote(info.version, reason)
-            previous = transition.from_version
-            event = model_event(transition.info, self.model_name, "promote", 1.0, reason, previous)
+            event = model_event(transition.info, self.model_name, "promote", 1.0, reason, transition.from_version)
         else:
-            self.registry.mark_challenger(info.version)
+            self.registry.mark_challenger(info.version, reason)
             event = model_event(info, self.model_name, "canary", promotion.canary_traffic, reason)
-        self.announcer.publish(event)
+        try:
+            self.announcer.publish(event)
+        except FlywheelError as exc:  # the alias moved: the run succeeded; reconcile re-announces
+            log.warning("run %s: %s %s but the announcement failed (reconcile re-sends it): %s", run_id, status,
+                        info.semver, exc)
+            reason += f"; announcement pending: {exc}"
+        runs.finish(run_id, status=status, reason=reason, data_hash=data_hash, trained_count=trained,
+                    version=info.version, kind=best.kind, candidates=summaries, mlflow_run_id=mlflow_run_id)
         log.info("run %s: %s %s (%s)", run_id, status, info.semver, reason)
         return RunResult(status, reason, run_id, mode, info, event, tuple(summaries))
 
@@ -345,10 +388,16 @@ class Trainer:
             new = store.samples(after=0, upto=snapshot.watermark)
             return frame.extend(zip(new.ids, new.texts, new.labels, new.weights, new.slices, strict=True))
         since = champion.watermark or 0
-        new = store.samples(after=since, upto=snapshot.watermark)
+        # samples whose id is at or below the champion's watermark but that became samples after its run
+        # began (late joins) are new too; the margin covers transactions in flight at that moment
+        started = store.run_started(champion.tags.get("training_run_id"))
+        late = started - LATE_JOIN_MARGIN if started is not None else None
+        new = store.samples(after=since, upto=snapshot.watermark, landed_after=late)
+        fresh = set(new.ids)
         older = store.corpus("train")
         past = store.samples(after=0, upto=since)
-        older.extend(zip(past.ids, past.texts, past.labels, past.weights, past.slices, strict=True))
+        older.extend((i, t, lbl, w, sl) for i, t, lbl, w, sl in
+                     zip(past.ids, past.texts, past.labels, past.weights, past.slices, strict=True) if i not in fresh)
         rng = random.Random(f"{self.config.policy.seed}:{snapshot.watermark}")
         replay = older.take(sorted(rng.sample(range(len(older)), min(len(older), self.config.policy.replay_size))))
         return new.extend(zip(replay.ids, replay.texts, replay.labels, replay.weights, replay.slices, strict=True))

@@ -27,8 +27,10 @@ class Decision:
 
 
 def decide(policy: PolicyConfig, *, trigger: Trigger, new_since_attempt: int, new_since_champion: int,
-           has_champion: bool, requested: Mode | None = None) -> Decision:
-    """What to train now. ``requested`` comes with admin, drift and schedule triggers."""
+           has_champion: bool, new_since_full: int | None = None, requested: Mode | None = None) -> Decision:
+    """What to train now. ``new_since_full`` counts since the last full (or bootstrap) attempt, so that
+    incremental runs every ``incremental_threshold`` samples do not keep the full threshold out of
+    reach. ``requested`` comes with admin, drift and schedule triggers."""
     if not has_champion:
         return Decision(None, "no champion yet: run `flywheel bootstrap --data CSV` first")
     if trigger in ("admin", "schedule", "drift"):
@@ -39,8 +41,10 @@ def decide(policy: PolicyConfig, *, trigger: Trigger, new_since_attempt: int, ne
         if mode == "incremental" and new_since_champion == 0:
             return Decision(None, f"{trigger}: no new samples since the champion for an incremental run")
         return Decision(mode, f"{trigger} requested a {mode} retrain")
-    if new_since_attempt >= policy.full_threshold:
-        return Decision("full", f"{new_since_attempt} new samples >= full threshold {policy.full_threshold}")
+    since_full = new_since_attempt if new_since_full is None else new_since_full
+    if since_full >= policy.full_threshold:
+        return Decision("full", f"{since_full} samples since the last full run >= full threshold "
+                                f"{policy.full_threshold}")
     if new_since_attempt >= policy.incremental_threshold:
         return Decision("incremental",
                         f"{new_since_attempt} new samples >= incremental threshold {policy.incremental_threshold}")

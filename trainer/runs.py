@@ -2,7 +2,8 @@
 
 One Postgres session-level advisory lock per model name: whoever holds it is the only trainer of that
 model anywhere; a crash closes the session and frees the lock. A run left ``running`` by a crashed
-holder is marked ``abandoned`` by the next holder (it alone can know that nobody is running it).
+holder is settled by the next holder (it alone can know that nobody is running it): ``abandoned``, or
+recorded as done when its version already holds an alias.
 """
 
 from __future__ import annotations
@@ -57,20 +58,35 @@ class RunLog:
         self.conn = conn
         self.model_name = model_name
 
-    def abandon_stale(self) -> list[str]:
-        """Mark runs a crashed holder left ``running``; return their run ids."""
-        rows = self.conn.execute(
-            "UPDATE training_runs SET status = 'abandoned', reason = 'the trainer holding it stopped', "
-            "finished_at = now() WHERE model_name = %s AND status = 'running' RETURNING run_id",
-            (self.model_name,)).fetchall()
-        return [str(r[0]) for r in rows]
+    def stale(self) -> set[str]:
+        """Run ids left ``running``: only the lock holder calls this, so nobody is running them."""
+        rows = self.conn.execute("SELECT run_id FROM training_runs WHERE model_name = %s AND status = 'running'",
+                                 (self.model_name,)).fetchall()
+        return {str(r[0]) for r in rows}
 
-    def last_attempt(self) -> LastAttempt | None:
+    def abandon(self, run_ids: set[str]) -> None:
+        if run_ids:
+            self.conn.execute(
+                "UPDATE training_runs SET status = 'abandoned', reason = 'the trainer holding it stopped', "
+                "finished_at = now() WHERE run_id = ANY(%s::uuid[]) AND status = 'running'", (sorted(run_ids),))
+
+    def last_attempt(self, modes: tuple[str, ...] = ("incremental", "full", "bootstrap")) -> LastAttempt | None:
         row = self.conn.execute(
-            "SELECT mode, watermark, sample_count, status FROM training_runs "
-            "WHERE model_name = %s AND status <> 'failed' AND status <> 'abandoned' ORDER BY id DESC LIMIT 1",
-            (self.model_name,)).fetchone()
+            "SELECT mode, watermark, sample_count, status FROM training_runs WHERE model_name = %s "
+            "AND mode = ANY(%s) AND status <> 'failed' AND status <> 'abandoned' ORDER BY id DESC LIMIT 1",
+            (self.model_name, list(modes))).fetchone()
         return None if row is None else LastAttempt(row[0], int(row[1]), int(row[2]), row[3])
+
+    def for_request(self, request_id: str) -> str | None:
+        row = self.conn.execute("SELECT status FROM training_runs WHERE request_id = %s", (request_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def failures(self, mode: Mode, snapshot: Snapshot) -> int:
+        row = self.conn.execute(
+            "SELECT count(*) FROM training_runs WHERE model_name = %s AND mode = %s AND watermark = %s "
+            "AND sample_count = %s AND status IN ('failed', 'abandoned')",
+            (self.model_name, mode, snapshot.watermark, snapshot.count)).fetchone()
+        return int(row[0]) if row else 0
 
     def attempted(self, mode: Mode, snapshot: Snapshot) -> str | None:
         """The status of an earlier run on exactly this data in this mode, if any (replayed signals)."""
@@ -80,21 +96,24 @@ class RunLog:
             (self.model_name, mode, snapshot.watermark, snapshot.count)).fetchone()
         return None if row is None else str(row[0])
 
-    def start(self, *, trigger: Trigger, mode: Mode, snapshot: Snapshot, parent: str | None) -> uuid.UUID:
+    def start(self, *, trigger: Trigger, mode: Mode, snapshot: Snapshot, parent: str | None,
+              request_id: str | None = None) -> uuid.UUID:
         run_id = uuid.uuid4()
         self.conn.execute(
-            "INSERT INTO training_runs (run_id, model_name, trigger, mode, status, watermark, sample_count, "
-            "data_hash, parent_version) VALUES (%s, %s, %s, %s, 'running', %s, %s, '', %s)",
-            (run_id, self.model_name, trigger, mode, snapshot.watermark, snapshot.count, parent))
+            "INSERT INTO training_runs (run_id, model_name, trigger, request_id, mode, status, watermark, "
+            "sample_count, data_hash, parent_version) VALUES (%s, %s, %s, %s, %s, 'running', %s, %s, '', %s)",
+            (run_id, self.model_name, trigger, request_id, mode, snapshot.watermark, snapshot.count, parent))
         return run_id
 
-    def finish(self, run_id: uuid.UUID, *, status: str, reason: str, data_hash: str = "", trained_count: int = 0,
+    def finish(self, run_id: uuid.UUID, *, status: str, reason: str, data_hash: str | None = None,
+               trained_count: int | None = None,
                version: str | None = None, kind: str | None = None, candidates: list[dict[str, Any]] | None = None,
                mlflow_run_id: str | None = None) -> None:
         assert status in FINAL, status
         self.conn.execute(
-            "UPDATE training_runs SET status = %s, reason = %s, data_hash = %s, trained_count = %s, version = %s, "
-            "kind = %s, candidates = %s, mlflow_run_id = %s, finished_at = now(), "
+            "UPDATE training_runs SET status = %s, reason = %s, data_hash = COALESCE(%s, data_hash), "
+            "trained_count = COALESCE(%s, trained_count), version = %s, kind = %s, candidates = %s, "
+            "mlflow_run_id = %s, finished_at = now(), "
             "duration_s = extract(epoch FROM now() - started_at) WHERE run_id = %s",
             (status, reason[:4000], data_hash, trained_count, version, kind, json.dumps(candidates or []),
              mlflow_run_id, run_id))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaException, Message
 from pydantic import ValidationError
 
 from flywheel.exceptions import FlywheelError
@@ -48,18 +48,17 @@ class TrainerService:
         consumer = Consumer(consumer_config(
             self.bootstrap, self.group, self.session_timeout_ms,
             # earliest: a signal or request produced while the group is still joining is not skipped; a
-            # replayed signal is harmless and requests older than request_max_age_s are ignored
-            **{"enable.auto.commit": True, "enable.auto.offset.store": True, "auto.offset.reset": "earliest",
-               "max.poll.interval.ms": 1_800_000}))
+            # replayed signal is harmless, a replayed request is recognised by its id, and requests
+            # older than request_max_age_s are ignored. Offsets are stored only after handling.
+            **{"enable.auto.commit": True, "auto.offset.reset": "earliest", "max.poll.interval.ms": 1_800_000}))
         consumer.subscribe(self.topics)
-        self._reconcile_announcements()
         interval = self.config.policy.reconcile_interval_s
         next_check = 0.0  # reconcile at start
         next_cron = self.cron.next_after(self.clock()) if self.cron else None
+        pending: list[RetrainRequest] = []  # requests that found the lock held: retried until they expire
         try:
             while not stop.is_set():
                 wake: Trigger | None = None
-                requests: list[RetrainRequest] = []
                 try:
                     messages = consumer.consume(num_messages=500, timeout=0.5)
                 except KafkaException as exc:
@@ -71,44 +70,69 @@ class TrainerService:
                         continue
                     kind = self._classify(msg.topic() or "", msg.value() or b"")
                     if isinstance(kind, RetrainRequest):
-                        requests.append(kind)
+                        pending.append(kind)
                     elif kind is not None:
                         wake = "signal"
                 if next_cron is not None and self.clock() >= next_cron:
                     assert self.cron is not None
-                    requests.append(RetrainRequest(ts=self.clock(), model=self.trainer.model_name, mode="full",
-                                                   trigger="schedule", reason=f"cron {self.cron.expression}"))
+                    pending.append(RetrainRequest(ts=self.clock(), model=self.trainer.model_name, mode="full",
+                                                  trigger="schedule", reason=f"cron {self.cron.expression}"))
                     next_cron = self.cron.next_after(self.clock())
                 if time.monotonic() >= next_check:
                     wake = wake or "reconcile"
-                for request in requests:
-                    age = (self.clock() - request.ts).total_seconds()
-                    if request.model != self.trainer.model_name:
-                        continue
-                    if age > self.config.policy.request_max_age_s:
-                        log.info("ignoring a %s retrain request from %.0f s ago", request.trigger, age)
-                        continue
-                    self._train(request.trigger, request.mode)
+                    self._reconcile_announcements()
+                    next_check = time.monotonic() + interval
+                pending = [r for r in pending if not self._handle(r)]
                 if wake is not None:
                     self._train(wake, None)
-                    next_check = time.monotonic() + interval
+                if messages:
+                    self._store(consumer, messages)
+                if pending:
+                    stop.wait(1.0)
         finally:
             consumer.close()
+
+    def _handle(self, request: RetrainRequest) -> bool:
+        """True when the request is done with (trained, skipped, failed, stale or not ours)."""
+        age = (self.clock() - request.ts).total_seconds()
+        if request.model != self.trainer.model_name:
+            return True
+        if age > self.config.policy.request_max_age_s:
+            log.info("ignoring a %s retrain request from %.0f s ago", request.trigger, age)
+            return True
+        result = self._train(request.trigger, request.mode, request.request_id)
+        return result is None or result.status != "busy"
+
+    @staticmethod
+    def _store(consumer: Consumer, messages: list[Message]) -> None:
+        try:
+            for msg in messages:
+                if not msg.error():
+                    consumer.store_offsets(message=msg)
+        except KafkaException as exc:  # a rebalance took the partition: its new owner re-reads it
+            log.info("offsets not stored: %s", exc)
 
     def _reconcile_announcements(self) -> None:
         try:
             announced = fold(read_model_events(self.bootstrap, self.trainer.announcer.topic))
             self.trainer.reconcile_announcements(announced)
-        except FlywheelError as exc:  # the next start retries; training does not depend on it
+        except FlywheelError as exc:  # the next reconcile retries; training does not depend on it
             log.warning("could not reconcile the models topic with the registry: %s", exc)
 
-    def _train(self, trigger: Trigger, requested: Mode | None) -> None:
-        result = self.trainer.maybe_train(trigger, requested=requested)
+    def _train(self, trigger: Trigger, requested: Mode | None, request_id: str | None = None) -> RunResult | None:
+        """One training attempt. An error outside a run (database or registry unreachable) is logged and
+        the loop goes on: the trainer never takes the platform down with it."""
+        try:
+            result = self.trainer.maybe_train(trigger, requested=requested, request_id=request_id)
+        except Exception:
+            log.exception("training attempt (%s) failed before a run started; retrying on the next wake-up", trigger)
+            return None
         self.results.append(result)
         if result.status not in ("skipped", "busy"):
             log.info("training %s (%s): %s", result.status, trigger, result.reason)
         if self.on_result is not None:
             self.on_result(result)
+        return result
 
     def _classify(self, topic: str, value: bytes) -> RetrainRequest | Landed | Curated | None:
         """A signal, a request, or None for a record that is neither (logged, skipped: never fatal)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from flywheel import db
 from flywheel.lifecycle import Lifecycle, lifecycle
 from flywheel.settings import FlywheelSettings
-from registry import NoPrevious
+from registry import Lineage, NoPrevious
 from schemas import Landed, RetrainRequest
 from streams.kafka import CheckedProducer, admin, create_topics, producer_config
 from trainer.announce import fold, now, read_model_events
@@ -184,3 +185,76 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 120.0) -> No
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+def test_canary_mode_makes_the_candidate_challenger_and_announces_a_canary(
+        settings: FlywheelSettings, db_url: str) -> None:
+    config = TrainerConfig(policy=PolicyConfig(full_threshold=1500), promotion=PromotionConfig(canary_traffic=0.25))
+    with lifecycle(settings, settings.kafka_bootstrap or "", db_url, config) as lc:
+        first = lc.trainer.bootstrap(rows("vader_movies")[:400], source="m.csv", kind="tfidf-logreg")
+        assert first.status == "promoted", first.reason
+        land_feedback(db_url, rows("vader_movies")[400:6400])
+        result = lc.trainer.maybe_train("signal")
+        assert result.status == "canary", result.reason
+        assert result.event is not None and result.event.action == "canary" and result.event.traffic == 0.25
+        assert lc.registry.get("challenger").semver == "1.1.0" and lc.registry.champion().semver == "1.0.0"
+        state = fold(read_model_events(settings.kafka_bootstrap or "", settings.topics.models))["sentiment"]
+        assert state.canary is not None and state.canary.semver == "1.1.0" and state.canary_traffic == 0.25
+        assert state.champion is not None and state.champion.semver == "1.0.0"
+        event = lc.promote("challenger", "canary won")
+        assert event.action == "promote" and event.semver == "1.1.0" and event.previous_version == "1"
+        assert "challenger" not in lc.registry.aliases()
+
+
+def test_a_run_left_running_by_a_crash_is_settled_by_the_next_lock_holder(
+        lc: Lifecycle, champion: RunResult, db_url: str, tmp_path: Path) -> None:
+    # a crashed trainer's run: its row stayed 'running' and it registered a version it never finished
+    crashed = uuid.uuid4()
+    with db.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO training_runs (run_id, model_name, trigger, mode, status, watermark, sample_count, "
+                     "data_hash) VALUES (%s, 'sentiment', 'signal', 'incremental', 'running', 5, 5, '')", (crashed,))
+    model = lc.registry.load("champion")
+    model.save(tmp_path / "half")
+    half = lc.registry.register(tmp_path / "half", mode="incremental", metrics={},
+                                lineage=Lineage(data_hash="x", watermark=5, sample_count=5,
+                                                training_run_id=str(crashed)))
+    assert [v.version for v in lc.registry.versions()] == ["1", half.version]
+    result = lc.trainer.maybe_train("reconcile")
+    assert result.status == "skipped"
+    assert [v.version for v in lc.registry.versions()] == ["1"]  # no half-registered model is left
+    with db.connect(db_url) as conn:
+        row = conn.execute("SELECT status FROM training_runs WHERE run_id = %s", (crashed,)).fetchone()
+    assert row is not None and row[0] == "abandoned"
+
+
+def test_reconcile_re_announces_what_the_registry_has_and_the_topic_lacks(
+        lc: Lifecycle, champion: RunResult, settings: FlywheelSettings, tmp_path: Path) -> None:
+    bootstrap, topic = settings.kafka_bootstrap or "", settings.topics.models
+    model = lc.registry.load("champion")
+    model.save(tmp_path / "m")
+    second = lc.registry.register(tmp_path / "m", mode="full", metrics={},
+                                  lineage=Lineage(data_hash="y", watermark=0, sample_count=0))
+    lc.registry.promote(second.version, "an alias move whose event was lost")  # as if the trainer died here
+    sent = lc.trainer.reconcile_announcements(fold(read_model_events(bootstrap, topic)))
+    assert [(e.action, e.version) for e in sent] == [("promote", second.version)]
+    assert lc.trainer.reconcile_announcements(fold(read_model_events(bootstrap, topic))) == []
+    assert fold(read_model_events(bootstrap, topic))["sentiment"].champion.version == second.version  # type: ignore[union-attr]
+
+
+def test_a_request_trains_at_most_once_and_repeated_failures_back_off(
+        lc: Lifecycle, champion: RunResult, db_url: str) -> None:
+    land_feedback(db_url, rows("vader_movies")[400:500])
+    first = lc.trainer.maybe_train("admin", requested="incremental", request_id="req-1")
+    assert first.status in ("promoted", "refused"), first.reason
+    again = lc.trainer.maybe_train("admin", requested="incremental", request_id="req-1")
+    assert again.status == "skipped" and "req-1 already handled" in again.reason
+    # a champion whose artifact is broken fails every run on this snapshot: after 3, the trainer waits
+    info = lc.registry.champion()
+    assert info is not None
+    artifact = lc.registry.fetch(info.version)
+    for path in artifact.iterdir():
+        if path.suffix == ".npz":
+            path.write_bytes(b"broken")
+    land_feedback(db_url, rows("vader_movies")[500:800])
+    statuses = [lc.trainer.maybe_train("signal").status for _ in range(4)]
+    assert statuses == ["failed", "failed", "failed", "skipped"], statuses

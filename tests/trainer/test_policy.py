@@ -75,3 +75,20 @@ def test_config_file(tmp_path: Path) -> None:
     path.write_text("policy:\n  full_cron: 'every day'\n")
     with pytest.raises(TrainerError, match="cron"):
         load_trainer_config(path)
+
+
+def test_full_threshold_counts_since_the_last_full_run_not_the_last_incremental() -> None:
+    # incremental runs every 200 samples reset new_since_attempt; the full threshold still comes round
+    decision = decide(POLICY, trigger="signal", new_since_attempt=200, new_since_full=2000, new_since_champion=200,
+                      has_champion=True)
+    assert decision.mode == "full" and "since the last full run" in decision.reason
+    assert decide(POLICY, trigger="signal", new_since_attempt=200, new_since_full=1999, new_since_champion=200,
+                  has_champion=True).mode == "incremental"
+
+
+def test_drift_requests_follow_the_policy_unless_they_name_a_mode() -> None:
+    incremental = PolicyConfig(drift_action="incremental")
+    assert decide(incremental, trigger="drift", new_since_attempt=0, new_since_champion=3, has_champion=True).mode \
+        == "incremental"
+    assert decide(incremental, trigger="drift", new_since_attempt=0, new_since_champion=3, has_champion=True,
+                  requested="full").mode == "full"

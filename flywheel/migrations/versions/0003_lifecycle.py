@@ -68,6 +68,7 @@ def upgrade() -> None:
             run_id        uuid NOT NULL UNIQUE,
             model_name    text NOT NULL,
             trigger       text NOT NULL,
+            request_id    text,
             mode          text NOT NULL CHECK (mode IN ('bootstrap', 'incremental', 'full')),
             status        text NOT NULL CHECK (status IN ('running', 'promoted', 'canary', 'refused', 'failed',
                                                            'abandoned')),
@@ -86,6 +87,8 @@ def upgrade() -> None:
             duration_s    double precision
         );
         CREATE INDEX training_runs_watermark ON training_runs (model_name, watermark);
+        -- a retrain request (by its id) starts at most one run, however often it is replayed
+        CREATE UNIQUE INDEX training_runs_request ON training_runs (request_id) WHERE request_id IS NOT NULL;
         """
     )
 
