@@ -25,7 +25,7 @@ def test_an_empty_configuration_is_the_documented_defaults() -> None:
     assert config == GatesConfig()
     assert config.evaluation.metric_weights == {"accuracy": 0.4, "macro_f1": 0.4, "calibration": 0.2}
     assert config.evaluation.min_improvement == 0.005 and config.evaluation.alpha == 0.05
-    assert config.behaviour.min_pass_rate == {"invariance": 0.9, "directional": 0.65, "mft": 0.65}
+    assert config.behaviour.min_pass_rate == {"invariance": 0.9, "directional": 0.5, "mft": 0.5}
     assert config.quality.max_text_length == 5000
 
 
