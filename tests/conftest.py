@@ -7,6 +7,7 @@ every test that asks for ``settings`` gets its own topic prefix (hence its own t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -82,15 +83,22 @@ def template_db(pg_admin_url: str) -> Iterator[str]:
         _admin_exec(pg_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@contextlib.contextmanager
+def _clone(admin_url: str, template: str, prefix: str) -> Iterator[str]:
+    """A new database copied from ``template`` for one test, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    _admin_exec(admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(template)))
+    try:
+        yield _with_dbname(admin_url, name)
+    finally:
+        _admin_exec(admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
-    name = f"flywheel_t_{uuid.uuid4().hex[:12]}"
-    _admin_exec(pg_admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-        sql.Identifier(name), sql.Identifier(template_db)))
-    try:
-        yield _with_dbname(pg_admin_url, name)
-    finally:
-        _admin_exec(pg_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with _clone(pg_admin_url, template_db, "flywheel_t") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -114,13 +122,8 @@ def mlflow_template(pg_admin_url: str, template_db: str, tmp_path_factory: pytes
 @pytest.fixture
 def registry_db_url(pg_admin_url: str, mlflow_template: str) -> Iterator[str]:
     """A fresh database (platform tables + MLflow's tables in schema ``mlflow``) for this test."""
-    name = f"flywheel_rt_{uuid.uuid4().hex[:12]}"
-    _admin_exec(pg_admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-        sql.Identifier(name), sql.Identifier(mlflow_template)))
-    try:
-        yield _with_dbname(pg_admin_url, name)
-    finally:
-        _admin_exec(pg_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with _clone(pg_admin_url, mlflow_template, "flywheel_rt") as url:
+        yield url
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from flywheel import db
 from flywheel.exceptions import FlywheelError
-from registry import CHALLENGER, CHAMPION, Lineage, ModelRegistry, ModelVersionInfo, RunHandle
+from registry import CHALLENGER, CHAMPION, PREVIOUS, Lineage, ModelRegistry, ModelVersionInfo, RunHandle
 from schemas import ModelEvent
 from trainer.announce import ModelAnnouncer, ModelState, model_event
 from trainer.base import ModelKind
@@ -161,7 +161,7 @@ class Trainer:
                                 request_id=request_id)
             log.info("run %s: %s (%s)", run_id, decision.reason, trigger)
             try:
-                return self._run(runs, store, run_id, decision, snapshot, champion, kinds)
+                return self._run(runs, store, run_id, decision, snapshot, champion, kinds, trigger=trigger)
             except Exception as exc:
                 # one failed run must not stop the trainer: recorded, logged, and the next signal retries
                 reason = f"{type(exc).__name__}: {exc}"
@@ -197,7 +197,8 @@ class Trainer:
             decision = Decision("bootstrap", f"bootstrap from {source} ({len(frame)} train / {len(holdout)} holdout)")
             try:
                 started = time.perf_counter()
-                result = self._run(runs, store, run_id, decision, snapshot, champion, [kind], frame=frame,
+                result = self._run(runs, store, run_id, decision, snapshot, champion, [kind], trigger="bootstrap",
+                                   frame=frame,
                                    holdout=holdout)
                 self._observe(result, "bootstrap", time.perf_counter() - started)
                 return result
@@ -209,13 +210,16 @@ class Trainer:
 
     def evaluate(self, ref: str | None = None) -> list[Verdict]:
         """The evaluation and behavioural verdicts of ``ref`` (default: the challenger, else the champion)
-        against the champion, on the current holdout. Changes nothing."""
+        against the champion (the champion against ``previous``), on the current holdout. Changes nothing."""
         champion = self.champion()
         if ref is None:
             ref = CHALLENGER if CHALLENGER in self.registry.aliases() else CHAMPION
         info = self.registry.get(ref)
         model = self.registry.load(info.version)
-        baseline = self.registry.load(champion.version) if champion and champion.version != info.version else None
+        against = champion if champion and champion.version != info.version else None
+        if against is None and PREVIOUS in self.registry.aliases():  # the champion itself: against its predecessor
+            against = self.registry.get(PREVIOUS)
+        baseline = self.registry.load(against.version) if against is not None else None
         with db.connect(self.db_url, autocommit=True) as conn:
             frame = SampleStore(conn, self.config.policy.holdout_percent).holdout(self.config.policy.holdout_recent)
         holdout = Holdout(frame.texts, frame.labels, [s or "" for s in frame.slices])
@@ -286,7 +290,8 @@ class Trainer:
 
     # -- one run -----------------------------------------------------------------------------------
     def _run(self, runs: RunLog, store: SampleStore, run_id: uuid.UUID, decision: Decision, snapshot: Snapshot,
-             champion: ModelVersionInfo | None, kinds: Sequence[str] | None, *, frame: Frame | None = None,
+             champion: ModelVersionInfo | None, kinds: Sequence[str] | None, *, trigger: str,
+             frame: Frame | None = None,
              holdout: Frame | None = None) -> RunResult:
         assert decision.mode is not None
         mode = decision.mode
@@ -299,9 +304,13 @@ class Trainer:
         data_hash = frame.digest()
         workdir = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self._scratch()))
         try:
-            with self.registry.run(f"{mode}-{run_id}", tags={"flywheel_run_id": str(run_id), "mode": mode}) as ml:
-                ml.log_params({"mode": mode, "watermark": snapshot.watermark, "sample_count": snapshot.count,
+            run_tags = {"flywheel_run_id": str(run_id), "mode": mode, "trigger": trigger}
+            with self.registry.run(f"{mode}-{run_id}", tags=run_tags) as ml:
+                started = time.perf_counter()
+                ml.log_params({"mode": mode, "trigger": trigger, "watermark": snapshot.watermark,
+                               "sample_count": snapshot.count,
                                "train_rows": len(frame), "holdout_rows": len(holdout), "data_hash": data_hash,
+                               "sample_ids": _id_range(frame),
                                "parent_version": champion.version if champion else "", "reason": decision.reason})
                 quality = self.quality.check(GateInput(training=_training_table(frame), label_set=self.labels,
                                                        out_dir=workdir))
@@ -318,6 +327,9 @@ class Trainer:
                     for v in c.verdicts:
                         _log_verdict(ml, v, prefix=f"{c.kind}.")
                 summaries = [c.summary() for c in candidates]
+                ml.log_params({f"{c.kind}.{k}": v for c in candidates for k, v in sorted(c.model.params.items())})
+                ml.log_metrics({f"{c.kind}.{k}": v for c in candidates for k, v in c.metrics().items()})
+                ml.log_metrics({"duration_s": time.perf_counter() - started})
                 passing = sorted((c for c in candidates if c.passed), key=lambda c: c.score, reverse=True)
                 if not passing:
                     reason = "; ".join(f"{c.kind}: {next(v for v in c.verdicts if not v.passed).gate} — "
@@ -440,6 +452,12 @@ def _throwaway_embeddings(model: ModelKind) -> Iterator[None]:
         model.use(shared)
 
 
+def _id_range(frame: Frame) -> str:
+    """First..last feedback sample id trained on (corpus rows have negative ids and are not samples)."""
+    known = [i for i in frame.ids if i > 0]
+    return f"{min(known)}..{max(known)}" if known else "none"
+
+
 def _training_table(frame: Frame) -> pd.DataFrame:
     return pd.DataFrame({"text": frame.texts, "label": frame.labels, "weight": frame.weights,
                          "domain": frame.slices})
@@ -451,6 +469,8 @@ def _log_verdict(ml: RunHandle, verdict: Verdict, prefix: str = "") -> None:
     ml.log_metrics({f"gate.{name}.passed": 1.0 if verdict.passed else 0.0})
     ml.set_tags({f"gate.{name}": ("passed: " if verdict.passed else "failed: ") + verdict.reason[:4000]})
     ml.log_text(json.dumps(verdict.to_dict(), indent=2, sort_keys=True, default=str), f"gates/{name}.json")
-    for path in verdict.artifacts.values():
-        if path.is_file():
+    for key, path in verdict.artifacts.items():
+        if key == "data_docs" and path.is_file():  # a static site: index.html and its assets beside it
+            ml.log_artifacts(path.parent, f"gates/{name}/data_docs")
+        elif path.is_file():
             ml.log_artifact(path, f"gates/{name}")

@@ -3,6 +3,7 @@ or Ctrl-C stop every child cleanly, and even a kill -9 of `up` leaves no broker 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -15,8 +16,16 @@ from pathlib import Path
 import psutil
 import pytest
 
+from flywheel import db
+from flywheel.exceptions import FlywheelError
+from flywheel.settings import Topics
 from flywheel.stack import free_port, pid_alive
+from schemas import FeedbackEvent, PredictionEvent
+from streams.producer import EventProducer
 from tests.streams.helpers import wait_until
+from trainer.announce import now, read_model_events
+
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def _up(tmp_path: Path, **env_extra: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -93,3 +102,50 @@ def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path, db_url: str) 
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_up_runs_the_feedback_loop_from_bootstrap_to_a_gated_retrain(tmp_path: Path, registry_db_url: str) -> None:
+    """The README's main command: the first champion comes from the bootstrap corpus and is announced;
+    feedback sent to Kafka lands, crosses the threshold and the trainer runs the gates on a candidate."""
+    corpus = DATA / "vader_movies.csv"  # what ./scripts/up uses
+    config = tmp_path / "trainer.yaml"
+    config.write_text("policy:\n  incremental_threshold: 40\n  reconcile_interval_s: 2\npromotion:\n  mode: direct\n")
+    proc, state = _up(tmp_path, FLYWHEEL_DATABASE_URL=registry_db_url, FLYWHEEL_BOOTSTRAP_DATA=str(corpus),
+                      FLYWHEEL_TRAINER_CONFIG=str(config), FLYWHEEL_TOPIC_PREFIX="loop")
+    try:
+        bootstrap = json.loads(state.read_text())["bootstrap"]
+        models = Topics("loop").models
+        wait_until(lambda: _events(bootstrap, models) == [("promote", "1.0.0")], timeout=180,
+                   what="the bootstrapped champion's promote event")
+        with EventProducer(bootstrap, Topics("loop")) as producer:
+            for i, row in enumerate(picked_rows(DATA / "vader_tweets.csv", 80)):
+                producer.send(PredictionEvent(ts=now(), prediction_id=f"p{i}", model="sentiment", model_version="1",
+                                              text=row["text"], label="neutral", latency_ms=1.0,
+                                              probabilities={"negative": 0.3, "neutral": 0.4, "positive": 0.3}))
+                producer.send(FeedbackEvent(ts=now(), feedback_id=f"f{i}", prediction_id=f"p{i}", label=row["label3"]))
+        wait_until(lambda: _final_runs(registry_db_url) >= 1, timeout=180, what="a gated incremental run")
+        with db.connect(registry_db_url) as conn:
+            row = conn.execute("SELECT status, reason FROM training_runs WHERE mode = 'incremental'").fetchone()
+        assert row is not None and row[0] in ("promoted", "refused"), row
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0, (tmp_path / "up.log").read_text()[-3000:]
+
+
+def picked_rows(path: Path, n: int) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))[::7][:n]
+
+
+def _events(bootstrap: str, topic: str) -> list[tuple[str, str]]:
+    try:
+        return [(e.action, e.semver) for e in read_model_events(bootstrap, topic, timeout=5)]
+    except FlywheelError:
+        return []
+
+
+def _final_runs(url: str) -> int:
+    with db.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM training_runs WHERE mode = 'incremental' "
+                           "AND status IN ('promoted', 'refused', 'canary')").fetchone()
+    return int(row[0]) if row else 0

@@ -4,6 +4,7 @@ better one, rollback, and the events serving pods fold."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -116,6 +117,11 @@ def test_a_model_trained_on_flipped_labels_is_refused_with_the_reason_recorded(
     assert row[2][0]["verdicts"][0]["gate"] == "evaluation" and not row[2][0]["verdicts"][0]["passed"]
     assert [v.semver for v in lc.registry.versions()] == ["1.0.0"]
     assert events(lc) == ["promote:1.0.0"]
+    # the refused run is in MLflow too: its verdicts, the GE validation result and data docs
+    root = lc.settings.data_dir / "mlartifacts"
+    verdicts = [json.loads(p.read_text()) for p in root.rglob("gates/tfidf-logreg.evaluation.json")]
+    assert [v["passed"] for v in verdicts].count(False) == 1  # the bootstrap's passed, this run's did not
+    assert list(root.rglob("gates/quality/data_docs/index.html")) and list(root.rglob("gates/quality/validation.json"))
 
 
 def test_a_better_model_is_promoted_and_rollback_restores_the_previous(
