@@ -79,6 +79,7 @@ class Candidate:
 
     def summary(self) -> dict[str, Any]:
         return {"kind": self.kind, "train_seconds": round(self.train_seconds, 3), "passed": self.passed,
+                "score": self.score,
                 "verdicts": [{"gate": v.gate, "passed": v.passed, "reason": v.reason} for v in self.verdicts]}
 
 

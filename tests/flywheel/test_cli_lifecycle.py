@@ -47,6 +47,8 @@ def test_bootstrap_models_evaluate_and_rollback_from_the_command_line(
 
     listed = _run("models", "list", env=env)
     assert listed.returncode == 0 and "1.0.0" in listed.stdout and "champion" in listed.stdout
+    shown = _run("models", "show", "champion", env=env)
+    assert shown.returncode == 0 and "tag sha256" in shown.stdout and "tag data_hash" in shown.stdout, shown.stdout
 
     evaluated = _run("evaluate", env=env)
     assert evaluated.returncode == 0, evaluated.stderr

@@ -21,7 +21,10 @@ from schemas import Landed, RetrainRequest
 from streams.kafka import CheckedProducer, admin, create_topics, producer_config
 from trainer.announce import fold, now, read_model_events
 from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
+from trainer.embeddings import Embedder, MemoryEmbeddingCache
+from trainer.encoder import HashingEncoder
 from trainer.exceptions import TrainerError
+from trainer.minilm import set_default_embedder
 from trainer.pipeline import RunResult
 from trainer.service import TrainerService
 
@@ -264,3 +267,28 @@ def test_a_request_trains_at_most_once_and_repeated_failures_back_off(
     land_feedback(db_url, rows("vader_movies")[500:800])
     statuses = [lc.trainer.maybe_train("signal").status for _ in range(4)]
     assert statuses == ["failed", "failed", "failed", "skipped"], statuses
+
+
+def test_a_full_run_trains_every_configured_kind_and_the_gates_choose(
+        settings: FlywheelSettings, db_url: str) -> None:
+    # the MiniLM encoder is swapped for the shipped hashing fake: this test is about choosing among
+    # candidates (the real encoder is covered by the conformance suite and the loop benchmark)
+    config = TrainerConfig(policy=PolicyConfig(full_threshold=1500, kinds=("tfidf-logreg", "minilm-head")),
+                           promotion=PromotionConfig(mode="direct"))
+    with lifecycle(settings, settings.kafka_bootstrap or "", db_url, config) as lc:
+        previous = set_default_embedder(Embedder(HashingEncoder(), MemoryEmbeddingCache()))
+        try:
+            assert lc.trainer.bootstrap(rows("vader_movies")[:400], source="m.csv", kind="tfidf-logreg").event
+            land_feedback(db_url, rows("vader_movies")[400:6400])
+            result = lc.trainer.maybe_train("signal")
+        finally:
+            set_default_embedder(previous)
+    assert result.mode == "full" and {c["kind"] for c in result.candidates} == {"tfidf-logreg", "minilm-head"}
+    with db.connect(db_url) as conn:
+        row = conn.execute("SELECT candidates FROM training_runs WHERE mode = 'full'").fetchone()
+    assert row is not None and len(row[0]) == 2 and all(c["verdicts"] for c in row[0])
+    assert result.status == "promoted", result.reason
+    best = max((c for c in result.candidates if c["passed"]), key=lambda c: c["score"])
+    assert result.version is not None and result.version.kind == best["kind"]
+    # a new kind is a major version; the same kind retrained in full a minor one
+    assert result.version.semver == ("2.0.0" if best["kind"] == "minilm-head" else "1.1.0")
