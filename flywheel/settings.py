@@ -70,6 +70,8 @@ class FlywheelSettings(BaseSettings):
     trainer_config: Path | None = Field(
         default=None, description="YAML with the training policy and gates; unset = built-in defaults.")
 
+    serving_port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of `flywheel serve`.")
+
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 = do not serve /metrics.")
     metrics_host: str = Field(default="127.0.0.1", description="Address /metrics binds to; 0.0.0.0 in containers.")
     schema_registry_port: int = Field(default=8081, ge=0, le=65535)
