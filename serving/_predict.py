@@ -1,0 +1,102 @@
+"""The prediction path behind the routes: route each item, run each model once per request on its
+items, publish the events; the shadow runs later, on a copy, and only publishes."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from flywheel.settings import FlywheelSettings
+from schemas.events import PredictionEvent, Variant
+from serving.exceptions import InvalidInput
+from serving.metrics import ServingMetrics
+from serving.models import PredictCreate, PredictionPublic
+from serving.publisher import PredictionPublisher
+from serving.router import route
+from serving.runtime import Deployment, LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scored:
+    label: str
+    probabilities: dict[str, float]
+    latency_ms: float
+
+
+def check_text(text: str, settings: FlywheelSettings, where: str = "text") -> None:
+    if not text.strip():
+        raise InvalidInput(f"{where}: must not be empty")
+    if len(text) > settings.max_text_chars:
+        raise InvalidInput(f"{where}: {len(text)} characters, more than max_text_chars={settings.max_text_chars}")
+
+
+def score(model: LoadedModel, texts: Sequence[str]) -> list[Scored]:
+    started = time.perf_counter()
+    proba = model.predict_proba(texts)
+    per_item = (time.perf_counter() - started) * 1000 / max(1, len(texts))
+    labels = model.model.labels
+    return [Scored(labels[int(row.argmax())], {lab: float(p) for lab, p in zip(labels, row, strict=True)}, per_item)
+            for row in proba]
+
+
+def predict(items: Sequence[PredictCreate], deployment: Deployment, settings: FlywheelSettings,
+            publisher: PredictionPublisher, metrics: ServingMetrics) -> list[PredictionPublic]:
+    ids = [uuid.uuid4().hex for _ in items]
+    routes = [route(deployment, item.user_id, pid) for item, pid in zip(items, ids, strict=True)]
+    scored: dict[int, Scored] = {}
+    for version in {r.model.version for r in routes}:
+        idx = [i for i, r in enumerate(routes) if r.model.version == version]
+        for i, result in zip(idx, score(routes[idx[0]].model, [items[i].text for i in idx]), strict=True):
+            scored[i] = result
+    out = []
+    for i, (item, pid, r) in enumerate(zip(items, ids, routes, strict=True)):
+        s = scored[i]
+        metrics.predictions.labels(r.variant, r.model.version).inc()
+        publish(publisher, metrics, settings, pid, item, r.model, r.variant, s)
+        out.append(PredictionPublic(prediction_id=pid, label=s.label, probabilities=s.probabilities,
+                                    model=settings.model_name, version=r.model.version,
+                                    semver=r.model.served.semver, variant=r.variant))
+    return out
+
+
+def shadow_job(items: Sequence[PredictCreate], results: Sequence[PredictionPublic], deployment: Deployment,
+               settings: FlywheelSettings, publisher: PredictionPublisher,
+               metrics: ServingMetrics) -> Callable[[], None] | None:
+    """What to run after the response: the shadow on copies of the items (its event's prediction id is
+    ``<served prediction id>-shadow``, so it never collides with the served one)."""
+    shadow = deployment.shadow
+    if shadow is None:
+        return None
+    copies = [item.model_copy() for item in items]
+    ids = [f"{r.prediction_id}-shadow" for r in results]
+
+    def run() -> None:
+        try:
+            for item, pid, s in zip(copies, ids, score(shadow, [c.text for c in copies]), strict=True):
+                metrics.predictions.labels("shadow", shadow.version).inc()
+                publish(publisher, metrics, settings, pid, item, shadow, "shadow", s)
+        except Exception:  # a shadow failure must never surface anywhere but the log
+            log.exception("shadow %s failed", shadow.version)
+
+    return run
+
+
+def publish(publisher: PredictionPublisher, metrics: ServingMetrics, settings: FlywheelSettings, pid: str,
+            item: PredictCreate, model: LoadedModel, variant: Variant, s: Scored) -> None:
+    try:
+        event = PredictionEvent(ts=datetime.now(UTC), prediction_id=pid, model=settings.model_name,
+                                model_version=model.version, variant=variant, text=item.text, label=s.label,
+                                probabilities=s.probabilities, latency_ms=s.latency_ms, user_id=item.user_id)
+    except ValidationError as exc:
+        metrics.events_dropped.labels("invalid_event").inc()
+        log.warning("prediction %s not publishable: %s", pid, exc)
+        return
+    publisher.publish(event)

@@ -1,0 +1,201 @@
+"""The serving API: ``create_app(settings)`` builds it, ``serve(settings, stop_event)`` runs it.
+
+Routes stay thin: validation, one call into :mod:`serving._predict` / the runtime / the producers, and a
+``*Public`` body. Every error leaves as ``{error, detail}`` JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import uvicorn
+from fastapi import BackgroundTasks, FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from flywheel.exceptions import ConfigError
+from flywheel.lifecycle import open_model_registry
+from flywheel.settings import FlywheelSettings
+from registry import ModelRegistry
+from schemas.exceptions import InvalidEvent
+from serving import _predict
+from serving.deps import FeedbackDep, MetricsDep, PublisherDep, RegistryDep, RuntimeDep, SettingsDep
+from serving.exceptions import InvalidInput, NotReady, QueueFull, ServingError
+from serving.metrics import ServingMetrics
+from serving.models import (
+    BatchCreate,
+    BatchPublic,
+    ErrorPublic,
+    FeedbackCreate,
+    FeedbackPublic,
+    ModelsPublic,
+    PredictCreate,
+    PredictionPublic,
+    StatusPublic,
+)
+from serving.publisher import FeedbackPublisher, PredictionPublisher
+from serving.services import Services
+from serving.views import models_public
+from streams.exceptions import StreamError
+
+log = logging.getLogger(__name__)
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorPublic} for code in (422, 503)}
+ROUTES = frozenset({"/predict", "/predict/batch", "/feedback", "/models", "/health", "/ready", "/metrics"})
+
+
+def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = None,
+               publisher: PredictionPublisher | None = None, feedback: FeedbackPublisher | None = None,
+               metrics: ServingMetrics | None = None, bootstrap: str | None = None, database_url: str | None = None,
+               watch: bool = True) -> FastAPI:
+    """The app; nothing connects until its lifespan starts (registry, producers, the models watcher).
+    Collaborators not given are built from settings: ``bootstrap`` defaults to ``settings.kafka_bootstrap``
+    and the registry to the platform's (``database_url`` or ``settings.database_url``)."""
+    metrics = metrics or ServingMetrics()
+    kafka = bootstrap or settings.kafka_bootstrap
+    if kafka is None:
+        raise ConfigError("serving needs a Kafka bootstrap (FLYWHEEL_KAFKA_BOOTSTRAP or bootstrap=)")
+
+    def open_services() -> Services:
+        found = registry
+        if found is None:
+            url = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
+            if url is None:
+                raise ConfigError("serving needs the registry: FLYWHEEL_DATABASE_URL or FLYWHEEL_REGISTRY_URI")
+            found = open_model_registry(settings, url)
+        return Services.build(settings, metrics, kafka, found, publisher, feedback, watch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await run_in_threadpool(open_services)
+        services.start()
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await run_in_threadpool(services.close)
+
+    app = FastAPI(title="Flywheel serving", version="1", lifespan=lifespan)
+    app.state.settings, app.state.metrics = settings, metrics
+    _install_handlers(app, metrics)
+    _install_routes(app)
+    return app
+
+
+def _install_routes(app: FastAPI) -> None:
+    @app.post("/predict", response_model=PredictionPublic, responses=ERRORS)
+    def predict(body: PredictCreate, request: Request, background: BackgroundTasks, settings: SettingsDep,
+                runtime: RuntimeDep, publisher: PublisherDep, metrics: MetricsDep) -> PredictionPublic:
+        _predict.check_text(body.text, settings)
+        deployment = runtime.deployment  # read once: this request sees one deployment
+        [result] = _predict.predict([body], deployment, settings, publisher, metrics)
+        request.state.variant = result.variant
+        job = _predict.shadow_job([body], [result], deployment, settings, publisher, metrics)
+        if job is not None:
+            background.add_task(job)
+        return result
+
+    @app.post("/predict/batch", response_model=BatchPublic, responses=ERRORS)
+    def predict_batch(body: BatchCreate, background: BackgroundTasks, settings: SettingsDep,
+                      runtime: RuntimeDep, publisher: PublisherDep, metrics: MetricsDep) -> BatchPublic:
+        for i, item in enumerate(body.items):
+            _predict.check_text(item.text, settings, f"items.{i}.text")
+        deployment = runtime.deployment
+        results = _predict.predict(body.items, deployment, settings, publisher, metrics)
+        job = _predict.shadow_job(body.items, results, deployment, settings, publisher, metrics)
+        if job is not None:
+            background.add_task(job)
+        return BatchPublic(predictions=results)
+
+    @app.post("/feedback", status_code=202, response_model=FeedbackPublic, responses=ERRORS)
+    def post_feedback(body: FeedbackCreate, settings: SettingsDep, producer: FeedbackDep,
+                      metrics: MetricsDep) -> FeedbackPublic:
+        if body.label is not None and body.label not in settings.labels:
+            raise InvalidInput(f"label: {body.label!r} is not one of {list(settings.labels)}")
+        try:
+            event = producer.feedback(body.prediction_id, label=body.label, thumbs=body.thumbs,
+                                      user_id=body.user_id, source="serving")
+        except InvalidEvent as exc:
+            raise InvalidInput(str(exc)) from exc
+        except ServingError:
+            metrics.feedback.labels("refused").inc()
+            raise
+        metrics.feedback.labels("accepted").inc()
+        return FeedbackPublic(feedback_id=event.feedback_id)
+
+    @app.get("/models", response_model=ModelsPublic)
+    def models(settings: SettingsDep, runtime: RuntimeDep, registry: RegistryDep) -> ModelsPublic:
+        return models_public(settings.model_name, registry, runtime)
+
+    @app.get("/health", response_model=StatusPublic)
+    async def health() -> StatusPublic:
+        return StatusPublic(status="alive")
+
+    @app.get("/ready", response_model=StatusPublic, responses=ERRORS)
+    async def ready(runtime: RuntimeDep) -> StatusPublic:
+        if not runtime.deployment.ready:
+            raise NotReady("no champion model is loaded yet")
+        return StatusPublic(status="ready")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_text(metrics: MetricsDep) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _install_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
+    def error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+    @app.exception_handler(ServingError)
+    async def serving_error(_request: Request, exc: ServingError) -> JSONResponse:
+        headers = {"Retry-After": str(int(exc.retry_after))} if isinstance(exc, QueueFull) else None
+        return error(exc.status, exc.code, exc.detail, headers)
+
+    @app.exception_handler(StreamError)
+    async def stream_error(_request: Request, exc: StreamError) -> JSONResponse:
+        return error(503, "kafka_unavailable", str(exc), {"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
+        return error(422, "invalid_request", "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error(500, "internal_error", type(exc).__name__)
+
+    @app.middleware("http")
+    async def timed(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        path = request.url.path if request.url.path in ROUTES else "other"
+        variant = getattr(request.state, "variant", "none")
+        metrics.request_latency.labels(path, variant).observe(time.perf_counter() - started)
+        return response
+
+
+def serve(settings: FlywheelSettings, stop_event: threading.Event, *, port: int | None = None,
+          host: str = "127.0.0.1", app: FastAPI | None = None) -> None:
+    """Run the API with uvicorn until ``stop_event`` is set. ``port`` defaults to ``settings.serving_port``
+    (``FLYWHEEL_SERVING_PORT``, 8000)."""
+    config = uvicorn.Config(app or create_app(settings), host=host,
+                            port=settings.serving_port if port is None else port, log_level="info")
+    server = uvicorn.Server(config)
+
+    def watch() -> None:
+        stop_event.wait()
+        server.should_exit = True
+
+    threading.Thread(target=watch, name="flywheel-serve-stop", daemon=True).start()
+    server.run()

@@ -1,0 +1,355 @@
+"""The canary controller and the champion watchdog: one instance acts across the platform.
+
+Every ``interval_s`` a :class:`CanaryController` takes its own Postgres advisory lock (held elsewhere:
+``busy``, nothing done) and, as the lock holder:
+
+1. **Canary.** The registry's ``challenger``, if the models topic announces it as the canary, is judged
+   against the champion on joined feedback landed since that ``canary`` event (``variant`` canary /
+   champion, ``model_version`` the version of each; correct = ``label = predicted_label`` or thumbs up)
+   with :func:`serving.sequential.decide`. ``promote``: the lifecycle's promote (alias move + ``promote``
+   event). ``rollback``: the challenger alias is cleared, the version tagged, a ``retire`` event sent.
+   A canary still on the topic whose challenger alias is gone (a crash between the two) is retired too.
+2. **Watchdog.** The champion's online accuracy over the last ``window_s`` (since it became champion, at
+   least ``min_samples``) more than ``margin`` below its offline holdout accuracy: the lifecycle's
+   rollback to ``previous`` (Lifecycle.rollback), or a full ``RetrainRequest`` (trigger ``drift``) when
+   so configured or when there is no ``previous``; a retrain is requested once per ``cooldown_s``.
+
+Every action is a row of ``canary_decisions`` with its reason, a log line and a metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+import psycopg
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import BaseModel, ConfigDict, Field
+
+from flywheel import db
+from flywheel.exceptions import FlywheelError
+from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo, VersionRef
+from schemas import ModelEvent, RetrainRequest
+from serving.exceptions import ServingError
+from serving.sequential import Counts, Decision, SequentialConfig, decide
+from trainer.announce import model_event, read_model_events
+
+if TYPE_CHECKING:
+    from flywheel.lifecycle import Lifecycle
+
+log = logging.getLogger(__name__)
+
+OfflineAccuracy = Callable[[ModelVersionInfo], float | None]
+Action = Literal["promote", "retire", "rollback", "retrain"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WatchdogConfig(_Frozen):
+    enabled: bool = True
+    margin: float = Field(default=0.1, gt=0.0, lt=1.0, description="Online below offline by more than this: act.")
+    window_s: float = Field(default=3600.0, gt=0.0, description="Feedback received in this window is judged.")
+    min_samples: int = Field(default=200, ge=1, description="Judged champion predictions before acting.")
+    action: Literal["rollback", "retrain"] = "rollback"
+    cooldown_s: float = Field(default=3600.0, ge=0.0, description="At most one retrain request per champion per.")
+    offline_accuracy: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Used when the champion's run has no holdout accuracy.")
+
+
+class CanaryConfig(_Frozen):
+    interval_s: float = Field(default=30.0, gt=0.0)
+    test: SequentialConfig = SequentialConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
+
+
+def lock_key(model_name: str) -> int:
+    """A stable signed 64-bit advisory lock key, apart from the trainer's."""
+    digest = hashlib.sha256(f"flywheel.canary:{model_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class CanaryMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.accuracy = Gauge("flywheel_online_accuracy", "Online accuracy from joined feedback, per variant",
+                              ["model", "variant"], registry=r)
+        self.samples = Gauge("flywheel_online_samples", "Judged predictions behind flywheel_online_accuracy",
+                             ["model", "variant"], registry=r)
+        self.offline = Gauge("flywheel_champion_offline_accuracy", "Holdout accuracy of the champion",
+                             ["model"], registry=r)
+        self.statistic = Gauge("flywheel_canary_llr", "Log-likelihood ratio of the canary's leading side",
+                               ["model"], registry=r)
+        self.decisions = Counter("flywheel_canary_decisions", "Sequential test results by verdict",
+                                 ["model", "verdict"], registry=r)
+        self.actions = Counter("flywheel_canary_actions", "Actions of the canary controller and watchdog",
+                               ["model", "action"], registry=r)
+        self.ticks = Counter("flywheel_canary_ticks", "Controller ticks by result", ["model", "result"],
+                             registry=r)
+
+
+@dataclass(frozen=True)
+class Acted:
+    action: Action
+    version: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TickResult:
+    status: Literal["busy", "done"]
+    decision: Decision | None = None  # the canary's, when one was judged
+    acted: tuple[Acted, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())  # why nothing was judged
+
+
+class CanaryController:
+    """Collaborators are injected: ``promote``/``rollback`` are :class:`flywheel.lifecycle.Lifecycle`'s,
+    ``publish`` sends a ModelEvent on the models topic, ``request_retrain`` a RetrainRequest on the
+    retrain topic, ``events`` reads the models topic, ``offline_accuracy`` a version's holdout accuracy."""
+
+    def __init__(self, *, db_url: str, model_name: str, registry: ModelRegistry, config: CanaryConfig,
+                 promote: Callable[[VersionRef, str], ModelEvent],
+                 rollback: Callable[[VersionRef | None, str], ModelEvent],
+                 publish: Callable[[ModelEvent], ModelEvent],
+                 request_retrain: Callable[[RetrainRequest], None],
+                 events: Callable[[], Sequence[ModelEvent]],
+                 offline_accuracy: OfflineAccuracy,
+                 metrics: CanaryMetrics | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.db_url, self.model_name, self.registry, self.config = db_url, model_name, registry, config
+        self.promote, self.rollback, self.publish = promote, rollback, publish
+        self.request_retrain, self.events, self.offline_accuracy = request_retrain, events, offline_accuracy
+        self.metrics = metrics or CanaryMetrics(CollectorRegistry())
+        self.clock = clock
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick every ``interval_s`` until ``stop`` is set; a failed tick is logged and retried."""
+        while not stop.is_set():
+            try:
+                self.tick()
+            except FlywheelError:
+                self.metrics.ticks.labels(self.model_name, "error").inc()
+                log.exception("canary controller tick failed; retrying in %.0fs", self.config.interval_s)
+            stop.wait(self.config.interval_s)
+
+    def tick(self) -> TickResult:
+        """One look, as the lock holder (else ``busy``). Postgres errors surface as :class:`ServingError`."""
+        try:
+            return self._tick()
+        except psycopg.Error as exc:
+            raise ServingError(f"canary controller of {self.model_name!r}: {' '.join(str(exc).split())}") from exc
+
+    def _tick(self) -> TickResult:
+        with db.connect(self.db_url, autocommit=True) as conn, _single_flight(conn, self.model_name) as held:
+            if not held:
+                self.metrics.ticks.labels(self.model_name, "busy").inc()
+                return TickResult("busy")
+            events = [e for e in self.events() if e.model == self.model_name]
+            decision, acted, notes = self._canary(conn, events)
+            if self.config.watchdog.enabled:
+                watched, note = self._watchdog(conn, events)
+                acted += watched
+                notes += note
+            self.metrics.ticks.labels(self.model_name, "done").inc()
+            return TickResult("done", decision, tuple(acted), tuple(notes))
+
+    # -- the canary --------------------------------------------------------------------------------
+    def _canary(self, conn: _Conn, events: list[ModelEvent]) -> tuple[Decision | None, list[Acted], list[str]]:
+        aliases = self.registry.aliases()
+        canary = _announced_canary(events)
+        challenger, champion = aliases.get(CHALLENGER), aliases.get(CHAMPION)
+        if canary is not None and canary.version not in (challenger, champion):
+            reason = f"canary {canary.semver} is no longer the challenger"  # its alias went, its event did not
+            return None, [self._retire(conn, canary.version, reason, None, None)], []
+        if challenger is None or champion is None:
+            return None, [], ["no challenger" if challenger is None else "no champion"]
+        if canary is None or canary.version != challenger:
+            return None, [], [f"challenger {challenger} is not announced as the canary"]
+        since = canary.ts
+        champion_counts = _counts(conn, self.model_name, "champion", champion, since)
+        canary_counts = _counts(conn, self.model_name, "canary", challenger, since)
+        m, name = self.metrics, self.model_name
+        for variant, counts in (("champion", champion_counts), ("canary", canary_counts)):
+            m.samples.labels(name, variant).set(counts.n)
+            if counts.n:
+                m.accuracy.labels(name, variant).set(counts.accuracy)
+        decision = decide(champion_counts, canary_counts, self.config.test)
+        m.statistic.labels(name).set(decision.statistic)
+        m.decisions.labels(name, decision.verdict).inc()
+        log.debug("canary %s: %s", challenger, decision.reason)
+        if decision.verdict == "promote":
+            self.promote(challenger, f"canary: {decision.reason}")
+            return decision, [self._record(conn, "promote", challenger, champion, decision.reason, decision,
+                                           champion_counts, canary_counts)], []
+        if decision.verdict == "rollback":
+            return decision, [self._retire(conn, challenger, decision.reason, decision, (champion_counts,
+                                                                                           canary_counts))], []
+        return decision, [], []
+
+    def _retire(self, conn: _Conn, version: str, reason: str, decision: Decision | None,
+                counts: tuple[Counts, Counts] | None) -> Acted:
+        """Alias first (the commit point), then the event: a crash between is healed by the next tick."""
+        if self.registry.aliases().get(CHALLENGER) == version:
+            self.registry.delete_alias(CHALLENGER)
+        self.registry.set_tag(version, "canary_retired", reason[:500])
+        info = self.registry.get(version)
+        self.publish(model_event(info, self.model_name, "retire", 0.0, f"canary: {reason}"))
+        champion = self.registry.aliases().get(CHAMPION)
+        return self._record(conn, "retire", version, champion, reason, decision, *(counts or (None, None)))
+
+    # -- the watchdog ------------------------------------------------------------------------------
+    def _watchdog(self, conn: _Conn, events: list[ModelEvent]) -> tuple[list[Acted], list[str]]:
+        cfg = self.config.watchdog
+        info = self.registry.champion()
+        if info is None:
+            return [], []
+        now = self.clock()
+        since = max(_became_champion(events, info.version) or info.created_at, now - timedelta(seconds=cfg.window_s))
+        online = _counts(conn, self.model_name, "champion", info.version, since)
+        offline = self.offline_accuracy(info)
+        offline = cfg.offline_accuracy if offline is None else offline
+        name = self.model_name
+        if offline is not None:
+            self.metrics.offline.labels(name).set(offline)
+        if online.n < cfg.min_samples:
+            return [], [f"watchdog: {online.n} champion samples in the window (< {cfg.min_samples})"]
+        if offline is None:
+            return [], [f"watchdog: no offline accuracy for champion {info.semver}"]
+        if online.accuracy >= offline - cfg.margin:
+            return [], []
+        reason = (f"champion {info.semver} online accuracy {online.accuracy:.4f} ({online.correct}/{online.n} "
+                  f"since {since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}) is more than "
+                  f"{cfg.margin} below its offline {offline:.4f}")
+        if cfg.action == "rollback" and PREVIOUS in self.registry.aliases():
+            self.rollback(None, f"watchdog: {reason}")
+            return [self._record(conn, "rollback", info.version, info.version, reason, None, online, None)], []
+        if cfg.action == "rollback":
+            reason += "; no previous champion to roll back to"
+        if self._recent_retrain(conn, info.version, now - timedelta(seconds=cfg.cooldown_s)):
+            return [], [f"watchdog: retrain already requested for {info.semver} within {cfg.cooldown_s:.0f}s"]
+        self.request_retrain(RetrainRequest(ts=now, model=name, mode="full", trigger="drift",
+                                            reason=f"watchdog: {reason}"[:2000]))
+        return [self._record(conn, "retrain", info.version, info.version, reason, None, online, None)], []
+
+    def _recent_retrain(self, conn: _Conn, version: str, after: datetime) -> bool:
+        row = conn.execute("SELECT 1 FROM canary_decisions WHERE model_name = %s AND action = 'retrain' "
+                           "AND version = %s AND decided_at >= %s LIMIT 1", (self.model_name, version, after)
+                           ).fetchone()
+        return row is not None
+
+    # -- the record --------------------------------------------------------------------------------
+    def _record(self, conn: _Conn, action: Action, version: str, champion: str | None, reason: str,
+                decision: Decision | None, champion_counts: Counts | None, canary_counts: Counts | None) -> Acted:
+        lower, upper = decision.thresholds if decision else (None, None)
+        conn.execute(
+            "INSERT INTO canary_decisions (model_name, action, verdict, version, champion_version, statistic, "
+            "lower_threshold, upper_threshold, champion_n, champion_correct, canary_n, canary_correct, reason) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (self.model_name, action, decision.verdict if decision else None, version, champion,
+             decision.statistic if decision else None, lower, upper,
+             *((champion_counts.n, champion_counts.correct) if champion_counts else (None, None)),
+             *((canary_counts.n, canary_counts.correct) if canary_counts else (None, None)), reason[:4000]))
+        self.metrics.actions.labels(self.model_name, action).inc()
+        log.info("%s %s of %s: %s", action, version, self.model_name, reason)
+        return Acted(action, version, reason)
+
+
+_Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def controller_for(lc: Lifecycle, database_url: str, config: CanaryConfig, *,
+                   offline_accuracy: OfflineAccuracy | None = None,
+                   metrics: CanaryMetrics | None = None) -> CanaryController:
+    """A controller acting through ``lc`` (its registry, its announcer's producer, its topics). The
+    champion's offline accuracy defaults to ``holdout_accuracy`` of the MLflow run holding its version."""
+    from flywheel.lifecycle import registry_backend
+
+    settings = lc.settings
+    bootstrap, topics = settings.kafka_bootstrap or "", settings.topics
+    producer = lc.announcer.producer
+
+    def request_retrain(request: RetrainRequest) -> None:
+        producer.send_all(topics.retrain, [(request.model.encode(), request.to_json())])
+
+    return CanaryController(
+        db_url=database_url, model_name=settings.model_name, registry=lc.registry, config=config,
+        promote=lc.promote, rollback=lc.rollback, publish=lc.announcer.publish, request_retrain=request_retrain,
+        events=lambda: read_model_events(bootstrap, topics.models),
+        offline_accuracy=offline_accuracy or mlflow_run_metric(registry_backend(settings, database_url)),
+        metrics=metrics)
+
+
+def mlflow_run_metric(backend: str, metric: str = "holdout_accuracy") -> OfflineAccuracy:
+    """Reads ``metric`` of the MLflow run that registered a version (the trainer logs the evaluation gate's
+    holdout metrics there). ``ModelVersionInfo`` does not carry metrics and ``ModelRegistry`` has no hook
+    for them, so this opens its own client on the registry's backend; an unreadable run gives ``None``."""
+    found: dict[str, float | None] = {}  # a registered version's metrics never change
+
+    def read(info: ModelVersionInfo) -> float | None:
+        if info.run_id is None:
+            return None
+        if info.run_id not in found:
+            found[info.run_id] = _read_run_metric(backend, info.run_id, metric)
+        return found[info.run_id]
+
+    return read
+
+
+def _read_run_metric(backend: str, run_id: str, metric: str) -> float | None:
+    from registry._offline import go_offline  # before MLflow is imported: no telemetry
+
+    go_offline()
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        value = MlflowClient(tracking_uri=backend).get_run(run_id).data.metrics.get(metric)
+    except MlflowException as exc:
+        log.warning("cannot read %s of MLflow run %s: %s", metric, run_id, exc.message)
+        return None
+    return None if value is None else float(value)
+
+
+@contextmanager
+def _single_flight(conn: _Conn, model_name: str) -> Iterator[bool]:
+    key = lock_key(model_name)
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+    held = bool(row and row[0])
+    try:
+        yield held
+    finally:
+        if held and not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def _counts(conn: _Conn, model: str, variant: str, version: str, since: datetime) -> Counts:
+    row = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE label = predicted_label OR thumbs = 'up') FROM feedback "
+        "WHERE status = 'joined' AND model = %s AND variant = %s AND model_version = %s AND received_at >= %s",
+        (model, variant, version, since)).fetchone()
+    return Counts(0, 0) if row is None else Counts(int(row[0]), int(row[1]))
+
+
+def _announced_canary(events: list[ModelEvent]) -> ModelEvent | None:
+    """The ``canary`` event of the canary the topic currently announces, if any (as trainer.announce.fold)."""
+    canary: ModelEvent | None = None
+    for event in events:
+        if event.action == "canary":
+            canary = event
+        elif event.action in ("promote", "rollback") or (canary is not None and event.version == canary.version):
+            canary = None
+    return canary
+
+
+def _became_champion(events: list[ModelEvent], version: str) -> datetime | None:
+    found = [e.ts for e in events if e.version == version and e.action in ("promote", "rollback")]
+    return found[-1] if found else None
+

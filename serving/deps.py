@@ -1,0 +1,57 @@
+"""FastAPI dependencies as ``Annotated`` aliases: routes declare what they use, tests inject it."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+
+from flywheel.settings import FlywheelSettings
+from registry import ModelRegistry
+from serving.exceptions import NotReady
+from serving.metrics import ServingMetrics
+from serving.publisher import FeedbackPublisher, PredictionPublisher
+from serving.runtime import Runtime
+from serving.services import Services
+
+
+def get_services(request: Request) -> Services:
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        raise NotReady("the app is starting")
+    return cast(Services, services)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(request: Request) -> FlywheelSettings:
+    return cast(FlywheelSettings, request.app.state.settings)
+
+
+def get_metrics(request: Request) -> ServingMetrics:
+    return cast(ServingMetrics, request.app.state.metrics)
+
+
+def get_runtime(services: ServicesDep) -> Runtime:
+    return services.runtime
+
+
+def get_registry(services: ServicesDep) -> ModelRegistry:
+    return services.registry
+
+
+def get_publisher(services: ServicesDep) -> PredictionPublisher:
+    return services.publisher
+
+
+def get_feedback(services: ServicesDep) -> FeedbackPublisher:
+    return services.feedback
+
+
+SettingsDep = Annotated[FlywheelSettings, Depends(get_settings)]
+MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+PublisherDep = Annotated[PredictionPublisher, Depends(get_publisher)]
+FeedbackDep = Annotated[FeedbackPublisher, Depends(get_feedback)]

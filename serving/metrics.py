@@ -1,0 +1,39 @@
+"""The serving pod's Prometheus metrics, on the app's own CollectorRegistry (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ServingMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.request_latency = Histogram(
+            "flywheel_serving_request_seconds", "HTTP request latency by route and variant",
+            ["route", "variant"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.predictions = Counter(
+            "flywheel_serving_predictions", "Predictions served, by variant and model version",
+            ["variant", "version"], registry=r)
+        self.load_failures = Counter(
+            "flywheel_serving_model_load_failures", "Model loads that failed (the old deployment kept serving)",
+            ["reason"], registry=r)
+        self.load_seconds = Histogram(
+            "flywheel_serving_model_load_seconds", "Fetch + verify + load + warm-up time of one version",
+            registry=r)
+        self.swaps = Counter("flywheel_serving_swaps", "Deployments swapped in", registry=r)
+        self.events_dropped = Counter(
+            "flywheel_serving_events_dropped", "Prediction events dropped instead of blocking a request",
+            ["reason"], registry=r)
+        self.events_published = Counter(
+            "flywheel_serving_events_published", "Prediction events acknowledged by the broker", registry=r)
+        self.feedback = Counter("flywheel_serving_feedback", "Feedback requests by outcome", ["outcome"],
+                                registry=r)
+        self.bad_model_events = Counter(
+            "flywheel_serving_bad_model_events", "Records on the models topic that were not valid events",
+            registry=r)
+        self.ready = Gauge("flywheel_serving_ready", "1 when a champion is loaded", registry=r)
+        self.canary_traffic = Gauge("flywheel_serving_canary_traffic", "Share of requests sent to the canary",
+                                    registry=r)

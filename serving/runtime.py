@@ -1,0 +1,182 @@
+"""The model runtime: load -> verify -> warm -> swap. A :class:`Deployment` is an immutable snapshot; the
+:class:`Runtime` holds one reference and replaces it with a single assignment, so a request reads it
+once (``runtime.deployment``) and never takes a lock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from registry import ModelRegistry, RegistryError, TamperedArtifact
+from serving.exceptions import ChecksumMismatch, ModelLoadError
+from serving.metrics import ServingMetrics
+from trainer.announce import ModelState, ServedVersion
+from trainer.base import ModelKind, Probabilities, artifact_sha256
+from trainer.exceptions import TrainerError
+from trainer.kinds import load_model
+
+log = logging.getLogger(__name__)
+
+WARMUP_TEXTS = ("warm up", "This was great, I loved it!", "Terrible. Never again.", "ok")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified, warmed-up version ready to answer."""
+
+    served: ServedVersion
+    model: ModelKind
+    loaded_at: datetime
+    load_ms: float
+
+    @property
+    def version(self) -> str:
+        return self.served.version
+
+    def predict_proba(self, texts: Sequence[str]) -> Probabilities:
+        return self.model.predict_proba(texts)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What this pod serves right now. ``shadow`` sees a copy of every request, never answers it."""
+
+    champion: LoadedModel | None = None
+    canary: LoadedModel | None = None
+    canary_traffic: float = 0.0
+    shadow: LoadedModel | None = None
+    generation: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.champion is not None
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    version: str
+    detail: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The versions a ModelState asks for. Shadow convention: a ``canary`` event with ``traffic == 0``
+    makes the version a shadow (it runs on copies of requests; its predictions are published with
+    ``variant="shadow"``); any traffic > 0 makes it a canary."""
+
+    champion: ServedVersion | None
+    canary: ServedVersion | None
+    canary_traffic: float
+    shadow: ServedVersion | None
+
+    @classmethod
+    def of(cls, state: ModelState) -> Desired:
+        if state.canary is not None and state.canary_traffic <= 0.0:
+            return cls(state.champion, None, 0.0, state.canary)
+        return cls(state.champion, state.canary, state.canary_traffic if state.canary else 0.0, None)
+
+
+class ModelLoader:
+    """Loads one announced version: the registry's sha256 and the event's must agree, ``registry.fetch``
+    checks the bytes against both (manifest digest and per-file hashes), then a warm-up predict."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def load(self, served: ServedVersion) -> LoadedModel:
+        started = time.perf_counter()
+        try:
+            info = self.registry.get(served.version)
+            if info.sha256 != served.sha256:
+                raise ChecksumMismatch(served.version, f"announced sha256 {served.sha256[:12]} but the registry "
+                                                       f"holds {info.sha256[:12]}")
+            directory = self.registry.fetch(info.version)
+            actual = artifact_sha256(directory)
+            if actual != served.sha256:
+                raise ChecksumMismatch(served.version, f"artifact sha256 {actual[:12]} != announced "
+                                                       f"{served.sha256[:12]}")
+            model = load_model(directory)
+            model.predict_proba(list(WARMUP_TEXTS))
+        except TamperedArtifact as exc:
+            raise ChecksumMismatch(served.version, str(exc)) from exc
+        except (RegistryError, TrainerError, OSError) as exc:
+            raise ModelLoadError(served.version, f"{type(exc).__name__}: {exc}") from exc
+        return LoadedModel(served, model, datetime.now(UTC), (time.perf_counter() - started) * 1000)
+
+
+class Runtime:
+    """Holds the live :class:`Deployment`; ``apply`` loads what a desired state needs and swaps it in.
+    Only the watcher thread calls ``apply``; requests read ``deployment``."""
+
+    def __init__(self, loader: ModelLoader | Callable[[ServedVersion], LoadedModel],
+                 metrics: ServingMetrics, cache_size: int = 4) -> None:
+        self._load = loader.load if isinstance(loader, ModelLoader) else loader
+        self.metrics = metrics
+        self.deployment = Deployment()
+        self.last_error: LoadFailure | None = None
+        self.history: list[str | None] = [None]  # champion version per generation (for tests and audits)
+        self._cache: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._cache_size = cache_size
+        self._changed = threading.Condition()
+
+    def apply(self, desired: Desired) -> bool:
+        """Load every version ``desired`` names and swap them in at once; on any failure keep the old
+        deployment, record the error and return False. A desired state without a champion keeps the
+        current champion (a pod never drops its last model)."""
+        current = self.deployment
+        try:
+            champion = self._get(desired.champion) if desired.champion else current.champion
+            canary = self._get(desired.canary) if desired.canary else None
+            shadow = self._get(desired.shadow) if desired.shadow else None
+        except ModelLoadError as exc:
+            self.metrics.load_failures.labels(exc.code).inc()
+            log.error("keeping the current deployment: %s", exc)
+            with self._changed:
+                self.last_error = LoadFailure(exc.version, exc.detail, datetime.now(UTC))
+                self._changed.notify_all()
+            return False
+        if desired.champion is None and current.champion is not None:
+            log.warning("the desired state has no champion; keeping %s", current.champion.version)
+        new = Deployment(champion, canary, desired.canary_traffic if canary else 0.0, shadow, current.generation + 1)
+        with self._changed:
+            self.history.append(new.champion.version if new.champion else None)
+            self.deployment = new  # the swap: one reference assignment
+            self.last_error = None
+            self._changed.notify_all()
+        self.metrics.swaps.inc()
+        self.metrics.ready.set(1 if new.ready else 0)
+        self.metrics.canary_traffic.set(new.canary_traffic)
+        log.info("deployment %d: champion %s, canary %s (%.0f%%), shadow %s", new.generation,
+                 _v(new.champion), _v(new.canary), new.canary_traffic * 100, _v(new.shadow))
+        return True
+
+    def _get(self, served: ServedVersion) -> LoadedModel:
+        key = (served.version, served.sha256)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._load(served)
+            self.metrics.load_seconds.observe(found.load_ms / 1000)
+            self._cache[key] = found
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(key)
+        return found
+
+    def wait_for(self, check: Callable[[Deployment, LoadFailure | None], bool], timeout: float) -> bool:
+        """Block until ``check(deployment, last_error)`` holds (True) or ``timeout`` passes (False)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: check(self.deployment, self.last_error), timeout)
+
+    def wait_live(self, version: str, timeout: float = 30.0) -> bool:
+        """Until ``version`` is the champion."""
+        return self.wait_for(lambda d, _e: d.champion is not None and d.champion.version == version, timeout)
+
+
+def _v(model: LoadedModel | None) -> str:
+    return "-" if model is None else f"{model.version} ({model.served.semver})"

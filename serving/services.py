@@ -1,0 +1,50 @@
+"""Everything a serving pod runs beside its routes, built from settings (or injected) and started /
+stopped by the app's lifespan."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flywheel.settings import FlywheelSettings
+from registry import ModelRegistry
+from serving.metrics import ServingMetrics
+from serving.publisher import FeedbackPublisher, PredictionPublisher
+from serving.runtime import ModelLoader, Runtime
+from serving.watcher import ModelWatcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: FlywheelSettings
+    metrics: ServingMetrics
+    registry: ModelRegistry
+    runtime: Runtime
+    publisher: PredictionPublisher
+    feedback: FeedbackPublisher
+    watcher: ModelWatcher | None
+
+    @classmethod
+    def build(cls, settings: FlywheelSettings, metrics: ServingMetrics, bootstrap: str, registry: ModelRegistry,
+              publisher: PredictionPublisher | None = None, feedback: FeedbackPublisher | None = None,
+              watch: bool = True) -> Services:
+        runtime = Runtime(ModelLoader(registry), metrics)
+        return cls(
+            settings, metrics, registry, runtime,
+            publisher or PredictionPublisher(bootstrap, settings.topics, metrics),
+            feedback or FeedbackPublisher(bootstrap, settings.topics),
+            ModelWatcher(settings, bootstrap, runtime, metrics) if watch else None,
+        )
+
+    def start(self) -> None:
+        self.publisher.start()
+        if self.watcher is not None:
+            self.watcher.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self.watcher is not None:
+            self.watcher.stop(timeout)
+        self.publisher.close(timeout)
+        self.feedback.close_quietly(timeout)

@@ -1,0 +1,116 @@
+"""The models-topic watcher: every pod folds every event of ``<prefix>.models.v1`` from offset 0 (all
+partitions assigned, no consumer group offsets), and applies the desired state to the runtime when the
+versions it names change. Bad records are logged and skipped; a broker outage only delays swaps."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from pydantic import ValidationError
+
+from flywheel.settings import FlywheelSettings
+from schemas import ModelEvent
+from serving.metrics import ServingMetrics
+from serving.runtime import Desired, Runtime
+from streams.exceptions import StreamError
+from streams.kafka import admin, consumer_config, create_topics, describe_topic
+from trainer.announce import ModelState
+
+log = logging.getLogger(__name__)
+
+
+class ModelWatcher:
+    """Run it in a thread: ``start()`` / ``stop()``. ``retry_s``: a desired state that failed to load
+    is tried again after this long (the registry may have been away)."""
+
+    def __init__(self, settings: FlywheelSettings, bootstrap: str, runtime: Runtime, metrics: ServingMetrics,
+                 *, retry_s: float = 10.0, poll_s: float = 0.2) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.runtime = runtime
+        self.metrics = metrics
+        self.retry_s = retry_s
+        self.poll_s = poll_s
+        self.state = ModelState()
+        self.events_seen = 0
+        self._applied: Desired | None = None
+        self._failed_at: float | None = None
+        self._failed_desired: Desired | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="flywheel-model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                consumer = self._subscribe()
+            except (StreamError, KafkaException) as exc:
+                log.warning("models topic not readable yet (%s); retrying", exc)
+                self._stop.wait(1.0)
+                continue
+            try:
+                self._loop(consumer)
+            finally:
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    consumer.close()
+
+    def _subscribe(self) -> Consumer:
+        topics = self.settings.topics
+        client = admin(self.bootstrap)
+        create_topics(client, [topics.models, topics.predictions, topics.feedback], self.settings.topic_partitions)
+        partitions = describe_topic(client, topics.models).partitions
+        consumer = Consumer(consumer_config(self.bootstrap, f"flywheel-serving-{uuid.uuid4().hex[:12]}"))
+        consumer.assign([TopicPartition(topics.models, p, 0) for p in range(partitions)])
+        self.state, self._applied, self.events_seen = ModelState(), None, 0  # refold from the start
+        return consumer
+
+    def _loop(self, consumer: Consumer) -> None:
+        while not self._stop.is_set():
+            try:
+                messages = consumer.consume(num_messages=500, timeout=self.poll_s)
+            except KafkaException as exc:
+                log.warning("models topic consume failed: %s", exc)
+                self._stop.wait(1.0)
+                continue
+            for msg in messages:
+                if msg.error():
+                    continue
+                self._fold(msg.value() or b"", msg.partition() or 0, msg.offset() or 0)
+            self._reconcile()
+
+    def _fold(self, value: bytes, partition: int, offset: int) -> None:
+        try:
+            event = ModelEvent.model_validate_json(value)
+        except ValidationError as exc:
+            self.metrics.bad_model_events.inc()
+            log.warning("skipping a bad record at %s[%d]@%d: %s", self.settings.topics.models, partition,
+                        offset, exc.errors()[0]["msg"] if exc.errors() else exc)
+            return
+        if event.model == self.settings.model_name:
+            self.state = self.state.apply(event)
+            self.events_seen += 1
+
+    def _reconcile(self) -> None:
+        desired = Desired.of(self.state)
+        if desired == self._applied or (desired.champion is None and self.runtime.deployment.champion is None):
+            return
+        now = time.monotonic()
+        if self._failed_at is not None and desired == self._failed_desired and now - self._failed_at < self.retry_s:
+            return
+        if self.runtime.apply(desired):
+            self._applied, self._failed_at = desired, None
+        else:
+            self._failed_at, self._failed_desired = now, desired
