@@ -79,6 +79,8 @@ def up(ctx: typer.Context) -> None:
         table.add_row("Topics", ", ".join(settings.topics.all()))
         table.add_row("Metrics", e.metrics_url or "disabled")
         table.add_row("Schema registry", e.schema_registry_url or "disabled")
+        table.add_row("Serving API", f"{e.serving_url}/predict, /feedback, /models, /docs" if e.serving_url
+                      else "disabled")
         table.add_row("Processors", ", ".join(r.group for r in platform.runners) or "none")
         table.add_row("Trainer", f"model {settings.model_name!r}, events on {settings.topics.models}"
                       + (f", first champion from {settings.bootstrap_data}" if settings.bootstrap_data else "")
@@ -113,6 +115,24 @@ def process_ingest(ctx: typer.Context) -> None:
         runner.run(_stop_event(ctx))
     finally:
         store.close()
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run one serving pod (API on FLYWHEEL_SERVING_PORT): it follows the models topic and hot-swaps."""
+    from serving.app import create_app
+    from serving.app import serve as run_server
+
+    settings = _settings()
+    bootstrap, database = resolve(settings)
+    run_server(settings, _stop_event(ctx), host=settings.metrics_host,
+               app=create_app(settings, bootstrap=bootstrap, database_url=database))
+
+
+@process_app.command("canary")
+def process_canary(ctx: typer.Context) -> None:
+    """Run the canary controller and champion watchdog (one acts at a time: advisory lock) until SIGTERM."""
+    cli_lifecycle.process_canary(_stop_event(ctx))
 
 
 @process_app.command("trainer")

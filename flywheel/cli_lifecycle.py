@@ -142,3 +142,18 @@ def process_trainer(stop: threading.Event) -> None:
                                  signal_topics=[s.topics.landed, s.topics.curated], request_topic=s.topics.retrain,
                                  session_timeout_ms=s.session_timeout_ms)
         service.run(stop)
+
+
+def process_canary(stop: threading.Event) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from flywheel.lifecycle import lifecycle
+    from serving.canary import CanaryMetrics, controller_for, load_canary_config
+
+    s = FlywheelSettings()
+    bootstrap, database = resolve(s)
+    metrics = CollectorRegistry()
+    if s.metrics_port:
+        start_http_server(s.metrics_port, addr=s.metrics_host, registry=metrics)
+    with lifecycle(s, bootstrap, database) as lc:
+        controller_for(lc, database, load_canary_config(s.canary_config), metrics=CanaryMetrics(metrics)).run(stop)

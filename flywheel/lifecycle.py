@@ -43,6 +43,7 @@ class Lifecycle:
     """What the trainer and the admin commands share; close it to flush the producer."""
 
     settings: FlywheelSettings
+    bootstrap: str
     config: TrainerConfig
     registry: ModelRegistry
     announcer: ModelAnnouncer
@@ -79,6 +80,6 @@ def lifecycle(settings: FlywheelSettings, bootstrap: str, database_url: str,
                       registry=registry, announcer=announcer, work_dir=(settings.data_dir / "runs").resolve(),
                       metrics=TrainerMetrics(metrics or CollectorRegistry()))
     try:
-        yield Lifecycle(settings, config, registry, announcer, trainer)
+        yield Lifecycle(settings, bootstrap, config, registry, announcer, trainer)
     finally:
         producer.flush(10.0)

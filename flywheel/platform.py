@@ -46,6 +46,7 @@ class Endpoints:
     schema_registry_url: str | None
     embedded_broker: bool
     embedded_postgres: bool
+    serving_url: str | None = None
 
 
 def state_file(settings: FlywheelSettings) -> Path:
@@ -128,13 +129,16 @@ class Platform:
         self.endpoints = Endpoints(
             pid=os.getpid(), bootstrap=stack.bootstrap, database_url=stack.database_url, metrics_url=metrics_url,
             schema_registry_url=registry_url, embedded_broker=stack.broker is not None,
-            embedded_postgres=stack.postgres is not None)
+            embedded_postgres=stack.postgres is not None,
+            serving_url=f"http://127.0.0.1:{s.serving_port}" if s.serving_port else None)
         path = state_file(s)
         path.write_text(json.dumps(asdict(self.endpoints), indent=2))
         self._exit.callback(path.unlink, missing_ok=True)
         self._start_runner(IngestProcessor.from_settings(s, schema_id_known), stack.bootstrap, stack.database_url)
         if s.run_trainer:
             self._start_thread("flywheel-trainer", lambda: self._run_trainer(stack.bootstrap, stack.database_url))
+        if s.serving_port:
+            self._start_thread("flywheel-serving", lambda: self._serve(stack.bootstrap, stack.database_url))
         if self.on_ready is not None:
             self.on_ready(self.endpoints)
 
@@ -180,7 +184,20 @@ class Platform:
                                      signal_topics=[s.topics.landed, s.topics.curated],
                                      request_topic=s.topics.retrain, session_timeout_ms=s.session_timeout_ms)
             self.trainer_ready.set()
+            from serving.canary import CanaryMetrics, controller_for, load_canary_config
+
+            controller = controller_for(lc, database_url, load_canary_config(s.canary_config),
+                                        metrics=CanaryMetrics(self.registry))
+            self._start_thread("flywheel-canary", lambda: controller.run(self.stop_event))
             service.run(self.stop_event)
+
+    def _serve(self, bootstrap: str, database_url: str) -> None:
+        """The serving API on ``serving_port``: it loads the champion announced on the models topic."""
+        from serving.app import create_app, serve
+
+        s = self.settings
+        serve(s, self.stop_event, host=s.metrics_host,
+              app=create_app(s, bootstrap=bootstrap, database_url=database_url))
 
     def _start_thread(self, name: str, body: Callable[[], None]) -> None:
         def target() -> None:

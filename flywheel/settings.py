@@ -70,6 +70,8 @@ class FlywheelSettings(BaseSettings):
     trainer_config: Path | None = Field(
         default=None, description="YAML with the training policy and gates; unset = built-in defaults.")
 
+    canary_config: Path | None = Field(
+        default=None, description="YAML of the canary controller and champion watchdog; unset = defaults.")
     serving_port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of `flywheel serve`.")
 
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 = do not serve /metrics.")

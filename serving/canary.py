@@ -26,14 +26,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
+import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flywheel import db
-from flywheel.exceptions import FlywheelError
+from flywheel.exceptions import ConfigError, FlywheelError
 from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo, VersionRef
 from schemas import ModelEvent, RetrainRequest
 from serving.exceptions import ServingError
@@ -68,6 +70,20 @@ class CanaryConfig(_Frozen):
     interval_s: float = Field(default=30.0, gt=0.0)
     test: SequentialConfig = SequentialConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
+
+
+def load_canary_config(path: Path | None) -> CanaryConfig:
+    """``FLYWHEEL_CANARY_CONFIG`` (YAML; unknown keys refused); none = the defaults."""
+    if path is None:
+        return CanaryConfig()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return CanaryConfig.model_validate(raw)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the canary config: {exc}") from exc
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: invalid canary config: {errors}") from exc
 
 
 def lock_key(model_name: str) -> int:
@@ -273,7 +289,7 @@ def controller_for(lc: Lifecycle, database_url: str, config: CanaryConfig, *,
     from flywheel.lifecycle import registry_backend
 
     settings = lc.settings
-    bootstrap, topics = settings.kafka_bootstrap or "", settings.topics
+    bootstrap, topics = lc.bootstrap, settings.topics
     producer = lc.announcer.producer
 
     def request_retrain(request: RetrainRequest) -> None:

@@ -13,24 +13,22 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
 from flywheel import db
-from flywheel.exceptions import FlywheelError
-from flywheel.settings import Topics
 from flywheel.stack import free_port, pid_alive
-from schemas import FeedbackEvent, PredictionEvent
-from streams.producer import EventProducer
 from tests.streams.helpers import wait_until
-from trainer.announce import now, read_model_events
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def _up(tmp_path: Path, **env_extra: str) -> tuple[subprocess.Popen[bytes], Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
-    env.update(FLYWHEEL_DATA_DIR=str(tmp_path / "data"), FLYWHEEL_METRICS_PORT=str(free_port()), **env_extra)
+    env.update(FLYWHEEL_DATA_DIR=str(tmp_path / "data"), FLYWHEEL_METRICS_PORT=str(free_port()),
+               FLYWHEEL_SERVING_PORT=str(free_port()))
+    env.update(env_extra)
     log = tmp_path / "up.log"
     proc = subprocess.Popen([sys.executable, "-m", "flywheel", "up"], env=env, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, cwd=tmp_path)
@@ -105,43 +103,47 @@ def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path, db_url: str) 
 
 
 def test_up_runs_the_feedback_loop_from_bootstrap_to_a_gated_retrain(tmp_path: Path, registry_db_url: str) -> None:
-    """The README's main command: the first champion comes from the bootstrap corpus and is announced;
-    feedback sent to Kafka lands, crosses the threshold and the trainer runs the gates on a candidate."""
-    corpus = DATA / "vader_movies.csv"  # what ./scripts/up uses
+    """The README's main command closes the loop: the first champion comes from the bootstrap corpus, is
+    announced and served; predictions and feedback through the API land, cross the threshold, and the
+    trainer gates a candidate."""
     config = tmp_path / "trainer.yaml"
     config.write_text("policy:\n  incremental_threshold: 40\n  reconcile_interval_s: 2\npromotion:\n  mode: direct\n")
-    proc, state = _up(tmp_path, FLYWHEEL_DATABASE_URL=registry_db_url, FLYWHEEL_BOOTSTRAP_DATA=str(corpus),
+    proc, state = _up(tmp_path, FLYWHEEL_DATABASE_URL=registry_db_url,
+                      FLYWHEEL_BOOTSTRAP_DATA=str(DATA / "vader_movies.csv"),  # what ./scripts/up uses
                       FLYWHEEL_TRAINER_CONFIG=str(config), FLYWHEEL_TOPIC_PREFIX="loop")
     try:
-        bootstrap = json.loads(state.read_text())["bootstrap"]
-        models = Topics("loop").models
-        wait_until(lambda: _events(bootstrap, models) == [("promote", "1.0.0")], timeout=180,
-                   what="the bootstrapped champion's promote event")
-        with EventProducer(bootstrap, Topics("loop")) as producer:
-            for i, row in enumerate(picked_rows(DATA / "vader_tweets.csv", 80)):
-                producer.send(PredictionEvent(ts=now(), prediction_id=f"p{i}", model="sentiment", model_version="1",
-                                              text=row["text"], label="neutral", latency_ms=1.0,
-                                              probabilities={"negative": 0.3, "neutral": 0.4, "positive": 0.3}))
-                producer.send(FeedbackEvent(ts=now(), feedback_id=f"f{i}", prediction_id=f"p{i}", label=row["label3"]))
+        endpoints = json.loads(state.read_text())
+        api = httpx.Client(base_url=endpoints["serving_url"], timeout=30)
+        wait_until(lambda: _ready(api), timeout=240, what="the bootstrapped champion to be served")
+        for row in picked_rows(DATA / "vader_tweets.csv", 80):
+            answer = api.post("/predict", json={"text": row["text"], "user_id": "u1"})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["version"] == "1" and answer.json()["variant"] == "champion"
+            given = api.post("/feedback", json={"prediction_id": answer.json()["prediction_id"],
+                                                "label": row["label3"], "user_id": "u1"})
+            assert given.status_code == 202, given.text
         wait_until(lambda: _final_runs(registry_db_url) >= 1, timeout=180, what="a gated incremental run")
         with db.connect(registry_db_url) as conn:
             row = conn.execute("SELECT status, reason FROM training_runs WHERE mode = 'incremental'").fetchone()
         assert row is not None and row[0] in ("promoted", "refused"), row
+        if row[0] == "promoted":  # the pod swaps to the new champion without a restart
+            wait_until(lambda: api.post("/predict", json={"text": "fine"}).json()["version"] == "2", timeout=60,
+                       what="the promoted version to answer")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(120) == 0, (tmp_path / "up.log").read_text()[-3000:]
 
 
+def _ready(api: httpx.Client) -> bool:
+    try:
+        return api.get("/ready").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def picked_rows(path: Path, n: int) -> list[dict[str, str]]:
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))[::7][:n]
-
-
-def _events(bootstrap: str, topic: str) -> list[tuple[str, str]]:
-    try:
-        return [(e.action, e.semver) for e in read_model_events(bootstrap, topic, timeout=5)]
-    except FlywheelError:
-        return []
 
 
 def _final_runs(url: str) -> int:

@@ -27,36 +27,12 @@ from trainer.config import PromotionConfig, TrainerConfig
 
 from ..trainer.lifecycle_helpers import rows
 
-# the table the lead's migration will add (see the report); created here until then
-DECISIONS_DDL = """
-CREATE TABLE canary_decisions (
-    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    model_name       text NOT NULL,
-    action           text NOT NULL CHECK (action IN ('promote', 'retire', 'rollback', 'retrain')),
-    verdict          text CHECK (verdict IN ('promote', 'rollback', 'continue')),
-    version          text NOT NULL,
-    champion_version text,
-    statistic        double precision,
-    lower_threshold  double precision,
-    upper_threshold  double precision,
-    champion_n       bigint,
-    champion_correct bigint,
-    canary_n         bigint,
-    canary_correct   bigint,
-    reason           text NOT NULL,
-    decided_at       timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX canary_decisions_model ON canary_decisions (model_name, decided_at);
-"""
-
 CONFIG = CanaryConfig(interval_s=0.2, test=SequentialConfig(alpha=0.05, beta=0.2, effect=0.1, min_samples=100),
                       watchdog=WatchdogConfig(margin=0.1, window_s=3600, min_samples=100))
 
 
 @pytest.fixture
 def db_url(registry_db_url: str) -> str:
-    with db.connect(registry_db_url, autocommit=True) as conn:
-        conn.execute(DECISIONS_DDL)
     return registry_db_url
 
 
