@@ -20,6 +20,7 @@ COPY schemas ./schemas
 COPY streams ./streams
 COPY trainer ./trainer
 COPY registry ./registry
+COPY serving ./serving
 # torch first from PyTorch's CPU index: the PyPI wheel of the same version pulls GBs of CUDA libraries
 RUN pip install --upgrade pip \
     && pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
@@ -40,7 +41,8 @@ RUN groupadd --system --gid 10001 flywheel \
 COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /var/lib/flywheel
-# Prometheus /metrics of `flywheel process ingest` (FLYWHEEL_METRICS_PORT).
-EXPOSE 9400
+# Prometheus /metrics of `flywheel process ...` (FLYWHEEL_METRICS_PORT); the API of `flywheel serve`
+# (FLYWHEEL_SERVING_PORT).
+EXPOSE 9400 8000
 ENTRYPOINT ["flywheel"]
 CMD ["--help"]
