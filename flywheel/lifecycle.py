@@ -67,10 +67,6 @@ def lifecycle(settings: FlywheelSettings, bootstrap: str, database_url: str,
               config: TrainerConfig | None = None, metrics: CollectorRegistry | None = None) -> Iterator[Lifecycle]:
     """Everything wired from settings (``config`` overrides the trainer config file, for tests)."""
     config = config or load_trainer_config(settings.trainer_config)
-    # minilm-head embeddings: memory in front of the platform's Postgres table, so a text is encoded once
-    # across trainer restarts (the encoder loads lazily, on the first text a head really needs)
-    set_default_embedder(Embedder(shared_encoder(), LayeredEmbeddingCache(
-        MemoryEmbeddingCache(), PostgresEmbeddingCache(database_url))))
     registry = open_model_registry(settings, database_url)
     create_topics(kafka_admin(bootstrap), [settings.topics.models, settings.topics.retrain],
                   settings.topic_partitions)
@@ -79,7 +75,13 @@ def lifecycle(settings: FlywheelSettings, bootstrap: str, database_url: str,
     trainer = Trainer(db_url=database_url, model_name=settings.model_name, labels=settings.labels, config=config,
                       registry=registry, announcer=announcer, work_dir=(settings.data_dir / "runs").resolve(),
                       metrics=TrainerMetrics(metrics or CollectorRegistry()))
+    # minilm-head embeddings: memory in front of the platform's Postgres table, so a text is encoded once
+    # across trainer restarts (the encoder loads lazily, on the first text a head really needs); the
+    # process default is restored on exit
+    previous_embedder = set_default_embedder(Embedder(shared_encoder(), LayeredEmbeddingCache(
+        MemoryEmbeddingCache(), PostgresEmbeddingCache(database_url))))
     try:
         yield Lifecycle(settings, bootstrap, config, registry, announcer, trainer)
     finally:
         producer.flush(10.0)
+        set_default_embedder(previous_embedder)

@@ -9,7 +9,9 @@ encodes only the misses. Caches: :class:`MemoryEmbeddingCache` (bounded LRU, the
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -18,10 +20,12 @@ import numpy as np
 import psycopg
 
 from flywheel import db
+from flywheel.exceptions import FlywheelError
 from trainer.encoder import TextEncoder, Vectors
 from trainer.exceptions import EmbeddingCacheError
 
 Vector = Vectors  # one row, shape (dim,)
+log = logging.getLogger(__name__)
 
 
 def text_sha256(text: str) -> bytes:
@@ -76,23 +80,41 @@ class MemoryEmbeddingCache(EmbeddingCache):
 
 class LayeredEmbeddingCache(EmbeddingCache):
     """``front`` (fast, small) before ``back`` (shared, durable): back hits are copied to the front;
-    puts go to both, front first, so a failing back still leaves the vectors usable in this process."""
+    puts go to both, front first. A failing back is a cache miss, never a failed fit or prediction: it
+    is logged (at most once a minute) and the texts are encoded instead."""
 
     def __init__(self, front: EmbeddingCache, back: EmbeddingCache) -> None:
         self.front, self.back = front, back
+        self.back_failures = 0
+        self._last_warning = -float("inf")
 
     def get_many(self, encoder_id: str, keys: Sequence[bytes]) -> dict[bytes, Vector]:
         found = self.front.get_many(encoder_id, keys)
         missing = [key for key in keys if key not in found]
         if missing:
-            from_back = self.back.get_many(encoder_id, missing)
+            try:
+                from_back = self.back.get_many(encoder_id, missing)
+            except FlywheelError as exc:
+                self._failed(exc)
+                return found
             self.front.put_many(encoder_id, from_back)
             found.update(from_back)
         return found
 
     def put_many(self, encoder_id: str, vectors: Mapping[bytes, Vector]) -> None:
         self.front.put_many(encoder_id, vectors)
-        self.back.put_many(encoder_id, vectors)
+        try:
+            self.back.put_many(encoder_id, vectors)
+        except FlywheelError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: FlywheelError) -> None:
+        self.back_failures += 1
+        now = time.monotonic()
+        if now - self._last_warning >= 60.0:
+            self._last_warning = now
+            log.warning("embedding cache %r failed (%d times so far); encoding instead: %s", self.back,
+                        self.back_failures, exc)
 
 
 class PostgresEmbeddingCache(EmbeddingCache):

@@ -208,3 +208,14 @@ def test_a_head_refuses_an_encoder_other_than_its_own(encoder: Encoder, tmp_path
     finally:
         set_default_embedder(previous)
     assert np.array_equal(loaded.predict_proba(texts), head.predict_proba(texts))
+
+
+def test_a_failing_shared_cache_is_a_miss_not_a_failure(db_url: str) -> None:
+    """The Postgres layer going away (server down, database dropped) costs encoding time, never a fit."""
+    fake = HashingEncoder()
+    broken = PostgresEmbeddingCache(db_url.replace("dbname=", "dbname=gone_") if "dbname=" in db_url
+                                    else db_url.rsplit("/", 1)[0] + "/gone_database")
+    layered = LayeredEmbeddingCache(MemoryEmbeddingCache(), broken)
+    vectors = Embedder(fake, layered).embed(["one text", "another text"])
+    assert vectors.shape == (2, fake.dim) and fake.texts_encoded == 2
+    assert layered.back_failures == 2  # the lookup and the store
