@@ -18,6 +18,8 @@ from flywheel.platform import resolve
 from flywheel.settings import FlywheelSettings
 
 if TYPE_CHECKING:  # MLflow, torch and Great Expectations load only when a command needs them
+    from prometheus_client import CollectorRegistry
+
     from flywheel.lifecycle import Lifecycle
     from trainer.pipeline import RunResult
 
@@ -126,17 +128,23 @@ def models_rollback(to: Annotated[str | None, typer.Option("--to", help="Version
                   f"version {event.previous_version}")
 
 
-def process_trainer(stop: threading.Event) -> None:
+def _metrics(s: FlywheelSettings) -> CollectorRegistry:
+    """The process's Prometheus registry, served on ``metrics_port`` (0 = not served)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
+    metrics = CollectorRegistry()
+    if s.metrics_port:
+        start_http_server(s.metrics_port, addr=s.metrics_host, registry=metrics)
+    return metrics
+
+
+def process_trainer(stop: threading.Event) -> None:
     from flywheel.lifecycle import lifecycle
     from trainer.service import TrainerService
 
     s = FlywheelSettings()
     bootstrap, database = resolve(s)
-    metrics = CollectorRegistry()
-    if s.metrics_port:
-        start_http_server(s.metrics_port, addr=s.metrics_host, registry=metrics)
+    metrics = _metrics(s)
     with lifecycle(s, bootstrap, database, metrics=metrics) as lc:
         service = TrainerService(lc.trainer, lc.config, bootstrap=bootstrap, group="flywheel-trainer",
                                  signal_topics=[s.topics.landed, s.topics.curated], request_topic=s.topics.retrain,
@@ -145,15 +153,11 @@ def process_trainer(stop: threading.Event) -> None:
 
 
 def process_canary(stop: threading.Event) -> None:
-    from prometheus_client import CollectorRegistry, start_http_server
-
     from flywheel.lifecycle import lifecycle
     from serving.canary import CanaryMetrics, controller_for, load_canary_config
 
     s = FlywheelSettings()
     bootstrap, database = resolve(s)
-    metrics = CollectorRegistry()
-    if s.metrics_port:
-        start_http_server(s.metrics_port, addr=s.metrics_host, registry=metrics)
+    metrics = _metrics(s)
     with lifecycle(s, bootstrap, database) as lc:
         controller_for(lc, database, load_canary_config(s.canary_config), metrics=CanaryMetrics(metrics)).run(stop)

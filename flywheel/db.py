@@ -5,6 +5,9 @@ Callers get :class:`DatabaseUnavailable` instead of psycopg's errors when the se
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,25 @@ def connect(url: str, *, autocommit: bool = False, connect_timeout: int = 5,
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=connect_timeout, **extra)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(_one_line(exc)) from exc
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key for ``name`` (e.g. ``flywheel.trainer:<model>``)."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def try_advisory_lock(conn: psycopg.Connection[Any], key: int) -> Iterator[bool]:
+    """Yield True while this session holds the lock ``key``, False when another session holds it. A
+    session-level lock: it is released on exit, or by Postgres when the session dies."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+    held = bool(row and row[0])
+    try:
+        yield held
+    finally:
+        if held and not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -19,11 +19,9 @@ Every action is a row of ``canary_decisions`` with its reason, a log line and a 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,9 +85,8 @@ def load_canary_config(path: Path | None) -> CanaryConfig:
 
 
 def lock_key(model_name: str) -> int:
-    """A stable signed 64-bit advisory lock key, apart from the trainer's."""
-    digest = hashlib.sha256(f"flywheel.canary:{model_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+    """The canary controller's advisory lock key, apart from the trainer's."""
+    return db.advisory_key(f"flywheel.canary:{model_name}")
 
 
 class CanaryMetrics:
@@ -164,7 +161,8 @@ class CanaryController:
             raise ServingError(f"canary controller of {self.model_name!r}: {' '.join(str(exc).split())}") from exc
 
     def _tick(self) -> TickResult:
-        with db.connect(self.db_url, autocommit=True) as conn, _single_flight(conn, self.model_name) as held:
+        with (db.connect(self.db_url, autocommit=True) as conn,
+              db.try_advisory_lock(conn, lock_key(self.model_name)) as held):
             if not held:
                 self.metrics.ticks.labels(self.model_name, "busy").inc()
                 return TickResult("busy")
@@ -332,18 +330,6 @@ def _read_run_metric(backend: str, run_id: str, metric: str) -> float | None:
         log.warning("cannot read %s of MLflow run %s: %s", metric, run_id, exc.message)
         return None
     return None if value is None else float(value)
-
-
-@contextmanager
-def _single_flight(conn: _Conn, model_name: str) -> Iterator[bool]:
-    key = lock_key(model_name)
-    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-    held = bool(row and row[0])
-    try:
-        yield held
-    finally:
-        if held and not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 def _counts(conn: _Conn, model: str, variant: str, version: str, since: datetime) -> Counts:

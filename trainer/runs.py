@@ -8,7 +8,6 @@ recorded as done when its version already holds an alias.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from flywheel import db
 from trainer.data import Snapshot
 from trainer.policy import Mode, Trigger
 
@@ -25,22 +25,15 @@ FINAL = ("promoted", "canary", "refused", "failed", "abandoned")
 
 
 def lock_key(model_name: str) -> int:
-    """A stable signed 64-bit advisory lock key for the model's trainer."""
-    digest = hashlib.sha256(f"flywheel.trainer:{model_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+    """The advisory lock key of the model's trainer."""
+    return db.advisory_key(f"flywheel.trainer:{model_name}")
 
 
 @contextmanager
 def single_flight(conn: psycopg.Connection[tuple[Any, ...]], model_name: str) -> Iterator[bool]:
     """Yield True while holding the model's trainer lock, False when another session holds it."""
-    key = lock_key(model_name)
-    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-    held = bool(row and row[0])
-    try:
+    with db.try_advisory_lock(conn, lock_key(model_name)) as held:
         yield held
-    finally:
-        if held and not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 @dataclass(frozen=True)
