@@ -21,7 +21,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from flywheel import cli_lifecycle, db
-from flywheel.exceptions import FlywheelError
+from flywheel.exceptions import FlywheelError, StackError
 from flywheel.platform import Endpoints, Platform, resolve
 from flywheel.settings import FlywheelSettings
 from streams import kafka
@@ -91,6 +91,8 @@ def up(ctx: typer.Context) -> None:
     platform = Platform(settings, on_ready=ready, stop_event=_stop_event(ctx))
     with platform:
         platform.wait()
+    if platform.failed:
+        raise StackError(f"stopped because {', '.join(platform.failed)} failed (see the log above)")
     out.print("stopped cleanly")
 
 

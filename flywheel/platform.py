@@ -94,6 +94,7 @@ class Platform:
         self.endpoints: Endpoints | None = None
         self.lifecycle: Lifecycle | None = None
         self.trainer_ready = threading.Event()
+        self.failed: list[str] = []  # components that stopped the platform with an error
 
     def __enter__(self) -> Platform:
         try:
@@ -205,6 +206,7 @@ class Platform:
                 body()
             except Exception:
                 log.exception("%s stopped with an error; stopping the platform", name)
+                self.failed.append(name)
                 self.stop_event.set()
 
         thread = threading.Thread(target=target, name=name, daemon=True)

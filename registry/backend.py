@@ -24,7 +24,7 @@ from sqlalchemy.exc import ArgumentError
 
 from flywheel import db
 from flywheel.exceptions import ConfigError
-from registry._offline import go_offline
+from registry._offline import IMPORT_LOCK, go_offline
 from registry.base import ModelRegistry
 from registry.exceptions import StoreError
 
@@ -115,7 +115,8 @@ def _libpq(backend: str) -> str:
 def open_registry(backend: str, artifact_root: Path, model_name: str) -> ModelRegistry:
     """The MLflow registry of ``model_name`` on ``backend`` (see :func:`postgres_backend`,
     :func:`sqlite_backend`), artifacts under ``artifact_root``. Imports MLflow on first use, offline."""
-    go_offline()
-    from registry.mlflow_registry import MlflowRegistry
+    with IMPORT_LOCK:
+        go_offline()
+        from registry.mlflow_registry import MlflowRegistry
 
     return MlflowRegistry.open(backend, artifact_root, model_name)

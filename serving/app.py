@@ -199,3 +199,5 @@ def serve(settings: FlywheelSettings, stop_event: threading.Event, *, port: int 
 
     threading.Thread(target=watch, name="flywheel-serve-stop", daemon=True).start()
     server.run()
+    if not server.started and not stop_event.is_set():
+        raise ServingError(f"the serving API did not start on {host}:{config.port} (see the log above)")

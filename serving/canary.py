@@ -318,11 +318,12 @@ def mlflow_run_metric(backend: str, metric: str = "holdout_accuracy") -> Offline
 
 
 def _read_run_metric(backend: str, run_id: str, metric: str) -> float | None:
-    from registry._offline import go_offline  # before MLflow is imported: no telemetry
+    from registry._offline import IMPORT_LOCK, go_offline  # before MLflow is imported: no telemetry
 
-    go_offline()
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    with IMPORT_LOCK:
+        go_offline()
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
 
     try:
         value = MlflowClient(tracking_uri=backend).get_run(run_id).data.metrics.get(metric)
