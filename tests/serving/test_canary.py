@@ -32,11 +32,6 @@ CONFIG = CanaryConfig(interval_s=0.2, test=SequentialConfig(alpha=0.05, beta=0.2
 
 
 @pytest.fixture
-def db_url(registry_db_url: str) -> str:
-    return registry_db_url
-
-
-@pytest.fixture
 def lc(settings: FlywheelSettings, db_url: str) -> Iterator[Lifecycle]:
     config = TrainerConfig(promotion=PromotionConfig(mode="canary"))
     with lifecycle(settings, settings.kafka_bootstrap or "", db_url, config) as found:
