@@ -17,17 +17,18 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from flywheel.settings import Topics
-from schemas.events import FeedbackEvent, PredictionEvent
+from schemas.events import PredictionEvent
 from serving.exceptions import QueueFull
 from serving.metrics import ServingMetrics
 from streams.exceptions import DeliveryError
 from streams.kafka import producer_config
-from streams.producer import DeliveryCallback, FeedbackProducer
+from streams.producer import FeedbackProducer
 
 log = logging.getLogger(__name__)
 
@@ -125,28 +126,12 @@ class FeedbackPublisher(FeedbackProducer):
     def __init__(self, bootstrap: str, topics: Topics, *, queue_size: int = 10_000, **config: Any) -> None:
         super().__init__(bootstrap, topics, **{"queue.buffering.max.messages": queue_size, **config})
 
-    def send(self, event: FeedbackEvent | PredictionEvent, on_delivery: DeliveryCallback | None = None) -> None:
-        topic = self.topics.feedback if isinstance(event, FeedbackEvent) else self.topics.predictions
-        value = self._serialize(event, topic)
-
-        def delivered(err: KafkaError | None, _msg: object) -> None:
-            failure = None
-            if err is not None:
-                failure = DeliveryError(topic, err.str())
-                with self._lock:
-                    self._failed.append(err.str())
-                log.warning("feedback %s not delivered: %s", event.prediction_id, err.str())
-            if on_delivery is not None:
-                on_delivery(failure)
-
+    def _produce(self, topic: str, value: bytes, key: bytes, delivered: Callable[..., None]) -> None:
         try:
-            self._producer.produce(topic, value=value, key=event.prediction_id.encode(), on_delivery=delivered)
+            self._producer.produce(topic, value=value, key=key, on_delivery=delivered)
         except BufferError as exc:
             self._producer.poll(0)
             raise QueueFull(f"the feedback queue for {topic} is full (the broker is slow or unreachable)") from exc
-        except KafkaException as exc:
-            raise DeliveryError(topic, str(exc)) from exc
-        self._producer.poll(0)
 
     def close_quietly(self, timeout: float = 5.0) -> None:
         """Flush at shutdown; what could not be delivered is logged, not raised."""

@@ -3,6 +3,7 @@ surfaced to the caller (per-send callback, and ``flush()``/``close()`` raise wha
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from schemas.exceptions import InvalidEvent
 from streams.exceptions import DeliveryError
 from streams.kafka import produce, producer_config
 
+log = logging.getLogger(__name__)
 DeliveryCallback = Callable[[DeliveryError | None], None]
 Serializer = Callable[[Event, str], bytes]
 """Turns an event into record bytes for a topic; default plain JSON (a Confluent JSONSerializer fits)."""
@@ -52,14 +54,19 @@ class EventProducer:
                 failure = DeliveryError(topic, err.str())
                 with self._lock:
                     self._failed.append(err.str())
+                log.warning("%s %s not delivered: %s", event.type, event.prediction_id, err.str())
             if on_delivery is not None:
                 on_delivery(failure)
 
         try:
-            produce(self._producer, topic, value, event.prediction_id.encode(), delivered)
+            self._produce(topic, value, event.prediction_id.encode(), delivered)
         except KafkaException as exc:
             raise DeliveryError(topic, str(exc)) from exc
         self._producer.poll(0)
+
+    def _produce(self, topic: str, value: bytes, key: bytes, delivered: Callable[..., None]) -> None:
+        """Queue one record; waits while librdkafka's local queue is full (a subclass may refuse instead)."""
+        produce(self._producer, topic, value, key, delivered)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for outstanding deliveries; raise :class:`DeliveryError` for any that failed since the
