@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
-import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel import db
 from flywheel.exceptions import ConfigError, FlywheelError
+from flywheel.yamlconfig import load_yaml_model
 from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo, VersionRef
 from schemas import ModelEvent, RetrainRequest
 from serving.exceptions import ServingError
@@ -59,7 +59,7 @@ class WatchdogConfig(_Frozen):
     window_s: float = Field(default=3600.0, gt=0.0, description="Feedback received in this window is judged.")
     min_samples: int = Field(default=200, ge=1, description="Judged champion predictions before acting.")
     action: Literal["rollback", "retrain"] = "rollback"
-    cooldown_s: float = Field(default=3600.0, ge=0.0, description="At most one retrain request per champion per.")
+    cooldown_s: float = Field(default=3600.0, ge=0.0, description="Seconds between retrain requests per champion.")
     offline_accuracy: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Used when the champion's run has no holdout accuracy.")
 
@@ -72,16 +72,7 @@ class CanaryConfig(_Frozen):
 
 def load_canary_config(path: Path | None) -> CanaryConfig:
     """``FLYWHEEL_CANARY_CONFIG`` (YAML; unknown keys refused); none = the defaults."""
-    if path is None:
-        return CanaryConfig()
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        return CanaryConfig.model_validate(raw)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the canary config: {exc}") from exc
-    except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: invalid canary config: {errors}") from exc
+    return load_yaml_model(CanaryConfig, path, "canary config", ConfigError)
 
 
 def lock_key(model_name: str) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from flywheel.yamlconfig import load_yaml_model
 from trainer.exceptions import TrainerError
 from trainer.gates import GatesConfig
 from trainer.schedule import Cron
@@ -60,14 +60,4 @@ class TrainerConfig(_Frozen):
 
 
 def load_trainer_config(path: Path | None) -> TrainerConfig:
-    if path is None:
-        return TrainerConfig()
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise TrainerError(f"{path}: cannot read the trainer config: {exc}") from exc
-    try:
-        return TrainerConfig.model_validate(raw)
-    except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise TrainerError(f"{path}: invalid trainer config: {errors}") from exc
+    return load_yaml_model(TrainerConfig, path, "trainer config", TrainerError)
