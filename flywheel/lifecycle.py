@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from flywheel.settings import FlywheelSettings
 from registry import ModelRegistry, Transition, VersionRef, open_registry, postgres_backend
-from schemas import ModelAction, ModelEvent
+from schemas import ModelAction, ModelEvent, RetrainRequest
 from streams.kafka import CheckedProducer, create_topics, producer_config
 from streams.kafka import admin as kafka_admin
 from trainer.announce import ModelAnnouncer, model_event
@@ -57,31 +57,44 @@ class Lifecycle:
         transition = self.registry.rollback(to, reason)
         return self.announcer.publish(self._event(transition, "rollback", reason))
 
+    def request_retrain(self, request: RetrainRequest) -> None:
+        """Ask the trainers (one of them takes it, once, by ``request_id``) on the retrain topic."""
+        self.announcer.producer.send_all(self.settings.topics.retrain, [(request.model.encode(), request.to_json())])
+
     def _event(self, transition: Transition, action: ModelAction, reason: str) -> ModelEvent:
         previous = transition.from_version
         return model_event(transition.info, self.settings.model_name, action, 1.0, reason, previous)
+
+
+def assemble(settings: FlywheelSettings, bootstrap: str, database_url: str, registry: ModelRegistry,
+             producer: CheckedProducer, config: TrainerConfig | None = None,
+             metrics: CollectorRegistry | None = None) -> Lifecycle:
+    """The lifecycle on a registry and a producer the caller owns (a serving pod's admin routes reuse
+    the pod's registry); the topics it publishes to are created. Nothing here changes process state."""
+    config = config or load_trainer_config(settings.trainer_config)
+    create_topics(kafka_admin(bootstrap), [settings.topics.models, settings.topics.retrain],
+                  settings.topic_partitions)
+    announcer = ModelAnnouncer(producer, settings.topics.models)
+    trainer = Trainer(db_url=database_url, model_name=settings.model_name, labels=settings.labels, config=config,
+                      registry=registry, announcer=announcer, work_dir=(settings.data_dir / "runs").resolve(),
+                      metrics=TrainerMetrics(metrics or CollectorRegistry()))
+    return Lifecycle(settings, bootstrap, config, registry, announcer, trainer)
 
 
 @contextlib.contextmanager
 def lifecycle(settings: FlywheelSettings, bootstrap: str, database_url: str,
               config: TrainerConfig | None = None, metrics: CollectorRegistry | None = None) -> Iterator[Lifecycle]:
     """Everything wired from settings (``config`` overrides the trainer config file, for tests)."""
-    config = config or load_trainer_config(settings.trainer_config)
-    registry = open_model_registry(settings, database_url)
-    create_topics(kafka_admin(bootstrap), [settings.topics.models, settings.topics.retrain],
-                  settings.topic_partitions)
     producer = CheckedProducer(producer_config(bootstrap))
-    announcer = ModelAnnouncer(producer, settings.topics.models)
-    trainer = Trainer(db_url=database_url, model_name=settings.model_name, labels=settings.labels, config=config,
-                      registry=registry, announcer=announcer, work_dir=(settings.data_dir / "runs").resolve(),
-                      metrics=TrainerMetrics(metrics or CollectorRegistry()))
+    assembled = assemble(settings, bootstrap, database_url, open_model_registry(settings, database_url), producer,
+                         config, metrics)
     # minilm-head embeddings: memory in front of the platform's Postgres table, so a text is encoded once
     # across trainer restarts (the encoder loads lazily, on the first text a head really needs); the
     # process default is restored on exit
     previous_embedder = set_default_embedder(Embedder(shared_encoder(), LayeredEmbeddingCache(
         MemoryEmbeddingCache(), PostgresEmbeddingCache(database_url))))
     try:
-        yield Lifecycle(settings, bootstrap, config, registry, announcer, trainer)
+        yield assembled
     finally:
         producer.flush(10.0)
         set_default_embedder(previous_embedder)

@@ -73,6 +73,13 @@ class FlywheelSettings(BaseSettings):
     canary_config: Path | None = Field(
         default=None, description="YAML of the canary controller and champion watchdog; unset = defaults.")
     serving_port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of `flywheel serve`.")
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the serving API's admin routes; unset = admin routes off.")
+    predict_batch_max: int = Field(default=32, ge=1, le=1024,
+                                   description="Most texts one micro-batch of a batching kind (minilm) encodes.")
+    predict_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000,
+                                         description="How long a micro-batch waits for more requests.")
+    embedding_cache_entries: int = Field(default=50_000, ge=0, description="LRU embeddings kept per pod.")
 
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 = do not serve /metrics.")
     metrics_host: str = Field(default="127.0.0.1", description="Address /metrics binds to; 0.0.0.0 in containers.")

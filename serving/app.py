@@ -25,8 +25,9 @@ from flywheel.settings import FlywheelSettings
 from registry import ModelRegistry
 from schemas.exceptions import InvalidEvent
 from serving import _predict
+from serving.admin import Admin, install_admin_routes
 from serving.deps import FeedbackDep, MetricsDep, PublisherDep, RegistryDep, RuntimeDep, SettingsDep
-from serving.exceptions import InvalidInput, NotReady, QueueFull, ServingError
+from serving.exceptions import InvalidInput, NotReady, ServingError
 from serving.metrics import ServingMetrics
 from serving.models import (
     BatchCreate,
@@ -47,7 +48,8 @@ from streams.exceptions import StreamError
 log = logging.getLogger(__name__)
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorPublic} for code in (422, 503)}
-ROUTES = frozenset({"/predict", "/predict/batch", "/feedback", "/models", "/health", "/ready", "/metrics"})
+ROUTES = frozenset({"/predict", "/predict/batch", "/feedback", "/models", "/health", "/ready", "/metrics",
+                    "/retrain", "/evaluate", "/models/rollback", "/bootstrap"})
 
 
 def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = None,
@@ -62,29 +64,42 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
     if kafka is None:
         raise ConfigError("serving needs a Kafka bootstrap (FLYWHEEL_KAFKA_BOOTSTRAP or bootstrap=)")
 
+    url = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
+
     def open_services() -> Services:
         found = registry
         if found is None:
-            url = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
             if url is None:
                 raise ConfigError("serving needs the registry: FLYWHEEL_DATABASE_URL or FLYWHEEL_REGISTRY_URI")
             found = open_model_registry(settings, url)
         return Services.build(settings, metrics, kafka, found, publisher, feedback, watch)
+
+    def open_admin(services: Services) -> Admin | None:
+        if settings.admin_token is None:
+            return None
+        if url is None:
+            log.warning("admin routes are off: FLYWHEEL_ADMIN_TOKEN is set but there is no database URL")
+            return None
+        return Admin.open(settings, kafka, url, services.registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await run_in_threadpool(open_services)
         services.start()
         app.state.services = services
+        app.state.admin = await run_in_threadpool(open_admin, services)
         try:
             yield
         finally:
+            if app.state.admin is not None:
+                app.state.admin.close()
             await run_in_threadpool(services.close)
 
     app = FastAPI(title="Flywheel serving", version="1", lifespan=lifespan)
     app.state.settings, app.state.metrics = settings, metrics
     _install_handlers(app, metrics)
     _install_routes(app)
+    install_admin_routes(app)
     return app
 
 
@@ -154,8 +169,7 @@ def _install_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
 
     @app.exception_handler(ServingError)
     async def serving_error(_request: Request, exc: ServingError) -> JSONResponse:
-        headers = {"Retry-After": str(int(exc.retry_after))} if isinstance(exc, QueueFull) else None
-        return error(exc.status, exc.code, exc.detail, headers)
+        return error(exc.status, exc.code, exc.detail, exc.headers())
 
     @app.exception_handler(StreamError)
     async def stream_error(_request: Request, exc: StreamError) -> JSONResponse:

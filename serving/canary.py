@@ -279,14 +279,10 @@ def controller_for(lc: Lifecycle, database_url: str, config: CanaryConfig, *,
 
     settings = lc.settings
     bootstrap, topics = lc.bootstrap, settings.topics
-    producer = lc.announcer.producer
-
-    def request_retrain(request: RetrainRequest) -> None:
-        producer.send_all(topics.retrain, [(request.model.encode(), request.to_json())])
 
     return CanaryController(
         db_url=database_url, model_name=settings.model_name, registry=lc.registry, config=config,
-        promote=lc.promote, rollback=lc.rollback, publish=lc.announcer.publish, request_retrain=request_retrain,
+        promote=lc.promote, rollback=lc.rollback, publish=lc.announcer.publish, request_retrain=lc.request_retrain,
         events=lambda: read_model_events(bootstrap, topics.models),
         offline_accuracy=offline_accuracy or mlflow_run_metric(registry_backend(settings, database_url)),
         metrics=metrics)

@@ -15,6 +15,10 @@ class ServingError(FlywheelError):
         super().__init__(detail)
         self.detail = detail
 
+    def headers(self) -> dict[str, str] | None:
+        """Extra response headers (``Retry-After``, ``WWW-Authenticate``)."""
+        return None
+
 
 class InvalidInput(ServingError):
     """A request the API refuses (empty or too long text, an unknown label, ...)."""
@@ -40,6 +44,9 @@ class QueueFull(ServingError):
         super().__init__(detail)
         self.retry_after = retry_after
 
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(max(1, int(self.retry_after)))}
+
 
 class ModelLoadError(ServingError):
     """``version`` could not be loaded (registry unreachable, artifact missing, unknown kind, ...)."""
@@ -55,3 +62,45 @@ class ChecksumMismatch(ModelLoadError):
     """The artifact's sha256 differs from the one announced in the ModelEvent or registered."""
 
     code = "checksum_mismatch"
+
+
+class Unauthorized(ServingError):
+    """An admin route called without the bearer token, or with a wrong one."""
+
+    status = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str] | None:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class AdminDisabled(ServingError):
+    """An admin route on a pod without ``FLYWHEEL_ADMIN_TOKEN`` (or without a database to act on)."""
+
+    status = 403
+    code = "admin_disabled"
+
+
+class NotFound(ServingError):
+    """The version, run or request named in the path does not exist (yet)."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ServingError):
+    """A request the current state refuses: a rollback with nothing to roll back to, a bootstrap over a
+    champion without ``force``, a training run already under way."""
+
+    status = 409
+    code = "conflict"
+
+
+class Unavailable(ServingError):
+    """A dependency of an admin route (database, registry) is down; try again after ``Retry-After``."""
+
+    status = 503
+    code = "unavailable"
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": "1"}

@@ -4,11 +4,12 @@ settings (text length, label set) are checked in the routes, which know the sett
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_BATCH = 64
+MAX_BOOTSTRAP_ROWS = 200_000
 UserId = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -103,3 +104,89 @@ class ModelsPublic(BaseModel):
 
 class StatusPublic(BaseModel):
     status: str
+
+
+# -- admin routes (bearer token) ---------------------------------------------------------------------
+Reason = Annotated[str, Field(max_length=2000)]
+VersionRef = Annotated[str, Field(min_length=1, max_length=100, description="Version number, semver or alias.")]
+
+
+class RetrainCreate(_Body):
+    mode: Literal["incremental", "full"] | None = Field(
+        default=None, description="Unset: the trainer's policy chooses (full for an admin request).")
+    reason: Reason = "admin retrain"
+
+
+class RetrainPublic(BaseModel):
+    request_id: str
+    status: Literal["queued"]
+
+
+class EvaluateCreate(_Body):
+    version: VersionRef | None = Field(default=None, description="Default: the challenger, else the champion.")
+
+
+class VerdictPublic(BaseModel):
+    gate: str
+    passed: bool
+    reason: str
+    details: dict[str, Any]
+
+
+class EvaluationPublic(BaseModel):
+    version: str
+    semver: str
+    passed: bool
+    verdicts: list[VerdictPublic]
+
+
+class PromoteCreate(_Body):
+    reason: Reason = "admin promote"
+
+
+class RollbackCreate(_Body):
+    to: VersionRef | None = Field(default=None, description="Default: the `previous` alias.")
+    reason: Reason = "admin rollback"
+
+
+class ModelEventPublic(BaseModel):
+    action: str
+    model: str
+    version: str
+    semver: str
+    previous_version: str | None
+    traffic: float
+    reason: str
+
+
+class CorpusRowCreate(_Body):
+    text: Annotated[str, Field(min_length=1)]
+    label: Annotated[str, Field(min_length=1, max_length=100)]
+    domain: Annotated[str, Field(max_length=200)] | None = None
+
+
+class BootstrapCreate(_Body):
+    rows: Annotated[list[CorpusRowCreate], Field(min_length=2, max_length=MAX_BOOTSTRAP_ROWS)]
+    kind: Annotated[str, Field(max_length=100)] = "tfidf-logreg"
+    holdout: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    force: bool = False
+    source: Annotated[str, Field(min_length=1, max_length=200)] = "api"
+
+
+class TrainingPublic(BaseModel):
+    """A training job: ``id`` is what the admin route returned (a job id, a retrain request id or a run
+    id); ``status`` is queued | running | busy | promoted | canary | refused | failed | abandoned."""
+
+    id: str
+    status: str
+    run_id: str | None = None
+    request_id: str | None = None
+    trigger: str | None = None
+    mode: str | None = None
+    version: str | None = None
+    kind: str | None = None
+    reason: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    candidates: list[dict[str, Any]] = Field(default_factory=list)

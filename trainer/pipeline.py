@@ -253,6 +253,11 @@ class Trainer:
         with db.connect(self.db_url, autocommit=True) as conn:
             return RunLog(conn, self.model_name).recent(limit)
 
+    def find_run(self, ref: str) -> dict[str, Any] | None:
+        """A training run of this model by run id or retrain-request id (``None``: no such run yet)."""
+        with db.connect(self.db_url, autocommit=True) as conn:
+            return RunLog(conn, self.model_name).find(ref)
+
     def champion(self) -> ModelVersionInfo | None:
         return self.registry.champion()
 

@@ -1,0 +1,153 @@
+"""The admin routes over HTTP against the real registry, broker and Postgres: the token is required, every
+action does what its CLI twin does, and bad requests get a 4xx naming the problem."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from flywheel.lifecycle import Lifecycle
+from flywheel.settings import FlywheelSettings
+from serving import create_app
+from tests.trainer.lifecycle_helpers import rows
+
+from .conftest import read_topic, register_version, services, wait_for
+
+TOKEN = "s3cret-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ADMIN_CALLS = [
+    ("post", "/retrain", {}),
+    ("post", "/evaluate", {}),
+    ("post", "/models/1/promote", {}),
+    ("post", "/models/rollback", {}),
+    ("post", "/bootstrap", {"rows": [{"text": "good", "label": "positive"}, {"text": "bad", "label": "negative"}]}),
+    ("get", "/training/abc", None),
+]
+
+
+@pytest.fixture
+def admin_settings(settings: FlywheelSettings) -> FlywheelSettings:
+    return settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
+
+
+@pytest.fixture
+def admin_client(admin_settings: FlywheelSettings, db_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(admin_settings, database_url=db_url), raise_server_exceptions=False) as client:
+        yield client
+
+
+def call(client: TestClient, method: str, path: str, body: object, headers: dict[str, str] | None = None
+         ) -> tuple[int, dict[str, str], dict[str, object]]:
+    response = client.request(method.upper(), path, json=body, headers=headers)
+    return response.status_code, dict(response.headers), response.json()
+
+
+def test_admin_routes_are_off_without_a_configured_token(app_client: TestClient) -> None:
+    for method, path, body in ADMIN_CALLS:
+        status, _headers, payload = call(app_client, method, path, body, AUTH)
+        assert status == 403 and payload["error"] == "admin_disabled", (path, payload)
+        assert "FLYWHEEL_ADMIN_TOKEN" in str(payload["detail"])
+
+
+def test_admin_routes_refuse_a_missing_or_wrong_token(admin_client: TestClient) -> None:
+    wrong = [None, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {TOKEN}"},
+             {"Authorization": TOKEN}, {"Authorization": f"Bearer {TOKEN}x"}]
+    for method, path, body in ADMIN_CALLS:
+        for headers in wrong:
+            status, got, payload = call(admin_client, method, path, body, headers)
+            assert status == 401 and payload["error"] == "unauthorized", (path, headers, payload)
+            assert got.get("www-authenticate") == "Bearer"
+    # the public routes need no token
+    assert admin_client.get("/health").status_code == 200
+    schema = admin_client.get("/openapi.json").json()
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    assert schema["paths"]["/retrain"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in schema["paths"]["/predict"]["post"]
+
+
+def poll(client: TestClient, ref: str, until: set[str], timeout: float = 90.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(f"/training/{ref}", headers=AUTH)
+        assert response.status_code == 200, response.text
+        found: dict[str, object] = response.json()
+        if found["status"] in until:
+            return found
+        assert time.monotonic() < deadline, f"training {ref} still {found['status']}"
+        time.sleep(0.1)
+
+
+def test_bootstrap_evaluate_promote_rollback_and_retrain_over_http(
+        admin_client: TestClient, lc: Lifecycle, admin_settings: FlywheelSettings, tmp_path: Path) -> None:
+    corpus = [{"text": r.text, "label": r.label, "domain": r.domain} for r in rows("vader_movies")[:400]]
+
+    # bad bootstrap bodies: 4xx naming the problem, nothing trained
+    bad_label = [*corpus[:3], {"text": "meh", "label": "sideways"}]
+    status, _h, payload = call(admin_client, "post", "/bootstrap", {"rows": bad_label}, AUTH)
+    assert status == 422 and "rows.3.label" in str(payload["detail"]) and "sideways" in str(payload["detail"])
+    status, _h, payload = call(admin_client, "post", "/bootstrap", {"rows": corpus[:3], "kind": "svm"}, AUTH)
+    assert status == 422 and "svm" in str(payload["detail"])
+    blank = [*corpus[:3], {"text": "  ", "label": "positive"}]
+    status, _h, payload = call(admin_client, "post", "/bootstrap", {"rows": blank}, AUTH)
+    assert status == 422 and "rows.3.text" in str(payload["detail"])
+    status, _h, payload = call(admin_client, "post", "/evaluate", {}, AUTH)
+    assert status == 404 and payload["error"] == "not_found"  # no champion yet: nothing to evaluate
+
+    # bootstrap: a background job, followed by its id until the run is recorded
+    status, _h, job = call(admin_client, "post", "/bootstrap", {"rows": corpus, "source": "api-test"}, AUTH)
+    assert status == 202 and job["status"] in {"queued", "running"}, job
+    done = poll(admin_client, str(job["id"]), {"promoted", "failed"})
+    assert done["status"] == "promoted" and done["mode"] == "bootstrap" and done["run_id"], done
+    first = str(done["version"])
+    assert services(admin_client).runtime.wait_live(first, 30)
+    by_run = admin_client.get(f"/training/{done['run_id']}", headers=AUTH).json()
+    assert by_run["version"] == first and by_run["candidates"][0]["kind"] == "tfidf-logreg"
+    status, _h, payload = call(admin_client, "post", "/bootstrap", {"rows": corpus}, AUTH)
+    assert status == 409 and "force=true" in str(payload["detail"])
+
+    # evaluate: the gate verdicts of the champion
+    status, _h, report = call(admin_client, "post", "/evaluate", None, AUTH)
+    assert status == 200 and report["version"] == first, report
+    assert {v["gate"] for v in report["verdicts"]} >= {"evaluation", "behaviour"}  # type: ignore[union-attr]
+    status, _h, payload = call(admin_client, "post", "/evaluate", {"version": "99.0.0"}, AUTH)
+    assert status == 404 and "99.0.0" in str(payload["detail"])
+
+    # promote a registered version, then roll back: each one event, and the pod follows
+    second = register_version(lc, tmp_path, 400, c=0.5)
+    status, _h, event = call(admin_client, "post", f"/models/{second.version}/promote", {"reason": "ops"}, AUTH)
+    assert status == 200 and event["action"] == "promote" and event["version"] == second.version, event
+    assert event["previous_version"] == first and event["reason"] == "ops"
+    assert services(admin_client).runtime.wait_live(second.version, 30)
+    assert admin_client.post("/predict", json={"text": "great"}).json()["version"] == second.version
+    status, _h, event = call(admin_client, "post", "/models/rollback", None, AUTH)
+    assert status == 200 and event["action"] == "rollback" and event["version"] == first, event
+    assert services(admin_client).runtime.wait_live(first, 30)
+    status, _h, payload = call(admin_client, "post", "/models/4242/promote", {}, AUTH)
+    assert status == 404 and payload["error"] == "not_found"
+    status, _h, payload = call(admin_client, "post", "/models/rollback", {"to": first}, AUTH)
+    assert status == 409 and payload["error"] == "conflict"  # the champion is no rollback target
+    bootstrap = admin_settings.kafka_bootstrap or ""
+    actions = [json.loads(v)["action"] for v in read_topic(bootstrap, admin_settings.topics.models, 3)]
+    assert actions[-3:] == ["promote", "promote", "rollback"]
+
+    # retrain: a request on the retrain topic; its id follows it from queued to the run a trainer makes
+    status, _h, queued = call(admin_client, "post", "/retrain", {"mode": "full", "reason": "new data"}, AUTH)
+    assert status == 202 and queued["status"] == "queued"
+    request_id = str(queued["request_id"])
+    assert admin_client.get(f"/training/{request_id}", headers=AUTH).json()["status"] == "queued"
+    [record] = [json.loads(v) for v in read_topic(bootstrap, admin_settings.topics.retrain, 1)]
+    assert (record["request_id"], record["trigger"], record["mode"]) == (request_id, "admin", "full")
+    result = lc.trainer.maybe_train("admin", requested="full", request_id=request_id)  # what a trainer does
+    assert result.run_id is not None
+    wait_for(lambda: admin_client.get(f"/training/{request_id}", headers=AUTH).json()["status"] != "queued",
+             "the run of the request")
+    run = admin_client.get(f"/training/{request_id}", headers=AUTH).json()
+    assert run["run_id"] == str(result.run_id) and run["request_id"] == request_id and run["trigger"] == "admin"
+    status, _h, payload = call(admin_client, "get", "/training/no-such-run", None, AUTH)
+    assert status == 404 and payload["error"] == "not_found"
