@@ -35,6 +35,11 @@ class PolicyConfig(_Frozen):
     kind_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     holdout_percent: int = Field(default=10, ge=0, le=50, description="Share of feedback reserved for evaluation.")
     holdout_recent: int = Field(default=1000, ge=0, description="Most recent reserved feedback in the holdout.")
+    recent_share: float = Field(
+        default=0.5, ge=0.0, lt=1.0,
+        description="Weight share of the recent reserved feedback in the evaluation (what the model serves now); "
+                    "the rest is the corpus holdout. 0 = every row weighs the same.")
+    recent_min: int = Field(default=30, ge=1, description="Fewer recent reserved rows: every row weighs the same.")
     seed: int = 0
 
     @field_validator("full_cron")

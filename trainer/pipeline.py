@@ -32,7 +32,7 @@ from registry import CHALLENGER, CHAMPION, PREVIOUS, Lineage, ModelRegistry, Mod
 from schemas import ModelEvent
 from trainer.announce import ModelAnnouncer, ModelState, model_event
 from trainer.base import ModelKind
-from trainer.config import TrainerConfig
+from trainer.config import PolicyConfig, TrainerConfig
 from trainer.data import CorpusRow, Frame, SampleStore, Snapshot, split_holdout, store_corpus
 from trainer.embeddings import Embedder, MemoryEmbeddingCache
 from trainer.exceptions import TrainerError
@@ -223,7 +223,7 @@ class Trainer:
         baseline = self.registry.load(against.version) if against is not None else None
         with db.connect(self.db_url, autocommit=True) as conn:
             frame = SampleStore(conn, self.config.policy.holdout_percent).holdout(self.config.policy.holdout_recent)
-        holdout = Holdout(frame.texts, frame.labels, [s or "" for s in frame.slices])
+        holdout = evaluation_set(frame, self.config.policy)
         return [self.evaluation.check(GateInput(candidate=model, champion=baseline, holdout=holdout)),
                 self.behaviour.check(GateInput(candidate=model))]
 
@@ -325,8 +325,8 @@ class Trainer:
                     runs.finish(run_id, status="refused", reason=f"data quality: {quality.reason}",
                                 data_hash=data_hash, trained_count=len(frame), mlflow_run_id=ml.run_id)
                     return RunResult("refused", f"data quality: {quality.reason}", run_id, mode)
-                evaluation_set = Holdout(holdout.texts, holdout.labels, [s or "" for s in holdout.slices])
-                candidates = [self._candidate(kind, mode, frame, champion, champion_model, evaluation_set,
+                weighted = evaluation_set(holdout, self.config.policy)
+                candidates = [self._candidate(kind, mode, frame, champion, champion_model, weighted,
                                               workdir / kind)
                               for kind in self._kinds(mode, champion, kinds)]
                 for c in candidates:
@@ -480,3 +480,17 @@ def _log_verdict(ml: RunHandle, verdict: Verdict, prefix: str = "") -> None:
             ml.log_artifacts(path.parent, f"gates/{name}/data_docs")
         elif path.is_file():
             ml.log_artifact(path, f"gates/{name}")
+
+
+def evaluation_set(frame: Frame, policy: PolicyConfig) -> Holdout:
+    """The gate's holdout from :meth:`SampleStore.holdout`: corpus rows (negative ids) and recent reserved
+    feedback (positive ids). With at least ``recent_min`` recent rows, they carry ``recent_share`` of the
+    total weight: the evaluation judges a candidate on what it will serve, while the corpus holdout keeps
+    its own per-slice no-regression check. Otherwise every row weighs the same."""
+    recent = sum(1 for i in frame.ids if i > 0)
+    base = len(frame) - recent
+    weights: list[float] | None = None
+    if policy.recent_share > 0 and recent >= policy.recent_min and base > 0:
+        per_recent = policy.recent_share * base / ((1 - policy.recent_share) * recent)
+        weights = [per_recent if i > 0 else 1.0 for i in frame.ids]
+    return Holdout(frame.texts, frame.labels, [s or "" for s in frame.slices], weights)

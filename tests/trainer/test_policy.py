@@ -92,3 +92,21 @@ def test_drift_requests_follow_the_policy_unless_they_name_a_mode() -> None:
         == "incremental"
     assert decide(incremental, trigger="drift", new_since_attempt=0, new_since_champion=3, has_champion=True,
                   requested="full").mode == "full"
+
+
+def test_the_evaluation_set_weights_recent_traffic_to_its_share() -> None:
+    from trainer.config import PolicyConfig
+    from trainer.data import Frame
+    from trainer.pipeline import evaluation_set
+
+    corpus = [(-i, f"old {i}", "positive", 1.0, "movies") for i in range(1, 301)]
+    recent = [(i, f"new {i}", "negative", 1.0, "tweets") for i in range(1, 41)]
+    frame = Frame().extend(corpus + recent)
+    holdout = evaluation_set(frame, PolicyConfig(recent_share=0.5, recent_min=30))
+    assert holdout.weights is not None and holdout.slices is not None
+    assert sum(holdout.weights[300:]) == pytest.approx(sum(holdout.weights[:300]))  # half the weight each
+    assert set(holdout.weights[:300]) == {1.0} and holdout.slices[-1] == "tweets"
+    assert evaluation_set(frame, PolicyConfig(recent_share=0.5, recent_min=41)).weights is None  # too few
+    assert evaluation_set(frame, PolicyConfig(recent_share=0.0)).weights is None
+    only_recent = evaluation_set(Frame().extend(recent), PolicyConfig())
+    assert only_recent.weights is None

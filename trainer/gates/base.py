@@ -45,11 +45,15 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Holdout:
-    """Labelled evaluation rows; ``slices`` (optional) gives each row's slice value, e.g. its domain."""
+    """Labelled evaluation rows; ``slices`` (optional) gives each row's slice value, e.g. its domain;
+    ``weights`` (optional, positive) each row's importance in the overall metrics and their significance
+    test (e.g. recent traffic weighted up to its share of what the model will serve). Per-slice checks
+    count rows unweighted."""
 
     texts: Sequence[str]
     labels: Sequence[str]
     slices: Sequence[str] | None = None
+    weights: Sequence[float] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)

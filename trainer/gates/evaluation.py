@@ -69,7 +69,8 @@ class EvaluationGate(Gate[EvaluationConfig]):
         cand_eval = evaluate(cand, cfg.metric_weights)
         cand_score: float = cand_eval["score"]
         details: dict[str, Any] = {
-            "rows": len(holdout), "weights": dict(cfg.metric_weights), "candidate": cand_eval,
+            "rows": len(holdout), "effective_rows": _effective_rows(holdout), "weights": dict(cfg.metric_weights),
+            "candidate": cand_eval,
             "criteria": {"min_improvement": cfg.min_improvement, "alpha": cfg.alpha,
                          "min_slice_size": cfg.min_slice_size, "slice_tolerance": cfg.slice_tolerance}}
         if inputs.champion is None:
@@ -121,7 +122,13 @@ class EvaluationGate(Gate[EvaluationConfig]):
         if proba.shape != (len(holdout), len(model.labels)) or not np.all(np.isfinite(proba)):
             return f"predict_proba returned shape {proba.shape} (or non-finite values) for {len(holdout)} texts"
         predicted = [model.labels[i] for i in proba.argmax(axis=1)]
-        return row_stats(predicted, proba.max(axis=1), holdout.labels, classes, self.config.calibration_bins)
+        stats = row_stats(predicted, proba.max(axis=1), holdout.labels, classes, self.config.calibration_bins)
+        if holdout.weights is None:
+            return stats
+        # every metric is a ratio of per-row feature sums, so weighting a row is scaling its features
+        weights = np.asarray(holdout.weights, dtype=np.float64)
+        return RowStats(stats.classes, stats.n_bins, stats.features * (weights / weights.mean())[:, None],
+                        stats.correct)
 
     def _significance(self, cand: RowStats, champ: RowStats) -> tuple[float, dict[str, Any]]:
         cfg = self.config
@@ -134,6 +141,14 @@ class EvaluationGate(Gate[EvaluationConfig]):
                    "delta_ci95": [float(low), float(high)]}
 
 
+def _effective_rows(holdout: Holdout) -> float:
+    """Kish's effective sample size of the row weights (= rows when unweighted)."""
+    if holdout.weights is None:
+        return float(len(holdout))
+    w = np.asarray(holdout.weights, dtype=np.float64)
+    return float(w.sum() ** 2 / (w ** 2).sum())
+
+
 def _holdout_problem(holdout: Holdout | None) -> str | None:
     if holdout is None or len(holdout) == 0:
         return "no holdout rows to evaluate on"
@@ -141,6 +156,10 @@ def _holdout_problem(holdout: Holdout | None) -> str | None:
         return f"holdout has {len(holdout)} texts but {len(holdout.labels)} labels"
     if holdout.slices is not None and len(holdout.slices) != len(holdout):
         return f"holdout has {len(holdout)} texts but {len(holdout.slices)} slice values"
+    if holdout.weights is not None:
+        w = np.asarray(holdout.weights, dtype=np.float64)
+        if w.shape != (len(holdout),) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            return f"holdout weights must be {len(holdout)} positive finite numbers"
     return None
 
 

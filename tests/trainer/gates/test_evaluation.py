@@ -167,3 +167,23 @@ def test_the_weights_choose_what_the_score_means(good_model: ModelKind, weak_mod
         EvaluationConfig(metric_weights={"accuracy": 0.0})
     with pytest.raises(pydantic.ValidationError):
         EvaluationConfig.model_validate({"metric_weights": {"f2": 1.0}})
+
+
+def test_row_weights_scale_the_metrics_and_the_bootstrap() -> None:
+    # 40 rows only the champion gets right (the old domain), 20 only the candidate (the new one), 50 both
+    cand, champ, holdout = _paired(b=20, c=40, both=50)
+    config: dict[str, Any] = {"metric_weights": {"accuracy": 1.0}, "n_resamples": 2000}
+    assert not _check(cand, champ, holdout, **config).passed  # unweighted: 0.64 vs 0.82
+    new_domain = [8.0 if "row" in t and t.endswith(" b") else 1.0 for t in holdout.texts]
+    weighted = Holdout(holdout.texts, holdout.labels, None, new_domain)
+    verdict = _check(cand, champ, weighted, **config)
+    total = sum(new_domain)
+    assert verdict.details["candidate"]["metrics"]["accuracy"] == pytest.approx((160 + 50) / total)
+    assert verdict.details["champion"]["metrics"]["accuracy"] == pytest.approx((40 + 50) / total)
+    assert verdict.details["effective_rows"] == pytest.approx(total ** 2 / (20 * 64 + 90))
+    assert verdict.passed, verdict.reason
+    doubled = Holdout(holdout.texts, holdout.labels, None, [2 * w for w in new_domain])
+    assert _check(cand, champ, doubled, **config).details["p_value"] == verdict.details["p_value"], "scale-free"
+    for bad in ([0.0] * len(holdout), [1.0] * 3, [float("nan")] * len(holdout)):
+        refused = _check(cand, champ, Holdout(holdout.texts, holdout.labels, None, bad), **config)
+        assert not refused.passed and "positive finite" in refused.reason
