@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from flywheel import cli_lifecycle, db
+from flywheel import cli_demo, cli_lifecycle, db
 from flywheel.exceptions import FlywheelError, StackError
 from flywheel.platform import Endpoints, Platform, resolve
 from flywheel.settings import FlywheelSettings
@@ -40,6 +40,7 @@ app.add_typer(cli_lifecycle.models_app, name="models")
 app.command()(cli_lifecycle.bootstrap)
 app.command()(cli_lifecycle.retrain)
 app.command()(cli_lifecycle.evaluate)
+app.command()(cli_demo.demo)
 
 out = Console()
 err = Console(stderr=True)

@@ -204,7 +204,8 @@ def serve(settings: FlywheelSettings, stop_event: threading.Event, *, port: int 
     """Run the API with uvicorn until ``stop_event`` is set. ``port`` defaults to ``settings.serving_port``
     (``FLYWHEEL_SERVING_PORT``, 8000)."""
     config = uvicorn.Config(app or create_app(settings), host=host,
-                            port=settings.serving_port if port is None else port, log_level="info")
+                            port=settings.serving_port if port is None else port, log_level="info",
+                            log_config=None)  # uvicorn's records go through the process's logging set-up
     server = uvicorn.Server(config)
 
     def watch() -> None:

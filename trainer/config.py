@@ -31,6 +31,10 @@ class PolicyConfig(_Frozen):
     request_max_age_s: float = Field(default=3600.0, gt=0, description="Older retrain requests are ignored.")
     reconcile_interval_s: float = Field(default=30.0, gt=0, description="Check Postgres even without signals.")
     replay_size: int = Field(default=2000, ge=0, description="Older samples mixed into an incremental run.")
+    corpus_weight: float = Field(
+        default=0.2, gt=0.0,
+        description="Training weight of a bootstrap-corpus row relative to a feedback sample (weight 1 x its "
+                    "curation weight): feedback is what the model serves now, the corpus what it was built on.")
     kinds: tuple[str, ...] = Field(default=("tfidf-logreg",), min_length=1, description="Candidate kinds.")
     kind_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     holdout_percent: int = Field(default=10, ge=0, le=50, description="Share of feedback reserved for evaluation.")

@@ -402,7 +402,7 @@ class Trainer:
     def _training_frame(self, store: SampleStore, mode: Mode, snapshot: Snapshot,
                         champion: ModelVersionInfo) -> Frame:
         if mode == "full":
-            frame = store.corpus("train")
+            frame = self._corpus(store)
             new = store.samples(after=0, upto=snapshot.watermark)
             return frame.extend(zip(new.ids, new.texts, new.labels, new.weights, new.slices, strict=True))
         since = champion.watermark or 0
@@ -412,13 +412,19 @@ class Trainer:
         late = started - LATE_JOIN_MARGIN if started is not None else None
         new = store.samples(after=since, upto=snapshot.watermark, landed_after=late)
         fresh = set(new.ids)
-        older = store.corpus("train")
+        older = self._corpus(store)
         past = store.samples(after=0, upto=since)
         older.extend((i, t, lbl, w, sl) for i, t, lbl, w, sl in
                      zip(past.ids, past.texts, past.labels, past.weights, past.slices, strict=True) if i not in fresh)
         rng = random.Random(f"{self.config.policy.seed}:{snapshot.watermark}")
         replay = older.take(sorted(rng.sample(range(len(older)), min(len(older), self.config.policy.replay_size))))
         return new.extend(zip(replay.ids, replay.texts, replay.labels, replay.weights, replay.slices, strict=True))
+
+    def _corpus(self, store: SampleStore) -> Frame:
+        """The corpus's train split at ``policy.corpus_weight``."""
+        frame = store.corpus("train")
+        frame.weights = [w * self.config.policy.corpus_weight for w in frame.weights]
+        return frame
 
     def _candidate(self, kind: str, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
                    champion_model: ModelKind | None, holdout: Holdout, workdir: Path) -> Candidate:
