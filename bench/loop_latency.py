@@ -1,11 +1,18 @@
-"""Feedback-to-promotion latency: the platform (ingest + trainer) runs on the embedded broker and a fresh
-Postgres database with a champion deployed; feedback is produced until one record short of the
-incremental threshold and has landed; then the crossing record is produced and the clock runs until the
-announcement (``canary`` or ``promote``) appears on ``flywheel.models.v1``. Once per model kind.
+"""Feedback-to-promotion latency: the platform (ingest + curation + trainer) runs on the embedded broker and
+a fresh Postgres database with a champion deployed; feedback is produced until the trainer's count
+(accepted curated samples outside the holdout) is one short of the incremental threshold; then the crossing
+record is produced and the clock runs until the announcement (``canary`` or ``promote``) appears on
+``flywheel.models.v1``. Once per model kind.
+
+A serving pod (``flywheel serve`` in its own process, on the same broker and database) answers the
+champion before the crossing record; from the same start, ``POST /predict`` is polled every 50 ms and a
+second clock stops at the first response whose ``version`` is the announced one: feedback to a served
+prediction.
 
 The gates run in full, but with thresholds that let the candidate through (``min_improvement: -1``,
 ``alpha: 0.999999``, no slice tolerance, behaviour rates 0): this measures how fast the loop is, not
-whether 200 samples make a better model. Last line of output is JSON: {"kind_seconds": {kind: seconds}, ...}.
+whether 200 samples make a better model. Last line of output is JSON:
+{"kind_seconds": {kind: seconds}, "to_predict_seconds": {kind: seconds}, "details": {...}}.
 
     .venv/bin/python bench/loop_latency.py [--kinds tfidf-logreg minilm-head] [--threshold 200]
 """
@@ -19,14 +26,20 @@ if __package__ in (None, ""):  # run as `python bench/loop_latency.py`: make the
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import random
+import subprocess
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
@@ -34,11 +47,12 @@ from bench._stack import bench_stack
 from flywheel import db
 from flywheel.platform import Platform
 from flywheel.settings import FlywheelSettings
+from flywheel.stack import free_port
 from schemas import FeedbackEvent, ModelEvent, PredictionEvent
 from streams.kafka import consumer_config, high_watermarks
 from streams.producer import EventProducer
 from trainer.announce import now
-from trainer.data import CorpusRow, read_labelled_csv
+from trainer.data import CorpusRow, SampleStore, read_labelled_csv
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -65,19 +79,126 @@ def lenient_config(path: Path, kind: str, threshold: int) -> Path:
     return path
 
 
-def samples_landed(url: str) -> int:
+def quiet_watchdog(path: Path) -> Path:
+    """The platform's champion watchdog off: the bench's prediction events all say ``neutral``, so the
+    champion's online accuracy looks far below its offline one and the watchdog would request a full
+    retrain that eats the samples the incremental threshold counts."""
+    path.write_text(yaml.safe_dump({"watchdog": {"enabled": False}}))
+    return path
+
+
+def training_samples(url: str, holdout_percent: int) -> int:
+    """What the trainer compares with its thresholds: accepted samples outside the holdout."""
     with db.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM feedback WHERE status = 'joined'").fetchone()
-    return int(row[0]) if row else 0
+        return SampleStore(conn, holdout_percent).snapshot().count
+
+
+def wait_curated(url: str, n: int, timeout: float = 120) -> None:
+    """Until ``n`` samples have a curation verdict (each feedback landed, joined and curated)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM samples WHERE curated_at IS NOT NULL").fetchone()
+        if row is not None and int(row[0]) >= n:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"fewer than {n} samples curated after {timeout:.0f} s")
+
+
+def curation_status(url: str, feedback_id: str, timeout: float = 120) -> str:
+    """The curator's verdict on one feedback (accepted, quarantined, rejected)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.connect(url) as conn:
+            row = conn.execute("SELECT status FROM samples WHERE feedback_id = %s AND curated_at IS NOT NULL",
+                               (feedback_id,)).fetchone()
+        if row is not None:
+            return str(row[0])
+        time.sleep(0.05)
+    raise SystemExit(f"feedback {feedback_id} not curated after {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def serving_pod(settings: FlywheelSettings, log_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
+    """`flywheel serve` as its own process, like a serving pod, on the platform's broker and database."""
+    assert settings.kafka_bootstrap and settings.database_url
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+    port = free_port()
+    env.update(FLYWHEEL_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+               FLYWHEEL_DATABASE_URL=settings.database_url.get_secret_value(),
+               FLYWHEEL_TOPIC_PREFIX=settings.topic_prefix, FLYWHEEL_DATA_DIR=str(settings.data_dir),
+               FLYWHEEL_SERVING_PORT=str(port), FLYWHEEL_METRICS_HOST="127.0.0.1")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "flywheel", "serve"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=log_path.parent)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield proc, client
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_serving(proc: subprocess.Popen[bytes], client: httpx.Client, version: str, log_path: Path,
+                 timeout: float = 300) -> None:
+    """Until the pod answers /predict with ``version``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"flywheel serve exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            answer = client.post("/predict", json={"text": "is it up?"})
+            if answer.status_code == 200 and answer.json()["version"] == version:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"flywheel serve did not serve version {version} in {timeout:.0f} s:\n"
+                     f"{log_path.read_text()[-3000:]}")
+
+
+class PredictPoller(threading.Thread):
+    """POST /predict every ``interval`` s from ``start``; stops at the first answer from a version other
+    than ``old`` and keeps when it arrived (``time.perf_counter()``) and the version."""
+
+    def __init__(self, client: httpx.Client, old: str, interval: float = 0.05) -> None:
+        super().__init__(name="bench-predict-poller", daemon=True)
+        self.client, self.old, self.interval = client, old, interval
+        self.stop = threading.Event()
+        self.first_new: tuple[float, str] | None = None
+        self.polls = self.failures = 0
+
+    def run(self) -> None:
+        next_at = time.perf_counter()
+        while not self.stop.is_set():
+            try:
+                answer = self.client.post("/predict", json={"text": "the loop closes fast", "user_id": "bench"})
+            except httpx.HTTPError:
+                self.failures += 1
+            else:
+                at = time.perf_counter()
+                self.polls += 1
+                if answer.status_code != 200:
+                    self.failures += 1
+                elif answer.json()["version"] != self.old:
+                    self.first_new = (at, answer.json()["version"])
+                    return
+            next_at += self.interval
+            self.stop.wait(max(0.0, next_at - time.perf_counter()))
 
 
 def measure(kind: str, threshold: int, bootstrap_rows: int) -> dict[str, Any]:
-    with bench_stack() as (bootstrap, url), tempfile.TemporaryDirectory() as tmp:
+    with bench_stack() as (bootstrap, url), tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as pod:
         prefix = f"bench{uuid.uuid4().hex[:6]}"
         settings = FlywheelSettings(kafka_bootstrap=bootstrap, database_url=url, topic_prefix=prefix,  # type: ignore[arg-type]
                                     data_dir=Path(tmp) / "data", metrics_port=0, schema_registry_port=0,
+                                    serving_port=0,  # the API runs as its own process: serving_pod()
                                     batch_max_wait_ms=20, trainer_config=lenient_config(Path(tmp) / "t.yaml", kind,
-                                                                                        threshold))
+                                                                                        threshold),
+                                    canary_config=quiet_watchdog(Path(tmp) / "canary.yaml"))
+        serve_log = Path(tmp) / "serve.log"
         with Platform(settings) as platform:
             if not platform.trainer_ready.wait(300) or platform.lifecycle is None:
                 raise SystemExit("the trainer did not start")
@@ -85,8 +206,13 @@ def measure(kind: str, threshold: int, bootstrap_rows: int) -> dict[str, Any]:
             started = time.perf_counter()
             boot = lc.trainer.bootstrap(rows("vader_movies")[:bootstrap_rows], source="vader_movies.csv", kind=kind)
             bootstrap_s = time.perf_counter() - started
-            if boot.status != "promoted":
+            if boot.status != "promoted" or boot.version is None:
                 raise SystemExit(f"bootstrap of {kind} was {boot.status}: {boot.reason}")
+            champion = boot.version.version
+            proc, api = pod.enter_context(serving_pod(settings, serve_log))
+            started = time.perf_counter()
+            wait_serving(proc, api, champion, serve_log)
+            serving_ready_s = time.perf_counter() - started
             topic = settings.topics.models
             ends = high_watermarks(bootstrap, [(topic, p) for p in range(settings.topic_partitions)])
             watcher = Consumer(consumer_config(bootstrap, f"bench-watch-{prefix}"))
@@ -94,29 +220,42 @@ def measure(kind: str, threshold: int, bootstrap_rows: int) -> dict[str, Any]:
             percent = lc.config.policy.holdout_percent
             stream = iter(rows("vader_tweets"))
             with EventProducer(bootstrap, settings.topics) as producer:
-                def send_one() -> bool:
+                def send_one(*, training: bool = False) -> str:
+                    """A prediction and its labelled feedback; ``training``: a feedback id outside the holdout."""
                     row = next(stream)
                     pid, fid = uuid.uuid4().hex, uuid.uuid4().hex
+                    while training and reserved(fid, percent):
+                        fid = uuid.uuid4().hex
                     producer.send(PredictionEvent(ts=now(), prediction_id=pid, model=settings.model_name,
-                                                  model_version=boot.version.version if boot.version else "1",
+                                                  model_version=champion,
                                                   text=row.text, label="neutral", latency_ms=2.0, domain=row.domain,
                                                   probabilities={"negative": 0.2, "neutral": 0.6, "positive": 0.2}))
                     producer.send(FeedbackEvent(ts=now(), feedback_id=fid, prediction_id=pid, label=row.label))
-                    return not reserved(fid, percent)
+                    return fid
 
-                counted = sent = 0
-                while counted < threshold - 1:
-                    counted += send_one()
-                    sent += 1
-                producer.flush(30)
-                deadline = time.monotonic() + 120
-                while samples_landed(url) < sent and time.monotonic() < deadline:
-                    time.sleep(0.1)
+                # Up to one sample short of the threshold, counted as the trainer counts (the curator
+                # quarantines some feedback, the holdout keeps some): send the shortfall, wait until all of
+                # it is curated, count again.
+                sent = 0
+                while (short := threshold - 1 - training_samples(url, percent)) > 0:
+                    for _ in range(short):
+                        send_one()
+                    sent += short
+                    producer.flush(30)
+                    wait_curated(url, sent)
                 time.sleep(1.0)  # let the trainer see "below threshold" first
-                t0 = time.perf_counter()
-                while not send_one():
-                    pass
-                producer.flush(30)
+                poller = PredictPoller(api, champion)
+                poller.start()
+                # The crossing record: the clocks start at its produce. One the curator does not accept
+                # crosses nothing (no run starts): the next one is the crossing record, with a new start.
+                retried = 0
+                while True:
+                    t0 = time.perf_counter()
+                    fid = send_one(training=True)
+                    producer.flush(30)
+                    if curation_status(url, fid) == "accepted":
+                        break
+                    retried += 1
             event = None
             deadline = time.monotonic() + 600
             while event is None and time.monotonic() < deadline:
@@ -126,11 +265,21 @@ def measure(kind: str, threshold: int, bootstrap_rows: int) -> dict[str, Any]:
                         break
             elapsed = time.perf_counter() - t0
             watcher.close()
+            poller.join(120 if event is not None else 0)
+            poller.stop.set()
+            poller.join(30)
+            pod.close()  # the serving process stops before the platform
             runs = lc.trainer.recent_runs()
         if event is None:
-            return {"kind": kind, "seconds": None, "runs": runs}
-        return {"kind": kind, "seconds": round(elapsed, 3), "action": event.action, "semver": event.semver,
-                "bootstrap_seconds": round(bootstrap_s, 2), "runs": runs}
+            return {"kind": kind, "seconds": None, "to_predict_seconds": None, "runs": runs}
+        served = poller.first_new
+        to_predict = round(served[0] - t0, 3) if served is not None and served[1] == event.version else None
+        return {"kind": kind, "seconds": round(elapsed, 3), "to_predict_seconds": to_predict,
+                "action": event.action, "semver": event.semver, "version": event.version,
+                "first_new_served": served[1] if served else None, "predict_polls": poller.polls,
+                "predict_failures": poller.failures, "crossing_retries": retried, "feedback_sent": sent + 1 + retried,
+                "bootstrap_seconds": round(bootstrap_s, 2),
+                "serving_ready_seconds": round(serving_ready_s, 2), "runs": runs}
 
 
 def main() -> None:
@@ -145,6 +294,7 @@ def main() -> None:
         print(f"{kind}: {result}", flush=True)
         results[kind] = result
     print(json.dumps({"kind_seconds": {k: r["seconds"] for k, r in results.items()},
+                      "to_predict_seconds": {k: r["to_predict_seconds"] for k, r in results.items()},
                       "details": {k: {x: v for x, v in r.items() if x != "runs"} for k, r in results.items()}}))
 
 

@@ -2,7 +2,8 @@
 
 Dockerfile, docker-compose.yml, deploy/prometheus and deploy/k8s are parsed and compared with what the code
 really has: ``FlywheelSettings`` fields, the ``flywheel`` CLI commands and the metrics ``StreamMetrics``
-registers. Renaming a setting, a command or a metric without updating the deployment fails here.
+registers, the serving API's routes. Renaming a setting, a command, a route or a metric without updating the
+deployment fails here.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typer.testing import CliRunner
 
 from flywheel.cli import app
 from flywheel.settings import FlywheelSettings
+from serving.app import ROUTES
 from streams.metrics import StreamMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +41,8 @@ K8S = ROOT / "deploy" / "k8s"
 
 PREFIX = str(FlywheelSettings.model_config.get("env_prefix", ""))
 SETTINGS_ENV = {f"{PREFIX}{name}".upper() for name in FlywheelSettings.model_fields}
+SECRET_ENV = {f"{PREFIX}{name}".upper() for name, field in FlywheelSettings.model_fields.items()
+              if "SecretStr" in str(field.annotation)}
 # The click that typer runs on (recent typer vendors its own copy): its base exception.
 CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 # Series Prometheus adds to every scrape target itself (not exported by the code).
@@ -163,6 +167,28 @@ def _configmap_env() -> dict[str, str]:
     for cm in _k8s("ConfigMap"):
         env.update({k: str(v) for k, v in cm.get("data", {}).items()})
     return env
+
+
+def _secret_env() -> dict[str, str]:
+    return {k: str(v) for s in _k8s("Secret") for k, v in (s.get("stringData") or {}).items()}
+
+
+def _k8s_deployment(component: str) -> dict[str, Any]:
+    (deployment,) = [d for d in _k8s("Deployment")
+                     if d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+    return deployment
+
+
+def _is_serve(argv: list[str]) -> bool:
+    return argv[1:2] == ["serve"]
+
+
+def _quantity(value: str) -> float:
+    """A Kubernetes memory quantity in bytes (enough of the syntax for resource limits)."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]i?|k)?", str(value))
+    assert match, f"not a memory quantity: {value!r}"
+    return float(match.group(1)) * units.get(match.group(2) or "", 1)
 
 
 # -- Dockerfile --------------------------------------------------------------------------------------------
@@ -295,6 +321,42 @@ def test_compose_connection_settings_point_at_the_kafka_and_postgres_services(
         assert url.path.lstrip("/") == pg.get("POSTGRES_DB", url.username), name
 
 
+def test_compose_serving_publishes_its_api_reads_artifacts_read_only_and_checks_readiness(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    flywheel = _flywheel_services()
+    serving = [n for n, s in flywheel.items() if _is_serve(_argv_of(s))]
+    assert serving, "no compose service runs `flywheel serve`"
+    (name,) = serving
+    svc = flywheel[name]
+    settings = _settings(_effective_env(_env(svc)), monkeypatch)
+    assert settings.metrics_host == "0.0.0.0", "the API binds to FLYWHEEL_METRICS_HOST: unreachable from the host"
+    published = [str(p).rsplit(":", 1) for p in svc.get("ports", [])]
+    assert [str(settings.serving_port), str(settings.serving_port)] in published, published
+
+    # the trainer's artifact volume, mounted where FLYWHEEL_DATA_DIR points in both, and read-only here
+    (trainer,) = [s for s in flywheel.values() if _argv_of(s)[1:3] == ["process", "trainer"]]
+    trainer_dir = _settings(_effective_env(_env(trainer)), monkeypatch).data_dir
+    trainer_volumes = {v.split(":")[0] for v in trainer["volumes"] if Path(v.split(":")[1]) == trainer_dir}
+    mounts = [v.split(":") for v in svc["volumes"]]
+    data = [m for m in mounts if Path(m[1]) == settings.data_dir]
+    assert data and settings.data_dir == trainer_dir, "serving must see artifacts at the trainer's path"
+    assert {m[0] for m in data} <= trainer_volumes
+    assert all(len(m) == 3 and "ro" in m[2].split(",") for m in mounts), f"{name}: mount read-only: {mounts}"
+
+    test = svc["healthcheck"]["test"]
+    command = " ".join(test[1:]) if test[0] in ("CMD", "CMD-SHELL") else str(test)
+    urls = re.findall(r"https?://[^'\"\s]+", command)
+    assert urls, f"{name}: healthcheck requests no URL"
+    for url in map(urlsplit, urls):
+        assert url.path == "/ready" and url.path in ROUTES, url
+        assert url.port == settings.serving_port, url
+
+    deps = svc["depends_on"]
+    one_shot = {n for n, s in flywheel.items() if _argv_of(s)[1:] == ["db", "upgrade"]}
+    assert one_shot and all(deps[t]["condition"] == "service_completed_successfully" for t in one_shot)
+    assert {deps[t]["condition"] for t in ("kafka", "postgres")} == {"service_healthy"}
+
+
 # -- FLYWHEEL_* variables and commands ---------------------------------------------------------------------
 def _env_sources() -> dict[str, set[str]]:
     k8s: set[str] = set()
@@ -321,9 +383,17 @@ def test_every_flywheel_variable_is_a_settings_field(source: str) -> None:
 def test_settings_accept_the_shipped_values(monkeypatch: pytest.MonkeyPatch) -> None:
     for svc in _flywheel_services().values():
         _settings(_effective_env(_env(svc)), monkeypatch)
-    secrets = {k: str(v) for s in _k8s("Secret") for k, v in (s.get("stringData") or {}).items()}
-    settings = _settings(_effective_env({**_configmap_env(), **secrets}), monkeypatch)
-    assert settings.kafka_bootstrap and settings.database_url
+    settings = _settings(_effective_env({**_configmap_env(), **_secret_env()}), monkeypatch)
+    assert settings.kafka_bootstrap and settings.database_url and settings.admin_token
+
+
+def test_secret_settings_live_in_the_secret_only() -> None:
+    assert {"FLYWHEEL_DATABASE_URL", "FLYWHEEL_ADMIN_TOKEN"} <= SECRET_ENV
+    in_configmaps = {k for cm in _k8s("ConfigMap") for k in cm.get("data") or {}}
+    assert not SECRET_ENV & in_configmaps, f"secrets in a ConfigMap: {sorted(SECRET_ENV & in_configmaps)}"
+    literal = {e["name"] for c in _flywheel_containers() for e in c.get("env", []) if "value" in e}
+    assert not SECRET_ENV & literal, f"secrets as literal env values: {sorted(SECRET_ENV & literal)}"
+    assert {"FLYWHEEL_DATABASE_URL", "FLYWHEEL_ADMIN_TOKEN"} <= set(_secret_env())
 
 
 def _cli_error(argv: list[str]) -> str | None:
@@ -369,6 +439,8 @@ def _targets(scrape: dict[str, Any]) -> Iterator[tuple[str, int]]:
 
 
 def test_prometheus_scrapes_each_service_on_its_metrics_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes serve /metrics on FLYWHEEL_METRICS_PORT; `flywheel serve` on its API port (a route of the
+    app). Both bind to FLYWHEEL_METRICS_HOST."""
     flywheel = _flywheel_services()
     scraped = set()
     for scrape in _yaml(PROMETHEUS)["scrape_configs"]:
@@ -378,10 +450,17 @@ def test_prometheus_scrapes_each_service_on_its_metrics_port(monkeypatch: pytest
             assert host in _services(), f"{scrape['job_name']}: {host} is not a compose service"
             if host in flywheel:
                 settings = _settings(_effective_env(_env(flywheel[host])), monkeypatch)
-                assert settings.metrics_port == port, f"{host}: scraped on {port}, serves {settings.metrics_port}"
+                path = scrape.get("metrics_path", "/metrics")
+                if _is_serve(_argv_of(flywheel[host])):
+                    assert port == settings.serving_port, f"{host}: scraped on {port}, API on {settings.serving_port}"
+                    assert path in ROUTES, f"{host}: {path} is not a route of the serving app"
+                else:
+                    assert settings.metrics_port == port, f"{host}: scraped on {port}, serves {settings.metrics_port}"
+                    assert path == "/metrics", f"{host}: {path}"
                 assert settings.metrics_host == "0.0.0.0", f"{host}: /metrics bound to {settings.metrics_host}"
                 scraped.add(host)
     assert any(_argv_of(flywheel[h])[1:3] == ["process", "ingest"] for h in scraped), "ingest is not scraped"
+    assert any(_is_serve(_argv_of(flywheel[h])) for h in scraped), "serving is not scraped"
 
 
 def test_prometheus_rule_files_exist_and_are_mounted() -> None:
@@ -491,11 +570,9 @@ def test_kustomization_renders() -> None:
 @pytest.mark.parametrize(("component", "min_replicas"), [("ingest", 2), ("trainer", 1)])
 def test_k8s_processor_metrics_port_probes_and_service_agree(monkeypatch: pytest.MonkeyPatch, component: str,
                                                              min_replicas: int) -> None:
-    secrets = {k: str(v) for s in _k8s("Secret") for k, v in (s.get("stringData") or {}).items()}
-    settings = _settings(_effective_env({**_configmap_env(), **secrets}), monkeypatch)
+    settings = _settings(_effective_env({**_configmap_env(), **_secret_env()}), monkeypatch)
     assert settings.metrics_port and settings.metrics_host == "0.0.0.0"
-    (deployment,) = [d for d in _k8s("Deployment")
-                     if d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+    deployment = _k8s_deployment(component)
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     assert container["args"] == ["process", component] and deployment["spec"]["replicas"] >= min_replicas
@@ -525,6 +602,50 @@ def test_k8s_trainer_keeps_artifacts_on_the_shared_claim(monkeypatch: pytest.Mon
     mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == data_dir)
     claim = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
     assert claim in claims and "ReadWriteMany" in claims[claim]["spec"]["accessModes"]
+
+
+def test_k8s_serving_probes_routes_ports_and_mounts_artifacts_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(_effective_env({**_configmap_env(), **_secret_env()}), monkeypatch)
+    assert settings.metrics_host == "0.0.0.0", "`flywheel serve` binds the API to FLYWHEEL_METRICS_HOST"
+    deployment = _k8s_deployment("serving")
+    pod = deployment["spec"]["template"]
+    spec = pod["spec"]
+    (container,) = spec["containers"]
+    assert container["args"] == ["serve"] and deployment["spec"]["replicas"] >= 2
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": settings.serving_port}
+    for probe, route in (("readinessProbe", "/ready"), ("livenessProbe", "/health")):
+        handler = container[probe]["httpGet"]
+        assert handler["path"] == route and route in ROUTES, f"{probe}: {handler['path']}"
+        assert handler["port"] in ("http", settings.serving_port), probe
+    limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+    assert _quantity(requests["memory"]) <= _quantity(limits["memory"]) <= 2 * 2**30
+    assert _quantity(limits["memory"]) >= 2**29, "MiniLM needs room: at least 512Mi"
+    assert spec["terminationGracePeriodSeconds"] >= 10
+
+    # the trainer's claim at the trainer's path (FLYWHEEL_DATA_DIR), read-only in the container and the volume
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    claims = {d["metadata"]["name"]: d for d in _k8s("PersistentVolumeClaim")}
+    trainer = _k8s_deployment("trainer")["spec"]["template"]["spec"]
+    trainer_claims = {v["persistentVolumeClaim"]["claimName"] for v in trainer["volumes"]
+                      if "persistentVolumeClaim" in v}
+    mounts = [m for m in container["volumeMounts"] if "persistentVolumeClaim" in volumes[m["name"]]]
+    assert [Path(m["mountPath"]) for m in mounts] == [settings.data_dir]
+    for mount in mounts:
+        source = volumes[mount["name"]]["persistentVolumeClaim"]
+        assert mount.get("readOnly") is True and source.get("readOnly") is True, "artifacts must be mounted read-only"
+        assert source["claimName"] in trainer_claims and source["claimName"] in claims
+        # replicas land on several nodes: only a ReadWriteMany (or ReadOnlyMany) claim can follow them
+        assert {"ReadWriteMany", "ReadOnlyMany"} & set(claims[source["claimName"]]["spec"]["accessModes"])
+    if container["securityContext"].get("readOnlyRootFilesystem"):
+        assert any(m["mountPath"] == "/tmp" and "emptyDir" in volumes[m["name"]] for m in container["volumeMounts"])
+
+    (service,) = [s for s in _k8s("Service") if s["spec"]["selector"].items() <= pod["metadata"]["labels"].items()]
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP" and service["spec"].get("clusterIP") != "None"
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(80, "http")]
+    annotations = service["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] in ROUTES
+    assert int(annotations["prometheus.io/port"]) == settings.serving_port
 
 
 def test_k8s_pods_reference_existing_config_and_run_as_the_image_user() -> None:

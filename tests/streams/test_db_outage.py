@@ -15,6 +15,8 @@ from tests.streams.stream_load import build, stream
 from tests.streams.test_crash_safety import assert_exactly_once
 from tests.tcp_proxy import CuttableProxy
 
+VIA_PROXY = "flywheel-via-proxy"  # application_name of the processor's sessions: tells them from the test's
+
 
 def _target(db_url: str) -> tuple[str, int] | str:
     info = psycopg.conninfo.conninfo_to_dict(db_url)
@@ -23,13 +25,19 @@ def _target(db_url: str) -> tuple[str, int] | str:
     return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
 
 
+def _sessions_via_proxy(db_url: str) -> int:
+    """Server sessions the processor opened through the proxy (still alive on the Postgres side)."""
+    return count(db_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                         "AND application_name = %s", VIA_PROXY)
+
+
 def test_postgres_outage_mid_stream_loses_nothing(
     settings: FlywheelSettings, kafka_bootstrap: str, db_url: str
 ) -> None:
     create_topics(settings, kafka_bootstrap)
     proxy = CuttableProxy(_target(db_url)).start()
     info = psycopg.conninfo.conninfo_to_dict(db_url)
-    info.update(host="127.0.0.1", port=proxy.port)
+    info.update(host="127.0.0.1", port=proxy.port, application_name=VIA_PROXY)
     via_proxy = settings.model_copy(update={
         "database_url": SecretStr(psycopg.conninfo.make_conninfo(**info)), "batch_max_records": 500,
         "db_retry_max_s": 1.0})
@@ -39,6 +47,12 @@ def test_postgres_outage_mid_stream_loses_nothing(
             producer = stream(kafka_bootstrap, settings.topics, records, seconds=8)
             wait_until(lambda: count(db_url, "SELECT count(*) FROM predictions") > 500, what="first rows")
             proxy.cut()
+            # A COMMIT the proxy forwarded just before the cut still completes on the server after it,
+            # although its client only sees the connection reset. Sample once every session opened
+            # through the proxy has ended: its transaction is then committed or rolled back for good,
+            # and no new one can start (the proxy refuses connections).
+            wait_until(lambda: _sessions_via_proxy(db_url) == 0, timeout=30,
+                       what="the processor's Postgres sessions to end after the cut")
             at_cut = count(db_url, "SELECT coalesce(sum(next_offset), 0) FROM stream_offsets")
             time.sleep(6)  # records keep arriving in Kafka while Postgres is unreachable
             assert count(db_url, "SELECT coalesce(sum(next_offset), 0) FROM stream_offsets") == at_cut
