@@ -87,6 +87,13 @@ def quiet_watchdog(path: Path) -> Path:
     return path
 
 
+def quiet_drift(path: Path) -> Path:
+    """The drift monitor off, for the same reason: all-``neutral`` predictions are a drifted prediction
+    distribution, and its retrain request would land in the middle of the measurement."""
+    path.write_text(yaml.safe_dump({"enabled": False}))
+    return path
+
+
 def training_samples(url: str, holdout_percent: int) -> int:
     """What the trainer compares with its thresholds: accepted samples outside the holdout."""
     with db.connect(url) as conn:
@@ -197,7 +204,8 @@ def measure(kind: str, threshold: int, bootstrap_rows: int) -> dict[str, Any]:
                                     serving_port=0,  # the API runs as its own process: serving_pod()
                                     batch_max_wait_ms=20, trainer_config=lenient_config(Path(tmp) / "t.yaml", kind,
                                                                                         threshold),
-                                    canary_config=quiet_watchdog(Path(tmp) / "canary.yaml"))
+                                    canary_config=quiet_watchdog(Path(tmp) / "canary.yaml"),
+                                    drift_config=quiet_drift(Path(tmp) / "drift.yaml"))
         serve_log = Path(tmp) / "serve.log"
         with Platform(settings) as platform:
             if not platform.trainer_ready.wait(300) or platform.lifecycle is None:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from flywheel import cli_demo, cli_lifecycle, db
+from flywheel import cli_curation, cli_demo, cli_lifecycle, cli_review, db
 from flywheel.exceptions import FlywheelError, StackError
 from flywheel.platform import Endpoints, Platform, resolve
 from flywheel.settings import FlywheelSettings
@@ -37,9 +37,11 @@ app.add_typer(db_app, name="db")
 app.add_typer(process_app, name="process")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(cli_lifecycle.models_app, name="models")
+app.add_typer(cli_review.review_app, name="review")
 app.command()(cli_lifecycle.bootstrap)
 app.command()(cli_lifecycle.retrain)
 app.command()(cli_lifecycle.evaluate)
+process_app.command("curation")(cli_curation.process_curation)
 app.command()(cli_demo.demo)
 
 out = Console()
@@ -134,7 +136,8 @@ def serve(ctx: typer.Context) -> None:
 
 @process_app.command("canary")
 def process_canary(ctx: typer.Context) -> None:
-    """Run the canary controller and champion watchdog (one acts at a time: advisory lock) until SIGTERM."""
+    """Run the online monitors until SIGTERM: canary controller + champion watchdog, and the drift monitor
+    (each acts alone per model: advisory locks)."""
     cli_lifecycle.process_canary(_stop_event(ctx))
 
 

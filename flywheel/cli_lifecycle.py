@@ -153,11 +153,18 @@ def process_trainer(stop: threading.Event) -> None:
 
 
 def process_canary(stop: threading.Event) -> None:
+    """The online monitors of the served model: the canary controller (and champion watchdog) and, in a
+    thread beside it, the drift monitor (``FLYWHEEL_DRIFT_CONFIG``; ``enabled: false`` turns it off)."""
+    from curation.drift import DriftMetrics, drift_monitor_for, load_drift_config
     from flywheel.lifecycle import lifecycle
     from serving.canary import CanaryMetrics, controller_for, load_canary_config
 
     s = FlywheelSettings()
     bootstrap, database = resolve(s)
     metrics = _metrics(s)
+    canary, drift = load_canary_config(s.canary_config), load_drift_config(s.drift_config)
     with lifecycle(s, bootstrap, database) as lc:
-        controller_for(lc, database, load_canary_config(s.canary_config), metrics=CanaryMetrics(metrics)).run(stop)
+        if drift.enabled:
+            monitor = drift_monitor_for(lc, database, drift, DriftMetrics(metrics))
+            threading.Thread(target=monitor.run, args=(stop,), name="flywheel-drift", daemon=True).start()
+        controller_for(lc, database, canary, metrics=CanaryMetrics(metrics)).run(stop)

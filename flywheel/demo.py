@@ -495,6 +495,9 @@ def demo_settings(base: FlywheelSettings, options: DemoOptions, data_dir: Path, 
                    "reconcile_interval_s": 5.0, "holdout_percent": 20, "recent_min": 20},
         "promotion": {"mode": options.promotion, "canary_traffic": 0.5},
     }, indent=2))
+    drift_yaml = data_dir / "drift.yaml"
+    drift_yaml.write_text(json.dumps({"interval_s": 10.0, "window": 300, "min_window": 150,
+                                      "reference_size": 600, "cooldown_s": 120.0}, indent=2))
     canary_yaml = data_dir / "canary.yaml"
     canary_yaml.write_text(json.dumps({"interval_s": 5.0, "test": {"min_samples": 60},
                                        "watchdog": {"min_samples": 100, "window_s": 600.0}}, indent=2))
@@ -503,7 +506,7 @@ def demo_settings(base: FlywheelSettings, options: DemoOptions, data_dir: Path, 
         "topic_prefix": f"demo{uuid.uuid4().hex[:6]}",
         "serving_port": serving_port, "metrics_port": 0, "schema_registry_port": 0, "run_trainer": True,
         "bootstrap_data": DATA / f"{SCENARIOS[options.scenario][0]}.csv",
-        "trainer_config": trainer_yaml, "canary_config": canary_yaml})
+        "trainer_config": trainer_yaml, "canary_config": canary_yaml, "drift_config": drift_yaml})
 
 
 def fresh_database(server_url: str, name: str = "flywheel_demo") -> str:

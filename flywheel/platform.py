@@ -30,6 +30,7 @@ from streams.metrics import StreamMetrics
 from streams.runtime import ProcessorRunner, RunnerConfig
 
 if TYPE_CHECKING:
+    from curation import CurationService
     from flywheel.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ class Platform:
         path.write_text(json.dumps(asdict(self.endpoints), indent=2))
         self._exit.callback(path.unlink, missing_ok=True)
         self._start_runner(IngestProcessor.from_settings(s, schema_id_known), stack.bootstrap, stack.database_url)
+        curation = self._curation(stack.bootstrap, stack.database_url)
+        self._start_thread("flywheel-curation", lambda: curation.run(self.stop_event))
         if s.run_trainer:
             self._start_thread("flywheel-trainer", lambda: self._run_trainer(stack.bootstrap, stack.database_url))
         if s.serving_port:
@@ -166,6 +169,15 @@ class Platform:
         self.runners.append(runner)
         self._start_thread(processor.group, lambda: runner.run(self.stop_event))
 
+    def _curation(self, bootstrap: str, database_url: str) -> CurationService:
+        """The curation service (joined feedback -> ``samples``); its YAML (``FLYWHEEL_CURATION_CONFIG``)
+        is read here, so a bad file stops ``up`` before anything runs."""
+        from curation import CurationMetrics, CurationService, load_curation_config
+
+        config = load_curation_config(self.settings.curation_config)
+        return CurationService.from_settings(self.settings, bootstrap, database_url, config,
+                                             metrics=CurationMetrics(self.registry))
+
     def _run_trainer(self, bootstrap: str, database_url: str) -> None:
         """The trainer consumer; MLflow, torch and Great Expectations load here, off the start-up path."""
         from flywheel.lifecycle import lifecycle
@@ -190,6 +202,12 @@ class Platform:
             controller = controller_for(lc, database_url, load_canary_config(s.canary_config),
                                         metrics=CanaryMetrics(self.registry))
             self._start_thread("flywheel-canary", lambda: controller.run(self.stop_event))
+            from curation.drift import DriftMetrics, drift_monitor_for, load_drift_config
+
+            drift = load_drift_config(s.drift_config)
+            if drift.enabled:
+                monitor = drift_monitor_for(lc, database_url, drift, DriftMetrics(self.registry))
+                self._start_thread("flywheel-drift", lambda: monitor.run(self.stop_event))
             service.run(self.stop_event)
 
     def _serve(self, bootstrap: str, database_url: str) -> None:

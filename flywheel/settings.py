@@ -70,6 +70,10 @@ class FlywheelSettings(BaseSettings):
     trainer_config: Path | None = Field(
         default=None, description="YAML with the training policy and gates; unset = built-in defaults.")
 
+    curation_config: Path | None = Field(
+        default=None, description="YAML of the curation thresholds (near-duplicates, label quality, trust).")
+    drift_config: Path | None = Field(
+        default=None, description="YAML of the drift monitor (window, thresholds, alerting signals).")
     canary_config: Path | None = Field(
         default=None, description="YAML of the canary controller and champion watchdog; unset = defaults.")
     serving_port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of `flywheel serve`.")

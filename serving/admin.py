@@ -20,25 +20,32 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import psycopg
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from curation.review import ReviewQueue
+from flywheel import db
 from flywheel.exceptions import DatabaseUnavailable
 from flywheel.lifecycle import Lifecycle, assemble
 from flywheel.settings import FlywheelSettings
 from registry import InvalidRequest, ModelRegistry, NoSuchVersion, RegistryError
 from schemas import ModelEvent, RetrainRequest
+from schemas.exceptions import InvalidEvent
 from serving.exceptions import AdminDisabled, Conflict, InvalidInput, NotFound, Unauthorized, Unavailable
 from serving.models import (
     BootstrapCreate,
     ErrorPublic,
     EvaluateCreate,
     EvaluationPublic,
+    FeedbackPublic,
     ModelEventPublic,
     PromoteCreate,
     RetrainCreate,
     RetrainPublic,
+    ReviewItemPublic,
+    ReviewLabelCreate,
+    ReviewPublic,
     RollbackCreate,
     TrainingPublic,
     VerdictPublic,
@@ -210,6 +217,33 @@ def install_admin_routes(app: FastAPI) -> None:
         job = admin.submit("bootstrap", lambda: lc.trainer.bootstrap(
             rows, source=body.source, kind=body.kind, holdout_fraction=body.holdout, force=body.force))
         return TrainingPublic(id=job.id, status=job.status, trigger="bootstrap", mode="bootstrap")
+
+    @router.get("/review/next", response_model=ReviewPublic)
+    def review_next(admin: AdminDep, n: Annotated[int, Query(ge=1, le=500)] = 10,
+                    reviewer: Annotated[str, Query(min_length=1, max_length=200)] = "api") -> ReviewPublic:
+        """The unjudged predictions the model is least sure of (smallest top-two margin), claimed for
+        ``reviewer`` for 10 minutes; answer each with ``POST /review/label`` (or ``POST /feedback``)."""
+        lc = admin.lifecycle
+        with _translated(), db.connect(lc.trainer.db_url, autocommit=True) as conn:
+            items = ReviewQueue(conn, lc.settings.model_name).next(n, reviewer)
+        return ReviewPublic(items=[ReviewItemPublic(**item.to_dict()) for item in items])
+
+    @router.post("/review/label", status_code=202, response_model=FeedbackPublic)
+    def review_label(body: ReviewLabelCreate, request: Request, admin: AdminDep) -> FeedbackPublic:
+        lc = admin.lifecycle
+        if body.label not in lc.settings.labels:
+            raise InvalidInput(f"label: {body.label!r} is not one of {list(lc.settings.labels)}")
+        with _translated(), db.connect(lc.trainer.db_url, autocommit=True) as conn:
+            found = ReviewQueue(conn, lc.settings.model_name).find(body.prediction_id)
+        if found is None:
+            raise NotFound(f"no prediction {body.prediction_id!r} of {lc.settings.model_name!r} has landed")
+        services = request.app.state.services
+        try:
+            event = services.feedback.feedback(body.prediction_id, label=body.label,
+                                               user_id=f"review:{body.reviewer}", source="review")
+        except InvalidEvent as exc:
+            raise InvalidInput(str(exc)) from exc
+        return FeedbackPublic(feedback_id=event.feedback_id)
 
     @router.get("/training/{job_id}", response_model=TrainingPublic)
     def training(job_id: str, admin: AdminDep) -> TrainingPublic:

@@ -190,3 +190,23 @@ class TrainingPublic(BaseModel):
     finished_at: datetime | None = None
     duration_s: float | None = None
     candidates: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ReviewItemPublic(BaseModel):
+    prediction_id: str
+    text: str
+    label: str
+    margin: float
+    probabilities: dict[str, float]
+    model_version: str
+    variant: str
+
+
+class ReviewPublic(BaseModel):
+    items: list[ReviewItemPublic]
+
+
+class ReviewLabelCreate(_Body):
+    prediction_id: Annotated[str, Field(min_length=1, max_length=200)]
+    label: Annotated[str, Field(min_length=1, max_length=100)]
+    reviewer: UserId = "api"

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["flywheel", "registry", "schemas", "schemas.registry", "streams", "trainer"]
+PACKAGES = ["curation", "flywheel", "registry", "schemas", "schemas.registry", "serving", "streams", "trainer"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -151,3 +151,29 @@ def test_bootstrap_evaluate_promote_rollback_and_retrain_over_http(
     assert run["run_id"] == str(result.run_id) and run["request_id"] == request_id and run["trigger"] == "admin"
     status, _h, payload = call(admin_client, "get", "/training/no-such-run", None, AUTH)
     assert status == 404 and payload["error"] == "not_found"
+
+
+def test_review_queue_over_http_publishes_the_label_as_feedback(
+        admin_client: TestClient, admin_settings: FlywheelSettings, db_url: str) -> None:
+    from tests.curation.test_review import land, p
+
+    torn, sure = land(db_url, [("torn between", p(0.45, 0.1, 0.45), "champion"),
+                               ("clearly bad", p(0.9, 0.05, 0.05), "champion")])
+    assert admin_client.get("/review/next").status_code == 401
+    items = admin_client.get("/review/next", params={"n": 5, "reviewer": "ann"}, headers=AUTH).json()["items"]
+    assert [i["prediction_id"] for i in items] == [torn, sure] and items[0]["margin"] == 0.0
+    assert admin_client.get("/review/next", params={"n": 0}, headers=AUTH).status_code == 422
+
+    status, _h, payload = call(admin_client, "post", "/review/label",
+                               {"prediction_id": torn, "label": "sideways"}, AUTH)
+    assert status == 422 and "sideways" in str(payload["detail"])
+    status, _h, payload = call(admin_client, "post", "/review/label",
+                               {"prediction_id": "no-such", "label": "positive"}, AUTH)
+    assert status == 404
+    status, _h, sent = call(admin_client, "post", "/review/label",
+                            {"prediction_id": torn, "label": "positive", "reviewer": "ann"}, AUTH)
+    assert status == 202
+    [record] = [json.loads(v) for v in read_topic(admin_settings.kafka_bootstrap or "",
+                                                  admin_settings.topics.feedback, 1)]
+    assert (record["feedback_id"], record["prediction_id"], record["label"], record["source"], record["user_id"]) == (
+        sent["feedback_id"], torn, "positive", "review", "review:ann")

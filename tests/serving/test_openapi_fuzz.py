@@ -4,6 +4,7 @@ generated request (valid or not) gets a 5xx, and every refusal is an ``{error, d
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -45,7 +46,7 @@ def test_no_generated_request_gets_a_5xx(live_app: FastAPI) -> None:
         @given(case=op.as_strategy(), with_token=st.booleans())
         @settings(max_examples=EXAMPLES, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
-        def run(case: schemathesis.Case, with_token: bool) -> None:
+        def run(case: schemathesis.Case, with_token: bool, op: Any = op) -> None:
             headers = {"Authorization": f"Bearer {TOKEN}"} if with_token else None
             response = case.call(headers=headers)
             seen.setdefault(op.label, set()).add(response.status_code)

@@ -1,5 +1,6 @@
 """Shared pieces of the lifecycle integration tests: real data, and feedback landed in Postgres the
-way the ingest processor lands it (a prediction, then its joined feedback)."""
+way the ingest processor lands it (a prediction, then its joined feedback), then curated as the curation
+service would on the Landed signal."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from curation import CurationConfig, Curator, PostgresCurationStore
 from flywheel import db
 from trainer.data import CorpusRow
 
@@ -46,6 +48,19 @@ def land_feedback(db_url: str, samples: Sequence[CorpusRow], *, flip: bool = Fal
                 copy.write_row((uuid.uuid4().hex, uuid.uuid4(), pid, label, "test", "2026-11-22T00:00:01Z",
                                 "joined", "sentiment", served, "champion", "neutral", "2026-11-22T00:00:02Z"))
         conn.commit()
+    curate(db_url)
+
+
+def curate(db_url: str, config: CurationConfig | None = None) -> int:
+    """Curate every joined feedback row without a sample (what the curation service's pass does on a
+    Landed signal); the number of rows curated."""
+    cfg = config or CurationConfig()
+    curator, total = Curator(cfg, LABELS), 0
+    with db.connect(db_url, autocommit=True) as conn:
+        store = PostgresCurationStore(conn, cfg.annotators)
+        while (batch := curator.curate_batch(store, sweep=True)) is not None:
+            total += sum(batch.new.values())
+    return total
 
 
 def count_runs(db_url: str, status: str | None = None) -> int:

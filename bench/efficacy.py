@@ -1,0 +1,148 @@
+"""Learning efficacy: does the running platform learn a drifted domain from its users' feedback?
+
+Per scenario a fresh platform (embedded broker, its own database, the real ingest -> curation -> trainer
+-> gates -> registry -> serving path) bootstraps a champion on vader_movies; then target-domain texts are
+replayed through ``POST /predict`` and judged through ``POST /feedback`` (every prediction judged, 5%
+label noise). After k = 100, 200, 400 labels the platform is let settle (every label landed, no run under
+way) and the model it deploys is scored on held-out target rows it never saw. Baselines in the same run:
+the static champion (never retrained) and an oracle, the same kind trained offline on every target label
+of the stream (the better of target-only and corpus + target at the platform's corpus weight).
+
+The poisoned scenario repeats movies->tweets with 30% of the users flipping every label: the deployed
+model must not end below the static champion, and curation must flag (quarantine or reject) >= 80% of
+the flipped labels.
+
+    python bench/efficacy.py [--kind tfidf-logreg|minilm-head] [--quick]
+
+Last line: ``{"scenarios": {...}, "poisoned": {...}}`` as the issue specifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from flywheel.demo import (
+    SCENARIOS,
+    DemoOptions,
+    Replay,
+    demo_settings,
+    fresh_database,
+    read_rows,
+    reset_dir,
+)
+from flywheel.platform import Platform
+from flywheel.settings import FlywheelSettings
+from trainer.config import PolicyConfig
+from trainer.kinds import KINDS
+
+log = logging.getLogger("bench.efficacy")
+CHECKPOINTS = (100, 200, 400)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def oracle(replay: Replay, kind: str) -> float:
+    """The same kind trained on every target label of the stream: target-only, and corpus + target at the
+    platform's corpus weight; the better one on the held-out rows."""
+    source = read_rows(SCENARIOS[replay.options.scenario][0])
+    target = replay.stream
+    corpus_weight = PolicyConfig().corpus_weight
+    best = 0.0
+    for rows, weights in ((target, [1.0] * len(target)),
+                          (source + target, [corpus_weight] * len(source) + [1.0] * len(target))):
+        model = KINDS[kind]().fit([r.text for r in rows], [r.label for r in rows], weights)
+        proba = model.predict_proba([r.text for r in replay.holdout])
+        right = sum(1 for p, r in zip(proba, replay.holdout, strict=True) if model.labels[int(p.argmax())] == r.label)
+        best = max(best, right / len(replay.holdout))
+    return best
+
+
+def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_oracle: bool) -> dict[str, Any]:
+    data_dir = reset_dir(root / options.scenario.replace("->", "-to-") / ("poison" if options.poison else "clean"))
+    url = fresh_database(base.database_url.get_secret_value()) if base.database_url else None
+    settings = demo_settings(base, options, data_dir, url, free_port())
+    started = time.monotonic()
+    with Platform(settings) as platform:
+        endpoints = platform.endpoints
+        assert endpoints is not None and endpoints.serving_url is not None
+        replay = Replay(options, settings, endpoints.serving_url, endpoints.database_url, endpoints.bootstrap)
+        try:
+            static_version = replay.wait_ready()
+            log.info("%s: champion %s serving after %.0fs", options.scenario, static_version,
+                     time.monotonic() - started)
+            at: dict[int, dict[str, Any]] = {}
+
+            def checkpoint(k: int) -> Any:
+                def check(r: Replay) -> None:
+                    r.settle(timeout=240, quiet=10)
+                    version, semver = r.champion()
+                    at[k] = {"version": version, "semver": semver, "accuracy": round(r.accuracy(version), 4)}
+                    log.info("%s after %d labels: deployed %s, held-out accuracy %.4f", options.scenario, k,
+                             semver, at[k]["accuracy"])
+                return check
+
+            replay.run(checkpoints={k: checkpoint(k) for k in CHECKPOINTS})
+            replay.settle(timeout=240, quiet=10)
+            figures = replay.finish()
+            result: dict[str, Any] = {"static": figures["static_holdout_accuracy"],
+                                      "final": figures["deployed_holdout_accuracy"], "figures": figures}
+            for k in CHECKPOINTS:
+                result[f"k{k}"] = at.get(k, {}).get("accuracy")
+            if with_oracle:
+                result["oracle"] = round(oracle(replay, options.kind), 4)
+                result["fraction_of_oracle_at_400"] = round(result["k400"] / result["oracle"], 4)
+            result["seconds"] = round(time.monotonic() - started, 1)
+            return result
+        finally:
+            replay.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", default="tfidf-logreg", choices=sorted(KINDS))
+    parser.add_argument("--quick", action="store_true", help="movies->tweets only, no poisoned run")
+    parser.add_argument("--data-dir", type=Path, default=Path(".flywheel/bench-efficacy"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "pgserver", "httpx", "uvicorn.access", "mlflow", "streams", "serving", "trainer",
+                  "flywheel", "curation", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    base = FlywheelSettings()
+    scenarios = ["movies->tweets"] if args.quick else list(SCENARIOS)
+    stream = max(CHECKPOINTS) + 60
+    out: dict[str, Any] = {"scenarios": {}}
+    print(f"kind: {args.kind}", flush=True)
+    for name in scenarios:
+        options = DemoOptions(scenario=name, stream=stream, feedback_rate=1.0, noise=0.05, kind=args.kind,
+                              rate=30.0)
+        result = run_scenario(base, args.data_dir, options, with_oracle=True)
+        print(f"{name}: static {result['static']}, k100 {result['k100']}, k200 {result['k200']}, "
+              f"k400 {result['k400']}, oracle {result['oracle']} -> {result['fraction_of_oracle_at_400']} of "
+              f"the oracle ({result['seconds']} s)", flush=True)
+        out["scenarios"][name] = {k: result[k] for k in ("static", "oracle", "k100", "k200", "k400",
+                                                         "fraction_of_oracle_at_400")}
+    if not args.quick:
+        options = DemoOptions(scenario="movies->tweets", stream=stream, feedback_rate=1.0, noise=0.0, poison=0.3,
+                              kind=args.kind, rate=30.0)
+        result = run_scenario(base, args.data_dir, options, with_oracle=False)
+        f = result["figures"]
+        print(f"poisoned movies->tweets: static {result['static']}, final {result['final']}, flipped labels "
+              f"{f['poisoned_feedback']}, flagged {f['poisoned_flagged']} ({f['flip_recall']}), "
+              f"all flagged samples {f['flagged_samples']} ({result['seconds']} s)", flush=True)
+        out["poisoned"] = {"static": result["static"], "final": result["final"], "flip_recall": f["flip_recall"]}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

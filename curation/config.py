@@ -1,0 +1,99 @@
+"""The curation thresholds, one frozen model loaded from YAML (``FLYWHEEL_CURATION_CONFIG``).
+
+Every field has a default, so an empty file (or none) is the documented default; unknown keys are
+refused so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from curation.exceptions import CurationError
+from flywheel.yamlconfig import load_yaml_model
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DuplicatesConfig(_Frozen):
+    """Near-duplicates: MinHash over character shingles of the normalised text, banded for LSH."""
+
+    shingle_size: int = Field(default=5, ge=1, le=32, description="Characters per shingle.")
+    num_perm: int = Field(default=64, ge=8, le=512, description="MinHash permutations (signature length).")
+    bands: int = Field(default=16, ge=1, description="LSH bands; num_perm / bands rows per band.")
+    jaccard: float = Field(default=0.8, gt=0.0, le=1.0, description="Estimated Jaccard that makes a near-duplicate.")
+    near_duplicate_weight: float = Field(default=0.5, ge=0.0, le=1.0,
+                                         description="Weight factor of accepted near-duplicates of a cluster's first.")
+    seed: int = Field(default=1, description="Seed of the permutations: changing it invalidates stored signatures.")
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> DuplicatesConfig:
+        if self.num_perm % self.bands:
+            raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
+        return self
+
+
+class LabelQualityConfig(_Frozen):
+    """Confident learning on the served model's out-of-sample probabilities."""
+
+    window: int = Field(default=5000, ge=10, description="Recent labelled samples the per-class thresholds use.")
+    min_class_count: int = Field(default=20, ge=1, description="Samples of a class before its threshold is used.")
+
+
+class AnnotatorsConfig(_Frozen):
+    """Annotator trust: a Beta-smoothed rate of agreement with the trust-weighted consensus."""
+
+    prior_agree: float = Field(default=4.0, gt=0.0, description="Beta prior alpha (pseudo-agreements).")
+    prior_disagree: float = Field(default=1.0, gt=0.0, description="Beta prior beta (pseudo-disagreements).")
+    floor: float = Field(default=0.4, ge=0.0, le=1.0, description="Below it (with min_evidence) a user is quarantined.")
+    min_evidence: int = Field(default=10, ge=1, description="Judged labels before the floor applies.")
+    model_vote_weight: float = Field(default=1.0, ge=0.0,
+                                     description="Weight of the served model's confident class in the consensus.")
+    consensus_min_share: float = Field(default=0.6, gt=0.5, le=1.0,
+                                       description="Trust share the majority label needs to settle a conflict.")
+    confirm_annotators: int = Field(default=2, ge=2,
+                                    description="Distinct users agreeing on a label overrule a label issue.")
+
+    @property
+    def prior_mean(self) -> float:
+        return self.prior_agree / (self.prior_agree + self.prior_disagree)
+
+
+class WeightsConfig(_Frozen):
+    """Sample weight = clip(trust / prior mean, min, max) x duplicate factor."""
+
+    min: float = Field(default=0.2, ge=0.0)
+    max: float = Field(default=1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WeightsConfig:
+        if self.min > self.max:
+            raise ValueError(f"weights.min ({self.min}) exceeds weights.max ({self.max})")
+        return self
+
+
+class ServiceConfig(_Frozen):
+    batch_size: int = Field(default=1000, ge=1, le=100_000, description="Feedback rows per curation transaction.")
+    reconcile_interval_s: float = Field(default=10.0, gt=0, description="Check Postgres even without signals.")
+    late_join_margin_s: float = Field(default=600.0, ge=0,
+                                      description="Late joins resolved this long before the newest curated one "
+                                                  "are still looked for (transactions commit out of order).")
+    max_pass_s: float = Field(default=30.0, gt=0, description="A pass yields to the consumer loop after this.")
+    retry_initial_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=10.0, gt=0)
+
+
+class CurationConfig(_Frozen):
+    duplicates: DuplicatesConfig = DuplicatesConfig()
+    label_quality: LabelQualityConfig = LabelQualityConfig()
+    annotators: AnnotatorsConfig = AnnotatorsConfig()
+    weights: WeightsConfig = WeightsConfig()
+    service: ServiceConfig = ServiceConfig()
+
+
+def load_curation_config(path: Path | None) -> CurationConfig:
+    """The config at ``path`` (YAML), or the defaults when ``path`` is None."""
+    return load_yaml_model(CurationConfig, path, "curation config", CurationError)

@@ -1,0 +1,240 @@
+"""One curation batch: pending joined feedback -> signatures, clusters, label quality, annotator trust
+-> verdicts of the new samples and of every stored sample whose cluster or annotator changed, written
+with the watermark in one unit (``CurationStore.batch``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from curation.base import (
+    Annotator,
+    Backfill,
+    BatchWrite,
+    CurationStore,
+    Member,
+    Neighbour,
+    NewSample,
+    Pending,
+    Verdict,
+)
+from curation.clusters import decide_cluster
+from curation.config import CurationConfig
+from curation.minhash import MinHasher, Signature
+from curation.scoring import (
+    LabelQuality,
+    agreement,
+    class_thresholds,
+    disagreement,
+    label_quality,
+    low_trust,
+    parse_probabilities,
+    trust,
+)
+
+
+@dataclass
+class BatchResult:
+    """What one committed batch did: new samples by status, re-curated stored samples by their new
+    status, the reasons of both, and the id range of the new samples."""
+
+    new: Counter[str] = field(default_factory=Counter)
+    changed: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    disagreements: int = 0
+    first_id: int | None = None
+    last_id: int | None = None
+    watermark: int = 0
+
+    def total(self, status: str) -> int:
+        return self.new[status] + self.changed[status]
+
+
+class Curator:
+    """Curates batches against a store; holds no state between batches (the store has it all)."""
+
+    def __init__(self, config: CurationConfig, labels: Sequence[str]) -> None:
+        self.config = config
+        self.labels = frozenset(labels)
+        self.hasher = MinHasher(config.duplicates)
+
+    def backfill(self, store: CurationStore) -> int:
+        """Signatures and scores for samples migrated from the pre-curation view (verdicts stay)."""
+        with store.batch():
+            rows = store.unscored(self.config.service.batch_size)
+            store.backfill([self._backfill(r) for r in rows])
+        return len(rows)
+
+    def _backfill(self, row: Pending) -> Backfill:
+        sig = self.hasher.signature(row.text)
+        probs = parse_probabilities(row.probabilities)
+        score = probs.get(row.label) if probs is not None and row.label is not None else None
+        return Backfill(row.id, sig.text_hash, sig.minhash, sig.bands,
+                        disagreement(row.label, row.thumbs, row.predicted_label), score)
+
+    def curate_batch(self, store: CurationStore, *, sweep: bool = False) -> BatchResult | None:
+        """Curate up to ``batch_size`` pending rows; None when nothing was pending."""
+        with store.batch():
+            state = store.cursor()
+            margin = timedelta(seconds=self.config.service.late_join_margin_s)
+            since = state.resolved_cursor - margin if state.resolved_cursor is not None else None
+            rows = sorted(store.pending(state, since, self.config.service.batch_size, sweep=sweep),
+                          key=lambda r: r.id)
+            if not rows:
+                return None
+            write, result = self._curate(store, rows)
+            write.watermark = max(state.watermark, rows[-1].id)
+            resolved = [r.resolved_at for r in rows if r.resolved_at is not None]
+            write.resolved_cursor = _latest(state.resolved_cursor, max(resolved) if resolved else None)
+            store.write(write)
+        result.watermark = write.watermark
+        return result
+
+    # -- one batch ---------------------------------------------------------------------------------
+    def _curate(self, store: CurationStore, rows: list[Pending]) -> tuple[BatchWrite, BatchResult]:
+        ann_cfg = self.config.annotators
+        sigs = {r.id: self.hasher.signature(r.text) for r in rows}
+        clusters = self._clusters(store, rows, sigs)
+        quality = self._label_quality(store, rows)
+        stored = {s.member.id: s for s in store.members(set(clusters.values()))}
+        users = {r.user_id for r in rows if r.user_id is not None}
+        annotators = self._annotators(store, users | {s.member.user_id for s in stored.values()
+                                                      if s.member.user_id is not None})
+        before = {u: a.low_trust for u, a in annotators.items()}
+
+        # trust evidence, one label at a time in id order: the reference is the other voters of the
+        # same cluster so far (stored and earlier in this batch) plus the model's confident class
+        voters: dict[int, dict[str, tuple[str, str | None]]] = {}
+        for s in stored.values():
+            m = s.member
+            if m.label is not None and not m.unknown_label:
+                voters.setdefault(s.cluster_id, {})[_voter(m.user_id, m.id)] = (m.label, m.user_id)
+        for r in rows:
+            if r.label is None or r.label not in self.labels:
+                continue
+            cid = clusters[r.id]
+            if r.user_id is not None:
+                a = annotators[r.user_id]
+                others = [(label, self._vote_weight(annotators, u)) for label, u in voters.get(cid, {}).values()
+                          if u != r.user_id and not (u is not None and annotators[u].low_trust)]
+                agrees = agreement(r.label, others, quality[r.id].confident, ann_cfg)
+                a.labels += 1
+                if agrees is not None:
+                    a.agree, a.disagree = a.agree + agrees, a.disagree + (not agrees)
+                a.low_trust = low_trust(a.agree, a.disagree, ann_cfg)
+            voters.setdefault(cid, {})[_voter(r.user_id, r.id)] = (r.label, r.user_id)
+
+        flipped = {u for u, a in annotators.items() if a.low_trust != before[u]}
+        if flipped:  # re-curate every cluster of a user who crossed the trust floor, either way
+            extra = store.clusters_of(flipped) - set(clusters.values())
+            more = store.members(extra)
+            annotators |= self._annotators(store, {s.member.user_id for s in more if s.member.user_id is not None}
+                                           - annotators.keys())
+            stored |= {s.member.id: s for s in more}
+
+        write = BatchWrite(annotators=[a for u, a in annotators.items() if u in users])
+        result = BatchResult()
+        by_cluster: dict[int, list[Member]] = {}
+        for s in stored.values():
+            by_cluster.setdefault(s.cluster_id, []).append(self._refresh(s.member, annotators))
+        new_members = {r.id: self._member(r, sigs[r.id], quality[r.id], annotators) for r in rows}
+        for r in rows:
+            by_cluster.setdefault(clusters[r.id], []).append(new_members[r.id])
+        pending = {r.id: r for r in rows}
+        for members in by_cluster.values():
+            for sample_id, verdict in decide_cluster(members, self.config).items():
+                if sample_id in new_members:
+                    r, m = pending[sample_id], new_members[sample_id]
+                    write.new.append(self._new_sample(r, verdict, clusters[r.id], sigs[r.id], quality[r.id], m.trust))
+                elif verdict != stored[sample_id].verdict:
+                    write.changed[sample_id] = verdict
+                    result.changed[verdict.status] += 1
+                    result.reasons.update(verdict.reasons)
+        write.new.sort(key=lambda n: n.pending.id)
+        for sample in write.new:
+            result.new[sample.verdict.status] += 1
+            result.reasons.update(sample.verdict.reasons)
+            result.disagreements += sample.disagreement
+        result.first_id, result.last_id = rows[0].id, rows[-1].id
+        return write, result
+
+    def _clusters(self, store: CurationStore, rows: list[Pending], sigs: dict[int, Signature]) -> dict[int, int]:
+        """Cluster id of every new row: the smallest cluster id among its near-duplicates (stored or
+        earlier in the batch), else its own id."""
+        by_band: dict[int, list[Neighbour]] = {}
+        for n in store.neighbours({b for s in sigs.values() for b in s.bands}):
+            for b in n.bands:
+                by_band.setdefault(b, []).append(n)
+        clusters: dict[int, int] = {}
+        for r in rows:
+            sig = sigs[r.id]
+            candidates = {n.id: n for b in sig.bands for n in by_band.get(b, ())}
+            matches = [n.cluster_id for n in candidates.values()
+                       if n.text_hash == sig.text_hash
+                       or self.hasher.similarity(n.minhash, sig.minhash) >= self.config.duplicates.jaccard]
+            clusters[r.id] = min(matches, default=r.id)
+            mine = Neighbour(r.id, clusters[r.id], sig.text_hash, sig.minhash, sig.bands)
+            for b in sig.bands:
+                by_band.setdefault(b, []).append(mine)
+        return clusters
+
+    def _label_quality(self, store: CurationStore, rows: list[Pending]) -> dict[int, LabelQuality]:
+        probs = {r.id: parse_probabilities(r.probabilities) for r in rows}
+        scores = store.recent_scores(self.config.label_quality.window)
+        for r in rows:
+            p = probs[r.id]
+            if p is not None and r.label is not None and r.label in p:
+                scores.append((r.label, p[r.label]))
+        thresholds = class_thresholds(scores, self.config.label_quality.min_class_count)
+        return {r.id: label_quality(probs[r.id], r.label, thresholds) for r in rows}
+
+    @staticmethod
+    def _annotators(store: CurationStore, users: set[str]) -> dict[str, Annotator]:
+        found = store.annotators(users)
+        return {u: found.get(u) or Annotator(u) for u in users}
+
+    def _vote_weight(self, annotators: dict[str, Annotator], user: str | None) -> float:
+        if user is None:
+            return self.config.annotators.prior_mean
+        a = annotators[user]
+        return trust(a.agree, a.disagree, self.config.annotators)
+
+    def _refresh(self, member: Member, annotators: dict[str, Annotator]) -> Member:
+        """A stored member with its annotator's current standing (the trust it was weighted by stays)."""
+        if member.user_id is None:
+            return dataclasses.replace(member, low_trust=False, vote_weight=self.config.annotators.prior_mean)
+        a = annotators[member.user_id]
+        return dataclasses.replace(member, low_trust=a.low_trust, vote_weight=self._vote_weight(annotators,
+                                                                                                member.user_id))
+
+    def _member(self, row: Pending, sig: Signature, quality: LabelQuality,
+                annotators: dict[str, Annotator]) -> Member:
+        user_trust = self._vote_weight(annotators, row.user_id) if row.user_id is not None else None
+        a = annotators.get(row.user_id) if row.user_id is not None else None
+        return Member(id=row.id, user_id=row.user_id, label=row.label, text_hash=sig.text_hash,
+                      label_issue=quality.issue, unknown_label=row.label is not None and row.label not in self.labels,
+                      trust=user_trust, low_trust=a.low_trust if a is not None else False,
+                      vote_weight=user_trust if user_trust is not None else self.config.annotators.prior_mean)
+
+    @staticmethod
+    def _new_sample(row: Pending, verdict: Verdict, cluster_id: int, sig: Signature, quality: LabelQuality,
+                    user_trust: float | None) -> NewSample:
+        return NewSample(pending=row, verdict=verdict, cluster_id=cluster_id, text_hash=sig.text_hash,
+                         minhash=sig.minhash, bands=sig.bands,
+                         disagreement=disagreement(row.label, row.thumbs, row.predicted_label),
+                         self_confidence=quality.self_confidence, label_issue=quality.issue,
+                         suggested_label=quality.suggested, trust=user_trust)
+
+
+def _voter(user_id: str | None, sample_id: int) -> str:
+    return user_id if user_id is not None else f"#{sample_id}"
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
+

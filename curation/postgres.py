@@ -1,0 +1,218 @@
+"""The curation store in Postgres: ``samples``, ``annotators`` and ``curation_state`` (migration 0006).
+
+One batch = one transaction that starts by locking the ``curation_state`` row, so two curators (even
+without the advisory lock) never curate the same rows; the insert, the re-curated rows, the
+annotators and the new watermark commit together. psycopg errors become :class:`CurationStoreError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.types.json import Jsonb
+
+from curation.base import (
+    Annotator,
+    Backfill,
+    BatchWrite,
+    CurationStore,
+    CursorState,
+    Member,
+    Neighbour,
+    NewSample,
+    Pending,
+    StoredVerdict,
+    Verdict,
+)
+from curation.config import AnnotatorsConfig
+from curation.exceptions import CurationStoreError
+from curation.scoring import trust
+
+STATE = "samples"
+
+_PENDING = """
+SELECT f.id, f.feedback_id, f.prediction_id, p.text,
+       COALESCE(f.label, CASE WHEN f.thumbs = 'up' THEN f.predicted_label END),
+       f.thumbs, f.predicted_label, COALESCE(f.probabilities, p.probabilities),
+       f.user_id, p.domain, p.segment, f.ts, f.resolved_at, f.model_version
+  FROM feedback f
+  JOIN predictions p ON p.prediction_id = f.prediction_id
+ WHERE f.status = 'joined'
+   AND ({scope})
+   AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.id = f.id)
+ ORDER BY f.id
+ LIMIT %(limit)s
+"""
+
+_UNSCORED = """
+SELECT s.id, s.feedback_id, s.prediction_id, s.text, s.label, s.thumbs, s.predicted_label,
+       COALESCE(f.probabilities, p.probabilities), s.user_id, s.domain, s.segment, s.ts, f.resolved_at,
+       s.model_version
+  FROM samples s
+  LEFT JOIN feedback f ON f.id = s.id AND f.feedback_id = s.feedback_id
+  LEFT JOIN predictions p ON p.prediction_id = s.prediction_id
+ WHERE s.curated_at IS NULL
+ ORDER BY s.id
+ LIMIT %s
+"""
+
+_INSERT = """
+INSERT INTO samples (id, feedback_id, prediction_id, text, label, status, weight, reasons, user_id, domain, segment,
+                     ts, thumbs, predicted_label, model_version, disagreement, label_quality, label_issue,
+                     suggested_label, trust, cluster_id, text_hash, minhash, lsh_bands, curated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+"""
+
+
+class PostgresCurationStore(CurationStore):
+    """The store on one connection (autocommit: each ``batch()`` is an explicit transaction)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], annotators: AnnotatorsConfig) -> None:
+        self.conn = conn
+        self.config = annotators
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        try:
+            with self.conn.transaction():
+                yield
+        except psycopg.Error as exc:
+            raise CurationStoreError(_one_line(exc)) from exc
+
+    def cursor(self) -> CursorState:
+        row = self.conn.execute("SELECT watermark, resolved_cursor FROM curation_state WHERE name = %s FOR UPDATE",
+                                (STATE,)).fetchone()
+        if row is None:
+            self.conn.execute("INSERT INTO curation_state (name, watermark) VALUES (%s, 0) ON CONFLICT DO NOTHING",
+                              (STATE,))
+            return self.cursor()
+        return CursorState(int(row[0]), row[1])
+
+    def pending(self, state: CursorState, since: datetime | None, limit: int, *, sweep: bool) -> list[Pending]:
+        params: dict[str, object] = {"watermark": state.watermark, "since": since, "limit": limit}
+        if sweep:
+            scope = "true"
+        elif since is None:
+            scope = "f.id > %(watermark)s"
+        else:
+            scope = "f.id > %(watermark)s OR f.resolved_at >= %(since)s"
+        rows = self.conn.execute(_PENDING.format(scope=scope), params).fetchall()
+        return [Pending(*r) for r in rows]
+
+    def neighbours(self, bands: Iterable[int]) -> list[Neighbour]:
+        keys = sorted(set(bands))
+        if not keys:
+            return []
+        # one GIN probe per band key (a nested loop): `lsh_bands && <thousands of keys>` makes the planner
+        # scan the table and test every row against the whole array. Exact copies of one text in one
+        # cluster add nothing to the comparison: one of each.
+        rows = self.conn.execute(
+            "SELECT DISTINCT ON (s.cluster_id, s.text_hash) s.id, s.cluster_id, s.text_hash, s.minhash, s.lsh_bands "
+            "FROM unnest(%s::bigint[]) AS k(key) JOIN samples s ON s.lsh_bands @> ARRAY[k.key] "
+            "ORDER BY s.cluster_id, s.text_hash, s.id", (keys,)).fetchall()
+        return [Neighbour(int(r[0]), int(r[1]), bytes(r[2]), _unpack(r[3]), tuple(r[4])) for r in rows]
+
+    def recent_scores(self, window: int) -> list[tuple[str, float]]:
+        rows = self.conn.execute(
+            "SELECT label, label_quality FROM samples WHERE label_quality IS NOT NULL AND label IS NOT NULL "
+            "ORDER BY id DESC LIMIT %s", (window,)).fetchall()
+        return [(str(r[0]), float(r[1])) for r in rows]
+
+    def annotators(self, user_ids: Iterable[str]) -> dict[str, Annotator]:
+        users = sorted(set(user_ids))
+        if not users:
+            return {}
+        rows = self.conn.execute(
+            "SELECT user_id, agree, disagree, labels, low_trust FROM annotators WHERE user_id = ANY(%s) "
+            "ORDER BY user_id FOR UPDATE", (users,)).fetchall()
+        return {r[0]: Annotator(r[0], float(r[1]), float(r[2]), int(r[3]), bool(r[4])) for r in rows}
+
+    def members(self, cluster_ids: Iterable[int]) -> list[StoredVerdict]:
+        ids = sorted(set(cluster_ids))
+        if not ids:
+            return []
+        rows = self.conn.execute(
+            "SELECT id, cluster_id, user_id, label, text_hash, label_issue, reasons ? 'unknown_label', trust, "
+            "status, weight, reasons FROM samples WHERE cluster_id = ANY(%s) ORDER BY id", (ids,)).fetchall()
+        return [StoredVerdict(Member(id=int(r[0]), user_id=r[2], label=r[3], text_hash=bytes(r[4] or b""),
+                                     label_issue=bool(r[5]), unknown_label=bool(r[6]), trust=r[7]),
+                              int(r[1]), Verdict(r[8], float(r[9]), tuple(r[10])))
+                for r in rows]
+
+    def clusters_of(self, user_ids: Iterable[str]) -> set[int]:
+        users = sorted(set(user_ids))
+        if not users:
+            return set()
+        rows = self.conn.execute("SELECT DISTINCT cluster_id FROM samples WHERE user_id = ANY(%s) "
+                                 "AND cluster_id IS NOT NULL", (users,)).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def write(self, batch: BatchWrite) -> None:
+        with self.conn.cursor() as cur:
+            if batch.new:
+                cur.executemany(_INSERT, [_insert_row(n) for n in batch.new])
+            if batch.changed:
+                cur.executemany(
+                    "UPDATE samples SET status = %s, weight = %s, reasons = %s, landed_at = now() WHERE id = %s",
+                    [(v.status, v.weight, Jsonb(list(v.reasons)), i) for i, v in sorted(batch.changed.items())])
+            if batch.annotators:
+                cur.executemany(
+                    "INSERT INTO annotators (user_id, agree, disagree, labels, trust, low_trust) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE SET agree = EXCLUDED.agree, "
+                    "disagree = EXCLUDED.disagree, labels = EXCLUDED.labels, trust = EXCLUDED.trust, "
+                    "low_trust = EXCLUDED.low_trust, updated_at = now()",
+                    [(a.user_id, a.agree, a.disagree, a.labels, trust(a.agree, a.disagree, self.config), a.low_trust)
+                     for a in sorted(batch.annotators, key=lambda a: a.user_id)])
+            cur.execute("UPDATE curation_state SET watermark = GREATEST(watermark, %s), "
+                        "resolved_cursor = GREATEST(resolved_cursor, %s), updated_at = now() WHERE name = %s",
+                        (batch.watermark, batch.resolved_cursor, STATE))
+
+    def unscored(self, limit: int) -> Sequence[Pending]:
+        return [Pending(*r) for r in self.conn.execute(_UNSCORED, (limit,)).fetchall()]
+
+    def backfill(self, rows: Sequence[Backfill]) -> None:
+        if not rows:
+            return
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE samples SET text_hash = %s, minhash = %s, lsh_bands = %s, disagreement = %s, "
+                "label_quality = %s, cluster_id = COALESCE(cluster_id, id), curated_at = now() WHERE id = %s",
+                [(b.text_hash, _pack(b.minhash), list(b.bands), b.disagreement, b.self_confidence, b.id)
+                 for b in rows])
+
+    # -- reads for metrics -------------------------------------------------------------------------
+    def lag(self) -> int:
+        """Joined feedback above the watermark without a sample (late joins below it are not counted)."""
+        try:
+            row = self.conn.execute(
+                "SELECT count(*) FROM feedback f WHERE f.status = 'joined' AND f.id > "
+                "(SELECT watermark FROM curation_state WHERE name = %s) "
+                "AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.id = f.id)", (STATE,)).fetchone()
+        except psycopg.Error as exc:
+            raise CurationStoreError(_one_line(exc)) from exc
+        return int(row[0]) if row else 0
+
+
+def _insert_row(n: NewSample) -> tuple[Any, ...]:
+    p, v = n.pending, n.verdict
+    return (p.id, p.feedback_id, p.prediction_id, p.text, p.label, v.status, v.weight, Jsonb(list(v.reasons)),
+            p.user_id, p.domain, p.segment, p.ts, p.thumbs, p.predicted_label, p.model_version, n.disagreement,
+            n.self_confidence, n.label_issue, n.suggested_label, n.trust, n.cluster_id, n.text_hash,
+            _pack(n.minhash), list(n.bands))
+
+
+def _pack(minhash: tuple[int, ...]) -> bytes:
+    return np.asarray(minhash, dtype="<i4").tobytes()
+
+
+def _unpack(raw: bytes) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.frombuffer(raw, dtype="<i4"))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

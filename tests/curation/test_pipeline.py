@@ -1,0 +1,145 @@
+"""Batches of the curation pipeline against the in-memory store: clusters across batches, trust that
+falls and quarantines a user's earlier samples too, late joins, and a failed write that changes nothing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from curation import CurationConfig, Curator, MemoryCurationStore, Pending
+from curation.base import BatchWrite
+from curation.config import LabelQualityConfig, ServiceConfig
+from tests.trainer.lifecycle_helpers import rows as corpus
+
+from .helpers import LABELS, T0, pending, probs
+
+CFG = CurationConfig(label_quality=LabelQualityConfig(min_class_count=3), service=ServiceConfig(batch_size=100))
+
+
+def run(store: MemoryCurationStore, rows: list[Pending], config: CurationConfig = CFG) -> Curator:
+    store.land(rows)
+    curator = Curator(config, LABELS)
+    while curator.curate_batch(store) is not None:
+        pass
+    return curator
+
+
+def verdict(store: MemoryCurationStore, row: Pending) -> tuple[str, tuple[str, ...]]:
+    v = store.state.verdicts[row.id]
+    return v.status, v.reasons
+
+
+def test_every_joined_row_becomes_a_sample_with_its_scores() -> None:
+    store = MemoryCurationStore()
+    rows = [pending("what a lovely film", "positive", served="positive", probabilities=probs("positive")),
+            pending("dull and far too long", None, thumbs="down", served="positive"),
+            pending("it was fine i guess", "neutral", served="positive", probabilities=probs("positive", 0.5))]
+    run(store, rows)
+    assert verdict(store, rows[0]) == ("accepted", ())
+    assert verdict(store, rows[1]) == ("rejected", ("no_label",))
+    assert verdict(store, rows[2]) == ("accepted", ())
+    s = store.state.samples
+    assert not s[rows[0].id].disagreement and s[rows[1].id].disagreement and s[rows[2].id].disagreement
+    assert s[rows[0].id].self_confidence == pytest.approx(0.8) and s[rows[1].id].self_confidence is None
+    assert store.state.cursor.watermark == rows[-1].id
+
+
+def test_duplicates_are_found_across_batches() -> None:
+    store = MemoryCurationStore()
+    first = pending("The plot twists kept me guessing until the very end.", "positive", user="a")
+    run(store, [first])
+    again = pending("the plot twists kept me guessing until the very end", "positive", user="b")
+    near = pending("The plot twists kept me guessing until the very end!! Loved it", "positive", user="c")
+    run(store, [again, near])
+    assert verdict(store, first) == ("accepted", ())
+    assert verdict(store, again) == ("rejected", ("duplicate",))
+    assert verdict(store, near) == ("accepted", ("near_duplicate",))
+    assert {store.state.samples[r.id].cluster_id for r in (first, again, near)} == {first.id}
+
+
+def test_a_conflicting_label_re_decides_the_stored_cluster() -> None:
+    store = MemoryCurationStore()
+    a = pending("An uneven, sometimes charming comedy.", "positive", user="a")
+    run(store, [a])
+    b = pending("An uneven, sometimes charming comedy", "negative", user="b")
+    run(store, [b])
+    # one vote each, equal trust: nothing settles it, both sides wait for review
+    assert verdict(store, a) == ("quarantined", ("conflicting_duplicates",))
+    assert verdict(store, b) == ("quarantined", ("conflicting_duplicates",))
+    c = pending("an uneven sometimes charming comedy!", "positive", user="c")
+    curator = run(store, [c])
+    assert verdict(store, a) == ("accepted", ())
+    assert verdict(store, c) == ("rejected", ("duplicate",))
+    assert verdict(store, b) == ("quarantined", ("conflicting_duplicates",))
+    assert curator is not None
+
+
+def test_a_label_issue_needs_thresholds_then_is_quarantined() -> None:
+    store = MemoryCurationStore()
+    texts = [r for r in corpus("vader_movies") if r.label != "neutral"][:8]
+    honest = [pending(r.text, r.label, user=f"h{i}", probabilities=probs(r.label, 0.9)) for i, r in enumerate(texts)]
+    flipped = pending("a masterpiece, every minute of it", "negative", user="x", probabilities=probs("positive", 0.9))
+    run(store, [*honest, flipped])
+    assert verdict(store, flipped) == ("quarantined", ("label_issue",))
+    assert store.state.samples[flipped.id].suggested_label == "positive"
+    assert all(verdict(store, r) == ("accepted", ()) for r in honest)
+
+
+def test_a_user_who_keeps_contradicting_falls_below_the_floor_and_is_quarantined_retroactively() -> None:
+    store = MemoryCurationStore()
+    # the model is confident and right; "mallory" flips every label, "alice" does not
+    texts = [(r.text, r.label) for r in corpus("vader_movies") if r.label != "neutral"][:60]
+    flip = {"positive": "negative", "negative": "positive"}
+    early = [pending(t, flip[y], user="mallory", probabilities=probs(y, 0.9)) for t, y in texts[:4]]
+    run(store, early)  # no class has enough samples for a threshold yet: nothing to judge them by
+    assert all(verdict(store, r) == ("accepted", ()) for r in early)
+    rows = [pending(t, y, user="alice", probabilities=probs(y)) for t, y in texts[4:44]]
+    rows += [pending(t, flip[y], user="mallory", probabilities=probs(y, 0.9)) for t, y in texts[44:60]]
+    run(store, rows)
+    mallory = store.state.annotators["mallory"]
+    assert mallory.low_trust and mallory.disagree >= 10
+    assert not store.state.annotators["alice"].low_trust
+    for r in early + [r for r in rows if r.user_id == "mallory"]:
+        status, reasons = verdict(store, r)
+        assert status == "quarantined" and "low_trust" in reasons, (r.text, reasons)
+    alice = [store.state.samples[r.id] for r in rows if r.user_id == "alice"]
+    assert all(s.verdict.status == "accepted" for s in alice)
+    assert all(s.verdict.weight > 0.9 for s in alice)
+
+
+def test_late_joins_below_the_watermark_are_curated() -> None:
+    store = MemoryCurationStore()
+    run(store, [pending("first text", "positive", id=10_001), pending("second text", "positive", id=10_005)])
+    assert store.state.cursor.watermark == 10_005
+    late = pending("joined after its id was passed", "negative", id=10_003, resolved_at=T0 + timedelta(seconds=5))
+    run(store, [late])
+    assert late.id in store.state.samples
+    older = pending("resolved long before the cursor", "negative", id=10_002, resolved_at=T0 - timedelta(hours=1))
+    run(store, [older])
+    assert older.id not in store.state.samples  # outside the margin: only the start-up sweep finds it
+    curator = Curator(CFG, LABELS)
+    assert curator.curate_batch(store, sweep=True) is not None
+    assert older.id in store.state.samples
+
+
+def test_a_failed_write_leaves_nothing_behind() -> None:
+    class Failing(MemoryCurationStore):
+        def write(self, batch: BatchWrite) -> None:
+            super().write(batch)
+            raise RuntimeError("commit failed")
+
+    store = Failing()
+    store.land([pending("one", "positive"), pending("two", "negative")])
+    with pytest.raises(RuntimeError):
+        Curator(CFG, LABELS).curate_batch(store)
+    assert not store.state.samples and store.state.cursor.watermark == 0 and not store.state.annotators
+
+
+def test_a_replayed_pass_changes_nothing() -> None:
+    store = MemoryCurationStore()
+    run(store, [pending("one more film", "positive"), pending("one more film!", "negative", user="u2")])
+    before = (dict(store.state.verdicts), dict(store.state.annotators))
+    assert Curator(CFG, LABELS).curate_batch(store) is None
+    assert Curator(CFG, LABELS).curate_batch(store, sweep=True) is None
+    assert (dict(store.state.verdicts), dict(store.state.annotators)) == before
