@@ -13,6 +13,10 @@ on (the corpus holdout plus the recent reserved feedback), scored by the champio
   regression of "was right" on confidence); the mean calibrated confidence of the current window is its
   expected accuracy there, compared with its accuracy on the reference.
 
+Beside it, the **slice monitor**: label and error distribution per slice (the prediction's domain, else its
+segment) over the joined feedback of ``slice_window_s``, as gauges (``flywheel_slice_*``); the trainer's
+evaluation gate applies the per-slice no-regression rule to the same slices.
+
 A signal in ``alert_on`` crossing its threshold asks the trainers for a retrain (a ``RetrainRequest`` with
 trigger ``drift``; their policy's ``drift_action`` says full or incremental), at most once per champion
 version and ``cooldown_s``. Every check is recorded in ``drift_checks`` and exported as gauges.
@@ -62,6 +66,8 @@ class DriftConfig(BaseModel):
         default=("domain_auc", "psi", "accuracy_drop"),
         description="Signals that ask for a retrain; the others are exported and recorded only.")
     cooldown_s: float = Field(default=1800.0, ge=0.0, description="Seconds between alerts for one champion.")
+    slice_window_s: float = Field(default=3600.0, gt=0.0,
+                                  description="Joined feedback of this window makes the per-slice gauges.")
     seed: int = 0
 
 
@@ -150,6 +156,18 @@ class DriftReport:
                 f"{self.reference_rows} reference rows)")
 
 
+@dataclass
+class SliceStats:
+    slice: str
+    feedback: int = 0
+    agreed: int = 0  # the user's label (or thumbs up) matches the served label
+    labels: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return self.agreed / self.feedback if self.feedback else math.nan
+
+
 class DriftMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
@@ -166,6 +184,12 @@ class DriftMetrics:
                                   ["model", "signal"], registry=r)
         self.checks = PromCounter("flywheel_drift_checks", "Drift checks by outcome", ["model", "outcome"],
                                   registry=r)
+        self.slice_feedback = Gauge("flywheel_slice_feedback", "Joined feedback per slice in the slice window",
+                                    ["model", "slice"], registry=r)
+        self.slice_accuracy = Gauge("flywheel_slice_accuracy", "Share of joined feedback agreeing with the "
+                                    "served label, per slice", ["model", "slice"], registry=r)
+        self.slice_label_share = Gauge("flywheel_slice_label_share", "Share of each user label per slice",
+                                       ["model", "slice", "label"], registry=r)
 
 
 class DriftMonitor:
@@ -195,6 +219,7 @@ class DriftMonitor:
         with db.connect(self.db_url, autocommit=True) as conn:
             if not db.try_advisory_lock(conn, db.advisory_key(f"flywheel.drift:{self.model_name}")):
                 return None
+            self.slices(conn)
             report = self.check(conn)
             if report is not None:
                 self._record(conn, report)
@@ -254,6 +279,32 @@ class DriftMonitor:
                 log.warning("%s: retrain requested", reason)
         m.checks.labels(name, "alert" if alerted else "crossed" if crossed else "ok").inc()
         return DriftReport(**{**asdict(report), "crossed": crossed, "alerted": alerted, "note": note})
+
+    def slices(self, conn: Any) -> list[SliceStats]:
+        """Label and error distribution per slice (the prediction's domain, else segment) over the joined
+        feedback of the last ``slice_window_s``, exported as gauges (all served variants together)."""
+        since = self.clock() - timedelta(seconds=self.config.slice_window_s)
+        rows = conn.execute(
+            "SELECT COALESCE(p.domain, p.segment, 'unknown'), COALESCE(f.label, CASE WHEN f.thumbs = 'up' "
+            "THEN f.predicted_label END), count(*), count(*) FILTER (WHERE f.label = f.predicted_label "
+            "OR f.thumbs = 'up') FROM feedback f JOIN predictions p ON p.prediction_id = f.prediction_id "
+            "WHERE f.status = 'joined' AND f.model = %s AND f.received_at >= %s GROUP BY 1, 2",
+            (self.model_name, since)).fetchall()
+        found: dict[str, SliceStats] = {}
+        for slice_, label, n, agreed in rows:
+            stats = found.setdefault(str(slice_), SliceStats(str(slice_)))
+            stats.feedback += int(n)
+            stats.agreed += int(agreed)
+            if label is not None:
+                stats.labels[str(label)] = stats.labels.get(str(label), 0) + int(n)
+        m, name = self.metrics, self.model_name
+        for stats in found.values():
+            m.slice_feedback.labels(name, stats.slice).set(stats.feedback)
+            m.slice_accuracy.labels(name, stats.slice).set(stats.accuracy)
+            labelled = sum(stats.labels.values())
+            for label, n in stats.labels.items():
+                m.slice_label_share.labels(name, stats.slice, label).set(n / labelled)
+        return sorted(found.values(), key=lambda s: s.slice)
 
     def _reference_for(self, conn: Any, version: str) -> Reference | None:
         if self._reference is not None and self._reference.version == version:

@@ -109,3 +109,34 @@ def test_monitor_is_quiet_on_the_reference_domain_and_alerts_once_on_drift(lc: L
     assert exported[("flywheel_drift_domain_auc", None)] == pytest.approx(again.domain_auc)
     assert sum(v for (n, _s), v in exported.items() if n == "flywheel_drift_alerts_total") == len(
         [s for s in drifted.crossed if s in DriftConfig().alert_on])
+
+
+def test_slice_monitor_counts_labels_and_agreement_per_slice(registry_db_url: str) -> None:
+    def row(domain: str | None, served: str, label: str | None, thumbs: str | None = None) -> None:
+        pid = uuid.uuid4().hex
+        with db.connect(registry_db_url) as conn, conn.transaction():
+            conn.execute("INSERT INTO predictions (prediction_id, model, model_version, variant, text, label, "
+                         "probabilities, latency_ms, domain, ts) VALUES (%s, 'sentiment', '1', 'champion', 'x', %s, "
+                         "'{}', 1.0, %s, now())", (pid, served, domain))
+            conn.execute("INSERT INTO feedback (feedback_id, content_key, prediction_id, label, thumbs, source, ts, "
+                         "status, model, predicted_label) VALUES (%s, %s, %s, %s, %s, 'test', now(), 'joined', "
+                         "'sentiment', %s)", (uuid.uuid4().hex, uuid.uuid4(), pid, label, thumbs, served))
+
+    for _ in range(3):
+        row("tweets", "positive", "negative")
+    row("tweets", "positive", "positive")
+    row("movies", "negative", None, "up")
+    row(None, "neutral", None, "down")
+    metrics = CollectorRegistry()
+    monitor = DriftMonitor(db_url=registry_db_url, model_name="sentiment", registry=None,  # type: ignore[arg-type]
+                           config=DriftConfig(), request_retrain=lambda _r: None, metrics=DriftMetrics(metrics))
+    with db.connect(registry_db_url, autocommit=True) as conn:
+        found = {s.slice: s for s in monitor.slices(conn)}
+    assert found["tweets"].feedback == 4 and found["tweets"].accuracy == 0.25
+    assert found["tweets"].labels == {"negative": 3, "positive": 1}
+    assert found["movies"].accuracy == 1.0 and found["movies"].labels == {"negative": 1}  # thumbs up = served
+    assert found["unknown"].feedback == 1 and found["unknown"].accuracy == 0.0 and found["unknown"].labels == {}
+    share = metrics.get_sample_value("flywheel_slice_label_share",
+                                     {"model": "sentiment", "slice": "tweets", "label": "negative"})
+    assert share == 0.75
+    assert metrics.get_sample_value("flywheel_slice_accuracy", {"model": "sentiment", "slice": "tweets"}) == 0.25
