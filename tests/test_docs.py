@@ -16,7 +16,7 @@ def test_readme_opens_with_the_two_commands() -> None:
     block = re.search(r"```bash\n(.*?)```", readme, re.S)
     assert block is not None and readme.index("```bash") < 40
     commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
-    assert commands == ["./scripts/up", "./scripts/test"]
+    assert commands == ["./scripts/demo", "./scripts/test"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/test" in ci
 
