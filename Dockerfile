@@ -21,6 +21,7 @@ COPY streams ./streams
 COPY trainer ./trainer
 COPY registry ./registry
 COPY serving ./serving
+COPY curation ./curation
 # torch first from PyTorch's CPU index: the PyPI wheel of the same version pulls GBs of CUDA libraries
 RUN pip install --upgrade pip \
     && pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \

@@ -48,8 +48,17 @@ class CuttableProxy:
             except OSError:
                 client.close()
                 continue
+            # accepted while cut() ran (it clears _up, then takes _conns under the lock): close the pair, or it
+            # would outlive the cut
             with self._lock:
-                self._conns += [client, upstream]
+                late = not self._up.is_set() or listener is not self._listener
+                if not late:
+                    self._conns += [client, upstream]
+            if late:
+                for s in (client, upstream):
+                    with contextlib.suppress(OSError):
+                        s.close()
+                continue
             threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
 
     def _pipe(self, a: socket.socket, b: socket.socket) -> None:

@@ -1,9 +1,10 @@
 """The shipped deployment files, checked against the code without a Docker engine or a cluster.
 
 Dockerfile, docker-compose.yml, deploy/prometheus and deploy/k8s are parsed and compared with what the code
-really has: ``FlywheelSettings`` fields, the ``flywheel`` CLI commands and the metrics ``StreamMetrics``
-registers, the serving API's routes. Renaming a setting, a command, a route or a metric without updating the
-deployment fails here.
+really has: ``FlywheelSettings`` fields, the ``flywheel`` CLI commands (every ``flywheel process X`` has a
+compose service and a Kubernetes Deployment), the metrics the code exports (tests/deploy/exported.py), the
+serving API's routes. Renaming a setting, a command, a route or a metric without updating the deployment
+fails here. The Grafana files are checked in test_grafana.py.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from urllib.parse import urlsplit
 import pytest
 import typer
 import yaml
-from prometheus_client.metrics import MetricWrapperBase
 from typer.testing import CliRunner
 
+from flywheel import lifecycle
 from flywheel.cli import app
 from flywheel.settings import FlywheelSettings
+from registry._offline import go_offline
 from serving.app import ROUTES
-from streams.metrics import StreamMetrics
+from tests.deploy.exported import SYNTHETIC, exported, promql, unknown_references
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -45,8 +47,18 @@ SECRET_ENV = {f"{PREFIX}{name}".upper() for name, field in FlywheelSettings.mode
               if "SecretStr" in str(field.annotation)}
 # The click that typer runs on (recent typer vendors its own copy): its base exception.
 CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-# Series Prometheus adds to every scrape target itself (not exported by the code).
-SYNTHETIC = {"up": {"instance", "job"}}
+
+
+def _process_commands() -> list[str]:
+    """The X of every ``flywheel process X``."""
+    group: Any = typer.main.get_command(app)
+    process = group.get_command(group.context_class(group), "process")
+    return sorted(process.list_commands(process.context_class(process)))
+
+
+PROCESS_COMMANDS = _process_commands()
+# processes that act under a Postgres advisory lock: a second replica would only idle on it
+SINGLE_FLIGHT = {"trainer", "curation", "canary"}
 
 
 # -- parsing helpers ---------------------------------------------------------------------------------------
@@ -296,6 +308,16 @@ def _argv_of(svc: dict[str, Any]) -> list[str]:
     return [*entrypoint, *(command if isinstance(command, list) else shlex.split(command))]
 
 
+def _process_services(command: str) -> list[str]:
+    return [n for n, s in _flywheel_services().items() if _argv_of(s)[:3] == ["flywheel", "process", command]]
+
+
+def _healthcheck_urls(svc: dict[str, Any]) -> list[Any]:
+    test = svc["healthcheck"]["test"]
+    command = " ".join(test[1:]) if test[0] in ("CMD", "CMD-SHELL") else str(test)
+    return [urlsplit(u) for u in re.findall(r"https?://[^'\"\s]+", command)]
+
+
 def test_compose_connection_settings_point_at_the_kafka_and_postgres_services(
         monkeypatch: pytest.MonkeyPatch) -> None:
     services = _services()
@@ -343,11 +365,9 @@ def test_compose_serving_publishes_its_api_reads_artifacts_read_only_and_checks_
     assert {m[0] for m in data} <= trainer_volumes
     assert all(len(m) == 3 and "ro" in m[2].split(",") for m in mounts), f"{name}: mount read-only: {mounts}"
 
-    test = svc["healthcheck"]["test"]
-    command = " ".join(test[1:]) if test[0] in ("CMD", "CMD-SHELL") else str(test)
-    urls = re.findall(r"https?://[^'\"\s]+", command)
+    urls = _healthcheck_urls(svc)
     assert urls, f"{name}: healthcheck requests no URL"
-    for url in map(urlsplit, urls):
+    for url in urls:
         assert url.path == "/ready" and url.path in ROUTES, url
         assert url.port == settings.serving_port, url
 
@@ -355,6 +375,80 @@ def test_compose_serving_publishes_its_api_reads_artifacts_read_only_and_checks_
     one_shot = {n for n, s in flywheel.items() if _argv_of(s)[1:] == ["db", "upgrade"]}
     assert one_shot and all(deps[t]["condition"] == "service_completed_successfully" for t in one_shot)
     assert {deps[t]["condition"] for t in ("kafka", "postgres")} == {"service_healthy"}
+
+
+@pytest.mark.parametrize("command", PROCESS_COMMANDS)
+def test_compose_runs_each_process_once_with_a_metrics_healthcheck(monkeypatch: pytest.MonkeyPatch,
+                                                                    command: str) -> None:
+    services = _process_services(command)
+    assert len(services) == 1, f"`flywheel process {command}`: compose services {services} (want exactly one)"
+    (name,) = services
+    svc = _services()[name]
+    settings = _settings(_effective_env(_env(svc)), monkeypatch)
+    assert settings.metrics_port and settings.metrics_host == "0.0.0.0", f"{name}: /metrics unreachable"
+    assert str(settings.metrics_port) in [str(p) for p in svc.get("expose", [])], f"{name}: metrics port not exposed"
+    urls = _healthcheck_urls(svc)
+    assert urls, f"{name}: healthcheck requests no URL"
+    assert all(u.path == "/metrics" and u.port == settings.metrics_port for u in urls), urls
+    deps = svc["depends_on"]
+    assert {t for t, d in deps.items() if d["condition"] == "service_healthy"} >= {"kafka", "postgres"}, name
+    one_shot = {n for n, s in _flywheel_services().items() if _argv_of(s)[1:2] in (["db"], ["topics"])}
+    assert one_shot and all(deps[t]["condition"] == "service_completed_successfully" for t in one_shot), name
+    assert svc.get("restart") == "unless-stopped", name
+
+
+def test_compose_mlflow_ui_serves_the_platform_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MLflow UI runs the launcher in its command: it must open the registry every Flywheel process
+    opens (same backend store) and serve the trainer's artifacts from the same absolute path."""
+    flywheel = _flywheel_services()
+    assert "mlflow" in flywheel, "the MLflow UI must run the Flywheel image: the MLflow version the platform pins"
+    svc = flywheel["mlflow"]
+    argv = _argv_of(svc)
+    assert argv[:2] == ["python", "-c"] and len(argv) == 3, argv
+    settings = _settings(_effective_env(_env(svc)), monkeypatch)
+    (trainer,) = [flywheel[n] for n in _process_services("trainer")]
+    trainer_settings = _settings(_effective_env(_env(trainer)), monkeypatch)
+    assert settings.data_dir == trainer_settings.data_dir
+
+    # run the launcher with the registry and exec stubbed: what would the server get?
+    opened, execs = [], []
+    with monkeypatch.context() as m:
+        for key in os.environ:
+            if key.upper().startswith(PREFIX) or key.startswith("MLFLOW_"):
+                m.delenv(key)
+        for key, value in _effective_env(_env(svc)).items():
+            m.setenv(key, value)
+        m.setenv("MLFLOW_BACKEND_STORE_URI", "")  # the launcher sets it: undone with the context
+        m.setattr(lifecycle, "open_model_registry", lambda s, db: opened.append((s, db)))
+        m.setattr(os, "execvp", lambda file, args: execs.append((file, args, dict(os.environ))))
+        exec(compile(argv[2], "docker-compose.yml:mlflow", "exec"), {})
+    ((file, args, env),), ((_, database),) = execs, opened
+    assert file == "mlflow" and args[:2] == ["mlflow", "server"], args
+    trainer_db = trainer_settings.database_url.get_secret_value() if trainer_settings.database_url else None
+    assert database == trainer_db
+    backend = lifecycle.registry_backend(trainer_settings, database)
+    assert env["MLFLOW_BACKEND_STORE_URI"] == backend, "not the platform's registry store"
+    assert not any("password" in a or "postgresql" in a for a in args), "credentials in argv"
+
+    go_offline()  # before MLflow's first import: no telemetry client
+    from mlflow.cli import server  # the exec'd command line is one mlflow accepts
+
+    ctx = server.make_context("server", list(args[2:]))
+    assert ctx.params["default_artifact_root"] == lifecycle.artifact_root(trainer_settings).as_uri()
+    assert ctx.params["serve_artifacts"] is False, "artifacts are file: URIs read from the mounted volume"
+    port = ctx.params["port"]
+
+    trainer_volumes = {v.split(":")[0] for v in trainer["volumes"]
+                       if Path(v.split(":")[1]) == trainer_settings.data_dir}
+    mounts = [v.split(":") for v in svc["volumes"]]
+    assert [m[1] for m in mounts if m[0] in trainer_volumes] == [str(settings.data_dir)], mounts
+    assert all(len(m) == 3 and "ro" in m[2].split(",") for m in mounts), f"mlflow: mount read-only: {mounts}"
+    assert [str(port), str(port)] in [str(p).rsplit(":", 1) for p in svc.get("ports", [])]
+    urls = _healthcheck_urls(svc)
+    assert urls and all(u.path == "/health" and u.port == port for u in urls), urls
+    deps = svc["depends_on"]
+    assert deps["postgres"]["condition"] == "service_healthy"
+    assert deps["migrate"]["condition"] == "service_completed_successfully"
 
 
 # -- FLYWHEEL_* variables and commands ---------------------------------------------------------------------
@@ -418,7 +512,10 @@ def _cli_error(argv: list[str]) -> str | None:
 
 def test_every_flywheel_command_exists() -> None:
     entrypoint = [_argv(a) for instr, a in _dockerfile() if instr == "ENTRYPOINT"][-1]
-    commands = [_argv_of(svc) for svc in _flywheel_services().values()]
+    flywheel = _flywheel_services()
+    # the image serves one thing besides the flywheel CLI: the MLflow UI (its own test)
+    assert {n for n, s in flywheel.items() if _argv_of(s)[:1] != ["flywheel"]} <= {"mlflow"}
+    commands = [_argv_of(svc) for svc in flywheel.values() if _argv_of(svc)[:1] == ["flywheel"]]
     commands += [[*(c.get("command") or entrypoint), *c.get("args", [])] for c in _flywheel_containers()]
     assert len(commands) >= 5, commands  # compose migrate/topics/ingest + k8s job/deployment
     errors = [e for argv in commands if (e := _cli_error(argv))]
@@ -459,7 +556,8 @@ def test_prometheus_scrapes_each_service_on_its_metrics_port(monkeypatch: pytest
                     assert path == "/metrics", f"{host}: {path}"
                 assert settings.metrics_host == "0.0.0.0", f"{host}: /metrics bound to {settings.metrics_host}"
                 scraped.add(host)
-    assert any(_argv_of(flywheel[h])[1:3] == ["process", "ingest"] for h in scraped), "ingest is not scraped"
+    for command in PROCESS_COMMANDS:
+        assert set(_process_services(command)) <= scraped, f"`flywheel process {command}` is not scraped"
     assert any(_is_serve(_argv_of(flywheel[h])) for h in scraped), "serving is not scraped"
 
 
@@ -478,42 +576,14 @@ def test_prometheus_rule_files_exist_and_are_mounted() -> None:
         assert mounts.get(local) == config_in_container.parent / rule_file, f"{rule_file} not mounted"
 
 
-def _exported() -> dict[str, set[str]]:
-    """Series name -> label names, as exposed for the metrics ``StreamMetrics`` registers."""
-    metrics = StreamMetrics()
-    labels = {m._name: set(m._labelnames) for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)}
-    suffixes = {"counter": {"_total": set()}, "gauge": {"": set()}, "summary": {"": {"quantile"}, "_sum": set(),
-                "_count": set()}, "histogram": {"_bucket": {"le"}, "_sum": set(), "_count": set()}}
-    names = {}
-    for family in metrics.registry.collect():
-        for suffix, extra in suffixes[family.type].items():
-            names[family.name + suffix] = labels[family.name] | extra
-    return names
-
-
-def _promql(expr: str) -> tuple[set[str], set[str]]:
-    """Metric names and label names an expression refers to (enough PromQL for alert rules)."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
-    label_names: set[str] = set()
-    clause = r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)"
-    for match in re.finditer(clause, expr):
-        label_names |= {s.strip() for s in match.group(1).split(",") if s.strip()}
-    expr = re.sub(clause, " ", expr)
-    metrics: set[str] = set()
-    for match in re.finditer(r"([a-zA-Z_:][\w:]*)?\s*\{([^}]*)\}", expr):
-        label_names |= set(re.findall(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)", match.group(2)))
-    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)
-    words = {"and", "or", "unless", "bool", "offset", "group_left", "group_right", "inf", "nan"}
-    for match in re.finditer(r"(?<![\w.])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()", expr):
-        if match.group(1).lower() not in words:
-            metrics.add(match.group(1))
-    return metrics, label_names
-
-
 def test_promql_parser_finds_metrics_and_labels() -> None:
-    metrics, labels = _promql('sum by (group) (rate(a_total{reason!="x"}[5m])) / on (group) group_left '
-                              'max(b) > 1e3 and c offset 5m')
+    metrics, labels = promql('sum by (group) (rate(a_total{reason!="x"}[5m])) / on (group) group_left '
+                             'max(b) > 1e3 and c offset 5m')
     assert metrics == {"a_total", "b", "c"} and labels == {"group", "reason"}
+    metrics, labels = promql('histogram_quantile(0.95, sum by (le) (rate(d_bucket{route=~"$route"}[$__rate_interval])))'
+                             ' or vector(0)')
+    assert metrics == {"d_bucket"} and labels == {"le", "route"}
+    assert unknown_references("rate(flywheel_no_such_total[5m])", exported()) == ["metric flywheel_no_such_total"]
 
 
 def _alert_rules() -> Iterator[dict[str, Any]]:
@@ -524,10 +594,11 @@ def _alert_rules() -> Iterator[dict[str, Any]]:
 
 
 def test_alerts_use_only_exported_metrics_and_their_labels() -> None:
-    exported = {**_exported(), **SYNTHETIC}
-    assert {"flywheel_stream_dead_letters_total", "flywheel_stream_lag"} <= set(exported)
+    series = {**exported(), **SYNTHETIC}
     rules = list(_alert_rules())
-    assert len(rules) >= 4
+    names = [r.get("alert") or r.get("record") for r in rules]
+    assert len(names) == len(set(names)), "alert names must be unique"
+    used: set[str] = set()
     for rule in rules:
         name = rule.get("alert") or rule.get("record")
         assert name and rule.get("expr"), rule
@@ -535,11 +606,27 @@ def test_alerts_use_only_exported_metrics_and_their_labels() -> None:
             assert rule["labels"]["severity"] in ("info", "warning", "critical"), name
             assert rule["annotations"]["summary"], name
             assert re.fullmatch(r"(\d+[smhdw])+", str(rule.get("for", "0s"))), name
-        metrics, labels = _promql(str(rule["expr"]))
-        unknown = metrics - set(exported)
-        assert metrics and not unknown, f"{name}: metrics not exported by the code: {sorted(unknown)}"
-        known_labels = set().union(*(exported[m] for m in metrics)) | {"instance", "job"}
-        assert labels <= known_labels, f"{name}: unknown labels {sorted(labels - known_labels)}"
+        problems = unknown_references(str(rule["expr"]), series)
+        assert not problems, f"{name}: not exported by the code: {problems}"
+        used |= promql(str(rule["expr"]))[0]
+    # the conditions operators are paged for (docs/operations.md lists the rules)
+    assert used >= {
+        "flywheel_stream_lag", "flywheel_stream_dead_letters_total", "flywheel_drift_alerts_total",
+        "flywheel_drift_domain_auc", "flywheel_canary_actions_total", "flywheel_serving_ready",
+        "flywheel_training_runs_total", "flywheel_serving_events_dropped_total", "up",
+    }, "an alert family is missing"
+
+
+def test_alert_expressions_filter_on_label_values_the_code_uses() -> None:
+    """``route`` values are the serving app's routes; the other filters name values the code sets."""
+    values = {"route": set(ROUTES) | {"other"}, "action": {"promote", "retire", "rollback", "retrain"},
+              "result": {"done", "busy", "error"}, "outcome": {"curated", "idle", "busy", "failed"},
+              "status": {"skipped", "busy", "promoted", "canary", "refused", "failed"}}
+    for rule in _alert_rules():
+        for label, op, value in re.findall(r'(\w+)\s*(=~|=)\s*"([^"]*)"', str(rule["expr"])):
+            if label in values:
+                wanted = set(value.split("|")) if op == "=~" else {value}
+                assert wanted <= values[label], f"{rule.get('alert')}: {label}{op}{value!r}"
 
 
 # -- Kubernetes --------------------------------------------------------------------------------------------
@@ -567,15 +654,21 @@ def test_kustomization_renders() -> None:
     assert kinds == {"Namespace", "ConfigMap", "Job", "Deployment", "Service", "PersistentVolumeClaim"}
 
 
-@pytest.mark.parametrize(("component", "min_replicas"), [("ingest", 2), ("trainer", 1)])
-def test_k8s_processor_metrics_port_probes_and_service_agree(monkeypatch: pytest.MonkeyPatch, component: str,
-                                                             min_replicas: int) -> None:
+@pytest.mark.parametrize("component", PROCESS_COMMANDS)
+def test_k8s_processor_metrics_port_probes_and_service_agree(monkeypatch: pytest.MonkeyPatch, component: str) -> None:
+    """One Deployment per ``flywheel process X``; ingest scales out, the single-flight ones run one replica."""
     settings = _settings(_effective_env({**_configmap_env(), **_secret_env()}), monkeypatch)
     assert settings.metrics_port and settings.metrics_host == "0.0.0.0"
-    deployment = _k8s_deployment(component)
+    running = [d for d in _k8s("Deployment")
+               if [c.get("args") for c in d["spec"]["template"]["spec"]["containers"]] == [["process", component]]]
+    assert len(running) == 1, f"`flywheel process {component}`: {len(running)} Deployments (want exactly one)"
+    (deployment,) = running
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/component"] == component
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
-    assert container["args"] == ["process", component] and deployment["spec"]["replicas"] >= min_replicas
+    replicas = deployment["spec"]["replicas"]
+    assert container["args"] == ["process", component] and "command" not in container
+    assert replicas == 1 if component in SINGLE_FLIGHT else replicas >= 2, f"{component}: {replicas} replicas"
     ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == settings.metrics_port
     for probe in ("readinessProbe", "livenessProbe"):
