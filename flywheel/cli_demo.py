@@ -68,6 +68,8 @@ def demo(
     promotion: Annotated[str, typer.Option(help="direct, or canary (the canary controller decides).")] = "direct",
     rate: Annotated[float, typer.Option(help="Requests per second, at most.")] = 40.0,
     report: Annotated[Path | None, typer.Option(help="Report directory; default <data dir>/demo/report.")] = None,
+    database: Annotated[str, typer.Option(help="Database the demo (re)creates on FLYWHEEL_DATABASE_URL's "
+                                                "server.")] = "flywheel_demo",
 ) -> None:
     """Bootstrap a champion on movie reviews, replay a drifting stream through the API with simulated
     users, and watch the loop retrain, gate and swap models; writes a PNG + HTML report at the end.
@@ -80,7 +82,7 @@ def demo(
     root = reset_dir(base.data_dir / "demo")
     report_dir = report or root / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    url = fresh_database(base.database_url.get_secret_value()) if base.database_url else None
+    url = fresh_database(base.database_url.get_secret_value(), database) if base.database_url else None
     settings = demo_settings(base, options, root / "platform", url, free_port())
     log_file = report_dir / "platform.log"
     restore = _log_to(log_file)
