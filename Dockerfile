@@ -33,7 +33,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     FLYWHEEL_DATA_DIR=/var/lib/flywheel \
-    FLYWHEEL_METRICS_HOST=0.0.0.0
+    FLYWHEEL_METRICS_HOST=0.0.0.0 \
+    ONEDNN_PRIMITIVE_CACHE_CAPACITY=8
+# ONEDNN_PRIMITIVE_CACHE_CAPACITY: oneDNN keeps a compiled kernel per input shape (up to 1024); MiniLM
+# micro-batches of varying sizes grew a serving pod by ~200 MB, 8 holds it flat at no measured cost
 # A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it.
 RUN groupadd --system --gid 10001 flywheel \
     && useradd --system --uid 10001 --gid flywheel --no-create-home --home-dir /var/lib/flywheel \

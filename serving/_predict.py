@@ -1,5 +1,7 @@
 """The prediction path behind the routes: route each item, run each model once per request on its
-items, publish the events; the shadow runs later, on a copy, and only publishes."""
+items, publish the events; the shadow runs later, on a copy, and only publishes. Models whose kind
+batches (``ModelKind.batches``) go through the pod's :class:`~serving.batching.MicroBatcher` when one is
+given; the others are scored in the request thread."""
 
 from __future__ import annotations
 
@@ -14,18 +16,23 @@ from pydantic import ValidationError
 
 from flywheel.settings import FlywheelSettings
 from schemas.events import PredictionEvent, Variant
+from serving.batching import MicroBatcher
 from serving.exceptions import InvalidInput
 from serving.metrics import ServingMetrics
 from serving.models import PredictCreate, PredictionPublic
 from serving.publisher import PredictionPublisher
 from serving.router import route
 from serving.runtime import Deployment, LoadedModel
+from serving.services import Services
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Scored:
+    """``latency_ms``: from asking for the item's probabilities to having them, i.e. the ``predict_proba``
+    call it was part of, plus its wait in the micro-batcher's queue when batched."""
+
     label: str
     probabilities: dict[str, float]
     latency_ms: float
@@ -38,24 +45,28 @@ def check_text(text: str, settings: FlywheelSettings, where: str = "text") -> No
         raise InvalidInput(f"{where}: {len(text)} characters, more than max_text_chars={settings.max_text_chars}")
 
 
-def score(model: LoadedModel, texts: Sequence[str]) -> list[Scored]:
-    started = time.perf_counter()
-    proba = model.predict_proba(texts)
-    per_item = (time.perf_counter() - started) * 1000 / max(1, len(texts))
+def score(model: LoadedModel, texts: Sequence[str], batcher: MicroBatcher | None = None) -> list[Scored]:
+    if batcher is not None and model.model.batches:
+        batched = batcher.predict(model, texts)
+        proba, latency_ms = batched.proba, batched.latency_ms
+    else:
+        started = time.perf_counter()
+        proba = model.predict_proba(texts)
+        latency_ms = (time.perf_counter() - started) * 1000
     labels = model.model.labels
-    return [Scored(labels[int(row.argmax())], {lab: float(p) for lab, p in zip(labels, row, strict=True)}, per_item)
-            for row in proba]
+    return [Scored(labels[int(row.argmax())], {lab: float(p) for lab, p in zip(labels, row, strict=True)},
+                   latency_ms) for row in proba]
 
 
-def predict(items: Sequence[PredictCreate], deployment: Deployment, settings: FlywheelSettings,
-            publisher: PredictionPublisher, metrics: ServingMetrics) -> list[PredictionPublic]:
+def predict(items: Sequence[PredictCreate], deployment: Deployment, services: Services) -> list[PredictionPublic]:
+    settings, publisher, metrics, batcher = services.settings, services.publisher, services.metrics, services.batcher
     ids = [uuid.uuid4().hex for _ in items]
     routes = [route(deployment, item.user_id, pid) for item, pid in zip(items, ids, strict=True)]
     scored: dict[int, Scored] = {}
     for version in {r.model.version for r in routes}:
         idx = [i for i, r in enumerate(routes) if r.model.version == version]
-        for i, result in zip(idx, score(routes[idx[0]].model, [items[i].text for i in idx]), strict=True):
-            scored[i] = result
+        results = score(routes[idx[0]].model, [items[i].text for i in idx], batcher)
+        scored.update(zip(idx, results, strict=True))
     out = []
     for i, (item, pid, r) in enumerate(zip(items, ids, routes, strict=True)):
         s = scored[i]
@@ -68,19 +79,20 @@ def predict(items: Sequence[PredictCreate], deployment: Deployment, settings: Fl
 
 
 def shadow_job(items: Sequence[PredictCreate], results: Sequence[PredictionPublic], deployment: Deployment,
-               settings: FlywheelSettings, publisher: PredictionPublisher,
-               metrics: ServingMetrics) -> Callable[[], None] | None:
+               services: Services) -> Callable[[], None] | None:
     """What to run after the response: the shadow on copies of the items (its event's prediction id is
     ``<served prediction id>-shadow``, so it never collides with the served one)."""
     shadow = deployment.shadow
     if shadow is None:
         return None
+    settings, publisher, metrics, batcher = services.settings, services.publisher, services.metrics, services.batcher
     copies = [item.model_copy() for item in items]
     ids = [f"{r.prediction_id}-shadow" for r in results]
 
     def run() -> None:
         try:
-            for item, pid, s in zip(copies, ids, score(shadow, [c.text for c in copies]), strict=True):
+            scored = score(shadow, [c.text for c in copies], batcher)
+            for item, pid, s in zip(copies, ids, scored, strict=True):
                 metrics.predictions.labels("shadow", shadow.version).inc()
                 publish(publisher, metrics, settings, pid, item, shadow, "shadow", s)
         except Exception:  # a shadow failure must never surface anywhere but the log

@@ -26,7 +26,7 @@ from registry import ModelRegistry
 from schemas.exceptions import InvalidEvent
 from serving import _predict
 from serving.admin import Admin, install_admin_routes
-from serving.deps import FeedbackDep, MetricsDep, PublisherDep, RegistryDep, RuntimeDep, SettingsDep
+from serving.deps import FeedbackDep, MetricsDep, RegistryDep, RuntimeDep, ServicesDep, SettingsDep
 from serving.exceptions import InvalidInput, NotReady, ServingError
 from serving.metrics import ServingMetrics
 from serving.models import (
@@ -105,25 +105,24 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
 
 def _install_routes(app: FastAPI) -> None:
     @app.post("/predict", response_model=PredictionPublic, responses=ERRORS)
-    def predict(body: PredictCreate, request: Request, background: BackgroundTasks, settings: SettingsDep,
-                runtime: RuntimeDep, publisher: PublisherDep, metrics: MetricsDep) -> PredictionPublic:
-        _predict.check_text(body.text, settings)
-        deployment = runtime.deployment  # read once: this request sees one deployment
-        [result] = _predict.predict([body], deployment, settings, publisher, metrics)
+    def predict(body: PredictCreate, request: Request, background: BackgroundTasks,
+                services: ServicesDep) -> PredictionPublic:
+        _predict.check_text(body.text, services.settings)
+        deployment = services.runtime.deployment  # read once: this request sees one deployment
+        [result] = _predict.predict([body], deployment, services)
         request.state.variant = result.variant
-        job = _predict.shadow_job([body], [result], deployment, settings, publisher, metrics)
+        job = _predict.shadow_job([body], [result], deployment, services)
         if job is not None:
             background.add_task(job)
         return result
 
     @app.post("/predict/batch", response_model=BatchPublic, responses=ERRORS)
-    def predict_batch(body: BatchCreate, background: BackgroundTasks, settings: SettingsDep,
-                      runtime: RuntimeDep, publisher: PublisherDep, metrics: MetricsDep) -> BatchPublic:
+    def predict_batch(body: BatchCreate, background: BackgroundTasks, services: ServicesDep) -> BatchPublic:
         for i, item in enumerate(body.items):
-            _predict.check_text(item.text, settings, f"items.{i}.text")
-        deployment = runtime.deployment
-        results = _predict.predict(body.items, deployment, settings, publisher, metrics)
-        job = _predict.shadow_job(body.items, results, deployment, settings, publisher, metrics)
+            _predict.check_text(item.text, services.settings, f"items.{i}.text")
+        deployment = services.runtime.deployment
+        results = _predict.predict(body.items, deployment, services)
+        job = _predict.shadow_job(body.items, results, deployment, services)
         if job is not None:
             background.add_task(job)
         return BatchPublic(predictions=results)

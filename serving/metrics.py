@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class ServingMetrics:
@@ -37,3 +39,15 @@ class ServingMetrics:
         self.ready = Gauge("flywheel_serving_ready", "1 when a champion is loaded", registry=r)
         self.canary_traffic = Gauge("flywheel_serving_canary_traffic", "Share of requests sent to the canary",
                                     registry=r)
+        self.batch_texts = Histogram(
+            "flywheel_serving_batch_texts", "Texts per predict_proba call of the micro-batcher (one model each)",
+            buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_queue_seconds = Histogram(
+            "flywheel_serving_batch_queue_seconds", "Wait of a micro-batcher job from submit to its batch's predict",
+            buckets=_WAIT_BUCKETS, registry=r)
+        self.batch_predict_seconds = Histogram(
+            "flywheel_serving_batch_predict_seconds", "Duration of one micro-batch predict_proba call",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.embedding_cache = Counter(
+            "flywheel_serving_embedding_cache", "Embedding cache lookups of the pod's heads (distinct texts)",
+            ["result"], registry=r)

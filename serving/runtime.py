@@ -7,18 +7,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import overload
 
 from registry import ModelRegistry, RegistryError, TamperedArtifact
 from serving.exceptions import ChecksumMismatch, ModelLoadError
 from serving.metrics import ServingMetrics
 from trainer.announce import ModelState, ServedVersion
 from trainer.base import ModelKind, Probabilities, artifact_sha256
+from trainer.embeddings import Embedder
 from trainer.exceptions import TrainerError
 from trainer.kinds import load_model
+from trainer.minilm import MiniLMHead
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +87,12 @@ class Desired:
 
 class ModelLoader:
     """Loads one announced version: the registry's sha256 and the event's must agree, ``registry.fetch``
-    checks the bytes against both (manifest digest and per-file hashes), then a warm-up predict."""
+    checks the bytes against both (manifest digest and per-file hashes), then a warm-up predict.
+    ``embedder``, when given, is the one every loaded ``minilm-head`` embeds through (the pod's cache)."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, embedder: Embedder | None = None) -> None:
         self.registry = registry
+        self.embedder = embedder
 
     def load(self, served: ServedVersion) -> LoadedModel:
         started = time.perf_counter()
@@ -102,6 +107,8 @@ class ModelLoader:
                 raise ChecksumMismatch(served.version, f"artifact sha256 {actual[:12]} != announced "
                                                        f"{served.sha256[:12]}")
             model = load_model(directory)
+            if self.embedder is not None and isinstance(model, MiniLMHead):
+                model.use(self.embedder)
             model.predict_proba(list(WARMUP_TEXTS))
         except TamperedArtifact as exc:
             raise ChecksumMismatch(served.version, str(exc)) from exc
@@ -120,7 +127,7 @@ class Runtime:
         self.metrics = metrics
         self.deployment = Deployment()
         self.last_error: LoadFailure | None = None
-        self.history: list[str | None] = [None]  # champion version per generation (for tests and audits)
+        self.history = ChampionHistory()  # champion version per generation (for tests and audits)
         self._cache: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
         self._cache_size = cache_size
         self._changed = threading.Condition()
@@ -176,6 +183,42 @@ class Runtime:
     def wait_live(self, version: str, timeout: float = 30.0) -> bool:
         """Until ``version`` is the champion."""
         return self.wait_for(lambda d, _e: d.champion is not None and d.champion.version == version, timeout)
+
+
+class ChampionHistory:
+    """The champion version of each generation, indexed by ``Deployment.generation`` (``history[g]``,
+    ``history[a:b]``), for tests and audits. Bounded: only the newest ``maxlen`` generations are kept (a
+    long-lived pod swaps without end); a slice leaves out the ones dropped, ``len`` counts the kept ones."""
+
+    def __init__(self, maxlen: int = 1000) -> None:
+        self._kept: deque[str | None] = deque([None], maxlen=maxlen)  # generation 0: nothing loaded
+        self._first = 0  # generation of _kept[0]
+
+    def append(self, version: str | None) -> None:
+        if len(self._kept) == self._kept.maxlen:
+            self._first += 1
+        self._kept.append(version)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __iter__(self) -> Iterator[str | None]:
+        return iter(self._kept)
+
+    @overload
+    def __getitem__(self, index: int) -> str | None: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str | None]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str | None] | None:
+        end = self._first + len(self._kept)
+        if isinstance(index, slice):
+            return [self._kept[g - self._first] for g in range(*index.indices(end)) if g >= self._first]
+        generation = index + end if index < 0 else index
+        if not self._first <= generation < end:
+            raise IndexError(f"generation {index} is not kept (kept: {self._first}..{end - 1})")
+        return self._kept[generation - self._first]
 
 
 def _v(model: LoadedModel | None) -> str:

