@@ -181,6 +181,7 @@ class Replay:
         self.serving_url, self.database_url, self.bootstrap = serving_url, database_url, bootstrap
         self.stream, self.holdout = split_target(SCENARIOS[options.scenario][1], options.eval_fraction, options.seed)
         self.stream = self.stream[:options.stream]
+        self.domain = SCENARIOS[options.scenario][1].removeprefix("vader_")  # the slice its predictions carry
         self.crowd = Crowd(options, settings.labels)
         self.timeline = Timeline(options)
         self.http = httpx.Client(base_url=serving_url, timeout=30.0)
@@ -325,7 +326,7 @@ class Replay:
     def _step(self, i: int, row: Row, static_label: str) -> Step | None:
         user = self.crowd.user()
         try:
-            response = self.http.post("/predict", json={"text": row.text, "user_id": user})
+            response = self.http.post("/predict", json={"text": row.text, "user_id": user, "domain": self.domain})
         except httpx.HTTPError as exc:
             log.warning("predict failed: %s", exc)
             self.timeline.failed_requests += 1

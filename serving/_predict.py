@@ -106,7 +106,8 @@ def publish(publisher: PredictionPublisher, metrics: ServingMetrics, settings: F
     try:
         event = PredictionEvent(ts=datetime.now(UTC), prediction_id=pid, model=settings.model_name,
                                 model_version=model.version, variant=variant, text=item.text, label=s.label,
-                                probabilities=s.probabilities, latency_ms=s.latency_ms, user_id=item.user_id)
+                                probabilities=s.probabilities, latency_ms=s.latency_ms, user_id=item.user_id,
+                                domain=item.domain, segment=item.segment)
     except ValidationError as exc:
         metrics.events_dropped.labels("invalid_event").inc()
         log.warning("prediction %s not publishable: %s", pid, exc)

@@ -17,9 +17,15 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SliceName = Annotated[str, Field(min_length=1, max_length=100)]
+
+
 class PredictCreate(_Body):
     text: str
     user_id: UserId | None = None
+    domain: SliceName | None = Field(default=None, description="Where the text comes from (a slice: gates, "
+                                     "monitors and dashboards break results down by it).")
+    segment: SliceName | None = Field(default=None, description="A user segment (the slice when no domain).")
 
 
 class BatchCreate(_Body):

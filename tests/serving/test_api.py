@@ -27,7 +27,7 @@ def test_ready_only_after_the_champion_loads_then_predict_batch_and_feedback_lan
     assert services(app_client).runtime.wait_live(info.version, 30)
     assert app_client.get("/ready").status_code == 200
 
-    one = app_client.post("/predict", json={"text": "I loved this movie", "user_id": "u1"}).json()
+    one = app_client.post("/predict", json={"text": "I loved this movie", "user_id": "u1", "domain": "movies"}).json()
     assert one["label"] in settings.labels and one["variant"] == "champion" and one["version"] == info.version
     assert len(one["prediction_id"]) == 32 and abs(sum(one["probabilities"].values()) - 1) < 1e-6
     batch = app_client.post("/predict/batch", json={"items": [{"text": f"text {i}"} for i in range(5)]}).json()
@@ -49,6 +49,7 @@ def test_ready_only_after_the_champion_loads_then_predict_batch_and_feedback_lan
     for p in served:
         event = predictions[p["prediction_id"]]
         assert (event["variant"], event["model_version"], event["label"]) == ("champion", info.version, p["label"])
+    assert predictions[one["prediction_id"]]["domain"] == "movies"  # the slice travels with the event
 
     timings = []
     for i in range(200):
