@@ -64,6 +64,7 @@ class Member:
     unknown_label: bool = False
     trust: float | None = None  # the annotator's trust when the sample was curated (sets its weight)
     low_trust: bool = False  # the annotator is below the trust floor now
+    trusted: bool = False  # the annotator is at or above the trusted level now (label issues are accepted)
     vote_weight: float = 1.0  # the annotator's trust now (weight of the vote in the consensus)
 
 
@@ -160,8 +161,9 @@ class CurationStore(ABC):
     def neighbours(self, bands: Iterable[int]) -> list[Neighbour]: ...
 
     @abstractmethod
-    def recent_scores(self, window: int) -> list[tuple[str, float]]:
-        """(label, self-confidence) of the ``window`` most recent scored samples."""
+    def recent_scores(self, window: int) -> list[tuple[str | None, str, float]]:
+        """(slice, label, self-confidence) of the ``window`` most recent scored samples; the slice is
+        ``COALESCE(domain, segment)``."""
 
     @abstractmethod
     def annotators(self, user_ids: Iterable[str]) -> dict[str, Annotator]: ...

@@ -9,15 +9,19 @@ no near-duplicate is a cluster of one. The decision, per sample in id order:
    each), weighted by the user's current trust. Two or more labels in the cluster are a conflict: the
    trust-weighted majority settles it when it holds ``consensus_min_share`` of the weight; samples
    against it (or every labelled sample, when nothing settles it) get [conflicting_duplicates].
-3. A user below the trust floor -> [low_trust]. A confident-learning label issue -> [label_issue],
-   unless ``confirm_annotators`` distinct users gave the same label (people overrule the model).
-4. Any reason of steps 2-3 -> ``quarantined`` (kept for review, never deleted).
+3. A user below the trust floor -> [low_trust]. A confident-learning label issue, unless
+   ``confirm_annotators`` distinct users gave the same label (people overrule the model) -> [label_issue];
+   it quarantines only when the user is not trusted (below ``trusted``, too few judged labels, or
+   anonymous): a trusted user's label issue is accepted at ``weights.label_issue`` with the reason kept
+   (where the model is wrong, e.g. under drift, is exactly what it must learn).
+4. Any reason of steps 2-3 but a trusted user's label issue -> ``quarantined`` (kept for review, never
+   deleted).
 5. Of the accepted samples, the first is the cluster's representative (full weight); a later one with
    the same normalised text is ``rejected`` [duplicate] (it adds nothing but weight, and the trainer's
    quality gate refuses duplicate-heavy data); one with a different text is accepted [near_duplicate]
    at ``near_duplicate_weight`` of its weight.
 
-Weight = clip(trust at curation / prior mean, min, max), times the near-duplicate factor.
+Weight = clip(trust at curation / prior mean, min, max), times the near-duplicate and label-issue factors.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def decide_cluster(members: Sequence[Member], config: CurationConfig) -> dict[in
     supporters = Counter(label for label, _ in votes.values())
 
     verdicts: dict[int, Verdict] = {}
-    accepted: list[Member] = []
+    accepted: list[tuple[Member, bool]] = []  # (member, an accepted label issue)
     for m in ordered:
         base = weight(m.trust, ann, config.weights)
         if m.label is None:
@@ -56,22 +60,25 @@ def decide_cluster(members: Sequence[Member], config: CurationConfig) -> dict[in
             reasons.add("low_trust")
         if conflict and m.label != settled:
             reasons.add("conflicting_duplicates")
-        if m.label_issue and supporters[m.label] < ann.confirm_annotators:
+        issue = m.label_issue and supporters[m.label] < ann.confirm_annotators
+        if issue:
             reasons.add("label_issue")
-        if reasons:
+        if reasons and (reasons != {"label_issue"} or not m.trusted):
             verdicts[m.id] = Verdict("quarantined", base, ordered_reasons(reasons))
         else:
-            accepted.append(m)
+            accepted.append((m, issue))
 
     seen: set[bytes] = set()
-    for i, m in enumerate(accepted):
-        base = weight(m.trust, ann, config.weights)
+    for i, (m, issue) in enumerate(accepted):
+        base = weight(m.trust, ann, config.weights) * (config.weights.label_issue if issue else 1.0)
+        first = ("label_issue",) if issue else ()
         if i == 0:
-            verdicts[m.id] = Verdict("accepted", base)
+            verdicts[m.id] = Verdict("accepted", base, first)
         elif m.text_hash in seen:
-            verdicts[m.id] = Verdict("rejected", base, ("duplicate",))
+            verdicts[m.id] = Verdict("rejected", base, (*first, "duplicate"))
         else:
-            verdicts[m.id] = Verdict("accepted", base * config.duplicates.near_duplicate_weight, ("near_duplicate",))
+            verdicts[m.id] = Verdict("accepted", base * config.duplicates.near_duplicate_weight,
+                                     (*first, "near_duplicate"))
         seen.add(m.text_hash)
     return verdicts
 

@@ -44,14 +44,21 @@ class LabelQualityConfig(_Frozen):
 
 
 class AnnotatorsConfig(_Frozen):
-    """Annotator trust: a Beta-smoothed rate of agreement with the trust-weighted consensus."""
+    """Annotator trust: a Beta-smoothed rate of agreement with peers and with the served model, the model's
+    part relative to the population's agreement with it (see ``curation.scoring.model_evidence``)."""
 
     prior_agree: float = Field(default=4.0, gt=0.0, description="Beta prior alpha (pseudo-agreements).")
     prior_disagree: float = Field(default=1.0, gt=0.0, description="Beta prior beta (pseudo-disagreements).")
-    floor: float = Field(default=0.4, ge=0.0, le=1.0, description="Below it (with min_evidence) a user is quarantined.")
-    min_evidence: int = Field(default=10, ge=1, description="Judged labels before the floor applies.")
+    floor: float = Field(default=0.55, ge=0.0, le=1.0,
+                         description="Below it (with min_evidence) a user is quarantined.")
+    trusted: float = Field(default=0.65, ge=0.0, le=1.0,
+                           description="At or above it (with min_evidence) a user's label issues are accepted at "
+                                       "weights.label_issue instead of quarantined.")
+    min_evidence: int = Field(default=5, ge=1, description="Judged labels before floor and trusted apply.")
     model_vote_weight: float = Field(default=1.0, ge=0.0,
-                                     description="Weight of the served model's confident class in the consensus.")
+                                     description="Weight of the served model's evidence about a label.")
+    model_gain: float = Field(default=0.6, gt=0.0,
+                              description="Agreement moved per population standard deviation of self-confidence.")
     consensus_min_share: float = Field(default=0.6, gt=0.5, le=1.0,
                                        description="Trust share the majority label needs to settle a conflict.")
     confirm_annotators: int = Field(default=2, ge=2,
@@ -61,12 +68,20 @@ class AnnotatorsConfig(_Frozen):
     def prior_mean(self) -> float:
         return self.prior_agree / (self.prior_agree + self.prior_disagree)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> AnnotatorsConfig:
+        if self.trusted < self.floor:
+            raise ValueError(f"annotators.trusted ({self.trusted}) is below annotators.floor ({self.floor})")
+        return self
+
 
 class WeightsConfig(_Frozen):
-    """Sample weight = clip(trust / prior mean, min, max) x duplicate factor."""
+    """Sample weight = clip(trust / prior mean, min, max) x duplicate factor x label-issue factor."""
 
     min: float = Field(default=0.2, ge=0.0)
     max: float = Field(default=1.0, gt=0.0)
+    label_issue: float = Field(default=0.5, ge=0.0, le=1.0,
+                               description="Weight factor of a label issue accepted from a trusted user.")
 
     @model_validator(mode="after")
     def _ordered(self) -> WeightsConfig:

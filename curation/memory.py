@@ -67,10 +67,11 @@ class MemoryCurationStore(CurationStore):
         return [Neighbour(s.pending.id, s.cluster_id, s.text_hash, s.minhash, s.bands)
                 for s in self.state.samples.values() if keys & set(s.bands)]
 
-    def recent_scores(self, window: int) -> list[tuple[str, float]]:
+    def recent_scores(self, window: int) -> list[tuple[str | None, str, float]]:
         scored = [(i, s) for i, s in sorted(self.state.samples.items(), reverse=True)
                   if s.self_confidence is not None and s.pending.label is not None]
-        return [(str(s.pending.label), float(s.self_confidence or 0.0)) for _i, s in scored[:window]]
+        return [(_slice(s.pending), str(s.pending.label), float(s.self_confidence or 0.0))
+                for _i, s in scored[:window]]
 
     def annotators(self, user_ids: Iterable[str]) -> dict[str, Annotator]:
         return {u: copy.copy(self.state.annotators[u]) for u in set(user_ids) if u in self.state.annotators}
@@ -105,3 +106,7 @@ class MemoryCurationStore(CurationStore):
     def _member(s: NewSample) -> Member:
         return Member(id=s.pending.id, user_id=s.pending.user_id, label=s.pending.label, text_hash=s.text_hash,
                       label_issue=s.label_issue, unknown_label="unknown_label" in s.verdict.reasons, trust=s.trust)
+
+
+def _slice(row: Pending) -> str | None:
+    return row.domain if row.domain is not None else row.segment

@@ -26,13 +26,16 @@ from curation.config import CurationConfig
 from curation.minhash import MinHasher, Signature
 from curation.scoring import (
     LabelQuality,
+    Population,
     agreement,
-    class_thresholds,
     disagreement,
     label_quality,
     low_trust,
+    model_evidence,
     parse_probabilities,
+    population,
     trust,
+    trusted,
 )
 
 
@@ -98,15 +101,18 @@ class Curator:
         ann_cfg = self.config.annotators
         sigs = {r.id: self.hasher.signature(r.text) for r in rows}
         clusters = self._clusters(store, rows, sigs)
-        quality = self._label_quality(store, rows)
+        probs = {r.id: parse_probabilities(r.probabilities) for r in rows}
+        pop = self._population(store, rows, probs)
+        thresholds = pop.thresholds
+        quality = {r.id: label_quality(probs[r.id], r.label, thresholds) for r in rows}
         stored = {s.member.id: s for s in store.members(set(clusters.values()))}
         users = {r.user_id for r in rows if r.user_id is not None}
         annotators = self._annotators(store, users | {s.member.user_id for s in stored.values()
                                                       if s.member.user_id is not None})
-        before = {u: a.low_trust for u, a in annotators.items()}
+        before = {u: self._standing(a) for u, a in annotators.items()}
 
-        # trust evidence, one label at a time in id order: the reference is the other voters of the
-        # same cluster so far (stored and earlier in this batch) plus the model's confident class
+        # trust evidence, one label at a time in id order: the other voters of the same cluster so far
+        # (stored and earlier in this batch), and the served model's evidence relative to the population
         voters: dict[int, dict[str, tuple[str, str | None]]] = {}
         for s in stored.values():
             m = s.member
@@ -120,15 +126,21 @@ class Curator:
                 a = annotators[r.user_id]
                 others = [(label, self._vote_weight(annotators, u)) for label, u in voters.get(cid, {}).values()
                           if u != r.user_id and not (u is not None and annotators[u].low_trust)]
-                agrees = agreement(r.label, others, quality[r.id].confident, ann_cfg)
+                peers = agreement(r.label, others)
+                if peers is not None:
+                    a.agree, a.disagree = a.agree + peers, a.disagree + (not peers)
+                evidence = self._model_evidence(r, probs[r.id], pop)
+                if evidence is not None:
+                    w = ann_cfg.model_vote_weight
+                    a.agree, a.disagree = a.agree + w * evidence, a.disagree + w * (1.0 - evidence)
                 a.labels += 1
-                if agrees is not None:
-                    a.agree, a.disagree = a.agree + agrees, a.disagree + (not agrees)
                 a.low_trust = low_trust(a.agree, a.disagree, ann_cfg)
             voters.setdefault(cid, {})[_voter(r.user_id, r.id)] = (r.label, r.user_id)
 
-        flipped = {u for u, a in annotators.items() if a.low_trust != before[u]}
-        if flipped:  # re-curate every cluster of a user who crossed the trust floor, either way
+        # re-curate every cluster of a user whose standing changed (crossed the floor or the trusted
+        # level, either way)
+        flipped = {u for u, a in annotators.items() if self._standing(a) != before[u]}
+        if flipped:
             extra = store.clusters_of(flipped) - set(clusters.values())
             more = store.members(extra)
             annotators |= self._annotators(store, {s.member.user_id for s in more if s.member.user_id is not None}
@@ -181,15 +193,27 @@ class Curator:
                 by_band.setdefault(b, []).append(mine)
         return clusters
 
-    def _label_quality(self, store: CurationStore, rows: list[Pending]) -> dict[int, LabelQuality]:
-        probs = {r.id: parse_probabilities(r.probabilities) for r in rows}
+    def _population(self, store: CurationStore, rows: list[Pending],
+                    probs: dict[int, dict[str, float] | None]) -> Population:
+        """The population's mean self-confidence per label (overall and per slice) over the recent window
+        plus this batch: the confident-learning thresholds, and what the model's evidence is read against."""
         scores = store.recent_scores(self.config.label_quality.window)
         for r in rows:
             p = probs[r.id]
             if p is not None and r.label is not None and r.label in p:
-                scores.append((r.label, p[r.label]))
-        thresholds = class_thresholds(scores, self.config.label_quality.min_class_count)
-        return {r.id: label_quality(probs[r.id], r.label, thresholds) for r in rows}
+                scores.append((_slice(r), r.label, p[r.label]))
+        return population(scores, self.config.label_quality.min_class_count)
+
+    def _model_evidence(self, row: Pending, probs: dict[str, float] | None, pop: Population) -> float | None:
+        if probs is None or row.label is None or row.label not in probs:
+            return None
+        moments = pop.moments(_slice(row), row.label)
+        if moments is None:
+            return None
+        return model_evidence(probs[row.label], *moments, self.config.annotators)
+
+    def _standing(self, a: Annotator) -> tuple[bool, bool]:
+        return a.low_trust, trusted(a.agree, a.disagree, self.config.annotators)
 
     @staticmethod
     def _annotators(store: CurationStore, users: set[str]) -> dict[str, Annotator]:
@@ -205,18 +229,21 @@ class Curator:
     def _refresh(self, member: Member, annotators: dict[str, Annotator]) -> Member:
         """A stored member with its annotator's current standing (the trust it was weighted by stays)."""
         if member.user_id is None:
-            return dataclasses.replace(member, low_trust=False, vote_weight=self.config.annotators.prior_mean)
+            return dataclasses.replace(member, low_trust=False, trusted=False,
+                                       vote_weight=self.config.annotators.prior_mean)
         a = annotators[member.user_id]
-        return dataclasses.replace(member, low_trust=a.low_trust, vote_weight=self._vote_weight(annotators,
-                                                                                                member.user_id))
+        low, good = self._standing(a)
+        return dataclasses.replace(member, low_trust=low, trusted=good,
+                                   vote_weight=self._vote_weight(annotators, member.user_id))
 
     def _member(self, row: Pending, sig: Signature, quality: LabelQuality,
                 annotators: dict[str, Annotator]) -> Member:
         user_trust = self._vote_weight(annotators, row.user_id) if row.user_id is not None else None
         a = annotators.get(row.user_id) if row.user_id is not None else None
+        low, good = self._standing(a) if a is not None else (False, False)
         return Member(id=row.id, user_id=row.user_id, label=row.label, text_hash=sig.text_hash,
                       label_issue=quality.issue, unknown_label=row.label is not None and row.label not in self.labels,
-                      trust=user_trust, low_trust=a.low_trust if a is not None else False,
+                      trust=user_trust, low_trust=low, trusted=good,
                       vote_weight=user_trust if user_trust is not None else self.config.annotators.prior_mean)
 
     @staticmethod
@@ -227,6 +254,10 @@ class Curator:
                          disagreement=disagreement(row.label, row.thumbs, row.predicted_label),
                          self_confidence=quality.self_confidence, label_issue=quality.issue,
                          suggested_label=quality.suggested, trust=user_trust)
+
+
+def _slice(row: Pending) -> str | None:
+    return row.domain if row.domain is not None else row.segment
 
 
 def _voter(user_id: str | None, sample_id: int) -> str:

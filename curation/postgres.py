@@ -117,11 +117,11 @@ class PostgresCurationStore(CurationStore):
             "ORDER BY s.cluster_id, s.text_hash, s.id", (keys,)).fetchall()
         return [Neighbour(int(r[0]), int(r[1]), bytes(r[2]), _unpack(r[3]), tuple(r[4])) for r in rows]
 
-    def recent_scores(self, window: int) -> list[tuple[str, float]]:
+    def recent_scores(self, window: int) -> list[tuple[str | None, str, float]]:
         rows = self.conn.execute(
-            "SELECT label, label_quality FROM samples WHERE label_quality IS NOT NULL AND label IS NOT NULL "
-            "ORDER BY id DESC LIMIT %s", (window,)).fetchall()
-        return [(str(r[0]), float(r[1])) for r in rows]
+            "SELECT COALESCE(domain, segment), label, label_quality FROM samples "
+            "WHERE label_quality IS NOT NULL AND label IS NOT NULL ORDER BY id DESC LIMIT %s", (window,)).fetchall()
+        return [(r[0], str(r[1]), float(r[2])) for r in rows]
 
     def annotators(self, user_ids: Iterable[str]) -> dict[str, Annotator]:
         users = sorted(set(user_ids))

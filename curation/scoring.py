@@ -6,17 +6,24 @@ probabilities for a text it had not trained on are out-of-sample. The *self-conf
 p(given label). The threshold of class j is the mean self-confidence of the samples labelled j. A sample
 is a **label issue** when its self-confidence is below its class's threshold and some other class k
 reaches its own threshold (p_k >= t_k): the confident joint counts it off the diagonal.
+
+Annotator trust counts agreement with the other users of the same text (peers) and the served model's
+evidence about each label, read *relative to the population*: where every user's labels get a low
+self-confidence (the model is wrong there: drift), a user as low as everyone else loses nothing; a user far
+below the population (one who flips labels) does (:func:`model_evidence`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from curation.config import AnnotatorsConfig, WeightsConfig
 
 Probabilities = Mapping[str, float]
+_K = TypeVar("_K", bound=Hashable)
 
 
 def parse_probabilities(raw: object) -> dict[str, float] | None:
@@ -43,18 +50,72 @@ def disagreement(label: str | None, thumbs: str | None, predicted: str | None) -
 def class_thresholds(scores: Iterable[tuple[str, float]], min_count: int) -> dict[str, float]:
     """Per-class threshold = mean self-confidence of the samples given that class; classes with fewer
     than ``min_count`` samples get none (no label issue is decided for or against them)."""
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for label, score in scores:
-        sums[label] = sums.get(label, 0.0) + score
-        counts[label] = counts.get(label, 0) + 1
-    return {label: sums[label] / n for label, n in counts.items() if n >= min_count}
+    return _means(scores, min_count)
+
+
+def _means(scores: Iterable[tuple[_K, float]], min_count: int) -> dict[_K, float]:
+    return {key: mean for key, (mean, _sd) in _moments(scores, min_count).items()}
+
+
+def _moments(scores: Iterable[tuple[_K, float]], min_count: int) -> dict[_K, tuple[float, float]]:
+    sums: dict[_K, tuple[int, float, float]] = {}
+    for key, score in scores:
+        n, s, ss = sums.get(key, (0, 0.0, 0.0))
+        sums[key] = (n + 1, s + score, ss + score * score)
+    return {key: (s / n, math.sqrt(max(0.0, ss / n - (s / n) ** 2))) for key, (n, s, ss) in sums.items()
+            if n >= min_count}
+
+
+@dataclass(frozen=True)
+class Population:
+    """How much the served model agrees with the population's labels over the recent window: the mean (and
+    standard deviation) of the self-confidence of each label, overall (the means are the confident-learning
+    thresholds) and per slice (``COALESCE(domain, segment)``)."""
+
+    overall: Mapping[str, tuple[float, float]]
+    slices: Mapping[tuple[str, str], tuple[float, float]]
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {label: mean for label, (mean, _sd) in self.overall.items()}
+
+    def moments(self, slice_: str | None, label: str) -> tuple[float, float] | None:
+        """(mean, sd) of ``label``'s self-confidence in the slice, else overall (None: too few samples)."""
+        if slice_ is not None and (slice_, label) in self.slices:
+            return self.slices[(slice_, label)]
+        return self.overall.get(label)
+
+
+def population(scores: Iterable[tuple[str | None, str, float]], min_count: int) -> Population:
+    """:class:`Population` from (slice, label, self-confidence); a mean needs ``min_count`` samples."""
+    rows = list(scores)
+    return Population(_moments(((label, score) for _slice, label, score in rows), min_count),
+                      _moments((((slice_, label), score) for slice_, label, score in rows if slice_ is not None),
+                               min_count))
+
+
+def model_evidence(self_confidence: float, mean: float, sd: float, config: AnnotatorsConfig) -> float:
+    """The served model's evidence that a label is right, relative to the population: the prior mean,
+    moved by ``model_gain`` for each population standard deviation the label's self-confidence lies above or
+    below the population's mean for that label (in its slice); the z-score is clipped to +-3.
+
+    A user who agrees with the model as much as the population does gets the prior mean on average,
+    however wrong the model is on the slice (drift); one who contradicts it far more than everyone else
+    (flipping labels) gets less. The standard deviation makes it scale-free: one label moves agreement by
+    ``model_gain`` per standard deviation, whatever the model's probabilities look like on the slice. May
+    fall outside [0, 1] for one label; the trust over many is clamped."""
+    z = (self_confidence - mean) / max(sd, _MIN_SD)
+    return config.prior_mean + config.model_gain * min(_MAX_Z, max(-_MAX_Z, z))
+
+
+_MIN_SD = 1e-3  # a label the model scores the same everywhere: any difference is a large z, clipped
+_MAX_Z = 3.0  # one outlying label moves a user's agreement by at most 3 x model_gain
 
 
 @dataclass(frozen=True)
 class LabelQuality:
     """``self_confidence`` = p(given label) (None without usable probabilities); ``confident`` = the class
-    the model is confident about (the highest p_k among classes with p_k >= t_k), the model's vote;
+    the model is confident about (the highest p_k among classes with p_k >= t_k);
     ``issue`` = a confident-learning label issue, ``suggested`` then names the confident other class."""
 
     self_confidence: float | None = None
@@ -78,14 +139,21 @@ def label_quality(probabilities: Probabilities | None, label: str | None,
 
 
 def trust(agree: float, disagree: float, config: AnnotatorsConfig) -> float:
-    """Posterior mean agreement rate under the Beta(prior_agree, prior_disagree) prior."""
+    """Posterior mean agreement rate under the Beta(prior_agree, prior_disagree) prior, clamped to [0, 1]
+    (the model's evidence about one label may fall outside [0, 1])."""
     a, b = config.prior_agree, config.prior_disagree
-    return (a + agree) / (a + b + agree + disagree)
+    return min(1.0, max(0.0, (a + agree) / (a + b + agree + disagree)))
 
 
 def low_trust(agree: float, disagree: float, config: AnnotatorsConfig) -> bool:
     """Enough judged labels, and a trust below the floor: this user's samples are quarantined."""
     return agree + disagree >= config.min_evidence and trust(agree, disagree, config) < config.floor
+
+
+def trusted(agree: float, disagree: float, config: AnnotatorsConfig) -> bool:
+    """Enough judged labels, and a trust at or above ``trusted``: this user's label issues are accepted
+    (down-weighted) rather than quarantined."""
+    return agree + disagree >= config.min_evidence and trust(agree, disagree, config) >= config.trusted
 
 
 def weight(user_trust: float | None, annotators: AnnotatorsConfig, weights: WeightsConfig) -> float:
@@ -121,13 +189,8 @@ def consensus(votes: Sequence[tuple[str, float]], min_share: float) -> str | Non
     return best if best is not None and totals[best] / total >= min_share else None
 
 
-def agreement(label: str, others: Iterable[tuple[str, float]], model_vote: str | None,
-              config: AnnotatorsConfig) -> bool | None:
-    """Does ``label`` agree with the reference the other voters make: the other annotators of the same
-    text (trust-weighted) plus the served model's confident class (``model_vote_weight``)? None when
-    there is no reference or it is a tie: no evidence about the annotator either way."""
-    votes = list(others)
-    if model_vote is not None:
-        votes.append((model_vote, config.model_vote_weight))
-    reference = plurality(votes)
+def agreement(label: str, others: Iterable[tuple[str, float]]) -> bool | None:
+    """Does ``label`` agree with the plurality of the other annotators of the same text (trust-weighted)?
+    None when there is none or it is a tie: no peer evidence about the annotator either way."""
+    reference = plurality(others)
     return None if reference is None else reference == label

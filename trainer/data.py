@@ -109,10 +109,13 @@ class SampleStore:
         return Frame().extend(rows)  # type: ignore[arg-type]
 
     def recent_holdout(self, limit: int) -> Frame:
-        """The most recent ``limit`` reserved feedback samples (never trained on)."""
+        """The most recent ``limit`` reserved feedback samples (never trained on): accepted, or quarantined
+        only as label issues. A label issue is the served model disagreeing with the user; leaving those out
+        would keep only what the champion already gets right and make every challenger look worse."""
         rows = self.conn.execute(
             f"SELECT id, text, label, weight, {_SLICE} FROM samples "
-            f"WHERE status = 'accepted' AND {self._holdout} ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
+            f"WHERE {self._holdout} AND (status = 'accepted' OR (status = 'quarantined' "
+            f"AND reasons = '[\"label_issue\"]'::jsonb)) ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
         return Frame().extend(reversed(rows))  # type: ignore[arg-type]
 
     def holdout(self, recent: int) -> Frame:

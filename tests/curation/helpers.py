@@ -3,15 +3,22 @@ Postgres the way the ingest processor lands it (a prediction, then its joined fe
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
+import random
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from curation import Pending
+import numpy as np
+
+from curation import CurationConfig, CurationService, Pending
+from curation.config import ServiceConfig
 from flywheel import db
+from tests.trainer.lifecycle_helpers import rows
+from trainer.tfidf import TfidfLogReg
 
 LABELS = ("negative", "neutral", "positive")
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
@@ -95,3 +102,60 @@ class RecordingPublisher:
         batch = [(topic, k, v) for k, v in records]
         self.records.extend(batch)
         return len(batch)
+
+
+# -- real streams: a tfidf-logreg's out-of-sample probabilities, labelled by simulated users --------------
+OPPOSITE = {"negative": "positive", "positive": "negative"}
+
+
+@functools.cache
+def movies_model(train_rows: int | None = None) -> TfidfLogReg:
+    """tfidf-logreg trained on vader_movies (its first ``train_rows`` shuffled rows, or all of them)."""
+    data = rows("vader_movies")[:train_rows] if train_rows else rows("vader_movies")
+    return TfidfLogReg().fit([r.text for r in data], [r.label for r in data])
+
+
+def flip(label: str, rng: random.Random) -> str:
+    """What a poisoner says: the opposite sentiment (neutral becomes either), as ``flywheel.demo.Crowd``."""
+    return OPPOSITE.get(label) or rng.choice(["negative", "positive"])
+
+
+def land_stream(db_url: str, texts: Sequence[str], labels: Sequence[str], users: Sequence[str], proba: np.ndarray,
+                classes: Sequence[str], domain: str) -> list[int]:
+    """Predictions with ``proba`` and their joined label feedback, bulk-copied; feedback ids in order."""
+    with db.connect(db_url) as conn, conn.cursor() as cur:
+        pids = [uuid.uuid4().hex for _ in texts]
+        with cur.copy("COPY predictions (prediction_id, model, model_version, variant, text, label, probabilities, "
+                      "latency_ms, domain, ts) FROM STDIN") as copy:
+            for pid, text, p in zip(pids, texts, proba, strict=True):
+                copy.write_row((pid, "sentiment", "1", "champion", text, classes[int(p.argmax())],
+                                json.dumps(dict(zip(classes, map(float, p), strict=True))), 3.0, domain,
+                                "2026-11-22T00:00:00Z"))
+        with cur.copy("COPY feedback (feedback_id, content_key, prediction_id, label, user_id, source, ts, status, "
+                      "model, model_version, variant, predicted_label, probabilities, resolved_at) FROM STDIN") as copy:
+            for pid, label, user, p in zip(pids, labels, users, proba, strict=True):
+                copy.write_row((uuid.uuid4().hex, uuid.uuid4(), pid, label, user, "test", "2026-11-22T00:00:01Z",
+                                "joined", "sentiment", "1", "champion", classes[int(p.argmax())],
+                                json.dumps(dict(zip(classes, map(float, p), strict=True))), "2026-11-22T00:00:02Z"))
+        ids = [int(r[0]) for r in cur.execute(
+            "SELECT f.id FROM feedback f JOIN unnest(%s::text[]) WITH ORDINALITY AS u(pid, n) "
+            "ON u.pid = f.prediction_id ORDER BY u.n", (pids,)).fetchall()]
+        conn.commit()
+    return ids
+
+
+def curate_all(db_url: str, batch_size: int = 200) -> dict[int, tuple[str, list[str]]]:
+    """Curate every landed row through Postgres as the service does; sample id -> (status, reasons)."""
+    config = CurationConfig(service=ServiceConfig(batch_size=batch_size))
+    service = CurationService(db_url=db_url, config=config, labels=LABELS, bootstrap="unused", group="g",
+                              landed_topic="l", curated_topic="c", producer=RecordingPublisher())
+    assert service.curate_pass().outcome == "curated"
+    while service.curate_pass().outcome == "curated":  # a pass yields after max_pass_s
+        pass
+    with db.connect(db_url) as conn:
+        return {int(r[0]): (str(r[1]), list(r[2])) for r in conn.execute("SELECT id, status, reasons FROM samples")}
+
+
+def annotator_trust(db_url: str) -> dict[str, float]:
+    with db.connect(db_url) as conn:
+        return {str(r[0]): float(r[1]) for r in conn.execute("SELECT user_id, trust FROM annotators")}

@@ -77,3 +77,23 @@ def test_reasons_combine_in_a_fixed_order() -> None:
     v = decide_cluster([m(1, "neg", label_issue=True, low_trust=True), m(2, "pos"), m(3, "pos"), m(4, "neg")], CFG)
     assert v[1].reasons == ("low_trust", "conflicting_duplicates", "label_issue")
     assert v[4].reasons == ("conflicting_duplicates",)
+
+
+def test_a_trusted_users_label_issue_is_accepted_at_reduced_weight_with_the_reason() -> None:
+    v = decide_cluster([m(1, "pos", label_issue=True, trusted=True)], CFG)
+    assert (v[1].status, v[1].reasons) == ("accepted", ("label_issue",))
+    assert v[1].weight == pytest.approx(CFG.weights.label_issue)
+    near = decide_cluster([m(1, "pos", text=b"a"), m(2, "pos", text=b"b", label_issue=True, trusted=True),
+                           m(3, "pos", text=b"a", label_issue=True, trusted=True)], CFG)
+    # two users gave "pos": people overrule the model, no label issue is left
+    assert near[2].reasons == ("near_duplicate",) and near[3].reasons == ("duplicate",)
+
+
+def test_a_trusted_user_is_still_quarantined_for_any_other_reason() -> None:
+    v = decide_cluster([m(1, "neg", label_issue=True, trusted=True), m(2, "pos"), m(3, "pos")], CFG)
+    assert (v[1].status, v[1].reasons) == ("quarantined", ("conflicting_duplicates", "label_issue"))
+    lone = decide_cluster([m(1, "neg", label_issue=True, trusted=True, text=b"a"),
+                           m(2, "neg", user="u1", label_issue=True, trusted=True, text=b"b")], CFG)
+    assert (lone[1].status, lone[1].reasons) == ("accepted", ("label_issue",))
+    assert (lone[2].status, lone[2].reasons) == ("accepted", ("label_issue", "near_duplicate"))
+    assert lone[2].weight == pytest.approx(CFG.weights.label_issue * CFG.duplicates.near_duplicate_weight)

@@ -3,6 +3,8 @@ falls and quarantines a user's earlier samples too, late joins, and a failed wri
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from datetime import timedelta
 
 import pytest
@@ -143,3 +145,42 @@ def test_a_replayed_pass_changes_nothing() -> None:
     assert Curator(CFG, LABELS).curate_batch(store) is None
     assert Curator(CFG, LABELS).curate_batch(store, sweep=True) is None
     assert (dict(store.state.verdicts), dict(store.state.annotators)) == before
+
+
+def test_under_drift_honest_users_stay_trusted_and_their_label_issues_are_accepted_down_weighted() -> None:
+    # a slice where the model is confidently wrong on half the texts, and every user meets it as often: no
+    # one loses trust, and their label issues are what the model must learn
+    store = MemoryCurationStore()
+    flip = {"positive": "negative", "negative": "positive"}
+    texts = [(r.text, r.label) for r in corpus("vader_tweets") if r.label != "neutral"][:120]
+    rows = [dataclasses.replace(
+        pending(t, y, user=f"h{i % 4}", probabilities=probs(flip[y] if (i // 4) % 2 else y, 0.85)),
+        domain="tweets") for i, (t, y) in enumerate(texts)]
+    run(store, rows[:40])
+    run(store, rows[40:])
+    annotators = store.state.annotators
+    assert all(annotators[f"h{i}"].labels == 30 and not annotators[f"h{i}"].low_trust for i in range(4))
+    issues = [store.state.samples[r.id] for r in rows if store.state.samples[r.id].label_issue]
+    assert len(issues) >= 40
+    # new users' label issues wait in quarantine; once trusted, they are re-curated: accepted at half weight
+    assert all(s.verdict.status == "accepted" and s.verdict.reasons[0] == "label_issue" for s in issues)
+    assert all(s.verdict.weight == pytest.approx(0.5 * min(1.0, (s.trust or 0.0) / 0.8))
+               for s in issues if s.verdict.reasons == ("label_issue",))
+    assert not any(store.state.verdicts[r.id].status == "quarantined" for r in rows)
+
+
+def test_a_flipper_under_drift_still_falls_below_the_floor() -> None:
+    store = MemoryCurationStore()
+    flip = {"positive": "negative", "negative": "positive"}
+    texts = [(r.text, r.label) for r in corpus("vader_tweets") if r.label != "neutral"][:160]
+    rows, wrong = [], random.Random(2)
+    for i, (t, y) in enumerate(texts):
+        served = flip[y] if wrong.random() < 1 / 4 else y  # the model is wrong on a quarter of the texts
+        user = "mallory" if i % 4 == 0 else f"h{i % 3}"
+        label = flip[y] if user == "mallory" else y
+        rows.append(dataclasses.replace(pending(t, label, user=user, probabilities=probs(served, 0.85)),
+                                        domain="tweets"))
+    run(store, rows)
+    assert store.state.annotators["mallory"].low_trust
+    assert not any(store.state.annotators[f"h{i}"].low_trust for i in range(3))
+    assert all(store.state.verdicts[r.id].status == "quarantined" for r in rows if r.user_id == "mallory")

@@ -15,9 +15,12 @@ from curation.scoring import (
     disagreement,
     label_quality,
     low_trust,
+    model_evidence,
     parse_probabilities,
     plurality,
+    population,
     trust,
+    trusted,
     weight,
 )
 
@@ -75,8 +78,15 @@ def test_trust_is_the_beta_smoothed_agreement_rate() -> None:
     assert trust(0, 0, ANN) == pytest.approx(0.8)  # the prior mean, Beta(4, 1)
     assert trust(10, 0, ANN) == pytest.approx(14 / 15)
     assert trust(0, 10, ANN) == pytest.approx(4 / 15)
-    assert not low_trust(0, 9, ANN)  # not enough evidence yet
-    assert low_trust(0, 10, ANN) and not low_trust(6, 4, ANN)
+    assert not low_trust(0, 4, ANN)  # not enough evidence yet (min_evidence 5)
+    assert low_trust(0, 5, ANN) and not low_trust(4, 1, ANN)
+    assert trust(-20, 30, ANN) == 0.0 and trust(30, -20, ANN) == 1.0  # clamped
+
+
+def test_trusted_needs_evidence_and_the_trusted_level() -> None:
+    assert not trusted(0, 0, ANN)  # a new user is not trusted yet, even at the prior mean
+    assert trusted(4, 1, ANN) and trusted(3.5, 1.5, ANN)  # (4 + 3.5) / 10 = 0.75
+    assert not trusted(2, 3, ANN)  # 0.6 < 0.65
 
 
 def test_weight_scales_trust_by_the_prior_mean_and_clips() -> None:
@@ -97,10 +107,48 @@ def test_consensus_is_the_trust_weighted_majority_with_a_share() -> None:
     assert consensus([("a", 0.8), ("a", 0.8), ("b", 0.8)], 0.6) == "a"
 
 
-def test_agreement_with_other_annotators_and_the_model() -> None:
-    assert agreement("pos", [], "pos", ANN) is True
-    assert agreement("pos", [], "neg", ANN) is False
-    assert agreement("pos", [], None, ANN) is None  # no reference: no evidence
-    # two trusted users outvote the model; a tie is no evidence
-    assert agreement("pos", [("pos", 0.9), ("pos", 0.9)], "neg", ANN) is True
-    assert agreement("pos", [("neg", 1.0)], "pos", ANN) is None
+def test_agreement_with_the_other_annotators() -> None:
+    assert agreement("pos", [("pos", 0.9)]) is True
+    assert agreement("pos", [("neg", 0.9), ("pos", 0.3)]) is False
+    assert agreement("pos", []) is None  # no peers: no peer evidence
+    assert agreement("pos", [("neg", 0.8), ("pos", 0.8)]) is None  # a tie is no evidence
+
+
+def test_population_moments_per_slice_fall_back_to_overall() -> None:
+    scores = [("tweets", "pos", 0.3), ("tweets", "pos", 0.5), ("movies", "pos", 0.9), (None, "pos", 0.9),
+              ("tweets", "neg", 0.6)]
+    pop = population(scores, 2)
+    assert pop.thresholds == pytest.approx({"pos": 0.65})
+    assert pop.moments("tweets", "pos") == pytest.approx((0.4, 0.1))
+    assert pop.moments("movies", "pos") == pytest.approx(pop.overall["pos"])  # one sample: the overall
+    assert pop.moments(None, "pos") == pytest.approx((0.65, math.sqrt(0.0675)))
+    assert pop.moments("tweets", "neg") is None  # too few anywhere
+
+
+def test_model_evidence_is_relative_to_the_population() -> None:
+    # a label as plausible to the model as the population's average label is worth the prior mean,
+    # whatever the model's accuracy on the slice
+    assert model_evidence(0.9, 0.9, 0.1, ANN) == pytest.approx(0.8)
+    assert model_evidence(0.45, 0.45, 0.2, ANN) == pytest.approx(0.8)
+    # model_gain (0.6) per population standard deviation, the z-score clipped to +-3
+    assert model_evidence(0.25, 0.45, 0.2, ANN) == pytest.approx(0.8 - 0.6)
+    assert model_evidence(0.65, 0.45, 0.2, ANN) == pytest.approx(0.8 + 0.6)
+    assert model_evidence(0.0, 0.9, 0.1, ANN) == pytest.approx(0.8 - 3 * 0.6)
+    assert model_evidence(0.5, 0.5, 0.0, ANN) == pytest.approx(0.8)  # no spread: no division by zero
+
+
+def test_an_average_user_keeps_the_prior_mean_and_a_flipper_falls() -> None:
+    # binary, the model right on 60% of this slice (drift): p(true) = 0.7 or 0.4; 30% of the users flip
+    honest = [0.7, 0.4, 0.7, 0.7, 0.4] * 20
+    flipper = [1 - p for p in honest]
+    labels = honest * 7 + flipper * 3
+    mean = sum(labels) / len(labels)
+    sd = math.sqrt(sum((p - mean) ** 2 for p in labels) / len(labels))
+
+    def user_trust(ps: list[float]) -> float:
+        agree = sum(model_evidence(p, mean, sd, ANN) for p in ps)
+        return trust(agree, len(ps) - agree, ANN)
+
+    assert user_trust(honest) > 0.9
+    assert user_trust(flipper) < ANN.floor
+    assert trust(0.8 * len(labels), 0.2 * len(labels), ANN) == pytest.approx(0.8)  # the population's average
