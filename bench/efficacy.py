@@ -34,6 +34,7 @@ from flywheel.demo import (
     fresh_database,
     read_rows,
     reset_dir,
+    write_report,
 )
 from flywheel.platform import Platform
 from flywheel.settings import FlywheelSettings
@@ -69,8 +70,12 @@ def oracle(replay: Replay, kind: str) -> float:
 
 
 def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_oracle: bool) -> dict[str, Any]:
-    data_dir = reset_dir(root / options.scenario.replace("->", "-to-") / ("poison" if options.poison else "clean"))
-    url = fresh_database(base.database_url.get_secret_value()) if base.database_url else None
+    name = f"{options.scenario.replace('->', '-to-')}-{'poison' if options.poison else 'clean'}"
+    data_dir = reset_dir(root / name)
+    # a database per scenario: MLflow caches what it created per store URI, so a dropped and re-created
+    # database under the same URL would look initialised to it
+    database = f"flywheel_efficacy_{name.replace('-', '_')}"
+    url = fresh_database(base.database_url.get_secret_value(), database) if base.database_url else None
     settings = demo_settings(base, options, data_dir, url, free_port())
     started = time.monotonic()
     with Platform(settings) as platform:
@@ -95,6 +100,8 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
             replay.run(checkpoints={k: checkpoint(k) for k in CHECKPOINTS})
             replay.settle(timeout=240, quiet=10)
             figures = replay.finish()
+            paths = write_report(replay.timeline, data_dir / "report")
+            log.info("%s: report %s", options.scenario, paths["html"])
             result: dict[str, Any] = {"static": figures["static_holdout_accuracy"],
                                       "final": figures["deployed_holdout_accuracy"], "figures": figures}
             for k in CHECKPOINTS:
@@ -113,6 +120,9 @@ def main() -> None:
     parser.add_argument("--kind", default="tfidf-logreg", choices=sorted(KINDS))
     parser.add_argument("--quick", action="store_true", help="movies->tweets only, no poisoned run")
     parser.add_argument("--data-dir", type=Path, default=Path(".flywheel/bench-efficacy"))
+    parser.add_argument("--threshold", type=int, default=50,
+                        help="training samples between retrains (each a full refit); 20%% of labels are reserved "
+                             "for evaluation, so 50 means a retrain about every 63 labels")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "pgserver", "httpx", "uvicorn.access", "mlflow", "streams", "serving", "trainer",
@@ -125,7 +135,7 @@ def main() -> None:
     print(f"kind: {args.kind}", flush=True)
     for name in scenarios:
         options = DemoOptions(scenario=name, stream=stream, feedback_rate=1.0, noise=0.05, kind=args.kind,
-                              rate=30.0)
+                              rate=30.0, incremental_threshold=args.threshold)
         result = run_scenario(base, args.data_dir, options, with_oracle=True)
         print(f"{name}: static {result['static']}, k100 {result['k100']}, k200 {result['k200']}, "
               f"k400 {result['k400']}, oracle {result['oracle']} -> {result['fraction_of_oracle_at_400']} of "
@@ -134,7 +144,7 @@ def main() -> None:
                                                          "fraction_of_oracle_at_400")}
     if not args.quick:
         options = DemoOptions(scenario="movies->tweets", stream=stream, feedback_rate=1.0, noise=0.0, poison=0.3,
-                              kind=args.kind, rate=30.0)
+                              kind=args.kind, rate=30.0, incremental_threshold=args.threshold)
         result = run_scenario(base, args.data_dir, options, with_oracle=False)
         f = result["figures"]
         print(f"poisoned movies->tweets: static {result['static']}, final {result['final']}, flipped labels "
