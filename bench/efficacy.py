@@ -6,7 +6,7 @@ replayed through ``POST /predict`` and judged through ``POST /feedback`` (every 
 label noise). After k = 100, 200, 400 labels the platform is let settle (every label landed, no run under
 way) and the model it deploys is scored on held-out target rows it never saw. Baselines in the same run:
 the static champion (never retrained) and an oracle, the same kind trained offline on every target label
-of the stream (the better of target-only and corpus + target at the platform's corpus weight).
+outside the held-out rows (the better of target-only and corpus + target at the platform's corpus weight).
 
 The poisoned scenario repeats movies->tweets with 30% of the users flipping every label: the deployed
 model must not end below the static champion, and curation must flag (quarantine or reject) >= 80% of
@@ -54,10 +54,10 @@ def free_port() -> int:
 
 
 def oracle(replay: Replay, kind: str) -> float:
-    """The same kind trained on every target label of the stream: target-only, and corpus + target at the
-    platform's corpus weight; the better one on the held-out rows."""
+    """The same kind trained on every target label outside the held-out rows (target-only, and corpus +
+    target at the platform's corpus weight); the better of the two on the held-out rows."""
     source = read_rows(SCENARIOS[replay.options.scenario][0])
-    target = replay.stream
+    target = replay.target
     corpus_weight = PolicyConfig().corpus_weight
     best = 0.0
     for rows, weights in ((target, [1.0] * len(target)),
@@ -90,7 +90,7 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
 
             def checkpoint(k: int) -> Any:
                 def check(r: Replay) -> None:
-                    r.settle(timeout=240, quiet=10)
+                    r.settle(timeout=240, quiet=15)
                     version, semver = r.champion()
                     at[k] = {"version": version, "semver": semver, "accuracy": round(r.accuracy(version), 4)}
                     log.info("%s after %d labels: deployed %s, held-out accuracy %.4f", options.scenario, k,

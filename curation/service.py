@@ -32,7 +32,7 @@ from curation.postgres import PostgresCurationStore
 from flywheel import db
 from flywheel.exceptions import FlywheelError
 from schemas import Curated, IdRange, Landed
-from streams.kafka import CheckedProducer, consumer_config, producer_config
+from streams.kafka import CheckedProducer, consumer_config, producer_config, store_offsets
 
 if TYPE_CHECKING:
     from flywheel.settings import FlywheelSettings
@@ -121,7 +121,7 @@ class CurationService:
                         # a pass cut short by max_pass_s goes on at once
                         next_check = time.monotonic() + (0.0 if self._more else svc.reconcile_interval_s)
                 if messages:
-                    self._store(consumer, messages)
+                    store_offsets(consumer, messages)
         finally:
             consumer.close()
 
@@ -203,11 +203,3 @@ class CurationService:
             return False
         return True
 
-    @staticmethod
-    def _store(consumer: Consumer, messages: list[Message]) -> None:
-        try:
-            for msg in messages:
-                if not msg.error():
-                    consumer.store_offsets(message=msg)
-        except KafkaException as exc:  # a rebalance took the partition: its new owner re-reads it
-            log.info("offsets not stored: %s", exc)

@@ -180,6 +180,7 @@ class Replay:
         self.options, self.settings = options, settings
         self.serving_url, self.database_url, self.bootstrap = serving_url, database_url, bootstrap
         self.stream, self.holdout = split_target(SCENARIOS[options.scenario][1], options.eval_fraction, options.seed)
+        self.target = self.stream  # every target row outside the holdout (what an oracle may learn from)
         self.stream = self.stream[:options.stream]
         self.domain = SCENARIOS[options.scenario][1].removeprefix("vader_")  # the slice its predictions carry
         self.crowd = Crowd(options, settings.labels)
@@ -268,19 +269,28 @@ class Replay:
         self.timeline.markers = sorted(kept, key=lambda m: m.t)
 
     def settle(self, timeout: float = 120.0, quiet: float = 8.0) -> None:
-        """Wait until the trainer has had its say on everything sent so far: every feedback landed, no run
-        under way and none started for ``quiet`` seconds, and the pod serves the registry's champion."""
+        """Wait until the trainer has had its say on everything sent so far: every feedback landed and
+        curated, no run under way and none started for ``quiet`` seconds since, and the pod serves the
+        registry's champion."""
         deadline = time.monotonic() + timeout
         calm_since = time.monotonic()
         seen = len(self.timeline.runs)
         while time.monotonic() < deadline:
             self.poll_runs()
-            if self.running() or len(self.timeline.runs) != seen or self.landed() < self.sent_feedback:
+            if (self.running() or len(self.timeline.runs) != seen or self.landed() < self.sent_feedback
+                    or self.uncurated() > 0):
                 calm_since, seen = time.monotonic(), len(self.timeline.runs)
             elif time.monotonic() - calm_since >= quiet and self.serves_champion():
                 return
             time.sleep(0.5)
         log.warning("the platform did not settle within %.0fs", timeout)
+
+    def uncurated(self) -> int:
+        """Joined feedback that curation has not turned into a sample yet."""
+        with db.connect(self.database_url, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM feedback f WHERE f.status = 'joined' AND NOT EXISTS "
+                               "(SELECT 1 FROM samples s WHERE s.id = f.id)").fetchone()
+        return int(row[0]) if row else 0
 
     def landed(self) -> int:
         with db.connect(self.database_url, autocommit=True) as conn:

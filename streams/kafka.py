@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from streams.exceptions import DeliveryError, KafkaUnavailable, TopicAdminError
@@ -20,6 +20,8 @@ from streams.exceptions import DeliveryError, KafkaUnavailable, TopicAdminError
 # librdkafka's own log lines (errors and worse) go through Python logging, so they follow the process's
 # logging configuration instead of being written to stderr behind its back.
 _QUIET: dict[str, Any] = {"log_level": 3, "logger": logging.getLogger("streams.librdkafka")}
+
+log = logging.getLogger(__name__)
 
 
 def consumer_config(bootstrap: str, group: str, session_timeout_ms: int = 6000, **extra: Any) -> dict[str, Any]:
@@ -209,3 +211,14 @@ class CheckedProducer:
 def _describe(exc: KafkaException) -> str:
     err = exc.args[0] if exc.args else None
     return err.str() if isinstance(err, KafkaError) else str(exc)
+
+
+def store_offsets(consumer: Consumer, messages: Iterable[Message]) -> None:
+    """Mark ``messages`` consumed (for the next auto-commit) once their work is done; a partition a
+    rebalance took away is left to its new owner, who re-reads it."""
+    try:
+        for msg in messages:
+            if not msg.error():
+                consumer.store_offsets(message=msg)
+    except KafkaException as exc:
+        log.info("offsets not stored: %s", exc)

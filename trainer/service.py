@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Consumer, KafkaException
 from pydantic import ValidationError
 
 from flywheel.exceptions import FlywheelError
 from schemas import Curated, Landed, RetrainRequest
-from streams.kafka import consumer_config
+from streams.kafka import consumer_config, store_offsets
 from trainer.announce import fold, read_model_events
 from trainer.config import TrainerConfig
 from trainer.pipeline import RunResult, Trainer
@@ -86,7 +86,7 @@ class TrainerService:
                 if wake is not None:
                     self._train(wake, None)
                 if messages:
-                    self._store(consumer, messages)
+                    store_offsets(consumer, messages)
                 if pending:
                     stop.wait(1.0)
         finally:
@@ -102,15 +102,6 @@ class TrainerService:
             return True
         result = self._train(request.trigger, request.mode, request.request_id)
         return result is None or result.status != "busy"
-
-    @staticmethod
-    def _store(consumer: Consumer, messages: list[Message]) -> None:
-        try:
-            for msg in messages:
-                if not msg.error():
-                    consumer.store_offsets(message=msg)
-        except KafkaException as exc:  # a rebalance took the partition: its new owner re-reads it
-            log.info("offsets not stored: %s", exc)
 
     def _reconcile_announcements(self) -> None:
         try:
