@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import psycopg
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Consumer, Message
 from pydantic import ValidationError
 
 from curation.config import CurationConfig
@@ -32,7 +32,7 @@ from curation.postgres import PostgresCurationStore
 from flywheel import db
 from flywheel.exceptions import FlywheelError
 from schemas import Curated, IdRange, Landed
-from streams.kafka import CheckedProducer, consumer_config, producer_config, store_offsets
+from streams.kafka import CheckedProducer, consume_or_wait, consumer_config, producer_config, store_offsets
 
 if TYPE_CHECKING:
     from flywheel.settings import FlywheelSettings
@@ -102,12 +102,7 @@ class CurationService:
         sweep = True
         try:
             while not stop.is_set():
-                try:
-                    messages = consumer.consume(num_messages=500, timeout=0.5)
-                except KafkaException as exc:
-                    log.warning("consume failed (will retry): %s", exc)
-                    stop.wait(1.0)
-                    continue
+                messages = consume_or_wait(consumer, stop)
                 signalled = sum(self._is_signal(m) for m in messages)
                 now = time.monotonic()
                 if (signalled or now >= next_check) and now >= retry_at:

@@ -222,3 +222,15 @@ def store_offsets(consumer: Consumer, messages: Iterable[Message]) -> None:
                 consumer.store_offsets(message=msg)
     except KafkaException as exc:
         log.info("offsets not stored: %s", exc)
+
+
+def consume_or_wait(consumer: Consumer, stop: threading.Event, num_messages: int = 500,
+                    timeout: float = 0.5) -> list[Message]:
+    """One batch of a signal consumer's loop; a failed consume is logged and waited out (1 s, or until
+    ``stop``), and gives no messages: the loop goes on and Postgres reconciliation covers the gap."""
+    try:
+        return list(consumer.consume(num_messages=num_messages, timeout=timeout))
+    except KafkaException as exc:
+        log.warning("consume failed (will retry): %s", exc)
+        stop.wait(1.0)
+        return []

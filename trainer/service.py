@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer
 from pydantic import ValidationError
 
 from flywheel.exceptions import FlywheelError
 from schemas import Curated, Landed, RetrainRequest
-from streams.kafka import consumer_config, store_offsets
+from streams.kafka import consume_or_wait, consumer_config, store_offsets
 from trainer.announce import fold, read_model_events
 from trainer.config import TrainerConfig
 from trainer.pipeline import RunResult, Trainer
@@ -59,12 +59,7 @@ class TrainerService:
         try:
             while not stop.is_set():
                 wake: Trigger | None = None
-                try:
-                    messages = consumer.consume(num_messages=500, timeout=0.5)
-                except KafkaException as exc:
-                    log.warning("consume failed (will retry): %s", exc)
-                    stop.wait(1.0)
-                    continue
+                messages = consume_or_wait(consumer, stop)
                 for msg in messages:
                     if msg.error():
                         continue
