@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import psycopg
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -34,6 +34,7 @@ from schemas import ModelEvent, RetrainRequest
 from schemas.exceptions import InvalidEvent
 from serving.exceptions import AdminDisabled, Conflict, InvalidInput, NotFound, Unauthorized, Unavailable
 from serving.models import (
+    NO_NUL,
     BootstrapCreate,
     ErrorPublic,
     EvaluateCreate,
@@ -181,7 +182,8 @@ def install_admin_routes(app: FastAPI) -> None:
                                                         details=v.details) for v in verdicts])
 
     @router.post("/models/{version}/promote", response_model=ModelEventPublic)
-    def promote(version: str, admin: AdminDep, body: PromoteCreate | None = None) -> ModelEventPublic:
+    def promote(version: Annotated[str, Path(max_length=100, pattern=NO_NUL)], admin: AdminDep,
+                body: PromoteCreate | None = None) -> ModelEventPublic:
         with _translated():
             event = admin.lifecycle.promote(version, (body or PromoteCreate()).reason)
         return _event(event)
@@ -220,7 +222,8 @@ def install_admin_routes(app: FastAPI) -> None:
 
     @router.get("/review/next", response_model=ReviewPublic)
     def review_next(admin: AdminDep, n: Annotated[int, Query(ge=1, le=500)] = 10,
-                    reviewer: Annotated[str, Query(min_length=1, max_length=200)] = "api") -> ReviewPublic:
+                    reviewer: Annotated[str, Query(min_length=1, max_length=200, pattern=NO_NUL)] = "api",
+                    ) -> ReviewPublic:
         """The unjudged predictions the model is least sure of (smallest top-two margin), claimed for
         ``reviewer`` for 10 minutes; answer each with ``POST /review/label`` (or ``POST /feedback``)."""
         lc = admin.lifecycle
@@ -246,7 +249,7 @@ def install_admin_routes(app: FastAPI) -> None:
         return FeedbackPublic(feedback_id=event.feedback_id)
 
     @router.get("/training/{job_id}", response_model=TrainingPublic)
-    def training(job_id: str, admin: AdminDep) -> TrainingPublic:
+    def training(job_id: Annotated[str, Path(max_length=200, pattern=NO_NUL)], admin: AdminDep) -> TrainingPublic:
         return admin.training(job_id)
 
     app.include_router(router)

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_BATCH = 64
 MAX_BOOTSTRAP_ROWS = 200_000
-UserId = Annotated[str, Field(min_length=1, max_length=200)]
+NO_NUL = r"^[^\x00]*$"  # Postgres text cannot hold NUL: refused at the door (422), not by the database
+UserId = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 class _Body(BaseModel):
@@ -113,8 +114,9 @@ class StatusPublic(BaseModel):
 
 
 # -- admin routes (bearer token) ---------------------------------------------------------------------
-Reason = Annotated[str, Field(max_length=2000)]
-VersionRef = Annotated[str, Field(min_length=1, max_length=100, description="Version number, semver or alias.")]
+Reason = Annotated[str, Field(max_length=2000, pattern=NO_NUL)]
+VersionRef = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL,
+                                  description="Version number, semver or alias.")]
 
 
 class RetrainCreate(_Body):
@@ -166,9 +168,9 @@ class ModelEventPublic(BaseModel):
 
 
 class CorpusRowCreate(_Body):
-    text: Annotated[str, Field(min_length=1)]
+    text: Annotated[str, Field(min_length=1, pattern=NO_NUL)]
     label: Annotated[str, Field(min_length=1, max_length=100)]
-    domain: Annotated[str, Field(max_length=200)] | None = None
+    domain: Annotated[str, Field(max_length=200, pattern=NO_NUL)] | None = None
 
 
 class BootstrapCreate(_Body):
@@ -176,7 +178,7 @@ class BootstrapCreate(_Body):
     kind: Annotated[str, Field(max_length=100)] = "tfidf-logreg"
     holdout: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     force: bool = False
-    source: Annotated[str, Field(min_length=1, max_length=200)] = "api"
+    source: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)] = "api"
 
 
 class TrainingPublic(BaseModel):
@@ -213,6 +215,6 @@ class ReviewPublic(BaseModel):
 
 
 class ReviewLabelCreate(_Body):
-    prediction_id: Annotated[str, Field(min_length=1, max_length=200)]
+    prediction_id: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
     label: Annotated[str, Field(min_length=1, max_length=100)]
     reviewer: UserId = "api"

@@ -177,3 +177,18 @@ def test_review_queue_over_http_publishes_the_label_as_feedback(
                                                   admin_settings.topics.feedback, 1)]
     assert (record["feedback_id"], record["prediction_id"], record["label"], record["source"], record["user_id"]) == (
         sent["feedback_id"], torn, "positive", "review", "review:ann")
+
+
+def test_nul_bytes_are_refused_at_the_door(admin_client: TestClient) -> None:
+    """Found by schemathesis: Postgres text cannot hold NUL, so such input is a 422, never a 5xx."""
+    for method, path, kwargs in [
+        ("get", "/review/next", {"params": {"reviewer": "a\x00b"}}),
+        ("get", "/training/a%00b", {}),
+        ("post", "/models/1%00/promote", {"json": {}}),
+        ("post", "/models/rollback", {"json": {"to": "1\x00"}}),
+        ("post", "/review/label", {"json": {"prediction_id": "p\x00", "label": "positive"}}),
+        ("post", "/retrain", {"json": {"reason": "drift\x00"}}),
+    ]:
+        response = admin_client.request(method.upper(), path, headers=AUTH, **kwargs)  # type: ignore[arg-type]
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["error"] == "invalid_request"
