@@ -17,17 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from curation.review import ReviewQueue
 from flywheel import db
 from flywheel.exceptions import DatabaseUnavailable
-from flywheel.lifecycle import Lifecycle, assemble
 from flywheel.settings import FlywheelSettings
 from registry import InvalidRequest, ModelRegistry, NoSuchVersion, RegistryError
 from schemas import ModelEvent, RetrainRequest
@@ -52,10 +50,13 @@ from serving.models import (
     VerdictPublic,
 )
 from streams.kafka import CheckedProducer, producer_config
-from trainer.data import CorpusRow
 from trainer.exceptions import TrainerError
 from trainer.kinds import KINDS
-from trainer.pipeline import RunResult
+
+if TYPE_CHECKING:  # the lifecycle pulls in the trainer's pipeline and gates (pandas, sklearn): imported
+    # when an admin route first needs it, so that a pod's import path stays lean
+    from flywheel.lifecycle import Lifecycle
+    from trainer.pipeline import RunResult
 
 log = logging.getLogger(__name__)
 KEEP_JOBS = 200  # jobs (and retrain request ids) a pod remembers for GET /training/{id}
@@ -85,6 +86,8 @@ class Admin:
 
     @classmethod
     def open(cls, settings: FlywheelSettings, bootstrap: str, database_url: str, registry: ModelRegistry) -> Admin:
+        from flywheel.lifecycle import assemble
+
         producer = CheckedProducer(producer_config(bootstrap))
         return cls(assemble(settings, bootstrap, database_url, registry, producer), producer)
 
@@ -113,6 +116,8 @@ class Admin:
                 job.result = work()
                 job.status = job.result.status
             except Exception as exc:  # the job's failure is its status; the pod goes on
+                from trainer.pipeline import RunResult
+
                 log.exception("admin %s job %s failed", kind, job.id)
                 job.result, job.status = RunResult("failed", f"{type(exc).__name__}: {exc}"), "failed"
 
@@ -215,6 +220,8 @@ def install_admin_routes(app: FastAPI) -> None:
             if champion is not None:
                 raise Conflict(f"{lc.settings.model_name} already has a champion ({champion.semver}); "
                                "retrain with POST /retrain, or bootstrap with force=true")
+        from trainer.data import CorpusRow
+
         rows = [CorpusRow(r.text.strip(), r.label, r.domain) for r in body.rows]
         job = admin.submit("bootstrap", lambda: lc.trainer.bootstrap(
             rows, source=body.source, kind=body.kind, holdout_fraction=body.holdout, force=body.force))
@@ -226,6 +233,8 @@ def install_admin_routes(app: FastAPI) -> None:
                     ) -> ReviewPublic:
         """The unjudged predictions the model is least sure of (smallest top-two margin), claimed for
         ``reviewer`` for 10 minutes; answer each with ``POST /review/label`` (or ``POST /feedback``)."""
+        from curation.review import ReviewQueue
+
         lc = admin.lifecycle
         with _translated(), db.connect(lc.trainer.db_url, autocommit=True) as conn:
             items = ReviewQueue(conn, lc.settings.model_name).next(n, reviewer)
@@ -236,6 +245,8 @@ def install_admin_routes(app: FastAPI) -> None:
         lc = admin.lifecycle
         if body.label not in lc.settings.labels:
             raise InvalidInput(f"label: {body.label!r} is not one of {list(lc.settings.labels)}")
+        from curation.review import ReviewQueue
+
         with _translated(), db.connect(lc.trainer.db_url, autocommit=True) as conn:
             found = ReviewQueue(conn, lc.settings.model_name).find(body.prediction_id)
         if found is None:

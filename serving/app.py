@@ -20,7 +20,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flywheel.exceptions import ConfigError
-from flywheel.lifecycle import open_model_registry
 from flywheel.settings import FlywheelSettings
 from registry import ModelRegistry
 from schemas.exceptions import InvalidEvent
@@ -71,6 +70,8 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
         if found is None:
             if url is None:
                 raise ConfigError("serving needs the registry: FLYWHEEL_DATABASE_URL or FLYWHEEL_REGISTRY_URI")
+            from flywheel.lifecycle import open_model_registry  # not at import: the lifecycle is heavy
+
             found = open_model_registry(settings, url)
         return Services.build(settings, metrics, kafka, found, publisher, feedback, watch)
 
