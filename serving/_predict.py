@@ -1,10 +1,15 @@
 """The prediction path behind the routes: route each item, run each model once per request on its
 items, publish the events; the shadow runs later, on a copy, and only publishes. Models whose kind
 batches (``ModelKind.batches``) go through the pod's :class:`~serving.batching.MicroBatcher` when one is
-given; the others are scored in the request thread."""
+given; the others are scored in the calling thread.
+
+The routes use :func:`predict_async`: it awaits the micro-batcher's future on the event loop (no
+thread-pool hop), scores kinds whose ``predict_proba`` is cheap (``ModelKind.inline``) on the event loop
+itself, and any other kind in the thread pool."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -12,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from flywheel.settings import FlywheelSettings
@@ -21,9 +27,10 @@ from serving.exceptions import InvalidInput
 from serving.metrics import ServingMetrics
 from serving.models import PredictCreate, PredictionPublic
 from serving.publisher import PredictionPublisher
-from serving.router import route
+from serving.router import Route, route
 from serving.runtime import Deployment, LoadedModel
 from serving.services import Services
+from trainer.base import Probabilities
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +55,63 @@ def check_text(text: str, settings: FlywheelSettings, where: str = "text") -> No
 def score(model: LoadedModel, texts: Sequence[str], batcher: MicroBatcher | None = None) -> list[Scored]:
     if batcher is not None and model.model.batches:
         batched = batcher.predict(model, texts)
-        proba, latency_ms = batched.proba, batched.latency_ms
-    else:
-        started = time.perf_counter()
-        proba = model.predict_proba(texts)
-        latency_ms = (time.perf_counter() - started) * 1000
+        return _scored(model, batched.proba, batched.latency_ms)
+    started = time.perf_counter()
+    proba = model.predict_proba(texts)
+    return _scored(model, proba, (time.perf_counter() - started) * 1000)
+
+
+async def score_async(model: LoadedModel, texts: Sequence[str], batcher: MicroBatcher | None = None) -> list[Scored]:
+    """:func:`score` for the event loop: awaits the batcher, runs ``inline`` kinds here, others in the pool."""
+    if batcher is not None and model.model.batches:
+        batched = await asyncio.wrap_future(batcher.submit(model, texts))
+        return _scored(model, batched.proba, batched.latency_ms)
+    if model.model.inline:
+        return score(model, texts)
+    return await run_in_threadpool(score, model, texts)
+
+
+def _scored(model: LoadedModel, proba: Probabilities, latency_ms: float) -> list[Scored]:
     labels = model.model.labels
-    return [Scored(labels[int(row.argmax())], {lab: float(p) for lab, p in zip(labels, row, strict=True)},
-                   latency_ms) for row in proba]
+    return [Scored(labels[int(row.argmax())], dict(zip(labels, row.tolist(), strict=True)), latency_ms)
+            for row in proba]
 
 
 def predict(items: Sequence[PredictCreate], deployment: Deployment, services: Services) -> list[PredictionPublic]:
-    settings, publisher, metrics, batcher = services.settings, services.publisher, services.metrics, services.batcher
-    ids = [uuid.uuid4().hex for _ in items]
-    routes = [route(deployment, item.user_id, pid) for item, pid in zip(items, ids, strict=True)]
+    ids, routes = _routes(items, deployment)
     scored: dict[int, Scored] = {}
-    for version in {r.model.version for r in routes}:
-        idx = [i for i, r in enumerate(routes) if r.model.version == version]
-        results = score(routes[idx[0]].model, [items[i].text for i in idx], batcher)
+    for idx in _groups(routes):
+        results = score(routes[idx[0]].model, [items[i].text for i in idx], services.batcher)
         scored.update(zip(idx, results, strict=True))
+    return _served(items, ids, routes, scored, services)
+
+
+async def predict_async(items: Sequence[PredictCreate], deployment: Deployment,
+                        services: Services) -> list[PredictionPublic]:
+    ids, routes = _routes(items, deployment)
+    scored: dict[int, Scored] = {}
+    for idx in _groups(routes):
+        results = await score_async(routes[idx[0]].model, [items[i].text for i in idx], services.batcher)
+        scored.update(zip(idx, results, strict=True))
+    return _served(items, ids, routes, scored, services)
+
+
+def _routes(items: Sequence[PredictCreate], deployment: Deployment) -> tuple[list[str], list[Route]]:
+    ids = [uuid.uuid4().hex for _ in items]
+    return ids, [route(deployment, item.user_id, pid) for item, pid in zip(items, ids, strict=True)]
+
+
+def _groups(routes: Sequence[Route]) -> list[list[int]]:
+    """The item indices of each model version (each model runs once per request)."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(routes):
+        groups.setdefault(r.model.version, []).append(i)
+    return list(groups.values())
+
+
+def _served(items: Sequence[PredictCreate], ids: Sequence[str], routes: Sequence[Route], scored: dict[int, Scored],
+            services: Services) -> list[PredictionPublic]:
+    settings, publisher, metrics = services.settings, services.publisher, services.metrics
     out = []
     for i, (item, pid, r) in enumerate(zip(items, ids, routes, strict=True)):
         s = scored[i]

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import BackgroundTasks, FastAPI, Request, Response
@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flywheel.exceptions import ConfigError
 from flywheel.settings import FlywheelSettings
@@ -106,11 +107,11 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
 
 def _install_routes(app: FastAPI) -> None:
     @app.post("/predict", response_model=PredictionPublic, responses=ERRORS)
-    def predict(body: PredictCreate, request: Request, background: BackgroundTasks,
-                services: ServicesDep) -> PredictionPublic:
+    async def predict(body: PredictCreate, request: Request, background: BackgroundTasks,
+                      services: ServicesDep) -> PredictionPublic:
         _predict.check_text(body.text, services.settings)
         deployment = services.runtime.deployment  # read once: this request sees one deployment
-        [result] = _predict.predict([body], deployment, services)
+        [result] = await _predict.predict_async([body], deployment, services)
         request.state.variant = result.variant
         job = _predict.shadow_job([body], [result], deployment, services)
         if job is not None:
@@ -118,11 +119,11 @@ def _install_routes(app: FastAPI) -> None:
         return result
 
     @app.post("/predict/batch", response_model=BatchPublic, responses=ERRORS)
-    def predict_batch(body: BatchCreate, background: BackgroundTasks, services: ServicesDep) -> BatchPublic:
+    async def predict_batch(body: BatchCreate, background: BackgroundTasks, services: ServicesDep) -> BatchPublic:
         for i, item in enumerate(body.items):
             _predict.check_text(item.text, services.settings, f"items.{i}.text")
         deployment = services.runtime.deployment
-        results = _predict.predict(body.items, deployment, services)
+        results = await _predict.predict_async(body.items, deployment, services)
         job = _predict.shadow_job(body.items, results, deployment, services)
         if job is not None:
             background.add_task(job)
@@ -189,14 +190,27 @@ def _install_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
         log.exception("unhandled error", exc_info=exc)
         return error(500, "internal_error", type(exc).__name__)
 
-    @app.middleware("http")
-    async def timed(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    app.add_middleware(_Timed, metrics=metrics)
+
+
+class _Timed:
+    """Request latency per route and variant (``request.state.variant``, set by the predict route), as
+    a plain ASGI middleware: no per-request task and body streaming like ``@app.middleware("http")``."""
+
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        path = request.url.path if request.url.path in ROUTES else "other"
-        variant = getattr(request.state, "variant", "none")
-        metrics.request_latency.labels(path, variant).observe(time.perf_counter() - started)
-        return response
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            path = scope["path"] if scope["path"] in ROUTES else "other"
+            variant = scope.get("state", {}).get("variant", "none")
+            self.metrics.request_latency.labels(path, variant).observe(time.perf_counter() - started)
 
 
 def serve(settings: FlywheelSettings, stop_event: threading.Event, *, port: int | None = None,

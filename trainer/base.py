@@ -29,6 +29,7 @@ class ModelKind(ABC):
 
     kind: ClassVar[str]
     batches: ClassVar[bool] = False  # serving: many texts per predict_proba call are much cheaper per text
+    inline: ClassVar[bool] = False  # serving: predict_proba is cheap (well under 1 ms a text): run it on the event loop
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
