@@ -83,6 +83,8 @@ class FlywheelSettings(BaseSettings):
                                    description="Most texts one micro-batch of a batching kind (minilm) encodes.")
     predict_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000,
                                          description="How long a micro-batch waits for more requests.")
+    predict_batch_workers: int = Field(default=2, ge=1, le=64,
+                                       description="Micro-batches (minilm) a pod encodes at the same time.")
     embedding_cache_entries: int = Field(default=50_000, ge=0, description="LRU embeddings kept per pod.")
 
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 = do not serve /metrics.")
