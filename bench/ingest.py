@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as `python bench/ingest.py`: make the repos
 import argparse
 import contextlib
 import json
+import os
 import random
 import threading
 import time
@@ -90,27 +91,67 @@ def raw_rate(bootstrap: str, topic: str, n: int, batch: int) -> float:
     return n / elapsed
 
 
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a local process in seconds (0 when it cannot be read, e.g. a remote server)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children() -> list[int]:
+    """Child processes of this one (the embedded broker, when the benchmark started it)."""
+    pids: list[int] = []
+    for task in Path("/proc/self/task").glob("*"):
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+def _idle_s() -> float:
+    """Idle CPU seconds of the whole machine so far (all cores)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
 def landed_rate(
     settings: FlywheelSettings, bootstrap: str, url: str, expected: int
-) -> tuple[float, ProcessorRunner[Any]]:
+) -> tuple[float, ProcessorRunner[Any], dict[str, float]]:
+    """Landing rate, the runner, and CPU seconds spent meanwhile: this process (the processor's threads and
+    librdkafka's) and the Postgres backends of the benchmark database (those of a local server)."""
     config = RunnerConfig.from_settings(settings, bootstrap, url)
     runner: ProcessorRunner[Any] = ProcessorRunner(IngestProcessor.from_settings(settings), config)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
+    children = _children()
+    start: dict[str, float] = {}
     # Poll the exactly-once counter (one indexed row, written in each batch's transaction): a count(*)
     # over the growing table would compete with the processor for Postgres CPU.
     with psycopg.connect(url, autocommit=True) as conn:
         while True:
+            if not start and runner.first_batch_at is not None:  # CPU from the first batch on (within 20 ms)
+                start = {"process": time.process_time(), "broker": sum(map(_cpu_s, children)), "idle": _idle_s()}
             row = conn.execute("SELECT value FROM stream_counters WHERE group_id = %s AND name = 'landed:feedback'",
                                (runner.group,)).fetchone()
             if row and row[0] >= expected:
                 done = time.perf_counter()
                 break
             time.sleep(0.02)
+        cpu = {"process": time.process_time() - start["process"]}
+        pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                           "AND pid <> pg_backend_pid()")]
+        # the runner's backends: connected at assignment (the control one) and at each writer's first batch
+        cpu["postgres"] = sum(_cpu_s(pid) for pid in pids)
+        cpu["broker"] = sum(map(_cpu_s, children)) - start["broker"]
+        cpu["machine idle"] = _idle_s() - start["idle"]
     runner.stop()
     thread.join(30)
     assert runner.first_batch_at is not None
-    return expected / (done - runner.first_batch_at), runner
+    return expected / (done - runner.first_batch_at), runner, cpu
 
 
 def main() -> None:
@@ -132,7 +173,7 @@ def main() -> None:
         values, unique = make_events(args.events)
         produced = produce(bootstrap, settings.topics.feedback, values)
         raw = raw_rate(bootstrap, settings.topics.feedback, len(values), args.batch)
-        landed, runner = landed_rate(settings, bootstrap, url, len(unique))
+        landed, runner, cpu = landed_rate(settings, bootstrap, url, len(unique))
         with psycopg.connect(url) as conn:
             ids = [r[0] for r in conn.execute("SELECT feedback_id FROM feedback")]
             dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
@@ -141,6 +182,8 @@ def main() -> None:
         duplicated = len(ids) - len(got) + len(got - unique)
         print(f"produced {len(values)} records at {produced:,.0f}/s; {len(unique)} valid unique, "
               f"{dead[0] if dead else 0} dead-lettered, {runner.batches_committed} batches, {args.writers} writers")
+        print("CPU while landing, per consumed record: " + ", ".join(
+            f"{name} {seconds:.2f} s = {seconds / len(values) * 1e6:.1f} us" for name, seconds in cpu.items()))
         print(json.dumps({"events": len(values), "landed_per_s": round(landed), "raw_per_s": round(raw),
                           "ratio": round(landed / raw, 3), "lost": lost, "duplicated": duplicated}))
 
