@@ -10,7 +10,8 @@ Every ``interval_s`` a :class:`CanaryController` takes its own Postgres advisory
    event). ``rollback``: the challenger alias is cleared, the version tagged, a ``retire`` event sent.
    A canary still on the topic whose challenger alias is gone (a crash between the two) is retired too.
 2. **Watchdog.** The champion's online accuracy over the last ``window_s`` (since it became champion, at
-   least ``min_samples``) more than ``margin`` below its offline holdout accuracy: the lifecycle's
+   least ``min_samples``) more than ``margin`` below its offline accuracy (on current traffic when its run
+   had any: recent reserved and cross-fitted feedback, else the holdout; see :func:`mlflow_run_metric`): the lifecycle's
    rollback to ``previous`` (Lifecycle.rollback), or a full ``RetrainRequest`` (trigger ``drift``) when
    so configured or when there is no ``previous``; a retrain is requested once per ``cooldown_s``.
 
@@ -274,7 +275,7 @@ def controller_for(lc: Lifecycle, database_url: str, config: CanaryConfig, *,
                    offline_accuracy: OfflineAccuracy | None = None,
                    metrics: CanaryMetrics | None = None) -> CanaryController:
     """A controller acting through ``lc`` (its registry, its announcer's producer, its topics). The
-    champion's offline accuracy defaults to ``holdout_accuracy`` of the MLflow run holding its version."""
+    champion's offline accuracy defaults to :func:`mlflow_run_metric` of the MLflow run holding its version."""
     from flywheel.lifecycle import registry_backend
 
     settings = lc.settings
@@ -288,9 +289,14 @@ def controller_for(lc: Lifecycle, database_url: str, config: CanaryConfig, *,
         metrics=metrics)
 
 
-def mlflow_run_metric(backend: str, metric: str = "holdout_accuracy") -> OfflineAccuracy:
-    """Reads ``metric`` of the MLflow run that registered a version (the trainer logs the evaluation gate's
-    holdout metrics there). ``ModelVersionInfo`` does not carry metrics and ``ModelRegistry`` has no hook
+def mlflow_run_metric(backend: str, metrics: Sequence[str] = ("current_accuracy", "holdout_accuracy")
+                      ) -> OfflineAccuracy:
+    """Reads the first of ``metrics`` that the MLflow run that registered a version has (the trainer logs the
+    evaluation gate's metrics there). ``current_accuracy`` is the accuracy on current traffic (recent
+    reserved and cross-fitted feedback): what online accuracy measures too. Under drift the whole holdout
+    (mostly the bootstrap corpus) says how the model does on yesterday's traffic, so comparing online accuracy
+    with it would roll back a model that is better where it serves; it is the fallback for runs with no
+    current traffic (a bootstrap). ``ModelVersionInfo`` does not carry metrics and ``ModelRegistry`` has no hook
     for them, so this opens its own client on the registry's backend; an unreadable run gives ``None``."""
     found: dict[str, float | None] = {}  # a registered version's metrics never change
 
@@ -298,13 +304,13 @@ def mlflow_run_metric(backend: str, metric: str = "holdout_accuracy") -> Offline
         if info.run_id is None:
             return None
         if info.run_id not in found:
-            found[info.run_id] = _read_run_metric(backend, info.run_id, metric)
+            found[info.run_id] = _read_run_metric(backend, info.run_id, metrics)
         return found[info.run_id]
 
     return read
 
 
-def _read_run_metric(backend: str, run_id: str, metric: str) -> float | None:
+def _read_run_metric(backend: str, run_id: str, metrics: Sequence[str]) -> float | None:
     from registry._offline import IMPORT_LOCK, go_offline  # before MLflow is imported: no telemetry
 
     with IMPORT_LOCK:
@@ -313,10 +319,11 @@ def _read_run_metric(backend: str, run_id: str, metric: str) -> float | None:
         from mlflow.exceptions import MlflowException
 
     try:
-        value = MlflowClient(tracking_uri=backend).get_run(run_id).data.metrics.get(metric)
+        logged = MlflowClient(tracking_uri=backend).get_run(run_id).data.metrics
     except MlflowException as exc:
-        log.warning("cannot read %s of MLflow run %s: %s", metric, run_id, exc.message)
+        log.warning("cannot read the metrics of MLflow run %s: %s", run_id, exc.message)
         return None
+    value = next((logged[m] for m in metrics if logged.get(m) is not None), None)
     return None if value is None else float(value)
 
 

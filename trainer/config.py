@@ -44,6 +44,17 @@ class PolicyConfig(_Frozen):
         description="Weight share of the recent reserved feedback in the evaluation (what the model serves now); "
                     "the rest is the corpus holdout. 0 = every row weighs the same.")
     recent_min: int = Field(default=30, ge=1, description="Fewer recent reserved rows: every row weighs the same.")
+    uncovered_recent_share: float = Field(
+        default=0.9, ge=0.0, lt=1.0,
+        description="Weight share of recent feedback when none of it falls in a slice the corpus holdout covers "
+                    "(traffic drifted away from the corpus); in between, the share moves from recent_share towards "
+                    "it with the uncovered fraction. Never lowers recent_share.")
+    cross_fit_folds: int = Field(
+        default=5, ge=0, le=20,
+        description="Folds for cross-fitted evaluation: the feedback samples a run trains on that the champion never "
+                    "saw also join the holdout, predicted by the candidate's recipe trained without their fold. "
+                    "0 or 1 = off (only reserved feedback and the corpus holdout).")
+    cross_fit_min_rows: int = Field(default=20, ge=2, description="Fewer such samples: no cross-fitting.")
     seed: int = 0
 
     @field_validator("full_cron")

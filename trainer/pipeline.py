@@ -36,7 +36,7 @@ from trainer.config import PolicyConfig, TrainerConfig
 from trainer.data import CorpusRow, Frame, SampleStore, Snapshot, split_holdout, store_corpus
 from trainer.embeddings import Embedder, MemoryEmbeddingCache
 from trainer.exceptions import TrainerError
-from trainer.gates import GateInput, Holdout, Verdict, build_gates
+from trainer.gates import CrossFitted, GateInput, Holdout, Verdict, build_gates
 from trainer.kinds import create
 from trainer.metrics import TrainerMetrics
 from trainer.minilm import MiniLMHead
@@ -53,6 +53,7 @@ class Candidate:
     kind: str
     model: ModelKind
     train_seconds: float
+    cross_fit_seconds: float = 0.0
     verdicts: list[Verdict] = field(default_factory=list)
 
     @property
@@ -73,9 +74,17 @@ class Candidate:
         return {}
 
     def metrics(self) -> dict[str, float]:
-        flat = {f"holdout_{k}": float(v) for k, v in (self.evaluation.get("metrics") or {}).items()
+        """Flat metrics for MLflow; ``current_accuracy`` (accuracy on current traffic: recent reserved and
+        cross-fitted feedback) is what the champion watchdog compares online accuracy with."""
+        evaluation = self.evaluation
+        flat = {f"holdout_{k}": float(v) for k, v in (evaluation.get("metrics") or {}).items()
                 if isinstance(v, int | float)}
-        return {**flat, "holdout_score": self.score, "train_seconds": self.train_seconds}
+        current = evaluation.get("current") or {}
+        if isinstance(current.get("accuracy"), int | float):
+            flat["current_accuracy"] = float(current["accuracy"])
+            flat["current_rows"] = float(current["rows"])
+        return {**flat, "holdout_score": self.score, "train_seconds": self.train_seconds,
+                "cross_fit_seconds": self.cross_fit_seconds}
 
     def summary(self) -> dict[str, Any]:
         return {"kind": self.kind, "train_seconds": round(self.train_seconds, 3), "passed": self.passed,
@@ -325,9 +334,7 @@ class Trainer:
                     runs.finish(run_id, status="refused", reason=f"data quality: {quality.reason}",
                                 data_hash=data_hash, trained_count=len(frame), mlflow_run_id=ml.run_id)
                     return RunResult("refused", f"data quality: {quality.reason}", run_id, mode)
-                weighted = evaluation_set(holdout, self.config.policy)
-                candidates = [self._candidate(kind, mode, frame, champion, champion_model, weighted,
-                                              workdir / kind)
+                candidates = [self._candidate(kind, mode, frame, champion, champion_model, holdout, workdir / kind)
                               for kind in self._kinds(mode, champion, kinds)]
                 for c in candidates:
                     for v in c.verdicts:
@@ -427,22 +434,51 @@ class Trainer:
         return frame
 
     def _candidate(self, kind: str, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
-                   champion_model: ModelKind | None, holdout: Holdout, workdir: Path) -> Candidate:
+                   champion_model: ModelKind | None, holdout: Frame, workdir: Path) -> Candidate:
         started = time.perf_counter()
-        if mode == "incremental" and champion is not None and kind == champion.kind:
-            model = self.registry.load(champion.version).partial_fit(frame.texts, frame.labels, frame.weights)
-        else:
-            params = self.config.policy.kind_params.get(kind, {})
-            model = create(kind, **{"seed": self.config.policy.seed, **params}).fit(
-                frame.texts, frame.labels, frame.weights)
+        model = self._fit(kind, mode, champion, frame)
         candidate = Candidate(kind, model, time.perf_counter() - started)
-        verdict = self.evaluation.check(GateInput(candidate=model, champion=champion_model, holdout=holdout,
+        started = time.perf_counter()
+        cross = self._cross_fit(kind, mode, champion, frame) if champion_model is not None else None
+        candidate.cross_fit_seconds = time.perf_counter() - started
+        verdict = self.evaluation.check(GateInput(candidate=model, champion=champion_model,
+                                                  holdout=evaluation_set(holdout, self.config.policy, cross),
                                                   out_dir=workdir))
         candidate.verdicts.append(verdict)
         if verdict.passed:
             with _throwaway_embeddings(model):
                 candidate.verdicts.append(self.behaviour.check(GateInput(candidate=model, out_dir=workdir)))
         return candidate
+
+    def _fit(self, kind: str, mode: Mode, champion: ModelVersionInfo | None, frame: Frame) -> ModelKind:
+        """The candidate's recipe: a warm start of the champion (incremental, same kind), else from scratch."""
+        if mode == "incremental" and champion is not None and kind == champion.kind:
+            return self.registry.load(champion.version).partial_fit(frame.texts, frame.labels, frame.weights)
+        params = self.config.policy.kind_params.get(kind, {})
+        return create(kind, **{"seed": self.config.policy.seed, **params}).fit(frame.texts, frame.labels,
+                                                                                frame.weights)
+
+    def _cross_fit(self, kind: str, mode: Mode, champion: ModelVersionInfo | None,
+                   frame: Frame) -> CrossFit | None:
+        """Out-of-fold predictions of the recipe for the frame's feedback samples the champion never trained
+        on (ids above its watermark): each fold is predicted by the recipe trained on the rest of the frame."""
+        policy = self.config.policy
+        if champion is None or policy.cross_fit_folds < 2:
+            return None
+        unseen = [i for i, sample_id in enumerate(frame.ids) if sample_id > (champion.watermark or 0)]
+        if len(unseen) < max(policy.cross_fit_min_rows, policy.cross_fit_folds):
+            return None
+        order = unseen[:]
+        random.Random(f"{policy.seed}:cross-fit:{len(frame)}").shuffle(order)
+        predicted: dict[int, tuple[str, float]] = {}
+        for k in range(policy.cross_fit_folds):
+            fold = order[k::policy.cross_fit_folds]
+            held = set(fold)
+            model = self._fit(kind, mode, champion, frame.take([i for i in range(len(frame)) if i not in held]))
+            proba = model.predict_proba([frame.texts[i] for i in fold])
+            for i, p in zip(fold, proba, strict=True):
+                predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
+        return CrossFit(frame.take(unseen), [predicted[i] for i in unseen], policy.cross_fit_folds)
 
     def _scratch(self) -> Path:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -488,15 +524,47 @@ def _log_verdict(ml: RunHandle, verdict: Verdict, prefix: str = "") -> None:
             ml.log_artifact(path, f"gates/{name}")
 
 
-def evaluation_set(frame: Frame, policy: PolicyConfig) -> Holdout:
+@dataclass(frozen=True)
+class CrossFit:
+    """Training samples the champion never saw, with the candidate recipe's out-of-fold (label, confidence)."""
+
+    rows: Frame
+    predicted: list[tuple[str, float]]
+    folds: int
+
+
+def evaluation_set(frame: Frame, policy: PolicyConfig, cross: CrossFit | None = None) -> Holdout:
     """The gate's holdout from :meth:`SampleStore.holdout`: corpus rows (negative ids) and recent reserved
-    feedback (positive ids). With at least ``recent_min`` recent rows, they carry ``recent_share`` of the
-    total weight: the evaluation judges a candidate on what it will serve, while the corpus holdout keeps
-    its own per-slice no-regression check. Otherwise every row weighs the same."""
-    recent = sum(1 for i in frame.ids if i > 0)
+    feedback (positive ids), plus the cross-fitted training samples of ``cross`` (current traffic too).
+    With at least ``recent_min`` current rows, they carry :func:`recent_share` of the total weight: the
+    evaluation judges a candidate on what it will serve, while the corpus holdout keeps its own per-slice
+    no-regression check. Otherwise every row weighs the same."""
+    cross_fitted = None
+    if cross is not None:
+        offset = len(frame)
+        frame = Frame().extend(zip(frame.ids, frame.texts, frame.labels, frame.weights, frame.slices, strict=True))
+        frame.extend(zip(cross.rows.ids, cross.rows.texts, cross.rows.labels, cross.rows.weights, cross.rows.slices,
+                         strict=True))
+        cross_fitted = CrossFitted(rows=range(offset, len(frame)), labels=[label for label, _ in cross.predicted],
+                                   confidence=[conf for _, conf in cross.predicted], folds=cross.folds)
+    current = [i > 0 for i in frame.ids]
+    recent = sum(current)
     base = len(frame) - recent
     weights: list[float] | None = None
     if policy.recent_share > 0 and recent >= policy.recent_min and base > 0:
-        per_recent = policy.recent_share * base / ((1 - policy.recent_share) * recent)
+        share = recent_share(frame, policy)
+        per_recent = share * base / ((1 - share) * recent)
         weights = [per_recent if i > 0 else 1.0 for i in frame.ids]
-    return Holdout(frame.texts, frame.labels, [s or "" for s in frame.slices], weights)
+    return Holdout(frame.texts, frame.labels, [s or "" for s in frame.slices], weights, current, cross_fitted)
+
+
+def recent_share(frame: Frame, policy: PolicyConfig) -> float:
+    """The weight share of current traffic: ``recent_share`` while it falls in slices the corpus holdout
+    covers, moving towards ``uncovered_recent_share`` with the fraction that does not (a corpus of movie
+    reviews says little about a stream that turned to tweets). Rows without a slice count as covered."""
+    covered = {s for i, s in zip(frame.ids, frame.slices, strict=True) if i < 0 and s}
+    recent = [s for i, s in zip(frame.ids, frame.slices, strict=True) if i > 0]
+    if not covered or not recent:
+        return policy.recent_share
+    uncovered = sum(1 for s in recent if s and s not in covered) / len(recent)
+    return policy.recent_share + max(0.0, policy.uncovered_recent_share - policy.recent_share) * uncovered

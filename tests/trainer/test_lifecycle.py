@@ -14,16 +14,19 @@ from pathlib import Path
 import pytest
 
 from flywheel import db
-from flywheel.lifecycle import Lifecycle, lifecycle
+from flywheel.lifecycle import Lifecycle, lifecycle, registry_backend
 from flywheel.settings import FlywheelSettings
 from registry import Lineage, NoPrevious
 from schemas import Landed, RetrainRequest
+from serving.canary import mlflow_run_metric
 from streams.kafka import CheckedProducer, admin, create_topics, producer_config
 from trainer.announce import fold, now, read_model_events
 from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
+from trainer.data import holdout_predicate
 from trainer.embeddings import Embedder, MemoryEmbeddingCache
 from trainer.encoder import HashingEncoder
 from trainer.exceptions import TrainerError
+from trainer.gates import GatesConfig
 from trainer.minilm import set_default_embedder
 from trainer.pipeline import RunResult
 from trainer.service import TrainerService
@@ -292,3 +295,37 @@ def test_a_full_run_trains_every_configured_kind_and_the_gates_choose(
     assert result.version is not None and result.version.kind == best["kind"]
     # a new kind is a major version; the same kind retrained in full a minor one
     assert result.version.semver == ("2.0.0" if best["kind"] == "minilm-head" else "1.1.0")
+
+
+DRIFT_CONFIG = TrainerConfig(
+    policy=PolicyConfig(incremental_threshold=200, full_threshold=200, holdout_percent=20, recent_min=20),
+    gates=GatesConfig(behaviour={"min_pass_rate": {"invariance": 0.0, "directional": 0.0, "mft": 0.0}}),
+    promotion=PromotionConfig(mode="direct"))
+
+
+@pytest.mark.parametrize("config", [DRIFT_CONFIG])
+def test_under_drift_every_label_is_evidence_cross_fitted_and_the_watchdog_reads_current_accuracy(
+        lc: Lifecycle, db_url: str, config: TrainerConfig) -> None:
+    # the movies champion meets tweets: the samples a full run trains on were never seen by the champion, so
+    # they join the evaluation with the recipe's out-of-fold predictions next to the reserved 20%
+    boot = lc.trainer.bootstrap(rows("vader_movies")[:2500], source="vader_movies.csv", kind="tfidf-logreg")
+    assert boot.status == "promoted", boot.reason
+    land_feedback(db_url, rows("vader_tweets")[:400])
+    with db.connect(db_url) as conn:
+        trained = conn.execute(f"SELECT count(*) FROM samples WHERE status = 'accepted' AND NOT "
+                               f"{holdout_predicate(20)}").fetchone()
+    assert trained is not None and 250 < trained[0] < 400
+    result = lc.trainer.maybe_train("signal")
+    assert result.mode == "full" and result.status == "promoted", result.reason
+    assert f"{trained[0]} cross-fitted" in result.reason
+    root = lc.settings.data_dir / "mlartifacts"
+    verdicts = [json.loads(p.read_text()) for p in root.rglob("gates/tfidf-logreg.evaluation.json")]
+    run = next(v for v in verdicts if v["details"].get("cross_fitted"))
+    d = run["details"]
+    assert d["cross_fitted"] == {"rows": trained[0], "folds": 5}
+    assert d["candidate"]["current"]["rows"] > trained[0]  # plus the reserved tweets
+    # all the current traffic lies outside the corpus's slice (movies): it carries 0.9 of the weight
+    assert d["effective_rows"] < d["rows"]
+    assert result.version is not None
+    offline = mlflow_run_metric(registry_backend(lc.settings, db_url))(result.version)
+    assert offline == pytest.approx(d["candidate"]["current"]["accuracy"])  # the watchdog's reference

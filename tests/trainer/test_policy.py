@@ -100,13 +100,50 @@ def test_the_evaluation_set_weights_recent_traffic_to_its_share() -> None:
     from trainer.pipeline import evaluation_set
 
     corpus = [(-i, f"old {i}", "positive", 1.0, "movies") for i in range(1, 301)]
-    recent = [(i, f"new {i}", "negative", 1.0, "tweets") for i in range(1, 41)]
+    recent = [(i, f"new {i}", "negative", 1.0, "movies") for i in range(1, 41)]  # traffic the corpus covers
     frame = Frame().extend(corpus + recent)
     holdout = evaluation_set(frame, PolicyConfig(recent_share=0.5, recent_min=30))
     assert holdout.weights is not None and holdout.slices is not None
     assert sum(holdout.weights[300:]) == pytest.approx(sum(holdout.weights[:300]))  # half the weight each
-    assert set(holdout.weights[:300]) == {1.0} and holdout.slices[-1] == "tweets"
+    assert set(holdout.weights[:300]) == {1.0} and holdout.slices[-1] == "movies"
+    assert holdout.current == [False] * 300 + [True] * 40 and holdout.cross_fitted is None
     assert evaluation_set(frame, PolicyConfig(recent_share=0.5, recent_min=41)).weights is None  # too few
     assert evaluation_set(frame, PolicyConfig(recent_share=0.0)).weights is None
     only_recent = evaluation_set(Frame().extend(recent), PolicyConfig())
     assert only_recent.weights is None
+
+
+def test_traffic_outside_the_corpus_slices_carries_more_of_the_evaluation_weight() -> None:
+    from trainer.config import PolicyConfig
+    from trainer.data import Frame
+    from trainer.pipeline import evaluation_set, recent_share
+
+    corpus = [(-i, f"old {i}", "positive", 1.0, "movies") for i in range(1, 301)]
+    tweets = [(i, f"new {i}", "negative", 1.0, "tweets") for i in range(1, 41)]
+    policy = PolicyConfig(recent_share=0.5, uncovered_recent_share=0.9, recent_min=30)
+    drifted = evaluation_set(Frame().extend(corpus + tweets), policy)
+    assert drifted.weights is not None
+    assert sum(drifted.weights[300:]) / sum(drifted.weights) == pytest.approx(0.9)  # all of it drifted
+    half = Frame().extend(corpus + tweets[:20] + [(i, f"m {i}", "negative", 1.0, "movies") for i in range(41, 61)])
+    assert recent_share(half, policy) == pytest.approx(0.7)  # half of it outside the corpus's slices
+    unknown = Frame().extend(corpus + [(i, t, lbl, w, None) for i, t, lbl, w, _ in tweets])
+    assert recent_share(unknown, policy) == pytest.approx(0.5)  # no slice: no evidence of drift
+    assert recent_share(Frame().extend(corpus + tweets), policy.model_copy(update={"uncovered_recent_share": 0.2})) \
+        == pytest.approx(0.5)  # never below recent_share
+
+
+def test_cross_fitted_training_samples_join_the_evaluation_set_as_current_traffic() -> None:
+    from trainer.config import PolicyConfig
+    from trainer.data import Frame
+    from trainer.pipeline import CrossFit, evaluation_set
+
+    corpus = [(-i, f"old {i}", "positive", 1.0, "movies") for i in range(1, 301)]
+    reserved = [(i, f"new {i}", "negative", 1.0, "movies") for i in range(1, 11)]
+    trained = Frame().extend([(i, f"seen {i}", "neutral", 0.5, "movies") for i in range(100, 130)])
+    cross = CrossFit(trained, [("neutral", 0.7)] * 30, folds=5)
+    holdout = evaluation_set(Frame().extend(corpus + reserved), PolicyConfig(recent_share=0.5, recent_min=30), cross)
+    assert len(holdout) == 340 and list(holdout.texts[-30:]) == trained.texts
+    assert holdout.cross_fitted is not None and list(holdout.cross_fitted.rows) == list(range(310, 340))
+    assert holdout.cross_fitted.folds == 5 and holdout.current is not None and sum(holdout.current) == 40
+    assert holdout.weights is not None  # 10 reserved + 30 cross-fitted rows reach recent_min together
+    assert sum(holdout.weights[300:]) == pytest.approx(sum(holdout.weights[:300]))

@@ -2,7 +2,7 @@
 evaluation against the champion, and the behavioural suite. ``GATES`` lists every gate class; the
 conformance suite runs over it."""
 
-from trainer.gates.base import Clock, FakeClock, Gate, GateInput, Holdout, Verdict
+from trainer.gates.base import Clock, CrossFitted, FakeClock, Gate, GateInput, Holdout, Verdict
 from trainer.gates.behaviour import BehaviourConfig, BehaviourGate
 from trainer.gates.config import GATES, GatesConfig, build_gates
 from trainer.gates.evaluation import EvaluationConfig, EvaluationGate
@@ -18,6 +18,7 @@ __all__ = [
     "BehaviourSuite",
     "BehaviourSuiteError",
     "Clock",
+    "CrossFitted",
     "EvaluationConfig",
     "EvaluationGate",
     "FakeClock",

@@ -44,16 +44,36 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class CrossFitted:
+    """Out-of-fold predictions of the candidate's *recipe* for holdout rows the candidate itself trained on:
+    row ``rows[i]`` was predicted ``labels[i]`` with top-class probability ``confidence[i]`` by a model
+    trained the candidate's way on everything but that row's fold. The champion never trained on those
+    rows, so both sides of the comparison are out of sample (cross-validated model comparison)."""
+
+    rows: Sequence[int]
+    labels: Sequence[str]
+    confidence: Sequence[float]
+    folds: int
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
 class Holdout:
     """Labelled evaluation rows; ``slices`` (optional) gives each row's slice value, e.g. its domain;
     ``weights`` (optional, positive) each row's importance in the overall metrics and their significance
     test (e.g. recent traffic weighted up to its share of what the model will serve). Per-slice checks
-    count rows unweighted."""
+    count rows unweighted. ``current`` (optional) marks rows drawn from current traffic (recent feedback):
+    the verdict reports both models' accuracy on them apart. ``cross_fitted`` (optional) replaces the
+    candidate's own predictions on the rows it trained on by its recipe's out-of-fold ones."""
 
     texts: Sequence[str]
     labels: Sequence[str]
     slices: Sequence[str] | None = None
     weights: Sequence[float] | None = None
+    current: Sequence[bool] | None = None
+    cross_fitted: CrossFitted | None = None
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -6,6 +6,11 @@ improvement is significant (one-sided "candidate better" at ``alpha``: paired bo
 on the weighted score, or McNemar on per-row correctness); no slice with ``min_slice_size`` rows or more
 loses more than ``slice_tolerance`` accuracy. Without a champion (the first model) the candidate passes
 when its weighted score reaches ``absolute_floor`` (off by default).
+
+Rows the candidate trained on may join the holdout with its recipe's out-of-fold predictions
+(:class:`~trainer.gates.base.CrossFitted`): the champion never saw them, so the paired comparison stays out
+of sample on both sides while every label the platform collected counts as evidence. The verdict says how
+many rows were cross-fitted; rows marked ``current`` (recent traffic) get their own accuracy figures.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from trainer.base import ModelKind
 from trainer.exceptions import TrainerError
 from trainer.gates._metrics import Metric, RowStats, evaluate, mcnemar, paired_bootstrap, row_stats
 from trainer.gates._private import jsonable
-from trainer.gates.base import Clock, Gate, GateInput, Holdout, Verdict, unusable_model
+from trainer.gates.base import Clock, CrossFitted, Gate, GateInput, Holdout, Verdict, unusable_model
 
 
 def _default_weights() -> dict[Metric, float]:
@@ -63,13 +68,15 @@ class EvaluationGate(Gate[EvaluationConfig]):
             return self.fail(problem)
         assert inputs.candidate is not None and holdout is not None
         classes = tuple(sorted(set(holdout.labels)))
-        cand = self._stats(inputs.candidate, holdout, classes)
+        cand = self._stats(inputs.candidate, holdout, classes, holdout.cross_fitted)
         if isinstance(cand, str):
             return self.fail(f"candidate: {cand}")
-        cand_eval = evaluate(cand, cfg.metric_weights)
+        cand_eval = _with_current(evaluate(cand, cfg.metric_weights), cand, holdout)
         cand_score: float = cand_eval["score"]
         details: dict[str, Any] = {
             "rows": len(holdout), "effective_rows": _effective_rows(holdout), "weights": dict(cfg.metric_weights),
+            "cross_fitted": {"rows": len(holdout.cross_fitted), "folds": holdout.cross_fitted.folds}
+            if holdout.cross_fitted else None,
             "candidate": cand_eval,
             "criteria": {"min_improvement": cfg.min_improvement, "alpha": cfg.alpha,
                          "min_slice_size": cfg.min_slice_size, "slice_tolerance": cfg.slice_tolerance}}
@@ -79,13 +86,14 @@ class EvaluationGate(Gate[EvaluationConfig]):
         champ = problem or self._stats(inputs.champion, holdout, classes)
         if isinstance(champ, str):
             return self.fail(f"champion: {champ}", **jsonable(details))
-        champ_eval = evaluate(champ, cfg.metric_weights)
+        champ_eval = _with_current(evaluate(champ, cfg.metric_weights), champ, holdout)
         champ_score: float = champ_eval["score"]
         delta = cand_score - champ_score
         p_value, test = self._significance(cand, champ)
         slices = _slice_table(holdout, cand.correct, champ.correct, cfg.min_slice_size, cfg.slice_tolerance)
         details.update(champion=champ_eval, delta=delta, p_value=p_value, test=test, slices=slices)
-        scores = f"weighted score {cand_score:.4f} vs champion {champ_score:.4f}"
+        crossed = f", {len(holdout.cross_fitted)} cross-fitted" if holdout.cross_fitted else ""
+        scores = f"weighted score {cand_score:.4f} vs champion {champ_score:.4f} on {len(holdout)} rows{crossed}"
         regressed = [s for s in slices if s["regressed"]]
         if delta < cfg.min_improvement:
             reason = f"{scores}: improvement {delta:+.4f} is below the required {cfg.min_improvement:+.4f}"
@@ -114,7 +122,8 @@ class EvaluationGate(Gate[EvaluationConfig]):
         return self.verdict(passed, f"first model (no champion): weighted score {score:.4f} "
                             f"{'>=' if passed else '<'} floor {floor:g}", jsonable(details))
 
-    def _stats(self, model: ModelKind, holdout: Holdout, classes: tuple[str, ...]) -> RowStats | str:
+    def _stats(self, model: ModelKind, holdout: Holdout, classes: tuple[str, ...],
+               cross_fitted: CrossFitted | None = None) -> RowStats | str:
         try:
             proba = np.asarray(model.predict_proba(list(holdout.texts)), dtype=np.float64)
         except TrainerError as exc:
@@ -122,7 +131,12 @@ class EvaluationGate(Gate[EvaluationConfig]):
         if proba.shape != (len(holdout), len(model.labels)) or not np.all(np.isfinite(proba)):
             return f"predict_proba returned shape {proba.shape} (or non-finite values) for {len(holdout)} texts"
         predicted = [model.labels[i] for i in proba.argmax(axis=1)]
-        stats = row_stats(predicted, proba.max(axis=1), holdout.labels, classes, self.config.calibration_bins)
+        confidence = proba.max(axis=1)
+        if cross_fitted is not None:
+            for row, label, conf in zip(cross_fitted.rows, cross_fitted.labels, cross_fitted.confidence,
+                                        strict=True):
+                predicted[row], confidence[row] = label, conf
+        stats = row_stats(predicted, confidence, holdout.labels, classes, self.config.calibration_bins)
         if holdout.weights is None:
             return stats
         # every metric is a ratio of per-row feature sums, so weighting a row is scaling its features
@@ -139,6 +153,15 @@ class EvaluationGate(Gate[EvaluationConfig]):
         low, high = np.percentile(deltas, [2.5, 97.5])
         return p, {"name": "bootstrap", "resamples": cfg.n_resamples, "seed": cfg.seed,
                    "delta_ci95": [float(low), float(high)]}
+
+
+def _with_current(evaluation: dict[str, Any], stats: RowStats, holdout: Holdout) -> dict[str, Any]:
+    """``evaluation`` plus ``current``: rows and unweighted accuracy on the rows from current traffic (what
+    the champion watchdog later compares online accuracy with), when the holdout marks any."""
+    if holdout.current is None or not any(holdout.current):
+        return evaluation
+    rows = np.asarray(holdout.current, dtype=bool)
+    return {**evaluation, "current": {"rows": int(rows.sum()), "accuracy": float(stats.correct[rows].mean())}}
 
 
 def _effective_rows(holdout: Holdout) -> float:
@@ -160,6 +183,16 @@ def _holdout_problem(holdout: Holdout | None) -> str | None:
         w = np.asarray(holdout.weights, dtype=np.float64)
         if w.shape != (len(holdout),) or not np.all(np.isfinite(w)) or np.any(w <= 0):
             return f"holdout weights must be {len(holdout)} positive finite numbers"
+    if holdout.current is not None and len(holdout.current) != len(holdout):
+        return f"holdout has {len(holdout)} texts but {len(holdout.current)} current-traffic marks"
+    cf = holdout.cross_fitted
+    if cf is not None:
+        if not len(cf.rows) == len(cf.labels) == len(cf.confidence):
+            return "cross-fitted predictions: rows, labels and confidences differ in length"
+        if len(set(cf.rows)) != len(cf.rows) or any(not 0 <= r < len(holdout) for r in cf.rows):
+            return f"cross-fitted predictions name rows outside the holdout's {len(holdout)} (or twice)"
+        if any(not 0.0 <= c <= 1.0 for c in cf.confidence):
+            return "cross-fitted confidences must lie within [0, 1]"
     return None
 
 

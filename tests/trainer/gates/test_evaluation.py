@@ -187,3 +187,41 @@ def test_row_weights_scale_the_metrics_and_the_bootstrap() -> None:
     for bad in ([0.0] * len(holdout), [1.0] * 3, [float("nan")] * len(holdout)):
         refused = _check(cand, champ, Holdout(holdout.texts, holdout.labels, None, bad), **config)
         assert not refused.passed and "positive finite" in refused.reason
+
+
+def test_cross_fitted_rows_are_judged_by_the_recipes_out_of_fold_predictions() -> None:
+    # 40 rows: the candidate itself is right on all of them (it trained on the last 30: in-sample, worthless
+    # as evidence); its recipe's out-of-fold predictions are right on only 10 of those 30
+    from trainer.gates import CrossFitted
+
+    texts = [f"row {i}" for i in range(40)]
+    right, wrong = confident("positive"), confident("negative")
+    cand = Scripted(script=dict.fromkeys(texts, right))
+    champ = Scripted(script={t: right if i % 2 else wrong for i, t in enumerate(texts)})  # right on 20
+    out_of_fold = ["positive" if i < 20 else "negative" for i in range(10, 40)]
+    cross = CrossFitted(rows=range(10, 40), labels=out_of_fold, confidence=[0.8] * 30, folds=5)
+    holdout = Holdout(texts, ["positive"] * 40, current=[i >= 5 for i in range(40)], cross_fitted=cross)
+    verdict = _check(cand, champ, holdout, test="mcnemar", metric_weights={"accuracy": 1.0})
+    d = verdict.details
+    assert d["candidate"]["metrics"]["accuracy"] == pytest.approx(20 / 40)  # 10 reserved + 10 of 30 out of fold
+    assert d["cross_fitted"] == {"rows": 30, "folds": 5} and "40 rows, 30 cross-fitted" in verdict.reason
+    assert d["candidate"]["current"] == {"rows": 35, "accuracy": pytest.approx(15 / 35)}
+    assert d["champion"]["current"]["rows"] == 35 and not verdict.passed
+    in_sample = _check(cand, champ, Holdout(texts, ["positive"] * 40), test="mcnemar",
+                       metric_weights={"accuracy": 1.0})
+    assert in_sample.passed  # what judging the candidate on its own training rows would have concluded
+
+
+@pytest.mark.parametrize("cross", [
+    {"rows": [0, 0], "labels": ["positive"] * 2, "confidence": [0.5] * 2},
+    {"rows": [0, 99], "labels": ["positive"] * 2, "confidence": [0.5] * 2},
+    {"rows": [0, 1], "labels": ["positive"], "confidence": [0.5] * 2},
+    {"rows": [0, 1], "labels": ["positive"] * 2, "confidence": [0.5, 1.5]},
+])
+def test_malformed_cross_fitted_predictions_fail_with_a_reason(cross: dict[str, Any]) -> None:
+    from trainer.gates import CrossFitted
+
+    model = Scripted()
+    holdout = Holdout(["a", "b", "c"], ["positive"] * 3, cross_fitted=CrossFitted(folds=2, **cross))
+    verdict = _check(model, model, holdout)
+    assert not verdict.passed and "cross-fitted" in verdict.reason
