@@ -108,6 +108,7 @@ def model_evidence(self_confidence: float, mean: float, sd: float, config: Annot
     return config.prior_mean + config.model_gain * min(_MAX_Z, max(-_MAX_Z, z))
 
 
+_TIE = 1e-9  # probabilities closer than this are equal
 _MIN_SD = 1e-3  # a label the model scores the same everywhere: any difference is a large z, clipped
 _MAX_Z = 3.0  # one outlying label moves a user's agreement by at most 3 x model_gain
 
@@ -129,10 +130,11 @@ def label_quality(probabilities: Probabilities | None, label: str | None,
     if probabilities is None or label is None or label not in probabilities:
         return LabelQuality()
     score = probabilities[label]
-    confident_set = [k for k, p in probabilities.items() if k in thresholds and p >= thresholds[k]]
+    # thresholds are means of floats: a score equal to the mean of equal scores must not fall "below" it
+    confident_set = [k for k, p in probabilities.items() if k in thresholds and p >= thresholds[k] - _TIE]
     confident = max(confident_set, key=lambda k: (probabilities[k], k)) if confident_set else None
     others = [k for k in confident_set if k != label]
-    if label in thresholds and score < thresholds[label] and others:
+    if label in thresholds and score < thresholds[label] - _TIE and others:
         suggested = max(others, key=lambda k: (probabilities[k], k))
         return LabelQuality(score, confident, True, suggested)
     return LabelQuality(score, confident, False, None)

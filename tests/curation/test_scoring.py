@@ -152,3 +152,11 @@ def test_an_average_user_keeps_the_prior_mean_and_a_flipper_falls() -> None:
     assert user_trust(honest) > 0.9
     assert user_trust(flipper) < ANN.floor
     assert trust(0.8 * len(labels), 0.2 * len(labels), ANN) == pytest.approx(0.8)  # the population's average
+
+
+def test_a_score_equal_to_its_class_mean_is_no_label_issue() -> None:
+    # the threshold is a mean of floats: 0.2 averaged over many rows is not exactly 0.2
+    scores = [("negative", 0.2)] * 3 + [("neutral", 0.6)] * 3  # mean of three 0.2s: 0.20000000000000004
+    thresholds = class_thresholds(scores, 1)
+    quality = label_quality({"negative": 0.2, "neutral": 0.6, "positive": 0.2}, "negative", thresholds)
+    assert not quality.issue and quality.confident == "neutral"
