@@ -57,7 +57,7 @@ class AnnotatorsConfig(_Frozen):
     min_evidence: int = Field(default=5, ge=1, description="Judged labels before floor and trusted apply.")
     model_vote_weight: float = Field(default=1.0, ge=0.0,
                                      description="Weight of the served model's evidence about a label.")
-    model_gain: float = Field(default=0.6, gt=0.0,
+    model_gain: float = Field(default=0.8, gt=0.0,
                               description="Agreement moved per population standard deviation of self-confidence.")
     consensus_min_share: float = Field(default=0.6, gt=0.5, le=1.0,
                                        description="Trust share the majority label needs to settle a conflict.")

@@ -130,10 +130,10 @@ def test_model_evidence_is_relative_to_the_population() -> None:
     # whatever the model's accuracy on the slice
     assert model_evidence(0.9, 0.9, 0.1, ANN) == pytest.approx(0.8)
     assert model_evidence(0.45, 0.45, 0.2, ANN) == pytest.approx(0.8)
-    # model_gain (0.6) per population standard deviation, the z-score clipped to +-3
-    assert model_evidence(0.25, 0.45, 0.2, ANN) == pytest.approx(0.8 - 0.6)
-    assert model_evidence(0.65, 0.45, 0.2, ANN) == pytest.approx(0.8 + 0.6)
-    assert model_evidence(0.0, 0.9, 0.1, ANN) == pytest.approx(0.8 - 3 * 0.6)
+    # model_gain (0.8) per population standard deviation, the z-score clipped to +-3
+    assert model_evidence(0.25, 0.45, 0.2, ANN) == pytest.approx(0.8 - 0.8)
+    assert model_evidence(0.65, 0.45, 0.2, ANN) == pytest.approx(0.8 + 0.8)
+    assert model_evidence(0.0, 0.9, 0.1, ANN) == pytest.approx(0.8 - 3 * 0.8)
     assert model_evidence(0.5, 0.5, 0.0, ANN) == pytest.approx(0.8)  # no spread: no division by zero
 
 
