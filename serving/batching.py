@@ -31,7 +31,7 @@ from serving.exceptions import ServingError
 from serving.metrics import ServingMetrics
 from trainer.base import Probabilities
 from trainer.embeddings import Embedder, EmbeddingCache, MemoryEmbeddingCache, Vector
-from trainer.encoder import shared_encoder
+from trainer.encoder import Encoder
 
 
 class BatcherClosed(ServingError):
@@ -221,6 +221,7 @@ class MeteredEmbeddingCache(EmbeddingCache):
 
 
 def pod_embedder(settings: FlywheelSettings, metrics: ServingMetrics) -> Embedder:
-    """The embedder of every head a pod loads: the shared MiniLM encoder (weights load on first use)
-    behind a :class:`MeteredEmbeddingCache` of ``settings.embedding_cache_entries``."""
-    return Embedder(shared_encoder(), MeteredEmbeddingCache(settings.embedding_cache_entries, metrics))
+    """The embedder of every head a pod loads: the MiniLM encoder (weights load on first use, built in a
+    child process so that the pod never imports transformers' model code) behind a
+    :class:`MeteredEmbeddingCache` of ``settings.embedding_cache_entries``."""
+    return Embedder(Encoder(isolated=True), MeteredEmbeddingCache(settings.embedding_cache_entries, metrics))
