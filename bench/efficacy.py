@@ -121,8 +121,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="movies->tweets only, no poisoned run")
     parser.add_argument("--data-dir", type=Path, default=Path(".flywheel/bench-efficacy"))
     parser.add_argument("--threshold", type=int, default=50,
-                        help="training samples between retrains (each a full refit); 20%% of labels are reserved "
-                             "for evaluation, so 50 means a retrain about every 63 labels")
+                        help="training samples between retrains (each a full refit); 10%% of labels are reserved "
+                             "for evaluation, so 50 means a retrain about every 56 labels")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "pgserver", "httpx", "uvicorn.access", "mlflow", "streams", "serving", "trainer",
