@@ -3,6 +3,7 @@ app: concurrent /predict on a minilm-head champion answers what unbatched predic
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ from fastapi.testclient import TestClient
 from flywheel.lifecycle import lifecycle
 from flywheel.settings import FlywheelSettings
 from serving import LoadedModel, ServingMetrics, create_app
-from serving._predict import score
+from serving._predict import score, score_async
 from serving.batching import Batched, BatcherClosed, MeteredEmbeddingCache, MicroBatcher
 from tests.trainer.lifecycle_helpers import rows
 from trainer.announce import ServedVersion
@@ -260,3 +261,42 @@ def test_concurrent_predict_on_a_minilm_champion_matches_unbatched_predict_proba
         assert body["version"] == info.version
         want = dict(zip(alone.labels, alone.predict_proba([text])[0], strict=True))
         assert body["probabilities"] == pytest.approx(want, abs=1e-5)
+
+
+def test_two_workers_run_two_batches_at_once_and_close_fails_nothing_they_finished(metrics: ServingMetrics) -> None:
+    batcher = MicroBatcher(metrics, max_texts=4, wait_ms=1.0, workers=2)
+    batcher.start()
+    gate = threading.Event()
+    first, second = Fake(gate=gate), Fake(gate=gate)
+    a = batcher.submit(first, ["a-1"])
+    assert first.entered.wait(5)  # one worker is held in this call: the other takes the next job
+    b = batcher.submit(second, ["b-2"])
+    assert second.entered.wait(5)  # both calls are running at once
+    gate.set()
+    assert np.array_equal(a.result(5).proba, expected(["a-1"])) and np.array_equal(b.result(5).proba, expected(["b-2"]))
+    model = Fake(delay=0.002)
+    texts = [f"t-{i}" for i in range(200)]
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda t: batcher.predict(model, [t]), texts))
+    assert all(np.array_equal(r.proba, expected([t])) for t, r in zip(texts, results, strict=True))
+    batcher.close(1.0)
+    with pytest.raises(BatcherClosed):
+        batcher.submit(model, ["late-3"])
+
+
+def test_the_async_path_awaits_the_batcher_and_scores_inline_kinds_on_the_loop(metrics: ServingMetrics) -> None:
+    corpus = rows("vader_movies")[:200]
+    texts, labels = [r.text for r in corpus], [r.label for r in corpus]
+    tfidf = loaded(TfidfLogReg().fit(texts, labels), "1")
+    head = loaded(MiniLMHead(epochs=2).use(Embedder(HashingEncoder())).fit(texts, labels), "2")
+    batcher = MicroBatcher(metrics, workers=2)
+    batcher.start()
+    try:
+        [inline] = asyncio.run(score_async(tfidf, ["fine"], batcher))
+        [batched] = asyncio.run(score_async(head, ["fine"], batcher))
+    finally:
+        batcher.close(1.0)
+    assert inline.probabilities == pytest.approx(dict(zip(tfidf.model.labels, tfidf.predict_proba(["fine"])[0],
+                                                          strict=True)))
+    assert batched.probabilities == pytest.approx(dict(zip(head.model.labels, head.predict_proba(["fine"])[0],
+                                                           strict=True)))
