@@ -299,7 +299,10 @@ def test_a_full_run_trains_every_configured_kind_and_the_gates_choose(
 
 DRIFT_CONFIG = TrainerConfig(
     policy=PolicyConfig(incremental_threshold=200, full_threshold=200, holdout_percent=20, recent_min=20),
-    gates=GatesConfig(behaviour={"min_pass_rate": {"invariance": 0.0, "directional": 0.0, "mft": 0.0}}),
+    # what is under test is the evidence, not the other checks: the reserved split is random (uuid feedback ids),
+    # and a candidate that learnt tweets loses 0-3 points on the movie slice by chance of that split
+    gates=GatesConfig(evaluation={"slice_tolerance": 0.05},
+                      behaviour={"min_pass_rate": {"invariance": 0.0, "directional": 0.0, "mft": 0.0}}),
     promotion=PromotionConfig(mode="direct"))
 
 
