@@ -35,67 +35,52 @@ _TS = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d
 _MAX_BRACKETS = 150  # pydantic's JSON parser refuses nesting deeper than 200; msgspec accepts more
 
 
-class FeedbackRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class _FeedbackFields(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    type: Literal["feedback"] = "feedback"
+    schema_version: Literal[1] = 1
+    feedback_id: _Id
+    prediction_id: _Id
+    label: str | None = None
+    thumbs: Literal["up", "down"] | None = None
+    user_id: _User | None = None
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "api"
+
+
+class _PredictionFields(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    type: Literal["prediction"] = "prediction"
+    schema_version: Literal[1] = 1
+    prediction_id: _Id
+    model: _Name
+    model_version: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    variant: Literal["champion", "canary", "shadow", "challenger"] = "champion"
+    text: str
+    label: str
+    probabilities: dict[str, _Probability]
+    latency_ms: Annotated[float, msgspec.Meta(ge=0.0)]
+    user_id: _User | None = None
+    domain: _Short | None = None
+    segment: _Short | None = None
+
+
+class FeedbackRecord(_FeedbackFields, frozen=True, kw_only=True, gc=False):
     """A validated :class:`schemas.events.FeedbackEvent`, as the ingest processor lands it."""
 
-    type: Literal["feedback"] = "feedback"
-    schema_version: Literal[1] = 1
     ts: datetime
-    feedback_id: _Id
-    prediction_id: _Id
-    label: str | None = None
-    thumbs: Literal["up", "down"] | None = None
-    user_id: _User | None = None
-    source: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "api"
 
 
-class PredictionRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class PredictionRecord(_PredictionFields, frozen=True, kw_only=True, gc=False):
     """A validated :class:`schemas.events.PredictionEvent`, as the ingest processor lands it."""
 
-    type: Literal["prediction"] = "prediction"
-    schema_version: Literal[1] = 1
     ts: datetime
-    prediction_id: _Id
-    model: _Name
-    model_version: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    variant: Literal["champion", "canary", "shadow", "challenger"] = "champion"
-    text: str
-    label: str
-    probabilities: dict[str, _Probability]
-    latency_ms: Annotated[float, msgspec.Meta(ge=0.0)]
-    user_id: _User | None = None
-    domain: _Short | None = None
-    segment: _Short | None = None
 
 
-# What msgspec reads before the checks: ``ts`` as text, so that its form can be checked first.
-class _FeedbackWire(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    type: Literal["feedback"] = "feedback"
-    schema_version: Literal[1] = 1
+# What msgspec reads before the checks: the same fields with ``ts`` as text, so that its form can be checked first.
+class _FeedbackWire(_FeedbackFields, frozen=True, kw_only=True, gc=False):
     ts: str
-    feedback_id: _Id
-    prediction_id: _Id
-    label: str | None = None
-    thumbs: Literal["up", "down"] | None = None
-    user_id: _User | None = None
-    source: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "api"
 
 
-class _PredictionWire(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    type: Literal["prediction"] = "prediction"
-    schema_version: Literal[1] = 1
+class _PredictionWire(_PredictionFields, frozen=True, kw_only=True, gc=False):
     ts: str
-    prediction_id: _Id
-    model: _Name
-    model_version: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    variant: Literal["champion", "canary", "shadow", "challenger"] = "champion"
-    text: str
-    label: str
-    probabilities: dict[str, _Probability]
-    latency_ms: Annotated[float, msgspec.Meta(ge=0.0)]
-    user_id: _User | None = None
-    domain: _Short | None = None
-    segment: _Short | None = None
 
 
 Record = FeedbackRecord | PredictionRecord
