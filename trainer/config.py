@@ -55,6 +55,12 @@ class PolicyConfig(_Frozen):
                     "saw also join the holdout, predicted by the candidate's recipe trained without their fold. "
                     "0 or 1 = off (only reserved feedback and the corpus holdout).")
     cross_fit_min_rows: int = Field(default=20, ge=2, description="Fewer such samples: no cross-fitting.")
+    cross_fit_champion: bool = Field(
+        default=True,
+        description="In a full run against a champion trained from scratch (full mode), the samples the champion "
+                    "trained on join the evaluation too: the candidate's recipe and the champion's (its kind and "
+                    "params on the corpus and the samples up to its watermark) each predict every fold trained "
+                    "without it. Every collected label is evidence, not only those newer than the champion.")
     seed: int = 0
 
     @field_validator("full_cron")

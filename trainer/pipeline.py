@@ -334,7 +334,9 @@ class Trainer:
                     runs.finish(run_id, status="refused", reason=f"data quality: {quality.reason}",
                                 data_hash=data_hash, trained_count=len(frame), mlflow_run_id=ml.run_id)
                     return RunResult("refused", f"data quality: {quality.reason}", run_id, mode)
-                candidates = [self._candidate(kind, mode, frame, champion, champion_model, holdout, workdir / kind)
+                folds = self._cross_fit_plan(store, mode, frame, champion, champion_model)
+                candidates = [self._candidate(kind, mode, frame, champion, champion_model, holdout, workdir / kind,
+                                              folds)
                               for kind in self._kinds(mode, champion, kinds)]
                 for c in candidates:
                     for v in c.verdicts:
@@ -411,7 +413,7 @@ class Trainer:
         if mode == "full":
             frame = self._corpus(store)
             new = store.samples(after=0, upto=snapshot.watermark)
-            return frame.extend(zip(new.ids, new.texts, new.labels, new.weights, new.slices, strict=True))
+            return frame.extend(_rows(new))
         since = champion.watermark or 0
         # samples whose id is at or below the champion's watermark but that became samples after its run
         # began (late joins) are new too; the margin covers transactions in flight at that moment
@@ -425,7 +427,7 @@ class Trainer:
                      zip(past.ids, past.texts, past.labels, past.weights, past.slices, strict=True) if i not in fresh)
         rng = random.Random(f"{self.config.policy.seed}:{snapshot.watermark}")
         replay = older.take(sorted(rng.sample(range(len(older)), min(len(older), self.config.policy.replay_size))))
-        return new.extend(zip(replay.ids, replay.texts, replay.labels, replay.weights, replay.slices, strict=True))
+        return new.extend(_rows(replay))
 
     def _corpus(self, store: SampleStore) -> Frame:
         """The corpus's train split at ``policy.corpus_weight``."""
@@ -434,13 +436,14 @@ class Trainer:
         return frame
 
     def _candidate(self, kind: str, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
-                   champion_model: ModelKind | None, holdout: Frame, workdir: Path) -> Candidate:
+                   champion_model: ModelKind | None, holdout: Frame, workdir: Path,
+                   folds: CrossFitPlan | None = None) -> Candidate:
         started = time.perf_counter()
         model = self._fit(kind, mode, champion, frame)
         candidate = Candidate(kind, model, time.perf_counter() - started)
         started = time.perf_counter()
-        cross = self._cross_fit(kind, mode, champion, frame) if champion_model is not None else None
-        candidate.cross_fit_seconds = time.perf_counter() - started
+        cross = self._cross_fit(kind, mode, champion, frame, folds) if folds is not None else None
+        candidate.cross_fit_seconds = time.perf_counter() - started + (folds.champion_seconds if folds else 0.0)
         verdict = self.evaluation.check(GateInput(candidate=model, champion=champion_model,
                                                   holdout=evaluation_set(holdout, self.config.policy, cross),
                                                   out_dir=workdir))
@@ -458,27 +461,57 @@ class Trainer:
         return create(kind, **{"seed": self.config.policy.seed, **params}).fit(frame.texts, frame.labels,
                                                                                 frame.weights)
 
-    def _cross_fit(self, kind: str, mode: Mode, champion: ModelVersionInfo | None,
-                   frame: Frame) -> CrossFit | None:
-        """Out-of-fold predictions of the recipe for the frame's feedback samples the champion never trained
-        on (ids above its watermark): each fold is predicted by the recipe trained on the rest of the frame."""
+    def _cross_fit_plan(self, store: SampleStore, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
+                        champion_model: ModelKind | None) -> CrossFitPlan | None:
+        """Which of the frame's feedback samples are cross-fitted, in which folds, and the champion recipe's
+        out-of-fold predictions for those the champion trained on (None: no cross-fitting).
+
+        Always the samples the champion never trained on (ids above its watermark). In a full run against
+        a champion trained from scratch (``cross_fit_champion``), also the samples it did train on: its
+        recipe (kind and params) is refit on the corpus and the samples up to its watermark, without each
+        fold. An incremental candidate continues the champion, which saw those samples: never for it."""
         policy = self.config.policy
-        if champion is None or policy.cross_fit_folds < 2:
+        if champion is None or champion_model is None or policy.cross_fit_folds < 2:
             return None
-        unseen = [i for i, sample_id in enumerate(frame.ids) if sample_id > (champion.watermark or 0)]
-        if len(unseen) < max(policy.cross_fit_min_rows, policy.cross_fit_folds):
+        watermark = champion.watermark or 0
+        refit = (policy.cross_fit_champion and mode == "full" and champion.mode == "full" and watermark > 0)
+        champion_frame = self._corpus(store).extend(_rows(store.samples(after=0, upto=watermark))) if refit else None
+        trained = {sample_id for sample_id in champion_frame.ids if sample_id > 0} if champion_frame else set()
+        rows = [i for i, sample_id in enumerate(frame.ids) if sample_id > watermark or sample_id in trained]
+        if len(rows) < max(policy.cross_fit_min_rows, policy.cross_fit_folds):
             return None
-        order = unseen[:]
-        random.Random(f"{policy.seed}:cross-fit:{len(frame)}").shuffle(order)
+        random.Random(f"{policy.seed}:cross-fit:{len(frame)}").shuffle(rows)
+        plan = CrossFitPlan([rows[k::policy.cross_fit_folds] for k in range(policy.cross_fit_folds)])
+        if champion_frame is None or not trained:
+            return plan
+        started = time.perf_counter()
+        at = {sample_id: j for j, sample_id in enumerate(champion_frame.ids) if sample_id > 0}
+        params = {"seed": policy.seed, **champion_model.params}
+        for fold in plan.folds:
+            seen = [i for i in fold if frame.ids[i] in trained]
+            if not seen:
+                continue
+            held = {at[frame.ids[i]] for i in seen}
+            model = create(champion.kind, **params).fit(*_columns(champion_frame.take(
+                [j for j in range(len(champion_frame)) if j not in held])))
+            for i, p in zip(seen, model.predict_proba([frame.texts[i] for i in seen]), strict=True):
+                plan.champion[i] = (model.labels[int(p.argmax())], float(p.max()))
+        plan.champion_seconds = time.perf_counter() - started
+        return plan
+
+    def _cross_fit(self, kind: str, mode: Mode, champion: ModelVersionInfo | None, frame: Frame,
+                   plan: CrossFitPlan) -> CrossFit:
+        """Out-of-fold predictions of the candidate's recipe for the plan's rows: each fold is predicted by
+        the recipe trained on the rest of the frame."""
         predicted: dict[int, tuple[str, float]] = {}
-        for k in range(policy.cross_fit_folds):
-            fold = order[k::policy.cross_fit_folds]
+        for fold in plan.folds:
             held = set(fold)
             model = self._fit(kind, mode, champion, frame.take([i for i in range(len(frame)) if i not in held]))
-            proba = model.predict_proba([frame.texts[i] for i in fold])
-            for i, p in zip(fold, proba, strict=True):
+            for i, p in zip(fold, model.predict_proba([frame.texts[i] for i in fold]), strict=True):
                 predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
-        return CrossFit(frame.take(unseen), [predicted[i] for i in unseen], policy.cross_fit_folds)
+        rows = sorted(predicted)
+        return CrossFit(frame.take(rows), [predicted[i] for i in rows], len(plan.folds),
+                        {n: plan.champion[i] for n, i in enumerate(rows) if i in plan.champion})
 
     def _scratch(self) -> Path:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -524,13 +557,25 @@ def _log_verdict(ml: RunHandle, verdict: Verdict, prefix: str = "") -> None:
             ml.log_artifact(path, f"gates/{name}")
 
 
+@dataclass
+class CrossFitPlan:
+    """The frame rows cross-fitted, fold by fold, and the champion recipe's out-of-fold (label, confidence)
+    for the rows the champion trained on (by frame row)."""
+
+    folds: list[list[int]]
+    champion: dict[int, tuple[str, float]] = field(default_factory=dict)
+    champion_seconds: float = 0.0
+
+
 @dataclass(frozen=True)
 class CrossFit:
-    """Training samples the champion never saw, with the candidate recipe's out-of-fold (label, confidence)."""
+    """Cross-fitted training samples with the candidate recipe's out-of-fold (label, confidence), and the
+    champion recipe's for those the champion trained on (by position in ``rows``)."""
 
     rows: Frame
     predicted: list[tuple[str, float]]
     folds: int
+    champion: dict[int, tuple[str, float]] = field(default_factory=dict)
 
 
 def evaluation_set(frame: Frame, policy: PolicyConfig, cross: CrossFit | None = None) -> Holdout:
@@ -539,14 +584,17 @@ def evaluation_set(frame: Frame, policy: PolicyConfig, cross: CrossFit | None = 
     With at least ``recent_min`` current rows, they carry :func:`recent_share` of the total weight: the
     evaluation judges a candidate on what it will serve, while the corpus holdout keeps its own per-slice
     no-regression check. Otherwise every row weighs the same."""
-    cross_fitted = None
+    cross_fitted = champion_cross_fitted = None
     if cross is not None:
         offset = len(frame)
-        frame = Frame().extend(zip(frame.ids, frame.texts, frame.labels, frame.weights, frame.slices, strict=True))
-        frame.extend(zip(cross.rows.ids, cross.rows.texts, cross.rows.labels, cross.rows.weights, cross.rows.slices,
-                         strict=True))
+        frame = Frame().extend(_rows(frame)).extend(_rows(cross.rows))
         cross_fitted = CrossFitted(rows=range(offset, len(frame)), labels=[label for label, _ in cross.predicted],
                                    confidence=[conf for _, conf in cross.predicted], folds=cross.folds)
+        if cross.champion:
+            positions = sorted(cross.champion)
+            champion_cross_fitted = CrossFitted(
+                rows=[offset + n for n in positions], labels=[cross.champion[n][0] for n in positions],
+                confidence=[cross.champion[n][1] for n in positions], folds=cross.folds)
     current = [i > 0 for i in frame.ids]
     recent = sum(current)
     base = len(frame) - recent
@@ -555,7 +603,16 @@ def evaluation_set(frame: Frame, policy: PolicyConfig, cross: CrossFit | None = 
         share = recent_share(frame, policy)
         per_recent = share * base / ((1 - share) * recent)
         weights = [per_recent if i > 0 else 1.0 for i in frame.ids]
-    return Holdout(frame.texts, frame.labels, [s or "" for s in frame.slices], weights, current, cross_fitted)
+    return Holdout(frame.texts, frame.labels, [s or "" for s in frame.slices], weights, current, cross_fitted,
+                   champion_cross_fitted)
+
+
+def _rows(frame: Frame) -> Iterator[tuple[int, str, str, float, str | None]]:
+    return zip(frame.ids, frame.texts, frame.labels, frame.weights, frame.slices, strict=True)
+
+
+def _columns(frame: Frame) -> tuple[list[str], list[str], list[float]]:
+    return frame.texts, frame.labels, frame.weights
 
 
 def recent_share(frame: Frame, policy: PolicyConfig) -> float:

@@ -332,3 +332,37 @@ def test_under_drift_every_label_is_evidence_cross_fitted_and_the_watchdog_reads
     assert result.version is not None
     offline = mlflow_run_metric(registry_backend(lc.settings, db_url))(result.version)
     assert offline == pytest.approx(d["candidate"]["current"]["accuracy"])  # the watchdog's reference
+
+
+@pytest.mark.parametrize("config", [DRIFT_CONFIG])
+def test_a_full_run_against_a_full_champion_cross_fits_the_champions_recipe_on_the_samples_it_trained_on(
+        lc: Lifecycle, db_url: str, config: TrainerConfig) -> None:
+    # after a first promotion on 400 tweets, the next full run's evidence is not only the tweets that came
+    # since: the champion's recipe, refit without each fold, predicts the samples the champion trained on
+    boot = lc.trainer.bootstrap(rows("vader_movies")[:2500], source="vader_movies.csv", kind="tfidf-logreg")
+    assert boot.status == "promoted", boot.reason
+    trained_count = f"SELECT count(*) FROM samples WHERE status = 'accepted' AND NOT {holdout_predicate(20)}"
+    land_feedback(db_url, rows("vader_tweets")[:400])
+    first = lc.trainer.maybe_train("signal")
+    assert first.status == "promoted" and first.version is not None and first.version.mode == "full", first.reason
+    with db.connect(db_url) as conn:
+        seen = conn.execute(trained_count).fetchone()
+    land_feedback(db_url, rows("vader_tweets")[400:650])
+    with db.connect(db_url) as conn:
+        now = conn.execute(trained_count).fetchone()
+    assert seen is not None and now is not None and now[0] - seen[0] >= config.policy.full_threshold * 0.5
+    second = lc.trainer.maybe_train("signal")
+    assert second.mode == "full", second.reason
+    [evaluation] = [v for v in second.candidates[0]["verdicts"] if v["gate"] == "evaluation"]
+    assert f"{now[0]} cross-fitted ({seen[0]} for the champion too)" in evaluation["reason"]
+    root = lc.settings.data_dir / "mlartifacts"
+    details = [json.loads(p.read_text())["details"] for p in root.rglob("gates/tfidf-logreg.evaluation.json")]
+    d = next(x for x in details if (x.get("cross_fitted") or {}).get("champion_rows"))
+    assert d["cross_fitted"] == {"rows": now[0], "folds": 5, "champion_rows": seen[0]}
+    # judged in sample, the champion's own training rows would have flattered it
+    champion = lc.trainer.registry.load(first.version.version)
+    with db.connect(db_url) as conn:
+        own = conn.execute(f"SELECT text, label FROM samples WHERE status = 'accepted' AND NOT "
+                           f"{holdout_predicate(20)} AND id <= %s", (first.version.watermark,)).fetchall()
+    in_sample = sum(p == label for p, (_, label) in zip(champion.predict([t for t, _ in own]), own, strict=True))
+    assert d["champion"]["current"]["accuracy"] < in_sample / len(own) - 0.05

@@ -45,10 +45,11 @@ class Verdict:
 
 @dataclass(frozen=True)
 class CrossFitted:
-    """Out-of-fold predictions of the candidate's *recipe* for holdout rows the candidate itself trained on:
-    row ``rows[i]`` was predicted ``labels[i]`` with top-class probability ``confidence[i]`` by a model
-    trained the candidate's way on everything but that row's fold. The champion never trained on those
-    rows, so both sides of the comparison are out of sample (cross-validated model comparison)."""
+    """Out-of-fold predictions of a model's *recipe* for holdout rows the model itself trained on: row
+    ``rows[i]`` was predicted ``labels[i]`` with top-class probability ``confidence[i]`` by a model trained
+    that model's way on everything but that row's fold. With the candidate's recipe on the rows it trained
+    on (and the champion's recipe on the rows the champion trained on, the same folds), both sides of the
+    comparison stay out of sample: a cross-validated comparison of the two ways of training."""
 
     rows: Sequence[int]
     labels: Sequence[str]
@@ -66,7 +67,8 @@ class Holdout:
     test (e.g. recent traffic weighted up to its share of what the model will serve). Per-slice checks
     count rows unweighted. ``current`` (optional) marks rows drawn from current traffic (recent feedback):
     the verdict reports both models' accuracy on them apart. ``cross_fitted`` (optional) replaces the
-    candidate's own predictions on the rows it trained on by its recipe's out-of-fold ones."""
+    candidate's own predictions on the rows it trained on by its recipe's out-of-fold ones;
+    ``champion_cross_fitted`` (optional) does the same for the champion on the rows *it* trained on."""
 
     texts: Sequence[str]
     labels: Sequence[str]
@@ -74,6 +76,7 @@ class Holdout:
     weights: Sequence[float] | None = None
     current: Sequence[bool] | None = None
     cross_fitted: CrossFitted | None = None
+    champion_cross_fitted: CrossFitted | None = None
 
     def __len__(self) -> int:
         return len(self.texts)

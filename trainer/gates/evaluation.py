@@ -8,9 +8,11 @@ loses more than ``slice_tolerance`` accuracy. Without a champion (the first mode
 when its weighted score reaches ``absolute_floor`` (off by default).
 
 Rows the candidate trained on may join the holdout with its recipe's out-of-fold predictions
-(:class:`~trainer.gates.base.CrossFitted`): the champion never saw them, so the paired comparison stays out
-of sample on both sides while every label the platform collected counts as evidence. The verdict says how
-many rows were cross-fitted; rows marked ``current`` (recent traffic) get their own accuracy figures.
+(:class:`~trainer.gates.base.CrossFitted`); rows the champion trained on too get the champion recipe's
+out-of-fold predictions on the same folds. Both sides stay out of sample while every label the platform
+collected counts as evidence, not only those that arrived after the champion was trained. The verdict
+says how many rows were cross-fitted (and for the champion); rows marked ``current`` (recent traffic) get
+their own accuracy figures.
 """
 
 from __future__ import annotations
@@ -75,15 +77,14 @@ class EvaluationGate(Gate[EvaluationConfig]):
         cand_score: float = cand_eval["score"]
         details: dict[str, Any] = {
             "rows": len(holdout), "effective_rows": _effective_rows(holdout), "weights": dict(cfg.metric_weights),
-            "cross_fitted": {"rows": len(holdout.cross_fitted), "folds": holdout.cross_fitted.folds}
-            if holdout.cross_fitted else None,
+            "cross_fitted": _cross_fitted_details(holdout),
             "candidate": cand_eval,
             "criteria": {"min_improvement": cfg.min_improvement, "alpha": cfg.alpha,
                          "min_slice_size": cfg.min_slice_size, "slice_tolerance": cfg.slice_tolerance}}
         if inputs.champion is None:
             return self._first_model(cand_score, details)
         problem = unusable_model(inputs.champion, "champion")
-        champ = problem or self._stats(inputs.champion, holdout, classes)
+        champ = problem or self._stats(inputs.champion, holdout, classes, holdout.champion_cross_fitted)
         if isinstance(champ, str):
             return self.fail(f"champion: {champ}", **jsonable(details))
         champ_eval = _with_current(evaluate(champ, cfg.metric_weights), champ, holdout)
@@ -93,6 +94,8 @@ class EvaluationGate(Gate[EvaluationConfig]):
         slices = _slice_table(holdout, cand.correct, champ.correct, cfg.min_slice_size, cfg.slice_tolerance)
         details.update(champion=champ_eval, delta=delta, p_value=p_value, test=test, slices=slices)
         crossed = f", {len(holdout.cross_fitted)} cross-fitted" if holdout.cross_fitted else ""
+        if holdout.champion_cross_fitted:
+            crossed += f" ({len(holdout.champion_cross_fitted)} for the champion too)"
         scores = f"weighted score {cand_score:.4f} vs champion {champ_score:.4f} on {len(holdout)} rows{crossed}"
         regressed = [s for s in slices if s["regressed"]]
         if delta < cfg.min_improvement:
@@ -185,15 +188,27 @@ def _holdout_problem(holdout: Holdout | None) -> str | None:
             return f"holdout weights must be {len(holdout)} positive finite numbers"
     if holdout.current is not None and len(holdout.current) != len(holdout):
         return f"holdout has {len(holdout)} texts but {len(holdout.current)} current-traffic marks"
-    cf = holdout.cross_fitted
-    if cf is not None:
+    for side, cf in (("", holdout.cross_fitted), ("champion's ", holdout.champion_cross_fitted)):
+        if cf is None:
+            continue
         if not len(cf.rows) == len(cf.labels) == len(cf.confidence):
-            return "cross-fitted predictions: rows, labels and confidences differ in length"
+            return f"{side}cross-fitted predictions: rows, labels and confidences differ in length"
         if len(set(cf.rows)) != len(cf.rows) or any(not 0 <= r < len(holdout) for r in cf.rows):
-            return f"cross-fitted predictions name rows outside the holdout's {len(holdout)} (or twice)"
+            return f"{side}cross-fitted predictions name rows outside the holdout's {len(holdout)} (or twice)"
         if any(not 0.0 <= c <= 1.0 for c in cf.confidence):
-            return "cross-fitted confidences must lie within [0, 1]"
+            return f"{side}cross-fitted confidences must lie within [0, 1]"
     return None
+
+
+def _cross_fitted_details(holdout: Holdout) -> dict[str, Any] | None:
+    cf, champion = holdout.cross_fitted, holdout.champion_cross_fitted
+    either = cf or champion
+    if either is None:
+        return None
+    details: dict[str, Any] = {"rows": len(cf) if cf else 0, "folds": either.folds}
+    if champion is not None:
+        details["champion_rows"] = len(champion)
+    return details
 
 
 def _slice_table(holdout: Holdout, cand: np.ndarray, champ: np.ndarray, min_size: int,

@@ -225,3 +225,29 @@ def test_malformed_cross_fitted_predictions_fail_with_a_reason(cross: dict[str, 
     holdout = Holdout(["a", "b", "c"], ["positive"] * 3, cross_fitted=CrossFitted(folds=2, **cross))
     verdict = _check(model, model, holdout)
     assert not verdict.passed and "cross-fitted" in verdict.reason
+
+
+def test_the_champions_training_rows_are_judged_by_its_recipes_out_of_fold_predictions() -> None:
+    # 40 current rows, every one trained on by both sides; each model is right on all of them in sample.
+    # Out of fold the candidate's recipe is right on 36, the champion's on 20: only the out-of-fold
+    # predictions tell the two ways of training apart
+    from trainer.gates import CrossFitted
+
+    texts = [f"row {i}" for i in range(40)]
+    perfect = Scripted(script=dict.fromkeys(texts, confident("positive")))
+    cand = CrossFitted(rows=range(40), labels=["positive"] * 36 + ["negative"] * 4, confidence=[0.8] * 40,
+                       folds=5)
+    champ = CrossFitted(rows=range(40), labels=["positive", "negative"] * 20, confidence=[0.7] * 40, folds=5)
+    holdout = Holdout(texts, ["positive"] * 40, current=[True] * 40, cross_fitted=cand, champion_cross_fitted=champ)
+    verdict = _check(perfect, perfect, holdout, test="mcnemar", metric_weights={"accuracy": 1.0})
+    d = verdict.details
+    assert d["candidate"]["metrics"]["accuracy"] == pytest.approx(36 / 40)
+    assert d["champion"]["metrics"]["accuracy"] == pytest.approx(20 / 40)
+    assert d["cross_fitted"] == {"rows": 40, "folds": 5, "champion_rows": 40}
+    assert "40 cross-fitted (40 for the champion too)" in verdict.reason and verdict.passed, verdict.reason
+    in_sample = _check(perfect, perfect, Holdout(texts, ["positive"] * 40, cross_fitted=cand), test="mcnemar",
+                       metric_weights={"accuracy": 1.0})
+    assert not in_sample.passed  # the champion judged on its own training rows looks perfect
+    bad = CrossFitted(rows=[0, 99], labels=["positive"] * 2, confidence=[0.5] * 2, folds=5)
+    refused = _check(perfect, perfect, Holdout(texts, ["positive"] * 40, champion_cross_fitted=bad))
+    assert not refused.passed and "champion's cross-fitted predictions name rows outside" in refused.reason
