@@ -6,7 +6,8 @@ replayed through ``POST /predict`` and judged through ``POST /feedback`` (every 
 label noise). After k = 100, 200, 400 labels the platform is let settle (every label landed, no run under
 way) and the model it deploys is scored on held-out target rows it never saw. Baselines in the same run:
 the static champion (never retrained) and an oracle, the same kind trained offline on every target label
-outside the held-out rows (the better of target-only and corpus + target at the platform's corpus weight).
+outside the held-out rows (the best of target-only and corpus + target at each corpus weight the platform's
+runs may choose).
 
 The poisoned scenario repeats movies->tweets with 30% of the users flipping every label: the deployed
 model must not end below the static champion, and curation must flag (quarantine or reject) >= 80% of
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.demo import (
+    CORPUS_WEIGHT_CHOICES,
     SCENARIOS,
     DemoOptions,
     Replay,
@@ -55,13 +57,14 @@ def free_port() -> int:
 
 def oracle(replay: Replay, kind: str) -> float:
     """The same kind trained on every target label outside the held-out rows (target-only, and corpus +
-    target at the platform's corpus weight); the better of the two on the held-out rows."""
+    target at each corpus weight the platform's runs may choose); the best of them on the held-out rows."""
     source = read_rows(SCENARIOS[replay.options.scenario][0])
     target = replay.target
-    corpus_weight = PolicyConfig().corpus_weight
     best = 0.0
-    for rows, weights in ((target, [1.0] * len(target)),
-                          (source + target, [corpus_weight] * len(source) + [1.0] * len(target))):
+    recipes = [(target, [1.0] * len(target))]
+    for corpus_weight in (PolicyConfig().corpus_weight, *CORPUS_WEIGHT_CHOICES):
+        recipes.append((source + target, [corpus_weight] * len(source) + [1.0] * len(target)))
+    for rows, weights in recipes:
         model = KINDS[kind]().fit([r.text for r in rows], [r.label for r in rows], weights)
         proba = model.predict_proba([r.text for r in replay.holdout])
         right = sum(1 for p, r in zip(proba, replay.holdout, strict=True) if model.labels[int(p.argmax())] == r.label)

@@ -186,6 +186,8 @@ class MlflowRegistry(ModelRegistry):
                     tags["parent_version"] = parent.semver
                 if lineage.sample_range is not None:
                     tags["sample_first_id"], tags["sample_last_id"] = map(str, lineage.sample_range)
+                if lineage.corpus_weight is not None:
+                    tags["corpus_weight"] = f"{lineage.corpus_weight:g}"
                 if lineage.training_run_id is not None:
                     tags["training_run_id"] = lineage.training_run_id
                 with _mlflow_errors(f"registering {artifact_dir} as {self.model_name} {semver}"):

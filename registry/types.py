@@ -26,6 +26,7 @@ class Lineage:
     sample_range: tuple[int, int] | None = None
     parent_version: VersionRef | None = None
     training_run_id: str | None = None
+    corpus_weight: float | None = None  # the corpus rows' training weight (None: no corpus, or not recorded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,11 @@ class PolicyConfig(_Frozen):
         default=0.2, gt=0.0,
         description="Training weight of a bootstrap-corpus row relative to a feedback sample (weight 1 x its "
                     "curation weight): feedback is what the model serves now, the corpus what it was built on.")
+    corpus_weight_choices: tuple[float, ...] = Field(
+        default=(),
+        description="Full runs also train every kind with the corpus at each of these weights; the candidates are "
+                    "judged side by side and the best that passes wins (its weight is tagged on the version). A "
+                    "stream that drifted far from the corpus learns faster with less of it, one close to it with more.")
     kinds: tuple[str, ...] = Field(default=("tfidf-logreg",), min_length=1, description="Candidate kinds.")
     kind_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     holdout_percent: int = Field(default=10, ge=0, le=50, description="Share of feedback reserved for evaluation.")
@@ -62,6 +67,13 @@ class PolicyConfig(_Frozen):
                     "params on the corpus and the samples up to its watermark) each predict every fold trained "
                     "without it. Every collected label is evidence, not only those newer than the champion.")
     seed: int = 0
+
+    @field_validator("corpus_weight_choices")
+    @classmethod
+    def _weights_positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not w > 0 for w in value):
+            raise ValueError(f"corpus weights must be positive, got {list(value)}")
+        return value
 
     @field_validator("full_cron")
     @classmethod

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -55,6 +55,12 @@ class Candidate:
     train_seconds: float
     cross_fit_seconds: float = 0.0
     verdicts: list[Verdict] = field(default_factory=list)
+    corpus_weight: float | None = None  # the corpus rows' training weight when not the policy's
+    name: str = ""  # kind, or kind_corpus<weight> for a corpus-weight choice (MLflow-safe)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or (self.kind if self.corpus_weight is None
+                                  else f"{self.kind}_corpus{self.corpus_weight:g}")
 
     @property
     def passed(self) -> bool:
@@ -87,8 +93,8 @@ class Candidate:
                 "cross_fit_seconds": self.cross_fit_seconds}
 
     def summary(self) -> dict[str, Any]:
-        return {"kind": self.kind, "train_seconds": round(self.train_seconds, 3), "passed": self.passed,
-                "score": self.score,
+        return {"kind": self.kind, "name": self.name, "train_seconds": round(self.train_seconds, 3),
+                "passed": self.passed, "score": self.score,
                 "verdicts": [{"gate": v.gate, "passed": v.passed, "reason": v.reason} for v in self.verdicts]}
 
 
@@ -335,19 +341,20 @@ class Trainer:
                                 data_hash=data_hash, trained_count=len(frame), mlflow_run_id=ml.run_id)
                     return RunResult("refused", f"data quality: {quality.reason}", run_id, mode)
                 folds = self._cross_fit_plan(store, mode, frame, champion, champion_model)
-                candidates = [self._candidate(kind, mode, frame, champion, champion_model, holdout, workdir / kind,
-                                              folds)
-                              for kind in self._kinds(mode, champion, kinds)]
+                candidates = [self._candidate(kind, mode, _reweighed(frame, weight, self.config.policy), champion,
+                                              champion_model, holdout, workdir, folds, weight)
+                              for kind in self._kinds(mode, champion, kinds)
+                              for weight in self._corpus_weights(mode)]
                 for c in candidates:
                     for v in c.verdicts:
-                        _log_verdict(ml, v, prefix=f"{c.kind}.")
+                        _log_verdict(ml, v, prefix=f"{c.name}.")
                 summaries = [c.summary() for c in candidates]
-                ml.log_params({f"{c.kind}.{k}": v for c in candidates for k, v in sorted(c.model.params.items())})
-                ml.log_metrics({f"{c.kind}.{k}": v for c in candidates for k, v in c.metrics().items()})
+                ml.log_params({f"{c.name}.{k}": v for c in candidates for k, v in sorted(c.model.params.items())})
+                ml.log_metrics({f"{c.name}.{k}": v for c in candidates for k, v in c.metrics().items()})
                 ml.log_metrics({"duration_s": time.perf_counter() - started})
                 passing = sorted((c for c in candidates if c.passed), key=lambda c: c.score, reverse=True)
                 if not passing:
-                    reason = "; ".join(f"{c.kind}: {next(v for v in c.verdicts if not v.passed).gate} — "
+                    reason = "; ".join(f"{c.name}: {next(v for v in c.verdicts if not v.passed).gate} — "
                                        f"{next(v for v in c.verdicts if not v.passed).reason}" for c in candidates)
                     runs.finish(run_id, status="refused", reason=reason, data_hash=data_hash,
                                 trained_count=len(frame), candidates=summaries, mlflow_run_id=ml.run_id)
@@ -361,7 +368,9 @@ class Trainer:
                     lineage=Lineage(data_hash=data_hash, watermark=snapshot.watermark, sample_count=snapshot.count,
                                     sample_range=(min(known), max(known)) if known else None,
                                     parent_version=champion.version if champion else None,
-                                    training_run_id=str(run_id)),
+                                    training_run_id=str(run_id),
+                                    corpus_weight=best.corpus_weight if best.corpus_weight is not None
+                                    else self.config.policy.corpus_weight if mode != "bootstrap" else None),
                     run_id=ml.run_id)
                 return self._announce(runs, run_id, mode, info, best, summaries, data_hash, len(frame), ml.run_id,
                                       decision.reason, champion.version if champion else None)
@@ -383,7 +392,7 @@ class Trainer:
             runs.finish(run_id, status="refused", reason=reason, data_hash=data_hash, trained_count=trained,
                         candidates=summaries, mlflow_run_id=mlflow_run_id)
             return RunResult("refused", reason, run_id, mode, candidates=tuple(summaries))
-        reason = f"{why}; {best.kind} passed every gate ({best.verdicts[0].reason})"
+        reason = f"{why}; {best.name} passed every gate ({best.verdicts[0].reason})"
         if status == "promoted":
             transition = self.registry.promote(info.version, reason)
             event = model_event(transition.info, self.model_name, "promote", 1.0, reason, transition.from_version)
@@ -429,18 +438,25 @@ class Trainer:
         replay = older.take(sorted(rng.sample(range(len(older)), min(len(older), self.config.policy.replay_size))))
         return new.extend(_rows(replay))
 
-    def _corpus(self, store: SampleStore) -> Frame:
-        """The corpus's train split at ``policy.corpus_weight``."""
+    def _corpus(self, store: SampleStore, weight: float | None = None) -> Frame:
+        """The corpus's train split at ``weight`` (default ``policy.corpus_weight``)."""
         frame = store.corpus("train")
-        frame.weights = [w * self.config.policy.corpus_weight for w in frame.weights]
+        factor = self.config.policy.corpus_weight if weight is None else weight
+        frame.weights = [w * factor for w in frame.weights]
         return frame
+
+    def _corpus_weights(self, mode: Mode) -> list[float | None]:
+        """None (the policy's corpus weight), plus each of ``corpus_weight_choices`` in a full run."""
+        choices = self.config.policy.corpus_weight_choices if mode == "full" else ()
+        return [None, *(w for w in dict.fromkeys(choices) if w != self.config.policy.corpus_weight)]
 
     def _candidate(self, kind: str, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
                    champion_model: ModelKind | None, holdout: Frame, workdir: Path,
-                   folds: CrossFitPlan | None = None) -> Candidate:
+                   folds: CrossFitPlan | None = None, corpus_weight: float | None = None) -> Candidate:
         started = time.perf_counter()
         model = self._fit(kind, mode, champion, frame)
-        candidate = Candidate(kind, model, time.perf_counter() - started)
+        candidate = Candidate(kind, model, time.perf_counter() - started, corpus_weight=corpus_weight)
+        workdir = workdir / candidate.name
         started = time.perf_counter()
         cross = self._cross_fit(kind, mode, champion, frame, folds) if folds is not None else None
         candidate.cross_fit_seconds = time.perf_counter() - started + (folds.champion_seconds if folds else 0.0)
@@ -475,7 +491,10 @@ class Trainer:
             return None
         watermark = champion.watermark or 0
         refit = (policy.cross_fit_champion and mode == "full" and champion.mode == "full" and watermark > 0)
-        champion_frame = self._corpus(store).extend(_rows(store.samples(after=0, upto=watermark))) if refit else None
+        champion_frame = None
+        if refit:
+            weight = _float_tag(champion.tags, "corpus_weight", policy.corpus_weight)
+            champion_frame = self._corpus(store, weight).extend(_rows(store.samples(after=0, upto=watermark)))
         trained = {sample_id for sample_id in champion_frame.ids if sample_id > 0} if champion_frame else set()
         rows = [i for i, sample_id in enumerate(frame.ids) if sample_id > watermark or sample_id in trained]
         if len(rows) < max(policy.cross_fit_min_rows, policy.cross_fit_folds):
@@ -605,6 +624,21 @@ def evaluation_set(frame: Frame, policy: PolicyConfig, cross: CrossFit | None = 
         weights = [per_recent if i > 0 else 1.0 for i in frame.ids]
     return Holdout(frame.texts, frame.labels, [s or "" for s in frame.slices], weights, current, cross_fitted,
                    champion_cross_fitted)
+
+
+def _reweighed(frame: Frame, weight: float | None, policy: PolicyConfig) -> Frame:
+    """``frame`` with its corpus rows (negative ids, at ``policy.corpus_weight``) at ``weight`` instead."""
+    if weight is None:
+        return frame
+    factor = weight / policy.corpus_weight
+    return Frame().extend((i, t, lbl, w * factor if i < 0 else w, sl) for i, t, lbl, w, sl in _rows(frame))
+
+
+def _float_tag(tags: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(tags[name])
+    except (KeyError, ValueError):
+        return default
 
 
 def _rows(frame: Frame) -> Iterator[tuple[int, str, str, float, str | None]]:

@@ -366,3 +366,39 @@ def test_a_full_run_against_a_full_champion_cross_fits_the_champions_recipe_on_t
                            f"{holdout_predicate(20)} AND id <= %s", (first.version.watermark,)).fetchall()
     in_sample = sum(p == label for p, (_, label) in zip(champion.predict([t for t, _ in own]), own, strict=True))
     assert d["champion"]["current"]["accuracy"] < in_sample / len(own) - 0.05
+
+
+CHOICES_CONFIG = DRIFT_CONFIG.model_copy(update={
+    "policy": DRIFT_CONFIG.policy.model_copy(update={"corpus_weight_choices": (0.02, 0.2)})})
+
+
+@pytest.mark.parametrize("config", [CHOICES_CONFIG])
+def test_full_runs_try_each_corpus_weight_and_the_version_remembers_the_one_that_won(
+        lc: Lifecycle, db_url: str, config: TrainerConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    boot = lc.trainer.bootstrap(rows("vader_movies")[:2500], source="vader_movies.csv", kind="tfidf-logreg")
+    assert boot.status == "promoted" and "corpus_weight" not in boot.version.tags  # type: ignore[union-attr]
+    land_feedback(db_url, rows("vader_tweets")[:400])
+    first = lc.trainer.maybe_train("signal")
+    # the policy's own weight (0.2) is not tried twice
+    assert [c["name"] for c in first.candidates] == ["tfidf-logreg", "tfidf-logreg_corpus0.02"]
+    assert {c["kind"] for c in first.candidates} == {"tfidf-logreg"}
+    assert first.status == "promoted" and first.version is not None, first.reason
+    best = max((c for c in first.candidates if c["passed"]), key=lambda c: c["score"])
+    weight = 0.02 if best["name"].endswith("0.02") else 0.2
+    assert float(first.version.tags["corpus_weight"]) == weight and best["name"] in first.reason
+    root = lc.settings.data_dir / "mlartifacts"
+    assert list(root.rglob("gates/tfidf-logreg_corpus0.02.evaluation.json"))
+    # the next run refits the champion's recipe at the weight the champion was trained with
+    used: list[float | None] = []
+    corpus = lc.trainer._corpus
+    monkeypatch.setattr(lc.trainer, "_corpus", lambda store, w=None: used.append(w) or corpus(store, w))
+    land_feedback(db_url, rows("vader_tweets")[400:500])
+    second = lc.trainer.maybe_train("admin", requested="full")
+    assert second.mode == "full" and weight in used, (used, second.reason)
+    assert all("for the champion too" in v["reason"] for c in second.candidates for v in c["verdicts"]
+               if v["gate"] == "evaluation")
+
+
+def test_corpus_weight_choices_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="corpus weights must be positive"):
+        PolicyConfig(corpus_weight_choices=(0.1, 0.0))
