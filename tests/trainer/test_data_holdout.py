@@ -1,6 +1,7 @@
 """The recent part of the evaluation holdout does not depend on the champion's opinion: reserved samples
-quarantined only as label issues (the served model disagrees with the user) are in it; samples flagged for
-anything about the user or the data (low trust, conflicting or exact duplicates, no label) are not."""
+quarantined only as label issues (the served model disagrees with the user; reserved or not, no run trains on
+them) are in it; samples flagged for anything about the user or the data (low trust, conflicting or exact
+duplicates, no label) are not, nor accepted samples outside the reserved split (runs train on them)."""
 
 from __future__ import annotations
 
@@ -46,16 +47,20 @@ def test_recent_holdout_keeps_label_issues_and_drops_what_curation_flagged_for_o
                 cur.execute("INSERT INTO samples (id, feedback_id, prediction_id, text, label, status, weight, "
                             "reasons, ts, domain) VALUES (%s, %s, %s, %s, %s, %s, 1.0, %s, now(), 'tweets')",
                             (i, fid, f"p{i}", f"text {i}", label, status, json.dumps(reasons)))
-            not_reserved = conn.execute(f"SELECT feedback_id FROM (SELECT 'fb-x' || g AS feedback_id "
-                                        f"FROM generate_series(1, 400) g) u WHERE NOT {holdout_predicate(50)} "
-                                        f"LIMIT 1").fetchone()
-        assert not_reserved is not None
+            not_reserved = [r[0] for r in conn.execute(
+                f"SELECT feedback_id FROM (SELECT 'fb-x' || g AS feedback_id FROM generate_series(1, 400) g) u "
+                f"WHERE NOT {holdout_predicate(50)} LIMIT 2").fetchall()]
+        assert len(not_reserved) == 2
         conn.execute("INSERT INTO samples (id, feedback_id, prediction_id, text, label, status, weight, ts) "
                      "VALUES (100, %s, 'p100', 'trained on', 'positive', 'accepted', 1.0, now())", (not_reserved[0],))
+        # not reserved but quarantined as a label issue: no run trains on it either, so it is evidence
+        conn.execute("INSERT INTO samples (id, feedback_id, prediction_id, text, label, status, weight, reasons, ts) "
+                     "VALUES (101, %s, 'p101', 'the model disagrees', 'positive', 'quarantined', 1.0, "
+                     "'[\"label_issue\"]', now())", (not_reserved[1],))
         conn.commit()
         store = SampleStore(conn, 50)
         frame = store.recent_holdout(100)
-        assert frame.ids == [i for i, (_, _, kept) in enumerate(CASES, start=1) if kept]
-        assert frame.slices == ["tweets"] * len(frame)
+        assert frame.ids == [i for i, (_, _, kept) in enumerate(CASES, start=1) if kept] + [101]
+        assert frame.slices == ["tweets"] * (len(frame) - 1) + [None]
         assert store.recent_holdout(2).ids == frame.ids[-2:]  # the most recent
         assert 100 not in store.holdout(100).ids
