@@ -13,7 +13,7 @@ The poisoned scenario repeats movies->tweets with 30% of the users flipping ever
 model must not end below the static champion, and curation must flag (quarantine or reject) >= 80% of
 the flipped labels.
 
-    python bench/efficacy.py [--kind tfidf-logreg|minilm-head] [--quick]
+    python bench/efficacy.py [--kind tfidf-logreg|minilm-head] [--quick] [--scenario movies->products ...]
 
 Last line: ``{"scenarios": {...}, "poisoned": {...}}`` as the issue specifies.
 """
@@ -122,6 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kind", default="tfidf-logreg", choices=sorted(KINDS))
     parser.add_argument("--quick", action="store_true", help="movies->tweets only, no poisoned run")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), dest="scenarios",
+                        help="only these clean scenarios, no poisoned run (repeatable)")
     parser.add_argument("--data-dir", type=Path, default=Path(".flywheel/bench-efficacy"))
     parser.add_argument("--threshold", type=int, default=50,
                         help="training samples between retrains (each a full refit); 10%% of labels are reserved "
@@ -132,7 +134,7 @@ def main() -> None:
                   "flywheel", "curation", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     base = FlywheelSettings()
-    scenarios = ["movies->tweets"] if args.quick else list(SCENARIOS)
+    scenarios = args.scenarios or (["movies->tweets"] if args.quick else list(SCENARIOS))
     stream = max(CHECKPOINTS) + 60
     out: dict[str, Any] = {"scenarios": {}}
     print(f"kind: {args.kind}", flush=True)
@@ -145,7 +147,7 @@ def main() -> None:
               f"the oracle ({result['seconds']} s)", flush=True)
         out["scenarios"][name] = {k: result[k] for k in ("static", "oracle", "k100", "k200", "k400",
                                                          "fraction_of_oracle_at_400")}
-    if not args.quick:
+    if not (args.quick or args.scenarios):
         options = DemoOptions(scenario="movies->tweets", stream=stream, feedback_rate=1.0, noise=0.0, poison=0.3,
                               kind=args.kind, rate=30.0, incremental_threshold=args.threshold)
         result = run_scenario(base, args.data_dir, options, with_oracle=False)
