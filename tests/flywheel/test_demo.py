@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from curation.config import load_curation_config
 from curation.drift import load_drift_config
 from flywheel.demo import Crowd, DemoOptions, Marker, Step, Timeline, demo_settings, split_target, write_report
 from flywheel.settings import FlywheelSettings
@@ -76,6 +77,7 @@ def test_demo_settings_write_configs_the_platform_accepts(tmp_path: Path) -> Non
     assert trainer.policy.full_threshold == trainer.policy.incremental_threshold
     assert load_canary_config(settings.canary_config).interval_s == 5.0
     assert load_drift_config(settings.drift_config).interval_s == 10.0
+    assert load_curation_config(settings.curation_config).weights.label_issue == 1.0
     assert settings.serving_port == 9999 and settings.bootstrap_data is not None and settings.bootstrap_data.exists()
     assert settings.topic_prefix.startswith("demo") and settings.database_url is None
 
