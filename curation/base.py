@@ -169,6 +169,11 @@ class CurationStore(ABC):
     def annotators(self, user_ids: Iterable[str]) -> dict[str, Annotator]: ...
 
     @abstractmethod
+    def judged_annotators(self, min_labels: int) -> dict[str, Annotator]:
+        """Every user with at least ``min_labels`` judged labels (read, not locked: the 'fdr' trust rule
+        compares each with all of them)."""
+
+    @abstractmethod
     def members(self, cluster_ids: Iterable[int]) -> list[StoredVerdict]: ...
 
     @abstractmethod

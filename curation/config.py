@@ -7,6 +7,7 @@ refused so that a typo never silently falls back to a default.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -55,6 +56,12 @@ class AnnotatorsConfig(_Frozen):
                            description="At or above it (with min_evidence) a user's label issues are accepted at "
                                        "weights.label_issue instead of quarantined.")
     min_evidence: int = Field(default=5, ge=1, description="Judged labels before floor and trusted apply.")
+    rule: Literal["floor", "fdr"] = Field(
+        default="fdr",
+        description="Who is low trust: 'floor' = trust below ``floor``; 'fdr' = that, and agreement significantly "
+                    "below the population's (Benjamini-Hochberg over every judged user at false-discovery rate "
+                    "``fdr``), so a clean stream quarantines no one by chance.")
+    fdr: float = Field(default=0.3, gt=0.0, lt=1.0, description="False-discovery rate of the 'fdr' rule.")
     model_vote_weight: float = Field(default=1.0, ge=0.0,
                                      description="Weight of the served model's evidence about a label.")
     model_gain: float = Field(default=0.8, gt=0.0,

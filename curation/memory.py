@@ -76,6 +76,9 @@ class MemoryCurationStore(CurationStore):
     def annotators(self, user_ids: Iterable[str]) -> dict[str, Annotator]:
         return {u: copy.copy(self.state.annotators[u]) for u in set(user_ids) if u in self.state.annotators}
 
+    def judged_annotators(self, min_labels: int) -> dict[str, Annotator]:
+        return {u: copy.copy(a) for u, a in self.state.annotators.items() if a.labels >= min_labels}
+
     def members(self, cluster_ids: Iterable[int]) -> list[StoredVerdict]:
         wanted = set(cluster_ids)
         return [StoredVerdict(self._member(s), s.cluster_id, self.state.verdicts[i])

@@ -29,6 +29,8 @@ from curation.scoring import (
     Population,
     agreement,
     disagreement,
+    distrust_p,
+    fdr_cutoff,
     label_quality,
     low_trust,
     model_evidence,
@@ -110,6 +112,7 @@ class Curator:
         annotators = self._annotators(store, users | {s.member.user_id for s in stored.values()
                                                       if s.member.user_id is not None})
         before = {u: self._standing(a) for u, a in annotators.items()}
+        rule = _TrustRule(self.config, store)
 
         # trust evidence, one label at a time in id order: the other voters of the same cluster so far
         # (stored and earlier in this batch), and the served model's evidence relative to the population
@@ -134,8 +137,16 @@ class Curator:
                     w = ann_cfg.model_vote_weight
                     a.agree, a.disagree = a.agree + w * evidence, a.disagree + w * (1.0 - evidence)
                 a.labels += 1
-                a.low_trust = low_trust(a.agree, a.disagree, ann_cfg)
+                a.low_trust = rule.low_trust(a)
             voters.setdefault(cid, {})[_voter(r.user_id, r.id)] = (r.label, r.user_id)
+
+        # the 'fdr' rule judges every user against all the others: the batch's evidence may move anyone
+        # across the cutoff, in this batch or not
+        moved = rule.settle(annotators)
+        for u, a in store.annotators(set(moved) - annotators.keys()).items():
+            before[u] = self._standing(a)
+            a.low_trust = moved[u]
+            annotators[u] = a
 
         # re-curate every cluster of a user whose standing changed (crossed the floor or the trusted
         # level, either way)
@@ -147,7 +158,8 @@ class Curator:
                                            - annotators.keys())
             stored |= {s.member.id: s for s in more}
 
-        write = BatchWrite(annotators=[a for u, a in annotators.items() if u in users])
+        write = BatchWrite(annotators=[a for u, a in annotators.items()
+                                       if u in users or (u in before and self._standing(a) != before[u])])
         result = BatchResult()
         by_cluster: dict[int, list[Member]] = {}
         for s in stored.values():
@@ -254,6 +266,45 @@ class Curator:
                          disagreement=disagreement(row.label, row.thumbs, row.predicted_label),
                          self_confidence=quality.self_confidence, label_issue=quality.issue,
                          suggested_label=quality.suggested, trust=user_trust)
+
+
+class _TrustRule:
+    """Who is low trust in one batch. 'floor': trust below ``annotators.floor`` (each user alone). 'fdr':
+    that, and :func:`distrust_p` at or below the Benjamini-Hochberg cutoff over every judged user (the
+    stored ones, updated by the batch's evidence as it is counted): below the floor, and significantly
+    below the population once every user's chance of looking that bad is accounted for."""
+
+    def __init__(self, config: CurationConfig, store: CurationStore) -> None:
+        self.config = config.annotators
+        self.judged = store.judged_annotators(self.config.min_evidence) if self.config.rule == "fdr" else {}
+        self.cutoff = self._cutoff()
+
+    def low_trust(self, a: Annotator) -> bool:
+        if self.config.rule == "floor":
+            return low_trust(a.agree, a.disagree, self.config)
+        if a.labels >= self.config.min_evidence:
+            self.judged[a.user_id] = a
+        return self._low(a)
+
+    def settle(self, annotators: dict[str, Annotator]) -> dict[str, bool]:
+        """With the batch counted: the batch's users get their standing at the final cutoff, and the
+        judged users outside it whose standing that cutoff changes are returned (user -> low trust)."""
+        if self.config.rule == "floor":
+            return {}
+        self.cutoff = self._cutoff()
+        for a in annotators.values():
+            a.low_trust = self._low(a)
+        standing = {u: self._low(a) for u, a in self.judged.items() if u not in annotators}
+        return {u: low for u, low in standing.items() if low != self.judged[u].low_trust}
+
+    def _low(self, a: Annotator) -> bool:
+        return low_trust(a.agree, a.disagree, self.config) and self._p(a) <= self.cutoff
+
+    def _p(self, a: Annotator) -> float:
+        return distrust_p(a.agree, a.disagree, self.config)
+
+    def _cutoff(self) -> float:
+        return fdr_cutoff((self._p(a) for a in self.judged.values()), self.config.fdr) if self.judged else -1.0
 
 
 def _slice(row: Pending) -> str | None:

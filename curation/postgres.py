@@ -132,6 +132,11 @@ class PostgresCurationStore(CurationStore):
             "ORDER BY user_id FOR UPDATE", (users,)).fetchall()
         return {r[0]: Annotator(r[0], float(r[1]), float(r[2]), int(r[3]), bool(r[4])) for r in rows}
 
+    def judged_annotators(self, min_labels: int) -> dict[str, Annotator]:
+        rows = self.conn.execute("SELECT user_id, agree, disagree, labels, low_trust FROM annotators "
+                                 "WHERE labels >= %s ORDER BY user_id", (min_labels,)).fetchall()
+        return {r[0]: Annotator(r[0], float(r[1]), float(r[2]), int(r[3]), bool(r[4])) for r in rows}
+
     def members(self, cluster_ids: Iterable[int]) -> list[StoredVerdict]:
         ids = sorted(set(cluster_ids))
         if not ids:

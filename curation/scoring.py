@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import TypeVar
 
 from curation.config import AnnotatorsConfig, WeightsConfig
@@ -150,6 +151,28 @@ def trust(agree: float, disagree: float, config: AnnotatorsConfig) -> float:
 def low_trust(agree: float, disagree: float, config: AnnotatorsConfig) -> bool:
     """Enough judged labels, and a trust below the floor: this user's samples are quarantined."""
     return agree + disagree >= config.min_evidence and trust(agree, disagree, config) < config.floor
+
+
+def distrust_p(agree: float, disagree: float, config: AnnotatorsConfig) -> float:
+    """One-sided p-value of "this user agrees less than the population": a label's evidence has the prior
+    mean and a standard deviation of ``model_gain`` under that null (:func:`model_evidence` standardises
+    it against the population; a peer vote, a Bernoulli at the prior mean, varies less), so the mean of
+    n units of evidence is tested with z = (agree / n - prior mean) x sqrt(n) / model_gain."""
+    n = agree + disagree
+    if n <= 0:
+        return 1.0
+    return NormalDist().cdf((agree / n - config.prior_mean) * math.sqrt(n) / config.model_gain)
+
+
+def fdr_cutoff(p_values: Iterable[float], level: float) -> float:
+    """The Benjamini-Hochberg cutoff at false-discovery rate ``level``: the largest p_(k) with
+    p_(k) <= k x level / m (p-values at or below it are discoveries); -1 when there are none. The cutoff
+    rises with the number of users who stand out, so a stream where nobody does quarantines nobody by chance
+    and one with many flippers catches them at a looser per-user level."""
+    ordered = sorted(p_values)
+    m = len(ordered)
+    found = [p for k, p in enumerate(ordered, start=1) if p <= k * level / m]
+    return found[-1] if found else -1.0
 
 
 def trusted(agree: float, disagree: float, config: AnnotatorsConfig) -> bool:

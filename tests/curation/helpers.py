@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 import numpy as np
 
 from curation import CurationConfig, CurationService, Pending
-from curation.config import ServiceConfig
 from flywheel import db
 from tests.trainer.lifecycle_helpers import rows
 from trainer.tfidf import TfidfLogReg
@@ -144,9 +143,10 @@ def land_stream(db_url: str, texts: Sequence[str], labels: Sequence[str], users:
     return ids
 
 
-def curate_all(db_url: str, batch_size: int = 200) -> dict[int, tuple[str, list[str]]]:
-    """Curate every landed row through Postgres as the service does; sample id -> (status, reasons)."""
-    config = CurationConfig(service=ServiceConfig(batch_size=batch_size))
+def curate_all(db_url: str, batch_size: int = 200, rule: str = "fdr") -> dict[int, tuple[str, list[str]]]:
+    """Curate every landed row through Postgres as the service does (annotator trust rule ``rule``);
+    sample id -> (status, reasons)."""
+    config = CurationConfig.model_validate({"service": {"batch_size": batch_size}, "annotators": {"rule": rule}})
     service = CurationService(db_url=db_url, config=config, labels=LABELS, bootstrap="unused", group="g",
                               landed_topic="l", curated_topic="c", producer=RecordingPublisher())
     assert service.curate_pass().outcome == "curated"
@@ -154,6 +154,11 @@ def curate_all(db_url: str, batch_size: int = 200) -> dict[int, tuple[str, list[
         pass
     with db.connect(db_url) as conn:
         return {int(r[0]): (str(r[1]), list(r[2])) for r in conn.execute("SELECT id, status, reasons FROM samples")}
+
+
+def low_trust_users(db_url: str) -> set[str]:
+    with db.connect(db_url) as conn:
+        return {str(r[0]) for r in conn.execute("SELECT user_id FROM annotators WHERE low_trust")}
 
 
 def annotator_trust(db_url: str) -> dict[str, float]:

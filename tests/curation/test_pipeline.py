@@ -184,3 +184,63 @@ def test_a_flipper_under_drift_still_falls_below_the_floor() -> None:
     assert store.state.annotators["mallory"].low_trust
     assert not any(store.state.annotators[f"h{i}"].low_trust for i in range(3))
     assert all(store.state.verdicts[r.id].status == "quarantined" for r in rows if r.user_id == "mallory")
+
+
+FDR = CFG  # the default rule
+FLOOR = CFG.model_copy(update={"annotators": CFG.annotators.model_copy(update={"rule": "floor"})})
+
+
+def _stream(users: dict[str, tuple[int, float, bool]], seed: int = 5) -> list[Pending]:
+    """Interleaved labels of real texts: user -> (labels, share of them the served model gets wrong,
+    flips every label). The model serves every text at 0.85 on its label."""
+    flip = {"positive": "negative", "negative": "positive"}
+    texts = iter([(r.text, r.label) for r in corpus("vader_movies") if r.label != "neutral"])
+    rng = random.Random(seed)
+    queue = []
+    for user, (n, wrong, flipper) in users.items():
+        misses = set(rng.sample(range(n), round(n * wrong)))
+        queue += [(rng.random(), user, i in misses, flipper) for i in range(n)]
+    rows = []
+    for _, user, miss, flipper in sorted(queue):
+        t, y = next(texts)
+        rows.append(pending(t, flip[y] if flipper else y, user=user, probabilities=probs(flip[y] if miss else y, 0.85)))
+    return rows
+
+
+def test_the_fdr_rule_quarantines_no_honest_user_by_chance_where_the_floor_does() -> None:
+    # 30 honest users, 8 labels each; the model is wrong on 1 in 8 of most users' texts, and by chance on
+    # 3 of unlucky's 8: alone, a floor reads that as distrust, the fdr rule weighs it against 30 users
+    users = {f"h{i}": (8, 1 / 8, False) for i in range(29)} | {"unlucky": (8, 3 / 8, False)}
+    rows = _stream(users)
+    by_rule = {}
+    for name, config in (("floor", FLOOR), ("fdr", FDR)):
+        store = MemoryCurationStore()
+        run(store, [dataclasses.replace(r) for r in rows], config)
+        by_rule[name] = {u for u, a in store.state.annotators.items() if a.low_trust}
+    assert by_rule == {"floor": {"unlucky"}, "fdr": set()}
+
+
+def test_the_fdr_rule_still_catches_a_lone_flipper_and_many_at_once() -> None:
+    honest = {f"h{i}": (12, 1 / 6, False) for i in range(20)}
+    for flippers in (["mallory"], [f"m{i}" for i in range(8)]):
+        store = MemoryCurationStore()
+        rows = _stream(honest | {m: (10, 1 / 6, True) for m in flippers})
+        run(store, rows, FDR)
+        assert {u for u, a in store.state.annotators.items() if a.low_trust} == set(flippers)
+        assert all(verdict(store, r)[0] == "quarantined" for r in rows if r.user_id in flippers)
+
+
+def test_under_the_fdr_rule_others_evidence_moves_a_user_who_labelled_nothing_new() -> None:
+    # "dubious" disagrees with the model on 3 of 8: among 30 honest users, no discovery; once 8 flippers
+    # stand out, the cutoff loosens and dubious's earlier samples are re-curated (quarantined) in a batch
+    # that holds none of their labels
+    honest = {f"h{i}": (10, 1 / 10, False) for i in range(30)}
+    first = _stream(honest | {"dubious": (8, 3 / 8, False)}, seed=7)
+    store = MemoryCurationStore()
+    run(store, first, FDR)
+    assert not store.state.annotators["dubious"].low_trust
+    mine = [r for r in first if r.user_id == "dubious"]
+    assert all(verdict(store, r)[0] == "accepted" for r in mine if not store.state.samples[r.id].label_issue)
+    run(store, _stream({f"m{i}": (10, 1 / 10, True) for i in range(8)}, seed=8), FDR)
+    assert store.state.annotators["dubious"].low_trust
+    assert all(verdict(store, r)[0] == "quarantined" and "low_trust" in verdict(store, r)[1] for r in mine)

@@ -31,8 +31,9 @@ from tests.trainer.lifecycle_helpers import rows
 from .helpers import annotator_trust, curate_all, flip, land_stream, movies_model
 
 
+@pytest.mark.parametrize("rule", ["floor", "fdr"])
 @pytest.mark.parametrize("scenario", ["attack", "drifted", "uniform"])
-def test_curation_flags_flipped_labels(db_url: str, scenario: str) -> None:
+def test_curation_flags_flipped_labels(db_url: str, scenario: str, rule: str) -> None:
     rng = random.Random(3)
     if scenario == "drifted":
         model, stream, domain = movies_model(), list(rows("vader_tweets")), "tweets"
@@ -57,7 +58,7 @@ def test_curation_flags_flipped_labels(db_url: str, scenario: str) -> None:
         flipped.append(bad)
     ids = land_stream(db_url, [r.text for r in stream], labels, users, proba, model.labels, domain)
 
-    found = curate_all(db_url)
+    found = curate_all(db_url, rule=rule)
     flag = np.array([found[i][0] != "accepted" for i in ids])
     down = np.array([found[i][0] == "accepted" and "label_issue" in found[i][1] for i in ids])
     bad = np.array(flipped)
@@ -66,7 +67,7 @@ def test_curation_flags_flipped_labels(db_url: str, scenario: str) -> None:
     clean_flagged = float((flag & ~bad).sum() / (~bad).sum())
     down_weighted = float(((flag | down) & bad).sum() / bad.sum())
     accuracy = np.mean([model.labels[int(p.argmax())] == r.label for p, r in zip(proba, stream, strict=True)])
-    print(f"\n{scenario}: {bad.sum()} flipped of {len(bad)}; flagged {flag.sum()}: recall {recall:.3f}, "
+    print(f"\n{scenario} ({rule}): {bad.sum()} flipped of {len(bad)}; flagged {flag.sum()}: recall {recall:.3f}, "
           f"precision {precision:.3f}, clean samples flagged {clean_flagged:.3f}, flipped flagged or accepted "
           f"down-weighted {down_weighted:.3f}; model accuracy {accuracy:.3f}")
     if scenario in ("attack", "drifted"):

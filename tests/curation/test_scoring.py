@@ -13,6 +13,8 @@ from curation.scoring import (
     class_thresholds,
     consensus,
     disagreement,
+    distrust_p,
+    fdr_cutoff,
     label_quality,
     low_trust,
     model_evidence,
@@ -81,6 +83,25 @@ def test_trust_is_the_beta_smoothed_agreement_rate() -> None:
     assert not low_trust(0, 4, ANN)  # not enough evidence yet (min_evidence 5)
     assert low_trust(0, 5, ANN) and not low_trust(4, 1, ANN)
     assert trust(-20, 30, ANN) == 0.0 and trust(30, -20, ANN) == 1.0  # clamped
+
+
+def test_distrust_p_tests_agreement_below_the_population() -> None:
+    # the mean of n units of evidence against the prior mean 0.8, sd model_gain 0.8 per unit
+    assert distrust_p(0, 0, ANN) == 1.0
+    assert distrust_p(8, 2, ANN) == pytest.approx(0.5)  # exactly the population's agreement
+    assert distrust_p(4, 6, ANN) == pytest.approx(0.5 * math.erfc(math.sqrt(10) / 2 / math.sqrt(2)))
+    assert distrust_p(40, 60, ANN) < distrust_p(4, 6, ANN) < distrust_p(6, 4, ANN) < 0.5 < distrust_p(10, 0, ANN)
+
+
+def test_fdr_cutoff_is_benjamini_hochberg() -> None:
+    assert fdr_cutoff([], 0.1) == -1.0
+    assert fdr_cutoff([0.2, 0.5, 0.9], 0.1) == -1.0  # nobody stands out: no discovery, not even the lowest
+    # m = 5, q = 0.1: k x q / m = 0.02, 0.04, 0.06, 0.08, 0.1; the largest k with p_(k) below is 3
+    assert fdr_cutoff([0.5, 0.001, 0.05, 0.03, 0.9], 0.1) == 0.05
+    # many who stand out loosen the cutoff: 0.03 alone among 20 users is no discovery, among 10 flippers it is
+    honest = [0.3 + 0.03 * i for i in range(19)]
+    assert fdr_cutoff([0.03, *honest], 0.3) == -1.0
+    assert fdr_cutoff([0.03, *[1e-4] * 10, *honest[:9]], 0.3) == 0.03
 
 
 def test_trusted_needs_evidence_and_the_trusted_level() -> None:
