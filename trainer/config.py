@@ -38,8 +38,9 @@ class PolicyConfig(_Frozen):
     corpus_weight_choices: tuple[float, ...] = Field(
         default=(),
         description="Full runs also train every kind with the corpus at each of these weights; the candidates are "
-                    "judged side by side and the best that passes wins (its weight is tagged on the version). A "
-                    "stream that drifted far from the corpus learns faster with less of it, one close to it with more.")
+                    "judged side by side, and a choice replaces the kind at corpus_weight only if the evaluation gate "
+                    "finds it better than that one (its weight is tagged on the version). A stream that drifted far "
+                    "from the corpus learns faster with less of it, one close to it with more.")
     kinds: tuple[str, ...] = Field(default=("tfidf-logreg",), min_length=1, description="Candidate kinds.")
     kind_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     holdout_percent: int = Field(default=10, ge=0, le=50, description="Share of feedback reserved for evaluation.")

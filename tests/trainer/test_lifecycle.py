@@ -383,9 +383,17 @@ def test_full_runs_try_each_corpus_weight_and_the_version_remembers_the_one_that
     assert [c["name"] for c in first.candidates] == ["tfidf-logreg", "tfidf-logreg_corpus0.02"]
     assert {c["kind"] for c in first.candidates} == {"tfidf-logreg"}
     assert first.status == "promoted" and first.version is not None, first.reason
-    best = max((c for c in first.candidates if c["passed"]), key=lambda c: c["score"])
-    weight = 0.02 if best["name"].endswith("0.02") else 0.2
-    assert float(first.version.tags["corpus_weight"]) == weight and best["name"] in first.reason
+    top = max((c for c in first.candidates if c["passed"]), key=lambda c: c["score"])
+    default = next(c for c in first.candidates if c["name"] == "tfidf-logreg")
+    if top is not default and default["passed"]:
+        # the higher-scoring weight replaces the policy's only when the gate finds it better than that one
+        assert set(top["selection"]) == {"chosen", "reason"} and "vs champion" in top["selection"]["reason"]
+        chosen = top if top["selection"]["chosen"] else default
+    else:
+        assert "selection" not in top
+        chosen = top
+    weight = 0.02 if chosen["name"].endswith("0.02") else 0.2
+    assert float(first.version.tags["corpus_weight"]) == weight and chosen["name"] in first.reason
     root = lc.settings.data_dir / "mlartifacts"
     assert list(root.rglob("gates/tfidf-logreg_corpus0.02.evaluation.json"))
     # the next run refits the champion's recipe at the weight the champion was trained with
