@@ -143,7 +143,7 @@ class Curator:
         # the 'fdr' rule judges every user against all the others: the batch's evidence may move anyone
         # across the cutoff, in this batch or not
         moved = rule.settle(annotators)
-        for u, a in store.annotators(set(moved) - annotators.keys()).items():
+        for u, a in store.annotators(moved).items():  # judged users outside the batch's annotators
             before[u] = self._standing(a)
             a.low_trust = moved[u]
             annotators[u] = a
@@ -280,9 +280,7 @@ class _TrustRule:
         self.cutoff = self._cutoff()
 
     def low_trust(self, a: Annotator) -> bool:
-        if self.config.rule == "floor":
-            return low_trust(a.agree, a.disagree, self.config)
-        if a.labels >= self.config.min_evidence:
+        if self.config.rule == "fdr" and a.labels >= self.config.min_evidence:
             self.judged[a.user_id] = a
         return self._low(a)
 
@@ -298,7 +296,8 @@ class _TrustRule:
         return {u: low for u, low in standing.items() if low != self.judged[u].low_trust}
 
     def _low(self, a: Annotator) -> bool:
-        return low_trust(a.agree, a.disagree, self.config) and self._p(a) <= self.cutoff
+        return low_trust(a.agree, a.disagree, self.config) and (
+            self.config.rule == "floor" or self._p(a) <= self.cutoff)
 
     def _p(self, a: Annotator) -> float:
         return distrust_p(a.agree, a.disagree, self.config)
