@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import random
 import shutil
 import tempfile
@@ -347,7 +348,8 @@ class Trainer:
                     return RunResult("refused", f"data quality: {quality.reason}", run_id, mode)
                 folds = self._cross_fit_plan(store, mode, frame, champion, champion_model)
                 candidates = [self._candidate(kind, mode, _reweighed(frame, weight, self.config.policy), champion,
-                                              champion_model, holdout, workdir, folds, weight)
+                                              champion_model, holdout, workdir, folds, weight,
+                                              self._refresh(kind, mode, weight, champion, champion_model, snapshot))
                               for kind in self._kinds(mode, champion, kinds)
                               for weight in self._corpus_weights(mode)]
                 for c in candidates:
@@ -455,9 +457,24 @@ class Trainer:
         choices = self.config.policy.corpus_weight_choices if mode == "full" else ()
         return [None, *(w for w in dict.fromkeys(choices) if w != self.config.policy.corpus_weight)]
 
+    def _refresh(self, kind: str, mode: Mode, weight: float | None, champion: ModelVersionInfo | None,
+                 champion_model: ModelKind | None, snapshot: Snapshot) -> bool:
+        """Is the candidate of ``kind`` at corpus ``weight`` the champion's own recipe on more of the same
+        stream: a full refit of the champion's kind, params and corpus weight (a full-mode champion) on a
+        snapshot past its watermark? The evaluation gate holds such a refresh to non-inferiority."""
+        if champion is None or champion_model is None or mode != "full" or champion.mode != "full":
+            return False
+        policy = self.config.policy
+        params = {"seed": policy.seed, **policy.kind_params.get(kind, {})}
+        recipe_weight = policy.corpus_weight if weight is None else weight
+        return (kind == champion.kind and create(kind, **params).params == champion_model.params
+                and math.isclose(recipe_weight, _float_tag(champion.tags, "corpus_weight", math.nan))
+                and snapshot.watermark > (champion.watermark or 0))
+
     def _candidate(self, kind: str, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
                    champion_model: ModelKind | None, holdout: Frame, workdir: Path,
-                   folds: CrossFitPlan | None = None, corpus_weight: float | None = None) -> Candidate:
+                   folds: CrossFitPlan | None = None, corpus_weight: float | None = None,
+                   refresh: bool = False) -> Candidate:
         started = time.perf_counter()
         model = self._fit(kind, mode, champion, frame)
         candidate = Candidate(kind, model, time.perf_counter() - started, corpus_weight=corpus_weight)
@@ -468,7 +485,7 @@ class Trainer:
         candidate.cross_fit_seconds = time.perf_counter() - started + (folds.champion_seconds if folds else 0.0)
         verdict = self.evaluation.check(GateInput(candidate=model, champion=champion_model,
                                                   holdout=evaluation_set(holdout, self.config.policy, cross),
-                                                  out_dir=workdir))
+                                                  out_dir=workdir, refresh=refresh))
         candidate.verdicts.append(verdict)
         if verdict.passed:
             with _throwaway_embeddings(model):

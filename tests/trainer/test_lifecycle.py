@@ -106,6 +106,8 @@ def test_threshold_crossing_trains_exactly_once_under_replays_and_two_trainers(
     trained = [r for r in results if r.status not in ("skipped", "busy")]
     assert len(trained) == 1, [(r.status, r.reason) for r in results]
     assert trained[0].mode == "incremental" and trained[0].status in ("promoted", "refused")
+    # a warm start continues the champion rather than refitting its recipe: never judged as a refresh
+    assert not any(v["reason"].startswith("refresh") for c in trained[0].candidates for v in c["verdicts"])
     assert count_runs(db_url) == 1
     again = lc.trainer.maybe_train("reconcile")
     assert again.status == "skipped", again.reason
@@ -355,6 +357,8 @@ def test_a_full_run_against_a_full_champion_cross_fits_the_champions_recipe_on_t
     assert second.mode == "full", second.reason
     [evaluation] = [v for v in second.candidates[0]["verdicts"] if v["gate"] == "evaluation"]
     assert f"{now[0]} cross-fitted ({seen[0]} for the champion too)" in evaluation["reason"]
+    # the champion's own recipe on more of the stream: a refresh, held to non-inferiority
+    assert evaluation["reason"].startswith("refresh of the champion's recipe: "), evaluation["reason"]
     root = lc.settings.data_dir / "mlartifacts"
     details = [json.loads(p.read_text())["details"] for p in root.rglob("gates/tfidf-logreg.evaluation.json")]
     d = next(x for x in details if (x.get("cross_fitted") or {}).get("champion_rows"))
@@ -405,6 +409,10 @@ def test_full_runs_try_each_corpus_weight_and_the_version_remembers_the_one_that
     assert second.mode == "full" and weight in used, (used, second.reason)
     assert all("for the champion too" in v["reason"] for c in second.candidates for v in c["verdicts"]
                if v["gate"] == "evaluation")
+    # only the candidate at the champion's weight is its recipe refreshed; the other must improve on it
+    refreshed = {c["name"]: next(v["reason"] for v in c["verdicts"] if v["gate"] == "evaluation").startswith(
+        "refresh of the champion's recipe") for c in second.candidates}
+    assert refreshed == {"tfidf-logreg": weight == 0.2, "tfidf-logreg_corpus0.02": weight == 0.02}, refreshed
 
 
 def test_corpus_weight_choices_must_be_positive() -> None:

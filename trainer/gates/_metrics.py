@@ -86,10 +86,11 @@ def evaluate(stats: RowStats, weights: Mapping[Metric, float]) -> dict[str, Any]
 
 
 def paired_bootstrap(candidate: RowStats, champion: RowStats, weights: Mapping[Metric, float],
-                     n_resamples: int, seed: int, chunk: int = 200) -> tuple[float, Floats]:
-    """One-sided p-value for "candidate's weighted score is higher": the share of resamples (rows drawn
-    with replacement, the same rows for both models) in which it is not, with the +1 correction
-    ``(1 + #{delta* <= 0}) / (B + 1)``; and the resampled deltas."""
+                     n_resamples: int, seed: int, chunk: int = 200, margin: float = 0.0) -> tuple[float, Floats]:
+    """One-sided p-value for "candidate's weighted score is higher" (``margin`` > 0: "higher than the
+    champion's minus ``margin``", a non-inferiority test): the share of resamples (rows drawn with
+    replacement, the same rows for both models) in which it is not, with the +1 correction
+    ``(1 + #{delta* <= -margin}) / (B + 1)``; and the resampled deltas."""
     rng = np.random.default_rng(seed)
     n = len(candidate.features)
     deltas: list[Floats] = []
@@ -103,19 +104,30 @@ def paired_bootstrap(candidate: RowStats, champion: RowStats, weights: Mapping[M
                                                  champion.n_bins), weights)
         deltas.append(cand - champ)
     delta = np.concatenate(deltas)
-    return float((1 + np.count_nonzero(delta <= 0)) / (n_resamples + 1)), delta
+    return float((1 + np.count_nonzero(delta <= -margin)) / (n_resamples + 1)), delta
 
 
 def mcnemar(candidate_correct: npt.NDArray[np.bool_], champion_correct: npt.NDArray[np.bool_],
-            exact_below: int) -> tuple[float, dict[str, int | str]]:
+            exact_below: int, margin: float = 0.0) -> tuple[float, dict[str, int | str]]:
     """One-sided McNemar test for "candidate is right more often" on the discordant pairs: ``b`` rows
     only the candidate gets right, ``c`` rows only the champion does. Under H0, b ~ Binomial(b + c, 1/2).
     Exact binomial tail P(X >= b) when b + c < ``exact_below``, else the normal approximation with
     continuity correction, z = (b - c - 1) / sqrt(b + c) (the one-sided half of the chi-square
-    (|b - c| - 1)^2 / (b + c) when b > c)."""
+    (|b - c| - 1)^2 / (b + c) when b > c).
+
+    ``margin`` > 0 tests non-inferiority instead, H0: accuracy(candidate) - accuracy(champion) <= -margin
+    over the N paired rows, with the Wald statistic z = (d + margin) / se, d = (b - c) / N,
+    se^2 = ((b + c) / N - d^2) / N (no discordant pairs: the models agree everywhere, p = 0)."""
     b = int(np.count_nonzero(candidate_correct & ~champion_correct))
     c = int(np.count_nonzero(~candidate_correct & champion_correct))
     n = b + c
+    if margin > 0:
+        rows = len(candidate_correct)
+        if n == 0:
+            return 0.0, {"b": b, "c": c, "method": "non-inferiority: no discordant pairs"}
+        d = (b - c) / rows
+        se = math.sqrt(max((n / rows - d * d) / rows, 1e-12))
+        return 0.5 * math.erfc((d + margin) / se / math.sqrt(2)), {"b": b, "c": c, "method": "non-inferiority, Wald"}
     if n == 0:
         return 1.0, {"b": b, "c": c, "method": "no discordant pairs"}
     if n < exact_below:

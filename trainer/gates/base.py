@@ -87,7 +87,8 @@ class GateInput:
     """Everything a gate may look at; each gate uses what it needs and fails if that is missing.
 
     ``label_set`` is the label set the training data must stay inside; it defaults to the candidate's
-    (or, failing that, the champion's) labels once either is fitted.
+    (or, failing that, the champion's) labels once either is fitted. ``refresh``: the candidate is the
+    champion's own recipe (kind, params, corpus weight, full refit) trained on more of the same stream.
     """
 
     candidate: ModelKind | None = None
@@ -96,6 +97,7 @@ class GateInput:
     holdout: Holdout | None = None
     label_set: tuple[str, ...] | None = None
     out_dir: Path | None = None
+    refresh: bool = False
 
     @property
     def labels(self) -> tuple[str, ...] | None:

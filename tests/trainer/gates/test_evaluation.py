@@ -251,3 +251,51 @@ def test_the_champions_training_rows_are_judged_by_its_recipes_out_of_fold_predi
     bad = CrossFitted(rows=[0, 99], labels=["positive"] * 2, confidence=[0.5] * 2, folds=5)
     refused = _check(perfect, perfect, Holdout(texts, ["positive"] * 40, champion_cross_fitted=bad))
     assert not refused.passed and "champion's cross-fitted predictions name rows outside" in refused.reason
+
+
+def _refresh(candidate: ModelKind, champion: ModelKind, holdout: Holdout, **config: Any) -> Any:
+    return EvaluationGate(EvaluationConfig.model_validate(config)).check(
+        GateInput(candidate=candidate, champion=champion, holdout=holdout, refresh=True))
+
+
+@pytest.mark.parametrize("test", ["bootstrap", "mcnemar"])
+def test_a_refresh_must_be_shown_no_worse_by_the_margin_not_better(test: str) -> None:
+    # the champion's recipe on more labels, judged equal on 400 rows: 10 rows each way
+    cand, champ, holdout = _paired(b=10, c=10, both=380)
+    config: dict[str, Any] = {"test": test, "metric_weights": {"accuracy": 1.0}, "n_resamples": 4000}
+    as_new = _check(cand, champ, holdout, **config)
+    assert not as_new.passed and "improvement +0.0000 is below the required +0.0050" in as_new.reason
+    verdict = _refresh(cand, champ, holdout, **config)
+    assert verdict.passed, verdict.reason
+    d = verdict.details
+    assert d["refresh"] is True and d["test"]["margin"] == 0.02 and d["criteria"]["refresh_margin"] == 0.02
+    assert verdict.reason.startswith("refresh of the champion's recipe: weighted score 0.9750 vs champion 0.9750")
+    assert "(+0.0000, non-inferior within 0.02)" in verdict.reason
+    if test == "mcnemar":  # by hand: d = 0 on N = 400 rows, 20 discordant; se = sqrt(20 / 400 / 400)
+        assert d["p_value"] == pytest.approx(0.5 * math.erfc(0.02 / math.sqrt(20 / 400 / 400) / math.sqrt(2)))
+    else:  # a resample draws ~Poisson(10) rows of each side: P(b* - c* <= -8), the margin times 400 rows
+        assert d["p_value"] == pytest.approx(stats.skellam.cdf(-8, 10, 10), abs=0.01)
+    assert d["p_value"] < 0.05
+    # a refresh worse by more than the margin is refused: 4 rows its way, 18 the champion's (-0.035)
+    cand, champ, holdout = _paired(b=4, c=18, both=378)
+    worse = _refresh(cand, champ, holdout, **config)
+    assert not worse.passed and "is not shown non-inferior within 0.02" in worse.reason
+    assert worse.details["p_value"] > 0.5
+    # off: a refresh is judged like any other candidate
+    off = _refresh(*_paired(b=10, c=10, both=380), **{**config, "refresh_margin": None})
+    assert not off.passed and "is below the required +0.0050" in off.reason and off.details["refresh"] is False
+
+
+def test_a_refresh_still_may_not_regress_a_slice() -> None:
+    # level overall, but the 10 rows it loses all fall in one 100-row slice (-0.10)
+    cand, champ, holdout = _paired(b=10, c=10, both=380)
+    slices = ["old" if t.endswith(" c") or int(t.split()[1]) >= 310 else "new" for t in holdout.texts]
+    verdict = _refresh(cand, champ, Holdout(holdout.texts, holdout.labels, slices), metric_weights={"accuracy": 1.0})
+    assert not verdict.passed and "slice 'old' (100 rows) regressed" in verdict.reason, verdict.reason
+
+
+def test_the_refresh_margin_is_a_share_of_the_score() -> None:
+    for bad in (0.0, -0.01, 1.0):
+        with pytest.raises(pydantic.ValidationError):
+            EvaluationConfig(refresh_margin=bad)
+    assert EvaluationConfig(refresh_margin=None).refresh_margin is None
