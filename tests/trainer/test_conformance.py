@@ -33,9 +33,17 @@ def corpus(n: int = 600, offset: int = 0) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["label3"] for r in rows]
 
 
-@pytest.fixture(params=sorted(KINDS))
+# every kind with its defaults, and the MiniLM head's other solver
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    **{kind: (kind, {}) for kind in sorted(KINDS)},
+    "minilm-head-lbfgs": ("minilm-head", {"solver": "lbfgs", "c": 0.1}),
+}
+
+
+@pytest.fixture(params=sorted(VARIANTS))
 def model(request: pytest.FixtureRequest) -> ModelKind:
-    return create(request.param)
+    kind, params = VARIANTS[request.param]
+    return create(kind, **params)
 
 
 @pytest.fixture

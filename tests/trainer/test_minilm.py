@@ -103,3 +103,54 @@ def test_one_label_or_unpaired_labels_are_refused(embedder: Embedder) -> None:
         MiniLMHead().use(embedder).fit(["a", "b"], ["x", "x"])
     with pytest.raises(TrainerError, match="as many labels as texts"):
         MiniLMHead().use(embedder).fit(["a", "b", "c"], ["x", "y"])
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_lbfgs_solves_to_the_regularised_optimum_whatever_the_seed(embedder: Embedder, binary: bool) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    texts, labels = corpus(500)
+    if binary:
+        labels = ["negative" if y == "negative" else "other" for y in labels]
+    probe, _ = corpus(100, offset=1000)
+    weights = [0.2 if i % 3 else 1.0 for i in range(len(texts))]
+    a = MiniLMHead(solver="lbfgs", c=0.3, seed=1).use(embedder).fit(texts, labels, weights)
+    b = MiniLMHead(solver="lbfgs", c=0.3, seed=2).use(embedder).fit(texts, labels, weights)
+    assert np.array_equal(a.predict_proba(probe), b.predict_proba(probe)), "the optimum, not a seed's path"
+    # scikit-learn's logistic regression on the same vectors, with the weights scaled to mean 1
+    x = embedder.embed(texts)
+    w = np.asarray(weights) / np.mean(weights)
+    reference = LogisticRegression(C=0.3, max_iter=2000, tol=1e-6).fit(x, labels, sample_weight=w)
+    assert tuple(reference.classes_) == a.labels
+    assert np.allclose(a.predict_proba(probe), reference.predict_proba(embedder.embed(probe)), atol=1e-4)
+    # stronger regularisation pulls the probabilities towards the class shares
+    loose = MiniLMHead(solver="lbfgs", c=10.0).use(embedder).fit(texts, labels, weights)
+    assert a.predict_proba(probe).max(axis=1).mean() < loose.predict_proba(probe).max(axis=1).mean()
+
+
+def test_an_lbfgs_head_round_trips_and_warm_starts_with_adamw(embedder: Embedder, tmp_path: Path) -> None:
+    texts, labels = corpus(400)
+    head = MiniLMHead(solver="lbfgs", c=0.1, epochs=5).use(embedder).fit(texts, labels)
+    head.save(tmp_path / "m")
+    previous = set_default_embedder(embedder)
+    try:
+        loaded = load_model(tmp_path / "m")
+    finally:
+        set_default_embedder(previous)
+    assert loaded.params == head.params and loaded.params["solver"] == "lbfgs"
+    assert np.array_equal(loaded.predict_proba(texts[:30]), head.predict_proba(texts[:30]))
+    new, _ = corpus(100, offset=2000)
+    before = mean_proba(head, new, "negative")
+    head.partial_fit(new, ["negative"] * len(new))
+    assert mean_proba(head, new, "negative") > before + 0.1
+
+
+@pytest.mark.parametrize(("params", "error"), [
+    ({"solver": "sgd"}, "unknown solver 'sgd'"),
+    ({"solver": "lbfgs", "hidden": 16}, "linear head only"),
+    ({"solver": "lbfgs", "c": 0.0}, "c must be a positive number"),
+    ({"c": float("nan")}, "c must be a positive number"),
+])
+def test_bad_solver_settings_are_refused(params: dict[str, object], error: str) -> None:
+    with pytest.raises(TrainerError, match=error):
+        MiniLMHead(**params)  # type: ignore[arg-type]
