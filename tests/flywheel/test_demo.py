@@ -20,6 +20,7 @@ from flywheel.demo import Crowd, DemoOptions, Marker, Step, Timeline, demo_setti
 from flywheel.settings import FlywheelSettings
 from serving.canary import load_canary_config
 from trainer.config import load_trainer_config
+from trainer.kinds import create
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -75,6 +76,10 @@ def test_demo_settings_write_configs_the_platform_accepts(tmp_path: Path) -> Non
     trainer = load_trainer_config(settings.trainer_config)
     assert trainer.policy.kinds == ("minilm-head",) and trainer.promotion.mode == "canary"
     assert trainer.policy.full_threshold == trainer.policy.incremental_threshold
+    # the head solved to its regularised optimum, with less of the corpus: parameters the kind accepts
+    assert trainer.policy.corpus_weight == 0.1 and trainer.policy.corpus_weight_choices == (0.05,)
+    head = create("minilm-head", **trainer.policy.kind_params["minilm-head"])
+    assert head.params["solver"] == "lbfgs" and head.params["c"] == 0.1
     assert load_canary_config(settings.canary_config).interval_s == 5.0
     assert load_drift_config(settings.drift_config).interval_s == 10.0
     assert load_curation_config(settings.curation_config).weights.label_issue == 1.0
