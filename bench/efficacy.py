@@ -67,7 +67,8 @@ def oracle(replay: Replay, kind: str) -> float:
     target = replay.target
     best = 0.0
     recipes = [(target, [1.0] * len(target))]
-    for corpus_weight in dict.fromkeys((PolicyConfig().corpus_weight, CORPUS_WEIGHT, *CORPUS_WEIGHT_CHOICES)):
+    default = PolicyConfig().corpus_weight
+    for corpus_weight in dict.fromkeys((default, CORPUS_WEIGHT.get(kind, default), *CORPUS_WEIGHT_CHOICES)):
         recipes.append((source + target, [corpus_weight] * len(source) + [1.0] * len(target)))
     params = [{}, *([KIND_PARAMS[kind]] if KIND_PARAMS.get(kind) else [])]
     for (rows, weights), kind_params in itertools.product(recipes, params):
