@@ -495,9 +495,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;
 
 
 # -- the demo platform ------------------------------------------------------------------------------------
-DEFAULT_CORPUS_WEIGHT = 0.2  # the policy's default (trainer.config.PolicyConfig)
 CORPUS_WEIGHT: dict[str, float] = {"minilm-head": 0.1}
-"""The demo policy's corpus weight per kind (others: the policy default, 0.2; see :func:`demo_settings`).
+"""The demo policy's corpus weight per kind (others: the policy's default; see :func:`demo_settings`).
 A tfidf-logreg at 0.1 regressed the movies slice by 0.037 and every run was refused (demo, 2026-12-04)."""
 CORPUS_WEIGHT_CHOICES = (0.05,)
 """Corpus weights a demo's full runs try beside :data:`CORPUS_WEIGHT`."""
@@ -525,7 +524,7 @@ def demo_settings(base: FlywheelSettings, options: DemoOptions, data_dir: Path, 
         # (docs/training.md)
         "policy": {"kinds": [options.kind], "incremental_threshold": options.incremental_threshold,
                    "full_threshold": options.incremental_threshold,
-                   "corpus_weight": CORPUS_WEIGHT.get(options.kind, DEFAULT_CORPUS_WEIGHT),
+                   **({"corpus_weight": CORPUS_WEIGHT[options.kind]} if options.kind in CORPUS_WEIGHT else {}),
                    "corpus_weight_choices": list(CORPUS_WEIGHT_CHOICES), "reconcile_interval_s": 5.0,
                    "holdout_percent": 10, "recent_min": 20, "kind_params": KIND_PARAMS},
         # the demo reports accuracy, so its gate judges accuracy: the default score (accuracy, macro-F1,

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
 
 from trainer.base import ModelKind, Probabilities
 from trainer.embeddings import Embedder, MemoryEmbeddingCache
@@ -148,9 +149,7 @@ class MiniLMHead(ModelKind):
 
     def _train(self, net: torch.nn.Sequential, x: torch.Tensor, y: torch.Tensor, n_labels: int,
                weights: Sequence[float] | None, generator: torch.Generator) -> None:
-        if len(x) != len(y) or not len(y):
-            raise TrainerError(f"need as many labels as texts, and at least one: {len(x)} texts, {len(y)} labels")
-        w = _sample_weights(weights, y, n_labels, self.params["balanced"])
+        w = _sample_weights(weights, x, y, n_labels, self.params["balanced"])
         batch = self.params["batch_size"]
         optimiser = torch.optim.AdamW(net.parameters(), lr=self.params["lr"],
                                       weight_decay=self.params["weight_decay"])
@@ -167,11 +166,7 @@ class MiniLMHead(ModelKind):
     def _solve(self, net: torch.nn.Sequential, x: torch.Tensor, y: torch.Tensor, n_labels: int,
                weights: Sequence[float] | None) -> None:
         """The regularised optimum (solver ``lbfgs``), written into the linear ``net``."""
-        from sklearn.linear_model import LogisticRegression
-
-        if len(x) != len(y) or not len(y):
-            raise TrainerError(f"need as many labels as texts, and at least one: {len(x)} texts, {len(y)} labels")
-        w = _sample_weights(weights, y, n_labels, self.params["balanced"])
+        w = _sample_weights(weights, x, y, n_labels, self.params["balanced"])
         model = LogisticRegression(C=self.params["c"], max_iter=_LBFGS_MAX_ITER, tol=1e-6)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
@@ -266,8 +261,12 @@ def _targets(labels: Sequence[str], classes: Sequence[str]) -> torch.Tensor:
     return torch.tensor([index[label] for label in labels], dtype=torch.long)
 
 
-def _sample_weights(weights: Sequence[float] | None, y: torch.Tensor, n_labels: int, balanced: bool) -> torch.Tensor:
-    """Per-sample loss weights, scaled to mean 1 (so ``lr`` means the same whatever the weights)."""
+def _sample_weights(weights: Sequence[float] | None, x: torch.Tensor, y: torch.Tensor, n_labels: int,
+                    balanced: bool) -> torch.Tensor:
+    """Per-sample loss weights for texts ``x`` labelled ``y``, scaled to mean 1 (so ``lr`` and ``c`` mean
+    the same whatever the weights)."""
+    if len(x) != len(y) or not len(y):
+        raise TrainerError(f"need as many labels as texts, and at least one: {len(x)} texts, {len(y)} labels")
     w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (len(y),) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise TrainerError(f"weights must be {len(y)} finite non-negative numbers with a positive sum")

@@ -465,9 +465,8 @@ class Trainer:
         if champion is None or champion_model is None or mode != "full" or champion.mode != "full":
             return False
         policy = self.config.policy
-        params = {"seed": policy.seed, **policy.kind_params.get(kind, {})}
         recipe_weight = policy.corpus_weight if weight is None else weight
-        return (kind == champion.kind and create(kind, **params).params == champion_model.params
+        return (kind == champion.kind and create(kind, **self._params(kind)).params == champion_model.params
                 and math.isclose(recipe_weight, _float_tag(champion.tags, "corpus_weight", math.nan))
                 and snapshot.watermark > (champion.watermark or 0))
 
@@ -496,9 +495,11 @@ class Trainer:
         """The candidate's recipe: a warm start of the champion (incremental, same kind), else from scratch."""
         if mode == "incremental" and champion is not None and kind == champion.kind:
             return self.registry.load(champion.version).partial_fit(frame.texts, frame.labels, frame.weights)
-        params = self.config.policy.kind_params.get(kind, {})
-        return create(kind, **{"seed": self.config.policy.seed, **params}).fit(frame.texts, frame.labels,
-                                                                                frame.weights)
+        return create(kind, **self._params(kind)).fit(frame.texts, frame.labels, frame.weights)
+
+    def _params(self, kind: str) -> dict[str, Any]:
+        """A from-scratch candidate's constructor parameters: the policy's seed and ``kind_params``."""
+        return {"seed": self.config.policy.seed, **self.config.policy.kind_params.get(kind, {})}
 
     def _cross_fit_plan(self, store: SampleStore, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
                         champion_model: ModelKind | None) -> CrossFitPlan | None:
