@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from flywheel import db
+from flywheel import migrate
 from flywheel.stack import EmbeddedBroker, EmbeddedPostgres
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -47,5 +47,5 @@ def bench_stack() -> Iterator[tuple[str, str]]:
         info = psycopg.conninfo.conninfo_to_dict(admin_url)
         info["dbname"] = name
         url = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
-        db.upgrade(url)
+        migrate.upgrade(url)
         yield bootstrap, url

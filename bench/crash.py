@@ -28,7 +28,7 @@ import uuid
 import psycopg
 
 from bench._stack import bench_stack
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from streams import kafka
 from tests.streams.stream_load import build, stream
 from tests.streams.test_crash_safety import processor_env, start_processor

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.settings import FlywheelSettings
 from flywheel.demo import (
     CORPUS_WEIGHT,
     CORPUS_WEIGHT_CHOICES,
@@ -42,9 +43,8 @@ from flywheel.demo import (
     write_report,
 )
 from flywheel.platform import Platform
-from flywheel.settings import FlywheelSettings
+from kinds.catalog import KINDS
 from trainer.config import PolicyConfig
-from trainer.kinds import KINDS
 
 log = logging.getLogger("bench.efficacy")
 CHECKPOINTS = (100, 200, 400)

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.embeddings import Embedder, MemoryEmbeddingCache
-from trainer.encoder import PRECISIONS, Encoder
-from trainer.minilm import MiniLMHead
+from kinds.embeddings import Embedder, MemoryEmbeddingCache
+from kinds.encoder import PRECISIONS, Encoder
+from kinds.minilm import MiniLMHead
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -34,7 +34,7 @@ import psycopg
 from confluent_kafka import Consumer, Producer
 
 from bench._stack import bench_stack
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from streams import kafka
 from streams.ingest import IngestProcessor
 from streams.runtime import ProcessorRunner, RunnerConfig, tune_gc

@@ -44,14 +44,14 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from bench._stack import bench_stack
-from flywheel import db
+from core import db
+from core.settings import FlywheelSettings
 from flywheel.platform import Platform
-from flywheel.settings import FlywheelSettings
 from flywheel.stack import free_port
+from registry.announce import now
 from schemas import FeedbackEvent, ModelEvent, PredictionEvent
 from streams.kafka import consumer_config, high_watermarks
 from streams.producer import EventProducer
-from trainer.announce import now
 from trainer.data import CorpusRow, SampleStore, read_labelled_csv
 
 DATA = Path(__file__).resolve().parents[1] / "data"

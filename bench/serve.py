@@ -91,7 +91,7 @@ def run_server(app: Any, port: int, threads: int) -> None:
     """Serve ``app`` exactly the way a pod is served, until SIGTERM/SIGINT."""
     import torch
 
-    from flywheel.settings import FlywheelSettings
+    from core.settings import FlywheelSettings
     from serving.app import serve
 
     torch.set_num_threads(threads)
@@ -103,7 +103,7 @@ def run_server(app: Any, port: int, threads: int) -> None:
 def pod_role(args: argparse.Namespace) -> None:
     import logging
 
-    from flywheel.settings import FlywheelSettings
+    from core.settings import FlywheelSettings
     from serving.app import create_app
 
     logging.basicConfig(level=logging.WARNING)
@@ -310,7 +310,7 @@ def train(settings: Any, bootstrap: str, url: str, kind: str, rows: list[Any], p
 
 def main(args: argparse.Namespace) -> None:
     from bench._stack import bench_stack
-    from flywheel.settings import FlywheelSettings
+    from core.settings import FlywheelSettings
     from trainer.data import read_labelled_csv
 
     started = time.perf_counter()

@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.yamlconfig import load_yaml_model
 from curation.exceptions import CurationError
-from flywheel.yamlconfig import load_yaml_model
 
 
 class _Frozen(BaseModel):

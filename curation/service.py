@@ -24,18 +24,18 @@ import psycopg
 from confluent_kafka import Consumer, Message
 from pydantic import ValidationError
 
+from core import db
+from core.exceptions import FlywheelError
 from curation.config import CurationConfig
 from curation.exceptions import CurationStoreError
 from curation.metrics import CurationMetrics
 from curation.pipeline import BatchResult, Curator
 from curation.postgres import PostgresCurationStore
-from flywheel import db
-from flywheel.exceptions import FlywheelError
 from schemas import Curated, IdRange, Landed
 from streams.kafka import CheckedProducer, consume_or_wait, consumer_config, producer_config, store_offsets
 
 if TYPE_CHECKING:
-    from flywheel.settings import FlywheelSettings
+    from core.settings import FlywheelSettings
 
 log = logging.getLogger(__name__)
 

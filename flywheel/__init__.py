@@ -1,13 +1,8 @@
-"""Flywheel: turn feedback on a model's predictions into a better model in production.
-
-This package holds the CLI, the settings object and the local runtime (embedded broker + Postgres).
-The data-flow stages live in their own top-level packages: ``schemas``, ``streams`` (and later
-``curation``, ``trainer``, ``registry``, ``serving``).
+"""Flywheel, the app: the CLI, the local stack (embedded broker + Postgres), the platform wiring
+(``flywheel up``), the demo and the schema migrations. It stands on every stage; no stage imports it.
+The foundation below the stages (errors, settings, database access, the Kafka connection) is ``core``.
 """
 
-from flywheel.exceptions import FlywheelError
-from flywheel.settings import FlywheelSettings, Topics
+from core import __version__
 
-__all__ = ["FlywheelError", "FlywheelSettings", "Topics", "__version__"]
-
-__version__ = "0.1.0"
+__all__ = ["__version__"]

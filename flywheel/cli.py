@@ -20,10 +20,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from flywheel import cli_curation, cli_demo, cli_lifecycle, cli_review, db
-from flywheel.exceptions import FlywheelError, StackError
+from core.exceptions import FlywheelError
+from core.settings import FlywheelSettings
+from flywheel import cli_curation, cli_demo, cli_lifecycle, cli_review, migrate
+from flywheel.exceptions import StackError
 from flywheel.platform import Endpoints, Platform, resolve
-from flywheel.settings import FlywheelSettings
 from streams import kafka
 
 app = typer.Typer(help="Flywheel: feedback on predictions becomes a better model in production.",
@@ -152,8 +153,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
     """Apply schema migrations."""
     settings = _settings()
     _bootstrap, database = _database_only(settings)
-    db.upgrade(database, revision)
-    out.print(f"database at revision {db.current_revision(database)}")
+    migrate.upgrade(database, revision)
+    out.print(f"database at revision {migrate.current_revision(database)}")
 
 
 @db_app.command("current")
@@ -161,7 +162,7 @@ def db_current() -> None:
     """Show the database's migration revision and the newest available."""
     settings = _settings()
     _bootstrap, database = _database_only(settings)
-    out.print(f"current {db.current_revision(database)}  head {db.head_revision(database)}")
+    out.print(f"current {migrate.current_revision(database)}  head {migrate.head_revision(database)}")
 
 
 def _database_only(settings: FlywheelSettings) -> tuple[str | None, str]:

@@ -8,8 +8,8 @@ import threading
 
 import typer
 
+from core.settings import FlywheelSettings
 from flywheel.platform import resolve
-from flywheel.settings import FlywheelSettings
 
 
 def process_curation(ctx: typer.Context) -> None:

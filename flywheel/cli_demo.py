@@ -18,10 +18,10 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from core.settings import FlywheelSettings
 from flywheel.demo import SCENARIOS, DemoOptions, Replay, demo_settings, fresh_database, reset_dir, write_report
 from flywheel.exceptions import StackError
 from flywheel.platform import Platform
-from flywheel.settings import FlywheelSettings
 
 out = Console()
 

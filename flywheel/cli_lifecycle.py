@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.settings import FlywheelSettings
 from flywheel.platform import resolve
-from flywheel.settings import FlywheelSettings
 
 if TYPE_CHECKING:  # MLflow, torch and Great Expectations load only when a command needs them
     from prometheus_client import CollectorRegistry
@@ -155,9 +155,10 @@ def process_trainer(stop: threading.Event) -> None:
 def process_canary(stop: threading.Event) -> None:
     """The online monitors of the served model: the canary controller (and champion watchdog) and, in a
     thread beside it, the drift monitor (``FLYWHEEL_DRIFT_CONFIG``; ``enabled: false`` turns it off)."""
-    from curation.drift import DriftMetrics, drift_monitor_for, load_drift_config
+    from curation.drift import DriftMetrics, load_drift_config
     from flywheel.lifecycle import lifecycle
     from serving.canary import CanaryMetrics, controller_for, load_canary_config
+    from trainer.drift import drift_monitor_for
 
     s = FlywheelSettings()
     bootstrap, database = resolve(s)

@@ -8,10 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flywheel import db
-from flywheel.exceptions import ConfigError
+from core import db
+from core.exceptions import ConfigError
+from core.settings import FlywheelSettings
 from flywheel.platform import resolve
-from flywheel.settings import FlywheelSettings
 
 review_app = typer.Typer(help="Label what the model is least sure of: next, label.", no_args_is_help=True)
 out = Console()

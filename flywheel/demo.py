@@ -37,9 +37,9 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from flywheel import db
-from flywheel.exceptions import ConfigError
-from flywheel.settings import FlywheelSettings
+from core import db
+from core.exceptions import ConfigError
+from core.settings import FlywheelSettings
 
 log = logging.getLogger(__name__)
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -255,7 +255,7 @@ class Replay:
 
     def collect_events(self) -> None:
         """Promotions, rollbacks and canaries from the models topic, placed on the timeline."""
-        from trainer.announce import read_model_events
+        from registry.announce import read_model_events
 
         kept = [m for m in self.timeline.markers if m.action in ("refused", "failed")]
         for event in read_model_events(self.bootstrap, self.settings.topics.models):

@@ -10,17 +10,17 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
+from kinds.embeddings import Embedder, LayeredEmbeddingCache, MemoryEmbeddingCache, PostgresEmbeddingCache
+from kinds.encoder import shared_encoder
+from kinds.minilm import set_default_embedder
 from registry import ModelRegistry, Transition, VersionRef, open_registry, postgres_backend
+from registry.announce import ModelAnnouncer, model_event
 from schemas import ModelAction, ModelEvent, RetrainRequest
 from streams.kafka import CheckedProducer, create_topics, producer_config
 from streams.kafka import admin as kafka_admin
-from trainer.announce import ModelAnnouncer, model_event
 from trainer.config import TrainerConfig, load_trainer_config
-from trainer.embeddings import Embedder, LayeredEmbeddingCache, MemoryEmbeddingCache, PostgresEmbeddingCache
-from trainer.encoder import shared_encoder
 from trainer.metrics import TrainerMetrics
-from trainer.minilm import set_default_embedder
 from trainer.pipeline import Trainer
 
 

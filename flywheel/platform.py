@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from flywheel import db
-from flywheel.exceptions import ConfigError, StackError
-from flywheel.settings import FlywheelSettings
+from core.exceptions import ConfigError
+from core.settings import FlywheelSettings
+from flywheel import migrate
+from flywheel.exceptions import StackError
 from flywheel.stack import LocalStack, pid_alive
 from schemas.codec import SchemaIdCheck
 from streams import kafka
@@ -117,7 +118,7 @@ class Platform:
         if running is not None and running.pid != os.getpid():
             raise StackError(f"a platform is already running from {s.data_dir} (pid {running.pid})")
         stack = self._exit.enter_context(LocalStack(s))
-        db.upgrade(stack.database_url)
+        migrate.upgrade(stack.database_url)
         kafka.create_topics(kafka.admin(stack.bootstrap), s.topics.all(), s.topic_partitions)
         metrics_url = None
         if s.metrics_port:
@@ -202,7 +203,8 @@ class Platform:
             controller = controller_for(lc, database_url, load_canary_config(s.canary_config),
                                         metrics=CanaryMetrics(self.registry))
             self._start_thread("flywheel-canary", lambda: controller.run(self.stop_event))
-            from curation.drift import DriftMetrics, drift_monitor_for, load_drift_config
+            from curation.drift import DriftMetrics, load_drift_config
+            from trainer.drift import drift_monitor_for
 
             drift = load_drift_config(s.drift_config)
             if drift.enabled:

@@ -22,8 +22,9 @@ from typing import IO
 
 from confluent_kafka.admin import AdminClient
 
-from flywheel.exceptions import BrokerUnavailable, StackError
-from flywheel.settings import FlywheelSettings
+from core.exceptions import KafkaUnavailable
+from core.settings import FlywheelSettings
+from flywheel.exceptions import StackError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 20.0) -> None:
-    """Block until the broker answers a metadata request, or raise :class:`BrokerUnavailable`."""
+    """Block until the broker answers a metadata request, or raise :class:`KafkaUnavailable`."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     deadline = time.monotonic() + timeout
     last = "no answer"
@@ -51,7 +52,7 @@ def wait_for_broker(bootstrap: str, timeout: float = 20.0) -> None:
         except Exception as exc:  # confluent_kafka raises KafkaException; translated below
             last = str(exc)
             time.sleep(0.1)
-    raise BrokerUnavailable(bootstrap, last)
+    raise KafkaUnavailable(last, bootstrap=bootstrap)
 
 
 class EmbeddedBroker:
@@ -95,7 +96,7 @@ class EmbeddedBroker:
         )
         try:
             wait_for_broker(self.bootstrap, timeout)
-        except BrokerUnavailable:
+        except KafkaUnavailable:
             self.stop()
             raise
         log.info("embedded broker (Tansu, memory storage) on %s, pid %s", self.bootstrap, self._proc.pid)

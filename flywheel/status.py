@@ -9,10 +9,11 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from flywheel import db
-from flywheel.exceptions import FlywheelError
+from core import db
+from core.exceptions import FlywheelError
+from core.settings import FlywheelSettings
+from flywheel import migrate
 from flywheel.platform import read_endpoints
-from flywheel.settings import FlywheelSettings
 from streams import kafka
 
 
@@ -78,7 +79,7 @@ def collect(settings: FlywheelSettings) -> Report:
 
 
 def _collect_db(report: Report, database: str, bootstrap: str | None) -> None:
-    revision, head = db.current_revision(database), db.head_revision(database)
+    revision, head = migrate.current_revision(database), migrate.head_revision(database)
     report.lines.append(("database", f"revision {revision}" + ("" if revision == head else f" (head is {head})")))
     if revision is None:
         report.problems.append("database: not migrated; run `flywheel db upgrade`")

@@ -12,7 +12,7 @@ from registry.exceptions import (
     NoPrevious,
     NoSuchVersion,
     RegistryError,
-    StoreError,
+    RegistryStoreError,
     TamperedArtifact,
 )
 from registry.semver import Mode, Semver, next_semver
@@ -41,9 +41,9 @@ __all__ = [
     "NoPrevious",
     "NoSuchVersion",
     "RegistryError",
+    "RegistryStoreError",
     "RunHandle",
     "Semver",
-    "StoreError",
     "TamperedArtifact",
     "Transition",
     "VersionRef",

@@ -22,11 +22,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from flywheel import db
-from flywheel.exceptions import ConfigError
+from core import db
+from core.exceptions import ConfigError
 from registry._offline import IMPORT_LOCK, go_offline
 from registry.base import ModelRegistry
-from registry.exceptions import StoreError
+from registry.exceptions import RegistryStoreError
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _SEARCH_PATH = re.compile(r"search_path\s*=\s*([a-z_][a-z0-9_]*)")
@@ -84,7 +84,7 @@ def exclusive(backend: str, name: str) -> Iterator[None]:
         try:
             conn.execute("SELECT pg_advisory_lock(%s)", (key,))
         except psycopg.errors.LockNotAvailable as exc:
-            raise StoreError(f"timed out waiting for the registry lock {name!r} in schema {schema!r}") from exc
+            raise RegistryStoreError(f"timed out waiting for the registry lock {name!r} in schema {schema!r}") from exc
         try:
             yield
         finally:

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-import trainer.exceptions
+from kinds.base import ModelKind
+from kinds.catalog import load_model
 from registry._verify import verify_artifact
 from registry.exceptions import InvalidRequest, NoChampion, NoPrevious, NoSuchVersion, TamperedArtifact
 from registry.semver import Mode, Semver
@@ -28,8 +29,6 @@ from registry.types import (
     Transition,
     VersionRef,
 )
-from trainer.base import ModelKind
-from trainer.kinds import load_model
 
 _ROLLBACK_TAGS = ("rolled_back", "rollback_reason", "rolled_back_to")
 
@@ -227,5 +226,5 @@ class ModelRegistry(ABC):
         directory = self.fetch(info.version)
         try:
             return load_model(directory)
-        except trainer.exceptions.TamperedArtifact as exc:  # changed between fetch and load
-            raise TamperedArtifact(self.model_name, info.version, exc.path, exc.detail) from exc
+        except TamperedArtifact as exc:  # changed between fetch and load
+            raise TamperedArtifact(exc.path, exc.detail, model=self.model_name, version=info.version) from exc

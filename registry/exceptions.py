@@ -1,19 +1,23 @@
 """Errors of the ``registry`` package. MLflow's exceptions are translated at the boundary
-(:mod:`registry.mlflow_registry`) into these; each carries the model and version it is about."""
+(:mod:`registry.mlflow_registry`) into these; each carries the model and version it is about. A
+version whose bytes changed raises :class:`kinds.TamperedArtifact` (one class for every finder of it),
+with its model and version filled in; it is re-exported here."""
+
 
 from __future__ import annotations
 
-from pathlib import Path
+from core.exceptions import FlywheelError
+from kinds.exceptions import TamperedArtifact
 
-import trainer.exceptions
-from flywheel.exceptions import FlywheelError
+__all__ = ["InvalidRequest", "NoChampion", "NoPrevious", "NoSuchVersion", "RegistryError", "RegistryStoreError",
+           "TamperedArtifact"]
 
 
 class RegistryError(FlywheelError):
     """Base of the registry package's errors."""
 
 
-class StoreError(RegistryError):
+class RegistryStoreError(RegistryError):
     """The MLflow store failed or refused a request; ``code`` is MLflow's error code when it gave one
     (``TEMPORARILY_UNAVAILABLE`` means trying again later makes sense)."""
 
@@ -53,13 +57,3 @@ class InvalidRequest(RegistryError):
     def __init__(self, model: str, detail: str) -> None:
         super().__init__(f"model {model!r}: {detail}")
         self.model = model
-
-
-class TamperedArtifact(RegistryError, trainer.exceptions.TamperedArtifact):
-    """The stored bytes of ``version`` differ from what was registered (its sha256 tag or a manifest
-    entry). Also a :class:`trainer.TamperedArtifact`, so either ``except`` catches it."""
-
-    def __init__(self, model: str, version: str, path: Path, detail: str) -> None:
-        trainer.exceptions.TamperedArtifact.__init__(self, path, f"model {model!r} version {version}: {detail}")
-        self.model = model
-        self.version = version

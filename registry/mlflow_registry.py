@@ -27,15 +27,15 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-import flywheel
-from flywheel.exceptions import ConfigError
+import core
+from core.exceptions import ConfigError
+from kinds.base import artifact_sha256, read_manifest
 from registry import backend as backends
 from registry._offline import go_offline
 from registry.base import ModelRegistry, RunHandle
-from registry.exceptions import InvalidRequest, NoSuchVersion, StoreError, TamperedArtifact
+from registry.exceptions import InvalidRequest, NoSuchVersion, RegistryStoreError, TamperedArtifact
 from registry.semver import Mode, Parent, Semver, next_semver
 from registry.types import CHAMPION, Lineage, ModelVersionInfo, VersionRef
-from trainer.base import artifact_sha256, read_manifest
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")  # as FlywheelSettings.model_name; quote-free filters
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -47,9 +47,9 @@ def _mlflow_errors(what: str) -> Iterator[None]:
     try:
         yield
     except MlflowException as exc:
-        raise StoreError(f"{what}: {exc.message}", exc.error_code) from exc
+        raise RegistryStoreError(f"{what}: {exc.message}", exc.error_code) from exc
     except sqlalchemy.exc.SQLAlchemyError as exc:  # raised outside MLflow's sessions (store creation)
-        raise StoreError(f"{what}: {' '.join(str(exc).split())}", "DATABASE_ERROR") from exc
+        raise RegistryStoreError(f"{what}: {' '.join(str(exc).split())}", "DATABASE_ERROR") from exc
 
 
 class MlflowRunHandle(RunHandle):
@@ -176,7 +176,7 @@ class MlflowRegistry(ModelRegistry):
             source = f"{run.artifact_uri}/{path}"
             stored = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=self._backend))
             if artifact_sha256(stored) != sha256 or read_manifest(stored) != manifest:
-                raise StoreError(f"the stored copy at {source} differs from {artifact_dir}")
+                raise RegistryStoreError(f"the stored copy at {source} differs from {artifact_dir}")
             with self._exclusive():
                 semver, parent = self._next_semver(kind, labels, mode, lineage.parent_version)
                 tags = {"semver": str(semver), "kind": kind, "labels": json.dumps(labels), "sha256": sha256,
@@ -246,7 +246,7 @@ class MlflowRegistry(ModelRegistry):
         except MlflowException as exc:
             if exc.error_code == _MISSING:
                 raise NoSuchVersion(self.model_name, version) from exc
-            raise StoreError(f"reading version {version} of {self.model_name!r}: {exc.message}",
+            raise RegistryStoreError(f"reading version {version} of {self.model_name!r}: {exc.message}",
                              exc.error_code) from exc
         return self._info(mv, self.aliases())
 
@@ -276,8 +276,9 @@ class MlflowRegistry(ModelRegistry):
             path = mlflow.artifacts.download_artifacts(artifact_uri=info.artifact_uri, tracking_uri=self._backend,
                                                        dst_path=None if dst is None else str(dst))
         except (MlflowException, OSError) as exc:
-            raise TamperedArtifact(self.model_name, info.version, Path(info.artifact_uri.removeprefix("file://")),
-                                   f"the stored artifact cannot be read: {exc}") from exc
+            raise TamperedArtifact(Path(info.artifact_uri.removeprefix("file://")),
+                                   f"the stored artifact cannot be read: {exc}", model=self.model_name,
+                                   version=info.version) from exc
         return Path(path)
 
     def _info(self, mv: ModelVersion, aliases: Mapping[str, str]) -> ModelVersionInfo:
@@ -301,15 +302,15 @@ def _int(text: str | None) -> int | None:
 
 @functools.cache
 def _code_version() -> str:
-    """``flywheel.__version__``, plus ``+g<commit>[.dirty]`` when running from a git checkout."""
-    checkout = Path(flywheel.__file__).resolve().parents[1]
+    """``core.__version__``, plus ``+g<commit>[.dirty]`` when running from a git checkout."""
+    checkout = Path(core.__file__).resolve().parents[1]
     if not (checkout / ".git").exists():
-        return flywheel.__version__
+        return core.__version__
     try:
         described = subprocess.run(
             ["git", "-C", str(checkout), "describe", "--always", "--dirty=.dirty", "--abbrev=12",
              "--exclude", "*"], capture_output=True, text=True, timeout=5, check=True,
             env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return flywheel.__version__
-    return f"{flywheel.__version__}+g{described}" if described else flywheel.__version__
+        return core.__version__
+    return f"{core.__version__}+g{described}" if described else core.__version__

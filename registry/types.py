@@ -39,7 +39,7 @@ class ModelVersionInfo:
     kind: str
     labels: tuple[str, ...]
     mode: str
-    sha256: str  # of the artifact's manifest (trainer.base.artifact_sha256)
+    sha256: str  # of the artifact's manifest (kinds.base.artifact_sha256)
     artifact_uri: str
     run_id: str | None  # the MLflow run holding the artifact and the metrics
     created_at: datetime

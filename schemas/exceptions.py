@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flywheel.exceptions import FlywheelError
+from core.exceptions import FlywheelError
 from schemas.reasons import Reason
 
 

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
+from kinds.base import Probabilities
 from schemas.events import PredictionEvent, Variant
 from serving.batching import MicroBatcher
 from serving.exceptions import InvalidInput
@@ -30,7 +31,6 @@ from serving.publisher import PredictionPublisher
 from serving.router import Route, route
 from serving.runtime import Deployment, LoadedModel
 from serving.services import Services
-from trainer.base import Probabilities
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,10 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from flywheel import db
-from flywheel.exceptions import DatabaseUnavailable
-from flywheel.settings import FlywheelSettings
+from core import db
+from core.exceptions import DatabaseUnavailable
+from core.settings import FlywheelSettings
+from kinds.catalog import KINDS
 from registry import InvalidRequest, ModelRegistry, NoSuchVersion, RegistryError
 from schemas import ModelEvent, RetrainRequest
 from schemas.exceptions import InvalidEvent
@@ -51,7 +52,6 @@ from serving.models import (
 )
 from streams.kafka import CheckedProducer, producer_config
 from trainer.exceptions import TrainerError
-from trainer.kinds import KINDS
 
 if TYPE_CHECKING:  # the lifecycle pulls in the trainer's pipeline and gates (pandas, sklearn): imported
     # when an admin route first needs it, so that a pod's import path stays lean

@@ -20,8 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from flywheel.exceptions import ConfigError
-from flywheel.settings import FlywheelSettings
+from core.exceptions import ConfigError
+from core.settings import FlywheelSettings
 from registry import ModelRegistry
 from schemas.exceptions import InvalidEvent
 from serving import _predict

@@ -26,12 +26,12 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
+from kinds.base import Probabilities
+from kinds.embeddings import Embedder, EmbeddingCache, MemoryEmbeddingCache, Vector
+from kinds.encoder import Encoder
 from serving.exceptions import ServingError
 from serving.metrics import ServingMetrics
-from trainer.base import Probabilities
-from trainer.embeddings import Embedder, EmbeddingCache, MemoryEmbeddingCache, Vector
-from trainer.encoder import Encoder
 
 
 class BatcherClosed(ServingError):

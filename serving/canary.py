@@ -32,14 +32,14 @@ import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
-from flywheel import db
-from flywheel.exceptions import ConfigError, FlywheelError
-from flywheel.yamlconfig import load_yaml_model
+from core import db
+from core.exceptions import ConfigError, FlywheelError
+from core.yamlconfig import load_yaml_model
 from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo, VersionRef
+from registry.announce import model_event, read_model_events
 from schemas import ModelEvent, RetrainRequest
 from serving.exceptions import ServingError
 from serving.sequential import Counts, Decision, SequentialConfig, decide
-from trainer.announce import model_event, read_model_events
 
 if TYPE_CHECKING:
     from flywheel.lifecycle import Lifecycle
@@ -336,7 +336,7 @@ def _counts(conn: _Conn, model: str, variant: str, version: str, since: datetime
 
 
 def _announced_canary(events: list[ModelEvent]) -> ModelEvent | None:
-    """The ``canary`` event of the canary the topic currently announces, if any (as trainer.announce.fold)."""
+    """The ``canary`` event of the canary the topic currently announces, if any (as registry.announce.fold)."""
     canary: ModelEvent | None = None
     for event in events:
         if event.action == "canary":

@@ -6,7 +6,7 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from registry import ModelRegistry
 from serving.exceptions import NotReady
 from serving.metrics import ServingMetrics

@@ -22,7 +22,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from flywheel.settings import Topics
+from core.settings import Topics
 from schemas.events import PredictionEvent
 from serving.exceptions import QueueFull
 from serving.metrics import ServingMetrics

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import overload
 
+from kinds.base import ModelKind, Probabilities, artifact_sha256
+from kinds.catalog import load_model
+from kinds.embeddings import Embedder
+from kinds.exceptions import KindError
+from kinds.minilm import MiniLMHead
 from registry import ModelRegistry, RegistryError, TamperedArtifact
+from registry.announce import ModelState, ServedVersion
 from serving.exceptions import ChecksumMismatch, ModelLoadError
 from serving.metrics import ServingMetrics
-from trainer.announce import ModelState, ServedVersion
-from trainer.base import ModelKind, Probabilities, artifact_sha256
-from trainer.embeddings import Embedder
-from trainer.exceptions import TrainerError
-from trainer.kinds import load_model
-from trainer.minilm import MiniLMHead
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class ModelLoader:
             model.predict_proba(list(WARMUP_TEXTS))
         except TamperedArtifact as exc:
             raise ChecksumMismatch(served.version, str(exc)) from exc
-        except (RegistryError, TrainerError, OSError) as exc:
+        except (RegistryError, KindError, OSError) as exc:
             raise ModelLoadError(served.version, f"{type(exc).__name__}: {exc}") from exc
         return LoadedModel(served, model, datetime.now(UTC), (time.perf_counter() - started) * 1000)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from registry import ModelRegistry
 from serving.batching import MicroBatcher, pod_embedder
 from serving.metrics import ServingMetrics

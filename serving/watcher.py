@@ -13,13 +13,13 @@ import uuid
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import ValidationError
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
+from registry.announce import ModelState
 from schemas import ModelEvent
 from serving.metrics import ServingMetrics
 from serving.runtime import Desired, Runtime
 from streams.exceptions import StreamError
 from streams.kafka import admin, consumer_config, create_topics, describe_topic
-from trainer.announce import ModelState
 
 log = logging.getLogger(__name__)
 

@@ -1,20 +1,15 @@
-"""Errors of the ``streams`` package. Each carries what a caller needs to act on it."""
+"""Errors of the ``streams`` package. Each carries what a caller needs to act on it.
+``KafkaUnavailable`` is the foundation's (:mod:`core.exceptions`), re-exported here."""
 
 from __future__ import annotations
 
-from flywheel.exceptions import FlywheelError
+from core.exceptions import FlywheelError, KafkaUnavailable
+
+__all__ = ["DeliveryError", "KafkaUnavailable", "OffsetGap", "StreamError", "TopicAdminError"]
 
 
 class StreamError(FlywheelError):
     """Base of the streams package's errors."""
-
-
-class KafkaUnavailable(StreamError):
-    """The broker did not answer; ``retry_after`` is a sensible wait before trying again."""
-
-    def __init__(self, detail: str, retry_after: float = 1.0) -> None:
-        super().__init__(f"Kafka is unavailable: {detail}")
-        self.retry_after = retry_after
 
 
 class DeliveryError(StreamError):

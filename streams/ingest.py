@@ -20,8 +20,8 @@ import psycopg
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
-from flywheel.exceptions import FlywheelError
-from flywheel.settings import FlywheelSettings, Topics
+from core.exceptions import FlywheelError
+from core.settings import FlywheelSettings, Topics
 from schemas.codec import EventRules, SchemaIdCheck
 from schemas.events import FeedbackEvent, IdRange, Landed, PredictionEvent
 from schemas.fast import FastDecoder, FeedbackRecord, PredictionRecord

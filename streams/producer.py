@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from pydantic import ValidationError
 
-from flywheel.settings import Topics
+from core.settings import Topics
 from schemas.base import Event
 from schemas.events import FeedbackEvent, PredictionEvent
 from schemas.exceptions import InvalidEvent

@@ -31,9 +31,9 @@ from typing import Any, Generic, TypeVar, cast
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from flywheel.db import connect
-from flywheel.exceptions import DatabaseUnavailable
-from flywheel.settings import FlywheelSettings
+from core.db import connect
+from core.exceptions import DatabaseUnavailable
+from core.settings import FlywheelSettings
 from schemas.events import DeadLetter
 from schemas.exceptions import DecodeError
 from schemas.reasons import Reason

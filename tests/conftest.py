@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from flywheel import db
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
+from flywheel import migrate
 from flywheel.stack import EmbeddedBroker, EmbeddedPostgres
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -76,7 +76,7 @@ def template_db(pg_admin_url: str) -> Iterator[str]:
     name = f"flywheel_tpl_{uuid.uuid4().hex[:10]}"
     _admin_exec(pg_admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = _with_dbname(pg_admin_url, name)
-    db.upgrade(url)
+    migrate.upgrade(url)
     try:
         yield name
     finally:

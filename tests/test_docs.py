@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 

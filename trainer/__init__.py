@@ -1,54 +1,7 @@
-"""Model kinds (one contract, one conformance suite); the trainer consumer comes with its issue."""
+"""The trainer: when to retrain (policy, schedule, triggers), the run that fits candidates on curated
+samples, the promotion gates, and the consumer that runs it (``flywheel process trainer``). The model
+kinds it fits are the ``kinds`` package's; the registry it writes to is ``registry``'s."""
 
-from trainer.base import ModelKind, artifact_sha256, read_manifest
-from trainer.embeddings import (
-    Embedder,
-    EmbeddingCache,
-    LayeredEmbeddingCache,
-    MemoryEmbeddingCache,
-    PostgresEmbeddingCache,
-)
-from trainer.encoder import Encoder, HashingEncoder, TextEncoder, shared_encoder
-from trainer.exceptions import (
-    ArtifactError,
-    EmbeddingCacheError,
-    EncoderError,
-    EncoderMismatch,
-    NotFitted,
-    TamperedArtifact,
-    TrainerError,
-    UnknownLabel,
-)
-from trainer.kinds import KINDS, create, load_model
-from trainer.minilm import MiniLMHead, default_embedder, set_default_embedder
-from trainer.tfidf import TfidfLogReg
+from trainer.exceptions import TrainerError
 
-__all__ = [
-    "KINDS",
-    "ArtifactError",
-    "Embedder",
-    "EmbeddingCache",
-    "EmbeddingCacheError",
-    "Encoder",
-    "EncoderError",
-    "EncoderMismatch",
-    "HashingEncoder",
-    "LayeredEmbeddingCache",
-    "MemoryEmbeddingCache",
-    "MiniLMHead",
-    "ModelKind",
-    "NotFitted",
-    "PostgresEmbeddingCache",
-    "TamperedArtifact",
-    "TextEncoder",
-    "TfidfLogReg",
-    "TrainerError",
-    "UnknownLabel",
-    "artifact_sha256",
-    "create",
-    "default_embedder",
-    "load_model",
-    "read_manifest",
-    "set_default_embedder",
-    "shared_encoder",
-]
+__all__ = ["TrainerError"]

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flywheel.yamlconfig import load_yaml_model
+from core.yamlconfig import load_yaml_model
 from trainer.exceptions import TrainerError
 from trainer.gates import GatesConfig
 from trainer.schedule import Cron

@@ -27,20 +27,20 @@ from typing import Any
 import pandas as pd
 from prometheus_client import CollectorRegistry
 
-from flywheel import db
-from flywheel.exceptions import FlywheelError
+from core import db
+from core.exceptions import FlywheelError
+from kinds.base import ModelKind
+from kinds.catalog import create
+from kinds.embeddings import Embedder, MemoryEmbeddingCache
+from kinds.minilm import MiniLMHead
 from registry import CHALLENGER, CHAMPION, PREVIOUS, Lineage, ModelRegistry, ModelVersionInfo, RunHandle
+from registry.announce import ModelAnnouncer, ModelState, model_event
 from schemas import ModelEvent
-from trainer.announce import ModelAnnouncer, ModelState, model_event
-from trainer.base import ModelKind
 from trainer.config import PolicyConfig, TrainerConfig
 from trainer.data import CorpusRow, Frame, SampleStore, Snapshot, split_holdout, store_corpus
-from trainer.embeddings import Embedder, MemoryEmbeddingCache
 from trainer.exceptions import TrainerError
 from trainer.gates import CrossFitted, Gate, GateInput, Holdout, Verdict, build_gates
-from trainer.kinds import create
 from trainer.metrics import TrainerMetrics
-from trainer.minilm import MiniLMHead
 from trainer.policy import Decision, Mode, Trigger, decide
 from trainer.runs import RunLog, single_flight
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from flywheel import db
+from core import db
 from trainer.data import Snapshot
 from trainer.policy import Mode, Trigger
 

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer
 from pydantic import ValidationError
 
-from flywheel.exceptions import FlywheelError
+from core.exceptions import FlywheelError
+from registry.announce import fold, read_model_events
 from schemas import Curated, Landed, RetrainRequest
 from streams.kafka import consume_or_wait, consumer_config, store_offsets
-from trainer.announce import fold, read_model_events
 from trainer.config import TrainerConfig
 from trainer.pipeline import RunResult, Trainer
 from trainer.policy import Mode, Trigger

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.registry import _canonical
 from schemas.registry.base import CompatibilityCheck, SchemaStore
-from schemas.registry.exceptions import InvalidSchema, InvalidVersion, RegistryError
+from schemas.registry.exceptions import InvalidSchema, InvalidVersion, SchemaRegistryError
 from schemas.registry.model import Reference, Schema, SubjectVersion
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -91,7 +91,7 @@ def validated(body: SchemaIn, store: SchemaStore, *, normalize: bool = False) ->
     for ref in schema.references:
         try:
             store.get_version(ref.subject, ref.version)
-        except RegistryError as exc:
+        except SchemaRegistryError as exc:
             if exc.http_status != 404:
                 raise
             raise InvalidSchema(

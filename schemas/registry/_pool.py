@@ -1,4 +1,4 @@
-"""A few reusable autocommit psycopg connections, with psycopg's errors translated to :class:`StoreError`."""
+"""A few reusable autocommit psycopg connections, with psycopg's errors translated to :class:`SchemaStoreError`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import pq
 
-from flywheel import db
-from flywheel.exceptions import DatabaseUnavailable
-from schemas.registry.exceptions import StoreError
+from core import db
+from core.exceptions import DatabaseUnavailable
+from schemas.registry.exceptions import SchemaStoreError
 
 
 def _one_line(exc: BaseException) -> str:
@@ -29,7 +29,7 @@ class ConnectionPool:
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A connection in autocommit mode; use ``conn.transaction()`` for atomic work. Raises
-        :class:`StoreError` for any database failure."""
+        :class:`SchemaStoreError` for any database failure."""
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
@@ -37,7 +37,7 @@ class ConnectionPool:
         try:
             yield conn
         except psycopg.Error as exc:
-            raise StoreError(_one_line(exc)) from exc
+            raise SchemaStoreError(_one_line(exc)) from exc
         finally:
             self._release(conn)
 
@@ -52,7 +52,7 @@ class ConnectionPool:
         try:
             return db.connect(self._url, autocommit=True, connect_timeout=self._connect_timeout)
         except DatabaseUnavailable as exc:
-            raise StoreError(str(exc), retry_after=exc.retry_after) from exc
+            raise SchemaStoreError(str(exc), retry_after=exc.retry_after) from exc
 
     def _release(self, conn: psycopg.Connection) -> None:
         if conn.closed or conn.info.transaction_status != pq.TransactionStatus.IDLE:

@@ -14,13 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flywheel.exceptions import FlywheelError
+from core.exceptions import FlywheelError
 from schemas.registry._global_routes import router as global_router
 from schemas.registry._http import RegistryJSONResponse
 from schemas.registry._subject_routes import router as subject_router
 from schemas.registry.base import CompatibilityCheck, SchemaStore
 from schemas.registry.compat import CompatibilityChecker
-from schemas.registry.exceptions import RegistryError
+from schemas.registry.exceptions import SchemaRegistryError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def _error(status: int, code: int, message: str) -> JSONResponse:
 
 
 async def _registry_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RegistryError)
+    assert isinstance(exc, SchemaRegistryError)
     if exc.http_status >= 500:
         log.warning("schema registry store error on %s %s: %s", request.method, request.url.path, exc)
     return _error(exc.http_status, exc.error_code, exc.message)
@@ -64,7 +64,7 @@ def create_app(store: SchemaStore, *, checker: CompatibilityCheck | None = None)
     )
     app.state.store = store
     app.state.checker = checker if checker is not None else CompatibilityChecker()
-    app.add_exception_handler(RegistryError, _registry_error)
+    app.add_exception_handler(SchemaRegistryError, _registry_error)
     app.add_exception_handler(FlywheelError, _flywheel_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from schemas.exceptions import SchemaError
 
 
-class RegistryError(SchemaError):
+class SchemaRegistryError(SchemaError):
     """Base of the registry's errors; ``error_code`` is Confluent's, ``http_status`` its HTTP status."""
 
     error_code = 50001
@@ -18,7 +18,7 @@ class RegistryError(SchemaError):
         self.message = message
 
 
-class SubjectNotFound(RegistryError):
+class SubjectNotFound(SchemaRegistryError):
     error_code, http_status = 40401, 404
 
     def __init__(self, subject: str) -> None:
@@ -26,7 +26,7 @@ class SubjectNotFound(RegistryError):
         self.subject = subject
 
 
-class VersionNotFound(RegistryError):
+class VersionNotFound(SchemaRegistryError):
     error_code, http_status = 40402, 404
 
     def __init__(self, subject: str, version: int | str) -> None:
@@ -35,11 +35,11 @@ class VersionNotFound(RegistryError):
         self.version = version
 
 
-class SchemaNotFound(RegistryError):
+class SchemaNotFound(SchemaRegistryError):
     error_code, http_status = 40403, 404
 
 
-class SubjectSoftDeleted(RegistryError):
+class SubjectSoftDeleted(SchemaRegistryError):
     error_code, http_status = 40404, 404
 
     def __init__(self, subject: str) -> None:
@@ -47,7 +47,7 @@ class SubjectSoftDeleted(RegistryError):
         self.subject = subject
 
 
-class SubjectNotSoftDeleted(RegistryError):
+class SubjectNotSoftDeleted(SchemaRegistryError):
     error_code, http_status = 40405, 404
 
     def __init__(self, subject: str) -> None:
@@ -55,7 +55,7 @@ class SubjectNotSoftDeleted(RegistryError):
         self.subject = subject
 
 
-class VersionSoftDeleted(RegistryError):
+class VersionSoftDeleted(SchemaRegistryError):
     error_code, http_status = 40406, 404
 
     def __init__(self, subject: str, version: int) -> None:
@@ -67,7 +67,7 @@ class VersionSoftDeleted(RegistryError):
         self.version = version
 
 
-class VersionNotSoftDeleted(RegistryError):
+class VersionNotSoftDeleted(SchemaRegistryError):
     error_code, http_status = 40407, 404
 
     def __init__(self, subject: str, version: int) -> None:
@@ -78,7 +78,7 @@ class VersionNotSoftDeleted(RegistryError):
         self.version = version
 
 
-class SubjectConfigNotFound(RegistryError):
+class SubjectConfigNotFound(SchemaRegistryError):
     error_code, http_status = 40408, 404
 
     def __init__(self, subject: str) -> None:
@@ -86,7 +86,7 @@ class SubjectConfigNotFound(RegistryError):
         self.subject = subject
 
 
-class IncompatibleSchema(RegistryError):
+class IncompatibleSchema(SchemaRegistryError):
     """The schema breaks the subject's compatibility level; ``messages`` lists every incompatibility."""
 
     error_code, http_status = 409, 409
@@ -100,11 +100,11 @@ class IncompatibleSchema(RegistryError):
         self.messages = list(messages)
 
 
-class InvalidSchema(RegistryError):
+class InvalidSchema(SchemaRegistryError):
     error_code, http_status = 42201, 422
 
 
-class InvalidVersion(RegistryError):
+class InvalidVersion(SchemaRegistryError):
     error_code, http_status = 42202, 422
 
     def __init__(self, version: str) -> None:
@@ -115,7 +115,7 @@ class InvalidVersion(RegistryError):
         self.version = version
 
 
-class InvalidCompatibilityLevel(RegistryError):
+class InvalidCompatibilityLevel(SchemaRegistryError):
     error_code, http_status = 42203, 422
 
     def __init__(self, level: object) -> None:
@@ -126,7 +126,7 @@ class InvalidCompatibilityLevel(RegistryError):
         self.level = level
 
 
-class StoreError(RegistryError):
+class SchemaStoreError(SchemaRegistryError):
     """The backing store failed (Postgres unreachable, query error); ``retry_after`` in seconds."""
 
     error_code, http_status = 50001, 500
@@ -136,7 +136,7 @@ class StoreError(RegistryError):
         self.retry_after = retry_after
 
 
-class ServerStartError(RegistryError):
+class ServerStartError(SchemaRegistryError):
     """The HTTP server did not come up (port taken, app failed) within its timeout."""
 
     def __init__(self, url: str, detail: str) -> None:

@@ -19,7 +19,7 @@ from schemas.registry import _policy
 from schemas.registry._canonical import fingerprint
 from schemas.registry._pool import ConnectionPool
 from schemas.registry.base import CompatibilityCheck, SchemaStore, Version
-from schemas.registry.exceptions import SchemaNotFound, StoreError, SubjectNotFound
+from schemas.registry.exceptions import SchemaNotFound, SchemaStoreError, SubjectNotFound
 from schemas.registry.model import DEFAULT_LEVEL, CompatibilityLevel, Reference, Schema, SubjectVersion
 
 _LOCK_NAMESPACE = 0x53526567  # "SReg": first key of pg_advisory_xact_lock(int, int)
@@ -92,7 +92,7 @@ class PostgresSchemaStore(SchemaStore):
                 (key,),
             ).fetchone()
             if stored is None:  # inserted above, or by a concurrent registration that has committed
-                raise StoreError(f"schema with fingerprint {key} vanished during registration")
+                raise SchemaStoreError(f"schema with fingerprint {key} vanished during registration")
             version = max((row.version for row in rows), default=0) + 1
             conn.execute(
                 "INSERT INTO schema_registry_versions (subject, version, schema_id) VALUES (%s, %s, %s)",

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from core import db
 from curation import CurationConfig, CurationService, Pending
-from flywheel import db
+from kinds.tfidf import TfidfLogReg
 from tests.trainer.lifecycle_helpers import rows
-from trainer.tfidf import TfidfLogReg
 
 LABELS = ("negative", "neutral", "positive")
 T0 = datetime(2026, 11, 22, tzinfo=UTC)

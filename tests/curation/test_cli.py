@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from tests.streams.helpers import create_topics, wait_until
 
 from .helpers import Feedback, land, samples

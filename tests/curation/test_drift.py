@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from curation.drift import Calibration, DriftConfig, DriftMetrics, DriftMonitor, domain_auc, psi
-from flywheel import db
+from core import db
+from core.settings import FlywheelSettings
+from curation.drift import Calibration, DriftConfig, DriftMetrics, domain_auc, psi
 from flywheel.lifecycle import Lifecycle, lifecycle
-from flywheel.settings import FlywheelSettings
 from schemas import RetrainRequest
 from tests.trainer.lifecycle_helpers import rows
 from trainer.config import PromotionConfig, TrainerConfig
 from trainer.data import CorpusRow
+from trainer.drift import DriftMonitor
 
 
 def test_psi_by_hand() -> None:

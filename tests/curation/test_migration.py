@@ -11,9 +11,10 @@ import pytest
 from alembic import command
 from psycopg import sql
 
+from core import db
 from curation import CurationConfig
 from curation.service import CurationService
-from flywheel import db
+from flywheel import migrate
 from schemas import Curated
 from trainer.data import SampleStore
 
@@ -28,7 +29,7 @@ def db_at_0005(pg_admin_url: str) -> Iterator[str]:
     from tests.conftest import _with_dbname
 
     url = _with_dbname(pg_admin_url, name)
-    db.upgrade(url, "0005")
+    migrate.upgrade(url, "0005")
     try:
         yield url
     finally:
@@ -54,7 +55,7 @@ def test_upgrade_keeps_every_landed_sample_and_downgrade_restores_the_view(db_at
     with db.connect(url) as conn:
         snapshot = SampleStore(conn, 0).snapshot()
 
-    db.upgrade(url)
+    migrate.upgrade(url)
     assert _view(url) == before  # same rows, same columns, same landed_at
     with db.connect(url) as conn:
         assert SampleStore(conn, 0).snapshot() == snapshot
@@ -77,5 +78,5 @@ def test_upgrade_keeps_every_landed_sample_and_downgrade_restores_the_view(db_at
                     (ids[2], "rejected", False, True, True, True), (ids[3], "accepted", True, True, True, True)]
     assert _view(url)[:2] == before[:2]
 
-    command.downgrade(db.alembic_config(url), "0005")
+    command.downgrade(migrate.alembic_config(url), "0005")
     assert _view(url) == before

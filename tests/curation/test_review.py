@@ -8,8 +8,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from core import db
 from curation.review import ReviewQueue
-from flywheel import db
 
 
 def land(db_url: str, rows: Sequence[tuple[str, dict[str, float], str]], model: str = "sentiment") -> list[str]:

@@ -14,11 +14,11 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
+from core import db
+from core.settings import FlywheelSettings
 from curation import CurationConfig, CurationService
 from curation.config import ServiceConfig
 from curation.service import LOCK_NAME
-from flywheel import db
-from flywheel.settings import FlywheelSettings
 from schemas import Curated, FeedbackEvent, Landed, PredictionEvent
 from streams import kafka
 from tests.streams.helpers import create_topics, prediction, produce, producer, running_ingest, wait_until

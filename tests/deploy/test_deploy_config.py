@@ -28,9 +28,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from core.settings import FlywheelSettings
 from flywheel import lifecycle
 from flywheel.cli import app
-from flywheel.settings import FlywheelSettings
 from registry._offline import go_offline
 from serving.app import ROUTES
 from tests.deploy.exported import SYNTHETIC, exported, promql, unknown_references

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flywheel.settings import Topics
-from trainer.announce import read_model_events
+from core.settings import Topics
+from registry.announce import read_model_events
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

@@ -14,13 +14,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from core.settings import FlywheelSettings
 from curation.config import load_curation_config
 from curation.drift import load_drift_config
 from flywheel.demo import Crowd, DemoOptions, Marker, Step, Timeline, demo_settings, split_target, write_report
-from flywheel.settings import FlywheelSettings
+from kinds.catalog import create
 from serving.canary import load_canary_config
 from trainer.config import load_trainer_config
-from trainer.kinds import create
 
 LABELS = ("negative", "neutral", "positive")
 

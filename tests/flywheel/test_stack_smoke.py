@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import psycopg
 
-from flywheel import db
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
+from flywheel import migrate
 
 
 def test_template_database_is_migrated(db_url: str) -> None:
-    assert db.current_revision(db_url) == db.head_revision(db_url)
+    assert migrate.current_revision(db_url) == migrate.head_revision(db_url)
     with psycopg.connect(db_url) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
     assert {"predictions", "feedback", "stream_offsets", "dead_letters", "stream_counters"} <= tables

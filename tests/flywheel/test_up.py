@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from flywheel import db
+from core import db
 from flywheel.stack import free_port, pid_alive
 from tests.streams.helpers import wait_until
 

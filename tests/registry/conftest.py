@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from kinds import ModelKind, TfidfLogReg, create
 from registry import ModelRegistry, open_registry, postgres_backend
-from trainer import ModelKind, TfidfLogReg, create
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 MODEL = "sentiment"

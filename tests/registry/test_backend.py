@@ -8,7 +8,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 
-from flywheel.exceptions import ConfigError
+from core.exceptions import ConfigError
 from registry import postgres_backend, sqlite_backend
 from registry.backend import _libpq, schema_of
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
-import flywheel
-import trainer
-from flywheel import db
+import core
+import kinds
+from flywheel import migrate
 from registry import (
     IDENTITY_TAGS,
     InvalidRequest,
@@ -56,10 +56,10 @@ def test_register_creates_1_0_0_with_lineage_tags_metrics_and_the_artifact(
 
     assert (info.version, info.semver, info.kind, info.labels, info.mode) == ("1", "1.0.0", "tfidf-logreg", THREE,
                                                                               "bootstrap")
-    assert info.sha256 == trainer.artifact_sha256(saved["a"].path)
+    assert info.sha256 == kinds.artifact_sha256(saved["a"].path)
     assert info.parent_version is None and info.aliases == ()
     assert (info.data_hash, info.watermark, info.sample_count) == ("d" * 64, 120, 36)
-    assert info.code_version.startswith(flywheel.__version__)
+    assert info.code_version.startswith(core.__version__)
     assert json.loads(info.tags["labels"]) == list(THREE)
     assert (info.tags["sample_first_id"], info.tags["sample_last_id"], info.tags["training_run_id"]) == (
         "7", "120", "r-1")
@@ -174,7 +174,7 @@ def test_a_tampered_artifact_is_refused_by_fetch_and_load(registry: ModelRegistr
     weights.write_bytes(bytes([original[0] ^ 0x01]) + original[1:])  # one bit of one file
     with pytest.raises(TamperedArtifact) as refused:
         registry.fetch("1")
-    assert isinstance(refused.value, trainer.TamperedArtifact) and refused.value.version == "1"
+    assert isinstance(refused.value, kinds.TamperedArtifact) and refused.value.version == "1"
     with pytest.raises(TamperedArtifact):
         registry.load("1.0.0")
 
@@ -244,5 +244,5 @@ def test_open_is_idempotent_offline_and_apart_from_the_platform(registry_db_url:
                                    "WHERE table_name IN ('experiments', 'model_versions', 'alembic_version') "
                                    "GROUP BY 1").fetchall())
     assert tables == {"mlflow": 3, "public": 1}  # public holds only the platform's alembic_version
-    assert db.current_revision(registry_db_url) == db.head_revision(registry_db_url)
+    assert migrate.current_revision(registry_db_url) == migrate.head_revision(registry_db_url)
     assert postgres_backend(registry_db_url, schema="mlflow") == backend

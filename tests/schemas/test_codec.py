@@ -81,7 +81,7 @@ def test_unknown_schema_id_and_tolerant_check() -> None:
         decoder.decode(b"\x00\x00\x00\x00\x08" + fb(), NOW)
     assert info.value.reason is Reason.UNKNOWN_SCHEMA_ID
 
-    from flywheel.exceptions import DatabaseUnavailable
+    from core.exceptions import DatabaseUnavailable
 
     def down(_sid: int) -> bool:
         raise DatabaseUnavailable("registry store down")

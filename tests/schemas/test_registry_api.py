@@ -23,8 +23,8 @@ from schemas.registry import (
     RegistryServer,
     Schema,
     SchemaStore,
+    SchemaStoreError,
     ServerStartError,
-    StoreError,
     create_app,
 )
 
@@ -296,13 +296,13 @@ def test_concurrent_registration_is_serialised(db_url: str) -> None:
 
 def test_postgres_errors_become_store_errors(db_url: str) -> None:
     broken = PostgresSchemaStore("postgresql://nobody@127.0.0.1:1/none", connect_timeout=1)
-    with pytest.raises(StoreError):
+    with pytest.raises(SchemaStoreError):
         broken.subjects()
     client = TestClient(create_app(broken))
     assert error(client.get("/subjects"), 500, 50001)
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("DROP TABLE schema_registry_config")
-    with PostgresSchemaStore(db_url) as store, pytest.raises(StoreError, match="schema_registry_config"):
+    with PostgresSchemaStore(db_url) as store, pytest.raises(SchemaStoreError, match="schema_registry_config"):
         store.get_config(None)
 
 

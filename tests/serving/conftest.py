@@ -12,17 +12,17 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
+from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle, lifecycle
-from flywheel.settings import FlywheelSettings
+from kinds.tfidf import TfidfLogReg
 from registry import Lineage, ModelVersionInfo
+from registry.announce import model_event
 from schemas import ModelEvent
 from serving import create_app
 from serving.services import Services
 from streams.kafka import admin, consumer_config, describe_topic
 from tests.trainer.lifecycle_helpers import rows
-from trainer.announce import model_event
 from trainer.config import PromotionConfig, TrainerConfig
-from trainer.tfidf import TfidfLogReg
 
 
 @pytest.fixture

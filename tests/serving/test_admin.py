@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle
-from flywheel.settings import FlywheelSettings
 from serving import create_app
 from tests.trainer.lifecycle_helpers import rows
 

@@ -8,8 +8,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle
-from flywheel.settings import FlywheelSettings
 
 from .conftest import bootstrap_champion, read_topic, services
 

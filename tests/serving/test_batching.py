@@ -15,20 +15,21 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from core.settings import FlywheelSettings
 from flywheel.lifecycle import lifecycle
-from flywheel.settings import FlywheelSettings
+from kinds.base import Probabilities
+from kinds.catalog import load_model
+from kinds.embeddings import Embedder, MemoryEmbeddingCache
+from kinds.encoder import shared_encoder
+from kinds.minilm import MiniLMHead
+from kinds.tfidf import TfidfLogReg
+from registry.announce import ServedVersion
 from serving import LoadedModel, ServingMetrics, create_app
 from serving._predict import score, score_async
 from serving.batching import Batched, BatcherClosed, MeteredEmbeddingCache, MicroBatcher
+from tests.fakes import HashingEncoder
 from tests.trainer.lifecycle_helpers import rows
-from trainer.announce import ServedVersion
-from trainer.base import Probabilities
 from trainer.config import TrainerConfig
-from trainer.embeddings import Embedder, MemoryEmbeddingCache
-from trainer.encoder import HashingEncoder, shared_encoder
-from trainer.kinds import load_model
-from trainer.minilm import MiniLMHead
-from trainer.tfidf import TfidfLogReg
 
 from .conftest import services
 

@@ -14,15 +14,15 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from flywheel import db
+from core import db
+from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle, lifecycle
-from flywheel.settings import FlywheelSettings
 from registry import Lineage, ModelVersionInfo
+from registry.announce import model_event, read_model_events
 from schemas import RetrainRequest
 from serving.canary import CanaryConfig, CanaryController, CanaryMetrics, WatchdogConfig, controller_for, lock_key
 from serving.sequential import SequentialConfig
 from streams.kafka import admin, consumer_config, describe_topic, high_watermarks
-from trainer.announce import model_event, read_model_events
 from trainer.config import PromotionConfig, TrainerConfig
 
 from ..trainer.lifecycle_helpers import rows

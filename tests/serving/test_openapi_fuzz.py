@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from schemathesis.generation import GenerationMode
 
+from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle
-from flywheel.settings import FlywheelSettings
 from serving import create_app
 
 from .conftest import bootstrap_champion, services

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle
-from flywheel.settings import FlywheelSettings
 from registry import ModelVersionInfo
 
 from .conftest import register_version, services, wait_for

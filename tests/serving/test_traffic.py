@@ -9,8 +9,8 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle
-from flywheel.settings import FlywheelSettings
 from registry import ModelVersionInfo
 from serving import FeedbackPublisher, PredictionPublisher, ServingMetrics, create_app
 from serving.router import bucket

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import psycopg
 from confluent_kafka import Producer
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from schemas.events import FeedbackEvent, PredictionEvent
 from streams import kafka
 from streams.ingest import IngestProcessor

@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from flywheel.settings import Topics
+from core.settings import Topics
 from tests.streams.helpers import LABELS, feedback, prediction, produce, producer
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from confluent_kafka import Consumer
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from schemas.events import DeadLetter
 from streams import kafka
 from tests.streams.helpers import (

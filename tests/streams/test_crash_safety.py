@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from tests.streams.helpers import count, create_topics, wait_until
 from tests.streams.stream_load import build, stream
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from tests.streams.helpers import count, create_topics, running_ingest, wait_until
 from tests.streams.stream_load import build, stream
 from tests.streams.test_crash_safety import assert_exactly_once

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from streams.exceptions import OffsetGap
 from streams.ingest import IngestProcessor
 from streams.runtime import ProcessorRunner, RunnerConfig

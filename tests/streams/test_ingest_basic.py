@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import psycopg
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from tests.streams.helpers import (
     count,
     create_topics,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Consumer
 
-from flywheel.settings import FlywheelSettings, Topics
+from core.settings import FlywheelSettings, Topics
 from flywheel.stack import free_port
 from schemas.events import FeedbackEvent
 from schemas.exceptions import InvalidEvent

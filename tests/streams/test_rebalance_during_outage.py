@@ -11,7 +11,7 @@ import time
 import psycopg
 from confluent_kafka import Consumer
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from schemas.codec import EventRules
 from streams import kafka
 from streams.ingest import IngestProcessor

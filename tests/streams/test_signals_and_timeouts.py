@@ -6,7 +6,7 @@ import time
 
 from confluent_kafka import Consumer
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from schemas.events import Landed
 from streams import kafka
 from tests.streams.helpers import (

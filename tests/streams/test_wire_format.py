@@ -12,7 +12,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from flywheel.settings import FlywheelSettings
+from core.settings import FlywheelSettings
 from flywheel.stack import free_port
 from schemas.base import Event
 from schemas.events import FeedbackEvent

@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from core import db
 from curation import CurationConfig, Curator, PostgresCurationStore
-from flywheel import db
 from trainer.data import CorpusRow
 
 DATA = Path(__file__).resolve().parents[2] / "data"

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer import KINDS, ModelKind, NotFitted, TamperedArtifact, UnknownLabel, create, load_model
-from trainer.exceptions import ArtifactError
+from kinds import KINDS, ModelKind, NotFitted, TamperedArtifact, UnknownLabel, create, load_model
+from kinds.exceptions import ArtifactError
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

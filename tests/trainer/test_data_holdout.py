@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from flywheel import db
+from core import db
 from trainer.data import SampleStore, holdout_predicate
 
 CASES = [  # (status, reasons, in the recent holdout)

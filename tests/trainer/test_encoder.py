@@ -12,14 +12,13 @@ import numpy as np
 import psycopg
 import pytest
 
-from flywheel.exceptions import DatabaseUnavailable
-from trainer import (
+from core.exceptions import DatabaseUnavailable
+from kinds import (
     ArtifactError,
     Embedder,
     EmbeddingCacheError,
     Encoder,
     EncoderMismatch,
-    HashingEncoder,
     LayeredEmbeddingCache,
     MemoryEmbeddingCache,
     MiniLMHead,
@@ -28,8 +27,9 @@ from trainer import (
     set_default_embedder,
     shared_encoder,
 )
-from trainer.embeddings import text_sha256
-from trainer.encoder import Vectors
+from kinds.embeddings import text_sha256
+from kinds.encoder import Vectors
+from tests.fakes import HashingEncoder
 
 TEXTS = ["A gripping, beautifully shot film.", "meh", "", "The plot collapses in the third act and never recovers.",
          "Vraiment magnifique — un chef-d'œuvre 🎬", "ok", "Not bad at all, I would watch it again with friends."]

@@ -13,21 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from flywheel import db
+from core import db
+from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle, lifecycle, registry_backend
-from flywheel.settings import FlywheelSettings
+from kinds.embeddings import Embedder, MemoryEmbeddingCache
+from kinds.minilm import set_default_embedder
 from registry import Lineage, NoPrevious
+from registry.announce import fold, now, read_model_events
 from schemas import Landed, RetrainRequest
 from serving.canary import mlflow_run_metric
 from streams.kafka import CheckedProducer, admin, create_topics, producer_config
-from trainer.announce import fold, now, read_model_events
+from tests.fakes import HashingEncoder
 from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
 from trainer.data import holdout_predicate
-from trainer.embeddings import Embedder, MemoryEmbeddingCache
-from trainer.encoder import HashingEncoder
 from trainer.exceptions import TrainerError
 from trainer.gates import GatesConfig
-from trainer.minilm import set_default_embedder
 from trainer.pipeline import RunResult
 from trainer.service import TrainerService
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import Embedder, HashingEncoder, MiniLMHead, TrainerError, load_model, set_default_embedder
+from kinds import Embedder, KindError, MiniLMHead, load_model, set_default_embedder
+from tests.fakes import HashingEncoder
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "vader_movies.csv"
 
@@ -50,7 +51,7 @@ def test_sample_weights_are_honoured(embedder: Embedder) -> None:
     doubled = MiniLMHead(epochs=10).use(embedder).fit(texts, labels, [2.0] * len(texts))
     assert np.allclose(doubled.predict_proba(probe), plain.predict_proba(probe), atol=1e-5)  # scale-free
     for bad in ([-1.0] * len(texts), [0.0] * len(texts), [1.0]):
-        with pytest.raises(TrainerError, match="weights"):
+        with pytest.raises(KindError, match="weights"):
             MiniLMHead(epochs=1).use(embedder).fit(texts, labels, bad)
 
 
@@ -99,9 +100,9 @@ def test_clone_keeps_the_embedder_and_threads_are_left_as_found(embedder: Embedd
 
 
 def test_one_label_or_unpaired_labels_are_refused(embedder: Embedder) -> None:
-    with pytest.raises(TrainerError, match="two labels"):
+    with pytest.raises(KindError, match="two labels"):
         MiniLMHead().use(embedder).fit(["a", "b"], ["x", "x"])
-    with pytest.raises(TrainerError, match="as many labels as texts"):
+    with pytest.raises(KindError, match="as many labels as texts"):
         MiniLMHead().use(embedder).fit(["a", "b", "c"], ["x", "y"])
 
 
@@ -152,5 +153,5 @@ def test_an_lbfgs_head_round_trips_and_warm_starts_with_adamw(embedder: Embedder
     ({"c": float("nan")}, "c must be a positive number"),
 ])
 def test_bad_solver_settings_are_refused(params: dict[str, object], error: str) -> None:
-    with pytest.raises(TrainerError, match=error):
+    with pytest.raises(KindError, match=error):
         MiniLMHead(**params)  # type: ignore[arg-type]

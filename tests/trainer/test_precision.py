@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer import (
+from kinds import (
     Embedder,
     Encoder,
     EncoderError,
-    HashingEncoder,
+    KindError,
     MemoryEmbeddingCache,
     MiniLMHead,
     TfidfLogReg,
-    TrainerError,
     load_model,
     shared_encoder,
 )
+from tests.fakes import HashingEncoder
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -45,7 +45,7 @@ def test_the_precision_is_part_of_the_encoder_id_and_unknown_ones_are_refused(in
     assert fp32.with_precision("int8-all").encoder_id == fp32.encoder_id + ":int8-all"
     with pytest.raises(EncoderError):
         Encoder(precision="int4")  # type: ignore[arg-type]
-    with pytest.raises(TrainerError):
+    with pytest.raises(KindError):
         MiniLMHead(precision="fp16")  # type: ignore[arg-type]
 
 

@@ -4,11 +4,11 @@ rows, finds it better. Real models (tfidf-logreg on vader_tweets) and the real e
 
 from __future__ import annotations
 
+from kinds.tfidf import TfidfLogReg
 from trainer.config import PolicyConfig
 from trainer.data import Frame
 from trainer.gates import EvaluationConfig, EvaluationGate, Verdict
 from trainer.pipeline import Candidate, select_candidate
-from trainer.tfidf import TfidfLogReg
 
 from .lifecycle_helpers import rows
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import pandas as pd
 from pydantic import BaseModel
 
-from trainer.base import ModelKind
+from kinds.base import ModelKind
 from trainer.gates.exceptions import ArtifactWriteError
 
 Clock = Callable[[], float]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainer.base import ModelKind, Probabilities
+from kinds.base import ModelKind, Probabilities
 from trainer.exceptions import TrainerError
 from trainer.gates._private import jsonable
 from trainer.gates.base import Clock, Gate, GateInput, Verdict, unusable_model

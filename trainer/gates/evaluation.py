@@ -33,7 +33,7 @@ from typing import Any, Literal, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainer.base import ModelKind
+from kinds.base import ModelKind
 from trainer.exceptions import TrainerError
 from trainer.gates._metrics import Metric, RowStats, evaluate, mcnemar, paired_bootstrap, row_stats
 from trainer.gates._private import jsonable

@@ -13,7 +13,7 @@ from typing import Self
 import numpy as np
 import pandas as pd
 
-from trainer.base import ModelKind, Probabilities
+from kinds.base import ModelKind, Probabilities
 
 DATA = Path(__file__).resolve().parents[3] / "data"
 LABELS = ("negative", "neutral", "positive")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from kinds import ModelKind, create
 from tests.trainer.gates._data import FLIP, texts_labels
-from trainer import ModelKind, create
 
 HOLDOUT_MOVIES = (0, 1500)  # evaluation holdout rows of vader_movies
 HOLDOUT_TWEETS = (0, 400)

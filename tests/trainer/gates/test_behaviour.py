@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from kinds import ModelKind
 from tests.trainer.gates._data import Scripted, confident
-from trainer import ModelKind
 from trainer.gates import (
     BehaviourConfig,
     BehaviourGate,

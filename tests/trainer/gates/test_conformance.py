@@ -17,8 +17,8 @@ import pydantic
 import pytest
 
 import trainer.gates
+from kinds import ModelKind, create
 from tests.trainer.gates._data import frame, texts_labels
-from trainer import ModelKind, create
 from trainer.gates import GATES, FakeClock, Gate, GateInput, GatesConfig, Holdout, Verdict
 
 Scenario = Callable[[ModelKind, Path], GateInput]

@@ -12,8 +12,8 @@ import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
+from kinds import ModelKind
 from tests.trainer.gates._data import Scripted, confident, texts_labels
-from trainer import ModelKind
 from trainer.gates import EvaluationConfig, EvaluationGate, GateInput, Holdout
 
 

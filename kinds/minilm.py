@@ -13,7 +13,7 @@ it; a trainer plugs the Postgres cache in once at start-up, before loading or fi
 The artifact is ``head.safetensors`` + ``encoder.json`` (the encoder_id and dim the head was trained
 on); loading it where the embedder's encoder differs raises :class:`EncoderMismatch`.
 
-``precision`` (``fp32``, ``int8``, ``int8-all``; see :mod:`trainer.encoder`) is the encoder precision the
+``precision`` (``fp32``, ``int8``, ``int8-all``; see :mod:`kinds.encoder`) is the encoder precision the
 head trains and predicts on: an embedder whose encoder is the MiniLM :class:`Encoder` at another precision
 is used at this one (same cache: the precision is part of the encoder_id), so training and serving both
 embed with it. Other encoders (the fake) are used as given.
@@ -38,10 +38,10 @@ from safetensors.torch import load_file, save_file
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from trainer.base import ModelKind, Probabilities
-from trainer.embeddings import Embedder, MemoryEmbeddingCache
-from trainer.encoder import PRECISIONS, Encoder, Precision, shared_encoder
-from trainer.exceptions import ArtifactError, EncoderMismatch, TrainerError
+from kinds.base import ModelKind, Probabilities
+from kinds.embeddings import Embedder, MemoryEmbeddingCache
+from kinds.encoder import PRECISIONS, Encoder, Precision, shared_encoder
+from kinds.exceptions import ArtifactError, EncoderMismatch, KindError
 
 HEAD, ENCODER = "head.safetensors", "encoder.json"
 Solver = Literal["adamw", "lbfgs"]
@@ -73,13 +73,13 @@ class MiniLMHead(ModelKind):
                  batch_size: int = 64, balanced: bool = False, seed: int = 0, precision: Precision = "fp32",
                  solver: Solver = "adamw", c: float = 1.0) -> None:
         if precision not in PRECISIONS:
-            raise TrainerError(f"unknown encoder precision {precision!r}; known: {list(PRECISIONS)}")
+            raise KindError(f"unknown encoder precision {precision!r}; known: {list(PRECISIONS)}")
         if solver not in SOLVERS:
-            raise TrainerError(f"unknown solver {solver!r}; known: {list(SOLVERS)}")
+            raise KindError(f"unknown solver {solver!r}; known: {list(SOLVERS)}")
         if solver == "lbfgs" and hidden:
-            raise TrainerError(f"solver 'lbfgs' fits a linear head only (hidden=0), got hidden={hidden}")
+            raise KindError(f"solver 'lbfgs' fits a linear head only (hidden=0), got hidden={hidden}")
         if not (isinstance(c, int | float) and math.isfinite(c) and c > 0):
-            raise TrainerError(f"c must be a positive number, got {c!r}")
+            raise KindError(f"c must be a positive number, got {c!r}")
         super().__init__(hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                          balanced=balanced, seed=seed, precision=precision, solver=solver, c=c)
         self._net: torch.nn.Sequential | None = None
@@ -117,7 +117,7 @@ class MiniLMHead(ModelKind):
     def fit(self, texts: Sequence[str], labels: Sequence[str], weights: Sequence[float] | None = None) -> Self:
         classes = sorted(set(labels))
         if len(classes) < 2:
-            raise TrainerError(f"need at least two labels to train, got {classes}")
+            raise KindError(f"need at least two labels to train, got {classes}")
         embedder = self.embedder
         x = torch.from_numpy(embedder.embed(texts))
         generator = torch.Generator().manual_seed(self.params["seed"])
@@ -266,10 +266,10 @@ def _sample_weights(weights: Sequence[float] | None, x: torch.Tensor, y: torch.T
     """Per-sample loss weights for texts ``x`` labelled ``y``, scaled to mean 1 (so ``lr`` and ``c`` mean
     the same whatever the weights)."""
     if len(x) != len(y) or not len(y):
-        raise TrainerError(f"need as many labels as texts, and at least one: {len(x)} texts, {len(y)} labels")
+        raise KindError(f"need as many labels as texts, and at least one: {len(x)} texts, {len(y)} labels")
     w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (len(y),) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise TrainerError(f"weights must be {len(y)} finite non-negative numbers with a positive sum")
+        raise KindError(f"weights must be {len(y)} finite non-negative numbers with a positive sum")
     if balanced:
         per_class = np.bincount(y.numpy(), weights=w, minlength=n_labels)
         present = per_class > 0

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from trainer.base import ModelKind, Probabilities
-from trainer.exceptions import ArtifactError, TrainerError
+from kinds.base import ModelKind, Probabilities
+from kinds.exceptions import ArtifactError, KindError
 
 if TYPE_CHECKING:
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -61,7 +61,7 @@ class TfidfLogReg(ModelKind):
     def fit(self, texts: Sequence[str], labels: Sequence[str], weights: Sequence[float] | None = None) -> Self:
         classes = sorted(set(labels))
         if len(classes) < 2:
-            raise TrainerError(f"need at least two labels to train, got {classes}")
+            raise KindError(f"need at least two labels to train, got {classes}")
         vectorizer = self._new_vectorizer()
         features = vectorizer.fit_transform(list(texts))
         clf = self._new_classifier(warm=False)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.base import ModelKind, read_manifest
-from trainer.exceptions import ArtifactError
-from trainer.minilm import MiniLMHead
-from trainer.tfidf import TfidfLogReg
+from kinds.base import ModelKind, read_manifest
+from kinds.exceptions import ArtifactError
+from kinds.minilm import MiniLMHead
+from kinds.tfidf import TfidfLogReg
 
 KINDS: dict[str, type[ModelKind]] = {cls.kind: cls for cls in (TfidfLogReg, MiniLMHead)}
 

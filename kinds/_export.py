@@ -1,7 +1,7 @@
 """The child process of ``Encoder(isolated=True)``: build the encoder (transformers, quantisation,
 trace) and save its TorchScript, so that the parent never imports transformers' model code.
 
-    python -m trainer._export <model_dir> <precision> <out.pt>
+    python -m kinds._export <model_dir> <precision> <out.pt>
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import cast
 
 import torch
 
-from trainer.encoder import PRECISIONS, Precision, build
+from kinds.encoder import PRECISIONS, Precision, build
 
 
 def main(argv: list[str]) -> int:

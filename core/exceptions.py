@@ -1,0 +1,76 @@
+"""The one error root of Flywheel, and the errors every layer shares.
+
+Every error Flywheel raises on purpose derives from :class:`FlywheelError`; each package adds its own
+subtree in its ``exceptions.py`` and translates third-party errors (confluent-kafka, psycopg, MLflow,
+SQLAlchemy) at its boundary (``raise OurError(...) from exc``). The whole tree::
+
+    FlywheelError
+    ├── ConfigError                      settings or a YAML config are inconsistent (core)
+    ├── ServiceUnavailable               a service did not answer; ``retry_after`` (core)
+    │   ├── DatabaseUnavailable          Postgres
+    │   └── KafkaUnavailable             the Kafka-protocol broker
+    ├── StackError                       a local service could not be started or stopped (flywheel)
+    ├── SchemaError                      (schemas)
+    │   ├── DecodeError                  a record is not a valid event; ``reason`` names why
+    │   ├── InvalidEvent                 an event cannot be built from the given fields
+    │   └── SchemaRegistryError          the schema registry refuses a request; Confluent error code
+    │       └── SchemaStoreError, SubjectNotFound, SchemaNotFound, IncompatibleSchema, ...
+    ├── StreamError                      (streams)
+    │   ├── DeliveryError                a produced record was not acknowledged
+    │   ├── OffsetGap                    a batch would skip records
+    │   └── TopicAdminError
+    ├── KindError                        (kinds: the model-kind contract)
+    │   ├── NotFitted, UnknownLabel, EncoderError, EmbeddingCacheError
+    │   └── ArtifactError                a saved model cannot be loaded; ``path``
+    │       ├── TamperedArtifact         its bytes differ from the sha256 recorded (manifest or registry)
+    │       └── EncoderMismatch
+    ├── CurationError                    (curation)
+    │   └── CurationStoreError
+    ├── RegistryError                    (registry)
+    │   ├── RegistryStoreError           MLflow's store failed; ``code``
+    │   ├── NoSuchVersion (NoChampion, NoPrevious), InvalidRequest
+    ├── TrainerError                     (trainer)
+    │   ├── RunInProgress, ...
+    │   └── GateError (GateConfigError, BehaviourSuiteError, ArtifactWriteError)
+    └── ServingError                     (serving: each carries its HTTP status)
+        └── InvalidInput, NotReady, QueueFull, ModelLoadError, Unauthorized, NotFound, ...
+
+A tampered artifact is always :class:`kinds.TamperedArtifact`, whoever finds it; the registry fills in
+the model and version it belongs to.
+"""
+
+from __future__ import annotations
+
+
+class FlywheelError(Exception):
+    """Base of every error Flywheel raises on purpose."""
+
+
+class ConfigError(FlywheelError):
+    """The settings are inconsistent or point at something that does not exist."""
+
+
+class ServiceUnavailable(FlywheelError):
+    """A service Flywheel depends on did not answer; ``retry_after`` says when trying again makes sense."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """Postgres could not be reached."""
+
+    def __init__(self, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(f"Postgres is unreachable: {detail}", retry_after)
+        self.detail = detail
+
+
+class KafkaUnavailable(ServiceUnavailable):
+    """The Kafka-protocol broker did not answer (``bootstrap`` names it when known)."""
+
+    def __init__(self, detail: str, retry_after: float = 1.0, *, bootstrap: str | None = None) -> None:
+        where = f" at {bootstrap}" if bootstrap else ""
+        super().__init__(f"Kafka{where} is unavailable: {detail}", retry_after)
+        self.detail = detail
+        self.bootstrap = bootstrap

@@ -1,0 +1,56 @@
+"""Model kinds: one contract (fit, warm start, predict_proba, sha256-pinned pickle-free artifacts), the
+implementations, and loading any saved model by the kind its manifest names. Both the trainer (which
+fits them) and serving (which loads and predicts with them) import this package; it imports neither."""
+
+from kinds.base import ModelKind, Probabilities, artifact_sha256, read_manifest
+from kinds.catalog import KINDS, create, load_model
+from kinds.embeddings import (
+    Embedder,
+    EmbeddingCache,
+    LayeredEmbeddingCache,
+    MemoryEmbeddingCache,
+    PostgresEmbeddingCache,
+)
+from kinds.encoder import Encoder, TextEncoder, shared_encoder
+from kinds.exceptions import (
+    ArtifactError,
+    EmbeddingCacheError,
+    EncoderError,
+    EncoderMismatch,
+    KindError,
+    NotFitted,
+    TamperedArtifact,
+    UnknownLabel,
+)
+from kinds.minilm import MiniLMHead, default_embedder, set_default_embedder
+from kinds.tfidf import TfidfLogReg
+
+__all__ = [
+    "KINDS",
+    "ArtifactError",
+    "Embedder",
+    "EmbeddingCache",
+    "EmbeddingCacheError",
+    "Encoder",
+    "EncoderError",
+    "EncoderMismatch",
+    "KindError",
+    "LayeredEmbeddingCache",
+    "MemoryEmbeddingCache",
+    "MiniLMHead",
+    "ModelKind",
+    "NotFitted",
+    "PostgresEmbeddingCache",
+    "Probabilities",
+    "TamperedArtifact",
+    "TextEncoder",
+    "TfidfLogReg",
+    "UnknownLabel",
+    "artifact_sha256",
+    "create",
+    "default_embedder",
+    "load_model",
+    "read_manifest",
+    "set_default_embedder",
+    "shared_encoder",
+]
