@@ -36,6 +36,24 @@ def connect(url: str, *, autocommit: bool = False, connect_timeout: int = 5,
         raise DatabaseUnavailable(_one_line(exc)) from exc
 
 
+class Connector:
+    """The connection factory stages are given instead of a URL: ``connector()`` opens a connection
+    (a context manager) to one database with one set of options. Built once at an entry point; tests
+    pass one pointing at their own database. ``url`` is the conninfo it connects to (a secret: never log it)."""
+
+    def __init__(self, url: str, *, connect_timeout: int = 5, session_timeouts: bool = False) -> None:
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self.session_timeouts = session_timeouts
+
+    def __call__(self, *, autocommit: bool = True) -> psycopg.Connection:
+        return connect(self.url, autocommit=autocommit, connect_timeout=self.connect_timeout,
+                       session_timeouts=self.session_timeouts)
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return f"Connector(session_timeouts={self.session_timeouts})"
+
+
 def advisory_key(name: str) -> int:
     """A stable signed 64-bit advisory lock key for ``name`` (e.g. ``flywheel.trainer:<model>``)."""
     digest = hashlib.sha256(name.encode()).digest()

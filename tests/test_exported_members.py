@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["curation", "flywheel", "registry", "schemas", "schemas.registry", "serving", "streams", "trainer"]
+PACKAGES = ["core", "curation", "flywheel", "kinds", "registry", "schemas", "schemas.registry", "serving", "streams", "trainer"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -26,6 +26,6 @@ def test_no_import_time_side_effects() -> None:
     import subprocess
     import sys
 
-    code = ("import threading, flywheel, registry, schemas, streams, schemas.registry, flywheel.cli;"
+    code = ("import threading, core, kinds, flywheel, registry, schemas, streams, schemas.registry, flywheel.cli;"
             "assert threading.active_count() == 1, threading.enumerate()")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
