@@ -4,7 +4,7 @@
 package does not import MLflow (that happens, offline, on the first open).
 """
 
-from registry.backend import open_registry, postgres_backend, sqlite_backend
+from registry.backend import postgres_backend, sqlite_backend
 from registry.base import ModelRegistry, RunHandle
 from registry.exceptions import (
     InvalidRequest,
@@ -15,6 +15,7 @@ from registry.exceptions import (
     RegistryStoreError,
     TamperedArtifact,
 )
+from registry.opening import open_registry
 from registry.semver import Mode, Semver, next_semver
 from registry.types import (
     CHALLENGER,

@@ -24,8 +24,6 @@ from sqlalchemy.exc import ArgumentError
 
 from core import db
 from core.exceptions import ConfigError
-from registry._offline import IMPORT_LOCK, go_offline
-from registry.base import ModelRegistry
 from registry.exceptions import RegistryStoreError
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -110,13 +108,3 @@ def _libpq(backend: str) -> str:
                                            "password": url.password, "dbname": url.database}
     params.update((k, v if isinstance(v, str) else v[-1]) for k, v in url.query.items())
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
-
-
-def open_registry(backend: str, artifact_root: Path, model_name: str) -> ModelRegistry:
-    """The MLflow registry of ``model_name`` on ``backend`` (see :func:`postgres_backend`,
-    :func:`sqlite_backend`), artifacts under ``artifact_root``. Imports MLflow on first use, offline."""
-    with IMPORT_LOCK:
-        go_offline()
-        from registry.mlflow_registry import MlflowRegistry
-
-    return MlflowRegistry.open(backend, artifact_root, model_name)

@@ -9,12 +9,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from schemas.registry._json_values import ALL_TYPES, Bound, lower_bound, types_of, upper_bound
-
-if TYPE_CHECKING:
-    from schemas.registry._json_diff import JsonDiff
+from schemas.registry._json_values import ALL_TYPES, Bound, Diff, lower_bound, types_of, upper_bound
 
 
 @dataclass(slots=True)
@@ -30,7 +27,7 @@ class TypeOutcome:
         return family in self.effective or (family == "number" and "integer" in self.effective)
 
 
-def compare_types(diff: JsonDiff, reader: dict[str, Any], writer: dict[str, Any], path: str) -> TypeOutcome:
+def compare_types(diff: Diff, reader: dict[str, Any], writer: dict[str, Any], path: str) -> TypeOutcome:
     r_types, w_declared = types_of(reader), types_of(writer)
     w_types = ALL_TYPES if w_declared is None else w_declared
     if r_types is None:
@@ -62,7 +59,7 @@ def _show(bound: Bound | None) -> str:
 
 
 def min_count(
-    diff: JsonDiff, reader: dict[str, Any], writer: dict[str, Any], key: str, path: str
+    diff: Diff, reader: dict[str, Any], writer: dict[str, Any], key: str, path: str
 ) -> list[str]:
     r_value, w_value = reader.get(key, 0), writer.get(key, 0)
     if r_value > w_value:
@@ -71,7 +68,7 @@ def min_count(
 
 
 def max_count(
-    diff: JsonDiff, reader: dict[str, Any], writer: dict[str, Any], key: str, path: str
+    diff: Diff, reader: dict[str, Any], writer: dict[str, Any], key: str, path: str
 ) -> list[str]:
     r_value, w_value = reader.get(key), writer.get(key)
     if r_value is not None and (w_value is None or w_value > r_value):
@@ -81,7 +78,7 @@ def max_count(
 
 
 def _changed(
-    diff: JsonDiff, reader: dict[str, Any], writer: dict[str, Any], key: str, path: str
+    diff: Diff, reader: dict[str, Any], writer: dict[str, Any], key: str, path: str
 ) -> list[str]:
     if key in reader and reader[key] != writer.get(key):
         return [
@@ -100,7 +97,7 @@ def _looser_high(writer: Bound, reader: Bound) -> bool:
     return writer[0] > reader[0] or (writer[0] == reader[0] and reader[1] and not writer[1])
 
 
-def compare_number(diff: JsonDiff, reader: dict[str, Any], writer: dict[str, Any], path: str) -> list[str]:
+def compare_number(diff: Diff, reader: dict[str, Any], writer: dict[str, Any], path: str) -> list[str]:
     out: list[str] = []
     for name, get, looser in (("minimum", lower_bound, _looser_low), ("maximum", upper_bound, _looser_high)):
         r_bound, w_bound = get(reader), get(writer)
@@ -117,7 +114,7 @@ def compare_number(diff: JsonDiff, reader: dict[str, Any], writer: dict[str, Any
     return out
 
 
-def compare_string(diff: JsonDiff, reader: dict[str, Any], writer: dict[str, Any], path: str) -> list[str]:
+def compare_string(diff: Diff, reader: dict[str, Any], writer: dict[str, Any], path: str) -> list[str]:
     return (
         min_count(diff, reader, writer, "minLength", path)
         + max_count(diff, reader, writer, "maxLength", path)
@@ -134,7 +131,7 @@ def _items(schema: dict[str, Any]) -> tuple[list[Any], Any]:
     return [], schema.get("items", True)
 
 
-def compare_array(diff: JsonDiff, reader: dict[str, Any], writer: dict[str, Any], path: str) -> list[str]:
+def compare_array(diff: Diff, reader: dict[str, Any], writer: dict[str, Any], path: str) -> list[str]:
     (r_prefix, r_rest), (w_prefix, w_rest) = _items(reader), _items(writer)
     out: list[str] = []
     for i in range(max(len(r_prefix), len(w_prefix))):

@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from schemas.registry._json_diff import JsonDiff
+
+class Diff(Protocol):
+    """What the per-type rules need of a comparison (:class:`schemas.registry._json_diff.Diff`): the
+    rules live below it, so they see it through this protocol and import nothing above them."""
+
+    reader_root: Any
+    reader_name: str
+    writer_name: str
+    strict_open_content: bool
+
+    def check(self, reader: Any, writer: Any, path: str) -> list[str]: ...
+
+    def deref(self, node: Any, root: Any) -> Any: ...
+
 
 ALL_TYPES = frozenset({"null", "boolean", "integer", "number", "string", "array", "object"})
 Bound = tuple[float, bool]  # (value, exclusive)
@@ -68,7 +80,7 @@ def finite_values(writer: dict[str, Any]) -> list[Any] | None:
     return [v for v in values if types is None or any(type_matches(v, t) for t in types)]
 
 
-def value_accepted(diff: JsonDiff, reader: Any, value: Any) -> bool:
+def value_accepted(diff: Diff, reader: Any, value: Any) -> bool:
     reader = diff.deref(reader, diff.reader_root)
     if isinstance(reader, bool) or not isinstance(reader, dict):
         return reader is True

@@ -13,12 +13,10 @@ one accepts them with any value. Hence, for a reader of a writer's data:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from schemas.registry._json_rules import max_count, min_count, pattern_schema
-
-if TYPE_CHECKING:
-    from schemas.registry._json_diff import JsonDiff
+from schemas.registry._json_values import Diff
 
 
 def _pointer(name: str) -> str:
@@ -38,7 +36,7 @@ def _dependencies(schema: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def compare_object(diff: JsonDiff, reader: dict[str, Any], writer: dict[str, Any], path: str) -> list[str]:
+def compare_object(diff: Diff, reader: dict[str, Any], writer: dict[str, Any], path: str) -> list[str]:
     r_props: dict[str, Any] = reader.get("properties") or {}
     w_props: dict[str, Any] = writer.get("properties") or {}
     r_patterns: dict[str, Any] = reader.get("patternProperties") or {}
@@ -101,7 +99,7 @@ def compare_object(diff: JsonDiff, reader: dict[str, Any], writer: dict[str, Any
 
 
 def _content_model(
-    diff: JsonDiff, reader: dict[str, Any], writer: dict[str, Any], path: str, r_extra: Any, w_extra: Any
+    diff: Diff, reader: dict[str, Any], writer: dict[str, Any], path: str, r_extra: Any, w_extra: Any
 ) -> list[str]:
     if w_extra is False or _is_open(r_extra):
         return []
@@ -114,7 +112,7 @@ def _content_model(
 
 
 def _pattern_properties(
-    diff: JsonDiff,
+    diff: Diff,
     r_patterns: dict[str, Any],
     w_patterns: dict[str, Any],
     r_extra: Any,
