@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import psycopg
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from tests.streams.helpers import (
     count,
@@ -16,11 +17,11 @@ from tests.streams.helpers import (
 
 
 def test_predictions_and_feedback_land_joined_and_deduplicated(
-    settings: FlywheelSettings, kafka_bootstrap: str, db_url: str
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str
 ) -> None:
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     t = settings.topics
-    p = producer(kafka_bootstrap)
+    p = producer(kafka_conn)
     preds = [prediction() for _ in range(20)]
     early = feedback(preds[0].prediction_id, "negative")  # arrives before its prediction
     produce(p, t.feedback, [(early.prediction_id.encode(), early.to_json())])
