@@ -12,6 +12,9 @@ A record the database itself refuses (bad bytes that passed validation) is isola
 the transaction and dead-lettered with reason ``sink_rejected``: a poison record never stops a
 partition. Database or broker outages are retried with capped exponential backoff while the consumer
 stays in its group (partitions paused); SIGTERM finishes the batch in hand or abandons it unwritten.
+
+This module is the Kafka side (consume, shard over writers, rebalances, back-pressure, timers); the
+transaction itself is :mod:`streams.sink`, the retry loop :mod:`streams._retry`.
 """
 
 from __future__ import annotations
