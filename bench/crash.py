@@ -54,9 +54,10 @@ def main() -> None:
     with bench_stack() as (bootstrap, url):
         settings = FlywheelSettings(kafka_bootstrap=bootstrap, database_url=url,  # type: ignore[arg-type]
                                     topic_prefix=f"crash{uuid.uuid4().hex[:6]}", data_dir=Path(tempfile.mkdtemp()))
-        kafka.create_topics(kafka.admin(bootstrap), settings.topics.all(), settings.topic_partitions)
+        kafka_conn = settings.kafka_connection()
+        kafka.create_topics(kafka.admin(kafka_conn), settings.topics.all(), settings.topic_partitions)
         records, exp = build(args.predictions, seed=args.seed)
-        producer = stream(bootstrap, settings.topics, records, seconds=seconds)
+        producer = stream(kafka_conn, settings.topics, records, seconds=seconds)
         env = processor_env(settings)
         log = settings.data_dir / "processor.log"
         at_kill = []

@@ -42,7 +42,7 @@ from flywheel.demo import (
     reset_dir,
     write_report,
 )
-from flywheel.platform import Platform
+from flywheel.platform import Platform, endpoint_connection
 from kinds.catalog import KINDS
 from trainer.config import PolicyConfig
 
@@ -91,7 +91,8 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
     with Platform(settings) as platform:
         endpoints = platform.endpoints
         assert endpoints is not None and endpoints.serving_url is not None
-        replay = Replay(options, settings, endpoints.serving_url, endpoints.database_url, endpoints.bootstrap)
+        replay = Replay(options, settings, endpoints.serving_url, endpoints.database_url,
+                        endpoint_connection(settings, endpoints))
         try:
             static_version = replay.wait_ready()
             log.info("%s: champion %s serving after %.0fs", options.scenario, static_version,

@@ -34,10 +34,11 @@ import psycopg
 from confluent_kafka import Consumer, Producer
 
 from bench._stack import bench_stack
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from streams import kafka
 from streams.ingest import IngestProcessor
-from streams.runtime import ProcessorRunner, RunnerConfig, tune_gc
+from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector, tune_gc
 
 
 def make_events(n: int, seed: int = 1) -> tuple[list[tuple[bytes, bytes]], set[str]]:
@@ -63,8 +64,8 @@ def make_events(n: int, seed: int = 1) -> tuple[list[tuple[bytes, bytes]], set[s
     return values, unique
 
 
-def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> float:
-    p = Producer(kafka.producer_config(bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000}))
+def produce(kafka_conn: KafkaConnection, topic: str, values: list[tuple[bytes, bytes]]) -> float:
+    p = Producer(kafka.producer_config(kafka_conn, **{"linger.ms": 20, "batch.num.messages": 10000}))
     t0 = time.perf_counter()
     for key, value in values:
         kafka.produce(p, topic, value, key)
@@ -72,8 +73,8 @@ def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> fl
     return len(values) / (time.perf_counter() - t0)
 
 
-def raw_rate(bootstrap: str, topic: str, n: int, batch: int) -> float:
-    c = Consumer(kafka.consumer_config(bootstrap, f"bench-raw-{uuid.uuid4().hex[:6]}"))
+def raw_rate(kafka_conn: KafkaConnection, topic: str, n: int, batch: int) -> float:
+    c = Consumer(kafka.consumer_config(kafka_conn, f"bench-raw-{uuid.uuid4().hex[:6]}"))
     c.subscribe([topic])
     seen, first = 0, None
     loads = json.loads
@@ -119,12 +120,13 @@ def _idle_s() -> float:
 
 
 def landed_rate(
-    settings: FlywheelSettings, bootstrap: str, url: str, expected: int
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, url: str, expected: int
 ) -> tuple[float, ProcessorRunner[Any], dict[str, float]]:
     """Landing rate, the runner, and CPU seconds spent meanwhile: this process (the processor's threads and
     librdkafka's) and the Postgres backends of the benchmark database (those of a local server)."""
-    config = RunnerConfig.from_settings(settings, bootstrap, url)
-    runner: ProcessorRunner[Any] = ProcessorRunner(IngestProcessor.from_settings(settings), config)
+    config = RunnerConfig.from_settings(settings, kafka_conn)
+    runner: ProcessorRunner[Any] = ProcessorRunner(IngestProcessor.from_settings(settings), config,
+                                                   processor_connector(url))
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     children = _children()
@@ -169,11 +171,12 @@ def main() -> None:
         settings = FlywheelSettings(kafka_bootstrap=bootstrap, database_url=url, topic_prefix=prefix,  # type: ignore[arg-type]
                                     batch_max_records=args.batch, sink_writers=args.writers, metrics_port=0,
                                     orphan_timeout_s=3600)
-        kafka.create_topics(kafka.admin(bootstrap), settings.topics.all(), settings.topic_partitions)
+        kafka_conn = settings.kafka_connection()
+        kafka.create_topics(kafka.admin(kafka_conn), settings.topics.all(), settings.topic_partitions)
         values, unique = make_events(args.events)
-        produced = produce(bootstrap, settings.topics.feedback, values)
-        raw = raw_rate(bootstrap, settings.topics.feedback, len(values), args.batch)
-        landed, runner, cpu = landed_rate(settings, bootstrap, url, len(unique))
+        produced = produce(kafka_conn, settings.topics.feedback, values)
+        raw = raw_rate(kafka_conn, settings.topics.feedback, len(values), args.batch)
+        landed, runner, cpu = landed_rate(settings, kafka_conn, url, len(unique))
         with psycopg.connect(url) as conn:
             ids = [r[0] for r in conn.execute("SELECT feedback_id FROM feedback")]
             dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()

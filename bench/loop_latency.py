@@ -222,12 +222,13 @@ def measure(kind: str, threshold: int, bootstrap_rows: int) -> dict[str, Any]:
             wait_serving(proc, api, champion, serve_log)
             serving_ready_s = time.perf_counter() - started
             topic = settings.topics.models
-            ends = high_watermarks(bootstrap, [(topic, p) for p in range(settings.topic_partitions)])
-            watcher = Consumer(consumer_config(bootstrap, f"bench-watch-{prefix}"))
+            kafka_conn = settings.kafka_connection()
+            ends = high_watermarks(kafka_conn, [(topic, p) for p in range(settings.topic_partitions)])
+            watcher = Consumer(consumer_config(kafka_conn, f"bench-watch-{prefix}"))
             watcher.assign([TopicPartition(t, p, off) for (t, p), off in ends.items()])
             percent = lc.config.policy.holdout_percent
             stream = iter(rows("vader_tweets"))
-            with EventProducer(bootstrap, settings.topics) as producer:
+            with EventProducer(kafka_conn, settings.topics) as producer:
                 def send_one(*, training: bool = False) -> str:
                     """A prediction and its labelled feedback; ``training``: a feedback id outside the holdout."""
                     row = next(stream)

@@ -292,14 +292,14 @@ def vm_kb(pid: int, field: str) -> int:
     return 0
 
 
-def train(settings: Any, bootstrap: str, url: str, kind: str, rows: list[Any], params: dict[str, Any]) -> Any:
+def train(settings: Any, url: str, kind: str, rows: list[Any], params: dict[str, Any]) -> Any:
     from flywheel.lifecycle import lifecycle
     from trainer.config import TrainerConfig
 
     config = TrainerConfig.model_validate({"promotion": {"mode": "direct"}, "gates": {"behaviour": {
         "latency_budget_ms": 600_000}},  # the shared CPU's speed is not what is measured here
         "policy": {"kind_params": {kind: params}}})
-    with lifecycle(settings, bootstrap, url, config) as lc:
+    with lifecycle(settings, settings.kafka_connection(), url, config) as lc:
         result = lc.trainer.bootstrap(rows, source="vader_movies.csv", kind=kind)
         if result.status != "promoted":
             raise SystemExit(f"bootstrap of {kind} was {result.status}: {result.reason}")
@@ -339,7 +339,7 @@ def main(args: argparse.Namespace) -> None:
                       "predict_batch_wait_ms": args.batch_wait_ms, "predict_batch_workers": args.batch_workers,
                       "embedding_cache_entries": args.cache_entries}
             t0 = time.perf_counter()
-            artifact = train(FlywheelSettings(**values), bootstrap, url, kind, train_rows, params)
+            artifact = train(FlywheelSettings(**values), url, kind, train_rows, params)
             pods[short] = {"settings": json.dumps(values), "artifact": artifact}
             print(f"{kind} champion bootstrapped in {time.perf_counter() - t0:.1f} s", flush=True)
 

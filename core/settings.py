@@ -9,6 +9,9 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.exceptions import ConfigError
+from core.kafka import KafkaConnection
+
 
 class Topics:
     """Topic names derived from the configured prefix; ``.v1`` is the schema major version."""
@@ -39,6 +42,19 @@ class FlywheelSettings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None, description="Kafka bootstrap servers; unset = start the embedded broker."
     )
+    kafka_security_protocol: str = Field(
+        default="PLAINTEXT",
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (never applied to the embedded broker).")
+    kafka_sasl_mechanism: str | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; needed by the SASL protocols.")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: Path | None = Field(
+        default=None, description="CA bundle (PEM) to verify the brokers; unset = the system's CA store.")
+    kafka_ssl_certificate_location: Path | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS; with the key.")
+    kafka_ssl_key_location: Path | None = Field(default=None, description="Client private key (PEM) for mutual TLS.")
+    kafka_ssl_key_password: SecretStr | None = None
     database_url: SecretStr | None = Field(
         default=None, description="Postgres URL; unset = the pgserver wheel in the data dir."
     )
@@ -104,6 +120,28 @@ class FlywheelSettings(BaseSettings):
         if len(value) < 2 or len(set(value)) != len(value):
             raise ValueError("labels needs at least two distinct labels")
         return value
+
+    def kafka_connection(self, bootstrap: str | None = None) -> KafkaConnection:
+        """The connection these settings describe, towards ``bootstrap`` (default ``kafka_bootstrap``: the
+        embedded broker's address is only known once it runs). Raises :class:`ConfigError` when the
+        security settings are inconsistent or a TLS file does not exist. Entry points call it once."""
+        servers = bootstrap or self.kafka_bootstrap
+        if not servers:
+            raise ConfigError("no Kafka bootstrap servers: set FLYWHEEL_KAFKA_BOOTSTRAP")
+        return KafkaConnection(
+            bootstrap_servers=servers, security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism, sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password, ssl_ca_location=self.kafka_ssl_ca_location,
+            ssl_certificate_location=self.kafka_ssl_certificate_location,
+            ssl_key_location=self.kafka_ssl_key_location, ssl_key_password=self.kafka_ssl_key_password)
+
+    @property
+    def kafka_secured(self) -> bool:
+        """Whether any Kafka security setting is given (they never apply to the embedded broker)."""
+        return self.kafka_security_protocol.strip().upper() != "PLAINTEXT" or any(
+            v is not None for v in (self.kafka_sasl_mechanism, self.kafka_sasl_username, self.kafka_sasl_password,
+                                    self.kafka_ssl_ca_location, self.kafka_ssl_certificate_location,
+                                    self.kafka_ssl_key_location, self.kafka_ssl_key_password))
 
     @cached_property
     def topics(self) -> Topics:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from core import db
 from core.exceptions import FlywheelError
+from core.kafka import KafkaConnection
 from curation.config import CurationConfig
 from curation.exceptions import CurationStoreError
 from curation.metrics import CurationMetrics
@@ -59,18 +60,19 @@ class PassResult:
 
 
 class CurationService:
-    def __init__(self, *, db_url: str, config: CurationConfig, labels: Sequence[str], bootstrap: str, group: str,
+    def __init__(self, *, db_url: str, config: CurationConfig, labels: Sequence[str], kafka: KafkaConnection,
+                 group: str,
                  landed_topic: str, curated_topic: str, session_timeout_ms: int = 6000,
                  producer: Publisher | None = None, metrics: CurationMetrics | None = None) -> None:
         self.db_url = db_url
         self.config = config
         self.curator = Curator(config, labels)
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.group = group
         self.landed_topic = landed_topic
         self.curated_topic = curated_topic
         self.session_timeout_ms = session_timeout_ms
-        self.producer: Publisher = producer or CheckedProducer(producer_config(bootstrap))
+        self.producer: Publisher = producer or CheckedProducer(producer_config(kafka))
         self.metrics = metrics or CurationMetrics()
         self.results: list[PassResult] = []  # every pass that curated something (tests and status read it)
         self.failures = 0
@@ -78,10 +80,10 @@ class CurationService:
         self._more = False  # the last pass stopped at max_pass_s with rows still pending
 
     @classmethod
-    def from_settings(cls, settings: FlywheelSettings, bootstrap: str, db_url: str, config: CurationConfig, *,
+    def from_settings(cls, settings: FlywheelSettings, kafka: KafkaConnection, db_url: str, config: CurationConfig, *,
                       metrics: CurationMetrics | None = None) -> CurationService:
         """The service of a platform: group ``<prefix>-curation``, its landed and curated topics."""
-        return cls(db_url=db_url, config=config, labels=settings.labels, bootstrap=bootstrap,
+        return cls(db_url=db_url, config=config, labels=settings.labels, kafka=kafka,
                    group=f"{settings.topic_prefix}-curation", landed_topic=settings.topics.landed,
                    curated_topic=settings.topics.curated, session_timeout_ms=settings.session_timeout_ms,
                    metrics=metrics)
@@ -90,7 +92,7 @@ class CurationService:
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
         consumer = Consumer(consumer_config(
-            self.bootstrap, self.group, self.session_timeout_ms,
+            self.kafka, self.group, self.session_timeout_ms,
             # earliest: a signal produced while the group is still joining is not skipped; a replayed
             # one finds nothing pending. Offsets are stored only after the signals were acted on.
             **{"enable.auto.commit": True, "auto.offset.reset": "earliest", "max.poll.interval.ms": 600_000}))

@@ -106,13 +106,13 @@ def process_ingest(ctx: typer.Context) -> None:
     running local platform) until SIGTERM."""
     from schemas.registry import PostgresSchemaStore
     from streams.ingest import IngestProcessor
-    from streams.runtime import ProcessorRunner, RunnerConfig
+    from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector
 
     settings = _settings()
-    bootstrap, database = resolve(settings)
+    kafka_conn, database = resolve(settings)
     store = PostgresSchemaStore(database)
     runner = ProcessorRunner(IngestProcessor.from_settings(settings, store.schema_exists),
-                             RunnerConfig.from_settings(settings, bootstrap, database))
+                             RunnerConfig.from_settings(settings, kafka_conn), processor_connector(database))
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
@@ -130,9 +130,9 @@ def serve(ctx: typer.Context) -> None:
     from serving.app import serve as run_server
 
     settings = _settings()
-    bootstrap, database = resolve(settings)
+    kafka_conn, database = resolve(settings)
     run_server(settings, _stop_event(ctx), host=settings.metrics_host,
-               app=create_app(settings, bootstrap=bootstrap, database_url=database))
+               app=create_app(settings, kafka=kafka_conn, database_url=database))
 
 
 @process_app.command("canary")
@@ -152,7 +152,7 @@ def process_trainer(ctx: typer.Context) -> None:
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Apply schema migrations."""
     settings = _settings()
-    _bootstrap, database = _database_only(settings)
+    database = _database_only(settings)
     migrate.upgrade(database, revision)
     out.print(f"database at revision {migrate.current_revision(database)}")
 
@@ -161,14 +161,14 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
 def db_current() -> None:
     """Show the database's migration revision and the newest available."""
     settings = _settings()
-    _bootstrap, database = _database_only(settings)
+    database = _database_only(settings)
     out.print(f"current {migrate.current_revision(database)}  head {migrate.head_revision(database)}")
 
 
-def _database_only(settings: FlywheelSettings) -> tuple[str | None, str]:
+def _database_only(settings: FlywheelSettings) -> str:
     if settings.database_url:
-        return settings.kafka_bootstrap, settings.database_url.get_secret_value()
-    return resolve(settings)
+        return settings.database_url.get_secret_value()
+    return resolve(settings)[1]
 
 
 @topics_app.command("create")
@@ -179,10 +179,10 @@ def topics_create(
 ) -> None:
     """Create topics (existing ones are left as they are)."""
     settings = _settings()
-    bootstrap, _ = resolve(settings)
+    kafka_conn, _ = resolve(settings)
     configs = dict(_key_value(c) for c in config or [])
     wanted = names or settings.topics.all()
-    created = kafka.create_topics(kafka.admin(bootstrap), wanted, partitions or settings.topic_partitions, configs)
+    created = kafka.create_topics(kafka.admin(kafka_conn), wanted, partitions or settings.topic_partitions, configs)
     for name in wanted:
         out.print(f"{name}: {'created' if name in created else 'exists'}")
 
@@ -190,9 +190,9 @@ def topics_create(
 @topics_app.command("list")
 def topics_list() -> None:
     """List topics and their partition counts."""
-    bootstrap, _ = resolve(_settings())
+    kafka_conn, _ = resolve(_settings())
     table = Table("topic", "partitions")
-    for topic in kafka.list_topics(kafka.admin(bootstrap)):
+    for topic in kafka.list_topics(kafka.admin(kafka_conn)):
         table.add_row(topic.name, str(topic.partitions))
     out.print(table)
 
@@ -200,9 +200,9 @@ def topics_list() -> None:
 @topics_app.command("describe")
 def topics_describe(name: str) -> None:
     """Partitions, high watermarks (from Fetch) and configs of one topic."""
-    bootstrap, _ = resolve(_settings())
-    info = kafka.describe_topic(kafka.admin(bootstrap), name)
-    marks = kafka.high_watermarks(bootstrap, [(name, p) for p in range(info.partitions)])
+    kafka_conn, _ = resolve(_settings())
+    info = kafka.describe_topic(kafka.admin(kafka_conn), name)
+    marks = kafka.high_watermarks(kafka_conn, [(name, p) for p in range(info.partitions)])
     out.print(f"{name} ({info.partitions} partitions)")
     table = Table("partition", "high watermark")
     for p in range(info.partitions):
@@ -215,10 +215,10 @@ def topics_describe(name: str) -> None:
 @topics_app.command("delete")
 def topics_delete(names: list[str], yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
     """Delete topics (asks first unless --yes)."""
-    bootstrap, _ = resolve(_settings())
+    kafka_conn, _ = resolve(_settings())
     if not yes and not typer.confirm(f"Delete {', '.join(names)}?"):
         raise typer.Exit(1)
-    kafka.delete_topics(kafka.admin(bootstrap), names)
+    kafka.delete_topics(kafka.admin(kafka_conn), names)
     for name in names:
         out.print(f"{name}: deleted")
 
@@ -228,8 +228,8 @@ def topics_lag(group: str) -> None:
     """Lag of a processor group: high watermark minus the next offset it committed in Postgres."""
     from flywheel.status import group_lag
 
-    bootstrap, database = resolve(_settings())
-    rows = group_lag(bootstrap, database, group)
+    kafka_conn, database = resolve(_settings())
+    rows = group_lag(kafka_conn, database, group)
     if not rows:
         err.print(f"group {group!r} has not committed a batch yet (no offsets stored in Postgres)")
         raise typer.Exit(1)

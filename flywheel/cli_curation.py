@@ -21,9 +21,9 @@ def process_curation(ctx: typer.Context) -> None:
     stop = ctx.obj if isinstance(ctx.obj, threading.Event) else threading.Event()
     settings = FlywheelSettings()
     config = load_curation_config(settings.curation_config)
-    bootstrap, database = resolve(settings)
+    kafka, database = resolve(settings)
     registry = CollectorRegistry()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
-    CurationService.from_settings(settings, bootstrap, database, config,
+    CurationService.from_settings(settings, kafka, database, config,
                                   metrics=CurationMetrics(registry)).run(stop)

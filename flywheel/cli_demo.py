@@ -21,7 +21,7 @@ from rich.table import Table
 from core.settings import FlywheelSettings
 from flywheel.demo import SCENARIOS, DemoOptions, Replay, demo_settings, fresh_database, reset_dir, write_report
 from flywheel.exceptions import StackError
-from flywheel.platform import Platform
+from flywheel.platform import Platform, endpoint_connection
 
 out = Console()
 
@@ -94,7 +94,8 @@ def demo(
             endpoints = platform.endpoints
             if endpoints is None or endpoints.serving_url is None:
                 raise StackError("the platform did not start (see the log)")
-            replay = Replay(options, settings, endpoints.serving_url, endpoints.database_url, endpoints.bootstrap)
+            replay = Replay(options, settings, endpoints.serving_url, endpoints.database_url,
+                            endpoint_connection(settings, endpoints))
             try:
                 champion = replay.wait_ready(stop=stop)
                 out.print(f"champion version {champion} is serving after {time.monotonic() - started:.0f} s; "

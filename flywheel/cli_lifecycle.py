@@ -32,8 +32,8 @@ def _lifecycle() -> Iterator[Lifecycle]:
     from flywheel.lifecycle import lifecycle
 
     settings = FlywheelSettings()
-    bootstrap, database = resolve(settings)
-    with lifecycle(settings, bootstrap, database) as lc:
+    kafka, database = resolve(settings)
+    with lifecycle(settings, kafka, database) as lc:
         yield lc
 
 
@@ -143,10 +143,10 @@ def process_trainer(stop: threading.Event) -> None:
     from trainer.service import TrainerService
 
     s = FlywheelSettings()
-    bootstrap, database = resolve(s)
+    kafka, database = resolve(s)
     metrics = _metrics(s)
-    with lifecycle(s, bootstrap, database, metrics=metrics) as lc:
-        service = TrainerService(lc.trainer, lc.config, bootstrap=bootstrap, group="flywheel-trainer",
+    with lifecycle(s, kafka, database, metrics=metrics) as lc:
+        service = TrainerService(lc.trainer, lc.config, kafka=kafka, group="flywheel-trainer",
                                  signal_topics=[s.topics.landed, s.topics.curated], request_topic=s.topics.retrain,
                                  session_timeout_ms=s.session_timeout_ms)
         service.run(stop)
@@ -161,10 +161,10 @@ def process_canary(stop: threading.Event) -> None:
     from trainer.drift import drift_monitor_for
 
     s = FlywheelSettings()
-    bootstrap, database = resolve(s)
+    kafka, database = resolve(s)
     metrics = _metrics(s)
     canary, drift = load_canary_config(s.canary_config), load_drift_config(s.drift_config)
-    with lifecycle(s, bootstrap, database) as lc:
+    with lifecycle(s, kafka, database) as lc:
         if drift.enabled:
             monitor = drift_monitor_for(lc, database, drift, DriftMetrics(metrics))
             threading.Thread(target=monitor.run, args=(stop,), name="flywheel-drift", daemon=True).start()

@@ -26,7 +26,7 @@ def review_next(
     from curation.review import ReviewQueue
 
     settings = FlywheelSettings()
-    _bootstrap, database = resolve(settings)
+    _kafka, database = resolve(settings)
     with db.connect(database, autocommit=True) as conn:
         items = ReviewQueue(conn, settings.model_name).next(n, reviewer)
     if not items:
@@ -52,12 +52,12 @@ def review_label(
     settings = FlywheelSettings()
     if label not in settings.labels:
         raise ConfigError(f"label {label!r} is not one of {list(settings.labels)}")
-    bootstrap, database = resolve(settings)
+    kafka, database = resolve(settings)
     with db.connect(database, autocommit=True) as conn:
         item = ReviewQueue(conn, settings.model_name).find(prediction_id)
     if item is None:
         raise ConfigError(f"no prediction {prediction_id!r} of model {settings.model_name!r} has landed")
-    producer = FeedbackProducer(bootstrap, settings.topics)
+    producer = FeedbackProducer(kafka, settings.topics)
     try:
         event = producer.feedback(prediction_id, label=label, user_id=f"review:{reviewer}", source="review")
     finally:

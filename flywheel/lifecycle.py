@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from kinds.embeddings import Embedder, LayeredEmbeddingCache, MemoryEmbeddingCache, PostgresEmbeddingCache
 from kinds.encoder import shared_encoder
@@ -43,7 +44,7 @@ class Lifecycle:
     """What the trainer and the admin commands share; close it to flush the producer."""
 
     settings: FlywheelSettings
-    bootstrap: str
+    kafka: KafkaConnection
     config: TrainerConfig
     registry: ModelRegistry
     announcer: ModelAnnouncer
@@ -66,27 +67,27 @@ class Lifecycle:
         return model_event(transition.info, self.settings.model_name, action, 1.0, reason, previous)
 
 
-def assemble(settings: FlywheelSettings, bootstrap: str, database_url: str, registry: ModelRegistry,
+def assemble(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str, registry: ModelRegistry,
              producer: CheckedProducer, config: TrainerConfig | None = None,
              metrics: CollectorRegistry | None = None) -> Lifecycle:
     """The lifecycle on a registry and a producer the caller owns (a serving pod's admin routes reuse
     the pod's registry); the topics it publishes to are created. Nothing here changes process state."""
     config = config or load_trainer_config(settings.trainer_config)
-    create_topics(kafka_admin(bootstrap), [settings.topics.models, settings.topics.retrain],
+    create_topics(kafka_admin(kafka), [settings.topics.models, settings.topics.retrain],
                   settings.topic_partitions)
     announcer = ModelAnnouncer(producer, settings.topics.models)
     trainer = Trainer(db_url=database_url, model_name=settings.model_name, labels=settings.labels, config=config,
                       registry=registry, announcer=announcer, work_dir=(settings.data_dir / "runs").resolve(),
                       metrics=TrainerMetrics(metrics or CollectorRegistry()))
-    return Lifecycle(settings, bootstrap, config, registry, announcer, trainer)
+    return Lifecycle(settings, kafka, config, registry, announcer, trainer)
 
 
 @contextlib.contextmanager
-def lifecycle(settings: FlywheelSettings, bootstrap: str, database_url: str,
+def lifecycle(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str,
               config: TrainerConfig | None = None, metrics: CollectorRegistry | None = None) -> Iterator[Lifecycle]:
     """Everything wired from settings (``config`` overrides the trainer config file, for tests)."""
-    producer = CheckedProducer(producer_config(bootstrap))
-    assembled = assemble(settings, bootstrap, database_url, open_model_registry(settings, database_url), producer,
+    producer = CheckedProducer(producer_config(kafka))
+    assembled = assemble(settings, kafka, database_url, open_model_registry(settings, database_url), producer,
                          config, metrics)
     # minilm-head embeddings: memory in front of the platform's Postgres table, so a text is encoded once
     # across trainer restarts (the encoder loads lazily, on the first text a head really needs); the

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from core.exceptions import ConfigError
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel import migrate
 from flywheel.exceptions import StackError
@@ -28,7 +29,7 @@ from schemas.codec import SchemaIdCheck
 from streams import kafka
 from streams.ingest import IngestProcessor
 from streams.metrics import StreamMetrics
-from streams.runtime import ProcessorRunner, RunnerConfig
+from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector
 
 if TYPE_CHECKING:
     from curation import CurationService
@@ -65,19 +66,29 @@ def read_endpoints(settings: FlywheelSettings) -> Endpoints | None:
     return endpoints if pid_alive(endpoints.pid) else None
 
 
-def resolve(settings: FlywheelSettings) -> tuple[str, str]:
-    """Bootstrap servers and database URL for admin commands: settings first, else a running ``up``."""
+def resolve(settings: FlywheelSettings) -> tuple[KafkaConnection, str]:
+    """The Kafka connection and database URL for admin commands: settings first, else a running ``up``
+    (its embedded broker is plaintext; an external one it used gets the security settings)."""
     running = read_endpoints(settings)
-    bootstrap = settings.kafka_bootstrap or (running.bootstrap if running else None)
     database = (settings.database_url.get_secret_value() if settings.database_url else None) or (
         running.database_url if running else None)
+    bootstrap = settings.kafka_bootstrap or (running.bootstrap if running else None)
     if not bootstrap or not database:
         missing = [n for n, v in (("FLYWHEEL_KAFKA_BOOTSTRAP", bootstrap), ("FLYWHEEL_DATABASE_URL", database))
                    if not v]
         raise ConfigError(
             f"no running local platform in {settings.data_dir} and {' / '.join(missing)} not set: "
             "start one with `flywheel up` or point the settings at your cluster")
-    return bootstrap, database
+    return endpoint_connection(settings, running), database
+
+
+def endpoint_connection(settings: FlywheelSettings, running: Endpoints | None) -> KafkaConnection:
+    """The connection to FLYWHEEL_KAFKA_BOOTSTRAP, else to the broker of a running ``up``."""
+    if settings.kafka_bootstrap or running is None:
+        return settings.kafka_connection()
+    if running.embedded_broker:
+        return KafkaConnection(bootstrap_servers=running.bootstrap)
+    return settings.kafka_connection(running.bootstrap)
 
 
 class Platform:
@@ -119,7 +130,7 @@ class Platform:
             raise StackError(f"a platform is already running from {s.data_dir} (pid {running.pid})")
         stack = self._exit.enter_context(LocalStack(s))
         migrate.upgrade(stack.database_url)
-        kafka.create_topics(kafka.admin(stack.bootstrap), s.topics.all(), s.topic_partitions)
+        kafka.create_topics(kafka.admin(stack.kafka), s.topics.all(), s.topic_partitions)
         metrics_url = None
         if s.metrics_port:
             try:
@@ -137,13 +148,13 @@ class Platform:
         path = state_file(s)
         path.write_text(json.dumps(asdict(self.endpoints), indent=2))
         self._exit.callback(path.unlink, missing_ok=True)
-        self._start_runner(IngestProcessor.from_settings(s, schema_id_known), stack.bootstrap, stack.database_url)
-        curation = self._curation(stack.bootstrap, stack.database_url)
+        self._start_runner(IngestProcessor.from_settings(s, schema_id_known), stack.kafka, stack.database_url)
+        curation = self._curation(stack.kafka, stack.database_url)
         self._start_thread("flywheel-curation", lambda: curation.run(self.stop_event))
         if s.run_trainer:
-            self._start_thread("flywheel-trainer", lambda: self._run_trainer(stack.bootstrap, stack.database_url))
+            self._start_thread("flywheel-trainer", lambda: self._run_trainer(stack.kafka, stack.database_url))
         if s.serving_port:
-            self._start_thread("flywheel-serving", lambda: self._serve(stack.bootstrap, stack.database_url))
+            self._start_thread("flywheel-serving", lambda: self._serve(stack.kafka, stack.database_url))
         if self.on_ready is not None:
             self.on_ready(self.endpoints)
 
@@ -164,28 +175,29 @@ class Platform:
         self._exit.callback(server.stop)
         return url, store.schema_exists
 
-    def _start_runner(self, processor: IngestProcessor, bootstrap: str, database_url: str) -> None:
+    def _start_runner(self, processor: IngestProcessor, kafka_conn: KafkaConnection, database_url: str) -> None:
         runner: ProcessorRunner[Any] = ProcessorRunner(
-            processor, RunnerConfig.from_settings(self.settings, bootstrap, database_url), metrics=self.metrics)
+            processor, RunnerConfig.from_settings(self.settings, kafka_conn), processor_connector(database_url),
+            metrics=self.metrics)
         self.runners.append(runner)
         self._start_thread(processor.group, lambda: runner.run(self.stop_event))
 
-    def _curation(self, bootstrap: str, database_url: str) -> CurationService:
+    def _curation(self, kafka_conn: KafkaConnection, database_url: str) -> CurationService:
         """The curation service (joined feedback -> ``samples``); its YAML (``FLYWHEEL_CURATION_CONFIG``)
         is read here, so a bad file stops ``up`` before anything runs."""
         from curation import CurationMetrics, CurationService, load_curation_config
 
         config = load_curation_config(self.settings.curation_config)
-        return CurationService.from_settings(self.settings, bootstrap, database_url, config,
+        return CurationService.from_settings(self.settings, kafka_conn, database_url, config,
                                              metrics=CurationMetrics(self.registry))
 
-    def _run_trainer(self, bootstrap: str, database_url: str) -> None:
+    def _run_trainer(self, kafka_conn: KafkaConnection, database_url: str) -> None:
         """The trainer consumer; MLflow, torch and Great Expectations load here, off the start-up path."""
         from flywheel.lifecycle import lifecycle
         from trainer.service import TrainerService
 
         s = self.settings
-        with lifecycle(s, bootstrap, database_url, metrics=self.registry) as lc:
+        with lifecycle(s, kafka_conn, database_url, metrics=self.registry) as lc:
             self.lifecycle = lc
             if s.bootstrap_data is not None and lc.trainer.champion() is None:
                 from trainer.data import read_labelled_csv
@@ -194,7 +206,7 @@ class Platform:
                 result = lc.trainer.bootstrap(read_labelled_csv(s.bootstrap_data, s.labels),
                                               source=s.bootstrap_data.name, kind=lc.config.policy.kinds[0])
                 log.info("bootstrap %s: %s", result.status, result.reason)
-            service = TrainerService(lc.trainer, lc.config, bootstrap=bootstrap, group="flywheel-trainer",
+            service = TrainerService(lc.trainer, lc.config, kafka=kafka_conn, group="flywheel-trainer",
                                      signal_topics=[s.topics.landed, s.topics.curated],
                                      request_topic=s.topics.retrain, session_timeout_ms=s.session_timeout_ms)
             self.trainer_ready.set()
@@ -212,13 +224,13 @@ class Platform:
                 self._start_thread("flywheel-drift", lambda: monitor.run(self.stop_event))
             service.run(self.stop_event)
 
-    def _serve(self, bootstrap: str, database_url: str) -> None:
+    def _serve(self, kafka_conn: KafkaConnection, database_url: str) -> None:
         """The serving API on ``serving_port``: it loads the champion announced on the models topic."""
         from serving.app import create_app, serve
 
         s = self.settings
         serve(s, self.stop_event, host=s.metrics_host,
-              app=create_app(s, bootstrap=bootstrap, database_url=database_url))
+              app=create_app(s, kafka=kafka_conn, database_url=database_url))
 
     def _start_thread(self, name: str, body: Callable[[], None]) -> None:
         def target() -> None:

@@ -23,6 +23,7 @@ from typing import IO
 from confluent_kafka.admin import AdminClient
 
 from core.exceptions import KafkaUnavailable
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel.exceptions import StackError
 
@@ -40,9 +41,9 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 20.0) -> None:
+def wait_for_broker(kafka: KafkaConnection, timeout: float = 20.0) -> None:
     """Block until the broker answers a metadata request, or raise :class:`KafkaUnavailable`."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({**kafka.client_config(), "log_level": 0})
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -52,7 +53,7 @@ def wait_for_broker(bootstrap: str, timeout: float = 20.0) -> None:
         except Exception as exc:  # confluent_kafka raises KafkaException; translated below
             last = str(exc)
             time.sleep(0.1)
-    raise KafkaUnavailable(last, bootstrap=bootstrap)
+    raise KafkaUnavailable(last, bootstrap=kafka.bootstrap_servers)
 
 
 class EmbeddedBroker:
@@ -71,6 +72,11 @@ class EmbeddedBroker:
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def connection(self) -> KafkaConnection:
+        """The embedded broker's connection: plaintext, no authentication."""
+        return KafkaConnection(bootstrap_servers=self.bootstrap)
 
     @property
     def pid(self) -> int | None:
@@ -95,7 +101,7 @@ class EmbeddedBroker:
             start_new_session=True, preexec_fn=_die_with_parent,
         )
         try:
-            wait_for_broker(self.bootstrap, timeout)
+            wait_for_broker(self.connection, timeout)
         except KafkaUnavailable:
             self.stop()
             raise
@@ -156,16 +162,21 @@ class LocalStack:
         self.settings = settings
         self.broker: EmbeddedBroker | None = None
         self.postgres: EmbeddedPostgres | None = None
-        self.bootstrap = settings.kafka_bootstrap or ""
+        # built here, at the entry point: inconsistent security settings stop `up` before anything starts
+        self._kafka = settings.kafka_connection() if settings.kafka_bootstrap else None
         self.database_url = settings.database_url.get_secret_value() if settings.database_url else ""
 
     def __enter__(self) -> LocalStack:
         try:
-            if not self.bootstrap:
+            if self._kafka is None:
+                if self.settings.kafka_secured:
+                    log.warning("FLYWHEEL_KAFKA_SECURITY_PROTOCOL / SASL / SSL settings are ignored: without "
+                                "FLYWHEEL_KAFKA_BOOTSTRAP the embedded broker runs, plaintext")
                 self.broker = EmbeddedBroker(log_path=self.settings.data_dir / "logs" / "broker.log")
-                self.bootstrap = self.broker.start()
+                self.broker.start()
+                self._kafka = self.broker.connection
             else:
-                wait_for_broker(self.bootstrap)
+                wait_for_broker(self._kafka)
             if not self.database_url:
                 self.postgres = EmbeddedPostgres(self.settings.data_dir / "pgdata")
                 self.database_url = self.postgres.start()
@@ -173,6 +184,17 @@ class LocalStack:
             self.close()
             raise
         return self
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """The broker's connection (the embedded one's once started)."""
+        if self._kafka is None:
+            raise StackError("the local stack is not started")
+        return self._kafka
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka.bootstrap_servers
 
     def close(self) -> None:
         if self.broker is not None:

@@ -11,9 +11,10 @@ from rich.table import Table
 
 from core import db
 from core.exceptions import FlywheelError
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel import migrate
-from flywheel.platform import read_endpoints
+from flywheel.platform import endpoint_connection, read_endpoints
 from streams import kafka
 
 
@@ -31,12 +32,12 @@ class LagRow:
         return max(0, self.high_watermark - max(self.next_offset, 0))
 
 
-def group_lag(bootstrap: str, database_url: str, group: str) -> list[LagRow]:
+def group_lag(kafka_conn: KafkaConnection, database_url: str, group: str) -> list[LagRow]:
     with db.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT topic, partition, next_offset FROM stream_offsets WHERE group_id = %s ORDER BY 1, 2", (group,)
         ).fetchall()
-    marks = kafka.high_watermarks(bootstrap, [(t, p) for t, p, _ in rows])
+    marks = kafka.high_watermarks(kafka_conn, [(t, p) for t, p, _ in rows])
     return [LagRow(t, p, n, marks.get((t, p))) for t, p, n in rows]
 
 
@@ -55,30 +56,33 @@ class Report:
 def collect(settings: FlywheelSettings) -> Report:
     report = Report()
     running = read_endpoints(settings)
-    bootstrap = settings.kafka_bootstrap or (running.bootstrap if running else None)
     database = (settings.database_url.get_secret_value() if settings.database_url else None) or (
         running.database_url if running else None)
     report.lines.append(("local platform", f"running (pid {running.pid})" if running else "not running"))
-    if bootstrap is None:
+    kafka_conn: KafkaConnection | None = None
+    if not settings.kafka_bootstrap and running is None:
         report.problems.append("broker: not configured (FLYWHEEL_KAFKA_BOOTSTRAP) and no local platform running")
     else:
         try:
-            topics = kafka.list_topics(kafka.admin(bootstrap), timeout=5)
+            kafka_conn = endpoint_connection(settings, running)
+            topics = kafka.list_topics(kafka.admin(kafka_conn), timeout=5)
             ours = [t for t in topics if t.name.startswith(settings.topic_prefix + ".")]
-            report.lines.append(("broker", f"{bootstrap}: {len(topics)} topics ({len(ours)} Flywheel)"))
+            report.lines.append(("broker", f"{kafka_conn.bootstrap_servers}: {len(topics)} topics "
+                                           f"({len(ours)} Flywheel)"))
         except FlywheelError as exc:
-            report.problems.append(f"broker {bootstrap}: {exc}")
+            where = kafka_conn.bootstrap_servers if kafka_conn else settings.kafka_bootstrap or "(settings)"
+            report.problems.append(f"broker {where}: {exc}")
     if database is None:
         report.problems.append("database: not configured (FLYWHEEL_DATABASE_URL) and no local platform running")
         return report
     try:
-        _collect_db(report, database, bootstrap)
+        _collect_db(report, database, kafka_conn)
     except (FlywheelError, psycopg.Error) as exc:
         report.problems.append(f"database: {' '.join(str(exc).split())}")
     return report
 
 
-def _collect_db(report: Report, database: str, bootstrap: str | None) -> None:
+def _collect_db(report: Report, database: str, kafka_conn: KafkaConnection | None) -> None:
     revision, head = migrate.current_revision(database), migrate.head_revision(database)
     report.lines.append(("database", f"revision {revision}" + ("" if revision == head else f" (head is {head})")))
     if revision is None:
@@ -103,9 +107,9 @@ def _collect_db(report: Report, database: str, bootstrap: str | None) -> None:
         report.counts.append(("duplicates dropped", int(dups[0]) if dups else 0))
     for group, partitions, updated in groups:
         lag = None
-        if bootstrap is not None:
+        if kafka_conn is not None:
             try:
-                rows = group_lag(bootstrap, database, group)
+                rows = group_lag(kafka_conn, database, group)
                 lag = sum(r.lag or 0 for r in rows)
             except FlywheelError:
                 lag = None

@@ -10,13 +10,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from pydantic import ValidationError
 
+from core.kafka import KafkaConnection
 from registry import ModelVersionInfo
 from schemas import ModelAction, ModelEvent
 from streams.exceptions import KafkaUnavailable
-from streams.kafka import CheckedProducer, admin, consumer_config, describe_topic, high_watermarks
+from streams.kafka import CheckedProducer, admin, consumer_config, describe_topic, high_watermarks, new_consumer
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +80,15 @@ def fold(events: Iterable[ModelEvent]) -> dict[str, ModelState]:
     return states
 
 
-def read_model_events(bootstrap: str, topic: str, timeout: float = 15.0) -> list[ModelEvent]:
+def read_model_events(kafka: KafkaConnection, topic: str, timeout: float = 15.0) -> list[ModelEvent]:
     """Every event on the models topic up to its current end, in order per model (one key, one
     partition). A record that is not a valid ModelEvent is logged and skipped, never fatal."""
-    partitions = describe_topic(admin(bootstrap), topic).partitions
-    ends = high_watermarks(bootstrap, [(topic, p) for p in range(partitions)], timeout)
+    partitions = describe_topic(admin(kafka), topic).partitions
+    ends = high_watermarks(kafka, [(topic, p) for p in range(partitions)], timeout)
     wanted = {p: end for (_t, p), end in ends.items() if end > 0}
     if not wanted:
         return []
-    consumer = Consumer(consumer_config(bootstrap, f"flywheel-fold-{uuid.uuid4().hex[:8]}"))
+    consumer = new_consumer(consumer_config(kafka, f"flywheel-fold-{uuid.uuid4().hex[:8]}"))
     events: list[ModelEvent] = []
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in wanted])

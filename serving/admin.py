@@ -26,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from core import db
 from core.exceptions import DatabaseUnavailable
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from kinds.catalog import KINDS
 from registry import InvalidRequest, ModelRegistry, NoSuchVersion, RegistryError
@@ -85,11 +86,12 @@ class Admin:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, settings: FlywheelSettings, bootstrap: str, database_url: str, registry: ModelRegistry) -> Admin:
+    def open(cls, settings: FlywheelSettings, kafka: KafkaConnection, database_url: str,
+             registry: ModelRegistry) -> Admin:
         from flywheel.lifecycle import assemble
 
-        producer = CheckedProducer(producer_config(bootstrap))
-        return cls(assemble(settings, bootstrap, database_url, registry, producer), producer)
+        producer = CheckedProducer(producer_config(kafka))
+        return cls(assemble(settings, kafka, database_url, registry, producer), producer)
 
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.exceptions import ConfigError
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from registry import ModelRegistry
 from schemas.exceptions import InvalidEvent
@@ -54,15 +55,14 @@ ROUTES = frozenset({"/predict", "/predict/batch", "/feedback", "/models", "/heal
 
 def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = None,
                publisher: PredictionPublisher | None = None, feedback: FeedbackPublisher | None = None,
-               metrics: ServingMetrics | None = None, bootstrap: str | None = None, database_url: str | None = None,
+               metrics: ServingMetrics | None = None, kafka: KafkaConnection | None = None,
+               database_url: str | None = None,
                watch: bool = True) -> FastAPI:
     """The app; nothing connects until its lifespan starts (registry, producers, the models watcher).
-    Collaborators not given are built from settings: ``bootstrap`` defaults to ``settings.kafka_bootstrap``
+    Collaborators not given are built from settings: ``kafka`` defaults to ``settings.kafka_connection()``
     and the registry to the platform's (``database_url`` or ``settings.database_url``)."""
     metrics = metrics or ServingMetrics()
-    kafka = bootstrap or settings.kafka_bootstrap
-    if kafka is None:
-        raise ConfigError("serving needs a Kafka bootstrap (FLYWHEEL_KAFKA_BOOTSTRAP or bootstrap=)")
+    kafka = kafka or settings.kafka_connection()
 
     url = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
 

@@ -279,12 +279,12 @@ def controller_for(lc: Lifecycle, database_url: str, config: CanaryConfig, *,
     from flywheel.lifecycle import registry_backend
 
     settings = lc.settings
-    bootstrap, topics = lc.bootstrap, settings.topics
+    kafka, topics = lc.kafka, settings.topics
 
     return CanaryController(
         db_url=database_url, model_name=settings.model_name, registry=lc.registry, config=config,
         promote=lc.promote, rollback=lc.rollback, publish=lc.announcer.publish, request_retrain=lc.request_retrain,
-        events=lambda: read_model_events(bootstrap, topics.models),
+        events=lambda: read_model_events(kafka, topics.models),
         offline_accuracy=offline_accuracy or mlflow_run_metric(registry_backend(settings, database_url)),
         metrics=metrics)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from core.kafka import KafkaConnection
 from core.settings import Topics
 from schemas.events import PredictionEvent
 from serving.exceptions import QueueFull
@@ -34,14 +35,14 @@ log = logging.getLogger(__name__)
 
 
 class PredictionPublisher:
-    def __init__(self, bootstrap: str, topics: Topics, metrics: ServingMetrics, *, buffer_size: int = 10_000,
+    def __init__(self, kafka: KafkaConnection, topics: Topics, metrics: ServingMetrics, *, buffer_size: int = 10_000,
                  producer_queue: int = 10_000, message_timeout_ms: int = 30_000, log_every_s: float = 30.0,
                  **config: Any) -> None:
         self.topic = topics.predictions
         self.metrics = metrics
         self.log_every_s = log_every_s
         self._buffer: queue.Queue[PredictionEvent] = queue.Queue(maxsize=buffer_size)
-        self._producer = Producer(producer_config(bootstrap, **{
+        self._producer = Producer(producer_config(kafka, **{
             "queue.buffering.max.messages": producer_queue, "message.timeout.ms": message_timeout_ms,
             "enable.idempotence": False,  # best effort: a retry storm must not stall newer events
             "acks": 1, **config}))
@@ -123,8 +124,8 @@ class PredictionPublisher:
 class FeedbackPublisher(FeedbackProducer):
     """A :class:`FeedbackProducer` that refuses instead of waiting when its queue is full."""
 
-    def __init__(self, bootstrap: str, topics: Topics, *, queue_size: int = 10_000, **config: Any) -> None:
-        super().__init__(bootstrap, topics, **{"queue.buffering.max.messages": queue_size, **config})
+    def __init__(self, kafka: KafkaConnection, topics: Topics, *, queue_size: int = 10_000, **config: Any) -> None:
+        super().__init__(kafka, topics, **{"queue.buffering.max.messages": queue_size, **config})
 
     def _produce(self, topic: str, value: bytes, key: bytes, delivered: Callable[..., None]) -> None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from registry import ModelRegistry
 from serving.batching import MicroBatcher, pod_embedder
@@ -29,15 +30,15 @@ class Services:
     batcher: MicroBatcher
 
     @classmethod
-    def build(cls, settings: FlywheelSettings, metrics: ServingMetrics, bootstrap: str, registry: ModelRegistry,
+    def build(cls, settings: FlywheelSettings, metrics: ServingMetrics, kafka: KafkaConnection, registry: ModelRegistry,
               publisher: PredictionPublisher | None = None, feedback: FeedbackPublisher | None = None,
               watch: bool = True) -> Services:
         runtime = Runtime(ModelLoader(registry, pod_embedder(settings, metrics)), metrics)
         return cls(
             settings, metrics, registry, runtime,
-            publisher or PredictionPublisher(bootstrap, settings.topics, metrics),
-            feedback or FeedbackPublisher(bootstrap, settings.topics),
-            ModelWatcher(settings, bootstrap, runtime, metrics) if watch else None,
+            publisher or PredictionPublisher(kafka, settings.topics, metrics),
+            feedback or FeedbackPublisher(kafka, settings.topics),
+            ModelWatcher(settings, kafka, runtime, metrics) if watch else None,
             MicroBatcher.of(settings, metrics),
         )
 

@@ -13,13 +13,14 @@ import uuid
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import ValidationError
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from registry.announce import ModelState
 from schemas import ModelEvent
 from serving.metrics import ServingMetrics
 from serving.runtime import Desired, Runtime
 from streams.exceptions import StreamError
-from streams.kafka import admin, consumer_config, create_topics, describe_topic
+from streams.kafka import admin, consumer_config, create_topics, describe_topic, new_consumer
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,10 @@ class ModelWatcher:
     """Run it in a thread: ``start()`` / ``stop()``. ``retry_s``: a desired state that failed to load
     is tried again after this long (the registry may have been away)."""
 
-    def __init__(self, settings: FlywheelSettings, bootstrap: str, runtime: Runtime, metrics: ServingMetrics,
+    def __init__(self, settings: FlywheelSettings, kafka: KafkaConnection, runtime: Runtime, metrics: ServingMetrics,
                  *, retry_s: float = 10.0, poll_s: float = 0.2) -> None:
         self.settings = settings
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.runtime = runtime
         self.metrics = metrics
         self.retry_s = retry_s
@@ -69,10 +70,10 @@ class ModelWatcher:
 
     def _subscribe(self) -> Consumer:
         topics = self.settings.topics
-        client = admin(self.bootstrap)
+        client = admin(self.kafka)
         create_topics(client, [topics.models, topics.predictions, topics.feedback], self.settings.topic_partitions)
         partitions = describe_topic(client, topics.models).partitions
-        consumer = Consumer(consumer_config(self.bootstrap, f"flywheel-serving-{uuid.uuid4().hex[:12]}"))
+        consumer = new_consumer(consumer_config(self.kafka, f"flywheel-serving-{uuid.uuid4().hex[:12]}"))
         consumer.assign([TopicPartition(topics.models, p, 0) for p in range(partitions)])
         self.state, self._applied, self.events_seen = ModelState(), None, 0  # refold from the start
         return consumer

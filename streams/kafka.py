@@ -8,13 +8,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
+from core.exceptions import ConfigError
+from core.kafka import KafkaConnection
 from streams.exceptions import DeliveryError, KafkaUnavailable, TopicAdminError
 
 # librdkafka's own log lines (errors and worse) go through Python logging, so they follow the process's
@@ -23,10 +25,14 @@ _QUIET: dict[str, Any] = {"log_level": 3, "logger": logging.getLogger("streams.l
 
 log = logging.getLogger(__name__)
 
+ConsumerFactory = Callable[[dict[str, Any]], Consumer]
+"""Makes a consumer from a :func:`consumer_config` (injected into the processor runner; :func:`new_consumer`)."""
 
-def consumer_config(bootstrap: str, group: str, session_timeout_ms: int = 6000, **extra: Any) -> dict[str, Any]:
+
+def consumer_config(connection: KafkaConnection, group: str, session_timeout_ms: int = 6000,
+                    **extra: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": bootstrap,
+        **connection.client_config(),
         "group.id": group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -39,9 +45,9 @@ def consumer_config(bootstrap: str, group: str, session_timeout_ms: int = 6000, 
     }
 
 
-def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+def producer_config(connection: KafkaConnection, **extra: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": bootstrap,
+        **connection.client_config(),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
@@ -51,16 +57,28 @@ def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
+def admin(connection: KafkaConnection) -> AdminClient:
+    try:
+        return AdminClient({**connection.client_config(), **_QUIET})
+    except KafkaException as exc:
+        raise ConfigError(f"Kafka admin client for {connection}: {_describe(exc)}") from exc
 
 
-def cluster_id(bootstrap: str, timeout: float = 10.0) -> str:
+def new_consumer(config: dict[str, Any]) -> Consumer:
+    """A confluent-kafka consumer for a :func:`consumer_config`; librdkafka refusing the config is a
+    :class:`ConfigError`. The default consumer factory of :class:`streams.runtime.ProcessorRunner`."""
+    try:
+        return Consumer(config)
+    except KafkaException as exc:
+        raise ConfigError(f"Kafka consumer for group {config.get('group.id')}: {_describe(exc)}") from exc
+
+
+def cluster_id(connection: KafkaConnection, timeout: float = 10.0) -> str:
     """The cluster id from metadata; with the embedded broker it changes on every restart."""
     try:
-        meta = admin(bootstrap).list_topics(timeout=timeout)
+        meta = admin(connection).list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise KafkaUnavailable(str(exc)) from exc
+        raise KafkaUnavailable(str(exc), bootstrap=connection.bootstrap_servers) from exc
     return str(meta.cluster_id or "")
 
 
@@ -129,12 +147,13 @@ def describe_topic(client: AdminClient, name: str, timeout: float = 10.0) -> Top
     return TopicInfo(name, len(topic.partitions), configs)
 
 
-def high_watermarks(bootstrap: str, tps: list[tuple[str, int]], timeout: float = 10.0) -> dict[tuple[str, int], int]:
+def high_watermarks(connection: KafkaConnection, tps: list[tuple[str, int]],
+                    timeout: float = 10.0) -> dict[tuple[str, int], int]:
     """High watermark per partition, read from Fetch responses (the embedded broker's ListOffsets is
     wrong). A throwaway consumer fetches from offset 0 of each partition and reads the cached value."""
     if not tps:
         return {}
-    consumer = Consumer(consumer_config(bootstrap, "flywheel-watermarks", **{"max.partition.fetch.bytes": 1024}))
+    consumer = new_consumer(consumer_config(connection, "flywheel-watermarks", **{"max.partition.fetch.bytes": 1024}))
     try:
         consumer.assign([TopicPartition(t, p, 0) for t, p in tps])
         found: dict[tuple[str, int], int] = {}

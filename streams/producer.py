@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from pydantic import ValidationError
 
+from core.kafka import KafkaConnection
 from core.settings import Topics
 from schemas.base import Event
 from schemas.events import FeedbackEvent, PredictionEvent
@@ -35,12 +36,12 @@ class EventProducer:
     """Publishes prediction and feedback events, keyed by ``prediction_id`` (so a prediction and its
     feedback share a partition number)."""
 
-    def __init__(self, bootstrap: str, topics: Topics, *, serializer: Serializer = _json,
+    def __init__(self, kafka: KafkaConnection, topics: Topics, *, serializer: Serializer = _json,
                  flush_timeout_s: float = 10.0, **config: Any) -> None:
         self.topics = topics
         self._serialize = serializer
         self._flush_timeout = flush_timeout_s
-        self._producer = Producer(producer_config(bootstrap, **config))
+        self._producer = Producer(producer_config(kafka, **config))
         self._failed: list[str] = []
         self._lock = threading.Lock()
 

@@ -12,6 +12,9 @@ A record the database itself refuses (bad bytes that passed validation) is isola
 the transaction and dead-lettered with reason ``sink_rejected``: a poison record never stops a
 partition. Database or broker outages are retried with capped exponential backoff while the consumer
 stays in its group (partitions paused); SIGTERM finishes the batch in hand or abandons it unwritten.
+
+This module is the Kafka side (consume, shard over writers, rebalances, back-pressure, timers); the
+transaction itself is :mod:`streams.sink`, the retry loop :mod:`streams._retry`.
 """
 
 from __future__ import annotations
@@ -31,39 +34,23 @@ from typing import Any, Generic, TypeVar, cast
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from core.db import connect
-from core.exceptions import DatabaseUnavailable
+from core.db import Connector
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from schemas.events import DeadLetter
 from schemas.exceptions import DecodeError
-from schemas.reasons import Reason
 from streams import offsets
+from streams._retry import OUTAGES, Abandoned, Backoff, retrying
 from streams.base import Item, Outcome, Processor
-from streams.exceptions import DeliveryError, KafkaUnavailable, OffsetGap
-from streams.kafka import CheckedProducer, cluster_id, consumer_config, producer_config
+from streams.exceptions import KafkaUnavailable, OffsetGap
+from streams.kafka import CheckedProducer, ConsumerFactory, cluster_id, consumer_config, new_consumer, producer_config
 from streams.metrics import StreamMetrics
+from streams.sink import Batch, BatchSink, dead_letter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+T2 = TypeVar("T2")
 TP = tuple[str, int]
-
-# what a single record can make Postgres (or the driver encoding it) refuse: isolated by bisection
-_RECORD_FAULTS = (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.errors.ProgramLimitExceeded,
-                  UnicodeEncodeError)
-_OUTAGES = (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError, DeliveryError)
-# SQLSTATE classes worth retrying: connection (08), rollback/deadlock (40), resources (53), operator
-# intervention (57P: shutdown, cannot connect now). Others (e.g. 54 program limit, 57014 statement
-# timeout) are about the statement or the record: retrying would loop forever.
-_TRANSIENT_SQLSTATES = ("08", "40", "53", "57P")
-
-
-def _is_outage(exc: BaseException) -> bool:
-    if isinstance(exc, DeliveryError):
-        return not exc.permanent
-    if isinstance(exc, psycopg.Error):
-        state = exc.sqlstate
-        return state is None or state.startswith(_TRANSIENT_SQLSTATES)
-    return isinstance(exc, DatabaseUnavailable)
 _CONTROL = -1  # connection slot of the main thread (assignment, housekeeping); writers use 0..n-1
 
 
@@ -72,19 +59,10 @@ def _coordinates(msg: Message) -> tuple[str, int, int]:
     return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
 
 
-DLQ_ORIGINAL_MAX = 256 * 1024  # bytes of the original kept in the DLQ topic copy (Postgres keeps all)
-
-
-def _printable(text: str) -> str:
-    """Text Postgres accepts: no NUL, no lone surrogates (details quote user-supplied keys)."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-
-
-def _topic_copy(dead: DeadLetter) -> DeadLetter:
-    if len(dead.original) <= DLQ_ORIGINAL_MAX:
-        return dead
-    note = f" [original truncated to {DLQ_ORIGINAL_MAX} of {len(dead.original)} bytes; full bytes in dead_letters]"
-    return dead.model_copy(update={"original": dead.original[:DLQ_ORIGINAL_MAX], "detail": dead.detail + note})
+def processor_connector(database_url: str) -> Connector:
+    """The connection factory a runner is given: long-lived sessions with keepalives and statement,
+    lock and idle-transaction time-outs (see :mod:`core.db`)."""
+    return Connector(database_url, session_timeouts=True)
 
 
 def tune_gc() -> None:
@@ -103,8 +81,7 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    bootstrap: str
-    database_url: str
+    kafka: KafkaConnection
     dlq_topic: str
     batch_max_records: int = 5000
     batch_max_wait_s: float = 0.2
@@ -117,9 +94,9 @@ class RunnerConfig:
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: FlywheelSettings, bootstrap: str, database_url: str) -> RunnerConfig:
+    def from_settings(cls, settings: FlywheelSettings, kafka: KafkaConnection) -> RunnerConfig:
         return cls(
-            bootstrap=bootstrap, database_url=database_url, dlq_topic=settings.topics.dlq,
+            kafka=kafka, dlq_topic=settings.topics.dlq,
             batch_max_records=settings.batch_max_records, batch_max_wait_s=settings.batch_max_wait_ms / 1000,
             session_timeout_ms=settings.session_timeout_ms, retry_initial_s=settings.db_retry_initial_s,
             retry_max_s=settings.db_retry_max_s, writers=settings.sink_writers,
@@ -127,43 +104,40 @@ class RunnerConfig:
 
 
 @dataclass(slots=True)
-class _Batch(Generic[T]):
-    items: list[Item[T]]
-    dead: list[DeadLetter]
-    spans: dict[TP, list[int]]  # (topic, partition) -> [first offset, last offset]
-    consumed: Counter[str]
-    started: float
-
-
-@dataclass(slots=True)
 class _InFlight(Generic[T]):
     future: Future[tuple[Outcome, dict[TP, int]]]
-    batch: _Batch[T]
+    batch: Batch[T]
     generation: int
     slot: int
 
 
-class _Dropped(Exception):
-    """The batch was abandoned (rebalance or shutdown); nothing of it was written."""
-
-
 class ProcessorRunner(Generic[T]):
-    """Runs one :class:`Processor` until ``stop`` is set. One instance per process/thread."""
+    """Runs one :class:`Processor` until ``stop`` is set. One instance per process/thread.
+
+    Collaborators: ``connector`` opens the Postgres sessions (one per writer, one for the control
+    thread; :func:`processor_connector`), ``consumer_factory`` makes the Kafka consumer from its config
+    (default: a confluent-kafka Consumer), ``producer`` publishes dead letters and wake-up signals."""
 
     def __init__(
         self,
         processor: Processor[T],
         config: RunnerConfig,
+        connector: Connector,
         *,
         metrics: StreamMetrics | None = None,
         producer: CheckedProducer | None = None,
+        consumer_factory: ConsumerFactory = new_consumer,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.processor = processor
         self.config = config
+        self.connector = connector
+        self.consumer_factory = consumer_factory
         self.metrics = metrics or StreamMetrics()
-        self.producer = producer or CheckedProducer(producer_config(config.bootstrap))
+        self.producer = producer or CheckedProducer(producer_config(config.kafka))
         self.clock = clock
+        self.sink = BatchSink(processor, self.producer, config.dlq_topic, self.metrics, clock)
+        self.backoff = Backoff(config.retry_initial_s, config.retry_max_s)
         self.group = processor.group
         self.stop_event = threading.Event()
         self.batches_committed = 0
@@ -188,9 +162,9 @@ class ProcessorRunner(Generic[T]):
     def run(self, stop: threading.Event | None = None) -> None:
         if stop is not None:
             self.stop_event = stop
-        self._cluster = cluster_id(self.config.bootstrap)
-        consumer = Consumer(consumer_config(
-            self.config.bootstrap, self.group, self.config.session_timeout_ms, **self.config.consumer_overrides))
+        self._cluster = cluster_id(self.config.kafka)
+        consumer = self.consumer_factory(consumer_config(
+            self.config.kafka, self.group, self.config.session_timeout_ms, **self.config.consumer_overrides))
         self._consumer = consumer
         try:
             consumer.subscribe(list(self.processor.topics), on_assign=self._on_assign,
@@ -235,13 +209,13 @@ class ProcessorRunner(Generic[T]):
         self._rewound.clear()
         self.metrics.rebalances.labels(self.group).inc()
         try:  # the embedded broker gets a new cluster id when it restarts under a running processor
-            self._cluster = cluster_id(self.config.bootstrap)
+            self._cluster = cluster_id(self.config.kafka)
         except KafkaUnavailable as exc:
             log.warning("%s: cluster id not refreshed: %s", self.group, exc)
         try:
             stored = self._retrying(lambda: offsets.load(
                 self._connection(_CONTROL), self.group, self._cluster, [(p.topic, p.partition) for p in partitions]))
-        except _Dropped:  # stopping while Postgres is down: nothing will be consumed anyway
+        except Abandoned:  # stopping while Postgres is down: nothing will be consumed anyway
             return
         for p in partitions:
             offset = stored.get((p.topic, p.partition), offsets.NO_OFFSET)
@@ -264,14 +238,14 @@ class ProcessorRunner(Generic[T]):
         log.info("%s: revoked %s", self.group, [(p.topic, p.partition) for p in partitions])
 
     # -- one batch -----------------------------------------------------------------------------
-    def _shard(self, batch: _Batch[T]) -> list[tuple[int, _Batch[T]]]:
+    def _shard(self, batch: Batch[T]) -> list[tuple[int, Batch[T]]]:
         """Split a batch by writer slot: partition number modulo writers (a prediction and its feedback
         are keyed alike, so they share a partition number and usually a writer)."""
         n = len(self._writers)
         slots = {p % n for _t, p in batch.spans}
         if len(slots) == 1:
             return [(slots.pop(), batch)]
-        parts = {slot: _Batch[T]([], [], {}, Counter(), batch.started) for slot in sorted(slots)}
+        parts = {slot: Batch[T]([], [], {}, Counter(), batch.started) for slot in sorted(slots)}
         for (topic, partition), span in batch.spans.items():
             parts[partition % n].spans[(topic, partition)] = span
         for item in batch.items:
@@ -313,7 +287,7 @@ class ProcessorRunner(Generic[T]):
                 self._rewound[tp] = gap.stored  # later queued sub-batches of tp hit the same gap: seek once
                 self._seek(tp, gap.stored)
             return
-        except _Dropped:
+        except Abandoned:
             # abandoned after a rebalance (the assignment already positioned every partition at its
             # stored offset) or at shutdown: seeking here would move a partition past unwritten records
             return
@@ -325,22 +299,12 @@ class ProcessorRunner(Generic[T]):
         self.metrics.record(self.group, outcome)
         self._after_commit(outcome, next_offsets)
 
-    def _commit_retrying(self, batch: _Batch[T], slot: int, generation: int) -> tuple[Outcome, dict[TP, int]]:
+    def _commit_retrying(self, batch: Batch[T], slot: int, generation: int) -> tuple[Outcome, dict[TP, int]]:
         """In writer ``slot``'s thread: commit, retrying outages with capped backoff. A rebalance since
         the batch was read, or a stop while Postgres is down, abandons it (nothing was written)."""
-        delay = self.config.retry_initial_s
-        while True:
-            if self._generation != generation or self._closing.is_set():
-                raise _Dropped
-            try:
-                return self._commit(batch, slot)
-            except _OUTAGES as exc:
-                if not _is_outage(exc):
-                    raise
-                self._note_retry(exc, slot)
-            if self.stop_event.wait(delay) or self._closing.is_set():
-                raise _Dropped
-            delay = min(delay * 2, self.config.retry_max_s)
+        return retrying(lambda: self._commit(batch, slot), self.backoff, wait=self.stop_event.wait,
+                        on_outage=lambda exc: self._note_retry(exc, slot),
+                        abandoned=lambda: self._generation != generation or self._closing.is_set())
 
     def _wait_inflight(self) -> None:
         """From a rebalance callback: give commits in flight a moment to finish (fewer records for the
@@ -354,7 +318,7 @@ class ProcessorRunner(Generic[T]):
             with contextlib.suppress(Exception):
                 inflight.future.exception(timeout=remaining)
 
-    def _decode(self, messages: list[Message]) -> _Batch[T]:
+    def _decode(self, messages: list[Message]) -> Batch[T]:
         started = time.perf_counter()
         if self.first_batch_at is None:
             self.first_batch_at = started
@@ -381,86 +345,12 @@ class ProcessorRunner(Generic[T]):
             try:
                 items.append(Item(topic, partition, offset, decode(topic, msg.value(), now), msg))
             except DecodeError as exc:
-                dead.append(self._dead_letter(exc.reason, exc.detail, topic, partition, offset, msg, now))
-        return _Batch(items, dead, spans, consumed, started)
+                dead.append(dead_letter(self.group, exc.reason, exc.detail, topic, partition, offset, msg, now))
+        return Batch(items, dead, spans, consumed, started)
 
-    def _commit(self, batch: _Batch[T], slot: int = 0) -> tuple[Outcome, dict[TP, int]]:
-        conn = self._connection(slot)
-        outcome = Outcome()
-        with conn.transaction():
-            stored = offsets.lock(conn, self.group, self._cluster, batch.spans)
-            start = self._fence(batch.spans, stored)
-            items = [i for i in batch.items if i.offset >= start[(i.topic, i.partition)]]
-            dead = [d for d in batch.dead if d.source_offset >= start[(d.source_topic, d.source_partition)]]
-            outcome.counts["replayed"] = len(batch.items) + len(batch.dead) - len(items) - len(dead)
-            kept_dead = list(dead)  # before bisection adds the records Postgres refused (they are items)
-            if items:
-                outcome.merge(self._write(conn, items, dead))
-            if dead:
-                self._dead_letter_all(conn, dead)
-                outcome.counts.update(f"dead_letters:{d.reason.value}" for d in dead)
-            # never move a stored offset backwards (a replayed range re-read in other chunks)
-            next_offsets = {tp: max(last + 1, stored.get(tp, offsets.NO_OFFSET))
-                            for tp, (_first, last) in batch.spans.items()}
-            offsets.save(conn, self.group, self._cluster, next_offsets)
-            consumed: Counter[str] = Counter(i.topic for i in items)
-            consumed.update(d.source_topic for d in kept_dead)
-            offsets.bump_counters(conn, self.group, {
-                **{f"consumed:{t}": n for t, n in consumed.items()}, **outcome.counts})
-        return outcome, next_offsets
-
-    @staticmethod
-    def _fence(spans: dict[TP, list[int]], stored: dict[TP, int]) -> dict[TP, int]:
-        start = {}
-        for tp, (first, _last) in spans.items():
-            have = stored.get(tp, offsets.NO_OFFSET)
-            if have != offsets.NO_OFFSET and have < first:
-                raise OffsetGap(tp[0], tp[1], have, first)
-            start[tp] = max(first, have)
-        return start
-
-    def _write(self, conn: psycopg.Connection, items: list[Item[T]], dead: list[DeadLetter]) -> Outcome:
-        """Write items in a savepoint; if the database refuses a record, bisect to isolate it."""
-        try:
-            with conn.transaction():
-                return self.processor.write(conn, items)
-        except _RECORD_FAULTS as exc:
-            if len(items) == 1:
-                item = items[0]
-                detail = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000]
-                dead.append(self._dead_letter(Reason.SINK_REJECTED, detail, item.topic, item.partition,
-                                              item.offset, item.source, self.clock()))
-                return Outcome()
-            mid = len(items) // 2
-            return self._write(conn, items[:mid], dead).merge(self._write(conn, items[mid:], dead))
-
-    def _dead_letter(self, reason: Reason, detail: str, topic: str, partition: int, offset: int,
-                     msg: Any, now: datetime) -> DeadLetter:
-        return DeadLetter(
-            ts=now, reason=reason, detail=_printable(detail)[:2000], source_topic=topic, source_partition=partition,
-            source_offset=offset, group=self.group, original=msg.value() or b"", original_key=msg.key(),
-        )
-
-    def _dead_letter_all(self, conn: psycopg.Connection, dead: list[DeadLetter]) -> None:
-        """Dead letters land in Postgres (exactly once, in this transaction) and on the DLQ topic
-        (acknowledged before the commit: at least once, keyed by source coordinates)."""
-        conn.cursor().executemany(
-            """INSERT INTO dead_letters (group_id, cluster_id, topic, partition, "offset", reason, detail, original,
-                                         original_key)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
-            [(d.group, self._cluster, d.source_topic, d.source_partition, d.source_offset, d.reason.value, d.detail,
-              d.original, d.original_key) for d in dead],
-        )
-        try:
-            self.producer.send_all(self.config.dlq_topic, (
-                (f"{d.source_topic}:{d.source_partition}:{d.source_offset}".encode(), _topic_copy(d).to_json())
-                for d in dead))
-        except DeliveryError as exc:
-            if not exc.permanent:
-                raise  # retried with the whole batch
-            # the broker will never take it (e.g. too large): Postgres holds the dead letter; say so loudly
-            self.metrics.dlq_publish_failures.labels(self.group).inc(exc.failed)
-            log.error("%s: %s; the dead letters are in the dead_letters table", self.group, exc)
+    def _commit(self, batch: Batch[T], slot: int = 0) -> tuple[Outcome, dict[TP, int]]:
+        """One transaction on writer ``slot``'s connection (:class:`streams.sink.BatchSink`)."""
+        return self.sink.commit(self._connection(slot), batch, self._cluster)
 
     def _after_commit(self, outcome: Outcome, next_offsets: dict[TP, int]) -> None:
         self._publish(outcome)
@@ -489,19 +379,10 @@ class ProcessorRunner(Generic[T]):
             self._consumer.seek(TopicPartition(tp[0], tp[1], offset if offset >= 0 else OFFSET_BEGINNING))
 
     # -- retries -------------------------------------------------------------------------------
-    def _retrying(self, attempt: Callable[[], Any]) -> Any:
+    def _retrying(self, attempt: Callable[[], T2]) -> T2:
         """Retry ``attempt`` on the control connection (runs inside rebalance callbacks: no consume())."""
-        delay = self.config.retry_initial_s
-        while True:
-            try:
-                return attempt()
-            except _OUTAGES as exc:
-                if not _is_outage(exc):
-                    raise
-                self._note_retry(exc, _CONTROL)
-            if self.stop_event.wait(delay):
-                raise _Dropped
-            delay = min(delay * 2, self.config.retry_max_s)
+        return retrying(attempt, self.backoff, wait=self.stop_event.wait,
+                        on_outage=lambda exc: self._note_retry(exc, _CONTROL))
 
     def _note_retry(self, exc: BaseException, slot: int | None = None) -> None:
         self._reset_connection(slot)
@@ -529,7 +410,7 @@ class ProcessorRunner(Generic[T]):
     def _connection(self, slot: int = 0) -> psycopg.Connection:
         conn = self._conns.get(slot)
         if conn is None or conn.closed:
-            conn = connect(self.config.database_url, autocommit=True, session_timeouts=True)
+            conn = self.connector(autocommit=True)
             try:
                 self.processor.prepare(conn)
             except BaseException:
@@ -557,7 +438,7 @@ class ProcessorRunner(Generic[T]):
             with conn.transaction():
                 outcome = self.processor.housekeeping(conn)
                 offsets.bump_counters(conn, self.group, outcome.counts)
-        except _OUTAGES as exc:
+        except OUTAGES as exc:
             self._reset_connection(_CONTROL)
             log.warning("%s: housekeeping skipped: %s", self.group, exc)
             return

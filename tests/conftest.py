@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel import migrate
 from flywheel.stack import EmbeddedBroker, EmbeddedPostgres
@@ -44,6 +45,12 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_conn(kafka_bootstrap: str) -> KafkaConnection:
+    """The test broker's connection (plaintext, like every embedded broker)."""
+    return KafkaConnection(bootstrap_servers=kafka_bootstrap)
 
 
 @pytest.fixture(scope="session")

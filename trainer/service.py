@@ -16,6 +16,7 @@ from confluent_kafka import Consumer
 from pydantic import ValidationError
 
 from core.exceptions import FlywheelError
+from core.kafka import KafkaConnection
 from registry.announce import fold, read_model_events
 from schemas import Curated, Landed, RetrainRequest
 from streams.kafka import consume_or_wait, consumer_config, store_offsets
@@ -28,13 +29,13 @@ log = logging.getLogger(__name__)
 
 
 class TrainerService:
-    def __init__(self, trainer: Trainer, config: TrainerConfig, *, bootstrap: str, group: str,
+    def __init__(self, trainer: Trainer, config: TrainerConfig, *, kafka: KafkaConnection, group: str,
                  signal_topics: list[str], request_topic: str, session_timeout_ms: int = 6000,
                  on_result: Callable[[RunResult], None] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.trainer = trainer
         self.config = config
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.group = group
         self.topics = [*signal_topics, request_topic]
         self.request_topic = request_topic
@@ -46,7 +47,7 @@ class TrainerService:
 
     def run(self, stop: threading.Event) -> None:
         consumer = Consumer(consumer_config(
-            self.bootstrap, self.group, self.session_timeout_ms,
+            self.kafka, self.group, self.session_timeout_ms,
             # earliest: a signal or request produced while the group is still joining is not skipped; a
             # replayed signal is harmless, a replayed request is recognised by its id, and requests
             # older than request_max_age_s are ignored. Offsets are stored only after handling.
@@ -100,7 +101,7 @@ class TrainerService:
 
     def _reconcile_announcements(self) -> None:
         try:
-            announced = fold(read_model_events(self.bootstrap, self.trainer.announcer.topic))
+            announced = fold(read_model_events(self.kafka, self.trainer.announcer.topic))
             self.trainer.reconcile_announcements(announced)
         except FlywheelError as exc:  # the next reconcile retries; training does not depend on it
             log.warning("could not reconcile the models topic with the registry: %s", exc)

@@ -14,6 +14,7 @@ import httpx
 
 from core import db
 from core.exceptions import ConfigError
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel.demo.options import SCENARIOS, DemoOptions
 from flywheel.demo.stream import Crowd, Row, split_target
@@ -26,11 +27,11 @@ class Replay:
     """Drives one stream through a running platform's API and watches its decisions in Postgres."""
 
     def __init__(self, options: DemoOptions, settings: FlywheelSettings, serving_url: str, database_url: str,
-                 bootstrap: str) -> None:
+                 kafka: KafkaConnection) -> None:
         if options.scenario not in SCENARIOS:
             raise ConfigError(f"scenario {options.scenario!r} is not one of {sorted(SCENARIOS)}")
         self.options, self.settings = options, settings
-        self.serving_url, self.database_url, self.bootstrap = serving_url, database_url, bootstrap
+        self.serving_url, self.database_url, self.kafka = serving_url, database_url, kafka
         self.stream, self.holdout = split_target(SCENARIOS[options.scenario][1], options.eval_fraction, options.seed)
         self.target = self.stream  # every target row outside the holdout (what an oracle may learn from)
         self.stream = self.stream[:options.stream]
@@ -110,7 +111,7 @@ class Replay:
         from registry.announce import read_model_events
 
         kept = [m for m in self.timeline.markers if m.action in ("refused", "failed")]
-        for event in read_model_events(self.bootstrap, self.settings.topics.models):
+        for event in read_model_events(self.kafka, self.settings.topics.models):
             if event.model != self.settings.model_name:
                 continue
             when = event.ts.timestamp()

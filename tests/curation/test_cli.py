@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from tests.streams.helpers import create_topics, wait_until
 
@@ -22,9 +23,9 @@ def _env(settings: FlywheelSettings, db_url: str, **extra: str) -> dict[str, str
     return env
 
 
-def test_process_curation_curates_until_sigterm(settings: FlywheelSettings, kafka_bootstrap: str, db_url: str,
+def test_process_curation_curates_until_sigterm(settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str,
                                                 tmp_path: Path) -> None:
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     config = tmp_path / "curation.yaml"
     config.write_text("service:\n  reconcile_interval_s: 0.5\n")
     log = tmp_path / "curation.log"

@@ -53,7 +53,7 @@ def test_calibration_recovers_accuracy_without_labels() -> None:
 @pytest.fixture
 def lc(settings: FlywheelSettings, registry_db_url: str) -> Iterator[Lifecycle]:
     config = TrainerConfig(promotion=PromotionConfig(mode="direct"))
-    with lifecycle(settings, settings.kafka_bootstrap or "", registry_db_url, config) as found:
+    with lifecycle(settings, settings.kafka_connection(), registry_db_url, config) as found:
         result = found.trainer.bootstrap(rows("vader_movies")[:1500], source="movies.csv", kind="tfidf-logreg")
         assert result.status == "promoted", result.reason
         yield found

@@ -12,6 +12,7 @@ from alembic import command
 from psycopg import sql
 
 from core import db
+from core.kafka import KafkaConnection
 from curation import CurationConfig
 from curation.service import CurationService
 from flywheel import migrate
@@ -66,8 +67,9 @@ def test_upgrade_keeps_every_landed_sample_and_downgrade_restores_the_view(db_at
 
     # the first pass scores the migrated rows (verdicts kept) and sweeps in the thumbs down
     sent = RecordingPublisher()
-    service = CurationService(db_url=url, config=CurationConfig(), labels=LABELS, bootstrap="127.0.0.1:1",
-                              group="g", landed_topic="l", curated_topic="c", producer=sent)
+    service = CurationService(db_url=url, config=CurationConfig(), labels=LABELS,
+                              kafka=KafkaConnection(bootstrap_servers="127.0.0.1:1"), group="g", landed_topic="l",
+                              curated_topic="c", producer=sent)
     result = service.curate_pass(sweep=True)
     assert result.backfilled == 3 and result.total("rejected") == 1
     assert [Curated.model_validate_json(v).rejected for _t, _k, v in sent.records] == [1]

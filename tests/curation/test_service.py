@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from core import db
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from curation import CurationConfig, CurationService
 from curation.config import ServiceConfig
@@ -35,7 +36,7 @@ def running_curation(settings: FlywheelSettings, config: CurationConfig = QUIET,
     assert settings.kafka_bootstrap and settings.database_url
     service = CurationService(
         db_url=db_url or settings.database_url.get_secret_value(), config=config, labels=LABELS,
-        bootstrap=settings.kafka_bootstrap, group=f"{settings.topic_prefix}-curation",
+        kafka=settings.kafka_connection(), group=f"{settings.topic_prefix}-curation",
         landed_topic=settings.topics.landed, curated_topic=settings.topics.curated)
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -63,8 +64,8 @@ def passes(service: CurationService, outcome: str) -> float:
     return value
 
 
-def read_topic(bootstrap: str, topic: str, quiet_s: float = 1.5) -> list[bytes]:
-    consumer = Consumer(kafka.consumer_config(bootstrap, f"reader-{time.monotonic_ns()}"))
+def read_topic(kafka_conn: KafkaConnection, topic: str, quiet_s: float = 1.5) -> list[bytes]:
+    consumer = Consumer(kafka.consumer_config(kafka_conn, f"reader-{time.monotonic_ns()}"))
     consumer.subscribe([topic])
     out: list[bytes] = []
     try:
@@ -92,7 +93,7 @@ def events(settings: FlywheelSettings, items: list[tuple[str, str | None, str | 
         preds.append(pred)
         fbs.append(FeedbackEvent(ts=pred.ts, feedback_id=f"fb-{pred.prediction_id}", prediction_id=pred.prediction_id,
                                  label=label, thumbs=thumbs, user_id=user))  # type: ignore[arg-type]
-    p = producer(settings.kafka_bootstrap or "")
+    p = producer(settings.kafka_connection())
     produce(p, settings.topics.predictions, [(e.prediction_id.encode(), e.to_json()) for e in preds])
     produce(p, settings.topics.feedback, [(e.prediction_id.encode(), e.to_json()) for e in fbs])
 
@@ -103,8 +104,8 @@ def snapshot(db_url: str) -> list[tuple[Any, ...]]:
 
 
 def test_landed_feedback_is_curated_announced_and_a_replay_changes_nothing(
-        settings: FlywheelSettings, kafka_bootstrap: str, db_url: str) -> None:
-    create_topics(settings, kafka_bootstrap)
+        settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str) -> None:
+    create_topics(settings, kafka_conn)
     with running_ingest(settings), running_curation(settings) as service:
         wait_until(lambda: passes(service, "idle") >= 1, timeout=30, what="the start-up pass")
         events(settings, [
@@ -134,7 +135,7 @@ def test_landed_feedback_is_curated_announced_and_a_replay_changes_nothing(
         assert disagreements["Not my kind of movie at all."] is True
         assert disagreements["A wonderful, warm and funny film."] is False
 
-        curated = [Curated.model_validate_json(v) for v in read_topic(kafka_bootstrap, settings.topics.curated)]
+        curated = [Curated.model_validate_json(v) for v in read_topic(kafka_conn, settings.topics.curated)]
         assert sum(c.accepted for c in curated) == 3 and sum(c.rejected for c in curated) == 2
         assert sum(c.quarantined for c in curated) == 2
         assert all(c.sample_ids is not None for c in curated)
@@ -142,13 +143,13 @@ def test_landed_feedback_is_curated_announced_and_a_replay_changes_nothing(
 
         # the same Landed signals again, and a record that is not one: nothing changes, nothing is sent
         before, idle = snapshot(db_url), passes(service, "idle")
-        landed = [v for v in read_topic(kafka_bootstrap, settings.topics.landed)]
+        landed = [v for v in read_topic(kafka_conn, settings.topics.landed)]
         assert landed and all(Landed.model_validate_json(v) for v in landed)
-        produce(producer(kafka_bootstrap), settings.topics.landed, [(None, b"not json"), *((b"r", v) for v in landed)])
+        produce(producer(kafka_conn), settings.topics.landed, [(None, b"not json"), *((b"r", v) for v in landed)])
         wait_until(lambda: passes(service, "idle") > idle, timeout=30, what="a pass on the replayed signal")
         assert service.metrics.bad_signals._value.get() == 1
         assert snapshot(db_url) == before
-        assert len(read_topic(kafka_bootstrap, settings.topics.curated)) == len(curated)
+        assert len(read_topic(kafka_conn, settings.topics.curated)) == len(curated)
 
 
 def snapshot_rows(db_url: str) -> list[tuple[Any, ...]]:
@@ -156,11 +157,11 @@ def snapshot_rows(db_url: str) -> list[tuple[Any, ...]]:
         return conn.execute("SELECT status, reasons, disagreement, text, label FROM samples ORDER BY id").fetchall()
 
 
-def test_late_joins_below_the_watermark_are_curated(settings: FlywheelSettings, kafka_bootstrap: str,
+def test_late_joins_below_the_watermark_are_curated(settings: FlywheelSettings, kafka_conn: KafkaConnection,
                                                     db_url: str) -> None:
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     early = prediction(text="A late but lovely surprise.", label="positive")
-    p = producer(kafka_bootstrap)
+    p = producer(kafka_conn)
     produce(p, settings.topics.feedback, [(early.prediction_id.encode(), FeedbackEvent(
         ts=early.ts, feedback_id="late-1", prediction_id=early.prediction_id, label="positive",
         user_id="ann").to_json())])
@@ -186,7 +187,7 @@ def _status(db_url: str, feedback_id: str) -> str | None:
 
 def test_one_instance_curates_at_a_time(settings: FlywheelSettings, db_url: str) -> None:
     land(db_url, [Feedback("one", "positive"), Feedback("two", "negative")])
-    service = CurationService(db_url=db_url, config=QUIET, labels=LABELS, bootstrap=settings.kafka_bootstrap or "",
+    service = CurationService(db_url=db_url, config=QUIET, labels=LABELS, kafka=settings.kafka_connection(),
                               group="g", landed_topic=settings.topics.landed, curated_topic=settings.topics.curated)
     with db.connect(db_url, autocommit=True) as conn, db.try_advisory_lock(conn, db.advisory_key(LOCK_NAME)) as held:
         assert held
@@ -196,8 +197,8 @@ def test_one_instance_curates_at_a_time(settings: FlywheelSettings, db_url: str)
     assert len(samples(db_url)) == 2
 
 
-def test_a_database_outage_is_survived(settings: FlywheelSettings, kafka_bootstrap: str, db_url: str) -> None:
-    create_topics(settings, kafka_bootstrap)
+def test_a_database_outage_is_survived(settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str) -> None:
+    create_topics(settings, kafka_conn)
     proxy = CuttableProxy(_target(db_url)).start()
     info = psycopg.conninfo.conninfo_to_dict(db_url)
     info.update(host="127.0.0.1", port=proxy.port)

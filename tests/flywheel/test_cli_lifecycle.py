@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.kafka import KafkaConnection
 from core.settings import Topics
 from registry.announce import read_model_events
 
@@ -61,5 +62,5 @@ def test_bootstrap_models_evaluate_and_rollback_from_the_command_line(
     nothing = _run("models", "rollback", env=env)
     assert nothing.returncode == 1 and "previous" in nothing.stderr and "Traceback" not in nothing.stderr
 
-    events = read_model_events(kafka_bootstrap, Topics(topic_prefix).models)
+    events = read_model_events(KafkaConnection(bootstrap_servers=kafka_bootstrap), Topics(topic_prefix).models)
     assert [(e.action, e.semver) for e in events] == [("promote", "1.0.0")]

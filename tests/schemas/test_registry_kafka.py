@@ -20,6 +20,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from core.kafka import KafkaConnection
 from flywheel.stack import free_port
 from schemas.codec import split_wire_format
 from schemas.events import FeedbackEvent
@@ -49,8 +50,8 @@ def sr_client(registry_url: str) -> SchemaRegistryClient:
     return SchemaRegistryClient({"url": registry_url})
 
 
-def _create_topic(bootstrap: str, topic: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def _create_topic(kafka_conn: KafkaConnection, topic: str) -> None:
+    admin = AdminClient(kafka_conn.client_config())
     for future in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
         future.result(timeout=20)
 
@@ -68,10 +69,10 @@ def _events(n: int) -> list[FeedbackEvent]:
     ]
 
 
-def _consume(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> list[bytes]:
+def _consume(kafka_conn: KafkaConnection, topic: str, count: int, timeout: float = 60.0) -> list[bytes]:
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_conn.client_config(),
             "group.id": f"g-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000,
@@ -95,23 +96,23 @@ def _consume(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> l
 
 
 def test_json_round_trip_through_the_broker(
-    kafka_bootstrap: str, topic_prefix: str, sr_client: SchemaRegistryClient, store: PostgresSchemaStore
+    kafka_conn: KafkaConnection, topic_prefix: str, sr_client: SchemaRegistryClient, store: PostgresSchemaStore
 ) -> None:
     topic = f"{topic_prefix}.feedback.v1"
-    _create_topic(kafka_bootstrap, topic)
+    _create_topic(kafka_conn, topic)
     serializer = JSONSerializer(json.dumps(FEEDBACK_SCHEMA), sr_client)  # auto-registers under <topic>-value
     deserializer = JSONDeserializer(None, schema_registry_client=sr_client)
     ctx = SerializationContext(topic, MessageField.VALUE)
     events = _events(6)
 
-    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer = Producer(kafka_conn.client_config())
     for event in events:
         producer.produce(
             topic, key=event.feedback_id.encode(), value=serializer(event.model_dump(mode="json"), ctx)
         )
     assert producer.flush(20) == 0
 
-    values = _consume(kafka_bootstrap, topic, len(events))
+    values = _consume(kafka_conn, topic, len(events))
     assert len(values) == len(events)
     latest = sr_client.get_latest_version(f"{topic}-value")
     assert latest.version == 1 and latest.schema.schema_type == "JSON"

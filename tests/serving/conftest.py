@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle, lifecycle
 from kinds.tfidf import TfidfLogReg
@@ -34,7 +35,7 @@ def db_url(registry_db_url: str) -> str:
 @pytest.fixture
 def lc(settings: FlywheelSettings, db_url: str) -> Iterator[Lifecycle]:
     config = TrainerConfig(promotion=PromotionConfig(mode="direct"))
-    with lifecycle(settings, settings.kafka_bootstrap or "", db_url, config) as found:
+    with lifecycle(settings, settings.kafka_connection(), db_url, config) as found:
         yield found
 
 
@@ -82,10 +83,10 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> Non
         time.sleep(0.05)
 
 
-def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[bytes]:
+def read_topic(kafka_conn: KafkaConnection, topic: str, count: int, timeout: float = 20.0) -> list[bytes]:
     """At least ``count`` records of ``topic`` from offset 0 of every partition (or fail)."""
-    partitions = describe_topic(admin(bootstrap), topic).partitions
-    consumer = Consumer(consumer_config(bootstrap, f"test-read-{uuid.uuid4().hex[:8]}"))
+    partitions = describe_topic(admin(kafka_conn), topic).partitions
+    consumer = Consumer(consumer_config(kafka_conn, f"test-read-{uuid.uuid4().hex[:8]}"))
     found: list[bytes] = []
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])

@@ -132,8 +132,8 @@ def test_bootstrap_evaluate_promote_rollback_and_retrain_over_http(
     assert status == 404 and payload["error"] == "not_found"
     status, _h, payload = call(admin_client, "post", "/models/rollback", {"to": first}, AUTH)
     assert status == 409 and payload["error"] == "conflict"  # the champion is no rollback target
-    bootstrap = admin_settings.kafka_bootstrap or ""
-    actions = [json.loads(v)["action"] for v in read_topic(bootstrap, admin_settings.topics.models, 3)]
+    kafka_conn = admin_settings.kafka_connection()
+    actions = [json.loads(v)["action"] for v in read_topic(kafka_conn, admin_settings.topics.models, 3)]
     assert actions[-3:] == ["promote", "promote", "rollback"]
 
     # retrain: a request on the retrain topic; its id follows it from queued to the run a trainer makes
@@ -141,7 +141,7 @@ def test_bootstrap_evaluate_promote_rollback_and_retrain_over_http(
     assert status == 202 and queued["status"] == "queued"
     request_id = str(queued["request_id"])
     assert admin_client.get(f"/training/{request_id}", headers=AUTH).json()["status"] == "queued"
-    [record] = [json.loads(v) for v in read_topic(bootstrap, admin_settings.topics.retrain, 1)]
+    [record] = [json.loads(v) for v in read_topic(kafka_conn, admin_settings.topics.retrain, 1)]
     assert (record["request_id"], record["trigger"], record["mode"]) == (request_id, "admin", "full")
     result = lc.trainer.maybe_train("admin", requested="full", request_id=request_id)  # what a trainer does
     assert result.run_id is not None
@@ -173,7 +173,7 @@ def test_review_queue_over_http_publishes_the_label_as_feedback(
     status, _h, sent = call(admin_client, "post", "/review/label",
                             {"prediction_id": torn, "label": "positive", "reviewer": "ann"}, AUTH)
     assert status == 202
-    [record] = [json.loads(v) for v in read_topic(admin_settings.kafka_bootstrap or "",
+    [record] = [json.loads(v) for v in read_topic(admin_settings.kafka_connection(),
                                                   admin_settings.topics.feedback, 1)]
     assert (record["feedback_id"], record["prediction_id"], record["label"], record["source"], record["user_id"]) == (
         sent["feedback_id"], torn, "positive", "review", "review:ann")

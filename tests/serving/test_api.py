@@ -38,11 +38,11 @@ def test_ready_only_after_the_champion_loads_then_predict_batch_and_feedback_lan
     thumbs = app_client.post("/feedback", json={"prediction_id": one["prediction_id"], "thumbs": "up"})
     assert thumbs.status_code == 202
 
-    bootstrap = settings.kafka_bootstrap or ""
-    feedback = [json.loads(v) for v in read_topic(bootstrap, settings.topics.feedback, 2)]
+    kafka_conn = settings.kafka_connection()
+    feedback = [json.loads(v) for v in read_topic(kafka_conn, settings.topics.feedback, 2)]
     assert {f["feedback_id"] for f in feedback} == {response.json()["feedback_id"], thumbs.json()["feedback_id"]}
     assert {f["prediction_id"] for f in feedback} == {one["prediction_id"]}
-    records = read_topic(bootstrap, settings.topics.predictions, 6)
+    records = read_topic(kafka_conn, settings.topics.predictions, 6)
     predictions = {e["prediction_id"]: e for e in map(json.loads, records)}
     served = [one, *batch["predictions"]]
     assert set(predictions) == {p["prediction_id"] for p in served}

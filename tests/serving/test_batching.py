@@ -231,7 +231,7 @@ LENIENT = TrainerConfig.model_validate({  # a busy shared CPU must not fail the 
 
 def test_concurrent_predict_on_a_minilm_champion_matches_unbatched_predict_proba(
         settings: FlywheelSettings, db_url: str) -> None:
-    with lifecycle(settings, settings.kafka_bootstrap or "", db_url, LENIENT) as lc:
+    with lifecycle(settings, settings.kafka_connection(), db_url, LENIENT) as lc:
         result = lc.trainer.bootstrap(rows("vader_movies")[:300], source="vader_movies.csv", kind="minilm-head")
         assert result.status == "promoted", result.reason
         info = lc.registry.champion()

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from core import db
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle, lifecycle
 from registry import Lineage, ModelVersionInfo
@@ -34,7 +35,7 @@ CONFIG = CanaryConfig(interval_s=0.2, test=SequentialConfig(alpha=0.05, beta=0.2
 @pytest.fixture
 def lc(settings: FlywheelSettings, db_url: str) -> Iterator[Lifecycle]:
     config = TrainerConfig(promotion=PromotionConfig(mode="canary"))
-    with lifecycle(settings, settings.kafka_bootstrap or "", db_url, config) as found:
+    with lifecycle(settings, settings.kafka_connection(), db_url, config) as found:
         result = found.trainer.bootstrap(rows("vader_movies")[:300], source="m.csv", kind="tfidf-logreg")
         assert result.status == "promoted", result.reason
         yield found
@@ -82,7 +83,7 @@ def decisions(db_url: str) -> list[tuple[str, str | None, str, str]]:
 
 
 def actions(lc: Lifecycle) -> list[str]:
-    return [f"{e.action}:{e.version}" for e in read_model_events(lc.settings.kafka_bootstrap or "",
+    return [f"{e.action}:{e.version}" for e in read_model_events(lc.kafka,
                                                                   lc.settings.topics.models)]
 
 
@@ -193,17 +194,17 @@ def test_the_watchdog_requests_a_retrain_once_per_cooldown(lc: Lifecycle, db_url
     ctl = controller(lc, db_url, config, offline=0.85)
     assert [a.action for a in ctl.tick().acted] == ["retrain"]
     assert ctl.tick().acted == ()  # within the cooldown
-    requests = read_requests(lc.settings.kafka_bootstrap or "", lc.settings.topics.retrain)
+    requests = read_requests(lc.kafka, lc.settings.topics.retrain)
     assert len(requests) == 1 and requests[0].trigger == "drift" and requests[0].mode == "full"
     assert "30/150" in requests[0].reason and lc.registry.champion().version == "1"  # type: ignore[union-attr]
 
 
-def read_requests(bootstrap: str, topic: str) -> list[RetrainRequest]:
+def read_requests(kafka_conn: KafkaConnection, topic: str) -> list[RetrainRequest]:
     """Every record on the retrain topic up to its current end."""
-    partitions = describe_topic(admin(bootstrap), topic).partitions
-    wanted = {p: end for (_t, p), end in high_watermarks(bootstrap, [(topic, p) for p in range(partitions)],
+    partitions = describe_topic(admin(kafka_conn), topic).partitions
+    wanted = {p: end for (_t, p), end in high_watermarks(kafka_conn, [(topic, p) for p in range(partitions)],
                                                          10.0).items() if end > 0}
-    consumer = Consumer(consumer_config(bootstrap, f"test-{uuid.uuid4().hex[:8]}"))
+    consumer = Consumer(consumer_config(kafka_conn, f"test-{uuid.uuid4().hex[:8]}"))
     found: list[RetrainRequest] = []
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in wanted])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle
 from registry import ModelVersionInfo
@@ -41,7 +42,7 @@ def test_canary_gets_its_share_sticky_per_user(lc: Lifecycle, champion: ModelVer
     again = list(predict_users(app_client, users[:300]))
     assert [p["variant"] for p in again] == variants[:300]  # sticky
     assert app_client.get("/models").json()["deployment"]["canary_traffic"] == 0.2
-    events = [json.loads(v) for v in read_topic(settings.kafka_bootstrap or "", settings.topics.predictions, 2300)]
+    events = [json.loads(v) for v in read_topic(settings.kafka_connection(), settings.topics.predictions, 2300)]
     canary_events = [e for e in events if e["prediction_id"] in first and e["variant"] == "canary"]
     assert len(canary_events) == variants.count("canary")
     assert {e["model_version"] for e in canary_events} == {v2.version}
@@ -62,7 +63,7 @@ def test_shadow_never_changes_responses_and_is_published_as_shadow(
     for b, a in zip(before, after, strict=True):
         assert (a["label"], a["probabilities"], a["version"], a["variant"]) == (
             b["label"], b["probabilities"], b["version"], "champion")
-    events = [json.loads(v) for v in read_topic(settings.kafka_bootstrap or "", settings.topics.predictions, 60)]
+    events = [json.loads(v) for v in read_topic(settings.kafka_connection(), settings.topics.predictions, 60)]
     shadows = {e["prediction_id"]: e for e in events if e["variant"] == "shadow"}
     assert set(shadows) == {f"{a['prediction_id']}-shadow" for a in after}
     assert {e["model_version"] for e in shadows.values()} == {v2.version}
@@ -72,7 +73,7 @@ def test_a_broker_outage_never_fails_predict_and_drops_are_counted(
         lc: Lifecycle, champion: ModelVersionInfo, settings: FlywheelSettings, db_url: str) -> None:
     with socket.socket() as sock:  # a port nobody listens on: the publisher's broker is "down"
         sock.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+        dead = KafkaConnection(bootstrap_servers=f"127.0.0.1:{sock.getsockname()[1]}")
     metrics = ServingMetrics()
     publisher = PredictionPublisher(dead, settings.topics, metrics, buffer_size=8, producer_queue=8,
                                     message_timeout_ms=2000, log_every_s=1.0)

@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 import psycopg
 from confluent_kafka import Producer
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from schemas.events import FeedbackEvent, PredictionEvent
 from streams import kafka
 from streams.ingest import IngestProcessor
-from streams.runtime import ProcessorRunner, RunnerConfig
+from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -41,12 +42,12 @@ def feedback(pid: str, label: str | None = "positive", fid: str | None = None, *
     return FeedbackEvent.model_validate(fields)
 
 
-def create_topics(settings: FlywheelSettings, bootstrap: str) -> None:
-    kafka.create_topics(kafka.admin(bootstrap), settings.topics.all(), settings.topic_partitions)
+def create_topics(settings: FlywheelSettings, kafka_conn: KafkaConnection) -> None:
+    kafka.create_topics(kafka.admin(kafka_conn), settings.topics.all(), settings.topic_partitions)
 
 
-def producer(bootstrap: str) -> Producer:
-    return Producer(kafka.producer_config(bootstrap, **{"linger.ms": 20}))
+def producer(kafka_conn: KafkaConnection) -> Producer:
+    return Producer(kafka.producer_config(kafka_conn, **{"linger.ms": 20}))
 
 
 def produce(p: Producer, topic: str, values: list[tuple[bytes | None, bytes | None]]) -> None:
@@ -59,8 +60,9 @@ def produce(p: Producer, topic: str, values: list[tuple[bytes | None, bytes | No
 def running_ingest(settings: FlywheelSettings, **runner_kw: object) -> Iterator[ProcessorRunner]:  # type: ignore[type-arg]
     assert settings.kafka_bootstrap and settings.database_url
     processor = IngestProcessor.from_settings(settings)
-    config = RunnerConfig.from_settings(settings, settings.kafka_bootstrap, settings.database_url.get_secret_value())
-    runner = ProcessorRunner(processor, config, **runner_kw)  # type: ignore[arg-type]
+    config = RunnerConfig.from_settings(settings, settings.kafka_connection())
+    connector = processor_connector(settings.database_url.get_secret_value())
+    runner = ProcessorRunner(processor, config, connector, **runner_kw)  # type: ignore[arg-type]
     errors: list[BaseException] = []
 
     def target() -> None:

@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from core.kafka import KafkaConnection
 from core.settings import Topics
 from tests.streams.helpers import LABELS, feedback, prediction, produce, producer
 
@@ -49,11 +50,12 @@ def build(n_predictions: int, seed: int = 7) -> tuple[list[tuple[str, bytes, byt
     return out, exp
 
 
-def stream(bootstrap: str, topics: Topics, records: list[tuple[str, bytes, bytes]], seconds: float) -> threading.Thread:
+def stream(kafka_conn: KafkaConnection, topics: Topics, records: list[tuple[str, bytes, bytes]],
+           seconds: float) -> threading.Thread:
     """Produce ``records`` spread over about ``seconds`` in a background thread."""
 
     def run() -> None:
-        p = producer(bootstrap)
+        p = producer(kafka_conn)
         chunks = max(1, int(seconds * 10))
         size = max(1, len(records) // chunks + 1)
         for start in range(0, len(records), size):

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from confluent_kafka import Consumer
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from schemas.events import DeadLetter
 from streams import kafka
@@ -88,9 +89,9 @@ def prediction_corpus() -> list[tuple[bytes | None, str]]:
 
 
 def test_every_bad_record_is_dead_lettered_and_every_valid_one_lands(
-    settings: FlywheelSettings, kafka_bootstrap: str, db_url: str
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str
 ) -> None:
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     t = settings.topics
     bad_fb, bad_pred = feedback_corpus(), prediction_corpus()
     preds = [prediction() for _ in range(300)]
@@ -103,7 +104,7 @@ def test_every_bad_record_is_dead_lettered_and_every_valid_one_lands(
     pred_values: list[bytes | None] = [p.to_json() for p in preds]
     for i, (value, _reason) in enumerate(bad_pred):
         pred_values.insert(i * 30, value)
-    p = producer(kafka_bootstrap)
+    p = producer(kafka_conn)
     produce(p, t.predictions, [(b"k", v) for v in pred_values])
     produce(p, t.feedback, [(b"k", v) for v in fb_values])
     total = len(fb_values) + len(pred_values)
@@ -121,7 +122,7 @@ def test_every_bad_record_is_dead_lettered_and_every_valid_one_lands(
     assert count(db_url, "SELECT count(*) FROM feedback") == 305  # 300 + 5 wire-format (other label)
     assert count(db_url, "SELECT count(*) FROM feedback WHERE status = 'joined'") == 305
 
-    consumer = Consumer(kafka.consumer_config(kafka_bootstrap, f"{settings.topic_prefix}-dlq-check"))
+    consumer = Consumer(kafka.consumer_config(kafka_conn, f"{settings.topic_prefix}-dlq-check"))
     consumer.subscribe([t.dlq])
     letters: list[DeadLetter] = []
     try:

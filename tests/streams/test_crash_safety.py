@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from tests.streams.helpers import count, create_topics, wait_until
 from tests.streams.stream_load import build, stream
@@ -73,14 +74,14 @@ def assert_exactly_once(db_url: str, group: str, exp: object) -> None:
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
-    settings: FlywheelSettings, kafka_bootstrap: str, db_url: str, tmp_path: Path
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str, tmp_path: Path
 ) -> None:
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     records, exp = build(26_000, seed=11)
     assert exp.records >= 50_000
     # each restart needs ~7 s to rejoin the group (the killed member must time out first): the stream
     # must outlast all the kills, so that every kill hits a processor in the middle of the stream
-    producer_thread = stream(kafka_bootstrap, settings.topics, records, seconds=KILLS * 9)
+    producer_thread = stream(kafka_conn, settings.topics, records, seconds=KILLS * 9)
     env = processor_env(settings)
     log = tmp_path / "processor.log"
     rng = random.Random(5)

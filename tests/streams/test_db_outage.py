@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from tests.streams.helpers import count, create_topics, running_ingest, wait_until
 from tests.streams.stream_load import build, stream
@@ -32,9 +33,9 @@ def _sessions_via_proxy(db_url: str) -> int:
 
 
 def test_postgres_outage_mid_stream_loses_nothing(
-    settings: FlywheelSettings, kafka_bootstrap: str, db_url: str
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str
 ) -> None:
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     proxy = CuttableProxy(_target(db_url)).start()
     info = psycopg.conninfo.conninfo_to_dict(db_url)
     info.update(host="127.0.0.1", port=proxy.port, application_name=VIA_PROXY)
@@ -44,7 +45,7 @@ def test_postgres_outage_mid_stream_loses_nothing(
     records, exp = build(6000, seed=3)
     try:
         with running_ingest(via_proxy) as runner:
-            producer = stream(kafka_bootstrap, settings.topics, records, seconds=8)
+            producer = stream(kafka_conn, settings.topics, records, seconds=8)
             wait_until(lambda: count(db_url, "SELECT count(*) FROM predictions") > 500, what="first rows")
             proxy.cut()
             # A COMMIT the proxy forwarded just before the cut still completes on the server after it,
@@ -70,10 +71,10 @@ def test_postgres_outage_mid_stream_loses_nothing(
 
 @pytest.mark.parametrize("n", [1])
 def test_processor_starts_while_postgres_is_down(
-    settings: FlywheelSettings, kafka_bootstrap: str, db_url: str, n: int
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str, n: int
 ) -> None:
     """Assignment needs the stored offsets: it waits for Postgres instead of guessing."""
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     proxy = CuttableProxy(_target(db_url)).start()
     proxy.cut()
     info = psycopg.conninfo.conninfo_to_dict(db_url)
@@ -83,7 +84,7 @@ def test_processor_starts_while_postgres_is_down(
     records, exp = build(500 * n, seed=4)
     try:
         with running_ingest(via_proxy):
-            stream(kafka_bootstrap, settings.topics, records, seconds=1).join(30)
+            stream(kafka_conn, settings.topics, records, seconds=1).join(30)
             time.sleep(4)
             assert count(db_url, "SELECT count(*) FROM predictions") == 0
             proxy.restore()

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from streams.exceptions import OffsetGap
 from streams.ingest import IngestProcessor
-from streams.runtime import ProcessorRunner, RunnerConfig
+from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector
 from tests.streams.helpers import count, prediction
 
 
@@ -36,9 +37,10 @@ class FakeMessage:
 
 
 @pytest.fixture
-def runner(settings: FlywheelSettings, kafka_bootstrap: str, db_url: str) -> ProcessorRunner:  # type: ignore[type-arg]
+def runner(settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str) -> ProcessorRunner:  # type: ignore[type-arg]
     r: ProcessorRunner = ProcessorRunner(  # type: ignore[type-arg]
-        IngestProcessor.from_settings(settings), RunnerConfig.from_settings(settings, kafka_bootstrap, db_url))
+        IngestProcessor.from_settings(settings), RunnerConfig.from_settings(settings, kafka_conn),
+        processor_connector(db_url))
     r._cluster = "c1"
     return r
 

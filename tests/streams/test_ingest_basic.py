@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import psycopg
+from confluent_kafka import Consumer
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from tests.streams.helpers import (
     count,
@@ -16,11 +18,11 @@ from tests.streams.helpers import (
 
 
 def test_predictions_and_feedback_land_joined_and_deduplicated(
-    settings: FlywheelSettings, kafka_bootstrap: str, db_url: str
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str
 ) -> None:
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     t = settings.topics
-    p = producer(kafka_bootstrap)
+    p = producer(kafka_conn)
     preds = [prediction() for _ in range(20)]
     early = feedback(preds[0].prediction_id, "negative")  # arrives before its prediction
     produce(p, t.feedback, [(early.prediction_id.encode(), early.to_json())])
@@ -44,3 +46,24 @@ def test_predictions_and_feedback_land_joined_and_deduplicated(
     assert counters["duplicates:feedback"] == 2
     assert counters["landed:feedback"] == 20
     assert counters["landed:prediction"] == 20
+
+
+def test_the_runner_builds_its_consumer_with_the_injected_factory(
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str
+) -> None:
+    """The consumer is a visible collaborator: the factory gets the group config merged over the connection."""
+    create_topics(settings, kafka_conn)
+    configs: list[dict[str, object]] = []
+
+    def factory(config: dict[str, object]) -> Consumer:
+        configs.append(config)
+        return Consumer(config)
+
+    p = producer(kafka_conn)
+    preds = [prediction() for _ in range(5)]
+    produce(p, settings.topics.predictions, [(e.prediction_id.encode(), e.to_json()) for e in preds])
+    with running_ingest(settings, consumer_factory=factory):
+        wait_until(lambda: count(db_url, "SELECT count(*) FROM predictions") == 5, what="predictions landed")
+    [config] = configs
+    assert config["group.id"] == f"{settings.topic_prefix}-ingest"
+    assert {k: config[k] for k in kafka_conn.client_config()} == kafka_conn.client_config()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Consumer
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings, Topics
 from flywheel.stack import free_port
 from schemas.events import FeedbackEvent
@@ -16,14 +17,14 @@ from streams.producer import FeedbackProducer
 from tests.streams.helpers import create_topics, wait_until
 
 
-def test_feedback_is_published_keyed_by_prediction(settings: FlywheelSettings, kafka_bootstrap: str) -> None:
-    create_topics(settings, kafka_bootstrap)
+def test_feedback_is_published_keyed_by_prediction(settings: FlywheelSettings, kafka_conn: KafkaConnection) -> None:
+    create_topics(settings, kafka_conn)
     outcomes: list[DeliveryError | None] = []
-    with FeedbackProducer(kafka_bootstrap, settings.topics) as frontend:
+    with FeedbackProducer(kafka_conn, settings.topics) as frontend:
         sent = [frontend.feedback(f"pred-{i}", thumbs="up", user_id="u1", on_delivery=outcomes.append)
                 for i in range(5)]
     assert outcomes == [None] * 5
-    consumer = Consumer(kafka.consumer_config(kafka_bootstrap, f"{settings.topic_prefix}-check"))
+    consumer = Consumer(kafka.consumer_config(kafka_conn, f"{settings.topic_prefix}-check"))
     consumer.subscribe([settings.topics.feedback])
     got: list[tuple[bytes | None, FeedbackEvent]] = []
     try:
@@ -37,7 +38,7 @@ def test_feedback_is_published_keyed_by_prediction(settings: FlywheelSettings, k
 
 
 def test_delivery_failures_reach_the_caller() -> None:
-    dead = f"127.0.0.1:{free_port()}"  # nothing listens here
+    dead = KafkaConnection(bootstrap_servers=f"127.0.0.1:{free_port()}")  # nothing listens here
     outcomes: list[DeliveryError | None] = []
     frontend = FeedbackProducer(dead, Topics("nowhere"), flush_timeout_s=10, **{"message.timeout.ms": 1500})
     frontend.feedback("p1", label="positive", on_delivery=outcomes.append)
@@ -48,8 +49,8 @@ def test_delivery_failures_reach_the_caller() -> None:
     frontend.flush()  # failures are reported once
 
 
-def test_invalid_feedback_is_refused_before_sending(kafka_bootstrap: str) -> None:
-    with FeedbackProducer(kafka_bootstrap, Topics("t-refuse")) as frontend:
+def test_invalid_feedback_is_refused_before_sending(kafka_conn: KafkaConnection) -> None:
+    with FeedbackProducer(kafka_conn, Topics("t-refuse")) as frontend:
         with pytest.raises(InvalidEvent, match="exactly one of label or thumbs"):
             frontend.feedback("p1")  # neither label nor thumbs
         with pytest.raises(InvalidEvent, match="thumbs"):

@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from tests.streams.helpers import count, create_topics, wait_until
 from tests.streams.stream_load import build, stream
@@ -23,15 +24,15 @@ def _owners(db_url: str) -> int:
 
 @pytest.mark.slow
 def test_two_instances_share_partitions_and_survive_rebalances(
-    settings: FlywheelSettings, kafka_bootstrap: str, db_url: str, tmp_path: Path
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str, tmp_path: Path
 ) -> None:
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     records, exp = build(12_000, seed=21)
     env = processor_env(settings, FLYWHEEL_BATCH_MAX_RECORDS="300")
     log_a, log_b, log_c = (tmp_path / f"{n}.log" for n in "abc")
     a = start_processor(env, log_a)
     b = start_processor(env, log_b)
-    producer = stream(kafka_bootstrap, settings.topics, records, seconds=15)
+    producer = stream(kafka_conn, settings.topics, records, seconds=15)
     try:
         wait_until(lambda: _owners(db_url) == 2 * settings.topic_partitions, timeout=60,
                    what="all partitions of both topics committed")

@@ -11,30 +11,30 @@ import time
 import psycopg
 from confluent_kafka import Consumer
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from schemas.codec import EventRules
 from streams import kafka
 from streams.ingest import IngestProcessor
-from streams.runtime import ProcessorRunner, RunnerConfig
+from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector
 from tests.streams.helpers import count, prediction, wait_until
 
 
 def test_rebalance_during_an_outage_loses_nothing_and_resumes(
-    settings: FlywheelSettings, kafka_bootstrap: str, db_url: str
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str
 ) -> None:
     topics = settings.topics
     other_topic = f"{topics.prefix}.other"
-    kafka.create_topics(kafka.admin(kafka_bootstrap), [*topics.all(), other_topic], 1)
-    producer = kafka.Producer(kafka.producer_config(kafka_bootstrap))
+    kafka.create_topics(kafka.admin(kafka_conn), [*topics.all(), other_topic], 1)
+    producer = kafka.Producer(kafka.producer_config(kafka_conn))
     for _ in range(400):
         kafka.produce(producer, topics.predictions, prediction().to_json())
     assert producer.flush(10) == 0
 
     processor = IngestProcessor(topics, EventRules(frozenset(["negative", "neutral", "positive"])),
                                 group=f"{topics.prefix}-ingest", housekeeping_interval_s=0)
-    config = RunnerConfig(kafka_bootstrap, db_url, topics.dlq, batch_max_records=100, retry_initial_s=2.0,
-                          retry_max_s=3.0)
-    runner: ProcessorRunner = ProcessorRunner(processor, config)  # type: ignore[type-arg]
+    config = RunnerConfig(kafka_conn, topics.dlq, batch_max_records=100, retry_initial_s=2.0, retry_max_s=3.0)
+    runner: ProcessorRunner = ProcessorRunner(processor, config, processor_connector(db_url))  # type: ignore[type-arg]
     outage = threading.Event()
     outage.set()
     real_commit = runner._commit
@@ -47,7 +47,7 @@ def test_rebalance_during_an_outage_loses_nothing_and_resumes(
     runner._commit = failing_commit  # type: ignore[method-assign]
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
-    other = Consumer(kafka.consumer_config(kafka_bootstrap, processor.group))
+    other = Consumer(kafka.consumer_config(kafka_conn, processor.group))
     try:
         wait_until(lambda: len(runner._inflight) >= 3, timeout=30, what="sub-batches queued behind the outage")
         other.subscribe([other_topic])  # a second member joins: revoke + assign while commits fail

@@ -6,6 +6,7 @@ import time
 
 from confluent_kafka import Consumer
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from schemas.events import Landed
 from streams import kafka
@@ -21,8 +22,8 @@ from tests.streams.helpers import (
 )
 
 
-def _landed(bootstrap: str, topic: str, group: str) -> list[Landed]:
-    consumer = Consumer(kafka.consumer_config(bootstrap, group))
+def _landed(kafka_conn: KafkaConnection, topic: str, group: str) -> list[Landed]:
+    consumer = Consumer(kafka.consumer_config(kafka_conn, group))
     consumer.subscribe([topic])
     out: list[Landed] = []
     try:
@@ -37,17 +38,17 @@ def _landed(bootstrap: str, topic: str, group: str) -> list[Landed]:
     return out
 
 
-def test_landed_signals_describe_what_was_committed(settings: FlywheelSettings, kafka_bootstrap: str,
+def test_landed_signals_describe_what_was_committed(settings: FlywheelSettings, kafka_conn: KafkaConnection,
                                                     db_url: str) -> None:
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     t = settings.topics
     preds = [prediction() for _ in range(30)]
-    p = producer(kafka_bootstrap)
+    p = producer(kafka_conn)
     produce(p, t.predictions, [(e.prediction_id.encode(), e.to_json()) for e in preds])
     produce(p, t.feedback, [(e.prediction_id.encode(), feedback(e.prediction_id).to_json()) for e in preds])
     with running_ingest(settings):
         wait_until(lambda: count(db_url, "SELECT count(*) FROM feedback WHERE status = 'joined'") == 30)
-    signals = _landed(kafka_bootstrap, t.landed, f"{settings.topic_prefix}-landed-check")
+    signals = _landed(kafka_conn, t.landed, f"{settings.topic_prefix}-landed-check")
     assert sum(s.predictions for s in signals) == 30
     assert sum(s.feedback for s in signals) == 30
     assert sum(s.joined for s in signals) == 30
@@ -57,29 +58,29 @@ def test_landed_signals_describe_what_was_committed(settings: FlywheelSettings, 
 
 
 def test_feedback_without_prediction_becomes_orphan_after_the_timeout(
-    settings: FlywheelSettings, kafka_bootstrap: str, db_url: str
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str
 ) -> None:
     fast = settings.model_copy(update={"orphan_timeout_s": 1.0, "orphan_sweep_interval_s": 0.3})
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     lonely = feedback("never-predicted")
     late = prediction()
     waiting = feedback(late.prediction_id)
-    produce(producer(kafka_bootstrap), settings.topics.feedback,
+    produce(producer(kafka_conn), settings.topics.feedback,
             [(b"a", lonely.to_json()), (b"b", waiting.to_json())])
     with running_ingest(fast) as runner:
         wait_until(lambda: count(db_url, "SELECT count(*) FROM feedback WHERE status = 'orphan'") == 2,
                    what="both orphaned")
-        produce(producer(kafka_bootstrap), settings.topics.predictions, [(b"b", late.to_json())])
+        produce(producer(kafka_conn), settings.topics.predictions, [(b"b", late.to_json())])
         wait_until(lambda: count(db_url, "SELECT count(*) FROM predictions") == 1)
         assert runner.metrics.orphans.labels(runner.group)._value.get() == 2
     assert count(db_url, "SELECT count(*) FROM stream_counters WHERE name = 'orphans' AND value = 2") == 1
 
 
-def test_lag_gauge_comes_from_the_fetch_high_watermark(settings: FlywheelSettings, kafka_bootstrap: str,
+def test_lag_gauge_comes_from_the_fetch_high_watermark(settings: FlywheelSettings, kafka_conn: KafkaConnection,
                                                       db_url: str) -> None:
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     preds = [prediction() for _ in range(200)]
-    produce(producer(kafka_bootstrap), settings.topics.predictions, [(b"k", e.to_json()) for e in preds])
+    produce(producer(kafka_conn), settings.topics.predictions, [(b"k", e.to_json()) for e in preds])
     slow = settings.model_copy(update={"batch_max_records": 10})
     with running_ingest(slow) as runner:
         runner.config = runner.config.__class__(**{**runner.config.__dict__, "lag_interval_s": 0.05})
@@ -89,20 +90,20 @@ def test_lag_gauge_comes_from_the_fetch_high_watermark(settings: FlywheelSetting
     assert samples and all(s.value == 0 for s in samples), samples
 
 
-def test_group_lag_counts_records_not_yet_committed(settings: FlywheelSettings, kafka_bootstrap: str,
+def test_group_lag_counts_records_not_yet_committed(settings: FlywheelSettings, kafka_conn: KafkaConnection,
                                                    db_url: str) -> None:
     from flywheel.status import group_lag
 
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     t = settings.topics
     first = [prediction() for _ in range(40)]
-    produce(producer(kafka_bootstrap), t.predictions, [(e.prediction_id.encode(), e.to_json()) for e in first])
+    produce(producer(kafka_conn), t.predictions, [(e.prediction_id.encode(), e.to_json()) for e in first])
     with running_ingest(settings) as runner:
         wait_until(lambda: count(db_url, "SELECT count(*) FROM predictions") == 40)
         group = runner.group
-    assert sum(r.lag or 0 for r in group_lag(kafka_bootstrap, db_url, group)) == 0
+    assert sum(r.lag or 0 for r in group_lag(kafka_conn, db_url, group)) == 0
     more = [prediction() for _ in range(50)]
-    produce(producer(kafka_bootstrap), t.predictions, [(e.prediction_id.encode(), e.to_json()) for e in more])
-    rows = group_lag(kafka_bootstrap, db_url, group)
+    produce(producer(kafka_conn), t.predictions, [(e.prediction_id.encode(), e.to_json()) for e in more])
+    rows = group_lag(kafka_conn, db_url, group)
     assert sum(r.lag or 0 for r in rows if r.topic == t.predictions) == 50
     assert all(r.high_watermark is not None for r in rows)

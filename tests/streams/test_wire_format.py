@@ -12,6 +12,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel.stack import free_port
 from schemas.base import Event
@@ -19,7 +20,7 @@ from schemas.events import FeedbackEvent
 from schemas.registry import PostgresSchemaStore, RegistryServer, create_app
 from streams.ingest import IngestProcessor
 from streams.producer import FeedbackProducer
-from streams.runtime import ProcessorRunner, RunnerConfig
+from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector
 from tests.streams.helpers import count, create_topics, prediction, produce, producer, wait_until
 
 
@@ -30,9 +31,9 @@ def store(db_url: str) -> Iterator[PostgresSchemaStore]:
 
 
 def test_confluent_serialized_feedback_lands_and_unknown_ids_are_dead_lettered(
-    settings: FlywheelSettings, kafka_bootstrap: str, db_url: str, store: PostgresSchemaStore
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str, store: PostgresSchemaStore
 ) -> None:
-    create_topics(settings, kafka_bootstrap)
+    create_topics(settings, kafka_conn)
     t = settings.topics
     server = RegistryServer(create_app(store), "127.0.0.1", free_port())
     url = server.start()
@@ -46,15 +47,16 @@ def test_confluent_serialized_feedback_lands_and_unknown_ids_are_dead_lettered(
             return out
 
         preds = [prediction() for _ in range(10)]
-        produce(producer(kafka_bootstrap), t.predictions, [(p.prediction_id.encode(), p.to_json()) for p in preds])
-        with FeedbackProducer(kafka_bootstrap, t, serializer=confluent) as frontend:
+        produce(producer(kafka_conn), t.predictions, [(p.prediction_id.encode(), p.to_json()) for p in preds])
+        with FeedbackProducer(kafka_conn, t, serializer=confluent) as frontend:
             sent = [frontend.feedback(p.prediction_id, label="negative", user_id="u7") for p in preds]
         good = confluent(sent[0], t.feedback)
         bogus = b"\x00" + (999_999).to_bytes(4, "big") + good[5:]
-        produce(producer(kafka_bootstrap), t.feedback, [(b"x", bogus)])
+        produce(producer(kafka_conn), t.feedback, [(b"x", bogus)])
 
-        config = RunnerConfig.from_settings(settings, kafka_bootstrap, db_url)
-        runner = ProcessorRunner(IngestProcessor.from_settings(settings, store.schema_exists), config)
+        config = RunnerConfig.from_settings(settings, kafka_conn)
+        runner = ProcessorRunner(IngestProcessor.from_settings(settings, store.schema_exists), config,
+                                 processor_connector(db_url))
         import threading
 
         thread = threading.Thread(target=runner.run, daemon=True)

@@ -48,8 +48,7 @@ def config() -> TrainerConfig:
 
 @pytest.fixture
 def lc(settings: FlywheelSettings, db_url: str, config: TrainerConfig) -> Iterator[Lifecycle]:
-    assert settings.kafka_bootstrap is not None
-    with lifecycle(settings, settings.kafka_bootstrap, db_url, config) as found:
+    with lifecycle(settings, settings.kafka_connection(), db_url, config) as found:
         yield found
 
 
@@ -61,7 +60,7 @@ def champion(lc: Lifecycle) -> RunResult:
 
 
 def events(lc: Lifecycle) -> list[str]:
-    found = read_model_events(lc.settings.kafka_bootstrap or "", lc.settings.topics.models)
+    found = read_model_events(lc.kafka, lc.settings.topics.models)
     return [f"{e.action}:{e.semver}" for e in found]
 
 
@@ -70,7 +69,7 @@ def test_bootstrap_deploys_the_first_champion_and_announces_it(lc: Lifecycle, ch
     info = lc.registry.champion()
     assert info.semver == "1.0.0" and info.kind == "tfidf-logreg" and info.mode == "bootstrap"
     assert champion.event is not None and champion.event.sha256 == info.sha256
-    state = fold(read_model_events(lc.settings.kafka_bootstrap or "", lc.settings.topics.models))
+    state = fold(read_model_events(lc.kafka, lc.settings.topics.models))
     assert state["sentiment"].champion is not None and state["sentiment"].champion.version == info.version
     with db.connect(db_url) as conn:
         splits = dict(conn.execute("SELECT split, count(*) FROM corpus GROUP BY split").fetchall())
@@ -90,7 +89,7 @@ def test_threshold_crossing_trains_exactly_once_under_replays_and_two_trainers(
         lc: Lifecycle, champion: RunResult, settings: FlywheelSettings, db_url: str, config: TrainerConfig) -> None:
     land_feedback(db_url, rows("vader_movies")[400:700])
     results: list[RunResult] = []
-    with lifecycle(settings, settings.kafka_bootstrap or "", db_url, config) as other:
+    with lifecycle(settings, settings.kafka_connection(), db_url, config) as other:
         barrier = threading.Barrier(2)
 
         def replaying(trainer_lc: Lifecycle) -> None:
@@ -145,7 +144,7 @@ def test_a_better_model_is_promoted_and_rollback_restores_the_previous(
     assert event.action == "rollback" and event.semver == "1.0.0" and event.previous_version == result.version.version
     assert lc.registry.champion().semver == "1.0.0"
     assert events(lc) == ["promote:1.0.0", "promote:1.1.0", "rollback:1.0.0"]
-    state = fold(read_model_events(lc.settings.kafka_bootstrap or "", lc.settings.topics.models))["sentiment"]
+    state = fold(read_model_events(lc.kafka, lc.settings.topics.models))["sentiment"]
     assert state.champion is not None and state.champion.semver == "1.0.0"
     with pytest.raises(NoPrevious):
         lc.rollback(None, "nothing before 1.0.0")
@@ -166,15 +165,15 @@ def test_a_tampered_champion_fails_the_run_without_stopping_the_trainer(
 
 def test_the_trainer_consumer_wakes_on_signals_and_requests_and_skips_bad_records(
         lc: Lifecycle, champion: RunResult, db_url: str, settings: FlywheelSettings) -> None:
-    bootstrap = settings.kafka_bootstrap or ""
+    kafka_conn = settings.kafka_connection()
     topics = settings.topics
-    create_topics(admin(bootstrap), topics.all(), 1)  # as `flywheel up` does before it starts the trainer
-    service = TrainerService(lc.trainer, lc.config, bootstrap=bootstrap, group=f"trainer-{topics.prefix}",
+    create_topics(admin(kafka_conn), topics.all(), 1)  # as `flywheel up` does before it starts the trainer
+    service = TrainerService(lc.trainer, lc.config, kafka=kafka_conn, group=f"trainer-{topics.prefix}",
                              signal_topics=[topics.landed, topics.curated], request_topic=topics.retrain)
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
     thread.start()
-    producer = CheckedProducer(producer_config(bootstrap))
+    producer = CheckedProducer(producer_config(kafka_conn))
     try:
         wait_for(lambda: any(r.status == "skipped" for r in service.results), "the first reconcile")
         land_feedback(db_url, rows("vader_movies")[400:700])
@@ -204,7 +203,7 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 120.0) -> No
 def test_canary_mode_makes_the_candidate_challenger_and_announces_a_canary(
         settings: FlywheelSettings, db_url: str) -> None:
     config = TrainerConfig(policy=PolicyConfig(full_threshold=1500), promotion=PromotionConfig(canary_traffic=0.25))
-    with lifecycle(settings, settings.kafka_bootstrap or "", db_url, config) as lc:
+    with lifecycle(settings, settings.kafka_connection(), db_url, config) as lc:
         first = lc.trainer.bootstrap(rows("vader_movies")[:400], source="m.csv", kind="tfidf-logreg")
         assert first.status == "promoted", first.reason
         land_feedback(db_url, rows("vader_movies")[400:6400])
@@ -212,7 +211,7 @@ def test_canary_mode_makes_the_candidate_challenger_and_announces_a_canary(
         assert result.status == "canary", result.reason
         assert result.event is not None and result.event.action == "canary" and result.event.traffic == 0.25
         assert lc.registry.get("challenger").semver == "1.1.0" and lc.registry.champion().semver == "1.0.0"
-        state = fold(read_model_events(settings.kafka_bootstrap or "", settings.topics.models))["sentiment"]
+        state = fold(read_model_events(settings.kafka_connection(), settings.topics.models))["sentiment"]
         assert state.canary is not None and state.canary.semver == "1.1.0" and state.canary_traffic == 0.25
         assert state.champion is not None and state.champion.semver == "1.0.0"
         event = lc.promote("challenger", "canary won")
@@ -243,16 +242,16 @@ def test_a_run_left_running_by_a_crash_is_settled_by_the_next_lock_holder(
 
 def test_reconcile_re_announces_what_the_registry_has_and_the_topic_lacks(
         lc: Lifecycle, champion: RunResult, settings: FlywheelSettings, tmp_path: Path) -> None:
-    bootstrap, topic = settings.kafka_bootstrap or "", settings.topics.models
+    kafka_conn, topic = settings.kafka_connection(), settings.topics.models
     model = lc.registry.load("champion")
     model.save(tmp_path / "m")
     second = lc.registry.register(tmp_path / "m", mode="full", metrics={},
                                   lineage=Lineage(data_hash="y", watermark=0, sample_count=0))
     lc.registry.promote(second.version, "an alias move whose event was lost")  # as if the trainer died here
-    sent = lc.trainer.reconcile_announcements(fold(read_model_events(bootstrap, topic)))
+    sent = lc.trainer.reconcile_announcements(fold(read_model_events(kafka_conn, topic)))
     assert [(e.action, e.version) for e in sent] == [("promote", second.version)]
-    assert lc.trainer.reconcile_announcements(fold(read_model_events(bootstrap, topic))) == []
-    assert fold(read_model_events(bootstrap, topic))["sentiment"].champion.version == second.version  # type: ignore[union-attr]
+    assert lc.trainer.reconcile_announcements(fold(read_model_events(kafka_conn, topic))) == []
+    assert fold(read_model_events(kafka_conn, topic))["sentiment"].champion.version == second.version  # type: ignore[union-attr]
 
 
 def test_a_request_trains_at_most_once_and_repeated_failures_back_off(
@@ -280,7 +279,7 @@ def test_a_full_run_trains_every_configured_kind_and_the_gates_choose(
     # candidates (the real encoder is covered by the conformance suite and the loop benchmark)
     config = TrainerConfig(policy=PolicyConfig(full_threshold=1500, kinds=("tfidf-logreg", "minilm-head")),
                            promotion=PromotionConfig(mode="direct"))
-    with lifecycle(settings, settings.kafka_bootstrap or "", db_url, config) as lc:
+    with lifecycle(settings, settings.kafka_connection(), db_url, config) as lc:
         previous = set_default_embedder(Embedder(HashingEncoder(), MemoryEmbeddingCache()))
         try:
             assert lc.trainer.bootstrap(rows("vader_movies")[:400], source="m.csv", kind="tfidf-logreg").event
