@@ -15,16 +15,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import psycopg
 from confluent_kafka import Consumer, Message
 from pydantic import ValidationError
 
 from core import db
+from core.db import Connector
 from core.exceptions import FlywheelError
 from core.kafka import KafkaConnection
 from curation.config import CurationConfig
@@ -33,7 +34,14 @@ from curation.metrics import CurationMetrics
 from curation.pipeline import BatchResult, Curator
 from curation.postgres import PostgresCurationStore
 from schemas import Curated, IdRange, Landed
-from streams.kafka import CheckedProducer, consume_or_wait, consumer_config, producer_config, store_offsets
+from streams.kafka import (
+    CheckedProducer,
+    consume_or_wait,
+    consumer_config,
+    new_consumer,
+    producer_config,
+    store_offsets,
+)
 
 if TYPE_CHECKING:
     from core.settings import FlywheelSettings
@@ -59,12 +67,23 @@ class PassResult:
         return sum(b.total(status) for b in self.batches)
 
 
+def curation_connector(database_url: str) -> Connector:
+    """The curation consumer's sessions: autocommit (batches open their own transactions), keepalives and
+    statement/lock time-outs (see :mod:`core.db`)."""
+    return Connector(database_url, session_timeouts=True)
+
+
 class CurationService:
-    def __init__(self, *, db_url: str, config: CurationConfig, labels: Sequence[str], kafka: KafkaConnection,
-                 group: str,
-                 landed_topic: str, curated_topic: str, session_timeout_ms: int = 6000,
-                 producer: Publisher | None = None, metrics: CurationMetrics | None = None) -> None:
-        self.db_url = db_url
+    """Collaborators are injected: ``connector`` opens its Postgres sessions (``curation_connector(url)``
+    for the platform's), ``consumer_factory`` builds the signal consumer, ``producer`` publishes."""
+
+    def __init__(self, *, connector: Connector, config: CurationConfig, labels: Sequence[str],
+                 kafka: KafkaConnection, group: str, landed_topic: str, curated_topic: str,
+                 session_timeout_ms: int = 6000, producer: Publisher | None = None,
+                 metrics: CurationMetrics | None = None,
+                 consumer_factory: Callable[[dict[str, Any]], Consumer] = new_consumer) -> None:
+        self.connector = connector
+        self.consumer_factory = consumer_factory
         self.config = config
         self.curator = Curator(config, labels)
         self.kafka = kafka
@@ -83,7 +102,7 @@ class CurationService:
     def from_settings(cls, settings: FlywheelSettings, kafka: KafkaConnection, db_url: str, config: CurationConfig, *,
                       metrics: CurationMetrics | None = None) -> CurationService:
         """The service of a platform: group ``<prefix>-curation``, its landed and curated topics."""
-        return cls(db_url=db_url, config=config, labels=settings.labels, kafka=kafka,
+        return cls(connector=curation_connector(db_url), config=config, labels=settings.labels, kafka=kafka,
                    group=f"{settings.topic_prefix}-curation", landed_topic=settings.topics.landed,
                    curated_topic=settings.topics.curated, session_timeout_ms=settings.session_timeout_ms,
                    metrics=metrics)
@@ -91,7 +110,7 @@ class CurationService:
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
-        consumer = Consumer(consumer_config(
+        consumer = self.consumer_factory(consumer_config(
             self.kafka, self.group, self.session_timeout_ms,
             # earliest: a signal produced while the group is still joining is not skipped; a replayed
             # one finds nothing pending. Offsets are stored only after the signals were acted on.
@@ -151,7 +170,7 @@ class CurationService:
         self._more = False
         deadline = time.monotonic() + self.config.service.max_pass_s
         try:
-            with db.connect(self.db_url, autocommit=True, session_timeouts=True) as conn, \
+            with self.connector() as conn, \
                     db.try_advisory_lock(conn, db.advisory_key(LOCK_NAME)) as held:
                 if not held:
                     return PassResult("busy")

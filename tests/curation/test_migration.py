@@ -14,7 +14,7 @@ from psycopg import sql
 from core import db
 from core.kafka import KafkaConnection
 from curation import CurationConfig
-from curation.service import CurationService
+from curation.service import CurationService, curation_connector
 from flywheel import migrate
 from schemas import Curated
 from trainer.data import SampleStore
@@ -67,7 +67,7 @@ def test_upgrade_keeps_every_landed_sample_and_downgrade_restores_the_view(db_at
 
     # the first pass scores the migrated rows (verdicts kept) and sweeps in the thumbs down
     sent = RecordingPublisher()
-    service = CurationService(db_url=url, config=CurationConfig(), labels=LABELS,
+    service = CurationService(connector=curation_connector(url), config=CurationConfig(), labels=LABELS,
                               kafka=KafkaConnection(bootstrap_servers="127.0.0.1:1"), group="g", landed_topic="l",
                               curated_topic="c", producer=sent)
     result = service.curate_pass(sweep=True)
