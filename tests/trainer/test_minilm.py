@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from kinds import Embedder, KindError, MiniLMHead, load_model, set_default_embedder
+from kinds import Embedder, KindError, MiniLMHead, Resources, load_model
 from tests.fakes import HashingEncoder
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "vader_movies.csv"
@@ -73,11 +73,7 @@ def test_hidden_layer_head_is_deterministic_and_round_trips(embedder: Embedder, 
     assert not np.array_equal(a.predict_proba(texts[:30]), c.predict_proba(texts[:30]))
     a.save(tmp_path / "m")
     assert {p.name for p in (tmp_path / "m").iterdir()} == {"manifest.json", "head.safetensors", "encoder.json"}
-    previous = set_default_embedder(embedder)
-    try:
-        loaded = load_model(tmp_path / "m")
-    finally:
-        set_default_embedder(previous)
+    loaded = load_model(tmp_path / "m", resources=Resources(embedder=embedder))
     assert np.array_equal(loaded.predict_proba(texts[:30]), a.predict_proba(texts[:30]))
 
 
@@ -133,11 +129,7 @@ def test_an_lbfgs_head_round_trips_and_warm_starts_with_adamw(embedder: Embedder
     texts, labels = corpus(400)
     head = MiniLMHead(solver="lbfgs", c=0.1, epochs=5).use(embedder).fit(texts, labels)
     head.save(tmp_path / "m")
-    previous = set_default_embedder(embedder)
-    try:
-        loaded = load_model(tmp_path / "m")
-    finally:
-        set_default_embedder(previous)
+    loaded = load_model(tmp_path / "m", resources=Resources(embedder=embedder))
     assert loaded.params == head.params and loaded.params["solver"] == "lbfgs"
     assert np.array_equal(loaded.predict_proba(texts[:30]), head.predict_proba(texts[:30]))
     new, _ = corpus(100, offset=2000)
