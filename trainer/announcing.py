@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from core.exceptions import FlywheelError
@@ -39,14 +41,15 @@ class Registered:
 
 
 class Announcing:
-    """Alias moves and their events for one model name."""
+    """Alias moves and their events for one model name; ``clock`` stamps the events."""
 
     def __init__(self, model_name: str, registry: ModelRegistry, announcer: ModelAnnouncer,
-                 promotion: PromotionConfig) -> None:
+                 promotion: PromotionConfig, clock: Callable[[], datetime]) -> None:
         self.model_name = model_name
         self.registry = registry
         self.announcer = announcer
         self.promotion = promotion
+        self.clock = clock
 
     def announce(self, runs: RunLog, r: Registered) -> RunResult:
         """Move the aliases, publish, then finish the run row. A champion that changed while this run
@@ -63,10 +66,12 @@ class Announcing:
         reason = f"{r.why}; {r.best.name} passed every gate ({r.best.verdicts[0].reason})"
         if status == "promoted":
             transition = self.registry.promote(r.info.version, reason)
-            event = model_event(transition.info, self.model_name, "promote", 1.0, reason, transition.from_version)
+            event = model_event(transition.info, self.model_name, "promote", 1.0, reason, transition.from_version,
+                                ts=self.clock())
         else:
             self.registry.mark_challenger(r.info.version, reason)
-            event = model_event(r.info, self.model_name, "canary", self.promotion.canary_traffic, reason)
+            event = model_event(r.info, self.model_name, "canary", self.promotion.canary_traffic, reason,
+                                ts=self.clock())
         try:
             self.announcer.publish(event)
         except FlywheelError as exc:  # the alias moved: the run succeeded; reconcile re-announces
@@ -88,13 +93,15 @@ class Announcing:
             champion = self.registry.get(CHAMPION)
             if state.champion is None or state.champion.version != champion.version:
                 sent.append(model_event(champion, self.model_name, "promote", 1.0,
-                                        "re-announced: the registry's champion was not on the models topic"))
+                                        "re-announced: the registry's champion was not on the models topic",
+                                        ts=self.clock()))
         if CHALLENGER in aliases and self.promotion.mode == "canary":
             challenger = self.registry.get(CHALLENGER)
             announced_before = f"canary:{challenger.version}" in state.history
             if not announced_before and (state.canary is None or state.canary.version != challenger.version):
                 sent.append(model_event(challenger, self.model_name, "canary", self.promotion.canary_traffic,
-                                        "re-announced: the registry's challenger was not on the models topic"))
+                                        "re-announced: the registry's challenger was not on the models topic",
+                                        ts=self.clock()))
         for event in sent:
             log.warning("%s %s", event.reason, event.semver)
             self.announcer.publish(event)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,13 @@ MAX_FAILURES = 3  # failed runs on one snapshot before the trainer waits for new
 
 class Trainer:
     """Trains one model name. Collaborators are injected: the connection factory, the registry, the
-    announcer, and the resources every model it creates or loads is bound to (the MiniLM embedder)."""
+    announcer, the resources every model it creates or loads is bound to (the MiniLM embedder), and the
+    clock that stamps its announcements."""
 
     def __init__(self, *, connector: Connector, model_name: str, labels: Sequence[str], config: TrainerConfig,
                  registry: ModelRegistry, announcer: ModelAnnouncer, resources: Resources, work_dir: Path,
-                 metrics: TrainerMetrics | None = None) -> None:
+                 metrics: TrainerMetrics | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.connector = connector
         self.model_name = model_name
         self.labels = tuple(labels)
@@ -52,11 +55,12 @@ class Trainer:
         self.announcer = announcer
         self.resources = resources
         self.work_dir = work_dir
+        self.clock = clock
         self.metrics = metrics or TrainerMetrics(CollectorRegistry())
         self.quality, self.evaluation, self.behaviour = build_gates(config.gates)
         self.frames = TrainingFrames(config.policy)
         self.recipes = Recipes(registry, resources, config.policy)
-        self.announcing = Announcing(model_name, registry, announcer, config.promotion)
+        self.announcing = Announcing(model_name, registry, announcer, config.promotion, clock)
         self.steps = RunSteps(labels=self.labels, policy=config.policy, registry=registry, quality=self.quality,
                               evaluation=self.evaluation, behaviour=self.behaviour, frames=self.frames,
                               recipes=self.recipes, announcing=self.announcing, scratch=work_dir)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from kinds import Embedder, KindError, MiniLMHead, Resources, load_model
+from kinds import Embedder, KindError, MiniLMHead, Resources, create, load_model
 from tests.fakes import HashingEncoder
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "vader_movies.csv"
@@ -84,6 +84,15 @@ def test_warm_start_moves_towards_the_new_samples(embedder: Embedder) -> None:
     before = mean_proba(head, new, "negative")
     head.partial_fit(new, ["negative"] * len(new))
     assert mean_proba(head, new, "negative") > before + 0.1
+
+
+def test_create_binds_the_given_resources_and_a_head_given_none_has_its_own(embedder: Embedder) -> None:
+    resources = Resources(embedder=embedder)
+    head, own, other = create("minilm-head", resources=resources), create("minilm-head"), create("minilm-head")
+    assert isinstance(head, MiniLMHead) and isinstance(own, MiniLMHead) and isinstance(other, MiniLMHead)
+    assert head.embedder is embedder
+    assert own.embedder is own.embedder and own.embedder is not other.embedder  # made once, its own
+    assert create("tfidf-logreg", resources=resources).params == create("tfidf-logreg").params
 
 
 def test_clone_keeps_the_embedder_and_threads_are_left_as_found(embedder: Embedder) -> None:
