@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # MLflow, torch and Great Expectations load only when a comma
     from prometheus_client import CollectorRegistry
 
     from flywheel.lifecycle import Lifecycle
-    from trainer.pipeline import RunResult
+    from trainer.runs import RunResult
 
 models_app = typer.Typer(help="Registered model versions: list, show, promote, rollback.", no_args_is_help=True)
 out = Console()

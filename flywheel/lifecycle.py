@@ -10,11 +10,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from core.db import Connector
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
+from kinds.base import Resources
 from kinds.embeddings import Embedder, LayeredEmbeddingCache, MemoryEmbeddingCache, PostgresEmbeddingCache
 from kinds.encoder import shared_encoder
-from kinds.minilm import set_default_embedder
 from registry import ModelRegistry, Transition, VersionRef, open_registry, postgres_backend
 from registry.announce import ModelAnnouncer, model_event
 from schemas import ModelAction, ModelEvent, RetrainRequest
@@ -69,33 +70,41 @@ class Lifecycle:
 
 def assemble(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str, registry: ModelRegistry,
              producer: CheckedProducer, config: TrainerConfig | None = None,
-             metrics: CollectorRegistry | None = None) -> Lifecycle:
+             metrics: CollectorRegistry | None = None, resources: Resources | None = None) -> Lifecycle:
     """The lifecycle on a registry and a producer the caller owns (a serving pod's admin routes reuse
-    the pod's registry); the topics it publishes to are created. Nothing here changes process state."""
+    the pod's registry); the topics it publishes to are created. The trainer's models are bound to
+    ``resources`` (default: the shared MiniLM encoder with an in-memory cache). Nothing here changes
+    process state."""
     config = config or load_trainer_config(settings.trainer_config)
     create_topics(kafka_admin(kafka), [settings.topics.models, settings.topics.retrain],
                   settings.topic_partitions)
     announcer = ModelAnnouncer(producer, settings.topics.models)
-    trainer = Trainer(db_url=database_url, model_name=settings.model_name, labels=settings.labels, config=config,
-                      registry=registry, announcer=announcer, work_dir=(settings.data_dir / "runs").resolve(),
+    resources = resources or Resources(embedder=Embedder(shared_encoder(), MemoryEmbeddingCache()))
+    trainer = Trainer(connector=Connector(database_url), model_name=settings.model_name, labels=settings.labels,
+                      config=config, registry=registry, announcer=announcer, resources=resources,
+                      work_dir=(settings.data_dir / "runs").resolve(),
                       metrics=TrainerMetrics(metrics or CollectorRegistry()))
     return Lifecycle(settings, kafka, config, registry, announcer, trainer)
 
 
+def platform_resources(database_url: str) -> Resources:
+    """The trainer's resources on the platform: minilm-head embeddings through memory in front of the
+    Postgres ``embeddings`` table, so a text is encoded once across trainer restarts (the encoder loads
+    lazily, on the first text a head really needs)."""
+    return Resources(embedder=Embedder(shared_encoder(), LayeredEmbeddingCache(
+        MemoryEmbeddingCache(), PostgresEmbeddingCache(database_url))))
+
+
 @contextlib.contextmanager
 def lifecycle(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str,
-              config: TrainerConfig | None = None, metrics: CollectorRegistry | None = None) -> Iterator[Lifecycle]:
-    """Everything wired from settings (``config`` overrides the trainer config file, for tests)."""
+              config: TrainerConfig | None = None, metrics: CollectorRegistry | None = None,
+              resources: Resources | None = None) -> Iterator[Lifecycle]:
+    """Everything wired from settings (``config`` overrides the trainer config file and ``resources`` the
+    platform's embedder, for tests)."""
     producer = CheckedProducer(producer_config(kafka))
     assembled = assemble(settings, kafka, database_url, open_model_registry(settings, database_url), producer,
-                         config, metrics)
-    # minilm-head embeddings: memory in front of the platform's Postgres table, so a text is encoded once
-    # across trainer restarts (the encoder loads lazily, on the first text a head really needs); the
-    # process default is restored on exit
-    previous_embedder = set_default_embedder(Embedder(shared_encoder(), LayeredEmbeddingCache(
-        MemoryEmbeddingCache(), PostgresEmbeddingCache(database_url))))
+                         config, metrics, resources or platform_resources(database_url))
     try:
         yield assembled
     finally:
         producer.flush(10.0)
-        set_default_embedder(previous_embedder)

@@ -2,7 +2,7 @@
 implementations, and loading any saved model by the kind its manifest names. Both the trainer (which
 fits them) and serving (which loads and predicts with them) import this package; it imports neither."""
 
-from kinds.base import ModelKind, Probabilities, artifact_sha256, read_manifest
+from kinds.base import ModelKind, Probabilities, Resources, artifact_sha256, read_manifest
 from kinds.catalog import KINDS, create, load_model
 from kinds.embeddings import (
     Embedder,
@@ -22,7 +22,7 @@ from kinds.exceptions import (
     TamperedArtifact,
     UnknownLabel,
 )
-from kinds.minilm import MiniLMHead, default_embedder, set_default_embedder
+from kinds.minilm import MiniLMHead
 from kinds.tfidf import TfidfLogReg
 
 __all__ = [
@@ -42,15 +42,14 @@ __all__ = [
     "NotFitted",
     "PostgresEmbeddingCache",
     "Probabilities",
+    "Resources",
     "TamperedArtifact",
     "TextEncoder",
     "TfidfLogReg",
     "UnknownLabel",
     "artifact_sha256",
     "create",
-    "default_embedder",
     "load_model",
     "read_manifest",
-    "set_default_embedder",
     "shared_encoder",
 ]

@@ -11,17 +11,29 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
 
 from kinds.exceptions import ArtifactError, NotFitted, TamperedArtifact, UnknownLabel
 
+if TYPE_CHECKING:
+    from kinds.embeddings import Embedder
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 Probabilities = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The shared collaborators a model is bound to when created or loaded (:meth:`ModelKind.bind`):
+    ``embedder``, the encoder and cache a ``minilm-head`` embeds through (None: the head's own)."""
+
+    embedder: Embedder | None = None
 
 
 class ModelKind(ABC):
@@ -42,6 +54,10 @@ class ModelKind(ABC):
     def clone(self) -> Self:
         """The same configuration, unfitted."""
         return type(self)(**self.params)
+
+    def bind(self, resources: Resources) -> Self:
+        """Use the collaborators of ``resources`` this kind needs; the default needs none."""
+        return self
 
     @property
     def fitted(self) -> bool:

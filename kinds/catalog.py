@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kinds.base import ModelKind, read_manifest
+from kinds.base import ModelKind, Resources, read_manifest
 from kinds.exceptions import ArtifactError
 from kinds.minilm import MiniLMHead
 from kinds.tfidf import TfidfLogReg
@@ -12,18 +12,21 @@ from kinds.tfidf import TfidfLogReg
 KINDS: dict[str, type[ModelKind]] = {cls.kind: cls for cls in (TfidfLogReg, MiniLMHead)}
 
 
-def create(kind: str, **params: object) -> ModelKind:
+def create(kind: str, *, resources: Resources | None = None, **params: object) -> ModelKind:
+    """An unfitted model of ``kind`` built from ``params``, bound to ``resources`` when given."""
     try:
         cls = KINDS[kind]
     except KeyError:
         raise ArtifactError(Path(kind), f"unknown model kind; known: {sorted(KINDS)}") from None
-    return cls(**params)
+    model = cls(**params)
+    return model.bind(resources) if resources is not None else model
 
 
-def load_model(directory: Path) -> ModelKind:
-    """Verify every file against the manifest's sha256, then rebuild the model it describes."""
+def load_model(directory: Path, *, resources: Resources | None = None) -> ModelKind:
+    """Verify every file against the manifest's sha256, then rebuild the model it describes, bound to
+    ``resources`` when given."""
     manifest = read_manifest(directory)
-    model = create(manifest["kind"], **manifest["params"])
+    model = create(manifest["kind"], resources=resources, **manifest["params"])
     model.labels = tuple(manifest["labels"])
     model._load_files(directory)
     return model

@@ -2,13 +2,14 @@
 sentence embeddings. The encoder stays frozen, so retraining is training the head over vectors the
 embedding cache already holds: seconds for thousands of texts.
 
-The embedder (encoder + cache) is a collaborator, not configuration. A head uses the one given to
-:meth:`MiniLMHead.use`, else the process default when it is fitted or loaded, and keeps that one. The
-default is the shared MiniLM encoder with an in-memory cache until :func:`set_default_embedder` replaces
-it; a trainer plugs the Postgres cache in once at start-up, before loading or fitting any head::
+The embedder (encoder + cache) is a collaborator, not configuration: a head uses the one given to
+:meth:`MiniLMHead.use` or bound from :class:`~kinds.base.Resources` by ``create`` / ``load_model``, else
+its own (the shared MiniLM encoder with an in-memory cache), made on first use. A trainer builds one
+embedder with the Postgres cache at start-up and binds every head it creates or loads to it::
 
-    set_default_embedder(Embedder(shared_encoder(), LayeredEmbeddingCache(
-        MemoryEmbeddingCache(), PostgresEmbeddingCache(settings.database_url.get_secret_value()))))
+    resources = Resources(embedder=Embedder(shared_encoder(), LayeredEmbeddingCache(
+        MemoryEmbeddingCache(), PostgresEmbeddingCache(database_url))))
+    head = create("minilm-head", resources=resources)
 
 The artifact is ``head.safetensors`` + ``encoder.json`` (the encoder_id and dim the head was trained
 on); loading it where the embedder's encoder differs raises :class:`EncoderMismatch`.
@@ -38,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from kinds.base import ModelKind, Probabilities
+from kinds.base import ModelKind, Probabilities, Resources
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
 from kinds.encoder import PRECISIONS, Encoder, Precision, shared_encoder
 from kinds.exceptions import ArtifactError, EncoderMismatch, KindError
@@ -96,10 +97,17 @@ class MiniLMHead(ModelKind):
         self._embedder = embedder
         return self
 
+    def bind(self, resources: Resources) -> Self:
+        """Embed through ``resources.embedder`` when it holds one (as :meth:`use`)."""
+        return self.use(resources.embedder) if resources.embedder is not None else self
+
     @property
     def embedder(self) -> Embedder:
-        """The embedder given to ``use`` or bound at fit/load; the process default until then."""
-        return self._embedder if self._embedder is not None else self._at_precision(default_embedder())
+        """The embedder given to ``use`` or ``bind``; else the head's own, made on first use: the shared
+        encoder with an in-memory cache."""
+        if self._embedder is None:
+            self._embedder = self._at_precision(Embedder(shared_encoder(), MemoryEmbeddingCache()))
+        return self._embedder
 
     def _at_precision(self, embedder: Embedder) -> Embedder:
         encoder = embedder.encoder
@@ -276,24 +284,3 @@ def _sample_weights(weights: Sequence[float] | None, x: torch.Tensor, y: torch.T
         w = w * (per_class[present].sum() / present.sum() / np.where(present, per_class, 1.0))[y.numpy()]
     return torch.from_numpy(w / w.mean()).float()
 
-
-_default: Embedder | None = None
-_default_lock = threading.Lock()
-
-
-def default_embedder() -> Embedder:
-    """The embedder of heads that were given none: the shared encoder with an in-memory cache, unless
-    :func:`set_default_embedder` chose another."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Embedder(shared_encoder(), MemoryEmbeddingCache())
-        return _default
-
-
-def set_default_embedder(embedder: Embedder | None) -> Embedder | None:
-    """Replace the process default (``None`` restores the built-in one on next use); returns the previous."""
-    global _default
-    with _default_lock:
-        previous, _default = _default, embedder
-        return previous

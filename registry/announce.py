@@ -115,9 +115,10 @@ def read_model_events(kafka: KafkaConnection, topic: str, timeout: float = 15.0)
 
 
 def model_event(info: ModelVersionInfo, model: str, action: ModelAction, traffic: float, reason: str,
-                previous: str | None = None) -> ModelEvent:
-    """The event announcing ``info`` (its artifact and sha256 travel with it, for the pods to verify)."""
-    return ModelEvent(ts=now(), model=model, version=info.version, semver=info.semver, action=action,
+                previous: str | None = None, *, ts: datetime | None = None) -> ModelEvent:
+    """The event announcing ``info`` (its artifact and sha256 travel with it, for the pods to verify),
+    stamped ``ts`` (default: now)."""
+    return ModelEvent(ts=ts or now(), model=model, version=info.version, semver=info.semver, action=action,
                       traffic=traffic, kind=info.kind, artifact_uri=info.artifact_uri, sha256=info.sha256,
                       reason=reason[:2000], previous_version=previous)
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from kinds.base import ModelKind
+from kinds.base import ModelKind, Resources
 from kinds.catalog import load_model
 from registry._verify import verify_artifact
 from registry.exceptions import InvalidRequest, NoChampion, NoPrevious, NoSuchVersion, TamperedArtifact
@@ -221,10 +221,11 @@ class ModelRegistry(ABC):
         verify_artifact(info, directory)
         return directory
 
-    def load(self, ref: VersionRef) -> ModelKind:
+    def load(self, ref: VersionRef, resources: Resources | None = None) -> ModelKind:
+        """The model of ``ref`` from its verified artifact, bound to ``resources`` when given."""
         info = self.get(ref)
         directory = self.fetch(info.version)
         try:
-            return load_model(directory)
+            return load_model(directory, resources=resources)
         except TamperedArtifact as exc:  # changed between fetch and load
             raise TamperedArtifact(exc.path, exc.detail, model=self.model_name, version=info.version) from exc

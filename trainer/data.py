@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +48,10 @@ class Frame:
             self.weights.append(float(weight))
             self.slices.append(slice_)
         return self
+
+    def rows(self) -> Iterator[tuple[int, str, str, float, str | None]]:
+        """(id, text, label, weight, slice) per row: what ``extend`` takes."""
+        return zip(self.ids, self.texts, self.labels, self.weights, self.slices, strict=True)
 
     def take(self, indices: Sequence[int]) -> Frame:
         return Frame().extend(
@@ -125,8 +129,7 @@ class SampleStore:
         """The evaluation set: the corpus's fixed holdout plus the most recent reserved feedback."""
         frame = self.corpus("holdout")
         recent_frame = self.recent_holdout(recent)
-        return frame.extend(zip(recent_frame.ids, recent_frame.texts, recent_frame.labels, recent_frame.weights,
-                                recent_frame.slices, strict=True))
+        return frame.extend(recent_frame.rows())
 
 
 @dataclass(frozen=True)

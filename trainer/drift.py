@@ -17,6 +17,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from core import db
+from core.db import Connector
 from core.exceptions import FlywheelError
 from curation.drift import (
     Calibration,
@@ -29,7 +30,7 @@ from curation.drift import (
     domain_auc,
     psi,
 )
-from kinds.base import ModelKind
+from kinds.base import ModelKind, Resources
 from registry import ModelRegistry, RegistryError
 from schemas import RetrainRequest
 from trainer.data import SampleStore
@@ -38,12 +39,15 @@ log = logging.getLogger(__name__)
 
 
 class DriftMonitor:
-    """Checks one model's champion; ``request_retrain`` publishes on the retrain topic (injected)."""
+    """Checks one model's champion; ``request_retrain`` publishes on the retrain topic (injected). The
+    champion is loaded bound to ``resources`` (the trainer's embedder)."""
 
-    def __init__(self, *, db_url: str, model_name: str, registry: ModelRegistry, config: DriftConfig,
+    def __init__(self, *, connector: Connector, model_name: str, registry: ModelRegistry, config: DriftConfig,
                  request_retrain: Callable[[RetrainRequest], None], metrics: DriftMetrics | None = None,
-                 holdout_percent: int = 10, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.db_url, self.model_name, self.registry, self.config = db_url, model_name, registry, config
+                 holdout_percent: int = 10, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 resources: Resources | None = None) -> None:
+        self.connector, self.model_name, self.registry, self.config = connector, model_name, registry, config
+        self.resources = resources
         self.holdout_percent = holdout_percent  # the trainer policy's: which feedback is reserved
         self.request_retrain, self.clock = request_retrain, clock
         self.metrics = metrics or DriftMetrics(CollectorRegistry())
@@ -61,7 +65,7 @@ class DriftMonitor:
             stop.wait(self.config.interval_s)
 
     def tick(self) -> DriftReport | None:
-        with db.connect(self.db_url, autocommit=True) as conn:
+        with self.connector() as conn:
             if not db.try_advisory_lock(conn, db.advisory_key(f"flywheel.drift:{self.model_name}")):
                 return None
             self.slices(conn)
@@ -161,7 +165,7 @@ class DriftMonitor:
         take = sorted(rng.choice(len(frame), size=min(len(frame), self.config.reference_size), replace=False))
         texts = [frame.texts[i] for i in take]
         truth = [frame.labels[i] for i in take]
-        model: ModelKind = self.registry.load(version)
+        model: ModelKind = self.registry.load(version, self.resources)
         proba = np.asarray(model.predict_proba(texts), dtype=np.float64)
         predicted = [model.labels[int(i)] for i in proba.argmax(axis=1)]
         confidence = proba.max(axis=1)
@@ -186,7 +190,8 @@ class DriftMonitor:
 
 def drift_monitor_for(lc: Any, database_url: str, config: DriftConfig,
                       metrics: DriftMetrics | None = None) -> DriftMonitor:
-    """A monitor acting through a :class:`flywheel.lifecycle.Lifecycle` (its registry and retrain requests)."""
-    return DriftMonitor(db_url=database_url, model_name=lc.settings.model_name, registry=lc.registry,
+    """A monitor acting through a :class:`flywheel.lifecycle.Lifecycle` (its registry, retrain requests and
+    the trainer's resources)."""
+    return DriftMonitor(connector=Connector(database_url), model_name=lc.settings.model_name, registry=lc.registry,
                         config=config, request_retrain=lc.request_retrain, metrics=metrics,
-                        holdout_percent=lc.config.policy.holdout_percent)
+                        holdout_percent=lc.config.policy.holdout_percent, resources=lc.trainer.resources)

@@ -1,4 +1,4 @@
-"""Single flight and the record of every training run (table ``training_runs``).
+"""Single flight, the record of every training run (table ``training_runs``) and a run's result.
 
 One Postgres session-level advisory lock per model name: whoever holds it is the only trainer of that
 model anywhere; a crash closes the session and frees the lock. A run left ``running`` by a crashed
@@ -18,6 +18,8 @@ from typing import Any
 import psycopg
 
 from core import db
+from registry import ModelVersionInfo
+from schemas import ModelEvent
 from trainer.data import Snapshot
 from trainer.policy import Mode, Trigger
 
@@ -36,6 +38,19 @@ def single_flight(conn: psycopg.Connection[tuple[Any, ...]], model_name: str) ->
     """Yield True while holding the model's trainer lock, False when another session holds it."""
     with db.try_advisory_lock(conn, lock_key(model_name)) as held:
         yield held
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one call of the trainer came to; a refused or failed run is a result, not an error."""
+
+    status: str  # skipped | busy | promoted | canary | refused | failed
+    reason: str
+    run_id: uuid.UUID | None = None
+    mode: Mode | None = None
+    version: ModelVersionInfo | None = None
+    event: ModelEvent | None = None
+    candidates: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from registry.announce import fold, read_model_events
 from schemas import Curated, Landed, RetrainRequest
 from streams.kafka import consume_or_wait, consumer_config, store_offsets
 from trainer.config import TrainerConfig
-from trainer.pipeline import RunResult, Trainer
+from trainer.pipeline import Trainer
 from trainer.policy import Mode, Trigger
+from trainer.runs import RunResult
 from trainer.schedule import Cron
 
 log = logging.getLogger(__name__)

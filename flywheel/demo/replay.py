@@ -41,6 +41,7 @@ class Replay:
         self.http = httpx.Client(base_url=serving_url, timeout=30.0)
         self._models: dict[str, Any] = {}
         self._registry: Any = None
+        self._resources: Any = None
         self.static_version: str | None = None
         self.sent_feedback = 0
 
@@ -64,9 +65,12 @@ class Replay:
         if version not in self._models:
             if self._registry is None:
                 from flywheel.lifecycle import open_model_registry
+                from kinds import Embedder, MemoryEmbeddingCache, Resources, shared_encoder
 
                 self._registry = open_model_registry(self.settings, self.database_url)
-            self._models[version] = self._registry.load(version)
+                # one embedding cache for every version scored: a holdout text is encoded once
+                self._resources = Resources(embedder=Embedder(shared_encoder(), MemoryEmbeddingCache()))
+            self._models[version] = self._registry.load(version, self._resources)
         return self._models[version]
 
     def accuracy(self, version: str, rows: Sequence[Row] | None = None) -> float:

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from core import db
+from core.db import Connector
 from core.settings import FlywheelSettings
 from curation.drift import Calibration, DriftConfig, DriftMetrics, domain_auc, psi
 from flywheel.lifecycle import Lifecycle, lifecycle
@@ -78,7 +79,7 @@ def test_monitor_is_quiet_on_the_reference_domain_and_alerts_once_on_drift(lc: L
                                                                          registry_db_url: str) -> None:
     requests: list[RetrainRequest] = []
     metrics = CollectorRegistry()
-    monitor = DriftMonitor(db_url=registry_db_url, model_name="sentiment", registry=lc.registry,
+    monitor = DriftMonitor(connector=Connector(registry_db_url), model_name="sentiment", registry=lc.registry,
                            config=DriftConfig(window=300, min_window=100, reference_size=300),
                            request_retrain=requests.append, metrics=DriftMetrics(metrics))
     assert monitor.tick() is None  # nothing served yet: no verdict
@@ -129,7 +130,7 @@ def test_slice_monitor_counts_labels_and_agreement_per_slice(registry_db_url: st
     row("movies", "negative", None, "up")
     row(None, "neutral", None, "down")
     metrics = CollectorRegistry()
-    monitor = DriftMonitor(db_url=registry_db_url, model_name="sentiment", registry=None,  # type: ignore[arg-type]
+    monitor = DriftMonitor(connector=Connector(registry_db_url), model_name="sentiment", registry=None,  # type: ignore[arg-type]
                            config=DriftConfig(), request_retrain=lambda _r: None, metrics=DriftMetrics(metrics))
     with db.connect(registry_db_url, autocommit=True) as conn:
         found = {s.slice: s for s in monitor.slices(conn)}

@@ -23,8 +23,8 @@ from kinds import (
     MemoryEmbeddingCache,
     MiniLMHead,
     PostgresEmbeddingCache,
+    Resources,
     load_model,
-    set_default_embedder,
     shared_encoder,
 )
 from kinds.embeddings import text_sha256
@@ -195,18 +195,14 @@ def test_a_head_refuses_an_encoder_other_than_its_own(encoder: Encoder, tmp_path
     head = MiniLMHead(epochs=5).use(fake).fit(texts, labels)
     head.save(directory)
 
-    with pytest.raises(EncoderMismatch) as refused:  # this process's default embedder is the real MiniLM
+    with pytest.raises(EncoderMismatch) as refused:  # a head given no embedder embeds with the real MiniLM
         load_model(directory)
     assert isinstance(refused.value, ArtifactError) and refused.value.path == directory
     assert (refused.value.expected, refused.value.actual) == (fake.encoder_id, encoder.encoder_id)
     with pytest.raises(EncoderMismatch):
         head.use(Embedder(HashingEncoder(salt="another")))
 
-    previous = set_default_embedder(fake)
-    try:
-        loaded = load_model(directory)
-    finally:
-        set_default_embedder(previous)
+    loaded = load_model(directory, resources=Resources(embedder=fake))
     assert np.array_equal(loaded.predict_proba(texts), head.predict_proba(texts))
 
 

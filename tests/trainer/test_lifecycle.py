@@ -16,8 +16,8 @@ import pytest
 from core import db
 from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle, lifecycle, registry_backend
+from kinds.base import Resources
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
-from kinds.minilm import set_default_embedder
 from registry import Lineage, NoPrevious
 from registry.announce import fold, now, read_model_events
 from schemas import Landed, RetrainRequest
@@ -28,7 +28,7 @@ from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
 from trainer.data import holdout_predicate
 from trainer.exceptions import TrainerError
 from trainer.gates import GatesConfig
-from trainer.pipeline import RunResult
+from trainer.runs import RunResult
 from trainer.service import TrainerService
 
 from .lifecycle_helpers import count_runs, land_feedback, rows
@@ -275,18 +275,15 @@ def test_a_request_trains_at_most_once_and_repeated_failures_back_off(
 
 def test_a_full_run_trains_every_configured_kind_and_the_gates_choose(
         settings: FlywheelSettings, db_url: str) -> None:
-    # the MiniLM encoder is swapped for the shipped hashing fake: this test is about choosing among
-    # candidates (the real encoder is covered by the conformance suite and the loop benchmark)
+    # the trainer embeds with the shipped hashing fake instead of the MiniLM encoder: this test is about
+    # choosing among candidates (the real encoder is covered by the conformance suite and the loop benchmark)
     config = TrainerConfig(policy=PolicyConfig(full_threshold=1500, kinds=("tfidf-logreg", "minilm-head")),
                            promotion=PromotionConfig(mode="direct"))
-    with lifecycle(settings, settings.kafka_connection(), db_url, config) as lc:
-        previous = set_default_embedder(Embedder(HashingEncoder(), MemoryEmbeddingCache()))
-        try:
-            assert lc.trainer.bootstrap(rows("vader_movies")[:400], source="m.csv", kind="tfidf-logreg").event
-            land_feedback(db_url, rows("vader_movies")[400:6400])
-            result = lc.trainer.maybe_train("signal")
-        finally:
-            set_default_embedder(previous)
+    fake = Resources(embedder=Embedder(HashingEncoder(), MemoryEmbeddingCache()))
+    with lifecycle(settings, settings.kafka_connection(), db_url, config, resources=fake) as lc:
+        assert lc.trainer.bootstrap(rows("vader_movies")[:400], source="m.csv", kind="tfidf-logreg").event
+        land_feedback(db_url, rows("vader_movies")[400:6400])
+        result = lc.trainer.maybe_train("signal")
     assert result.mode == "full" and {c["kind"] for c in result.candidates} == {"tfidf-logreg", "minilm-head"}
     with db.connect(db_url) as conn:
         row = conn.execute("SELECT candidates FROM training_runs WHERE mode = 'full'").fetchone()
@@ -401,8 +398,8 @@ def test_full_runs_try_each_corpus_weight_and_the_version_remembers_the_one_that
     assert list(root.rglob("gates/tfidf-logreg_corpus0.02.evaluation.json"))
     # the next run refits the champion's recipe at the weight the champion was trained with
     used: list[float | None] = []
-    corpus = lc.trainer._corpus
-    monkeypatch.setattr(lc.trainer, "_corpus", lambda store, w=None: used.append(w) or corpus(store, w))
+    corpus = lc.trainer.frames.corpus
+    monkeypatch.setattr(lc.trainer.frames, "corpus", lambda store, w=None: used.append(w) or corpus(store, w))
     land_feedback(db_url, rows("vader_tweets")[400:500])
     second = lc.trainer.maybe_train("admin", requested="full")
     assert second.mode == "full" and weight in used, (used, second.reason)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from kinds import Embedder, KindError, MiniLMHead, load_model, set_default_embedder
+from kinds import Embedder, KindError, MiniLMHead, Resources, create, load_model
 from tests.fakes import HashingEncoder
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "vader_movies.csv"
@@ -73,11 +73,7 @@ def test_hidden_layer_head_is_deterministic_and_round_trips(embedder: Embedder, 
     assert not np.array_equal(a.predict_proba(texts[:30]), c.predict_proba(texts[:30]))
     a.save(tmp_path / "m")
     assert {p.name for p in (tmp_path / "m").iterdir()} == {"manifest.json", "head.safetensors", "encoder.json"}
-    previous = set_default_embedder(embedder)
-    try:
-        loaded = load_model(tmp_path / "m")
-    finally:
-        set_default_embedder(previous)
+    loaded = load_model(tmp_path / "m", resources=Resources(embedder=embedder))
     assert np.array_equal(loaded.predict_proba(texts[:30]), a.predict_proba(texts[:30]))
 
 
@@ -88,6 +84,15 @@ def test_warm_start_moves_towards_the_new_samples(embedder: Embedder) -> None:
     before = mean_proba(head, new, "negative")
     head.partial_fit(new, ["negative"] * len(new))
     assert mean_proba(head, new, "negative") > before + 0.1
+
+
+def test_create_binds_the_given_resources_and_a_head_given_none_has_its_own(embedder: Embedder) -> None:
+    resources = Resources(embedder=embedder)
+    head, own, other = create("minilm-head", resources=resources), create("minilm-head"), create("minilm-head")
+    assert isinstance(head, MiniLMHead) and isinstance(own, MiniLMHead) and isinstance(other, MiniLMHead)
+    assert head.embedder is embedder
+    assert own.embedder is own.embedder and own.embedder is not other.embedder  # made once, its own
+    assert create("tfidf-logreg", resources=resources).params == create("tfidf-logreg").params
 
 
 def test_clone_keeps_the_embedder_and_threads_are_left_as_found(embedder: Embedder) -> None:
@@ -133,11 +138,7 @@ def test_an_lbfgs_head_round_trips_and_warm_starts_with_adamw(embedder: Embedder
     texts, labels = corpus(400)
     head = MiniLMHead(solver="lbfgs", c=0.1, epochs=5).use(embedder).fit(texts, labels)
     head.save(tmp_path / "m")
-    previous = set_default_embedder(embedder)
-    try:
-        loaded = load_model(tmp_path / "m")
-    finally:
-        set_default_embedder(previous)
+    loaded = load_model(tmp_path / "m", resources=Resources(embedder=embedder))
     assert loaded.params == head.params and loaded.params["solver"] == "lbfgs"
     assert np.array_equal(loaded.predict_proba(texts[:30]), head.predict_proba(texts[:30]))
     new, _ = corpus(100, offset=2000)

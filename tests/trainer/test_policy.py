@@ -97,7 +97,7 @@ def test_drift_requests_follow_the_policy_unless_they_name_a_mode() -> None:
 def test_the_evaluation_set_weights_recent_traffic_to_its_share() -> None:
     from trainer.config import PolicyConfig
     from trainer.data import Frame
-    from trainer.pipeline import evaluation_set
+    from trainer.frames import evaluation_set
 
     corpus = [(-i, f"old {i}", "positive", 1.0, "movies") for i in range(1, 301)]
     recent = [(i, f"new {i}", "negative", 1.0, "movies") for i in range(1, 41)]  # traffic the corpus covers
@@ -116,7 +116,7 @@ def test_the_evaluation_set_weights_recent_traffic_to_its_share() -> None:
 def test_traffic_outside_the_corpus_slices_carries_more_of_the_evaluation_weight() -> None:
     from trainer.config import PolicyConfig
     from trainer.data import Frame
-    from trainer.pipeline import evaluation_set, recent_share
+    from trainer.frames import evaluation_set, recent_share
 
     corpus = [(-i, f"old {i}", "positive", 1.0, "movies") for i in range(1, 301)]
     tweets = [(i, f"new {i}", "negative", 1.0, "tweets") for i in range(1, 41)]
@@ -134,8 +134,9 @@ def test_traffic_outside_the_corpus_slices_carries_more_of_the_evaluation_weight
 
 def test_cross_fitted_training_samples_join_the_evaluation_set_as_current_traffic() -> None:
     from trainer.config import PolicyConfig
+    from trainer.crossfit import CrossFit
     from trainer.data import Frame
-    from trainer.pipeline import CrossFit, evaluation_set
+    from trainer.frames import evaluation_set
 
     corpus = [(-i, f"old {i}", "positive", 1.0, "movies") for i in range(1, 301)]
     reserved = [(i, f"new {i}", "negative", 1.0, "movies") for i in range(1, 11)]

@@ -8,7 +8,7 @@ from kinds.tfidf import TfidfLogReg
 from trainer.config import PolicyConfig
 from trainer.data import Frame
 from trainer.gates import EvaluationConfig, EvaluationGate, Verdict
-from trainer.pipeline import Candidate, select_candidate
+from trainer.selection import Candidate, select_candidate
 
 from .lifecycle_helpers import rows
 

@@ -1,0 +1,75 @@
+"""How a run makes its candidates: which kinds at which corpus weights, each fitted from scratch with the
+policy's parameters or warm-started from the champion, every model bound to the trainer's resources."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kinds.base import ModelKind, Resources
+from kinds.catalog import create
+from registry import ModelRegistry, ModelVersionInfo
+from trainer.config import PolicyConfig
+from trainer.data import Frame, Snapshot
+from trainer.policy import Mode
+
+__all__ = ["Recipes", "corpus_weight_of"]
+
+
+class Recipes:
+    """The candidate recipes of one policy; models are created and loaded bound to ``resources``."""
+
+    def __init__(self, registry: ModelRegistry, resources: Resources, policy: PolicyConfig) -> None:
+        self.registry = registry
+        self.resources = resources
+        self.policy = policy
+
+    def create(self, kind: str, **params: object) -> ModelKind:
+        return create(kind, resources=self.resources, **params)
+
+    def load(self, version: str) -> ModelKind:
+        return self.registry.load(version, self.resources)
+
+    def fit(self, kind: str, mode: Mode, champion: ModelVersionInfo | None, frame: Frame) -> ModelKind:
+        """The candidate's recipe: a warm start of the champion (incremental, same kind), else from scratch."""
+        if mode == "incremental" and champion is not None and kind == champion.kind:
+            return self.load(champion.version).partial_fit(frame.texts, frame.labels, frame.weights)
+        return self.create(kind, **self.params(kind)).fit(frame.texts, frame.labels, frame.weights)
+
+    def params(self, kind: str) -> dict[str, Any]:
+        """A from-scratch candidate's constructor parameters: the policy's seed and ``kind_params``."""
+        return {"seed": self.policy.seed, **self.policy.kind_params.get(kind, {})}
+
+    def kinds(self, mode: Mode, champion: ModelVersionInfo | None, requested: Sequence[str] | None) -> list[str]:
+        """The kinds to train: those requested, else the champion's (incremental), else the policy's."""
+        if requested:
+            return list(requested)
+        if mode == "incremental" and champion is not None:
+            return [champion.kind]  # a warm start continues the champion; other kinds start from scratch
+        return list(dict.fromkeys(self.policy.kinds))
+
+    def corpus_weights(self, mode: Mode) -> list[float | None]:
+        """None (the policy's corpus weight), plus each of ``corpus_weight_choices`` in a full run."""
+        choices = self.policy.corpus_weight_choices if mode == "full" else ()
+        return [None, *(w for w in dict.fromkeys(choices) if w != self.policy.corpus_weight)]
+
+    def is_refresh(self, kind: str, mode: Mode, weight: float | None, champion: ModelVersionInfo | None,
+                   champion_model: ModelKind | None, snapshot: Snapshot) -> bool:
+        """Is the candidate of ``kind`` at corpus ``weight`` the champion's own recipe on more of the same
+        stream: a full refit of the champion's kind, params and corpus weight (a full-mode champion) on a
+        snapshot past its watermark? The evaluation gate holds such a refresh to non-inferiority."""
+        if champion is None or champion_model is None or mode != "full" or champion.mode != "full":
+            return False
+        recipe_weight = self.policy.corpus_weight if weight is None else weight
+        return (kind == champion.kind and create(kind, **self.params(kind)).params == champion_model.params
+                and math.isclose(recipe_weight, corpus_weight_of(champion.tags, math.nan))
+                and snapshot.watermark > (champion.watermark or 0))
+
+
+def corpus_weight_of(tags: Mapping[str, str], default: float) -> float:
+    """The corpus weight a version was trained with (its ``corpus_weight`` tag), else ``default``."""
+    try:
+        return float(tags["corpus_weight"])
+    except (KeyError, ValueError):
+        return default

@@ -1,0 +1,178 @@
+"""One run's steps once it has started: the training frame, the data-quality gate, every candidate fitted,
+cross-fitted and judged, the choice, the registration, then the announcement (:mod:`trainer.announcing`).
+
+Order of the irreversible steps, so that a crash leaves nothing half-done: the version is registered
+(tagged with the run id), then the aliases move, then the event goes out, then the run row is finished.
+A version whose run never finished is deleted by the next lock holder (or, past its alias move, recorded
+as done); an alias moved without its event is re-announced by ``reconcile``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kinds.base import ModelKind
+from kinds.embeddings import Embedder, MemoryEmbeddingCache
+from kinds.minilm import MiniLMHead
+from registry import Lineage, ModelRegistry, ModelVersionInfo
+from trainer.announcing import Announcing, Registered
+from trainer.config import PolicyConfig
+from trainer.crossfit import CrossFitPlan, CrossFitter
+from trainer.data import Frame, SampleStore, Snapshot
+from trainer.frames import TrainingFrames, evaluation_set, id_range, training_table
+from trainer.gates import Gate, GateInput
+from trainer.policy import Decision, Mode
+from trainer.recipes import Recipes
+from trainer.runs import RunLog, RunResult
+from trainer.selection import Candidate, select_candidate
+from trainer.tracking import log_candidates, log_verdict
+
+__all__ = ["RunSteps", "Started"]
+
+
+@dataclass(frozen=True)
+class Started:
+    """A started run: its row, its decision and what it trains against."""
+
+    runs: RunLog
+    store: SampleStore
+    run_id: uuid.UUID
+    decision: Decision
+    snapshot: Snapshot
+    champion: ModelVersionInfo | None
+    trigger: str
+
+    @property
+    def mode(self) -> Mode:
+        assert self.decision.mode is not None  # a started run has one
+        return self.decision.mode
+
+
+class RunSteps:
+    """The steps of a started run for one model: its gates, recipes, frames and announcements."""
+
+    def __init__(self, *, labels: Sequence[str], policy: PolicyConfig, registry: ModelRegistry,
+                 quality: Gate[Any], evaluation: Gate[Any], behaviour: Gate[Any], frames: TrainingFrames,
+                 recipes: Recipes, announcing: Announcing, scratch: Path) -> None:
+        self.labels = tuple(labels)
+        self.policy = policy
+        self.registry = registry
+        self.quality, self.evaluation, self.behaviour = quality, evaluation, behaviour
+        self.frames = frames
+        self.recipes = recipes
+        self.cross_fitter = CrossFitter(policy, frames, recipes)
+        self.announcing = announcing
+        self.scratch = scratch
+
+    def run(self, s: Started, kinds: Sequence[str] | None, *, frame: Frame | None = None,
+            holdout: Frame | None = None) -> RunResult:
+        """Train, judge and register ``s``'s candidates; ``frame`` and ``holdout`` default to the store's."""
+        mode, champion = s.mode, s.champion
+        champion_model = self.recipes.load(champion.version) if champion and mode != "bootstrap" else None
+        if frame is None:
+            assert champion is not None
+            frame = self.frames.training(s.store, mode, s.snapshot, champion)
+        if holdout is None:
+            holdout = s.store.holdout(self.policy.holdout_recent)
+        data_hash = frame.digest()
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"run-{s.run_id}-", dir=self.scratch))
+        try:
+            run_tags = {"flywheel_run_id": str(s.run_id), "mode": mode, "trigger": s.trigger}
+            with self.registry.run(f"{mode}-{s.run_id}", tags=run_tags) as ml:
+                started = time.perf_counter()
+                ml.log_params({"mode": mode, "trigger": s.trigger, "watermark": s.snapshot.watermark,
+                               "sample_count": s.snapshot.count,
+                               "train_rows": len(frame), "holdout_rows": len(holdout), "data_hash": data_hash,
+                               "sample_ids": id_range(frame),
+                               "parent_version": champion.version if champion else "", "reason": s.decision.reason})
+                quality = self.quality.check(GateInput(training=training_table(frame), label_set=self.labels,
+                                                       out_dir=workdir))
+                log_verdict(ml, quality)
+                if not quality.passed:
+                    s.runs.finish(s.run_id, status="refused", reason=f"data quality: {quality.reason}",
+                                  data_hash=data_hash, trained_count=len(frame), mlflow_run_id=ml.run_id)
+                    return RunResult("refused", f"data quality: {quality.reason}", s.run_id, mode)
+                folds = self.cross_fitter.plan(s.store, mode, frame, champion, champion_model)
+                candidates = [
+                    self._candidate(kind, mode, self.frames.reweighed(frame, weight), champion, champion_model,
+                                    holdout, workdir, folds, weight,
+                                    self.recipes.is_refresh(kind, mode, weight, champion, champion_model, s.snapshot))
+                    for kind in self.recipes.kinds(mode, champion, kinds)
+                    for weight in self.recipes.corpus_weights(mode)]
+                passing = sorted((c for c in candidates if c.passed), key=lambda c: c.score, reverse=True)
+                best = select_candidate(passing, holdout, self.evaluation, self.policy) if passing else None
+                summaries = [c.summary() for c in candidates]
+                log_candidates(ml, candidates, time.perf_counter() - started)
+                if best is None:
+                    reason = "; ".join(f"{c.name}: {next(v for v in c.verdicts if not v.passed).gate} — "
+                                       f"{next(v for v in c.verdicts if not v.passed).reason}" for c in candidates)
+                    s.runs.finish(s.run_id, status="refused", reason=reason, data_hash=data_hash,
+                                  trained_count=len(frame), candidates=summaries, mlflow_run_id=ml.run_id)
+                    return RunResult("refused", reason, s.run_id, mode, candidates=tuple(summaries))
+                info = self._register(s, best, frame, data_hash, workdir / "model", ml.run_id)
+                return self.announcing.announce(s.runs, Registered(
+                    s.run_id, mode, info, best, summaries, data_hash, len(frame), ml.run_id, s.decision.reason,
+                    champion.version if champion else None))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _register(self, s: Started, best: Candidate, frame: Frame, data_hash: str, artifact: Path,
+                  mlflow_run_id: str) -> ModelVersionInfo:
+        """The chosen candidate as a new version, tagged with its lineage and the run id."""
+        best.model.save(artifact)
+        known = [i for i in frame.ids if i > 0]
+        corpus_weight = (best.corpus_weight if best.corpus_weight is not None
+                         else self.policy.corpus_weight if s.mode != "bootstrap" else None)
+        return self.registry.register(
+            artifact, mode=s.mode, metrics=best.metrics(),
+            lineage=Lineage(data_hash=data_hash, watermark=s.snapshot.watermark, sample_count=s.snapshot.count,
+                            sample_range=(min(known), max(known)) if known else None,
+                            parent_version=s.champion.version if s.champion else None,
+                            training_run_id=str(s.run_id), corpus_weight=corpus_weight),
+            run_id=mlflow_run_id)
+
+    def _candidate(self, kind: str, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
+                   champion_model: ModelKind | None, holdout: Frame, workdir: Path,
+                   folds: CrossFitPlan | None = None, corpus_weight: float | None = None,
+                   refresh: bool = False) -> Candidate:
+        """Fit ``kind``'s recipe, cross-fit it on the plan's folds, and judge it: evaluation, then behaviour."""
+        started = time.perf_counter()
+        model = self.recipes.fit(kind, mode, champion, frame)
+        candidate = Candidate(kind, model, time.perf_counter() - started, corpus_weight=corpus_weight)
+        workdir = workdir / candidate.name
+        started = time.perf_counter()
+        cross = self.cross_fitter.predict(kind, mode, champion, frame, folds) if folds is not None else None
+        candidate.cross = cross
+        candidate.cross_fit_seconds = time.perf_counter() - started + (folds.champion_seconds if folds else 0.0)
+        verdict = self.evaluation.check(GateInput(candidate=model, champion=champion_model,
+                                                  holdout=evaluation_set(holdout, self.policy, cross),
+                                                  out_dir=workdir, refresh=refresh))
+        candidate.verdicts.append(verdict)
+        if verdict.passed:
+            with _throwaway_embeddings(model):
+                candidate.verdicts.append(self.behaviour.check(GateInput(candidate=model, out_dir=workdir)))
+        return candidate
+
+
+@contextlib.contextmanager
+def _throwaway_embeddings(model: ModelKind) -> Iterator[None]:
+    """The behaviour gate times uncached inference on one-off texts: keep their embeddings out of the
+    shared (Postgres-backed) cache of a MiniLM head while it runs."""
+    if not isinstance(model, MiniLMHead):
+        yield
+        return
+    shared = model.embedder
+    model.use(Embedder(shared.encoder, MemoryEmbeddingCache(max_entries=10_000)))
+    try:
+        yield
+    finally:
+        model.use(shared)
