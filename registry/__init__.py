@@ -4,7 +4,14 @@
 package does not import MLflow (that happens, offline, on the first open).
 """
 
-from registry.backend import open_registry, postgres_backend, sqlite_backend
+from registry.backend import (
+    artifact_root,
+    open_from_settings,
+    open_registry,
+    postgres_backend,
+    registry_backend,
+    sqlite_backend,
+)
 from registry.base import ModelRegistry, RunHandle
 from registry.exceptions import (
     InvalidRequest,
@@ -47,8 +54,11 @@ __all__ = [
     "TamperedArtifact",
     "Transition",
     "VersionRef",
+    "artifact_root",
     "next_semver",
+    "open_from_settings",
     "open_registry",
     "postgres_backend",
+    "registry_backend",
     "sqlite_backend",
 ]

@@ -6,7 +6,8 @@ import importlib
 
 import pytest
 
-PACKAGES = ["core", "curation", "flywheel", "kinds", "registry", "schemas", "schemas.registry", "serving", "streams", "trainer"]
+PACKAGES = ["core", "curation", "flywheel", "kinds", "registry", "schemas", "schemas.registry", "serving", "streams",
+            "trainer"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

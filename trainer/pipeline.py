@@ -192,7 +192,7 @@ class Trainer:
                 return RunResult("failed", reason, run_id, decision.mode)
 
     def bootstrap(self, rows: Sequence[CorpusRow], *, source: str, kind: str, holdout_fraction: float = 0.2,
-                  force: bool = False) -> RunResult:
+                  force: bool = False, request_id: str | None = None) -> RunResult:
         """Train the first model from a labelled corpus and make it the champion (``promote`` event).
 
         The corpus replaces any stored one: its holdout split becomes the fixed base holdout, its train
@@ -215,7 +215,7 @@ class Trainer:
             frame, holdout = store.corpus("train"), store.holdout(self.config.policy.holdout_recent)
             snapshot = Snapshot(watermark=0, count=0)
             run_id = runs.start(trigger="bootstrap", mode="bootstrap", snapshot=snapshot,
-                                parent=champion.version if champion else None)
+                                parent=champion.version if champion else None, request_id=request_id)
             decision = Decision("bootstrap", f"bootstrap from {source} ({len(frame)} train / {len(holdout)} holdout)")
             try:
                 started = time.perf_counter()
