@@ -15,6 +15,8 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # README.m[d]: copied when present (pyproject names it as the long description), no error when absent.
 COPY pyproject.toml README.m[d] ./
+COPY core ./core
+COPY kinds ./kinds
 COPY flywheel ./flywheel
 COPY schemas ./schemas
 COPY streams ./streams

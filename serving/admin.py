@@ -166,10 +166,20 @@ def _check_corpus(body: BootstrapCreate, settings: FlywheelSettings) -> None:
     if bad:
         raise InvalidInput(f"{len(bad)} rows with a label outside {list(settings.labels)}: {'; '.join(bad[:5])}")
     limit = settings.max_text_chars
-    texts = [f"rows.{i}.text" for i, r in enumerate(body.rows) if not r.text.strip() or len(r.text) > limit]
+    texts = [f"rows.{i}.text" for i, r in enumerate(body.rows)
+             if not r.text.strip() or len(r.text) > limit or not _utf8(r.text)]
     if texts:
-        raise InvalidInput(f"{len(texts)} rows with an empty text or one over {limit} characters: "
-                           f"{'; '.join(texts[:5])}")
+        raise InvalidInput(f"{len(texts)} rows with an empty text, one over {limit} characters or one that is "
+                           f"not UTF-8: {'; '.join(texts[:5])}")
+
+
+def _utf8(text: str) -> bool:
+    """Postgres stores the corpus: a lone surrogate (JSON allows ``\\ud800``) is refused at the door."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _event(event: ModelEvent) -> ModelEventPublic:
