@@ -168,4 +168,4 @@ def process_canary(stop: threading.Event) -> None:
         if drift.enabled:
             monitor = drift_monitor_for(lc, database, drift, DriftMetrics(metrics))
             threading.Thread(target=monitor.run, args=(stop,), name="flywheel-drift", daemon=True).start()
-        controller_for(lc, database, canary, metrics=CanaryMetrics(metrics)).run(stop)
+        controller_for(s, kafka, database, canary, actions=lc.actions, metrics=CanaryMetrics(metrics)).run(stop)

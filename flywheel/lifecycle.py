@@ -1,12 +1,12 @@
 """Wiring of the model lifecycle from settings: the registry, the announcer, the trainer, and the admin
-actions that move aliases and announce them (``promote``, ``rollback``) — one command, one event."""
+actions that move aliases and announce them (``promote``, ``rollback``: :class:`registry.actions.ModelActions`)
+— one command, one event."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -16,9 +16,12 @@ from core.settings import FlywheelSettings
 from kinds.base import Resources
 from kinds.embeddings import Embedder, LayeredEmbeddingCache, MemoryEmbeddingCache, PostgresEmbeddingCache
 from kinds.encoder import shared_encoder
-from registry import ModelRegistry, Transition, VersionRef, open_registry, postgres_backend
-from registry.announce import ModelAnnouncer, model_event
-from schemas import ModelAction, ModelEvent, RetrainRequest
+from registry import ModelRegistry, VersionRef, open_from_settings
+from registry import artifact_root as artifact_root  # re-exported: the MLflow UI launcher (docker-compose.yml)
+from registry import registry_backend as registry_backend
+from registry.actions import ModelActions
+from registry.announce import ModelAnnouncer
+from schemas import ModelEvent, RetrainRequest
 from streams.kafka import CheckedProducer, create_topics, producer_config
 from streams.kafka import admin as kafka_admin
 from trainer.config import TrainerConfig, load_trainer_config
@@ -26,23 +29,15 @@ from trainer.metrics import TrainerMetrics
 from trainer.pipeline import Trainer
 
 
-def registry_backend(settings: FlywheelSettings, database_url: str) -> str:
-    if settings.registry_uri is not None:
-        return settings.registry_uri.get_secret_value()
-    return postgres_backend(database_url)
-
-
 def open_model_registry(settings: FlywheelSettings, database_url: str) -> ModelRegistry:
-    return open_registry(registry_backend(settings, database_url), artifact_root(settings), settings.model_name)
-
-
-def artifact_root(settings: FlywheelSettings) -> Path:
-    return (settings.data_dir / "mlartifacts").resolve()
+    """:func:`registry.open_from_settings` (serving pods open it directly); kept for the MLflow UI launcher."""
+    return open_from_settings(settings, database_url)
 
 
 @dataclass
 class Lifecycle:
-    """What the trainer and the admin commands share; close it to flush the producer."""
+    """What the trainer and the admin commands share; close it to flush the producer. Promote, rollback
+    and retrain requests are :class:`registry.actions.ModelActions` (serving pods use them too)."""
 
     settings: FlywheelSettings
     kafka: KafkaConnection
@@ -50,22 +45,17 @@ class Lifecycle:
     registry: ModelRegistry
     announcer: ModelAnnouncer
     trainer: Trainer
+    actions: ModelActions
 
     def promote(self, ref: VersionRef, reason: str) -> ModelEvent:
-        transition = self.registry.promote(ref, reason)
-        return self.announcer.publish(self._event(transition, "promote", reason))
+        return self.actions.promote(ref, reason)
 
     def rollback(self, to: VersionRef | None, reason: str) -> ModelEvent:
-        transition = self.registry.rollback(to, reason)
-        return self.announcer.publish(self._event(transition, "rollback", reason))
+        return self.actions.rollback(to, reason)
 
     def request_retrain(self, request: RetrainRequest) -> None:
         """Ask the trainers (one of them takes it, once, by ``request_id``) on the retrain topic."""
-        self.announcer.producer.send_all(self.settings.topics.retrain, [(request.model.encode(), request.to_json())])
-
-    def _event(self, transition: Transition, action: ModelAction, reason: str) -> ModelEvent:
-        previous = transition.from_version
-        return model_event(transition.info, self.settings.model_name, action, 1.0, reason, previous)
+        self.actions.request_retrain(request)
 
 
 def assemble(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str, registry: ModelRegistry,
@@ -84,7 +74,8 @@ def assemble(settings: FlywheelSettings, kafka: KafkaConnection, database_url: s
                       config=config, registry=registry, announcer=announcer, resources=resources,
                       work_dir=(settings.data_dir / "runs").resolve(),
                       metrics=TrainerMetrics(metrics or CollectorRegistry()))
-    return Lifecycle(settings, kafka, config, registry, announcer, trainer)
+    actions = ModelActions(registry, announcer, settings.model_name, settings.topics.retrain)
+    return Lifecycle(settings, kafka, config, registry, announcer, trainer, actions)
 
 
 def platform_resources(database_url: str) -> Resources:

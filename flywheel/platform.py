@@ -212,8 +212,8 @@ class Platform:
             self.trainer_ready.set()
             from serving.canary import CanaryMetrics, controller_for, load_canary_config
 
-            controller = controller_for(lc, database_url, load_canary_config(s.canary_config),
-                                        metrics=CanaryMetrics(self.registry))
+            controller = controller_for(s, kafka_conn, database_url, load_canary_config(s.canary_config),
+                                        actions=lc.actions, metrics=CanaryMetrics(self.registry))
             self._start_thread("flywheel-canary", lambda: controller.run(self.stop_event))
             from curation.drift import DriftMetrics, load_drift_config
             from trainer.drift import drift_monitor_for

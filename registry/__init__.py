@@ -15,7 +15,7 @@ from registry.exceptions import (
     RegistryStoreError,
     TamperedArtifact,
 )
-from registry.opening import open_registry
+from registry.opening import artifact_root, open_from_settings, open_registry, registry_backend
 from registry.semver import Mode, Semver, next_semver
 from registry.types import (
     CHALLENGER,
@@ -48,8 +48,11 @@ __all__ = [
     "TamperedArtifact",
     "Transition",
     "VersionRef",
+    "artifact_root",
     "next_semver",
+    "open_from_settings",
     "open_registry",
     "postgres_backend",
+    "registry_backend",
     "sqlite_backend",
 ]

@@ -12,6 +12,7 @@ from schemas.events import (
     ModelAction,
     ModelEvent,
     PredictionEvent,
+    RequestAction,
     RetrainRequest,
 )
 from schemas.exceptions import DecodeError, InvalidEvent, SchemaError
@@ -33,6 +34,7 @@ __all__ = [
     "ModelEvent",
     "PredictionEvent",
     "Reason",
+    "RequestAction",
     "RetrainRequest",
     "SchemaError",
     "split_wire_format",

@@ -136,15 +136,29 @@ class ModelEvent(Event):
     previous_version: Annotated[str, Field(max_length=64)] | None = None
 
 
+RequestAction = Literal["retrain", "bootstrap", "evaluate"]
+
+
 class RetrainRequest(Event):
-    """Ask the trainer for a retrain: a drift alert, a schedule or an operator. ``mode`` unset lets the
-    trainer's policy choose (``drift_action`` for drift, full otherwise). ``request_id`` makes a replay
-    harmless: one request starts at most one training run."""
+    """Ask the trainers for work: a drift alert, a schedule or an operator. ``request_id`` makes a replay
+    harmless: one request is worked on at most once.
+
+    ``action`` (absent in older records: ``retrain``) says which work:
+
+    * ``retrain``: ``mode`` unset lets the trainer's policy choose (``drift_action`` for drift, full
+      otherwise); one request starts at most one training run.
+    * ``bootstrap``: train the first champion from a labelled corpus. The corpus and its options are not
+      on the topic: they are the ``params`` of the ``admin_requests`` row with this ``request_id``.
+    * ``evaluate``: the gate verdicts of ``version`` (default: the challenger, else the champion); the
+      report is the ``result`` of the ``admin_requests`` row.
+    """
 
     type: Literal["retrain_request"] = "retrain_request"
     request_id: Id = Field(default_factory=lambda: uuid.uuid4().hex)
     model: Annotated[str, Field(min_length=1, max_length=200)]
+    action: RequestAction = "retrain"
     mode: Literal["incremental", "full"] | None = None
+    version: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     trigger: Literal["drift", "schedule", "admin"]
     reason: Annotated[str, Field(max_length=2000)] = ""
 

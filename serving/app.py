@@ -23,10 +23,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.exceptions import ConfigError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
-from registry import ModelRegistry
+from registry import ModelRegistry, open_from_settings
 from schemas.exceptions import InvalidEvent
 from serving import _predict
-from serving.admin import Admin, install_admin_routes
+from serving.admin import install_admin_routes
+from serving.control import Admin
 from serving.deps import FeedbackDep, MetricsDep, RegistryDep, RuntimeDep, ServicesDep, SettingsDep
 from serving.exceptions import InvalidInput, NotReady, ServingError
 from serving.metrics import ServingMetrics
@@ -71,9 +72,7 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
         if found is None:
             if url is None:
                 raise ConfigError("serving needs the registry: FLYWHEEL_DATABASE_URL or FLYWHEEL_REGISTRY_URI")
-            from flywheel.lifecycle import open_model_registry  # not at import: the lifecycle is heavy
-
-            found = open_model_registry(settings, url)
+            found = open_from_settings(settings, url)
         return Services.build(settings, metrics, kafka, found, publisher, feedback, watch)
 
     def open_admin(services: Services) -> Admin | None:

@@ -6,13 +6,14 @@ Every ``interval_s`` a :class:`CanaryController` takes its own Postgres advisory
 1. **Canary.** The registry's ``challenger``, if the models topic announces it as the canary, is judged
    against the champion on joined feedback landed since that ``canary`` event (``variant`` canary /
    champion, ``model_version`` the version of each; correct = ``label = predicted_label`` or thumbs up)
-   with :func:`serving.sequential.decide`. ``promote``: the lifecycle's promote (alias move + ``promote``
-   event). ``rollback``: the challenger alias is cleared, the version tagged, a ``retire`` event sent.
+   with :func:`serving.sequential.decide`. ``promote``: :meth:`registry.actions.ModelActions.promote`
+   (alias move + ``promote`` event). ``rollback``: the challenger alias is cleared, the version tagged, a
+   ``retire`` event sent.
    A canary still on the topic whose challenger alias is gone (a crash between the two) is retired too.
 2. **Watchdog.** The champion's online accuracy over the last ``window_s`` (since it became champion, at
    least ``min_samples``) more than ``margin`` below its offline accuracy (on current traffic when its run
-   had any: recent reserved and cross-fitted feedback, else the holdout; see :func:`mlflow_run_metric`): the lifecycle's
-   rollback to ``previous`` (Lifecycle.rollback), or a full ``RetrainRequest`` (trigger ``drift``) when
+   had any: recent reserved and cross-fitted feedback, else the holdout; see :func:`mlflow_run_metric`): a
+   rollback to ``previous`` (ModelActions.rollback), or a full ``RetrainRequest`` (trigger ``drift``) when
    so configured or when there is no ``previous``; a retrain is requested once per ``cooldown_s``.
 
 Every action is a row of ``canary_decisions`` with its reason, a log line and a metric.
@@ -26,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -34,15 +35,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import db
 from core.exceptions import ConfigError, FlywheelError
+from core.kafka import KafkaConnection
+from core.settings import FlywheelSettings
 from core.yamlconfig import load_yaml_model
-from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo, VersionRef
+from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo, VersionRef, registry_backend
+from registry.actions import ModelActions
 from registry.announce import model_event, read_model_events
 from schemas import ModelEvent, RetrainRequest
 from serving.exceptions import ServingError
 from serving.sequential import Counts, Decision, SequentialConfig, decide
-
-if TYPE_CHECKING:
-    from flywheel.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class TickResult:
 
 
 class CanaryController:
-    """Collaborators are injected: ``promote``/``rollback`` are :class:`flywheel.lifecycle.Lifecycle`'s,
+    """Collaborators are injected: ``promote``/``rollback`` are :class:`registry.actions.ModelActions`'s,
     ``publish`` sends a ModelEvent on the models topic, ``request_retrain`` a RetrainRequest on the
     retrain topic, ``events`` reads the models topic, ``offline_accuracy`` a version's holdout accuracy."""
 
@@ -271,20 +272,17 @@ class CanaryController:
 _Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-def controller_for(lc: Lifecycle, database_url: str, config: CanaryConfig, *,
-                   offline_accuracy: OfflineAccuracy | None = None,
+def controller_for(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str, config: CanaryConfig, *,
+                   actions: ModelActions, offline_accuracy: OfflineAccuracy | None = None,
                    metrics: CanaryMetrics | None = None) -> CanaryController:
-    """A controller acting through ``lc`` (its registry, its announcer's producer, its topics). The
-    champion's offline accuracy defaults to :func:`mlflow_run_metric` of the MLflow run holding its version."""
-    from flywheel.lifecycle import registry_backend
-
-    settings = lc.settings
-    kafka, topics = lc.kafka, settings.topics
-
+    """A controller acting through ``actions`` (its registry, alias moves announced by its announcer,
+    retrain requests on its topic), reading the models topic through ``kafka``. The champion's offline
+    accuracy defaults to :func:`mlflow_run_metric` of the MLflow run holding its version."""
+    topic = settings.topics.models
     return CanaryController(
-        db_url=database_url, model_name=settings.model_name, registry=lc.registry, config=config,
-        promote=lc.promote, rollback=lc.rollback, publish=lc.announcer.publish, request_retrain=lc.request_retrain,
-        events=lambda: read_model_events(kafka, topics.models),
+        db_url=database_url, model_name=settings.model_name, registry=actions.registry, config=config,
+        promote=actions.promote, rollback=actions.rollback, publish=actions.announcer.publish,
+        request_retrain=actions.request_retrain, events=lambda: read_model_events(kafka, topic),
         offline_accuracy=offline_accuracy or mlflow_run_metric(registry_backend(settings, database_url)),
         metrics=metrics)
 

@@ -8,7 +8,8 @@ from fastapi import Depends, Request
 
 from core.settings import FlywheelSettings
 from registry import ModelRegistry
-from serving.exceptions import NotReady
+from serving.control import Admin
+from serving.exceptions import AdminDisabled, NotReady
 from serving.metrics import ServingMetrics
 from serving.publisher import FeedbackPublisher, PredictionPublisher
 from serving.runtime import Runtime
@@ -49,9 +50,17 @@ def get_feedback(services: ServicesDep) -> FeedbackPublisher:
     return services.feedback
 
 
+def get_admin(request: Request) -> Admin:
+    admin = getattr(request.app.state, "admin", None)
+    if admin is None:
+        raise AdminDisabled("admin routes are off on this pod: no FLYWHEEL_ADMIN_TOKEN, or no database")
+    return cast(Admin, admin)
+
+
 SettingsDep = Annotated[FlywheelSettings, Depends(get_settings)]
 MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 PublisherDep = Annotated[PredictionPublisher, Depends(get_publisher)]
 FeedbackDep = Annotated[FeedbackPublisher, Depends(get_feedback)]
+AdminDep = Annotated[Admin, Depends(get_admin)]

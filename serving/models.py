@@ -182,11 +182,18 @@ class BootstrapCreate(_Body):
 
 
 class TrainingPublic(BaseModel):
-    """A training job: ``id`` is what the admin route returned (a job id, a retrain request id or a run
-    id); ``status`` is queued | running | busy | promoted | canary | refused | failed | abandoned."""
+    """An admin request or a training run: ``id`` is what the admin route returned (a request id) or a run
+    id. ``status`` is the run's when the request has one (running | promoted | canary | refused | failed |
+    abandoned), else the request's (queued | running | done | failed); ``outcome`` what the trainer
+    recorded (a run's status, skipped, evaluated, expired); ``evaluation`` the report of an ``evaluate``."""
 
     id: str
     status: str
+    action: Literal["retrain", "bootstrap", "evaluate"] | None = None
+    outcome: str | None = None
+    error: str | None = None
+    evaluation: EvaluationPublic | None = None
+    requested_at: datetime | None = None
     run_id: str | None = None
     request_id: str | None = None
     trigger: str | None = None

@@ -12,12 +12,11 @@ from kinds.base import ModelKind
 from registry import ModelVersionInfo
 from trainer.config import PolicyConfig
 from trainer.data import Frame, SampleStore
-from trainer.exceptions import TrainerError
-from trainer.frames import TrainingFrames
+from trainer.frames import CrossFit, TrainingFrames
 from trainer.policy import Mode
 from trainer.recipes import Recipes, corpus_weight_of
 
-__all__ = ["CrossFit", "CrossFitPlan", "CrossFitter"]
+__all__ = ["CrossFitPlan", "CrossFitter"]
 
 
 @dataclass
@@ -28,24 +27,6 @@ class CrossFitPlan:
     folds: list[list[int]]
     champion: dict[int, tuple[str, float]] = field(default_factory=dict)
     champion_seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class CrossFit:
-    """Cross-fitted training samples with the candidate recipe's out-of-fold (label, confidence), and the
-    champion recipe's for those the champion trained on (by position in ``rows``)."""
-
-    rows: Frame
-    predicted: list[tuple[str, float]]
-    folds: int
-    champion: dict[int, tuple[str, float]] = field(default_factory=dict)
-
-    def against(self, other: CrossFit) -> CrossFit:
-        """These predictions, with ``other``'s (another recipe on the same rows and folds) as the side it
-        is compared with: every row out of sample for both."""
-        if other.rows.ids != self.rows.ids or other.folds != self.folds:
-            raise TrainerError("cross-fits of different rows or folds cannot be compared")
-        return CrossFit(self.rows, self.predicted, self.folds, dict(enumerate(other.predicted)))
 
 
 class CrossFitter:

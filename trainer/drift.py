@@ -65,8 +65,9 @@ class DriftMonitor:
             stop.wait(self.config.interval_s)
 
     def tick(self) -> DriftReport | None:
-        with self.connector() as conn:
-            if not db.try_advisory_lock(conn, db.advisory_key(f"flywheel.drift:{self.model_name}")):
+        key = db.advisory_key(f"flywheel.drift:{self.model_name}")
+        with self.connector() as conn, db.try_advisory_lock(conn, key) as held:
+            if not held:  # another monitor of this model acts
                 return None
             self.slices(conn)
             report = self.check(conn)

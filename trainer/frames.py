@@ -5,21 +5,20 @@ current traffic weighed by :func:`recent_share`)."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from registry import ModelVersionInfo
 from trainer.config import PolicyConfig
 from trainer.data import Frame, SampleStore, Snapshot
+from trainer.exceptions import TrainerError
 from trainer.gates import CrossFitted, Holdout
 from trainer.policy import Mode
 
-if TYPE_CHECKING:
-    from trainer.crossfit import CrossFit
-
-__all__ = ["LATE_JOIN_MARGIN", "TrainingFrames", "evaluation_set", "id_range", "recent_share", "training_table"]
+__all__ = ["LATE_JOIN_MARGIN", "CrossFit", "TrainingFrames", "evaluation_set", "id_range", "recent_share",
+           "training_table"]
 
 LATE_JOIN_MARGIN = timedelta(minutes=10)  # > statement + idle-in-transaction time-outs of every writer
 
@@ -61,6 +60,24 @@ class TrainingFrames:
             return frame
         factor = weight / self.policy.corpus_weight
         return Frame().extend((i, t, lbl, w * factor if i < 0 else w, sl) for i, t, lbl, w, sl in frame.rows())
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """Cross-fitted training samples with the candidate recipe's out-of-fold (label, confidence), and the
+    champion recipe's for those the champion trained on (by position in ``rows``)."""
+
+    rows: Frame
+    predicted: list[tuple[str, float]]
+    folds: int
+    champion: dict[int, tuple[str, float]] = field(default_factory=dict)
+
+    def against(self, other: CrossFit) -> CrossFit:
+        """These predictions, with ``other``'s (another recipe on the same rows and folds) as the side it
+        is compared with: every row out of sample for both."""
+        if other.rows.ids != self.rows.ids or other.folds != self.folds:
+            raise TrainerError("cross-fits of different rows or folds cannot be compared")
+        return CrossFit(self.rows, self.predicted, self.folds, dict(enumerate(other.predicted)))
 
 
 def evaluation_set(frame: Frame, policy: PolicyConfig, cross: CrossFit | None = None) -> Holdout:

@@ -31,8 +31,7 @@ from trainer.recipes import Recipes
 from trainer.runs import RunLog, RunResult, single_flight
 from trainer.steps import RunSteps, Started
 
-# RunResult is named here too: serving/admin.py imports it from this module
-__all__ = ["MAX_FAILURES", "RunResult", "Trainer"]
+__all__ = ["MAX_FAILURES", "Trainer"]
 
 log = logging.getLogger(__name__)
 MAX_FAILURES = 3  # failed runs on one snapshot before the trainer waits for new data or an operator
@@ -65,11 +64,6 @@ class Trainer:
                               evaluation=self.evaluation, behaviour=self.behaviour, frames=self.frames,
                               recipes=self.recipes, announcing=self.announcing, scratch=work_dir)
 
-    @property
-    def db_url(self) -> str:
-        """The connector's conninfo (a secret), for serving/admin.py until it takes ``connector``."""
-        return self.connector.url
-
     # -- entry -------------------------------------------------------------------------------------
     def maybe_train(self, trigger: Trigger, *, requested: Mode | None = None,
                     kinds: Sequence[str] | None = None, request_id: str | None = None) -> RunResult:
@@ -81,7 +75,7 @@ class Trainer:
         return result
 
     def bootstrap(self, rows: Sequence[CorpusRow], *, source: str, kind: str, holdout_fraction: float = 0.2,
-                  force: bool = False) -> RunResult:
+                  force: bool = False, request_id: str | None = None) -> RunResult:
         """Train the first model from a labelled corpus and make it the champion (``promote`` event).
 
         The corpus replaces any stored one: its holdout split becomes the fixed base holdout, its train
@@ -104,7 +98,7 @@ class Trainer:
             frame, holdout = store.corpus("train"), store.holdout(self.config.policy.holdout_recent)
             snapshot = Snapshot(watermark=0, count=0)
             run_id = runs.start(trigger="bootstrap", mode="bootstrap", snapshot=snapshot,
-                                parent=champion.version if champion else None)
+                                parent=champion.version if champion else None, request_id=request_id)
             decision = Decision("bootstrap", f"bootstrap from {source} ({len(frame)} train / {len(holdout)} holdout)")
             try:
                 started = time.perf_counter()

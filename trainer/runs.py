@@ -19,13 +19,12 @@ import psycopg
 
 from core import db
 from registry import ModelVersionInfo
+from registry.requests import RUN_COLUMNS, find_run
 from schemas import ModelEvent
 from trainer.data import Snapshot
 from trainer.policy import Mode, Trigger
 
 FINAL = ("promoted", "canary", "refused", "failed", "abandoned")
-_RUN_COLUMNS = ("run_id, request_id, trigger, mode, status, watermark, sample_count, trained_count, "
-                "parent_version, version, kind, reason, started_at, duration_s")
 
 
 def lock_key(model_name: str) -> int:
@@ -129,15 +128,12 @@ class RunLog:
              mlflow_run_id, run_id))
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
-        return self._rows(f"SELECT {_RUN_COLUMNS} FROM training_runs WHERE model_name = %s ORDER BY id DESC LIMIT %s",
+        return self._rows(f"SELECT {RUN_COLUMNS} FROM training_runs WHERE model_name = %s ORDER BY id DESC LIMIT %s",
                           (self.model_name, limit))
 
     def find(self, ref: str) -> dict[str, Any] | None:
         """One run by its run id, or by the id of the retrain request that started it."""
-        found = self._rows(f"SELECT {_RUN_COLUMNS}, candidates, finished_at FROM training_runs "
-                           "WHERE model_name = %s AND (run_id::text = %s OR request_id = %s) ORDER BY id DESC LIMIT 1",
-                           (self.model_name, ref.lower(), ref))
-        return found[0] if found else None
+        return find_run(self.conn, self.model_name, ref)
 
     def _rows(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         cur = self.conn.execute(query, params)

@@ -9,9 +9,8 @@ from typing import Any
 
 from kinds.base import ModelKind
 from trainer.config import PolicyConfig
-from trainer.crossfit import CrossFit
 from trainer.data import Frame
-from trainer.frames import evaluation_set
+from trainer.frames import CrossFit, evaluation_set
 from trainer.gates import Gate, GateInput, Verdict
 
 __all__ = ["Candidate", "select_candidate"]

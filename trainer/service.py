@@ -2,6 +2,11 @@
 checks Postgres on a timer and on the cron schedule even when no signal comes (signals are hints;
 Postgres is the truth). Training runs in this loop; the lock in ``Trainer`` makes it single flight
 across every instance, and a replayed signal finds its watermark already trained.
+
+Requests carry an ``action``: ``retrain`` (``Trainer.maybe_train``), ``bootstrap`` (``Trainer.bootstrap`` on
+the corpus stored with the request) or ``evaluate`` (``Trainer.evaluate``). One a serving pod recorded in
+``admin_requests`` is claimed there first (a replay finds it taken: it is worked on once) and its outcome
+recorded there, so that any pod answers ``GET /training/{id}``.
 """
 
 from __future__ import annotations
@@ -9,18 +14,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, Literal
 
 from confluent_kafka import Consumer
 from pydantic import ValidationError
 
 from core.exceptions import FlywheelError
 from core.kafka import KafkaConnection
+from registry import CHALLENGER, CHAMPION
 from registry.announce import fold, read_model_events
+from registry.requests import AdminRequests, Claim
 from schemas import Curated, Landed, RetrainRequest
 from streams.kafka import consume_or_wait, consumer_config, store_offsets
 from trainer.config import TrainerConfig
+from trainer.data import CorpusRow
 from trainer.pipeline import Trainer
 from trainer.policy import Mode, Trigger
 from trainer.runs import RunResult
@@ -33,8 +43,10 @@ class TrainerService:
     def __init__(self, trainer: Trainer, config: TrainerConfig, *, kafka: KafkaConnection, group: str,
                  signal_topics: list[str], request_topic: str, session_timeout_ms: int = 6000,
                  on_result: Callable[[RunResult], None] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 requests: AdminRequests | None = None) -> None:
         self.trainer = trainer
+        self.requests = requests or AdminRequests(trainer.connector, trainer.model_name)
         self.config = config
         self.kafka = kafka
         self.group = group
@@ -90,15 +102,97 @@ class TrainerService:
             consumer.close()
 
     def _handle(self, request: RetrainRequest) -> bool:
-        """True when the request is done with (trained, skipped, failed, stale or not ours)."""
+        """True when the request is done with (worked on, skipped, failed, stale, taken or not ours);
+        False: try again (another trainer holds the lock, or the database is away)."""
         age = (self.clock() - request.ts).total_seconds()
         if request.model != self.trainer.model_name:
             return True
-        if age > self.config.policy.request_max_age_s:
-            log.info("ignoring a %s retrain request from %.0f s ago", request.trigger, age)
+        try:
+            claim = self.requests.claim(request.request_id)
+        except Exception as exc:  # the database is away: the request waits (until it is stale)
+            log.warning("cannot claim %s request %s: %s", request.action, request.request_id, exc)
+            return age > self.config.policy.request_max_age_s
+        if claim.status == "taken":
+            log.debug("%s request %s is already taken", request.action, request.request_id)
             return True
+        if age > self.config.policy.request_max_age_s:
+            log.info("ignoring a %s %s request from %.0f s ago", request.trigger, request.action, age)
+            self._finish(request, claim, "failed", outcome="expired",
+                         error=f"no trainer took it within {self.config.policy.request_max_age_s:.0f} s")
+            return True
+        if request.action == "retrain":
+            return self._retrain(request, claim)
+        if claim.status == "unknown":  # its corpus or its report would have nowhere to go
+            log.warning("skipping %s request %s: no admin_requests row", request.action, request.request_id)
+            return True
+        if request.action == "bootstrap":
+            return self._bootstrap(request, claim)
+        self._evaluate(request, claim)
+        return True
+
+    def _retrain(self, request: RetrainRequest, claim: Claim) -> bool:
         result = self._train(request.trigger, request.mode, request.request_id)
-        return result is None or result.status != "busy"
+        if result is None:
+            self._finish(request, claim, "failed", error="the training attempt failed before a run started "
+                                                          "(the database or the registry; see the trainer's log)")
+            return True
+        return self._record(request, claim, result)
+
+    def _bootstrap(self, request: RetrainRequest, claim: Claim) -> bool:
+        p = claim.params
+        try:
+            rows = [CorpusRow(str(text), str(label), domain) for text, label, domain in p["rows"]]
+            result = self.trainer.bootstrap(rows, source=str(p.get("source", "api")),
+                                            kind=str(p.get("kind", "tfidf-logreg")),
+                                            holdout_fraction=float(p.get("holdout", 0.2)),
+                                            force=bool(p.get("force", False)), request_id=request.request_id)
+        except Exception as exc:  # a champion without force, an unknown kind, the database: the request's failure
+            log.warning("bootstrap request %s failed: %s", request.request_id, exc)
+            self._finish(request, claim, "failed", error=f"{type(exc).__name__}: {exc}")
+            return True
+        if result.status not in ("skipped", "busy"):
+            log.info("bootstrap %s: %s", result.status, result.reason)
+        self.results.append(result)
+        if self.on_result is not None:
+            self.on_result(result)
+        return self._record(request, claim, result)
+
+    def _evaluate(self, request: RetrainRequest, claim: Claim) -> None:
+        registry = self.trainer.registry
+        try:
+            ref = request.version or (CHALLENGER if CHALLENGER in registry.aliases() else CHAMPION)
+            info = registry.get(ref)
+            verdicts = self.trainer.evaluate(info.version)
+        except Exception as exc:  # no such version, the registry or the database away
+            log.warning("evaluate request %s failed: %s", request.request_id, exc)
+            self._finish(request, claim, "failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        report = {"version": info.version, "semver": info.semver, "passed": all(v.passed for v in verdicts),
+                  "verdicts": [{"gate": v.gate, "passed": v.passed, "reason": v.reason, "details": v.details}
+                               for v in verdicts]}
+        self._finish(request, claim, "done", outcome="evaluated", result=report)
+
+    def _record(self, request: RetrainRequest, claim: Claim, result: RunResult) -> bool:
+        """The run's outcome on the request; a ``busy`` request goes back to the queue (False: retried)."""
+        if result.status == "busy":
+            if claim.status == "claimed":
+                self.requests.release(request.request_id)
+            return False
+        self._finish(request, claim, "failed" if result.status == "failed" else "done", outcome=result.status,
+                     run_id=result.run_id, result={"reason": result.reason},
+                     error=result.reason if result.status == "failed" else None)
+        return True
+
+    def _finish(self, request: RetrainRequest, claim: Claim, status: Literal["done", "failed"], *,
+                outcome: str | None = None, run_id: uuid.UUID | None = None,
+                result: dict[str, Any] | None = None, error: str | None = None) -> None:
+        if claim.status != "claimed":
+            return
+        try:
+            self.requests.finish(request.request_id, status, outcome=outcome, run_id=run_id, result=result,
+                                 error=error)
+        except Exception as exc:  # the work is done; only its record is missing (the run has its own)
+            log.warning("cannot record the outcome of %s request %s: %s", request.action, request.request_id, exc)
 
     def _reconcile_announcements(self) -> None:
         try:

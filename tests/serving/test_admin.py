@@ -3,7 +3,9 @@ action does what its CLI twin does, and bad requests get a 4xx naming the proble
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +14,15 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from core import db
 from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle
 from serving import create_app
+from streams.kafka import admin, create_topics
 from tests.trainer.lifecycle_helpers import rows
+from trainer.service import TrainerService
 
-from .conftest import read_topic, register_version, services, wait_for
+from .conftest import read_topic, register_version, services
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -83,8 +88,28 @@ def poll(client: TestClient, ref: str, until: set[str], timeout: float = 90.0) -
         time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def trainer_running(lc: Lifecycle, settings: FlywheelSettings, name: str) -> Iterator[TrainerService]:
+    """A trainer consumer (its own group) on the pod's topics and database, as `flywheel up` runs one."""
+    topics = settings.topics
+    create_topics(admin(settings.kafka_connection()), topics.all(), settings.topic_partitions)
+    service = TrainerService(lc.trainer, lc.config, kafka=settings.kafka_connection(),
+                             group=f"trainer-{name}-{topics.prefix}", signal_topics=[topics.landed, topics.curated],
+                             request_topic=topics.retrain)
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
 def test_bootstrap_evaluate_promote_rollback_and_retrain_over_http(
-        admin_client: TestClient, lc: Lifecycle, admin_settings: FlywheelSettings, tmp_path: Path) -> None:
+        admin_client: TestClient, lc: Lifecycle, admin_settings: FlywheelSettings, tmp_path: Path,
+        db_url: str) -> None:
     corpus = [{"text": r.text, "label": r.label, "domain": r.domain} for r in rows("vader_movies")[:400]]
 
     # bad bootstrap bodies: 4xx naming the problem, nothing trained
@@ -99,24 +124,30 @@ def test_bootstrap_evaluate_promote_rollback_and_retrain_over_http(
     status, _h, payload = call(admin_client, "post", "/evaluate", {}, AUTH)
     assert status == 404 and payload["error"] == "not_found"  # no champion yet: nothing to evaluate
 
-    # bootstrap: a background job, followed by its id until the run is recorded
-    status, _h, job = call(admin_client, "post", "/bootstrap", {"rows": corpus, "source": "api-test"}, AUTH)
-    assert status == 202 and job["status"] in {"queued", "running"}, job
-    done = poll(admin_client, str(job["id"]), {"promoted", "failed"})
-    assert done["status"] == "promoted" and done["mode"] == "bootstrap" and done["run_id"], done
-    first = str(done["version"])
-    assert services(admin_client).runtime.wait_live(first, 30)
-    by_run = admin_client.get(f"/training/{done['run_id']}", headers=AUTH).json()
-    assert by_run["version"] == first and by_run["candidates"][0]["kind"] == "tfidf-logreg"
-    status, _h, payload = call(admin_client, "post", "/bootstrap", {"rows": corpus}, AUTH)
-    assert status == 409 and "force=true" in str(payload["detail"])
+    # bootstrap: a request a trainer takes (the pod never trains), followed by its id until the run is recorded
+    with trainer_running(lc, admin_settings, "first"):
+        status, _h, job = call(admin_client, "post", "/bootstrap", {"rows": corpus, "source": "api-test"}, AUTH)
+        assert status == 202 and job["status"] in {"queued", "running"}, job
+        done = poll(admin_client, str(job["id"]), {"promoted", "failed"})
+        assert done["status"] == "promoted" and done["mode"] == "bootstrap" and done["run_id"], done
+        assert done["action"] == "bootstrap" and done["request_id"] == job["id"], done
+        first = str(done["version"])
+        assert services(admin_client).runtime.wait_live(first, 30)
+        by_run = admin_client.get(f"/training/{done['run_id']}", headers=AUTH).json()
+        assert by_run["version"] == first and by_run["candidates"][0]["kind"] == "tfidf-logreg"
+        status, _h, payload = call(admin_client, "post", "/bootstrap", {"rows": corpus}, AUTH)
+        assert status == 409 and "force=true" in str(payload["detail"])
 
-    # evaluate: the gate verdicts of the champion
-    status, _h, report = call(admin_client, "post", "/evaluate", None, AUTH)
-    assert status == 200 and report["version"] == first, report
-    assert {v["gate"] for v in report["verdicts"]} >= {"evaluation", "behaviour"}  # type: ignore[union-attr]
-    status, _h, payload = call(admin_client, "post", "/evaluate", {"version": "99.0.0"}, AUTH)
-    assert status == 404 and "99.0.0" in str(payload["detail"])
+        # evaluate: a request too; the gate verdicts of the champion are its result, read from any pod
+        status, _h, queued = call(admin_client, "post", "/evaluate", None, AUTH)
+        assert status == 202 and queued["status"] == "queued" and queued["version"] == first, queued
+        evaluated = poll(admin_client, str(queued["id"]), {"done", "failed"})
+        report = evaluated["evaluation"]
+        assert evaluated["status"] == "done" and isinstance(report, dict), evaluated
+        assert report["version"] == first, report
+        assert {v["gate"] for v in report["verdicts"]} >= {"evaluation", "behaviour"}
+        status, _h, payload = call(admin_client, "post", "/evaluate", {"version": "99.0.0"}, AUTH)
+        assert status == 404 and "99.0.0" in str(payload["detail"])
 
     # promote a registered version, then roll back: each one event, and the pod follows
     second = register_version(lc, tmp_path, 400, c=0.5)
@@ -141,14 +172,23 @@ def test_bootstrap_evaluate_promote_rollback_and_retrain_over_http(
     assert status == 202 and queued["status"] == "queued"
     request_id = str(queued["request_id"])
     assert admin_client.get(f"/training/{request_id}", headers=AUTH).json()["status"] == "queued"
-    [record] = [json.loads(v) for v in read_topic(kafka_conn, admin_settings.topics.retrain, 1)]
+    records = [json.loads(v) for v in read_topic(kafka_conn, admin_settings.topics.retrain, 3)]
+    assert [r["action"] for r in records] == ["bootstrap", "evaluate", "retrain"]
+    assert "rows" not in records[0]  # the corpus stays in Postgres
+    record = records[-1]
     assert (record["request_id"], record["trigger"], record["mode"]) == (request_id, "admin", "full")
-    result = lc.trainer.maybe_train("admin", requested="full", request_id=request_id)  # what a trainer does
-    assert result.run_id is not None
-    wait_for(lambda: admin_client.get(f"/training/{request_id}", headers=AUTH).json()["status"] != "queued",
-             "the run of the request")
-    run = admin_client.get(f"/training/{request_id}", headers=AUTH).json()
-    assert run["run_id"] == str(result.run_id) and run["request_id"] == request_id and run["trigger"] == "admin"
+    # a trainer of a new group replays every request from the start: the bootstrap and the evaluation are
+    # taken already (worked on once), the retrain runs
+    with trainer_running(lc, admin_settings, "second"):
+        run = poll(admin_client, request_id, {"promoted", "canary", "refused", "failed", "done"})
+    found = lc.trainer.find_run(request_id)
+    assert found is not None and run["run_id"] == str(found["run_id"]), run
+    assert run["request_id"] == request_id and run["trigger"] == "admin" and run["mode"] == "full"
+    with db.connect(db_url) as conn:
+        rows_ = conn.execute("SELECT mode, count(*) FROM training_runs GROUP BY mode ORDER BY mode").fetchall()
+    assert rows_ == [("bootstrap", 1), ("full", 1)], rows_
+    again = admin_client.get(f"/training/{evaluated['id']}", headers=AUTH).json()
+    assert again["finished_at"] == evaluated["finished_at"], (again, evaluated)
     status, _h, payload = call(admin_client, "get", "/training/no-such-run", None, AUTH)
     assert status == 404 and payload["error"] == "not_found"
 

@@ -89,7 +89,8 @@ def actions(lc: Lifecycle) -> list[str]:
 
 def controller(lc: Lifecycle, db_url: str, config: CanaryConfig = CONFIG, offline: float | None = 0.8,
                metrics: CollectorRegistry | None = None) -> CanaryController:
-    return controller_for(lc, db_url, config, offline_accuracy=None if offline is None else (lambda _: offline),
+    return controller_for(lc.settings, lc.kafka, db_url, config, actions=lc.actions,
+                          offline_accuracy=None if offline is None else (lambda _: offline),
                           metrics=CanaryMetrics(metrics or CollectorRegistry()))
 
 

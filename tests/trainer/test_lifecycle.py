@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from kinds.base import Resources
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
 from registry import Lineage, NoPrevious
 from registry.announce import fold, now, read_model_events
+from registry.requests import AdminRequests
 from schemas import Landed, RetrainRequest
 from serving.canary import mlflow_run_metric
 from streams.kafka import CheckedProducer, admin, create_topics, producer_config
@@ -191,6 +193,39 @@ def test_the_trainer_consumer_wakes_on_signals_and_requests_and_skips_bad_record
         triggers = [r[0] for r in conn.execute(
             "SELECT trigger FROM training_runs WHERE mode <> 'bootstrap' ORDER BY id").fetchall()]
     assert triggers == ["signal", "drift"]
+
+
+def test_admin_requests_are_worked_on_once_recorded_and_expire(
+        lc: Lifecycle, champion: RunResult, db_url: str, settings: FlywheelSettings) -> None:
+    """What a serving pod's admin routes queue: the trainer claims the admin_requests row, works on it once
+    (a replay finds it taken) and records the outcome; a stale request is recorded as expired."""
+    requests = AdminRequests(db.Connector(db_url), lc.settings.model_name)
+    service = TrainerService(lc.trainer, lc.config, kafka=settings.kafka_connection(), group="unused",
+                             signal_topics=[], request_topic=settings.topics.retrain, requests=requests)
+    evaluate = RetrainRequest(ts=now(), model="sentiment", action="evaluate", version="1", trigger="admin")
+    requests.create(evaluate.request_id, "evaluate", {"version": "1"})
+    assert service._handle(evaluate)
+    row, run = requests.find(evaluate.request_id)
+    assert row is not None and run is None and (row["status"], row["outcome"]) == ("done", "evaluated"), row
+    assert row["result"]["version"] == "1" and {v["gate"] for v in row["result"]["verdicts"]} == {
+        "evaluation", "behaviour"}
+    assert service._handle(evaluate)  # the replay: taken, not evaluated again
+    assert requests.find(evaluate.request_id)[0] == row
+
+    bootstrap = RetrainRequest(ts=now(), model="sentiment", action="bootstrap", trigger="admin")
+    requests.create(bootstrap.request_id, "bootstrap",
+                    {"rows": [[r.text, r.label, r.domain] for r in rows("vader_movies")[:50]], "kind": "tfidf-logreg"})
+    assert service._handle(bootstrap)
+    row, _ = requests.find(bootstrap.request_id)
+    assert row is not None and row["status"] == "failed" and "already has a champion" in row["error"], row
+
+    stale = RetrainRequest(ts=now() - timedelta(seconds=lc.config.policy.request_max_age_s + 60), model="sentiment",
+                           mode="full", trigger="admin")
+    requests.create(stale.request_id, "retrain", {"mode": "full"})
+    assert service._handle(stale)
+    row, run = requests.find(stale.request_id)
+    assert row is not None and run is None and (row["status"], row["outcome"]) == ("failed", "expired"), row
+    assert count_runs(db_url) == 0  # neither the bootstrap nor the stale retrain trained
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:

@@ -134,9 +134,8 @@ def test_traffic_outside_the_corpus_slices_carries_more_of_the_evaluation_weight
 
 def test_cross_fitted_training_samples_join_the_evaluation_set_as_current_traffic() -> None:
     from trainer.config import PolicyConfig
-    from trainer.crossfit import CrossFit
     from trainer.data import Frame
-    from trainer.frames import evaluation_set
+    from trainer.frames import CrossFit, evaluation_set
 
     corpus = [(-i, f"old {i}", "positive", 1.0, "movies") for i in range(1, 301)]
     reserved = [(i, f"new {i}", "negative", 1.0, "movies") for i in range(1, 11)]
