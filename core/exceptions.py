@@ -2,38 +2,48 @@
 
 Every error Flywheel raises on purpose derives from :class:`FlywheelError`; each package adds its own
 subtree in its ``exceptions.py`` and translates third-party errors (confluent-kafka, psycopg, MLflow,
-SQLAlchemy) at its boundary (``raise OurError(...) from exc``). The whole tree::
+SQLAlchemy) at its boundary (``raise OurError(...) from exc``). The whole tree (``tests/test_exceptions.py``
+checks that it names every class, and each name once)::
 
     FlywheelError
     ├── ConfigError                      settings or a YAML config are inconsistent (core)
     ├── ServiceUnavailable               a service did not answer; ``retry_after`` (core)
     │   ├── DatabaseUnavailable          Postgres
-    │   └── KafkaUnavailable             the Kafka-protocol broker
+    │   └── KafkaUnavailable             the Kafka-protocol broker; ``bootstrap``
     ├── StackError                       a local service could not be started or stopped (flywheel)
     ├── SchemaError                      (schemas)
     │   ├── DecodeError                  a record is not a valid event; ``reason`` names why
-    │   ├── InvalidEvent                 an event cannot be built from the given fields
-    │   └── SchemaRegistryError          the schema registry refuses a request; Confluent error code
-    │       └── SchemaStoreError, SubjectNotFound, SchemaNotFound, IncompatibleSchema, ...
+    │   ├── InvalidEvent                 an event cannot be built from the given fields (also a ValueError)
+    │   └── SchemaRegistryError          the schema registry refuses a request; Confluent ``error_code``
+    │       ├── SubjectNotFound, VersionNotFound, SchemaNotFound, SubjectConfigNotFound
+    │       ├── SubjectSoftDeleted, SubjectNotSoftDeleted, VersionSoftDeleted, VersionNotSoftDeleted
+    │       ├── IncompatibleSchema, InvalidSchema, InvalidVersion, InvalidCompatibilityLevel
+    │       └── SchemaStoreError, ServerStartError
     ├── StreamError                      (streams)
-    │   ├── DeliveryError                a produced record was not acknowledged
-    │   ├── OffsetGap                    a batch would skip records
-    │   └── TopicAdminError
+    │   ├── DeliveryError                a produced record was not acknowledged; ``topic``, ``permanent``
+    │   ├── OffsetGap                    a batch would skip records; ``topic``, ``partition``
+    │   └── TopicAdminError              ``topic``
     ├── KindError                        (kinds: the model-kind contract)
     │   ├── NotFitted, UnknownLabel, EncoderError, EmbeddingCacheError
     │   └── ArtifactError                a saved model cannot be loaded; ``path``
-    │       ├── TamperedArtifact         its bytes differ from the sha256 recorded (manifest or registry)
+    │       ├── TamperedArtifact         its bytes differ from the sha256 recorded; ``model``, ``version``
     │       └── EncoderMismatch
     ├── CurationError                    (curation)
     │   └── CurationStoreError
     ├── RegistryError                    (registry)
     │   ├── RegistryStoreError           MLflow's store failed; ``code``
-    │   ├── NoSuchVersion (NoChampion, NoPrevious), InvalidRequest
+    │   ├── NoSuchVersion                ``model``, ``ref``
+    │   │   ├── NoChampion
+    │   │   └── NoPrevious
+    │   └── InvalidRequest
     ├── TrainerError                     (trainer)
-    │   ├── RunInProgress, ...
-    │   └── GateError (GateConfigError, BehaviourSuiteError, ArtifactWriteError)
-    └── ServingError                     (serving: each carries its HTTP status)
-        └── InvalidInput, NotReady, QueueFull, ModelLoadError, Unauthorized, NotFound, ...
+    │   └── GateError                    (trainer.gates)
+    │       └── GateConfigError, BehaviourSuiteError, ArtifactWriteError
+    └── ServingError                     (serving: each carries its HTTP ``status`` and ``code``)
+        ├── InvalidInput, NotReady, QueueFull, Unauthorized, AdminDisabled, NotFound, Conflict, Unavailable
+        ├── ModelLoadError
+        │   └── ChecksumMismatch
+        └── BatcherClosed                (serving.batching)
 
 A tampered artifact is always :class:`kinds.TamperedArtifact`, whoever finds it; the registry fills in
 the model and version it belongs to.
