@@ -28,7 +28,7 @@ from registry import CHALLENGER, CHAMPION
 from registry.announce import fold, read_model_events
 from registry.requests import AdminRequests, Claim
 from schemas import Curated, Landed, RetrainRequest
-from streams.kafka import consume_or_wait, consumer_config, store_offsets
+from streams.kafka import consume_or_wait, consumer_config, new_consumer, store_offsets
 from trainer.config import TrainerConfig
 from trainer.data import CorpusRow
 from trainer.pipeline import Trainer
@@ -40,12 +40,17 @@ log = logging.getLogger(__name__)
 
 
 class TrainerService:
+    """The trainer consumer. Collaborators are injected: the ``trainer`` (its connector, registry and
+    announcer), ``requests`` (the admin requests it works on), the ``clock`` and the ``consumer_factory``."""
+
     def __init__(self, trainer: Trainer, config: TrainerConfig, *, kafka: KafkaConnection, group: str,
                  signal_topics: list[str], request_topic: str, session_timeout_ms: int = 6000,
                  on_result: Callable[[RunResult], None] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 requests: AdminRequests | None = None) -> None:
+                 requests: AdminRequests | None = None,
+                 consumer_factory: Callable[[dict[str, Any]], Consumer] = new_consumer) -> None:
         self.trainer = trainer
+        self.consumer_factory = consumer_factory
         self.requests = requests or AdminRequests(trainer.connector, trainer.model_name)
         self.config = config
         self.kafka = kafka
@@ -59,7 +64,7 @@ class TrainerService:
         self.results: list[RunResult] = []
 
     def run(self, stop: threading.Event) -> None:
-        consumer = Consumer(consumer_config(
+        consumer = self.consumer_factory(consumer_config(
             self.kafka, self.group, self.session_timeout_ms,
             # earliest: a signal or request produced while the group is still joining is not skipped; a
             # replayed signal is harmless, a replayed request is recognised by its id, and requests
