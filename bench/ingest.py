@@ -34,11 +34,12 @@ import psycopg
 from confluent_kafka import Consumer, Producer
 
 from bench._stack import bench_stack
+from core.db import session_connector
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from streams import kafka
 from streams.ingest import IngestProcessor
-from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector, tune_gc
+from streams.runtime import ProcessorRunner, RunnerConfig, tune_gc
 
 
 def make_events(n: int, seed: int = 1) -> tuple[list[tuple[bytes, bytes]], set[str]]:
@@ -126,7 +127,7 @@ def landed_rate(
     librdkafka's) and the Postgres backends of the benchmark database (those of a local server)."""
     config = RunnerConfig.from_settings(settings, kafka_conn)
     runner: ProcessorRunner[Any] = ProcessorRunner(IngestProcessor.from_settings(settings), config,
-                                                   processor_connector(url))
+                                                   session_connector(url))
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     children = _children()

@@ -54,6 +54,12 @@ class Connector:
         return f"Connector(session_timeouts={self.session_timeouts})"
 
 
+def session_connector(url: str) -> Connector:
+    """The connection factory of a long-lived consumer (processors, curation): keepalives and statement,
+    lock and idle-in-transaction time-outs, so a silently dead server is noticed in about 30 s."""
+    return Connector(url, session_timeouts=True)
+
+
 def advisory_key(name: str) -> int:
     """A stable signed 64-bit advisory lock key for ``name`` (e.g. ``flywheel.trainer:<model>``)."""
     digest = hashlib.sha256(name.encode()).digest()

@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, Message
 from pydantic import ValidationError
 
 from core import db
-from core.db import Connector
+from core.db import Connector, session_connector
 from core.exceptions import FlywheelError
 from core.kafka import KafkaConnection
 from curation.config import CurationConfig
@@ -67,14 +67,9 @@ class PassResult:
         return sum(b.total(status) for b in self.batches)
 
 
-def curation_connector(database_url: str) -> Connector:
-    """The curation consumer's sessions: autocommit (batches open their own transactions), keepalives and
-    statement/lock time-outs (see :mod:`core.db`)."""
-    return Connector(database_url, session_timeouts=True)
-
 
 class CurationService:
-    """Collaborators are injected: ``connector`` opens its Postgres sessions (``curation_connector(url)``
+    """Collaborators are injected: ``connector`` opens its Postgres sessions (``session_connector(url)``
     for the platform's), ``consumer_factory`` builds the signal consumer, ``producer`` publishes."""
 
     def __init__(self, *, connector: Connector, config: CurationConfig, labels: Sequence[str],
@@ -102,7 +97,7 @@ class CurationService:
     def from_settings(cls, settings: FlywheelSettings, kafka: KafkaConnection, db_url: str, config: CurationConfig, *,
                       metrics: CurationMetrics | None = None) -> CurationService:
         """The service of a platform: group ``<prefix>-curation``, its landed and curated topics."""
-        return cls(connector=curation_connector(db_url), config=config, labels=settings.labels, kafka=kafka,
+        return cls(connector=session_connector(db_url), config=config, labels=settings.labels, kafka=kafka,
                    group=f"{settings.topic_prefix}-curation", landed_topic=settings.topics.landed,
                    curated_topic=settings.topics.curated, session_timeout_ms=settings.session_timeout_ms,
                    metrics=metrics)

@@ -104,15 +104,16 @@ def up(ctx: typer.Context) -> None:
 def process_ingest(ctx: typer.Context) -> None:
     """Run the ingest processor against FLYWHEEL_KAFKA_BOOTSTRAP / FLYWHEEL_DATABASE_URL (or the
     running local platform) until SIGTERM."""
+    from core.db import session_connector
     from schemas.registry import PostgresSchemaStore
     from streams.ingest import IngestProcessor
-    from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector
+    from streams.runtime import ProcessorRunner, RunnerConfig
 
     settings = _settings()
     kafka_conn, database = resolve(settings)
     store = PostgresSchemaStore(database)
     runner = ProcessorRunner(IngestProcessor.from_settings(settings, store.schema_exists),
-                             RunnerConfig.from_settings(settings, kafka_conn), processor_connector(database))
+                             RunnerConfig.from_settings(settings, kafka_conn), session_connector(database))
     if settings.metrics_port:
         from prometheus_client import start_http_server
 

@@ -17,8 +17,6 @@ from kinds.base import Resources
 from kinds.embeddings import Embedder, LayeredEmbeddingCache, MemoryEmbeddingCache, PostgresEmbeddingCache
 from kinds.encoder import shared_encoder
 from registry import ModelRegistry, VersionRef, open_from_settings
-from registry import artifact_root as artifact_root  # re-exported: the MLflow UI launcher (docker-compose.yml)
-from registry import registry_backend as registry_backend
 from registry.actions import ModelActions
 from registry.announce import ModelAnnouncer
 from schemas import ModelEvent, RetrainRequest
@@ -27,11 +25,6 @@ from streams.kafka import admin as kafka_admin
 from trainer.config import TrainerConfig, load_trainer_config
 from trainer.metrics import TrainerMetrics
 from trainer.pipeline import Trainer
-
-
-def open_model_registry(settings: FlywheelSettings, database_url: str) -> ModelRegistry:
-    """:func:`registry.open_from_settings` (serving pods open it directly); kept for the MLflow UI launcher."""
-    return open_from_settings(settings, database_url)
 
 
 @dataclass
@@ -93,7 +86,7 @@ def lifecycle(settings: FlywheelSettings, kafka: KafkaConnection, database_url: 
     """Everything wired from settings (``config`` overrides the trainer config file and ``resources`` the
     platform's embedder, for tests)."""
     producer = CheckedProducer(producer_config(kafka))
-    assembled = assemble(settings, kafka, database_url, open_model_registry(settings, database_url), producer,
+    assembled = assemble(settings, kafka, database_url, open_from_settings(settings, database_url), producer,
                          config, metrics, resources or platform_resources(database_url))
     try:
         yield assembled

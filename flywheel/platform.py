@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from core.db import session_connector
 from core.exceptions import ConfigError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
@@ -29,7 +30,7 @@ from schemas.codec import SchemaIdCheck
 from streams import kafka
 from streams.ingest import IngestProcessor
 from streams.metrics import StreamMetrics
-from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector
+from streams.runtime import ProcessorRunner, RunnerConfig
 
 if TYPE_CHECKING:
     from curation import CurationService
@@ -177,7 +178,7 @@ class Platform:
 
     def _start_runner(self, processor: IngestProcessor, kafka_conn: KafkaConnection, database_url: str) -> None:
         runner: ProcessorRunner[Any] = ProcessorRunner(
-            processor, RunnerConfig.from_settings(self.settings, kafka_conn), processor_connector(database_url),
+            processor, RunnerConfig.from_settings(self.settings, kafka_conn), session_connector(database_url),
             metrics=self.metrics)
         self.runners.append(runner)
         self._start_thread(processor.group, lambda: runner.run(self.stop_event))

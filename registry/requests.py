@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
+from psycopg.rows import dict_row
 
 from schemas import RequestAction
 
 Connect = Callable[..., psycopg.Connection[tuple[Any, ...]]]  # core.db.Connector: opens an autocommit connection
 RequestStatus = Literal["queued", "running", "done", "failed"]
-RUN_COLUMNS = ("run_id, request_id, trigger, mode, status, watermark, sample_count, trained_count, "
+_RUN_COLUMNS = ("run_id, request_id, trigger, mode, status, watermark, sample_count, trained_count, "
                 "parent_version, version, kind, reason, started_at, duration_s")
 _REQUEST_COLUMNS = ("id, model_name, action, status, outcome, run_id, result, error, created_at, started_at, "
                     "finished_at")
@@ -90,13 +91,18 @@ class AdminRequests:
 
 def find_run(conn: psycopg.Connection[tuple[Any, ...]], model_name: str, ref: str) -> dict[str, Any] | None:
     """One training run of ``model_name`` by its run id, or by the id of the request that started it."""
-    found = _rows(conn, f"SELECT {RUN_COLUMNS}, candidates, finished_at FROM training_runs "
+    found = _rows(conn, f"SELECT {_RUN_COLUMNS}, candidates, finished_at FROM training_runs "
                         "WHERE model_name = %s AND (run_id::text = %s OR request_id = %s) ORDER BY id DESC LIMIT 1",
                   (model_name, ref.lower(), ref))
     return found[0] if found else None
 
 
+def recent_runs(conn: psycopg.Connection[tuple[Any, ...]], model_name: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest ``limit`` training runs of ``model_name``, newest first."""
+    return _rows(conn, f"SELECT {_RUN_COLUMNS} FROM training_runs WHERE model_name = %s ORDER BY id DESC LIMIT %s",
+                 (model_name, limit))
+
+
 def _rows(conn: psycopg.Connection[tuple[Any, ...]], query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    cur = conn.execute(query, params)
-    names = [d.name for d in cur.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchall()

@@ -59,11 +59,6 @@ def _coordinates(msg: Message) -> tuple[str, int, int]:
     return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
 
 
-def processor_connector(database_url: str) -> Connector:
-    """The connection factory a runner is given: long-lived sessions with keepalives and statement,
-    lock and idle-transaction time-outs (see :mod:`core.db`)."""
-    return Connector(database_url, session_timeouts=True)
-
 
 def tune_gc() -> None:
     """For entry points that run processors: a batch keeps thousands of freshly decoded, GC-tracked
@@ -115,7 +110,7 @@ class ProcessorRunner(Generic[T]):
     """Runs one :class:`Processor` until ``stop`` is set. One instance per process/thread.
 
     Collaborators: ``connector`` opens the Postgres sessions (one per writer, one for the control
-    thread; :func:`processor_connector`), ``consumer_factory`` makes the Kafka consumer from its config
+    thread; :func:`core.db.session_connector`), ``consumer_factory`` makes the Kafka consumer from its config
     (default: a confluent-kafka Consumer), ``producer`` publishes dead letters and wake-up signals."""
 
     def __init__(

@@ -19,7 +19,7 @@ import psycopg
 
 from core import db
 from registry import ModelVersionInfo
-from registry.requests import RUN_COLUMNS, find_run
+from registry.requests import find_run, recent_runs
 from schemas import ModelEvent
 from trainer.data import Snapshot
 from trainer.policy import Mode, Trigger
@@ -128,14 +128,8 @@ class RunLog:
              mlflow_run_id, run_id))
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
-        return self._rows(f"SELECT {RUN_COLUMNS} FROM training_runs WHERE model_name = %s ORDER BY id DESC LIMIT %s",
-                          (self.model_name, limit))
+        return recent_runs(self.conn, self.model_name, limit)
 
     def find(self, ref: str) -> dict[str, Any] | None:
         """One run by its run id, or by the id of the retrain request that started it."""
         return find_run(self.conn, self.model_name, ref)
-
-    def _rows(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-        cur = self.conn.execute(query, params)
-        names = [d.name for d in cur.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

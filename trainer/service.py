@@ -155,11 +155,7 @@ class TrainerService:
             log.warning("bootstrap request %s failed: %s", request.request_id, exc)
             self._finish(request, claim, "failed", error=f"{type(exc).__name__}: {exc}")
             return True
-        if result.status not in ("skipped", "busy"):
-            log.info("bootstrap %s: %s", result.status, result.reason)
-        self.results.append(result)
-        if self.on_result is not None:
-            self.on_result(result)
+        self._observed(result, "bootstrap")
         return self._record(request, claim, result)
 
     def _evaluate(self, request: RetrainRequest, claim: Claim) -> None:
@@ -214,12 +210,16 @@ class TrainerService:
         except Exception:
             log.exception("training attempt (%s) failed before a run started; retrying on the next wake-up", trigger)
             return None
+        self._observed(result, trigger)
+        return result
+
+    def _observed(self, result: RunResult, trigger: str) -> None:
+        """Every attempt's result: kept, logged unless nothing happened, handed to ``on_result``."""
         self.results.append(result)
         if result.status not in ("skipped", "busy"):
             log.info("training %s (%s): %s", result.status, trigger, result.reason)
         if self.on_result is not None:
             self.on_result(result)
-        return result
 
     def _classify(self, topic: str, value: bytes) -> RetrainRequest | Landed | Curated | None:
         """A signal, a request, or None for a record that is neither (logged, skipped: never fatal)."""

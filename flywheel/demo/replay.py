@@ -64,10 +64,10 @@ class Replay:
         """A registered version, loaded (and verified) from the registry, for offline scoring."""
         if version not in self._models:
             if self._registry is None:
-                from flywheel.lifecycle import open_model_registry
                 from kinds import Embedder, MemoryEmbeddingCache, Resources, shared_encoder
+                from registry import open_from_settings
 
-                self._registry = open_model_registry(self.settings, self.database_url)
+                self._registry = open_from_settings(self.settings, self.database_url)
                 # one embedding cache for every version scored: a holdout text is encoded once
                 self._resources = Resources(embedder=Embedder(shared_encoder(), MemoryEmbeddingCache()))
             self._models[version] = self._registry.load(version, self._resources)

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import numpy as np
 
 from core import db
+from core.db import session_connector
 from core.kafka import KafkaConnection
 from curation import CurationConfig, CurationService, Pending
-from curation.service import curation_connector
 from kinds.tfidf import TfidfLogReg
 from tests.trainer.lifecycle_helpers import rows
 
@@ -149,7 +149,7 @@ def curate_all(db_url: str, batch_size: int = 200, rule: str = "fdr") -> dict[in
     """Curate every landed row through Postgres as the service does (annotator trust rule ``rule``);
     sample id -> (status, reasons)."""
     config = CurationConfig.model_validate({"service": {"batch_size": batch_size}, "annotators": {"rule": rule}})
-    service = CurationService(connector=curation_connector(db_url), config=config, labels=LABELS,
+    service = CurationService(connector=session_connector(db_url), config=config, labels=LABELS,
                               kafka=KafkaConnection(bootstrap_servers="unused:9092"), group="g", landed_topic="l",
                               curated_topic="c", producer=RecordingPublisher())
     assert service.curate_pass().outcome == "curated"

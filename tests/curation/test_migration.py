@@ -12,9 +12,10 @@ from alembic import command
 from psycopg import sql
 
 from core import db
+from core.db import session_connector
 from core.kafka import KafkaConnection
 from curation import CurationConfig
-from curation.service import CurationService, curation_connector
+from curation.service import CurationService
 from flywheel import migrate
 from schemas import Curated
 from trainer.data import SampleStore
@@ -67,7 +68,7 @@ def test_upgrade_keeps_every_landed_sample_and_downgrade_restores_the_view(db_at
 
     # the first pass scores the migrated rows (verdicts kept) and sweeps in the thumbs down
     sent = RecordingPublisher()
-    service = CurationService(connector=curation_connector(url), config=CurationConfig(), labels=LABELS,
+    service = CurationService(connector=session_connector(url), config=CurationConfig(), labels=LABELS,
                               kafka=KafkaConnection(bootstrap_servers="127.0.0.1:1"), group="g", landed_topic="l",
                               curated_topic="c", producer=sent)
     result = service.curate_pass(sweep=True)

@@ -15,11 +15,12 @@ import pytest
 from confluent_kafka import Consumer
 
 from core import db
+from core.db import session_connector
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from curation import CurationConfig, CurationService
 from curation.config import ServiceConfig
-from curation.service import LOCK_NAME, curation_connector
+from curation.service import LOCK_NAME
 from schemas import Curated, FeedbackEvent, Landed, PredictionEvent
 from streams import kafka
 from tests.streams.helpers import create_topics, prediction, produce, producer, running_ingest, wait_until
@@ -35,7 +36,7 @@ def running_curation(settings: FlywheelSettings, config: CurationConfig = QUIET,
                      db_url: str | None = None) -> Iterator[CurationService]:
     assert settings.kafka_bootstrap and settings.database_url
     service = CurationService(
-        connector=curation_connector(db_url or settings.database_url.get_secret_value()), config=config,
+        connector=session_connector(db_url or settings.database_url.get_secret_value()), config=config,
         labels=LABELS, kafka=settings.kafka_connection(), group=f"{settings.topic_prefix}-curation",
         landed_topic=settings.topics.landed, curated_topic=settings.topics.curated)
     stop = threading.Event()
@@ -187,7 +188,7 @@ def _status(db_url: str, feedback_id: str) -> str | None:
 
 def test_one_instance_curates_at_a_time(settings: FlywheelSettings, db_url: str) -> None:
     land(db_url, [Feedback("one", "positive"), Feedback("two", "negative")])
-    service = CurationService(connector=curation_connector(db_url), config=QUIET, labels=LABELS,
+    service = CurationService(connector=session_connector(db_url), config=QUIET, labels=LABELS,
                               kafka=settings.kafka_connection(), group="g", landed_topic=settings.topics.landed,
                               curated_topic=settings.topics.curated)
     with db.connect(db_url, autocommit=True) as conn, db.try_advisory_lock(conn, db.advisory_key(LOCK_NAME)) as held:

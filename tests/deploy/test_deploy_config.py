@@ -28,8 +28,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+import registry
 from core.settings import FlywheelSettings
-from flywheel import lifecycle
 from flywheel.cli import app
 from registry._offline import go_offline
 from serving.app import ROUTES
@@ -419,14 +419,14 @@ def test_compose_mlflow_ui_serves_the_platform_registry(monkeypatch: pytest.Monk
         for key, value in _effective_env(_env(svc)).items():
             m.setenv(key, value)
         m.setenv("MLFLOW_BACKEND_STORE_URI", "")  # the launcher sets it: undone with the context
-        m.setattr(lifecycle, "open_model_registry", lambda s, db: opened.append((s, db)))
+        m.setattr(registry, "open_from_settings", lambda s, db: opened.append((s, db)))
         m.setattr(os, "execvp", lambda file, args: execs.append((file, args, dict(os.environ))))
         exec(compile(argv[2], "docker-compose.yml:mlflow", "exec"), {})
     ((file, args, env),), ((_, database),) = execs, opened
     assert file == "mlflow" and args[:2] == ["mlflow", "server"], args
     trainer_db = trainer_settings.database_url.get_secret_value() if trainer_settings.database_url else None
     assert database == trainer_db
-    backend = lifecycle.registry_backend(trainer_settings, database)
+    backend = registry.registry_backend(trainer_settings, database)
     assert env["MLFLOW_BACKEND_STORE_URI"] == backend, "not the platform's registry store"
     assert not any("password" in a or "postgresql" in a for a in args), "credentials in argv"
 
@@ -434,7 +434,7 @@ def test_compose_mlflow_ui_serves_the_platform_registry(monkeypatch: pytest.Monk
     from mlflow.cli import server  # the exec'd command line is one mlflow accepts
 
     ctx = server.make_context("server", list(args[2:]))
-    assert ctx.params["default_artifact_root"] == lifecycle.artifact_root(trainer_settings).as_uri()
+    assert ctx.params["default_artifact_root"] == registry.artifact_root(trainer_settings).as_uri()
     assert ctx.params["serve_artifacts"] is False, "artifacts are file: URIs read from the mounted volume"
     port = ctx.params["port"]
 

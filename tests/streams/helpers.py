@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 import psycopg
 from confluent_kafka import Producer
 
+from core.db import session_connector
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from schemas.events import FeedbackEvent, PredictionEvent
 from streams import kafka
 from streams.ingest import IngestProcessor
-from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector
+from streams.runtime import ProcessorRunner, RunnerConfig
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -61,7 +62,7 @@ def running_ingest(settings: FlywheelSettings, **runner_kw: object) -> Iterator[
     assert settings.kafka_bootstrap and settings.database_url
     processor = IngestProcessor.from_settings(settings)
     config = RunnerConfig.from_settings(settings, settings.kafka_connection())
-    connector = processor_connector(settings.database_url.get_secret_value())
+    connector = session_connector(settings.database_url.get_secret_value())
     runner = ProcessorRunner(processor, config, connector, **runner_kw)  # type: ignore[arg-type]
     errors: list[BaseException] = []
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from core.db import session_connector
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from streams.exceptions import OffsetGap
 from streams.ingest import IngestProcessor
-from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector
+from streams.runtime import ProcessorRunner, RunnerConfig
 from tests.streams.helpers import count, prediction
 
 
@@ -40,7 +41,7 @@ class FakeMessage:
 def runner(settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str) -> ProcessorRunner:  # type: ignore[type-arg]
     r: ProcessorRunner = ProcessorRunner(  # type: ignore[type-arg]
         IngestProcessor.from_settings(settings), RunnerConfig.from_settings(settings, kafka_conn),
-        processor_connector(db_url))
+        session_connector(db_url))
     r._cluster = "c1"
     return r
 

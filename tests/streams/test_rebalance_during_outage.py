@@ -11,12 +11,13 @@ import time
 import psycopg
 from confluent_kafka import Consumer
 
+from core.db import session_connector
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from schemas.codec import EventRules
 from streams import kafka
 from streams.ingest import IngestProcessor
-from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector
+from streams.runtime import ProcessorRunner, RunnerConfig
 from tests.streams.helpers import count, prediction, wait_until
 
 
@@ -34,7 +35,7 @@ def test_rebalance_during_an_outage_loses_nothing_and_resumes(
     processor = IngestProcessor(topics, EventRules(frozenset(["negative", "neutral", "positive"])),
                                 group=f"{topics.prefix}-ingest", housekeeping_interval_s=0)
     config = RunnerConfig(kafka_conn, topics.dlq, batch_max_records=100, retry_initial_s=2.0, retry_max_s=3.0)
-    runner: ProcessorRunner = ProcessorRunner(processor, config, processor_connector(db_url))  # type: ignore[type-arg]
+    runner: ProcessorRunner = ProcessorRunner(processor, config, session_connector(db_url))  # type: ignore[type-arg]
     outage = threading.Event()
     outage.set()
     real_commit = runner._commit

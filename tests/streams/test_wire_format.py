@@ -12,6 +12,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from core.db import session_connector
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel.stack import free_port
@@ -20,7 +21,7 @@ from schemas.events import FeedbackEvent
 from schemas.registry import PostgresSchemaStore, RegistryServer, create_app
 from streams.ingest import IngestProcessor
 from streams.producer import FeedbackProducer
-from streams.runtime import ProcessorRunner, RunnerConfig, processor_connector
+from streams.runtime import ProcessorRunner, RunnerConfig
 from tests.streams.helpers import count, create_topics, prediction, produce, producer, wait_until
 
 
@@ -56,7 +57,7 @@ def test_confluent_serialized_feedback_lands_and_unknown_ids_are_dead_lettered(
 
         config = RunnerConfig.from_settings(settings, kafka_conn)
         runner = ProcessorRunner(IngestProcessor.from_settings(settings, store.schema_exists), config,
-                                 processor_connector(db_url))
+                                 session_connector(db_url))
         import threading
 
         thread = threading.Thread(target=runner.run, daemon=True)

@@ -16,10 +16,10 @@ import pytest
 
 from core import db
 from core.settings import FlywheelSettings
-from flywheel.lifecycle import Lifecycle, lifecycle, registry_backend
+from flywheel.lifecycle import Lifecycle, lifecycle
 from kinds.base import Resources
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
-from registry import Lineage, NoPrevious
+from registry import Lineage, NoPrevious, registry_backend
 from registry.announce import fold, now, read_model_events
 from registry.requests import AdminRequests
 from schemas import Landed, RetrainRequest
