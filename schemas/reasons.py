@@ -23,3 +23,11 @@ class Reason(StrEnum):
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     RECORD_TOO_LARGE = "record_too_large"
     SINK_REJECTED = "sink_rejected"
+    # schema_version 2: per-model contracts (tasks/)
+    UNKNOWN_MODEL = "unknown_model"
+    TASK_MISMATCH = "task_mismatch"
+    FEATURE_MISSING = "feature_missing"
+    FEATURE_UNKNOWN = "feature_unknown"
+    FEATURE_WRONG_TYPE = "feature_wrong_type"
+    FEATURE_OUT_OF_RANGE = "feature_out_of_range"
+    FEATURE_UNKNOWN_CATEGORY = "feature_unknown_category"
