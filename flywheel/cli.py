@@ -154,7 +154,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
     """Apply schema migrations."""
     settings = _settings()
     database = _database_only(settings)
-    migrate.upgrade(database, revision)
+    migrate.upgrade(database, revision, default_model=settings.model_name)
     out.print(f"database at revision {migrate.current_revision(database)}")
 
 

@@ -18,17 +18,22 @@ from core.exceptions import DatabaseUnavailable
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def alembic_config(url: str) -> Config:
+DEFAULT_MODEL = "sentiment"
+
+
+def alembic_config(url: str, default_model: str = DEFAULT_MODEL) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    cfg.set_main_option("flywheel.default_model", default_model.replace("%", "%%"))
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` (idempotent; serialised by an advisory lock in env.py)."""
+def upgrade(url: str, revision: str = "head", *, default_model: str = DEFAULT_MODEL) -> None:
+    """Apply migrations up to ``revision`` (idempotent; serialised by an advisory lock in env.py).
+    ``default_model`` (``FLYWHEEL_MODEL_NAME``) owns the rows that predate per-model tables (0009)."""
     try:
-        command.upgrade(alembic_config(url), revision)
+        command.upgrade(alembic_config(url, default_model), revision)
     except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
         raise DatabaseUnavailable(root_cause(exc)) from exc
 

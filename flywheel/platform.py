@@ -130,7 +130,7 @@ class Platform:
         if running is not None and running.pid != os.getpid():
             raise StackError(f"a platform is already running from {s.data_dir} (pid {running.pid})")
         stack = self._exit.enter_context(LocalStack(s))
-        migrate.upgrade(stack.database_url)
+        migrate.upgrade(stack.database_url, default_model=s.model_name)
         kafka.create_topics(kafka.admin(stack.kafka), s.topics.all(), s.topic_partitions)
         metrics_url = None
         if s.metrics_port:

@@ -11,15 +11,28 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import get_args
 
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.events import AnyEvent, FeedbackEvent, PredictionEvent
+from schemas.events import (
+    AnyEvent,
+    FeedbackEvent,
+    FeedbackEventV2,
+    PredictionEvent,
+    PredictionEventV2,
+    TextInput,
+)
 from schemas.exceptions import DecodeError
 from schemas.reasons import Reason
 
-_ANY: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+_TYPES = frozenset(cls.model_fields["type"].default for cls in get_args(get_args(AnyEvent)[0]))
 WIRE_MAGIC = 0
+
+Decoded = PredictionEvent | FeedbackEvent | PredictionEventV2 | FeedbackEventV2
+Expected = type[PredictionEvent] | type[FeedbackEvent]
+_VERSION_2: dict[type, type[PredictionEventV2] | type[FeedbackEventV2]] = {
+    PredictionEvent: PredictionEventV2, FeedbackEvent: FeedbackEventV2}
 
 SchemaIdCheck = Callable[[int], bool]
 """Answers whether a Confluent schema id is known to the registry."""
@@ -42,7 +55,7 @@ class EventRules:
     max_text_chars: int = 5000
     max_future_skew: timedelta = timedelta(minutes=5)
 
-    def check(self, event: AnyEvent, now: datetime) -> None:
+    def check(self, event: AnyEvent | PredictionEventV2 | FeedbackEventV2, now: datetime) -> None:
         if event.ts - now > self.max_future_skew:
             raise DecodeError(
                 Reason.TIMESTAMP_IN_FUTURE, f"ts {event.ts.isoformat()} is more than "
@@ -53,6 +66,8 @@ class EventRules:
             unknown = set(event.probabilities) - self.labels
             if unknown:
                 raise DecodeError(Reason.LABEL_NOT_IN_SET, f"probabilities name unknown labels {sorted(unknown)}")
+        elif isinstance(event, PredictionEventV2) and isinstance(event.input, TextInput):
+            self._check_text(event.input.text)  # labels and features: the model's, checked at ingest
         elif isinstance(event, FeedbackEvent) and event.label is not None and event.label not in self.labels:
             raise DecodeError(
                 Reason.LABEL_NOT_IN_SET, f"label {event.label!r} is not one of {sorted(self.labels)}"
@@ -66,11 +81,13 @@ class EventRules:
 
 
 class EventDecoder:
-    """Turns raw record values of one topic into events of the expected type."""
+    """Turns raw record values of one topic into events of the expected type: version 1 (``expected``)
+    or, when the record declares ``"schema_version": 2``, its version 2 (the record names its model;
+    what depends on the model is checked at ingest)."""
 
     def __init__(
         self,
-        expected: type[PredictionEvent] | type[FeedbackEvent],
+        expected: Expected,
         rules: EventRules,
         schema_id_known: SchemaIdCheck | None = None,
         max_record_bytes: int = 1_000_000,
@@ -80,8 +97,10 @@ class EventDecoder:
         self.schema_id_known = schema_id_known
         self.max_record_bytes = max_record_bytes
         self._adapter: TypeAdapter[PredictionEvent | FeedbackEvent] = TypeAdapter(expected)
+        self.expected_v2 = _VERSION_2[expected]
+        self._adapter_v2: TypeAdapter[PredictionEventV2 | FeedbackEventV2] = TypeAdapter(self.expected_v2)
 
-    def decode(self, value: bytes | None, now: datetime) -> PredictionEvent | FeedbackEvent:
+    def decode(self, value: bytes | None, now: datetime) -> Decoded:
         if not value:
             raise DecodeError(Reason.EMPTY_VALUE, "record value is empty or null")
         if len(value) > self.max_record_bytes:
@@ -89,15 +108,33 @@ class EventDecoder:
         schema_id, payload = split_wire_format(value)
         if schema_id is not None and self.schema_id_known is not None and not self.schema_id_known(schema_id):
             raise DecodeError(Reason.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the registry")
-        try:
-            event = self._adapter.validate_json(payload)
-        except ValidationError as exc:
-            raise classify(payload, exc, self.expected) from None
+        event: Decoded
+        if declares_version_2(payload):
+            try:
+                event = self._adapter_v2.validate_json(payload)
+            except ValidationError as exc:
+                raise classify(payload, exc, self.expected_v2) from None
+        else:
+            try:
+                event = self._adapter.validate_json(payload)
+            except ValidationError as exc:
+                raise classify(payload, exc, self.expected) from None
         self.rules.check(event, now)
         return event
 
 
-def classify(payload: bytes, exc: ValidationError, expected: type[PredictionEvent] | type[FeedbackEvent]
+def declares_version_2(payload: bytes) -> bool:
+    """Whether ``payload`` is a JSON object with ``"schema_version": 2`` (the integer, not ``true``)."""
+    if b"schema_version" not in payload:
+        return False
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and type(obj.get("schema_version")) is int and obj["schema_version"] == 2
+
+
+def classify(payload: bytes, exc: ValidationError, expected: Expected | type[PredictionEventV2] | type[FeedbackEventV2]
              ) -> DecodeError:
     """Map a pydantic failure to the most specific reason code (slow path, bad records only)."""
     try:
@@ -113,12 +150,11 @@ def classify(payload: bytes, exc: ValidationError, expected: type[PredictionEven
         return DecodeError(Reason.NOT_AN_OBJECT, "top-level JSON value is not an object")
     by_field = {e["loc"][0]: e for e in errors if e["loc"]}
     if "type" in by_field:
-        try:
-            other = _ANY.validate_json(payload)
-        except ValidationError:
-            return DecodeError(Reason.UNKNOWN_EVENT_TYPE, f"type {_field(payload, 'type')!r} is not an event type")
+        declared = _field(payload, "type")
+        if declared not in _TYPES:
+            return DecodeError(Reason.UNKNOWN_EVENT_TYPE, f"type {declared!r} is not an event type")
         return DecodeError(
-            Reason.WRONG_TOPIC, f"a {other.type!r} event on a topic for {expected.model_fields['type'].default!r}"
+            Reason.WRONG_TOPIC, f"a {declared!r} event on a topic for {expected.model_fields['type'].default!r}"
         )
     if "schema_version" in by_field:
         return DecodeError(Reason.UNKNOWN_SCHEMA_VERSION, f"schema_version {_field(payload, 'schema_version')!r}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
 
@@ -54,6 +54,93 @@ class FeedbackEvent(Event):
 
     @model_validator(mode="after")
     def _label_or_thumbs(self) -> FeedbackEvent:
+        if (self.label is None) == (self.thumbs is None):
+            raise ValueError("exactly one of label or thumbs is required")
+        return self
+
+
+# -- schema_version 2: every event names its model; input and output are typed by the model's task ----------
+ModelName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")]
+FeatureValue = float | int | str | bool | None
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TextInput(_Part):
+    """The input of a text task: one text."""
+
+    text: str
+
+
+class TabularInput(_Part):
+    """The input of a tabular task: one row, feature name -> value (checked against the model's feature
+    schema at ingest: types, required, ranges, categories)."""
+
+    features: dict[Annotated[str, Field(min_length=1, max_length=100)], FeatureValue]
+
+
+class ClassificationOutput(_Part):
+    """What a classifier answered: a label and the probability of every label (summing to 1)."""
+
+    label: Annotated[str, Field(min_length=1, max_length=200)]
+    probabilities: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]]
+
+    @model_validator(mode="after")
+    def _label_is_a_class(self) -> ClassificationOutput:
+        if self.label not in self.probabilities:
+            raise ValueError("label must be one of the keys of probabilities")
+        total = sum(self.probabilities.values())
+        if abs(total - 1.0) > 1e-3:
+            raise ValueError(f"probabilities must sum to 1 (got {total:.6f})")
+        return self
+
+
+TaskInput = TextInput | TabularInput
+TaskOutput = ClassificationOutput
+
+
+class PredictionEventV2(Event):
+    """One served prediction of a named model (schema_version 2, on the same topic as version 1): the
+    task-typed ``input`` it saw and ``output`` it answered. Which task (and so which input shape, labels
+    and features) is the model's, declared once (``flywheel models``); ingest checks the event against it."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+
+    type: Literal["prediction"] = "prediction"
+    schema_version: Literal[2] = 2  # type: ignore[assignment]
+    prediction_id: Id
+    model: ModelName
+    model_version: Annotated[str, Field(min_length=1, max_length=64)]
+    variant: Variant = "champion"
+    input: TaskInput
+    output: TaskOutput
+    latency_ms: Annotated[float, Field(ge=0.0)]
+    user_id: Annotated[str, Field(max_length=200)] | None = None
+    domain: Annotated[str, Field(max_length=100)] | None = None
+    segment: Annotated[str, Field(max_length=100)] | None = None
+
+
+class FeedbackEventV2(Event):
+    """Feedback on one prediction of a named model (schema_version 2): a label (for a tabular model
+    usually the observed outcome, e.g. the automation ``failed``) or thumbs. ``feedback_id`` is the
+    idempotency key; a batch import derives it from the task id, so a re-import is a duplicate."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+
+    type: Literal["feedback"] = "feedback"
+    schema_version: Literal[2] = 2  # type: ignore[assignment]
+    feedback_id: Id
+    prediction_id: Id
+    model: ModelName
+    label: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    thumbs: Literal["up", "down"] | None = None
+    user_id: Annotated[str, Field(max_length=200)] | None = None
+    source: Annotated[str, Field(min_length=1, max_length=64)] = "api"
+
+    @model_validator(mode="after")
+    def _label_or_thumbs(self) -> FeedbackEventV2:
         if (self.label is None) == (self.thumbs is None):
             raise ValueError("exactly one of label or thumbs is required")
         return self

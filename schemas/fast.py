@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from schemas.codec import EventDecoder, EventRules, SchemaIdCheck, split_wire_format
-from schemas.events import FeedbackEvent, PredictionEvent
+from schemas.events import FeedbackEvent, FeedbackEventV2, PredictionEvent, PredictionEventV2
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -83,7 +83,8 @@ class _PredictionWire(_PredictionFields, frozen=True, kw_only=True, gc=False):
     ts: str
 
 
-Record = FeedbackRecord | PredictionRecord
+Record = FeedbackRecord | PredictionRecord | PredictionEventV2 | FeedbackEventV2
+"""Version 1 events as msgspec records; version 2 events (always decoded by the reference) as they are."""
 
 
 class FastDecoder:
@@ -150,6 +151,8 @@ class FastDecoder:
 
     def _reference(self, value: bytes | None, now: datetime) -> Record:
         event = self.reference.decode(value, now)  # raises DecodeError with the reason
+        if isinstance(event, PredictionEventV2 | FeedbackEventV2):
+            return event
         fields = event.model_dump(exclude={"type", "schema_version"})
         if isinstance(event, FeedbackEvent):
             return FeedbackRecord(**fields)
