@@ -28,7 +28,7 @@ class Pending:
     id: int
     feedback_id: str
     prediction_id: str
-    text: str
+    text: str | None  # None for a model whose input is not a text (``input``)
     label: str | None  # the explicit label, or the served label for a thumbs up
     thumbs: str | None
     predicted_label: str | None
@@ -39,6 +39,7 @@ class Pending:
     ts: datetime
     resolved_at: datetime | None
     model_version: str | None
+    input: dict[str, object] | None = None  # the stored input of a non-text task (a tabular row)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from curation.scoring import (
     trust,
     trusted,
 )
+from tasks import row_key
 
 
 @dataclass
@@ -66,6 +67,15 @@ class Curator:
         self.labels = frozenset(labels)
         self.hasher = MinHasher(config.duplicates)
 
+    def signature(self, row: Pending) -> Signature:
+        """A text's MinHash signature (near-duplicates); for any other input (a tabular row) the key of its
+        exact values, as hash and as its only band: the same features are one cluster, so conflicting
+        outcomes for the same features are found as conflicting duplicates."""
+        if row.text is not None:
+            return self.hasher.signature(row.text)
+        key = row_key(row.input or {})
+        return Signature(key, (), (int.from_bytes(key[:8], "little", signed=True),))
+
     def backfill(self, store: CurationStore) -> int:
         """Signatures and scores for samples migrated from the pre-curation view (verdicts stay)."""
         with store.batch():
@@ -74,7 +84,7 @@ class Curator:
         return len(rows)
 
     def _backfill(self, row: Pending) -> Backfill:
-        sig = self.hasher.signature(row.text)
+        sig = self.signature(row)
         probs = parse_probabilities(row.probabilities)
         score = probs.get(row.label) if probs is not None and row.label is not None else None
         return Backfill(row.id, sig.text_hash, sig.minhash, sig.bands,
@@ -101,7 +111,7 @@ class Curator:
     # -- one batch ---------------------------------------------------------------------------------
     def _curate(self, store: CurationStore, rows: list[Pending]) -> tuple[BatchWrite, BatchResult]:
         ann_cfg = self.config.annotators
-        sigs = {r.id: self.hasher.signature(r.text) for r in rows}
+        sigs = {r.id: self.signature(r) for r in rows}
         clusters = self._clusters(store, rows, sigs)
         probs = {r.id: parse_probabilities(r.probabilities) for r in rows}
         pop = self._population(store, rows, probs)

@@ -1,5 +1,7 @@
 """The curation store in Postgres: ``samples``, ``annotators`` and ``curation_state`` (migration 0006).
 
+A store serves one model: every read and write is scoped to its rows (``samples.model``, the feedback
+joined to its predictions, its annotators and its ``curation_state`` row, named after the model).
 One batch = one transaction that starts by locking the ``curation_state`` row, so two curators (even
 without the advisory lock) never curate the same rows; the insert, the re-curated rows, the
 annotators and the new watermark commit together. psycopg errors become :class:`CurationStoreError`.
@@ -33,16 +35,14 @@ from curation.config import AnnotatorsConfig
 from curation.exceptions import CurationStoreError
 from curation.scoring import trust
 
-STATE = "samples"
-
 _PENDING = """
 SELECT f.id, f.feedback_id, f.prediction_id, p.text,
        COALESCE(f.label, CASE WHEN f.thumbs = 'up' THEN f.predicted_label END),
        f.thumbs, f.predicted_label, COALESCE(f.probabilities, p.probabilities),
-       f.user_id, p.domain, p.segment, f.ts, f.resolved_at, f.model_version
+       f.user_id, p.domain, p.segment, f.ts, f.resolved_at, f.model_version, p.input
   FROM feedback f
   JOIN predictions p ON p.prediction_id = f.prediction_id
- WHERE f.status = 'joined'
+ WHERE f.status = 'joined' AND f.model = %(model)s
    AND ({scope})
    AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.id = f.id)
  ORDER BY f.id
@@ -52,11 +52,11 @@ SELECT f.id, f.feedback_id, f.prediction_id, p.text,
 _UNSCORED = """
 SELECT s.id, s.feedback_id, s.prediction_id, s.text, s.label, s.thumbs, s.predicted_label,
        COALESCE(f.probabilities, p.probabilities), s.user_id, s.domain, s.segment, s.ts, f.resolved_at,
-       s.model_version
+       s.model_version, s.input
   FROM samples s
   LEFT JOIN feedback f ON f.id = s.id AND f.feedback_id = s.feedback_id
   LEFT JOIN predictions p ON p.prediction_id = s.prediction_id
- WHERE s.curated_at IS NULL
+ WHERE s.curated_at IS NULL AND s.model = %s
  ORDER BY s.id
  LIMIT %s
 """
@@ -64,17 +64,19 @@ SELECT s.id, s.feedback_id, s.prediction_id, s.text, s.label, s.thumbs, s.predic
 _INSERT = """
 INSERT INTO samples (id, feedback_id, prediction_id, text, label, status, weight, reasons, user_id, domain, segment,
                      ts, thumbs, predicted_label, model_version, disagreement, label_quality, label_issue,
-                     suggested_label, trust, cluster_id, text_hash, minhash, lsh_bands, curated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+                     suggested_label, trust, cluster_id, text_hash, minhash, lsh_bands, model, input, curated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+        now())
 """
 
 
 class PostgresCurationStore(CurationStore):
     """The store on one connection (autocommit: each ``batch()`` is an explicit transaction)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], annotators: AnnotatorsConfig) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], annotators: AnnotatorsConfig, *, model: str) -> None:
         self.conn = conn
         self.config = annotators
+        self.model = model
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -86,15 +88,16 @@ class PostgresCurationStore(CurationStore):
 
     def cursor(self) -> CursorState:
         row = self.conn.execute("SELECT watermark, resolved_cursor FROM curation_state WHERE name = %s FOR UPDATE",
-                                (STATE,)).fetchone()
+                                (self.model,)).fetchone()
         if row is None:
             self.conn.execute("INSERT INTO curation_state (name, watermark) VALUES (%s, 0) ON CONFLICT DO NOTHING",
-                              (STATE,))
+                              (self.model,))
             return self.cursor()
         return CursorState(int(row[0]), row[1])
 
     def pending(self, state: CursorState, since: datetime | None, limit: int, *, sweep: bool) -> list[Pending]:
-        params: dict[str, object] = {"watermark": state.watermark, "since": since, "limit": limit}
+        params: dict[str, object] = {"watermark": state.watermark, "since": since, "limit": limit,
+                                     "model": self.model}
         if sweep:
             scope = "true"
         elif since is None:
@@ -114,13 +117,14 @@ class PostgresCurationStore(CurationStore):
         rows = self.conn.execute(
             "SELECT DISTINCT ON (s.cluster_id, s.text_hash) s.id, s.cluster_id, s.text_hash, s.minhash, s.lsh_bands "
             "FROM unnest(%s::bigint[]) AS k(key) JOIN samples s ON s.lsh_bands @> ARRAY[k.key] "
-            "ORDER BY s.cluster_id, s.text_hash, s.id", (keys,)).fetchall()
+            "WHERE s.model = %s ORDER BY s.cluster_id, s.text_hash, s.id", (keys, self.model)).fetchall()
         return [Neighbour(int(r[0]), int(r[1]), bytes(r[2]), _unpack(r[3]), tuple(r[4])) for r in rows]
 
     def recent_scores(self, window: int) -> list[tuple[str | None, str, float]]:
         rows = self.conn.execute(
-            "SELECT COALESCE(domain, segment), label, label_quality FROM samples "
-            "WHERE label_quality IS NOT NULL AND label IS NOT NULL ORDER BY id DESC LIMIT %s", (window,)).fetchall()
+            "SELECT COALESCE(domain, segment), label, label_quality FROM samples WHERE model = %s "
+            "AND label_quality IS NOT NULL AND label IS NOT NULL ORDER BY id DESC LIMIT %s",
+            (self.model, window)).fetchall()
         return [(r[0], str(r[1]), float(r[2])) for r in rows]
 
     def annotators(self, user_ids: Iterable[str]) -> dict[str, Annotator]:
@@ -128,13 +132,14 @@ class PostgresCurationStore(CurationStore):
         if not users:
             return {}
         rows = self.conn.execute(
-            "SELECT user_id, agree, disagree, labels, low_trust FROM annotators WHERE user_id = ANY(%s) "
-            "ORDER BY user_id FOR UPDATE", (users,)).fetchall()
+            "SELECT user_id, agree, disagree, labels, low_trust FROM annotators WHERE model = %s "
+            "AND user_id = ANY(%s) ORDER BY user_id FOR UPDATE", (self.model, users)).fetchall()
         return {r[0]: Annotator(r[0], float(r[1]), float(r[2]), int(r[3]), bool(r[4])) for r in rows}
 
     def judged_annotators(self, min_labels: int) -> dict[str, Annotator]:
         rows = self.conn.execute("SELECT user_id, agree, disagree, labels, low_trust FROM annotators "
-                                 "WHERE labels >= %s ORDER BY user_id", (min_labels,)).fetchall()
+                                 "WHERE model = %s AND labels >= %s ORDER BY user_id",
+                                 (self.model, min_labels)).fetchall()
         return {r[0]: Annotator(r[0], float(r[1]), float(r[2]), int(r[3]), bool(r[4])) for r in rows}
 
     def members(self, cluster_ids: Iterable[int]) -> list[StoredVerdict]:
@@ -143,7 +148,8 @@ class PostgresCurationStore(CurationStore):
             return []
         rows = self.conn.execute(
             "SELECT id, cluster_id, user_id, label, text_hash, label_issue, reasons ? 'unknown_label', trust, "
-            "status, weight, reasons FROM samples WHERE cluster_id = ANY(%s) ORDER BY id", (ids,)).fetchall()
+            "status, weight, reasons FROM samples WHERE model = %s AND cluster_id = ANY(%s) ORDER BY id",
+            (self.model, ids)).fetchall()
         return [StoredVerdict(Member(id=int(r[0]), user_id=r[2], label=r[3], text_hash=bytes(r[4] or b""),
                                      label_issue=bool(r[5]), unknown_label=bool(r[6]), trust=r[7]),
                               int(r[1]), Verdict(r[8], float(r[9]), tuple(r[10])))
@@ -153,32 +159,35 @@ class PostgresCurationStore(CurationStore):
         users = sorted(set(user_ids))
         if not users:
             return set()
-        rows = self.conn.execute("SELECT DISTINCT cluster_id FROM samples WHERE user_id = ANY(%s) "
-                                 "AND cluster_id IS NOT NULL", (users,)).fetchall()
+        rows = self.conn.execute("SELECT DISTINCT cluster_id FROM samples WHERE model = %s AND user_id = ANY(%s) "
+                                 "AND cluster_id IS NOT NULL", (self.model, users)).fetchall()
         return {int(r[0]) for r in rows}
 
     def write(self, batch: BatchWrite) -> None:
         with self.conn.cursor() as cur:
             if batch.new:
-                cur.executemany(_INSERT, [_insert_row(n) for n in batch.new])
+                cur.executemany(_INSERT, [_insert_row(n, self.model) for n in batch.new])
             if batch.changed:
                 cur.executemany(
-                    "UPDATE samples SET status = %s, weight = %s, reasons = %s, landed_at = now() WHERE id = %s",
-                    [(v.status, v.weight, Jsonb(list(v.reasons)), i) for i, v in sorted(batch.changed.items())])
+                    "UPDATE samples SET status = %s, weight = %s, reasons = %s, landed_at = now() WHERE id = %s "
+                    "AND model = %s",
+                    [(v.status, v.weight, Jsonb(list(v.reasons)), i, self.model)
+                     for i, v in sorted(batch.changed.items())])
             if batch.annotators:
                 cur.executemany(
-                    "INSERT INTO annotators (user_id, agree, disagree, labels, trust, low_trust) "
-                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE SET agree = EXCLUDED.agree, "
+                    "INSERT INTO annotators (model, user_id, agree, disagree, labels, trust, low_trust) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (model, user_id) DO UPDATE SET "
+                    "agree = EXCLUDED.agree, "
                     "disagree = EXCLUDED.disagree, labels = EXCLUDED.labels, trust = EXCLUDED.trust, "
                     "low_trust = EXCLUDED.low_trust, updated_at = now()",
-                    [(a.user_id, a.agree, a.disagree, a.labels, trust(a.agree, a.disagree, self.config), a.low_trust)
-                     for a in sorted(batch.annotators, key=lambda a: a.user_id)])
+                    [(self.model, a.user_id, a.agree, a.disagree, a.labels, trust(a.agree, a.disagree, self.config),
+                      a.low_trust) for a in sorted(batch.annotators, key=lambda a: a.user_id)])
             cur.execute("UPDATE curation_state SET watermark = GREATEST(watermark, %s), "
                         "resolved_cursor = GREATEST(resolved_cursor, %s), updated_at = now() WHERE name = %s",
-                        (batch.watermark, batch.resolved_cursor, STATE))
+                        (batch.watermark, batch.resolved_cursor, self.model))
 
     def unscored(self, limit: int) -> Sequence[Pending]:
-        return [Pending(*r) for r in self.conn.execute(_UNSCORED, (limit,)).fetchall()]
+        return [Pending(*r) for r in self.conn.execute(_UNSCORED, (self.model, limit)).fetchall()]
 
     def backfill(self, rows: Sequence[Backfill]) -> None:
         if not rows:
@@ -195,20 +204,20 @@ class PostgresCurationStore(CurationStore):
         """Joined feedback above the watermark without a sample (late joins below it are not counted)."""
         try:
             row = self.conn.execute(
-                "SELECT count(*) FROM feedback f WHERE f.status = 'joined' AND f.id > "
-                "(SELECT watermark FROM curation_state WHERE name = %s) "
-                "AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.id = f.id)", (STATE,)).fetchone()
+                "SELECT count(*) FROM feedback f WHERE f.status = 'joined' AND f.model = %s AND f.id > "
+                "COALESCE((SELECT watermark FROM curation_state WHERE name = %s), 0) "
+                "AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.id = f.id)", (self.model, self.model)).fetchone()
         except psycopg.Error as exc:
             raise CurationStoreError(_one_line(exc)) from exc
         return int(row[0]) if row else 0
 
 
-def _insert_row(n: NewSample) -> tuple[Any, ...]:
+def _insert_row(n: NewSample, model: str) -> tuple[Any, ...]:
     p, v = n.pending, n.verdict
     return (p.id, p.feedback_id, p.prediction_id, p.text, p.label, v.status, v.weight, Jsonb(list(v.reasons)),
             p.user_id, p.domain, p.segment, p.ts, p.thumbs, p.predicted_label, p.model_version, n.disagreement,
             n.self_confidence, n.label_issue, n.suggested_label, n.trust, n.cluster_id, n.text_hash,
-            _pack(n.minhash), list(n.bands))
+            _pack(n.minhash), list(n.bands), model, None if p.input is None else Jsonb(p.input))
 
 
 def _pack(minhash: tuple[int, ...]) -> bytes:

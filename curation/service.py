@@ -2,8 +2,10 @@
 the truth), curates every joined feedback row without a sample, and publishes a ``Curated`` signal
 after each committed batch.
 
-One instance curates at a time across the platform (a Postgres session-level advisory lock per pass;
-another holder means ``busy``), and each batch also locks the cursor row, so even two curators without
+Every declared model (``models``, plus the default text model the service is configured with) is
+curated on its own: its own rows, cursor, annotators and label set. One instance curates a model at a
+time across the platform (a Postgres session-level advisory lock per model and pass; another holder
+means ``busy`` for that model), and each batch also locks the model's cursor row, so even two curators without
 the lock never write the same sample. The first pass after start sweeps every joined row without a
 sample (whatever its id); later passes look above the watermark and at late joins by ``resolved_at``.
 A bad record on the topic is logged and skipped; a database error fails the pass, which is retried with
@@ -42,6 +44,7 @@ from streams.kafka import (
     producer_config,
     store_offsets,
 )
+from tasks import ModelStore
 
 if TYPE_CHECKING:
     from core.settings import FlywheelSettings
@@ -49,6 +52,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "flywheel.curation"
+
+
+def lock_key(model: str) -> int:
+    """The advisory lock a curator holds while it curates ``model``."""
+    return db.advisory_key(f"{LOCK_NAME}:{model}")
 
 
 class Publisher(Protocol):
@@ -73,14 +81,16 @@ class CurationService:
     for the platform's), ``consumer_factory`` builds the signal consumer, ``producer`` publishes."""
 
     def __init__(self, *, connector: Connector, config: CurationConfig, labels: Sequence[str],
-                 kafka: KafkaConnection, group: str, landed_topic: str, curated_topic: str,
+                 kafka: KafkaConnection, group: str, landed_topic: str, curated_topic: str, default_model: str,
                  session_timeout_ms: int = 6000, producer: Publisher | None = None,
                  metrics: CurationMetrics | None = None,
                  consumer_factory: Callable[[dict[str, Any]], Consumer] = new_consumer) -> None:
         self.connector = connector
         self.consumer_factory = consumer_factory
         self.config = config
-        self.curator = Curator(config, labels)
+        self.default_model = default_model
+        self.default_labels = tuple(labels)
+        self._curators: dict[tuple[str, tuple[str, ...]], Curator] = {}
         self.kafka = kafka
         self.group = group
         self.landed_topic = landed_topic
@@ -99,8 +109,8 @@ class CurationService:
         """The service of a platform: group ``<prefix>-curation``, its landed and curated topics."""
         return cls(connector=session_connector(db_url), config=config, labels=settings.labels, kafka=kafka,
                    group=f"{settings.topic_prefix}-curation", landed_topic=settings.topics.landed,
-                   curated_topic=settings.topics.curated, session_timeout_ms=settings.session_timeout_ms,
-                   metrics=metrics)
+                   curated_topic=settings.topics.curated, default_model=settings.model_name,
+                   session_timeout_ms=settings.session_timeout_ms, metrics=metrics)
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -159,26 +169,55 @@ class CurationService:
         return result
 
     def curate_pass(self, *, sweep: bool = False) -> PassResult:
-        """Backfill migrated samples, then curate batches until nothing is pending (or ``max_pass_s``), as
-        the holder of the curation lock; ``busy`` when another session holds it. Raises
-        :class:`CurationStoreError` (or ``DatabaseUnavailable``) when Postgres fails."""
+        """For every model: backfill migrated samples, then curate batches until nothing is pending (or
+        ``max_pass_s`` for the whole pass), as the holder of that model's curation lock; ``busy`` when
+        another session holds every lock asked for. Raises :class:`CurationStoreError` (or
+        ``DatabaseUnavailable``) when Postgres fails."""
         self._more = False
         deadline = time.monotonic() + self.config.service.max_pass_s
+        result = PassResult("idle")
+        busy = 0
+        models = self.models()
+        for model, labels in models.items():
+            if not self._curate_model(model, labels, result, deadline, sweep=sweep):
+                busy += 1
+        if busy and busy == len(models) and result.outcome == "idle":
+            result.outcome = "busy"
+        return result
+
+    def models(self) -> dict[str, tuple[str, ...]]:
+        """Name -> label set of every model to curate: the declared ones and the default text model."""
+        try:
+            with self.connector() as conn:
+                declared = {spec.name: spec.labels for spec in ModelStore(conn).all()}
+        except psycopg.Error as exc:
+            raise CurationStoreError(" ".join(str(exc).split()) or type(exc).__name__) from exc
+        return {self.default_model: self.default_labels, **declared}
+
+    def _curator(self, model: str, labels: tuple[str, ...]) -> Curator:
+        key = (model, labels)
+        if key not in self._curators:
+            self._curators[key] = Curator(self.config, labels)
+        return self._curators[key]
+
+    def _curate_model(self, model: str, labels: tuple[str, ...], result: PassResult, deadline: float, *,
+                      sweep: bool) -> bool:
+        """One model's share of a pass; False when another session holds its lock."""
+        curator = self._curator(model, labels)
         try:
             with self.connector() as conn, \
-                    db.try_advisory_lock(conn, db.advisory_key(LOCK_NAME)) as held:
+                    db.try_advisory_lock(conn, lock_key(model)) as held:
                 if not held:
-                    return PassResult("busy")
-                store = PostgresCurationStore(conn, self.config.annotators)
-                result = PassResult("idle")
-                while time.monotonic() < deadline and (n := self.curator.backfill(store)):
+                    return False
+                store = PostgresCurationStore(conn, self.config.annotators, model=model)
+                while time.monotonic() < deadline and (n := curator.backfill(store)):
                     result.backfilled += n
                 while not self._stop.is_set():
                     if time.monotonic() > deadline:
                         self._more = True
                         break
                     started = time.perf_counter()
-                    batch = self.curator.curate_batch(store, sweep=sweep)
+                    batch = curator.curate_batch(store, sweep=sweep)
                     if batch is None:
                         break
                     self.metrics.record(batch, time.perf_counter() - started)
@@ -186,7 +225,7 @@ class CurationService:
                     result.outcome = "curated"
                     self._announce(batch)
                 self.metrics.lag.set(store.lag())
-                return result
+                return True
         except psycopg.Error as exc:  # the lock statements, or a connection that died under them
             raise CurationStoreError(" ".join(str(exc).split()) or type(exc).__name__) from exc
 

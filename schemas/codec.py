@@ -151,7 +151,7 @@ def classify(payload: bytes, exc: ValidationError, expected: Expected | type[Pre
     by_field = {e["loc"][0]: e for e in errors if e["loc"]}
     if "type" in by_field:
         declared = _field(payload, "type")
-        if declared not in _TYPES:
+        if not isinstance(declared, str) or declared not in _TYPES:
             return DecodeError(Reason.UNKNOWN_EVENT_TYPE, f"type {declared!r} is not an event type")
         return DecodeError(
             Reason.WRONG_TOPIC, f"a {declared!r} event on a topic for {expected.model_fields['type'].default!r}"

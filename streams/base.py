@@ -15,6 +15,8 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 
+from schemas.reasons import Reason
+
 T = TypeVar("T")
 
 
@@ -49,6 +51,16 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejection:
+    """A decoded record the processor refuses once it can see the database (e.g. it names a model that
+    is not declared): dead-lettered with ``reason`` and ``detail`` in the batch's transaction."""
+
+    item: Item[Any]
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Signal:
     """A wake-up event to publish after commit (best effort: Postgres is the truth)."""
 
@@ -72,6 +84,12 @@ class Processor(ABC, Generic[T]):
     def write(self, conn: psycopg.Connection, items: list[Item[T]]) -> Outcome:
         """Land ``items`` using ``conn`` (a transaction is open; do not commit). May be called again
         with a subset of the same batch when a record is rejected by the database."""
+
+    def screen(self, conn: psycopg.Connection, items: list[Item[T]]) -> list[Rejection]:
+        """Check what depends on the database before ``write`` (inside the batch's transaction, so an
+        outage retries the batch instead of dead-lettering good records). May replace ``item.event``
+        with what ``write`` should land; returns the items to dead-letter instead. Default: none."""
+        return []
 
     def prepare(self, conn: psycopg.Connection) -> None:
         """Per-connection set-up (temporary staging tables, prepared statements)."""

@@ -4,7 +4,14 @@
 * feedback: idempotent on ``feedback_id`` and on a content key (prediction, user, label/thumbs) for
   clients that resend with fresh ids; joined to its prediction (model, version, variant, predicted label,
   probabilities). Feedback that arrives first waits as ``pending`` and is joined when the prediction
-  lands; after ``orphan_timeout_s`` it is resolved as ``orphan``.
+  lands; after ``orphan_timeout_s`` it is resolved as ``orphan``. Feedback that names its model (schema
+  version 2) joins only a prediction of that model.
+
+Version 1 events are the default text model's, checked against the configured label set. Version 2
+events name their model: before the batch lands, each is checked against that model's declared spec
+(:mod:`tasks`), in the batch's transaction (:meth:`IngestProcessor.screen`): an unknown model, an input
+of the wrong task, a feature violation or a label the model does not have is dead-lettered with its
+reason; nothing else is held up by it.
 
 Rows go through binary COPY into temporary staging tables, then one INSERT .. SELECT .. ON CONFLICT DO
 NOTHING per table: the database does the dedup and the join.
@@ -13,6 +20,7 @@ NOTHING per table: the database does the dedup and the join.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from hashlib import md5
 
@@ -23,35 +31,72 @@ from psycopg.pq import Format
 from core.exceptions import FlywheelError
 from core.settings import FlywheelSettings, Topics
 from schemas.codec import EventRules, SchemaIdCheck
-from schemas.events import FeedbackEvent, IdRange, Landed, PredictionEvent
+from schemas.events import FeedbackEvent, FeedbackEventV2, IdRange, Landed, PredictionEvent, PredictionEventV2
 from schemas.fast import FastDecoder, FeedbackRecord, PredictionRecord
-from streams.base import Item, Outcome, Processor, Signal
+from schemas.reasons import Reason
+from streams.base import Item, Outcome, Processor, Rejection, Signal
+from tasks import InputRejected, ModelCatalog, task_of
 
-IngestEvent = PredictionRecord | FeedbackRecord
+
+@dataclass(frozen=True, slots=True)
+class ModelPrediction:
+    """A version 2 prediction checked against its model's spec: what ``write`` lands."""
+
+    prediction_id: str
+    model: str
+    model_version: str
+    variant: str
+    text: str | None
+    input: str | None  # JSON of the stored input (non-text tasks)
+    label: str
+    probabilities: dict[str, float]
+    latency_ms: float
+    user_id: str | None
+    domain: str | None
+    segment: str | None
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFeedback:
+    """A version 2 feedback checked against its model's spec."""
+
+    feedback_id: str
+    prediction_id: str
+    model: str
+    label: str | None
+    thumbs: str | None
+    user_id: str | None
+    source: str
+    ts: datetime
+
+
+IngestEvent = PredictionRecord | FeedbackRecord | PredictionEventV2 | FeedbackEventV2 | ModelPrediction | ModelFeedback
 
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stg_predictions (
     ord int, prediction_id text, model text, model_version text, variant text, text text, label text,
-    probabilities text, latency_ms float8, user_id text, domain text, segment text, ts timestamptz
+    probabilities text, latency_ms float8, user_id text, domain text, segment text, ts timestamptz, input text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stg_feedback (
     ord int, feedback_id text, content_key uuid, prediction_id text, label text, thumbs text, user_id text,
-    source text, ts timestamptz
+    source text, ts timestamptz, model text
 ) ON COMMIT DELETE ROWS;
 """
 _PRED_COLS = ("ord", "prediction_id", "model", "model_version", "variant", "text", "label", "probabilities",
-              "latency_ms", "user_id", "domain", "segment", "ts")
+              "latency_ms", "user_id", "domain", "segment", "ts", "input")
 _PRED_TYPES = ["int4", "text", "text", "text", "text", "text", "text", "text", "float8", "text", "text", "text",
-               "timestamptz"]
-_FB_COLS = ("ord", "feedback_id", "content_key", "prediction_id", "label", "thumbs", "user_id", "source", "ts")
-_FB_TYPES = ["int4", "text", "uuid", "text", "text", "text", "text", "text", "timestamptz"]
+               "timestamptz", "text"]
+_FB_COLS = ("ord", "feedback_id", "content_key", "prediction_id", "label", "thumbs", "user_id", "source", "ts",
+            "model")
+_FB_TYPES = ["int4", "text", "uuid", "text", "text", "text", "text", "text", "timestamptz", "text"]
 
 _INSERT_PREDICTIONS = """
 WITH ins AS (
     INSERT INTO predictions (prediction_id, model, model_version, variant, text, label, probabilities,
-                             latency_ms, user_id, domain, segment, ts)
+                             latency_ms, user_id, domain, segment, ts, input)
     SELECT prediction_id, model, model_version, variant, text, label, probabilities::jsonb,
-           latency_ms, user_id, domain, segment, ts
+           latency_ms, user_id, domain, segment, ts, input::jsonb
     FROM stg_predictions ORDER BY ord
     ON CONFLICT (prediction_id) DO NOTHING
     RETURNING id)
@@ -63,12 +108,14 @@ WITH ins AS (
                           status, model, model_version, variant, predicted_label, probabilities, resolved_at)
     SELECT s.feedback_id, s.content_key, s.prediction_id, s.label, s.thumbs, s.user_id, s.source, s.ts,
            CASE WHEN p.prediction_id IS NULL THEN 'pending' ELSE 'joined' END,
-           p.model, p.model_version, p.variant, p.label, p.probabilities,
+           COALESCE(p.model, s.model), p.model_version, p.variant, p.label, p.probabilities,
            CASE WHEN p.prediction_id IS NULL THEN NULL ELSE now() END
     -- LATERAL: one primary-key probe per staged row. Temporary tables have no statistics, and a plain
     -- join could be planned as a hash join that scans the whole predictions table on every batch.
+    -- feedback naming its model joins only a prediction of that model
     FROM stg_feedback s LEFT JOIN LATERAL (
-        SELECT * FROM predictions WHERE prediction_id = s.prediction_id) p ON true
+        SELECT * FROM predictions WHERE prediction_id = s.prediction_id AND (s.model IS NULL OR model = s.model)
+    ) p ON true
     ORDER BY s.ord
     ON CONFLICT DO NOTHING
     RETURNING id, status)
@@ -80,7 +127,8 @@ WITH upd AS (
     SET status = 'joined', model = p.model, model_version = p.model_version, variant = p.variant,
         predicted_label = p.label, probabilities = p.probabilities, resolved_at = now()
     FROM predictions p
-    WHERE f.status = 'pending' AND p.prediction_id = f.prediction_id {scope}
+    WHERE f.status = 'pending' AND p.prediction_id = f.prediction_id AND (f.model IS NULL OR f.model = p.model)
+          {scope}
     RETURNING f.id)
 SELECT count(*), min(id), max(id) FROM upd
 """
@@ -116,12 +164,14 @@ class IngestProcessor(Processor[IngestEvent]):
         schema_id_known: SchemaIdCheck | None = None,
         orphan_timeout_s: float = 300.0,
         housekeeping_interval_s: float = 5.0,
+        catalog: ModelCatalog | None = None,
     ) -> None:
         self.group = group
         self.topics = (topics.predictions, topics.feedback)
         self.landed_topic = topics.landed
         self.orphan_timeout_s = orphan_timeout_s
         self.housekeeping_interval_s = housekeeping_interval_s
+        self.catalog = catalog or ModelCatalog()
         known = None if schema_id_known is None else tolerant(schema_id_known)
         self._decoders = {
             topics.predictions: FastDecoder(PredictionEvent, rules, known),
@@ -146,9 +196,40 @@ class IngestProcessor(Processor[IngestEvent]):
     def prepare(self, conn: psycopg.Connection) -> None:
         conn.execute(_STAGING)
 
+    def screen(self, conn: psycopg.Connection, items: list[Item[IngestEvent]]) -> list[Rejection]:
+        """Version 2 events against their model's spec; each becomes the row ``write`` lands."""
+        rejected = []
+        spec_of = self.catalog.lookup(conn)
+        for item in items:
+            event = item.event
+            if not isinstance(event, PredictionEventV2 | FeedbackEventV2):
+                continue
+            spec = spec_of(event.model)
+            if spec is None:
+                rejected.append(Rejection(item, Reason.UNKNOWN_MODEL,
+                                          f"model {event.model!r} is not declared (flywheel models create)"))
+                continue
+            task = task_of(spec)
+            try:
+                if isinstance(event, FeedbackEventV2):
+                    task.check_label(spec, event.label)
+                    item.event = ModelFeedback(event.feedback_id, event.prediction_id, event.model, event.label,
+                                               event.thumbs, event.user_id, event.source, event.ts)
+                    continue
+                stored = task.check_input(spec, event.input)
+                output = task.check_output(spec, event.output)
+            except InputRejected as exc:
+                rejected.append(Rejection(item, exc.reason, exc.detail))
+                continue
+            item.event = ModelPrediction(
+                event.prediction_id, event.model, event.model_version, event.variant, stored.text,
+                None if stored.data is None else json.dumps(stored.data, allow_nan=False), output.label,
+                output.probabilities, event.latency_ms, event.user_id, event.domain, event.segment, event.ts)
+        return rejected
+
     def write(self, conn: psycopg.Connection, items: list[Item[IngestEvent]]) -> Outcome:
-        preds = [i.event for i in items if isinstance(i.event, PredictionRecord)]
-        fbs = [i.event for i in items if isinstance(i.event, FeedbackRecord)]
+        preds = [i.event for i in items if isinstance(i.event, PredictionRecord | ModelPrediction)]
+        fbs = [i.event for i in items if isinstance(i.event, FeedbackRecord | ModelFeedback)]
         out = Outcome()
         with conn.cursor() as cur:
             # a bisect retry reuses the transaction. DELETE, not TRUNCATE: the staging tables are empty
@@ -210,13 +291,14 @@ def _range(out: Outcome, name: str, lo: int | None, hi: int | None) -> None:
         out.merge(Outcome(id_ranges={name: (lo, hi)}))
 
 
-def _copy_predictions(cur: psycopg.Cursor, events: list[PredictionRecord]) -> None:
+def _copy_predictions(cur: psycopg.Cursor, events: list[PredictionRecord | ModelPrediction]) -> None:
     with cur.copy(f"COPY stg_predictions ({', '.join(_PRED_COLS)}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(_PRED_TYPES)
         dumps = json.dumps
         for i, e in enumerate(events):
             copy.write_row((i, e.prediction_id, e.model, e.model_version, e.variant, e.text, e.label,
-                            dumps(e.probabilities), e.latency_ms, e.user_id, e.domain, e.segment, e.ts))
+                            dumps(e.probabilities), e.latency_ms, e.user_id, e.domain, e.segment, e.ts,
+                            e.input if type(e) is ModelPrediction else None))
 
 
 def content_key(prediction_id: str, user_id: str | None, label: str | None, thumbs: str | None) -> bytes:
@@ -235,7 +317,7 @@ class _UuidBytesDumper(Dumper):
         return obj
 
 
-def _copy_feedback(cur: psycopg.Cursor, events: list[FeedbackRecord]) -> None:
+def _copy_feedback(cur: psycopg.Cursor, events: list[FeedbackRecord | ModelFeedback]) -> None:
     uuid_dumper = type("_Dumper", (_UuidBytesDumper,), {"oid": cur.adapters.types["uuid"].oid})
     cur.adapters.register_dumper(None, uuid_dumper)  # this cursor only
     with cur.copy(f"COPY stg_feedback ({', '.join(_FB_COLS)}) FROM STDIN (FORMAT BINARY)") as copy:
@@ -243,4 +325,4 @@ def _copy_feedback(cur: psycopg.Cursor, events: list[FeedbackRecord]) -> None:
         for i, e in enumerate(events):
             pid, user, label, thumbs = e.prediction_id, e.user_id, e.label, e.thumbs
             copy.write_row((i, e.feedback_id, content_key(pid, user, label, thumbs), pid, label, thumbs, user,
-                            e.source, e.ts))
+                            e.source, e.ts, e.model if type(e) is ModelFeedback else None))

@@ -96,6 +96,8 @@ class BatchSink(Generic[T]):
             items = [i for i in batch.items if i.offset >= start[(i.topic, i.partition)]]
             dead = [d for d in batch.dead if d.source_offset >= start[(d.source_topic, d.source_partition)]]
             outcome.counts["replayed"] = len(batch.items) + len(batch.dead) - len(items) - len(dead)
+            if items:
+                items = self._screen(conn, items, dead)
             kept_dead = list(dead)  # before bisection adds the records Postgres refused (they are items)
             if items:
                 outcome.merge(self._write(conn, items, dead))
@@ -111,6 +113,17 @@ class BatchSink(Generic[T]):
             offsets.bump_counters(conn, self.group, {
                 **{f"consumed:{t}": n for t, n in consumed.items()}, **outcome.counts})
         return outcome, next_offsets
+
+    def _screen(self, conn: psycopg.Connection, items: list[Item[T]], dead: list[DeadLetter]) -> list[Item[T]]:
+        """The items the processor accepts once it sees the database; the others join ``dead``."""
+        rejected = self.processor.screen(conn, items)
+        if not rejected:
+            return items
+        now = self.clock()
+        refused = {id(r.item) for r in rejected}
+        dead.extend(dead_letter(self.group, r.reason, r.detail, r.item.topic, r.item.partition, r.item.offset,
+                                r.item.source, now) for r in rejected)
+        return [i for i in items if id(i) not in refused]
 
     def _write(self, conn: psycopg.Connection, items: list[Item[T]], dead: list[DeadLetter]) -> Outcome:
         """Write items in a savepoint; if the database refuses a record, bisect to isolate it."""

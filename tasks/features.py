@@ -158,7 +158,7 @@ class FeatureSchema(BaseModel):
         return cls.model_validate({"features": list(features)})
 
 
-def row_key(row: Row) -> bytes:
+def row_key(row: Mapping[str, object]) -> bytes:
     """16 bytes identifying a row's values (md5 of its canonical JSON): exact duplicates share it."""
     canonical = json.dumps(dict(row), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.md5(canonical.encode(), usedforsecurity=False).digest()

@@ -45,25 +45,33 @@ class ModelStore:
 
 
 class ModelCatalog:
-    """The declared models as one process sees them: read from Postgres at most every ``max_age_s``,
-    and at once (at most every ``miss_interval_s``) when asked for a name it does not hold, so a model
-    created a moment ago is known to the next record that names it."""
+    """The declared models as one process sees them: read again from Postgres when older than
+    ``max_age_s`` (a changed spec) and whenever asked for a name it does not hold, so a model created a
+    moment ago is known to the next record that names it. :meth:`lookup` asks once per name per batch."""
 
-    def __init__(self, *, max_age_s: float = 30.0, miss_interval_s: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, max_age_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_age_s = max_age_s
-        self.miss_interval_s = miss_interval_s
         self.clock = clock
         self._specs: dict[str, ModelSpec] = {}
         self._loaded_at: float | None = None
 
     def get(self, conn: psycopg.Connection[Any], name: str) -> ModelSpec | None:
-        now = self.clock()
-        stale = self._loaded_at is None or now - self._loaded_at >= self.max_age_s
-        missing = name not in self._specs and (self._loaded_at is None or now - self._loaded_at >= self.miss_interval_s)
-        if stale or missing:
+        stale = self._loaded_at is None or self.clock() - self._loaded_at >= self.max_age_s
+        if stale or name not in self._specs:
             self.refresh(conn)
         return self._specs.get(name)
+
+    def lookup(self, conn: psycopg.Connection[Any]) -> Callable[[str], ModelSpec | None]:
+        """A ``name -> spec`` function for one batch: each name is read from Postgres at most once, so a
+        batch of many records naming an unknown model costs one query, not one per record."""
+        seen: dict[str, ModelSpec | None] = {}
+
+        def spec(name: str) -> ModelSpec | None:
+            if name not in seen:
+                seen[name] = self.get(conn, name)
+            return seen[name]
+
+        return spec
 
     def refresh(self, conn: psycopg.Connection[Any]) -> None:
         self._specs = {spec.name: spec for spec in ModelStore(conn).all()}

@@ -72,8 +72,8 @@ class CrossFitter:
                 continue
             held = {at[frame.ids[i]] for i in seen}
             rest = champion_frame.take([j for j in range(len(champion_frame)) if j not in held])
-            model = self.recipes.create(champion.kind, **params).fit(rest.texts, rest.labels, rest.weights)
-            for i, p in zip(seen, model.predict_proba([frame.texts[i] for i in seen]), strict=True):
+            model = self.recipes.create(champion.kind, **params).fit(rest.inputs, rest.labels, rest.weights)
+            for i, p in zip(seen, model.predict_proba([frame.inputs[i] for i in seen]), strict=True):
                 plan.champion[i] = (model.labels[int(p.argmax())], float(p.max()))
         plan.champion_seconds = time.perf_counter() - started
         return plan
@@ -86,7 +86,7 @@ class CrossFitter:
         for fold in plan.folds:
             held = set(fold)
             model = self.recipes.fit(kind, mode, champion, frame.take([i for i in range(len(frame)) if i not in held]))
-            for i, p in zip(fold, model.predict_proba([frame.texts[i] for i in fold]), strict=True):
+            for i, p in zip(fold, model.predict_proba([frame.inputs[i] for i in fold]), strict=True):
                 predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
         rows = sorted(predicted)
         return CrossFit(frame.take(rows), [predicted[i] for i in rows], len(plan.folds),

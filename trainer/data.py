@@ -1,4 +1,5 @@
-"""Training data from Postgres: the accepted ``samples``, the bootstrap ``corpus``, and the holdout.
+"""Training data from Postgres: the accepted ``samples``, the bootstrap ``corpus``, and the holdout, of
+one model (every read is scoped to its rows), as its task's inputs (a text, or a feature row).
 
 A feedback sample is reserved for evaluation, for ever, when a hash of its feedback id falls under the
 configured percentage: the same sample is never trained on by any run, and the holdout grows with the
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
+from tasks import TASKS, Input, Task
 from trainer.exceptions import TrainerError
 
 
@@ -29,10 +33,11 @@ class Snapshot:
 
 @dataclass
 class Frame:
-    """Columns of labelled text; ``ids`` are sample ids (negative for corpus rows: ``-corpus.id``)."""
+    """Columns of labelled inputs (texts, or feature rows); ``ids`` are sample ids (negative for corpus
+    rows: ``-corpus.id``)."""
 
     ids: list[int] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
+    inputs: list[Input] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     slices: list[str | None] = field(default_factory=list)
@@ -40,29 +45,32 @@ class Frame:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def extend(self, rows: Iterable[tuple[int, str, str, float, str | None]]) -> Frame:
-        for id_, text, label, weight, slice_ in rows:
+    def extend(self, rows: Iterable[tuple[int, Input, str, float, str | None]]) -> Frame:
+        for id_, value, label, weight, slice_ in rows:
             self.ids.append(id_)
-            self.texts.append(text)
+            self.inputs.append(value)
             self.labels.append(label)
             self.weights.append(float(weight))
             self.slices.append(slice_)
         return self
 
-    def rows(self) -> Iterator[tuple[int, str, str, float, str | None]]:
-        """(id, text, label, weight, slice) per row: what ``extend`` takes."""
-        return zip(self.ids, self.texts, self.labels, self.weights, self.slices, strict=True)
+    def rows(self) -> Iterator[tuple[int, Input, str, float, str | None]]:
+        """(id, input, label, weight, slice) per row: what ``extend`` takes."""
+        return zip(self.ids, self.inputs, self.labels, self.weights, self.slices, strict=True)
 
     def take(self, indices: Sequence[int]) -> Frame:
         return Frame().extend(
-            (self.ids[i], self.texts[i], self.labels[i], self.weights[i], self.slices[i]) for i in indices)
+            (self.ids[i], self.inputs[i], self.labels[i], self.weights[i], self.slices[i]) for i in indices)
 
     def digest(self) -> str:
-        """sha256 over (id, label, weight, text) in id order: the data snapshot hash of a run."""
+        """sha256 over (id, label, weight, input) in id order: the data snapshot hash of a run (a text as
+        its UTF-8 bytes, a feature row as its canonical JSON)."""
         h = hashlib.sha256()
         for i in sorted(range(len(self)), key=self.ids.__getitem__):
             h.update(f"{self.ids[i]}\x1f{self.labels[i]}\x1f{self.weights[i]!r}\x1f".encode())
-            h.update(hashlib.sha256(self.texts[i].encode()).digest())
+            value = self.inputs[i]
+            raw = value if isinstance(value, str) else json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
+            h.update(hashlib.sha256(raw.encode()).digest())
         return h.hexdigest()
 
 
@@ -77,16 +85,25 @@ _SLICE = "COALESCE(domain, segment)"
 
 
 class SampleStore:
-    """Reads of the training interface (``samples``, ``corpus``) on one connection."""
+    """Reads of one model's training interface (its ``samples`` and ``corpus`` rows) on one connection;
+    ``task`` turns a stored row into the model's input."""
 
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]], holdout_percent: int) -> None:
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]], holdout_percent: int, *, model: str,
+                 task: Task | None = None) -> None:
         self.conn = conn
+        self.model = model
+        self.task = task or TASKS["text-classification"]
         self._holdout = holdout_predicate(holdout_percent)
+
+    def _frame(self, rows: Iterable[Sequence[Any]]) -> Frame:
+        """Rows of (id, text, input, label, weight, slice) as a frame of the task's inputs."""
+        model_input = self.task.model_input
+        return Frame().extend((r[0], model_input(r[1], r[2]), r[3], r[4], r[5]) for r in rows)
 
     def snapshot(self) -> Snapshot:
         row = self.conn.execute(
             f"SELECT COALESCE(max(id), 0), count(*) FROM samples "
-            f"WHERE status = 'accepted' AND NOT {self._holdout}").fetchone()
+            f"WHERE model = %s AND status = 'accepted' AND NOT {self._holdout}", (self.model,)).fetchone()
         assert row is not None
         return Snapshot(watermark=int(row[0]), count=int(row[1]))  # type: ignore[call-overload]
 
@@ -94,12 +111,12 @@ class SampleStore:
         """Accepted training samples with ``after < id <= upto``; with ``landed_after``, also those with a
         lower id that became samples after that time (feedback joined late to its prediction)."""
         late = "OR landed_at > %s" if landed_after is not None else ""
-        params = (after, landed_after, upto) if landed_after is not None else (after, upto)
+        params = (self.model, after, landed_after, upto) if landed_after is not None else (self.model, after, upto)
         rows = self.conn.execute(
-            f"SELECT id, text, label, weight, {_SLICE} FROM samples "
-            f"WHERE status = 'accepted' AND NOT {self._holdout} AND (id > %s {late}) AND id <= %s ORDER BY id",
+            f"SELECT id, text, input, label, weight, {_SLICE} FROM samples WHERE model = %s "
+            f"AND status = 'accepted' AND NOT {self._holdout} AND (id > %s {late}) AND id <= %s ORDER BY id",
             params).fetchall()
-        return Frame().extend(rows)  # type: ignore[arg-type]
+        return self._frame(rows)
 
     def run_started(self, run_id: str | None) -> datetime | None:
         if not run_id:
@@ -109,8 +126,9 @@ class SampleStore:
 
     def corpus(self, split: str) -> Frame:
         rows = self.conn.execute(
-            f"SELECT -id, text, label, 1.0, {_SLICE} FROM corpus WHERE split = %s ORDER BY id", (split,)).fetchall()
-        return Frame().extend(rows)  # type: ignore[arg-type]
+            f"SELECT -id, text, input, label, 1.0, {_SLICE} FROM corpus WHERE model = %s AND split = %s ORDER BY id",
+            (self.model, split)).fetchall()
+        return self._frame(rows)
 
     def recent_holdout(self, limit: int) -> Frame:
         """The most recent ``limit`` feedback samples no run trains on: reserved ones that were accepted,
@@ -120,10 +138,10 @@ class SampleStore:
         a products candidate looked +0.065 better than the champion (p = 0.002) and was no better on
         held-out products, and a tweets candidate with less of the corpus looked worse when it was better."""
         rows = self.conn.execute(
-            f"SELECT id, text, label, weight, {_SLICE} FROM samples "
-            f"WHERE ({self._holdout} AND status = 'accepted') OR (status = 'quarantined' "
-            f"AND reasons = '[\"label_issue\"]'::jsonb) ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
-        return Frame().extend(reversed(rows))  # type: ignore[arg-type]
+            f"SELECT id, text, input, label, weight, {_SLICE} FROM samples WHERE model = %s "
+            f"AND (({self._holdout} AND status = 'accepted') OR (status = 'quarantined' "
+            f"AND reasons = '[\"label_issue\"]'::jsonb)) ORDER BY id DESC LIMIT %s", (self.model, limit)).fetchall()
+        return self._frame(reversed(rows))
 
     def holdout(self, recent: int) -> Frame:
         """The evaluation set: the corpus's fixed holdout plus the most recent reserved feedback."""
@@ -134,7 +152,9 @@ class SampleStore:
 
 @dataclass(frozen=True)
 class CorpusRow:
-    text: str
+    """One labelled corpus row; ``text`` is the model's input (a text, or a feature row)."""
+
+    text: Input
     label: str
     domain: str | None
 
@@ -190,8 +210,13 @@ def split_holdout(rows: Sequence[CorpusRow], fraction: float, seed: int) -> tupl
 
 
 def store_corpus(conn: psycopg.Connection[tuple[object, ...]], source: str, train: Sequence[CorpusRow],
-                 holdout: Sequence[CorpusRow]) -> None:
-    with conn.cursor() as cur, cur.copy("COPY corpus (text, label, domain, split, source) FROM STDIN") as copy:
+                 holdout: Sequence[CorpusRow], *, model: str) -> None:
+    """Replace ``model``'s corpus (and only its) with ``train`` and ``holdout``."""
+    conn.execute("DELETE FROM corpus WHERE model = %s", (model,))
+    with conn.cursor() as cur, cur.copy(
+            "COPY corpus (model, text, input, label, domain, split, source) FROM STDIN") as copy:
         for split, rows in (("train", train), ("holdout", holdout)):
             for row in rows:
-                copy.write_row((row.text, row.label, row.domain, split, source))
+                text, data = (row.text, None) if isinstance(row.text, str) else (
+                    None, json.dumps({"features": dict(row.text)}, allow_nan=False))
+                copy.write_row((model, text, data, row.label, row.domain, split, source))

@@ -159,12 +159,12 @@ class DriftMonitor:
     def _reference_for(self, conn: Any, version: str) -> Reference | None:
         if self._reference is not None and self._reference.version == version:
             return self._reference
-        frame = SampleStore(conn, self.holdout_percent).holdout(self.config.reference_size)
+        frame = SampleStore(conn, self.holdout_percent, model=self.model_name).holdout(self.config.reference_size)
         if len(frame) < 20:
             return None
         rng = np.random.default_rng(self.config.seed)
         take = sorted(rng.choice(len(frame), size=min(len(frame), self.config.reference_size), replace=False))
-        texts = [frame.texts[i] for i in take]
+        texts = [str(frame.inputs[i]) for i in take]
         truth = [frame.labels[i] for i in take]
         model: ModelKind = self.registry.load(version, self.resources)
         proba = np.asarray(model.predict_proba(texts), dtype=np.float64)

@@ -5,12 +5,14 @@ current traffic weighed by :func:`recent_share`)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pandas as pd
 
 from registry import ModelVersionInfo
+from tasks import FeatureSchema
 from trainer.config import PolicyConfig
 from trainer.data import Frame, SampleStore, Snapshot
 from trainer.exceptions import TrainerError
@@ -105,7 +107,7 @@ def evaluation_set(frame: Frame, policy: PolicyConfig, cross: CrossFit | None = 
         share = recent_share(frame, policy)
         per_recent = share * base / ((1 - share) * recent)
         weights = [per_recent if i > 0 else 1.0 for i in frame.ids]
-    return Holdout(frame.texts, frame.labels, [s or "" for s in frame.slices], weights, current, cross_fitted,
+    return Holdout(frame.inputs, frame.labels, [s or "" for s in frame.slices], weights, current, cross_fitted,
                    champion_cross_fitted)
 
 
@@ -127,7 +129,12 @@ def id_range(frame: Frame) -> str:
     return f"{min(known)}..{max(known)}" if known else "none"
 
 
-def training_table(frame: Frame) -> pd.DataFrame:
-    """The frame as the data-quality gate reads it."""
-    return pd.DataFrame({"text": frame.texts, "label": frame.labels, "weight": frame.weights,
-                         "domain": frame.slices})
+def training_table(frame: Frame, features: FeatureSchema | None = None) -> pd.DataFrame:
+    """The frame as the data-quality gate reads it: ``text`` (or one column per feature of ``features``),
+    ``label``, ``weight``, ``domain``."""
+    if features is None:
+        return pd.DataFrame({"text": frame.inputs, "label": frame.labels, "weight": frame.weights,
+                             "domain": frame.slices})
+    rows = [value if isinstance(value, Mapping) else {} for value in frame.inputs]
+    columns = {f.name: pd.Series([row.get(f.name) for row in rows], dtype=object) for f in features.features}
+    return pd.DataFrame({**columns, "label": frame.labels, "weight": frame.weights, "domain": frame.slices})

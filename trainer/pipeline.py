@@ -19,6 +19,7 @@ from kinds.base import Resources
 from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo
 from registry.announce import ModelAnnouncer, ModelState
 from schemas import ModelEvent
+from tasks import TASKS, FeatureSchema, Task
 from trainer.announcing import Announcing
 from trainer.config import TrainerConfig
 from trainer.data import CorpusRow, SampleStore, Snapshot, split_holdout, store_corpus
@@ -44,11 +45,14 @@ class Trainer:
 
     def __init__(self, *, connector: Connector, model_name: str, labels: Sequence[str], config: TrainerConfig,
                  registry: ModelRegistry, announcer: ModelAnnouncer, resources: Resources, work_dir: Path,
+                 task: Task | None = None, features: FeatureSchema | None = None,
                  metrics: TrainerMetrics | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.connector = connector
         self.model_name = model_name
         self.labels = tuple(labels)
+        self.task = task or TASKS["text-classification"]
+        self.features = features
         self.config = config
         self.registry = registry
         self.announcer = announcer
@@ -60,9 +64,9 @@ class Trainer:
         self.frames = TrainingFrames(config.policy)
         self.recipes = Recipes(registry, resources, config.policy)
         self.announcing = Announcing(model_name, registry, announcer, config.promotion, clock)
-        self.steps = RunSteps(labels=self.labels, policy=config.policy, registry=registry, quality=self.quality,
-                              evaluation=self.evaluation, behaviour=self.behaviour, frames=self.frames,
-                              recipes=self.recipes, announcing=self.announcing, scratch=work_dir)
+        self.steps = RunSteps(labels=self.labels, features=features, policy=config.policy, registry=registry,
+                              quality=self.quality, evaluation=self.evaluation, behaviour=self.behaviour,
+                              frames=self.frames, recipes=self.recipes, announcing=self.announcing, scratch=work_dir)
 
     # -- entry -------------------------------------------------------------------------------------
     def maybe_train(self, trigger: Trigger, *, requested: Mode | None = None,
@@ -90,11 +94,10 @@ class Trainer:
             if champion is not None and not force:
                 raise TrainerError(f"{self.model_name} already has a champion ({champion.semver}); "
                                    "retrain with `flywheel retrain`, or bootstrap with --force")
-            store = SampleStore(conn, self.config.policy.holdout_percent)
+            store = self._store(conn)
             with conn.transaction():
-                conn.execute("DELETE FROM corpus")
                 train, holdout_rows = split_holdout(rows, holdout_fraction, self.config.policy.seed)
-                store_corpus(conn, source, train, holdout_rows)
+                store_corpus(conn, source, train, holdout_rows, model=self.model_name)
             frame, holdout = store.corpus("train"), store.holdout(self.config.policy.holdout_recent)
             snapshot = Snapshot(watermark=0, count=0)
             run_id = runs.start(trigger="bootstrap", mode="bootstrap", snapshot=snapshot,
@@ -125,7 +128,7 @@ class Trainer:
             against = self.registry.get(PREVIOUS)
         baseline = self.recipes.load(against.version) if against is not None else None
         with self.connector() as conn:
-            frame = SampleStore(conn, self.config.policy.holdout_percent).holdout(self.config.policy.holdout_recent)
+            frame = self._store(conn).holdout(self.config.policy.holdout_recent)
         holdout = evaluation_set(frame, self.config.policy)
         return [self.evaluation.check(GateInput(candidate=model, champion=baseline, holdout=holdout)),
                 self.behaviour.check(GateInput(candidate=model))]
@@ -146,6 +149,9 @@ class Trainer:
     def champion(self) -> ModelVersionInfo | None:
         return self.registry.champion()
 
+    def _store(self, conn: Any) -> SampleStore:
+        return SampleStore(conn, self.config.policy.holdout_percent, model=self.model_name, task=self.task)
+
     # -- control -----------------------------------------------------------------------------------
     def _maybe_train(self, trigger: Trigger, requested: Mode | None, kinds: Sequence[str] | None,
                      request_id: str | None) -> RunResult:
@@ -156,7 +162,7 @@ class Trainer:
             self._clean_abandoned(runs)
             if request_id is not None and (done := runs.for_request(request_id)) is not None:
                 return RunResult("skipped", f"request {request_id} already handled: {done}")
-            store = SampleStore(conn, self.config.policy.holdout_percent)
+            store = self._store(conn)
             snapshot = store.snapshot()
             champion = self.champion()
             decision = self._decide(runs, snapshot, champion, trigger, requested)

@@ -34,8 +34,8 @@ class Recipes:
     def fit(self, kind: str, mode: Mode, champion: ModelVersionInfo | None, frame: Frame) -> ModelKind:
         """The candidate's recipe: a warm start of the champion (incremental, same kind), else from scratch."""
         if mode == "incremental" and champion is not None and kind == champion.kind:
-            return self.load(champion.version).partial_fit(frame.texts, frame.labels, frame.weights)
-        return self.create(kind, **self.params(kind)).fit(frame.texts, frame.labels, frame.weights)
+            return self.load(champion.version).partial_fit(frame.inputs, frame.labels, frame.weights)
+        return self.create(kind, **self.params(kind)).fit(frame.inputs, frame.labels, frame.weights)
 
     def params(self, kind: str) -> dict[str, Any]:
         """A from-scratch candidate's constructor parameters: the policy's seed and ``kind_params``."""

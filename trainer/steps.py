@@ -23,6 +23,7 @@ from kinds.base import ModelKind
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
 from kinds.minilm import MiniLMHead
 from registry import Lineage, ModelRegistry, ModelVersionInfo
+from tasks import FeatureSchema
 from trainer.announcing import Announcing, Registered
 from trainer.config import PolicyConfig
 from trainer.crossfit import CrossFitPlan, CrossFitter
@@ -59,10 +60,12 @@ class Started:
 class RunSteps:
     """The steps of a started run for one model: its gates, recipes, frames and announcements."""
 
-    def __init__(self, *, labels: Sequence[str], policy: PolicyConfig, registry: ModelRegistry,
+    def __init__(self, *, labels: Sequence[str], features: FeatureSchema | None = None, policy: PolicyConfig,
+                 registry: ModelRegistry,
                  quality: Gate[Any], evaluation: Gate[Any], behaviour: Gate[Any], frames: TrainingFrames,
                  recipes: Recipes, announcing: Announcing, scratch: Path) -> None:
         self.labels = tuple(labels)
+        self.features = features
         self.policy = policy
         self.registry = registry
         self.quality, self.evaluation, self.behaviour = quality, evaluation, behaviour
@@ -94,7 +97,8 @@ class RunSteps:
                                "train_rows": len(frame), "holdout_rows": len(holdout), "data_hash": data_hash,
                                "sample_ids": id_range(frame),
                                "parent_version": champion.version if champion else "", "reason": s.decision.reason})
-                quality = self.quality.check(GateInput(training=training_table(frame), label_set=self.labels,
+                quality = self.quality.check(GateInput(training=training_table(frame, self.features),
+                                                       label_set=self.labels, features=self.features,
                                                        out_dir=workdir))
                 log_verdict(ml, quality)
                 if not quality.passed:

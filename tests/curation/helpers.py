@@ -151,7 +151,7 @@ def curate_all(db_url: str, batch_size: int = 200, rule: str = "fdr") -> dict[in
     config = CurationConfig.model_validate({"service": {"batch_size": batch_size}, "annotators": {"rule": rule}})
     service = CurationService(connector=session_connector(db_url), config=config, labels=LABELS,
                               kafka=KafkaConnection(bootstrap_servers="unused:9092"), group="g", landed_topic="l",
-                              curated_topic="c", producer=RecordingPublisher())
+                              curated_topic="c", default_model="sentiment", producer=RecordingPublisher())
     assert service.curate_pass().outcome == "curated"
     while service.curate_pass().outcome == "curated":  # a pass yields after max_pass_s
         pass

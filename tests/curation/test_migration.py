@@ -70,7 +70,7 @@ def test_upgrade_keeps_every_landed_sample_and_downgrade_restores_the_view(db_at
     sent = RecordingPublisher()
     service = CurationService(connector=session_connector(url), config=CurationConfig(), labels=LABELS,
                               kafka=KafkaConnection(bootstrap_servers="127.0.0.1:1"), group="g", landed_topic="l",
-                              curated_topic="c", producer=sent)
+                              curated_topic="c", default_model="sentiment", producer=sent)
     result = service.curate_pass(sweep=True)
     assert result.backfilled == 3 and result.total("rejected") == 1
     assert [Curated.model_validate_json(v).rejected for _t, _k, v in sent.records] == [1]

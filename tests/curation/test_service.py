@@ -20,7 +20,7 @@ from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from curation import CurationConfig, CurationService
 from curation.config import ServiceConfig
-from curation.service import LOCK_NAME
+from curation.service import lock_key
 from schemas import Curated, FeedbackEvent, Landed, PredictionEvent
 from streams import kafka
 from tests.streams.helpers import create_topics, prediction, produce, producer, running_ingest, wait_until
@@ -38,7 +38,7 @@ def running_curation(settings: FlywheelSettings, config: CurationConfig = QUIET,
     service = CurationService(
         connector=session_connector(db_url or settings.database_url.get_secret_value()), config=config,
         labels=LABELS, kafka=settings.kafka_connection(), group=f"{settings.topic_prefix}-curation",
-        landed_topic=settings.topics.landed, curated_topic=settings.topics.curated)
+        landed_topic=settings.topics.landed, curated_topic=settings.topics.curated, default_model="sentiment")
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -190,8 +190,8 @@ def test_one_instance_curates_at_a_time(settings: FlywheelSettings, db_url: str)
     land(db_url, [Feedback("one", "positive"), Feedback("two", "negative")])
     service = CurationService(connector=session_connector(db_url), config=QUIET, labels=LABELS,
                               kafka=settings.kafka_connection(), group="g", landed_topic=settings.topics.landed,
-                              curated_topic=settings.topics.curated)
-    with db.connect(db_url, autocommit=True) as conn, db.try_advisory_lock(conn, db.advisory_key(LOCK_NAME)) as held:
+                              curated_topic=settings.topics.curated, default_model="sentiment")
+    with db.connect(db_url, autocommit=True) as conn, db.try_advisory_lock(conn, lock_key("sentiment")) as held:
         assert held
         assert service.curate_pass().outcome == "busy"
         assert samples(db_url) == {}

@@ -58,7 +58,8 @@ def feedback_corpus() -> list[tuple[bytes | None, str]]:
         (_j([1, 2, uuid.uuid4().hex]), "not_an_object"),
         (_j(_fb(type="bogus")), "unknown_event_type"),
         (pred_on_feedback_topic, "wrong_topic"),
-        (_j(_fb(schema_version=2)), "unknown_schema_version"),
+        (_j(_fb(schema_version=3)), "unknown_schema_version"),  # 2 is a version now (a model's events)
+        (_j(_fb(schema_version=2)), "missing_field"),  # version 2 feedback names its model
         (_j(_fb(feedback_id=_DROP)), "missing_field"),
         (_j(_fb(prediction_id=12345)), "wrong_type"),
         (_j(_fb(ts="not-a-time-" + uuid.uuid4().hex)), "wrong_type"),

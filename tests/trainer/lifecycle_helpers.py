@@ -57,7 +57,7 @@ def curate(db_url: str, config: CurationConfig | None = None) -> int:
     cfg = config or CurationConfig()
     curator, total = Curator(cfg, LABELS), 0
     with db.connect(db_url, autocommit=True) as conn:
-        store = PostgresCurationStore(conn, cfg.annotators)
+        store = PostgresCurationStore(conn, cfg.annotators, model="sentiment")
         while (batch := curator.curate_batch(store, sweep=True)) is not None:
             total += sum(batch.new.values())
     return total

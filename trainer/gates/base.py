@@ -19,6 +19,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from kinds.base import ModelKind
+from tasks import FeatureSchema, Input
 from trainer.gates.exceptions import ArtifactWriteError
 
 Clock = Callable[[], float]
@@ -70,7 +71,7 @@ class Holdout:
     candidate's own predictions on the rows it trained on by its recipe's out-of-fold ones;
     ``champion_cross_fitted`` (optional) does the same for the champion on the rows *it* trained on."""
 
-    texts: Sequence[str]
+    inputs: Sequence[Input]
     labels: Sequence[str]
     slices: Sequence[str] | None = None
     weights: Sequence[float] | None = None
@@ -79,7 +80,7 @@ class Holdout:
     champion_cross_fitted: CrossFitted | None = None
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.inputs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,6 +97,7 @@ class GateInput:
     training: pd.DataFrame | None = None
     holdout: Holdout | None = None
     label_set: tuple[str, ...] | None = None
+    features: FeatureSchema | None = None  # a tabular model's schema: the quality gate checks each feature
     out_dir: Path | None = None
     refresh: bool = False
 

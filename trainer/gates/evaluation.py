@@ -35,9 +35,58 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kinds.base import ModelKind
 from trainer.exceptions import TrainerError
-from trainer.gates._metrics import Metric, RowStats, evaluate, mcnemar, paired_bootstrap, row_stats
+from trainer.gates._metrics import (
+    Metric,
+    RowStats,
+    evaluate,
+    mcnemar,
+    metrics_from_sums,
+    paired_bootstrap,
+    row_stats,
+)
 from trainer.gates._private import jsonable
 from trainer.gates.base import Clock, CrossFitted, Gate, GateInput, Holdout, Verdict, unusable_model
+
+RuleMetric = Literal["accuracy", "macro_f1", "calibration", "min_recall", "failure_rate"]
+LOWER_IS_BETTER = frozenset({"failure_rate"})
+
+
+class MetricRule(BaseModel):
+    """One more condition a candidate must meet against the champion, beyond the weighted score: e.g.
+    ``{metric: accuracy, min_gain: 0.01}`` (at least one point better), ``{metric: failure_rate, min_gain:
+    0.05, relative: true}`` (the failure rate falls by 5% of the champion's), ``{metric: accuracy,
+    max_drop: 0.05}`` (never more than five points worse). A gain is candidate minus champion, or champion
+    minus candidate for a metric where lower is better (``failure_rate``: the share of rows the model
+    approves, i.e. does not predict as ``positive_label``, whose outcome was ``positive_label``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: RuleMetric
+    min_gain: float | None = None
+    max_drop: float | None = Field(default=None, ge=0.0)
+    relative: bool = False
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Self:
+        if (self.min_gain is None) == (self.max_drop is None):
+            raise ValueError(f"rule on {self.metric}: give exactly one of min_gain or max_drop")
+        return self
+
+    def describe(self) -> str:
+        unit = "relative " if self.relative else ""
+        if self.min_gain is not None:
+            return f"{self.metric} {unit}gain >= {self.min_gain:g}"
+        return f"{self.metric} {unit}drop <= {self.max_drop:g}"
+
+    def check(self, candidate: float, champion: float) -> tuple[bool, float]:
+        """(met, gain): the gain is absolute, or relative to the champion's value when ``relative``."""
+        gain = champion - candidate if self.metric in LOWER_IS_BETTER else candidate - champion
+        if self.relative:
+            gain = gain / abs(champion) if champion else (0.0 if gain == 0 else float("inf") * np.sign(gain))
+        if self.min_gain is not None:
+            return gain >= self.min_gain - 1e-12, gain
+        assert self.max_drop is not None
+        return -gain <= self.max_drop + 1e-12, gain
 
 
 def _default_weights() -> dict[Metric, float]:
@@ -59,6 +108,10 @@ class EvaluationConfig(BaseModel):
     absolute_floor: float | None = None  # weighted score a first model (no champion) must reach
     refresh_margin: float | None = Field(default=0.02, gt=0.0, lt=1.0)  # None: refreshes must improve too
     calibration_bins: int = Field(default=10, ge=1)
+    rules: tuple[MetricRule, ...] = Field(
+        default=(), description="Conditions on single metrics, all of which must hold too (see MetricRule).")
+    positive_label: str | None = Field(
+        default=None, description="The class failure_rate watches (e.g. `failed`); the model spec's by default.")
 
     @model_validator(mode="after")
     def _weights_are_usable(self) -> Self:
@@ -111,6 +164,8 @@ class EvaluationGate(Gate[EvaluationConfig]):
             crossed += f" ({len(holdout.champion_cross_fitted)} for the champion too)"
         scores = f"weighted score {cand_score:.4f} vs champion {champ_score:.4f} on {len(holdout)} rows{crossed}"
         regressed = [s for s in slices if s["regressed"]]
+        rules = self._rules(cand, champ, details)
+        broken = [r for r in rules if not r["met"]]
         if margin is not None:
             scores = f"refresh of the champion's recipe: {scores}"
         if margin is not None and p_value > cfg.alpha:
@@ -121,6 +176,10 @@ class EvaluationGate(Gate[EvaluationConfig]):
         elif margin is None and p_value > cfg.alpha:
             reason = (f"{scores} ({delta:+.4f}) is not significant: {test['name']} one-sided "
                       f"p={p_value:.3g} > alpha {cfg.alpha:g}")
+        elif broken:
+            reason = f"{scores}: " + "; ".join(
+                f"rule {r['rule']} not met ({r['metric']} {r['candidate']:.4f} vs champion {r['champion']:.4f}, "
+                f"gain {r['gain']:+.4f})" for r in broken)
         elif regressed:
             s = regressed[0]
             reason = (f"slice {s['slice']!r} ({s['rows']} rows) regressed: candidate accuracy "
@@ -130,9 +189,35 @@ class EvaluationGate(Gate[EvaluationConfig]):
             checked = sum(1 for s in slices if s["checked"])
             shown = (f"({delta:+.4f}, non-inferior within {margin:g})" if margin is not None
                      else f"({delta:+.4f} >= {cfg.min_improvement:+.4f})")
+            met = f", {len(rules)} metric rule(s) met" if rules else ""
             return self.verdict(True, f"{scores} {shown}, {test['name']} p={p_value:.3g} <= {cfg.alpha:g}, "
-                                f"no regression on {checked} slice(s)", jsonable(details))
+                                f"no regression on {checked} slice(s){met}", jsonable(details))
         return self.verdict(False, reason, jsonable(details))
+
+    def _rules(self, cand: RowStats, champ: RowStats, details: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each configured rule's outcome (recorded in ``details["rules"]``)."""
+        out = []
+        for rule in self.config.rules:
+            values = (self._metric(rule.metric, cand), self._metric(rule.metric, champ))
+            met, gain = rule.check(*values)
+            out.append({"rule": rule.describe(), "metric": rule.metric, "candidate": values[0],
+                        "champion": values[1], "gain": gain, "met": met})
+        if out:
+            details["rules"] = out
+        return out
+
+    def _metric(self, metric: RuleMetric, stats: RowStats) -> float:
+        if metric != "failure_rate":
+            return float(metrics_from_sums(stats.features.sum(axis=0), stats.classes, stats.n_bins)[metric])
+        positive = self.config.positive_label
+        if positive is None or positive not in stats.classes:
+            raise TrainerError(f"the failure_rate rule needs positive_label among the holdout's classes "
+                               f"{list(stats.classes)}, got {positive!r}")
+        sums = stats.features.sum(axis=0)
+        k = stats.classes.index(positive)
+        tp, predicted, true = (float(sums[1 + 3 * k + j]) for j in range(3))
+        approved = float(sums[-1]) - predicted
+        return (true - tp) / approved if approved > 0 else 0.0
 
     def _first_model(self, score: float, details: dict[str, Any]) -> Verdict:
         floor = self.config.absolute_floor
@@ -147,11 +232,11 @@ class EvaluationGate(Gate[EvaluationConfig]):
     def _stats(self, model: ModelKind, holdout: Holdout, classes: tuple[str, ...],
                cross_fitted: CrossFitted | None = None) -> RowStats | str:
         try:
-            proba = np.asarray(model.predict_proba(list(holdout.texts)), dtype=np.float64)
+            proba = np.asarray(model.predict_proba(list(holdout.inputs)), dtype=np.float64)
         except TrainerError as exc:
             return f"predict_proba failed: {exc}"
         if proba.shape != (len(holdout), len(model.labels)) or not np.all(np.isfinite(proba)):
-            return f"predict_proba returned shape {proba.shape} (or non-finite values) for {len(holdout)} texts"
+            return f"predict_proba returned shape {proba.shape} (or non-finite values) for {len(holdout)} rows"
         predicted = [model.labels[i] for i in proba.argmax(axis=1)]
         confidence = proba.max(axis=1)
         if cross_fitted is not None:
@@ -200,15 +285,15 @@ def _holdout_problem(holdout: Holdout | None) -> str | None:
     if holdout is None or len(holdout) == 0:
         return "no holdout rows to evaluate on"
     if len(holdout.labels) != len(holdout):
-        return f"holdout has {len(holdout)} texts but {len(holdout.labels)} labels"
+        return f"holdout has {len(holdout)} rows but {len(holdout.labels)} labels"
     if holdout.slices is not None and len(holdout.slices) != len(holdout):
-        return f"holdout has {len(holdout)} texts but {len(holdout.slices)} slice values"
+        return f"holdout has {len(holdout)} rows but {len(holdout.slices)} slice values"
     if holdout.weights is not None:
         w = np.asarray(holdout.weights, dtype=np.float64)
         if w.shape != (len(holdout),) or not np.all(np.isfinite(w)) or np.any(w <= 0):
             return f"holdout weights must be {len(holdout)} positive finite numbers"
     if holdout.current is not None and len(holdout.current) != len(holdout):
-        return f"holdout has {len(holdout)} texts but {len(holdout.current)} current-traffic marks"
+        return f"holdout has {len(holdout)} rows but {len(holdout.current)} current-traffic marks"
     for side, cf in (("", holdout.cross_fitted), ("champion's ", holdout.champion_cross_fitted)):
         if cf is None:
             continue

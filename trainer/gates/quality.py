@@ -1,5 +1,9 @@
 """Data-quality gate: Great Expectations 1.x on the training frame (columns ``text``, ``label``,
-``weight``; ``domain``/``segment`` may ride along and are not checked).
+``weight``; ``domain``/``segment`` may ride along and are not checked). For a tabular model
+(:attr:`GateInput.features`) the ``text`` checks are replaced by the feature schema's, one column per
+feature: required features not null, numbers of a number type within their range, categories within
+their set, booleans of the boolean type. (Ingest already refuses rows that break the schema; this
+checks what a training batch holds, corpus rows included, against the schema as it is now.)
 
 Each check runs in a fresh *ephemeral* GE context with a pandas data source: building the context and
 suites costs ~35 ms, a fraction of one validation, and a fresh context keeps GE's in-memory result
@@ -22,6 +26,7 @@ from typing import Any, Self
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks import FeatureSchema
 from trainer.gates._ge import Check, Validation, run_validations
 from trainer.gates.base import Clock, Gate, GateInput, Verdict
 from trainer.gates.exceptions import ArtifactWriteError
@@ -58,7 +63,9 @@ class QualityGate(Gate[QualityConfig]):
         frame = inputs.training
         if frame is None:
             return self.fail("no training frame was given")
-        missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+        features = inputs.features
+        required = REQUIRED_COLUMNS if features is None else (*features.names, "label", "weight")
+        missing = [c for c in required if c not in frame.columns]
         if missing:
             return self.fail(f"training frame lacks required column(s) {missing}; has {list(map(str, frame.columns))}",
                              rows=len(frame), missing_columns=missing)
@@ -67,12 +74,13 @@ class QualityGate(Gate[QualityConfig]):
         started = self.clock()
         labels = inputs.labels
         # object dtype makes GE check each value's type (pandas 3 would otherwise report the column dtype)
-        training = frame[list(REQUIRED_COLUMNS)].astype({"text": object, "label": object}).reset_index(drop=True)
+        training = frame[list(required)].astype({c: object for c in required if c != "weight"}).reset_index(drop=True)
         shares = training["label"].dropna().astype(str).value_counts(sort=False).sort_index() / len(training)
         share_frame = pd.DataFrame({"label": shares.index.astype(object), "share": shares.to_numpy(dtype=float)})
         out = self.artifact_dir(inputs)
         outcome = run_validations(
-            [Validation("training", training, self._training_checks(labels)),
+            [Validation("training", training, self._training_checks(labels) if features is None
+                        else self._feature_checks(features, labels)),
              Validation("label_shares", share_frame, [self._share_check()], index_columns=("label",))],
             docs_dir=out / "data_docs" if out is not None and self.config.data_docs else None)
         if outcome.error is not None:
@@ -114,6 +122,25 @@ class QualityGate(Gate[QualityConfig]):
             checks.append(Check(f"label in {list(labels)}", "ExpectColumnValuesToBeInSet",
                                 {"column": "label", "value_set": list(labels)}))
         return checks
+
+    def _feature_checks(self, features: FeatureSchema, labels: tuple[str, ...] | None) -> list[Check]:
+        checks = []
+        for f in features.features:
+            if f.required:
+                checks.append(Check(f"{f.name} not null", "ExpectColumnValuesToNotBeNull", {"column": f.name}))
+            if f.type == "numeric":
+                checks.append(Check(f"{f.name} is a number", "ExpectColumnValuesToBeInTypeList",
+                                    {"column": f.name, "type_list": ["int", "float"]}))
+                if f.min is not None or f.max is not None:
+                    checks.append(Check(f"{f.name} in [{f.min}, {f.max}]", "ExpectColumnValuesToBeBetween",
+                                        {"column": f.name, "min_value": f.min, "max_value": f.max}))
+            elif f.type == "boolean":
+                checks.append(Check(f"{f.name} is a boolean", "ExpectColumnValuesToBeInTypeList",
+                                    {"column": f.name, "type_list": ["bool"]}))
+            else:
+                checks.append(Check(f"{f.name} in {list(f.categories or ())}", "ExpectColumnValuesToBeInSet",
+                                    {"column": f.name, "value_set": list(f.categories or ())}))
+        return [*checks, *(c for c in self._training_checks(labels) if "text" not in c.name)]
 
     def _share_check(self) -> Check:
         cfg = self.config
