@@ -84,7 +84,12 @@ class FlywheelSettings(BaseSettings):
         default=None, description="Labelled CSV `flywheel up` trains the first champion from when there is none.")
     run_trainer: bool = Field(default=True, description="`flywheel up` runs the trainer consumer too.")
     trainer_config: Path | None = Field(
-        default=None, description="YAML with the training policy and gates; unset = built-in defaults.")
+        default=None, description="YAML with the default model's training policy and gates; unset = built-in defaults.")
+    models_config: Path | None = Field(
+        default=None, description="YAML declaring more models (`models: [spec, ...]`: name, task, labels, features, "
+                                  "kinds, training); stored in Postgres at start. docs/models.md.")
+    serve_models: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Models a serving pod hosts (comma-separated); unset = every declared model.")
 
     curation_config: Path | None = Field(
         default=None, description="YAML of the curation thresholds (near-duplicates, label quality, trust).")
@@ -107,7 +112,7 @@ class FlywheelSettings(BaseSettings):
     metrics_host: str = Field(default="127.0.0.1", description="Address /metrics binds to; 0.0.0.0 in containers.")
     schema_registry_port: int = Field(default=8081, ge=0, le=65535)
 
-    @field_validator("labels", mode="before")
+    @field_validator("labels", "serve_models", mode="before")
     @classmethod
     def _split_labels(cls, value: object) -> object:
         if isinstance(value, str):

@@ -23,17 +23,27 @@ if TYPE_CHECKING:  # MLflow, torch and Great Expectations load only when a comma
     from flywheel.lifecycle import Lifecycle
     from trainer.runs import RunResult
 
-models_app = typer.Typer(help="Registered model versions: list, show, promote, rollback.", no_args_is_help=True)
+models_app = typer.Typer(help="Declared models (create, list) and their versions (versions, show, promote, "
+                              "rollback).", no_args_is_help=True)
 out = Console()
+ModelOption = Annotated[str | None, typer.Option("--model", help="Model name; default: FLYWHEEL_MODEL_NAME.")]
 
 
 @contextlib.contextmanager
-def _lifecycle() -> Iterator[Lifecycle]:
+def _lifecycle(model: str | None = None) -> Iterator[Lifecycle]:
+    from core.db import session_connector
     from flywheel.lifecycle import lifecycle
+    from tasks import ModelStore, UnknownModel
 
     settings = FlywheelSettings()
     kafka, database = resolve(settings)
-    with lifecycle(settings, kafka, database) as lc:
+    spec = None
+    if model is not None and model != settings.model_name:
+        with session_connector(database)() as conn:
+            spec = ModelStore(conn).get(model)
+        if spec is None:
+            raise UnknownModel(model)
+    with lifecycle(settings, kafka, database, spec=spec) as lc:
         yield lc
 
 
@@ -55,36 +65,42 @@ def bootstrap(
     kind: Annotated[str, typer.Option(help="Model kind of the first champion.")] = "tfidf-logreg",
     holdout: Annotated[float, typer.Option(help="Share of the corpus kept as the fixed holdout.")] = 0.2,
     force: Annotated[bool, typer.Option(help="Replace an existing champion.")] = False,
+    model: ModelOption = None,
 ) -> None:
-    """Train the first model from a labelled CSV and deploy it as champion."""
-    from trainer.data import read_labelled_csv
+    """Train the first model from a labelled CSV and deploy it as champion (a tabular model's CSV: one
+    column per feature + label)."""
+    from trainer.data import read_labelled_csv, read_tabular_csv
 
-    with _lifecycle() as lc:
-        rows = read_labelled_csv(data, lc.settings.labels)
+    with _lifecycle(model) as lc:
+        features = lc.trainer.features
+        rows = (read_labelled_csv(data, lc.settings.labels) if features is None
+                else read_tabular_csv(data, features, lc.settings.labels))
         _report(lc.trainer.bootstrap(rows, source=data.name, kind=kind, holdout_fraction=holdout, force=force))
 
 
 def retrain(
     full: Annotated[bool, typer.Option("--full", help="From scratch on everything (default: incremental).")] = False,
     kind: Annotated[list[str] | None, typer.Option("--kind", help="Candidate kind(s); default: the policy's.")] = None,
+    model: ModelOption = None,
 ) -> None:
     """Retrain now (single flight with every trainer) and gate the candidate."""
-    with _lifecycle() as lc:
+    with _lifecycle(model) as lc:
         _report(lc.trainer.maybe_train("admin", requested="full" if full else "incremental", kinds=kind or None))
 
 
-def evaluate(version: Annotated[str | None, typer.Argument(help="Version, semver or alias.")] = None) -> None:
+def evaluate(version: Annotated[str | None, typer.Argument(help="Version, semver or alias.")] = None,
+             model: ModelOption = None) -> None:
     """The gate report of VERSION (default: the challenger, else the champion) on the current holdout."""
-    with _lifecycle() as lc:
+    with _lifecycle(model) as lc:
         verdicts = lc.trainer.evaluate(version)
         for v in verdicts:
             out.print(f"{v.gate:<11} {'[green]pass[/]' if v.passed else '[red]FAIL[/]'}  {v.reason}")
 
 
-@models_app.command("list")
-def models_list() -> None:
-    """Every version with its semver, kind, aliases and lineage."""
-    with _lifecycle() as lc:
+@models_app.command("versions")
+def models_versions(model: ModelOption = None) -> None:
+    """Every version of a model with its semver, kind, aliases and lineage."""
+    with _lifecycle(model) as lc:
         table = Table("version", "semver", "kind", "mode", "aliases", "parent", "samples", "sha256", "created")
         for info in lc.registry.versions():
             table.add_row(info.version, info.semver, info.kind, info.mode, ",".join(info.aliases),
@@ -94,9 +110,10 @@ def models_list() -> None:
 
 
 @models_app.command("show")
-def models_show(version: Annotated[str, typer.Argument(help="Version, semver or alias.")]) -> None:
+def models_show(version: Annotated[str, typer.Argument(help="Version, semver or alias.")],
+                model: ModelOption = None) -> None:
     """One version's tags, lineage and artifact."""
-    with _lifecycle() as lc:
+    with _lifecycle(model) as lc:
         info = lc.registry.get(version)
         table = Table(show_header=False, title=f"{info.model} {info.semver} (version {info.version})")
         for key in ("kind", "mode", "labels", "aliases", "artifact_uri", "sha256", "run_id", "created_at"):
@@ -110,9 +127,10 @@ def models_show(version: Annotated[str, typer.Argument(help="Version, semver or 
 def models_promote(
     version: Annotated[str, typer.Argument(help="Version, semver or alias.")],
     reason: Annotated[str, typer.Option(help="Why (recorded and announced).")] = "admin promote",
+    model: ModelOption = None,
 ) -> None:
     """Make VERSION the champion and announce it (`promote` event)."""
-    with _lifecycle() as lc:
+    with _lifecycle(model) as lc:
         event = lc.promote(version, reason)
         out.print(f"promoted {event.model} {event.semver} (version {event.version})")
 
@@ -120,9 +138,9 @@ def models_promote(
 @models_app.command("rollback")
 def models_rollback(to: Annotated[str | None, typer.Option("--to", help="Version; default: `previous`.")] = None,
                     reason: Annotated[str, typer.Option(help="Why (recorded and announced).")] = "admin rollback",
-                    ) -> None:
+                    model: ModelOption = None) -> None:
     """Restore the previous champion (or --to VERSION): one command, one `rollback` event."""
-    with _lifecycle() as lc:
+    with _lifecycle(model) as lc:
         event = lc.rollback(to, reason)
         out.print(f"rolled back {event.model} to {event.semver} (version {event.version}) from "
                   f"version {event.previous_version}")

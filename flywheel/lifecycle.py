@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from core.db import Connector
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
+from flywheel.models import default_spec, settings_for, trainer_config
 from kinds.base import Resources
 from kinds.embeddings import Embedder, LayeredEmbeddingCache, MemoryEmbeddingCache, PostgresEmbeddingCache
 from kinds.encoder import shared_encoder
@@ -22,7 +23,8 @@ from registry.announce import ModelAnnouncer
 from schemas import ModelEvent, RetrainRequest
 from streams.kafka import CheckedProducer, create_topics, producer_config
 from streams.kafka import admin as kafka_admin
-from trainer.config import TrainerConfig, load_trainer_config
+from tasks import ModelSpec, task_of
+from trainer.config import TrainerConfig
 from trainer.metrics import TrainerMetrics
 from trainer.pipeline import Trainer
 
@@ -53,17 +55,21 @@ class Lifecycle:
 
 def assemble(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str, registry: ModelRegistry,
              producer: CheckedProducer, config: TrainerConfig | None = None,
-             metrics: CollectorRegistry | None = None, resources: Resources | None = None) -> Lifecycle:
-    """The lifecycle on a registry and a producer the caller owns (a serving pod's admin routes reuse
-    the pod's registry); the topics it publishes to are created. The trainer's models are bound to
-    ``resources`` (default: the shared MiniLM encoder with an in-memory cache). Nothing here changes
-    process state."""
-    config = config or load_trainer_config(settings.trainer_config)
+             metrics: CollectorRegistry | None = None, resources: Resources | None = None,
+             spec: ModelSpec | None = None) -> Lifecycle:
+    """The lifecycle of one model (``spec``, default: the settings' default text model) on a registry and
+    a producer the caller owns (a serving pod's admin routes reuse the pod's registry); the topics it
+    publishes to are created. The trainer's models are bound to ``resources`` (default: the shared MiniLM
+    encoder with an in-memory cache). Nothing here changes process state."""
+    spec = spec or default_spec(settings)
+    config = config or trainer_config(spec, settings)
+    settings = settings_for(settings, spec)
     create_topics(kafka_admin(kafka), [settings.topics.models, settings.topics.retrain],
                   settings.topic_partitions)
     announcer = ModelAnnouncer(producer, settings.topics.models)
     resources = resources or Resources(embedder=Embedder(shared_encoder(), MemoryEmbeddingCache()))
-    trainer = Trainer(connector=Connector(database_url), model_name=settings.model_name, labels=settings.labels,
+    trainer = Trainer(connector=Connector(database_url), model_name=spec.name, labels=spec.labels,
+                      task=task_of(spec), features=spec.features,
                       config=config, registry=registry, announcer=announcer, resources=resources,
                       work_dir=(settings.data_dir / "runs").resolve(),
                       metrics=TrainerMetrics(metrics or CollectorRegistry()))
@@ -82,12 +88,13 @@ def platform_resources(database_url: str) -> Resources:
 @contextlib.contextmanager
 def lifecycle(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str,
               config: TrainerConfig | None = None, metrics: CollectorRegistry | None = None,
-              resources: Resources | None = None) -> Iterator[Lifecycle]:
-    """Everything wired from settings (``config`` overrides the trainer config file and ``resources`` the
-    platform's embedder, for tests)."""
+              resources: Resources | None = None, spec: ModelSpec | None = None) -> Iterator[Lifecycle]:
+    """Everything of one model (``spec``, default: the default text model) wired from settings
+    (``config`` overrides its trainer config and ``resources`` the platform's embedder, for tests)."""
     producer = CheckedProducer(producer_config(kafka))
-    assembled = assemble(settings, kafka, database_url, open_from_settings(settings, database_url), producer,
-                         config, metrics, resources or platform_resources(database_url))
+    model_settings = settings_for(settings, spec) if spec is not None else settings
+    assembled = assemble(settings, kafka, database_url, open_from_settings(model_settings, database_url), producer,
+                         config, metrics, resources or platform_resources(database_url), spec)
     try:
         yield assembled
     finally:

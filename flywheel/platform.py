@@ -7,6 +7,7 @@ running local platform without extra configuration.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from core.db import session_connector
 from core.exceptions import ConfigError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
-from flywheel import migrate
+from flywheel import migrate, models
 from flywheel.exceptions import StackError
 from flywheel.stack import LocalStack, pid_alive
 from schemas.codec import SchemaIdCheck
@@ -31,12 +32,14 @@ from streams import kafka
 from streams.ingest import IngestProcessor
 from streams.metrics import StreamMetrics
 from streams.runtime import ProcessorRunner, RunnerConfig
+from tasks import ModelSpec, ModelStore
 
 if TYPE_CHECKING:
     from curation import CurationService
     from flywheel.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
+MODEL_WATCH_S = 10.0  # how often `up` looks for models declared while it runs
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class Platform:
         self.lifecycle: Lifecycle | None = None
         self.trainer_ready = threading.Event()
         self.failed: list[str] = []  # components that stopped the platform with an error
+        self.models: list[ModelSpec] = []
 
     def __enter__(self) -> Platform:
         try:
@@ -131,6 +135,8 @@ class Platform:
             raise StackError(f"a platform is already running from {s.data_dir} (pid {running.pid})")
         stack = self._exit.enter_context(LocalStack(s))
         migrate.upgrade(stack.database_url, default_model=s.model_name)
+        with session_connector(stack.database_url)() as conn:
+            self.models = models.declare(conn, s)  # a bad FLYWHEEL_MODELS_CONFIG stops `up` here
         kafka.create_topics(kafka.admin(stack.kafka), s.topics.all(), s.topic_partitions)
         metrics_url = None
         if s.metrics_port:
@@ -193,13 +199,45 @@ class Platform:
                                              metrics=CurationMetrics(self.registry))
 
     def _run_trainer(self, kafka_conn: KafkaConnection, database_url: str) -> None:
-        """The trainer consumer; MLflow, torch and Great Expectations load here, off the start-up path."""
+        """One trainer consumer per declared model, each in its own thread (its own group, lock, policy,
+        gates, canary controller); a model declared while the platform runs gets its trainer within
+        ``MODEL_WATCH_S``. The default model's runs in this thread."""
+        started = {self.settings.model_name}
+
+        def watch() -> None:
+            while not self.stop_event.wait(MODEL_WATCH_S):
+                try:
+                    with session_connector(database_url)() as conn:
+                        specs = ModelStore(conn).all()
+                except Exception as exc:  # the database is away: the next look retries
+                    log.warning("cannot read the declared models: %s", exc)
+                    continue
+                for spec in specs:
+                    if spec.name not in started:
+                        started.add(spec.name)
+                        self._start_thread(f"flywheel-trainer.{spec.name}",
+                                           functools.partial(self._run_model, kafka_conn, database_url, spec))
+
+        for spec in self.models:
+            if spec.name not in started:
+                started.add(spec.name)
+                self._start_thread(f"flywheel-trainer.{spec.name}",
+                                   functools.partial(self._run_model, kafka_conn, database_url, spec))
+        self._start_thread("flywheel-models", watch)
+        self._run_model(kafka_conn, database_url, next((m for m in self.models if m.name == self.settings.model_name),
+                                                       None))
+
+    def _run_model(self, kafka_conn: KafkaConnection, database_url: str, spec: ModelSpec | None) -> None:
+        """One model's trainer consumer, canary controller and (text models) drift monitor; MLflow, torch and
+        Great Expectations load here, off the start-up path. ``spec`` None: the default model."""
         from flywheel.lifecycle import lifecycle
         from trainer.service import TrainerService
 
-        s = self.settings
-        with lifecycle(s, kafka_conn, database_url, metrics=self.registry) as lc:
-            self.lifecycle = lc
+        default = spec is None or spec.name == self.settings.model_name
+        s = self.settings if spec is None else models.settings_for(self.settings, spec)
+        with lifecycle(self.settings, kafka_conn, database_url, metrics=self.registry, spec=spec) as lc:
+            if default:
+                self.lifecycle = lc
             if s.bootstrap_data is not None and lc.trainer.champion() is None:
                 from trainer.data import read_labelled_csv
 
@@ -207,20 +245,22 @@ class Platform:
                 result = lc.trainer.bootstrap(read_labelled_csv(s.bootstrap_data, s.labels),
                                               source=s.bootstrap_data.name, kind=lc.config.policy.kinds[0])
                 log.info("bootstrap %s: %s", result.status, result.reason)
-            service = TrainerService(lc.trainer, lc.config, kafka=kafka_conn, group="flywheel-trainer",
+            group = "flywheel-trainer" if default else f"flywheel-trainer.{s.model_name}"
+            service = TrainerService(lc.trainer, lc.config, kafka=kafka_conn, group=group,
                                      signal_topics=[s.topics.landed, s.topics.curated],
                                      request_topic=s.topics.retrain, session_timeout_ms=s.session_timeout_ms)
-            self.trainer_ready.set()
+            if default:
+                self.trainer_ready.set()
             from serving.canary import CanaryMetrics, controller_for, load_canary_config
 
             controller = controller_for(s, kafka_conn, database_url, load_canary_config(s.canary_config),
                                         actions=lc.actions, metrics=CanaryMetrics(self.registry))
-            self._start_thread("flywheel-canary", lambda: controller.run(self.stop_event))
+            self._start_thread(f"flywheel-canary.{s.model_name}", lambda: controller.run(self.stop_event))
             from curation.drift import DriftMetrics, load_drift_config
             from trainer.drift import drift_monitor_for
 
             drift = load_drift_config(s.drift_config)
-            if drift.enabled:
+            if drift.enabled and lc.trainer.task.name == "text-classification":
                 monitor = drift_monitor_for(lc, database_url, drift, DriftMetrics(self.registry))
                 self._start_thread("flywheel-drift", lambda: monitor.run(self.stop_event))
             service.run(self.stop_event)

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from tasks import TASKS, Input, Task
+from tasks import TASKS, FeatureSchema, Input, InputRejected, Task
 from trainer.exceptions import TrainerError
 
 
@@ -188,6 +188,55 @@ def read_labelled_csv(path: Path, labels: Sequence[str], *, text_column: str = "
     if not rows:
         raise TrainerError(f"{path}: no rows")
     return rows
+
+
+def read_tabular_csv(path: Path, features: FeatureSchema, labels: Sequence[str], *,
+                     label_column: str = "label") -> list[CorpusRow]:
+    """A labelled tabular CSV: one column per feature of ``features`` (by name; others are ignored) and a
+    ``label`` column, every row checked against the schema (empty cell = absent; numbers, booleans
+    ``true``/``false``/``1``/``0`` and categories parsed by the feature's type): a bad row is an error
+    naming its line and the problem, never silently dropped."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = reader.fieldnames or []
+            absent = [f.name for f in features.features if f.required and f.name not in columns]
+            if label_column not in columns or absent:
+                raise TrainerError(f"{path}: needs a {label_column!r} column and every required feature; missing "
+                                   f"{([label_column] if label_column not in columns else []) + absent}")
+            rows, problems = [], []
+            for line, raw in enumerate(reader, start=2):
+                label = (raw.get(label_column) or "").strip()
+                try:
+                    present = [f for f in features.features if (raw.get(f.name) or "").strip()]
+                    values = features.validate_row({f.name: _cell(raw[f.name], f.type) for f in present})
+                except (InputRejected, ValueError) as exc:
+                    problems.append(f"line {line}: {exc}")
+                    continue
+                if label not in labels:
+                    problems.append(f"line {line}: label {label!r} is not one of {list(labels)}")
+                else:
+                    rows.append(CorpusRow(values, label, (raw.get("domain") or "").strip() or None))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TrainerError(f"{path}: cannot read the CSV: {exc}") from exc
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise TrainerError(f"{path}: {len(problems)} bad rows: {'; '.join(problems[:5])}{more}")
+    if not rows:
+        raise TrainerError(f"{path}: no rows")
+    return rows
+
+
+def _cell(text: str, kind: str) -> float | str | bool:
+    value = text.strip()
+    if kind == "numeric":
+        return float(value)
+    if kind == "boolean":
+        lowered = value.lower()
+        if lowered not in ("true", "false", "1", "0"):
+            raise ValueError(f"{value!r} is not a boolean (true/false/1/0)")
+        return lowered in ("true", "1")
+    return value
 
 
 def split_holdout(rows: Sequence[CorpusRow], fraction: float, seed: int) -> tuple[list[CorpusRow], list[CorpusRow]]:

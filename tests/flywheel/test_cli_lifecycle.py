@@ -46,8 +46,10 @@ def test_bootstrap_models_evaluate_and_rollback_from_the_command_line(
     assert boot.returncode == 0, boot.stdout + boot.stderr
     assert "promoted" in boot.stdout and "announced promote sentiment 1.0.0" in boot.stdout
 
-    listed = _run("models", "list", env=env)
+    listed = _run("models", "versions", env=env)
     assert listed.returncode == 0 and "1.0.0" in listed.stdout and "champion" in listed.stdout
+    declared = _run("models", "list", env=env)
+    assert declared.returncode == 0 and "sentiment" in declared.stdout and "text-classification" in declared.stdout
     shown = _run("models", "show", "champion", env=env)
     assert shown.returncode == 0 and "tag sha256" in shown.stdout and "tag data_hash" in shown.stdout, shown.stdout
 
