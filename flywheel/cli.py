@@ -22,7 +22,7 @@ from rich.table import Table
 
 from core.exceptions import FlywheelError
 from core.settings import FlywheelSettings
-from flywheel import cli_curation, cli_demo, cli_lifecycle, cli_review, migrate
+from flywheel import cli_curation, cli_demo, cli_lifecycle, cli_models, cli_review, migrate
 from flywheel.exceptions import StackError
 from flywheel.platform import Endpoints, Platform, resolve
 from streams import kafka
@@ -39,6 +39,9 @@ app.add_typer(process_app, name="process")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(cli_lifecycle.models_app, name="models")
 app.add_typer(cli_review.review_app, name="review")
+app.add_typer(cli_models.feedback_app, name="feedback")
+cli_lifecycle.models_app.command("create")(cli_models.models_create)
+cli_lifecycle.models_app.command("list")(cli_models.models_list)
 app.command()(cli_lifecycle.bootstrap)
 app.command()(cli_lifecycle.retrain)
 app.command()(cli_lifecycle.evaluate)

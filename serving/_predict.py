@@ -22,15 +22,16 @@ from pydantic import ValidationError
 
 from core.settings import FlywheelSettings
 from kinds.base import Probabilities
-from schemas.events import PredictionEvent, Variant
+from schemas.events import ClassificationOutput, PredictionEvent, PredictionEventV2, TabularInput, Variant
 from serving.batching import MicroBatcher
 from serving.exceptions import InvalidInput
 from serving.metrics import ServingMetrics
-from serving.models import PredictCreate, PredictionPublic
+from serving.models import ModelPredictCreate, PredictCreate, PredictionPublic, TabularPredictCreate
 from serving.publisher import PredictionPublisher
 from serving.router import Route, route
 from serving.runtime import Deployment, LoadedModel
 from serving.services import Services
+from tasks import Input, InputRejected
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +53,44 @@ def check_text(text: str, settings: FlywheelSettings, where: str = "text") -> No
         raise InvalidInput(f"{where}: {len(text)} characters, more than max_text_chars={settings.max_text_chars}")
 
 
-def score(model: LoadedModel, texts: Sequence[str], batcher: MicroBatcher | None = None) -> list[Scored]:
+def check_item(item: ModelPredictCreate, services: Services, where: str = "") -> ModelPredictCreate:
+    """The item if it fits the model's task and contract (a tabular row with its features normalised: every
+    declared feature present, absent optional ones as null), else :class:`InvalidInput`."""
+    prefix = f"{where}." if where else ""
+    spec = services.spec
+    if isinstance(item, PredictCreate):
+        if services.task != "text-classification":
+            raise InvalidInput(f"{prefix}text: model {services.settings.model_name!r} is a {services.task} model; "
+                               "send `features`")
+        check_text(item.text, services.settings, f"{prefix}text")
+        return item
+    if spec is None or spec.features is None:
+        raise InvalidInput(f"{prefix}features: model {services.settings.model_name!r} is a {services.task} model; "
+                           "send `text`")
+    try:
+        return item.model_copy(update={"features": spec.features.validate_row(item.features)})
+    except InputRejected as exc:
+        raise InvalidInput(f"{prefix}features: {exc.detail} ({exc.reason.value})") from exc
+
+
+def model_input(item: ModelPredictCreate) -> Input:
+    return item.text if isinstance(item, PredictCreate) else item.features
+
+
+def score(model: LoadedModel, texts: Sequence[Input], batcher: MicroBatcher | None = None) -> list[Scored]:
     if batcher is not None and model.model.batches:
-        batched = batcher.predict(model, texts)
+        batched = batcher.predict(model, texts)  # type: ignore[arg-type]  # batching kinds take texts
         return _scored(model, batched.proba, batched.latency_ms)
     started = time.perf_counter()
     proba = model.predict_proba(texts)
     return _scored(model, proba, (time.perf_counter() - started) * 1000)
 
 
-async def score_async(model: LoadedModel, texts: Sequence[str], batcher: MicroBatcher | None = None) -> list[Scored]:
+async def score_async(model: LoadedModel, texts: Sequence[Input], batcher: MicroBatcher | None = None
+                      ) -> list[Scored]:
     """:func:`score` for the event loop: awaits the batcher, runs ``inline`` kinds here, others in the pool."""
     if batcher is not None and model.model.batches:
-        batched = await asyncio.wrap_future(batcher.submit(model, texts))
+        batched = await asyncio.wrap_future(batcher.submit(model, texts))  # type: ignore[arg-type]
         return _scored(model, batched.proba, batched.latency_ms)
     if model.model.inline:
         return score(model, texts)
@@ -77,26 +103,27 @@ def _scored(model: LoadedModel, proba: Probabilities, latency_ms: float) -> list
             for row in proba]
 
 
-def predict(items: Sequence[PredictCreate], deployment: Deployment, services: Services) -> list[PredictionPublic]:
+def predict(items: Sequence[ModelPredictCreate], deployment: Deployment, services: Services
+            ) -> list[PredictionPublic]:
     ids, routes = _routes(items, deployment)
     scored: dict[int, Scored] = {}
     for idx in _groups(routes):
-        results = score(routes[idx[0]].model, [items[i].text for i in idx], services.batcher)
+        results = score(routes[idx[0]].model, [model_input(items[i]) for i in idx], services.batcher)
         scored.update(zip(idx, results, strict=True))
     return _served(items, ids, routes, scored, services)
 
 
-async def predict_async(items: Sequence[PredictCreate], deployment: Deployment,
+async def predict_async(items: Sequence[ModelPredictCreate], deployment: Deployment,
                         services: Services) -> list[PredictionPublic]:
     ids, routes = _routes(items, deployment)
     scored: dict[int, Scored] = {}
     for idx in _groups(routes):
-        results = await score_async(routes[idx[0]].model, [items[i].text for i in idx], services.batcher)
+        results = await score_async(routes[idx[0]].model, [model_input(items[i]) for i in idx], services.batcher)
         scored.update(zip(idx, results, strict=True))
     return _served(items, ids, routes, scored, services)
 
 
-def _routes(items: Sequence[PredictCreate], deployment: Deployment) -> tuple[list[str], list[Route]]:
+def _routes(items: Sequence[ModelPredictCreate], deployment: Deployment) -> tuple[list[str], list[Route]]:
     ids = [uuid.uuid4().hex for _ in items]
     return ids, [route(deployment, item.user_id, pid) for item, pid in zip(items, ids, strict=True)]
 
@@ -109,13 +136,13 @@ def _groups(routes: Sequence[Route]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _served(items: Sequence[PredictCreate], ids: Sequence[str], routes: Sequence[Route], scored: dict[int, Scored],
+def _served(items: Sequence[ModelPredictCreate], ids: Sequence[str], routes: Sequence[Route], scored: dict[int, Scored],
             services: Services) -> list[PredictionPublic]:
     settings, publisher, metrics = services.settings, services.publisher, services.metrics
     out = []
     for i, (item, pid, r) in enumerate(zip(items, ids, routes, strict=True)):
         s = scored[i]
-        metrics.predictions.labels(r.variant, r.model.version).inc()
+        metrics.predictions.labels(r.variant, _version_label(services, r.model.version)).inc()
         publish(publisher, metrics, settings, pid, item, r.model, r.variant, s)
         out.append(PredictionPublic(prediction_id=pid, label=s.label, probabilities=s.probabilities,
                                     model=settings.model_name, version=r.model.version,
@@ -123,7 +150,7 @@ def _served(items: Sequence[PredictCreate], ids: Sequence[str], routes: Sequence
     return out
 
 
-def shadow_job(items: Sequence[PredictCreate], results: Sequence[PredictionPublic], deployment: Deployment,
+def shadow_job(items: Sequence[ModelPredictCreate], results: Sequence[PredictionPublic], deployment: Deployment,
                services: Services) -> Callable[[], None] | None:
     """What to run after the response: the shadow on copies of the items (its event's prediction id is
     ``<served prediction id>-shadow``, so it never collides with the served one)."""
@@ -136,9 +163,9 @@ def shadow_job(items: Sequence[PredictCreate], results: Sequence[PredictionPubli
 
     def run() -> None:
         try:
-            scored = score(shadow, [c.text for c in copies], batcher)
+            scored = score(shadow, [model_input(c) for c in copies], batcher)
             for item, pid, s in zip(copies, ids, scored, strict=True):
-                metrics.predictions.labels("shadow", shadow.version).inc()
+                metrics.predictions.labels("shadow", _version_label(services, shadow.version)).inc()
                 publish(publisher, metrics, settings, pid, item, shadow, "shadow", s)
         except Exception:  # a shadow failure must never surface anywhere but the log
             log.exception("shadow %s failed", shadow.version)
@@ -146,13 +173,28 @@ def shadow_job(items: Sequence[PredictCreate], results: Sequence[PredictionPubli
     return run
 
 
+def _version_label(services: Services, version: str) -> str:
+    """The metrics' version label: version numbers are per model, so another model's carry its name."""
+    return version if services.spec is None else f"{services.settings.model_name}:{version}"
+
+
 def publish(publisher: PredictionPublisher, metrics: ServingMetrics, settings: FlywheelSettings, pid: str,
-            item: PredictCreate, model: LoadedModel, variant: Variant, s: Scored) -> None:
+            item: ModelPredictCreate, model: LoadedModel, variant: Variant, s: Scored) -> None:
+    """The prediction event: schema version 1 for a text (what every text model published before), version
+    2 (task-typed input and output) for any other input."""
+    event: PredictionEvent | PredictionEventV2
     try:
-        event = PredictionEvent(ts=datetime.now(UTC), prediction_id=pid, model=settings.model_name,
-                                model_version=model.version, variant=variant, text=item.text, label=s.label,
-                                probabilities=s.probabilities, latency_ms=s.latency_ms, user_id=item.user_id,
-                                domain=item.domain, segment=item.segment)
+        if isinstance(item, TabularPredictCreate):
+            event = PredictionEventV2(
+                ts=datetime.now(UTC), prediction_id=pid, model=settings.model_name, model_version=model.version,
+                variant=variant, input=TabularInput(features=item.features),
+                output=ClassificationOutput(label=s.label, probabilities=s.probabilities), latency_ms=s.latency_ms,
+                user_id=item.user_id, domain=item.domain, segment=item.segment)
+        else:
+            event = PredictionEvent(ts=datetime.now(UTC), prediction_id=pid, model=settings.model_name,
+                                    model_version=model.version, variant=variant, text=item.text, label=s.label,
+                                    probabilities=s.probabilities, latency_ms=s.latency_ms, user_id=item.user_id,
+                                    domain=item.domain, segment=item.segment)
     except ValidationError as exc:
         metrics.events_dropped.labels("invalid_event").inc()
         log.warning("prediction %s not publishable: %s", pid, exc)

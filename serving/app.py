@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
+import psycopg
 import uvicorn
 from fastapi import BackgroundTasks, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.db import session_connector
 from core.exceptions import ConfigError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
@@ -42,16 +44,19 @@ from serving.models import (
     PredictionPublic,
     StatusPublic,
 )
+from serving.pod import Pod
 from serving.publisher import FeedbackPublisher, PredictionPublisher
+from serving.routes_v1 import install_v1_routes
 from serving.services import Services
 from serving.views import models_public
 from streams.exceptions import StreamError
+from tasks import ModelSpec, ModelStore
 
 log = logging.getLogger(__name__)
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorPublic} for code in (422, 503)}
 ROUTES = frozenset({"/predict", "/predict/batch", "/feedback", "/models", "/health", "/ready", "/metrics",
-                    "/retrain", "/evaluate", "/models/rollback", "/bootstrap"})
+                    "/retrain", "/evaluate", "/models/rollback", "/bootstrap", "/v1/models"})
 
 
 def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = None,
@@ -67,13 +72,25 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
 
     url = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
 
-    def open_services() -> Services:
+    def open_services() -> Pod:
         found = registry
         if found is None:
             if url is None:
                 raise ConfigError("serving needs the registry: FLYWHEEL_DATABASE_URL or FLYWHEEL_REGISTRY_URI")
             found = open_from_settings(settings, url)
-        return Services.build(settings, metrics, kafka, found, publisher, feedback, watch)
+        default = Services.build(settings, metrics, kafka, found, publisher, feedback, watch)
+        pod = Pod(default)
+        if url is None or registry is not None:  # an injected registry serves its one model (tests)
+            return pod
+        for spec in hosted_specs(settings, url):
+            model_settings = settings.model_copy(update={"model_name": spec.name, "labels": spec.labels})
+            if spec.name == settings.model_name:
+                default.spec = spec
+                continue
+            pod.others[spec.name] = Services.build(
+                settings, metrics, kafka, open_from_settings(model_settings, url), watch=watch, spec=spec,
+                shared=default)
+        return pod
 
     def open_admin(services: Services) -> Admin | None:
         if settings.admin_token is None:
@@ -85,23 +102,40 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await run_in_threadpool(open_services)
-        services.start()
-        app.state.services = services
-        app.state.admin = await run_in_threadpool(open_admin, services)
+        pod = await run_in_threadpool(open_services)
+        pod.start()
+        app.state.pod, app.state.services = pod, pod.default
+        app.state.admin = await run_in_threadpool(open_admin, pod.default)
         try:
             yield
         finally:
             if app.state.admin is not None:
                 app.state.admin.close()
-            await run_in_threadpool(services.close)
+            await run_in_threadpool(pod.close)
 
     app = FastAPI(title="Flywheel serving", version="1", lifespan=lifespan)
     app.state.settings, app.state.metrics = settings, metrics
     _install_handlers(app, metrics)
     _install_routes(app)
+    install_v1_routes(app)
     install_admin_routes(app)
     return app
+
+
+def hosted_specs(settings: FlywheelSettings, database_url: str) -> list[ModelSpec]:
+    """The declared models this pod hosts: ``FLYWHEEL_SERVE_MODELS``, else every declared model. A name
+    that is not declared stops the pod with a clear error."""
+    try:
+        with session_connector(database_url)() as conn:
+            specs = {spec.name: spec for spec in ModelStore(conn).all()}
+    except psycopg.Error as exc:
+        raise ConfigError(f"cannot read the declared models: {' '.join(str(exc).split())}") from exc
+    if not settings.serve_models:
+        return list(specs.values())
+    unknown = sorted(set(settings.serve_models) - set(specs) - {settings.model_name})
+    if unknown:
+        raise ConfigError(f"FLYWHEEL_SERVE_MODELS names undeclared models {unknown}; declared: {sorted(specs)}")
+    return [specs[name] for name in settings.serve_models if name in specs]
 
 
 def _install_routes(app: FastAPI) -> None:

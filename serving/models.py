@@ -33,6 +33,45 @@ class BatchCreate(_Body):
     items: Annotated[list[PredictCreate], Field(min_length=1, max_length=MAX_BATCH)]
 
 
+FeatureValue = float | int | str | bool | None
+
+
+class TabularPredictCreate(_Body):
+    """A tabular model's input: feature name -> value, checked against the model's feature schema
+    (``GET /v1/models/{name}`` shows it): types, required features, ranges, categories."""
+
+    features: dict[Annotated[str, Field(min_length=1, max_length=100)], FeatureValue]
+    user_id: UserId | None = None
+    domain: SliceName | None = None
+    segment: SliceName | None = None
+
+
+ModelPredictCreate = PredictCreate | TabularPredictCreate
+"""The body of ``/v1/models/{name}/predict``: a text for a text model, features for a tabular one."""
+
+
+class ModelBatchCreate(_Body):
+    items: Annotated[list[ModelPredictCreate], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class HostedPublic(BaseModel):
+    """One model a pod hosts: its task and what it serves now."""
+
+    model: str
+    task: str
+    labels: list[str]
+    features: list[dict[str, Any]] | None = None
+    default: bool
+    ready: bool
+    champion: LoadedPublic | None
+    canary: LoadedPublic | None
+    canary_traffic: float
+
+
+class HostedListPublic(BaseModel):
+    models: list[HostedPublic]
+
+
 class PredictionPublic(BaseModel):
     prediction_id: str
     label: str

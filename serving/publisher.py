@@ -24,7 +24,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from core.kafka import KafkaConnection
 from core.settings import Topics
-from schemas.events import PredictionEvent
+from schemas.events import PredictionEvent, PredictionEventV2
 from serving.exceptions import QueueFull
 from serving.metrics import ServingMetrics
 from streams.exceptions import DeliveryError
@@ -41,7 +41,7 @@ class PredictionPublisher:
         self.topic = topics.predictions
         self.metrics = metrics
         self.log_every_s = log_every_s
-        self._buffer: queue.Queue[PredictionEvent] = queue.Queue(maxsize=buffer_size)
+        self._buffer: queue.Queue[PredictionEvent | PredictionEventV2] = queue.Queue(maxsize=buffer_size)
         self._producer = Producer(producer_config(kafka, **{
             "queue.buffering.max.messages": producer_queue, "message.timeout.ms": message_timeout_ms,
             "enable.idempotence": False,  # best effort: a retry storm must not stall newer events
@@ -53,7 +53,7 @@ class PredictionPublisher:
         self._logged_at = 0.0
 
     # -- the request path ------------------------------------------------------------------------
-    def publish(self, event: PredictionEvent) -> None:
+    def publish(self, event: PredictionEvent | PredictionEventV2) -> None:
         """Never blocks, never raises: a full buffer drops the event (counted)."""
         try:
             self._buffer.put_nowait(event)
@@ -93,7 +93,7 @@ class PredictionPublisher:
             except queue.Empty:
                 return
 
-    def _produce(self, event: PredictionEvent) -> None:
+    def _produce(self, event: PredictionEvent | PredictionEventV2) -> None:
         try:
             self._producer.produce(self.topic, value=event.to_json(), key=event.prediction_id.encode(),
                                    on_delivery=self._delivered)

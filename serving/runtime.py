@@ -22,10 +22,12 @@ from registry import ModelRegistry, RegistryError, TamperedArtifact
 from registry.announce import ModelState, ServedVersion
 from serving.exceptions import ChecksumMismatch, ModelLoadError
 from serving.metrics import ServingMetrics
+from tasks import Input
 
 log = logging.getLogger(__name__)
 
 WARMUP_TEXTS = ("warm up", "This was great, I loved it!", "Terrible. Never again.", "ok")
+WARMUP_ROWS: tuple[Input, ...] = ({},)  # a tabular model: every feature absent (NaN), which every kind takes
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,8 @@ class LoadedModel:
     def version(self) -> str:
         return self.served.version
 
-    def predict_proba(self, texts: Sequence[str]) -> Probabilities:
-        return self.model.predict_proba(texts)
+    def predict_proba(self, inputs: Sequence[Input]) -> Probabilities:
+        return self.model.predict_proba(inputs)
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,11 @@ class ModelLoader:
     checks the bytes against both (manifest digest and per-file hashes), then a warm-up predict.
     ``embedder``, when given, is the one every loaded ``minilm-head`` embeds through (the pod's cache)."""
 
-    def __init__(self, registry: ModelRegistry, embedder: Embedder | None = None) -> None:
+    def __init__(self, registry: ModelRegistry, embedder: Embedder | None = None,
+                 warmup: Sequence[Input] = WARMUP_TEXTS) -> None:
         self.registry = registry
         self.embedder = embedder
+        self.warmup = list(warmup)
 
     def load(self, served: ServedVersion) -> LoadedModel:
         started = time.perf_counter()
@@ -109,7 +113,7 @@ class ModelLoader:
             model = load_model(directory)
             if self.embedder is not None and isinstance(model, MiniLMHead):
                 model.use(self.embedder)
-            model.predict_proba(list(WARMUP_TEXTS))
+            model.predict_proba(self.warmup)
         except TamperedArtifact as exc:
             raise ChecksumMismatch(served.version, str(exc)) from exc
         except (RegistryError, KindError, OSError) as exc:

@@ -12,14 +12,19 @@ from registry import ModelRegistry
 from serving.batching import MicroBatcher, pod_embedder
 from serving.metrics import ServingMetrics
 from serving.publisher import FeedbackPublisher, PredictionPublisher
-from serving.runtime import ModelLoader, Runtime
+from serving.runtime import WARMUP_ROWS, WARMUP_TEXTS, ModelLoader, Runtime
 from serving.watcher import ModelWatcher
+from tasks import ModelSpec
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Services:
+    """One hosted model's collaborators. ``settings`` is the model's view (its name and labels); ``spec``
+    its declaration (None: the default text model as the settings describe it). The publishers and the
+    micro-batcher may be shared by every model of the pod."""
+
     settings: FlywheelSettings
     metrics: ServingMetrics
     registry: ModelRegistry
@@ -28,29 +33,42 @@ class Services:
     feedback: FeedbackPublisher
     watcher: ModelWatcher | None
     batcher: MicroBatcher
+    spec: ModelSpec | None = None
+    owns_shared: bool = True  # starts and closes the publishers and the batcher (the pod's first model)
+
+    @property
+    def task(self) -> str:
+        return self.spec.task if self.spec is not None else "text-classification"
 
     @classmethod
     def build(cls, settings: FlywheelSettings, metrics: ServingMetrics, kafka: KafkaConnection, registry: ModelRegistry,
               publisher: PredictionPublisher | None = None, feedback: FeedbackPublisher | None = None,
-              watch: bool = True) -> Services:
-        runtime = Runtime(ModelLoader(registry, pod_embedder(settings, metrics)), metrics)
+              watch: bool = True, *, spec: ModelSpec | None = None, shared: Services | None = None) -> Services:
+        """A model's services; with ``shared``, its publishers and batcher are that model's (one pod)."""
+        if spec is not None:
+            settings = settings.model_copy(update={"model_name": spec.name, "labels": spec.labels})
+        warmup = WARMUP_TEXTS if spec is None or spec.task == "text-classification" else WARMUP_ROWS
+        runtime = Runtime(ModelLoader(registry, pod_embedder(settings, metrics), warmup), metrics)
         return cls(
             settings, metrics, registry, runtime,
-            publisher or PredictionPublisher(kafka, settings.topics, metrics),
-            feedback or FeedbackPublisher(kafka, settings.topics),
+            publisher or (shared.publisher if shared else PredictionPublisher(kafka, settings.topics, metrics)),
+            feedback or (shared.feedback if shared else FeedbackPublisher(kafka, settings.topics)),
             ModelWatcher(settings, kafka, runtime, metrics) if watch else None,
-            MicroBatcher.of(settings, metrics),
+            shared.batcher if shared else MicroBatcher.of(settings, metrics),
+            spec, owns_shared=shared is None,
         )
 
     def start(self) -> None:
-        self.batcher.start()
-        self.publisher.start()
+        if self.owns_shared:
+            self.batcher.start()
+            self.publisher.start()
         if self.watcher is not None:
             self.watcher.start()
 
     def close(self, timeout: float = 5.0) -> None:
         if self.watcher is not None:
             self.watcher.stop(timeout)
-        self.batcher.close(timeout)  # before the publisher: the last predictions still publish
-        self.publisher.close(timeout)
-        self.feedback.close_quietly(timeout)
+        if self.owns_shared:
+            self.batcher.close(timeout)  # before the publisher: the last predictions still publish
+            self.publisher.close(timeout)
+            self.feedback.close_quietly(timeout)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from core.kafka import KafkaConnection
 from core.settings import Topics
 from schemas.base import Event
-from schemas.events import FeedbackEvent, PredictionEvent
+from schemas.events import FeedbackEvent, FeedbackEventV2, PredictionEvent, PredictionEventV2
 from schemas.exceptions import InvalidEvent
 from streams.exceptions import DeliveryError
 from streams.kafka import produce, producer_config
@@ -45,8 +45,9 @@ class EventProducer:
         self._failed: list[str] = []
         self._lock = threading.Lock()
 
-    def send(self, event: FeedbackEvent | PredictionEvent, on_delivery: DeliveryCallback | None = None) -> None:
-        topic = self.topics.feedback if isinstance(event, FeedbackEvent) else self.topics.predictions
+    def send(self, event: FeedbackEvent | PredictionEvent | FeedbackEventV2 | PredictionEventV2,
+             on_delivery: DeliveryCallback | None = None) -> None:
+        topic = self.topics.feedback if isinstance(event, FeedbackEvent | FeedbackEventV2) else self.topics.predictions
         value = self._serialize(event, topic)
 
         def delivered(err: KafkaError | None, _msg: object) -> None:
@@ -94,17 +95,20 @@ class EventProducer:
 
 
 class FeedbackProducer(EventProducer):
-    """The frontend client: ``feedback(prediction_id, label=... | thumbs=...)``."""
+    """The frontend client: ``feedback(prediction_id, label=... | thumbs=...)``; with ``model``, a schema
+    version 2 event naming the model (it joins only that model's prediction)."""
 
     def feedback(
         self, prediction_id: str, *, label: str | None = None, thumbs: str | None = None,
         user_id: str | None = None, source: str = "api", feedback_id: str | None = None,
-        on_delivery: DeliveryCallback | None = None,
-    ) -> FeedbackEvent:
+        on_delivery: DeliveryCallback | None = None, model: str | None = None,
+    ) -> FeedbackEvent | FeedbackEventV2:
+        fields = {"feedback_id": feedback_id or str(uuid.uuid4()), "prediction_id": prediction_id, "label": label,
+                  "thumbs": thumbs, "user_id": user_id, "source": source, "ts": datetime.now(UTC)}
+        event: FeedbackEvent | FeedbackEventV2
         try:
-            event = FeedbackEvent.model_validate({
-                "feedback_id": feedback_id or str(uuid.uuid4()), "prediction_id": prediction_id, "label": label,
-                "thumbs": thumbs, "user_id": user_id, "source": source, "ts": datetime.now(UTC)})
+            event = (FeedbackEvent.model_validate(fields) if model is None
+                     else FeedbackEventV2.model_validate({**fields, "model": model}))
         except ValidationError as exc:
             detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'feedback'}: {e['msg']}" for e in exc.errors())
             raise InvalidEvent(detail) from exc
