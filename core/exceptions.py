@@ -19,6 +19,10 @@ checks that it names every class, and each name once)::
     │       ├── SubjectSoftDeleted, SubjectNotSoftDeleted, VersionSoftDeleted, VersionNotSoftDeleted
     │       ├── IncompatibleSchema, InvalidSchema, InvalidVersion, InvalidCompatibilityLevel
     │       └── SchemaStoreError, ServerStartError
+    ├── TaskError                        (tasks: model specs and task contracts)
+    │   ├── SpecError                    a model spec is invalid or names what does not exist
+    │   ├── UnknownModel                 no model of that name is declared; ``name``
+    │   └── InputRejected                an input breaks its model's contract; ``reason``, ``detail``
     ├── StreamError                      (streams)
     │   ├── DeliveryError                a produced record was not acknowledged; ``topic``, ``permanent``
     │   ├── OffsetGap                    a batch would skip records; ``topic``, ``partition``

@@ -11,7 +11,7 @@ import re
 import core.exceptions
 from core.exceptions import FlywheelError
 
-PACKAGES = ["core", "kinds", "schemas", "streams", "curation", "registry", "trainer", "serving", "flywheel"]
+PACKAGES = ["core", "kinds", "schemas", "tasks", "streams", "curation", "registry", "trainer", "serving", "flywheel"]
 
 
 def _defined_errors() -> dict[str, list[type[BaseException]]]:

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["core", "curation", "flywheel", "kinds", "registry", "schemas", "schemas.registry", "serving", "streams",
+PACKAGES = ["core", "curation", "flywheel", "kinds", "tasks", "registry", "schemas", "schemas.registry", "serving", "streams",
             "trainer"]
 
 

@@ -55,12 +55,12 @@ def test_upgrade_keeps_every_landed_sample_and_downgrade_restores_the_view(db_at
     before = _view(url)
     assert [r[0] for r in before] == [ids[0], ids[1], ids[3]]
     with db.connect(url) as conn:
-        snapshot = SampleStore(conn, 0).snapshot()
+        snapshot = SampleStore(conn, 0, model="sentiment").snapshot()
 
     migrate.upgrade(url)
     assert _view(url) == before  # same rows, same columns, same landed_at
     with db.connect(url) as conn:
-        assert SampleStore(conn, 0).snapshot() == snapshot
+        assert SampleStore(conn, 0, model="sentiment").snapshot() == snapshot
         kind = conn.execute("SELECT relkind FROM pg_class WHERE relname = 'samples'").fetchone()
         assert kind is not None and kind[0] == "r"
         state = conn.execute("SELECT watermark FROM curation_state").fetchone()

@@ -58,7 +58,7 @@ def test_recent_holdout_keeps_label_issues_and_drops_what_curation_flagged_for_o
                      "VALUES (101, %s, 'p101', 'the model disagrees', 'positive', 'quarantined', 1.0, "
                      "'[\"label_issue\"]', now())", (not_reserved[1],))
         conn.commit()
-        store = SampleStore(conn, 50)
+        store = SampleStore(conn, 50, model="sentiment")
         frame = store.recent_holdout(100)
         assert frame.ids == [i for i, (_, _, kept) in enumerate(CASES, start=1) if kept] + [101]
         assert frame.slices == ["tweets"] * (len(frame) - 1) + [None]
