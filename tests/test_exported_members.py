@@ -6,7 +6,8 @@ import importlib
 
 import pytest
 
-PACKAGES = ["core", "curation", "flywheel", "kinds", "tasks", "registry", "schemas", "schemas.registry", "serving", "streams",
+PACKAGES = ["core", "curation", "flywheel", "kinds", "tasks", "registry", "schemas", "schemas.registry", "serving",
+            "streams",
             "trainer"]
 
 
