@@ -168,10 +168,17 @@ class Platform:
     def _start_schema_registry(self, database_url: str) -> tuple[str | None, SchemaIdCheck | None]:
         """The Confluent-compatible schema registry on ``schema_registry_port`` (0 = not served); its
         store also tells the ingest decoder which wire-format schema ids exist."""
-        from schemas.registry import PostgresSchemaStore, RegistryServer, ServerStartError, create_app
+        from schemas.registry import (
+            PostgresSchemaStore,
+            RegistryServer,
+            ServerStartError,
+            create_app,
+            register_event_schemas,
+        )
 
         store = PostgresSchemaStore(database_url)
         self._exit.callback(store.close)
+        register_event_schemas(store)
         if not self.settings.schema_registry_port:
             return None, store.schema_exists
         server = RegistryServer(create_app(store), "127.0.0.1", self.settings.schema_registry_port)
