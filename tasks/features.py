@@ -27,6 +27,7 @@ from tasks.exceptions import InputRejected
 FeatureType = Literal["numeric", "categorical", "boolean"]
 Scalar = float | int | str | bool | None
 Row = Mapping[str, Scalar]
+Input = str | Row  # what a model kind takes: a text (text-classification) or a feature row (tabular-classification)
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")]
 
 
