@@ -26,6 +26,7 @@ from kinds.exceptions import (
 )
 from kinds.lightgbm_kind import LightGBMKind
 from kinds.minilm import MiniLMHead
+from kinds.search_space import Choice, Dimension, FloatRange, IntRange
 from kinds.tabular import TabularKind
 from kinds.tfidf import TfidfLogReg
 from kinds.xgboost_kind import XGBoostKind
@@ -33,12 +34,16 @@ from kinds.xgboost_kind import XGBoostKind
 __all__ = [
     "KINDS",
     "ArtifactError",
+    "Choice",
+    "Dimension",
     "Embedder",
     "EmbeddingCache",
     "EmbeddingCacheError",
     "Encoder",
     "EncoderError",
     "EncoderMismatch",
+    "FloatRange",
+    "IntRange",
     "KindError",
     "LayeredEmbeddingCache",
     "LightGBMKind",

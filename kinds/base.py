@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kinds.exceptions import ArtifactError, KindError, NotFitted, TamperedArtifact, UnknownLabel
+from kinds.search_space import Dimension
 from tasks.features import Input
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class ModelKind(ABC):
 
     kind: ClassVar[str]
     tasks: ClassVar[frozenset[str]]  # the tasks whose inputs it takes ("text-classification", ...)
+    search_space: ClassVar[dict[str, Dimension]] = {}  # constructor params worth tuning, and their ranges
     batches: ClassVar[bool] = False  # serving: many texts per predict_proba call are much cheaper per text
     inline: ClassVar[bool] = False  # serving: predict_proba is cheap (well under 1 ms a text): run it on the event loop
 

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kinds.exceptions import ArtifactError, KindError
+from kinds.search_space import FloatRange, IntRange
 from kinds.tabular import Matrix, TabularKind, Vector, check_fraction
 
 if TYPE_CHECKING:
@@ -32,6 +33,12 @@ class LightGBMKind(TabularKind):
 
     kind = "lightgbm"
     model_file = "model.txt"
+    search_space = {
+        "n_estimators": IntRange(50, 500, log=True), "learning_rate": FloatRange(0.01, 0.3, log=True),
+        "num_leaves": IntRange(4, 128, log=True), "min_child_samples": IntRange(5, 200, log=True),
+        "subsample": FloatRange(0.5, 1.0), "colsample": FloatRange(0.5, 1.0),
+        "reg_lambda": FloatRange(1e-3, 10.0, log=True),
+    }
 
     def __init__(self, *, features: Sequence[Mapping[str, object]], n_estimators: int = 200,
                  learning_rate: float = 0.05, num_leaves: int = 31, max_depth: int = -1,

@@ -43,6 +43,7 @@ from kinds.base import ModelKind, Probabilities, Resources, as_texts
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
 from kinds.encoder import PRECISIONS, Encoder, Precision, shared_encoder
 from kinds.exceptions import ArtifactError, EncoderMismatch, KindError
+from kinds.search_space import FloatRange
 from tasks.features import Input
 
 HEAD, ENCODER = "head.safetensors", "encoder.json"
@@ -70,6 +71,7 @@ class MiniLMHead(ModelKind):
 
     kind = "minilm-head"
     tasks = frozenset({"text-classification"})
+    search_space = {"c": FloatRange(0.001, 100.0, log=True)}  # the L2 strength of solver "lbfgs" (fix it)
     batches = True  # the encoder's cost per text falls with the batch: serving pods micro-batch requests
 
     def __init__(self, *, hidden: int = 0, epochs: int = 30, lr: float = 0.01, weight_decay: float = 0.1,

@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from kinds.base import ModelKind, Probabilities, as_texts
 from kinds.exceptions import ArtifactError, KindError
+from kinds.search_space import Choice, FloatRange
 from tasks.features import Input
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ TOKEN = re.compile(r"(?u)\b\w\w+\b")  # TfidfVectorizer's default token_pattern
 class TfidfLogReg(ModelKind):
     kind = "tfidf-logreg"
     tasks = frozenset({"text-classification"})
+    search_space = {"c": FloatRange(0.01, 100.0, log=True), "ngram_max": Choice((1, 2))}
     inline = True  # ~0.05 ms a text (see _Scorer): serving scores it on the event loop
 
     def __init__(self, *, ngram_max: int = 2, min_df: int = 1, max_features: int = 50_000, c: float = 4.0,

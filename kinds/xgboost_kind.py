@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kinds.exceptions import ArtifactError, KindError
+from kinds.search_space import FloatRange, IntRange
 from kinds.tabular import Matrix, TabularKind, Vector, check_fraction
 
 if TYPE_CHECKING:
@@ -31,6 +32,12 @@ class XGBoostKind(TabularKind):
 
     kind = "xgboost"
     model_file = "model.json"
+    search_space = {
+        "n_estimators": IntRange(50, 500, log=True), "learning_rate": FloatRange(0.01, 0.3, log=True),
+        "max_depth": IntRange(2, 10), "min_child_weight": FloatRange(0.1, 50.0, log=True),
+        "subsample": FloatRange(0.5, 1.0), "colsample": FloatRange(0.5, 1.0),
+        "reg_lambda": FloatRange(1e-3, 10.0, log=True),
+    }
 
     def __init__(self, *, features: Sequence[Mapping[str, object]], n_estimators: int = 200,
                  learning_rate: float = 0.05, max_depth: int = 6, min_child_weight: float = 1.0,
