@@ -49,8 +49,7 @@ class TabularKind(ModelKind):
         for name in ("n_estimators", "warm_rounds", "threads"):
             if not (isinstance(params[name], int) and params[name] >= 1):
                 raise KindError(f"{self.kind}: {name} must be a positive integer, got {params[name]!r}")
-        plain = [f.model_dump(mode="json", exclude_defaults=True) for f in schema.features]
-        super().__init__(features=plain, **params)
+        super().__init__(features=schema.to_params(), **params)
         self.schema = schema
 
     # -- learning ------------------------------------------------------------------------------

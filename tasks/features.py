@@ -152,7 +152,7 @@ class FeatureSchema(BaseModel):
 
     def to_params(self) -> list[dict[str, object]]:
         """The schema as plain JSON values (a model kind's ``features`` parameter, the spec's YAML)."""
-        return [f.model_dump(exclude_defaults=True) for f in self.features]
+        return [f.model_dump(mode="json", exclude_defaults=True) for f in self.features]
 
     @classmethod
     def from_params(cls, features: Sequence[Mapping[str, object]]) -> FeatureSchema:
