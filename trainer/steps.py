@@ -163,7 +163,8 @@ class RunSteps:
         candidate.verdicts.append(verdict)
         if verdict.passed:
             with _throwaway_embeddings(model):
-                candidate.verdicts.append(self.behaviour.check(GateInput(candidate=model, out_dir=workdir)))
+                candidate.verdicts.append(self.behaviour.check(GateInput(candidate=model, features=self.features,
+                                                                         out_dir=workdir)))
         return candidate
 
 
