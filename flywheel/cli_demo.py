@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console, Group
@@ -19,9 +19,20 @@ from rich.panel import Panel
 from rich.table import Table
 
 from core.settings import FlywheelSettings
-from flywheel.demo import SCENARIOS, DemoOptions, Replay, demo_settings, fresh_database, reset_dir, write_report
+from flywheel.demo import (
+    DEFAULT_SCENARIOS,
+    SCENARIOS,
+    DemoOptions,
+    Replay,
+    demo_bootstrap,
+    demo_settings,
+    fresh_database,
+    reset_dir,
+    write_report,
+)
 from flywheel.exceptions import StackError
 from flywheel.platform import Platform, endpoint_connection
+from kinds.catalog import KINDS
 
 out = Console()
 
@@ -41,82 +52,136 @@ def view(replay: Replay) -> Group:
     feedback = Counter(s.feedback for s in steps if s.feedback)
     versions = [s.semver for i, s in enumerate(steps) if i == 0 or s.semver != steps[i - 1].semver]
     table = Table(show_header=False, box=None)
-    table.add_row("scenario", f"{o.scenario} ({o.kind}, promotion {o.promotion})")
+    table.add_row("scenario", f"{o.scenario}: model {replay.model_name} ({o.kind}, promotion {o.promotion})")
     table.add_row("elapsed", f"{steps[-1].t:.0f} s" if steps else "-")
-    table.add_row("predictions", f"{len(steps)} / {len(replay.stream)}  (failed requests: {tl.failed_requests})")
-    table.add_row("feedback", f"{replay.sent_feedback}  honest {feedback['honest']}, noisy {feedback['noisy']}, "
-                              f"poison {feedback['poison']}")
+    drift = ""
+    if tl.drift_at is not None:
+        drift = f"  (drift at {tl.drift_at}: {'passed' if len(steps) > tl.drift_at else 'ahead'})"
+    table.add_row("predictions", f"{len(steps)} / {len(replay.stream)}  (failed requests: {tl.failed_requests})"
+                                 f"{drift}")
+    if o.task == "text-classification":
+        table.add_row("feedback", f"{replay.sent_feedback}  honest {feedback['honest']}, noisy {feedback['noisy']}, "
+                                  f"poison {feedback['poison']}")
+    else:
+        table.add_row("outcomes", f"{replay.sent_feedback} observed, each {o.feedback_delay} predictions late")
     table.add_row(f"accuracy, last {len(window)}", f"[bold]{live:.3f}[/] live   vs   {static:.3f} static champion")
     table.add_row("serving", f"{steps[-1].semver} ({steps[-1].variant})" if steps else "-")
     table.add_row("versions served", " -> ".join(versions[-8:]) or "-")
     runs = Counter(str(r["status"]) for r in tl.runs)
     table.add_row("training runs", ", ".join(f"{k} {v}" for k, v in sorted(runs.items())) or "none yet")
     recent = Table("mode", "status", "samples", "why", box=None, header_style="bold")
-    for r in tl.runs[-4:]:
+    for r in tl.runs[-3:]:
         recent.add_row(str(r["mode"]), str(r["status"]), str(r["sample_count"]), str(r["reason"])[:110])
-    return Group(Panel(table, title="Flywheel demo"), recent)
+    return Group(Panel(table, title=f"Flywheel demo: {o.scenario}"), recent)
+
+
+def scenario_options(scenarios: list[str], **overrides: Any) -> list[DemoOptions]:
+    """Each scenario's options: its defaults, then the given overrides (``kind`` only where it can train the
+    scenario's task)."""
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown or len(set(scenarios)) != len(scenarios):
+        raise typer.BadParameter(f"scenarios must be distinct, each one of {', '.join(SCENARIOS)}: got {scenarios}")
+    kind = overrides.pop("kind", None)
+    trains: frozenset[str] = getattr(KINDS.get(kind or ""), "tasks", frozenset())
+    if kind is not None and not any(SCENARIOS[s].task in trains for s in scenarios):
+        raise typer.BadParameter(f"kind {kind!r} trains none of the scenarios {scenarios}")
+    return [DemoOptions.for_scenario(s, **overrides, kind=kind if kind is not None and SCENARIOS[s].task in trains
+                                     else None) for s in scenarios]
 
 
 def demo(
     ctx: typer.Context,
-    scenario: Annotated[str, typer.Option(help=f"One of {', '.join(SCENARIOS)}.")] = "movies->tweets",
-    stream: Annotated[int, typer.Option(help="Drifted texts replayed through /predict.")] = 1500,
-    feedback_rate: Annotated[float, typer.Option(help="Share of predictions the users judge.")] = 0.6,
-    noise: Annotated[float, typer.Option(help="An honest user's chance of a random label.")] = 0.05,
-    poison: Annotated[float, typer.Option(help="Share of users who flip every label.")] = 0.0,
-    kind: Annotated[str, typer.Option(help="Model kind: tfidf-logreg or minilm-head.")] = "tfidf-logreg",
-    promotion: Annotated[str, typer.Option(help="direct, or canary (the canary controller decides).")] = "direct",
-    rate: Annotated[float, typer.Option(help="Requests per second, at most.")] = 40.0,
+    scenario: Annotated[list[str] | None, typer.Option(
+        help=f"Repeatable; one of {', '.join(SCENARIOS)}. Default: {' and '.join(DEFAULT_SCENARIOS)} side by "
+             "side in one platform.")] = None,
+    stream: Annotated[int | None, typer.Option(help="Rows replayed per scenario (default: the scenario's).")] = None,
+    start: Annotated[int | None, typer.Option(help="rainfall: the first day replayed (the drift is at 12000).")] = None,
+    feedback_rate: Annotated[float | None, typer.Option(help="Share of predictions the users judge.")] = None,
+    feedback_delay: Annotated[int | None, typer.Option(help="Predictions served before an answer arrives.")] = None,
+    noise: Annotated[float | None, typer.Option(help="An honest user's chance of a random label.")] = None,
+    poison: Annotated[float | None, typer.Option(help="Share of users who flip every label.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Model kind, for the scenarios whose task it trains: "
+                                                  "tfidf-logreg, minilm-head; lightgbm, xgboost.")] = None,
+    promotion: Annotated[str | None, typer.Option(help="direct, or canary (the canary controller decides).")] = None,
+    rate: Annotated[float | None, typer.Option(help="Requests per second per scenario, at most.")] = None,
+    threshold: Annotated[int | None, typer.Option(help="Accepted samples between retrains.")] = None,
     report: Annotated[Path | None, typer.Option(help="Report directory; default <data dir>/demo/report.")] = None,
     database: Annotated[str, typer.Option(help="Database the demo (re)creates on FLYWHEEL_DATABASE_URL's "
                                                 "server.")] = "flywheel_demo",
 ) -> None:
-    """Bootstrap a champion on movie reviews, replay a drifting stream through the API with simulated
-    users, and watch the loop retrain, gate and swap models; writes a PNG + HTML report at the end.
-    Uses its own database (flywheel_demo on FLYWHEEL_DATABASE_URL's server, else pgserver) and data dir."""
+    """Bootstrap the scenarios' champions (a sentiment model on movie reviews; a rain model on weather
+    history), replay their drifting streams through the API with simulated users and observed outcomes, and
+    watch the loop retrain, gate and swap models; writes a PNG + HTML report at the end. Uses its own
+    database (flywheel_demo on FLYWHEEL_DATABASE_URL's server, else pgserver) and data dir."""
     stop = ctx.obj if isinstance(ctx.obj, threading.Event) else threading.Event()
-    options = DemoOptions.model_validate({
-        "scenario": scenario, "stream": stream, "feedback_rate": feedback_rate, "noise": noise,
-        "poison": poison, "kind": kind, "promotion": promotion, "rate": rate})
+    every = scenario_options(scenario or list(DEFAULT_SCENARIOS), stream=stream, start=start,
+                             feedback_rate=feedback_rate, feedback_delay=feedback_delay, noise=noise, poison=poison,
+                             kind=kind, promotion=promotion, rate=rate, incremental_threshold=threshold)
     base = FlywheelSettings()
     root = reset_dir(base.data_dir / "demo")
     report_dir = report or root / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     url = fresh_database(base.database_url.get_secret_value(), database) if base.database_url else None
-    settings = demo_settings(base, options, root / "platform", url, free_port())
+    settings = demo_settings(base, every, root / "platform", url, free_port())
     log_file = report_dir / "platform.log"
     restore = _log_to(log_file)
-    out.print(f"Starting the platform (logs: {log_file}); bootstrapping a {kind} champion on "
-              f"{SCENARIOS[scenario][0]} ...")
+    out.print(f"Starting the platform (logs: {log_file}); bootstrapping "
+              f"{', '.join(f'{o.kind} on {SCENARIOS[o.scenario].source}' for o in every)} ...")
     started = time.monotonic()
     try:
-        with Platform(settings, stop_event=stop) as platform:
+        with Platform(settings, stop_event=stop, bootstrap=demo_bootstrap(every, root / "platform")) as platform:
             endpoints = platform.endpoints
             if endpoints is None or endpoints.serving_url is None:
                 raise StackError("the platform did not start (see the log)")
-            replay = Replay(options, settings, endpoints.serving_url, endpoints.database_url,
-                            endpoint_connection(settings, endpoints))
+            replays = [Replay(o, settings, endpoints.serving_url, endpoints.database_url,
+                              endpoint_connection(settings, endpoints)) for o in every]
             try:
-                champion = replay.wait_ready(stop=stop)
-                out.print(f"champion version {champion} is serving after {time.monotonic() - started:.0f} s; "
-                          f"replaying {len(replay.stream)} texts of {SCENARIOS[scenario][1]}")
-                with Live(view(replay), console=out, refresh_per_second=4) as live:
-                    replay.run(stop=stop, on_step=lambda r: live.update(view(r)))
-                    replay.settle(timeout=90, quiet=8)
-                    live.update(view(replay))
-                figures = replay.finish()
-                paths = write_report(replay.timeline, report_dir)
+                figures = _replay_all(replays, stop, started)
+                paths = write_report([r.timeline for r in replays], report_dir)
             finally:
-                replay.close()
+                for replay in replays:
+                    replay.close()
             if platform.failed:
                 raise StackError(f"{', '.join(platform.failed)} failed during the demo (see {log_file})")
     finally:
         restore()
-    summary = Table("figure", "value", title="Demo results")
-    for key, value in figures.items():
-        summary.add_row(key, str(value))
-    out.print(summary)
+    for found in figures:
+        summary = Table("figure", "value", title=f"Demo results: {found['scenario']}")
+        for key, value in found.items():
+            summary.add_row(key, str(value))
+        out.print(summary)
     out.print(f"report: {paths['html']} (plot {paths['png']}), total {time.monotonic() - started:.0f} s")
+
+
+def _replay_all(replays: list[Replay], stop: threading.Event, started: float) -> list[dict[str, Any]]:
+    """Run every replay in its own thread under one live view; let the platform settle; their figures."""
+    for replay in replays:
+        replay.static_version = replay.wait_ready(stop=stop)
+        out.print(f"{replay.model_name}: champion version {replay.static_version} is serving after "
+                  f"{time.monotonic() - started:.0f} s; replaying {len(replay.stream)} rows of "
+                  f"{SCENARIOS[replay.options.scenario].target}")
+    errors: list[BaseException] = []
+
+    def body(replay: Replay) -> None:
+        try:
+            replay.run(stop=stop)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=body, args=(r,), name=f"demo-{r.model_name}", daemon=True) for r in replays]
+    with Live(Group(*(view(r) for r in replays)), console=out, refresh_per_second=4) as live:
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            live.update(Group(*(view(r) for r in replays)))
+            time.sleep(0.25)
+        if errors:
+            raise errors[0]
+        for replay in replays:
+            replay.settle(timeout=90, quiet=8)
+        live.update(Group(*(view(r) for r in replays)))
+    return [replay.finish() for replay in replays]
 
 
 def _log_to(path: Path) -> Callable[[], None]:

@@ -55,7 +55,7 @@ class Lifecycle:
 
 def assemble(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str, registry: ModelRegistry,
              producer: CheckedProducer, config: TrainerConfig | None = None,
-             metrics: CollectorRegistry | None = None, resources: Resources | None = None,
+             metrics: CollectorRegistry | TrainerMetrics | None = None, resources: Resources | None = None,
              spec: ModelSpec | None = None) -> Lifecycle:
     """The lifecycle of one model (``spec``, default: the settings' default text model) on a registry and
     a producer the caller owns (a serving pod's admin routes reuse the pod's registry); the topics it
@@ -72,7 +72,8 @@ def assemble(settings: FlywheelSettings, kafka: KafkaConnection, database_url: s
                       task=task_of(spec), features=spec.features,
                       config=config, registry=registry, announcer=announcer, resources=resources,
                       work_dir=(settings.data_dir / "runs").resolve(),
-                      metrics=TrainerMetrics(metrics or CollectorRegistry()))
+                      metrics=metrics if isinstance(metrics, TrainerMetrics)
+                      else TrainerMetrics(metrics or CollectorRegistry()))
     actions = ModelActions(registry, announcer, settings.model_name, settings.topics.retrain)
     return Lifecycle(settings, kafka, config, registry, announcer, trainer, actions)
 
@@ -87,10 +88,12 @@ def platform_resources(database_url: str) -> Resources:
 
 @contextlib.contextmanager
 def lifecycle(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str,
-              config: TrainerConfig | None = None, metrics: CollectorRegistry | None = None,
+              config: TrainerConfig | None = None, metrics: CollectorRegistry | TrainerMetrics | None = None,
               resources: Resources | None = None, spec: ModelSpec | None = None) -> Iterator[Lifecycle]:
     """Everything of one model (``spec``, default: the default text model) wired from settings
-    (``config`` overrides its trainer config and ``resources`` the platform's embedder, for tests)."""
+    (``config`` overrides its trainer config and ``resources`` the platform's embedder, for tests).
+    ``metrics``: a registry to create the trainer's metrics on, or metrics several models share (their
+    series are labelled by model; a registry refuses the same metric twice)."""
     producer = CheckedProducer(producer_config(kafka))
     model_settings = settings_for(settings, spec) if spec is not None else settings
     assembled = assemble(settings, kafka, database_url, open_from_settings(model_settings, database_url), producer,

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -99,8 +99,14 @@ class Platform:
     """Everything ``flywheel up`` starts, in order, and stops in reverse order."""
 
     def __init__(self, settings: FlywheelSettings, *, on_ready: Callable[[Endpoints], None] | None = None,
-                 stop_event: threading.Event | None = None) -> None:
+                 stop_event: threading.Event | None = None, bootstrap: Mapping[str, Path] | None = None) -> None:
+        """``bootstrap``: a labelled CSV per model name that its first champion is trained from when it has
+        none (a tabular model's: one column per feature + ``label``); the default model's is
+        ``FLYWHEEL_BOOTSTRAP_DATA`` unless named here."""
         self.settings = settings
+        self.bootstrap = dict(bootstrap or {})
+        if settings.bootstrap_data is not None:
+            self.bootstrap.setdefault(settings.model_name, settings.bootstrap_data)
         self.on_ready = on_ready
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.registry = CollectorRegistry()
@@ -113,6 +119,7 @@ class Platform:
         self.trainer_ready = threading.Event()
         self.failed: list[str] = []  # components that stopped the platform with an error
         self.models: list[ModelSpec] = []
+        self._model_metrics: tuple[Any, ...] = ()  # trainer, canary and drift metrics every model shares
 
     def __enter__(self) -> Platform:
         try:
@@ -210,6 +217,13 @@ class Platform:
         gates, canary controller); a model declared while the platform runs gets its trainer within
         ``MODEL_WATCH_S``. The default model's runs in this thread."""
         started = {self.settings.model_name}
+        from curation.drift import DriftMetrics
+        from serving.canary import CanaryMetrics
+        from trainer.metrics import TrainerMetrics
+
+        # one set for every model: the series are labelled by model, and a registry takes each metric once
+        self._model_metrics = (TrainerMetrics(self.registry), CanaryMetrics(self.registry),
+                               DriftMetrics(self.registry))
 
         def watch() -> None:
             while not self.stop_event.wait(MODEL_WATCH_S):
@@ -242,33 +256,37 @@ class Platform:
 
         default = spec is None or spec.name == self.settings.model_name
         s = self.settings if spec is None else models.settings_for(self.settings, spec)
-        with lifecycle(self.settings, kafka_conn, database_url, metrics=self.registry, spec=spec) as lc:
+        trainer_metrics, canary_metrics, drift_metrics = self._model_metrics
+        with lifecycle(self.settings, kafka_conn, database_url, metrics=trainer_metrics, spec=spec) as lc:
             if default:
                 self.lifecycle = lc
-            if s.bootstrap_data is not None and lc.trainer.champion() is None:
-                from trainer.data import read_labelled_csv
+            data = self.bootstrap.get(s.model_name)
+            if data is not None and lc.trainer.champion() is None:
+                from trainer.data import read_labelled_csv, read_tabular_csv
 
-                log.info("no champion yet: bootstrapping from %s", s.bootstrap_data)
-                result = lc.trainer.bootstrap(read_labelled_csv(s.bootstrap_data, s.labels),
-                                              source=s.bootstrap_data.name, kind=lc.config.policy.kinds[0])
-                log.info("bootstrap %s: %s", result.status, result.reason)
+                log.info("%s has no champion yet: bootstrapping from %s", s.model_name, data)
+                features = lc.trainer.features
+                rows = (read_labelled_csv(data, s.labels) if features is None
+                        else read_tabular_csv(data, features, s.labels))
+                result = lc.trainer.bootstrap(rows, source=data.name, kind=lc.config.policy.kinds[0])
+                log.info("bootstrap of %s %s: %s", s.model_name, result.status, result.reason)
             group = "flywheel-trainer" if default else f"flywheel-trainer.{s.model_name}"
             service = TrainerService(lc.trainer, lc.config, kafka=kafka_conn, group=group,
                                      signal_topics=[s.topics.landed, s.topics.curated],
                                      request_topic=s.topics.retrain, session_timeout_ms=s.session_timeout_ms)
             if default:
                 self.trainer_ready.set()
-            from serving.canary import CanaryMetrics, controller_for, load_canary_config
+            from serving.canary import controller_for, load_canary_config
 
             controller = controller_for(s, kafka_conn, database_url, load_canary_config(s.canary_config),
-                                        actions=lc.actions, metrics=CanaryMetrics(self.registry))
+                                        actions=lc.actions, metrics=canary_metrics)
             self._start_thread(f"flywheel-canary.{s.model_name}", lambda: controller.run(self.stop_event))
-            from curation.drift import DriftMetrics, load_drift_config
+            from curation.drift import load_drift_config
             from trainer.drift import drift_monitor_for
 
             drift = load_drift_config(s.drift_config)
             if drift.enabled and lc.trainer.task.name == "text-classification":
-                monitor = drift_monitor_for(lc, database_url, drift, DriftMetrics(self.registry))
+                monitor = drift_monitor_for(lc, database_url, drift, drift_metrics)
                 self._start_thread("flywheel-drift", lambda: monitor.run(self.stop_event))
             service.run(self.stop_event)
 

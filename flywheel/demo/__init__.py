@@ -1,10 +1,14 @@
 """``flywheel demo``: the whole loop on a real drifting stream, on the embedded stack.
 
-A champion is bootstrapped on one domain (vader_movies); then a stream from another domain (tweets or
-products) is replayed through ``POST /predict`` and simulated users answer through ``POST /feedback``
-from the true labels, at a feedback rate, with label noise and a share of poisoning users who flip
-labels. Everything in between is the platform itself: ingest, curation, the trainer and its gates, the
-registry, promotion events, the pods' hot swaps (and the canary controller with ``--canary``).
+Text scenarios: a champion of the default text model is bootstrapped on one domain (vader_movies); then a
+stream from another domain (tweets or products) is replayed through ``POST /v1/models/{name}/predict`` and
+simulated users answer through ``POST /v1/models/{name}/feedback`` from the true labels, at a feedback rate,
+with label noise and a share of poisoning users who flip labels. The tabular scenario ``rainfall``
+(:mod:`flywheel.demo.rainfall`) declares a model of its own, bootstraps it on the weather history before
+its stream and replays the days in order through an injected drift, each day's observed outcome arriving
+as feedback some predictions later. Several scenarios run side by side in one platform. Everything in
+between is the platform itself: ingest, curation, the trainer and its gates, the registry, promotion
+events, the pods' hot swaps (and the canary controller with ``--promotion canary``).
 
 The :class:`Replay` drives one stream and records each step (served version, correct or not, the static
 champion's answer) and the platform's decisions; :func:`write_report` turns that into a PNG, an HTML
@@ -13,11 +17,13 @@ page and a JSON file. ``bench/efficacy.py`` drives the same :class:`Replay` with
 
 from __future__ import annotations
 
-from flywheel.demo.options import SCENARIOS, DemoOptions
+from flywheel.demo import rainfall
+from flywheel.demo.options import DEFAULT_SCENARIOS, SCENARIOS, DemoOptions, Scenario
 from flywheel.demo.platform import (
            CORPUS_WEIGHT,
            CORPUS_WEIGHT_CHOICES,
            KIND_PARAMS,
+           demo_bootstrap,
            demo_settings,
            fresh_database,
            reset_dir,
@@ -27,6 +33,6 @@ from flywheel.demo.report import write_report
 from flywheel.demo.stream import DATA, Crowd, Row, read_rows, split_target
 from flywheel.demo.timeline import Marker, Step, Timeline
 
-__all__ = ["CORPUS_WEIGHT", "CORPUS_WEIGHT_CHOICES", "DATA", "KIND_PARAMS", "SCENARIOS", "Crowd", "DemoOptions",
-           "Marker", "Replay", "Row", "Step", "Timeline", "demo_settings", "fresh_database", "read_rows",
-           "reset_dir", "split_target", "write_report"]
+__all__ = ["CORPUS_WEIGHT", "CORPUS_WEIGHT_CHOICES", "DATA", "DEFAULT_SCENARIOS", "KIND_PARAMS", "SCENARIOS", "Crowd",
+           "DemoOptions", "Marker", "Replay", "Row", "Scenario", "Step", "Timeline", "demo_bootstrap", "demo_settings",
+           "fresh_database", "rainfall", "read_rows", "reset_dir", "split_target", "write_report"]

@@ -3,19 +3,40 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
 
-SCENARIOS: dict[str, tuple[str, str]] = {
-    "movies->tweets": ("vader_movies", "vader_tweets"),
-    "movies->products": ("vader_movies", "vader_products"),
+@dataclass(frozen=True)
+class Scenario:
+    """A stream the demo can replay: the model it feeds (``model`` None: the platform's default text
+    model), its task, what the first champion is trained on (``source``) and what the stream replays."""
+
+    name: str
+    task: Literal["text-classification", "tabular-classification"]
+    source: str
+    target: str
+    model: str | None = None
+    defaults: tuple[tuple[str, Any], ...] = ()  # the scenario's own option defaults
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "movies->tweets": Scenario("movies->tweets", "text-classification", "vader_movies", "vader_tweets"),
+    "movies->products": Scenario("movies->products", "text-classification", "vader_movies", "vader_products"),
+    # daily weather, chronological, with a drift the package authors injected from row 12,000: the champion
+    # learns the days before the stream; each day's outcome (rain or not) is observed and sent later
+    "rainfall": Scenario("rainfall", "tabular-classification", "rainfall days 0..start", "rainfall days from start",
+                         model="rainfall",
+                         defaults=(("stream", 2000), ("start", 11_500), ("feedback_rate", 1.0), ("noise", 0.0),
+                                   ("kind", "lightgbm"), ("feedback_delay", 25), ("incremental_threshold", 200),
+                                   ("window", 200))),
 }
-
-
+DEFAULT_SCENARIOS = ("movies->tweets", "rainfall")
+"""What ``flywheel demo`` replays without ``--scenario``: a text and a tabular model side by side."""
 
 
 class DemoOptions(BaseModel):
@@ -24,8 +45,10 @@ class DemoOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     scenario: str = "movies->tweets"
-    stream: int = Field(default=1500, ge=10, description="Target-domain texts replayed through /predict.")
+    stream: int = Field(default=1500, ge=10, description="Rows replayed through the model's predict route.")
+    start: int = Field(default=0, ge=0, description="A chronological stream's first row (tabular scenarios).")
     feedback_rate: float = Field(default=0.6, ge=0.0, le=1.0, description="Share of predictions judged.")
+    feedback_delay: int = Field(default=0, ge=0, description="Predictions served before an answer is sent.")
     noise: float = Field(default=0.05, ge=0.0, le=1.0, description="An honest user's chance of a random label.")
     poison: float = Field(default=0.0, ge=0.0, lt=1.0, description="Share of users who flip every label.")
     users: int = Field(default=60, ge=1)
@@ -37,5 +60,14 @@ class DemoOptions(BaseModel):
     window: int = Field(default=150, ge=10, description="Rolling-accuracy window (steps).")
     seed: int = 0
 
+    @classmethod
+    def for_scenario(cls, scenario: str, **overrides: Any) -> DemoOptions:
+        """The options of ``scenario``: its own defaults, then ``overrides`` (None values are ignored)."""
+        found = SCENARIOS.get(scenario)
+        defaults = dict(found.defaults) if found is not None else {}
+        return cls.model_validate({**defaults, **{k: v for k, v in overrides.items() if v is not None},
+                                   "scenario": scenario})
 
-# -- data -------------------------------------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        return SCENARIOS[self.scenario].task

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,6 +17,7 @@ from pydantic import SecretStr
 
 from core.exceptions import ConfigError
 from core.settings import FlywheelSettings
+from flywheel.demo import rainfall
 from flywheel.demo.options import SCENARIOS, DemoOptions
 from flywheel.demo.stream import DATA
 
@@ -31,11 +33,22 @@ KIND_PARAMS: dict[str, dict[str, Any]] = {"minilm-head": {"solver": "lbfgs", "c"
 """The demo policy's model parameters, per kind (see :func:`demo_settings`)."""
 
 
-def demo_settings(base: FlywheelSettings, options: DemoOptions, data_dir: Path, database_url: str | None,
-                  serving_port: int) -> FlywheelSettings:
-    """The platform's settings for a demo: its own data dir, database and topic prefix, a trainer config
-    that retrains every ``incremental_threshold`` labels, and the demo corpus as the first champion."""
+def demo_settings(base: FlywheelSettings, scenarios: DemoOptions | Sequence[DemoOptions], data_dir: Path,
+                  database_url: str | None, serving_port: int) -> FlywheelSettings:
+    """The platform's settings for a demo of one or more scenarios side by side: its own data dir, database
+    and topic prefix; for a text scenario a trainer config of the default model that retrains every
+    ``incremental_threshold`` labels and the demo corpus as its first champion; a tabular scenario's model
+    declared in ``models.yaml`` (its first champion: :func:`demo_bootstrap`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    every = [scenarios] if isinstance(scenarios, DemoOptions) else list(scenarios)
+    texts = [o for o in every if o.task == "text-classification"]
+    if len(texts) > 1:
+        raise ConfigError(f"one text scenario per demo (the default model serves it), got "
+                          f"{[o.scenario for o in texts]}")
+    options = texts[0] if texts else DemoOptions()
+    models_yaml = data_dir / "models.yaml"
+    models_yaml.write_text(json.dumps({"models": [rainfall.spec(o) for o in every if o.scenario == "rainfall"]},
+                                      indent=2))
     trainer_yaml = data_dir / "trainer.yaml"
     trainer_yaml.write_text(json.dumps({
         # every retrain is a full one: on a few hundred drifted labels a full refit (seconds for either
@@ -78,9 +91,20 @@ def demo_settings(base: FlywheelSettings, options: DemoOptions, data_dir: Path, 
         "data_dir": data_dir, "database_url": SecretStr(database_url) if database_url else None,
         "topic_prefix": f"demo{uuid.uuid4().hex[:6]}",
         "serving_port": serving_port, "metrics_port": 0, "schema_registry_port": 0, "run_trainer": True,
-        "bootstrap_data": DATA / f"{SCENARIOS[options.scenario][0]}.csv",
-        "trainer_config": trainer_yaml, "canary_config": canary_yaml, "drift_config": drift_yaml,
-        "curation_config": curation_yaml})
+        "bootstrap_data": DATA / f"{SCENARIOS[options.scenario].source}.csv" if texts else None,
+        "models_config": models_yaml, "trainer_config": trainer_yaml, "canary_config": canary_yaml,
+        "drift_config": drift_yaml, "curation_config": curation_yaml})
+
+
+def demo_bootstrap(scenarios: Sequence[DemoOptions], data_dir: Path) -> dict[str, Path]:
+    """The first champions of the scenarios' declared models (``Platform(bootstrap=...)``): the rainfall
+    model's history before its stream, written to ``data_dir``."""
+    found = {}
+    for options in scenarios:
+        if options.scenario == "rainfall":
+            history = rainfall.split(options)[0]
+            found[rainfall.MODEL] = rainfall.write_history(history, data_dir / "rainfall-history.csv")
+    return found
 
 
 def fresh_database(server_url: str, name: str = "flywheel_demo") -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,11 +18,23 @@ from core import db
 from core.exceptions import ConfigError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
+from flywheel import models
+from flywheel.demo import rainfall
 from flywheel.demo.options import SCENARIOS, DemoOptions
 from flywheel.demo.stream import Crowd, Row, split_target
 from flywheel.demo.timeline import Marker, Step, Timeline
+from tasks import parse_spec
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    step: int
+    prediction_id: str
+    label: str
+    kind: str  # honest | noisy | poison
+    user: str
 
 
 class Replay:
@@ -30,20 +44,35 @@ class Replay:
                  kafka: KafkaConnection) -> None:
         if options.scenario not in SCENARIOS:
             raise ConfigError(f"scenario {options.scenario!r} is not one of {sorted(SCENARIOS)}")
-        self.options, self.settings = options, settings
+        self.options, self.scenario = options, SCENARIOS[options.scenario]
         self.serving_url, self.database_url, self.kafka = serving_url, database_url, kafka
-        self.stream, self.holdout = split_target(SCENARIOS[options.scenario][1], options.eval_fraction, options.seed)
-        self.target = self.stream  # every target row outside the holdout (what an oracle may learn from)
-        self.stream = self.stream[:options.stream]
-        self.domain = SCENARIOS[options.scenario][1].removeprefix("vader_")  # the slice its predictions carry
-        self.crowd = Crowd(options, settings.labels)
-        self.timeline = Timeline(options)
+        self.drift_at: int | None = None  # the stream step where a known drift begins
+        if self.scenario.task == "tabular-classification":
+            # the model the scenario declares (demo_settings put it in models.yaml); its settings view
+            self.settings = models.settings_for(settings, parse_spec(rainfall.spec(options)))
+            self.history, self.stream, self.holdout, self.target = rainfall.split(options)
+            self.domain: str | None = None
+            if options.start <= rainfall.DRIFT < options.start + options.stream:
+                self.drift_at = rainfall.DRIFT - options.start
+        else:
+            self.settings = settings
+            self.stream, self.holdout = split_target(self.scenario.target, options.eval_fraction, options.seed)
+            self.history = []
+            self.target = self.stream  # every target row outside the holdout (what an oracle may learn from)
+            self.stream = self.stream[:options.stream]
+            self.domain = self.scenario.target.removeprefix("vader_")  # the slice its predictions carry
+        self.model_name = self.settings.model_name
+        self.route = f"/v1/models/{self.model_name}"
+        self.crowd = Crowd(options, self.settings.labels)
+        self.timeline = Timeline(options, drift_at=self.drift_at)
         self.http = httpx.Client(base_url=serving_url, timeout=30.0)
         self._models: dict[str, Any] = {}
         self._registry: Any = None
         self._resources: Any = None
         self.static_version: str | None = None
         self.sent_feedback = 0
+        self._due: deque[_Answer] = deque()  # judged predictions whose answer is not sent yet
+        self._position: dict[int, int] = {}  # stream step -> its index in timeline.steps
 
     def close(self) -> None:
         self.http.close()
@@ -54,8 +83,9 @@ class Replay:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not (stop and stop.is_set()):
             with contextlib.suppress(httpx.HTTPError):
-                if self.http.get("/ready").status_code == 200:
-                    champion = self.http.get("/models").json()["deployment"]["champion"]
+                answer = self.http.get(self.route)
+                champion = answer.json()["deployment"]["champion"] if answer.status_code == 200 else None
+                if champion is not None:
                     return str(champion["version"])
             time.sleep(0.5)
         raise TimeoutError(f"no champion served at {self.serving_url} within {timeout:.0f}s")
@@ -69,7 +99,8 @@ class Replay:
 
                 self._registry = open_from_settings(self.settings, self.database_url)
                 # one embedding cache for every version scored: a holdout text is encoded once
-                self._resources = Resources(embedder=Embedder(shared_encoder(), MemoryEmbeddingCache()))
+                self._resources = (Resources() if self.scenario.task != "text-classification"
+                                   else Resources(embedder=Embedder(shared_encoder(), MemoryEmbeddingCache())))
             self._models[version] = self._registry.load(version, self._resources)
         return self._models[version]
 
@@ -81,7 +112,7 @@ class Replay:
         return right / len(rows)
 
     def champion(self) -> tuple[str, str]:
-        deployment = self.http.get("/models").json()["deployment"]["champion"]
+        deployment = self.http.get(self.route).json()["deployment"]["champion"]
         return str(deployment["version"]), str(deployment["semver"])
 
     def poll_runs(self) -> list[dict[str, Any]]:
@@ -91,7 +122,7 @@ class Replay:
             rows = conn.execute(
                 "SELECT run_id::text, trigger, mode, status, reason, version, kind, sample_count, duration_s, "
                 "candidates, extract(epoch FROM finished_at) FROM training_runs WHERE model_name = %s "
-                "AND status <> 'running' ORDER BY id", (self.settings.model_name,)).fetchall()
+                "AND status <> 'running' ORDER BY id", (self.model_name,)).fetchall()
         names = ["run_id", "trigger", "mode", "status", "reason", "version", "kind", "sample_count", "duration_s",
                  "candidates", "finished"]
         new = [dict(zip(names, r, strict=True)) for r in rows if r[0] not in seen]
@@ -107,7 +138,7 @@ class Replay:
     def running(self) -> bool:
         with db.connect(self.database_url, autocommit=True) as conn:
             row = conn.execute("SELECT count(*) FROM training_runs WHERE model_name = %s AND status = 'running'",
-                               (self.settings.model_name,)).fetchone()
+                               (self.model_name,)).fetchone()
         return bool(row and row[0])
 
     def collect_events(self) -> None:
@@ -116,7 +147,7 @@ class Replay:
 
         kept = [m for m in self.timeline.markers if m.action in ("refused", "failed")]
         for event in read_model_events(self.kafka, self.settings.topics.models):
-            if event.model != self.settings.model_name:
+            if event.model != self.model_name:
                 continue
             when = event.ts.timestamp()
             if when < self.timeline.started:
@@ -145,13 +176,14 @@ class Replay:
     def uncurated(self) -> int:
         """Joined feedback that curation has not turned into a sample yet."""
         with db.connect(self.database_url, autocommit=True) as conn:
-            row = conn.execute("SELECT count(*) FROM feedback f WHERE f.status = 'joined' AND NOT EXISTS "
-                               "(SELECT 1 FROM samples s WHERE s.id = f.id)").fetchone()
+            row = conn.execute("SELECT count(*) FROM feedback f WHERE f.status = 'joined' AND f.model = %s "
+                               "AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.id = f.id)",
+                               (self.model_name,)).fetchone()
         return int(row[0]) if row else 0
 
     def landed(self) -> int:
         with db.connect(self.database_url, autocommit=True) as conn:
-            row = conn.execute("SELECT count(*) FROM feedback").fetchone()
+            row = conn.execute("SELECT count(*) FROM feedback WHERE model = %s", (self.model_name,)).fetchone()
         return int(row[0]) if row else 0
 
     def serves_champion(self) -> bool:
@@ -177,7 +209,9 @@ class Replay:
             began = time.monotonic()
             step = self._step(i, row, static_labels[i])
             if step is not None:
+                self._position[i] = len(self.timeline.steps)
                 self.timeline.steps.append(step)
+            self._answer(until=i - self.options.feedback_delay)
             if i % 25 == 0:
                 self.poll_runs()
             if on_step is not None:
@@ -185,6 +219,9 @@ class Replay:
             for k in [k for k in pending if self.sent_feedback >= k]:
                 pending.pop(k)(self)
             time.sleep(max(0.0, interval - (time.monotonic() - began)))
+        self._answer(until=len(self.stream))  # the outcomes still due arrive after the stream
+        for k in [k for k in pending if self.sent_feedback >= k]:
+            pending.pop(k)(self)
         for k, check in pending.items():  # a stream too short for its checkpoints: they run at its end
             log.warning("stream ended at %d labels, before checkpoint %d", self.sent_feedback, k)
             check(self)
@@ -192,8 +229,11 @@ class Replay:
 
     def _step(self, i: int, row: Row, static_label: str) -> Step | None:
         user = self.crowd.user()
+        body: dict[str, Any] = ({"text": row.text} if isinstance(row.text, str) else {"features": dict(row.text)})
+        if self.domain is not None:
+            body["domain"] = self.domain
         try:
-            response = self.http.post("/predict", json={"text": row.text, "user_id": user, "domain": self.domain})
+            response = self.http.post(f"{self.route}/predict", json={**body, "user_id": user})
         except httpx.HTTPError as exc:
             log.warning("predict failed: %s", exc)
             self.timeline.failed_requests += 1
@@ -204,19 +244,32 @@ class Replay:
             return None
         served = response.json()
         judged = self.crowd.judge(user, row.label)
-        feedback_id = None
         if judged is not None:
-            answer = self.http.post("/feedback", json={"prediction_id": served["prediction_id"],
-                                                       "label": judged[0], "user_id": user})
-            if answer.status_code == 202:
-                feedback_id = str(answer.json()["feedback_id"])
-                self.sent_feedback += 1
-            else:
+            self._due.append(_Answer(i, str(served["prediction_id"]), judged[0], judged[1], user))
+        return Step(i, time.time() - self.timeline.started, served["version"], served["semver"], served["variant"],
+                    served["label"] == row.label, static_label == row.label, judged[1] if judged else None, None)
+
+    def _answer(self, until: int) -> None:
+        """Send the answers to the predictions of steps up to ``until`` (``feedback_delay`` steps late: an
+        outcome is observed some time after the model decided)."""
+        while self._due and self._due[0].step <= until:
+            due = self._due.popleft()
+            try:
+                answer = self.http.post(f"{self.route}/feedback", json={
+                    "prediction_id": due.prediction_id, "label": due.label, "user_id": due.user})
+            except httpx.HTTPError as exc:
+                log.warning("feedback failed: %s", exc)
+                self.timeline.failed_requests += 1
+                continue
+            if answer.status_code != 202:
                 log.warning("feedback answered %s: %s", answer.status_code, answer.text[:200])
                 self.timeline.failed_requests += 1
-        return Step(i, time.time() - self.timeline.started, served["version"], served["semver"], served["variant"],
-                    served["label"] == row.label, static_label == row.label,
-                    judged[1] if judged and feedback_id else None, feedback_id)
+                continue
+            self.sent_feedback += 1
+            position = self._position.get(due.step)
+            if position is not None:
+                steps = self.timeline.steps
+                steps[position] = dataclasses.replace(steps[position], feedback_id=str(answer.json()["feedback_id"]))
 
     def flagged(self) -> tuple[int, int, int]:
         """(poisoned feedback sent, of them not accepted as training samples by curation, all flagged)."""
@@ -255,6 +308,12 @@ class Replay:
             "poisoned_feedback": poisoned, "poisoned_flagged": caught, "flagged_samples": flagged,
             "flip_recall": round(caught / poisoned, 4) if poisoned else None,
         }
+        if self.drift_at is not None:  # the rolling view's story: the drop at the drift and the recovery
+            after = [s for s in steps if s.i >= self.drift_at]
+            figures |= {"drift_at_step": self.drift_at,
+                        "live_accuracy_after_drift": _mean(s.live_correct for s in after),
+                        "static_accuracy_after_drift": _mean(s.static_correct for s in after)}
+        figures = {"model": self.model_name, **figures}
         tl.figures = figures
         return figures
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flywheel.demo.options import DemoOptions
+from tasks.features import Input
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ OPPOSITE = {"positive": "negative", "negative": "positive"}
 
 @dataclass(frozen=True)
 class Row:
-    text: str
+    text: Input  # what the model takes: a text, or a feature row (tabular scenarios)
     label: str
 
 
@@ -64,5 +65,3 @@ class Crowd:
             return self.rng.choice(self.labels), "noisy"
         return truth, "honest"
 
-
-# -- the replay ---------------------------------------------------------------------------------------------

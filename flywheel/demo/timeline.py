@@ -41,6 +41,7 @@ class Marker:
 @dataclass
 class Timeline:
     options: DemoOptions
+    drift_at: int | None = None  # the step where a known drift begins (marked on the report)
     started: float = field(default_factory=time.time)
     steps: list[Step] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
