@@ -105,8 +105,11 @@ class Replay:
         return self._models[version]
 
     def accuracy(self, version: str, rows: Sequence[Row] | None = None) -> float:
+        return self.accuracy_of(self.model(version), rows)
+
+    def accuracy_of(self, model: Any, rows: Sequence[Row] | None = None) -> float:
+        """A model's accuracy on ``rows`` (default: the held-out rows)."""
         rows = self.holdout if rows is None else rows
-        model = self.model(version)
         proba = model.predict_proba([r.text for r in rows])
         right = sum(1 for p, r in zip(proba, rows, strict=True) if model.labels[int(p.argmax())] == r.label)
         return right / len(rows)

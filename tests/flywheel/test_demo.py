@@ -12,15 +12,32 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import typer
 from psycopg import sql
 
+from core.exceptions import ConfigError
 from core.settings import FlywheelSettings
 from curation.config import load_curation_config
 from curation.drift import load_drift_config
-from flywheel.demo import Crowd, DemoOptions, Marker, Step, Timeline, demo_settings, split_target, write_report
+from flywheel.cli_demo import scenario_options
+from flywheel.demo import (
+    Crowd,
+    DemoOptions,
+    Marker,
+    Step,
+    Timeline,
+    demo_bootstrap,
+    demo_settings,
+    rainfall,
+    split_target,
+    write_report,
+)
+from flywheel.models import check_spec
 from kinds.catalog import create
 from serving.canary import load_canary_config
+from tasks import load_specs
 from trainer.config import load_trainer_config
+from trainer.data import read_tabular_csv
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -66,8 +83,58 @@ def test_report_files_from_a_timeline(tmp_path: Path) -> None:
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 10_000
     page = paths["html"].read_text()
     assert "data:image/png;base64," in page and "1.1.0" in page and "live_accuracy" in page
-    data = json.loads(paths["json"].read_text())
+    data = json.loads(paths["json"].read_text())["scenarios"]["movies->tweets"]
     assert len(data["rolling"]["live"]) == 100 and data["markers"][0]["action"] == "promote"
+
+
+def test_one_report_for_scenarios_side_by_side(tmp_path: Path) -> None:
+    text = Timeline(DemoOptions(window=20))
+    rain = Timeline(DemoOptions.for_scenario("rainfall", window=20), drift_at=40)
+    for i in range(80):
+        text.steps.append(Step(i, i * 0.1, "1", "1.0.0", "champion", i % 2 == 0, i % 2 == 0, "honest", str(i)))
+        rain.steps.append(Step(i, i * 0.1, "1", "1.0.0", "champion", i < 40 or i % 3 > 0, i < 40, "honest", str(i)))
+    rain.markers.append(Marker(60, 6.0, "promote", "1.1.0", "gates passed"))
+    paths = write_report([text, rain], tmp_path)
+    data = json.loads(paths["json"].read_text())["scenarios"]
+    assert set(data) == {"movies->tweets", "rainfall"} and data["rainfall"]["drift_at"] == 40
+    assert data["rainfall"]["rolling"]["static"][-1] == 0.0 and data["rainfall"]["rolling"]["live"][-1] > 0.6
+    page = paths["html"].read_text()
+    assert "<h2>movies-&gt;tweets</h2>" in page and "<h2>rainfall</h2>" in page
+
+
+def test_rainfall_scenario_declares_a_tabular_model_and_its_history(tmp_path: Path) -> None:
+    options = DemoOptions.for_scenario("rainfall", stream=1000, start=11_500)
+    assert (options.kind, options.feedback_rate, options.noise, options.users) == ("lightgbm", 1.0, 0.0, 1)
+    history, stream, held, target = rainfall.split(options)
+    assert len(history) == 11_500 and len(stream) == 1000 and len(held) == 18_159 - 15_000
+    assert len(target) == 3000 and stream[0] == rainfall.rows()[11_500] and set(stream[0].text) == set(
+        rainfall.COLUMNS.values())
+    with pytest.raises(ConfigError, match="too far"):
+        rainfall.split(DemoOptions.for_scenario("rainfall", start=14_500, stream=1000))
+    base = FlywheelSettings(data_dir=tmp_path)
+    settings = demo_settings(base, [DemoOptions(), options], tmp_path / "d", None, 9999)
+    assert settings.models_config is not None and settings.bootstrap_data is not None  # the text model's corpus
+    [spec] = load_specs(settings.models_config)
+    config = check_spec(spec)  # what `flywheel up` checks before storing it
+    assert spec.name == "rainfall" and spec.task == "tabular-classification" and spec.features is not None
+    assert config.policy.kinds == ("lightgbm",) and config.policy.recent_share == 0.9
+    assert config.policy.corpus_weight == rainfall.CORPUS_WEIGHT and config.policy.full_threshold == 200
+    assert [(r.metric, r.min_gain) for r in config.gates.evaluation.rules] == [("accuracy", 0.01), ("macro_f1", 0.01)]
+    files = demo_bootstrap([DemoOptions(), options], tmp_path / "d")
+    corpus = read_tabular_csv(files["rainfall"], spec.features, spec.labels)
+    assert len(corpus) == 11_500 and corpus[5].text == history[5].text and corpus[5].label == history[5].label
+    only = demo_settings(base, options, tmp_path / "r", None, 9999)
+    assert only.bootstrap_data is None  # no text scenario: the default model gets no champion
+
+
+def test_scenario_options_take_overrides_by_task() -> None:
+    text, rain = scenario_options(["movies->tweets", "rainfall"], kind="xgboost", stream=300, rate=None)
+    assert (text.kind, text.stream, text.rate) == ("tfidf-logreg", 300, 40.0)
+    assert (rain.kind, rain.stream, rain.rate) == ("xgboost", 300, 15.0)
+    with pytest.raises(typer.BadParameter, match="trains none"):
+        scenario_options(["rainfall"], kind="tfidf-logreg")
+    with pytest.raises(typer.BadParameter, match="one of"):
+        scenario_options(["rainfall", "rainfall"])
 
 
 def test_demo_settings_write_configs_the_platform_accepts(tmp_path: Path) -> None:
@@ -96,16 +163,43 @@ def test_flywheel_demo_runs_end_to_end(tmp_path: Path, pg_admin_url: str) -> Non
     flywheel = str(Path(sys.executable).parent / "flywheel")
     name = f"flywheel_demo_test_{os.getpid()}"
     try:
-        done = subprocess.run([flywheel, "demo", "--stream", "150", "--rate", "60", "--feedback-rate", "1.0",
-                               "--database", name], env=env, capture_output=True, text=True, timeout=540)
+        done = subprocess.run([flywheel, "demo", "--scenario", "movies->tweets", "--stream", "150", "--rate", "60",
+                               "--feedback-rate", "1.0", "--database", name], env=env, capture_output=True, text=True,
+                              timeout=540)
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = tmp_path / "demo" / "report"
     data = json.loads((report / "report.json").read_text())
-    figures = data["figures"]
+    figures = data["scenarios"]["movies->tweets"]["figures"]
     assert figures["steps"] == 150 and figures["failed_requests"] == 0 and figures["feedback"] == 150
     assert figures["runs"].get("promoted", 0) >= 1  # the bootstrap at least
     assert 0.0 < figures["static_holdout_accuracy"] < 1.0
     assert (report / "report.png").stat().st_size > 10_000 and "Demo results" in done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_flywheel_demo_rainfall_scenario_runs_end_to_end(tmp_path: Path, pg_admin_url: str) -> None:
+    """A short replay across the drift: the declared tabular model is bootstrapped on its history, served
+    on /v1/models/rainfall/predict, its outcomes arrive late on /v1/models/rainfall/feedback and the trainer
+    runs on them (the long replay is bench/efficacy.py --task tabular)."""
+    env = {**os.environ, "FLYWHEEL_DATA_DIR": str(tmp_path), "FLYWHEEL_DATABASE_URL": pg_admin_url}
+    env.pop("FLYWHEEL_KAFKA_BOOTSTRAP", None)
+    flywheel = str(Path(sys.executable).parent / "flywheel")
+    name = f"flywheel_demo_rain_{os.getpid()}"
+    try:
+        done = subprocess.run([flywheel, "demo", "--scenario", "rainfall", "--start", "11800", "--stream", "400",
+                               "--rate", "80", "--feedback-delay", "10", "--threshold", "100", "--database", name],
+                              env=env, capture_output=True, text=True, timeout=280)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
+    assert set(data["scenarios"]) == {"rainfall"}
+    figures = data["scenarios"]["rainfall"]["figures"]
+    assert figures["model"] == "rainfall" and figures["steps"] == 400 and figures["failed_requests"] == 0
+    assert figures["feedback"] == 400 and figures["drift_at_step"] == 200  # every outcome, the last ones late
+    assert figures["runs"].get("promoted", 0) >= 1 and sum(figures["runs"].values()) >= 2  # bootstrap + a retrain
+    assert figures["static_holdout_accuracy"] < 0.6  # the champion of the days before the drift fails after it
