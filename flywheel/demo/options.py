@@ -34,7 +34,7 @@ SCENARIOS: dict[str, Scenario] = {
                          # one source of outcomes (users=1): curation's annotator trust is for people, and 60
                          # simulated "users" of one weather record looked untrustworthy after the drift (190 of
                          # 1,000 outcomes quarantined as low_trust in a first run)
-                         defaults=(("stream", 2000), ("start", 11_500), ("feedback_rate", 1.0), ("noise", 0.0),
+                         defaults=(("stream", 1500), ("start", 11_800), ("feedback_rate", 1.0), ("noise", 0.0),
                                    ("users", 1), ("rate", 15.0), ("kind", "lightgbm"), ("feedback_delay", 25),
                                    ("incremental_threshold", 200), ("window", 200))),
 }
