@@ -96,6 +96,8 @@ def demo(
              "side in one platform.")] = None,
     stream: Annotated[int | None, typer.Option(help="Rows replayed per scenario (default: the scenario's).")] = None,
     start: Annotated[int | None, typer.Option(help="rainfall: the first day replayed (the drift is at 12000).")] = None,
+    history: Annotated[int | None, typer.Option(help="rainfall: days before the stream the first champion "
+                                                     "learns (default: all).")] = None,
     feedback_rate: Annotated[float | None, typer.Option(help="Share of predictions the users judge.")] = None,
     feedback_delay: Annotated[int | None, typer.Option(help="Predictions served before an answer arrives.")] = None,
     noise: Annotated[float | None, typer.Option(help="An honest user's chance of a random label.")] = None,
@@ -114,7 +116,7 @@ def demo(
     watch the loop retrain, gate and swap models; writes a PNG + HTML report at the end. Uses its own
     database (flywheel_demo on FLYWHEEL_DATABASE_URL's server, else pgserver) and data dir."""
     stop = ctx.obj if isinstance(ctx.obj, threading.Event) else threading.Event()
-    every = scenario_options(scenario or list(DEFAULT_SCENARIOS), stream=stream, start=start,
+    every = scenario_options(scenario or list(DEFAULT_SCENARIOS), stream=stream, start=start, history=history,
                              feedback_rate=feedback_rate, feedback_delay=feedback_delay, noise=noise, poison=poison,
                              kind=kind, promotion=promotion, rate=rate, incremental_threshold=threshold)
     base = FlywheelSettings()

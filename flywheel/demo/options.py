@@ -50,6 +50,8 @@ class DemoOptions(BaseModel):
     scenario: str = "movies->tweets"
     stream: int = Field(default=1500, ge=10, description="Rows replayed through the model's predict route.")
     start: int = Field(default=0, ge=0, description="A chronological stream's first row (tabular scenarios).")
+    history: int | None = Field(default=None, ge=100, description="Rows before the stream (up to a known drift) "
+                                "the first champion learns (tabular scenarios); default all.")
     feedback_rate: float = Field(default=0.6, ge=0.0, le=1.0, description="Share of predictions judged.")
     feedback_delay: int = Field(default=0, ge=0, description="Predictions served before an answer is sent.")
     noise: float = Field(default=0.05, ge=0.0, le=1.0, description="An honest user's chance of a random label.")

@@ -47,8 +47,8 @@ def rows() -> tuple[Row, ...]:
 
 
 def split(options: DemoOptions) -> tuple[list[Row], list[Row], list[Row], list[Row]]:
-    """(history the champion is bootstrapped on, the stream, held-out rows, post-drift rows an oracle may
-    learn from) of a replay."""
+    """(history the champion is bootstrapped on: the ``history`` rows before the stream, before the drift;
+    the stream, held-out rows, post-drift rows an oracle may learn from) of a replay."""
     if options.start + options.stream > HOLDOUT_START:
         raise ConfigError(f"the rainfall stream ends at row {HOLDOUT_START - 1} (the rows after it score the "
                           f"models): start {options.start} + stream {options.stream} is too far")
@@ -56,7 +56,8 @@ def split(options: DemoOptions) -> tuple[list[Row], list[Row], list[Row], list[R
         raise ConfigError(f"the rainfall stream starts at row 1,000 or later (the history before it trains the "
                           f"first champion), got {options.start}")
     days = rows()
-    history = list(days[:min(options.start, DRIFT)])
+    end = min(options.start, DRIFT)
+    history = list(days[max(0, end - options.history) if options.history else 0:end])
     return (history, list(days[options.start:options.start + options.stream]), list(days[HOLDOUT_START:]),
             list(days[DRIFT:HOLDOUT_START]))
 

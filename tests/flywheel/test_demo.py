@@ -109,6 +109,7 @@ def test_rainfall_scenario_declares_a_tabular_model_and_its_history(tmp_path: Pa
     assert len(history) == 11_500 and len(stream) == 1000 and len(held) == 18_159 - 15_000
     assert len(target) == 3000 and stream[0] == rainfall.rows()[11_500] and set(stream[0].text) == set(
         rainfall.COLUMNS.values())
+    assert rainfall.split(options.model_copy(update={"history": 3000}))[0] == history[-3000:]
     with pytest.raises(ConfigError, match="too far"):
         rainfall.split(DemoOptions.for_scenario("rainfall", start=14_500, stream=1000))
     base = FlywheelSettings(data_dir=tmp_path)
@@ -189,7 +190,8 @@ def test_flywheel_demo_rainfall_scenario_runs_end_to_end(tmp_path: Path, pg_admi
     flywheel = str(Path(sys.executable).parent / "flywheel")
     name = f"flywheel_demo_rain_{os.getpid()}"
     try:
-        done = subprocess.run([flywheel, "demo", "--scenario", "rainfall", "--start", "11800", "--stream", "400",
+        done = subprocess.run([flywheel, "demo", "--scenario", "rainfall", "--start", "11800", "--history", "3000",
+                               "--stream", "400",
                                "--rate", "80", "--feedback-delay", "10", "--threshold", "100", "--database", name],
                               env=env, capture_output=True, text=True, timeout=280)
     finally:
