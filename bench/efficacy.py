@@ -63,6 +63,7 @@ from trainer.config import PolicyConfig
 
 log = logging.getLogger("bench.efficacy")
 CHECKPOINTS = (100, 200, 400)
+TEXT_SCENARIOS = [name for name, s in SCENARIOS.items() if s.task == "text-classification"]
 
 
 def free_port() -> int:
@@ -93,7 +94,7 @@ def oracle(replay: Replay, kind: str) -> float:
     target at the default corpus weight and each one the platform's runs may choose), with the kind's
     default parameters and with the demo's; the best of them on the held-out rows. The demo's parameters
     are chosen for a few hundred labels: the defaults keep the oracle from being weakened by that choice."""
-    source = read_rows(SCENARIOS[replay.options.scenario][0])
+    source = read_rows(SCENARIOS[replay.options.scenario].source)
     target = replay.target
     best = 0.0
     recipes = [(target, [1.0] * len(target))]
@@ -166,7 +167,7 @@ def main() -> None:
                         help="default: tfidf-logreg (text), lightgbm (tabular)")
     parser.add_argument("--outcomes", type=int, default=1000, help="tabular: post-drift outcomes replayed")
     parser.add_argument("--quick", action="store_true", help="movies->tweets only, no poisoned run")
-    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), dest="scenarios",
+    parser.add_argument("--scenario", action="append", choices=TEXT_SCENARIOS, dest="scenarios",
                         help="only these clean scenarios, no poisoned run (repeatable)")
     parser.add_argument("--data-dir", type=Path, default=Path(".flywheel/bench-efficacy"))
     parser.add_argument("--threshold", type=int, default=None,
@@ -184,7 +185,7 @@ def main() -> None:
         return
     args.kind = args.kind or "tfidf-logreg"
     args.threshold = args.threshold or 50
-    scenarios = args.scenarios or (["movies->tweets"] if args.quick else list(SCENARIOS))
+    scenarios = args.scenarios or (["movies->tweets"] if args.quick else TEXT_SCENARIOS)
     stream = max(CHECKPOINTS) + 60
     out: dict[str, Any] = {"scenarios": {}}
     print(f"kind: {args.kind}", flush=True)
