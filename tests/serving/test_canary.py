@@ -57,18 +57,20 @@ def start_canary(lc: Lifecycle, tmp_path: Path) -> ModelVersionInfo:
     return info
 
 
-def land(db_url: str, variant: str, version: str, n: int, correct: int, received: datetime | None = None) -> None:
-    """``n`` joined feedback rows on predictions served by ``version`` as ``variant``; ``correct`` are right.
-    Every fourth is a thumbs (up when right, down when wrong), the rest explicit labels."""
+def land(db_url: str, variant: str, version: str, n: int, correct: int, received: datetime | None = None,
+         text: str = "text", wrong: str = "negative") -> None:
+    """``n`` joined feedback rows on predictions (of ``text``, answered "positive") served by ``version`` as
+    ``variant``; ``correct`` are right. Every fourth is a thumbs (up when right, down when wrong), the rest
+    explicit labels (``wrong`` when wrong)."""
     received = received or datetime.now(UTC)
     with db.connect(db_url) as conn, conn.cursor() as cur:
         for i in range(n):
             pid, right = uuid.uuid4().hex, i < correct
             cur.execute("INSERT INTO predictions (prediction_id, model, model_version, variant, text, label, "
-                        "probabilities, latency_ms, ts) VALUES (%s, 'sentiment', %s, %s, 'text', 'positive', "
-                        "'{}', 1.0, now())", (pid, version, variant))
+                        "probabilities, latency_ms, ts) VALUES (%s, 'sentiment', %s, %s, %s, 'positive', "
+                        "'{}', 1.0, now())", (pid, version, variant, text))
             label, thumbs = (None, "up" if right else "down") if i % 4 == 0 else (
-                "positive" if right else "negative", None)
+                "positive" if right else wrong, None)
             cur.execute("INSERT INTO feedback (feedback_id, content_key, prediction_id, label, thumbs, source, ts, "
                         "status, model, model_version, variant, predicted_label, received_at, resolved_at) "
                         "VALUES (%s, %s, %s, %s, %s, 'test', now(), 'joined', 'sentiment', %s, %s, 'positive', "
@@ -170,15 +172,25 @@ def test_two_controllers_act_once(lc: Lifecycle, db_url: str, tmp_path: Path) ->
     assert actions(lc).count(f"retire:{canary.version}") == 1
 
 
+NEGATIVE = "an awful, boring and terrible film"
+
+
+def answer_of(lc: Lifecycle, version: str, text: str) -> str:
+    model = lc.registry.load(version)
+    return str(model.labels[int(model.predict_proba([text])[0].argmax())])
+
+
 def test_the_watchdog_rolls_back_a_champion_whose_online_accuracy_collapsed(
         lc: Lifecycle, db_url: str, tmp_path: Path) -> None:
     second = register_copy(lc, tmp_path, holdout_accuracy=0.9)  # read back from its MLflow run
     lc.promote(second.version, "test")
+    earlier = answer_of(lc, "1", NEGATIVE)
+    assert earlier != "positive"  # version 1 answers what the champion (said "positive") got wrong
     land(db_url, "champion", "1", 200, 40, received=datetime.now(UTC) - timedelta(minutes=5))  # not the champion's
-    land(db_url, "champion", second.version, 80, 20)
+    land(db_url, "champion", second.version, 80, 20, text=NEGATIVE, wrong=earlier)
     ctl = controller(lc, db_url, offline=None)
     assert ctl.tick().acted == ()  # 80 < 100 samples
-    land(db_url, "champion", second.version, 120, 60)  # 80 / 200 = 40%, offline 0.9
+    land(db_url, "champion", second.version, 120, 60, text=NEGATIVE, wrong=earlier)  # 80 / 200 = 40%, offline 0.9
     result = ctl.tick()
     assert [(a.action, a.version) for a in result.acted] == [("rollback", second.version)]
     assert lc.registry.champion().version == "1"  # type: ignore[union-attr]
@@ -187,6 +199,24 @@ def test_the_watchdog_rolls_back_a_champion_whose_online_accuracy_collapsed(
     assert (action, version) == ("rollback", second.version)
     assert "0.4000 (80/200" in reason and "offline 0.9000" in reason
     assert ctl.tick().acted == ()  # version 1 has no feedback since it came back
+
+
+def test_the_watchdog_keeps_a_champion_the_previous_version_would_not_beat(
+        lc: Lifecycle, db_url: str, tmp_path: Path) -> None:
+    """Online accuracy far below offline, but version 1 would have served the same labelled predictions no
+    better (the traffic got harder): no rollback, a full retrain is requested instead, once."""
+    second = register_copy(lc, tmp_path, holdout_accuracy=0.9)
+    lc.promote(second.version, "test")
+    neither = next(x for x in ("negative", "neutral") if x != answer_of(lc, "1", NEGATIVE))
+    land(db_url, "champion", second.version, 200, 80, text=NEGATIVE, wrong=neither)  # 40%, offline 0.9
+    ctl = controller(lc, db_url, offline=None)
+    assert [(a.action, a.version) for a in ctl.tick().acted] == [("retrain", second.version)]
+    assert lc.registry.champion().version == second.version  # type: ignore[union-attr]
+    [(action, _, version, reason)] = decisions(db_url)
+    assert (action, version) == ("retrain", second.version) and "no rollback" in reason, reason
+    assert ctl.tick().acted == ()  # within the cooldown
+    requests = read_requests(lc.kafka, lc.settings.topics.retrain)
+    assert len(requests) == 1 and requests[0].trigger == "drift" and "would have served" in requests[0].reason
 
 
 def test_the_watchdog_requests_a_retrain_once_per_cooldown(lc: Lifecycle, db_url: str) -> None:
