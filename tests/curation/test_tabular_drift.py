@@ -143,5 +143,5 @@ def test_report_carries_the_label_free_estimate() -> None:
     assert report.estimated_accuracy == pytest.approx(served.mean(), abs=0.05)
     assert report.accuracy_drop > 0.1 and report.confidence_shift > 0.1 and report.psi > 0.5
     assert report.drifted_features == ("income",) and "income" in report.summary()
-    assert [f.as_json()["name"] for f in report.features][0] == "income"
+    assert report.features[0].as_json()["name"] == "income"
     assert all(math.isfinite(f.psi) for f in report.features)
