@@ -228,7 +228,7 @@ class Platform:
                                                        None))
 
     def _run_model(self, kafka_conn: KafkaConnection, database_url: str, spec: ModelSpec | None) -> None:
-        """One model's trainer consumer, canary controller and (text models) drift monitor; MLflow, torch and
+        """One model's trainer consumer, canary controller and drift monitor (by its task); MLflow, torch and
         Great Expectations load here, off the start-up path. ``spec`` None: the default model."""
         from flywheel.lifecycle import lifecycle
         from trainer.service import TrainerService
@@ -260,9 +260,9 @@ class Platform:
             from trainer.drift import drift_monitor_for
 
             drift = load_drift_config(s.drift_config)
-            if drift.enabled and lc.trainer.task.name == "text-classification":
+            if drift.enabled:  # by task: texts, or a tabular model's features
                 monitor = drift_monitor_for(lc, database_url, drift, DriftMetrics(self.registry))
-                self._start_thread("flywheel-drift", lambda: monitor.run(self.stop_event))
+                self._start_thread(f"flywheel-drift.{s.model_name}", lambda: monitor.run(self.stop_event))
             service.run(self.stop_event)
 
     def _serve(self, kafka_conn: KafkaConnection, database_url: str) -> None:
