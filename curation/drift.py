@@ -19,6 +19,11 @@ Beside it, the **slice monitor**: label and error distribution per slice (the pr
 segment) over the joined feedback of ``slice_window_s``, as gauges (``flywheel_slice_*``); the trainer's
 evaluation gate applies the per-slice no-regression rule to the same slices.
 
+A tabular model's inputs are judged by :mod:`curation.tabular_drift` instead: the domain classifier runs
+over every feature, and each feature gets its own verdict (``feature_psi``: a numeric feature's PSI over
+quantile bins; ``feature_js``: a categorical or boolean feature's Jensen-Shannon distance, when its
+chi-square p-value is below ``feature_p_value`` too). docs/curation.md has the formulas and defaults.
+
 A signal in ``alert_on`` crossing its threshold asks the trainers for a retrain (a ``RetrainRequest`` with
 trigger ``drift``; their policy's ``drift_action`` says full or incremental), at most once per champion
 version and ``cooldown_s``. Every check is recorded in ``drift_checks`` and exported as gauges.
@@ -215,7 +220,7 @@ class SliceStats:
 class DriftMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.domain_auc = Gauge("flywheel_drift_domain_auc", "Domain-classifier ROC AUC, served vs reference texts",
+        self.domain_auc = Gauge("flywheel_drift_domain_auc", "Domain-classifier ROC AUC, served vs reference inputs",
                                 ["model"], registry=r)
         self.psi = Gauge("flywheel_drift_psi", "PSI of the predicted-label distribution", ["model"], registry=r)
         self.confidence_shift = Gauge("flywheel_drift_confidence_shift",
