@@ -43,7 +43,7 @@ from typing import Literal
 import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.exceptions import ConfigError
 from core.yamlconfig import load_yaml_model
@@ -63,7 +63,8 @@ class DriftConfig(BaseModel):
     window: int = Field(default=500, ge=10, description="Latest champion predictions judged.")
     min_window: int = Field(default=200, ge=10, description="Fewer served predictions: no verdict yet.")
     reference_size: int = Field(default=1000, ge=20, description="Reference rows (seeded sample of the holdout).")
-    thresholds: dict[Signal, float] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    thresholds: dict[Signal, float] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS),
+                                           description="Per signal; a signal left out keeps its default.")
     alert_on: tuple[Signal, ...] = Field(
         default=("domain_auc", "psi", "accuracy_drop", "feature_psi", "feature_js"),
         description="Signals that ask for a retrain; the others are exported and recorded only.")
@@ -76,6 +77,11 @@ class DriftConfig(BaseModel):
     slice_window_s: float = Field(default=3600.0, gt=0.0,
                                   description="Joined feedback of this window makes the per-slice gauges.")
     seed: int = 0
+
+    @field_validator("thresholds", mode="after")
+    @classmethod
+    def _defaults_for_the_rest(cls, given: dict[Signal, float]) -> dict[Signal, float]:
+        return {**DEFAULT_THRESHOLDS, **given}
 
 
 def load_drift_config(path: Path | None) -> DriftConfig:

@@ -120,6 +120,12 @@ def test_thresholds_come_from_the_config() -> None:
     assert {d.name: d.crossed for d in few if d.type != "numeric"} == {"plan": "feature_js", "active": "feature_js"}
 
 
+def test_a_signal_left_out_of_the_thresholds_keeps_its_default() -> None:
+    config = DriftConfig.model_validate({"thresholds": {"domain_auc": 0.8}})
+    assert config.thresholds["domain_auc"] == 0.8 and config.thresholds["feature_psi"] == 0.2
+    assert config.thresholds["feature_js"] == 0.1 and config.thresholds["psi"] == 0.2
+
+
 def test_deterministic_for_a_seed() -> None:
     current = make_rows(500, 7, income_shift=5.0)
     first = tabular_domain_auc(SCHEMA, REFERENCE, current, seed=3)
