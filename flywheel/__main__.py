@@ -1,3 +1,27 @@
-from flywheel.cli import main
+"""``python -m flywheel`` and the ``flywheel`` command. SIGINT/SIGTERM are caught before anything heavy is
+imported: importing the CLI takes seconds on a busy host, and a SIGTERM in that window must be a clean
+stop (exit 0), not a kill by the default handler (seen as exit -15 in tests/streams/test_rebalance.py)."""
 
-main()
+from __future__ import annotations
+
+import signal
+import threading
+
+
+def run() -> None:
+    stop = threading.Event()
+    received: list[int] = []
+
+    def early(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, early)
+    signal.signal(signal.SIGTERM, early)
+    from flywheel.cli import main  # the heavy part
+
+    main(stop, early_signals=received)
+
+
+if __name__ == "__main__":
+    run()

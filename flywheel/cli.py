@@ -270,9 +270,11 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def main() -> None:
-    stop = threading.Event()
-    _stop_on_signals(stop)  # first thing: a SIGTERM during start-up is a clean stop, not a kill
+def main(stop: threading.Event | None = None, *, early_signals: list[int] | None = None) -> None:
+    """The CLI; ``stop`` is set by SIGINT/SIGTERM (``flywheel.__main__.run`` catches them before this
+    module is even imported, and ``early_signals`` says which came meanwhile)."""
+    stop = stop or threading.Event()
+    _stop_on_signals(stop)  # a SIGTERM during start-up is a clean stop, not a kill
     from streams.runtime import tune_gc
 
     tune_gc()
@@ -285,6 +287,8 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # pgserver asks platformdirs for a runtime dir it does not use; the fallback warning is noise
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    for signum in early_signals or ():
+        logging.getLogger("flywheel").info("received %s while starting, stopping", signal.Signals(signum).name)
     try:
         app(obj=stop)
     except FlywheelError as exc:

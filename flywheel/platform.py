@@ -24,7 +24,7 @@ from core.db import session_connector
 from core.exceptions import ConfigError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
-from flywheel import migrate, models
+from flywheel import fleet, migrate, models
 from flywheel.exceptions import StackError
 from flywheel.stack import LocalStack, pid_alive
 from schemas.codec import SchemaIdCheck
@@ -32,14 +32,13 @@ from streams import kafka
 from streams.ingest import IngestProcessor
 from streams.metrics import StreamMetrics
 from streams.runtime import ProcessorRunner, RunnerConfig
-from tasks import ModelSpec, ModelStore
+from tasks import ModelSpec
 
 if TYPE_CHECKING:
     from curation import CurationService
     from flywheel.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
-MODEL_WATCH_S = 10.0  # how often `up` looks for models declared while it runs
 
 
 @dataclass(frozen=True)
@@ -168,10 +167,17 @@ class Platform:
     def _start_schema_registry(self, database_url: str) -> tuple[str | None, SchemaIdCheck | None]:
         """The Confluent-compatible schema registry on ``schema_registry_port`` (0 = not served); its
         store also tells the ingest decoder which wire-format schema ids exist."""
-        from schemas.registry import PostgresSchemaStore, RegistryServer, ServerStartError, create_app
+        from schemas.registry import (
+            PostgresSchemaStore,
+            RegistryServer,
+            ServerStartError,
+            create_app,
+            register_event_schemas,
+        )
 
         store = PostgresSchemaStore(database_url)
         self._exit.callback(store.close)
+        register_event_schemas(store)
         if not self.settings.schema_registry_port:
             return None, store.schema_exists
         server = RegistryServer(create_app(store), "127.0.0.1", self.settings.schema_registry_port)
@@ -201,31 +207,10 @@ class Platform:
     def _run_trainer(self, kafka_conn: KafkaConnection, database_url: str) -> None:
         """One trainer consumer per declared model, each in its own thread (its own group, lock, policy,
         gates, canary controller); a model declared while the platform runs gets its trainer within
-        ``MODEL_WATCH_S``. The default model's runs in this thread."""
-        started = {self.settings.model_name}
-
-        def watch() -> None:
-            while not self.stop_event.wait(MODEL_WATCH_S):
-                try:
-                    with session_connector(database_url)() as conn:
-                        specs = ModelStore(conn).all()
-                except Exception as exc:  # the database is away: the next look retries
-                    log.warning("cannot read the declared models: %s", exc)
-                    continue
-                for spec in specs:
-                    if spec.name not in started:
-                        started.add(spec.name)
-                        self._start_thread(f"flywheel-trainer.{spec.name}",
-                                           functools.partial(self._run_model, kafka_conn, database_url, spec))
-
-        for spec in self.models:
-            if spec.name not in started:
-                started.add(spec.name)
-                self._start_thread(f"flywheel-trainer.{spec.name}",
-                                   functools.partial(self._run_model, kafka_conn, database_url, spec))
-        self._start_thread("flywheel-models", watch)
-        self._run_model(kafka_conn, database_url, next((m for m in self.models if m.name == self.settings.model_name),
-                                                       None))
+        ``fleet.MODEL_WATCH_S``. The default model's runs in this thread."""
+        fleet.run_per_model(self.settings, database_url, self.stop_event, self.models,
+                            functools.partial(self._run_model, kafka_conn, database_url), name="flywheel-trainer",
+                            start=self._start_thread)
 
     def _run_model(self, kafka_conn: KafkaConnection, database_url: str, spec: ModelSpec | None) -> None:
         """One model's trainer consumer, canary controller and drift monitor (by its task); MLflow, torch and
@@ -245,8 +230,7 @@ class Platform:
                 result = lc.trainer.bootstrap(read_labelled_csv(s.bootstrap_data, s.labels),
                                               source=s.bootstrap_data.name, kind=lc.config.policy.kinds[0])
                 log.info("bootstrap %s: %s", result.status, result.reason)
-            group = "flywheel-trainer" if default else f"flywheel-trainer.{s.model_name}"
-            service = TrainerService(lc.trainer, lc.config, kafka=kafka_conn, group=group,
+            service = TrainerService(lc.trainer, lc.config, kafka=kafka_conn, group=fleet.trainer_group(s, spec),
                                      signal_topics=[s.topics.landed, s.topics.curated],
                                      request_topic=s.topics.retrain, session_timeout_ms=s.session_timeout_ms)
             if default:

@@ -1,6 +1,9 @@
 """The contract every model kind fulfils (river's ``base/classifier.py`` habit: small hooks, working
 defaults). Constructor parameters are the whole configuration: ``params`` + ``kind`` rebuild the model.
 
+A kind serves one or more tasks (``tasks``): its inputs are what the task takes, a text for
+``text-classification``, a feature row (``Mapping[str, Scalar]``) for ``tabular-classification``.
+
 Artifacts are safe formats only (JSON, ``.npz`` without pickle, safetensors), written with a manifest
 that records the sha256 of every file; ``load_model`` refuses an artifact whose bytes changed.
 """
@@ -13,12 +16,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from kinds.exceptions import ArtifactError, NotFitted, TamperedArtifact, UnknownLabel
+from kinds.exceptions import ArtifactError, KindError, NotFitted, TamperedArtifact, UnknownLabel
+from kinds.search_space import Dimension
+from tasks.features import Input
 
 if TYPE_CHECKING:
     from kinds.embeddings import Embedder
@@ -37,9 +42,11 @@ class Resources:
 
 
 class ModelKind(ABC):
-    """A text classifier with a fixed label set after ``fit``."""
+    """A classifier of the inputs of its ``tasks`` with a fixed label set after ``fit``."""
 
     kind: ClassVar[str]
+    tasks: ClassVar[frozenset[str]]  # the tasks whose inputs it takes ("text-classification", ...)
+    search_space: ClassVar[dict[str, Dimension]] = {}  # constructor params worth tuning, and their ranges
     batches: ClassVar[bool] = False  # serving: many texts per predict_proba call are much cheaper per text
     inline: ClassVar[bool] = False  # serving: predict_proba is cheap (well under 1 ms a text): run it on the event loop
 
@@ -65,23 +72,23 @@ class ModelKind(ABC):
 
     # -- learning ------------------------------------------------------------------------------
     @abstractmethod
-    def fit(self, texts: Sequence[str], labels: Sequence[str], weights: Sequence[float] | None = None) -> Self:
+    def fit(self, inputs: Sequence[Input], labels: Sequence[str], weights: Sequence[float] | None = None) -> Self:
         """Train from scratch; the label set becomes the sorted distinct ``labels``."""
 
-    def partial_fit(self, texts: Sequence[str], labels: Sequence[str],
+    def partial_fit(self, inputs: Sequence[Input], labels: Sequence[str],
                     weights: Sequence[float] | None = None) -> Self:
         """Warm start from the current state on new samples (plus whatever replay the caller adds).
         The label set is kept; the default refits from scratch on the given samples."""
         self._require_fitted()
         self._check_labels(labels)
-        return self.fit(texts, labels, weights)
+        return self.fit(inputs, labels, weights)
 
     @abstractmethod
-    def predict_proba(self, texts: Sequence[str]) -> Probabilities:
+    def predict_proba(self, inputs: Sequence[Input]) -> Probabilities:
         """Shape (n, len(labels)); columns in ``labels`` order; rows sum to 1."""
 
-    def predict(self, texts: Sequence[str]) -> list[str]:
-        proba = self.predict_proba(texts)
+    def predict(self, inputs: Sequence[Input]) -> list[str]:
+        proba = self.predict_proba(inputs)
         return [self.labels[i] for i in proba.argmax(axis=1)]
 
     # -- artifacts -----------------------------------------------------------------------------
@@ -113,6 +120,14 @@ class ModelKind(ABC):
         unknown = set(labels) - set(self.labels)
         if unknown:
             raise UnknownLabel(f"labels {sorted(unknown)} are not in the model's label set {list(self.labels)}")
+
+
+def as_texts(inputs: Sequence[Input]) -> Sequence[str]:
+    """``inputs`` as texts (the text kinds' narrowing), or :class:`KindError` if one is not a string."""
+    if not all(isinstance(x, str) for x in inputs):
+        bad = next(type(x).__name__ for x in inputs if not isinstance(x, str))
+        raise KindError(f"this kind takes texts (text-classification), got a {bad}")
+    return cast(Sequence[str], inputs)
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

@@ -6,10 +6,12 @@ from pathlib import Path
 
 from kinds.base import ModelKind, Resources, read_manifest
 from kinds.exceptions import ArtifactError
+from kinds.lightgbm_kind import LightGBMKind
 from kinds.minilm import MiniLMHead
 from kinds.tfidf import TfidfLogReg
+from kinds.xgboost_kind import XGBoostKind
 
-KINDS: dict[str, type[ModelKind]] = {cls.kind: cls for cls in (TfidfLogReg, MiniLMHead)}
+KINDS: dict[str, type[ModelKind]] = {cls.kind: cls for cls in (TfidfLogReg, MiniLMHead, LightGBMKind, XGBoostKind)}
 
 
 def create(kind: str, *, resources: Resources | None = None, **params: object) -> ModelKind:

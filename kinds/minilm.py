@@ -39,10 +39,13 @@ from safetensors.torch import load_file, save_file
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from kinds.base import ModelKind, Probabilities, Resources
+from kinds._threads import one_blas_thread
+from kinds.base import ModelKind, Probabilities, Resources, as_texts
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
 from kinds.encoder import PRECISIONS, Encoder, Precision, shared_encoder
 from kinds.exceptions import ArtifactError, EncoderMismatch, KindError
+from kinds.search_space import FloatRange
+from tasks.features import Input
 
 HEAD, ENCODER = "head.safetensors", "encoder.json"
 Solver = Literal["adamw", "lbfgs"]
@@ -68,6 +71,8 @@ class MiniLMHead(ModelKind):
     samples, whichever solver fitted it (L-BFGS on those samples alone would forget the rest)."""
 
     kind = "minilm-head"
+    tasks = frozenset({"text-classification"})
+    search_space = {"c": FloatRange(0.001, 100.0, log=True)}  # the L2 strength of solver "lbfgs" (fix it)
     batches = True  # the encoder's cost per text falls with the batch: serving pods micro-batch requests
 
     def __init__(self, *, hidden: int = 0, epochs: int = 30, lr: float = 0.01, weight_decay: float = 0.1,
@@ -122,7 +127,8 @@ class MiniLMHead(ModelKind):
         return twin
 
     # -- learning ------------------------------------------------------------------------------
-    def fit(self, texts: Sequence[str], labels: Sequence[str], weights: Sequence[float] | None = None) -> Self:
+    def fit(self, inputs: Sequence[Input], labels: Sequence[str], weights: Sequence[float] | None = None) -> Self:
+        texts = as_texts(inputs)
         classes = sorted(set(labels))
         if len(classes) < 2:
             raise KindError(f"need at least two labels to train, got {classes}")
@@ -137,20 +143,20 @@ class MiniLMHead(ModelKind):
         self._net, self.labels, self._encoder_id, self._embedder = net, tuple(classes), embedder.encoder_id, embedder
         return self
 
-    def partial_fit(self, texts: Sequence[str], labels: Sequence[str],
+    def partial_fit(self, inputs: Sequence[Input], labels: Sequence[str],
                     weights: Sequence[float] | None = None) -> Self:
         self._require_fitted()
         self._check_labels(labels)
         assert self._net is not None
-        x = torch.from_numpy(self._checked_embedder().embed(texts))
+        x = torch.from_numpy(self._checked_embedder().embed(as_texts(inputs)))
         generator = torch.Generator().manual_seed(self.params["seed"])
         self._train(self._net, x, _targets(labels, self.labels), len(self.labels), weights, generator)
         return self
 
-    def predict_proba(self, texts: Sequence[str]) -> Probabilities:
+    def predict_proba(self, inputs: Sequence[Input]) -> Probabilities:
         self._require_fitted()
         assert self._net is not None
-        x = torch.from_numpy(self._checked_embedder().embed(texts))
+        x = torch.from_numpy(self._checked_embedder().embed(as_texts(inputs)))
         with _one_thread(), torch.inference_mode():
             proba: Probabilities = torch.softmax(self._net(x).double(), dim=1).numpy()
         return proba
@@ -176,7 +182,7 @@ class MiniLMHead(ModelKind):
         """The regularised optimum (solver ``lbfgs``), written into the linear ``net``."""
         w = _sample_weights(weights, x, y, n_labels, self.params["balanced"])
         model = LogisticRegression(C=self.params["c"], max_iter=_LBFGS_MAX_ITER, tol=1e-6)
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, one_blas_thread():
             warnings.simplefilter("always", ConvergenceWarning)
             model.fit(x.numpy(), y.numpy(), sample_weight=w.numpy())
         if any(issubclass(c.category, ConvergenceWarning) for c in caught):

@@ -7,11 +7,23 @@ from pathlib import Path
 from typing import Any
 
 from schemas.base import Event
-from schemas.events import Curated, DeadLetter, FeedbackEvent, Landed, ModelEvent, PredictionEvent, RetrainRequest
+from schemas.events import (
+    Curated,
+    DeadLetter,
+    FeedbackEvent,
+    FeedbackEventV2,
+    Landed,
+    ModelEvent,
+    PredictionEvent,
+    PredictionEventV2,
+    RetrainRequest,
+)
 
 EXPORTED: dict[str, type[Event]] = {
     "prediction.v1": PredictionEvent,
+    "prediction.v2": PredictionEventV2,
     "feedback.v1": FeedbackEvent,
+    "feedback.v2": FeedbackEventV2,
     "dead_letter.v1": DeadLetter,
     "landed.v1": Landed,
     "curated.v1": Curated,
@@ -29,6 +41,13 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         schema["$id"] = f"flywheel:{name}"
         out[name] = schema
     return out
+
+
+def subject(name: str) -> str:
+    """The schema registry subject an exported schema is registered under at start (``flywheel.<name>``,
+    e.g. ``flywheel.prediction.v2``: one subject per event type and version, so a version 2 never meets
+    the compatibility check of version 1's)."""
+    return f"flywheel.{name}"
 
 
 def write_json_schemas(directory: Path) -> list[Path]:

@@ -12,10 +12,8 @@ from typing import Any, ClassVar
 from schemas.events import ClassificationOutput, TaskInput, TaskOutput
 from schemas.reasons import Reason
 from tasks.exceptions import InputRejected
+from tasks.features import Input
 from tasks.spec import ModelSpec
-
-Input = str | Mapping[str, Any]
-"""What a model kind takes per row: a text, or a feature row."""
 
 
 @dataclass(frozen=True, slots=True)

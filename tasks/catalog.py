@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from schemas.events import TabularInput, TaskInput, TextInput
-from tasks.base import Input, StoredInput, Task
+from tasks.base import StoredInput, Task
 from tasks.exceptions import SpecError
+from tasks.features import Input
 from tasks.spec import ModelSpec
 
 

@@ -27,6 +27,7 @@ from tasks.exceptions import InputRejected
 FeatureType = Literal["numeric", "categorical", "boolean"]
 Scalar = float | int | str | bool | None
 Row = Mapping[str, Scalar]
+Input = str | Row  # what a model kind takes: a text (text-classification) or a feature row (tabular-classification)
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")]
 
 
@@ -151,7 +152,7 @@ class FeatureSchema(BaseModel):
 
     def to_params(self) -> list[dict[str, object]]:
         """The schema as plain JSON values (a model kind's ``features`` parameter, the spec's YAML)."""
-        return [f.model_dump(exclude_defaults=True) for f in self.features]
+        return [f.model_dump(mode="json", exclude_defaults=True) for f in self.features]
 
     @classmethod
     def from_params(cls, features: Sequence[Mapping[str, object]]) -> FeatureSchema:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -191,8 +191,7 @@ class DriftMonitor:
         inputs = [frame.inputs[i] for i in take]
         truth = [frame.labels[i] for i in take]
         model: ModelKind = self.registry.load(version, self.resources)
-        # the kinds take Sequence[str] until their signatures take every task's inputs
-        proba = np.asarray(model.predict_proba(cast(Sequence[str], inputs)), dtype=np.float64)
+        proba = np.asarray(model.predict_proba(inputs), dtype=np.float64)
         predicted = [model.labels[int(i)] for i in proba.argmax(axis=1)]
         confidence = proba.max(axis=1)
         correct = np.array([p == t for p, t in zip(predicted, truth, strict=True)])

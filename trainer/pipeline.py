@@ -62,7 +62,7 @@ class Trainer:
         self.metrics = metrics or TrainerMetrics(CollectorRegistry())
         self.quality, self.evaluation, self.behaviour = build_gates(config.gates)
         self.frames = TrainingFrames(config.policy)
-        self.recipes = Recipes(registry, resources, config.policy)
+        self.recipes = Recipes(registry, resources, config.policy, features)
         self.announcing = Announcing(model_name, registry, announcer, config.promotion, clock)
         self.steps = RunSteps(labels=self.labels, features=features, policy=config.policy, registry=registry,
                               quality=self.quality, evaluation=self.evaluation, behaviour=self.behaviour,
@@ -131,7 +131,7 @@ class Trainer:
             frame = self._store(conn).holdout(self.config.policy.holdout_recent)
         holdout = evaluation_set(frame, self.config.policy)
         return [self.evaluation.check(GateInput(candidate=model, champion=baseline, holdout=holdout)),
-                self.behaviour.check(GateInput(candidate=model))]
+                self.behaviour.check(GateInput(candidate=model, features=self.features))]
 
     def reconcile_announcements(self, announced: dict[str, ModelState]) -> list[ModelEvent]:
         """Re-announce what the registry says but the models topic (folded into ``announced``) does not."""

@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kinds.base import ModelKind, Resources
-from kinds.catalog import create
+from kinds.catalog import KINDS, create
 from registry import ModelRegistry, ModelVersionInfo
+from tasks import FeatureSchema
 from trainer.config import PolicyConfig
 from trainer.data import Frame, Snapshot
 from trainer.policy import Mode
@@ -20,10 +21,13 @@ __all__ = ["Recipes", "corpus_weight_of"]
 class Recipes:
     """The candidate recipes of one policy; models are created and loaded bound to ``resources``."""
 
-    def __init__(self, registry: ModelRegistry, resources: Resources, policy: PolicyConfig) -> None:
+    def __init__(self, registry: ModelRegistry, resources: Resources, policy: PolicyConfig,
+                 features: FeatureSchema | None = None) -> None:
         self.registry = registry
         self.resources = resources
         self.policy = policy
+        self.features = features  # a tabular model's schema: every tabular kind is built with it
+        self.tuned: dict[str, dict[str, Any]] = {}  # this run's searched params per kind (set by the run)
 
     def create(self, kind: str, **params: object) -> ModelKind:
         return create(kind, resources=self.resources, **params)
@@ -38,8 +42,14 @@ class Recipes:
         return self.create(kind, **self.params(kind)).fit(frame.inputs, frame.labels, frame.weights)
 
     def params(self, kind: str) -> dict[str, Any]:
-        """A from-scratch candidate's constructor parameters: the policy's seed and ``kind_params``."""
-        return {"seed": self.policy.seed, **self.policy.kind_params.get(kind, {})}
+        """A from-scratch candidate's constructor parameters: the policy's seed and ``kind_params``, what this
+        run's search chose (:attr:`tuned`), and, for a kind of the tabular task, the model's feature schema."""
+        params: dict[str, Any] = {"seed": self.policy.seed, **self.policy.kind_params.get(kind, {}),
+                                  **self.tuned.get(kind, {})}
+        cls = KINDS.get(kind)
+        if self.features is not None and cls is not None and "tabular-classification" in cls.tasks:
+            params["features"] = self.features.to_params()
+        return params
 
     def kinds(self, mode: Mode, champion: ModelVersionInfo | None, requested: Sequence[str] | None) -> list[str]:
         """The kinds to train: those requested, else the champion's (incremental), else the policy's."""

@@ -8,6 +8,7 @@ stored in Postgres or in memory.
 from schemas.registry.app import create_app
 from schemas.registry.base import CompatibilityCheck, SchemaStore
 from schemas.registry.compat import CompatibilityChecker, json_incompatibilities
+from schemas.registry.events import register_event_schemas
 from schemas.registry.exceptions import (
     IncompatibleSchema,
     InvalidCompatibilityLevel,
@@ -58,4 +59,5 @@ __all__ = [
     "VersionSoftDeleted",
     "create_app",
     "json_incompatibilities",
+    "register_event_schemas",
 ]

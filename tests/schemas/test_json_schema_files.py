@@ -27,3 +27,19 @@ def test_schemas_are_valid_and_accept_a_real_event() -> None:
         jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(json.loads(feedback("p1").to_json()), schemas["feedback.v1"])
     jsonschema.validate(json.loads(prediction().to_json()), schemas["prediction.v1"])
+
+
+def test_version_2_events_validate_and_every_schema_registers_once() -> None:
+    from schemas.registry import MemorySchemaStore, register_event_schemas
+    from tests.streams.test_ingest_models import GOOD, v2_feedback, v2_prediction
+
+    schemas = json_schemas()
+    jsonschema.validate(json.loads(v2_prediction("p1", GOOD)), schemas["prediction.v2"])
+    jsonschema.validate(json.loads(v2_prediction("p2", "a text", probabilities={"succeeded": 1.0})),
+                        schemas["prediction.v2"])
+    jsonschema.validate(json.loads(v2_feedback("p1", "failed")), schemas["feedback.v2"])
+    store = MemorySchemaStore()
+    first = register_event_schemas(store)
+    assert sorted(first) == sorted(f"flywheel.{name}" for name in schemas)
+    assert register_event_schemas(store) == first  # idempotent: the same ids
+    assert all(len(store.versions(s)) == 1 for s in first)

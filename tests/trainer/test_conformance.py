@@ -1,6 +1,7 @@
 """One conformance suite, run over every registered model kind (river's checks/ habit): safe-format
 round trip with identical predictions, tampered artifacts refused, deterministic fits, labels kept,
-warm start keeps the label set."""
+warm start keeps the label set, inputs of another task refused. Each kind runs on real data of its task:
+movie-review sentences (text-classification), NOAA rainfall rows before the drift (tabular-classification)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ import functools
 import json
 import random
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kinds import KINDS, ModelKind, NotFitted, TamperedArtifact, UnknownLabel, create, load_model
+from kinds import KINDS, KindError, ModelKind, NotFitted, TamperedArtifact, UnknownLabel, create, load_model
 from kinds.exceptions import ArtifactError
+from tasks import Input
+from tests.trainer.tabular_data import RAINFALL_FEATURES, rainfall
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -28,9 +33,40 @@ def _rows() -> list[dict[str, str]]:
     return rows
 
 
-def corpus(n: int = 600, offset: int = 0) -> tuple[list[str], list[str]]:
+def texts(n: int = 600, offset: int = 0) -> tuple[list[Input], list[str]]:
     rows = _rows()[offset:offset + n]
     return [r["text"] for r in rows], [r["label3"] for r in rows]
+
+
+@functools.cache
+def _before_drift() -> tuple[list[Input], list[str]]:
+    rows, labels = rainfall()
+    order = list(range(12_000))  # the rows before the injected drift, shuffled
+    random.Random(0).shuffle(order)
+    return [rows[i] for i in order], [labels[i] for i in order]
+
+
+def weather(n: int = 600, offset: int = 0) -> tuple[list[Input], list[str]]:
+    rows, labels = _before_drift()
+    return rows[offset:offset + n], labels[offset:offset + n]
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A task's real data for the suite: ``corpus(n, offset)``; the constructor params every kind of the
+    task needs; a label to leave out of a warm start; an input of another task."""
+
+    corpus: Callable[..., tuple[list[Input], list[str]]]
+    left_out: str
+    foreign: Input
+    params: dict[str, object] = field(default_factory=dict)
+
+
+TASKS = {
+    "text-classification": TaskData(texts, "neutral", {"text": "a row, not a text"}),
+    "tabular-classification": TaskData(weather, "dry", "a text, not a row",
+                                       {"features": RAINFALL_FEATURES.to_params()}),
+}
 
 
 # every kind with its defaults, and the MiniLM head's other solver
@@ -40,47 +76,73 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
 }
 
 
+def task_of(model: ModelKind) -> TaskData:
+    """The data of the first of the kind's tasks the suite has data for."""
+    known = sorted(model.tasks & set(TASKS))
+    assert known, f"{model.kind} serves {sorted(model.tasks)}: give the suite data for one of them"
+    return TASKS[known[0]]
+
+
 @pytest.fixture(params=sorted(VARIANTS))
 def model(request: pytest.FixtureRequest) -> ModelKind:
     kind, params = VARIANTS[request.param]
-    return create(kind, **params)
+    task = TASKS[sorted(KINDS[kind].tasks & set(TASKS))[0]]
+    return create(kind, **task.params, **params)
 
 
 @pytest.fixture
-def fitted(model: ModelKind) -> ModelKind:
-    texts, labels = corpus()
-    return model.fit(texts, labels)
+def data(model: ModelKind) -> TaskData:
+    return task_of(model)
 
 
-def test_fit_predicts_every_label_with_probabilities(fitted: ModelKind) -> None:
-    texts, _ = corpus(100, offset=2000)
-    proba = fitted.predict_proba(texts)
+@pytest.fixture
+def fitted(model: ModelKind, data: TaskData) -> ModelKind:
+    inputs, labels = data.corpus()
+    return model.fit(inputs, labels)
+
+
+def test_every_kind_names_a_task_the_suite_covers() -> None:
+    for kind, cls in KINDS.items():
+        assert cls.tasks and cls.tasks & set(TASKS), kind
+
+
+def test_fit_predicts_every_label_with_probabilities(fitted: ModelKind, data: TaskData) -> None:
+    inputs, _ = data.corpus(100, offset=2000)
+    proba = fitted.predict_proba(inputs)
     assert proba.shape == (100, len(fitted.labels))
-    assert np.allclose(proba.sum(axis=1), 1.0)
-    assert fitted.labels == tuple(sorted(set(corpus()[1])))
-    assert set(fitted.predict(texts)) <= set(fitted.labels)
+    assert np.all(proba >= 0) and np.allclose(proba.sum(axis=1), 1.0)
+    assert fitted.labels == tuple(sorted(set(data.corpus()[1])))
+    assert set(fitted.predict(inputs)) <= set(fitted.labels)
 
 
-def test_better_than_chance_on_held_out_real_data(fitted: ModelKind) -> None:
-    texts, labels = corpus(400, offset=3000)
-    accuracy = np.mean([p == y for p, y in zip(fitted.predict(texts), labels, strict=True)])
+def test_better_than_chance_on_held_out_real_data(fitted: ModelKind, data: TaskData) -> None:
+    inputs, labels = data.corpus(400, offset=3000)
+    accuracy = np.mean([p == y for p, y in zip(fitted.predict(inputs), labels, strict=True)])
     majority = max(labels.count(lbl) for lbl in set(labels)) / len(labels)
     assert accuracy > majority + 0.05, (accuracy, majority)
 
 
-def test_save_load_round_trip_is_identical_and_pickle_free(fitted: ModelKind, tmp_path: Path) -> None:
+def test_save_load_round_trip_is_identical_and_pickle_free(fitted: ModelKind, data: TaskData,
+                                                           tmp_path: Path) -> None:
     manifest = fitted.save(tmp_path / "m")
     assert manifest["kind"] == fitted.kind and len(manifest["sha256"]) == 64
     for path in (tmp_path / "m").iterdir():
-        assert path.suffix in {".json", ".npz", ".safetensors"}, path
+        assert path.suffix in {".json", ".npz", ".safetensors", ".txt"}, path
         if path.suffix == ".npz":
             with zipfile.ZipFile(path) as archive:
                 assert all(name.endswith(".npy") for name in archive.namelist())
             np.load(path, allow_pickle=False)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".txt":
+            path.read_text(encoding="utf-8")  # a library's text model format
+        else:  # safetensors: an 8-byte header length, then the JSON header
+            raw = path.read_bytes()
+            json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
     loaded = load_model(tmp_path / "m")
-    texts, _ = corpus(50, offset=5000)
+    inputs, _ = data.corpus(50, offset=5000)
     assert loaded.labels == fitted.labels and loaded.params == fitted.params
-    assert np.array_equal(loaded.predict_proba(texts), fitted.predict_proba(texts))
+    assert np.array_equal(loaded.predict_proba(inputs), fitted.predict_proba(inputs))
 
 
 @pytest.mark.parametrize("mode", ["flip a byte", "truncate", "delete", "edit manifest params"])
@@ -113,27 +175,36 @@ def test_missing_or_foreign_artifacts_are_clear_errors(tmp_path: Path) -> None:
         load_model(tmp_path)
 
 
-def test_fit_is_deterministic_with_a_seed(model: ModelKind) -> None:
-    texts, labels = corpus()
-    a = model.clone().fit(texts, labels).predict_proba(texts[:50])
-    b = model.clone().fit(texts, labels).predict_proba(texts[:50])
+def test_fit_is_deterministic_with_a_seed(model: ModelKind, data: TaskData) -> None:
+    inputs, labels = data.corpus()
+    a = model.clone().fit(inputs, labels).predict_proba(inputs[:50])
+    b = model.clone().fit(inputs, labels).predict_proba(inputs[:50])
     assert np.array_equal(a, b)
 
 
-def test_warm_start_keeps_the_label_set_and_learns(fitted: ModelKind) -> None:
-    texts, labels = corpus(200, offset=1000)
-    only_two = [(t, y) for t, y in zip(texts, labels, strict=True) if y != "neutral"]
+def test_warm_start_keeps_the_label_set_and_learns(fitted: ModelKind, data: TaskData) -> None:
+    inputs, labels = data.corpus(200, offset=1000)
+    fewer = [(x, y) for x, y in zip(inputs, labels, strict=True) if y != data.left_out]
     before = fitted.labels
-    fitted.partial_fit([t for t, _ in only_two], [y for _, y in only_two])
+    assert data.left_out in before and fewer
+    fitted.partial_fit([x for x, _ in fewer], [y for _, y in fewer])
     assert fitted.labels == before
-    assert fitted.predict_proba(texts[:5]).shape == (5, len(before))
+    proba = fitted.predict_proba(inputs[:5])
+    assert proba.shape == (5, len(before)) and np.allclose(proba.sum(axis=1), 1.0)
     with pytest.raises(UnknownLabel):
-        fitted.partial_fit(["so so"], ["furious"])
+        fitted.partial_fit(inputs[:1], ["furious"])
 
 
-def test_unfitted_models_say_so(model: ModelKind, tmp_path: Path) -> None:
+def test_inputs_of_another_task_are_refused(fitted: ModelKind, data: TaskData) -> None:
+    with pytest.raises(KindError):
+        fitted.predict_proba([data.foreign])
+    with pytest.raises(KindError):
+        fitted.clone().fit([data.foreign, data.foreign], ["a", "b"])
+
+
+def test_unfitted_models_say_so(model: ModelKind, data: TaskData, tmp_path: Path) -> None:
     with pytest.raises(NotFitted):
-        model.predict_proba(["x"])
+        model.predict_proba(data.corpus(1)[0])
     with pytest.raises(NotFitted):
         model.save(tmp_path)
 

@@ -2,6 +2,11 @@
 and must reach a pass rate per case type; then ``predict_proba`` latency on fixed-size batches (p95 over
 timed repetitions after a warm-up) must stay within the budget.
 
+A tabular model (:attr:`GateInput.features`) has no text suite; it must answer rows drawn from its feature
+schema (every category, both booleans, range ends and midpoints, optional features absent) with finite
+probabilities summing to 1, answer the same rows the same way (twice, and in reverse order within a
+batch), and meet the same latency budget on batches of such rows.
+
 Latency batches are suite texts tagged with a per-check nonce, so every timed text is new: a model with an
 embedding cache (``minilm-head``) would otherwise be timed on cache hits. The price is that such a cache
 keeps ``(latency_warmup + latency_repetitions) * batch_size`` throw-away entries per check.
@@ -19,6 +24,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from kinds.base import ModelKind, Probabilities
+from kinds.exceptions import KindError
+from tasks import FeatureSchema, Row
 from trainer.exceptions import TrainerError
 from trainer.gates._private import jsonable
 from trainer.gates.base import Clock, Gate, GateInput, Verdict, unusable_model
@@ -65,6 +72,8 @@ class BehaviourGate(Gate[BehaviourConfig]):
             return self.fail(problem)
         model = inputs.candidate
         assert model is not None
+        if inputs.features is not None:
+            return self._tabular(model, inputs.features)
         texts = self.suite.texts()
         try:
             proba = model.predict_proba(texts)
@@ -98,6 +107,42 @@ class BehaviourGate(Gate[BehaviourConfig]):
         met = ", ".join(f"{t} {_count(summary[t])}={rates[t]:.2f}" for t in rates)
         return self.verdict(True, f"{prefix} passed: {met}; {latency_text} <= {budget:g} ms",
                             jsonable(details), artifacts)
+
+    def _tabular(self, model: ModelKind, features: FeatureSchema) -> Verdict:
+        cfg = self.config
+        rows = schema_rows(features, max(cfg.batch_size, 16))
+        try:
+            first = np.asarray(model.predict_proba(rows), dtype=np.float64)
+            again = np.asarray(model.predict_proba(rows), dtype=np.float64)
+            reversed_ = np.asarray(model.predict_proba(rows[::-1]), dtype=np.float64)[::-1]
+            timings = []
+            for rep in range(cfg.latency_warmup + cfg.latency_repetitions):
+                batch = [rows[(rep + i) % len(rows)] for i in range(cfg.batch_size)]
+                started = self.clock()
+                model.predict_proba(batch)
+                if rep >= cfg.latency_warmup:
+                    timings.append((self.clock() - started) * 1000)
+        except (TrainerError, KindError) as exc:
+            return self.fail(f"candidate predict_proba failed on schema rows: {exc}")
+        problems = []
+        if first.shape != (len(rows), len(model.labels)):
+            problems.append(f"predict_proba returned shape {first.shape} for {len(rows)} rows")
+        elif not np.all(np.isfinite(first)) or not np.allclose(first.sum(axis=1), 1.0, atol=1e-6):
+            problems.append("probabilities are not finite or do not sum to 1 on every schema row")
+        elif not np.array_equal(first, again):
+            problems.append("the same rows got different probabilities on a second call")
+        elif not np.allclose(first, reversed_, atol=1e-9):
+            problems.append("a row's probabilities depend on its position in the batch")
+        p95 = float(np.percentile(timings, 95))
+        latency_text = f"p95 predict_proba latency {p95:.2f} ms per batch of {cfg.batch_size} rows"
+        if p95 > cfg.latency_budget_ms:
+            problems.append(f"{latency_text} > budget {cfg.latency_budget_ms:g} ms")
+        details = {"rows": len(rows), "latency": {"p95_ms": p95, "batch_size": cfg.batch_size,
+                                                   "repetitions": cfg.latency_repetitions}}
+        if problems:
+            return self.verdict(False, "tabular behaviour failed: " + "; ".join(problems), jsonable(details))
+        return self.verdict(True, f"tabular behaviour passed on {len(rows)} schema rows (valid, repeatable, "
+                            f"order-free); {latency_text} <= {cfg.latency_budget_ms:g} ms", jsonable(details))
 
     def _run_cases(self, model: ModelKind, proba: dict[str, Probabilities]) -> list[dict[str, Any]]:
         def label_of(text: str) -> str:
@@ -162,3 +207,25 @@ def _ids(ids: list[str], shown: int = 5) -> str:
 
 def _count(cases: list[dict[str, Any]]) -> str:
     return f"{sum(c['passed'] for c in cases)}/{len(cases)}"
+
+
+def schema_rows(features: FeatureSchema, n: int, seed: int = 0) -> list[Row]:
+    """``n`` rows a tabular model must answer: each feature's values in turn (every category, both booleans,
+    a numeric range's ends and midpoint, absent for an optional feature), combined by a seeded shuffle."""
+    rng = np.random.default_rng(seed)
+    choices: dict[str, list[Any]] = {}
+    for f in features.features:
+        if f.type == "categorical":
+            values: list[Any] = list(f.categories or ())
+        elif f.type == "boolean":
+            values = [True, False]
+        else:
+            lo = f.min if f.min is not None else (f.max - 1.0 if f.max is not None else -1.0)
+            hi = f.max if f.max is not None else lo + 2.0
+            values = [lo, (lo + hi) / 2, hi]
+        choices[f.name] = values + ([None] if not f.required else [])
+    rows: list[Row] = []
+    for i in range(n):
+        rows.append({name: values[(i + int(rng.integers(len(values)))) % len(values)]
+                     for name, values in choices.items()})
+    return rows

@@ -44,6 +44,7 @@ class Scripted(ModelKind):
     """A test double: each known text gets a fixed probability row (``script[text]``, in ``labels`` order)."""
 
     kind = "scripted"
+    tasks = frozenset({"text-classification"})
 
     def __init__(self, *, labels: Sequence[str] = LABELS, script: Mapping[str, Sequence[float]] | None = None) -> None:
         super().__init__(labels=tuple(labels), script=dict(script or {}))
