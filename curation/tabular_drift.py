@@ -19,8 +19,8 @@ crosses ``feature_js`` when its JS distance reaches that threshold and its chi-s
 flags trivial shifts, a distance alone flags noise on a handful of rows).
 
 Jointly, a domain classifier (scikit-learn histogram gradient boosting over :meth:`FeatureSchema.matrix`:
-NaN is its missing value, categorical columns are native categories) tells current rows from reference
-rows; its cross-validated ROC AUC is 0.5 when it cannot, 1.0 when the two never look alike. It catches
+NaN is its missing value, categorical columns are native categories; one OpenMP thread) tells current rows
+from reference rows; its cross-validated ROC AUC is 0.5 when it cannot, 1.0 when the two never look alike. It catches
 what no single feature shows (a changed correlation). The champion's label-free accuracy estimate, PSI of
 its predicted labels and confidence shift are the text monitor's (:mod:`curation.drift`).
 """
@@ -119,7 +119,9 @@ def features_drift(schema: FeatureSchema, reference: Sequence[Row], current: Seq
 def tabular_domain_auc(schema: FeatureSchema, reference: Sequence[Row], current: Sequence[Row], seed: int = 0,
                        folds: int = 5) -> float:
     """Cross-validated ROC AUC of a gradient-boosting classifier telling ``current`` rows from
-    ``reference`` rows over every feature (one thread: the machine's cores belong to serving and training)."""
+    ``reference`` rows over every feature, on one OpenMP thread (the machine's cores belong to serving and
+    training). Only OpenMP, which the boosting uses: its limit is per calling thread, while BLAS's is
+    process-wide and the kinds' reference-counted limit (``kinds/_threads.py``) owns it."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -134,7 +136,7 @@ def tabular_domain_auc(schema: FeatureSchema, reference: Sequence[Row], current:
         max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20, l2_regularization=1.0,
         categorical_features=native if native.any() else None, early_stopping=False, random_state=seed)
     k = max(2, min(folds, len(reference), len(current)))
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=1, user_api="openmp"):
         scores = cross_val_predict(classifier, x, y, cv=StratifiedKFold(k, shuffle=True, random_state=seed),
                                    method="predict_proba")[:, 1]
     return float(roc_auc_score(y, scores))

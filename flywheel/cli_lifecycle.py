@@ -178,8 +178,8 @@ def process_trainer(stop: threading.Event) -> None:
 
 def process_canary(stop: threading.Event) -> None:
     """The online monitors of every declared model: its canary controller (and champion watchdog) and, in
-    a thread beside it, the drift monitor of a text model (``FLYWHEEL_DRIFT_CONFIG``; ``enabled: false``
-    turns it off)."""
+    a thread beside it, its drift monitor (text or tabular, by its task; ``FLYWHEEL_DRIFT_CONFIG``;
+    ``enabled: false`` turns it off)."""
     from curation.drift import DriftMetrics, load_drift_config
     from flywheel import fleet
     from flywheel.lifecycle import lifecycle
@@ -197,7 +197,7 @@ def process_canary(stop: threading.Event) -> None:
     def run(spec: ModelSpec | None) -> None:
         model_settings = s if spec is None else settings_for(s, spec)
         with lifecycle(s, kafka, database, spec=spec) as lc:
-            if drift.enabled and lc.trainer.task.name == "text-classification":
+            if drift.enabled:  # by task: texts, or a tabular model's features
                 monitor = drift_monitor_for(lc, database, drift, drift_metrics)
                 threading.Thread(target=monitor.run, args=(stop,), name=f"flywheel-drift.{model_settings.model_name}",
                                  daemon=True).start()
