@@ -4,9 +4,9 @@ that applies them to a champion is :class:`trainer.tabular_drift.TabularDriftMon
 Every feature of the model's :class:`~tasks.FeatureSchema` is binned the same way in the reference rows
 and in the current window, with a bin of its own for a missing value (absent or null):
 
-* numeric: quantile bins of the reference (``bins`` of them, edges deduplicated, so a feature with few
-  distinct values gets fewer), open at both ends so a current value outside the reference's range lands
-  in the first or the last bin;
+* numeric: quantile bins of the reference (``bins`` of them, at most one per 20 present reference values,
+  edges deduplicated, so a feature with few distinct values gets fewer), open at both ends so a current
+  value outside the reference's range lands in the first or the last bin;
 * categorical: the schema's categories (a value outside them, which ingest refuses, in an "other" bin);
 * boolean: false, true.
 
@@ -38,6 +38,7 @@ from tasks.features import Feature, FeatureSchema, Row
 
 MISSING = "(missing)"
 OTHER = "(other)"
+MIN_PER_BIN = 20  # reference values per quantile bin at least: fewer bins on a small reference
 MAX_NATIVE_CATEGORIES = 250  # the boosting's categorical limit (255 bins, some kept for missing values)
 
 
@@ -49,6 +50,7 @@ def bin_labels(feature: Feature, reference: Sequence[Row], current: Sequence[Row
         ref_values = _numbers(feature.name, reference)
         cur_values = _numbers(feature.name, current)
         present = ref_values[~np.isnan(ref_values)]
+        bins = min(bins, max(2, len(present) // MIN_PER_BIN))
         edges = (np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)[1:-1])) if len(present)
                  else np.array([], dtype=np.float64))
         names = [f"q{i}" for i in range(len(edges) + 1)] + [MISSING]

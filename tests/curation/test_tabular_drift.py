@@ -58,8 +58,10 @@ def test_bins_by_hand() -> None:
     assert names == ["q0", "q1", "q2", "q3", MISSING]  # quartile edges 24.75, 49.5, 74.25
     assert [ref.count(n) for n in names] == [25, 25, 25, 25, 0]
     assert cur == ["q0", "q3", MISSING, MISSING]  # open ends; absent and null are missing
-    constant = bin_labels(feature, [{"age": 1.0}] * 10, [{"age": 1.0}], bins=10)
+    constant = bin_labels(feature, [{"age": 1.0}] * 200, [{"age": 1.0}], bins=10)
     assert constant[0] == ["q0", "q1", MISSING]  # one distinct value: its edges collapse
+    small = bin_labels(feature, reference[:60], [], bins=10)
+    assert small[0] == ["q0", "q1", "q2", MISSING]  # 60 reference values: 3 bins of 20
 
 
 def test_categorical_bins_and_identical_samples() -> None:
