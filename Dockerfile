@@ -17,6 +17,7 @@ WORKDIR /src
 COPY pyproject.toml README.m[d] ./
 COPY core ./core
 COPY kinds ./kinds
+COPY tasks ./tasks
 COPY flywheel ./flywheel
 COPY schemas ./schemas
 COPY streams ./streams

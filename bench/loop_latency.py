@@ -94,10 +94,10 @@ def quiet_drift(path: Path) -> Path:
     return path
 
 
-def training_samples(url: str, holdout_percent: int) -> int:
-    """What the trainer compares with its thresholds: accepted samples outside the holdout."""
+def training_samples(url: str, holdout_percent: int, model: str = "sentiment") -> int:
+    """What the trainer compares with its thresholds: the model's accepted samples outside the holdout."""
     with db.connect(url) as conn:
-        return SampleStore(conn, holdout_percent).snapshot().count
+        return SampleStore(conn, holdout_percent, model=model).snapshot().count
 
 
 def wait_curated(url: str, n: int, timeout: float = 120) -> None:

@@ -17,7 +17,7 @@ from typing import Literal
 
 Status = Literal["accepted", "quarantined", "rejected"]
 # every reason a sample can carry, in the order they are listed
-REASONS = ("no_label", "unknown_label", "low_trust", "conflicting_duplicates", "label_issue", "duplicate",
+REASONS = ("no_label", "unknown_label", "low_trust", "conflicting_duplicates", "label_issue", "outlier", "duplicate",
            "near_duplicate")
 
 
@@ -67,6 +67,7 @@ class Member:
     low_trust: bool = False  # the annotator is below the trust floor now
     trusted: bool = False  # the annotator is at or above the trusted level now (label issues are accepted)
     vote_weight: float = 1.0  # the annotator's trust now (weight of the vote in the consensus)
+    outlier: bool = False  # a tabular row far outside the model's recent accepted rows (curation.outliers)
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,11 @@ class CurationStore(ABC):
     def recent_scores(self, window: int) -> list[tuple[str | None, str, float]]:
         """(slice, label, self-confidence) of the ``window`` most recent scored samples; the slice is
         ``COALESCE(domain, segment)``."""
+
+    def recent_inputs(self, window: int) -> list[dict[str, object]]:
+        """The stored inputs (``input``: a tabular row's ``{"features": ...}``) of the ``window`` most recent
+        accepted samples that have one; the reference the outlier check reads. Default: none."""
+        return []
 
     @abstractmethod
     def annotators(self, user_ids: Iterable[str]) -> dict[str, Annotator]: ...

@@ -14,6 +14,7 @@ no near-duplicate is a cluster of one. The decision, per sample in id order:
    it quarantines only when the user is not trusted (below ``trusted``, too few judged labels, or
    anonymous): a trusted user's label issue is accepted at ``weights.label_issue`` with the reason kept
    (where the model is wrong, e.g. under drift, is exactly what it must learn).
+   A tabular row far outside the model's recent accepted rows -> [outlier] (``curation.outliers``).
 4. Any reason of steps 2-3 but a trusted user's label issue -> ``quarantined`` (kept for review, never
    deleted).
 5. Of the accepted samples, the first is the cluster's representative (full weight); a later one with
@@ -60,6 +61,8 @@ def decide_cluster(members: Sequence[Member], config: CurationConfig) -> dict[in
             reasons.add("low_trust")
         if conflict and m.label != settled:
             reasons.add("conflicting_duplicates")
+        if m.outlier:
+            reasons.add("outlier")
         issue = m.label_issue and supporters[m.label] < ann.confirm_annotators
         if issue:
             reasons.add("label_issue")

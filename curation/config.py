@@ -108,8 +108,20 @@ class ServiceConfig(_Frozen):
     retry_max_s: float = Field(default=10.0, gt=0)
 
 
+class OutliersConfig(_Frozen):
+    """Tabular rows far outside the model's recent accepted rows: a numeric feature whose robust z-score
+    |x - median| / (1.4826 MAD) over the reference exceeds ``robust_z`` quarantines the sample [outlier]
+    (valid by the schema, which ingest enforces, yet unlike anything the model learns from: a unit or
+    sensor error to look at before training on it)."""
+
+    robust_z: float = Field(default=8.0, gt=0.0)
+    window: int = Field(default=2000, ge=10, description="Recent accepted rows of the model as the reference.")
+    min_reference: int = Field(default=50, ge=5, description="Fewer reference rows: no outlier check.")
+
+
 class CurationConfig(_Frozen):
     duplicates: DuplicatesConfig = DuplicatesConfig()
+    outliers: OutliersConfig = OutliersConfig()
     label_quality: LabelQualityConfig = LabelQualityConfig()
     annotators: AnnotatorsConfig = AnnotatorsConfig()
     weights: WeightsConfig = WeightsConfig()

@@ -19,6 +19,11 @@ Beside it, the **slice monitor**: label and error distribution per slice (the pr
 segment) over the joined feedback of ``slice_window_s``, as gauges (``flywheel_slice_*``); the trainer's
 evaluation gate applies the per-slice no-regression rule to the same slices.
 
+A tabular model's inputs are judged by :mod:`curation.tabular_drift` instead: the domain classifier runs
+over every feature, and each feature gets its own verdict (``feature_psi``: a numeric feature's PSI over
+quantile bins; ``feature_js``: a categorical or boolean feature's Jensen-Shannon distance, when its
+chi-square p-value is below ``feature_p_value`` too). docs/curation.md has the formulas and defaults.
+
 A signal in ``alert_on`` crossing its threshold asks the trainers for a retrain (a ``RetrainRequest`` with
 trigger ``drift``; their policy's ``drift_action`` says full or incremental), at most once per champion
 version and ``cooldown_s``. Every check is recorded in ``drift_checks`` and exported as gauges.
@@ -38,15 +43,16 @@ from typing import Literal
 import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.exceptions import ConfigError
 from core.yamlconfig import load_yaml_model
+from tasks import Input
 
 log = logging.getLogger(__name__)
-Signal = Literal["domain_auc", "psi", "confidence_shift", "accuracy_drop"]
+Signal = Literal["domain_auc", "psi", "confidence_shift", "accuracy_drop", "feature_psi", "feature_js"]
 DEFAULT_THRESHOLDS: dict[Signal, float] = {"domain_auc": 0.9, "psi": 0.2, "confidence_shift": 0.1,
-                                           "accuracy_drop": 0.05}
+                                           "accuracy_drop": 0.05, "feature_psi": 0.2, "feature_js": 0.1}
 
 
 class DriftConfig(BaseModel):
@@ -57,14 +63,25 @@ class DriftConfig(BaseModel):
     window: int = Field(default=500, ge=10, description="Latest champion predictions judged.")
     min_window: int = Field(default=200, ge=10, description="Fewer served predictions: no verdict yet.")
     reference_size: int = Field(default=1000, ge=20, description="Reference rows (seeded sample of the holdout).")
-    thresholds: dict[Signal, float] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    thresholds: dict[Signal, float] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS),
+                                           description="Per signal; a signal left out keeps its default.")
     alert_on: tuple[Signal, ...] = Field(
-        default=("domain_auc", "psi", "accuracy_drop"),
+        default=("domain_auc", "psi", "accuracy_drop", "feature_psi", "feature_js"),
         description="Signals that ask for a retrain; the others are exported and recorded only.")
+    feature_p_value: float = Field(
+        default=0.001, gt=0.0, lt=1.0,
+        description="Tabular: a categorical or boolean feature drifts (`feature_js`) only when its chi-square "
+                    "p-value is below this as well.")
+    bins: int = Field(default=10, ge=2, le=100, description="Tabular: quantile bins of a numeric feature's PSI.")
     cooldown_s: float = Field(default=1800.0, ge=0.0, description="Seconds between alerts for one champion.")
     slice_window_s: float = Field(default=3600.0, gt=0.0,
                                   description="Joined feedback of this window makes the per-slice gauges.")
     seed: int = 0
+
+    @field_validator("thresholds", mode="after")
+    @classmethod
+    def _defaults_for_the_rest(cls, given: dict[Signal, float]) -> dict[Signal, float]:
+        return {**DEFAULT_THRESHOLDS, **given}
 
 
 def load_drift_config(path: Path | None) -> DriftConfig:
@@ -117,12 +134,41 @@ class Calibration:
 # -- one check --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Reference:
+    """Rows the champion ``version`` was judged on (texts, or feature rows), as it scored them."""
+
     version: str
-    texts: list[str]
+    inputs: list[Input]
     predicted: list[str]
     confidence: np.ndarray
     accuracy: float
     calibration: Calibration
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """One feature of a tabular model, reference vs current (:mod:`curation.tabular_drift`): ``psi`` over
+    its bins (numeric: quantile bins of the reference; else its categories), each with a missing bin;
+    ``p_value`` of the chi-square test of the two bin counts; ``js`` the Jensen-Shannon distance (base 2,
+    0..1) of the two bin distributions; ``crossed`` the signal it crosses (``feature_psi`` for a numeric
+    feature, ``feature_js`` for a categorical or boolean one), if any."""
+
+    name: str
+    type: str
+    psi: float
+    p_value: float
+    js: float
+    missing_reference: float  # share of rows without the feature
+    missing_current: float
+    crossed: Signal | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {"name": self.name, "type": self.type, "psi": _finite(self.psi), "p_value": _finite(self.p_value),
+                "js": _finite(self.js), "missing_reference": self.missing_reference,
+                "missing_current": self.missing_current, "crossed": self.crossed}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -140,16 +186,29 @@ class DriftReport:
     alerted: bool = False
     note: str = ""
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    features: tuple[FeatureDrift, ...] = ()  # tabular models: most drifted first
 
     @property
     def accuracy_drop(self) -> float:
         return self.reference_accuracy - self.estimated_accuracy
 
+    @property
+    def drifted_features(self) -> tuple[str, ...]:
+        """Features that crossed their threshold, most drifted first."""
+        return tuple(f.name for f in self.features if f.crossed)
+
     def summary(self) -> str:
         return (f"champion {self.version}: domain AUC {self.domain_auc:.3f}, PSI {self.psi:.3f}, confidence "
                 f"shift {self.confidence_shift:+.3f}, estimated accuracy {self.estimated_accuracy:.3f} vs "
                 f"{self.reference_accuracy:.3f} on the reference ({self.current_rows} served / "
-                f"{self.reference_rows} reference rows)")
+                f"{self.reference_rows} reference rows)" + self._features_summary())
+
+    def _features_summary(self) -> str:
+        if not self.features:
+            return ""
+        shown = ", ".join(f"{f.name} (PSI {f.psi:.3f}, JS {f.js:.3f})" for f in self.features[:3])
+        drifted = self.drifted_features
+        return f"; most drifted features: {shown}" + (f"; crossed: {', '.join(drifted[:10])}" if drifted else "")
 
 
 @dataclass
@@ -167,7 +226,7 @@ class SliceStats:
 class DriftMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.domain_auc = Gauge("flywheel_drift_domain_auc", "Domain-classifier ROC AUC, served vs reference texts",
+        self.domain_auc = Gauge("flywheel_drift_domain_auc", "Domain-classifier ROC AUC, served vs reference inputs",
                                 ["model"], registry=r)
         self.psi = Gauge("flywheel_drift_psi", "PSI of the predicted-label distribution", ["model"], registry=r)
         self.confidence_shift = Gauge("flywheel_drift_confidence_shift",
@@ -180,6 +239,8 @@ class DriftMetrics:
                                   ["model", "signal"], registry=r)
         self.checks = PromCounter("flywheel_drift_checks", "Drift checks by outcome", ["model", "outcome"],
                                   registry=r)
+        self.feature = Gauge("flywheel_drift_feature", "Tabular models: per-feature drift, served vs reference "
+                             "(statistic: psi, js, p_value)", ["model", "feature", "statistic"], registry=r)
         self.slice_feedback = Gauge("flywheel_slice_feedback", "Joined feedback per slice in the slice window",
                                     ["model", "slice"], registry=r)
         self.slice_accuracy = Gauge("flywheel_slice_accuracy", "Share of joined feedback agreeing with the "

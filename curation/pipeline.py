@@ -24,6 +24,7 @@ from curation.base import (
 from curation.clusters import decide_cluster
 from curation.config import CurationConfig
 from curation.minhash import MinHasher, Signature
+from curation.outliers import OutlierCheck
 from curation.scoring import (
     LabelQuality,
     Population,
@@ -174,7 +175,8 @@ class Curator:
         by_cluster: dict[int, list[Member]] = {}
         for s in stored.values():
             by_cluster.setdefault(s.cluster_id, []).append(self._refresh(s.member, annotators))
-        new_members = {r.id: self._member(r, sigs[r.id], quality[r.id], annotators) for r in rows}
+        outliers = self._outliers(store, rows)
+        new_members = {r.id: self._member(r, sigs[r.id], quality[r.id], annotators, r.id in outliers) for r in rows}
         for r in rows:
             by_cluster.setdefault(clusters[r.id], []).append(new_members[r.id])
         pending = {r.id: r for r in rows}
@@ -258,14 +260,22 @@ class Curator:
         return dataclasses.replace(member, low_trust=low, trusted=good,
                                    vote_weight=self._vote_weight(annotators, member.user_id))
 
+    def _outliers(self, store: CurationStore, rows: list[Pending]) -> set[int]:
+        """Ids of the batch's tabular rows with a numeric feature far outside the model's recent accepted rows."""
+        if all(r.input is None for r in rows):
+            return set()
+        cfg = self.config.outliers
+        check = OutlierCheck(store.recent_inputs(cfg.window), cfg)
+        return {r.id for r in rows if r.input is not None and check.outlying(r.input)}
+
     def _member(self, row: Pending, sig: Signature, quality: LabelQuality,
-                annotators: dict[str, Annotator]) -> Member:
+                annotators: dict[str, Annotator], outlier: bool = False) -> Member:
         user_trust = self._vote_weight(annotators, row.user_id) if row.user_id is not None else None
         a = annotators.get(row.user_id) if row.user_id is not None else None
         low, good = self._standing(a) if a is not None else (False, False)
         return Member(id=row.id, user_id=row.user_id, label=row.label, text_hash=sig.text_hash,
                       label_issue=quality.issue, unknown_label=row.label is not None and row.label not in self.labels,
-                      trust=user_trust, low_trust=low, trusted=good,
+                      trust=user_trust, low_trust=low, trusted=good, outlier=outlier,
                       vote_weight=user_trust if user_trust is not None else self.config.annotators.prior_mean)
 
     @staticmethod

@@ -127,6 +127,12 @@ class PostgresCurationStore(CurationStore):
             (self.model, window)).fetchall()
         return [(r[0], str(r[1]), float(r[2])) for r in rows]
 
+    def recent_inputs(self, window: int) -> list[dict[str, object]]:
+        rows = self.conn.execute(
+            "SELECT input FROM samples WHERE model = %s AND status = 'accepted' AND input IS NOT NULL "
+            "ORDER BY id DESC LIMIT %s", (self.model, window)).fetchall()
+        return [r[0] for r in rows if isinstance(r[0], dict)]
+
     def annotators(self, user_ids: Iterable[str]) -> dict[str, Annotator]:
         users = sorted(set(user_ids))
         if not users:

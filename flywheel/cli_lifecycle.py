@@ -157,33 +157,52 @@ def _metrics(s: FlywheelSettings) -> CollectorRegistry:
 
 
 def process_trainer(stop: threading.Event) -> None:
+    """A trainer consumer per declared model (and one for each model declared later)."""
+    from flywheel import fleet
     from flywheel.lifecycle import lifecycle
+    from tasks import ModelSpec
+    from trainer.metrics import TrainerMetrics
     from trainer.service import TrainerService
 
     s = FlywheelSettings()
     kafka, database = resolve(s)
-    metrics = _metrics(s)
-    with lifecycle(s, kafka, database, metrics=metrics) as lc:
-        service = TrainerService(lc.trainer, lc.config, kafka=kafka, group="flywheel-trainer",
-                                 signal_topics=[s.topics.landed, s.topics.curated], request_topic=s.topics.retrain,
-                                 session_timeout_ms=s.session_timeout_ms)
-        service.run(stop)
+    metrics = TrainerMetrics(_metrics(s))  # one set for every model (labelled by model): a registry takes each once
+
+    def run(spec: ModelSpec | None) -> None:
+        with lifecycle(s, kafka, database, metrics=metrics, spec=spec) as lc:
+            TrainerService(lc.trainer, lc.config, kafka=kafka, group=fleet.trainer_group(s, spec),
+                           signal_topics=[s.topics.landed, s.topics.curated], request_topic=s.topics.retrain,
+                           session_timeout_ms=s.session_timeout_ms).run(stop)
+
+    fleet.run_per_model(s, database, stop, fleet.declared(s, database), run, name="flywheel-trainer")
 
 
 def process_canary(stop: threading.Event) -> None:
-    """The online monitors of the served model: the canary controller (and champion watchdog) and, in a
-    thread beside it, the drift monitor (``FLYWHEEL_DRIFT_CONFIG``; ``enabled: false`` turns it off)."""
+    """The online monitors of every declared model: its canary controller (and champion watchdog) and, in
+    a thread beside it, its drift monitor (text or tabular, by its task; ``FLYWHEEL_DRIFT_CONFIG``;
+    ``enabled: false`` turns it off)."""
     from curation.drift import DriftMetrics, load_drift_config
+    from flywheel import fleet
     from flywheel.lifecycle import lifecycle
+    from flywheel.models import settings_for
     from serving.canary import CanaryMetrics, controller_for, load_canary_config
+    from tasks import ModelSpec
     from trainer.drift import drift_monitor_for
 
     s = FlywheelSettings()
     kafka, database = resolve(s)
     metrics = _metrics(s)
     canary, drift = load_canary_config(s.canary_config), load_drift_config(s.drift_config)
-    with lifecycle(s, kafka, database) as lc:
-        if drift.enabled:
-            monitor = drift_monitor_for(lc, database, drift, DriftMetrics(metrics))
-            threading.Thread(target=monitor.run, args=(stop,), name="flywheel-drift", daemon=True).start()
-        controller_for(s, kafka, database, canary, actions=lc.actions, metrics=CanaryMetrics(metrics)).run(stop)
+    canary_metrics, drift_metrics = CanaryMetrics(metrics), DriftMetrics(metrics)
+
+    def run(spec: ModelSpec | None) -> None:
+        model_settings = s if spec is None else settings_for(s, spec)
+        with lifecycle(s, kafka, database, spec=spec) as lc:
+            if drift.enabled:  # by task: texts, or a tabular model's features
+                monitor = drift_monitor_for(lc, database, drift, drift_metrics)
+                threading.Thread(target=monitor.run, args=(stop,), name=f"flywheel-drift.{model_settings.model_name}",
+                                 daemon=True).start()
+            controller_for(model_settings, kafka, database, canary, actions=lc.actions,
+                           metrics=canary_metrics).run(stop)
+
+    fleet.run_per_model(s, database, stop, fleet.declared(s, database), run, name="flywheel-canary")

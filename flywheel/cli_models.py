@@ -74,6 +74,9 @@ def feedback_import(
                                               "[+ user_id, ts].")],
     model: Annotated[str, typer.Option("--model", help="The model the outcomes judge.")],
     source: Annotated[str, typer.Option(help="Recorded as the feedback's source.")] = "import",
+    shadow: Annotated[bool, typer.Option(help="Also judge the shadow model's prediction of each task "
+                                              "(`<prediction_id>-shadow`): a model in shadow mode is then "
+                                              "measured on the real outcomes.")] = False,
 ) -> None:
     """Send outcomes as feedback events (schema version 2) on the feedback topic. The feedback id is derived
     from the model and the task id, so importing the same file twice lands each outcome once; ingest
@@ -100,11 +103,15 @@ def feedback_import(
                              "reason": f"label {event.label!r} is not one of {model}'s {list(spec.labels)}"})
             continue
         events.append(event)
+        if shadow:
+            events.append(event.model_copy(update={"prediction_id": f"{event.prediction_id}-shadow",
+                                                   "feedback_id": f"{event.feedback_id}-shadow"}))
     create_topics(kafka_admin(kafka), [settings.topics.feedback], settings.topic_partitions)
     producer = CheckedProducer(producer_config(kafka))
     sent = producer.send_all(settings.topics.feedback,
                              ((e.prediction_id.encode(), e.to_json()) for e in events), timeout=60.0)
-    out.print(f"sent {sent} outcomes of {model} to {settings.topics.feedback}")
+    out.print(f"sent {sent} outcomes of {model} to {settings.topics.feedback}"
+              + (" (each for the served and the shadow prediction)" if shadow else ""))
     if rejected:
         path = file.with_name(file.name + ".rejected.jsonl")
         path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rejected))

@@ -24,7 +24,7 @@ from core.db import session_connector
 from core.exceptions import ConfigError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
-from flywheel import migrate, models
+from flywheel import fleet, migrate, models
 from flywheel.exceptions import StackError
 from flywheel.stack import LocalStack, pid_alive
 from schemas.codec import SchemaIdCheck
@@ -32,14 +32,13 @@ from streams import kafka
 from streams.ingest import IngestProcessor
 from streams.metrics import StreamMetrics
 from streams.runtime import ProcessorRunner, RunnerConfig
-from tasks import ModelSpec, ModelStore
+from tasks import ModelSpec
 
 if TYPE_CHECKING:
     from curation import CurationService
     from flywheel.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
-MODEL_WATCH_S = 10.0  # how often `up` looks for models declared while it runs
 
 
 @dataclass(frozen=True)
@@ -215,8 +214,7 @@ class Platform:
     def _run_trainer(self, kafka_conn: KafkaConnection, database_url: str) -> None:
         """One trainer consumer per declared model, each in its own thread (its own group, lock, policy,
         gates, canary controller); a model declared while the platform runs gets its trainer within
-        ``MODEL_WATCH_S``. The default model's runs in this thread."""
-        started = {self.settings.model_name}
+        ``fleet.MODEL_WATCH_S``. The default model's runs in this thread."""
         from curation.drift import DriftMetrics
         from serving.canary import CanaryMetrics
         from trainer.metrics import TrainerMetrics
@@ -224,32 +222,12 @@ class Platform:
         # one set for every model: the series are labelled by model, and a registry takes each metric once
         self._model_metrics = (TrainerMetrics(self.registry), CanaryMetrics(self.registry),
                                DriftMetrics(self.registry))
-
-        def watch() -> None:
-            while not self.stop_event.wait(MODEL_WATCH_S):
-                try:
-                    with session_connector(database_url)() as conn:
-                        specs = ModelStore(conn).all()
-                except Exception as exc:  # the database is away: the next look retries
-                    log.warning("cannot read the declared models: %s", exc)
-                    continue
-                for spec in specs:
-                    if spec.name not in started:
-                        started.add(spec.name)
-                        self._start_thread(f"flywheel-trainer.{spec.name}",
-                                           functools.partial(self._run_model, kafka_conn, database_url, spec))
-
-        for spec in self.models:
-            if spec.name not in started:
-                started.add(spec.name)
-                self._start_thread(f"flywheel-trainer.{spec.name}",
-                                   functools.partial(self._run_model, kafka_conn, database_url, spec))
-        self._start_thread("flywheel-models", watch)
-        self._run_model(kafka_conn, database_url, next((m for m in self.models if m.name == self.settings.model_name),
-                                                       None))
+        fleet.run_per_model(self.settings, database_url, self.stop_event, self.models,
+                            functools.partial(self._run_model, kafka_conn, database_url), name="flywheel-trainer",
+                            start=self._start_thread)
 
     def _run_model(self, kafka_conn: KafkaConnection, database_url: str, spec: ModelSpec | None) -> None:
-        """One model's trainer consumer, canary controller and (text models) drift monitor; MLflow, torch and
+        """One model's trainer consumer, canary controller and drift monitor (by its task); MLflow, torch and
         Great Expectations load here, off the start-up path. ``spec`` None: the default model."""
         from flywheel.lifecycle import lifecycle
         from trainer.service import TrainerService
@@ -270,8 +248,7 @@ class Platform:
                         else read_tabular_csv(data, features, s.labels))
                 result = lc.trainer.bootstrap(rows, source=data.name, kind=lc.config.policy.kinds[0])
                 log.info("bootstrap of %s %s: %s", s.model_name, result.status, result.reason)
-            group = "flywheel-trainer" if default else f"flywheel-trainer.{s.model_name}"
-            service = TrainerService(lc.trainer, lc.config, kafka=kafka_conn, group=group,
+            service = TrainerService(lc.trainer, lc.config, kafka=kafka_conn, group=fleet.trainer_group(s, spec),
                                      signal_topics=[s.topics.landed, s.topics.curated],
                                      request_topic=s.topics.retrain, session_timeout_ms=s.session_timeout_ms)
             if default:
@@ -285,9 +262,9 @@ class Platform:
             from trainer.drift import drift_monitor_for
 
             drift = load_drift_config(s.drift_config)
-            if drift.enabled and lc.trainer.task.name == "text-classification":
+            if drift.enabled:  # by task: texts, or a tabular model's features
                 monitor = drift_monitor_for(lc, database_url, drift, drift_metrics)
-                self._start_thread("flywheel-drift", lambda: monitor.run(self.stop_event))
+                self._start_thread(f"flywheel-drift.{s.model_name}", lambda: monitor.run(self.stop_event))
             service.run(self.stop_event)
 
     def _serve(self, kafka_conn: KafkaConnection, database_url: str) -> None:

@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from kinds._threads import one_blas_thread
 from kinds.base import ModelKind, Probabilities, Resources, as_texts
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
 from kinds.encoder import PRECISIONS, Encoder, Precision, shared_encoder
@@ -181,7 +182,7 @@ class MiniLMHead(ModelKind):
         """The regularised optimum (solver ``lbfgs``), written into the linear ``net``."""
         w = _sample_weights(weights, x, y, n_labels, self.params["balanced"])
         model = LogisticRegression(C=self.params["c"], max_iter=_LBFGS_MAX_ITER, tol=1e-6)
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, one_blas_thread():
             warnings.simplefilter("always", ConvergenceWarning)
             model.fit(x.numpy(), y.numpy(), sample_weight=w.numpy())
         if any(issubclass(c.category, ConvergenceWarning) for c in caught):

@@ -47,7 +47,7 @@ class TabularKind(ModelKind):
         except (ValidationError, TypeError) as exc:
             raise KindError(f"{self.kind}: invalid features schema: {exc}") from exc
         for name in ("n_estimators", "warm_rounds", "threads"):
-            if not (isinstance(params[name], int) and params[name] >= 1):
+            if not (isinstance(params[name], int) and not isinstance(params[name], bool) and params[name] >= 1):
                 raise KindError(f"{self.kind}: {name} must be a positive integer, got {params[name]!r}")
         super().__init__(features=schema.to_params(), **params)
         self.schema = schema

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 import numpy.typing as npt
 
+from kinds._threads import one_blas_thread
 from kinds.base import ModelKind, Probabilities, as_texts
 from kinds.exceptions import ArtifactError, KindError
 from kinds.search_space import Choice, FloatRange
@@ -70,7 +71,8 @@ class TfidfLogReg(ModelKind):
         vectorizer = self._new_vectorizer()
         features = vectorizer.fit_transform(list(texts))
         clf = self._new_classifier(warm=False)
-        clf.fit(features, list(labels), sample_weight=None if weights is None else np.asarray(weights, float))
+        with one_blas_thread():
+            clf.fit(features, list(labels), sample_weight=None if weights is None else np.asarray(weights, float))
         self._set(vectorizer, clf)
         self.labels = tuple(str(c) for c in clf.classes_)
         return self
@@ -93,7 +95,8 @@ class TfidfLogReg(ModelKind):
         clf = self._new_classifier(warm=True)
         clf.classes_ = old.classes_
         clf.coef_, clf.intercept_ = old.coef_.copy(), old.intercept_.copy()
-        clf.fit(features, list(labels), sample_weight=None if weights is None else np.asarray(weights, float))
+        with one_blas_thread():
+            clf.fit(features, list(labels), sample_weight=None if weights is None else np.asarray(weights, float))
         self._set(vectorizer, clf)
         return self
 

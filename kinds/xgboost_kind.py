@@ -79,7 +79,8 @@ class XGBoostKind(TabularKind):
 
     def _raw(self, x: Matrix) -> npt.NDArray[Any]:
         assert self._booster is not None
-        return np.asarray(self._booster.predict(self._matrix(x)))
+        # no DMatrix: the booster knows its feature types (categorical codes); ~1 ms less a call
+        return np.asarray(self._booster.inplace_predict(x, missing=np.nan))
 
     @property
     def trees(self) -> int:

@@ -190,6 +190,8 @@ class MlflowRegistry(ModelRegistry):
                     tags["corpus_weight"] = f"{lineage.corpus_weight:g}"
                 if lineage.training_run_id is not None:
                     tags["training_run_id"] = lineage.training_run_id
+                if lineage.searched_params:
+                    tags["searched_params"] = json.dumps(dict(lineage.searched_params), sort_keys=True)
                 with _mlflow_errors(f"registering {artifact_dir} as {self.model_name} {semver}"):
                     created = self._client.create_model_version(self.model_name, source, run_id=run.run_id,
                                                                 tags=tags)

@@ -27,6 +27,7 @@ class Lineage:
     parent_version: VersionRef | None = None
     training_run_id: str | None = None
     corpus_weight: float | None = None  # the corpus rows' training weight (None: no corpus, or not recorded)
+    searched_params: Mapping[str, object] | None = None  # what a hyperparameter search chose (tag, JSON)
 
 
 @dataclass(frozen=True, slots=True)

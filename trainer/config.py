@@ -21,6 +21,18 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class SearchConfig(_Frozen):
+    """A hyperparameter search (Optuna TPE) before a full run's candidates are fitted: for each candidate
+    kind that declares a search space, on the training rows the run's evaluation never sees."""
+
+    budget_s: float = Field(default=60.0, gt=0, description="Seconds per kind; a trial under way finishes.")
+    max_trials: int = Field(default=20, ge=1)
+    folds: int = Field(default=3, ge=2, le=10, description="Cross-validation folds per trial.")
+    metric: Literal["accuracy", "log_loss"] = "accuracy"
+    min_rows: int = Field(default=100, ge=10, description="Fewer searchable rows: no search, the policy's params.")
+    kinds: tuple[str, ...] | None = Field(default=None, description="Kinds to search; unset = every kind with a space.")
+
+
 class PolicyConfig(_Frozen):
     """When to train and on what."""
 
@@ -67,6 +79,8 @@ class PolicyConfig(_Frozen):
                     "trained on join the evaluation too: the candidate's recipe and the champion's (its kind and "
                     "params on the corpus and the samples up to its watermark) each predict every fold trained "
                     "without it. Every collected label is evidence, not only those newer than the champion.")
+    search: SearchConfig | None = Field(
+        default=None, description="Tune each kind's parameters in full runs (unset: the policy's kind_params).")
     seed: int = 0
 
     @field_validator("corpus_weight_choices")

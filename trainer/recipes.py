@@ -27,6 +27,7 @@ class Recipes:
         self.resources = resources
         self.policy = policy
         self.features = features  # a tabular model's schema: every tabular kind is built with it
+        self.tuned: dict[str, dict[str, Any]] = {}  # this run's searched params per kind (set by the run)
 
     def create(self, kind: str, **params: object) -> ModelKind:
         return create(kind, resources=self.resources, **params)
@@ -41,9 +42,10 @@ class Recipes:
         return self.create(kind, **self.params(kind)).fit(frame.inputs, frame.labels, frame.weights)
 
     def params(self, kind: str) -> dict[str, Any]:
-        """A from-scratch candidate's constructor parameters: the policy's seed and ``kind_params`` (and, for
-        a kind of the tabular task, the model's feature schema)."""
-        params: dict[str, Any] = {"seed": self.policy.seed, **self.policy.kind_params.get(kind, {})}
+        """A from-scratch candidate's constructor parameters: the policy's seed and ``kind_params``, what this
+        run's search chose (:attr:`tuned`), and, for a kind of the tabular task, the model's feature schema."""
+        params: dict[str, Any] = {"seed": self.policy.seed, **self.policy.kind_params.get(kind, {}),
+                                  **self.tuned.get(kind, {})}
         cls = KINDS.get(kind)
         if self.features is not None and cls is not None and "tabular-classification" in cls.tasks:
             params["features"] = self.features.to_params()

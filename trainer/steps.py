@@ -10,6 +10,7 @@ as done); an alias moved without its event is re-announced by ``reconcile``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import tempfile
 import time
@@ -20,19 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from kinds.base import ModelKind
+from kinds.catalog import KINDS
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
 from kinds.minilm import MiniLMHead
-from registry import Lineage, ModelRegistry, ModelVersionInfo
+from registry import Lineage, ModelRegistry, ModelVersionInfo, RunHandle
 from tasks import FeatureSchema
 from trainer.announcing import Announcing, Registered
 from trainer.config import PolicyConfig
 from trainer.crossfit import CrossFitPlan, CrossFitter
 from trainer.data import Frame, SampleStore, Snapshot
+from trainer.exceptions import TrainerError
 from trainer.frames import TrainingFrames, evaluation_set, id_range, training_table
 from trainer.gates import Gate, GateInput
 from trainer.policy import Decision, Mode
 from trainer.recipes import Recipes
 from trainer.runs import RunLog, RunResult
+from trainer.search import search
 from trainer.selection import Candidate, select_candidate
 from trainer.tracking import log_candidates, log_verdict
 
@@ -106,11 +110,14 @@ class RunSteps:
                                   data_hash=data_hash, trained_count=len(frame), mlflow_run_id=ml.run_id)
                     return RunResult("refused", f"data quality: {quality.reason}", s.run_id, mode)
                 folds = self.cross_fitter.plan(s.store, mode, frame, champion, champion_model)
+                kinds_to_train = self.recipes.kinds(mode, champion, kinds)
+                if mode == "full":
+                    self.recipes.tuned = self._search(frame, folds, kinds_to_train, ml)
                 candidates = [
                     self._candidate(kind, mode, self.frames.reweighed(frame, weight), champion, champion_model,
                                     holdout, workdir, folds, weight,
                                     self.recipes.is_refresh(kind, mode, weight, champion, champion_model, s.snapshot))
-                    for kind in self.recipes.kinds(mode, champion, kinds)
+                    for kind in kinds_to_train
                     for weight in self.recipes.corpus_weights(mode)]
                 passing = sorted((c for c in candidates if c.passed), key=lambda c: c.score, reverse=True)
                 best = select_candidate(passing, holdout, self.evaluation, self.policy) if passing else None
@@ -127,7 +134,46 @@ class RunSteps:
                     s.run_id, mode, info, best, summaries, data_hash, len(frame), ml.run_id, s.decision.reason,
                     champion.version if champion else None))
         finally:
+            self.recipes.tuned = {}
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _search(self, frame: Frame, plan: CrossFitPlan | None, kinds: Sequence[str], ml: RunHandle
+                ) -> dict[str, dict[str, Any]]:
+        """The policy's hyperparameter search for each kind with a search space, on the training rows the
+        evaluation never scores: the frame without the rows the plan cross-fits (those join the gate's
+        holdout, so parameters chosen on them would be judged on the rows that chose them). A search
+        that cannot run (too few rows, no trial completes) leaves the kind at the policy's params and
+        says so in MLflow."""
+        cfg = self.policy.search
+        if cfg is None:
+            return {}
+        held = {i for fold in plan.folds for i in fold} if plan is not None else set()
+        rows = frame.take([i for i in range(len(frame)) if i not in held])
+        tuned: dict[str, dict[str, Any]] = {}
+        for kind in kinds:
+            space = KINDS[kind].search_space if kind in KINDS else {}
+            if not space or (cfg.kinds is not None and kind not in cfg.kinds):
+                continue
+            if len(rows) < cfg.min_rows:
+                ml.set_tags({f"search.{kind}": f"skipped: {len(rows)} searchable rows < min_rows {cfg.min_rows}"})
+                continue
+            make = functools.partial(self._make, kind, self.recipes.params(kind))
+            try:
+                result = search(make, rows.inputs, rows.labels, rows.weights, space, folds=cfg.folds,
+                                budget_s=cfg.budget_s, max_trials=cfg.max_trials, seed=self.policy.seed,
+                                metric=cfg.metric)
+            except TrainerError as exc:
+                ml.set_tags({f"search.{kind}": f"failed: {exc}"[:500]})
+                continue
+            tuned[kind] = result.best_params
+            ml.log_params({f"search.{kind}.{name}": value for name, value in result.best_params.items()})
+            ml.log_metrics({f"search.{kind}.cv_{cfg.metric}": result.best_score,
+                            f"search.{kind}.trials": float(result.trials),
+                            f"search.{kind}.seconds": result.elapsed_s})
+        return tuned
+
+    def _make(self, kind: str, base: dict[str, Any], params: dict[str, Any]) -> ModelKind:
+        return self.recipes.create(kind, **{**base, **params})
 
     def _register(self, s: Started, best: Candidate, frame: Frame, data_hash: str, artifact: Path,
                   mlflow_run_id: str) -> ModelVersionInfo:
@@ -141,7 +187,8 @@ class RunSteps:
             lineage=Lineage(data_hash=data_hash, watermark=s.snapshot.watermark, sample_count=s.snapshot.count,
                             sample_range=(min(known), max(known)) if known else None,
                             parent_version=s.champion.version if s.champion else None,
-                            training_run_id=str(s.run_id), corpus_weight=corpus_weight),
+                            training_run_id=str(s.run_id), corpus_weight=corpus_weight,
+                            searched_params=self.recipes.tuned.get(best.kind)),
             run_id=mlflow_run_id)
 
     def _candidate(self, kind: str, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,

@@ -20,6 +20,7 @@ from curation import CurationConfig
 from curation.service import CurationService
 from flywheel import models
 from flywheel.lifecycle import Lifecycle, lifecycle
+from kinds import KINDS
 from kinds.base import Resources
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
 from registry import CHAMPION
@@ -44,6 +45,7 @@ AUTOMATION = {
         # outcomes judge the model by what it decides now: the bootstrap history's holdout weighs 10%
         "policy": {"full_cron": "0 2 * * 0", "incremental_threshold": 100000, "full_threshold": 100000,
                    "holdout_percent": 20, "recent_share": 0.9,
+                   "search": {"max_trials": 3, "budget_s": 30, "folds": 3},
                    "kind_params": {"lightgbm": {"n_estimators": 40, "min_child_samples": 5}}},
         "gates": {"evaluation": {"rules": [{"metric": "accuracy", "min_gain": 0.01},
                                            {"metric": "macro_f1", "min_gain": 0.01},
@@ -159,6 +161,8 @@ def test_two_models_land_curate_train_promote_and_roll_back_independently(
     assert evaluation["passed"] and "3 metric rule(s) met" in evaluation["reason"], evaluation["reason"]
     assert {v["gate"] for v in candidate["verdicts"]} == {"evaluation", "behaviour"}
     assert text.registry.get(CHAMPION).version == text_champion  # the other model's champion never moved
+    searched = json.loads(tabular.registry.get(CHAMPION).tags["searched_params"])
+    assert set(searched) <= set(KINDS["lightgbm"].search_space) and searched
 
     rolled = tabular.rollback(None, "test: roll the tabular model back")
     assert boot.event is not None

@@ -45,18 +45,20 @@ def test_recent_holdout_keeps_label_issues_and_drops_what_curation_flagged_for_o
             for i, ((status, reasons, _), fid) in enumerate(zip(CASES, reserved, strict=True), start=1):
                 label = None if "no_label" in reasons else "positive"
                 cur.execute("INSERT INTO samples (id, feedback_id, prediction_id, text, label, status, weight, "
-                            "reasons, ts, domain) VALUES (%s, %s, %s, %s, %s, %s, 1.0, %s, now(), 'tweets')",
+                            "reasons, ts, domain, model) VALUES (%s, %s, %s, %s, %s, %s, 1.0, %s, now(), 'tweets', "
+                            "'sentiment')",
                             (i, fid, f"p{i}", f"text {i}", label, status, json.dumps(reasons)))
             not_reserved = [r[0] for r in conn.execute(
                 f"SELECT feedback_id FROM (SELECT 'fb-x' || g AS feedback_id FROM generate_series(1, 400) g) u "
                 f"WHERE NOT {holdout_predicate(50)} LIMIT 2").fetchall()]
         assert len(not_reserved) == 2
-        conn.execute("INSERT INTO samples (id, feedback_id, prediction_id, text, label, status, weight, ts) "
-                     "VALUES (100, %s, 'p100', 'trained on', 'positive', 'accepted', 1.0, now())", (not_reserved[0],))
+        conn.execute("INSERT INTO samples (id, feedback_id, prediction_id, text, label, status, weight, ts, model) "
+                     "VALUES (100, %s, 'p100', 'trained on', 'positive', 'accepted', 1.0, now(), 'sentiment')",
+                     (not_reserved[0],))
         # not reserved but quarantined as a label issue: no run trains on it either, so it is evidence
-        conn.execute("INSERT INTO samples (id, feedback_id, prediction_id, text, label, status, weight, reasons, ts) "
-                     "VALUES (101, %s, 'p101', 'the model disagrees', 'positive', 'quarantined', 1.0, "
-                     "'[\"label_issue\"]', now())", (not_reserved[1],))
+        conn.execute("INSERT INTO samples (id, feedback_id, prediction_id, text, label, status, weight, reasons, ts, "
+                     "model) VALUES (101, %s, 'p101', 'the model disagrees', 'positive', 'quarantined', 1.0, "
+                     "'[\"label_issue\"]', now(), 'sentiment')", (not_reserved[1],))
         conn.commit()
         store = SampleStore(conn, 50, model="sentiment")
         frame = store.recent_holdout(100)

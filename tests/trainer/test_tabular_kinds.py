@@ -170,6 +170,14 @@ def test_bad_params_are_refused(kind: str, params: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_features_are_required_and_unknown_params_refused(kind: str) -> None:
+    with pytest.raises(KindError, match="features"):
+        create(kind)
+    with pytest.raises(KindError, match="num_trees"):
+        create(kind, features=FEATURES, num_trees=3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_rows_that_do_not_encode_and_one_label_are_refused(kind: str) -> None:
     rows, labels = mixed(100, seed=15)
     model = tree(kind).fit(rows, labels)
