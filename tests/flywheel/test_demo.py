@@ -130,7 +130,7 @@ def test_rainfall_scenario_declares_a_tabular_model_and_its_history(tmp_path: Pa
 
 def test_scenario_options_take_overrides_by_task() -> None:
     text, rain = scenario_options(["movies->tweets", "rainfall"], kind="xgboost", stream=300, rate=None)
-    assert (text.kind, text.stream, text.rate) == ("tfidf-logreg", 300, 40.0)
+    assert (text.kind, text.stream, text.rate) == ("tfidf-logreg", 300, 12.0)
     assert (rain.kind, rain.stream, rain.rate, rain.start) == ("xgboost", 300, 15.0, 11_800)
     with pytest.raises(typer.BadParameter, match="trains none"):
         scenario_options(["rainfall"], kind="tfidf-logreg")
