@@ -45,9 +45,9 @@ def models_create(
     specs = [parse_spec(item, f"{spec_file}: spec {i}") for i, item in enumerate(items)]
     _, database = resolve(FlywheelSettings())
     with session_connector(database)() as conn:
-        for spec in specs:
-            changed = models.create(conn, spec, replace=replace)
-            out.print(f"{'declared' if changed else 'unchanged'} {spec.name} ({spec.task}, labels {list(spec.labels)})")
+        changed = models.create_all(conn, specs, replace=replace)  # all or none
+    for spec, new in zip(specs, changed, strict=True):
+        out.print(f"{'declared' if new else 'unchanged'} {spec.name} ({spec.task}, labels {list(spec.labels)})")
 
 
 def models_list() -> None:
