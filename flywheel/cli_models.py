@@ -7,7 +7,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +21,7 @@ from core.db import session_connector
 from core.settings import FlywheelSettings
 from flywheel import models
 from flywheel.platform import resolve
+from schemas import DecodeError, EventRules
 from schemas.events import FeedbackEventV2
 from tasks import ModelStore, SpecError, UnknownModel, parse_spec
 
@@ -88,11 +89,14 @@ def feedback_import(
         spec = ModelStore(conn).get(model)
     if spec is None:
         raise UnknownModel(model)
+    # what ingest would dead-letter is refused here (the stream's rules: a ts too far ahead, ...)
+    rules = EventRules(frozenset(spec.labels), settings.max_text_chars, timedelta(seconds=settings.max_future_skew_s))
     events, rejected = [], []
     for line, row in _rows(file):
         try:
             event = _event(row, model, source)
-        except (ValueError, ValidationError) as exc:
+            rules.check(event, datetime.now(UTC))
+        except (ValueError, ValidationError, DecodeError) as exc:
             rejected.append({"line": line, "row": row, "reason": _reason(exc)})
             continue
         if event.label is not None and event.label not in spec.labels:
@@ -105,17 +109,19 @@ def feedback_import(
     sent = producer.send_all(settings.topics.feedback,
                              ((e.prediction_id.encode(), e.to_json()) for e in events), timeout=60.0)
     out.print(f"sent {sent} outcomes of {model} to {settings.topics.feedback}")
-    if rejected:
-        path = file.with_name(file.name + ".rejected.jsonl")
-        path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rejected))
-        err.print(f"{len(rejected)} rows rejected (first: line {rejected[0]['line']}: {rejected[0]['reason']}); "
-                  f"all with their reasons in {path}")
-        raise typer.Exit(1)
+    path = file.with_name(file.name + ".rejected.jsonl")
+    if not rejected:
+        path.unlink(missing_ok=True)  # an earlier import's rejects no longer describe this file
+        return
+    path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rejected))
+    err.print(f"{len(rejected)} rows rejected (first: line {rejected[0]['line']}: {rejected[0]['reason']}); "
+              f"all with their reasons in {path}")
+    raise typer.Exit(1)
 
 
 def _rows(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        with file.open(newline="", encoding="utf-8") as fh:
+        with file.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's CSV starts with a BOM
             if file.suffix.lower() == ".csv":
                 for line, row in enumerate(csv.DictReader(fh), start=2):
                     yield line, {k: v for k, v in row.items() if k is not None and v not in (None, "")}
