@@ -146,6 +146,8 @@ def test_a_pod_serves_a_text_and_a_tabular_model_each_with_its_own_body_events_a
     refused(client, path, {"features": {**GOOD, "load": "12"}}, 422, "'load'", "feature_wrong_type")
     refused(client, path, {"features": {**GOOD, "retried": "yes"}}, 422, "'retried'", "feature_wrong_type")
     refused(client, path, {"features": {**GOOD, "load": 100.5}}, 422, "'load'", "feature_out_of_range")
+    refused(client, path, {"features": {**GOOD, "load": 10**400}}, 422, "'load'", "feature_out_of_range")
+    refused(client, path, {"features": {**GOOD, "os": None}}, 422, "'os'", "feature_missing")
     refused(client, path, {"features": {**GOOD, "os": "plan9"}}, 422, "'os'", "feature_unknown_category")
     refused(client, path, {"features": {**GOOD, "cpu": 3}}, 422, "cpu", "feature_unknown")
     refused(client, path, TEXT_ONLY, 422, "text", "tabular-classification", "features")
@@ -198,8 +200,10 @@ def test_a_pod_serves_a_text_and_a_tabular_model_each_with_its_own_body_events_a
     assert listed["automation"]["champion"]["version"] == again.event.version
     assert listed["sentiment"]["champion"]["version"] == text_champion.version
 
-    metrics = client.get("/metrics").text
-    assert f'version="automation:{tabular_champion.version}"' in metrics
+    metrics = client.get("/metrics").text  # the default model's versions as before, another model's by name
+    assert f'flywheel_serving_predictions_total{{variant="champion",version="{text_champion.version}"}} 5.0' in metrics
+    assert (f'flywheel_serving_predictions_total{{variant="champion",version="automation:{tabular_champion.version}"}}'
+            ' 5.0') in metrics
 
 
 def test_the_openapi_document_describes_each_task_body(client: TestClient) -> None:
