@@ -204,6 +204,8 @@ def test_a_pod_serves_a_text_and_a_tabular_model_each_with_its_own_body_events_a
     assert f'flywheel_serving_predictions_total{{variant="champion",version="{text_champion.version}"}} 5.0' in metrics
     assert (f'flywheel_serving_predictions_total{{variant="champion",version="automation:{tabular_champion.version}"}}'
             ' 5.0') in metrics
+    assert 'flywheel_serving_request_seconds_count{route="/v1/models/{name}/predict",variant="champion"} 3.0' in metrics
+    assert 'flywheel_serving_request_seconds_count{route="/v1/models/{name}/predict/batch",variant="none"}' in metrics
 
 
 def test_the_openapi_document_describes_each_task_body(client: TestClient) -> None:
