@@ -136,7 +136,7 @@ def hosted_specs(settings: FlywheelSettings, database_url: str) -> list[ModelSpe
     unknown = sorted(set(settings.serve_models) - set(specs) - {settings.model_name})
     if unknown:
         raise ConfigError(f"FLYWHEEL_SERVE_MODELS names undeclared models {unknown}; declared: {sorted(specs)}")
-    return [specs[name] for name in settings.serve_models if name in specs]
+    return [specs[name] for name in dict.fromkeys(settings.serve_models) if name in specs]  # each name once
 
 
 def _install_routes(app: FastAPI) -> None:
