@@ -68,6 +68,7 @@ def test_models_create_checks_every_spec_before_storing_and_list_shows_them(
         # the first spec is fine, the second is not: neither is stored
         "second_bad": ({"models": [{**AUTOMATION, "name": "churn"}, {**AUTOMATION, "kinds": ["nope"]}]},
                        ["unknown kind 'nope'"]),
+        "twice": ({"models": [AUTOMATION, AUTOMATION]}, ["['automation'] are declared more than once"]),
     }
     for name, (document, needles) in bad.items():
         _failed(_run("models", "create", str(_write(tmp_path / f"{name}.yaml", document)), env=env), *needles)
@@ -166,6 +167,12 @@ def test_feedback_import_lands_outcomes_once_and_rejects_bad_rows_with_their_rea
         again = _run("feedback", "import", str(outcomes), "--model", "automation", env=env)
         assert again.returncode == 1 and "sent 4 outcomes" in again.stdout, again.stdout + again.stderr
         wait_until(lambda: _duplicates(runner) == 4, what="the re-imported outcomes seen as duplicates")
+        assert count(db_url, "SELECT count(*) FROM feedback") == 4
+        outcomes.write_text("".join(json.dumps(row) + "\n" for row in good))  # the bad rows dropped
+        fixed = _run("feedback", "import", str(outcomes), "--model", "automation", env=env)
+        assert fixed.returncode == 0 and "sent 4 outcomes" in fixed.stdout, fixed.stdout + fixed.stderr
+        assert not (tmp_path / "outcomes.jsonl.rejected.jsonl").exists()  # the stale rejects are gone
+        wait_until(lambda: _duplicates(runner) == 8, what="the third import seen as duplicates")
         assert count(db_url, "SELECT count(*) FROM feedback") == 4
 
         with (tmp_path / "outcomes.csv").open("w", newline="", encoding="utf-8-sig") as fh:  # as a spreadsheet saves
