@@ -52,12 +52,16 @@ def models_create(
 
 
 def models_list() -> None:
-    """Every declared model: task, labels, features, kinds, where it was declared."""
+    """Every declared model: task, labels, features, kinds, where it was declared (the default model by the
+    settings when nothing stored it yet)."""
     settings = FlywheelSettings()
     _, database = resolve(settings)
     with session_connector(database)() as conn:
         store = ModelStore(conn)
         specs, sources = store.all(), store.sources()
+    if settings.model_name not in {spec.name for spec in specs}:  # declared by the settings until `flywheel up`
+        specs = [models.default_spec(settings), *specs]
+        sources[settings.model_name] = (models.SETTINGS_SOURCE, None)
     table = Table("model", "task", "labels", "features", "kinds", "declared by", "updated")
     for spec in specs:
         source, updated = sources.get(spec.name, ("?", None))

@@ -102,6 +102,7 @@ def test_models_create_checks_every_spec_before_storing_and_list_shows_them(
     assert "tabular-classification" in lines["automation"] and "failed,succeeded" in lines["automation"]
     assert "lightgbm" in lines["automation"] and " 3 " in lines["automation"] and "cli" in lines["automation"]
     assert "text-classification" in lines["tickets"] and "bug,question,feature" in lines["tickets"]
+    assert "(default)" in lines["sentiment"] and "settings" in lines["sentiment"]  # not stored, yet a model
 
 
 def _predictions(settings: FlywheelSettings, ids: list[str]) -> None:
