@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorPublic} for code in (422, 503)}
 ROUTES = frozenset({"/predict", "/predict/batch", "/feedback", "/models", "/health", "/ready", "/metrics",
-                    "/retrain", "/evaluate", "/models/rollback", "/bootstrap", "/v1/models"})
+                    "/retrain", "/evaluate", "/models/rollback", "/bootstrap", "/v1/models", "/v1/models/{name}",
+                    "/v1/models/{name}/predict", "/v1/models/{name}/predict/batch", "/v1/models/{name}/feedback"})
 
 
 def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = None,
@@ -135,7 +136,7 @@ def hosted_specs(settings: FlywheelSettings, database_url: str) -> list[ModelSpe
     unknown = sorted(set(settings.serve_models) - set(specs) - {settings.model_name})
     if unknown:
         raise ConfigError(f"FLYWHEEL_SERVE_MODELS names undeclared models {unknown}; declared: {sorted(specs)}")
-    return [specs[name] for name in settings.serve_models if name in specs]
+    return [specs[name] for name in dict.fromkeys(settings.serve_models) if name in specs]  # each name once
 
 
 def _install_routes(app: FastAPI) -> None:
@@ -227,7 +228,7 @@ def _install_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
 
 
 class _Timed:
-    """Request latency per route and variant (``request.state.variant``, set by the predict route), as
+    """Request latency per route template and variant (``request.state.variant``, set by the predict routes), as
     a plain ASGI middleware: no per-request task and body streaming like ``@app.middleware("http")``."""
 
     def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
@@ -241,7 +242,9 @@ class _Timed:
         try:
             await self.app(scope, receive, send)
         finally:
-            path = scope["path"] if scope["path"] in ROUTES else "other"
+            # the matched route's template (a model's routes by template, not one series per model name)
+            template = getattr(scope.get("route"), "path", scope["path"])
+            path = template if template in ROUTES else "other"
             variant = scope.get("state", {}).get("variant", "none")
             self.metrics.request_latency.labels(path, variant).observe(time.perf_counter() - started)
 
