@@ -145,9 +145,9 @@ class ObjectStoreProcess:
     """``python -m flywheel.objectstore`` on ``root``, a child that dies with its parent."""
 
     def __init__(self, root: Path, port: int, *, fsync: bool, log_file: IO[bytes] | None,
-                 preexec: Callable[[], None] | None) -> None:
+                 preexec: Callable[[], None] | None, lock_fd: int | None) -> None:
         self.root, self.port, self.fsync = root, port, fsync
-        self._log, self._preexec = log_file, preexec
+        self._log, self._preexec, self._lock_fd = log_file, preexec, lock_fd
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -159,6 +159,7 @@ class ObjectStoreProcess:
         self._proc = subprocess.Popen(
             cmd + (["--fsync"] if self.fsync else []), stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=self._preexec,
+            pass_fds=() if self._lock_fd is None else (self._lock_fd,),
             # the same modules as this process (a checkout run with PYTHONPATH, or the installed package)
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
         proc = self._proc
