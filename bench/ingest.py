@@ -5,7 +5,7 @@ Produces N feedback events (~1% exact resends, ~1% invalid) to a fresh topic, me
   landed_per_s : the ingest processor from its first batch until every valid unique event is committed,
 then checks the table: lost and duplicated must be 0.
 
-    python bench/ingest.py [--events 200000] [--batch 5000] [--writers 4]
+    python bench/ingest.py [--events 200000] [--batch 5000] [--writers 4] [--storage memory|durable|durable+fsync]
 
 Uses FLYWHEEL_KAFKA_BOOTSTRAP / FLYWHEEL_DATABASE_URL when set; otherwise starts the embedded broker and
 uses the local Postgres on 127.0.0.1:5432 (or pgserver). The last line printed is JSON.
@@ -163,11 +163,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--default-gc", action="store_true", help="measure without the entry point's GC tuning")
     parser.add_argument("--writers", type=int, default=FlywheelSettings.model_fields["sink_writers"].default)
+    parser.add_argument("--storage", choices=["memory", "durable", "durable+fsync"], default="memory",
+                        help="the embedded broker's storage (what `flywheel up` uses by default: durable)")
     args = parser.parse_args()
     if not args.default_gc:
         tune_gc()  # as the CLI entry point does
 
-    with bench_stack() as (bootstrap, url):
+    with bench_stack(args.storage) as (bootstrap, url):
         prefix = f"bench{uuid.uuid4().hex[:6]}"
         settings = FlywheelSettings(kafka_bootstrap=bootstrap, database_url=url, topic_prefix=prefix,  # type: ignore[arg-type]
                                     batch_max_records=args.batch, sink_writers=args.writers, metrics_port=0,
@@ -188,7 +190,8 @@ def main() -> None:
               f"{dead[0] if dead else 0} dead-lettered, {runner.batches_committed} batches, {args.writers} writers")
         print("CPU while landing, per consumed record: " + ", ".join(
             f"{name} {seconds:.2f} s = {seconds / len(values) * 1e6:.1f} us" for name, seconds in cpu.items()))
-        print(json.dumps({"events": len(values), "landed_per_s": round(landed), "raw_per_s": round(raw),
+        print(json.dumps({"events": len(values), "storage": args.storage, "produced_per_s": round(produced),
+                          "landed_per_s": round(landed), "raw_per_s": round(raw),
                           "ratio": round(landed / raw, 3), "lost": lost, "duplicated": duplicated}))
 
 

@@ -115,11 +115,12 @@ def redelivered(database_url: str) -> int:
 
 
 def run(workdir: Path, database_url: str, kafka_port: int, *, rate: float, seconds: float,
-        stops: list[tuple[float, signal.Signals]], land_timeout: float = 120.0) -> dict[str, object]:
+        stops: list[tuple[float, signal.Signals]], land_timeout: float = 120.0, **env: str) -> dict[str, object]:
     """Produce for ``seconds``; at each (time, signal) of ``stops`` stop ``up`` with that signal and start it
-    again at once; then wait until every acknowledged event has landed (or ``land_timeout``)."""
+    again at once; then wait until every acknowledged event has landed (or ``land_timeout``). ``env``: more
+    FLYWHEEL_* settings of ``up``."""
     prefix = f"dur{uuid.uuid4().hex[:6]}"
-    up = Up(workdir, database_url, kafka_port, prefix)
+    up = Up(workdir, database_url, kafka_port, prefix, **env)
     up.start()
     producer = RateProducer(f"127.0.0.1:{kafka_port}", f"{prefix}.feedback.v1", rate, seconds)
     began = time.monotonic()
