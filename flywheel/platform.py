@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from prometheus_client import CollectorRegistry, start_http_server
 
 from core import db
@@ -292,7 +293,7 @@ class Platform:
                 if left == 0 or time.monotonic() > deadline:
                     break
                 time.sleep(0.1)
-        except FlywheelError as exc:
+        except (FlywheelError, psycopg.Error) as exc:  # the stop goes on: what is left lands at the next start
             log.warning("ingest drain: %s", exc)
         if left == 0 and len(target) == len(tps):
             log.info("ingest drained: every record the broker held at the stop has landed")

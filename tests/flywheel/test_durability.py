@@ -20,3 +20,5 @@ def test_acknowledged_events_survive_sigterm_and_sigkill_of_up(tmp_path: Path, d
     assert result["acknowledged"] == result["sent"] == 6000, result
     assert result["lost"] == 0 and result["duplicated"] == 0, result
     assert result["landed"] == result["acknowledged"], result
+    log = (tmp_path / "up.log").read_text()
+    assert "ingest drained" in log  # the SIGTERM stop landed what the broker held before stopping it
