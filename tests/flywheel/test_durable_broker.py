@@ -51,4 +51,4 @@ def test_log_cluster_id_and_port_survive_a_restart(tmp_path: Path) -> None:
 
 def test_memory_storage_starts_empty_with_a_new_cluster_id(tmp_path: Path) -> None:
     with EmbeddedBroker() as broker:
-        assert broker.storage == "memory" and kafka.cluster_id(broker.connection) == broker.cluster_id
+        assert broker.storage == "memory storage" and kafka.cluster_id(broker.connection) == broker.cluster_id

@@ -28,7 +28,8 @@ DATA = Path(__file__).resolve().parents[2] / "data"
 def _up(tmp_path: Path, **env_extra: str) -> tuple[subprocess.Popen[bytes], Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
     env.update(FLYWHEEL_DATA_DIR=str(tmp_path / "data"), FLYWHEEL_METRICS_PORT=str(free_port()),
-               FLYWHEEL_SERVING_PORT=str(free_port()), FLYWHEEL_KAFKA_PORT=str(free_port()))
+               FLYWHEEL_SERVING_PORT=str(free_port()), FLYWHEEL_KAFKA_PORT=str(free_port()),
+               FLYWHEEL_SCHEMA_REGISTRY_PORT=str(free_port()))  # beside other runs on the machine
     env.update(env_extra)
     log = tmp_path / "up.log"
     proc = subprocess.Popen([sys.executable, "-m", "flywheel", "up"], env=env, stdout=log.open("wb"),
