@@ -55,7 +55,8 @@ def main() -> None:
         result = run(Path(workdir), url, free_port(), rate=args.rate, seconds=args.events / args.rate,
                      stops=args.stops, land_timeout=300, **extra)
         for line in (Path(workdir) / "up.log").read_text().splitlines():
-            if any(word in line for word in ("SIGTERM", "drained", "not landed", "moved back", "stopped cleanly")):
+            if any(word in line for word in ("SIGTERM", "drained", "not landed", "moved back", "stopped in",
+                                             "stopped cleanly")):
                 print(line[:300])
     print(f"sent {result['sent']}, delivery errors {result['delivery_errors']}, exits of up {result['exit_codes']}, "
           f"landed without an acknowledgement {result['landed_unacknowledged']}, redelivered records recognised by "

@@ -148,6 +148,7 @@ class EmbeddedBroker:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the broker (SIGTERM: it finishes requests in hand for up to 5 s), then its store."""
+        started = time.monotonic()
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -156,9 +157,11 @@ class EmbeddedBroker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout)
+            log.info("embedded broker stopped in %.1f s", time.monotonic() - started)
         store, self._store = self._store, None
         if store is not None:
             store.stop()
+            log.info("broker storage stopped %.1f s after the broker", time.monotonic() - started)
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
