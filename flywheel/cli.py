@@ -79,8 +79,9 @@ def up(ctx: typer.Context) -> None:
 
     def ready(e: Endpoints) -> None:
         table = Table(title="Flywheel is up", show_header=False)
-        table.add_row("Kafka bootstrap", e.bootstrap + (" (embedded Tansu, memory storage: not durable)"
-                                                       if e.embedded_broker else ""))
+        storage = ("durable, in " + str(settings.data_dir / "broker") if settings.broker_storage == "durable"
+                   else "memory: not durable")
+        table.add_row("Kafka bootstrap", e.bootstrap + (f" (embedded Tansu, {storage})" if e.embedded_broker else ""))
         table.add_row("Postgres", "embedded pgserver in " + str(settings.data_dir / "pgdata")
                       if e.embedded_postgres else "FLYWHEEL_DATABASE_URL")
         table.add_row("Topics", ", ".join(settings.topics.all()))
