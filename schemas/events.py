@@ -24,8 +24,8 @@ class PredictionEvent(Event):
     variant: Variant = "champion"
     text: str
     label: str
-    probabilities: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]]
-    latency_ms: Annotated[float, Field(ge=0.0)]
+    probabilities: dict[str, Annotated[float, Field(ge=0.0, le=1.0, strict=True)]]  # strict: no "0.5", no true
+    latency_ms: Annotated[float, Field(ge=0.0, strict=True, allow_inf_nan=False)]
     user_id: Annotated[str, Field(max_length=200)] | None = None
     domain: Annotated[str, Field(max_length=100)] | None = None
     segment: Annotated[str, Field(max_length=100)] | None = None
