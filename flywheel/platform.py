@@ -25,7 +25,7 @@ from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel import migrate
 from flywheel.exceptions import StackError
-from flywheel.stack import LocalStack, pid_alive
+from flywheel.stack import LocalStack, pid_alive, private_dir, write_private
 from schemas.codec import SchemaIdCheck
 from streams import kafka
 from streams.ingest import IngestProcessor
@@ -125,7 +125,7 @@ class Platform:
         if self.stop_event.is_set():  # stopped before it started
             return
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(s.data_dir)
         running = read_endpoints(s)
         if running is not None and running.pid != os.getpid():
             raise StackError(f"a platform is already running from {s.data_dir} (pid {running.pid})")
@@ -147,7 +147,7 @@ class Platform:
             embedded_postgres=stack.postgres is not None,
             serving_url=f"http://127.0.0.1:{s.serving_port}" if s.serving_port else None)
         path = state_file(s)
-        path.write_text(json.dumps(asdict(self.endpoints), indent=2))
+        write_private(path, json.dumps(asdict(self.endpoints), indent=2))  # 0600: it holds the database URL
         self._exit.callback(path.unlink, missing_ok=True)
         self._start_runner(IngestProcessor.from_settings(s, schema_id_known), stack.kafka, stack.database_url)
         curation = self._curation(stack.kafka, stack.database_url)

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -58,6 +59,7 @@ def test_up_runs_the_platform_and_stops_every_child(tmp_path: Path, sig: signal.
     proc, state = _up(tmp_path)
     endpoints = json.loads(state.read_text())
     assert endpoints["embedded_broker"] and endpoints["embedded_postgres"]
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600 and stat.S_IMODE(state.parent.stat().st_mode) == 0o700
     broker_pids = [c.pid for c in _children(proc.pid) if "tansu" in c.name()]
     pg_pids = _postgres_pids(tmp_path / "data")
     assert broker_pids and pg_pids
