@@ -40,11 +40,12 @@ from serving.models import (
     ModelsPublic,
     PredictCreate,
     PredictionPublic,
+    ReadyPublic,
     StatusPublic,
 )
 from serving.publisher import FeedbackPublisher, PredictionPublisher
 from serving.services import Services
-from serving.views import models_public
+from serving.views import models_public, ready_public
 from streams.exceptions import StreamError
 
 log = logging.getLogger(__name__)
@@ -152,11 +153,14 @@ def _install_routes(app: FastAPI) -> None:
     async def health() -> StatusPublic:
         return StatusPublic(status="alive")
 
-    @app.get("/ready", response_model=StatusPublic, responses=ERRORS)
-    async def ready(runtime: RuntimeDep) -> StatusPublic:
-        if not runtime.deployment.ready:
+    @app.get("/ready", response_model=ReadyPublic, responses=ERRORS)
+    async def ready(runtime: RuntimeDep) -> ReadyPublic:
+        """``ready``; ``degraded`` (still 200: the pod answers) when an earlier champion stands in for an
+        announced one that failed to load or verify; 503 while no model is loaded."""
+        status = ready_public(runtime)
+        if status is None:
             raise NotReady("no champion model is loaded yet")
-        return StatusPublic(status="ready")
+        return status
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_text(metrics: MetricsDep) -> Response:

@@ -16,13 +16,14 @@ from core import db
 from core.exceptions import DatabaseUnavailable
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
-from registry import InvalidRequest, ModelRegistry, NoSuchVersion, RegistryError
+from registry import InvalidRequest, ModelRegistry, NoSuchVersion, RegistryError, TamperedArtifact
 from registry.actions import ModelActions
 from registry.announce import ModelAnnouncer
 from registry.requests import AdminRequests
 from schemas import RetrainRequest
 from serving.exceptions import Conflict, NotFound, Unavailable
 from serving.models import EvaluationPublic, TrainingPublic
+from serving.views import without_paths
 from streams.exceptions import StreamError
 from streams.kafka import CheckedProducer, create_topics, producer_config
 from streams.kafka import admin as kafka_admin
@@ -116,6 +117,10 @@ def translated() -> Iterator[None]:
         raise NotFound(str(exc)) from exc
     except InvalidRequest as exc:
         raise Conflict(str(exc)) from exc
+    except TamperedArtifact as exc:  # the alias stays where it was; the pod's paths stay out of the answer
+        log.error("refused: %s", exc)
+        raise Conflict(f"{exc.path.name}: {without_paths(exc.detail)}: the artifact fails verification, "
+                       "no alias was moved") from exc
     except RegistryError as exc:
         raise Unavailable(f"the model registry failed: {exc}") from exc
     except DatabaseUnavailable as exc:
