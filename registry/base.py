@@ -32,6 +32,7 @@ from registry.types import (
 )
 
 _ROLLBACK_TAGS = ("rolled_back", "rollback_reason", "rolled_back_to")
+_MAX_VERSION = 2**31 - 1  # MLflow stores version numbers as a 32-bit integer
 
 
 class RunHandle(ABC):
@@ -119,7 +120,9 @@ class ModelRegistry(ABC):
     # -- lookups and edits -----------------------------------------------------------------------
     def get(self, ref: VersionRef) -> ModelVersionInfo:
         ref = str(ref)
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit():
+            if not 0 < int(ref) <= _MAX_VERSION:  # beyond the store's integer column: no such version
+                raise NoSuchVersion(self.model_name, ref)
             return self._by_number(str(int(ref)))
         if Semver.is_semver(ref):
             return self._by_semver(ref)

@@ -101,7 +101,7 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
     app.state.settings, app.state.metrics = settings, metrics
     _install_handlers(app, metrics)
     _install_routes(app)
-    install_admin_routes(app)
+    install_admin_routes(app, settings)
     return app
 
 

@@ -121,9 +121,12 @@ def translated() -> Iterator[None]:
         log.error("refused: %s", exc)
         raise Conflict(f"{exc.path.name}: {without_paths(exc.detail)}: the artifact fails verification, "
                        "no alias was moved") from exc
-    except RegistryError as exc:
-        raise Unavailable(f"the model registry failed: {exc}") from exc
+    except RegistryError as exc:  # the detail (SQL, parameters, URLs) goes to the log, not to the client
+        log.warning("the model registry failed: %s", exc)
+        raise Unavailable("the model registry is unavailable; try again later") from exc
     except DatabaseUnavailable as exc:
-        raise Unavailable(str(exc)) from exc
+        log.warning("the database is unavailable: %s", exc)
+        raise Unavailable("the database is unavailable; try again later") from exc
     except psycopg.Error as exc:
-        raise Unavailable(f"the database failed: {type(exc).__name__}: {exc}") from exc
+        log.warning("the database failed: %s: %s", type(exc).__name__, exc)
+        raise Unavailable("the database failed; try again later") from exc

@@ -280,3 +280,35 @@ def test_an_alias_never_moves_to_an_unverified_artifact_and_a_fresh_pod_falls_ba
     assert services(admin_client).runtime.deployment.champion.version == second.version  # type: ignore[union-attr]
     assert admin_client.get("/ready").json()["status"] == "ready"
 
+
+def test_admin_routes_authenticate_before_reading_the_body(admin_client: TestClient, app_client: TestClient) -> None:
+    """An unauthenticated request with a body that is not JSON (or not the route's shape) gets its 401,
+    or its 403 on a pod without admin routes: never a 400/422 about a body it had no right to send."""
+    for method, path, _body in ADMIN_CALLS:
+        for payload in (b"{not json", b'{"rows": 7, "mode": "sideways"}'):
+            kwargs = {"content": payload, "headers": {"Content-Type": "application/json"}}
+            response = admin_client.request(method.upper(), path, **kwargs)  # type: ignore[arg-type]
+            assert response.status_code == 401 and response.json()["error"] == "unauthorized", (path, response.text)
+            assert response.headers["www-authenticate"] == "Bearer"
+            wrong = {"headers": {"Content-Type": "application/json", "Authorization": "Bearer nope"}}
+            response = admin_client.request(method.upper(), path, content=payload, **wrong)  # type: ignore[arg-type]
+            assert response.status_code == 401, (path, response.text)
+            response = app_client.request(method.upper(), path, **kwargs)  # type: ignore[arg-type]
+            assert response.status_code == 403 and response.json()["error"] == "admin_disabled", (path, response.text)
+    # authenticated, the body is checked as before
+    response = admin_client.post("/retrain", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code in (400, 422), response.text
+
+
+def test_versions_beyond_the_store_are_a_plain_404(admin_client: TestClient) -> None:
+    """A version number past MLflow's 32-bit column made the store fail with its SQL in the answer (503)."""
+    for method, path, body in [("post", "/models/99999999999999999999/promote", {}),
+                               ("post", "/models/2147483648/promote", {}),
+                               ("post", "/models/0/promote", {}),
+                               ("post", "/models/\u00b2/promote", {}),
+                               ("post", "/evaluate", {"version": "99999999999999999999"}),
+                               ("post", "/models/rollback", {"to": "99999999999999999999"})]:
+        status, _h, payload = call(admin_client, method, path, body, AUTH)
+        assert status == 404 and payload["error"] == "not_found", (path, payload)
+        text = json.dumps(payload).lower()
+        assert not any(word in text for word in ("select", "sql", "parameters", "mlflow", "postgres")), payload
