@@ -114,7 +114,7 @@ def install_admin_routes(app: FastAPI, settings: FlywheelSettings) -> None:
                               request_id=request.request_id, trigger="admin", version=info.version)
 
     @router.post("/models/{version}/promote", response_model=ModelEventPublic)
-    def promote(version: Annotated[str, Path(max_length=100, pattern=NO_NUL)], admin: AdminDep,
+    def promote(version: Annotated[str, Path(min_length=1, max_length=100, pattern=NO_NUL)], admin: AdminDep,
                 body: PromoteCreate | None = None) -> ModelEventPublic:
         with translated():
             event = admin.actions.promote(version, (body or PromoteCreate()).reason)
@@ -178,7 +178,8 @@ def install_admin_routes(app: FastAPI, settings: FlywheelSettings) -> None:
         return FeedbackPublic(feedback_id=event.feedback_id)
 
     @router.get("/training/{job_id}", response_model=TrainingPublic)
-    def training(job_id: Annotated[str, Path(max_length=200, pattern=NO_NUL)], admin: AdminDep) -> TrainingPublic:
+    def training(job_id: Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)],
+                 admin: AdminDep) -> TrainingPublic:
         """An admin request by the id its route returned, or a training run by its run id (any pod)."""
         return admin.training(job_id)
 

@@ -26,6 +26,7 @@ from core.settings import FlywheelSettings
 from registry import ModelRegistry, open_from_settings
 from schemas.exceptions import InvalidEvent
 from serving import _predict
+from serving._openapi import install_openapi
 from serving.admin import install_admin_routes
 from serving.control import Admin
 from serving.deps import FeedbackDep, MetricsDep, RegistryDep, RuntimeDep, ServicesDep, SettingsDep
@@ -102,6 +103,7 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
     _install_handlers(app, metrics)
     _install_routes(app)
     install_admin_routes(app, settings)
+    install_openapi(app, settings)
     return app
 
 
@@ -186,7 +188,7 @@ def _install_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, "http_error", str(exc.detail))
+        return error(exc.status_code, "http_error", str(exc.detail), exc.headers)  # a 405's Allow
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
