@@ -9,7 +9,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import uvicorn
 from fastapi import BackgroundTasks, FastAPI, Request, Response
@@ -170,7 +170,7 @@ def _install_routes(app: FastAPI) -> None:
 
 
 def _install_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
-    def error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    def error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
     @app.exception_handler(ServingError)
