@@ -25,7 +25,7 @@ from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel import migrate
 from flywheel.exceptions import StackError
-from flywheel.stack import LocalStack, pid_alive, private_dir, write_private
+from flywheel.stack import LocalStack, embedded_postgres_user, pid_alive, private_dir, write_private
 from schemas.codec import SchemaIdCheck
 from streams import kafka
 from streams.ingest import IngestProcessor
@@ -130,6 +130,7 @@ class Platform:
         if running is not None and running.pid != os.getpid():
             raise StackError(f"a platform is already running from {s.data_dir} (pid {running.pid})")
         stack = self._exit.enter_context(LocalStack(s))
+        private_dir(s.data_dir, traversable=embedded_postgres_user(stack))  # pgserver may have opened it
         migrate.upgrade(stack.database_url)
         kafka.create_topics(kafka.admin(stack.kafka), s.topics.all(), s.topic_partitions)
         metrics_url = None

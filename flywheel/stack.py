@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 import uuid
@@ -36,13 +37,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def private_dir(path: Path) -> Path:
+def private_dir(path: Path, *, traversable: bool = False) -> Path:
     """``path`` created if missing and made owner-only (0700): it holds ``stack.json`` (the database URL,
-    password included), the embedded Postgres and the logs."""
+    password included), the embedded Postgres and the logs. ``traversable`` leaves others the right to pass
+    through it (0711), not to list or read it: run as root, the embedded Postgres runs as its own user
+    (pgserver opens the data dir to it, 0755) and needs to reach its directory below."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o700)
+    wanted = 0o711 if traversable else 0o700
+    if stat.S_IMODE(path.stat().st_mode) != wanted:
+        path.chmod(wanted)
     return path
+
+
+def embedded_postgres_user(stack: LocalStack) -> bool:
+    """Whether the stack's embedded Postgres runs as another user (pgserver's own, when started by root)."""
+    return stack.postgres is not None and os.geteuid() == 0
 
 
 def write_private(path: Path, text: str) -> None:

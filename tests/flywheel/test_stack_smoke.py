@@ -48,3 +48,5 @@ def test_stack_json_and_the_data_dir_are_owner_only(tmp_path: Path) -> None:
     assert sorted(p.name for p in data.iterdir()) == ["stack.json"]
     fresh = private_dir(tmp_path / "new" / "data")
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+    fresh.chmod(0o755)  # what pgserver does when started by root (its postgres runs as its own user)
+    assert stat.S_IMODE(private_dir(fresh, traversable=True).stat().st_mode) == 0o711
