@@ -105,6 +105,9 @@ def training_public(ref: str, request: dict[str, Any] | None, run: dict[str, Any
                    trigger=run["trigger"], mode=run["mode"], version=run["version"], kind=run["kind"],
                    reason=run["reason"], started_at=run["started_at"], finished_at=run["finished_at"],
                    duration_s=run["duration_s"], candidates=list(run["candidates"] or []))
+    for field in ("error", "reason"):  # a trainer's error quotes its files and URLs: not for the client
+        if out.get(field):
+            out[field] = without_paths(out[field])
     return TrainingPublic(**out)
 
 

@@ -312,3 +312,20 @@ def test_versions_beyond_the_store_are_a_plain_404(admin_client: TestClient) -> 
         assert status == 404 and payload["error"] == "not_found", (path, payload)
         text = json.dumps(payload).lower()
         assert not any(word in text for word in ("select", "sql", "parameters", "mlflow", "postgres")), payload
+
+
+def test_training_records_show_no_paths_or_urls() -> None:
+    """A failed run's error quotes the trainer's files (a tampered champion) and the database URL."""
+    from datetime import UTC, datetime
+
+    from serving.control import training_public
+
+    error = ("TamperedArtifact: /var/lib/flywheel/mlartifacts/1/abc/artifacts/model-1/weights.npz: model 'm' "
+             "version 3: missing; connecting to postgresql://flywheel:s3cret@postgres:5432/flywheel failed")
+    request = {"id": "r1", "action": "retrain", "status": "failed", "outcome": "failed", "error": error,
+               "result": None, "run_id": None, "created_at": datetime.now(UTC), "started_at": None,
+               "finished_at": None}
+    public = training_public("r1", request, None)
+    assert public.error is not None and "weights.npz" in public.error and "version 3" in public.error
+    for text in (public.error, public.reason):
+        assert "/var/lib" not in text and "s3cret" not in text and "postgresql://" not in text, text
