@@ -140,6 +140,28 @@ def serve(ctx: typer.Context) -> None:
                app=create_app(settings, kafka=kafka_conn, database_url=database))
 
 
+@app.command("schema-registry")
+def schema_registry(ctx: typer.Context) -> None:
+    """Run the Confluent-compatible schema registry on the platform database until SIGTERM: its REST API on
+    FLYWHEEL_SCHEMA_REGISTRY_PORT (0: a free port) bound to FLYWHEEL_METRICS_HOST. Producers of the Confluent
+    wire format register their schemas here; ingest checks schema ids against the same tables."""
+    from schemas.registry import PostgresSchemaStore, RegistryServer, create_app
+
+    settings = _settings()
+    database = _database_only(settings)
+    stop = _stop_event(ctx)
+    with PostgresSchemaStore(database) as store:
+        server = RegistryServer(create_app(store), settings.metrics_host, settings.schema_registry_port,
+                                log_level="info")
+        url = server.start()
+        out.print(f"schema registry at {url}", highlight=False)
+        try:
+            stop.wait()
+        finally:
+            server.stop()
+    out.print("stopped cleanly")
+
+
 @process_app.command("canary")
 def process_canary(ctx: typer.Context) -> None:
     """Run the online monitors until SIGTERM: canary controller + champion watchdog, and the drift monitor

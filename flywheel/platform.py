@@ -29,7 +29,7 @@ from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel import fleet, migrate, models
 from flywheel.exceptions import StackError
-from flywheel.stack import LocalStack, pid_alive
+from flywheel.stack import LocalStack, embedded_postgres_user, pid_alive, private_dir, write_private
 from schemas.codec import SchemaIdCheck
 from streams import kafka, offsets
 from streams.ingest import IngestProcessor
@@ -137,11 +137,12 @@ class Platform:
         if self.stop_event.is_set():  # stopped before it started
             return
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(s.data_dir)
         running = read_endpoints(s)
         if running is not None and running.pid != os.getpid():
             raise StackError(f"a platform is already running from {s.data_dir} (pid {running.pid})")
         stack = self._exit.enter_context(LocalStack(s))
+        private_dir(s.data_dir, traversable=embedded_postgres_user(stack))  # pgserver may have opened it
         migrate.upgrade(stack.database_url, default_model=s.model_name)
         with session_connector(stack.database_url)() as conn:
             self.models = models.declare(conn, s)  # a bad FLYWHEEL_MODELS_CONFIG stops `up` here
@@ -161,7 +162,7 @@ class Platform:
             embedded_postgres=stack.postgres is not None,
             serving_url=f"http://127.0.0.1:{s.serving_port}" if s.serving_port else None)
         path = state_file(s)
-        path.write_text(json.dumps(asdict(self.endpoints), indent=2))
+        write_private(path, json.dumps(asdict(self.endpoints), indent=2))  # 0600: it holds the database URL
         self._exit.callback(path.unlink, missing_ok=True)
         self._start_runner(IngestProcessor.from_settings(s, schema_id_known), stack.kafka, stack.database_url)
         curation = self._curation(stack.kafka, stack.database_url)

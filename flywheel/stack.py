@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 import uuid
@@ -39,6 +40,38 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def private_dir(path: Path, *, traversable: bool = False) -> Path:
+    """``path`` created if missing and made owner-only (0700): it holds ``stack.json`` (the database URL,
+    password included), the embedded Postgres and the logs. ``traversable`` leaves others the right to pass
+    through it (0711), not to list or read it: run as root, the embedded Postgres runs as its own user
+    (pgserver opens the data dir to it, 0755) and needs to reach its directory below."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    wanted = 0o711 if traversable else 0o700
+    if stat.S_IMODE(path.stat().st_mode) != wanted:
+        path.chmod(wanted)
+    return path
+
+
+def embedded_postgres_user(stack: LocalStack) -> bool:
+    """Whether the stack's embedded Postgres runs as another user (pgserver's own, when started by root)."""
+    return stack.postgres is not None and os.geteuid() == 0
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600), replacing the file atomically: it is
+    never visible with wider permissions or half written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            os.fchmod(fh.fileno(), 0o600)  # a leftover temporary file would keep its old mode through O_CREAT
+            fh.write(text)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import psycopg
 import uvicorn
@@ -28,6 +28,7 @@ from core.settings import FlywheelSettings
 from registry import ModelRegistry, open_from_settings
 from schemas.exceptions import InvalidEvent
 from serving import _predict
+from serving._openapi import install_openapi
 from serving.admin import install_admin_routes
 from serving.control import Admin
 from serving.deps import FeedbackDep, MetricsDep, RegistryDep, RuntimeDep, ServicesDep, SettingsDep
@@ -42,13 +43,14 @@ from serving.models import (
     ModelsPublic,
     PredictCreate,
     PredictionPublic,
+    ReadyPublic,
     StatusPublic,
 )
 from serving.pod import Pod
 from serving.publisher import FeedbackPublisher, PredictionPublisher
 from serving.routes_v1 import install_v1_routes
 from serving.services import Services
-from serving.views import models_public
+from serving.views import models_public, ready_public
 from streams.exceptions import StreamError
 from tasks import ModelSpec, ModelStore
 
@@ -119,7 +121,8 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
     _install_handlers(app, metrics)
     _install_routes(app)
     install_v1_routes(app)
-    install_admin_routes(app)
+    install_admin_routes(app, settings)
+    install_openapi(app, settings)
     return app
 
 
@@ -187,11 +190,14 @@ def _install_routes(app: FastAPI) -> None:
     async def health() -> StatusPublic:
         return StatusPublic(status="alive")
 
-    @app.get("/ready", response_model=StatusPublic, responses=ERRORS)
-    async def ready(runtime: RuntimeDep) -> StatusPublic:
-        if not runtime.deployment.ready:
+    @app.get("/ready", response_model=ReadyPublic, responses=ERRORS)
+    async def ready(runtime: RuntimeDep) -> ReadyPublic:
+        """``ready``; ``degraded`` (still 200: the pod answers) when an earlier champion stands in for an
+        announced one that failed to load or verify; 503 while no model is loaded."""
+        status = ready_public(runtime)
+        if status is None:
             raise NotReady("no champion model is loaded yet")
-        return StatusPublic(status="ready")
+        return status
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_text(metrics: MetricsDep) -> Response:
@@ -199,7 +205,7 @@ def _install_routes(app: FastAPI) -> None:
 
 
 def _install_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
-    def error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    def error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
     @app.exception_handler(ServingError)
@@ -217,7 +223,7 @@ def _install_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, "http_error", str(exc.detail))
+        return error(exc.status_code, "http_error", str(exc.detail), exc.headers)  # a 405's Allow
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:

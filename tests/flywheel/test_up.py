@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -65,6 +66,7 @@ def test_up_runs_the_platform_and_stops_every_child(tmp_path: Path, sig: signal.
     proc, state = _up(tmp_path)
     endpoints = json.loads(state.read_text())
     assert endpoints["embedded_broker"] and endpoints["embedded_postgres"]
+    modes = stat.S_IMODE(state.stat().st_mode), stat.S_IMODE(state.parent.stat().st_mode)
     broker_pids = _broker_pids(proc.pid)
     assert len(broker_pids) == 2, "the broker and its object store"
     pg_pids = _postgres_pids(tmp_path / "data")
@@ -84,6 +86,8 @@ def test_up_runs_the_platform_and_stops_every_child(tmp_path: Path, sig: signal.
         time.sleep(0.2)
     assert not [p for p in broker_pids + pg_pids if pid_alive(p)], "orphan broker or postgres left behind"
     assert not state.exists()
+    # owner-only; run as root, the embedded Postgres runs as its own user and may pass through (not list)
+    assert modes == (0o600, 0o711 if os.geteuid() == 0 else 0o700), [oct(m) for m in modes]
 
 
 def test_kill_9_of_up_takes_the_broker_with_it(tmp_path: Path, db_url: str) -> None:
