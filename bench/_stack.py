@@ -19,15 +19,18 @@ LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @contextlib.contextmanager
-def bench_stack() -> Iterator[tuple[str, str]]:
-    """Yield (bootstrap, database_url): FLYWHEEL_KAFKA_BOOTSTRAP or the embedded broker, and a new
-    database on FLYWHEEL_DATABASE_URL's server, the local Postgres, or pgserver."""
+def bench_stack(broker: str | None = "memory") -> Iterator[tuple[str, str]]:
+    """Yield (bootstrap, database_url): FLYWHEEL_KAFKA_BOOTSTRAP or the embedded broker (``broker``:
+    memory, durable or durable+fsync storage; None = no broker, bootstrap ""), and a new database on
+    FLYWHEEL_DATABASE_URL's server, the local Postgres, or pgserver."""
     with contextlib.ExitStack() as stack:
-        bootstrap = os.environ.get("FLYWHEEL_KAFKA_BOOTSTRAP")
-        if not bootstrap:
-            broker = EmbeddedBroker()
-            bootstrap = broker.start()
-            stack.callback(broker.stop)
+        bootstrap = os.environ.get("FLYWHEEL_KAFKA_BOOTSTRAP") or ""
+        if not bootstrap and broker is not None:
+            durable = broker.startswith("durable")
+            embedded = EmbeddedBroker(storage_dir=Path(tempfile.mkdtemp()) / "broker" if durable else None,
+                                      fsync=broker == "durable+fsync")
+            bootstrap = embedded.start()
+            stack.callback(embedded.stop)
         admin_url = os.environ.get("FLYWHEEL_DATABASE_URL") or LOCAL_PG
         try:
             psycopg.connect(admin_url, connect_timeout=2).close()

@@ -1,11 +1,13 @@
 """Ingest benchmark: end-to-end landing rate versus the raw consume + JSON-parse rate of the same broker.
 
 Produces N feedback events (~1% exact resends, ~1% invalid) to a fresh topic, measures
+  produced_per_s: acknowledged records per second of one idempotent acks=all producer (linger.ms 20),
   raw_per_s    : one consumer reading all N and json-parsing each value (the ceiling for any processor),
   landed_per_s : the ingest processor from its first batch until every valid unique event is committed,
 then checks the table: lost and duplicated must be 0.
 
-    python bench/ingest.py [--events 200000] [--batch 5000] [--writers 4]
+    python bench/ingest.py [--events 200000] [--batch 5000] [--writers 4] [--storage memory|durable|durable+fsync]
+                           [--linger-ms 20]
 
 Uses FLYWHEEL_KAFKA_BOOTSTRAP / FLYWHEEL_DATABASE_URL when set; otherwise starts the embedded broker and
 uses the local Postgres on 127.0.0.1:5432 (or pgserver). The last line printed is JSON.
@@ -65,8 +67,9 @@ def make_events(n: int, seed: int = 1) -> tuple[list[tuple[bytes, bytes]], set[s
     return values, unique
 
 
-def produce(kafka_conn: KafkaConnection, topic: str, values: list[tuple[bytes, bytes]]) -> float:
-    p = Producer(kafka.producer_config(kafka_conn, **{"linger.ms": 20, "batch.num.messages": 10000}))
+def produce(kafka_conn: KafkaConnection, topic: str, values: list[tuple[bytes, bytes]], linger_ms: float = 20) -> float:
+    """Acknowledged records per second of one idempotent acks=all producer sending as fast as it can."""
+    p = Producer(kafka.producer_config(kafka_conn, **{"linger.ms": linger_ms, "batch.num.messages": 10000}))
     t0 = time.perf_counter()
     for key, value in values:
         kafka.produce(p, topic, value, key)
@@ -163,11 +166,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--default-gc", action="store_true", help="measure without the entry point's GC tuning")
     parser.add_argument("--writers", type=int, default=FlywheelSettings.model_fields["sink_writers"].default)
+    parser.add_argument("--linger-ms", type=float, default=20.0,
+                        help="the producer's linger.ms: lower means smaller batches, more requests to the broker")
+    parser.add_argument("--storage", choices=["memory", "durable", "durable+fsync"], default="memory",
+                        help="the embedded broker's storage (what `flywheel up` uses by default: durable)")
     args = parser.parse_args()
     if not args.default_gc:
         tune_gc()  # as the CLI entry point does
 
-    with bench_stack() as (bootstrap, url):
+    with bench_stack(args.storage) as (bootstrap, url):
         prefix = f"bench{uuid.uuid4().hex[:6]}"
         settings = FlywheelSettings(kafka_bootstrap=bootstrap, database_url=url, topic_prefix=prefix,  # type: ignore[arg-type]
                                     batch_max_records=args.batch, sink_writers=args.writers, metrics_port=0,
@@ -175,7 +182,7 @@ def main() -> None:
         kafka_conn = settings.kafka_connection()
         kafka.create_topics(kafka.admin(kafka_conn), settings.topics.all(), settings.topic_partitions)
         values, unique = make_events(args.events)
-        produced = produce(kafka_conn, settings.topics.feedback, values)
+        produced = produce(kafka_conn, settings.topics.feedback, values, args.linger_ms)
         raw = raw_rate(kafka_conn, settings.topics.feedback, len(values), args.batch)
         landed, runner, cpu = landed_rate(settings, kafka_conn, url, len(unique))
         with psycopg.connect(url) as conn:
@@ -188,7 +195,9 @@ def main() -> None:
               f"{dead[0] if dead else 0} dead-lettered, {runner.batches_committed} batches, {args.writers} writers")
         print("CPU while landing, per consumed record: " + ", ".join(
             f"{name} {seconds:.2f} s = {seconds / len(values) * 1e6:.1f} us" for name, seconds in cpu.items()))
-        print(json.dumps({"events": len(values), "landed_per_s": round(landed), "raw_per_s": round(raw),
+        print(json.dumps({"events": len(values), "storage": args.storage, "linger_ms": args.linger_ms,
+                          "produced_per_s": round(produced),
+                          "landed_per_s": round(landed), "raw_per_s": round(raw),
                           "ratio": round(landed / raw, 3), "lost": lost, "duplicated": duplicated}))
 
 

@@ -17,7 +17,7 @@ checks that it names every class, and each name once)::
     │   └── SchemaRegistryError          the schema registry refuses a request; Confluent ``error_code``
     │       ├── SubjectNotFound, VersionNotFound, SchemaNotFound, SubjectConfigNotFound
     │       ├── SubjectSoftDeleted, SubjectNotSoftDeleted, VersionSoftDeleted, VersionNotSoftDeleted
-    │       ├── IncompatibleSchema, InvalidSchema, InvalidVersion, InvalidCompatibilityLevel
+    │       ├── IncompatibleSchema, InvalidSchema, InvalidVersion, InvalidCompatibilityLevel, InvalidSubject
     │       └── SchemaStoreError, ServerStartError
     ├── TaskError                        (tasks: model specs and task contracts)
     │   ├── SpecError                    a model spec is invalid or names what does not exist

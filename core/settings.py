@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,6 +42,18 @@ class FlywheelSettings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None, description="Kafka bootstrap servers; unset = start the embedded broker."
     )
+    kafka_port: int = Field(
+        default=9092, ge=0, le=65535,
+        description="Port of the embedded broker, the same across restarts; 0 = a free port at each start.")
+    broker_storage: Literal["durable", "memory"] = Field(
+        default="durable",
+        description="Embedded broker log: `durable` (in the data dir, survives stops and crashes) or `memory`.")
+    broker_fsync: bool = Field(
+        default=False,
+        description="Durable broker: fsync every write before acknowledging it (survives a machine crash too).")
+    drain_timeout_s: float = Field(
+        default=10.0, ge=0,
+        description="On stop, how long `flywheel up` lets ingest land what the broker holds before stopping it.")
     kafka_security_protocol: str = Field(
         default="PLAINTEXT",
         description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (never applied to the embedded broker).")

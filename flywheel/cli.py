@@ -79,8 +79,9 @@ def up(ctx: typer.Context) -> None:
 
     def ready(e: Endpoints) -> None:
         table = Table(title="Flywheel is up", show_header=False)
-        table.add_row("Kafka bootstrap", e.bootstrap + (" (embedded Tansu, memory storage: not durable)"
-                                                       if e.embedded_broker else ""))
+        storage = ("durable, in " + str(settings.data_dir / "broker") if settings.broker_storage == "durable"
+                   else "memory: not durable")
+        table.add_row("Kafka bootstrap", e.bootstrap + (f" (embedded Tansu, {storage})" if e.embedded_broker else ""))
         table.add_row("Postgres", "embedded pgserver in " + str(settings.data_dir / "pgdata")
                       if e.embedded_postgres else "FLYWHEEL_DATABASE_URL")
         table.add_row("Topics", ", ".join(settings.topics.all()))
@@ -137,6 +138,28 @@ def serve(ctx: typer.Context) -> None:
     kafka_conn, database = resolve(settings)
     run_server(settings, _stop_event(ctx), host=settings.metrics_host,
                app=create_app(settings, kafka=kafka_conn, database_url=database))
+
+
+@app.command("schema-registry")
+def schema_registry(ctx: typer.Context) -> None:
+    """Run the Confluent-compatible schema registry on the platform database until SIGTERM: its REST API on
+    FLYWHEEL_SCHEMA_REGISTRY_PORT (0: a free port) bound to FLYWHEEL_METRICS_HOST. Producers of the Confluent
+    wire format register their schemas here; ingest checks schema ids against the same tables."""
+    from schemas.registry import PostgresSchemaStore, RegistryServer, create_app
+
+    settings = _settings()
+    database = _database_only(settings)
+    stop = _stop_event(ctx)
+    with PostgresSchemaStore(database) as store:
+        server = RegistryServer(create_app(store), settings.metrics_host, settings.schema_registry_port,
+                                log_level="info")
+        url = server.start()
+        out.print(f"schema registry at {url}", highlight=False)
+        try:
+            stop.wait()
+        finally:
+            server.stop()
+    out.print("stopped cleanly")
 
 
 @process_app.command("canary")

@@ -7,7 +7,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +21,7 @@ from core.db import session_connector
 from core.settings import FlywheelSettings
 from flywheel import models
 from flywheel.platform import resolve
+from schemas import DecodeError, EventRules
 from schemas.events import FeedbackEventV2
 from tasks import ModelStore, SpecError, UnknownModel, parse_spec
 
@@ -45,18 +46,22 @@ def models_create(
     specs = [parse_spec(item, f"{spec_file}: spec {i}") for i, item in enumerate(items)]
     _, database = resolve(FlywheelSettings())
     with session_connector(database)() as conn:
-        for spec in specs:
-            changed = models.create(conn, spec, replace=replace)
-            out.print(f"{'declared' if changed else 'unchanged'} {spec.name} ({spec.task}, labels {list(spec.labels)})")
+        changed = models.create_all(conn, specs, replace=replace)  # all or none
+    for spec, new in zip(specs, changed, strict=True):
+        out.print(f"{'declared' if new else 'unchanged'} {spec.name} ({spec.task}, labels {list(spec.labels)})")
 
 
 def models_list() -> None:
-    """Every declared model: task, labels, features, kinds, where it was declared."""
+    """Every declared model: task, labels, features, kinds, where it was declared (the default model by the
+    settings when nothing stored it yet)."""
     settings = FlywheelSettings()
     _, database = resolve(settings)
     with session_connector(database)() as conn:
         store = ModelStore(conn)
         specs, sources = store.all(), store.sources()
+    if settings.model_name not in {spec.name for spec in specs}:  # declared by the settings until `flywheel up`
+        specs = [models.default_spec(settings), *specs]
+        sources[settings.model_name] = (models.SETTINGS_SOURCE, None)
     table = Table("model", "task", "labels", "features", "kinds", "declared by", "updated")
     for spec in specs:
         source, updated = sources.get(spec.name, ("?", None))
@@ -91,11 +96,14 @@ def feedback_import(
         spec = ModelStore(conn).get(model)
     if spec is None:
         raise UnknownModel(model)
+    # what ingest would dead-letter is refused here (the stream's rules: a ts too far ahead, ...)
+    rules = EventRules(frozenset(spec.labels), settings.max_text_chars, timedelta(seconds=settings.max_future_skew_s))
     events, rejected = [], []
     for line, row in _rows(file):
         try:
             event = _event(row, model, source)
-        except (ValueError, ValidationError) as exc:
+            rules.check(event, datetime.now(UTC))
+        except (ValueError, ValidationError, DecodeError) as exc:
             rejected.append({"line": line, "row": row, "reason": _reason(exc)})
             continue
         if event.label is not None and event.label not in spec.labels:
@@ -112,17 +120,19 @@ def feedback_import(
                              ((e.prediction_id.encode(), e.to_json()) for e in events), timeout=60.0)
     out.print(f"sent {sent} outcomes of {model} to {settings.topics.feedback}"
               + (" (each for the served and the shadow prediction)" if shadow else ""))
-    if rejected:
-        path = file.with_name(file.name + ".rejected.jsonl")
-        path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rejected))
-        err.print(f"{len(rejected)} rows rejected (first: line {rejected[0]['line']}: {rejected[0]['reason']}); "
-                  f"all with their reasons in {path}")
-        raise typer.Exit(1)
+    path = file.with_name(file.name + ".rejected.jsonl")
+    if not rejected:
+        path.unlink(missing_ok=True)  # an earlier import's rejects no longer describe this file
+        return
+    path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rejected))
+    err.print(f"{len(rejected)} rows rejected (first: line {rejected[0]['line']}: {rejected[0]['reason']}); "
+              f"all with their reasons in {path}")
+    raise typer.Exit(1)
 
 
 def _rows(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        with file.open(newline="", encoding="utf-8") as fh:
+        with file.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's CSV starts with a BOM
             if file.suffix.lower() == ".csv":
                 for line, row in enumerate(csv.DictReader(fh), start=2):
                     yield line, {k: v for k, v in row.items() if k is not None and v not in (None, "")}

@@ -8,6 +8,7 @@ train its task. The default model follows the settings unless a YAML file or the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +88,28 @@ def declare(conn: psycopg.Connection[Any], settings: FlywheelSettings, *, config
 
 def create(conn: psycopg.Connection[Any], spec: ModelSpec, *, replace: bool = False) -> bool:
     """Store a spec from the CLI; refuses to change an existing model unless ``replace``."""
-    check_spec(spec)
+    return create_all(conn, [spec], replace=replace)[0]
+
+
+def create_all(conn: psycopg.Connection[Any], specs: Sequence[ModelSpec], *, replace: bool = False) -> list[bool]:
+    """Store the specs of one file, all or none: every spec is checked (and none may repeat a name)
+    before the first is stored, and they are stored in one transaction; True for each new or changed."""
+    names = [spec.name for spec in specs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SpecError(f"models {repeated} are declared more than once")
+    for spec in specs:
+        check_spec(spec)
     store = ModelStore(conn)
     with conn.transaction():
-        existing = store.get(spec.name)
-        if existing is not None and not replace:
-            raise SpecError(f"model {spec.name!r} exists (task {existing.task}); pass --replace to change it")
-        if existing is not None and existing.task != spec.task:
-            raise SpecError(f"model {spec.name!r} is a {existing.task} model; its task cannot change "
-                            f"(its samples are {existing.task} inputs): create a new model")
-        return store.put(spec, source="cli")
+        return [_put(store, spec, replace) for spec in specs]
+
+
+def _put(store: ModelStore, spec: ModelSpec, replace: bool) -> bool:
+    existing = store.get(spec.name)
+    if existing is not None and not replace:
+        raise SpecError(f"model {spec.name!r} exists (task {existing.task}); pass --replace to change it")
+    if existing is not None and existing.task != spec.task:
+        raise SpecError(f"model {spec.name!r} is a {existing.task} model; its task cannot change "
+                        f"(its samples are {existing.task} inputs): create a new model")
+    return store.put(spec, source="cli")

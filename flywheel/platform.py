@@ -12,23 +12,26 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from prometheus_client import CollectorRegistry, start_http_server
 
+from core import db
 from core.db import session_connector
-from core.exceptions import ConfigError
+from core.exceptions import ConfigError, FlywheelError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel import fleet, migrate, models
 from flywheel.exceptions import StackError
-from flywheel.stack import LocalStack, pid_alive
+from flywheel.stack import LocalStack, embedded_postgres_user, pid_alive, private_dir, write_private
 from schemas.codec import SchemaIdCheck
-from streams import kafka
+from streams import kafka, offsets
 from streams.ingest import IngestProcessor
 from streams.metrics import StreamMetrics
 from streams.runtime import ProcessorRunner, RunnerConfig
@@ -95,7 +98,10 @@ def endpoint_connection(settings: FlywheelSettings, running: Endpoints | None) -
 
 
 class Platform:
-    """Everything ``flywheel up`` starts, in order, and stops in reverse order."""
+    """Everything ``flywheel up`` starts, in order. It stops in the order that loses nothing: first what
+    produces or consumes besides ingest (serving, curation, trainer), then ingest once it has landed what
+    the broker holds (at most ``drain_timeout_s``), then the broker (which finishes the requests in hand),
+    its storage and Postgres."""
 
     def __init__(self, settings: FlywheelSettings, *, on_ready: Callable[[Endpoints], None] | None = None,
                  stop_event: threading.Event | None = None, bootstrap: Mapping[str, Path] | None = None) -> None:
@@ -112,6 +118,9 @@ class Platform:
         self.metrics = StreamMetrics(self.registry)
         self._exit = contextlib.ExitStack()
         self._threads: list[threading.Thread] = []
+        self._ingest_threads: list[threading.Thread] = []
+        self._ingest_stop = threading.Event()  # set after the rest has stopped and ingest has drained
+        self._drain: tuple[KafkaConnection, str, str, Sequence[str]] | None = None  # ingest's, once started
         self.runners: list[ProcessorRunner[Any]] = []
         self.endpoints: Endpoints | None = None
         self.lifecycle: Lifecycle | None = None
@@ -135,11 +144,12 @@ class Platform:
         if self.stop_event.is_set():  # stopped before it started
             return
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(s.data_dir)
         running = read_endpoints(s)
         if running is not None and running.pid != os.getpid():
             raise StackError(f"a platform is already running from {s.data_dir} (pid {running.pid})")
         stack = self._exit.enter_context(LocalStack(s))
+        private_dir(s.data_dir, traversable=embedded_postgres_user(stack))  # pgserver may have opened it
         migrate.upgrade(stack.database_url, default_model=s.model_name)
         with session_connector(stack.database_url)() as conn:
             self.models = models.declare(conn, s)  # a bad FLYWHEEL_MODELS_CONFIG stops `up` here
@@ -159,7 +169,7 @@ class Platform:
             embedded_postgres=stack.postgres is not None,
             serving_url=f"http://127.0.0.1:{s.serving_port}" if s.serving_port else None)
         path = state_file(s)
-        path.write_text(json.dumps(asdict(self.endpoints), indent=2))
+        write_private(path, json.dumps(asdict(self.endpoints), indent=2))  # 0600: it holds the database URL
         self._exit.callback(path.unlink, missing_ok=True)
         self._start_runner(IngestProcessor.from_settings(s, schema_id_known), stack.kafka, stack.database_url)
         curation = self._curation(stack.kafka, stack.database_url)
@@ -200,7 +210,8 @@ class Platform:
             processor, RunnerConfig.from_settings(self.settings, kafka_conn), session_connector(database_url),
             metrics=self.metrics)
         self.runners.append(runner)
-        self._start_thread(processor.group, lambda: runner.run(self.stop_event))
+        self._start_thread(processor.group, lambda: runner.run(self._ingest_stop), self._ingest_threads)
+        self._drain = (kafka_conn, database_url, processor.group, processor.topics)
 
     def _curation(self, kafka_conn: KafkaConnection, database_url: str) -> CurationService:
         """The curation service (joined feedback -> ``samples``); its YAML (``FLYWHEEL_CURATION_CONFIG``)
@@ -275,7 +286,8 @@ class Platform:
         serve(s, self.stop_event, host=s.metrics_host,
               app=create_app(s, kafka=kafka_conn, database_url=database_url))
 
-    def _start_thread(self, name: str, body: Callable[[], None]) -> None:
+    def _start_thread(self, name: str, body: Callable[[], None], group: list[threading.Thread] | None = None
+                      ) -> None:
         def target() -> None:
             try:
                 body()
@@ -286,7 +298,7 @@ class Platform:
 
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
-        self._threads.append(thread)
+        (self._threads if group is None else group).append(thread)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.stop_event.wait(timeout)
@@ -296,4 +308,40 @@ class Platform:
         for thread in self._threads:
             thread.join(30)
         self._threads.clear()
+        self._drain_ingest()
+        self._ingest_stop.set()
+        for thread in self._ingest_threads:
+            thread.join(30)
+        self._ingest_threads.clear()
         self._exit.close()
+
+    def _drain_ingest(self) -> None:
+        """Let ingest land everything the broker held when the stop began, for at most ``drain_timeout_s``.
+        Producers outside the platform may go on producing until the broker stops: with durable storage
+        what they are acknowledged meanwhile lands at the next start, with memory storage it is lost."""
+        if self._drain is None or not any(t.is_alive() for t in self._ingest_threads):
+            return
+        kafka_conn, database_url, group, topics = self._drain
+        tps = [(t, p) for t in topics for p in range(self.settings.topic_partitions)]
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        left: int | None = None
+        target: dict[tuple[str, int], int] = {}
+        try:
+            target = kafka.high_watermarks(kafka_conn, tps, timeout=2.0)
+            cluster = kafka.cluster_id(kafka_conn, 2.0)
+            while any(t.is_alive() for t in self._ingest_threads):
+                with db.connect(database_url) as conn:
+                    stored = offsets.load(conn, group, cluster, list(target))
+                left = sum(max(0, mark - max(stored[tp], 0)) for tp, mark in target.items())
+                if left == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        except (FlywheelError, psycopg.Error) as exc:  # the stop goes on: what is left lands at the next start
+            log.warning("ingest drain: %s", exc)
+        if left == 0 and len(target) == len(tps):
+            log.info("ingest drained: every record the broker held at the stop has landed")
+        else:
+            log.warning("ingest stops with %s records not landed (drain_timeout_s %.0f): %s",
+                        "an unknown number of" if left is None else left, self.settings.drain_timeout_s,
+                        "they land at the next start" if self.settings.broker_storage == "durable"
+                        or self.settings.kafka_bootstrap else "the memory broker loses them")

@@ -3,7 +3,8 @@
 A store implements the storage hooks (:mod:`registry.mlflow_registry` on MLflow); the alias policy
 lives here once: ``promote`` moves ``champion`` and keeps the old one as ``previous``; ``rollback``
 moves ``champion`` back and marks the version it left; ``fetch`` refuses bytes that changed since
-registration. Alias moves run under :meth:`ModelRegistry._exclusive` (one writer across processes).
+registration, and no alias moves to a version whose artifact does not verify. Alias moves run under
+:meth:`ModelRegistry._exclusive` (one writer across processes).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from registry.types import (
 )
 
 _ROLLBACK_TAGS = ("rolled_back", "rollback_reason", "rolled_back_to")
+_MAX_VERSION = 2**31 - 1  # MLflow stores version numbers as a 32-bit integer
 
 
 class RunHandle(ABC):
@@ -118,7 +120,9 @@ class ModelRegistry(ABC):
     # -- lookups and edits -----------------------------------------------------------------------
     def get(self, ref: VersionRef) -> ModelVersionInfo:
         ref = str(ref)
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit():
+            if not 0 < int(ref) <= _MAX_VERSION:  # beyond the store's integer column: no such version
+                raise NoSuchVersion(self.model_name, ref)
             return self._by_number(str(int(ref)))
         if Semver.is_semver(ref):
             return self._by_semver(ref)
@@ -152,11 +156,13 @@ class ModelRegistry(ABC):
     def promote(self, ref: VersionRef, reason: str) -> Transition:
         """``champion`` -> ``ref``; the old champion becomes ``previous``; the challenger is cleared (it was
         ``ref``, or its canary ends with the champion it was measured against: the ``promote`` event ends
-        every canary for the pods too). Promoting the champion again changes nothing (safe to retry)."""
+        every canary for the pods too). Promoting the champion again changes nothing (safe to retry).
+        A version whose artifact does not verify is refused (:class:`TamperedArtifact`)."""
         with self._exclusive():
             target, aliases = self.get(ref), self.aliases()
             old = aliases.get(CHAMPION)
             if old != target.version:  # tags first: the champion alias moving is the commit point
+                self.fetch(target.version)
                 tags = {"promotion_reason": reason} | ({} if old is None else {"previous_champion": old})
                 self._set_tags(target.version, tags)
                 stale = (*_ROLLBACK_TAGS, "previous_champion")
@@ -174,6 +180,7 @@ class ModelRegistry(ABC):
             target, aliases = self.get(ref), self.aliases()
             if aliases.get(CHAMPION) == target.version:
                 raise InvalidRequest(self.model_name, f"version {target.version} is the champion")
+            self.fetch(target.version)
             self.set_alias(CHALLENGER, target.version)
             return Transition("challenger", self.model_name, aliases.get(CHALLENGER), target.version, reason,
                               self.get(target.version))
@@ -181,7 +188,7 @@ class ModelRegistry(ABC):
     def rollback(self, to: VersionRef | None = None, reason: str = "") -> Transition:
         """``champion`` -> ``to`` (default: ``previous``). The version left is tagged ``rolled_back``;
         ``previous`` becomes the champion that preceded ``to`` (unless rolled back too), else is cleared;
-        the challenger is cleared."""
+        the challenger is cleared. A ``to`` whose artifact does not verify is refused (:class:`TamperedArtifact`)."""
         with self._exclusive():
             aliases = self.aliases()
             current = aliases.get(CHAMPION)
@@ -190,6 +197,7 @@ class ModelRegistry(ABC):
             target = self.get(PREVIOUS if to is None else to)
             if target.version == current:
                 raise InvalidRequest(self.model_name, f"version {current} is already the champion")
+            self.fetch(target.version)
             self._set_tags(current, {"rolled_back": "true", "rollback_reason": reason,
                                      "rolled_back_to": target.version})
             self._delete_tags(target.version, [k for k in _ROLLBACK_TAGS if k in target.tags])  # reinstated

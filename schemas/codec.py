@@ -161,8 +161,8 @@ def classify(payload: bytes, exc: ValidationError, expected: Expected | type[Pre
     detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<event>'}: {e['msg']}" for e in errors[:5])
     if any(e["type"] == "missing" for e in errors):
         return DecodeError(Reason.MISSING_FIELD, detail)
-    if all(e["type"] == "value_error" or e["type"].startswith(("greater", "less", "string_too", "too_"))
-           for e in errors):
+    if all(e["type"] in ("value_error", "finite_number")
+           or e["type"].startswith(("greater", "less", "string_too", "too_")) for e in errors):
         return DecodeError(Reason.INVALID_VALUE, detail)
     return DecodeError(Reason.WRONG_TYPE, detail)
 

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from schemas.base import Event
 from schemas.reasons import Reason
@@ -24,8 +35,8 @@ class PredictionEvent(Event):
     variant: Variant = "champion"
     text: str
     label: str
-    probabilities: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]]
-    latency_ms: Annotated[float, Field(ge=0.0)]
+    probabilities: dict[str, Annotated[float, Field(ge=0.0, le=1.0, strict=True)]]  # strict: no "0.5", no true
+    latency_ms: Annotated[float, Field(ge=0.0, strict=True, allow_inf_nan=False)]
     user_id: Annotated[str, Field(max_length=200)] | None = None
     domain: Annotated[str, Field(max_length=100)] | None = None
     segment: Annotated[str, Field(max_length=100)] | None = None
@@ -146,10 +157,31 @@ class FeedbackEventV2(Event):
         return self
 
 
-class DeadLetter(Event):
-    """A record that could not be landed, with why and the original bytes (base64 in JSON)."""
+def _to_base64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
 
-    model_config = ConfigDict(frozen=True, extra="ignore", ser_json_bytes="base64", val_json_bytes="base64")
+
+def _from_base64(value: object) -> object:
+    """Text is base64: the standard alphabet (RFC 4648 section 4, padded), or the URL-safe one that dead
+    letters were written in before (and unpadded)."""
+    if not isinstance(value, str):
+        return value
+    text = value.translate(_URLSAFE_TO_STANDARD)
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except ValueError as exc:  # binascii.Error
+        raise PydanticCustomError("bytes_invalid_encoding", "Data should be valid base64: {error}",
+                                  {"error": str(exc)}) from None
+
+
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+# bytes as standard base64 text in JSON (any decoder reads it); still read from URL-safe text
+Base64Bytes = Annotated[bytes, BeforeValidator(_from_base64), PlainSerializer(_to_base64, return_type=str,
+                        when_used="json"), WithJsonSchema({"type": "string", "contentEncoding": "base64"})]
+
+
+class DeadLetter(Event):
+    """A record that could not be landed, with why and the original bytes (standard base64 in JSON)."""
 
     type: Literal["dead_letter"] = "dead_letter"
     reason: Reason
@@ -158,8 +190,8 @@ class DeadLetter(Event):
     source_partition: NonNegativeInt
     source_offset: NonNegativeInt
     group: str
-    original: bytes
-    original_key: bytes | None = None
+    original: Base64Bytes
+    original_key: Base64Bytes | None = None
 
 
 class IdRange(BaseModel):

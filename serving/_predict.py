@@ -174,8 +174,9 @@ def shadow_job(items: Sequence[ModelPredictCreate], results: Sequence[Prediction
 
 
 def _version_label(services: Services, version: str) -> str:
-    """The metrics' version label: version numbers are per model, so another model's carry its name."""
-    return version if services.spec is None else f"{services.settings.model_name}:{version}"
+    """The metrics' version label: version numbers are per model, so another model's carry its name (the
+    default model's stay bare even when it is declared in Postgres, as ``flywheel up`` does)."""
+    return version if services.is_default else f"{services.settings.model_name}:{version}"
 
 
 def publish(publisher: PredictionPublisher, metrics: ServingMetrics, settings: FlywheelSettings, pid: str,

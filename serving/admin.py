@@ -3,17 +3,24 @@ HTTP. A pod never trains: ``/retrain``, ``/bootstrap`` and ``/evaluate`` record 
 publish it on the retrain topic (any trainer takes it, once), answering 202 with its id at once;
 ``GET /training/{id}`` follows it from any pod. Promote and rollback move an alias and announce it.
 
-A pod without a token refuses every admin route with 403; a wrong or missing token is a 401."""
+A pod without a token refuses every admin route with 403; a wrong or missing token is a 401, answered before
+the request body is read (:class:`AdminAuth`)."""
 
 from __future__ import annotations
 
 import hmac
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.settings import FlywheelSettings
 from kinds.catalog import KINDS
@@ -22,7 +29,7 @@ from schemas import ModelEvent, RetrainRequest
 from schemas.exceptions import InvalidEvent
 from serving.control import translated
 from serving.deps import AdminDep, SettingsDep
-from serving.exceptions import AdminDisabled, Conflict, InvalidInput, NotFound, Unauthorized
+from serving.exceptions import AdminDisabled, Conflict, InvalidInput, NotFound, ServingError, Unauthorized
 from serving.models import (
     NO_NUL,
     BootstrapCreate,
@@ -47,18 +54,44 @@ ADMIN_ERRORS: dict[int | str, dict[str, object]] = {
 bearer = HTTPBearer(auto_error=False, description="FLYWHEEL_ADMIN_TOKEN")
 
 
-def require_token(request: Request,
-                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    settings = cast(FlywheelSettings, request.app.state.settings)
+def check_token(settings: FlywheelSettings, authorization: str | None) -> None:
+    """Raise unless ``authorization`` (the header's value) is ``Bearer <FLYWHEEL_ADMIN_TOKEN>``."""
     if settings.admin_token is None:
         raise AdminDisabled("admin routes are off on this pod: FLYWHEEL_ADMIN_TOKEN is not set")
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("this route needs `Authorization: Bearer <FLYWHEEL_ADMIN_TOKEN>`")
-    if not hmac.compare_digest(credentials.credentials.encode(), settings.admin_token.get_secret_value().encode()):
+    if not hmac.compare_digest(token.strip().encode(), settings.admin_token.get_secret_value().encode()):
         raise Unauthorized("the bearer token is not this pod's admin token")
 
 
-def install_admin_routes(app: FastAPI) -> None:
+def require_token(request: Request,
+                  _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """The route-level check (and the OpenAPI security scheme); :class:`AdminAuth` ran it before the body
+    was read."""
+    check_token(cast(FlywheelSettings, request.app.state.settings), request.headers.get("authorization"))
+
+
+class AdminAuth:
+    """Authenticates admin routes before anything reads the request body, as plain ASGI middleware: an
+    unauthenticated request gets its 401 (or 403 when admin routes are off), never a 400/422 about a body
+    it had no right to send."""
+
+    def __init__(self, app: ASGIApp, settings: FlywheelSettings, paths: Sequence[re.Pattern[str]]) -> None:
+        self.app, self.settings, self.paths = app, settings, paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(p.match(scope["path"]) for p in self.paths):
+            try:
+                check_token(self.settings, Headers(scope=scope).get("authorization"))
+            except ServingError as exc:
+                response = JSONResponse({"error": exc.code, "detail": exc.detail}, exc.status, exc.headers())
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def install_admin_routes(app: FastAPI, settings: FlywheelSettings) -> None:
     router = APIRouter(tags=["admin"], dependencies=[Depends(require_token)], responses=ADMIN_ERRORS)
 
     @router.post("/retrain", status_code=202, response_model=RetrainPublic)
@@ -81,7 +114,7 @@ def install_admin_routes(app: FastAPI) -> None:
                               request_id=request.request_id, trigger="admin", version=info.version)
 
     @router.post("/models/{version}/promote", response_model=ModelEventPublic)
-    def promote(version: Annotated[str, Path(max_length=100, pattern=NO_NUL)], admin: AdminDep,
+    def promote(version: Annotated[str, Path(min_length=1, max_length=100, pattern=NO_NUL)], admin: AdminDep,
                 body: PromoteCreate | None = None) -> ModelEventPublic:
         with translated():
             event = admin.actions.promote(version, (body or PromoteCreate()).reason)
@@ -145,11 +178,14 @@ def install_admin_routes(app: FastAPI) -> None:
         return FeedbackPublic(feedback_id=event.feedback_id)
 
     @router.get("/training/{job_id}", response_model=TrainingPublic)
-    def training(job_id: Annotated[str, Path(max_length=200, pattern=NO_NUL)], admin: AdminDep) -> TrainingPublic:
+    def training(job_id: Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)],
+                 admin: AdminDep) -> TrainingPublic:
         """An admin request by the id its route returned, or a training run by its run id (any pod)."""
         return admin.training(job_id)
 
     app.include_router(router)
+    paths = [route.path_regex for route in router.routes if isinstance(route, APIRoute)]
+    app.add_middleware(AdminAuth, settings=settings, paths=paths)
 
 
 def _default_ref(registry: ModelRegistry) -> str:

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import psycopg
 import uvicorn
@@ -28,6 +28,7 @@ from core.settings import FlywheelSettings
 from registry import ModelRegistry, open_from_settings
 from schemas.exceptions import InvalidEvent
 from serving import _predict
+from serving._openapi import install_openapi
 from serving.admin import install_admin_routes
 from serving.control import Admin
 from serving.deps import FeedbackDep, MetricsDep, RegistryDep, RuntimeDep, ServicesDep, SettingsDep
@@ -42,13 +43,14 @@ from serving.models import (
     ModelsPublic,
     PredictCreate,
     PredictionPublic,
+    ReadyPublic,
     StatusPublic,
 )
 from serving.pod import Pod
 from serving.publisher import FeedbackPublisher, PredictionPublisher
 from serving.routes_v1 import install_v1_routes
 from serving.services import Services
-from serving.views import models_public
+from serving.views import models_public, ready_public
 from streams.exceptions import StreamError
 from tasks import ModelSpec, ModelStore
 
@@ -56,7 +58,8 @@ log = logging.getLogger(__name__)
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorPublic} for code in (422, 503)}
 ROUTES = frozenset({"/predict", "/predict/batch", "/feedback", "/models", "/health", "/ready", "/metrics",
-                    "/retrain", "/evaluate", "/models/rollback", "/bootstrap", "/v1/models"})
+                    "/retrain", "/evaluate", "/models/rollback", "/bootstrap", "/v1/models", "/v1/models/{name}",
+                    "/v1/models/{name}/predict", "/v1/models/{name}/predict/batch", "/v1/models/{name}/feedback"})
 
 
 def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = None,
@@ -118,7 +121,8 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
     _install_handlers(app, metrics)
     _install_routes(app)
     install_v1_routes(app)
-    install_admin_routes(app)
+    install_admin_routes(app, settings)
+    install_openapi(app, settings)
     return app
 
 
@@ -135,7 +139,7 @@ def hosted_specs(settings: FlywheelSettings, database_url: str) -> list[ModelSpe
     unknown = sorted(set(settings.serve_models) - set(specs) - {settings.model_name})
     if unknown:
         raise ConfigError(f"FLYWHEEL_SERVE_MODELS names undeclared models {unknown}; declared: {sorted(specs)}")
-    return [specs[name] for name in settings.serve_models if name in specs]
+    return [specs[name] for name in dict.fromkeys(settings.serve_models) if name in specs]  # each name once
 
 
 def _install_routes(app: FastAPI) -> None:
@@ -186,11 +190,14 @@ def _install_routes(app: FastAPI) -> None:
     async def health() -> StatusPublic:
         return StatusPublic(status="alive")
 
-    @app.get("/ready", response_model=StatusPublic, responses=ERRORS)
-    async def ready(runtime: RuntimeDep) -> StatusPublic:
-        if not runtime.deployment.ready:
+    @app.get("/ready", response_model=ReadyPublic, responses=ERRORS)
+    async def ready(runtime: RuntimeDep) -> ReadyPublic:
+        """``ready``; ``degraded`` (still 200: the pod answers) when an earlier champion stands in for an
+        announced one that failed to load or verify; 503 while no model is loaded."""
+        status = ready_public(runtime)
+        if status is None:
             raise NotReady("no champion model is loaded yet")
-        return StatusPublic(status="ready")
+        return status
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_text(metrics: MetricsDep) -> Response:
@@ -198,7 +205,7 @@ def _install_routes(app: FastAPI) -> None:
 
 
 def _install_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
-    def error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    def error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
     @app.exception_handler(ServingError)
@@ -216,7 +223,7 @@ def _install_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, "http_error", str(exc.detail))
+        return error(exc.status_code, "http_error", str(exc.detail), exc.headers)  # a 405's Allow
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -227,7 +234,7 @@ def _install_handlers(app: FastAPI, metrics: ServingMetrics) -> None:
 
 
 class _Timed:
-    """Request latency per route and variant (``request.state.variant``, set by the predict route), as
+    """Request latency per route template and variant (``request.state.variant``, set by the predict routes), as
     a plain ASGI middleware: no per-request task and body streaming like ``@app.middleware("http")``."""
 
     def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
@@ -241,7 +248,9 @@ class _Timed:
         try:
             await self.app(scope, receive, send)
         finally:
-            path = scope["path"] if scope["path"] in ROUTES else "other"
+            # the matched route's template (a model's routes by template, not one series per model name)
+            template = getattr(scope.get("route"), "path", scope["path"])
+            path = template if template in ROUTES else "other"
             variant = scope.get("state", {}).get("variant", "none")
             self.metrics.request_latency.labels(path, variant).observe(time.perf_counter() - started)
 

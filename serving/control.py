@@ -16,13 +16,14 @@ from core import db
 from core.exceptions import DatabaseUnavailable
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
-from registry import InvalidRequest, ModelRegistry, NoSuchVersion, RegistryError
+from registry import InvalidRequest, ModelRegistry, NoSuchVersion, RegistryError, TamperedArtifact
 from registry.actions import ModelActions
 from registry.announce import ModelAnnouncer
 from registry.requests import AdminRequests
 from schemas import RetrainRequest
 from serving.exceptions import Conflict, NotFound, Unavailable
 from serving.models import EvaluationPublic, TrainingPublic
+from serving.views import without_paths
 from streams.exceptions import StreamError
 from streams.kafka import CheckedProducer, create_topics, producer_config
 from streams.kafka import admin as kafka_admin
@@ -104,6 +105,9 @@ def training_public(ref: str, request: dict[str, Any] | None, run: dict[str, Any
                    trigger=run["trigger"], mode=run["mode"], version=run["version"], kind=run["kind"],
                    reason=run["reason"], started_at=run["started_at"], finished_at=run["finished_at"],
                    duration_s=run["duration_s"], candidates=list(run["candidates"] or []))
+    for field in ("error", "reason"):  # a trainer's error quotes its files and URLs: not for the client
+        if out.get(field):
+            out[field] = without_paths(out[field])
     return TrainingPublic(**out)
 
 
@@ -116,9 +120,16 @@ def translated() -> Iterator[None]:
         raise NotFound(str(exc)) from exc
     except InvalidRequest as exc:
         raise Conflict(str(exc)) from exc
-    except RegistryError as exc:
-        raise Unavailable(f"the model registry failed: {exc}") from exc
+    except TamperedArtifact as exc:  # the alias stays where it was; the pod's paths stay out of the answer
+        log.error("refused: %s", exc)
+        raise Conflict(f"{exc.path.name}: {without_paths(exc.detail)}: the artifact fails verification, "
+                       "no alias was moved") from exc
+    except RegistryError as exc:  # the detail (SQL, parameters, URLs) goes to the log, not to the client
+        log.warning("the model registry failed: %s", exc)
+        raise Unavailable("the model registry is unavailable; try again later") from exc
     except DatabaseUnavailable as exc:
-        raise Unavailable(str(exc)) from exc
+        log.warning("the database is unavailable: %s", exc)
+        raise Unavailable("the database is unavailable; try again later") from exc
     except psycopg.Error as exc:
-        raise Unavailable(f"the database failed: {type(exc).__name__}: {exc}") from exc
+        log.warning("the database failed: %s: %s", type(exc).__name__, exc)
+        raise Unavailable("the database failed; try again later") from exc

@@ -37,6 +37,10 @@ class ServingMetrics:
             "flywheel_serving_bad_model_events", "Records on the models topic that were not valid events",
             registry=r)
         self.ready = Gauge("flywheel_serving_ready", "1 when a champion is loaded", registry=r)
+        self.champion_fallback = Gauge(
+            "flywheel_serving_champion_fallback",
+            "1 when the announced champion failed to load or verify and another version answers in its place",
+            registry=r)
         self.canary_traffic = Gauge("flywheel_serving_canary_traffic", "Share of requests sent to the canary",
                                     registry=r)
         self.batch_texts = Histogram(

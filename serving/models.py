@@ -130,6 +130,8 @@ class DeploymentPublic(BaseModel):
     shadow: LoadedPublic | None
     generation: int
     last_error: LoadErrorPublic | None
+    fallback_for: str | None = Field(default=None, description="The announced champion version that failed to "
+                                     "load or verify, when `champion` answers in its place.")
 
 
 class VersionPublic(BaseModel):
@@ -150,6 +152,12 @@ class ModelsPublic(BaseModel):
 
 class StatusPublic(BaseModel):
     status: str
+
+
+class ReadyPublic(BaseModel):
+    status: Literal["ready", "degraded"]
+    detail: str | None = Field(default=None, description="Why the pod is degraded: which version answers in "
+                               "place of the announced champion, and why that one failed.")
 
 
 # -- admin routes (bearer token) ---------------------------------------------------------------------

@@ -48,14 +48,25 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
+class Fallback:
+    """The announced champion ``version`` could not be loaded or verified (``detail`` says why): the pod
+    serves another version in its place."""
+
+    version: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Deployment:
-    """What this pod serves right now. ``shadow`` sees a copy of every request, never answers it."""
+    """What this pod serves right now. ``shadow`` sees a copy of every request, never answers it.
+    ``fallback`` is set when ``champion`` stands in for an announced champion that failed to load."""
 
     champion: LoadedModel | None = None
     canary: LoadedModel | None = None
     canary_traffic: float = 0.0
     shadow: LoadedModel | None = None
     generation: int = 0
+    fallback: Fallback | None = None
 
     @property
     def ready(self) -> bool:
@@ -73,18 +84,21 @@ class LoadFailure:
 class Desired:
     """The versions a ModelState asks for. Shadow convention: a ``canary`` event with ``traffic == 0``
     makes the version a shadow (it runs on copies of requests; its predictions are published with
-    ``variant="shadow"``); any traffic > 0 makes it a canary."""
+    ``variant="shadow"``); any traffic > 0 makes it a canary. ``fallbacks``: earlier champions, newest
+    first, for a pod with no model whose announced champion fails to load."""
 
     champion: ServedVersion | None
     canary: ServedVersion | None
     canary_traffic: float
     shadow: ServedVersion | None
+    fallbacks: tuple[ServedVersion, ...] = ()
 
     @classmethod
-    def of(cls, state: ModelState) -> Desired:
+    def of(cls, state: ModelState, fallbacks: tuple[ServedVersion, ...] = ()) -> Desired:
+        fallbacks = tuple(v for v in fallbacks if state.champion is None or v.version != state.champion.version)
         if state.canary is not None and state.canary_traffic <= 0.0:
-            return cls(state.champion, None, 0.0, state.canary)
-        return cls(state.champion, state.canary, state.canary_traffic if state.canary else 0.0, None)
+            return cls(state.champion, None, 0.0, state.canary, fallbacks)
+        return cls(state.champion, state.canary, state.canary_traffic if state.canary else 0.0, None, fallbacks)
 
 
 class ModelLoader:
@@ -114,8 +128,8 @@ class ModelLoader:
             if self.embedder is not None and isinstance(model, MiniLMHead):
                 model.use(self.embedder)
             model.predict_proba(self.warmup)
-        except TamperedArtifact as exc:
-            raise ChecksumMismatch(served.version, str(exc)) from exc
+        except TamperedArtifact as exc:  # the file's name, never the pod's absolute paths
+            raise ChecksumMismatch(served.version, f"{exc.path.name}: {exc.detail}") from exc
         except (RegistryError, KindError, OSError) as exc:
             raise ModelLoadError(served.version, f"{type(exc).__name__}: {exc}") from exc
         return LoadedModel(served, model, datetime.now(UTC), (time.perf_counter() - started) * 1000)
@@ -137,35 +151,65 @@ class Runtime:
         self._changed = threading.Condition()
 
     def apply(self, desired: Desired) -> bool:
-        """Load every version ``desired`` names and swap them in at once; on any failure keep the old
-        deployment, record the error and return False. A desired state without a champion keeps the
+        """Load every version ``desired`` names and swap them in at once, and return True. On a failure
+        keep the old deployment, record the error and return False (the caller tries again later). A
+        champion that fails to load or verify is the exception: the pod keeps its current champion or,
+        having none, falls back to the newest of ``desired.fallbacks`` that loads, and marks the
+        deployment's ``fallback`` (still returning False). A desired state without a champion keeps the
         current champion (a pod never drops its last model)."""
         current = self.deployment
+        failed: ModelLoadError | None = None
         try:
             champion = self._get(desired.champion) if desired.champion else current.champion
+        except ModelLoadError as exc:
+            failed = exc
+            self._record(exc)
+            champion = current.champion or self._first_loadable(desired.fallbacks)
+        try:
             canary = self._get(desired.canary) if desired.canary else None
             shadow = self._get(desired.shadow) if desired.shadow else None
         except ModelLoadError as exc:
-            self.metrics.load_failures.labels(exc.code).inc()
-            log.error("keeping the current deployment: %s", exc)
-            with self._changed:
-                self.last_error = LoadFailure(exc.version, exc.detail, datetime.now(UTC))
-                self._changed.notify_all()
+            self._record(exc)
             return False
         if desired.champion is None and current.champion is not None:
             log.warning("the desired state has no champion; keeping %s", current.champion.version)
-        new = Deployment(champion, canary, desired.canary_traffic if canary else 0.0, shadow, current.generation + 1)
+        fallback = None if failed is None else Fallback(failed.version, failed.detail)
+        new = Deployment(champion, canary, desired.canary_traffic if canary else 0.0, shadow, current.generation + 1,
+                         fallback)
+        if failed is not None and (champion is None or _same(new, current)):
+            return False
         with self._changed:
             self.history.append(new.champion.version if new.champion else None)
             self.deployment = new  # the swap: one reference assignment
-            self.last_error = None
+            if failed is None:
+                self.last_error = None
             self._changed.notify_all()
         self.metrics.swaps.inc()
         self.metrics.ready.set(1 if new.ready else 0)
+        self.metrics.champion_fallback.set(0 if fallback is None else 1)
         self.metrics.canary_traffic.set(new.canary_traffic)
         log.info("deployment %d: champion %s, canary %s (%.0f%%), shadow %s", new.generation,
                  _v(new.champion), _v(new.canary), new.canary_traffic * 100, _v(new.shadow))
-        return True
+        if fallback is not None and new.champion is not None:
+            log.error("serving version %s in place of the announced champion %s", new.champion.version,
+                      fallback.version)
+        return failed is None
+
+    def _record(self, exc: ModelLoadError) -> None:
+        self.metrics.load_failures.labels(exc.code).inc()
+        log.error("keeping the current deployment: %s", exc)
+        with self._changed:
+            self.last_error = LoadFailure(exc.version, exc.detail, datetime.now(UTC))
+            self._changed.notify_all()
+
+    def _first_loadable(self, candidates: Sequence[ServedVersion]) -> LoadedModel | None:
+        for served in candidates:
+            try:
+                return self._get(served)
+            except ModelLoadError as exc:
+                self.metrics.load_failures.labels(exc.code).inc()
+                log.error("fallback %s does not load either: %s", served.version, exc)
+        return None
 
     def _get(self, served: ServedVersion) -> LoadedModel:
         key = (served.version, served.sha256)
@@ -223,6 +267,13 @@ class ChampionHistory:
         if not self._first <= generation < end:
             raise IndexError(f"generation {index} is not kept (kept: {self._first}..{end - 1})")
         return self._kept[generation - self._first]
+
+
+def _same(new: Deployment, old: Deployment) -> bool:
+    """The same models and fallback: swapping ``new`` in would change nothing."""
+    return (new.champion is old.champion and new.canary is old.canary and new.shadow is old.shadow
+            and new.canary_traffic == old.canary_traffic
+            and (new.fallback and new.fallback.version) == (old.fallback and old.fallback.version))
 
 
 def _v(model: LoadedModel | None) -> str:

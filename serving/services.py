@@ -37,6 +37,11 @@ class Services:
     owns_shared: bool = True  # starts and closes the publishers and the batcher (the pod's first model)
 
     @property
+    def is_default(self) -> bool:
+        """The pod's default model (today's routes): the one that owns the shared publishers and batcher."""
+        return self.owns_shared
+
+    @property
     def task(self) -> str:
         return self.spec.task if self.spec is not None else "text-classification"
 

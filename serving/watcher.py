@@ -1,6 +1,8 @@
 """The models-topic watcher: every pod folds every event of ``<prefix>.models.v1`` from offset 0 (all
 partitions assigned, no consumer group offsets), and applies the desired state to the runtime when the
-versions it names change. Bad records are logged and skipped; a broker outage only delays swaps."""
+versions it names change. Bad records are logged and skipped; a broker outage only delays swaps. It also
+remembers the champions announced before, as fallbacks for a pod whose announced champion fails to load
+or verify: newest first, without the versions a rollback left or a retire took out."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pydantic import ValidationError
 
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
-from registry.announce import ModelState
+from registry.announce import ModelState, ServedVersion
 from schemas import ModelEvent
 from serving.metrics import ServingMetrics
 from serving.runtime import Desired, Runtime
@@ -39,6 +41,7 @@ class ModelWatcher:
         self.poll_s = poll_s
         self.state = ModelState()
         self.events_seen = 0
+        self._champions: dict[str, ServedVersion] = {}  # announced champions, oldest first
         self._applied: Desired | None = None
         self._failed_at: float | None = None
         self._failed_desired: Desired | None = None
@@ -76,6 +79,7 @@ class ModelWatcher:
         consumer = new_consumer(consumer_config(self.kafka, f"flywheel-serving-{uuid.uuid4().hex[:12]}"))
         consumer.assign([TopicPartition(topics.models, p, 0) for p in range(partitions)])
         self.state, self._applied, self.events_seen = ModelState(), None, 0  # refold from the start
+        self._champions = {}
         return consumer
 
     def _loop(self, consumer: Consumer) -> None:
@@ -103,9 +107,23 @@ class ModelWatcher:
         if event.model == self.settings.model_name:
             self.state = self.state.apply(event)
             self.events_seen += 1
+            self._remember(event)
+
+    def _remember(self, event: ModelEvent) -> None:
+        if event.action == "rollback" and event.previous_version is not None:
+            self._champions.pop(event.previous_version, None)
+        if event.action == "retire":
+            self._champions.pop(event.version, None)
+        if event.action in ("promote", "rollback"):
+            self._champions.pop(event.version, None)
+            self._champions[event.version] = ServedVersion.of(event)
+
+    def fallbacks(self) -> tuple[ServedVersion, ...]:
+        """The champions announced before, newest first (the current one included)."""
+        return tuple(reversed(self._champions.values()))
 
     def _reconcile(self) -> None:
-        desired = Desired.of(self.state)
+        desired = Desired.of(self.state, self.fallbacks())
         if desired == self._applied or (desired.champion is None and self.runtime.deployment.champion is None):
             return
         now = time.monotonic()

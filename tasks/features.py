@@ -70,7 +70,7 @@ class Feature(BaseModel):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise InputRejected(Reason.FEATURE_WRONG_TYPE,
                                     f"feature {self.name!r} must be a number, got {_shown(value)}")
-            if not math.isfinite(value):
+            if not _finite(value):
                 raise InputRejected(Reason.FEATURE_OUT_OF_RANGE, f"feature {self.name!r} is not finite")
             if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
                 raise InputRejected(Reason.FEATURE_OUT_OF_RANGE,
@@ -163,6 +163,13 @@ def row_key(row: Mapping[str, object]) -> bytes:
     """16 bytes identifying a row's values (md5 of its canonical JSON): exact duplicates share it."""
     canonical = json.dumps(dict(row), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.md5(canonical.encode(), usedforsecurity=False).digest()
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond every float (JSON allows any number of digits)
+        return False
 
 
 def _shown(value: object) -> str:

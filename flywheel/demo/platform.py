@@ -91,6 +91,7 @@ def demo_settings(base: FlywheelSettings, scenarios: DemoOptions | Sequence[Demo
         "data_dir": data_dir, "database_url": SecretStr(database_url) if database_url else None,
         "topic_prefix": f"demo{uuid.uuid4().hex[:6]}",
         "serving_port": serving_port, "metrics_port": 0, "schema_registry_port": 0, "run_trainer": True,
+        "kafka_port": 0,  # beside a running `flywheel up` on the fixed port
         "bootstrap_data": DATA / f"{SCENARIOS[options.scenario].source}.csv" if texts else None,
         "models_config": models_yaml, "trainer_config": trainer_yaml, "canary_config": canary_yaml,
         "drift_config": drift_yaml, "curation_config": curation_yaml})

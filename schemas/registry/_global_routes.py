@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 
 from schemas.registry._http import (
     CheckerDep,
     ConfigIn,
     SchemaIn,
     StoreDep,
+    checked_subject,
     page,
     parse_version,
     render_schema,
@@ -21,7 +22,7 @@ from schemas.registry.base import SchemaStore
 from schemas.registry.exceptions import SubjectConfigNotFound, SubjectNotFound
 from schemas.registry.model import DEFAULT_LEVEL, SCHEMA_TYPES, CompatibilityLevel
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(checked_subject)])
 
 
 # -- schemas by id -------------------------------------------------------------------------------------

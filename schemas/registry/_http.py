@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
@@ -10,11 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.registry import _canonical
 from schemas.registry.base import CompatibilityCheck, SchemaStore
-from schemas.registry.exceptions import InvalidSchema, InvalidVersion, SchemaRegistryError
+from schemas.registry.exceptions import InvalidSchema, InvalidSubject, InvalidVersion, SchemaRegistryError
 from schemas.registry.model import Reference, Schema, SubjectVersion
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 _MAX_VERSION = 2**31 - 1
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class RegistryJSONResponse(JSONResponse):
@@ -65,6 +67,14 @@ def _checker(request: Request) -> CompatibilityCheck:
     return cast(CompatibilityCheck, request.app.state.checker)
 
 
+def checked_subject(request: Request) -> None:
+    """A router dependency: a ``{subject}`` in the path with a control character is a 422 (42208), never a
+    store error (Postgres text cannot hold NUL) nor a raw control character in a log line."""
+    subject = request.path_params.get("subject")
+    if isinstance(subject, str) and _CONTROL.search(subject):
+        raise InvalidSubject(subject)
+
+
 StoreDep = Annotated[SchemaStore, Depends(_store)]
 CheckerDep = Annotated[CompatibilityCheck, Depends(_checker)]
 
@@ -85,8 +95,12 @@ def parse_version(text: str) -> int | None:
 
 
 def validated(body: SchemaIn, store: SchemaStore, *, normalize: bool = False) -> Schema:
-    """The request's schema, checked (42201 if malformed or if a reference points nowhere)."""
+    """The request's schema, checked (42201 if malformed, if it holds a NUL character, which Postgres text
+    cannot store, or if a reference points nowhere)."""
     schema = body.to_schema()
+    texts = [schema.text, schema.schema_type, *(t for r in schema.references for t in (r.name, r.subject))]
+    if any("\x00" in text for text in texts):
+        raise InvalidSchema("Invalid schema: it contains a NUL character (\\u0000)")
     _canonical.validate(schema)
     for ref in schema.references:
         try:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 
 from schemas.registry import _canonical
 from schemas.registry._http import (
     CheckerDep,
     SchemaIn,
     StoreDep,
+    checked_subject,
     page,
     parse_version,
     render_version,
@@ -18,7 +19,7 @@ from schemas.registry._http import (
     validated,
 )
 
-router = APIRouter(prefix="/subjects")
+router = APIRouter(prefix="/subjects", dependencies=[Depends(checked_subject)])
 
 
 @router.get("")

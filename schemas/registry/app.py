@@ -31,13 +31,13 @@ def _error(status: int, code: int, message: str) -> JSONResponse:
 
 async def _registry_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SchemaRegistryError)
-    if exc.http_status >= 500:
-        log.warning("schema registry store error on %s %s: %s", request.method, request.url.path, exc)
+    if exc.http_status >= 500:  # %a: a path or a message quoting client input is logged escaped
+        log.warning("schema registry store error on %s %a: %a", request.method, request.url.path, str(exc))
     return _error(exc.http_status, exc.error_code, exc.message)
 
 
 async def _flywheel_error(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("schema registry error on %s %s: %s", request.method, request.url.path, exc)
+    log.warning("schema registry error on %s %a: %a", request.method, request.url.path, str(exc))
     return _error(500, 50001, f"Error in the backend data store: {exc}")
 
 

@@ -115,6 +115,16 @@ class InvalidVersion(SchemaRegistryError):
         self.version = version
 
 
+class InvalidSubject(SchemaRegistryError):
+    """A subject name the registry cannot store (a control character: Postgres text cannot hold NUL)."""
+
+    error_code, http_status = 42208, 422
+
+    def __init__(self, subject: str) -> None:
+        super().__init__(f"The specified subject {subject!a} is not valid: it contains a control character.")
+        self.subject = subject
+
+
 class InvalidCompatibilityLevel(SchemaRegistryError):
     error_code, http_status = 42203, 422
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -45,9 +45,10 @@ def _version(row: Sequence[Any]) -> SubjectVersion:
 class PostgresSchemaStore(SchemaStore):
     """``url`` is a libpq URL or conninfo string of a database migrated to 0002 or later.
 
-    ``schema_exists`` caches: known ids for the life of the store (ids are never reused; an id whose
-    versions are all permanently deleted elsewhere still answers True here until restart), unknown ids
-    for ``unknown_ttl_s`` seconds of ``clock``, so a flood of records with a bogus id costs few queries."""
+    ``schema_exists`` caches its answers for a while of ``clock``: known ids for ``known_ttl_s`` seconds, so
+    an id whose versions are permanently deleted by another process (``flywheel schema-registry``) is
+    unknown here within that time (a permanent delete through this store forgets it at once); unknown ids
+    for ``unknown_ttl_s`` seconds, so a flood of records with a bogus id costs few queries."""
 
     def __init__(
         self,
@@ -56,12 +57,14 @@ class PostgresSchemaStore(SchemaStore):
         max_idle: int = 4,
         connect_timeout: int = 5,
         unknown_ttl_s: float = 5.0,
+        known_ttl_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = ConnectionPool(url, max_idle=max_idle, connect_timeout=connect_timeout)
         self._unknown_ttl_s = unknown_ttl_s
+        self._known_ttl_s = known_ttl_s
         self._clock = clock
-        self._known: set[int] = set()
+        self._known: dict[int, float] = {}  # id -> known until
         self._unknown_until: dict[int, float] = {}
         self._cache_lock = threading.Lock()
 
@@ -114,6 +117,8 @@ class PostgresSchemaStore(SchemaStore):
                 conn.execute(
                     "UPDATE schema_registry_versions SET deleted = true WHERE subject = %s", (subject,)
                 )
+        if permanent:  # after the commit: a lookup in between would remember the id again
+            self._forget(row.schema_id for row in affected)
         return [row.version for row in affected]
 
     def delete_version(self, subject: str, version: Version, *, permanent: bool = False) -> int:
@@ -128,6 +133,8 @@ class PostgresSchemaStore(SchemaStore):
                     "UPDATE schema_registry_versions SET deleted = true WHERE subject = %s AND version = %s"
                 )
             conn.execute(statement, (subject, target.version))
+        if permanent:
+            self._forget([target.schema_id])
         return target.version
 
     def set_config(self, subject: str | None, level: CompatibilityLevel) -> None:
@@ -195,9 +202,11 @@ class PostgresSchemaStore(SchemaStore):
     def schema_exists(self, schema_id: int) -> bool:
         now = self._clock()
         with self._cache_lock:
-            if schema_id in self._known or self._unknown_until.get(schema_id, now) > now:
-                return schema_id in self._known
-        exists = super().schema_exists(schema_id)
+            if self._known.get(schema_id, now) > now:
+                return True
+            if self._unknown_until.get(schema_id, now) > now:
+                return False
+        exists = super().schema_exists(schema_id)  # get_schema remembers a known id
         if not exists:
             with self._cache_lock:
                 if len(self._unknown_until) >= _MAX_UNKNOWN:
@@ -211,8 +220,17 @@ class PostgresSchemaStore(SchemaStore):
     # -- helpers -----------------------------------------------------------------------------------------
     def _remember(self, schema_id: int) -> None:
         with self._cache_lock:
-            self._known.add(schema_id)
+            if len(self._known) >= _MAX_UNKNOWN:
+                self._known.clear()
+            self._known[schema_id] = self._clock() + self._known_ttl_s
             self._unknown_until.pop(schema_id, None)
+
+    def _forget(self, schema_ids: Iterable[int]) -> None:
+        """After a permanent delete: the next ``schema_exists`` asks the database (another subject may
+        still hold the id)."""
+        with self._cache_lock:
+            for schema_id in schema_ids:
+                self._known.pop(schema_id, None)
 
     @staticmethod
     def _rows(conn: psycopg.Connection, where: str, params: Sequence[Any]) -> list[SubjectVersion]:

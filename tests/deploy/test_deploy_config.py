@@ -377,6 +377,38 @@ def test_compose_serving_publishes_its_api_reads_artifacts_read_only_and_checks_
     assert {deps[t]["condition"] for t in ("kafka", "postgres")} == {"service_healthy"}
 
 
+def test_compose_and_k8s_run_the_schema_registry_for_wire_format_producers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest dead-letters wire-format records whose schema id is unknown: producers need the registry."""
+    flywheel = _flywheel_services()
+    running = [n for n, s in flywheel.items() if _argv_of(s)[1:] == ["schema-registry"]]
+    assert len(running) == 1, f"compose services running `flywheel schema-registry`: {running}"
+    svc = flywheel[running[0]]
+    settings = _settings(_effective_env(_env(svc)), monkeypatch)
+    assert settings.schema_registry_port and settings.metrics_host == "0.0.0.0", "binds to FLYWHEEL_METRICS_HOST"
+    published = [str(p).rsplit(":", 1) for p in svc.get("ports", [])]
+    assert [str(settings.schema_registry_port)] * 2 in published, published
+    urls = _healthcheck_urls(svc)
+    assert urls and all(u.port == settings.schema_registry_port and u.path == "/" for u in urls), urls
+    deps = svc["depends_on"]
+    one_shot = {n for n, s in flywheel.items() if _argv_of(s)[1:] == ["db", "upgrade"]}
+    assert deps["postgres"]["condition"] == "service_healthy"
+    assert one_shot and all(deps[t]["condition"] == "service_completed_successfully" for t in one_shot)
+    assert svc.get("restart") == "unless-stopped"
+
+    k8s_settings = _settings(_effective_env({**_configmap_env(), **_secret_env()}), monkeypatch)
+    deployment = _k8s_deployment("schema-registry")
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["schema-registry"] and "command" not in container
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": k8s_settings.schema_registry_port} and k8s_settings.metrics_host == "0.0.0.0"
+    for probe in ("readinessProbe", "livenessProbe"):
+        handler = container[probe].get("httpGet") or container[probe]["tcpSocket"]
+        assert handler["port"] in ("http", k8s_settings.schema_registry_port), probe
+    (service,) = [s for s in _k8s("Service") if s["spec"]["selector"].items() <= pod["metadata"]["labels"].items()]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+
+
 @pytest.mark.parametrize("command", PROCESS_COMMANDS)
 def test_compose_runs_each_process_once_with_a_metrics_healthcheck(monkeypatch: pytest.MonkeyPatch,
                                                                     command: str) -> None:

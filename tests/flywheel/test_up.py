@@ -1,5 +1,6 @@
-"""`flywheel up` as a user runs it: embedded broker + pgserver Postgres, processors, /metrics; SIGTERM
-or Ctrl-C stop every child cleanly, and even a kill -9 of `up` leaves no broker behind."""
+"""`flywheel up` as a user runs it: embedded broker (durable: with its object store) + pgserver Postgres,
+processors, /metrics; SIGTERM or Ctrl-C stop every child cleanly, and even a kill -9 of `up` leaves no
+broker behind."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import csv
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -27,7 +29,8 @@ DATA = Path(__file__).resolve().parents[2] / "data"
 def _up(tmp_path: Path, **env_extra: str) -> tuple[subprocess.Popen[bytes], Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
     env.update(FLYWHEEL_DATA_DIR=str(tmp_path / "data"), FLYWHEEL_METRICS_PORT=str(free_port()),
-               FLYWHEEL_SERVING_PORT=str(free_port()))
+               FLYWHEEL_SERVING_PORT=str(free_port()), FLYWHEEL_KAFKA_PORT=str(free_port()),
+               FLYWHEEL_SCHEMA_REGISTRY_PORT=str(free_port()))  # beside other runs on the machine
     env.update(env_extra)
     log = tmp_path / "up.log"
     proc = subprocess.Popen([sys.executable, "-m", "flywheel", "up"], env=env, stdout=log.open("wb"),
@@ -46,6 +49,11 @@ def _children(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
 
+def _broker_pids(pid: int) -> list[int]:
+    """The embedded broker and the object store that keeps its log (durable storage, the default)."""
+    return [c.pid for c in _children(pid) if "tansu" in c.name() or "flywheel.objectstore" in c.cmdline()]
+
+
 def _postgres_pids(data_dir: Path) -> list[int]:
     pid_file = data_dir / "pgdata" / "postmaster.pid"
     if not pid_file.exists():
@@ -58,7 +66,9 @@ def test_up_runs_the_platform_and_stops_every_child(tmp_path: Path, sig: signal.
     proc, state = _up(tmp_path)
     endpoints = json.loads(state.read_text())
     assert endpoints["embedded_broker"] and endpoints["embedded_postgres"]
-    broker_pids = [c.pid for c in _children(proc.pid) if "tansu" in c.name()]
+    modes = stat.S_IMODE(state.stat().st_mode), stat.S_IMODE(state.parent.stat().st_mode)
+    broker_pids = _broker_pids(proc.pid)
+    assert len(broker_pids) == 2, "the broker and its object store"
     pg_pids = _postgres_pids(tmp_path / "data")
     assert broker_pids and pg_pids
     wait_until(lambda: b"flywheel_stream_assigned_partitions" in urllib.request.urlopen(
@@ -76,12 +86,14 @@ def test_up_runs_the_platform_and_stops_every_child(tmp_path: Path, sig: signal.
         time.sleep(0.2)
     assert not [p for p in broker_pids + pg_pids if pid_alive(p)], "orphan broker or postgres left behind"
     assert not state.exists()
+    # owner-only; run as root, the embedded Postgres runs as its own user and may pass through (not list)
+    assert modes == (0o600, 0o711 if os.geteuid() == 0 else 0o700), [oct(m) for m in modes]
 
 
 def test_kill_9_of_up_takes_the_broker_with_it(tmp_path: Path, db_url: str) -> None:
     proc, _state = _up(tmp_path, FLYWHEEL_DATABASE_URL=db_url)
-    broker_pids = [c.pid for c in _children(proc.pid) if "tansu" in c.name()]
-    assert broker_pids
+    broker_pids = _broker_pids(proc.pid)
+    assert len(broker_pids) == 2, "the broker and its object store"
     proc.kill()
     proc.wait(10)
     wait_until(lambda: not any(pid_alive(p) for p in broker_pids), timeout=15, what="broker to exit")

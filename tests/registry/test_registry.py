@@ -191,6 +191,34 @@ def test_a_tampered_artifact_is_refused_by_fetch_and_load(registry: ModelRegistr
         registry.fetch("1")
 
 
+def test_no_alias_moves_to_a_version_whose_artifact_fails_verification(
+        registry: ModelRegistry, saved: dict[str, Saved]) -> None:
+    _register(registry, saved["a"])
+    _register(registry, saved["b"])
+    _register(registry, saved["c"])
+    registry.promote("1", "first")
+    registry.promote("2", "second")
+    manifest = json.loads((saved["a"].path / "manifest.json").read_text())
+    for version in ("1", "3"):  # one byte of version 1's and version 3's weights flipped
+        weights = _stored_file(registry, version, sorted(manifest["files"])[0])
+        data = weights.read_bytes()
+        weights.write_bytes(data[:-1] + bytes([data[-1] ^ 0x01]))
+    before = registry.aliases()
+
+    with pytest.raises(TamperedArtifact) as refused:
+        registry.rollback(None, "back to 1")
+    assert refused.value.version == "1"
+    with pytest.raises(TamperedArtifact):
+        registry.rollback("1.0.0", "back to 1")
+    with pytest.raises(TamperedArtifact):
+        registry.promote("1", "again")
+    with pytest.raises(TamperedArtifact):
+        registry.mark_challenger("3", "canary")
+    assert registry.aliases() == before == {"champion": "2", "previous": "1"}
+    assert not registry.get("2").rolled_back and "rolled_back" not in registry.get("2").tags
+    assert registry.promote("2", "the champion again").to_version == "2"  # no move: nothing to verify
+
+
 def test_two_clients_on_one_store_see_the_same_state(backend: str, tmp_path: Path, saved: dict[str, Saved]) -> None:
     one = open_registry(backend, tmp_path / "artifacts", MODEL)
     # another URI string: MLflow caches stores and engines per URI, so this is a separate client/pool

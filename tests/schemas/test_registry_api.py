@@ -236,6 +236,7 @@ def test_delete_subject_soft_then_permanent(client: TestClient, store: SchemaSto
     assert client.delete("/subjects/s", params={"permanent": "true"}).json() == [1, 2]
     assert error(client.delete("/subjects/s"), 404, 40401)
     assert error(client.get(f"/schemas/ids/{first}"), 404, 40403)
+    assert not store.schema_exists(first)  # a permanently deleted id is unknown to the store that deleted it
     assert not MemorySchemaStore().schema_exists(first)
 
 
@@ -253,6 +254,52 @@ def test_delete_version_and_reregister(client: TestClient) -> None:
     assert client.get("/subjects/s/versions", params={"deleted": "true"}).json() == [1, 3]
     assert error(client.delete("/subjects/s/versions/9"), 404, 40402)
     assert error(client.delete("/subjects/nope/versions/1"), 404, 40401)
+
+
+def test_control_characters_in_a_subject_or_nul_in_a_schema_are_a_422_and_logged_escaped(
+        client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    """Postgres text cannot hold NUL: such a request is refused with Confluent's code before the store."""
+    register(client, "s", V1)
+    for method, path, payload in [
+        ("POST", "/subjects/a%00b/versions", body(V1)), ("POST", "/subjects/a%00b", body(V1)),
+        ("GET", "/subjects/a%00b/versions", None), ("GET", "/subjects/a%00b/versions/latest", None),
+        ("DELETE", "/subjects/a%00b", None), ("DELETE", "/subjects/a%0Ab/versions/1", None),
+        ("POST", "/compatibility/subjects/a%00b/versions/latest", body(V1)),
+        ("PUT", "/config/a%00b", {"compatibility": "NONE"}), ("GET", "/config/a%1Bb", None),
+    ]:
+        message = error(client.request(method, path, json=payload), 422, 42208)
+        assert "\x00" not in message and "\n" not in message, message
+    for schema in ['{"type": "string", "description": "a\u0000b"}', "{\"type\": \"string\"}\x00"]:
+        error(client.post("/subjects/s/versions", json=body(schema)), 422, 42201)
+    reference = body(V1, references=[{"name": "r\x00", "subject": "s", "version": 1}])
+    error(client.post("/subjects/t/versions", json=reference), 422, 42201)
+    assert client.get("/subjects").json() == ["s"]
+    assert all("\x00" not in record.getMessage() for record in caplog.records)
+
+
+def test_a_permanently_deleted_schema_id_is_unknown_at_ingest(db_url: str) -> None:
+    """The registry (its own process) deletes; ingest's store (another process) answers from its cache for
+    at most ``known_ttl_s``, then the id is unknown and wire-format records with it are dead-lettered."""
+    from datetime import UTC, datetime
+
+    from schemas import DecodeError, EventDecoder, EventRules
+
+    now = [0.0]
+    with (PostgresSchemaStore(db_url) as registry_side,
+          PostgresSchemaStore(db_url, known_ttl_s=10.0, clock=lambda: now[0]) as ingest_side):
+        client = TestClient(create_app(registry_side))
+        schema_id = register(client, "feedback-value", FeedbackEvent.model_json_schema())
+        decoder = EventDecoder(FeedbackEvent, EventRules(frozenset({"positive"})), ingest_side.schema_exists)
+        event = FeedbackEvent(feedback_id="f", prediction_id="p", label="positive", ts=datetime.now(UTC))
+        record = b"\x00" + schema_id.to_bytes(4, "big") + event.to_json()
+        assert decoder.decode(record, datetime.now(UTC)) == event
+        assert client.delete("/subjects/feedback-value").status_code == 200  # soft: the id still resolves
+        assert client.delete("/subjects/feedback-value", params={"permanent": "true"}).status_code == 200
+        assert not registry_side.schema_exists(schema_id)
+        now[0] = 10.5
+        with pytest.raises(DecodeError) as refused:
+            decoder.decode(record, datetime.now(UTC))
+        assert refused.value.reason == "unknown_schema_id"
 
 
 def test_store_contract_directly(store: SchemaStore) -> None:

@@ -22,7 +22,7 @@ from streams.kafka import admin, create_topics
 from tests.trainer.lifecycle_helpers import rows
 from trainer.service import TrainerService
 
-from .conftest import read_topic, register_version, services
+from .conftest import bootstrap_champion, read_topic, register_version, services
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -232,3 +232,100 @@ def test_nul_bytes_are_refused_at_the_door(admin_client: TestClient) -> None:
         response = admin_client.request(method.upper(), path, headers=AUTH, **kwargs)  # type: ignore[arg-type]
         assert response.status_code == 422, (path, response.text)
         assert response.json()["error"] == "invalid_request"
+
+
+def _flip_a_byte(lc: Lifecycle, version: str) -> tuple[Path, bytes]:
+    """One byte of ``version``'s stored weights flipped; returns the file and its original bytes."""
+    stored = Path(lc.registry.fetch(version))
+    weights = next(p for p in sorted(stored.iterdir()) if p.suffix == ".npz")
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    return weights, data
+
+
+def test_an_alias_never_moves_to_an_unverified_artifact_and_a_fresh_pod_falls_back(
+        admin_client: TestClient, lc: Lifecycle, admin_settings: FlywheelSettings, db_url: str,
+        tmp_path: Path) -> None:
+    first = bootstrap_champion(lc)
+    second = register_version(lc, tmp_path, 400, c=0.5)
+    lc.promote(second.version, "better")
+    assert services(admin_client).runtime.wait_live(second.version, 30)
+
+    # rollback (or promotion) to a version whose weights changed: refused, the aliases stay
+    weights, original = _flip_a_byte(lc, first.version)
+    for path, body in [("/models/rollback", None), ("/models/rollback", {"to": first.version}),
+                       (f"/models/{first.version}/promote", {})]:
+        status, _h, payload = call(admin_client, "post", path, body, AUTH)
+        assert status == 409 and payload["error"] == "conflict", (path, payload)
+        assert "fails verification" in str(payload["detail"]) and str(tmp_path) not in str(payload["detail"])
+    assert lc.registry.aliases()["champion"] == second.version
+    weights.write_bytes(original)
+
+    # the champion's bytes change after its promotion: a fresh pod falls back to the champion before it
+    _flip_a_byte(lc, second.version)
+    with TestClient(create_app(admin_settings, database_url=db_url), raise_server_exceptions=False) as fresh:
+        runtime = services(fresh).runtime
+        assert runtime.wait_for(lambda d, _e: d.champion is not None, 30)
+        assert runtime.deployment.champion is not None and runtime.deployment.champion.version == first.version
+        ready = fresh.get("/ready")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
+        assert f"in place of the announced champion {second.version}" in ready.json()["detail"]
+        assert "flywheel_serving_champion_fallback 1.0" in fresh.get("/metrics").text
+        assert fresh.post("/predict", json={"text": "great"}).json()["version"] == first.version
+        models = fresh.get("/models")
+        deployment = models.json()["deployment"]
+        assert deployment["fallback_for"] == second.version and deployment["last_error"]["version"] == second.version
+        assert "sha256" in deployment["last_error"]["detail"]
+        assert str(tmp_path) not in models.text and "file://" not in models.text, models.text
+    assert services(admin_client).runtime.deployment.champion.version == second.version  # type: ignore[union-attr]
+    assert admin_client.get("/ready").json()["status"] == "ready"
+
+
+def test_admin_routes_authenticate_before_reading_the_body(admin_client: TestClient, app_client: TestClient) -> None:
+    """An unauthenticated request with a body that is not JSON (or not the route's shape) gets its 401,
+    or its 403 on a pod without admin routes: never a 400/422 about a body it had no right to send."""
+    for method, path, _body in ADMIN_CALLS:
+        for payload in (b"{not json", b'{"rows": 7, "mode": "sideways"}'):
+            kwargs = {"content": payload, "headers": {"Content-Type": "application/json"}}
+            response = admin_client.request(method.upper(), path, **kwargs)  # type: ignore[arg-type]
+            assert response.status_code == 401 and response.json()["error"] == "unauthorized", (path, response.text)
+            assert response.headers["www-authenticate"] == "Bearer"
+            wrong = {"headers": {"Content-Type": "application/json", "Authorization": "Bearer nope"}}
+            response = admin_client.request(method.upper(), path, content=payload, **wrong)  # type: ignore[arg-type]
+            assert response.status_code == 401, (path, response.text)
+            response = app_client.request(method.upper(), path, **kwargs)  # type: ignore[arg-type]
+            assert response.status_code == 403 and response.json()["error"] == "admin_disabled", (path, response.text)
+    # authenticated, the body is checked as before
+    response = admin_client.post("/retrain", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code in (400, 422), response.text
+
+
+def test_versions_beyond_the_store_are_a_plain_404(admin_client: TestClient) -> None:
+    """A version number past MLflow's 32-bit column made the store fail with its SQL in the answer (503)."""
+    for method, path, body in [("post", "/models/99999999999999999999/promote", {}),
+                               ("post", "/models/2147483648/promote", {}),
+                               ("post", "/models/0/promote", {}),
+                               ("post", "/models/\u00b2/promote", {}),
+                               ("post", "/evaluate", {"version": "99999999999999999999"}),
+                               ("post", "/models/rollback", {"to": "99999999999999999999"})]:
+        status, _h, payload = call(admin_client, method, path, body, AUTH)
+        assert status == 404 and payload["error"] == "not_found", (path, payload)
+        text = json.dumps(payload).lower()
+        assert not any(word in text for word in ("select", "sql", "parameters", "mlflow", "postgres")), payload
+
+
+def test_training_records_show_no_paths_or_urls() -> None:
+    """A failed run's error quotes the trainer's files (a tampered champion) and the database URL."""
+    from datetime import UTC, datetime
+
+    from serving.control import training_public
+
+    error = ("TamperedArtifact: /var/lib/flywheel/mlartifacts/1/abc/artifacts/model-1/weights.npz: model 'm' "
+             "version 3: missing; connecting to postgresql://flywheel:s3cret@postgres:5432/flywheel failed")
+    request = {"id": "r1", "action": "retrain", "status": "failed", "outcome": "failed", "error": error,
+               "result": None, "run_id": None, "created_at": datetime.now(UTC), "started_at": None,
+               "finished_at": None}
+    public = training_public("r1", request, None)
+    assert public.error is not None and "weights.npz" in public.error and "version 3" in public.error
+    for text in (public.error, public.reason):
+        assert "/var/lib" not in text and "s3cret" not in text and "postgresql://" not in text, text

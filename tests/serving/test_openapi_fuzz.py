@@ -6,9 +6,16 @@ rule the schema does not state."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -20,12 +27,14 @@ from schemathesis.generation import GenerationMode
 
 from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle
-from serving import create_app
+from flywheel.stack import free_port
+from serving import create_app, serve
 
 from .conftest import bootstrap_champion, services
 
 TOKEN = "fuzz-token"
 EXAMPLES = 40  # per operation
+CLI_EXAMPLES = 30  # per operation and phase
 
 
 @pytest.fixture
@@ -69,3 +78,69 @@ def test_no_generated_request_gets_a_5xx(live_app: FastAPI) -> None:
     assert not failures, "\n".join(failures)
     print({label: sorted(codes) for label, codes in sorted(seen.items())})
     assert 401 in seen["POST /retrain"] and 422 in seen["POST /predict"] and 200 in seen["POST /predict"]
+
+
+@pytest.fixture
+def served(settings: FlywheelSettings, db_url: str, lc: Lifecycle) -> Iterator[str]:
+    """The app under uvicorn (as a pod runs it) on a free port, with a champion live: its base URL."""
+    port = free_port()
+    admin_settings = settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
+    app = create_app(admin_settings, database_url=db_url)
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, args=(admin_settings, stop), kwargs={"port": port, "app": app},
+                              daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        info = bootstrap_champion(lc)
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the served app never became ready"
+            time.sleep(0.2)
+        assert services_of(app).runtime.wait_live(info.version, 30)
+        yield url
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def services_of(app: FastAPI) -> Any:
+    return app.state.services
+
+
+def test_schemathesis_with_all_checks_reports_nothing(served: str, tmp_path: Path) -> None:
+    """The command a user runs against a pod: every phase (examples, coverage, fuzzing, stateful) and every
+    check (schema conformance, status codes, negative data rejected, positive data accepted, unsupported
+    methods answered 405 with ``Allow``, ignored auth, ...), with the admin token."""
+    st_bin = Path(sys.executable).with_name("schemathesis")
+    result = subprocess.run(
+        [str(st_bin), "run", f"{served}/openapi.json", "--checks", "all", "--max-examples", str(CLI_EXAMPLES),
+         "-H", f"Authorization: Bearer {TOKEN}", "--workers", "1", "--seed", "1", "--suppress-health-check", "all"],
+        capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-3000:]
+
+
+def test_the_document_declares_what_the_routes_enforce(app_client: TestClient, settings: FlywheelSettings) -> None:
+    """What schemathesis found: limits the routes checked but the document did not state, a 400 it did not
+    list, and 405s without ``Allow``."""
+    schema = app_client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    text = components["PredictCreate"]["properties"]["text"]
+    assert (text["minLength"], text["pattern"], text["maxLength"]) == (1, r"\S", settings.max_text_chars)
+    assert components["CorpusRowCreate"]["properties"]["label"]["enum"] == list(settings.labels)
+    assert components["ReviewLabelCreate"]["properties"]["label"]["enum"] == list(settings.labels)
+    label = components["FeedbackCreate"]["properties"]["label"]["anyOf"][0]
+    assert label["enum"] == list(settings.labels) and len(components["FeedbackCreate"]["oneOf"]) == 2
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if "requestBody" in operation:
+                assert "400" in operation["responses"], (method, path)
+    not_json = app_client.post("/predict", content=b"\xff{", headers={"Content-Type": "application/json"})
+    assert not_json.status_code in (400, 422) and set(not_json.json()) == {"error", "detail"}
+    for method, path in [("TRACE", "/predict"), ("DELETE", "/models"), ("PUT", "/health"), ("PATCH", "/ready")]:
+        response = app_client.request(method, path)
+        assert response.status_code == 405 and response.headers["allow"], (method, path, response.headers)
+        assert set(response.json()) == {"error", "detail"}

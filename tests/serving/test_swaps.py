@@ -7,13 +7,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle
-from registry import ModelVersionInfo
+from registry import ModelVersionInfo, TamperedArtifact
 
-from .conftest import register_version, services, wait_for
+from .conftest import announce, register_version, services, wait_for
 
 
 def test_promote_and_rollback_swap_live_and_a_tampered_version_is_refused(
@@ -35,14 +36,20 @@ def test_promote_and_rollback_swap_live_and_a_tampered_version_is_refused(
     target = next(p for p in sorted(stored.iterdir()) if p.suffix == ".npz")
     data = target.read_bytes()
     target.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    lc.promote(v3.version, "tampered")
+    with pytest.raises(TamperedArtifact):  # the registry refuses the alias move ...
+        lc.promote(v3.version, "tampered")
+    assert lc.registry.aliases()["champion"] == champion.version
+    announce(lc, v3, "promote")  # ... and a pod refuses an announcement of it all the same
     assert runtime.wait_for(lambda _d, err: err is not None and err.version == v3.version, 30)
     assert app_client.post("/predict", json={"text": "good"}).json()["version"] == champion.version
     deployment = app_client.get("/models").json()["deployment"]
     assert deployment["champion"]["version"] == champion.version
     assert deployment["last_error"]["version"] == v3.version and "sha256" in deployment["last_error"]["detail"]
     assert 'flywheel_serving_model_load_failures_total{reason="checksum_mismatch"}' in app_client.get("/metrics").text
-    assert app_client.get("/ready").status_code == 200
+    ready = app_client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
+    assert deployment["fallback_for"] == v3.version
+    assert "flywheel_serving_champion_fallback 1.0" in app_client.get("/metrics").text
     print(f"promote -> live in {swap_ms:.0f} ms")
 
 

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from schemas import DecodeError, EventDecoder, EventRules, FeedbackEvent, PredictionEvent
 from schemas.fast import FastDecoder, FeedbackRecord, PredictionRecord
@@ -155,3 +157,132 @@ def test_generated_records() -> None:
 def test_records_carry_the_event_fields() -> None:
     assert set(FeedbackRecord.__struct_fields__) == set(FeedbackEvent.model_fields)
     assert set(PredictionRecord.__struct_fields__) == set(PredictionEvent.model_fields)
+
+
+# -- differential fuzzing ----------------------------------------------------------------------------
+# Every decoder the ingest processor runs: (the event type it expects, a valid record of it). A new event
+# (schema_version 2, ...) adds its line; the strategies below only use the record's shape.
+DECODERS: list[tuple[type[FeedbackEvent] | type[PredictionEvent], dict[str, object]]] = [
+    (FeedbackEvent, _fb()), (PredictionEvent, _pred()),
+]
+FUZZ = settings(max_examples=1500, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+# raw JSON number and literal tokens whose reading differs between parsers, or between lax and strict
+_TOKENS = ["1e999", "-1e999", "1E2", "-0", "0.0", "1.0", "1.000000000000000000001", "0.50", "5e-324", "1e-400",
+           "NaN", "Infinity", "-Infinity", "true", "false", "null", '"3.5"', '"1"', '"true"', '"7"', "7", "1795000000",
+           '"1795000000"', '"2026-11-22T12:00:00Z"', '"2026-11-22T12:00:00.1234567Z"', '"\\u0000"', '"\\ud800"',
+           '"\\u00e9"', '"positive"', '"negative"', '"up"', '"champion"', "[]", "{}", '{"positive": 1}']
+_UTF8_TRAPS = [b"\xc3\x28", b"\xff", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xe2\x82", b"\x00"]
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12) | st.sampled_from(["positive", "negative", "neutral", "up", "down", "", " ", "x" * 129]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6)
+
+
+@st.composite
+def _structures(draw: st.DrawFn, example: dict[str, object], fields: list[str]) -> bytes:
+    """JSON objects shaped like ``example``: fields dropped, repeated, retyped or given raw tokens,
+    keys that are not the fields, written out by hand so that any token can stand anywhere."""
+    keys = [*example, *fields, "extra", "\u00e9"]
+    record = dict(example)
+    for key in draw(st.lists(st.sampled_from(keys), max_size=4)):
+        record[key] = draw(st.sampled_from([_DROP, _RAW, _VALUE]))
+    parts: list[str] = []
+    for key, value in record.items():
+        if value is _DROP:
+            continue
+        if value is _RAW:
+            token = draw(st.sampled_from(_TOKENS))
+        elif value is _VALUE:
+            token = json.dumps(draw(_json_values), ensure_ascii=draw(st.booleans()))
+        else:
+            token = json.dumps(value)
+        parts.append(f"{json.dumps(key)}: {token}")
+        if draw(st.integers(0, 9)) == 0:  # a duplicate key: the last one wins in both, or not
+            parts.append(f"{json.dumps(key)}: {draw(st.sampled_from(_TOKENS))}")
+    order = draw(st.permutations(parts))
+    return ("{" + ", ".join(order) + "}").encode()
+
+
+@st.composite
+def _bytes_of(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
+    """Byte-level edits of a record: invalid UTF-8 put into a key, a value or between tokens, bytes
+    replaced, cut or inserted, a wire-format header (known schema id 7, unknown 8) or a BOM in front."""
+    value = bytearray(draw(base))
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(value)))
+        edit = draw(st.integers(0, 4))
+        if edit == 0:
+            value[at:at] = draw(st.sampled_from(_UTF8_TRAPS))
+        elif edit == 1 and at < len(value):
+            value[at] = draw(st.integers(0, 255))
+        elif edit == 2:
+            del value[at:at + draw(st.integers(1, 8))]
+        elif edit == 3:
+            value[at:at] = draw(st.binary(max_size=4))
+        else:  # right after the opening quote of a key or string
+            quotes = [i for i, b in enumerate(value) if b == ord('"')]
+            if quotes:
+                spot = draw(st.sampled_from(quotes)) + 1
+                value[spot:spot] = draw(st.sampled_from(_UTF8_TRAPS))
+    prefix = draw(st.sampled_from([b"", b"", b"", b"\x00\x00\x00\x00\x07", b"\x00\x00\x00\x00\x08", b"\xef\xbb\xbf"]))
+    return prefix + bytes(value)
+
+
+_RAW, _VALUE = object(), object()
+
+
+def _fuzz(expected: type[FeedbackEvent] | type[PredictionEvent], values: st.SearchStrategy[bytes]) -> None:
+    reference = EventDecoder(expected, RULES, lambda sid: sid == 7)
+    fast = FastDecoder(expected, RULES, lambda sid: sid == 7)
+
+    @FUZZ
+    @given(values)
+    def agree(value: bytes) -> None:
+        want = _verdict(reference.decode, value, NOW)
+        assert _verdict(fast.decode, value, NOW) == want, value
+
+    agree()
+
+
+@pytest.mark.parametrize(("expected", "example"), DECODERS, ids=lambda d: getattr(d, "__name__", ""))
+def test_fuzz_json_structures_get_the_same_verdict(expected: type[FeedbackEvent] | type[PredictionEvent],
+                                                   example: dict[str, object]) -> None:
+    _fuzz(expected, _structures(example, list(expected.model_fields)))
+
+
+@pytest.mark.parametrize(("expected", "example"), DECODERS, ids=lambda d: getattr(d, "__name__", ""))
+def test_fuzz_bytes_get_the_same_verdict(expected: type[FeedbackEvent] | type[PredictionEvent],
+                                         example: dict[str, object]) -> None:
+    records = _structures(example, list(expected.model_fields)) | st.just(json.dumps(example).encode())
+    _fuzz(expected, _bytes_of(records) | st.binary(max_size=64))
+
+
+def test_strict_where_lax_coercion_would_change_the_meaning() -> None:
+    """Decided for the questionable cases (both decoders, so the fuzz tests hold them to it): invalid UTF-8
+    anywhere is refused, even in a key or an ignored field; ``true`` is no schema version; a timestamp is an
+    RFC 3339 string (a number would be read as Unix time: ``7`` is 1970-01-01); a latency is a finite JSON
+    number (``1e999`` would be stored as Infinity), and ``"3.5"`` or ``true`` are not numbers."""
+    valid_fb, valid_pred = json.dumps(_fb()).encode(), json.dumps(_pred()).encode()
+    cases: list[tuple[type[FeedbackEvent] | type[PredictionEvent], bytes, str]] = [
+        (FeedbackEvent, b'{"\xc3\x28": 1, ' + valid_fb[1:], "invalid_utf8"),
+        (FeedbackEvent, valid_fb[:-1] + b', "ignored": "\xc3\x28"}', "invalid_utf8"),
+        (FeedbackEvent, json.dumps(_fb(schema_version=True)).encode(), "unknown_schema_version"),
+        (FeedbackEvent, json.dumps(_fb(schema_version=1.0)).encode(), "unknown_schema_version"),
+        (FeedbackEvent, json.dumps(_fb(ts=7)).encode(), "wrong_type"),
+        (FeedbackEvent, json.dumps(_fb(ts="1795000000")).encode(), "wrong_type"),
+        (PredictionEvent, json.dumps(_pred(ts=1795000000.5)).encode(), "wrong_type"),
+        (PredictionEvent, valid_pred.replace(b'"latency_ms": 3', b'"latency_ms": 1e999'), "invalid_value"),
+        (PredictionEvent, json.dumps(_pred(latency_ms="3.5")).encode(), "wrong_type"),
+        (PredictionEvent, json.dumps(_pred(latency_ms=True)).encode(), "wrong_type"),
+        (PredictionEvent, json.dumps(_pred(probabilities={"positive": "1"})).encode(), "wrong_type"),
+        (PredictionEvent, json.dumps(_pred(probabilities={"positive": True})).encode(), "wrong_type"),
+    ]
+    for expected, value, reason in cases:
+        for decoder in (EventDecoder(expected, RULES), FastDecoder(expected, RULES)):
+            with pytest.raises(DecodeError) as refused:
+                decoder.decode(value, NOW)
+            assert refused.value.reason == reason, (value, refused.value)
+    assert _same(PredictionEvent, [json.dumps(_pred(latency_ms=3)).encode(),  # an integer is a number
+                                   json.dumps(_pred(ts="1970-01-01T00:00:00Z")).encode()]) == 2  # a backfill is ok

@@ -85,6 +85,7 @@ def test_two_models_land_side_by_side_and_a_bad_tabular_row_is_dead_lettered_wit
             (b"u", v2_prediction("u", GOOD, model="nobody")),
             (b"m", v2_prediction("m", "a text for a tabular model")),
             (b"l", v2_prediction("l", GOOD, label="maybe", probabilities={"maybe": 1.0})),
+            (b"huge", v2_prediction("huge", {**GOOD, "duration_s": 10**400})),  # beyond every float
             *[(e.prediction_id.encode(), e.to_json()) for e in text_preds],
         ])
         produce(p, t.feedback, [
@@ -93,7 +94,7 @@ def test_two_models_land_side_by_side_and_a_bad_tabular_row_is_dead_lettered_wit
             (b"x", v2_feedback("a2", "positive", model="sentiment")),  # names another model: never joins a2
             *[(e.prediction_id.encode(), feedback(e.prediction_id).to_json()) for e in text_preds],
         ])
-        wait_until(lambda: count(db_url, "SELECT count(*) FROM dead_letters") == 9, what="9 dead letters")
+        wait_until(lambda: count(db_url, "SELECT count(*) FROM dead_letters") == 10, what="10 dead letters")
         wait_until(lambda: count(db_url, "SELECT count(*) FROM feedback WHERE status = 'joined'") == 6,
                    what="6 joined feedback")
     with psycopg.connect(db_url) as conn:
@@ -105,7 +106,7 @@ def test_two_models_land_side_by_side_and_a_bad_tabular_row_is_dead_lettered_wit
                               "ORDER BY model").fetchall()
         pending = conn.execute("SELECT prediction_id, model FROM feedback WHERE status = 'pending'").fetchall()
     assert reasons == {**{r: r for r in bad}, "u": "unknown_model", "m": "task_mismatch", "l": "label_not_in_set",
-                       "a2": "label_not_in_set"}
+                       "a2": "label_not_in_set", "huge": "feature_out_of_range"}
     assert details["feature_missing"] == "required feature 'duration_s' is missing"
     assert details["feature_unknown_category"] == "feature 'os' = 'plan9' is not one of ['linux', 'windows']"
     assert "'nobody'" in details["unknown_model"]

@@ -32,6 +32,7 @@ def test_a_valid_row_is_completed_with_absent_optional_features() -> None:
     ({"duration_s": True, "os": "linux"}, Reason.FEATURE_WRONG_TYPE, "feature 'duration_s' must be a number, got true"),
     ({"duration_s": -1, "os": "linux"}, Reason.FEATURE_OUT_OF_RANGE, "feature 'duration_s' = -1 is outside [0, 86400]"),
     ({"duration_s": math.inf, "os": "linux"}, Reason.FEATURE_OUT_OF_RANGE, "feature 'duration_s' is not finite"),
+    ({"duration_s": 1, "os": "linux", "load": 10**400}, Reason.FEATURE_OUT_OF_RANGE, "feature 'load' is not finite"),
     ({"duration_s": 1, "os": "plan9"}, Reason.FEATURE_UNKNOWN_CATEGORY,
      "feature 'os' = 'plan9' is not one of ['linux', 'windows', 'macos']"),
     ({"duration_s": 1, "os": 3}, Reason.FEATURE_WRONG_TYPE, "feature 'os' must be a string category, got 3"),
