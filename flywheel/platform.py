@@ -174,6 +174,11 @@ class Platform:
         self._start_runner(IngestProcessor.from_settings(s, schema_id_known), stack.kafka, stack.database_url)
         curation = self._curation(stack.kafka, stack.database_url)
         self._start_thread("flywheel-curation", lambda: curation.run(self.stop_event))
+        if s.run_trainer or s.serving_port:
+            # imported here, before the threads that use it start: two threads importing the `serving`
+            # package at once can fail with an import _DeadlockError (seen in the rainfall demo test)
+            import serving.app
+            import serving.canary  # noqa: F401
         if s.run_trainer:
             self._start_thread("flywheel-trainer", lambda: self._run_trainer(stack.kafka, stack.database_url))
         if s.serving_port:

@@ -142,7 +142,7 @@ def test_cross_fitted_training_samples_join_the_evaluation_set_as_current_traffi
     trained = Frame().extend([(i, f"seen {i}", "neutral", 0.5, "movies") for i in range(100, 130)])
     cross = CrossFit(trained, [("neutral", 0.7)] * 30, folds=5)
     holdout = evaluation_set(Frame().extend(corpus + reserved), PolicyConfig(recent_share=0.5, recent_min=30), cross)
-    assert len(holdout) == 340 and list(holdout.texts[-30:]) == trained.texts
+    assert len(holdout) == 340 and list(holdout.inputs[-30:]) == trained.inputs
     assert holdout.cross_fitted is not None and list(holdout.cross_fitted.rows) == list(range(310, 340))
     assert holdout.cross_fitted.folds == 5 and holdout.current is not None and sum(holdout.current) == 40
     assert holdout.weights is not None  # 10 reserved + 30 cross-fitted rows reach recent_min together

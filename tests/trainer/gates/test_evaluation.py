@@ -83,7 +83,7 @@ def test_better_overall_but_regressing_on_one_slice_is_refused(good_model: Model
 def test_metrics_agree_with_scikit_learn_and_a_hand_computed_ece(good_model: ModelKind) -> None:
     verdict = _check(good_model, None, MIXED)
     m = verdict.details["candidate"]["metrics"]
-    proba = good_model.predict_proba(list(MIXED.texts))
+    proba = good_model.predict_proba(list(MIXED.inputs))
     predicted = [good_model.labels[i] for i in proba.argmax(axis=1)]
     classes = sorted(set(MIXED.labels))
     assert m["accuracy"] == pytest.approx(accuracy_score(MIXED.labels, predicted))
@@ -174,18 +174,18 @@ def test_row_weights_scale_the_metrics_and_the_bootstrap() -> None:
     cand, champ, holdout = _paired(b=20, c=40, both=50)
     config: dict[str, Any] = {"metric_weights": {"accuracy": 1.0}, "n_resamples": 2000}
     assert not _check(cand, champ, holdout, **config).passed  # unweighted: 0.64 vs 0.82
-    new_domain = [8.0 if "row" in t and t.endswith(" b") else 1.0 for t in holdout.texts]
-    weighted = Holdout(holdout.texts, holdout.labels, None, new_domain)
+    new_domain = [8.0 if "row" in t and t.endswith(" b") else 1.0 for t in holdout.inputs]
+    weighted = Holdout(holdout.inputs, holdout.labels, None, new_domain)
     verdict = _check(cand, champ, weighted, **config)
     total = sum(new_domain)
     assert verdict.details["candidate"]["metrics"]["accuracy"] == pytest.approx((160 + 50) / total)
     assert verdict.details["champion"]["metrics"]["accuracy"] == pytest.approx((40 + 50) / total)
     assert verdict.details["effective_rows"] == pytest.approx(total ** 2 / (20 * 64 + 90))
     assert verdict.passed, verdict.reason
-    doubled = Holdout(holdout.texts, holdout.labels, None, [2 * w for w in new_domain])
+    doubled = Holdout(holdout.inputs, holdout.labels, None, [2 * w for w in new_domain])
     assert _check(cand, champ, doubled, **config).details["p_value"] == verdict.details["p_value"], "scale-free"
     for bad in ([0.0] * len(holdout), [1.0] * 3, [float("nan")] * len(holdout)):
-        refused = _check(cand, champ, Holdout(holdout.texts, holdout.labels, None, bad), **config)
+        refused = _check(cand, champ, Holdout(holdout.inputs, holdout.labels, None, bad), **config)
         assert not refused.passed and "positive finite" in refused.reason
 
 
@@ -289,8 +289,8 @@ def test_a_refresh_must_be_shown_no_worse_by_the_margin_not_better(test: str) ->
 def test_a_refresh_still_may_not_regress_a_slice() -> None:
     # level overall, but the 10 rows it loses all fall in one 100-row slice (-0.10)
     cand, champ, holdout = _paired(b=10, c=10, both=380)
-    slices = ["old" if t.endswith(" c") or int(t.split()[1]) >= 310 else "new" for t in holdout.texts]
-    verdict = _refresh(cand, champ, Holdout(holdout.texts, holdout.labels, slices), metric_weights={"accuracy": 1.0})
+    slices = ["old" if t.endswith(" c") or int(t.split()[1]) >= 310 else "new" for t in holdout.inputs]
+    verdict = _refresh(cand, champ, Holdout(holdout.inputs, holdout.labels, slices), metric_weights={"accuracy": 1.0})
     assert not verdict.passed and "slice 'old' (100 rows) regressed" in verdict.reason, verdict.reason
 
 
