@@ -17,16 +17,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from fastapi import BackgroundTasks
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from core.settings import FlywheelSettings
 from kinds.base import Probabilities
 from schemas.events import ClassificationOutput, PredictionEvent, PredictionEventV2, TabularInput, Variant
+from schemas.exceptions import InvalidEvent
 from serving.batching import MicroBatcher
-from serving.exceptions import InvalidInput
+from serving.exceptions import InvalidInput, NotReady, ServingError
 from serving.metrics import ServingMetrics
-from serving.models import ModelPredictCreate, PredictCreate, PredictionPublic, TabularPredictCreate
+from serving.models import (
+    FeedbackCreate,
+    FeedbackPublic,
+    ModelPredictCreate,
+    PredictCreate,
+    PredictionPublic,
+    TabularPredictCreate,
+)
 from serving.publisher import PredictionPublisher
 from serving.router import Route, route
 from serving.runtime import Deployment, LoadedModel
@@ -148,6 +157,39 @@ def _served(items: Sequence[ModelPredictCreate], ids: Sequence[str], routes: Seq
                                     model=settings.model_name, version=r.model.version,
                                     semver=r.model.served.semver, variant=r.variant))
     return out
+
+
+async def serve(items: Sequence[ModelPredictCreate], services: Services,
+                background: BackgroundTasks) -> list[PredictionPublic]:
+    """What every predict route does with checked items: read the deployment once (the request sees one),
+    score, publish, and queue the shadow's copy after the response."""
+    deployment = services.runtime.deployment
+    if not deployment.ready:
+        raise NotReady(f"model {services.settings.model_name!r} has no champion loaded yet")
+    results = await predict_async(items, deployment, services)
+    job = shadow_job(items, results, deployment, services)
+    if job is not None:
+        background.add_task(job)
+    return results
+
+
+def send_feedback(body: FeedbackCreate, services: Services, *, model: str | None = None) -> FeedbackPublic:
+    """What every feedback route does: the label checked against the model's, the event published (schema
+    version 2 naming ``model`` when given, else version 1: the default model's), counted either way."""
+    labels, metrics = services.settings.labels, services.metrics
+    if body.label is not None and body.label not in labels:
+        raise InvalidInput(f"label: {body.label!r} is not one of model {services.settings.model_name!r}'s "
+                           f"{list(labels)}")
+    try:
+        event = services.feedback.feedback(body.prediction_id, label=body.label, thumbs=body.thumbs,
+                                           user_id=body.user_id, source="serving", model=model)
+    except InvalidEvent as exc:
+        raise InvalidInput(str(exc)) from exc
+    except ServingError:
+        metrics.feedback.labels("refused").inc()
+        raise
+    metrics.feedback.labels("accepted").inc()
+    return FeedbackPublic(feedback_id=event.feedback_id)
 
 
 def shadow_job(items: Sequence[ModelPredictCreate], results: Sequence[PredictionPublic], deployment: Deployment,

@@ -26,13 +26,12 @@ from core.exceptions import ConfigError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from registry import ModelRegistry, open_from_settings
-from schemas.exceptions import InvalidEvent
 from serving import _predict
 from serving._openapi import install_openapi
 from serving.admin import install_admin_routes
 from serving.control import Admin
-from serving.deps import FeedbackDep, MetricsDep, RegistryDep, RuntimeDep, ServicesDep, SettingsDep
-from serving.exceptions import InvalidInput, NotReady, ServingError
+from serving.deps import MetricsDep, RegistryDep, RuntimeDep, ServicesDep, SettingsDep
+from serving.exceptions import NotReady, ServingError
 from serving.metrics import ServingMetrics
 from serving.models import (
     BatchCreate,
@@ -147,40 +146,19 @@ def _install_routes(app: FastAPI) -> None:
     async def predict(body: PredictCreate, request: Request, background: BackgroundTasks,
                       services: ServicesDep) -> PredictionPublic:
         _predict.check_text(body.text, services.settings)
-        deployment = services.runtime.deployment  # read once: this request sees one deployment
-        [result] = await _predict.predict_async([body], deployment, services)
+        [result] = await _predict.serve([body], services, background)
         request.state.variant = result.variant
-        job = _predict.shadow_job([body], [result], deployment, services)
-        if job is not None:
-            background.add_task(job)
         return result
 
     @app.post("/predict/batch", response_model=BatchPublic, responses=ERRORS)
     async def predict_batch(body: BatchCreate, background: BackgroundTasks, services: ServicesDep) -> BatchPublic:
         for i, item in enumerate(body.items):
             _predict.check_text(item.text, services.settings, f"items.{i}.text")
-        deployment = services.runtime.deployment
-        results = await _predict.predict_async(body.items, deployment, services)
-        job = _predict.shadow_job(body.items, results, deployment, services)
-        if job is not None:
-            background.add_task(job)
-        return BatchPublic(predictions=results)
+        return BatchPublic(predictions=await _predict.serve(body.items, services, background))
 
     @app.post("/feedback", status_code=202, response_model=FeedbackPublic, responses=ERRORS)
-    def post_feedback(body: FeedbackCreate, settings: SettingsDep, producer: FeedbackDep,
-                      metrics: MetricsDep) -> FeedbackPublic:
-        if body.label is not None and body.label not in settings.labels:
-            raise InvalidInput(f"label: {body.label!r} is not one of {list(settings.labels)}")
-        try:
-            event = producer.feedback(body.prediction_id, label=body.label, thumbs=body.thumbs,
-                                      user_id=body.user_id, source="serving")
-        except InvalidEvent as exc:
-            raise InvalidInput(str(exc)) from exc
-        except ServingError:
-            metrics.feedback.labels("refused").inc()
-            raise
-        metrics.feedback.labels("accepted").inc()
-        return FeedbackPublic(feedback_id=event.feedback_id)
+    def post_feedback(body: FeedbackCreate, services: ServicesDep) -> FeedbackPublic:
+        return _predict.send_feedback(body, services)
 
     @app.get("/models", response_model=ModelsPublic)
     def models(settings: SettingsDep, runtime: RuntimeDep, registry: RegistryDep) -> ModelsPublic:

@@ -8,10 +8,8 @@ from typing import Annotated, cast
 
 from fastapi import BackgroundTasks, Depends, FastAPI, Path, Request
 
-from schemas.exceptions import InvalidEvent
 from serving import _predict
-from serving.deps import MetricsDep
-from serving.exceptions import InvalidInput, NotReady, ServingError
+from serving.exceptions import NotReady
 from serving.models import (
     BatchPublic,
     ErrorPublic,
@@ -65,15 +63,8 @@ def install_v1_routes(app: FastAPI) -> None:
     async def predict(name: ModelName, body: ModelPredictCreate, request: Request, background: BackgroundTasks,
                       pod: PodDep) -> PredictionPublic:
         services = pod.get(name)
-        item = _predict.check_item(body, services)
-        deployment = services.runtime.deployment
-        if not deployment.ready:
-            raise NotReady(f"model {name!r} has no champion loaded yet")
-        [result] = await _predict.predict_async([item], deployment, services)
+        [result] = await _predict.serve([_predict.check_item(body, services)], services, background)
         request.state.variant = result.variant
-        job = _predict.shadow_job([item], [result], deployment, services)
-        if job is not None:
-            background.add_task(job)
         return result
 
     @app.post("/v1/models/{name}/predict/batch", response_model=BatchPublic, responses=ERRORS)
@@ -81,28 +72,8 @@ def install_v1_routes(app: FastAPI) -> None:
                             pod: PodDep) -> BatchPublic:
         services = pod.get(name)
         items = [_predict.check_item(item, services, f"items.{i}") for i, item in enumerate(body.items)]
-        deployment = services.runtime.deployment
-        if not deployment.ready:
-            raise NotReady(f"model {name!r} has no champion loaded yet")
-        results = await _predict.predict_async(items, deployment, services)
-        job = _predict.shadow_job(items, results, deployment, services)
-        if job is not None:
-            background.add_task(job)
-        return BatchPublic(predictions=results)
+        return BatchPublic(predictions=await _predict.serve(items, services, background))
 
     @app.post("/v1/models/{name}/feedback", status_code=202, response_model=FeedbackPublic, responses=ERRORS)
-    def feedback(name: ModelName, body: FeedbackCreate, pod: PodDep, metrics: MetricsDep) -> FeedbackPublic:
-        services = pod.get(name)
-        labels = services.settings.labels
-        if body.label is not None and body.label not in labels:
-            raise InvalidInput(f"label: {body.label!r} is not one of model {name!r}'s {list(labels)}")
-        try:
-            event = services.feedback.feedback(body.prediction_id, label=body.label, thumbs=body.thumbs,
-                                               user_id=body.user_id, source="serving", model=name)
-        except InvalidEvent as exc:
-            raise InvalidInput(str(exc)) from exc
-        except ServingError:
-            metrics.feedback.labels("refused").inc()
-            raise
-        metrics.feedback.labels("accepted").inc()
-        return FeedbackPublic(feedback_id=event.feedback_id)
+    def feedback(name: ModelName, body: FeedbackCreate, pod: PodDep) -> FeedbackPublic:
+        return _predict.send_feedback(body, pod.get(name), model=name)

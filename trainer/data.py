@@ -182,12 +182,7 @@ def read_labelled_csv(path: Path, labels: Sequence[str], *, text_column: str = "
                     rows.append(CorpusRow(text, label, (raw.get("domain") or "").strip() or None))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise TrainerError(f"{path}: cannot read the CSV: {exc}") from exc
-    if problems:
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise TrainerError(f"{path}: {len(problems)} bad rows: {'; '.join(problems[:5])}{more}")
-    if not rows:
-        raise TrainerError(f"{path}: no rows")
-    return rows
+    return _all_good(path, rows, problems)
 
 
 def read_tabular_csv(path: Path, features: FeatureSchema, labels: Sequence[str], *,
@@ -219,6 +214,11 @@ def read_tabular_csv(path: Path, features: FeatureSchema, labels: Sequence[str],
                     rows.append(CorpusRow(values, label, (raw.get("domain") or "").strip() or None))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise TrainerError(f"{path}: cannot read the CSV: {exc}") from exc
+    return _all_good(path, rows, problems)
+
+
+def _all_good(path: Path, rows: list[CorpusRow], problems: list[str]) -> list[CorpusRow]:
+    """``rows`` when no row had a problem and there is one at least; else the error naming the first five."""
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise TrainerError(f"{path}: {len(problems)} bad rows: {'; '.join(problems[:5])}{more}")
