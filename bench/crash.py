@@ -18,7 +18,6 @@ if __package__ in (None, ""):  # run as `python bench/crash.py`: make the reposi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import json
 import random
 import signal
 import tempfile
@@ -27,6 +26,7 @@ import uuid
 
 import psycopg
 
+from bench._host import HostProbe, emit
 from bench._stack import bench_stack
 from core.settings import FlywheelSettings
 from streams import kafka
@@ -41,6 +41,7 @@ def committed(url: str) -> int:
 
 
 def main() -> None:
+    probe = HostProbe()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--predictions", type=int, default=60_000)
     parser.add_argument("--kills", type=int, default=20)
@@ -88,9 +89,9 @@ def main() -> None:
         duplicated = len(fbs) - len(set(fbs)) + len(preds - exp.predictions) + len(set(fbs) - exp.feedback)
         mid = sum(1 for a, b in zip([0, *at_kill], at_kill, strict=False) if b != a and b < exp.records)
         print(f"committed offsets at each kill: {at_kill}")
-        print(json.dumps({"events": exp.records, "kills": args.kills, "kills_mid_stream": mid, "lost": lost,
+        emit({"events": exp.records, "kills": args.kills, "kills_mid_stream": mid, "lost": lost,
                           "duplicated": duplicated, "replayed_skipped": int(replayed[0]) if replayed else 0,
-                          "recovery_s": round(recovery, 2)}))
+                          "recovery_s": round(recovery, 2)}, probe)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,11 @@ if __package__ in (None, ""):  # run as `python bench/durability.py`: make the r
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import json
 import os
 import signal
 import tempfile
 
+from bench._host import HostProbe, emit
 from bench._stack import bench_stack
 from flywheel.stack import free_port
 from tests.flywheel.durability import run
@@ -42,6 +42,7 @@ def _stops(text: str) -> list[tuple[float, signal.Signals]]:
 
 
 def main() -> None:
+    probe = HostProbe()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
@@ -61,8 +62,8 @@ def main() -> None:
     print(f"sent {result['sent']}, delivery errors {result['delivery_errors']}, exits of up {result['exit_codes']}, "
           f"landed without an acknowledgement {result['landed_unacknowledged']}, redelivered records recognised by "
           f"ingest {result['redelivered']}")
-    print(json.dumps({k: result[k] for k in ("acknowledged", "landed", "lost", "duplicated", "stops",
-                                             "landed_per_s")}))
+    emit({k: result[k] for k in ("acknowledged", "landed", "lost", "duplicated", "stops",
+                                             "landed_per_s")}, probe)
 
 
 if __name__ == "__main__":

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from bench._host import HostProbe, emit
 from core.settings import FlywheelSettings
 from flywheel.demo import (
     CORPUS_WEIGHT,
@@ -161,6 +161,7 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
 
 
 def main() -> None:
+    probe = HostProbe()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="text", choices=["text", "tabular"])
     parser.add_argument("--kind", default=None, choices=sorted(KINDS),
@@ -181,7 +182,7 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     base = FlywheelSettings()
     if args.task == "tabular":
-        tabular(args, base)
+        tabular(args, base, probe)
         return
     args.kind = args.kind or "tfidf-logreg"
     args.threshold = args.threshold or 50
@@ -207,10 +208,10 @@ def main() -> None:
               f"{f['poisoned_feedback']}, flagged {f['poisoned_flagged']} ({f['flip_recall']}), "
               f"all flagged samples {f['flagged_samples']} ({result['seconds']} s)", flush=True)
         out["poisoned"] = {"static": result["static"], "final": result["final"], "flip_recall": f["flip_recall"]}
-    print(json.dumps(out))
+    emit(out, probe)
 
 
-def tabular(args: argparse.Namespace, base: FlywheelSettings) -> None:
+def tabular(args: argparse.Namespace, base: FlywheelSettings, probe: HostProbe) -> None:
     """The rainfall scenario from the drift on (module docstring)."""
     load = [round(x, 2) for x in os.getloadavg()]
     options = DemoOptions.for_scenario("rainfall", start=rainfall.DRIFT, stream=args.outcomes, kind=args.kind,
@@ -225,9 +226,9 @@ def tabular(args: argparse.Namespace, base: FlywheelSettings) -> None:
           + f", oracle {result['oracle']} -> {fraction} of the oracle; runs {f['runs']}, "
           f"{f['feedback']} outcomes ({result['seconds']} s, load {load} -> "
           f"{[round(x, 2) for x in os.getloadavg()]})", flush=True)
-    print(json.dumps({"scenarios": {"rainfall": {
+    emit({"scenarios": {"rainfall": {
         "static": result["static"], "oracle": result["oracle"], "final": result[f"k{args.outcomes}"],
-        "fraction_of_oracle": fraction, "outcomes": f["feedback"]}}}))
+        "fraction_of_oracle": fraction, "outcomes": f["feedback"]}}}, probe)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ if __package__ in (None, ""):  # run as `python bench/encoder_precision.py`: mak
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import csv
-import json
 import random
 import time
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench._host import HostProbe, emit
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
 from kinds.encoder import PRECISIONS, Encoder
 from kinds.minilm import MiniLMHead
@@ -40,6 +40,7 @@ def rows(name: str) -> list[tuple[str, str]]:
 
 
 def main() -> None:
+    probe = HostProbe()
     torch.set_num_threads(1)
     movies = rows("vader_movies")
     random.Random(7).shuffle(movies)  # the training split of bench/serve.py
@@ -66,7 +67,7 @@ def main() -> None:
                              "cosine_min": round(float(cosine.min()), 4), "cpu_ms_per_text": round(cpu_ms, 2)}
         sys.stdout.write(f"{precision}: {report[precision]}\n")
         sys.stdout.flush()
-    sys.stdout.write(json.dumps(report) + "\n")
+    emit(report, probe)
 
 
 if __name__ == "__main__":

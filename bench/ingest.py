@@ -35,6 +35,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, Producer
 
+from bench._host import HostProbe, emit
 from bench._stack import bench_stack
 from core.db import session_connector
 from core.kafka import KafkaConnection
@@ -161,6 +162,7 @@ def landed_rate(
 
 
 def main() -> None:
+    probe = HostProbe()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=5000)
@@ -195,10 +197,10 @@ def main() -> None:
               f"{dead[0] if dead else 0} dead-lettered, {runner.batches_committed} batches, {args.writers} writers")
         print("CPU while landing, per consumed record: " + ", ".join(
             f"{name} {seconds:.2f} s = {seconds / len(values) * 1e6:.1f} us" for name, seconds in cpu.items()))
-        print(json.dumps({"events": len(values), "storage": args.storage, "linger_ms": args.linger_ms,
+        emit({"events": len(values), "storage": args.storage, "linger_ms": args.linger_ms,
                           "produced_per_s": round(produced),
                           "landed_per_s": round(landed), "raw_per_s": round(raw),
-                          "ratio": round(landed / raw, 3), "lost": lost, "duplicated": duplicated}))
+                          "ratio": round(landed / raw, 3), "lost": lost, "duplicated": duplicated}, probe)
 
 
 if __name__ == "__main__":

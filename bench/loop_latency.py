@@ -28,7 +28,6 @@ if __package__ in (None, ""):  # run as `python bench/loop_latency.py`: make the
 import argparse
 import contextlib
 import hashlib
-import json
 import os
 import random
 import subprocess
@@ -43,6 +42,7 @@ import httpx
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
+from bench._host import HostProbe, emit
 from bench._stack import bench_stack
 from core import db
 from core.settings import FlywheelSettings
@@ -292,6 +292,7 @@ def measure(kind: str, threshold: int, bootstrap_rows: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    probe = HostProbe()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", nargs="+", default=["tfidf-logreg", "minilm-head"])
     parser.add_argument("--threshold", type=int, default=200)
@@ -302,9 +303,9 @@ def main() -> None:
         result = measure(kind, args.threshold, args.bootstrap_rows)
         print(f"{kind}: {result}", flush=True)
         results[kind] = result
-    print(json.dumps({"kind_seconds": {k: r["seconds"] for k, r in results.items()},
+    emit({"kind_seconds": {k: r["seconds"] for k, r in results.items()},
                       "to_predict_seconds": {k: r["to_predict_seconds"] for k, r in results.items()},
-                      "details": {k: {x: v for x, v in r.items() if x != "runs"} for k, r in results.items()}}))
+                      "details": {k: {x: v for x, v in r.items() if x != "runs"} for k, r in results.items()}}, probe)
 
 
 if __name__ == "__main__":

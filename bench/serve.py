@@ -309,7 +309,10 @@ def train(settings: Any, url: str, kind: str, rows: list[Any], params: dict[str,
 
 
 def main(args: argparse.Namespace) -> None:
+    from bench._host import HostProbe, emit
     from bench._stack import bench_stack
+
+    probe = HostProbe()
     from core.settings import FlywheelSettings
     from trainer.data import read_labelled_csv
 
@@ -387,11 +390,11 @@ def main(args: argparse.Namespace) -> None:
           f"texts over {batch_count:.0f} predict calls; RSS {rss_kb / 1024:.0f} MB (at ready {ready_kb / 1024:.0f} MB, "
           f"peak {hwm_kb / 1024:.0f} MB); "
           f"load generator CPU at the trivial peak: {u.get('loadgen_cpu', 0)} cores")
-    print(json.dumps({"minilm_rps": m["rps"], "pipeline_rps": p["rps"],
+    emit({"minilm_rps": m["rps"], "pipeline_rps": p["rps"],
                       "minilm_ratio": round(m["rps"] / p["rps"], 3) if p["rps"] else None,
                       "minilm_p99_ms": m["p99_ms"], "tfidf_rps": t["rps"], "trivial_rps": u["rps"],
                       "tfidf_ratio": round(t["rps"] / u["rps"], 3) if u["rps"] else None,
-                      "rss_mb": round(rss_kb / 1024, 1)}))
+                      "rss_mb": round(rss_kb / 1024, 1)}, probe)
 
 
 def measure_pod(name: str, role: list[str], tmp: Path, env: dict[str, str], texts: Path, steps: list[int],

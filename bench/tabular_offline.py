@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from bench._host import HostProbe, emit
 from kinds import ModelKind, create, load_model
 from tasks import FeatureSchema, Row
 from trainer.search import search
@@ -149,6 +150,7 @@ def progress(kind: str, step: str, found: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    probe = HostProbe()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kinds", nargs="+", default=["lightgbm", "xgboost"])
     parser.add_argument("--threads", type=int, default=1)
@@ -162,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             report["majority"] = round(1 - float(bench.truth.mean()), 4)
             report[kind] = bench.run(args.search_trials, Path(tmp) / kind)
     report |= {"load_end": [round(x, 2) for x in os.getloadavg()], "elapsed_s": round(time.perf_counter() - started)}
-    sys.stdout.write(json.dumps(report) + "\n")
+    emit(report, probe)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""The host a benchmark ran on, printed in every benchmark's JSON (issue 22): figures measured on a host
+with AVX-512/VNNI/AMX are not comparable with an AVX2-only one, nor an idle run with a loaded one.
+
+    probe = HostProbe()          # at the start: records the load average before the run
+    ...
+    emit({"ratio": ...}, probe)  # last line: the figures plus {"host": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# the instruction-set extensions that change the speed of the numeric code we run (BLAS, ONNX Runtime, torch)
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+              "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve")
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """CPU model and the SIMD flags that matter, from /proc/cpuinfo (Linux; elsewhere only what
+    :mod:`platform` knows)."""
+    model = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "cpu model") and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key in ("flags", "features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu": model, "arch": platform.machine(), "simd": [f for f in SIMD_FLAGS if f in flags],
+            "cores": os.cpu_count()}
+
+
+@dataclass
+class HostProbe:
+    """Started at the beginning of a run; :meth:`report` adds the load average after it."""
+
+    load_before: list[float] = field(default_factory=_load)
+
+    def report(self) -> dict[str, Any]:
+        return {**cpu_info(), "python": sys.version.split()[0], "load_before": self.load_before,
+                "load_after": _load()}
+
+
+def emit(result: dict[str, Any], probe: HostProbe) -> None:
+    """Print ``result`` with the host as the last line of output (the line the issues' checks read)."""
+    sys.stdout.write(json.dumps({**result, "host": probe.report()}) + "\n")
+    sys.stdout.flush()
