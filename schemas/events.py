@@ -108,8 +108,29 @@ class ClassificationOutput(_Part):
         return self
 
 
-TaskInput = TextInput | TabularInput
-TaskOutput = ClassificationOutput
+class GenerationInput(_Part):
+    """The input of a text-generation task: a prompt, and optionally the context (e.g. the game state as
+    short text) and the persona (e.g. the NPC) it is asked in."""
+
+    prompt: Annotated[str, Field(min_length=1, max_length=8000)]
+    context: Annotated[str, Field(max_length=8000)] | None = None
+    persona: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class GenerationOutput(_Part):
+    """What a generator answered: the text, its token counts and why it stopped (a stop string or the end
+    of turn, the token budget, or the request's time-out)."""
+
+    text: Annotated[str, Field(max_length=32000)]
+    prompt_tokens: NonNegativeInt
+    completion_tokens: NonNegativeInt
+    finish_reason: Literal["stop", "length", "timeout"] = "stop"
+
+
+TaskInput = TextInput | TabularInput | GenerationInput
+TaskOutput = ClassificationOutput | GenerationOutput
+Rating = Annotated[int, Field(ge=1, le=5, strict=True)]
+Signal = Literal["continued", "abandoned"]
 
 
 class PredictionEventV2(Event):
@@ -135,8 +156,11 @@ class PredictionEventV2(Event):
 
 class FeedbackEventV2(Event):
     """Feedback on one prediction of a named model (schema_version 2): a label (for a tabular model
-    usually the observed outcome, e.g. the automation ``failed``) or thumbs. ``feedback_id`` is the
-    idempotency key; a batch import derives it from the task id, so a re-import is a duplicate."""
+    usually the observed outcome, e.g. the automation ``failed``) or thumbs; for a generator, thumbs, a
+    ``rating`` (1-5), a ``correction`` (the response the user preferred: it becomes a reference) and/or an
+    interaction ``signal`` (the player continued or abandoned). Which of these a model takes is its task's
+    rule, checked at ingest (``feedback_wrong_for_task``). ``feedback_id`` is the idempotency key; a batch
+    import derives it from the task id, so a re-import is a duplicate."""
 
     SCHEMA_VERSION: ClassVar[int] = 2
 
@@ -147,13 +171,18 @@ class FeedbackEventV2(Event):
     model: ModelName
     label: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     thumbs: Literal["up", "down"] | None = None
+    rating: Rating | None = None
+    correction: Annotated[str, Field(min_length=1, max_length=8000)] | None = None
+    signal: Signal | None = None
     user_id: Annotated[str, Field(max_length=200)] | None = None
     source: Annotated[str, Field(min_length=1, max_length=64)] = "api"
 
     @model_validator(mode="after")
-    def _label_or_thumbs(self) -> FeedbackEventV2:
-        if (self.label is None) == (self.thumbs is None):
-            raise ValueError("exactly one of label or thumbs is required")
+    def _some_judgement(self) -> FeedbackEventV2:
+        if self.label is not None and self.thumbs is not None:
+            raise ValueError("label and thumbs are exclusive")
+        if all(v is None for v in (self.label, self.thumbs, self.rating, self.correction, self.signal)):
+            raise ValueError("one of label, thumbs, rating, correction or signal is required")
         return self
 
 

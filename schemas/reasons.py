@@ -31,3 +31,4 @@ class Reason(StrEnum):
     FEATURE_WRONG_TYPE = "feature_wrong_type"
     FEATURE_OUT_OF_RANGE = "feature_out_of_range"
     FEATURE_UNKNOWN_CATEGORY = "feature_unknown_category"
+    FEEDBACK_WRONG_FOR_TASK = "feedback_wrong_for_task"  # e.g. a rating for a classifier, a label for a generator

@@ -31,7 +31,15 @@ from psycopg.pq import Format
 from core.exceptions import FlywheelError
 from core.settings import FlywheelSettings, Topics
 from schemas.codec import EventRules, SchemaIdCheck
-from schemas.events import FeedbackEvent, FeedbackEventV2, IdRange, Landed, PredictionEvent, PredictionEventV2
+from schemas.events import (
+    ClassificationOutput,
+    FeedbackEvent,
+    FeedbackEventV2,
+    IdRange,
+    Landed,
+    PredictionEvent,
+    PredictionEventV2,
+)
 from schemas.fast import FastDecoder, FeedbackRecord, PredictionRecord
 from schemas.reasons import Reason
 from streams.base import Item, Outcome, Processor, Rejection, Signal
@@ -212,12 +220,15 @@ class IngestProcessor(Processor[IngestEvent]):
             task = task_of(spec)
             try:
                 if isinstance(event, FeedbackEventV2):
-                    task.check_label(spec, event.label)
+                    task.check_feedback(spec, event)
                     item.event = ModelFeedback(event.feedback_id, event.prediction_id, event.model, event.label,
                                                event.thumbs, event.user_id, event.source, event.ts)
                     continue
                 stored = task.check_input(spec, event.input)
                 output = task.check_output(spec, event.output)
+                if not isinstance(output, ClassificationOutput):  # generated text: no storage for it yet
+                    raise InputRejected(Reason.TASK_MISMATCH, f"model {spec.name!r}: ingest does not land "
+                                        f"{spec.task} predictions yet")
             except InputRejected as exc:
                 rejected.append(Rejection(item, exc.reason, exc.detail))
                 continue

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from schemas.events import ClassificationOutput, TaskInput, TaskOutput
+from schemas.events import ClassificationOutput, FeedbackEventV2, TaskInput, TaskOutput
 from schemas.reasons import Reason
 from tasks.exceptions import InputRejected
 from tasks.features import Input
@@ -34,14 +34,29 @@ class Task(ABC):
         """The input to store, or :class:`InputRejected` (task mismatch, a feature violation...)."""
 
     def check_output(self, spec: ModelSpec, value: TaskOutput) -> TaskOutput:
-        """The output, if its labels are the model's; else :class:`InputRejected`."""
-        if isinstance(value, ClassificationOutput):
-            unknown = sorted(set(value.probabilities) - set(spec.labels))
-            if unknown:
-                raise InputRejected(Reason.LABEL_NOT_IN_SET,
-                                    f"probabilities name labels {unknown[:10]} that model {spec.name!r} does not "
-                                    f"have ({list(spec.labels)[:20]})")
+        """The output, if it is a classification over the model's labels; else :class:`InputRejected`
+        (a generating task overrides this)."""
+        if not isinstance(value, ClassificationOutput):
+            raise self.mismatch(spec, value)
+        unknown = sorted(set(value.probabilities) - set(spec.labels))
+        if unknown:
+            raise InputRejected(Reason.LABEL_NOT_IN_SET,
+                                f"probabilities name labels {unknown[:10]} that model {spec.name!r} does not "
+                                f"have ({list(spec.labels)[:20]})")
         return value
+
+    def check_feedback(self, spec: ModelSpec, event: FeedbackEventV2) -> None:
+        """A classifier is judged by a label or thumbs: a rating, correction or interaction signal is
+        another task's feedback (a generating task overrides this)."""
+        extra = [name for name in ("rating", "correction", "signal") if getattr(event, name) is not None]
+        if extra:
+            raise InputRejected(Reason.FEEDBACK_WRONG_FOR_TASK,
+                                f"model {spec.name!r} is a {spec.task} model: it takes a label or thumbs, not "
+                                f"{', '.join(extra)}")
+        if event.label is None and event.thumbs is None:
+            raise InputRejected(Reason.FEEDBACK_WRONG_FOR_TASK,
+                                f"model {spec.name!r} is a {spec.task} model: feedback needs a label or thumbs")
+        self.check_label(spec, event.label)
 
     def check_label(self, spec: ModelSpec, label: str | None) -> None:
         """Feedback's label must be one of the model's."""

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tasks.exceptions import SpecError
 from tasks.features import FeatureSchema
 
-TaskName = Literal["text-classification", "tabular-classification"]
+TaskName = Literal["text-classification", "tabular-classification", "text-generation"]
+CLASSIFICATION_TASKS = frozenset({"text-classification", "tabular-classification"})
 ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
 Label = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -28,7 +29,8 @@ class ModelSpec(BaseModel):
 
     name: ModelName
     task: TaskName
-    labels: tuple[Label, ...] = Field(min_length=2, max_length=1000)
+    labels: tuple[Label, ...] = Field(
+        default=(), max_length=1000, description="A classifier's label set (at least 2); a generator has none.")
     positive_label: Label | None = Field(
         default=None, description="The class a rate rule watches (e.g. `failed`: a failure-rate reduction).")
     features: FeatureSchema | None = None
@@ -46,6 +48,10 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        if self.task in CLASSIFICATION_TASKS and len(self.labels) < 2:
+            raise ValueError(f"a {self.task} model needs at least 2 labels")
+        if self.task not in CLASSIFICATION_TASKS and self.labels:
+            raise ValueError(f"a {self.task} model takes no labels")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels repeat")
         if self.positive_label is not None and self.positive_label not in self.labels:
