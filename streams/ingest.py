@@ -7,6 +7,9 @@
   lands; after ``orphan_timeout_s`` it is resolved as ``orphan``. Feedback that names its model (schema
   version 2) joins only a prediction of that model.
 
+A generator's prediction stores its prompt document in ``input`` and its output (text, token counts,
+finish reason) in ``output``; its feedback may carry a rating, a correction and an interaction signal.
+
 Version 1 events are the default text model's, checked against the configured label set. Version 2
 events name their model: before the batch lands, each is checked against that model's declared spec
 (:mod:`tasks`), in the batch's transaction (:meth:`IngestProcessor.screen`): an unknown model, an input
@@ -56,13 +59,14 @@ class ModelPrediction:
     variant: str
     text: str | None
     input: str | None  # JSON of the stored input (non-text tasks)
-    label: str
-    probabilities: dict[str, float]
+    label: str | None  # None for a generator
+    probabilities: dict[str, float] | None
     latency_ms: float
     user_id: str | None
     domain: str | None
     segment: str | None
     ts: datetime
+    output: str | None = None  # JSON of a generator's output (text, token counts, finish reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,9 @@ class ModelFeedback:
     user_id: str | None
     source: str
     ts: datetime
+    rating: int | None = None
+    correction: str | None = None
+    signal: str | None = None
 
 
 IngestEvent = PredictionRecord | FeedbackRecord | PredictionEventV2 | FeedbackEventV2 | ModelPrediction | ModelFeedback
@@ -84,27 +91,29 @@ IngestEvent = PredictionRecord | FeedbackRecord | PredictionEventV2 | FeedbackEv
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stg_predictions (
     ord int, prediction_id text, model text, model_version text, variant text, text text, label text,
-    probabilities text, latency_ms float8, user_id text, domain text, segment text, ts timestamptz, input text
+    probabilities text, latency_ms float8, user_id text, domain text, segment text, ts timestamptz, input text,
+    output text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stg_feedback (
     ord int, feedback_id text, content_key uuid, prediction_id text, label text, thumbs text, user_id text,
-    source text, ts timestamptz, model text
+    source text, ts timestamptz, model text, rating int2, correction text, signal text
 ) ON COMMIT DELETE ROWS;
 """
 _PRED_COLS = ("ord", "prediction_id", "model", "model_version", "variant", "text", "label", "probabilities",
-              "latency_ms", "user_id", "domain", "segment", "ts", "input")
+              "latency_ms", "user_id", "domain", "segment", "ts", "input", "output")
 _PRED_TYPES = ["int4", "text", "text", "text", "text", "text", "text", "text", "float8", "text", "text", "text",
-               "timestamptz", "text"]
+               "timestamptz", "text", "text"]
 _FB_COLS = ("ord", "feedback_id", "content_key", "prediction_id", "label", "thumbs", "user_id", "source", "ts",
-            "model")
-_FB_TYPES = ["int4", "text", "uuid", "text", "text", "text", "text", "text", "timestamptz", "text"]
+            "model", "rating", "correction", "signal")
+_FB_TYPES = ["int4", "text", "uuid", "text", "text", "text", "text", "text", "timestamptz", "text", "int2", "text",
+             "text"]
 
 _INSERT_PREDICTIONS = """
 WITH ins AS (
     INSERT INTO predictions (prediction_id, model, model_version, variant, text, label, probabilities,
-                             latency_ms, user_id, domain, segment, ts, input)
+                             latency_ms, user_id, domain, segment, ts, input, output)
     SELECT prediction_id, model, model_version, variant, text, label, probabilities::jsonb,
-           latency_ms, user_id, domain, segment, ts, input::jsonb
+           latency_ms, user_id, domain, segment, ts, input::jsonb, output::jsonb
     FROM stg_predictions ORDER BY ord
     ON CONFLICT (prediction_id) DO NOTHING
     RETURNING id)
@@ -113,11 +122,13 @@ SELECT count(*), min(id), max(id) FROM ins
 _INSERT_FEEDBACK = """
 WITH ins AS (
     INSERT INTO feedback (feedback_id, content_key, prediction_id, label, thumbs, user_id, source, ts,
-                          status, model, model_version, variant, predicted_label, probabilities, resolved_at)
+                          status, model, model_version, variant, predicted_label, probabilities, resolved_at,
+                          rating, correction, signal)
     SELECT s.feedback_id, s.content_key, s.prediction_id, s.label, s.thumbs, s.user_id, s.source, s.ts,
            CASE WHEN p.prediction_id IS NULL THEN 'pending' ELSE 'joined' END,
            COALESCE(p.model, s.model), p.model_version, p.variant, p.label, p.probabilities,
-           CASE WHEN p.prediction_id IS NULL THEN NULL ELSE now() END
+           CASE WHEN p.prediction_id IS NULL THEN NULL ELSE now() END,
+           s.rating, s.correction, s.signal
     -- LATERAL: one primary-key probe per staged row. Temporary tables have no statistics, and a plain
     -- join could be planned as a hash join that scans the whole predictions table on every batch.
     -- feedback naming its model joins only a prediction of that model
@@ -222,20 +233,22 @@ class IngestProcessor(Processor[IngestEvent]):
                 if isinstance(event, FeedbackEventV2):
                     task.check_feedback(spec, event)
                     item.event = ModelFeedback(event.feedback_id, event.prediction_id, event.model, event.label,
-                                               event.thumbs, event.user_id, event.source, event.ts)
+                                               event.thumbs, event.user_id, event.source, event.ts, event.rating,
+                                               event.correction, event.signal)
                     continue
                 stored = task.check_input(spec, event.input)
                 output = task.check_output(spec, event.output)
-                if not isinstance(output, ClassificationOutput):  # generated text: no storage for it yet
-                    raise InputRejected(Reason.TASK_MISMATCH, f"model {spec.name!r}: ingest does not land "
-                                        f"{spec.task} predictions yet")
             except InputRejected as exc:
                 rejected.append(Rejection(item, exc.reason, exc.detail))
                 continue
+            data = None if stored.data is None else json.dumps(stored.data, allow_nan=False)
+            if isinstance(output, ClassificationOutput):
+                label, probabilities, generated = output.label, output.probabilities, None
+            else:  # a generator's output is stored whole (text, token counts, finish reason)
+                label, probabilities, generated = None, None, output.model_dump_json()
             item.event = ModelPrediction(
-                event.prediction_id, event.model, event.model_version, event.variant, stored.text,
-                None if stored.data is None else json.dumps(stored.data, allow_nan=False), output.label,
-                output.probabilities, event.latency_ms, event.user_id, event.domain, event.segment, event.ts)
+                event.prediction_id, event.model, event.model_version, event.variant, stored.text, data, label,
+                probabilities, event.latency_ms, event.user_id, event.domain, event.segment, event.ts, generated)
         return rejected
 
     def write(self, conn: psycopg.Connection, items: list[Item[IngestEvent]]) -> Outcome:
@@ -308,15 +321,23 @@ def _copy_predictions(cur: psycopg.Cursor, events: list[PredictionRecord | Model
         dumps = json.dumps
         for i, e in enumerate(events):
             copy.write_row((i, e.prediction_id, e.model, e.model_version, e.variant, e.text, e.label,
-                            dumps(e.probabilities), e.latency_ms, e.user_id, e.domain, e.segment, e.ts,
-                            e.input if type(e) is ModelPrediction else None))
+                            None if e.probabilities is None else dumps(e.probabilities), e.latency_ms, e.user_id,
+                            e.domain, e.segment, e.ts, e.input if type(e) is ModelPrediction else None,
+                            e.output if type(e) is ModelPrediction else None))
 
 
-def content_key(prediction_id: str, user_id: str | None, label: str | None, thumbs: str | None) -> bytes:
+def content_key(prediction_id: str, user_id: str | None, label: str | None, thumbs: str | None,
+                extra: tuple[int | None, str | None, str | None] = (None, None, None)) -> bytes:
     """The feedback content key: md5 of (prediction, user, label, thumbs) joined by U+001F, 16 bytes.
     The same value as the SQL ``md5(concat_ws(chr(31), ..))::uuid`` it replaces (computed here, where
-    the GIL has room, instead of in the busier Postgres backends)."""
-    return md5(f"{prediction_id}\x1f{user_id or ''}\x1f{label or ''}\x1f{thumbs or ''}".encode()).digest()
+    the GIL has room, instead of in the busier Postgres backends). A generator's judgement (``extra``:
+    rating, correction, signal) is appended only when there is one, so every classifier's key stays what
+    it was, and a rating and a later correction of the same response are two rows, not a duplicate."""
+    text = f"{prediction_id}\x1f{user_id or ''}\x1f{label or ''}\x1f{thumbs or ''}"
+    if extra != (None, None, None):
+        rating, correction, signal = extra
+        text += f"\x1f{'' if rating is None else rating}\x1f{correction or ''}\x1f{signal or ''}"
+    return md5(text.encode()).digest()
 
 
 class _UuidBytesDumper(Dumper):
@@ -335,5 +356,10 @@ def _copy_feedback(cur: psycopg.Cursor, events: list[FeedbackRecord | ModelFeedb
         copy.set_types(_FB_TYPES)
         for i, e in enumerate(events):
             pid, user, label, thumbs = e.prediction_id, e.user_id, e.label, e.thumbs
-            copy.write_row((i, e.feedback_id, content_key(pid, user, label, thumbs), pid, label, thumbs, user,
-                            e.source, e.ts, e.model if type(e) is ModelFeedback else None))
+            if type(e) is ModelFeedback:
+                extra = (e.rating, e.correction, e.signal)
+                copy.write_row((i, e.feedback_id, content_key(pid, user, label, thumbs, extra), pid, label, thumbs,
+                                user, e.source, e.ts, e.model, *extra))
+            else:
+                copy.write_row((i, e.feedback_id, content_key(pid, user, label, thumbs), pid, label, thumbs, user,
+                                e.source, e.ts, None, None, None, None))
