@@ -17,8 +17,8 @@ from typing import Literal
 
 Status = Literal["accepted", "quarantined", "rejected"]
 # every reason a sample can carry, in the order they are listed
-REASONS = ("no_label", "unknown_label", "low_trust", "conflicting_duplicates", "label_issue", "outlier", "duplicate",
-           "near_duplicate")
+REASONS = ("no_label", "unknown_label", "no_target", "low_rating", "empty_response", "too_long", "toxic", "low_trust",
+           "conflicting_duplicates", "label_issue", "outlier", "duplicate", "near_duplicate")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,11 @@ class Pending:
     ts: datetime
     resolved_at: datetime | None
     model_version: str | None
-    input: dict[str, object] | None = None  # the stored input of a non-text task (a tabular row)
+    input: dict[str, object] | None = None  # the stored input of a non-text task (a tabular row, a prompt)
+    output: dict[str, object] | None = None  # a generator's stored output (its ``text``, token counts)
+    rating: int | None = None  # a generator's feedback: 1-5, the preferred response, the interaction signal
+    correction: str | None = None
+    signal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,24 @@ class NewSample:
     label_issue: bool
     suggested_label: str | None
     trust: float | None
+    target: str | None = None  # a generator's sample: the response to learn (None: none to learn)
+
+
+@dataclass(frozen=True)
+class StoredPair:
+    """A stored sample of a generator, with what its verdict is decided from again (re-curation)."""
+
+    id: int
+    cluster_id: int
+    user_id: str | None
+    text_hash: bytes
+    trust: float | None
+    verdict: Verdict
+    rating: int | None
+    thumbs: str | None
+    signal: str | None
+    correction: str | None
+    generated: str | None  # the served response
 
 
 @dataclass
@@ -182,6 +204,10 @@ class CurationStore(ABC):
 
     @abstractmethod
     def members(self, cluster_ids: Iterable[int]) -> list[StoredVerdict]: ...
+
+    def pairs(self, cluster_ids: Iterable[int]) -> list[StoredPair]:
+        """The stored samples of a generator in these clusters (the generator's ``members``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not store a generator's samples")
 
     @abstractmethod
     def clusters_of(self, user_ids: Iterable[str]) -> set[int]: ...

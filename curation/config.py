@@ -119,8 +119,30 @@ class OutliersConfig(_Frozen):
     min_reference: int = Field(default=50, ge=5, description="Fewer reference rows: no outlier check.")
 
 
+class PairsConfig(_Frozen):
+    """A generator's samples (prompt -> response pairs): which response becomes the target, and which are
+    refused as targets (``curation.pairs``)."""
+
+    good_rating: int = Field(default=4, ge=1, le=5,
+                             description="A rating at or above it makes the served response a target.")
+    bad_rating: int = Field(default=2, ge=1, le=5,
+                            description="A rating at or below it judges the served response bad (low_rating).")
+    max_response_chars: int = Field(default=2000, ge=1,
+                                    description="A longer target is quarantined [too_long].")
+    toxicity_threshold: float = Field(default=0.5, gt=0.0, le=1.0,
+                                      description="A target whose toxicity score reaches it is quarantined [toxic].")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PairsConfig:
+        if self.bad_rating >= self.good_rating:
+            raise ValueError(f"pairs.bad_rating ({self.bad_rating}) must be below pairs.good_rating "
+                             f"({self.good_rating})")
+        return self
+
+
 class CurationConfig(_Frozen):
     duplicates: DuplicatesConfig = DuplicatesConfig()
+    pairs: PairsConfig = PairsConfig()
     outliers: OutliersConfig = OutliersConfig()
     label_quality: LabelQualityConfig = LabelQualityConfig()
     annotators: AnnotatorsConfig = AnnotatorsConfig()

@@ -19,6 +19,7 @@ from curation.base import (
     Neighbour,
     NewSample,
     Pending,
+    StoredPair,
     StoredVerdict,
     Verdict,
 )
@@ -83,6 +84,17 @@ class MemoryCurationStore(CurationStore):
         wanted = set(cluster_ids)
         return [StoredVerdict(self._member(s), s.cluster_id, self.state.verdicts[i])
                 for i, s in sorted(self.state.samples.items()) if s.cluster_id in wanted]
+
+    def pairs(self, cluster_ids: Iterable[int]) -> list[StoredPair]:
+        wanted = set(cluster_ids)
+        out = []
+        for i, s in sorted(self.state.samples.items()):
+            if s.cluster_id in wanted:
+                p, text = s.pending, (s.pending.output or {}).get("text")
+                out.append(StoredPair(i, s.cluster_id, p.user_id, s.text_hash, s.trust, self.state.verdicts[i],
+                                      p.rating, p.thumbs, p.signal, p.correction,
+                                      text if isinstance(text, str) else None))
+        return out
 
     def clusters_of(self, user_ids: Iterable[str]) -> set[int]:
         users = set(user_ids)

@@ -28,6 +28,7 @@ from curation.base import (
     Neighbour,
     NewSample,
     Pending,
+    StoredPair,
     StoredVerdict,
     Verdict,
 )
@@ -39,7 +40,8 @@ _PENDING = """
 SELECT f.id, f.feedback_id, f.prediction_id, p.text,
        COALESCE(f.label, CASE WHEN f.thumbs = 'up' THEN f.predicted_label END),
        f.thumbs, f.predicted_label, COALESCE(f.probabilities, p.probabilities),
-       f.user_id, p.domain, p.segment, f.ts, f.resolved_at, f.model_version, p.input
+       f.user_id, p.domain, p.segment, f.ts, f.resolved_at, f.model_version, p.input,
+       p.output, f.rating, f.correction, f.signal
   FROM feedback f
   JOIN predictions p ON p.prediction_id = f.prediction_id
  WHERE f.status = 'joined' AND f.model = %(model)s
@@ -64,9 +66,10 @@ SELECT s.id, s.feedback_id, s.prediction_id, s.text, s.label, s.thumbs, s.predic
 _INSERT = """
 INSERT INTO samples (id, feedback_id, prediction_id, text, label, status, weight, reasons, user_id, domain, segment,
                      ts, thumbs, predicted_label, model_version, disagreement, label_quality, label_issue,
-                     suggested_label, trust, cluster_id, text_hash, minhash, lsh_bands, model, input, curated_at)
+                     suggested_label, trust, cluster_id, text_hash, minhash, lsh_bands, model, input, target, rating,
+                     signal, curated_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-        now())
+        %s, %s, %s, now())
 """
 
 
@@ -161,6 +164,19 @@ class PostgresCurationStore(CurationStore):
                               int(r[1]), Verdict(r[8], float(r[9]), tuple(r[10])))
                 for r in rows]
 
+    def pairs(self, cluster_ids: Iterable[int]) -> list[StoredPair]:
+        ids = sorted(set(cluster_ids))
+        if not ids:
+            return []
+        rows = self.conn.execute(
+            "SELECT s.id, s.cluster_id, s.user_id, s.text_hash, s.trust, s.status, s.weight, s.reasons, f.rating, "
+            "f.thumbs, f.signal, f.correction, p.output->>'text' FROM samples s "
+            "LEFT JOIN feedback f ON f.id = s.id AND f.feedback_id = s.feedback_id "
+            "LEFT JOIN predictions p ON p.prediction_id = s.prediction_id "
+            "WHERE s.model = %s AND s.cluster_id = ANY(%s) ORDER BY s.id", (self.model, ids)).fetchall()
+        return [StoredPair(int(r[0]), int(r[1]), r[2], bytes(r[3] or b""), r[4],
+                           Verdict(r[5], float(r[6]), tuple(r[7])), r[8], r[9], r[10], r[11], r[12]) for r in rows]
+
     def clusters_of(self, user_ids: Iterable[str]) -> set[int]:
         users = sorted(set(user_ids))
         if not users:
@@ -223,7 +239,8 @@ def _insert_row(n: NewSample, model: str) -> tuple[Any, ...]:
     return (p.id, p.feedback_id, p.prediction_id, p.text, p.label, v.status, v.weight, Jsonb(list(v.reasons)),
             p.user_id, p.domain, p.segment, p.ts, p.thumbs, p.predicted_label, p.model_version, n.disagreement,
             n.self_confidence, n.label_issue, n.suggested_label, n.trust, n.cluster_id, n.text_hash,
-            _pack(n.minhash), list(n.bands), model, None if p.input is None else Jsonb(p.input))
+            _pack(n.minhash), list(n.bands), model, None if p.input is None else Jsonb(p.input), n.target, p.rating,
+            p.signal)
 
 
 def _pack(minhash: tuple[int, ...]) -> bytes:

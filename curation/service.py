@@ -14,6 +14,7 @@ capped exponential back-off; the loop itself never stops on either.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ from core.kafka import KafkaConnection
 from curation.config import CurationConfig
 from curation.exceptions import CurationStoreError
 from curation.metrics import CurationMetrics
+from curation.pairs import PairCurator, ToxicityScorer
 from curation.pipeline import BatchResult, Curator
 from curation.postgres import PostgresCurationStore
 from schemas import Curated, IdRange, Landed
@@ -84,8 +86,12 @@ class CurationService:
                  kafka: KafkaConnection, group: str, landed_topic: str, curated_topic: str, default_model: str,
                  session_timeout_ms: int = 6000, producer: Publisher | None = None,
                  metrics: CurationMetrics | None = None,
-                 consumer_factory: Callable[[dict[str, Any]], Consumer] = new_consumer) -> None:
+                 consumer_factory: Callable[[dict[str, Any]], Consumer] = new_consumer,
+                 toxicity: Callable[[], ToxicityScorer] | None = None) -> None:
         self.connector = connector
+        self.toxicity_factory = toxicity or _toxicity_check
+        self._toxicity: ToxicityScorer | None = None  # built when a generator is first curated
+        self._generators: set[str] = set()
         self.consumer_factory = consumer_factory
         self.config = config
         self.default_model = default_model
@@ -189,15 +195,22 @@ class CurationService:
         """Name -> label set of every model to curate: the declared ones and the default text model."""
         try:
             with self.connector() as conn:
-                declared = {spec.name: spec.labels for spec in ModelStore(conn).all()}
+                specs = ModelStore(conn).all()
         except psycopg.Error as exc:
             raise CurationStoreError(" ".join(str(exc).split()) or type(exc).__name__) from exc
-        return {self.default_model: self.default_labels, **declared}
+        self._generators = {spec.name for spec in specs if spec.task == "text-generation"}
+        return {self.default_model: self.default_labels, **{spec.name: spec.labels for spec in specs}}
 
     def _curator(self, model: str, labels: tuple[str, ...]) -> Curator:
+        """The model's curator: a generator's pairs are curated by :class:`PairCurator`."""
         key = (model, labels)
         if key not in self._curators:
-            self._curators[key] = Curator(self.config, labels)
+            if model in self._generators:
+                if self._toxicity is None:
+                    self._toxicity = self.toxicity_factory()
+                self._curators[key] = PairCurator(self.config, self._toxicity)
+            else:
+                self._curators[key] = Curator(self.config, labels)
         return self._curators[key]
 
     def _curate_model(self, model: str, labels: tuple[str, ...], result: PassResult, deadline: float, *,
@@ -253,3 +266,9 @@ class CurationService:
             return False
         return True
 
+
+def _toxicity_check() -> ToxicityScorer:
+    """The platform's toxicity check (imported when a generator is first curated: it may load a model)."""
+    # by name: the check (curation.toxicity) may load a classifier, and is imported only when needed
+    check: ToxicityScorer = importlib.import_module("curation.toxicity").ToxicityCheck()
+    return check
