@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from core.yamlconfig import load_yaml_model
 from trainer.exceptions import TrainerError
 from trainer.gates import GatesConfig
+from trainer.gates.generation import GenerationConfig
 from trainer.schedule import Cron
 
 
@@ -110,6 +111,7 @@ class TrainerConfig(_Frozen):
     policy: PolicyConfig = PolicyConfig()
     gates: GatesConfig = GatesConfig()
     promotion: PromotionConfig = PromotionConfig()
+    generation: GenerationConfig = GenerationConfig()
 
 
 def load_trainer_config(path: Path | None) -> TrainerConfig:
