@@ -81,11 +81,15 @@ def bootstrap(
 def retrain(
     full: Annotated[bool, typer.Option("--full", help="From scratch on everything (default: incremental).")] = False,
     kind: Annotated[list[str] | None, typer.Option("--kind", help="Candidate kind(s); default: the policy's.")] = None,
+    force_deploy: Annotated[bool, typer.Option(
+        "--force-deploy", help="A generator's candidate deploys even past a failed gate (every verdict is recorded "
+                               "and the version tagged force_deployed).")] = False,
     model: ModelOption = None,
 ) -> None:
     """Retrain now (single flight with every trainer) and gate the candidate."""
     with _lifecycle(model) as lc:
-        _report(lc.trainer.maybe_train("admin", requested="full" if full else "incremental", kinds=kind or None))
+        _report(lc.trainer.maybe_train("admin", requested="full" if full else "incremental", kinds=kind or None,
+                                       force_deploy=force_deploy))
 
 
 def evaluate(version: Annotated[str | None, typer.Argument(help="Version, semver or alias.")] = None,
@@ -119,8 +123,15 @@ def models_show(version: Annotated[str, typer.Argument(help="Version, semver or 
         for key in ("kind", "mode", "labels", "aliases", "artifact_uri", "sha256", "run_id", "created_at"):
             table.add_row(key, str(getattr(info, key)))
         for key, value in sorted(info.tags.items()):
-            table.add_row(f"tag {key}", value)
+            if key != "force_deployed" or len(value) < 200:
+                table.add_row(f"tag {key}", value)
         out.print(table)
+        card = info.tags.get("model_card")
+        if card:  # a generator's model card, stored in the version's artifact
+            from rich.markdown import Markdown
+
+            path = lc.registry.fetch(info.version) / card
+            out.print(Markdown(path.read_text(encoding="utf-8")) if path.is_file() else f"(model card {card} missing)")
 
 
 @models_app.command("promote")

@@ -5,8 +5,10 @@ actions that move aliases and announce them (``promote``, ``rollback``: :class:`
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -15,8 +17,10 @@ from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel.models import default_spec, settings_for, trainer_config
 from kinds.base import Resources
+from kinds.base_models import load_base
 from kinds.embeddings import Embedder, LayeredEmbeddingCache, MemoryEmbeddingCache, PostgresEmbeddingCache
 from kinds.encoder import shared_encoder
+from kinds.generation import GeneratorResources
 from registry import ModelRegistry, VersionRef, open_from_settings
 from registry.actions import ModelActions
 from registry.announce import ModelAnnouncer
@@ -73,9 +77,16 @@ def assemble(settings: FlywheelSettings, kafka: KafkaConnection, database_url: s
                       config=config, registry=registry, announcer=announcer, resources=resources,
                       work_dir=(settings.data_dir / "runs").resolve(),
                       metrics=metrics if isinstance(metrics, TrainerMetrics)
-                      else TrainerMetrics(metrics or CollectorRegistry()))
+                      else TrainerMetrics(metrics or CollectorRegistry()),
+                      generator_resources=functools.partial(_generator_resources, settings.data_dir.resolve()),
+                      description=spec.description)
     actions = ModelActions(registry, announcer, settings.model_name, settings.topics.retrain)
     return Lifecycle(settings, kafka, config, registry, announcer, trainer, actions)
+
+
+def _generator_resources(data_dir: Path, base: str) -> GeneratorResources:
+    """A generator's base model, prepared once into the data dir and shared by the process."""
+    return GeneratorResources(base=load_base(base, data_dir))
 
 
 def platform_resources(database_url: str) -> Resources:

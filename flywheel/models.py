@@ -16,7 +16,7 @@ import psycopg
 from pydantic import ValidationError
 
 from core.settings import FlywheelSettings
-from kinds.catalog import KINDS
+from kinds.catalog import GENERATORS, KINDS
 from tasks import TASKS, ModelSpec, ModelStore, SpecError, load_specs
 from trainer.config import TrainerConfig, load_trainer_config
 
@@ -26,6 +26,9 @@ SETTINGS_SOURCE = "settings"
 def default_spec(settings: FlywheelSettings) -> ModelSpec:
     """The default text model, as the settings describe it (its training config: ``FLYWHEEL_TRAINER_CONFIG``)."""
     return ModelSpec(name=settings.model_name, task="text-classification", labels=settings.labels)
+
+
+GENERATION_CANARY = 0.05  # a text-generation model's canary traffic unless its spec sets one
 
 
 def check_spec(spec: ModelSpec) -> TrainerConfig:
@@ -38,9 +41,9 @@ def check_spec(spec: ModelSpec) -> TrainerConfig:
     kinds = spec.kinds or (config.policy.kinds if "kinds" in spec.training.get("policy", {})
                            else TASKS[spec.task].default_kinds)
     for kind in kinds:
-        cls = KINDS.get(kind)
+        cls: type | None = KINDS.get(kind) or GENERATORS.get(kind)
         if cls is None:
-            raise SpecError(f"model {spec.name!r}: unknown kind {kind!r}; known: {sorted(KINDS)}")
+            raise SpecError(f"model {spec.name!r}: unknown kind {kind!r}; known: {sorted([*KINDS, *GENERATORS])}")
         if spec.task not in getattr(cls, "tasks", frozenset({"text-classification"})):
             raise SpecError(f"model {spec.name!r}: kind {kind!r} cannot train a {spec.task} model")
     policy = config.policy.model_copy(update={"kinds": tuple(kinds)})
@@ -50,7 +53,10 @@ def check_spec(spec: ModelSpec) -> TrainerConfig:
     if evaluation.positive_label is not None and evaluation.positive_label not in spec.labels:
         raise SpecError(f"model {spec.name!r}: positive_label {evaluation.positive_label!r} is not a label")
     gates = config.gates.model_copy(update={"evaluation": evaluation})
-    return config.model_copy(update={"policy": policy, "gates": gates})
+    promotion = config.promotion
+    if spec.task == "text-generation" and "canary_traffic" not in spec.training.get("promotion", {}):
+        promotion = promotion.model_copy(update={"canary_traffic": GENERATION_CANARY})  # this task's default
+    return config.model_copy(update={"policy": policy, "gates": gates, "promotion": promotion})
 
 
 def trainer_config(spec: ModelSpec, settings: FlywheelSettings) -> TrainerConfig:

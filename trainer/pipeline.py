@@ -4,6 +4,9 @@ A started run's steps are :mod:`trainer.steps`'."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
 import logging
 import time
 import uuid
@@ -15,7 +18,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from core.db import Connector
+from curation.pairs import ToxicityScorer
 from kinds.base import Resources
+from kinds.base_models import load_base
+from kinds.generation import GeneratorResources, Pair
 from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo
 from registry.announce import ModelAnnouncer, ModelState
 from schemas import ModelEvent
@@ -26,7 +32,9 @@ from trainer.data import CorpusRow, SampleStore, Snapshot, split_holdout, store_
 from trainer.exceptions import TrainerError
 from trainer.frames import TrainingFrames, evaluation_set
 from trainer.gates import GateInput, Verdict, build_gates
+from trainer.generation import GenerationSteps, GeneratorRun
 from trainer.metrics import TrainerMetrics
+from trainer.pairs import PairStore, store_pair_corpus
 from trainer.policy import Decision, Mode, Trigger, decide
 from trainer.recipes import Recipes
 from trainer.runs import RunLog, RunResult, single_flight
@@ -47,7 +55,9 @@ class Trainer:
                  registry: ModelRegistry, announcer: ModelAnnouncer, resources: Resources, work_dir: Path,
                  task: Task | None = None, features: FeatureSchema | None = None,
                  metrics: TrainerMetrics | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 generator_resources: Callable[[str], GeneratorResources] | None = None,
+                 toxicity: Callable[[], ToxicityScorer] | None = None, description: str = "") -> None:
         self.connector = connector
         self.model_name = model_name
         self.labels = tuple(labels)
@@ -67,14 +77,23 @@ class Trainer:
         self.steps = RunSteps(labels=self.labels, features=features, policy=config.policy, registry=registry,
                               quality=self.quality, evaluation=self.evaluation, behaviour=self.behaviour,
                               frames=self.frames, recipes=self.recipes, announcing=self.announcing, scratch=work_dir)
+        # a generator's runs (task text-generation): its own steps, on the base models of the data dir
+        self.generation = GenerationSteps(
+            model_name=model_name, config=config, registry=registry, announcer=announcer,
+            resources=generator_resources or functools.partial(_generator_resources, work_dir.parent),
+            toxicity=toxicity or _toxicity_check, scratch=work_dir, clock=clock, description=description,
+        ) if self.task.name == "text-generation" else None
 
     # -- entry -------------------------------------------------------------------------------------
     def maybe_train(self, trigger: Trigger, *, requested: Mode | None = None,
-                    kinds: Sequence[str] | None = None, request_id: str | None = None) -> RunResult:
+                    kinds: Sequence[str] | None = None, request_id: str | None = None,
+                    force_deploy: bool = False) -> RunResult:
         """Train if the policy says so and nobody else is; safe to call on every signal. A
-        ``request_id`` (of a RetrainRequest) starts at most one run, however often it is replayed."""
+        ``request_id`` (of a RetrainRequest) starts at most one run, however often it is replayed.
+        ``force_deploy`` (an operator's, generators only) deploys a candidate that failed a gate; every
+        verdict is still recorded, and the version is tagged ``force_deployed``."""
         started = time.perf_counter()
-        result = self._maybe_train(trigger, requested, kinds, request_id)
+        result = self._maybe_train(trigger, requested, kinds, request_id, force_deploy)
         self._observe(result, trigger, time.perf_counter() - started)
         return result
 
@@ -149,12 +168,58 @@ class Trainer:
     def champion(self) -> ModelVersionInfo | None:
         return self.registry.champion()
 
+    def bootstrap_pairs(self, pairs: Sequence[Pair], *, source: str, kind: str | None = None,
+                        holdout_fraction: float = 0.2, force: bool = False, force_deploy: bool = False,
+                        request_id: str | None = None) -> RunResult:
+        """A generator's first model from a corpus of pairs (the corpus replaces any stored one: its
+        holdout split becomes the fixed held-out references). The first model deploys (promoted) when its
+        absolute gates (toxicity, latency) pass; with a champion in place it refuses unless ``force``."""
+        if self.generation is None:
+            raise TrainerError(f"{self.model_name} is a {self.task.name} model: bootstrap it from a labelled corpus")
+        with self.connector() as conn, single_flight(conn, self.model_name) as held:
+            if not held:
+                return RunResult("busy", "another trainer holds this model's lock")
+            runs = RunLog(conn, self.model_name)
+            self._clean_abandoned(runs)
+            champion = self.champion()
+            if champion is not None and not force:
+                raise TrainerError(f"{self.model_name} already has a champion ({champion.semver}); "
+                                   "retrain with `flywheel retrain`, or bootstrap with --force")
+            ordered = sorted(pairs, key=lambda p: hashlib.sha256(
+                f"{self.config.policy.seed}\x1f{p.prompt.prompt}\x1f{p.response}".encode()).digest())
+            n_holdout = max(1, round(len(ordered) * holdout_fraction)) if len(ordered) > 1 else 0
+            train, holdout = ordered[n_holdout:], ordered[:n_holdout]
+            with conn.transaction():
+                store_pair_corpus(conn, source, train, holdout, model=self.model_name)
+            store = self._pairs(conn)
+            snapshot = Snapshot(watermark=0, count=0)
+            run_id = runs.start(trigger="bootstrap", mode="bootstrap", snapshot=snapshot,
+                                parent=champion.version if champion else None, request_id=request_id)
+            reason = f"bootstrap from {source} ({len(train)} train / {len(holdout)} held-out pairs)"
+            try:
+                started = time.perf_counter()
+                result = self.generation.run(GeneratorRun(
+                    runs, store, run_id, "bootstrap", "bootstrap", reason, 0, 0, champion, train,
+                    store.holdout(self.config.policy.holdout_recent), source=source),
+                    [kind] if kind else None, force=force_deploy)
+                self._observe(result, "bootstrap", time.perf_counter() - started)
+                return result
+            except Exception as exc:
+                log.exception("bootstrap run %s failed", run_id)
+                runs.finish(run_id, status="failed", reason=f"{type(exc).__name__}: {exc}")
+                return RunResult("failed", f"{type(exc).__name__}: {exc}", run_id, "bootstrap")
+
+    def _pairs(self, conn: Any) -> PairStore:
+        return PairStore(conn, self.config.policy.holdout_percent, model=self.model_name)
+
     def _store(self, conn: Any) -> SampleStore:
         return SampleStore(conn, self.config.policy.holdout_percent, model=self.model_name, task=self.task)
 
     # -- control -----------------------------------------------------------------------------------
     def _maybe_train(self, trigger: Trigger, requested: Mode | None, kinds: Sequence[str] | None,
-                     request_id: str | None) -> RunResult:
+                     request_id: str | None, force_deploy: bool = False) -> RunResult:
+        if force_deploy and self.generation is None:
+            raise TrainerError("force_deploy is for generators: a classifier deploys only past its gates")
         with self.connector() as conn, single_flight(conn, self.model_name) as held:
             if not held:
                 return RunResult("busy", "another trainer holds this model's lock")
@@ -163,7 +228,8 @@ class Trainer:
             if request_id is not None and (done := runs.for_request(request_id)) is not None:
                 return RunResult("skipped", f"request {request_id} already handled: {done}")
             store = self._store(conn)
-            snapshot = store.snapshot()
+            pairs = self._pairs(conn) if self.generation is not None else None
+            snapshot = pairs.snapshot() if pairs is not None else store.snapshot()
             champion = self.champion()
             decision = self._decide(runs, snapshot, champion, trigger, requested)
             if decision.mode is None:
@@ -181,6 +247,12 @@ class Trainer:
                                 request_id=request_id)
             log.info("run %s: %s (%s)", run_id, decision.reason, trigger)
             try:
+                if self.generation is not None and pairs is not None:
+                    train, replayed = self.generation.pairs(pairs, decision.mode, snapshot.watermark, champion)
+                    return self.generation.run(GeneratorRun(
+                        runs, pairs, run_id, decision.mode, trigger, decision.reason, snapshot.watermark,
+                        snapshot.count, champion, train, pairs.holdout(self.config.policy.holdout_recent), replayed),
+                        kinds, force=force_deploy)
                 return self.steps.run(Started(runs, store, run_id, decision, snapshot, champion, trigger), kinds)
             except Exception as exc:
                 # one failed run must not stop the trainer: recorded, logged, and the next signal retries
@@ -235,3 +307,14 @@ class Trainer:
             m.announcements.labels(name, result.event.action).inc()
             if result.event.action == "promote":
                 m.champion.labels(name).set(float(result.event.version))
+
+
+def _generator_resources(data_dir: Path, base: str) -> GeneratorResources:
+    """The shared base model ``base``, prepared in (and loaded from) ``data_dir`` once per process."""
+    return GeneratorResources(base=load_base(base, data_dir))
+
+
+def _toxicity_check() -> ToxicityScorer:
+    """The platform's toxicity check (curation.toxicity), imported when a generator is first measured."""
+    check: ToxicityScorer = importlib.import_module("curation.toxicity").ToxicityCheck()
+    return check
