@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from core.db import Connector
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
+from curation.pairs import ToxicityScorer
 from flywheel.models import default_spec, settings_for, trainer_config
 from kinds.base import Resources
 from kinds.base_models import load_base
@@ -60,7 +61,7 @@ class Lifecycle:
 def assemble(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str, registry: ModelRegistry,
              producer: CheckedProducer, config: TrainerConfig | None = None,
              metrics: CollectorRegistry | TrainerMetrics | None = None, resources: Resources | None = None,
-             spec: ModelSpec | None = None) -> Lifecycle:
+             spec: ModelSpec | None = None, toxicity: Callable[[], ToxicityScorer] | None = None) -> Lifecycle:
     """The lifecycle of one model (``spec``, default: the settings' default text model) on a registry and
     a producer the caller owns (a serving pod's admin routes reuse the pod's registry); the topics it
     publishes to are created. The trainer's models are bound to ``resources`` (default: the shared MiniLM
@@ -79,7 +80,7 @@ def assemble(settings: FlywheelSettings, kafka: KafkaConnection, database_url: s
                       metrics=metrics if isinstance(metrics, TrainerMetrics)
                       else TrainerMetrics(metrics or CollectorRegistry()),
                       generator_resources=functools.partial(_generator_resources, settings.data_dir.resolve()),
-                      description=spec.description)
+                      toxicity=toxicity, description=spec.description)
     actions = ModelActions(registry, announcer, settings.model_name, settings.topics.retrain)
     return Lifecycle(settings, kafka, config, registry, announcer, trainer, actions)
 
@@ -100,15 +101,17 @@ def platform_resources(database_url: str) -> Resources:
 @contextlib.contextmanager
 def lifecycle(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str,
               config: TrainerConfig | None = None, metrics: CollectorRegistry | TrainerMetrics | None = None,
-              resources: Resources | None = None, spec: ModelSpec | None = None) -> Iterator[Lifecycle]:
+              resources: Resources | None = None, spec: ModelSpec | None = None,
+              toxicity: Callable[[], ToxicityScorer] | None = None) -> Iterator[Lifecycle]:
     """Everything of one model (``spec``, default: the default text model) wired from settings
-    (``config`` overrides its trainer config and ``resources`` the platform's embedder, for tests).
+    (``config`` overrides its trainer config, ``resources`` the platform's embedder and ``toxicity`` a
+    generator's toxicity check, for tests).
     ``metrics``: a registry to create the trainer's metrics on, or metrics several models share (their
     series are labelled by model; a registry refuses the same metric twice)."""
     producer = CheckedProducer(producer_config(kafka))
     model_settings = settings_for(settings, spec) if spec is not None else settings
     assembled = assemble(settings, kafka, database_url, open_from_settings(model_settings, database_url), producer,
-                         config, metrics, resources or platform_resources(database_url), spec)
+                         config, metrics, resources or platform_resources(database_url), spec, toxicity)
     try:
         yield assembled
     finally:

@@ -1,0 +1,169 @@
+"""A generator's lifecycle with the ``tiny-random`` base, the real MLflow store, Postgres and broker: the
+first model bootstraps from chatterbot pairs and deploys with its model card; player feedback is curated
+into pairs and an incremental run continues the champion's adapter; the best-in-history gate refuses a
+candidate that does not beat the registry's best by the minimum improvement, and the operator's
+force-deploy still deploys it (a 5% canary) with every verdict recorded. The gates' rules, pure."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from core import db
+from core.settings import FlywheelSettings
+from curation import CurationConfig, PostgresCurationStore
+from curation.pairs import PairCurator
+from flywheel.lifecycle import Lifecycle, lifecycle
+from flywheel.models import check_spec
+from kinds.generation import Pair
+from registry.announce import read_model_events
+from tasks import ModelStore, parse_spec
+from tests.fakes import WordListToxicity
+from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
+from trainer.dialogue_data import chatterbot_pairs
+from trainer.gates.generation import GenerationConfig, GenerationMetrics, generation_verdicts
+
+NPC = {"name": "npc", "task": "text-generation", "description": "A tavern keeper answering travellers."}
+TOXIC = WordListToxicity(["idiot", "stupid", "hate"])
+
+
+@pytest.fixture
+def db_url(registry_db_url: str) -> str:
+    return registry_db_url
+
+
+def config(**generation: object) -> TrainerConfig:
+    return TrainerConfig(
+        policy=PolicyConfig(kinds=("smollm2-lora",), incremental_threshold=10, full_threshold=10_000,
+                            replay_size=8, holdout_percent=20),
+        promotion=PromotionConfig(mode="canary", canary_traffic=0.05),
+        generation=GenerationConfig.model_validate({
+            "params": {"base": "tiny-random", "max_steps": 4, "batch_size": 4, "max_length": 48, "lr": 5e-3},
+            "max_new_tokens": 6, "probes": ["Insult me.", "Hello there.", "Where is the inn?"],
+            "p95_latency_ms": 60_000.0, "min_holdout": 3, "eval_pairs": 20, **generation}))
+
+
+@pytest.fixture
+def lc(settings: FlywheelSettings, db_url: str) -> Iterator[Lifecycle]:
+    spec = parse_spec(NPC)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ModelStore(conn).put(spec, source="test")
+    with lifecycle(settings, settings.kafka_connection(), db_url, config(), spec=spec,
+                   toxicity=lambda: TOXIC) as found:
+        yield found
+
+
+def corpus(n: int = 40) -> list[Pair]:
+    return [p.pair for p in chatterbot_pairs()[:n]]
+
+
+def land_and_curate(db_url: str, pairs: list[Pair], *, rating: int = 5) -> None:
+    """Served responses to the pairs' prompts, each rated (and corrected to the pair's response), as
+    ingest lands them; then curated as the curation service would."""
+    with db.connect(db_url) as conn, conn.cursor() as cur:
+        for i, p in enumerate(pairs):
+            pid = uuid.uuid4().hex
+            cur.execute("INSERT INTO predictions (prediction_id, model, model_version, variant, input, output, "
+                        "latency_ms, ts) VALUES (%s, 'npc', '1', 'champion', %s, %s, 50.0, now())",
+                        (pid, json.dumps({"prompt": p.prompt.prompt}),
+                         json.dumps({"text": "Hm.", "prompt_tokens": 5, "completion_tokens": 2})))
+            cur.execute("INSERT INTO feedback (feedback_id, content_key, prediction_id, rating, correction, user_id, "
+                        "source, ts, status, model, model_version, variant, resolved_at) VALUES (%s, %s, %s, %s, %s, "
+                        "%s, 'game', now(), 'joined', 'npc', '1', 'champion', now())",
+                        (uuid.uuid4().hex, uuid.uuid4(), pid, rating, p.response, f"player{i % 5}"))
+        conn.commit()
+    cfg = CurationConfig()
+    with db.connect(db_url, autocommit=True) as conn:
+        store = PostgresCurationStore(conn, cfg.annotators, model="npc")
+        curator = PairCurator(cfg, TOXIC)
+        while curator.curate_batch(store, sweep=True) is not None:
+            pass
+
+
+def test_the_first_generator_deploys_with_its_model_card_and_its_score_in_the_registry(
+        lc: Lifecycle, db_url: str) -> None:
+    result = lc.trainer.bootstrap_pairs(corpus(), source="chatterbot-corpus 1.3.3", holdout_fraction=0.2)
+    assert result.status == "promoted", result.reason
+    assert result.version is not None and result.event is not None and result.event.action == "promote"
+    info = lc.registry.get("champion")
+    assert info.kind == "smollm2-lora" and info.labels == ()
+    score = float(info.tags["weighted_score"])
+    assert 0.0 <= score <= 1.0
+    gates = [v["gate"] for v in result.candidates[0]["verdicts"]]
+    assert gates == ["weighted_score", "perplexity", "toxicity", "latency"]
+    assert "the first model" in result.candidates[0]["verdicts"][0]["reason"]
+    card = (lc.registry.fetch(info.version) / info.tags["model_card"]).read_text()
+    for expected in ("# Model card: npc (smollm2-lora)", "tiny-random", "licence", "A tavern keeper",
+                     "training pairs: 32", "held-out references: 8", "source: chatterbot-corpus 1.3.3",
+                     f"| weighted_score | {score:.4f} |", "| toxicity | pass |", "passed every gate"):
+        assert expected in card, expected
+    assert [f"{e.action}:{e.semver}" for e in read_model_events(lc.kafka, lc.settings.topics.models)] == [
+        f"promote:{info.semver}"]
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT status, mode, kind FROM training_runs").fetchall() == [
+            ("promoted", "bootstrap", "smollm2-lora")]
+        assert conn.execute("SELECT split, count(*) FROM corpus WHERE model = 'npc' GROUP BY split ORDER BY split"
+                            ).fetchall() == [("holdout", 8), ("train", 32)]
+
+
+def test_feedback_pairs_retrain_the_adapter_and_force_deploy_passes_a_refused_candidate_as_a_canary(
+        lc: Lifecycle, db_url: str, settings: FlywheelSettings) -> None:
+    assert lc.trainer.bootstrap_pairs(corpus(), source="chatterbot").status == "promoted"
+    land_and_curate(db_url, [p.pair for p in chatterbot_pairs()[40:80]])
+    with psycopg.connect(db_url) as conn:
+        accepted = conn.execute("SELECT count(*) FROM samples WHERE model = 'npc' AND status = 'accepted'"
+                                ).fetchone()
+    assert accepted is not None and accepted[0] >= 30
+    # a trainer whose candidates must beat the best version ever registered by 1.0: impossible, so refused
+    with lifecycle(settings, settings.kafka_connection(), db_url, config(min_improvement=1.0), spec=parse_spec(NPC),
+                   toxicity=lambda: TOXIC) as strict:
+        refused = strict.trainer.maybe_train("admin", requested="incremental")
+        assert refused.status == "refused", refused.reason
+        assert "weighted_score" in refused.reason and "best in history" in refused.reason
+        assert len(lc.registry.versions()) == 1  # nothing registered
+        forced = strict.trainer.maybe_train("admin", requested="incremental", force_deploy=True)
+    assert forced.status == "canary", forced.reason
+    assert forced.event is not None and forced.event.action == "canary" and forced.event.traffic == 0.05
+    assert forced.version is not None
+    info = lc.registry.get(forced.version.version)
+    assert "challenger" in info.aliases and "weighted_score" in info.tags["force_deployed"]
+    assert info.mode == "incremental" and info.parent_version == lc.registry.get("champion").semver
+    verdicts = {v["gate"]: v["passed"] for v in forced.candidates[0]["verdicts"]}
+    assert verdicts["weighted_score"] is False and set(verdicts) == {"weighted_score", "perplexity", "toxicity",
+                                                                     "latency"}
+    card = (lc.registry.fetch(info.version) / "MODEL_CARD.md").read_text()
+    assert "**force-deployed**" in card and "| weighted_score | FAIL |" in card
+    with psycopg.connect(db_url) as conn:
+        runs = conn.execute("SELECT mode, status FROM training_runs ORDER BY id").fetchall()
+    assert runs == [("bootstrap", "promoted"), ("incremental", "refused"), ("incremental", "canary")]
+
+
+def metrics(score: float = 0.3, perplexity: float = 10.0, toxicity: float = 0.0, p95: float = 100.0
+            ) -> GenerationMetrics:
+    return GenerationMetrics(score, {"bleu1": score}, perplexity, toxicity, p95, 50, 12)
+
+
+def test_the_gates_rules() -> None:
+    cfg = GenerationConfig(min_improvement=0.001, perplexity_margin=0.05, max_toxicity_rate=0.1, p95_latency_ms=1500)
+    first = generation_verdicts(metrics(), None, None, cfg)
+    assert [v.passed for v in first] == [True, True, True, True]
+    champion = metrics(score=0.3, perplexity=10.0, toxicity=0.05)
+    ok = generation_verdicts(metrics(score=0.3011, perplexity=10.4, toxicity=0.05), champion, 0.3, cfg)
+    assert [v.passed for v in ok] == [True, True, True, True]
+    bad = generation_verdicts(metrics(score=0.3009, perplexity=10.6, toxicity=0.08, p95=1600), champion, 0.3, cfg)
+    assert [(v.gate, v.passed) for v in bad] == [("weighted_score", False), ("perplexity", False),
+                                                 ("toxicity", False), ("latency", False)]
+    assert "worse than the champion" in bad[2].reason
+    assert not generation_verdicts(metrics(toxicity=0.2), None, None, cfg)[2].passed  # above the threshold
+
+
+def test_a_generator_spec_defaults_to_a_5_percent_canary_unless_it_says_otherwise() -> None:
+    assert check_spec(parse_spec(NPC)).promotion.canary_traffic == 0.05
+    assert check_spec(parse_spec({**NPC, "training": {"promotion": {"canary_traffic": 0.2}}})
+                      ).promotion.canary_traffic == 0.2
+    assert check_spec(parse_spec({"name": "s", "task": "text-classification", "labels": ["a", "b"]})
+                      ).promotion.canary_traffic == 0.1
