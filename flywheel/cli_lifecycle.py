@@ -68,10 +68,16 @@ def bootstrap(
     model: ModelOption = None,
 ) -> None:
     """Train the first model from a labelled CSV and deploy it as champion (a tabular model's CSV: one
-    column per feature + label)."""
+    column per feature + label; a generator's: prompt, response [, context, persona])."""
     from trainer.data import read_labelled_csv, read_tabular_csv
+    from trainer.pairs import read_pairs_csv
 
     with _lifecycle(model) as lc:
+        if lc.trainer.generation is not None:
+            _report(lc.trainer.bootstrap_pairs(read_pairs_csv(data), source=data.name,
+                                               kind=None if kind == "tfidf-logreg" else kind,
+                                               holdout_fraction=holdout, force=force))
+            return
         features = lc.trainer.features
         rows = (read_labelled_csv(data, lc.settings.labels) if features is None
                 else read_tabular_csv(data, features, lc.settings.labels))

@@ -38,6 +38,7 @@ from registry import Lineage, ModelRegistry, ModelVersionInfo, RunHandle
 from registry.announce import ModelAnnouncer, model_event
 from trainer.config import TrainerConfig
 from trainer.exceptions import TrainerError
+from trainer.gates import Verdict
 from trainer.gates.generation import GenerationMetrics, generation_verdicts
 from trainer.gates.generation_metrics import score_parts, weighted_score
 from trainer.model_card import CARD_FILE, ModelCard
@@ -221,10 +222,21 @@ class GenerationSteps:
         return measure(model, references, self.gen.probes, self.toxicity, max_new_tokens=self.gen.max_new_tokens,
                        weights=dict(self.gen.score_weights), toxicity_threshold=self.gen.toxicity_threshold)
 
-    def best_in_history(self) -> float | None:
+    def best_in_history(self, excluding: str | None = None) -> float | None:
         """The best weighted score of any version ever registered (None: no version has one)."""
-        scores = [float(v.tags[SCORE_TAG]) for v in self.registry.versions() if SCORE_TAG in v.tags]
+        scores = [float(v.tags[SCORE_TAG]) for v in self.registry.versions()
+                  if SCORE_TAG in v.tags and v.version != excluding]
         return max(scores) if scores else None
+
+    def evaluate(self, version: str, references: Sequence[Pair]) -> list[Verdict]:
+        """The gate verdicts of a registered ``version`` on today's held-out references, against the
+        champion (or, for the champion itself, the best of the other versions). Changes nothing."""
+        info = self.registry.get(version)
+        champion = self.registry.champion()
+        against = champion if champion is not None and champion.version != info.version else None
+        measured = self._measure(self.load(info.version), references)
+        baseline = self._measure(self.load(against.version), references) if against is not None else None
+        return generation_verdicts(measured, baseline, self.best_in_history(excluding=info.version), self.gen)
 
     def _announce(self, r: GeneratorRun, info: ModelVersionInfo, kind: str, why: str, summary: list[dict[str, Any]],
                   mlflow_run_id: str, trained: int) -> RunResult:

@@ -8,16 +8,19 @@ never trained on: with the corpus's holdout split they are the held-out referenc
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from kinds.generation import Pair, Prompt
 from trainer.data import Snapshot, holdout_predicate
+from trainer.exceptions import TrainerError
 
-__all__ = ["PairStore", "pair_of", "store_pair_corpus"]
+__all__ = ["PairStore", "pair_of", "read_pairs_csv", "store_pair_corpus"]
 
 
 def pair_of(document: object, response: str, weight: float = 1.0) -> Pair:
@@ -96,3 +99,25 @@ def store_pair_corpus(conn: psycopg.Connection[Any], source: str, train: Sequenc
                 doc = {k: v for k, v in (("prompt", p.prompt.prompt), ("context", p.prompt.context),
                                          ("persona", p.prompt.persona)) if v is not None}
                 copy.write_row((model, json.dumps(doc), p.response, split, source))
+
+
+def read_pairs_csv(path: Path) -> list[Pair]:
+    """A CSV of pairs (``prompt``, ``response``, optional ``context`` and ``persona``), every row checked:
+    a bad row is an error naming its line, never silently dropped."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"prompt", "response"} - set(reader.fieldnames or ())
+            if missing:
+                raise TrainerError(f"{path}: missing column(s) {sorted(missing)} (have {reader.fieldnames})")
+            pairs = []
+            for row in reader:
+                prompt, response = (row.get("prompt") or "").strip(), (row.get("response") or "").strip()
+                if not prompt or not response:
+                    raise TrainerError(f"{path}:{reader.line_num}: empty prompt or response")
+                pairs.append(Pair(Prompt(prompt, row.get("context") or None, row.get("persona") or None), response))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TrainerError(f"{path}: cannot read the pairs: {exc}") from exc
+    if not pairs:
+        raise TrainerError(f"{path}: no pairs")
+    return pairs

@@ -141,6 +141,10 @@ class Trainer:
         if ref is None:
             ref = CHALLENGER if CHALLENGER in self.registry.aliases() else CHAMPION
         info = self.registry.get(ref)
+        if self.generation is not None:
+            with self.connector() as conn:
+                references = self._pairs(conn).holdout(self.config.policy.holdout_recent)
+            return self.generation.evaluate(info.version, references)
         model = self.recipes.load(info.version)
         against = champion if champion and champion.version != info.version else None
         if against is None and PREVIOUS in self.registry.aliases():  # the champion itself: against its predecessor

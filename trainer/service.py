@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from core.exceptions import FlywheelError
 from core.kafka import KafkaConnection
+from kinds.generation import Pair, Prompt
 from registry import CHALLENGER, CHAMPION
 from registry.announce import fold, read_model_events
 from registry.requests import AdminRequests, Claim
@@ -146,6 +147,14 @@ class TrainerService:
     def _bootstrap(self, request: RetrainRequest, claim: Claim) -> bool:
         p = claim.params
         try:
+            if self.trainer.generation is not None:  # a generator's corpus: rows of (prompt, response, domain)
+                result = self.trainer.bootstrap_pairs(
+                    [Pair(Prompt(str(text)), str(label)) for text, label, _domain in p["rows"]],
+                    source=str(p.get("source", "api")), kind=p.get("kind"),
+                    holdout_fraction=float(p.get("holdout", 0.2)), force=bool(p.get("force", False)),
+                    request_id=request.request_id)
+                self._observed(result, "bootstrap")
+                return self._record(request, claim, result)
             rows = [CorpusRow(str(text), str(label), domain) for text, label, domain in p["rows"]]
             result = self.trainer.bootstrap(rows, source=str(p.get("source", "api")),
                                             kind=str(p.get("kind", "tfidf-logreg")),

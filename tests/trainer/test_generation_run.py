@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,13 +20,15 @@ from curation import CurationConfig, PostgresCurationStore
 from curation.pairs import PairCurator
 from flywheel.lifecycle import Lifecycle, lifecycle
 from flywheel.models import check_spec
-from kinds.generation import Pair
+from kinds.generation import Pair, Prompt
 from registry.announce import read_model_events
 from tasks import ModelStore, parse_spec
 from tests.fakes import WordListToxicity
 from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
 from trainer.dialogue_data import chatterbot_pairs
+from trainer.exceptions import TrainerError
 from trainer.gates.generation import GenerationConfig, GenerationMetrics, generation_verdicts
+from trainer.pairs import read_pairs_csv
 
 NPC = {"name": "npc", "task": "text-generation", "description": "A tavern keeper answering travellers."}
 TOXIC = WordListToxicity(["idiot", "stupid", "hate"])
@@ -108,6 +111,10 @@ def test_the_first_generator_deploys_with_its_model_card_and_its_score_in_the_re
             ("promoted", "bootstrap", "smollm2-lora")]
         assert conn.execute("SELECT split, count(*) FROM corpus WHERE model = 'npc' GROUP BY split ORDER BY split"
                             ).fetchall() == [("holdout", 8), ("train", 32)]
+    # `flywheel evaluate`: the champion on today's references, against the other versions (none: the first)
+    verdicts = lc.trainer.evaluate()
+    assert [(v.gate, v.passed) for v in verdicts][:1] == [("weighted_score", True)]
+    assert verdicts[0].details["score"] == pytest.approx(score)  # greedy decoding: the same score again
 
 
 def test_feedback_pairs_retrain_the_adapter_and_force_deploy_passes_a_refused_candidate_as_a_canary(
@@ -145,6 +152,21 @@ def test_feedback_pairs_retrain_the_adapter_and_force_deploy_passes_a_refused_ca
 def metrics(score: float = 0.3, perplexity: float = 10.0, toxicity: float = 0.0, p95: float = 100.0
             ) -> GenerationMetrics:
     return GenerationMetrics(score, {"bleu1": score}, perplexity, toxicity, p95, 50, 12)
+
+
+def test_a_pairs_csv_is_read_whole_or_refused_with_the_line(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text("prompt,response,persona\nWhere is the inn?,Down the road.,Guard\nHi,Hello.,\n")
+    assert read_pairs_csv(good) == [Pair(Prompt("Where is the inn?", None, "Guard"), "Down the road."),
+                                    Pair(Prompt("Hi"), "Hello.")]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,response\nHi,Hello.\nWhat?,\n")
+    with pytest.raises(TrainerError, match=r"bad\.csv:3: empty prompt or response"):
+        read_pairs_csv(bad)
+    other = tmp_path / "other.csv"
+    other.write_text("text,label\nHi,Hello.\n")
+    with pytest.raises(TrainerError, match="missing column"):
+        read_pairs_csv(other)
 
 
 def test_the_gates_rules() -> None:
