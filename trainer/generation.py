@@ -19,6 +19,7 @@ The same crash order as the classifiers' runs: register (tagged with the run id)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import shutil
@@ -272,8 +273,7 @@ def _licence(model: GeneratorKind) -> str:
 
 
 def _digest(pairs: Sequence[Pair]) -> str:
-    import hashlib
-
+    """The data snapshot hash of a run: sha256 over its pairs in training order."""
     h = hashlib.sha256()
     for p in pairs:
         h.update(f"{p.prompt.persona}\x1f{p.prompt.context}\x1f{p.prompt.prompt}\x1f{p.response}\x1f{p.weight!r}\x1e"

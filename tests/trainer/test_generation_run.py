@@ -100,7 +100,8 @@ def test_the_first_generator_deploys_with_its_model_card_and_its_score_in_the_re
     assert gates == ["weighted_score", "perplexity", "toxicity", "latency"]
     assert "the first model" in result.candidates[0]["verdicts"][0]["reason"]
     card = (lc.registry.fetch(info.version) / info.tags["model_card"]).read_text()
-    for expected in ("# Model card: npc (smollm2-lora)", "tiny-random", "licence", "A tavern keeper",
+    for expected in ("# Model card: npc (smollm2-lora)", "tiny-random", "tokenizer of SmolLM2 (Apache-2.0)",
+                     "A tavern keeper",
                      "training pairs: 32", "held-out references: 8", "source: chatterbot-corpus 1.3.3",
                      f"| weighted_score | {score:.4f} |", "| toxicity | pass |", "passed every gate"):
         assert expected in card, expected
