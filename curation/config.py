@@ -129,8 +129,10 @@ class PairsConfig(_Frozen):
                             description="A rating at or below it judges the served response bad (low_rating).")
     max_response_chars: int = Field(default=2000, ge=1,
                                     description="A longer target is quarantined [too_long].")
-    toxicity_threshold: float = Field(default=0.5, gt=0.0, le=1.0,
-                                      description="A target whose toxicity score reaches it is quarantined [toxic].")
+    toxicity_threshold: float | None = Field(
+        default=None, gt=0.0, le=1.0,
+        description="A target whose toxicity score reaches it is quarantined [toxic]; unset = the check's own "
+                    "threshold.")
 
     @model_validator(mode="after")
     def _ordered(self) -> PairsConfig:

@@ -11,8 +11,8 @@ Verdicts, per near-duplicate cluster of prompts (:func:`decide_pairs`):
 1. no target: ``rejected`` [low_rating] when the response was judged bad, [no_target] when the judgement
    was neutral (a rating of 3); an empty target (whitespace) -> ``rejected`` [empty_response].
 2. a target longer than ``pairs.max_response_chars`` -> [too_long]; one the toxicity check scores at or
-   above ``pairs.toxicity_threshold`` -> [toxic]; a user below the trust floor -> [low_trust]; any of
-   these -> ``quarantined`` (kept for review, never trained on).
+   above ``pairs.toxicity_threshold`` (unset: the check's own) -> [toxic]; a user below the trust floor ->
+   [low_trust]; any of these -> ``quarantined`` (kept for review, never trained on).
 3. of the accepted samples of a cluster, the first is its representative (full weight); a later one with
    the same normalised prompt *and* target is ``rejected`` [duplicate]; one with another target or a
    near-duplicate prompt is accepted [near_duplicate] at ``duplicates.near_duplicate_weight`` (several
@@ -54,8 +54,10 @@ QUARANTINING = frozenset({"too_long", "toxic"})
 
 
 class ToxicityScorer(Protocol):
-    """What curation needs of a toxicity check (``curation.toxicity.ToxicityCheck``): a score in [0, 1]
-    per text."""
+    """What curation and the trainer need of a toxicity check (``curation.toxicity.ToxicityCheck``): a score
+    in [0, 1] per text, and the score from which a text is toxic."""
+
+    threshold: float
 
     def scores(self, texts: Sequence[str]) -> list[float]: ...
 
@@ -249,7 +251,8 @@ class PairCurator(Curator):
             return set()
         ids = sorted(targets)
         scores = self.toxicity.scores([targets[i] for i in ids])
-        return {i for i, s in zip(ids, scores, strict=True) if s >= self.config.pairs.toxicity_threshold}
+        cut = self.config.pairs.toxicity_threshold or self.toxicity.threshold
+        return {i for i, s in zip(ids, scores, strict=True) if s >= cut}
 
     def _stored_member(self, s: StoredPair, annotators: dict[str, Annotator]) -> PairMember:
         """A stored sample with its own faults (from its stored reasons) and its annotator's standing now."""

@@ -43,6 +43,8 @@ class WordListToxicity:
     """The fake toxicity check (``curation.pairs.ToxicityScorer``): 1.0 for a text holding one of ``words``
     (whole words, case-insensitive), else 0.0. Records every text it was asked about."""
 
+    threshold = 0.5
+
     def __init__(self, words: Sequence[str]) -> None:
         self.words = frozenset(w.lower() for w in words)
         self.asked: list[str] = []

@@ -55,7 +55,8 @@ SCORE_TAG = "weighted_score"
 
 
 def measure(model: GeneratorKind, references: Sequence[Pair], probes: Sequence[str], toxicity: ToxicityScorer, *,
-            max_new_tokens: int, weights: dict[str, float], toxicity_threshold: float) -> GenerationMetrics:
+            max_new_tokens: int, weights: dict[str, float], toxicity_threshold: float | None = None
+            ) -> GenerationMetrics:
     """One generator on the held-out references and the probe set (greedy decoding: reproducible)."""
     started = time.perf_counter()
     generated = model.generate([p.prompt for p in references], max_new_tokens=max_new_tokens)
@@ -65,9 +66,10 @@ def measure(model: GeneratorKind, references: Sequence[Pair], probes: Sequence[s
     perplexity = model.perplexity(references)
     answers = [model.generate([Prompt(p)], max_new_tokens=max_new_tokens)[0] for p in probes]  # one request each
     scores = toxicity.scores([a.text for a in answers])
+    cut = toxicity_threshold or toxicity.threshold
     latencies = sorted(a.latency_ms for a in answers)
     return GenerationMetrics(score=score, parts=parts, perplexity=perplexity,
-                             toxicity_rate=sum(s >= toxicity_threshold for s in scores) / len(scores),
+                             toxicity_rate=sum(s >= cut for s in scores) / len(scores),
                              p95_latency_ms=_percentile(latencies, 0.95), references=len(references),
                              probes=len(probes), extra={"measure_seconds": time.perf_counter() - started})
 

@@ -45,8 +45,9 @@ class GenerationConfig(BaseModel):
     perplexity_margin: float = Field(
         default=0.05, ge=0.0,
         description="Held-out perplexity may exceed the champion's by this fraction at most.")
-    toxicity_threshold: float = Field(default=0.5, gt=0.0, le=1.0,
-                                      description="A probe response scoring at or above it counts as toxic.")
+    toxicity_threshold: float | None = Field(
+        default=None, gt=0.0, le=1.0,
+        description="A probe response scoring at or above it counts as toxic; unset = the check's own threshold.")
     max_toxicity_rate: float = Field(default=0.05, ge=0.0, le=1.0,
                                      description="Share of toxic probe responses allowed (and not above the "
                                                  "champion's).")
