@@ -1,5 +1,6 @@
 """The curation stage: joined feedback becomes ``samples`` (accepted | quarantined | rejected, weight,
-reasons) by near-duplicates, disagreement, confident-learning label quality and annotator trust."""
+reasons) by near-duplicates, disagreement, confident-learning label quality and annotator trust; a
+generator's feedback becomes prompt -> target pairs (:mod:`curation.pairs`)."""
 
 from curation.base import (
     REASONS,
@@ -18,6 +19,7 @@ from curation.exceptions import CurationError, CurationStoreError
 from curation.memory import MemoryCurationStore
 from curation.metrics import CurationMetrics
 from curation.minhash import MinHasher, Signature, normalise
+from curation.pairs import PairCurator, ToxicityScorer
 from curation.pipeline import BatchResult, Curator
 from curation.postgres import PostgresCurationStore
 from curation.scoring import LabelQuality, class_thresholds, label_quality, trust
@@ -40,11 +42,13 @@ __all__ = [
     "MemoryCurationStore",
     "MinHasher",
     "NewSample",
+    "PairCurator",
     "PassResult",
     "Pending",
     "PostgresCurationStore",
     "Signature",
     "Status",
+    "ToxicityScorer",
     "Verdict",
     "class_thresholds",
     "decide_cluster",
