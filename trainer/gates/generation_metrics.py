@@ -59,7 +59,7 @@ def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
 
 @cache
 def _bleu(order: int) -> Any:
-    from sacrebleu.metrics import BLEU
+    from sacrebleu.metrics.bleu import BLEU
 
     return BLEU(max_ngram_order=order, effective_order=True)
 
