@@ -15,6 +15,9 @@ Every model is scored (the weighted BLEU-1..4 / ROUGE-L-precision score of
 ``generate`` call of up to 64 new tokens (greedy) on held-out prompts with the k400 model. Torch runs on
 one thread. On a shared machine the wall times depend on the load, printed before and after.
 
+``--part probe`` only times ``--probe-steps`` LoRA steps and a few generations, extrapolating the run
+time of 400 pairs (for a machine too busy for the full runs).
+
 The static chain and the oracle can run as two processes (``--part chain`` / ``--part oracle``, each
 writing ``--out``), then ``--combine a.json b.json`` prints the last line; without ``--part`` both run in
 this process.
@@ -127,6 +130,30 @@ def run_oracle(args: argparse.Namespace, resources: GeneratorResources) -> dict[
             "oracle_cpu_seconds": round(cpu, 1), "details": {"oracle": result}}
 
 
+def run_probe(args: argparse.Namespace, resources: GeneratorResources) -> dict[str, Any]:
+    """What one LoRA step and one 64-token generation cost here (the full runs do not fit a busy
+    machine's time): wall and CPU seconds of ``--probe-steps`` steps of 8 target pairs, extrapolated to a
+    400-pair run (50 steps at the default batch of 8), and ``--latency-samples`` generations."""
+    _, target, holdout = split(args)
+    steps = args.probe_steps
+    model = SmolLM2LoRA(base=args.base, seed=args.seed, max_steps=steps).bind(resources)
+    wall, cpu = timed_fit(model, target[:8 * steps], fresh=True)
+    latencies, cpus, tokens = [], [], []
+    for pair in holdout[:args.latency_samples]:
+        started = time.process_time()
+        generation = model.generate([pair.prompt], max_new_tokens=64)[0]
+        latencies.append(generation.latency_ms)
+        cpus.append((time.process_time() - started) * 1000)
+        tokens.append(generation.completion_tokens)
+    per_step_wall, per_step_cpu = wall / steps, cpu / steps
+    return {"probe_steps": steps, "step_wall_seconds": round(per_step_wall, 1),
+            "step_cpu_seconds": round(per_step_cpu, 1),
+            "run_seconds_400_extrapolated": round(per_step_wall * 50, 1),
+            "run_cpu_seconds_400_extrapolated": round(per_step_cpu * 50, 1),
+            "p95_generate_ms": round(_p95(latencies), 1), "generate_cpu_ms": [round(c) for c in cpus],
+            "generate_ms": [round(v) for v in latencies], "completion_tokens": tokens}
+
+
 def combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {"details": {}}
     for part in parts:
@@ -146,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path(".flywheel"), help="where base models are prepared")
     parser.add_argument("--base", default="smollm2-135m-instruct")
-    parser.add_argument("--part", choices=("chain", "oracle"), default=None)
+    parser.add_argument("--part", choices=("chain", "oracle", "probe"), default=None)
+    parser.add_argument("--probe-steps", type=int, default=2, help="LoRA steps timed by --part probe")
     parser.add_argument("--out", type=Path, default=None, help="write this part's result here (with --part)")
     parser.add_argument("--combine", type=Path, nargs="+", default=None, help="merge parts and print the line")
     parser.add_argument("--bootstrap", type=int, default=200, help="domain-A pairs of the static model")
@@ -169,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parts.append(run_chain(args, resources))
     if args.part in (None, "oracle"):
         parts.append(run_oracle(args, resources))
+    if args.part == "probe":
+        parts.append(run_probe(args, resources))
     merged = combine(parts)
     merged["load"] = probe.report()
     if args.out:

@@ -23,6 +23,7 @@ import queue
 import random
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -295,7 +296,8 @@ class SmolLM2LoRA(GeneratorKind):
                           target_modules=list(self.params["target_modules"]), task_type="CAUSAL_LM",
                           **(config or {}))
         name = f"g{next(_names)}"
-        with base.lock, torch.random.fork_rng():
+        with base.lock, torch.random.fork_rng(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft 0.21 calls a deprecated transformers name
             torch.manual_seed(self.params["seed"])
             self._drop_adapter()
             peft = _peft_models.get(base)
@@ -384,7 +386,8 @@ def _delete_adapter(base_ref: weakref.ref[BaseModel], name: str) -> None:
     peft = _peft_models.get(base) if base is not None else None
     if base is None or peft is None:
         return
-    with base.lock:
+    with base.lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "adapter was active, now deleted": it is re-set below
         if name in peft.peft_config and len(peft.peft_config) > 1:
             active = peft.active_adapter
             peft.delete_adapter(name)

@@ -16,6 +16,7 @@ The packages are located with ``importlib.util.find_spec`` and read as data file
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,7 @@ def chitchat_pairs(path: Path | None = None, *, max_chars: int = 2000) -> list[D
         topic = str(record.get("prompt") or "none")
         turns = [(" ".join(str(m.get("text", "")).strip() for m in turn).strip(), turn[0].get("timestamp"))
                  for turn in record.get("messages", []) if turn]
-        for (prompt, _), (response, date) in zip(turns, turns[1:], strict=False):
+        for (prompt, _), (response, date) in itertools.pairwise(turns):
             if prompt and response and len(prompt) <= max_chars and len(response) <= max_chars:
                 pairs.append(DialoguePair(Pair(Prompt(prompt), response), CHITCHAT, topic, date, conversation))
     return pairs
@@ -85,7 +86,7 @@ def chatterbot_pairs(directory: Path | None = None) -> list[DialoguePair]:
             raise DialogueDataError(f"cannot read {file}: {exc}") from exc
         for i, lines in enumerate(conversations):
             texts = [str(line).strip() for line in lines if line is not None]
-            for prompt, response in zip(texts, texts[1:], strict=False):
+            for prompt, response in itertools.pairwise(texts):
                 if prompt and response and (prompt, response) not in seen:
                     seen.add((prompt, response))
                     pairs.append(DialoguePair(Pair(Prompt(prompt), response), CHATTERBOT, file.stem, None,

@@ -49,17 +49,17 @@ def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
     """``weights`` normalised to sum 1, or :class:`GateConfigError` naming what is wrong."""
     unknown = set(weights) - set(PARTS)
     if unknown:
-        raise GateConfigError(f"unknown score parts {sorted(unknown)}; known: {list(PARTS)}")
+        raise GateConfigError("score weights", f"unknown score parts {sorted(unknown)}; known: {list(PARTS)}")
     values = {part: float(weights.get(part, 0.0)) for part in PARTS}
     if any(not math.isfinite(v) or v < 0 for v in values.values()) or sum(values.values()) <= 0:
-        raise GateConfigError(f"score weights must be finite, non-negative, with a positive sum: {dict(weights)}")
+        raise GateConfigError("score weights", f"must be finite, non-negative, with a positive sum: {dict(weights)}")
     total = sum(values.values())
     return {part: v / total for part, v in values.items()}
 
 
 @cache
 def _bleu(order: int) -> Any:
-    from sacrebleu.metrics import BLEU
+    from sacrebleu.metrics.bleu import BLEU
 
     return BLEU(max_ngram_order=order, effective_order=True)
 

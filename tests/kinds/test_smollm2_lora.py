@@ -1,0 +1,187 @@
+"""Conformance of the ``smollm2-lora`` generator kind on the ``tiny-random`` base: learning (fit is fresh,
+partial_fit continues), generation (max_new_tokens, stop strings, streaming, batches with left padding),
+perplexity, and artifacts (round trip, tampering, the shared base)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kinds import (
+    ArtifactError,
+    GeneratorResources,
+    KindError,
+    NotFitted,
+    Pair,
+    Prompt,
+    SmolLM2LoRA,
+    TamperedArtifact,
+    create,
+    load_base,
+    load_model,
+)
+from kinds.base_models import BaseModel
+
+PARAMS = {"base": "tiny-random", "lr": 5e-3, "epochs": 3, "batch_size": 8}
+
+
+def pairs(offset: int, n: int, persona: str | None = None) -> list[Pair]:
+    return [Pair(Prompt(f"What comes after {i}?", persona=persona), f"After {i} comes {i + 1}, my friend.")
+            for i in range(offset, offset + n)]
+
+
+@pytest.fixture(scope="module")
+def fitted(resources: GeneratorResources) -> SmolLM2LoRA:
+    return SmolLM2LoRA(**PARAMS).bind(resources).fit(pairs(0, 24, persona="A shopkeeper"))
+
+
+def adapter_tensors(model: SmolLM2LoRA) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model._adapter_state().items()}
+
+
+def test_fit_lowers_the_training_perplexity_and_marks_fitted(resources: GeneratorResources) -> None:
+    train = pairs(0, 24)
+    model = SmolLM2LoRA(**PARAMS).bind(resources)
+    assert not model.fitted
+    before = model.perplexity(train)  # an unfitted generator runs the bare base
+    model.fit(train)
+    assert model.fitted
+    assert model.perplexity(train) < before * 0.9
+
+
+def test_fit_is_fresh_and_partial_fit_continues(resources: GeneratorResources) -> None:
+    a1, a2, b = pairs(0, 16), pairs(100, 16, persona="A pirate"), pairs(200, 8)
+    m1 = SmolLM2LoRA(**PARAMS).bind(resources).fit(a1)
+    m2 = SmolLM2LoRA(**PARAMS).bind(resources).fit(a2)
+    m1.fit(b)
+    m2.fit(b)  # fresh, seeded: the same adapter whatever came before
+    assert all(torch.equal(x, y) for x, y in zip(adapter_tensors(m1).values(), adapter_tensors(m2).values(),
+                                                 strict=True))
+    m1.fit(a1)
+    m2.fit(a2)
+    before = adapter_tensors(m1)
+    m1.partial_fit(b)
+    m2.partial_fit(b)  # continued: the results differ as their starting points did
+    after1, after2 = adapter_tensors(m1), adapter_tensors(m2)
+    assert any(not torch.equal(after1[k], after2[k]) for k in after1)
+    assert any(not torch.equal(after1[k], before[k]) for k in after1)
+    with pytest.raises(NotFitted):
+        SmolLM2LoRA(**PARAMS).bind(resources).partial_fit(b)
+
+
+def test_generate_respects_max_new_tokens_and_batches_like_single_prompts(fitted: SmolLM2LoRA) -> None:
+    prompts = [Prompt("What comes after 3?", persona="A shopkeeper"), Prompt("Hi"),
+               Prompt("A much longer question than the others, to need left padding in the batch?",
+                      context="The shop is open.")]
+    for limit in (1, 5):
+        for generation in fitted.generate(prompts, max_new_tokens=limit):
+            assert 1 <= generation.completion_tokens <= limit
+            assert generation.prompt_tokens > 0 and generation.latency_ms > 0
+            assert generation.finish_reason == ("length" if generation.completion_tokens == limit else "stop")
+    batched = fitted.generate(prompts, max_new_tokens=8)
+    single = [fitted.generate([p], max_new_tokens=8)[0] for p in prompts]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert [g.completion_tokens for g in batched] == [g.completion_tokens for g in single]
+    assert fitted.generate([], max_new_tokens=8) == []
+    with pytest.raises(KindError):
+        fitted.generate(prompts, max_new_tokens=0)
+
+
+def test_stop_strings_cut_the_text_and_end_the_generation(fitted: SmolLM2LoRA) -> None:
+    prompt = Prompt("What comes after 7?")
+    free = fitted.generate([prompt], max_new_tokens=24)[0]
+    assert len(free.text) >= 8, free
+    stop = free.text[4:7]
+    stopped = fitted.generate([prompt], max_new_tokens=24, stop=[stop])[0]
+    assert stopped.text == free.text[:free.text.find(stop)]
+    assert stopped.finish_reason == "stop"
+    assert stopped.completion_tokens <= free.completion_tokens
+
+
+def test_stream_yields_the_generated_text_in_pieces(fitted: SmolLM2LoRA) -> None:
+    prompt = Prompt("What comes after 9?", persona="A shopkeeper")
+    whole = fitted.generate([prompt], max_new_tokens=16)[0].text
+    pieces = list(fitted.stream(prompt, max_new_tokens=16))
+    assert len(pieces) > 1 and "".join(pieces) == whole
+    stop = whole[5:8]
+    assert "".join(fitted.stream(prompt, max_new_tokens=16, stop=[stop])) == whole[:whole.find(stop)]
+    first = next(iter(fitted.stream(prompt, max_new_tokens=16)))  # abandoned early: the worker stops
+    assert whole.startswith(first)
+
+
+def test_sampling_with_a_temperature_runs(fitted: SmolLM2LoRA) -> None:
+    out = fitted.generate([Prompt("Hi")], max_new_tokens=6, temperature=0.8)
+    assert 1 <= out[0].completion_tokens <= 6
+    with pytest.raises(KindError):
+        fitted.generate([Prompt("Hi")], temperature=-1.0)
+
+
+def test_save_load_round_trip_gives_identical_greedy_output(fitted: SmolLM2LoRA, resources: GeneratorResources,
+                                                            tmp_path: Path) -> None:
+    manifest = fitted.save(tmp_path / "v1")
+    assert sorted(p.name for p in (tmp_path / "v1").iterdir()) == ["adapter.json", "adapter.safetensors",
+                                                                   "manifest.json"]  # pickle-free
+    assert manifest["kind"] == "smollm2-lora" and manifest["labels"] == [] and len(manifest["sha256"]) == 64
+    loaded = load_model(tmp_path / "v1", resources=resources)
+    prompts = [Prompt("What comes after 3?", persona="A shopkeeper"), Prompt("Hello there")]
+    expected = fitted.generate(prompts, max_new_tokens=12)
+    got = loaded.generate(prompts, max_new_tokens=12)
+    assert [(g.text, g.completion_tokens, g.finish_reason) for g in got] == [
+        (g.text, g.completion_tokens, g.finish_reason) for g in expected]
+    assert loaded.perplexity(pairs(0, 4)) == pytest.approx(fitted.perplexity(pairs(0, 4)), rel=1e-5)
+
+
+def test_a_tampered_adapter_is_refused(fitted: SmolLM2LoRA, resources: GeneratorResources, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "v1")
+    adapter = tmp_path / "v1" / "adapter.safetensors"
+    data = bytearray(adapter.read_bytes())
+    data[-1] ^= 0x01
+    adapter.write_bytes(bytes(data))
+    with pytest.raises(TamperedArtifact):
+        load_model(tmp_path / "v1", resources=resources)
+
+
+def test_an_adapter_is_refused_on_another_base(fitted: SmolLM2LoRA, tiny: BaseModel, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "v1")
+    other = dataclasses.replace(tiny, digest="0" * 64)  # the same name, other weights
+    with pytest.raises(ArtifactError, match="trained on base"):
+        load_model(tmp_path / "v1", resources=GeneratorResources(base=other))
+    with pytest.raises(KindError, match="GeneratorResources"):
+        load_model(tmp_path / "v1")
+
+
+def test_versions_share_one_base_and_keep_their_own_adapters(fitted: SmolLM2LoRA, resources: GeneratorResources,
+                                                             data_dir: Path, tmp_path: Path) -> None:
+    assert load_base("tiny-random", data_dir) is resources.base  # loaded once per process
+    other = SmolLM2LoRA(**{**PARAMS, "seed": 1}).bind(resources).fit(pairs(50, 16, persona="A pirate"))
+    fitted.save(tmp_path / "a")
+    other.save(tmp_path / "b")
+    started = time.perf_counter()
+    a = load_model(tmp_path / "a", resources=resources)
+    b = load_model(tmp_path / "b", resources=resources)
+    assert time.perf_counter() - started < 5.0  # an adapter swap, not a base load
+    assert isinstance(a, SmolLM2LoRA) and isinstance(b, SmolLM2LoRA)
+    assert a.base is b.base is resources.base
+    prompt = [Prompt("What comes after 60?", persona="A pirate")]
+    assert a.generate(prompt, max_new_tokens=10)[0].text == fitted.generate(prompt, max_new_tokens=10)[0].text
+    assert b.generate(prompt, max_new_tokens=10)[0].text == other.generate(prompt, max_new_tokens=10)[0].text
+    assert a.perplexity(pairs(50, 4, persona="A pirate")) != b.perplexity(pairs(50, 4, persona="A pirate"))
+
+
+def test_create_checks_params_and_resources(resources: GeneratorResources) -> None:
+    model = create("smollm2-lora", resources=resources, base="tiny-random", r=4)
+    assert isinstance(model, SmolLM2LoRA) and model.params["r"] == 4
+    with pytest.raises(KindError):
+        create("smollm2-lora", nope=1)
+    with pytest.raises(KindError, match="configured for base"):
+        SmolLM2LoRA(base="smollm2-135m-instruct").bind(resources)
+    with pytest.raises(KindError):
+        SmolLM2LoRA(base="tiny-random", target_modules=[])
+    with pytest.raises(KindError, match="empty response"):
+        SmolLM2LoRA(**PARAMS).bind(resources).fit([Pair(Prompt("hi"), "  ")])
+    assert json.loads(json.dumps(model.params)) == model.params  # the manifest keeps them as they are
