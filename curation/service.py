@@ -14,7 +14,6 @@ capped exponential back-off; the loop itself never stops on either.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -269,6 +268,6 @@ class CurationService:
 
 def _toxicity_check() -> ToxicityScorer:
     """The platform's toxicity check (imported when a generator is first curated: it may load a model)."""
-    # by name: the check (curation.toxicity) may load a classifier, and is imported only when needed
-    check: ToxicityScorer = importlib.import_module("curation.toxicity").ToxicityCheck()
-    return check
+    from curation.toxicity import ToxicityCheck  # loads its classifier: only when a generator is curated
+
+    return ToxicityCheck()

@@ -37,18 +37,3 @@ class HashingEncoder:
         out[:, :1] += norms == 0  # a text whose words cancel out: a fixed unit vector, never NaN
         normalised: Vectors = out / np.linalg.norm(out, axis=1, keepdims=True)
         return normalised
-
-
-class WordListToxicity:
-    """The fake toxicity check (``curation.pairs.ToxicityScorer``): 1.0 for a text holding one of ``words``
-    (whole words, case-insensitive), else 0.0. Records every text it was asked about."""
-
-    threshold = 0.5
-
-    def __init__(self, words: Sequence[str]) -> None:
-        self.words = frozenset(w.lower() for w in words)
-        self.asked: list[str] = []
-
-    def scores(self, texts: Sequence[str]) -> list[float]:
-        self.asked.extend(texts)
-        return [1.0 if self.words & set(re.findall(r"\w+", t.lower())) else 0.0 for t in texts]

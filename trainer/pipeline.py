@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import logging
 import time
 import uuid
@@ -320,5 +319,6 @@ def _generator_resources(data_dir: Path, base: str) -> GeneratorResources:
 
 def _toxicity_check() -> ToxicityScorer:
     """The platform's toxicity check (curation.toxicity), imported when a generator is first measured."""
-    check: ToxicityScorer = importlib.import_module("curation.toxicity").ToxicityCheck()
-    return check
+    from curation.toxicity import ToxicityCheck  # loads its classifier: only when a generator is measured
+
+    return ToxicityCheck()

@@ -19,9 +19,9 @@ from core.kafka import KafkaConnection
 from curation import CurationConfig, CurationService
 from curation.config import AnnotatorsConfig, PairsConfig, ServiceConfig
 from curation.pairs import PairMember, decide_pairs, judge
+from curation.toxicity import ToxicityCheck
 from tasks import ModelStore, parse_spec
 from tests.curation.helpers import LABELS, T0, Feedback, RecordingPublisher, land
-from tests.fakes import WordListToxicity
 
 CFG = CurationConfig(pairs=PairsConfig(max_response_chars=60))
 
@@ -100,7 +100,19 @@ def land_turns(db_url: str, turns: Sequence[Turn], model: str = "npc") -> list[i
     return ids
 
 
-def service(db_url: str, toxicity: WordListToxicity, config: CurationConfig = CFG) -> CurationService:
+class RecordingToxicity(ToxicityCheck):
+    """The platform's toxicity check, recording the texts it was asked about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    def scores(self, texts: Sequence[str]) -> list[float]:
+        self.asked.extend(texts)
+        return super().scores(texts)
+
+
+def service(db_url: str, toxicity: ToxicityCheck, config: CurationConfig = CFG) -> CurationService:
     return CurationService(connector=session_connector(db_url), config=config, labels=LABELS,
                            kafka=KafkaConnection(bootstrap_servers="unused:9092"), group="g", landed_topic="l",
                            curated_topic="c", default_model="sentiment", producer=RecordingPublisher(),
@@ -130,7 +142,7 @@ def test_a_generator_and_a_classifier_are_curated_side_by_side_in_postgres(db_ur
         Turn("What do you think of me?", "You are an idiot.", user="p8", rating=5),   # 7 toxic
         Turn("What do you think of me?", "A fine traveller.", user=None, signal="continued"),  # 8 anonymous
     ])
-    toxicity = WordListToxicity(["idiot"])
+    toxicity = RecordingToxicity()
     svc = service(db_url, toxicity)
     result = svc.curate_pass(sweep=True)
     assert result.outcome == "curated"
@@ -167,7 +179,7 @@ def test_a_player_who_keeps_contradicting_the_others_loses_trust_and_their_targe
         turns += [Turn(prompt, answer, user="honest1", rating=1), Turn(prompt, answer, user="honest2", rating=2),
                   Turn(prompt, answer, user="troll", rating=5)]
     ids = land_turns(db_url, turns)
-    svc = service(db_url, WordListToxicity([]), config)
+    svc = service(db_url, ToxicityCheck(), config)
     passes = [svc.curate_pass(sweep=True)]
     while passes[-1].outcome == "curated":
         passes.append(svc.curate_pass(sweep=True))

@@ -18,12 +18,12 @@ from core import db
 from core.settings import FlywheelSettings
 from curation import CurationConfig, PostgresCurationStore
 from curation.pairs import PairCurator
+from curation.toxicity import ToxicityCheck
 from flywheel.lifecycle import Lifecycle, lifecycle
 from flywheel.models import check_spec
 from kinds.generation import Pair, Prompt
 from registry.announce import read_model_events
 from tasks import ModelStore, parse_spec
-from tests.fakes import WordListToxicity
 from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
 from trainer.dialogue_data import chatterbot_pairs
 from trainer.exceptions import TrainerError
@@ -31,7 +31,7 @@ from trainer.gates.generation import GenerationConfig, GenerationMetrics, genera
 from trainer.pairs import read_pairs_csv
 
 NPC = {"name": "npc", "task": "text-generation", "description": "A tavern keeper answering travellers."}
-TOXIC = WordListToxicity(["idiot", "stupid", "hate"])
+TOXIC = ToxicityCheck()
 
 
 @pytest.fixture
