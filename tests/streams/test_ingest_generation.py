@@ -12,8 +12,12 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from core.db import session_connector
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
+from curation import CurationConfig, CurationService
+from curation.toxicity import ToxicityCheck
+from tests.curation.helpers import RecordingPublisher
 from tests.streams.helpers import (
     count,
     create_topics,
@@ -96,3 +100,18 @@ def test_generation_predictions_ratings_and_corrections_land_and_join_beside_a_t
     assert dupes == (2,)
     assert count(db_url, "SELECT count(*) FROM predictions WHERE model = 'sentiment'") == 3
     assert count(db_url, "SELECT count(*) FROM feedback WHERE model = 'sentiment' AND status = 'joined'") == 3
+
+    # what ingest landed, curated: the rating 5 makes the served response a target, the correction another
+    # reference for the same prompt, the abandoned answer none
+    service = CurationService(connector=session_connector(db_url), config=CurationConfig(), labels=["positive"],
+                              kafka=KafkaConnection(bootstrap_servers="unused:9092"), group="g", landed_topic="l",
+                              curated_topic="c", default_model="sentiment", producer=RecordingPublisher(),
+                              toxicity=ToxicityCheck)
+    assert service.curate_pass(sweep=True).outcome == "curated"
+    with psycopg.connect(db_url) as conn:
+        curated = {r[0]: r[1:] for r in conn.execute(
+            "SELECT f.feedback_id, s.status, s.target, s.reasons FROM samples s JOIN feedback f USING (id) "
+            "WHERE s.model = 'npc'").fetchall()}
+    assert curated.pop("r1") == ("accepted", "By the gate.", [])
+    assert curated.pop("c1") == ("accepted", "By the west gate, past the well.", ["near_duplicate"])
+    assert list(curated.values()) == [("rejected", None, ["low_rating"])]
