@@ -14,12 +14,13 @@ of the wrong task, a feature violation or a label the model does not have is dea
 reason; nothing else is held up by it.
 
 Rows go through binary COPY into temporary staging tables, then one INSERT .. SELECT per table: the
-database does the join and the unique indexes decide what is a duplicate. Duplicates inside a batch are
-dropped here first (first occurrence wins, as ``ON CONFLICT DO NOTHING`` in ``ord`` order would), so the
-INSERT is tried without ``ON CONFLICT`` (:class:`Optimism`): its arbiter check probes every unique index
-once more per row before inserting (measured: ~20% of the feedback INSERT's backend CPU). A row that
-already exists then raises a unique violation, the savepoint is rolled back and the same staged rows go
-through ``ON CONFLICT DO NOTHING``; after such a conflict the next batches skip the attempt for a while.
+database does the join and the unique indexes decide what is a duplicate. ``ON CONFLICT DO NOTHING``
+probes every unique index once more per row before inserting (measured: ~20% of the feedback INSERT's
+backend CPU), so the INSERT is first tried without it (:class:`Optimism`) on the batch deduplicated
+here (first occurrence wins, as ``ON CONFLICT DO NOTHING`` in ``ord`` order would when no row exists
+yet). A row that already exists raises a unique violation: the savepoint is rolled back, the batch is
+staged again as it came and goes through ``ON CONFLICT DO NOTHING``, and the next batches of that table
+skip the attempt for a while.
 """
 
 from __future__ import annotations
@@ -154,13 +155,17 @@ class Optimism:
     ``ON CONFLICT DO NOTHING`` costs, per row, a probe of every unique index before the insert probes
     them again; most batches hold no row that already exists (duplicates inside a batch are dropped
     before staging). A batch that does (a resend arriving batches later, a replay) pays its attempt
-    twice, so after a conflict the next ``pause`` batches of that table go straight to ``ON CONFLICT``.
+    on top, so after a conflict the next batches of that table go straight to ``ON CONFLICT``: ``pause``
+    of them, doubling with each conflict in a row up to ``max_pause`` (a stream where most batches
+    repeat rows costs ~1/max_pause of an attempt more than ``ON CONFLICT`` alone).
     The unique indexes decide either way: nothing is lost or landed twice whichever path runs.
     Shared by the writer threads; a lost update of the countdown only shifts the next attempt."""
 
-    def __init__(self, pause: int = 16) -> None:
+    def __init__(self, pause: int = 4, max_pause: int = 64) -> None:
         self.pause = pause
+        self.max_pause = max_pause
         self._skip: dict[str, int] = {}
+        self._next_pause: dict[str, int] = {}
 
     def attempt(self, table: str) -> bool:
         skip = self._skip.get(table, 0)
@@ -168,8 +173,13 @@ class Optimism:
             self._skip[table] = skip - 1
         return not skip
 
+    def succeeded(self, table: str) -> None:
+        self._next_pause.pop(table, None)
+
     def conflicted(self, table: str) -> None:
-        self._skip[table] = self.pause
+        pause = self._next_pause.get(table, self.pause)
+        self._skip[table] = pause
+        self._next_pause[table] = min(2 * pause, self.max_pause)
 
 
 def tolerant(check: SchemaIdCheck) -> SchemaIdCheck:
@@ -269,16 +279,17 @@ class IngestProcessor(Processor[IngestEvent]):
             # every time (measured: 0.5 ms per batch).
             cur.execute("DELETE FROM stg_predictions; DELETE FROM stg_feedback")
             if preds:
+                # the first of each id, whichever path runs: a later one is a duplicate either way
                 _copy_predictions(cur, _first_predictions(preds))
-                n, lo, hi = self._insert(conn, cur, "predictions", _INSERT_PREDICTIONS,
-                                         "ON CONFLICT (prediction_id) DO NOTHING", out)
+                plain = self.optimism.attempt("predictions") and self._try_plain(
+                    conn, cur, "predictions", _INSERT_PREDICTIONS, out)
+                n, lo, hi = plain or cur.execute(
+                    _INSERT_PREDICTIONS.format(conflict="ON CONFLICT (prediction_id) DO NOTHING")).fetchone() or ()
                 out.counts["landed:prediction"] += n
                 out.counts["duplicates:prediction"] += len(preds) - n
                 _range(out, "predictions", lo, hi)
             if fbs:
-                _copy_feedback(cur, *_first_feedback(fbs))
-                n, joined, lo, hi = self._insert(conn, cur, "feedback", _INSERT_FEEDBACK, "ON CONFLICT DO NOTHING",
-                                                 out)
+                n, joined, lo, hi = self._land_feedback(conn, cur, fbs, out)
                 out.counts["landed:feedback"] += n
                 out.counts["joined"] += joined
                 out.counts["pending"] += n - joined
@@ -292,18 +303,35 @@ class IngestProcessor(Processor[IngestEvent]):
                 _range(out, "feedback", lo, hi)
         return out
 
-    def _insert(self, conn: psycopg.Connection, cur: psycopg.Cursor, table: str, statement: str, conflict: str,
-                out: Outcome) -> tuple[Any, ...]:
-        """Run a staged table's INSERT .. RETURNING aggregate: without ``ON CONFLICT`` first when
-        :class:`Optimism` says so, in a savepoint; with it when a row already exists."""
-        if self.optimism.attempt(table):
-            try:
-                with conn.transaction():
-                    return cur.execute(statement.format(conflict="")).fetchone() or ()
-            except psycopg.errors.UniqueViolation:
-                self.optimism.conflicted(table)
-                out.counts[f"insert_retries:{table}"] += 1
-        return cur.execute(statement.format(conflict=conflict)).fetchone() or ()
+    def _land_feedback(self, conn: psycopg.Connection, cur: psycopg.Cursor,
+                       events: list[FeedbackRecord | ModelFeedback], out: Outcome) -> tuple[Any, ...]:
+        """Feedback has two unique keys, so which of a batch's events land depends on the rows already
+        there (an event whose id exists no longer claims its content key for a later one): the batch
+        deduplicated here is exact only when none of it exists, which the attempt without ``ON CONFLICT``
+        proves by succeeding. Otherwise every event is staged again, in order, for ``ON CONFLICT``."""
+        if self.optimism.attempt("feedback"):
+            _copy_feedback(cur, *_first_feedback(events))
+            row = self._try_plain(conn, cur, "feedback", _INSERT_FEEDBACK, out)
+            if row is not None:
+                return row
+            cur.execute("DELETE FROM stg_feedback")
+        keys = [content_key(e.prediction_id, e.user_id, e.label, e.thumbs) for e in events]
+        _copy_feedback(cur, events, keys)
+        return cur.execute(_INSERT_FEEDBACK.format(conflict="ON CONFLICT DO NOTHING")).fetchone() or ()
+
+    def _try_plain(self, conn: psycopg.Connection, cur: psycopg.Cursor, table: str, statement: str,
+                   out: Outcome) -> tuple[Any, ...] | None:
+        """The staged rows' INSERT without ``ON CONFLICT``, in a savepoint: its RETURNING aggregate, or
+        None when a row already exists (nothing was written)."""
+        try:
+            with conn.transaction():
+                row = cur.execute(statement.format(conflict="")).fetchone() or ()
+        except psycopg.errors.UniqueViolation:
+            self.optimism.conflicted(table)
+            out.counts[f"insert_retries:{table}"] += 1
+            return None
+        self.optimism.succeeded(table)
+        return row
 
     def housekeeping(self, conn: psycopg.Connection) -> Outcome:
         """Join pending feedback whose prediction has landed meanwhile (heals the race between two
