@@ -32,6 +32,10 @@ class StreamMetrics:
         self.dlq_publish_failures = Counter(
             "flywheel_stream_dlq_publish_failures", "Dead letters the DLQ topic refused for good (kept in Postgres)",
             ["group"], registry=r)
+        self.insert_retries = Counter(
+            "flywheel_stream_insert_retries",
+            "Batches whose INSERT without ON CONFLICT met an existing row and ran again with it", ["group", "table"],
+            registry=r)
         self.signal_errors = Counter(
             "flywheel_stream_signal_errors", "Wake-up signals that could not be queued", ["group"], registry=r)
         self.batch_seconds = Histogram(
@@ -47,7 +51,7 @@ class StreamMetrics:
 
     def record(self, group: str, outcome: Outcome) -> None:
         """Add a committed outcome: ``landed:<kind>``, ``duplicates:<kind>``, ``dead_letters:<reason>``,
-        ``joined``, ``pending``, ``orphans``, ``replayed``."""
+        ``insert_retries:<table>``, ``joined``, ``pending``, ``orphans``, ``replayed``."""
         for key, n in outcome.counts.items():
             if not n:
                 continue
@@ -58,6 +62,8 @@ class StreamMetrics:
                 self.duplicates.labels(group, label).inc(n)
             elif name == "dead_letters":
                 self.dead_letters.labels(group, label).inc(n)
+            elif name == "insert_retries":
+                self.insert_retries.labels(group, label).inc(n)
             elif name in ("joined", "pending", "orphans", "replayed"):
                 metric = {"joined": self.joined, "pending": self.pending, "orphans": self.orphans,
                           "replayed": self.replayed}[name]

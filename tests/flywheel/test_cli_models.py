@@ -137,7 +137,7 @@ def test_feedback_import_lands_outcomes_once_and_rejects_bad_rows_with_their_rea
     bad: list[tuple[object, str]] = [
         ({"prediction_id": "run-4", "label": "exploded"}, "label 'exploded' is not one of automation's"),
         ({"label": "failed"}, "needs a prediction_id (or task_id)"),
-        ({"prediction_id": "run-5"}, "exactly one of label or thumbs"),
+        ({"prediction_id": "run-5"}, "one of label, thumbs, rating, correction or signal is required"),
         ({"prediction_id": "run-6", "label": "failed", "ts": "yesterday"}, "ts"),
         ({"prediction_id": "run-6", "label": "failed", "ts": "2026-12-05T09:10:00"}, "timezone"),
         # ingest would dead-letter it: refused here instead
