@@ -29,11 +29,12 @@ checks that it names every class, and each name once)::
     │   └── TopicAdminError              ``topic``
     ├── KindError                        (kinds: the model-kind contract)
     │   ├── NotFitted, UnknownLabel, EncoderError, EmbeddingCacheError
+    │   ├── BaseModelError               a generator's base model cannot be prepared or loaded; ``name``
     │   └── ArtifactError                a saved model cannot be loaded; ``path``
     │       ├── TamperedArtifact         its bytes differ from the sha256 recorded; ``model``, ``version``
     │       └── EncoderMismatch
     ├── CurationError                    (curation)
-    │   └── CurationStoreError
+    │   └── CurationStoreError, ToxicityError
     ├── RegistryError                    (registry)
     │   ├── RegistryStoreError           MLflow's store failed; ``code``
     │   ├── NoSuchVersion                ``model``, ``ref``
@@ -41,6 +42,7 @@ checks that it names every class, and each name once)::
     │   │   └── NoPrevious
     │   └── InvalidRequest
     ├── TrainerError                     (trainer)
+    │   ├── DialogueDataError            (trainer.dialogue_data)
     │   └── GateError                    (trainer.gates)
     │       └── GateConfigError, BehaviourSuiteError, ArtifactWriteError
     └── ServingError                     (serving: each carries its HTTP ``status`` and ``code``)
