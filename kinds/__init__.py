@@ -1,11 +1,14 @@
 """Model kinds: one contract (fit, warm start, predict_proba, sha256-pinned pickle-free artifacts), the
 implementations (text-classification: ``tfidf-logreg``, ``minilm-head``; tabular-classification:
-``lightgbm``, ``xgboost``), and loading any saved model by the kind its manifest names. Both the trainer
+``lightgbm``, ``xgboost``), the generator contract and kind (text-generation: ``smollm2-lora``, a LoRA
+adapter on a shared base model, :mod:`kinds.generation`, :mod:`kinds.base_models`), and loading any saved
+model by the kind its manifest names. Both the trainer
 (which fits them) and serving (which loads and predicts with them) import this package; it imports
 neither."""
 
 from kinds.base import ModelKind, Probabilities, Resources, artifact_sha256, read_manifest
-from kinds.catalog import KINDS, create, load_model
+from kinds.base_models import BASE_MODELS, BaseModel, load_base
+from kinds.catalog import GENERATORS, KINDS, create, kind_class, load_model
 from kinds.embeddings import (
     Embedder,
     EmbeddingCache,
@@ -16,6 +19,7 @@ from kinds.embeddings import (
 from kinds.encoder import Encoder, TextEncoder, shared_encoder
 from kinds.exceptions import (
     ArtifactError,
+    BaseModelError,
     EmbeddingCacheError,
     EncoderError,
     EncoderMismatch,
@@ -24,16 +28,22 @@ from kinds.exceptions import (
     TamperedArtifact,
     UnknownLabel,
 )
+from kinds.generation import Generation, GeneratorKind, GeneratorResources, Pair, Prompt
 from kinds.lightgbm_kind import LightGBMKind
 from kinds.minilm import MiniLMHead
 from kinds.search_space import Choice, Dimension, FloatRange, IntRange
+from kinds.smollm2_lora import SmolLM2LoRA
 from kinds.tabular import TabularKind
 from kinds.tfidf import TfidfLogReg
 from kinds.xgboost_kind import XGBoostKind
 
 __all__ = [
+    "BASE_MODELS",
+    "GENERATORS",
     "KINDS",
     "ArtifactError",
+    "BaseModel",
+    "BaseModelError",
     "Choice",
     "Dimension",
     "Embedder",
@@ -43,6 +53,9 @@ __all__ = [
     "EncoderError",
     "EncoderMismatch",
     "FloatRange",
+    "Generation",
+    "GeneratorKind",
+    "GeneratorResources",
     "IntRange",
     "KindError",
     "LayeredEmbeddingCache",
@@ -51,9 +64,12 @@ __all__ = [
     "MiniLMHead",
     "ModelKind",
     "NotFitted",
+    "Pair",
     "PostgresEmbeddingCache",
     "Probabilities",
+    "Prompt",
     "Resources",
+    "SmolLM2LoRA",
     "TabularKind",
     "TamperedArtifact",
     "TextEncoder",
@@ -62,6 +78,8 @@ __all__ = [
     "XGBoostKind",
     "artifact_sha256",
     "create",
+    "kind_class",
+    "load_base",
     "load_model",
     "read_manifest",
     "shared_encoder",

@@ -55,3 +55,13 @@ class EncoderMismatch(ArtifactError):
 
 class EmbeddingCacheError(KindError):
     """The embedding cache's store failed (a query error, or a stored vector of the wrong size)."""
+
+
+class BaseModelError(KindError):
+    """A generator's base model cannot be found, converted or loaded (or its files changed since they were
+    pinned); ``name`` is the base model."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"base model {name!r}: {detail}")
+        self.name = name
+        self.detail = detail

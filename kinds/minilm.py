@@ -22,14 +22,12 @@ embed with it. Other encoders (the fake) are used as given.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
 import math
-import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -39,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from kinds._threads import one_blas_thread
+from kinds._threads import one_blas_thread, one_torch_thread
 from kinds.base import ModelKind, Probabilities, Resources, as_texts
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
 from kinds.encoder import PRECISIONS, Encoder, Precision, shared_encoder
@@ -157,7 +155,7 @@ class MiniLMHead(ModelKind):
         self._require_fitted()
         assert self._net is not None
         x = torch.from_numpy(self._checked_embedder().embed(as_texts(inputs)))
-        with _one_thread(), torch.inference_mode():
+        with one_torch_thread(), torch.inference_mode():
             proba: Probabilities = torch.softmax(self._net(x).double(), dim=1).numpy()
         return proba
 
@@ -167,7 +165,7 @@ class MiniLMHead(ModelKind):
         batch = self.params["batch_size"]
         optimiser = torch.optim.AdamW(net.parameters(), lr=self.params["lr"],
                                       weight_decay=self.params["weight_decay"])
-        with _one_thread(), torch.enable_grad():
+        with one_torch_thread(), torch.enable_grad():
             for _ in range(self.params["epochs"]):
                 order = torch.randperm(len(y), generator=generator)
                 for start in range(0, len(y), batch):
@@ -243,31 +241,6 @@ def _new_net(dim: int, hidden: int, n_labels: int, generator: torch.Generator) -
             linear.bias.zero_()
         layers += [linear, torch.nn.ReLU()]
     return torch.nn.Sequential(*layers[:-1])
-
-
-_threads_lock = threading.Lock()
-_threads_users = 0
-_threads_saved = 0
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the head's ops on one intra-op thread (torch's setting is process-wide; restored when the last
-    user leaves). The ops are tiny: on a busy 2-core machine two threads fighting over them made a
-    2000-sample fit 10-50x slower than one; it also keeps the head's arithmetic independent of the setting."""
-    global _threads_users, _threads_saved
-    with _threads_lock:
-        if _threads_users == 0:
-            _threads_saved = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _threads_users += 1
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            _threads_users -= 1
-            if _threads_users == 0:
-                torch.set_num_threads(_threads_saved)
 
 
 def _targets(labels: Sequence[str], classes: Sequence[str]) -> torch.Tensor:
