@@ -18,7 +18,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from psycopg.types.json import Jsonb
 
+from core import db
 from core.db import session_connector
 from core.settings import FlywheelSettings
 from flywheel import models
@@ -26,10 +29,20 @@ from kinds.base_models import TINY, base_dir, load_base, prepare
 from kinds.generation import GeneratorKind, GeneratorResources, Pair, Prompt
 from kinds.smollm2_lora import SmolLM2LoRA
 from registry import Lineage, ModelRegistry, ModelVersionInfo, open_from_settings
+from registry.actions import ModelActions
 from registry.announce import ModelAnnouncer, model_event
 from schemas.events import FeedbackEventV2, GenerationInput, GenerationOutput, PredictionEventV2
 from serving import create_app
+from serving.canary import (
+    CanaryConfig,
+    CanaryController,
+    CanaryMetrics,
+    GenerationCanaryConfig,
+    WatchdogConfig,
+    controller_for,
+)
 from serving.pod import Pod
+from serving.sequential import SequentialConfig
 from streams.kafka import CheckedProducer, admin, create_topics, producer_config
 from tasks import ModelSpec, ModelStore, parse_spec
 
@@ -301,3 +314,86 @@ def test_the_openapi_document_describes_generate(client: TestClient) -> None:
     assert {"prompt", "context", "persona", "max_tokens", "temperature", "stop", "stream"} <= set(body)
     feedback = doc["components"]["schemas"]["ModelFeedbackCreate"]["properties"]
     assert {"rating", "correction", "signal", "thumbs", "label"} <= set(feedback)
+
+
+# -- the canary of a generator: judged on ratings, retired on errors ---------------------------------
+CANARY = CanaryConfig(interval_s=0.2, test=SequentialConfig(alpha=0.05, beta=0.2, effect=0.1, min_samples=100),
+                      watchdog=WatchdogConfig(enabled=False),
+                      generation=GenerationCanaryConfig(good_rating=4, max_error_rate=0.01, min_requests=100))
+
+
+def land_generations(db_url: str, variant: str, version: str, n: int, *, good: int = 0, rated: int = 0,
+                     timeouts: int = 0) -> None:
+    """``n`` landed npc predictions served by ``version`` as ``variant`` (``timeouts`` of them cut at their
+    deadline); the first ``rated`` have joined feedback, ``good`` of those rated well (5, or thumbs up for
+    every third) and the rest badly (2, or thumbs down)."""
+    with db.connect(db_url) as conn, conn.cursor() as cur:
+        for i in range(n):
+            pid = uuid.uuid4().hex
+            output = {"text": "Aye.", "prompt_tokens": 9, "completion_tokens": 2,
+                      "finish_reason": "timeout" if i < timeouts else "stop"}
+            cur.execute("INSERT INTO predictions (prediction_id, model, model_version, variant, input, output, "
+                        "latency_ms, ts) VALUES (%s, 'npc', %s, %s, %s, %s, 10.0, now())",
+                        (pid, version, variant, Jsonb({"prompt": "Hello"}), Jsonb(output)))
+            if i >= rated:
+                continue
+            right = i < good
+            rating, thumbs = (None, "up" if right else "down") if i % 3 == 0 else (5 if right else 2, None)
+            cur.execute("INSERT INTO feedback (feedback_id, content_key, prediction_id, rating, thumbs, source, ts, "
+                        "status, model, model_version, variant, received_at, resolved_at) VALUES (%s, %s, %s, %s, "
+                        "%s, 'test', now(), 'joined', 'npc', %s, %s, now(), now())",
+                        (uuid.uuid4().hex, uuid.uuid4(), pid, rating, thumbs, version, variant))
+        conn.commit()
+
+
+@pytest.fixture
+def npc_actions(gen_settings: FlywheelSettings, npc: tuple[ModelRegistry, ModelAnnouncer], tmp_path: Path
+                ) -> ModelActions:
+    registry, announcer = npc
+    actions = ModelActions(registry, announcer, "npc", gen_settings.topics.retrain)
+    actions.promote(register(registry, gen_settings, tmp_path, seed=1).version, "test")
+    return actions
+
+
+def start_generator_canary(actions: ModelActions, settings: FlywheelSettings, tmp_path: Path) -> ModelVersionInfo:
+    """What the trainer does for a generator: challenger alias, then a canary event at 5%."""
+    info = register(actions.registry, settings, tmp_path, seed=2)
+    actions.registry.mark_challenger(info.version, "test")
+    actions.announcer.publish(model_event(actions.registry.get(info.version), "npc", "canary", 0.05, "test"))
+    return info
+
+
+def generator_controller(actions: ModelActions, settings: FlywheelSettings, db_url: str) -> CanaryController:
+    return controller_for(settings.model_copy(update={"model_name": "npc", "labels": ()}), settings.kafka_connection(),
+                          db_url, CANARY, actions=actions, offline_accuracy=lambda _: None,
+                          metrics=CanaryMetrics(CollectorRegistry()))
+
+
+def test_a_generator_canary_whose_ratings_fall_below_the_champions_is_retired(
+        npc_actions: ModelActions, gen_settings: FlywheelSettings, db_url: str, tmp_path: Path) -> None:
+    canary = start_generator_canary(npc_actions, gen_settings, tmp_path)
+    land_generations(db_url, "champion", "1", 300, rated=300, good=240)  # 80% rated well
+    land_generations(db_url, "canary", canary.version, 150, rated=150, good=75)  # 50%
+    land_generations(db_url, "canary", canary.version, 50)  # unrated: not judged
+    controller = generator_controller(npc_actions, gen_settings, db_url)
+    assert controller.task == "text-generation"  # read from the model's declaration
+    result = controller.tick()
+    assert result.decision is not None and result.decision.verdict == "rollback", result.decision
+    assert "75/150" in result.decision.reason and "240/300" in result.decision.reason
+    assert [(a.action, a.version) for a in result.acted] == [("retire", canary.version)]
+    assert "challenger" not in npc_actions.registry.aliases()
+
+
+def test_a_generator_canary_is_retired_when_more_than_1_percent_of_its_answers_fail(
+        npc_actions: ModelActions, gen_settings: FlywheelSettings, db_url: str, tmp_path: Path) -> None:
+    canary = start_generator_canary(npc_actions, gen_settings, tmp_path)
+    land_generations(db_url, "champion", "1", 100, timeouts=10)  # the champion's errors are not the canary's
+    land_generations(db_url, "canary", canary.version, 120, timeouts=1)  # 0.83%: below the limit
+    controller = generator_controller(npc_actions, gen_settings, db_url)
+    assert controller.tick().acted == ()
+    land_generations(db_url, "canary", canary.version, 80, timeouts=2)  # 3 of 200: 1.5%
+    result = controller.tick()
+    assert [(a.action, a.version) for a in result.acted] == [("retire", canary.version)]
+    assert "1.50%" in result.acted[0].reason and "3 of 200" in result.acted[0].reason
+    assert "challenger" not in npc_actions.registry.aliases()
+    assert npc_actions.registry.champion().version == "1"  # type: ignore[union-attr]
