@@ -12,9 +12,12 @@ only turns every answer into a time-out).
 The deadline (``generate_timeout_s`` from arrival): a request still queued at its deadline is dropped
 without running and answered 504; a non-streamed generation that is running at its deadline cannot be
 interrupted (``GeneratorKind.generate`` is one call), so the client gets 504 and the generation finishes
-in the background, holding its worker (the bound stays true) and publishing nothing. A stream is read
-piece by piece, so at its deadline it is cut: the last event says ``finish_reason: timeout`` and the
-partial answer is published as such.
+in the background, holding its worker (the bound stays true). Why 504 and not a 200 with
+``finish_reason: timeout``: a non-streamed client has nothing partial to show, and an error status is what
+its retries and dashboards already understand. Either way the prediction is published with
+``finish_reason`` ``timeout`` (the canary's error rate counts it). A stream is read piece by piece, so at
+its deadline it is cut: the last event says ``finish_reason: timeout`` and the partial answer is
+published as such.
 """
 
 from __future__ import annotations
@@ -97,10 +100,11 @@ async def generate(body: GenerateCreate, services: Services) -> GenerationPublic
         generation = await asyncio.wait_for(asyncio.wrap_future(future), max(0.0, req.deadline - time.monotonic()))
     except (TimeoutError, GenerationTimeout):
         _count(req, "timeout")
+        future.add_done_callback(lambda done: _publish_late(req, done))
         raise GenerationTimeout(
-            f"no answer from version {req.loaded.version} within FLYWHEEL_GENERATE_TIMEOUT_S="
-            f"{services.settings.generate_timeout_s:g}s ({pool.admitted} generations running or queued)",
-            pool.retry_after()) from None
+            f"prediction {req.prediction_id}: no answer from version {req.loaded.version} within "
+            f"FLYWHEEL_GENERATE_TIMEOUT_S={services.settings.generate_timeout_s:g}s ({pool.admitted} generations "
+            "running or queued)", pool.retry_after()) from None
     except Exception as exc:
         _count(req, "error")
         log.error("generation by %s %s failed", services.settings.model_name, req.loaded.version, exc_info=exc)
@@ -184,6 +188,16 @@ async def _events(req: _Request, pieces: asyncio.Queue[str | BaseException | Non
     _served(req, answer)
     _shadow(req)
     yield _sse("done", answer.model_dump())
+
+
+def _publish_late(req: _Request, done: Future[Generation]) -> None:
+    """A request answered 504 is still a prediction of its variant that failed: published with
+    ``finish_reason`` ``timeout`` (what the generation made once it finished, or nothing when it never
+    started), so a canary's error rate counts it."""
+    generation = None if done.cancelled() or done.exception() is not None else done.result()
+    _publish(req, req.prediction_id, req.loaded, req.variant, generation.text if generation else "",
+             generation.prompt_tokens if generation else 0, generation.completion_tokens if generation else 0,
+             "timeout", _elapsed_ms(req))
 
 
 def _admit(pool: GenerationPool, req: _Request, job: Callable[[], T]) -> Future[T]:

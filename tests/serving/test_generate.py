@@ -275,9 +275,16 @@ def test_a_full_pod_refuses_with_429_and_a_late_answer_is_a_504_or_a_timed_out_s
         assert int(busy.headers["Retry-After"]) >= 1
         worker.join(10)
     late = results["first"]
-    refused(late, 504, "generation_timeout", "FLYWHEEL_GENERATE_TIMEOUT_S=1.5")
+    detail = refused(late, 504, "generation_timeout", "FLYWHEEL_GENERATE_TIMEOUT_S=1.5")["detail"]
     assert int(late.headers["Retry-After"]) >= 1
     wait_for(lambda: services.generation.admitted == 0, "the late generation to finish in the background")
+    # the late answer is still published, as a timed-out prediction of its variant (the canary's error rate)
+    late_id = detail.split()[1].rstrip(":")
+    published = [PredictionEventV2.model_validate_json(v) for v in
+                 read_topic(gen_settings.kafka_connection(), gen_settings.topics.predictions, 1)]
+    [event] = [e for e in published if e.prediction_id == late_id]
+    assert isinstance(event.output, GenerationOutput) and event.output.finish_reason == "timeout"
+    assert event.output.completion_tokens >= 1  # it ran to its end in the background
 
     with base.lock, client.stream("POST", "/v1/models/npc/generate", json={**ASK, "stream": True}) as response:
         assert response.status_code == 200
@@ -295,14 +302,31 @@ def test_a_full_pod_refuses_with_429_and_a_late_answer_is_a_504_or_a_timed_out_s
     assert 'flywheel_serving_generate_outcomes_total{model="npc",outcome="timeout",variant="champion"} 2.0' in metrics
 
 
-def test_the_p95_generation_time_is_exported_per_model_version(client: TestClient) -> None:
+def test_the_p95_generation_time_is_exported_per_model_version_and_a_shadow_answers_copies(
+        client: TestClient, gen_settings: FlywheelSettings, npc: tuple[ModelRegistry, ModelAnnouncer],
+        tmp_path: Path) -> None:
     for i in range(5):
         assert client.post("/v1/models/npc/generate", json={**ASK, "prompt": f"Tell me tale {i}"}).status_code == 200
+    # a canary at 0% traffic is a shadow: it answers a copy of each request, off the request path
+    registry, announcer = npc
+    shadow = register(registry, gen_settings, tmp_path, seed=3)
+    promote(announcer, shadow, "canary", 0.0)
+    runtime = pod(client).get("npc").runtime
+    assert runtime.wait_for(lambda d, _e: d.shadow is not None and d.shadow.version == shadow.version, 60)
+    served = client.post("/v1/models/npc/generate", json=ASK).json()
+    assert served["variant"] == "champion" and served["model_version"] == "1"
+    wait_for(lambda: any(e.prediction_id == f"{served['prediction_id']}-shadow" for e in (
+        PredictionEventV2.model_validate_json(v) for v in
+        read_topic(gen_settings.kafka_connection(), gen_settings.topics.predictions, 1))), "the shadow's event")
+    [copy] = [e for e in (PredictionEventV2.model_validate_json(v) for v in read_topic(
+        gen_settings.kafka_connection(), gen_settings.topics.predictions, 1))
+        if e.prediction_id == f"{served['prediction_id']}-shadow"]
+    assert copy.variant == "shadow" and copy.model_version == shadow.version
     metrics = client.get("/metrics").text
     p95 = [line for line in metrics.splitlines()
            if line.startswith('flywheel_serving_generate_p95_seconds{model="npc",version="1"}')]
     assert p95 and 0.0 < float(p95[0].split()[-1]) < 20.0, p95
-    assert 'flywheel_serving_generate_seconds_count{model="npc",variant="champion",version="1"} 5.0' in metrics
+    assert 'flywheel_serving_generate_seconds_count{model="npc",variant="champion",version="1"} 6.0' in metrics
 
 
 def test_the_openapi_document_describes_generate(client: TestClient) -> None:
