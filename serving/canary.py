@@ -17,8 +17,8 @@ Every ``interval_s`` a :class:`CanaryController` takes its own Postgres advisory
    ``generation.max_error_rate`` (1%) over at least ``generation.min_requests`` landed predictions. An
    error is a prediction that ended at its deadline (``finish_reason`` ``timeout``: the pods publish a
    cut stream, and a non-streamed request answered 504, as such); a generation that raised publishes
-   nothing and shows on the pod's ``flywheel_serving_generate_outcomes{outcome="error"}`` (alert rule
-   FlywheelCanaryGenerationErrors).
+   nothing and shows on the pod's ``flywheel_serving_generate_outcomes_total{finish="error"}`` (alert rule
+   FlywheelGenerationErrors).
 2. **Watchdog.** The champion's online accuracy over the last ``window_s`` (since it became champion, at
    least ``min_samples``) more than ``margin`` below its offline accuracy (on current traffic when its run
    had any: recent reserved and cross-fitted feedback, else the holdout; see :func:`mlflow_run_metric`): a

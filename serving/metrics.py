@@ -60,9 +60,8 @@ class ServingMetrics:
             "flywheel_serving_generate_p95_seconds", "p95 generation time over the last answers of a model version "
             "(GENERATE_WINDOW of them; queue wait excluded)", ["model", "version"], registry=r)
         self.generate_outcomes = Counter(
-            "flywheel_serving_generate_outcomes", "Generation requests by outcome (stop, length, timeout, error, "
-            "overloaded), per model and variant: the error rate a canary is judged on", ["model", "variant", "outcome"],
-            registry=r)
+            "flywheel_serving_generate_outcomes", "Generation requests by how they ended (finish: stop, length, "
+            "timeout, error, overloaded, skipped), per model and variant", ["model", "variant", "finish"], registry=r)
         self.generate_tokens = Counter(
             "flywheel_serving_generate_tokens", "Tokens of served generations", ["model", "part"], registry=r)
         self.generate_waiting = Gauge(

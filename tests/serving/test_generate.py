@@ -297,9 +297,9 @@ def test_a_full_pod_refuses_with_429_and_a_late_answer_is_a_504_or_a_timed_out_s
     assert client.post("/v1/models/npc/generate", json=ASK).status_code == 200
 
     metrics = client.get("/metrics").text
-    assert 'flywheel_serving_generate_outcomes_total{model="npc",outcome="overloaded",variant="champion"} 1.0' \
+    assert 'flywheel_serving_generate_outcomes_total{finish="overloaded",model="npc",variant="champion"} 1.0' \
         in metrics
-    assert 'flywheel_serving_generate_outcomes_total{model="npc",outcome="timeout",variant="champion"} 2.0' in metrics
+    assert 'flywheel_serving_generate_outcomes_total{finish="timeout",model="npc",variant="champion"} 2.0' in metrics
 
 
 def test_the_p95_generation_time_is_exported_per_model_version_and_a_shadow_answers_copies(
