@@ -141,3 +141,9 @@ class GenerationTimeout(ServingError):
 
     def headers(self) -> dict[str, str] | None:
         return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class GenerationFailed(ServingError):
+    """The generator raised (logged with its traceback); counted as the variant's error."""
+
+    code = "generation_failed"

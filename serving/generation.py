@@ -39,7 +39,7 @@ from pydantic import ValidationError
 from kinds.base_models import SMOLLM2, load_base
 from kinds.generation import Generation, GeneratorKind, Prompt
 from schemas.events import GenerationInput, GenerationOutput, PredictionEventV2, Variant
-from serving.exceptions import GenerationTimeout, InvalidInput, NotReady, Overloaded, ServingError, WrongTask
+from serving.exceptions import GenerationFailed, GenerationTimeout, InvalidInput, NotReady, Overloaded, WrongTask
 from serving.genpool import GenerationPool
 from serving.models import GenerateCreate, GenerationPublic
 from serving.router import route
@@ -50,12 +50,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Finish = Literal["stop", "length", "timeout"]
-
-
-class GenerationFailed(ServingError):
-    """The generator raised (logged with its traceback); counted as the variant's error."""
-
-    code = "generation_failed"
 
 
 @dataclass(frozen=True)
