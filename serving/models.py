@@ -105,7 +105,7 @@ class ModelFeedbackCreate(FeedbackCreate):
     becomes a reference) and/or an interaction ``signal``. A field the model's task does not take is
     refused with 422 naming it."""
 
-    rating: Annotated[int, Field(ge=1, le=5, strict=True)] | None = None
+    rating: Annotated[int, Field(ge=1, le=5)] | None = None  # 4.0 is 4 (JSON Schema: an integer), 4.5 is refused
     correction: Annotated[str, Field(min_length=1, max_length=8000, pattern=NO_NUL)] | None = None
     signal: Literal["continued", "abandoned"] | None = None
 
