@@ -208,6 +208,8 @@ def test_a_generator_takes_ratings_corrections_and_signals_and_a_classifier_does
             "invalid_request", "signal:")
     refused(client.post("/v1/models/npc/feedback", json={"prediction_id": pid, "rating": 6}), 422,
             "invalid_request", "rating")
+    refused(client.post("/v1/models/npc/feedback", json={"prediction_id": pid, "rating": 4.5}), 422,
+            "invalid_request", "rating")
     refused(client.post("/v1/models/npc/feedback", json={"prediction_id": pid}), 422, "invalid_request",
             "one of label, thumbs, rating, correction or signal")
     landed = [FeedbackEventV2.model_validate_json(v) for v in
