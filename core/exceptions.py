@@ -47,6 +47,7 @@ checks that it names every class, and each name once)::
     │       └── GateConfigError, BehaviourSuiteError, ArtifactWriteError
     └── ServingError                     (serving: each carries its HTTP ``status`` and ``code``)
         ├── InvalidInput, NotReady, QueueFull, Unauthorized, AdminDisabled, NotFound, Conflict, Unavailable
+        ├── WrongTask, Overloaded, GenerationTimeout, GenerationFailed   (text generation)
         ├── ModelLoadError
         │   └── ChecksumMismatch
         └── BatcherClosed                (serving.batching)

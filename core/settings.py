@@ -119,6 +119,14 @@ class FlywheelSettings(BaseSettings):
     predict_batch_workers: int = Field(default=2, ge=1, le=64,
                                        description="Micro-batches (minilm) a pod encodes at the same time.")
     embedding_cache_entries: int = Field(default=50_000, ge=0, description="LRU embeddings kept per pod.")
+    generate_max_tokens: int = Field(default=256, ge=1, le=4096,
+                                     description="Most new tokens one /generate request may ask for.")
+    generate_workers: int = Field(default=1, ge=1, le=16, description=(
+        "Generations a pod runs at once (they share one base model whose forward passes are serialised)."))
+    generate_queue: int = Field(default=8, ge=0, le=10_000, description=(
+        "Generation requests that may wait for a worker; one more is refused with 429 and Retry-After."))
+    generate_timeout_s: float = Field(default=30.0, gt=0, le=3600, description=(
+        "Deadline of one /generate request from arrival (queue wait included)."))
 
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 = do not serve /metrics.")
     metrics_host: str = Field(default="127.0.0.1", description="Address /metrics binds to; 0.0.0.0 in containers.")

@@ -1,7 +1,8 @@
 """The served OpenAPI document states the limits the routes enforce, so that a client (or schemathesis)
 built from it sends nothing the server refuses and expects every answer it gets: limits that depend on
 settings (the label set, ``max_text_chars``) and rules the routes check themselves (a text with something
-besides whitespace, a known model kind, exactly one of label and thumbs), and the 400 that any operation
+besides whitespace, a known model kind, exactly one of label and thumbs, at least one judgement of a
+model's feedback), and the 400 that any operation
 with a body answers to bytes that are not JSON."""
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ _DECLARED: dict[str, dict[str, dict[str, object]]] = {
 _LABEL_OR_THUMBS = {"oneOf": [{"required": ["label"], "properties": {"label": {"type": "string"}}},
                               {"required": ["thumbs"], "properties": {"thumbs": {"type": "string"}}}]}
 
+# ModelFeedbackCreate: at least one judgement (which ones a model takes is its task's: 422 naming the field),
+# label and thumbs never both
+_SOME_JUDGEMENT = {
+    "anyOf": [{"required": [name], "properties": {name: {"type": kind}}}
+              for name, kind in (("label", "string"), ("thumbs", "string"), ("rating", "integer"),
+                                 ("correction", "string"), ("signal", "string"))],
+    "not": {"required": ["label", "thumbs"],
+            "properties": {"label": {"type": "string"}, "thumbs": {"type": "string"}}}}
+
 
 def install_openapi(app: FastAPI, settings: FlywheelSettings) -> None:
     """Wrap ``app.openapi`` so that the document it builds (once) declares the limits."""
@@ -53,6 +63,8 @@ def declare_limits(schema: dict[str, Any], settings: FlywheelSettings) -> dict[s
             target.update({k: values.get(v, v) if isinstance(v, str) else v for k, v in constraints.items()})
     if "FeedbackCreate" in components:
         components["FeedbackCreate"].update(_LABEL_OR_THUMBS)
+    if "ModelFeedbackCreate" in components:
+        components["ModelFeedbackCreate"].update(_SOME_JUDGEMENT)
     error = {"description": "The body is not JSON (or not UTF-8)",
              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorPublic"}}}}
     for operations in schema.get("paths", {}).values():

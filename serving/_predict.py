@@ -26,11 +26,12 @@ from kinds.base import Probabilities
 from schemas.events import ClassificationOutput, PredictionEvent, PredictionEventV2, TabularInput, Variant
 from schemas.exceptions import InvalidEvent
 from serving.batching import MicroBatcher
-from serving.exceptions import InvalidInput, NotReady, ServingError
+from serving.exceptions import InvalidInput, NotReady, ServingError, WrongTask
 from serving.metrics import ServingMetrics
 from serving.models import (
     FeedbackCreate,
     FeedbackPublic,
+    ModelFeedbackCreate,
     ModelPredictCreate,
     PredictCreate,
     PredictionPublic,
@@ -67,6 +68,9 @@ def check_item(item: ModelPredictCreate, services: Services, where: str = "") ->
     declared feature present, absent optional ones as null), else :class:`InvalidInput`."""
     prefix = f"{where}." if where else ""
     spec = services.spec
+    if services.task == "text-generation":
+        name = services.settings.model_name
+        raise WrongTask(f"model {name!r} is a text-generation model: POST /v1/models/{name}/generate")
     if isinstance(item, PredictCreate):
         if services.task != "text-classification":
             raise InvalidInput(f"{prefix}text: model {services.settings.model_name!r} is a {services.task} model; "
@@ -87,7 +91,7 @@ def model_input(item: ModelPredictCreate) -> Input:
 
 
 def score(model: LoadedModel, texts: Sequence[Input], batcher: MicroBatcher | None = None) -> list[Scored]:
-    if batcher is not None and model.model.batches:
+    if batcher is not None and model.classifier.batches:
         batched = batcher.predict(model, texts)  # type: ignore[arg-type]  # batching kinds take texts
         return _scored(model, batched.proba, batched.latency_ms)
     started = time.perf_counter()
@@ -98,16 +102,16 @@ def score(model: LoadedModel, texts: Sequence[Input], batcher: MicroBatcher | No
 async def score_async(model: LoadedModel, texts: Sequence[Input], batcher: MicroBatcher | None = None
                       ) -> list[Scored]:
     """:func:`score` for the event loop: awaits the batcher, runs ``inline`` kinds here, others in the pool."""
-    if batcher is not None and model.model.batches:
+    if batcher is not None and model.classifier.batches:
         batched = await asyncio.wrap_future(batcher.submit(model, texts))  # type: ignore[arg-type]
         return _scored(model, batched.proba, batched.latency_ms)
-    if model.model.inline:
+    if model.classifier.inline:
         return score(model, texts)
     return await run_in_threadpool(score, model, texts)
 
 
 def _scored(model: LoadedModel, proba: Probabilities, latency_ms: float) -> list[Scored]:
-    labels = model.model.labels
+    labels = model.classifier.labels
     return [Scored(labels[int(row.argmax())], dict(zip(labels, row.tolist(), strict=True)), latency_ms)
             for row in proba]
 
@@ -176,13 +180,27 @@ async def serve(items: Sequence[ModelPredictCreate], services: Services,
 def send_feedback(body: FeedbackCreate, services: Services, *, model: str | None = None) -> FeedbackPublic:
     """What every feedback route does: the label checked against the model's, the event published (schema
     version 2 naming ``model`` when given, else version 1: the default model's), counted either way."""
-    labels, metrics = services.settings.labels, services.metrics
+    labels, metrics, name = services.settings.labels, services.metrics, services.settings.model_name
+    rating, correction, signal = ((body.rating, body.correction, body.signal) if isinstance(body, ModelFeedbackCreate)
+                                  else (None, None, None))
+    judgement = {"rating": rating, "correction": correction, "signal": signal}
+    if services.task == "text-generation":
+        if body.label is not None:
+            raise InvalidInput(f"label: model {name!r} is a text-generation model: it takes thumbs, a rating, "
+                               "a correction or a signal, not a label")
+    else:
+        for field, value in judgement.items():
+            if value is not None:
+                raise InvalidInput(f"{field}: model {name!r} is a {services.task} model: it takes a label or "
+                                   f"thumbs, not a {field}")
+        if body.label is None and body.thumbs is None:
+            raise InvalidInput(f"label: model {name!r} is a {services.task} model: feedback needs a label or thumbs")
     if body.label is not None and body.label not in labels:
-        raise InvalidInput(f"label: {body.label!r} is not one of model {services.settings.model_name!r}'s "
-                           f"{list(labels)}")
+        raise InvalidInput(f"label: {body.label!r} is not one of model {name!r}'s {list(labels)}")
     try:
         event = services.feedback.feedback(body.prediction_id, label=body.label, thumbs=body.thumbs,
-                                           user_id=body.user_id, source="serving", model=model)
+                                           user_id=body.user_id, source="serving", model=model, rating=rating,
+                                           correction=correction, signal=signal)
     except InvalidEvent as exc:
         raise InvalidInput(str(exc)) from exc
     except ServingError:

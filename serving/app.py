@@ -58,7 +58,8 @@ ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorPublic} for code in (422, 503)}
 ROUTES = frozenset({"/predict", "/predict/batch", "/feedback", "/models", "/health", "/ready", "/metrics",
                     "/retrain", "/evaluate", "/models/rollback", "/bootstrap", "/v1/models", "/v1/models/{name}",
-                    "/v1/models/{name}/predict", "/v1/models/{name}/predict/batch", "/v1/models/{name}/feedback"})
+                    "/v1/models/{name}/predict", "/v1/models/{name}/predict/batch", "/v1/models/{name}/feedback",
+                    "/v1/models/{name}/generate"})
 
 
 def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = None,

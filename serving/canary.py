@@ -10,6 +10,15 @@ Every ``interval_s`` a :class:`CanaryController` takes its own Postgres advisory
    (alias move + ``promote`` event). ``rollback``: the challenger alias is cleared, the version tagged, a
    ``retire`` event sent.
    A canary still on the topic whose challenger alias is gone (a crash between the two) is retired too.
+   **A text generator** (task ``text-generation``) has no labels: its canary is judged on ratings, a
+   success being a rating of at least ``generation.good_rating`` (4 of 5) or, without a rating, thumbs up
+   (the same sequential test: "the canary's ratings fall significantly below the champion's" is its
+   ``worse``); and it is retired at once when its error rate since the ``canary`` event exceeds
+   ``generation.max_error_rate`` (1%) over at least ``generation.min_requests`` landed predictions. An
+   error is a prediction that ended at its deadline (``finish_reason`` ``timeout``: the pods publish a
+   cut stream, and a non-streamed request answered 504, as such); a generation that raised publishes
+   nothing and shows on the pod's ``flywheel_serving_generate_outcomes_total{finish="error"}`` (alert rule
+   FlywheelGenerationErrors).
 2. **Watchdog.** The champion's online accuracy over the last ``window_s`` (since it became champion, at
    least ``min_samples``) more than ``margin`` below its offline accuracy (on current traffic when its run
    had any: recent reserved and cross-fitted feedback, else the holdout; see :func:`mlflow_run_metric`): a
@@ -49,6 +58,7 @@ from registry.announce import model_event, read_model_events
 from schemas import ModelEvent, RetrainRequest
 from serving.exceptions import ServingError
 from serving.sequential import Counts, Decision, SequentialConfig, decide
+from tasks import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +81,20 @@ class WatchdogConfig(_Frozen):
         default=None, ge=0.0, le=1.0, description="Used when the champion's run has no holdout accuracy.")
 
 
+class GenerationCanaryConfig(_Frozen):
+    """How a text generator's canary is judged (ratings, not accuracy) and when its errors retire it."""
+
+    good_rating: int = Field(default=4, ge=1, le=5, description="A rating of at least this is a success.")
+    max_error_rate: float = Field(default=0.01, ge=0.0, lt=1.0,
+                                  description="Canary predictions that timed out, above this share: retire it.")
+    min_requests: int = Field(default=100, ge=1, description="Landed canary predictions before the error rule acts.")
+
+
 class CanaryConfig(_Frozen):
     interval_s: float = Field(default=30.0, gt=0.0)
     test: SequentialConfig = SequentialConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
+    generation: GenerationCanaryConfig = GenerationCanaryConfig()
 
 
 def load_canary_config(path: Path | None) -> CanaryConfig:
@@ -104,6 +124,8 @@ class CanaryMetrics:
                                ["model", "action"], registry=r)
         self.ticks = Counter("flywheel_canary_ticks", "Controller ticks by result", ["model", "result"],
                              registry=r)
+        self.errors = Gauge("flywheel_canary_error_rate", "A generator canary's share of timed-out predictions",
+                            ["model"], registry=r)
 
 
 @dataclass(frozen=True)
@@ -134,8 +156,12 @@ class CanaryController:
                  events: Callable[[], Sequence[ModelEvent]],
                  offline_accuracy: OfflineAccuracy,
                  metrics: CanaryMetrics | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 task: str = "text-classification") -> None:
         self.db_url, self.model_name, self.registry, self.config = db_url, model_name, registry, config
+        self.task = task
+        # a generator's feedback is judged by its ratings (success: rating >= good_rating, or thumbs up)
+        self._good_rating = config.generation.good_rating if task == "text-generation" else None
         self.promote, self.rollback, self.publish = promote, rollback, publish
         self.request_retrain, self.events, self.offline_accuracy = request_retrain, events, offline_accuracy
         self.metrics = metrics or CanaryMetrics(CollectorRegistry())
@@ -187,8 +213,12 @@ class CanaryController:
         if canary is None or canary.version != challenger:
             return None, [], [f"challenger {challenger} is not announced as the canary"]
         since = canary.ts
-        champion_counts = _counts(conn, self.model_name, "champion", champion, since)
-        canary_counts = _counts(conn, self.model_name, "canary", challenger, since)
+        if self.task == "text-generation":
+            failing = self._error_rate(conn, challenger, since)
+            if failing is not None:
+                return None, [self._retire(conn, challenger, failing, None, None)], []
+        champion_counts = _counts(conn, self.model_name, "champion", champion, since, self._good_rating)
+        canary_counts = _counts(conn, self.model_name, "canary", challenger, since, self._good_rating)
         m, name = self.metrics, self.model_name
         for variant, counts in (("champion", champion_counts), ("canary", canary_counts)):
             m.samples.labels(name, variant).set(counts.n)
@@ -206,6 +236,20 @@ class CanaryController:
             return decision, [self._retire(conn, challenger, decision.reason, decision, (champion_counts,
                                                                                            canary_counts))], []
         return decision, [], []
+
+    def _error_rate(self, conn: _Conn, canary: str, since: datetime) -> str | None:
+        """Why the generator canary must go (its timed-out share since ``since`` is above the limit), or None."""
+        cfg = self.config.generation
+        row = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE output->>'finish_reason' = 'timeout') FROM predictions "
+            "WHERE model = %s AND variant = 'canary' AND model_version = %s AND ts >= %s",
+            (self.model_name, canary, since)).fetchone()
+        n, errors = (0, 0) if row is None else (int(row[0]), int(row[1]))
+        self.metrics.errors.labels(self.model_name).set(errors / n if n else 0.0)
+        if n < cfg.min_requests or errors / n <= cfg.max_error_rate:
+            return None
+        return (f"canary error rate {errors / n:.2%} ({errors} of {n} predictions timed out) is above "
+                f"{cfg.max_error_rate:.2%}")
 
     def _retire(self, conn: _Conn, version: str, reason: str, decision: Decision | None,
                 counts: tuple[Counts, Counts] | None) -> Acted:
@@ -226,7 +270,7 @@ class CanaryController:
             return [], []
         now = self.clock()
         since = max(_became_champion(events, info.version) or info.created_at, now - timedelta(seconds=cfg.window_s))
-        online = _counts(conn, self.model_name, "champion", info.version, since)
+        online = _counts(conn, self.model_name, "champion", info.version, since, self._good_rating)
         offline = self.offline_accuracy(info)
         offline = cfg.offline_accuracy if offline is None else offline
         name = self.model_name
@@ -321,17 +365,29 @@ _Conn = psycopg.Connection[tuple[Any, ...]]
 
 def controller_for(settings: FlywheelSettings, kafka: KafkaConnection, database_url: str, config: CanaryConfig, *,
                    actions: ModelActions, offline_accuracy: OfflineAccuracy | None = None,
-                   metrics: CanaryMetrics | None = None) -> CanaryController:
+                   metrics: CanaryMetrics | None = None, task: str | None = None) -> CanaryController:
     """A controller acting through ``actions`` (its registry, alias moves announced by its announcer,
     retrain requests on its topic), reading the models topic through ``kafka``. The champion's offline
-    accuracy defaults to :func:`mlflow_run_metric` of the MLflow run holding its version."""
+    accuracy defaults to :func:`mlflow_run_metric` of the MLflow run holding its version; ``task`` to the
+    model's declared task (a model not declared is the default text classifier)."""
     topic = settings.topics.models
     return CanaryController(
+        task=task or _declared_task(database_url, settings.model_name),
         db_url=database_url, model_name=settings.model_name, registry=actions.registry, config=config,
         promote=actions.promote, rollback=actions.rollback, publish=actions.announcer.publish,
         request_retrain=actions.request_retrain, events=lambda: read_model_events(kafka, topic),
         offline_accuracy=offline_accuracy or mlflow_run_metric(registry_backend(settings, database_url)),
         metrics=metrics)
+
+
+def _declared_task(database_url: str, model_name: str) -> str:
+    try:
+        with db.connect(database_url, autocommit=True) as conn:
+            spec = ModelStore(conn).get(model_name)
+    except psycopg.Error as exc:
+        raise ServingError(f"canary controller of {model_name!r}: cannot read its declaration: "
+                           f"{' '.join(str(exc).split())}") from exc
+    return spec.task if spec is not None else "text-classification"
 
 
 def mlflow_run_metric(backend: str, metrics: Sequence[str] = ("current_accuracy", "holdout_accuracy")
@@ -372,11 +428,21 @@ def _read_run_metric(backend: str, run_id: str, metrics: Sequence[str]) -> float
     return None if value is None else float(value)
 
 
-def _counts(conn: _Conn, model: str, variant: str, version: str, since: datetime) -> Counts:
-    row = conn.execute(
-        "SELECT count(*), count(*) FILTER (WHERE label = predicted_label OR thumbs = 'up') FROM feedback "
-        "WHERE status = 'joined' AND model = %s AND variant = %s AND model_version = %s AND received_at >= %s",
-        (model, variant, version, since)).fetchone()
+def _counts(conn: _Conn, model: str, variant: str, version: str, since: datetime,
+            good_rating: int | None = None) -> Counts:
+    """Joined feedback of one arm: right = the label predicted or thumbs up; with ``good_rating`` (a
+    generator) only rated or thumbed feedback is judged, right = a rating >= it or, unrated, thumbs up."""
+    if good_rating is None:
+        row = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE label = predicted_label OR thumbs = 'up') FROM feedback "
+            "WHERE status = 'joined' AND model = %s AND variant = %s AND model_version = %s AND received_at >= %s",
+            (model, variant, version, since)).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE rating >= %s OR (rating IS NULL AND thumbs = 'up')) "
+            "FROM feedback WHERE status = 'joined' AND model = %s AND variant = %s AND model_version = %s "
+            "AND received_at >= %s AND (rating IS NOT NULL OR thumbs IS NOT NULL)",
+            (good_rating, model, variant, version, since)).fetchone()
     return Counts(0, 0) if row is None else Counts(int(row[0]), int(row[1]))
 
 

@@ -104,3 +104,46 @@ class Unavailable(ServingError):
 
     def headers(self) -> dict[str, str] | None:
         return {"Retry-After": "1"}
+
+
+class WrongTask(ServingError):
+    """A route of another task: ``/predict`` on a generation model, ``/generate`` on a classifier."""
+
+    status = 422
+    code = "wrong_task"
+
+
+class Overloaded(ServingError):
+    """Every generation worker is busy and the waiting queue is full: try again after ``retry_after``
+    seconds (429: the pod is healthy, it is at capacity)."""
+
+    status = 429
+    code = "overloaded"
+
+    def __init__(self, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class GenerationTimeout(ServingError):
+    """The request's deadline passed before its generation finished (or started): 504, with a
+    ``Retry-After`` of the pod's current wait."""
+
+    status = 504
+    code = "generation_timeout"
+
+    def __init__(self, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class GenerationFailed(ServingError):
+    """The generator raised (logged with its traceback); counted as the variant's error."""
+
+    code = "generation_failed"

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_GENERATE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class ServingMetrics:
@@ -52,6 +53,20 @@ class ServingMetrics:
         self.batch_predict_seconds = Histogram(
             "flywheel_serving_batch_predict_seconds", "Duration of one micro-batch predict_proba call",
             buckets=_LATENCY_BUCKETS, registry=r)
+        self.generate_seconds = Histogram(
+            "flywheel_serving_generate_seconds", "Generation time of one answer (queue wait excluded), per model, "
+            "version and variant", ["model", "version", "variant"], buckets=_GENERATE_BUCKETS, registry=r)
+        self.generate_p95 = Gauge(
+            "flywheel_serving_generate_p95_seconds", "p95 generation time over the last answers of a model version "
+            "(GENERATE_WINDOW of them; queue wait excluded)", ["model", "version"], registry=r)
+        self.generate_outcomes = Counter(
+            "flywheel_serving_generate_outcomes", "Generation requests by how they ended (finish: stop, length, "
+            "timeout, error, overloaded, skipped), per model and variant", ["model", "variant", "finish"], registry=r)
+        self.generate_tokens = Counter(
+            "flywheel_serving_generate_tokens", "Tokens of served generations", ["model", "part"], registry=r)
+        self.generate_waiting = Gauge(
+            "flywheel_serving_generate_waiting", "Generation requests admitted and not finished (running + queued)",
+            registry=r)
         self.embedding_cache = Counter(
             "flywheel_serving_embedding_cache", "Embedding cache lookups of the pod's heads (distinct texts)",
             ["result"], registry=r)

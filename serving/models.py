@@ -99,6 +99,65 @@ class FeedbackCreate(_Body):
         return self
 
 
+class ModelFeedbackCreate(FeedbackCreate):
+    """Feedback on one prediction of a named model: a classifier takes a ``label`` or ``thumbs``; a text
+    generator takes ``thumbs``, a 1-5 ``rating``, a ``correction`` (the response the user preferred: it
+    becomes a reference) and/or an interaction ``signal``. A field the model's task does not take is
+    refused with 422 naming it."""
+
+    rating: Annotated[int, Field(ge=1, le=5)] | None = None  # 4.0 is 4 (JSON Schema: an integer), 4.5 is refused
+    correction: Annotated[str, Field(min_length=1, max_length=8000, pattern=NO_NUL)] | None = None
+    signal: Literal["continued", "abandoned"] | None = None
+
+    @model_validator(mode="after")
+    def _label_or_thumbs(self) -> ModelFeedbackCreate:
+        if self.label is not None and self.thumbs is not None:
+            raise ValueError("label and thumbs are exclusive")
+        if all(v is None for v in (self.label, self.thumbs, self.rating, self.correction, self.signal)):
+            raise ValueError("one of label, thumbs, rating, correction or signal is required")
+        return self
+
+
+MAX_GENERATE_TOKENS = 4096  # the schema's bound; FLYWHEEL_GENERATE_MAX_TOKENS is the pod's (checked in the route)
+PromptText = Annotated[str, Field(min_length=1, max_length=8000, pattern=NO_NUL)]
+
+
+class GenerateCreate(_Body):
+    """A text generator's input: the ``prompt`` and optional ``context`` (e.g. the game state) and
+    ``persona`` (e.g. the NPC). Greedy decoding at ``temperature`` 0 (the default) is deterministic.
+    ``stream``: the answer as server-sent events, one ``token`` event per text piece, then one ``done``
+    event with the fields of the non-streamed answer."""
+
+    prompt: PromptText
+    context: Annotated[str, Field(max_length=8000, pattern=NO_NUL)] | None = None
+    persona: Annotated[str, Field(max_length=2000, pattern=NO_NUL)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_GENERATE_TOKENS, description=(
+        "Most new tokens; at most FLYWHEEL_GENERATE_MAX_TOKENS (256 by default).")) ] = 64
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
+    stop: Annotated[list[Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)]],
+                    Field(max_length=4, description="Strings that end the answer (not included in it).")] = []
+    stream: bool = False
+    user_id: UserId | None = None
+    domain: SliceName | None = None
+    segment: SliceName | None = None
+
+
+class GenerationPublic(BaseModel):
+    """A generated answer. ``finish_reason``: ``stop`` (end of turn or a stop string), ``length``
+    (``max_tokens`` reached) or ``timeout`` (a stream cut at the request's deadline)."""
+
+    prediction_id: str
+    text: str
+    model: str
+    model_version: str  # the MLflow version number
+    semver: str
+    variant: Literal["champion", "canary"]
+    latency_ms: float
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: Literal["stop", "length", "timeout"]
+
+
 class FeedbackPublic(BaseModel):
     feedback_id: str
 

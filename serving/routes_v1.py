@@ -7,17 +7,20 @@ from __future__ import annotations
 from typing import Annotated, cast
 
 from fastapi import BackgroundTasks, Depends, FastAPI, Path, Request
+from fastapi.responses import StreamingResponse
 
-from serving import _predict
+from serving import _predict, generation
 from serving.exceptions import NotReady
 from serving.models import (
     BatchPublic,
     ErrorPublic,
-    FeedbackCreate,
     FeedbackPublic,
+    GenerateCreate,
+    GenerationPublic,
     HostedListPublic,
     HostedPublic,
     ModelBatchCreate,
+    ModelFeedbackCreate,
     ModelPredictCreate,
     ModelsPublic,
     PredictionPublic,
@@ -27,6 +30,11 @@ from serving.services import Services
 from serving.views import loaded_public, models_public
 
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorPublic} for code in (404, 422, 503)}
+GENERATE_RESPONSES: dict[int | str, dict[str, object]] = {
+    **ERRORS, **{code: {"model": ErrorPublic} for code in (429, 500, 504)},
+    200: {"content": {"text/event-stream": {"schema": {
+        "type": "string", "description": "With `stream: true`: server-sent events `token` ({text}) as pieces "
+        "are generated, then `done` (the GenerationPublic body) or `error` ({error, detail})."}}}}}
 ModelName = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
@@ -74,6 +82,20 @@ def install_v1_routes(app: FastAPI) -> None:
         items = [_predict.check_item(item, services, f"items.{i}") for i, item in enumerate(body.items)]
         return BatchPublic(predictions=await _predict.serve(items, services, background))
 
+    @app.post("/v1/models/{name}/generate", response_model=GenerationPublic, responses=GENERATE_RESPONSES)
+    async def generate(name: ModelName, body: GenerateCreate, request: Request, pod: PodDep
+                       ) -> GenerationPublic | StreamingResponse:
+        """A text generator's answer. Busy pod: 429 with Retry-After; past FLYWHEEL_GENERATE_TIMEOUT_S: 504
+        (a stream instead ends with finish_reason `timeout`); a classifier's name: 422 `wrong_task`."""
+        services = pod.get(name)
+        if body.stream:
+            events = generation.open_stream(body, services)
+            return StreamingResponse(events, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        result = await generation.generate(body, services)
+        request.state.variant = result.variant
+        return result
+
     @app.post("/v1/models/{name}/feedback", status_code=202, response_model=FeedbackPublic, responses=ERRORS)
-    def feedback(name: ModelName, body: FeedbackCreate, pod: PodDep) -> FeedbackPublic:
+    def feedback(name: ModelName, body: ModelFeedbackCreate, pod: PodDep) -> FeedbackPublic:
         return _predict.send_feedback(body, pod.get(name), model=name)

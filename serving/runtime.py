@@ -11,16 +11,19 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import overload
 
 from kinds.base import ModelKind, Probabilities, artifact_sha256
 from kinds.catalog import load_model
 from kinds.embeddings import Embedder
 from kinds.exceptions import KindError
+from kinds.generation import GeneratorKind
 from kinds.minilm import MiniLMHead
 from registry import ModelRegistry, RegistryError, TamperedArtifact
 from registry.announce import ModelState, ServedVersion
-from serving.exceptions import ChecksumMismatch, ModelLoadError
+from serving.adapters import is_generator, load_generator
+from serving.exceptions import ChecksumMismatch, ModelLoadError, WrongTask
 from serving.metrics import ServingMetrics
 from tasks import Input
 
@@ -32,10 +35,11 @@ WARMUP_ROWS: tuple[Input, ...] = ({},)  # a tabular model: every feature absent 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A verified, warmed-up version ready to answer."""
+    """A verified, warmed-up version ready to answer: a classifier (``predict_proba``) or a generator (an
+    adapter on the pod's shared base model)."""
 
     served: ServedVersion
-    model: ModelKind
+    model: ModelKind | GeneratorKind
     loaded_at: datetime
     load_ms: float
 
@@ -43,8 +47,24 @@ class LoadedModel:
     def version(self) -> str:
         return self.served.version
 
+    @property
+    def classifier(self) -> ModelKind:
+        """The model as a classifier, or :class:`WrongTask` (a generator answers ``/generate`` only)."""
+        if isinstance(self.model, GeneratorKind):
+            raise WrongTask(f"version {self.version} is a text generator ({self.model.kind}): "
+                            "use /v1/models/{name}/generate")
+        return self.model
+
+    @property
+    def generator(self) -> GeneratorKind:
+        """The model as a generator, or :class:`WrongTask` (a classifier answers ``/predict`` only)."""
+        if not isinstance(self.model, GeneratorKind):
+            raise WrongTask(f"version {self.version} is a classifier ({self.model.kind}), not a text generator: "
+                            "use /v1/models/{name}/predict")
+        return self.model
+
     def predict_proba(self, inputs: Sequence[Input]) -> Probabilities:
-        return self.model.predict_proba(inputs)
+        return self.classifier.predict_proba(inputs)
 
 
 @dataclass(frozen=True)
@@ -104,13 +124,16 @@ class Desired:
 class ModelLoader:
     """Loads one announced version: the registry's sha256 and the event's must agree, ``registry.fetch``
     checks the bytes against both (manifest digest and per-file hashes), then a warm-up predict.
-    ``embedder``, when given, is the one every loaded ``minilm-head`` embeds through (the pod's cache)."""
+    ``embedder``, when given, is the one every loaded ``minilm-head`` embeds through (the pod's cache).
+    A generator's base model is loaded once per process from ``data_dir`` (:mod:`serving.generation`):
+    a new version loads only its adapter onto it."""
 
     def __init__(self, registry: ModelRegistry, embedder: Embedder | None = None,
-                 warmup: Sequence[Input] = WARMUP_TEXTS) -> None:
+                 warmup: Sequence[Input] = WARMUP_TEXTS, data_dir: Path = Path(".flywheel")) -> None:
         self.registry = registry
         self.embedder = embedder
         self.warmup = list(warmup)
+        self.data_dir = data_dir
 
     def load(self, served: ServedVersion) -> LoadedModel:
         started = time.perf_counter()
@@ -124,10 +147,14 @@ class ModelLoader:
             if actual != served.sha256:
                 raise ChecksumMismatch(served.version, f"artifact sha256 {actual[:12]} != announced "
                                                        f"{served.sha256[:12]}")
-            model = load_model(directory)
-            if self.embedder is not None and isinstance(model, MiniLMHead):
-                model.use(self.embedder)
-            model.predict_proba(self.warmup)
+            model: ModelKind | GeneratorKind
+            if is_generator(directory):
+                model = load_generator(directory, self.data_dir)
+            else:
+                model = load_model(directory)
+                if self.embedder is not None and isinstance(model, MiniLMHead):
+                    model.use(self.embedder)
+                model.predict_proba(self.warmup)
         except TamperedArtifact as exc:  # the file's name, never the pod's absolute paths
             raise ChecksumMismatch(served.version, f"{exc.path.name}: {exc.detail}") from exc
         except (RegistryError, KindError, OSError) as exc:

@@ -10,6 +10,7 @@ from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from registry import ModelRegistry
 from serving.batching import MicroBatcher, pod_embedder
+from serving.genpool import GenerationPool
 from serving.metrics import ServingMetrics
 from serving.publisher import FeedbackPublisher, PredictionPublisher
 from serving.runtime import WARMUP_ROWS, WARMUP_TEXTS, ModelLoader, Runtime
@@ -22,8 +23,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Services:
     """One hosted model's collaborators. ``settings`` is the model's view (its name and labels); ``spec``
-    its declaration (None: the default text model as the settings describe it). The publishers and the
-    micro-batcher may be shared by every model of the pod."""
+    its declaration (None: the default text model as the settings describe it). The publishers, the
+    micro-batcher and the generation pool may be shared by every model of the pod."""
 
     settings: FlywheelSettings
     metrics: ServingMetrics
@@ -33,6 +34,7 @@ class Services:
     feedback: FeedbackPublisher
     watcher: ModelWatcher | None
     batcher: MicroBatcher
+    generation: GenerationPool
     spec: ModelSpec | None = None
     owns_shared: bool = True  # starts and closes the publishers and the batcher (the pod's first model)
 
@@ -53,13 +55,14 @@ class Services:
         if spec is not None:
             settings = settings.model_copy(update={"model_name": spec.name, "labels": spec.labels})
         warmup = WARMUP_TEXTS if spec is None or spec.task == "text-classification" else WARMUP_ROWS
-        runtime = Runtime(ModelLoader(registry, pod_embedder(settings, metrics), warmup), metrics)
+        runtime = Runtime(ModelLoader(registry, pod_embedder(settings, metrics), warmup, settings.data_dir), metrics)
         return cls(
             settings, metrics, registry, runtime,
             publisher or (shared.publisher if shared else PredictionPublisher(kafka, settings.topics, metrics)),
             feedback or (shared.feedback if shared else FeedbackPublisher(kafka, settings.topics)),
             ModelWatcher(settings, kafka, runtime, metrics) if watch else None,
             shared.batcher if shared else MicroBatcher.of(settings, metrics),
+            shared.generation if shared else GenerationPool.of(settings, metrics),
             spec, owns_shared=shared is None,
         )
 
@@ -75,5 +78,6 @@ class Services:
             self.watcher.stop(timeout)
         if self.owns_shared:
             self.batcher.close(timeout)  # before the publisher: the last predictions still publish
+            self.generation.close()
             self.publisher.close(timeout)
             self.feedback.close_quietly(timeout)

@@ -101,10 +101,18 @@ class FeedbackProducer(EventProducer):
     def feedback(
         self, prediction_id: str, *, label: str | None = None, thumbs: str | None = None,
         user_id: str | None = None, source: str = "api", feedback_id: str | None = None,
-        on_delivery: DeliveryCallback | None = None, model: str | None = None,
+        on_delivery: DeliveryCallback | None = None, model: str | None = None, rating: int | None = None,
+        correction: str | None = None, signal: str | None = None,
     ) -> FeedbackEvent | FeedbackEventV2:
-        fields = {"feedback_id": feedback_id or str(uuid.uuid4()), "prediction_id": prediction_id, "label": label,
-                  "thumbs": thumbs, "user_id": user_id, "source": source, "ts": datetime.now(UTC)}
+        """``rating``, ``correction`` and ``signal`` (a generator's feedback) need ``model``."""
+        fields: dict[str, object] = {
+            "feedback_id": feedback_id or str(uuid.uuid4()), "prediction_id": prediction_id, "label": label,
+            "thumbs": thumbs, "user_id": user_id, "source": source, "ts": datetime.now(UTC)}
+        judgement = {k: v for k, v in (("rating", rating), ("correction", correction), ("signal", signal))
+                     if v is not None}
+        if judgement and model is None:
+            raise InvalidEvent(f"{', '.join(judgement)}: needs a named model (a schema version 2 event)")
+        fields.update(judgement)
         event: FeedbackEvent | FeedbackEventV2
         try:
             event = (FeedbackEvent.model_validate(fields) if model is None

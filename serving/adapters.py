@@ -1,0 +1,37 @@
+"""Loading a generator version onto the pod's shared base model. The base (hundreds of MB) is loaded once
+per process by :func:`kinds.base_models.load_base` and every version binds to that one object: a new
+version (hot swap) loads only its adapter files (a couple of MB), and the champion, a canary and a shadow
+share the base's weights and its forward-pass lock."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from kinds.base import read_manifest
+from kinds.base_models import SMOLLM2, BaseModel, load_base
+from kinds.catalog import GENERATORS, load_model
+from kinds.generation import GeneratorKind, GeneratorResources, Prompt
+
+log = logging.getLogger(__name__)
+
+WARMUP_PROMPT = Prompt("Hello!")
+
+
+def is_generator(directory: Path) -> bool:
+    """Whether the saved model in ``directory`` is of a generator kind."""
+    return str(read_manifest(directory)["kind"]) in GENERATORS
+
+
+def base_of(manifest: dict[str, Any], data_dir: Path) -> BaseModel:
+    """The base model a generator's manifest names (``params.base``), loaded once per process."""
+    return load_base(str(manifest["params"].get("base", SMOLLM2)), data_dir)
+
+
+def load_generator(directory: Path, data_dir: Path) -> GeneratorKind:
+    """The generator saved in ``directory``, bound to the process's base model and warmed up (one token)."""
+    base = base_of(read_manifest(directory), data_dir)
+    model = load_model(directory, resources=GeneratorResources(base))
+    model.generate([WARMUP_PROMPT], max_new_tokens=1)
+    return model
