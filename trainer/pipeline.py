@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from core.db import Connector
 from kinds.base import Resources
-from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo
+from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo, deploys
 from registry.announce import ModelAnnouncer, ModelState
 from schemas import ModelEvent
 from tasks import TASKS, FeatureSchema, Task
@@ -220,6 +220,7 @@ class Trainer:
             else:
                 log.warning("deleting version %s registered by abandoned run %s", info.version, run_id)
                 self.registry.delete_version(info.version)
+                deploys.forget_version(runs.conn, self.model_name, info.version)
         runs.abandon(stale)
 
     def _observe(self, result: RunResult, trigger: str, seconds: float) -> None:
