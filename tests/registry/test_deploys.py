@@ -41,7 +41,8 @@ def test_each_event_is_counted_once_at_the_first_version_served_that_trained_on_
         assert record_trained(conn, "m", "4", list(range(1, 11))) == 0
         assert record_first_serve(conn, "m", "4", served3, "pod-a") == []
         left = conn.execute("SELECT count(*) FROM version_feedback").fetchone()
-        rows = conn.execute("SELECT version, count(*) FROM feedback_served GROUP BY version ORDER BY version").fetchall()
+        rows = conn.execute("SELECT version, count(*) FROM feedback_served GROUP BY version ORDER BY version"
+                            ).fetchall()
         first = conn.execute("SELECT version, pod, feedback FROM version_first_served ORDER BY version").fetchall()
         found = summaries(conn)
     assert left == (0,)  # a served version's rows moved to feedback_served
