@@ -96,3 +96,20 @@ def test_a_database_error_is_the_registry_s_error_naming_the_version(db_url: str
         conn.execute("DROP TABLE feedback_served")
         with pytest.raises(DeployRecordError, match="'m' version 3"):
             record_first_serve(conn, "m", "3", T0)
+
+
+def test_migration_0011_downgrades_and_upgrades_again(db_url: str) -> None:
+    from alembic import command
+
+    from flywheel import migrate
+
+    def tables() -> set[str]:
+        with db.connect(db_url, autocommit=True) as conn:
+            return {str(r[0]) for r in conn.execute("SELECT tablename FROM pg_tables WHERE tablename IN "
+                                                    "('version_feedback', 'version_first_served', 'feedback_served')")}
+
+    assert len(tables()) == 3
+    command.downgrade(migrate.alembic_config(db_url), "0010")
+    assert tables() == set()
+    migrate.upgrade(db_url)
+    assert len(tables()) == 3 and migrate.current_revision(db_url) == migrate.head_revision(db_url)
