@@ -37,6 +37,7 @@ checks that it names every class, and each name once)::
     │   └── CurationStoreError, ToxicityError
     ├── RegistryError                    (registry)
     │   ├── RegistryStoreError           MLflow's store failed; ``code``
+    │   ├── DeployRecordError            the data-to-deploy tables could not be read or written
     │   ├── NoSuchVersion                ``model``, ``ref``
     │   │   ├── NoChampion
     │   │   └── NoPrevious

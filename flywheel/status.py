@@ -15,6 +15,7 @@ from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel import migrate
 from flywheel.platform import endpoint_connection, read_endpoints
+from registry.deploys import DeploySummary, summaries
 from streams import kafka
 
 
@@ -47,6 +48,7 @@ class Report:
     lines: list[tuple[str, str]] = field(default_factory=list)
     groups: list[tuple[str, int, int | None, str]] = field(default_factory=list)
     counts: list[tuple[str, int]] = field(default_factory=list)
+    deploys: list[DeploySummary] = field(default_factory=list)  # data-to-deploy per model
 
     @property
     def healthy(self) -> bool:
@@ -105,6 +107,7 @@ def _collect_db(report: Report, database: str, kafka_conn: KafkaConnection | Non
         dups = conn.execute(
             "SELECT coalesce(sum(value), 0) FROM stream_counters WHERE name LIKE 'duplicates:%'").fetchone()
         report.counts.append(("duplicates dropped", int(dups[0]) if dups else 0))
+        report.deploys = deploy_summaries(conn)
     for group, partitions, updated in groups:
         lag = None
         if kafka_conn is not None:
@@ -114,6 +117,17 @@ def _collect_db(report: Report, database: str, kafka_conn: KafkaConnection | Non
             except FlywheelError:
                 lag = None
         report.groups.append((group, int(partitions), lag, updated.isoformat(timespec="seconds")))
+
+
+def deploy_summaries(conn: psycopg.Connection[tuple[object, ...]]) -> list[DeploySummary]:
+    """Data-to-deploy per model from the platform's own record (none before migration 0012)."""
+    found = conn.execute("SELECT to_regclass('feedback_served') IS NOT NULL").fetchone()
+    return list(summaries(conn).values()) if found and found[0] else []
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
 
 
 def render(console: Console, report: Report) -> None:
@@ -133,5 +147,12 @@ def render(console: Console, report: Report) -> None:
         for name, n in report.counts:
             counts.add_row(name, str(n))
         console.print(counts)
+    if report.deploys:
+        deploys = Table("model", "events", "p50", "p95", "versions", "last first serve",
+                        title="Data-to-deploy: feedback event -> first prediction of a version trained on it")
+        for d in report.deploys:
+            deploys.add_row(d.model, str(d.events), _duration(d.p50_s), _duration(d.p95_s), str(d.versions),
+                            d.last_served_at.isoformat(timespec="seconds") if d.last_served_at else "-")
+        console.print(deploys)
     if not report.healthy:
         raise SystemExit(1)

@@ -7,6 +7,7 @@ package does not import MLflow (that happens, offline, on the first open).
 from registry.backend import postgres_backend, sqlite_backend
 from registry.base import ModelRegistry, RunHandle
 from registry.exceptions import (
+    DeployRecordError,
     InvalidRequest,
     NoChampion,
     NoPrevious,
@@ -33,6 +34,7 @@ __all__ = [
     "CHAMPION",
     "IDENTITY_TAGS",
     "PREVIOUS",
+    "DeployRecordError",
     "InvalidRequest",
     "Lineage",
     "Mode",

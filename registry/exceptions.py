@@ -9,8 +9,8 @@ from __future__ import annotations
 from core.exceptions import FlywheelError
 from kinds.exceptions import TamperedArtifact
 
-__all__ = ["InvalidRequest", "NoChampion", "NoPrevious", "NoSuchVersion", "RegistryError", "RegistryStoreError",
-           "TamperedArtifact"]
+__all__ = ["DeployRecordError", "InvalidRequest", "NoChampion", "NoPrevious", "NoSuchVersion", "RegistryError",
+           "RegistryStoreError", "TamperedArtifact"]
 
 
 class RegistryError(FlywheelError):
@@ -24,6 +24,16 @@ class RegistryStoreError(RegistryError):
     def __init__(self, detail: str, code: str | None = None) -> None:
         super().__init__(detail if code is None else f"{detail} [{code}]")
         self.code = code
+
+
+class DeployRecordError(RegistryError):
+    """The data-to-deploy tables (:mod:`registry.deploys`) could not be read or written; ``model`` and
+    ``version`` say whose record."""
+
+    def __init__(self, model: str, version: str | None, detail: str) -> None:
+        super().__init__(f"model {model!r}{f' version {version}' if version else ''}: {detail}")
+        self.model = model
+        self.version = version
 
 
 class NoSuchVersion(RegistryError):

@@ -156,6 +156,8 @@ def _served(items: Sequence[ModelPredictCreate], ids: Sequence[str], routes: Seq
     for i, (item, pid, r) in enumerate(zip(items, ids, routes, strict=True)):
         s = scored[i]
         metrics.predictions.labels(r.variant, _version_label(services, r.model.version)).inc()
+        if services.first_serves is not None:
+            services.first_serves.served(settings.model_name, r.model.version)
         publish(publisher, metrics, settings, pid, item, r.model, r.variant, s)
         out.append(PredictionPublic(prediction_id=pid, label=s.label, probabilities=s.probabilities,
                                     model=settings.model_name, version=r.model.version,

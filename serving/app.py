@@ -32,6 +32,7 @@ from serving.admin import install_admin_routes
 from serving.control import Admin
 from serving.deps import MetricsDep, RegistryDep, RuntimeDep, ServicesDep, SettingsDep
 from serving.exceptions import NotReady, ServingError
+from serving.first_serve import FirstServes
 from serving.metrics import ServingMetrics
 from serving.models import (
     BatchCreate,
@@ -82,6 +83,8 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
                 raise ConfigError("serving needs the registry: FLYWHEEL_DATABASE_URL or FLYWHEEL_REGISTRY_URI")
             found = open_from_settings(settings, url)
         default = Services.build(settings, metrics, kafka, found, publisher, feedback, watch)
+        if url is not None:
+            default.first_serves = FirstServes(session_connector(url), metrics)
         pod = Pod(default)
         if url is None or registry is not None:  # an injected registry serves its one model (tests)
             return pod

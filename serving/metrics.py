@@ -8,6 +8,8 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _GENERATE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+_DEPLOY_BUCKETS = (5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400,
+                   259200, 604800)
 
 
 class ServingMetrics:
@@ -67,6 +69,11 @@ class ServingMetrics:
         self.generate_waiting = Gauge(
             "flywheel_serving_generate_waiting", "Generation requests admitted and not finished (running + queued)",
             registry=r)
+        self.feedback_to_serving = Histogram(
+            "flywheel_feedback_to_serving_seconds",
+            "Data-to-deploy: from a feedback event's time to the first prediction served by a version trained on "
+            "it; observed once per event, by the pod that served that version first (sum over pods)",
+            ["model"], buckets=_DEPLOY_BUCKETS, registry=r)
         self.embedding_cache = Counter(
             "flywheel_serving_embedding_cache", "Embedding cache lookups of the pod's heads (distinct texts)",
             ["result"], registry=r)

@@ -10,6 +10,7 @@ from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from registry import ModelRegistry
 from serving.batching import MicroBatcher, pod_embedder
+from serving.first_serve import FirstServes
 from serving.genpool import GenerationPool
 from serving.metrics import ServingMetrics
 from serving.publisher import FeedbackPublisher, PredictionPublisher
@@ -37,6 +38,7 @@ class Services:
     generation: GenerationPool
     spec: ModelSpec | None = None
     owns_shared: bool = True  # starts and closes the publishers and the batcher (the pod's first model)
+    first_serves: FirstServes | None = None  # data-to-deploy records (None: no database, e.g. some tests)
 
     @property
     def is_default(self) -> bool:
@@ -63,7 +65,7 @@ class Services:
             ModelWatcher(settings, kafka, runtime, metrics) if watch else None,
             shared.batcher if shared else MicroBatcher.of(settings, metrics),
             shared.generation if shared else GenerationPool.of(settings, metrics),
-            spec, owns_shared=shared is None,
+            spec, owns_shared=shared is None, first_serves=shared.first_serves if shared else None,
         )
 
     def start(self) -> None:
@@ -81,3 +83,5 @@ class Services:
             self.generation.close()
             self.publisher.close(timeout)
             self.feedback.close_quietly(timeout)
+            if self.first_serves is not None:
+                self.first_serves.close()

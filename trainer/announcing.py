@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from core.exceptions import FlywheelError
-from registry import CHALLENGER, CHAMPION, ModelRegistry, ModelVersionInfo
+from registry import CHALLENGER, CHAMPION, ModelRegistry, ModelVersionInfo, deploys
 from registry.announce import ModelAnnouncer, ModelState, model_event
 from schemas import ModelEvent
 from trainer.config import PromotionConfig
@@ -60,6 +60,7 @@ class Announcing:
             reason = (f"the champion changed during the run ({r.parent} -> {current.version if current else None}); "
                       "the candidate was not evaluated against it")
             self.registry.delete_version(r.info.version)
+            deploys.forget_version(runs.conn, self.model_name, r.info.version)
             runs.finish(r.run_id, status="refused", reason=reason, data_hash=r.data_hash, trained_count=r.trained,
                         candidates=r.summaries, mlflow_run_id=r.mlflow_run_id)
             return RunResult("refused", reason, r.run_id, r.mode, candidates=tuple(r.summaries))

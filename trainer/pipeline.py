@@ -21,7 +21,7 @@ from curation.pairs import ToxicityScorer
 from kinds.base import Resources
 from kinds.base_models import load_base
 from kinds.generation import GeneratorResources, Pair
-from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo
+from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo, deploys
 from registry.announce import ModelAnnouncer, ModelState
 from schemas import ModelEvent
 from tasks import TASKS, FeatureSchema, Task
@@ -295,6 +295,7 @@ class Trainer:
             else:
                 log.warning("deleting version %s registered by abandoned run %s", info.version, run_id)
                 self.registry.delete_version(info.version)
+                deploys.forget_version(runs.conn, self.model_name, info.version)
         runs.abandon(stale)
 
     def _observe(self, result: RunResult, trigger: str, seconds: float) -> None:

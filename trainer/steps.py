@@ -24,7 +24,7 @@ from kinds.base import ModelKind
 from kinds.catalog import KINDS
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
 from kinds.minilm import MiniLMHead
-from registry import Lineage, ModelRegistry, ModelVersionInfo, RunHandle
+from registry import Lineage, ModelRegistry, ModelVersionInfo, RunHandle, deploys
 from tasks import FeatureSchema
 from trainer.announcing import Announcing, Registered
 from trainer.config import PolicyConfig
@@ -130,6 +130,8 @@ class RunSteps:
                                   trained_count=len(frame), candidates=summaries, mlflow_run_id=ml.run_id)
                     return RunResult("refused", reason, s.run_id, mode, candidates=tuple(summaries))
                 info = self._register(s, best, frame, data_hash, workdir / "model", ml.run_id)
+                # before the aliases move: a pod that serves the version finds what it deploys
+                deploys.record_trained(s.store.conn, s.store.model, info.version, frame.ids)
                 return self.announcing.announce(s.runs, Registered(
                     s.run_id, mode, info, best, summaries, data_hash, len(frame), ml.run_id, s.decision.reason,
                     champion.version if champion else None))

@@ -23,6 +23,7 @@ from flywheel.demo import rainfall
 from flywheel.demo.options import SCENARIOS, DemoOptions
 from flywheel.demo.stream import Crowd, Row, split_target
 from flywheel.demo.timeline import Marker, Step, Timeline
+from registry import deploys
 from tasks import parse_spec
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,18 @@ class Replay:
                 steps = self.timeline.steps
                 steps[position] = dataclasses.replace(steps[position], feedback_id=str(answer.json()["feedback_id"]))
 
+    def data_to_deploy(self) -> dict[str, float | int | None]:
+        """The platform's own data-to-deploy record of this model (:mod:`registry.deploys`, what the pods'
+        ``flywheel_feedback_to_serving_seconds`` observed): feedback event -> first prediction of a version
+        trained on it."""
+        with db.connect(self.database_url, autocommit=True) as conn:
+            found = deploys.summaries(conn, self.model_name).get(self.model_name)
+        if found is None:
+            return {"feedback_to_serving_events": 0, "feedback_to_serving_p50_s": None,
+                    "feedback_to_serving_p95_s": None}
+        return {"feedback_to_serving_events": found.events, "feedback_to_serving_p50_s": round(found.p50_s, 1),
+                "feedback_to_serving_p95_s": round(found.p95_s, 1)}
+
     def flagged(self) -> tuple[int, int, int]:
         """(poisoned feedback sent, of them not accepted as training samples by curation, all flagged)."""
         poisoned = [s.feedback_id for s in self.timeline.steps if s.feedback == "poison" and s.feedback_id]
@@ -311,6 +324,12 @@ class Replay:
             "poisoned_feedback": poisoned, "poisoned_flagged": caught, "flagged_samples": flagged,
             "flip_recall": round(caught / poisoned, 4) if poisoned else None,
         }
+        promotions = [m.i for m in tl.markers if m.action == "promote"]
+        figures |= {
+            # the step of the first promotion during the stream, over the stream's length (None: none came)
+            "first_promotion_step": promotions[0] if promotions else None,
+            "first_promotion_fraction": round(promotions[0] / len(self.stream), 4) if promotions else None,
+            **self.data_to_deploy()}
         if self.drift_at is not None:  # the rolling view's story: the drop at the drift and the recovery
             after = [s for s in steps if s.i >= self.drift_at]
             figures |= {"drift_at_step": self.drift_at,

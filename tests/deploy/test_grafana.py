@@ -218,6 +218,8 @@ def test_dashboards_cover_every_stage() -> None:
         "flywheel_curation_samples_total", "flywheel_curation_reasons_total",
         # training runs, durations, gate verdicts
         "flywheel_training_runs_total", "flywheel_training_run_seconds_bucket", "flywheel_gate_verdicts_total",
+        # data-to-deploy: feedback event -> first prediction of a version trained on it
+        "flywheel_feedback_to_serving_seconds_bucket", "flywheel_feedback_to_serving_seconds_count",
         # online accuracy per variant, drift
         "flywheel_online_accuracy", "flywheel_drift_domain_auc", "flywheel_drift_psi",
         "flywheel_drift_confidence_shift", "flywheel_estimated_accuracy", "flywheel_reference_accuracy",
