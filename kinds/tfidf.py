@@ -5,11 +5,11 @@ never pickle.
 Incremental training keeps the vocabulary and the label set and warm-starts the coefficients.
 
 Prediction does not go through scikit-learn: :class:`_Scorer` computes the same features (the
-vectorizer's lower-casing, token pattern and word n-grams, or its ``char_wb`` character n-grams, sublinear tf, idf, L2 norm) and the same
-probabilities (softmax of the decision, or the logistic for two labels) straight from the vocabulary and
-the weights, ~10x cheaper per text than ``TfidfVectorizer.transform`` + ``predict_proba`` with their
-input validation and sparse-matrix set-up. scikit-learn is imported only to fit, so a serving pod that
-only loads and predicts never imports it (nor the pandas/scipy it pulls in)."""
+vectorizer's lower-casing, token pattern and word n-grams or its ``char_wb`` character n-grams, sublinear
+tf, idf, L2 norm) and the same probabilities (softmax of the decision, or the logistic for two labels)
+straight from the vocabulary and the weights, ~10x cheaper per text than ``TfidfVectorizer.transform`` +
+``predict_proba`` with their input validation and sparse-matrix set-up. scikit-learn is imported only to
+fit, so a serving pod that only loads and predicts never imports it (nor the pandas/scipy it pulls in)."""
 
 from __future__ import annotations
 
