@@ -44,11 +44,11 @@ from bench._host import HostProbe, emit
 from core.settings import FlywheelSettings
 from flywheel.demo import (
     CORPUS_WEIGHT,
-    CORPUS_WEIGHT_CHOICES,
     KIND_PARAMS,
     SCENARIOS,
     DemoOptions,
     Replay,
+    corpus_weight_choices,
     demo_bootstrap,
     demo_settings,
     fresh_database,
@@ -99,7 +99,9 @@ def oracle(replay: Replay, kind: str) -> float:
     best = 0.0
     recipes = [(target, [1.0] * len(target))]
     default = PolicyConfig().corpus_weight
-    for corpus_weight in dict.fromkeys((default, CORPUS_WEIGHT.get(kind, default), *CORPUS_WEIGHT_CHOICES)):
+    for corpus_weight in dict.fromkeys((default, CORPUS_WEIGHT.get(kind, default), *corpus_weight_choices(kind))):
+        if corpus_weight == 0:  # the target-only recipe, already above
+            continue
         recipes.append((source + target, [corpus_weight] * len(source) + [1.0] * len(target)))
     params = [{}, *([KIND_PARAMS[kind]] if KIND_PARAMS.get(kind) else [])]
     for (rows, weights), kind_params in itertools.product(recipes, params):
@@ -116,7 +118,8 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
     data_dir = reset_dir(root / name)
     # a database per scenario: MLflow caches what it created per store URI, so a dropped and re-created
     # database under the same URL would look initialised to it
-    database = f"flywheel_efficacy_{name.replace('-', '_')}"
+    # (and per kind: the two kinds' runs may go on side by side)
+    database = f"flywheel_efficacy_{name.replace('-', '_')}_{options.kind.replace('-', '_')}"
     url = fresh_database(base.database_url.get_secret_value(), database) if base.database_url else None
     settings = demo_settings(base, options, data_dir, url, free_port())
     started = time.monotonic()
