@@ -152,6 +152,9 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
                                       "final": figures["deployed_holdout_accuracy"], "figures": figures}
             for k in checkpoints:
                 result[f"k{k}"] = at.get(k, {}).get("accuracy")
+            # every prediction is judged at once in the text scenarios: the stream step is the label count
+            promoted = [m.i for m in replay.timeline.markers if m.action in ("promote", "promoted")]
+            result["first_promotion_at_label"] = min(promoted) + 1 if promoted else None
             if with_oracle and options.task == "tabular-classification":
                 result["oracle"] = round(tabular_oracle(replay, options.kind), 4)
             elif with_oracle:
@@ -199,9 +202,10 @@ def main() -> None:
         result = run_scenario(base, args.data_dir, options, with_oracle=True)
         print(f"{name}: static {result['static']}, k100 {result['k100']}, k200 {result['k200']}, "
               f"k400 {result['k400']}, oracle {result['oracle']} -> {result['fraction_of_oracle_at_400']} of "
-              f"the oracle ({result['seconds']} s)", flush=True)
+              f"the oracle, first promotion at label {result['first_promotion_at_label']} ({result['seconds']} s, "
+              f"load {[round(x, 2) for x in os.getloadavg()]})", flush=True)
         out["scenarios"][name] = {k: result[k] for k in ("static", "oracle", "k100", "k200", "k400",
-                                                         "fraction_of_oracle_at_400")}
+                                                         "fraction_of_oracle_at_400", "first_promotion_at_label")}
     if not (args.quick or args.scenarios):
         options = DemoOptions(scenario="movies->tweets", stream=stream, feedback_rate=1.0, noise=0.0, poison=0.3,
                               kind=args.kind, rate=30.0, incremental_threshold=args.threshold)
