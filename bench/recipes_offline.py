@@ -15,6 +15,13 @@ ones at 0.2 and 0.05.
     python bench/recipes_offline.py [--labels 400] [--scenario movies->tweets ...]
 
 Last line: ``{"scenarios": {name: {recipe: {"target", "movies_delta", "fit_seconds"}, "oracle": {...}}}}``.
+
+``--gate``: instead, the demo's full run replayed against the static champion after ``--at`` labels
+(default 100, 150, 200, 400): each recipe of the demo's policy (its kind params; corpus 0.2 and the
+target-only recipe) fitted on corpus + samples, cross-fitted in 5 folds, and judged by the real evaluation
+gate with the demo's settings on the corpus holdout + reserved + cross-fitted rows, as the trainer judges
+it. No curation, no earlier promotion (each point is the first full run against the static champion).
+Last line: ``{"gate": {scenario: {k: {recipe: {"passed", "reason", "target"}}}}}``.
 """
 
 from __future__ import annotations
@@ -74,10 +81,64 @@ def scenario(name: str, kind: str, labels: int, params_sets: dict[str, dict[str,
     return out
 
 
+def gate_points(name: str, at: list[int]) -> dict[str, Any]:
+    """The demo's full run at each of ``at`` labels, judged by the real gate against the static champion."""
+    from flywheel.demo import corpus_weight_choices
+    from trainer.config import PolicyConfig
+    from trainer.data import Frame
+    from trainer.frames import CrossFit, evaluation_set
+    from trainer.gates import EvaluationConfig, EvaluationGate, GateInput
+
+    kind, params = "tfidf-logreg", KIND_PARAMS["tfidf-logreg"]
+    policy = PolicyConfig(recent_min=20, corpus_weight_choices=corpus_weight_choices(kind))
+    gate = EvaluationGate(EvaluationConfig(metric_weights={"accuracy": 1.0}))
+    spec = SCENARIOS[name]
+    domain = spec.target.removeprefix("vader_")
+    source = [CorpusRow(r.text, r.label, "movies") for r in read_rows(spec.source)]
+    train, holdout = split_holdout(source, 0.2, 0)
+    corpus = [Row(r.text, r.label) for r in train]
+    stream, held = split_target(spec.target, 0.3, 0)
+    static, _ = fit(kind, params, corpus, 1.0, [])
+    rng = random.Random(1)
+    judged = [Row(r.text, rng.choice(LABELS) if rng.random() < 0.05 else r.label) for r in stream[:max(at)]]
+    out: dict[str, Any] = {"static_target": round(accuracy(static, held), 4)}
+    for k in at:
+        samples = [(i + 1, r) for i, r in enumerate(judged[:k]) if i % 10]
+        reserved = [(i + 1, r) for i, r in enumerate(judged[:k]) if not i % 10]
+        base = Frame().extend((-(j + 1), r.text, r.label, 1.0, "movies") for j, r in enumerate(holdout))
+        base.extend((i, r.text, r.label, 1.0, domain) for i, r in reserved)
+        out[k] = {}
+        for weight in (policy.corpus_weight, *policy.corpus_weight_choices):
+            frame = Frame().extend((-(j + 1), r.text, r.label, weight, "movies") for j, r in enumerate(corpus)
+                                   if weight > 0)
+            frame.extend((i, r.text, r.label, 1.0, domain) for i, r in samples)
+            rows = list(range(len(frame) - len(samples), len(frame)))
+            random.Random(f"{policy.seed}:cross-fit:{len(frame)}").shuffle(rows)
+            predicted: dict[int, tuple[str, float]] = {}
+            started = time.perf_counter()
+            for fold in (rows[f::5] for f in range(5)):
+                rest = frame.take([i for i in range(len(frame)) if i not in set(fold)])
+                model = KINDS[kind](**params).fit(rest.inputs, rest.labels, rest.weights)
+                for i, p in zip(fold, model.predict_proba([frame.inputs[i] for i in fold]), strict=True):
+                    predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
+            model = KINDS[kind](**params).fit(frame.inputs, frame.labels, frame.weights)
+            order = sorted(predicted)
+            cross = CrossFit(frame.take(order), [predicted[i] for i in order], 5)
+            verdict = gate.check(GateInput(candidate=model, champion=static,
+                                           holdout=evaluation_set(base, policy, cross)))
+            found = {"passed": verdict.passed, "reason": verdict.reason, "target": round(accuracy(model, held), 4),
+                     "seconds": round(time.perf_counter() - started, 1)}
+            out[k][f"corpus{weight:g}"] = found
+            log.info("%s k=%d corpus %g: %s", name, k, weight, found)
+    return out
+
+
 def main() -> None:
     probe = HostProbe()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--labels", type=int, default=400)
+    parser.add_argument("--gate", action="store_true", help="the demo's full run judged by the real gate")
+    parser.add_argument("--at", type=int, action="append", help="--gate: label counts (default 100 150 200 400)")
     parser.add_argument("--scenario", action="append", dest="scenarios",
                         choices=["movies->tweets", "movies->products"])
     args = parser.parse_args()
@@ -85,10 +146,14 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)  # one BLAS thread per fit, as the trainer fits
+    names = args.scenarios or ["movies->tweets", "movies->products"]
+    if args.gate:
+        emit({"gate": {name: gate_points(name, args.at or [100, 150, 200, 400]) for name in names}}, probe)
+        return
     params_sets = {"word": {}, "char_wb": KIND_PARAMS["tfidf-logreg"]}
     out = {"kind": "tfidf-logreg", "labels": args.labels, "scenarios": {
         name: scenario(name, "tfidf-logreg", args.labels, params_sets)
-        for name in args.scenarios or ["movies->tweets", "movies->products"]}}
+        for name in names}}
     emit(out, probe)
 
 
