@@ -44,11 +44,11 @@ from bench._host import HostProbe, emit
 from core.settings import FlywheelSettings
 from flywheel.demo import (
     CORPUS_WEIGHT,
-    CORPUS_WEIGHT_CHOICES,
     KIND_PARAMS,
     SCENARIOS,
     DemoOptions,
     Replay,
+    corpus_weight_choices,
     demo_bootstrap,
     demo_settings,
     fresh_database,
@@ -99,7 +99,9 @@ def oracle(replay: Replay, kind: str) -> float:
     best = 0.0
     recipes = [(target, [1.0] * len(target))]
     default = PolicyConfig().corpus_weight
-    for corpus_weight in dict.fromkeys((default, CORPUS_WEIGHT.get(kind, default), *CORPUS_WEIGHT_CHOICES)):
+    for corpus_weight in dict.fromkeys((default, CORPUS_WEIGHT.get(kind, default), *corpus_weight_choices(kind))):
+        if corpus_weight == 0:  # the target-only recipe, already above
+            continue
         recipes.append((source + target, [corpus_weight] * len(source) + [1.0] * len(target)))
     params = [{}, *([KIND_PARAMS[kind]] if KIND_PARAMS.get(kind) else [])]
     for (rows, weights), kind_params in itertools.product(recipes, params):
@@ -116,7 +118,8 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
     data_dir = reset_dir(root / name)
     # a database per scenario: MLflow caches what it created per store URI, so a dropped and re-created
     # database under the same URL would look initialised to it
-    database = f"flywheel_efficacy_{name.replace('-', '_')}"
+    # (and per kind: the two kinds' runs may go on side by side)
+    database = f"flywheel_efficacy_{name.replace('-', '_')}_{options.kind.replace('-', '_')}"
     url = fresh_database(base.database_url.get_secret_value(), database) if base.database_url else None
     settings = demo_settings(base, options, data_dir, url, free_port())
     started = time.monotonic()
@@ -149,6 +152,9 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
                                       "final": figures["deployed_holdout_accuracy"], "figures": figures}
             for k in checkpoints:
                 result[f"k{k}"] = at.get(k, {}).get("accuracy")
+            # every prediction is judged at once in the text scenarios: the stream step is the label count
+            promoted = [m.i for m in replay.timeline.markers if m.action in ("promote", "promoted")]
+            result["first_promotion_at_label"] = min(promoted) + 1 if promoted else None
             if with_oracle and options.task == "tabular-classification":
                 result["oracle"] = round(tabular_oracle(replay, options.kind), 4)
             elif with_oracle:
@@ -196,9 +202,10 @@ def main() -> None:
         result = run_scenario(base, args.data_dir, options, with_oracle=True)
         print(f"{name}: static {result['static']}, k100 {result['k100']}, k200 {result['k200']}, "
               f"k400 {result['k400']}, oracle {result['oracle']} -> {result['fraction_of_oracle_at_400']} of "
-              f"the oracle ({result['seconds']} s)", flush=True)
+              f"the oracle, first promotion at label {result['first_promotion_at_label']} ({result['seconds']} s, "
+              f"load {[round(x, 2) for x in os.getloadavg()]})", flush=True)
         out["scenarios"][name] = {k: result[k] for k in ("static", "oracle", "k100", "k200", "k400",
-                                                         "fraction_of_oracle_at_400")}
+                                                         "fraction_of_oracle_at_400", "first_promotion_at_label")}
     if not (args.quick or args.scenarios):
         options = DemoOptions(scenario="movies->tweets", stream=stream, feedback_rate=1.0, noise=0.0, poison=0.3,
                               kind=args.kind, rate=30.0, incremental_threshold=args.threshold)

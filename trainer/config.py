@@ -53,7 +53,9 @@ class PolicyConfig(_Frozen):
         description="Full runs also train every kind with the corpus at each of these weights; the candidates are "
                     "judged side by side, and a choice replaces the kind at corpus_weight only if the evaluation gate "
                     "finds it better than that one (its weight is tagged on the version). A stream that drifted far "
-                    "from the corpus learns faster with less of it, one close to it with more.")
+                    "from the corpus learns faster with less of it, one close to it with more. 0 is the target-only "
+                    "recipe (the feedback samples alone): it fits in a fraction of a corpus recipe's time and wins "
+                    "where the stream no longer resembles the corpus.")
     kinds: tuple[str, ...] = Field(default=("tfidf-logreg",), min_length=1, description="Candidate kinds.")
     kind_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     holdout_percent: int = Field(default=10, ge=0, le=50, description="Share of feedback reserved for evaluation.")
@@ -87,8 +89,8 @@ class PolicyConfig(_Frozen):
     @field_validator("corpus_weight_choices")
     @classmethod
     def _weights_positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not w > 0 for w in value):
-            raise ValueError(f"corpus weights must be positive, got {list(value)}")
+        if any(not w >= 0 for w in value):
+            raise ValueError(f"corpus weights must be positive or 0 (target-only), got {list(value)}")
         return value
 
     @field_validator("full_cron")

@@ -14,7 +14,7 @@ from trainer.config import PolicyConfig
 from trainer.data import Frame, SampleStore
 from trainer.frames import CrossFit, TrainingFrames
 from trainer.policy import Mode
-from trainer.recipes import Recipes, corpus_weight_of
+from trainer.recipes import Recipes, corpus_weight_of, trainable
 
 __all__ = ["CrossFitPlan", "CrossFitter"]
 
@@ -71,7 +71,7 @@ class CrossFitter:
             if not seen:
                 continue
             held = {at[frame.ids[i]] for i in seen}
-            rest = champion_frame.take([j for j in range(len(champion_frame)) if j not in held])
+            rest = trainable(champion_frame.take([j for j in range(len(champion_frame)) if j not in held]))
             model = self.recipes.create(champion.kind, **params).fit(rest.inputs, rest.labels, rest.weights)
             for i, p in zip(seen, model.predict_proba([frame.inputs[i] for i in seen]), strict=True):
                 plan.champion[i] = (model.labels[int(p.argmax())], float(p.max()))

@@ -15,7 +15,7 @@ from trainer.config import PolicyConfig
 from trainer.data import Frame, Snapshot
 from trainer.policy import Mode
 
-__all__ = ["Recipes", "corpus_weight_of"]
+__all__ = ["Recipes", "corpus_weight_of", "trainable"]
 
 
 class Recipes:
@@ -37,6 +37,7 @@ class Recipes:
 
     def fit(self, kind: str, mode: Mode, champion: ModelVersionInfo | None, frame: Frame) -> ModelKind:
         """The candidate's recipe: a warm start of the champion (incremental, same kind), else from scratch."""
+        frame = trainable(frame)
         if mode == "incremental" and champion is not None and kind == champion.kind:
             return self.load(champion.version).partial_fit(frame.inputs, frame.labels, frame.weights)
         return self.create(kind, **self.params(kind)).fit(frame.inputs, frame.labels, frame.weights)
@@ -60,7 +61,8 @@ class Recipes:
         return list(dict.fromkeys(self.policy.kinds))
 
     def corpus_weights(self, mode: Mode) -> list[float | None]:
-        """None (the policy's corpus weight), plus each of ``corpus_weight_choices`` in a full run."""
+        """None (the policy's corpus weight), plus each of ``corpus_weight_choices`` in a full run (0: the
+        target-only recipe, trained on the feedback samples alone)."""
         choices = self.policy.corpus_weight_choices if mode == "full" else ()
         return [None, *(w for w in dict.fromkeys(choices) if w != self.policy.corpus_weight)]
 
@@ -83,3 +85,12 @@ def corpus_weight_of(tags: Mapping[str, str], default: float) -> float:
         return float(tags["corpus_weight"])
     except (KeyError, ValueError):
         return default
+
+
+def trainable(frame: Frame) -> Frame:
+    """``frame`` without its corpus rows (negative ids) at weight 0: a target-only recipe (corpus weight 0)
+    fits the feedback samples alone, in a fraction of the time, and its vocabulary is theirs. Samples at
+    weight 0 stay (what they add to a vocabulary is what they always added)."""
+    if not any(i < 0 and w == 0 for i, w in zip(frame.ids, frame.weights, strict=True)):
+        return frame
+    return frame.take([n for n, (i, w) in enumerate(zip(frame.ids, frame.weights, strict=True)) if i >= 0 or w != 0])

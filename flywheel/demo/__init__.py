@@ -23,6 +23,7 @@ from flywheel.demo.platform import (
            CORPUS_WEIGHT,
            CORPUS_WEIGHT_CHOICES,
            KIND_PARAMS,
+           corpus_weight_choices,
            demo_bootstrap,
            demo_settings,
            fresh_database,
@@ -34,5 +35,6 @@ from flywheel.demo.stream import DATA, Crowd, Row, read_rows, split_target
 from flywheel.demo.timeline import Marker, Step, Timeline
 
 __all__ = ["CORPUS_WEIGHT", "CORPUS_WEIGHT_CHOICES", "DATA", "DEFAULT_SCENARIOS", "KIND_PARAMS", "SCENARIOS", "Crowd",
-           "DemoOptions", "Marker", "Replay", "Row", "Scenario", "Step", "Timeline", "demo_bootstrap", "demo_settings",
-           "fresh_database", "rainfall", "read_rows", "reset_dir", "split_target", "write_report"]
+           "DemoOptions", "Marker", "Replay", "Row", "Scenario", "Step", "Timeline", "corpus_weight_choices",
+           "demo_bootstrap", "demo_settings", "fresh_database", "rainfall", "read_rows", "reset_dir", "split_target",
+           "write_report"]

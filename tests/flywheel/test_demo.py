@@ -147,8 +147,11 @@ def test_demo_settings_write_configs_the_platform_accepts(tmp_path: Path) -> Non
     # the head solved to its regularised optimum, with less of the corpus: parameters the kind accepts
     assert trainer.policy.corpus_weight == 0.1 and trainer.policy.corpus_weight_choices == (0.05,)
     tfidf = demo_settings(base, DemoOptions(kind="tfidf-logreg"), tmp_path / "t", None, 9999)
-    assert load_trainer_config(tfidf.trainer_config).policy.corpus_weight == 0.2  # its movies slice held at 0.2
-    assert load_trainer_config(tfidf.trainer_config).policy.corpus_weight_choices == ()  # 0.05 never passed
+    policy = load_trainer_config(tfidf.trainer_config).policy
+    assert policy.corpus_weight == 0.2  # its movies slice held at 0.2
+    # character n-grams inside words, and the target-only recipe beside the corpus at 0.2
+    assert policy.corpus_weight_choices == (0.0,)
+    assert create("tfidf-logreg", **policy.kind_params["tfidf-logreg"]).params["analyzer"] == "char_wb"
     head = create("minilm-head", **trainer.policy.kind_params["minilm-head"])
     assert head.params["solver"] == "lbfgs" and head.params["c"] == 0.1
     assert load_canary_config(settings.canary_config).interval_s == 5.0

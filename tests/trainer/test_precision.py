@@ -79,21 +79,38 @@ def test_a_head_embeds_at_its_precision_through_the_embedder_it_is_given(int8: E
 def test_tfidf_predictions_equal_scikit_learns() -> None:
     texts, labels = rows(1500)
     test, _ = rows(500, offset=1500)
-    test += ["", "!!", "a b", "ÀÉÎ straße naïve café", "the the the movie movie"]
+    test += ["", "!!", "a b", "ÀÉÎ straße naïve café", "the the the movie movie", "  tabs\tand\n\nnew  lines ",
+             "a ab abc abcd abcde"]
     for model in (TfidfLogReg().fit(texts, labels),
-                  TfidfLogReg(ngram_max=3).fit(texts, ["good" if y == "positive" else "bad" for y in labels])):
+                  TfidfLogReg(ngram_max=3).fit(texts, ["good" if y == "positive" else "bad" for y in labels]),
+                  TfidfLogReg(analyzer="char_wb", ngram_min=2, ngram_max=5, min_df=2).fit(texts, labels),
+                  TfidfLogReg(analyzer="char_wb", ngram_min=1, ngram_max=3).fit(texts, labels)):
         vectorizer, clf = model._sklearn()
         expected = clf.predict_proba(vectorizer.transform(test))
         assert np.allclose(model.predict_proba(test), expected, rtol=0, atol=1e-12)
 
 
-def test_a_loaded_tfidf_model_predicts_without_scikit_learn_objects_and_still_warm_starts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("params", [{}, {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5}])
+def test_a_loaded_tfidf_model_predicts_without_scikit_learn_objects_and_still_warm_starts(
+        tmp_path: Path, params: dict[str, object]) -> None:
     texts, labels = rows(800)
-    model = TfidfLogReg().fit(texts, labels)
+    model = TfidfLogReg(**params).fit(texts, labels)  # type: ignore[arg-type]
     model.save(tmp_path)
     loaded = load_model(tmp_path)
+    assert loaded.params == model.params
     assert isinstance(loaded, TfidfLogReg) and loaded._vectorizer is None
     assert np.array_equal(loaded.predict_proba(texts[:50]), model.predict_proba(texts[:50]))
     more, more_labels = rows(200, offset=800)
     loaded.partial_fit(more, more_labels)
     assert loaded.labels == model.labels and loaded.predict_proba(more).shape == (200, 3)
+
+
+def test_tfidf_word_defaults_keep_their_params_and_bad_analyzers_are_refused() -> None:
+    # a word model's params are what they were before char n-grams existed: a champion saved then is
+    # still the same recipe as a word candidate now (the refresh check compares params)
+    assert TfidfLogReg(analyzer="word", ngram_min=1).params == TfidfLogReg().params
+    assert "analyzer" not in TfidfLogReg().params
+    with pytest.raises(KindError, match="analyzer"):
+        TfidfLogReg(analyzer="char")
+    with pytest.raises(KindError, match="ngram_min"):
+        TfidfLogReg(analyzer="char_wb", ngram_min=3, ngram_max=2)

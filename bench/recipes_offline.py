@@ -1,0 +1,161 @@
+"""Which candidate recipe learns a drifted domain, offline: the efficacy bench's labels replayed through
+the trainer's tfidf-logreg recipes (word and the demo's char_wb n-grams) without the platform, each fit
+timed.
+
+Per scenario (``movies->tweets``, ``movies->products``): the corpus is vader_movies split as the bootstrap
+splits it (80/20 stratified, seed 0); the target is split as the efficacy bench splits it (30% held out,
+seed 0); the first ``--labels`` target rows are judged with 5% label noise and every tenth is reserved for
+evaluation, the rest are the samples a full run trains on (no curation). Each recipe (a kind's
+parameters x a corpus weight; weight 0 = target-only) is scored on the held-out target rows and on the
+corpus holdout, the movie slice the evaluation gate protects (``movies_delta``: against the static
+champion of the same parameters, trained on the corpus alone; the gate refuses a loss over 0.02). The
+oracle of each parameter set is the best of target-only and corpus + every target row outside the held-out
+ones at 0.2 and 0.05.
+
+    python bench/recipes_offline.py [--labels 400] [--scenario movies->tweets ...]
+
+Last line: ``{"scenarios": {name: {recipe: {"target", "movies_delta", "fit_seconds"}, "oracle": {...}}}}``.
+
+``--gate``: instead, the demo's full run replayed against the static champion after ``--at`` labels
+(default 100, 150, 200, 400): each recipe of the demo's policy (its kind params; corpus 0.2 and the
+target-only recipe) fitted on corpus + samples, cross-fitted in 5 folds, and judged by the real evaluation
+gate with the demo's settings on the corpus holdout + reserved + cross-fitted rows, as the trainer judges
+it. No curation, no earlier promotion (each point is the first full run against the static champion).
+Last line: ``{"gate": {scenario: {k: {recipe: {"passed", "reason", "target"}}}}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import time
+from typing import Any
+
+from bench._host import HostProbe, emit
+from flywheel.demo import KIND_PARAMS, SCENARIOS, Row, read_rows, split_target
+from kinds.catalog import KINDS
+from trainer.data import CorpusRow, split_holdout
+
+log = logging.getLogger("bench.recipes_offline")
+LABELS = ("negative", "neutral", "positive")
+WEIGHTS = (0.2, 0.05, 0.0)
+
+
+def accuracy(model: Any, rows: list[Row]) -> float:
+    return sum(p == r.label for p, r in zip(model.predict([r.text for r in rows]), rows, strict=True)) / len(rows)
+
+
+def fit(kind: str, params: dict[str, Any], corpus: list[Row], weight: float, samples: list[Row]) -> tuple[Any, float]:
+    rows = (corpus if weight > 0 else []) + samples
+    weights = [weight] * (len(rows) - len(samples)) + [1.0] * len(samples)
+    started = time.perf_counter()
+    model = KINDS[kind](**params).fit([r.text for r in rows], [r.label for r in rows], weights)
+    return model, time.perf_counter() - started
+
+
+def scenario(name: str, kind: str, labels: int, params_sets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    spec = SCENARIOS[name]
+    source = [CorpusRow(r.text, r.label, "movies") for r in read_rows(spec.source)]
+    train, holdout = split_holdout(source, 0.2, 0)
+    corpus = [Row(r.text, r.label) for r in train]
+    movies = [Row(r.text, r.label) for r in holdout]
+    stream, held = split_target(spec.target, 0.3, 0)
+    rng = random.Random(1)
+    judged = [Row(r.text, rng.choice(LABELS) if rng.random() < 0.05 else r.label) for r in stream[:labels]]
+    samples = [r for i, r in enumerate(judged) if i % 10]
+    out: dict[str, Any] = {"samples": len(samples), "oracle": {}}
+    for pname, params in params_sets.items():
+        static, _ = fit(kind, params, corpus, 1.0, [])
+        base = accuracy(static, movies)
+        out[f"{pname}_static"] = {"target": round(accuracy(static, held), 4), "movies": round(base, 4)}
+        for weight in WEIGHTS:
+            model, seconds = fit(kind, params, corpus, weight, samples)
+            found = {"target": round(accuracy(model, held), 4),
+                     "movies_delta": round(accuracy(model, movies) - base, 4), "fit_seconds": round(seconds, 2)}
+            out[f"{pname}_w{weight:g}"] = found
+            log.info("%s %s w=%g: %s", name, pname, weight, found)
+        out["oracle"][pname] = round(max(accuracy(fit(kind, params, corpus, w, stream)[0], held)
+                                         for w in (0.2, 0.05, 0.0)), 4)
+        log.info("%s %s oracle %s", name, pname, out["oracle"][pname])
+    return out
+
+
+def gate_points(name: str, at: list[int]) -> dict[str, Any]:
+    """The demo's full run at each of ``at`` labels, judged by the real gate against the static champion."""
+    from flywheel.demo import corpus_weight_choices
+    from trainer.config import PolicyConfig
+    from trainer.data import Frame
+    from trainer.frames import CrossFit, evaluation_set
+    from trainer.gates import EvaluationConfig, EvaluationGate, GateInput
+
+    kind, params = "tfidf-logreg", KIND_PARAMS["tfidf-logreg"]
+    policy = PolicyConfig(recent_min=20, corpus_weight_choices=corpus_weight_choices(kind))
+    gate = EvaluationGate(EvaluationConfig(metric_weights={"accuracy": 1.0}))
+    spec = SCENARIOS[name]
+    domain = spec.target.removeprefix("vader_")
+    source = [CorpusRow(r.text, r.label, "movies") for r in read_rows(spec.source)]
+    train, holdout = split_holdout(source, 0.2, 0)
+    corpus = [Row(r.text, r.label) for r in train]
+    stream, held = split_target(spec.target, 0.3, 0)
+    static, _ = fit(kind, params, corpus, 1.0, [])
+    rng = random.Random(1)
+    judged = [Row(r.text, rng.choice(LABELS) if rng.random() < 0.05 else r.label) for r in stream[:max(at)]]
+    out: dict[str, Any] = {"static_target": round(accuracy(static, held), 4)}
+    for k in at:
+        samples = [(i + 1, r) for i, r in enumerate(judged[:k]) if i % 10]
+        reserved = [(i + 1, r) for i, r in enumerate(judged[:k]) if not i % 10]
+        base = Frame().extend((-(j + 1), r.text, r.label, 1.0, "movies") for j, r in enumerate(holdout))
+        base.extend((i, r.text, r.label, 1.0, domain) for i, r in reserved)
+        out[k] = {}
+        for weight in (policy.corpus_weight, *policy.corpus_weight_choices):
+            frame = Frame().extend((-(j + 1), r.text, r.label, weight, "movies") for j, r in enumerate(corpus)
+                                   if weight > 0)
+            frame.extend((i, r.text, r.label, 1.0, domain) for i, r in samples)
+            rows = list(range(len(frame) - len(samples), len(frame)))
+            random.Random(f"{policy.seed}:cross-fit:{len(frame)}").shuffle(rows)
+            predicted: dict[int, tuple[str, float]] = {}
+            started = time.perf_counter()
+            for fold in (rows[f::5] for f in range(5)):
+                rest = frame.take([i for i in range(len(frame)) if i not in set(fold)])
+                model = KINDS[kind](**params).fit(rest.inputs, rest.labels, rest.weights)
+                for i, p in zip(fold, model.predict_proba([frame.inputs[i] for i in fold]), strict=True):
+                    predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
+            model = KINDS[kind](**params).fit(frame.inputs, frame.labels, frame.weights)
+            order = sorted(predicted)
+            cross = CrossFit(frame.take(order), [predicted[i] for i in order], 5)
+            verdict = gate.check(GateInput(candidate=model, champion=static,
+                                           holdout=evaluation_set(base, policy, cross)))
+            found = {"passed": verdict.passed, "reason": verdict.reason, "target": round(accuracy(model, held), 4),
+                     "seconds": round(time.perf_counter() - started, 1)}
+            out[k][f"corpus{weight:g}"] = found
+            log.info("%s k=%d corpus %g: %s", name, k, weight, found)
+    return out
+
+
+def main() -> None:
+    probe = HostProbe()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labels", type=int, default=400)
+    parser.add_argument("--gate", action="store_true", help="the demo's full run judged by the real gate")
+    parser.add_argument("--at", type=int, action="append", help="--gate: label counts (default 100 150 200 400)")
+    parser.add_argument("--scenario", action="append", dest="scenarios",
+                        choices=["movies->tweets", "movies->products"])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # one BLAS thread per fit, as the trainer fits
+    names = args.scenarios or ["movies->tweets", "movies->products"]
+    if args.gate:
+        emit({"gate": {name: gate_points(name, args.at or [100, 150, 200, 400]) for name in names}}, probe)
+        return
+    params_sets = {"word": {}, "char_wb": KIND_PARAMS["tfidf-logreg"]}
+    out = {"kind": "tfidf-logreg", "labels": args.labels, "scenarios": {
+        name: scenario(name, "tfidf-logreg", args.labels, params_sets)
+        for name in names}}
+    emit(out, probe)
+
+
+if __name__ == "__main__":
+    main()
