@@ -29,7 +29,8 @@ TEXT_PACE = (("rate", 12.0), ("stream", 2000), ("feedback_rate", 1.0), ("increme
 quiet machine, 2-4 min under load): the promotion came after the stream, and the live curve never moved.
 At 12/s, 1,500 rows and 60% judged, the first significant candidate needed ~500 labels (242 were not
 enough: +0.021, p 0.17) and came at step 1,480 (demo, 2026-12-05, load 15-20). Every prediction judged (and
-tfidf-logreg at one corpus weight, :data:`~flywheel.demo.platform.ONE_CORPUS_WEIGHT`): with 2,400 rows the
+tfidf-logreg at one corpus weight, word n-grams; the demo now also tries char n-grams and a target-only
+recipe: :data:`~flywheel.demo.platform.KIND_PARAMS`): with 2,400 rows the
 first promotion came at step 521 (218 labels, +0.083, p 0.001) and the last 150 served 0.707 vs the static
 0.567 (load 12-30). 2,000 rows keep that story in less time. A first run at 100 labels was refused every
 time (improvement -0.0006..-0.017) and held the single flight for a whole run (67 s at load 40) before the
