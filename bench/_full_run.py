@@ -112,8 +112,8 @@ def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more
                                                           for v in c["verdicts"]]} for c in result.candidates]})
                 if result.status not in ("promoted", "canary"):
                     break
-    return {"kind": kind, "seconds": max(r["seconds"] for r in runs), "cpu_seconds": max(r["cpu_seconds"] for r in runs),
-            "runs": runs,
+    return {"kind": kind, "seconds": max(r["seconds"] for r in runs),
+            "cpu_seconds": max(r["cpu_seconds"] for r in runs), "runs": runs,
             "bootstrap_seconds": round(bootstrap_s, 2)}
 
 
