@@ -31,7 +31,8 @@ def test_no_champion_never_trains_on_signals_or_requests() -> None:
 
 def test_requests_choose_the_mode() -> None:
     assert decide(POLICY, trigger="admin", new_since_attempt=0, new_since_champion=0, has_champion=True).mode == "full"
-    assert decide(POLICY, trigger="drift", new_since_attempt=20, new_since_champion=20, has_champion=True).mode == "full"
+    drifted = decide(POLICY, trigger="drift", new_since_attempt=20, new_since_champion=20, has_champion=True)
+    assert drifted.mode == "full"
     assert decide(POLICY, trigger="admin", new_since_attempt=0, new_since_champion=5, has_champion=True,
                   requested="incremental").mode == "incremental"
     nothing_new = decide(POLICY, trigger="admin", new_since_attempt=0, new_since_champion=0, has_champion=True,
