@@ -80,7 +80,7 @@ def land(url: str, samples: Sequence[CorpusRow], curation: CurationConfig, model
 
 
 def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more: int = 150,
-                 scenario: str = "movies->tweets") -> dict[str, Any]:
+                 scenario: str = "movies->tweets", corpus_rows: int | None = None) -> dict[str, Any]:
     """Two full runs of ``kind`` with the demo's config on a fresh database ``url`` (see the module doc)."""
     with tempfile.TemporaryDirectory() as tmp:
         config, curation = demo_configs(kind, scenario, Path(tmp))
@@ -91,7 +91,7 @@ def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more
         stream = _rows(target)
         with lifecycle(settings, settings.kafka_connection(), url, config) as lc:
             started = time.perf_counter()
-            boot = lc.trainer.bootstrap(_rows(source), source=f"{source}.csv", kind=kind)
+            boot = lc.trainer.bootstrap(_rows(source)[:corpus_rows], source=f"{source}.csv", kind=kind)
             bootstrap_s = time.perf_counter() - started
             if boot.status != "promoted":
                 raise SystemExit(f"bootstrap of {kind} was {boot.status}: {boot.reason}")
@@ -112,7 +112,7 @@ def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more
                                                           for v in c["verdicts"]]} for c in result.candidates]})
                 if result.status not in ("promoted", "canary"):
                     break
-    return {"kind": kind, "seconds": max(r["seconds"] for r in runs),
+    return {"kind": kind, "corpus_rows": corpus_rows, "seconds": max(r["seconds"] for r in runs),
             "cpu_seconds": max(r["cpu_seconds"] for r in runs), "runs": runs,
             "bootstrap_seconds": round(bootstrap_s, 2)}
 
@@ -126,11 +126,13 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["tfidf-logreg", "minilm-head"])
     parser.add_argument("--labels", type=int, default=300)
     parser.add_argument("--more", type=int, default=150)
+    parser.add_argument("--corpus-rows", type=int, default=None, help="of the demo corpus (default: all, as the demo)")
     args = parser.parse_args()
     results = {}
     for kind in args.kinds:
         with bench_stack() as (bootstrap, url):
-            results[kind] = measure_full(kind, bootstrap, url, labels=args.labels, more=args.more)
+            results[kind] = measure_full(kind, bootstrap, url, labels=args.labels, more=args.more,
+                                         corpus_rows=args.corpus_rows)
         sys.stderr.write(f"{kind}: {results[kind]}\n")
     emit({"full_run_seconds": {k: r["seconds"] for k, r in results.items()}, "details": results}, probe)
 
