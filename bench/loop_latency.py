@@ -1,20 +1,28 @@
-"""Feedback-to-promotion latency: the platform (ingest + curation + trainer) runs on the embedded broker and
-a fresh Postgres database with a champion deployed; feedback is produced until the trainer's count
-(accepted curated samples outside the holdout) is one short of the incremental threshold; then the crossing
-record is produced and the clock runs until the announcement (``canary`` or ``promote``) appears on
-``flywheel.models.v1``. Once per model kind.
+"""Feedback to a decision, with every gate on: the platform (ingest + curation + trainer) runs on the embedded
+broker and a fresh Postgres database with a champion deployed; feedback is produced until the trainer's
+count (accepted curated samples outside the holdout) is one short of the threshold; then the crossing record
+is produced and the clock runs until the run decides: its announcement (``canary`` or ``promote``) on
+``flywheel.models.v1``, or its refusal in ``training_runs``. Once per model kind and path.
+
+The trainer runs the demo's config (``flywheel.demo.platform.demo_settings``: every gate on with the demo's
+thresholds, its corpus weights and kind parameters): ``full`` is the demo's path (every retrain a full run at
+the threshold), ``incremental`` the same config with the full threshold out of reach (a warm start). The
+quiet-stream trigger is off: the bench times the threshold path. ``--gates-open`` instead lets any
+candidate through (``min_improvement: -1``, ``alpha: 0.999999``, no slice tolerance, behaviour rates 0, an
+incremental run): the figure measured before issue 18, labelled ``*_gates_open``.
 
 A serving pod (``flywheel serve`` in its own process, on the same broker and database) answers the
 champion before the crossing record; from the same start, ``POST /predict`` is polled every 50 ms and a
 second clock stops at the first response whose ``version`` is the announced one: feedback to a served
-prediction.
+prediction (None when the run was refused).
 
-The gates run in full, but with thresholds that let the candidate through (``min_improvement: -1``,
-``alpha: 0.999999``, no slice tolerance, behaviour rates 0): this measures how fast the loop is, not
-whether 200 samples make a better model. Last line of output is JSON:
-{"kind_seconds": {kind: seconds}, "to_predict_seconds": {kind: seconds}, "details": {...}}.
+``full_run_seconds`` is one full gated run timed in isolation (``bench._full_run``: the demo's config, the
+demo corpus as champion, 300 then 450 target labels; the slower of the two runs). Last line of output is
+JSON: {"full_run_seconds": {kind: s}, "kind_seconds": {kind: s}, "incremental_seconds": {kind: s},
+"to_predict_seconds": {kind: s}, "load": [before, after], "details": {...}, "host": {...}}.
 
-    .venv/bin/python bench/loop_latency.py [--kinds tfidf-logreg minilm-head] [--threshold 200]
+    .venv/bin/python bench/loop_latency.py [--kinds tfidf-logreg minilm-head] [--paths full incremental]
+        [--skip-full-run] [--gates-open]
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import httpx
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
+from bench._full_run import demo_configs, measure_full
 from bench._host import HostProbe, emit
 from bench._stack import bench_stack
 from core import db
@@ -66,6 +75,25 @@ def rows(name: str) -> list[CorpusRow]:
 def reserved(feedback_id: str, percent: int) -> bool:
     """Mirror of trainer.data.holdout_predicate: feedback kept for evaluation, not counted."""
     return int(hashlib.md5(feedback_id.encode()).hexdigest()[:8], 16) % 100 < percent
+
+
+def gated_config(path: Path, kind: str, mode: str) -> tuple[Path, int]:
+    """The demo's trainer config for ``kind`` (every gate on) as a file, and its threshold; ``incremental``:
+    the full threshold out of reach. The quiet-stream trigger off (the bench times the threshold path)."""
+    config, _ = demo_configs(kind, "movies->tweets", path.parent)
+    threshold = config.policy.incremental_threshold
+    policy = config.policy.model_copy(update={
+        "quiet_after_s": None, "full_threshold": threshold if mode == "full" else 100 * threshold})
+    path.write_text(yaml.safe_dump(config.model_copy(update={"policy": policy}).model_dump(mode="json")))
+    return path, threshold
+
+
+def finished_run(url: str) -> tuple[str, float | None] | None:
+    """The status and duration of the latest finished (non-bootstrap) run, if any."""
+    with db.connect(url) as conn:
+        row = conn.execute("SELECT status, duration_s FROM training_runs WHERE mode <> 'bootstrap' AND "
+                           "status <> 'running' ORDER BY id DESC LIMIT 1").fetchone()
+    return None if row is None else (str(row[0]), None if row[1] is None else float(row[1]))
 
 
 def lenient_config(path: Path, kind: str, threshold: int) -> Path:
@@ -196,14 +224,18 @@ class PredictPoller(threading.Thread):
             self.stop.wait(max(0.0, next_at - time.perf_counter()))
 
 
-def measure(kind: str, threshold: int, bootstrap_rows: int) -> dict[str, Any]:
+def measure(kind: str, path: str, bootstrap_rows: int | None, gates_open: bool = False,
+            open_threshold: int = 200) -> dict[str, Any]:
     with bench_stack() as (bootstrap, url), tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as pod:
         prefix = f"bench{uuid.uuid4().hex[:6]}"
+        if gates_open:
+            trainer_config, threshold = lenient_config(Path(tmp) / "t.yaml", kind, open_threshold), open_threshold
+        else:
+            trainer_config, threshold = gated_config(Path(tmp) / "t.yaml", kind, path)
         settings = FlywheelSettings(kafka_bootstrap=bootstrap, database_url=url, topic_prefix=prefix,  # type: ignore[arg-type]
                                     data_dir=Path(tmp) / "data", metrics_port=0, schema_registry_port=0,
                                     serving_port=0,  # the API runs as its own process: serving_pod()
-                                    batch_max_wait_ms=20, trainer_config=lenient_config(Path(tmp) / "t.yaml", kind,
-                                                                                        threshold),
+                                    batch_max_wait_ms=20, trainer_config=trainer_config,
                                     canary_config=quiet_watchdog(Path(tmp) / "canary.yaml"),
                                     drift_config=quiet_drift(Path(tmp) / "drift.yaml"))
         serve_log = Path(tmp) / "serve.log"
@@ -265,25 +297,33 @@ def measure(kind: str, threshold: int, bootstrap_rows: int) -> dict[str, Any]:
                     if curation_status(url, fid) == "accepted":
                         break
                     retried += 1
-            event = None
-            deadline = time.monotonic() + 600
+            event, decided = None, None
+            deadline = time.monotonic() + 900
             while event is None and time.monotonic() < deadline:
                 for msg in watcher.consume(num_messages=10, timeout=0.2):
                     if not msg.error():
                         event = ModelEvent.model_validate_json(msg.value() or b"")
                         break
+                if event is None and (decided := finished_run(url)) is not None and decided[0] not in (
+                        "promoted", "canary"):
+                    break  # refused (or failed): no announcement comes
             elapsed = time.perf_counter() - t0
+            decided = finished_run(url)
             watcher.close()
             poller.join(120 if event is not None else 0)
             poller.stop.set()
             poller.join(30)
             pod.close()  # the serving process stops before the platform
             runs = lc.trainer.recent_runs()
+        status, run_s = decided if decided is not None else ("none", None)
         if event is None:
-            return {"kind": kind, "seconds": None, "to_predict_seconds": None, "runs": runs}
+            return {"kind": kind, "path": path, "status": status, "run_seconds": run_s,
+                    "seconds": round(elapsed, 3) if decided is not None else None, "to_predict_seconds": None,
+                    "threshold": threshold, "runs": runs}
         served = poller.first_new
         to_predict = round(served[0] - t0, 3) if served is not None and served[1] == event.version else None
-        return {"kind": kind, "seconds": round(elapsed, 3), "to_predict_seconds": to_predict,
+        return {"kind": kind, "path": path, "status": status, "run_seconds": run_s, "threshold": threshold,
+                "seconds": round(elapsed, 3), "to_predict_seconds": to_predict,
                 "action": event.action, "semver": event.semver, "version": event.version,
                 "first_new_served": served[1] if served else None, "predict_polls": poller.polls,
                 "predict_failures": poller.failures, "crossing_retries": retried, "feedback_sent": sent + 1 + retried,
@@ -295,17 +335,41 @@ def main() -> None:
     probe = HostProbe()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", nargs="+", default=["tfidf-logreg", "minilm-head"])
-    parser.add_argument("--threshold", type=int, default=200)
-    parser.add_argument("--bootstrap-rows", type=int, default=2000)
+    parser.add_argument("--paths", nargs="+", choices=("full", "incremental"), default=["full", "incremental"])
+    parser.add_argument("--bootstrap-rows", type=int, default=None,
+                        help="corpus rows of the first champion (default: all of vader_movies, as the demo)")
+    parser.add_argument("--skip-full-run", action="store_true", help="no isolated full run (full_run_seconds)")
+    parser.add_argument("--gates-open", action="store_true",
+                        help="the pre-issue-18 figure: an incremental run every candidate passes")
+    parser.add_argument("--threshold", type=int, default=200, help="the incremental threshold with --gates-open")
     args = parser.parse_args()
-    results = {}
-    for kind in args.kinds:
-        result = measure(kind, args.threshold, args.bootstrap_rows)
-        print(f"{kind}: {result}", flush=True)
-        results[kind] = result
-    emit({"kind_seconds": {k: r["seconds"] for k, r in results.items()},
-                      "to_predict_seconds": {k: r["to_predict_seconds"] for k, r in results.items()},
-                      "details": {k: {x: v for x, v in r.items() if x != "runs"} for k, r in results.items()}}, probe)
+    out: dict[str, Any] = {"details": {}}
+    if args.gates_open:
+        for kind in args.kinds:
+            result = measure(kind, "incremental", args.bootstrap_rows or 2000, gates_open=True,
+                             open_threshold=args.threshold)
+            sys.stderr.write(f"{kind} gates open: {result}\n")
+            out.setdefault("kind_seconds_gates_open", {})[kind] = result["seconds"]
+            out.setdefault("to_predict_seconds_gates_open", {})[kind] = result["to_predict_seconds"]
+            out["details"][f"{kind}/gates_open"] = {x: v for x, v in result.items() if x != "runs"}
+    else:
+        for kind in args.kinds:
+            if not args.skip_full_run:
+                with bench_stack() as (bootstrap, url):
+                    full = measure_full(kind, bootstrap, url)
+                sys.stderr.write(f"{kind} isolated full runs: {full}\n")
+                out.setdefault("full_run_seconds", {})[kind] = full["seconds"]
+                out["details"][f"{kind}/full_run"] = full
+            for path in args.paths:
+                result = measure(kind, path, args.bootstrap_rows)
+                sys.stderr.write(f"{kind} {path}: {result}\n")
+                key = "kind_seconds" if path == "full" else "incremental_seconds"
+                out.setdefault(key, {})[kind] = result["seconds"]
+                if path == "full":
+                    out.setdefault("to_predict_seconds", {})[kind] = result["to_predict_seconds"]
+                out["details"][f"{kind}/{path}"] = {x: v for x, v in result.items() if x != "runs"}
+    out["load"] = [probe.load_before, [round(x, 2) for x in os.getloadavg()]]
+    emit(out, probe)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy.typing as npt
 from kinds._threads import one_blas_thread
 from kinds.base import ModelKind, Probabilities, as_texts
 from kinds.exceptions import ArtifactError, KindError
+from kinds.ngrams import shared_tfidf
 from kinds.search_space import Choice, FloatRange
 from tasks.features import Input
 
@@ -84,7 +85,13 @@ class TfidfLogReg(ModelKind):
         if len(classes) < 2:
             raise KindError(f"need at least two labels to train, got {classes}")
         vectorizer = self._new_vectorizer()
-        features = vectorizer.fit_transform(list(texts))
+        shared = shared_tfidf(texts, ngram_max=self.params["ngram_max"], min_df=self.params["min_df"],
+                              max_features=self.params["max_features"],
+                              analyzer=self.params.get("analyzer", "word"), ngram_min=self.params.get("ngram_min", 1))
+        if shared is None:
+            features = vectorizer.fit_transform(list(texts))
+        else:  # inside kinds.ngrams.counted_once: the same vectorizer, from counts made once per run
+            vectorizer.vocabulary_, vectorizer.idf_, features = shared.vocabulary, shared.idf, shared.matrix
         clf = self._new_classifier(warm=False)
         with one_blas_thread():
             clf.fit(features, list(labels), sample_weight=None if weights is None else np.asarray(weights, float))

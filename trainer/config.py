@@ -41,6 +41,17 @@ class PolicyConfig(_Frozen):
     full_threshold: int = Field(default=2000, ge=1, description="New accepted samples for a full run.")
     full_cron: str | None = Field(default=None, description="Cron schedule (5 fields, UTC) of full retrains.")
     drift_action: Literal["full", "incremental", "ignore"] = "full"
+    drift_min_new: int = Field(
+        default=20, ge=0,
+        description="A drift alert retrains only with at least this many accepted samples newer than the last run of "
+                    "its mode (whatever its outcome): fewer, and that run trained on this data already (a drift alert "
+                    "often follows a threshold run on the same samples). 0 = always.")
+    quiet_after_s: float | None = Field(
+        default=30.0, gt=0,
+        description="Seconds without a Landed or Curated signal after which the samples that came since the last "
+                    "run are trained on although below the threshold (the stream went quiet: the last labels "
+                    "would otherwise wait for more). Once per quiet spell; unset = off.")
+    quiet_min_samples: int = Field(default=20, ge=1, description="Fewer new samples: a quiet spell trains nothing.")
     request_max_age_s: float = Field(default=3600.0, gt=0, description="Older retrain requests are ignored.")
     reconcile_interval_s: float = Field(default=30.0, gt=0, description="Check Postgres even without signals.")
     replay_size: int = Field(default=2000, ge=0, description="Older samples mixed into an incremental run.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,7 @@ from trainer.data import Frame
 from trainer.frames import CrossFit, evaluation_set
 from trainer.gates import Gate, GateInput, Verdict
 
-__all__ = ["Candidate", "select_candidate"]
+__all__ = ["Candidate", "choose_candidate", "select_candidate"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class Candidate:
     name: str = ""  # kind, or kind_corpus<weight> for a corpus-weight choice (MLflow-safe)
     cross: CrossFit | None = None  # its recipe's out-of-fold predictions (the evaluation's cross-fitted rows)
     selection: Verdict | None = None  # a corpus-weight choice judged against the policy's weight (select_candidate)
+    skipped: str = ""  # why the gates after evaluation were not run on it (choose_candidate): not passed, not failed
 
     def __post_init__(self) -> None:
         self.name = self.name or (self.kind if self.corpus_weight is None
@@ -38,7 +39,7 @@ class Candidate:
 
     @property
     def passed(self) -> bool:
-        return bool(self.verdicts) and all(v.passed for v in self.verdicts)
+        return bool(self.verdicts) and all(v.passed for v in self.verdicts) and not self.skipped
 
     @property
     def score(self) -> float:
@@ -72,6 +73,8 @@ class Candidate:
                "verdicts": [{"gate": v.gate, "passed": v.passed, "reason": v.reason} for v in self.verdicts]}
         if self.selection is not None:
             out["selection"] = {"chosen": self.selection.passed, "reason": self.selection.reason}
+        if self.skipped:
+            out["skipped"] = self.skipped
         return out
 
 
@@ -85,8 +88,22 @@ def select_candidate(passing: Sequence[Candidate], holdout: Frame, evaluation: G
     noisier recipe: in the efficacy bench (movies->products, 2026-12-04) corpus weight 0.05 outscored 0.2
     (0.657 vs 0.645 on 2,521 rows, 323 cross-fitted) and served 0.600 on the held-out rows; the same
     samples trained at 0.2 serve 0.614-0.628 (docs/training.md)."""
-    best = passing[0]
-    default = next((c for c in passing if c.kind == best.kind and c.corpus_weight is None), None)
+    chosen = choose_candidate(passing, lambda c: True, holdout, evaluation, policy)
+    assert chosen is not None  # every passing candidate behaves
+    return chosen
+
+
+def choose_candidate(ranked: Sequence[Candidate], behaves: Callable[[Candidate], bool], holdout: Frame,
+                     evaluation: Gate[Any], policy: PolicyConfig) -> Candidate | None:
+    """:func:`select_candidate` over the candidates that passed evaluation (``ranked``: best score first),
+    asking ``behaves`` (the remaining gates, run on demand) only of those the choice reads: the best, then
+    the next when it fails, and the same kind at the policy's corpus weight when the best is a corpus-weight
+    choice. The same choice as running every gate on every candidate first, since the choice looks at no
+    other candidate; None when none behaves (then every one was asked)."""
+    best = next((c for c in ranked if behaves(c)), None)
+    if best is None:
+        return None
+    default = next((c for c in ranked if c.kind == best.kind and c.corpus_weight is None and behaves(c)), None)
     if best.corpus_weight is None or default is None:
         return best
     cross = best.cross.against(default.cross) if best.cross is not None and default.cross is not None else None

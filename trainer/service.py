@@ -1,7 +1,9 @@
 """The trainer consumer: wakes on ``Landed`` / ``Curated`` signals and ``RetrainRequest`` events, and
 checks Postgres on a timer and on the cron schedule even when no signal comes (signals are hints;
-Postgres is the truth). Training runs in this loop; the lock in ``Trainer`` makes it single flight
-across every instance, and a replayed signal finds its watermark already trained.
+Postgres is the truth). When no signal has come for ``quiet_after_s`` it asks once (trigger ``quiet``) for
+a run on the samples below the threshold: the last labels of a stream that went quiet are not left waiting.
+Training runs in this loop; the lock in ``Trainer`` makes it single flight across every instance, and a
+replayed signal finds its watermark already trained.
 
 Requests carry an ``action``: ``retrain`` (``Trainer.maybe_train``), ``bootstrap`` (``Trainer.bootstrap`` on
 the corpus stored with the request) or ``evaluate`` (``Trainer.evaluate``). One a serving pod recorded in
@@ -76,6 +78,8 @@ class TrainerService:
         next_check = 0.0  # reconcile at start
         next_cron = self.cron.next_after(self.clock()) if self.cron else None
         pending: list[RetrainRequest] = []  # requests that found the lock held: retried until they expire
+        quiet_after = self.config.policy.quiet_after_s
+        last_signal, quiet_asked = time.monotonic(), False  # a start is new data too: pending labels are used
         try:
             while not stop.is_set():
                 wake: Trigger | None = None
@@ -88,6 +92,10 @@ class TrainerService:
                         pending.append(kind)
                     elif kind is not None:
                         wake = "signal"
+                        last_signal, quiet_asked = time.monotonic(), False
+                if (wake is None and quiet_after is not None and not quiet_asked
+                        and time.monotonic() - last_signal >= quiet_after):
+                    wake, quiet_asked = "quiet", True  # once per quiet spell: the labels below the threshold
                 if next_cron is not None and self.clock() >= next_cron:
                     assert self.cron is not None
                     pending.append(RetrainRequest(ts=self.clock(), model=self.trainer.model_name, mode="full",

@@ -29,14 +29,21 @@ def rows(name: str) -> tuple[CorpusRow, ...]:
     return tuple(found)
 
 
-def land_feedback(db_url: str, samples: Sequence[CorpusRow], *, flip: bool = False, served: str = "1") -> None:
-    """Predictions + joined label feedback, committed like ingest does (one transaction)."""
+def land_feedback(db_url: str, samples: Sequence[CorpusRow], *, flip: bool = False, served: str = "1",
+                  seed: int | None = None) -> None:
+    """Predictions + joined label feedback, committed like ingest does (one transaction). With ``seed`` the
+    ids are fixed (so is the reserved holdout, which hashes the feedback id): the same data on every run."""
+    draw = random.Random(seed)
+
+    def new_id() -> uuid.UUID:
+        return uuid.uuid4() if seed is None else uuid.UUID(int=draw.getrandbits(128), version=4)
+
     with db.connect(db_url) as conn, conn.cursor() as cur:
         with cur.copy("COPY predictions (prediction_id, model, model_version, variant, text, label, probabilities, "
                       "latency_ms, domain, ts) FROM STDIN") as copy:
             ids = []
             for row in samples:
-                pid = uuid.uuid4().hex
+                pid = new_id().hex
                 ids.append(pid)
                 copy.write_row((pid, "sentiment", served, "champion", row.text, "neutral",
                                 json.dumps({"negative": 0.2, "neutral": 0.6, "positive": 0.2}), 3.0, row.domain,
@@ -45,7 +52,7 @@ def land_feedback(db_url: str, samples: Sequence[CorpusRow], *, flip: bool = Fal
                       "model_version, variant, predicted_label, resolved_at) FROM STDIN") as copy:
             for pid, row in zip(ids, samples, strict=True):
                 label = FLIP[row.label] if flip else row.label
-                copy.write_row((uuid.uuid4().hex, uuid.uuid4(), pid, label, "test", "2026-11-22T00:00:01Z",
+                copy.write_row((new_id().hex, new_id(), pid, label, "test", "2026-11-22T00:00:01Z",
                                 "joined", "sentiment", served, "champion", "neutral", "2026-11-22T00:00:02Z"))
         conn.commit()
     curate(db_url)

@@ -31,7 +31,8 @@ def test_no_champion_never_trains_on_signals_or_requests() -> None:
 
 def test_requests_choose_the_mode() -> None:
     assert decide(POLICY, trigger="admin", new_since_attempt=0, new_since_champion=0, has_champion=True).mode == "full"
-    assert decide(POLICY, trigger="drift", new_since_attempt=0, new_since_champion=0, has_champion=True).mode == "full"
+    drifted = decide(POLICY, trigger="drift", new_since_attempt=20, new_since_champion=20, has_champion=True)
+    assert drifted.mode == "full"
     assert decide(POLICY, trigger="admin", new_since_attempt=0, new_since_champion=5, has_champion=True,
                   requested="incremental").mode == "incremental"
     nothing_new = decide(POLICY, trigger="admin", new_since_attempt=0, new_since_champion=0, has_champion=True,
@@ -39,6 +40,43 @@ def test_requests_choose_the_mode() -> None:
     assert nothing_new.mode is None and "no new samples" in nothing_new.reason
     ignore = PolicyConfig(drift_action="ignore")
     assert decide(ignore, trigger="drift", new_since_attempt=9, new_since_champion=9, has_champion=True).mode is None
+
+
+def test_a_drift_alert_on_the_data_the_last_run_trained_on_is_skipped() -> None:
+    # a threshold run at 300 samples, then a drift alert 5 samples later: the same data, the same outcome
+    just_ran = decide(POLICY, trigger="drift", new_since_attempt=5, new_since_full=5, new_since_champion=305,
+                      has_champion=True)
+    assert just_ran.mode is None and "drift_min_new 20" in just_ran.reason and "5 samples" in just_ran.reason
+    # counted against the last run of the mode it would train: an incremental run since does not hide new data
+    assert decide(POLICY, trigger="drift", new_since_attempt=5, new_since_full=250, new_since_champion=305,
+                  has_champion=True).mode == "full"
+    incremental = PolicyConfig(drift_action="incremental")
+    assert decide(incremental, trigger="drift", new_since_attempt=5, new_since_full=250, new_since_champion=305,
+                  has_champion=True).mode is None
+    always = PolicyConfig(drift_min_new=0)
+    assert decide(always, trigger="drift", new_since_attempt=0, new_since_champion=0, has_champion=True).mode == "full"
+    # an operator's request is never second-guessed
+    assert decide(POLICY, trigger="admin", new_since_attempt=0, new_since_champion=0, has_champion=True).mode == "full"
+
+
+@pytest.mark.parametrize(("new", "mode"), [(0, None), (19, None), (20, "incremental"), (199, "incremental"),
+                                           (200, "incremental"), (2000, "full")])
+def test_a_quiet_stream_trains_the_labels_below_the_threshold(new: int, mode: str | None) -> None:
+    decision = decide(POLICY, trigger="quiet", new_since_attempt=new, new_since_champion=new, has_champion=True)
+    assert decision.mode == mode, decision.reason
+    if mode is not None and new < 200:
+        assert "went quiet" in decision.reason
+    # only the quiet trigger: a signal or the reconcile timer keeps to the thresholds
+    assert decide(POLICY, trigger="reconcile", new_since_attempt=min(new, 199), new_since_champion=new,
+                  has_champion=True).mode is None
+
+
+def test_a_quiet_stream_trains_full_where_every_retrain_is_full() -> None:
+    every_full = PolicyConfig(incremental_threshold=100, full_threshold=100, quiet_min_samples=10)
+    assert decide(every_full, trigger="quiet", new_since_attempt=10, new_since_champion=10,
+                  has_champion=True).mode == "full"
+    assert decide(every_full, trigger="quiet", new_since_attempt=9, new_since_champion=9,
+                  has_champion=True).mode is None
 
 
 @pytest.mark.parametrize(("expr", "after", "expected"), [
@@ -88,9 +126,9 @@ def test_full_threshold_counts_since_the_last_full_run_not_the_last_incremental(
 
 def test_drift_requests_follow_the_policy_unless_they_name_a_mode() -> None:
     incremental = PolicyConfig(drift_action="incremental")
-    assert decide(incremental, trigger="drift", new_since_attempt=0, new_since_champion=3, has_champion=True).mode \
-        == "incremental"
-    assert decide(incremental, trigger="drift", new_since_attempt=0, new_since_champion=3, has_champion=True,
+    assert decide(incremental, trigger="drift", new_since_attempt=20, new_since_champion=23,
+                  has_champion=True).mode == "incremental"
+    assert decide(incremental, trigger="drift", new_since_attempt=20, new_since_champion=23, has_champion=True,
                   requested="full").mode == "full"
 
 
