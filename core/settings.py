@@ -119,6 +119,11 @@ class FlywheelSettings(BaseSettings):
     predict_batch_workers: int = Field(default=2, ge=1, le=64,
                                        description="Micro-batches (minilm) a pod encodes at the same time.")
     embedding_cache_entries: int = Field(default=50_000, ge=0, description="LRU embeddings kept per pod.")
+    encoder_runtime: Literal["onnx", "torch"] = Field(
+        default="onnx", description="How a pod runs the MiniLM encoder: the ONNX graph an fp32 minilm-head "
+                                    "artifact ships (onnxruntime, no torch import) or torch.")
+    encoder_threads: int = Field(default=1, ge=1, le=64,
+                                 description="Intra-op threads of each encoder call in a pod (per batch worker).")
 
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 = do not serve /metrics.")
     metrics_host: str = Field(default="127.0.0.1", description="Address /metrics binds to; 0.0.0.0 in containers.")
