@@ -81,12 +81,13 @@ class Encoder:
     ``isolated``: build the model (transformers, quantisation, trace) in a child process and load only its
     TorchScript here (serving pods: ~100 MB less RSS; the same vectors, a few seconds more to load).
     ``use_graph``: a ``minilm-head`` loaded from an artifact that ships this encoder exported to ONNX runs
-    that graph with onnxruntime in its stead (:mod:`kinds.onnx_encoder`); False keeps torch.
+    that graph with onnxruntime in its stead (:mod:`kinds.onnx_encoder`; serving pods set it). Off by
+    default: a trainer embeds with torch, so a saved and reloaded head predicts bit-identically there.
     """
 
     def __init__(self, model_dir: Path | None = None, *, name: str = "all-MiniLM-L6-v2", batch_size: int = 64,
                  max_length: int = 256, threads: int = 2, precision: Precision = "fp32",
-                 isolated: bool = False, use_graph: bool = True) -> None:
+                 isolated: bool = False, use_graph: bool = False) -> None:
         if precision not in PRECISIONS:
             raise EncoderError(f"unknown encoder precision {precision!r}; known: {list(PRECISIONS)}")
         if model_dir is None:

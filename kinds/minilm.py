@@ -15,8 +15,8 @@ The artifact is ``head.safetensors`` + ``encoder.json`` (the encoder_id and dim 
 on); loading it where the embedder's encoder differs raises :class:`EncoderMismatch`. A head trained on
 the fp32 MiniLM :class:`Encoder` also ships that encoder exported to ONNX (``encoder.onnx`` +
 ``tokenizer.json``, :mod:`kinds.onnx_encoder`): a head loaded from such an artifact embeds with
-onnxruntime wherever its embedder's encoder is that :class:`Encoder` with ``use_graph`` set (the
-default), so a serving pod never imports torch. Predicting is numpy (the head's layers as arrays);
+onnxruntime wherever its embedder's encoder is that :class:`Encoder` with ``use_graph`` set (serving
+pods), so a serving pod never imports torch. Predicting is numpy (the head's layers as arrays);
 torch and scikit-learn are imported only to fit (``kinds._head_training``).
 
 ``precision`` (``fp32``, ``int8``, ``int8-all``; see :mod:`kinds.encoder`) is the encoder precision the
