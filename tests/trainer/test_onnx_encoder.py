@@ -41,7 +41,8 @@ def test_the_graph_gives_the_torch_encoders_vectors(encoder: Encoder, graph: Onn
     assert np.abs(onnx_vectors - torch_vectors).max() < 1e-5
     assert np.sum(onnx_vectors * torch_vectors, axis=1).min() > 1 - 1e-5
     assert graph.encoder_id == encoder.encoder_id  # the same vectors, so the same id and cache entries
-    assert np.array_equal(graph.encode(texts[:5]), onnx_vectors[:5])  # order restored after length sorting
+    # another batch composition: the caller's order restored, the same vectors but for padding's last bits
+    assert np.abs(graph.encode(texts[:5]) - onnx_vectors[:5]).max() < 1e-6
 
 
 def test_an_fp32_head_ships_the_graph_and_predicts_the_same_on_it(encoder: Encoder, tmp_path: Path) -> None:
