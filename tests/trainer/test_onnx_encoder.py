@@ -60,11 +60,11 @@ def test_an_fp32_head_ships_the_graph_and_predicts_the_same_on_it(encoder: Encod
     trainer_side = load_model(tmp_path / "m", resources=Resources(embedder=Embedder(encoder, MemoryEmbeddingCache())))
     assert isinstance(trainer_side, MiniLMHead) and trainer_side.embedder.encoder is encoder  # use_graph off
 
-    texts = real_texts(300, "vader_movies")
+    texts = real_texts(300, "vader_products")  # held out: none was a training text
     want, got = head.predict_proba(texts), served.predict_proba(texts)
     assert served.predict(texts) == head.predict(texts)
     assert np.abs(got - want).max() < 1e-5
-    assert np.array_equal(trainer_side.predict_proba(texts), want)
+    assert np.abs(trainer_side.predict_proba(texts) - want).max() < 1e-6  # torch; batches differ from head's
 
     again = served.save(tmp_path / "again")  # a loaded head saved again ships the same graph
     assert again["files"][GRAPH] == manifest["files"][GRAPH]
