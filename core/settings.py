@@ -127,6 +127,11 @@ class FlywheelSettings(BaseSettings):
         "Generation requests that may wait for a worker; one more is refused with 429 and Retry-After."))
     generate_timeout_s: float = Field(default=30.0, gt=0, le=3600, description=(
         "Deadline of one /generate request from arrival (queue wait included)."))
+    encoder_runtime: Literal["onnx", "torch"] = Field(
+        default="onnx", description="How a pod runs the MiniLM encoder: the ONNX graph an fp32 minilm-head "
+                                    "artifact ships (onnxruntime, no torch import) or torch.")
+    encoder_threads: int = Field(default=1, ge=1, le=64,
+                                 description="Intra-op threads of each encoder call in a pod (per batch worker).")
 
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 = do not serve /metrics.")
     metrics_host: str = Field(default="127.0.0.1", description="Address /metrics binds to; 0.0.0.0 in containers.")

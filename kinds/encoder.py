@@ -41,13 +41,15 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, get_args
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from kinds.exceptions import EncoderError
+
+if TYPE_CHECKING:  # torch is imported where it runs: a pod serving an exported graph never imports it
+    import torch
 
 Vectors = npt.NDArray[np.float32]
 WEIGHTS = "model.safetensors"
@@ -78,11 +80,14 @@ class Encoder:
     torch's process-wide intra-op threads at ``threads``. ``precision``: see the module docstring.
     ``isolated``: build the model (transformers, quantisation, trace) in a child process and load only its
     TorchScript here (serving pods: ~100 MB less RSS; the same vectors, a few seconds more to load).
+    ``use_graph``: a ``minilm-head`` loaded from an artifact that ships this encoder exported to ONNX runs
+    that graph with onnxruntime in its stead (:mod:`kinds.onnx_encoder`; serving pods set it). Off by
+    default: a trainer embeds with torch, so a saved and reloaded head predicts bit-identically there.
     """
 
     def __init__(self, model_dir: Path | None = None, *, name: str = "all-MiniLM-L6-v2", batch_size: int = 64,
                  max_length: int = 256, threads: int = 2, precision: Precision = "fp32",
-                 isolated: bool = False) -> None:
+                 isolated: bool = False, use_graph: bool = False) -> None:
         if precision not in PRECISIONS:
             raise EncoderError(f"unknown encoder precision {precision!r}; known: {list(PRECISIONS)}")
         if model_dir is None:
@@ -94,7 +99,7 @@ class Encoder:
         self.model_dir = Path(model_dir).resolve()
         self.name, self.batch_size, self.max_length, self.threads = name, batch_size, max_length, threads
         self.precision: Precision = precision
-        self.isolated = isolated
+        self.isolated, self.use_graph = isolated, use_graph
 
     def __repr__(self) -> str:
         return (f"Encoder({str(self.model_dir)!r}, batch_size={self.batch_size}, max_length={self.max_length}"
@@ -105,7 +110,7 @@ class Encoder:
         if precision == self.precision:
             return self
         return Encoder(self.model_dir, name=self.name, batch_size=self.batch_size, max_length=self.max_length,
-                       threads=self.threads, precision=precision, isolated=self.isolated)
+                       threads=self.threads, precision=precision, isolated=self.isolated, use_graph=self.use_graph)
 
     @property
     def encoder_id(self) -> str:
@@ -120,6 +125,8 @@ class Encoder:
         return _hidden_size(self.model_dir)
 
     def encode(self, texts: Sequence[str]) -> Vectors:
+        import torch
+
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
@@ -178,6 +185,8 @@ class _Loaded(NamedTuple):
 def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask), padded to the longest, truncated at ``max_length`` tokens: what
     transformers' tokenizer of the model answers (checked on every text of data/*.csv)."""
+    import torch
+
     tokenizer.enable_truncation(max_length)
     encodings = tokenizer.encode_batch(list(texts))
     return (torch.tensor([e.ids for e in encodings], dtype=torch.long),
@@ -204,6 +213,8 @@ _models_lock = threading.Lock()
 
 
 def _load(model_dir: Path, precision: Precision, threads: int, isolated: bool) -> _Loaded:
+    import torch
+
     with _models_lock:
         if (model_dir, precision) not in _models:
             if torch.get_num_threads() > threads:
@@ -236,6 +247,8 @@ def _built_elsewhere(model_dir: Path, precision: Precision) -> Any:
         try:
             subprocess.run([sys.executable, "-m", "kinds._export", str(model_dir), precision, str(out)],
                            check=True, capture_output=True, timeout=600, env=env)
+            import torch
+
             return torch.jit.load(str(out))  # type: ignore[no-untyped-call]
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             detail = getattr(exc, "stderr", b"") or b""
@@ -248,6 +261,7 @@ def _quantised(model: Any, *, skip_ffn_output: bool) -> Any:
     """Dynamic int8 quantisation of the Linear layers, in place (the fp32 weights are freed);
     ``skip_ffn_output`` leaves each feed-forward block's output layer (``*.output.dense`` outside attention)
     in fp32."""
+    import torch
     from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
     names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
@@ -262,6 +276,8 @@ def _traced(model: Any, tokenizer: Any) -> Any:
     """The model as a TorchScript trace (the same arithmetic, without the Python of ~100 module calls
     per forward pass: at one text per pass that Python was half the CPU of an int8 encode, and it holds
     the GIL). Inputs are positional (input_ids, attention_mask); any failure keeps the eager model."""
+    import torch
+
     inputs = _tokenize(tokenizer, ["a short example text", "and a second, longer one to pad the first"], 256)
     try:
         with warnings.catch_warnings(), torch.inference_mode():
@@ -273,6 +289,7 @@ def _traced(model: Any, tokenizer: Any) -> Any:
 
 
 def _read_model(model_dir: Path) -> Any:
+    import torch
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 

@@ -1,4 +1,4 @@
-"""``minilm-head``: a small torch head (linear softmax, or one hidden layer) over cached all-MiniLM-L6-v2
+"""``minilm-head``: a small head (linear softmax, or one hidden layer) over cached all-MiniLM-L6-v2
 sentence embeddings. The encoder stays frozen, so retraining is training the head over vectors the
 embedding cache already holds: seconds for thousands of texts.
 
@@ -12,7 +12,12 @@ embedder with the Postgres cache at start-up and binds every head it creates or 
     head = create("minilm-head", resources=resources)
 
 The artifact is ``head.safetensors`` + ``encoder.json`` (the encoder_id and dim the head was trained
-on); loading it where the embedder's encoder differs raises :class:`EncoderMismatch`.
+on); loading it where the embedder's encoder differs raises :class:`EncoderMismatch`. A head trained on
+the fp32 MiniLM :class:`Encoder` also ships that encoder exported to ONNX (``encoder.onnx`` +
+``tokenizer.json``, :mod:`kinds.onnx_encoder`): a head loaded from such an artifact embeds with
+onnxruntime wherever its embedder's encoder is that :class:`Encoder` with ``use_graph`` set (serving
+pods), so a serving pod never imports torch. Predicting is numpy (the head's layers as arrays);
+torch and scikit-learn are imported only to fit (``kinds._head_training``).
 
 ``precision`` (``fp32``, ``int8``, ``int8-all``; see :mod:`kinds.encoder`) is the encoder precision the
 head trains and predicts on: an embedder whose encoder is the MiniLM :class:`Encoder` at another precision
@@ -26,29 +31,26 @@ import itertools
 import json
 import logging
 import math
-import warnings
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
+from safetensors.numpy import load_file, save_file
 
-from kinds._threads import one_blas_thread, one_torch_thread
 from kinds.base import ModelKind, Probabilities, Resources, as_texts
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
-from kinds.encoder import PRECISIONS, Encoder, Precision, shared_encoder
-from kinds.exceptions import ArtifactError, EncoderMismatch, KindError
+from kinds.encoder import PRECISIONS, Encoder, Precision, Vectors, shared_encoder
+from kinds.exceptions import ArtifactError, EncoderError, EncoderMismatch, KindError
+from kinds.onnx_encoder import GRAPH, TOKENIZER, OnnxEncoder
 from kinds.search_space import FloatRange
 from tasks.features import Input
 
 HEAD, ENCODER = "head.safetensors", "encoder.json"
 Solver = Literal["adamw", "lbfgs"]
 SOLVERS: tuple[Solver, ...] = ("adamw", "lbfgs")
-_LBFGS_MAX_ITER = 2000
+Layer = tuple[Vectors, Vectors]  # (weight (out, in), bias (out,)), float32
 log = logging.getLogger(__name__)
 
 
@@ -86,10 +88,11 @@ class MiniLMHead(ModelKind):
             raise KindError(f"c must be a positive number, got {c!r}")
         super().__init__(hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                          balanced=balanced, seed=seed, precision=precision, solver=solver, c=c)
-        self._net: torch.nn.Sequential | None = None
+        self._layers: list[Layer] = []  # the fitted head, numpy (what predicts)
         self._embedder: Embedder | None = None
         self._encoder_id = ""  # the encoder the fitted head was trained on
         self._source = Path(f"<unsaved {self.kind}>")  # the artifact it was loaded from, for errors
+        self._graph: tuple[Path, int] | None = None  # the loaded artifact's exported encoder (dir, max_length)
 
     # -- collaborators -------------------------------------------------------------------------
     def use(self, embedder: Embedder) -> Self:
@@ -113,9 +116,19 @@ class MiniLMHead(ModelKind):
         return self._embedder
 
     def _at_precision(self, embedder: Embedder) -> Embedder:
+        """``embedder`` with the MiniLM :class:`Encoder` at this head's precision, or in its stead the
+        artifact's exported graph of it (module docstring); other encoders as given."""
         encoder = embedder.encoder
-        if isinstance(encoder, Encoder) and encoder.precision != self.params["precision"]:
-            return embedder.with_encoder(encoder.with_precision(self.params["precision"]))
+        if not isinstance(encoder, Encoder):
+            return embedder
+        if encoder.precision != self.params["precision"]:
+            encoder = encoder.with_precision(self.params["precision"])
+            embedder = embedder.with_encoder(encoder)
+        if self._graph is not None and encoder.use_graph and encoder.encoder_id == self._encoder_id:
+            directory, max_length = self._graph
+            return embedder.with_encoder(OnnxEncoder(directory, encoder_id=self._encoder_id, dim=encoder.dim,
+                                                     max_length=max_length, batch_size=encoder.batch_size,
+                                                     threads=encoder.threads))
         return embedder
 
     def clone(self) -> Self:
@@ -126,98 +139,103 @@ class MiniLMHead(ModelKind):
 
     # -- learning ------------------------------------------------------------------------------
     def fit(self, inputs: Sequence[Input], labels: Sequence[str], weights: Sequence[float] | None = None) -> Self:
+        import torch
+
+        from kinds import _head_training as training
+
         texts = as_texts(inputs)
         classes = sorted(set(labels))
         if len(classes) < 2:
             raise KindError(f"need at least two labels to train, got {classes}")
         embedder = self.embedder
-        x = torch.from_numpy(embedder.embed(texts))
+        x = embedder.embed(texts)
         generator = torch.Generator().manual_seed(self.params["seed"])
-        net = _new_net(x.shape[1], self.params["hidden"], len(classes), generator)
+        net = training.new_net(x.shape[1], self.params["hidden"], len(classes), generator)
+        y = training.targets(labels, classes)
         if self.params["solver"] == "lbfgs":
-            self._solve(net, x, _targets(labels, classes), len(classes), weights)
+            training.solve(net, x, y, len(classes), weights, self.params)
         else:
-            self._train(net, x, _targets(labels, classes), len(classes), weights, generator)
-        self._net, self.labels, self._encoder_id, self._embedder = net, tuple(classes), embedder.encoder_id, embedder
+            training.train(net, x, y, len(classes), weights, self.params, generator)
+        self._layers, self.labels = training.layers_of(net), tuple(classes)
+        self._encoder_id, self._embedder = embedder.encoder_id, embedder
         return self
 
     def partial_fit(self, inputs: Sequence[Input], labels: Sequence[str],
                     weights: Sequence[float] | None = None) -> Self:
+        import torch
+
+        from kinds import _head_training as training
+
         self._require_fitted()
         self._check_labels(labels)
-        assert self._net is not None
-        x = torch.from_numpy(self._checked_embedder().embed(as_texts(inputs)))
+        x = self._checked_embedder().embed(as_texts(inputs))
+        net = training.net_of(self._layers)
         generator = torch.Generator().manual_seed(self.params["seed"])
-        self._train(self._net, x, _targets(labels, self.labels), len(self.labels), weights, generator)
+        training.train(net, x, training.targets(labels, self.labels), len(self.labels), weights, self.params,
+                       generator)
+        self._layers = training.layers_of(net)
         return self
 
     def predict_proba(self, inputs: Sequence[Input]) -> Probabilities:
         self._require_fitted()
-        assert self._net is not None
-        x = torch.from_numpy(self._checked_embedder().embed(as_texts(inputs)))
-        with one_torch_thread(), torch.inference_mode():
-            proba: Probabilities = torch.softmax(self._net(x).double(), dim=1).numpy()
+        x = self._checked_embedder().embed(as_texts(inputs))
+        for n, (weight, bias) in enumerate(self._layers):
+            x = x @ weight.T + bias
+            if n < len(self._layers) - 1:
+                np.maximum(x, 0.0, out=x)
+        logits = x.astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        proba: Probabilities = np.exp(logits)
+        proba /= proba.sum(axis=1, keepdims=True)
         return proba
-
-    def _train(self, net: torch.nn.Sequential, x: torch.Tensor, y: torch.Tensor, n_labels: int,
-               weights: Sequence[float] | None, generator: torch.Generator) -> None:
-        w = _sample_weights(weights, x, y, n_labels, self.params["balanced"])
-        batch = self.params["batch_size"]
-        optimiser = torch.optim.AdamW(net.parameters(), lr=self.params["lr"],
-                                      weight_decay=self.params["weight_decay"])
-        with one_torch_thread(), torch.enable_grad():
-            for _ in range(self.params["epochs"]):
-                order = torch.randperm(len(y), generator=generator)
-                for start in range(0, len(y), batch):
-                    rows = order[start:start + batch]
-                    losses = torch.nn.functional.cross_entropy(net(x[rows]), y[rows], reduction="none")
-                    optimiser.zero_grad()
-                    torch.autograd.backward((losses * w[rows]).mean())
-                    optimiser.step()
-
-    def _solve(self, net: torch.nn.Sequential, x: torch.Tensor, y: torch.Tensor, n_labels: int,
-               weights: Sequence[float] | None) -> None:
-        """The regularised optimum (solver ``lbfgs``), written into the linear ``net``."""
-        w = _sample_weights(weights, x, y, n_labels, self.params["balanced"])
-        model = LogisticRegression(C=self.params["c"], max_iter=_LBFGS_MAX_ITER, tol=1e-6)
-        with warnings.catch_warnings(record=True) as caught, one_blas_thread():
-            warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(x.numpy(), y.numpy(), sample_weight=w.numpy())
-        if any(issubclass(c.category, ConvergenceWarning) for c in caught):
-            log.warning("minilm-head lbfgs did not converge in %d iterations", _LBFGS_MAX_ITER)
-        coef, bias = model.coef_, model.intercept_  # rows in the order of model.classes_ = 0..n_labels-1
-        if n_labels == 2:  # sklearn's single logit z for label 1 is a softmax over (-z/2, z/2)
-            coef, bias = np.vstack([-coef / 2, coef / 2]), np.concatenate([-bias / 2, bias / 2])
-        linear = net[0]
-        assert isinstance(linear, torch.nn.Linear) and list(model.classes_) == list(range(n_labels))
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(coef).float())
-            linear.bias.copy_(torch.from_numpy(bias).float())
 
     # -- artifacts -----------------------------------------------------------------------------
     def _save_files(self, directory: Path) -> list[str]:
-        assert self._net is not None
-        save_file({k: v.detach().contiguous() for k, v in self._net.state_dict().items()}, directory / HEAD)
-        dim = self._net[0].in_features
-        (directory / ENCODER).write_text(json.dumps({"encoder_id": self._encoder_id, "dim": dim}, sort_keys=True))
-        return [HEAD, ENCODER]
+        save_file({f"{2 * n}.{part}": np.ascontiguousarray(array) for n, layer in enumerate(self._layers)
+                   for part, array in zip(("weight", "bias"), layer, strict=True)}, directory / HEAD)
+        recorded: dict[str, Any] = {"encoder_id": self._encoder_id, "dim": int(self._layers[0][0].shape[1])}
+        files = [HEAD, ENCODER]
+        graph = self._graph_to_ship()
+        if graph is not None:
+            source, max_length = graph
+            for name in (GRAPH, TOKENIZER):
+                shutil.copyfile(source / name, directory / name)
+            recorded |= {"graph": GRAPH, "tokenizer": TOKENIZER, "max_length": max_length}
+            files += [GRAPH, TOKENIZER]
+        (directory / ENCODER).write_text(json.dumps(recorded, sort_keys=True))
+        return files
+
+    def _graph_to_ship(self) -> tuple[Path, int] | None:
+        """The exported encoder to save beside the head: the one it was loaded with, else an export of
+        the fp32 MiniLM :class:`Encoder` it was trained on (None for other encoders, or if the export
+        fails: the artifact then serves on torch, as before)."""
+        if self._graph is not None:
+            return self._graph
+        encoder = self.embedder.encoder
+        if isinstance(encoder, OnnxEncoder) and encoder.encoder_id == self._encoder_id:
+            return encoder.directory, encoder.max_length
+        fp32 = isinstance(encoder, Encoder) and encoder.precision == "fp32"
+        if not (fp32 and isinstance(encoder, Encoder) and encoder.encoder_id == self._encoder_id):
+            return None
+        from kinds._onnx_export import exported
+
+        try:
+            return exported(encoder), encoder.max_length
+        except EncoderError as exc:
+            log.warning("saving %s without an ONNX encoder (pods will run torch): %s", self.kind, exc)
+            return None
 
     def _load_files(self, directory: Path) -> None:
         try:
             recorded: dict[str, Any] = json.loads((directory / ENCODER).read_text())
             encoder_id, dim = str(recorded["encoder_id"]), int(recorded["dim"])
+            graph = (directory, int(recorded.get("max_length", 256))) if recorded.get("graph") == GRAPH else None
             state = load_file(directory / HEAD)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(directory, f"unreadable {self.kind} files: {exc}") from exc
-        self._encoder_id, self._source = encoder_id, directory
-        self.use(self.embedder)
-        net = _new_net(dim, self.params["hidden"], len(self.labels), torch.Generator())
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ArtifactError(directory / HEAD, f"does not fit params {self.params} and "
-                                f"{len(self.labels)} labels: {exc}") from exc
-        self._net = net
+        self._layers = _layers(state, dim, self.params["hidden"], len(self.labels), directory / HEAD, self.params)
+        self._encoder_id, self._source, self._graph = encoder_id, directory, graph
+        self.use(self.embedder if self._embedder is None else self._embedder)
 
     def _checked_embedder(self) -> Embedder:
         embedder = self.embedder
@@ -229,37 +247,16 @@ class MiniLMHead(ModelKind):
             raise EncoderMismatch(self._source, self._encoder_id, embedder.encoder_id)
 
 
-def _new_net(dim: int, hidden: int, n_labels: int, generator: torch.Generator) -> torch.nn.Sequential:
-    """Linear layers initialised from ``generator`` only (never from torch's global RNG)."""
+def _layers(state: dict[str, Vectors], dim: int, hidden: int, n_labels: int, path: Path,
+            params: dict[str, Any]) -> list[Layer]:
+    """The head's layers from ``head.safetensors`` (keys ``0.weight``, ``0.bias``[, ``2.weight``,
+    ``2.bias``]: torch's Sequential names), refused unless they fit ``dim``, ``hidden`` and the labels."""
     sizes = [dim, hidden, n_labels] if hidden else [dim, n_labels]
-    layers: list[torch.nn.Module] = []
-    for fan_in, fan_out in itertools.pairwise(sizes):
-        linear = torch.nn.Linear(fan_in, fan_out, device="meta").to_empty(device="cpu")
-        bound = 1.0 / math.sqrt(fan_in)
-        with torch.no_grad():
-            linear.weight.uniform_(-bound, bound, generator=generator)
-            linear.bias.zero_()
-        layers += [linear, torch.nn.ReLU()]
-    return torch.nn.Sequential(*layers[:-1])
-
-
-def _targets(labels: Sequence[str], classes: Sequence[str]) -> torch.Tensor:
-    index = {label: i for i, label in enumerate(classes)}
-    return torch.tensor([index[label] for label in labels], dtype=torch.long)
-
-
-def _sample_weights(weights: Sequence[float] | None, x: torch.Tensor, y: torch.Tensor, n_labels: int,
-                    balanced: bool) -> torch.Tensor:
-    """Per-sample loss weights for texts ``x`` labelled ``y``, scaled to mean 1 (so ``lr`` and ``c`` mean
-    the same whatever the weights)."""
-    if len(x) != len(y) or not len(y):
-        raise KindError(f"need as many labels as texts, and at least one: {len(x)} texts, {len(y)} labels")
-    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (len(y),) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise KindError(f"weights must be {len(y)} finite non-negative numbers with a positive sum")
-    if balanced:
-        per_class = np.bincount(y.numpy(), weights=w, minlength=n_labels)
-        present = per_class > 0
-        w = w * (per_class[present].sum() / present.sum() / np.where(present, per_class, 1.0))[y.numpy()]
-    return torch.from_numpy(w / w.mean()).float()
-
+    expected = {f"{2 * n}.{part}": (fan_out, fan_in) if part == "weight" else (fan_out,)
+                for n, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)) for part in ("weight", "bias")}
+    found = {key: tuple(value.shape) for key, value in state.items()}
+    if found != expected:
+        raise ArtifactError(path, f"does not fit params {params} and {n_labels} labels: tensors {found}, "
+                            f"expected {expected}")
+    return [(np.asarray(state[f"{2 * n}.weight"], dtype=np.float32),
+             np.asarray(state[f"{2 * n}.bias"], dtype=np.float32)) for n in range(len(sizes) - 1)]

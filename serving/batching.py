@@ -221,7 +221,9 @@ class MeteredEmbeddingCache(EmbeddingCache):
 
 
 def pod_embedder(settings: FlywheelSettings, metrics: ServingMetrics) -> Embedder:
-    """The embedder of every head a pod loads: the MiniLM encoder (weights load on first use, built in a
-    child process so that the pod never imports transformers' model code) behind a
-    :class:`MeteredEmbeddingCache` of ``settings.embedding_cache_entries``."""
-    return Embedder(Encoder(isolated=True), MeteredEmbeddingCache(settings.embedding_cache_entries, metrics))
+    """The embedder of every head a pod loads: the MiniLM encoder behind a :class:`MeteredEmbeddingCache`
+    of ``settings.embedding_cache_entries``. A head whose artifact ships the encoder's ONNX graph runs that
+    (``encoder_runtime="onnx"``, the default: the pod never imports torch); otherwise torch weights load on
+    first use, built in a child process so that the pod never imports transformers' model code."""
+    encoder = Encoder(isolated=True, threads=settings.encoder_threads, use_graph=settings.encoder_runtime == "onnx")
+    return Embedder(encoder, MeteredEmbeddingCache(settings.embedding_cache_entries, metrics))

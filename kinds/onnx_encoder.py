@@ -1,0 +1,127 @@
+"""The sentence encoder as an exported ONNX graph, run by onnxruntime: no torch in the process.
+
+A ``minilm-head`` artifact saved at fp32 carries ``encoder.onnx``: the all-MiniLM-L6-v2 forward pass, mean
+pooling over the attention mask and the L2 norm as one graph (exported by :func:`kinds._onnx_export.export`
+in the process that saved it, which has torch), plus the model's ``tokenizer.json``; the manifest pins
+both by sha256. :class:`OnnxEncoder` runs that graph. Its vectors agree with the torch
+:class:`~kinds.encoder.Encoder`'s to ~3e-7 per component (cosine >= 1 - 1e-6, checked at export and in
+tests/trainer/test_onnx_encoder.py), the size of the differences between two batch compositions of the
+torch encoder itself, so it carries the same ``encoder_id``: a head trained on torch embeddings is
+served on these, and the embedding cache is shared.
+
+Texts are sorted by length and encoded ``batch_size`` at a time (each batch padded to its longest text
+only), then put back in the caller's order. Sessions are shared process-wide per (encoder_id, threads):
+a pod holding a champion and a canary of the same encoder runs one graph. ``threads`` is onnxruntime's
+intra-op thread count per call; concurrent calls run in parallel (``InferenceSession.run`` is thread-safe
+and releases the GIL), each with a tokenizer of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kinds.encoder import Vectors, _tokenizer
+from kinds.exceptions import EncoderError
+
+GRAPH, TOKENIZER = "encoder.onnx", "tokenizer.json"
+INPUTS = ("input_ids", "attention_mask")
+log = logging.getLogger(__name__)
+
+
+class OnnxEncoder:
+    """Runs ``directory/encoder.onnx`` with the tokenizer ``directory/tokenizer.json`` (see the module
+    docstring); ``encoder_id``, ``dim`` and ``max_length`` are those of the encoder it was exported from."""
+
+    def __init__(self, directory: Path, *, encoder_id: str, dim: int, max_length: int = 256, batch_size: int = 64,
+                 threads: int = 1) -> None:
+        self.directory = Path(directory)
+        self._encoder_id, self._dim = encoder_id, dim
+        self.max_length, self.batch_size, self.threads = max_length, batch_size, threads
+
+    def __repr__(self) -> str:
+        return f"OnnxEncoder({str(self.directory / GRAPH)!r}, threads={self.threads})"
+
+    @property
+    def encoder_id(self) -> str:
+        return self._encoder_id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def graph(self) -> Path:
+        return self.directory / GRAPH
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        if not texts:
+            return out
+        loaded = _load(self.directory, self._encoder_id, self.threads)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        tokenizer = loaded.borrow()
+        try:
+            tokenizer.enable_truncation(self.max_length)
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start:start + self.batch_size]
+                encodings = tokenizer.encode_batch([texts[i] for i in rows])
+                feed = {INPUTS[0]: np.array([e.ids for e in encodings], dtype=np.int64),
+                        INPUTS[1]: np.array([e.attention_mask for e in encodings], dtype=np.int64)}
+                try:
+                    out[rows] = loaded.session.run(None, feed)[0]
+                except Exception as exc:  # onnxruntime raises its own Exception subclasses (Fail, InvalidArgument)
+                    raise EncoderError(f"the encoder graph {self.graph} failed: {exc}") from exc
+        finally:
+            loaded.tokenizers.put(tokenizer)
+        return out
+
+
+class _Loaded:
+    def __init__(self, session: Any, directory: Path) -> None:
+        self.session, self.directory = session, directory
+        self.tokenizers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def borrow(self) -> Any:
+        """An idle tokenizer (a new one when all are busy; the fast tokenizer is not re-entrant)."""
+        try:
+            return self.tokenizers.get_nowait()
+        except queue.Empty:
+            return _tokenizer(self.directory)
+
+
+_sessions: dict[tuple[str, int], _Loaded] = {}
+_sessions_lock = threading.Lock()
+
+
+def _load(directory: Path, encoder_id: str, threads: int) -> _Loaded:
+    with _sessions_lock:
+        key = (encoder_id, threads)
+        if key not in _sessions:
+            _sessions[key] = _Loaded(session(directory / GRAPH, threads), directory)
+        return _sessions[key]
+
+
+def session(graph: Path, threads: int = 1) -> Any:
+    """An onnxruntime CPU session of ``graph``: every graph optimisation, ``threads`` intra-op threads, no
+    inter-op pool (calls run in parallel on the callers' threads), no spinning threads (on a shared
+    2-core machine a spinning pool steals the CPU the other batch worker needs)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    try:
+        return onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's errors derive from plain Exception
+        raise EncoderError(f"cannot load the encoder graph {graph}: {exc}") from exc
