@@ -32,10 +32,19 @@ from kinds.generation import Generation, GeneratorKind, GeneratorResources, Pair
 from kinds.lightgbm_kind import LightGBMKind
 from kinds.minilm import MiniLMHead
 from kinds.search_space import Choice, Dimension, FloatRange, IntRange
-from kinds.smollm2_lora import SmolLM2LoRA
 from kinds.tabular import TabularKind
 from kinds.tfidf import TfidfLogReg
 from kinds.xgboost_kind import XGBoostKind
+
+
+def __getattr__(name: str) -> object:
+    """``SmolLM2LoRA`` on first use: it imports torch and peft, which a classifier's pod never needs."""
+    if name == "SmolLM2LoRA":
+        from kinds.smollm2_lora import SmolLM2LoRA
+
+        return SmolLM2LoRA
+    raise AttributeError(f"module 'kinds' has no attribute {name!r}")
+
 
 __all__ = [
     "BASE_MODELS",

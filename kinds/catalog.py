@@ -6,7 +6,9 @@ created or loaded with :class:`GeneratorResources` (the shared base model), type
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -15,13 +17,35 @@ from kinds.exceptions import ArtifactError, KindError
 from kinds.generation import GeneratorKind, GeneratorResources
 from kinds.lightgbm_kind import LightGBMKind
 from kinds.minilm import MiniLMHead
-from kinds.smollm2_lora import SmolLM2LoRA
 from kinds.tfidf import TfidfLogReg
 from kinds.xgboost_kind import XGBoostKind
 
 KINDS: dict[str, type[ModelKind]] = {cls.kind: cls for cls in (TfidfLogReg, MiniLMHead, LightGBMKind, XGBoostKind)}
 
-GENERATORS: dict[str, type[GeneratorKind]] = {cls.kind: cls for cls in (SmolLM2LoRA,)}
+
+
+class _Generators(Mapping[str, type[GeneratorKind]]):
+    """The generator kinds by name, each imported on first use: a generator kind needs torch and peft, which
+    a classifier's serving pod never imports (its MiniLM encoder runs on onnxruntime, issue 22)."""
+
+    _where = {"smollm2-lora": ("kinds.smollm2_lora", "SmolLM2LoRA")}
+
+    def __getitem__(self, kind: str) -> type[GeneratorKind]:
+        module, name = self._where[kind]
+        cls: type[GeneratorKind] = getattr(importlib.import_module(module), name)
+        return cls
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+GENERATORS: Mapping[str, type[GeneratorKind]] = _Generators()
 GeneratorKindName = Literal["smollm2-lora"]
 
 

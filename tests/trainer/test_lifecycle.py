@@ -5,12 +5,14 @@ better one, rollback, and the events serving pods fold."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -455,36 +457,46 @@ TARGET_ONLY_CONFIG = TrainerConfig(
 
 
 @pytest.mark.parametrize("config", [TARGET_ONLY_CONFIG])
-def test_when_the_domain_moved_the_target_only_recipe_wins_on_the_same_cross_fitted_rows(
+def test_the_target_only_recipe_is_judged_by_the_same_gate_on_the_same_cross_fitted_rows(
         lc: Lifecycle, db_url: str, config: TrainerConfig) -> None:
     # the stream moved away from the corpus twice over: tweets instead of movie reviews, and users who label
-    # them the other way round, so the corpus (at full weight) teaches the opposite of the stream. (At 0.2,
-    # 495 corpus-row weights against 320 samples, the corpus recipe still scored higher: 0.617 vs 0.607
-    # cross-fitted; a tfidf-logreg outgrows the corpus where the stream's vocabulary differs.) Judged by the
-    # same gate on the same cross-fitted rows as the policy's corpus weight, the recipe without the corpus
-    # must win and be recorded as such. (A bootstrap holdout of 25 rows: no movie slice big enough to check,
-    # as when the corpus's own domain is no longer served.)
+    # them the other way round. The recipe without the corpus (corpus weight 0) is a candidate beside the
+    # policy's weight, scored by the same gate on the same cross-fitted rows, and replaces it only through
+    # the gate (its selection verdict). Which one wins is the gate's call: on 400 such labels the target-only
+    # recipe scored +0.03 over the corpus recipe, significant in 1 of 7 random draws of the feedback ids
+    # (p 0.08-0.10), so the ids are fixed here and the test checks the mechanism, not a winner. (A bootstrap
+    # holdout of 25 rows: no movie slice big enough to check, as when the corpus's domain is no longer served.)
     boot = lc.trainer.bootstrap(rows("vader_movies")[:2500], source="vader_movies.csv", kind="tfidf-logreg",
                                 holdout_fraction=0.01)
     assert boot.status == "promoted", boot.reason
-    land_feedback(db_url, rows("vader_tweets")[:400], flip=True)
+    land_feedback(db_url, rows("vader_tweets")[:400], flip=True, seed=18)
     result = lc.trainer.maybe_train("signal")
     assert [c["name"] for c in result.candidates] == ["tfidf-logreg", "tfidf-logreg_corpus0"]
     assert result.status == "promoted" and result.version is not None, result.reason
     target_only = next(c for c in result.candidates if c["name"] == "tfidf-logreg_corpus0")
     default = next(c for c in result.candidates if c["name"] == "tfidf-logreg")
-    assert target_only["passed"] and target_only["score"] > default["score"], result.candidates
-    if default["passed"]:  # chosen over the policy's weight by the gate itself, not by the higher score alone
-        assert target_only["selection"]["chosen"] is True, target_only["selection"]
-    assert float(result.version.tags["corpus_weight"]) == 0.0 and "tfidf-logreg_corpus0" in result.reason
+
+    def rows_judged(candidate: dict[str, Any]) -> tuple[str, ...]:
+        reason = next(v["reason"] for v in candidate["verdicts"] if v["gate"] == "evaluation")
+        found = re.search(r"on (\d+) rows, (\d+) cross-fitted", reason)
+        assert found is not None, reason
+        return found.groups()
+
+    assert target_only["passed"] and default["passed"], result.candidates
+    assert rows_judged(target_only) == rows_judged(default)  # the same rows, both cross-fitted
+    won = target_only["score"] > default["score"] and target_only["selection"]["chosen"]
+    if target_only["score"] > default["score"]:  # the higher score alone does not decide: the gate does
+        assert "selection" in target_only, target_only
+    chosen = "tfidf-logreg_corpus0" if won else "tfidf-logreg"
+    assert (float(result.version.tags["corpus_weight"]) == 0.0) == won and chosen in result.reason
     root = lc.settings.data_dir / "mlartifacts"
     assert list(root.rglob("gates/tfidf-logreg_corpus0.evaluation.json"))
-    # the next full run refits the champion's recipe without the corpus too, and calls it a refresh
-    land_feedback(db_url, rows("vader_tweets")[400:500], flip=True)
+    # the next full run refits the champion's recipe (with or without the corpus) and calls it a refresh
+    land_feedback(db_url, rows("vader_tweets")[400:500], flip=True, seed=19)
     second = lc.trainer.maybe_train("admin", requested="full")
     refreshed = {c["name"]: next(v["reason"] for v in c["verdicts"] if v["gate"] == "evaluation").startswith(
         "refresh of the champion's recipe") for c in second.candidates}
-    assert refreshed == {"tfidf-logreg": False, "tfidf-logreg_corpus0": True}, second.reason
+    assert refreshed == {"tfidf-logreg": not won, "tfidf-logreg_corpus0": won}, second.reason
 
 
 def test_corpus_weight_choices_must_be_positive_or_zero() -> None:
