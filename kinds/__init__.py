@@ -38,7 +38,8 @@ from kinds.xgboost_kind import XGBoostKind
 
 
 def __getattr__(name: str) -> object:
-    """``SmolLM2LoRA`` on first use: it imports torch and peft, which a classifier's pod never needs."""
+    """``SmolLM2LoRA`` on first use (``from kinds import SmolLM2LoRA`` works; it is not in ``__all__``, so a
+    star import does not pull it): it imports torch and peft, which a classifier's pod never needs."""
     if name == "SmolLM2LoRA":
         from kinds.smollm2_lora import SmolLM2LoRA
 
@@ -78,7 +79,6 @@ __all__ = [
     "Probabilities",
     "Prompt",
     "Resources",
-    "SmolLM2LoRA",
     "TabularKind",
     "TamperedArtifact",
     "TextEncoder",
