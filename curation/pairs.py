@@ -45,7 +45,7 @@ from curation.base import (
 from curation.clusters import ordered_reasons
 from curation.config import CurationConfig
 from curation.minhash import Signature, normalise
-from curation.pipeline import BatchResult, Curator
+from curation.pipeline import BatchResult, Curator, voter
 from curation.scoring import agreement, low_trust, weight
 
 Vote = Literal["good", "bad"]
@@ -189,7 +189,7 @@ class PairCurator(Curator):
             vote = vote_of(s.rating, s.thumbs, s.correction, s.signal, self.config)
             key = response_key(s.generated)
             if vote is not None and key is not None:
-                voters.setdefault((s.cluster_id, key), {})[_voter(s.user_id, s.id)] = (vote, s.user_id)
+                voters.setdefault((s.cluster_id, key), {})[voter(s.user_id, s.id)] = (vote, s.user_id)
         for r in rows:
             vote, key = judged[r.id].vote, response_key(generated_text(r.output))
             if vote is None or key is None:
@@ -204,7 +204,7 @@ class PairCurator(Curator):
                     a.agree, a.disagree = a.agree + peers, a.disagree + (not peers)
                 a.labels += 1
                 a.low_trust = low_trust(a.agree, a.disagree, ann)
-            group[_voter(r.user_id, r.id)] = (vote, r.user_id)
+            group[voter(r.user_id, r.id)] = (vote, r.user_id)
 
         flipped = {u for u, a in annotators.items() if a.low_trust != before[u]}
         if flipped:  # every cluster of a user who crossed the floor, either way, is decided again
@@ -238,13 +238,7 @@ class PairCurator(Curator):
                     write.changed[sample_id] = verdict
                     result.changed[verdict.status] += 1
                     result.reasons.update(verdict.reasons)
-        write.new.sort(key=lambda n: n.pending.id)
-        for sample in write.new:
-            result.new[sample.verdict.status] += 1
-            result.reasons.update(sample.verdict.reasons)
-            result.disagreements += sample.disagreement
-        result.first_id, result.last_id = rows[0].id, rows[-1].id
-        return write, result
+        return self._tally(write, result, rows)
 
     def _toxic(self, targets: dict[int, str]) -> set[int]:
         if not targets:
@@ -260,7 +254,4 @@ class PairCurator(Curator):
         low = s.user_id is not None and annotators[s.user_id].low_trust
         return PairMember(s.id, s.user_id, s.text_hash, faults, s.trust, low)
 
-
-def _voter(user_id: str | None, sample_id: int) -> str:
-    return user_id if user_id is not None else f"#{sample_id}"
 

@@ -131,7 +131,7 @@ class Curator:
         for s in stored.values():
             m = s.member
             if m.label is not None and not m.unknown_label:
-                voters.setdefault(s.cluster_id, {})[_voter(m.user_id, m.id)] = (m.label, m.user_id)
+                voters.setdefault(s.cluster_id, {})[voter(m.user_id, m.id)] = (m.label, m.user_id)
         for r in rows:
             if r.label is None or r.label not in self.labels:
                 continue
@@ -149,7 +149,7 @@ class Curator:
                     a.agree, a.disagree = a.agree + w * evidence, a.disagree + w * (1.0 - evidence)
                 a.labels += 1
                 a.low_trust = rule.low_trust(a)
-            voters.setdefault(cid, {})[_voter(r.user_id, r.id)] = (r.label, r.user_id)
+            voters.setdefault(cid, {})[voter(r.user_id, r.id)] = (r.label, r.user_id)
 
         # the 'fdr' rule judges every user against all the others: the batch's evidence may move anyone
         # across the cutoff, in this batch or not
@@ -189,6 +189,11 @@ class Curator:
                     write.changed[sample_id] = verdict
                     result.changed[verdict.status] += 1
                     result.reasons.update(verdict.reasons)
+        return self._tally(write, result, rows)
+
+    @staticmethod
+    def _tally(write: BatchWrite, result: BatchResult, rows: list[Pending]) -> tuple[BatchWrite, BatchResult]:
+        """The batch's new samples in id order, counted into ``result`` (shared by every curator)."""
         write.new.sort(key=lambda n: n.pending.id)
         for sample in write.new:
             result.new[sample.verdict.status] += 1
@@ -330,7 +335,8 @@ def _slice(row: Pending) -> str | None:
     return row.domain if row.domain is not None else row.segment
 
 
-def _voter(user_id: str | None, sample_id: int) -> str:
+def voter(user_id: str | None, sample_id: int) -> str:
+    """Who cast a vote: the user, or the sample itself when anonymous (never pooled with other anonymous votes)."""
     return user_id if user_id is not None else f"#{sample_id}"
 
 
