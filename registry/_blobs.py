@@ -1,10 +1,12 @@
 """Large artifact files stored once by content.
 
 A ``minilm-head`` artifact at fp32 ships its encoder's ONNX graph (~87 MB), the same bytes in every version
-trained on that encoder. :class:`BlobStore` keeps each such file once, at ``<root>/sha256/<hex>``; a
-version's stored directory holds a relative symlink to it in the file's place. Readers see an ordinary
-directory, and verification is unchanged: :func:`kinds.base.read_manifest` hashes every file it lists
-through the link, so a changed shared blob is refused for every version that names it.
+trained on that encoder. :class:`BlobStore` keeps each such file once, at ``<root>/sha256/<hex>``, and a
+version's stored directory holds a hard link to it in the file's place (one inode, one copy of the
+bytes; not a symlink: MLflow refuses to download a path that resolves outside the run's artifacts).
+Readers see an ordinary directory, and verification is unchanged: :func:`kinds.base.read_manifest`
+hashes every file it lists, so a changed shared blob is refused for every version that holds it. Blobs
+are written read-only, moved into place whole, and only once their bytes hash to their name.
 
 Only files the manifest pins (name -> sha256) and of at least ``min_bytes`` are shared; the rest are
 copied as before.
@@ -65,10 +67,14 @@ class BlobStore:
         return target
 
     def link(self, digest: str, at: Path) -> None:
-        """``at`` becomes a relative symlink to the blob (the tree can move as a whole)."""
+        """``at`` becomes a hard link to the blob; a copy where the file system cannot link (another
+        device): the version still holds the right bytes, only not shared."""
         at.parent.mkdir(parents=True, exist_ok=True)
         at.unlink(missing_ok=True)
-        at.symlink_to(os.path.relpath(self.path(digest), at.parent))
+        try:
+            os.link(self.path(digest), at)
+        except OSError:
+            shutil.copyfile(self.path(digest), at)
 
     def copy_without(self, directory: Path, skip: Mapping[str, str]) -> Path:
         """A temporary copy of ``directory`` without the files named in ``skip`` (the caller removes it)."""
