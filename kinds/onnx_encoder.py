@@ -13,10 +13,12 @@ Texts are tokenized in one call, then run in length buckets (:func:`buckets`): s
 split where padding to the bucket's longest text would cost more than another call. One call costs about
 :data:`CALL_TOKENS` tokens' worth of work on top of its tokens (at batch 1 and ~20 tokens, a third of the
 time: every call streams the ~87 MB of weights), so short texts are cheaper together, and a long text
-is not padded onto short ones. Rows are put back in the caller's order. Sessions are shared process-wide per (encoder_id, threads):
-a pod holding a champion and a canary of the same encoder runs one graph. ``threads`` is onnxruntime's
-intra-op thread count per call; concurrent calls run in parallel (``InferenceSession.run`` is thread-safe
-and releases the GIL), each with a tokenizer of its own.
+is not padded onto short ones. Rows are put back in the caller's order.
+
+Sessions are shared process-wide per (encoder_id, threads): a pod holding a champion and a canary of the
+same encoder runs one graph. ``threads`` is onnxruntime's intra-op thread count per call; concurrent calls
+run in parallel (``InferenceSession.run`` is thread-safe and releases the GIL), each with a tokenizer of
+its own.
 """
 
 from __future__ import annotations

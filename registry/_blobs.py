@@ -40,8 +40,11 @@ class BlobStore:
 
     def shared(self, directory: Path, files: Mapping[str, str]) -> dict[str, str]:
         """The files of ``directory`` (``files``: name -> sha256, from its manifest) to store as blobs."""
-        return {name: digest for name, digest in files.items()
-                if (directory / name).is_file() and (directory / name).stat().st_size >= self.min_bytes}
+        return {
+            name: digest
+            for name, digest in files.items()
+            if (directory / name).is_file() and (directory / name).stat().st_size >= self.min_bytes
+        }
 
     def put(self, source: Path, digest: str) -> Path:
         """The blob of ``digest``, copied from ``source`` unless stored already. The copy is hashed as it is
