@@ -27,6 +27,7 @@ Last line: ``{"gate": {scenario: {k: {recipe: {"passed", "reason", "target"}}}}}
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import time
@@ -81,9 +82,12 @@ def scenario(name: str, kind: str, labels: int, params_sets: dict[str, dict[str,
     return out
 
 
-def gate_points(name: str, at: list[int]) -> dict[str, Any]:
-    """The demo's full run at each of ``at`` labels, judged by the real gate against the static champion."""
+def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any], float]] | None = None
+                ) -> dict[str, Any]:
+    """The demo's full run at each of ``at`` labels, judged by the real gate against the static champion;
+    ``recipes`` (name -> (kind params, corpus weight)) instead of the demo policy's."""
     from flywheel.demo import corpus_weight_choices
+    from kinds.ngrams import counted_once
     from trainer.config import PolicyConfig
     from trainer.data import Frame
     from trainer.frames import CrossFit, evaluation_set
@@ -108,7 +112,8 @@ def gate_points(name: str, at: list[int]) -> dict[str, Any]:
         base = Frame().extend((-(j + 1), r.text, r.label, 1.0, "movies") for j, r in enumerate(holdout))
         base.extend((i, r.text, r.label, 1.0, domain) for i, r in reserved)
         out[k] = {}
-        for weight in (policy.corpus_weight, *policy.corpus_weight_choices):
+        tried = recipes or {f"corpus{w:g}": (params, w) for w in (policy.corpus_weight, *policy.corpus_weight_choices)}
+        for recipe, (recipe_params, weight) in tried.items():
             frame = Frame().extend((-(j + 1), r.text, r.label, weight, "movies") for j, r in enumerate(corpus)
                                    if weight > 0)
             frame.extend((i, r.text, r.label, 1.0, domain) for i, r in samples)
@@ -116,21 +121,29 @@ def gate_points(name: str, at: list[int]) -> dict[str, Any]:
             random.Random(f"{policy.seed}:cross-fit:{len(frame)}").shuffle(rows)
             predicted: dict[int, tuple[str, float]] = {}
             started = time.perf_counter()
-            for fold in (rows[f::5] for f in range(5)):
-                rest = frame.take([i for i in range(len(frame)) if i not in set(fold)])
-                model = KINDS[kind](**params).fit(rest.inputs, rest.labels, rest.weights)
-                for i, p in zip(fold, model.predict_proba([frame.inputs[i] for i in fold]), strict=True):
-                    predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
-            model = KINDS[kind](**params).fit(frame.inputs, frame.labels, frame.weights)
+            with counted_once(frame.inputs):  # n-grams counted once per point, as the trainer counts them per run
+                for fold in (rows[f::5] for f in range(5)):
+                    rest = frame.take([i for i in range(len(frame)) if i not in set(fold)])
+                    model = KINDS[kind](**recipe_params).fit(rest.inputs, rest.labels, rest.weights)
+                    for i, p in zip(fold, model.predict_proba([frame.inputs[i] for i in fold]), strict=True):
+                        predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
+                model = KINDS[kind](**recipe_params).fit(frame.inputs, frame.labels, frame.weights)
             order = sorted(predicted)
             cross = CrossFit(frame.take(order), [predicted[i] for i in order], 5)
             verdict = gate.check(GateInput(candidate=model, champion=static,
                                            holdout=evaluation_set(base, policy, cross)))
             found = {"passed": verdict.passed, "reason": verdict.reason, "target": round(accuracy(model, held), 4),
                      "seconds": round(time.perf_counter() - started, 1)}
-            out[k][f"corpus{weight:g}"] = found
-            log.info("%s k=%d corpus %g: %s", name, k, weight, found)
+            out[k][recipe] = found
+            log.info("%s k=%d %s: %s", name, k, recipe, found)
     return out
+
+
+def recipe_arg(text: str) -> tuple[str, tuple[dict[str, Any], float]]:
+    """``NAME=WEIGHT[:JSON]``: the demo's tfidf-logreg params updated with JSON, at corpus weight WEIGHT."""
+    name, _, rest = text.partition("=")
+    weight, _, extra = rest.partition(":")
+    return name, ({**KIND_PARAMS["tfidf-logreg"], **(json.loads(extra) if extra else {})}, float(weight))
 
 
 def main() -> None:
@@ -139,6 +152,9 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=400)
     parser.add_argument("--gate", action="store_true", help="the demo's full run judged by the real gate")
     parser.add_argument("--at", type=int, action="append", help="--gate: label counts (default 100 150 200 400)")
+    parser.add_argument("--recipe", action="append", dest="recipes", metavar="NAME=WEIGHT[:JSON]",
+                        help="--gate: a recipe instead of the demo policy's (repeatable): the demo's kind params "
+                             "updated with JSON at corpus WEIGHT, e.g. 'c16=0.2:{\"c\": 16}'")
     parser.add_argument("--scenario", action="append", dest="scenarios",
                         choices=["movies->tweets", "movies->products"])
     args = parser.parse_args()
@@ -148,7 +164,8 @@ def main() -> None:
     threadpool_limits(1)  # one BLAS thread per fit, as the trainer fits
     names = args.scenarios or ["movies->tweets", "movies->products"]
     if args.gate:
-        emit({"gate": {name: gate_points(name, args.at or [100, 150, 200, 400]) for name in names}}, probe)
+        recipes = dict(recipe_arg(r) for r in args.recipes) if args.recipes else None
+        emit({"gate": {name: gate_points(name, args.at or [100, 150, 200, 400], recipes) for name in names}}, probe)
         return
     params_sets = {"word": {}, "char_wb": KIND_PARAMS["tfidf-logreg"]}
     out = {"kind": "tfidf-logreg", "labels": args.labels, "scenarios": {
