@@ -82,10 +82,12 @@ def scenario(name: str, kind: str, labels: int, params_sets: dict[str, dict[str,
     return out
 
 
-def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any], float]] | None = None
-                ) -> dict[str, Any]:
+def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any], float]] | None = None,
+                draw: int = 0) -> dict[str, Any]:
     """The demo's full run at each of ``at`` labels, judged by the real gate against the static champion;
-    ``recipes`` (name -> (kind params, corpus weight)) instead of the demo policy's."""
+    ``recipes`` (name -> (kind params, corpus weight)) instead of the demo policy's. ``draw`` > 0: the
+    stream's rows in another order (shuffled with that seed; the held-out rows stay), another sample of
+    the same labels."""
     from flywheel.demo import corpus_weight_choices
     from kinds.ngrams import counted_once
     from trainer.config import PolicyConfig
@@ -102,10 +104,12 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
     train, holdout = split_holdout(source, 0.2, 0)
     corpus = [Row(r.text, r.label) for r in train]
     stream, held = split_target(spec.target, 0.3, 0)
+    if draw:
+        random.Random(draw).shuffle(stream)
     static, _ = fit(kind, params, corpus, 1.0, [])
     rng = random.Random(1)
     judged = [Row(r.text, rng.choice(LABELS) if rng.random() < 0.05 else r.label) for r in stream[:max(at)]]
-    out: dict[str, Any] = {"static_target": round(accuracy(static, held), 4)}
+    out: dict[str, Any] = {"static_target": round(accuracy(static, held), 4), "draw": draw}
     for k in at:
         samples = [(i + 1, r) for i, r in enumerate(judged[:k]) if i % 10]
         reserved = [(i + 1, r) for i, r in enumerate(judged[:k]) if not i % 10]
@@ -155,6 +159,7 @@ def main() -> None:
     parser.add_argument("--recipe", action="append", dest="recipes", metavar="NAME=WEIGHT[:JSON]",
                         help="--gate: a recipe instead of the demo policy's (repeatable): the demo's kind params "
                              "updated with JSON at corpus WEIGHT, e.g. 'c16=0.2:{\"c\": 16}'")
+    parser.add_argument("--draw", type=int, default=0, help="--gate: the stream in the order of this seed (0: as is)")
     parser.add_argument("--scenario", action="append", dest="scenarios",
                         choices=["movies->tweets", "movies->products"])
     args = parser.parse_args()
@@ -165,7 +170,8 @@ def main() -> None:
     names = args.scenarios or ["movies->tweets", "movies->products"]
     if args.gate:
         recipes = dict(recipe_arg(r) for r in args.recipes) if args.recipes else None
-        emit({"gate": {name: gate_points(name, args.at or [100, 150, 200, 400], recipes) for name in names}}, probe)
+        at = args.at or [100, 150, 200, 400]
+        emit({"gate": {name: gate_points(name, at, recipes, args.draw) for name in names}}, probe)
         return
     params_sets = {"word": {}, "char_wb": KIND_PARAMS["tfidf-logreg"]}
     out = {"kind": "tfidf-logreg", "labels": args.labels, "scenarios": {
