@@ -44,7 +44,8 @@ WEIGHTS = (0.2, 0.05, 0.0)
 
 
 def accuracy(model: Any, rows: list[Row]) -> float:
-    return sum(p == r.label for p, r in zip(model.predict([r.text for r in rows]), rows, strict=True)) / len(rows)
+    right = sum(p == r.label for p, r in zip(model.predict([r.text for r in rows]), rows, strict=True))
+    return float(right / len(rows))
 
 
 def fit(kind: str, params: dict[str, Any], corpus: list[Row], weight: float, samples: list[Row]) -> tuple[Any, float]:
@@ -89,6 +90,7 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
     stream's rows in another order (shuffled with that seed; the held-out rows stay), another sample of
     the same labels."""
     from flywheel.demo import corpus_weight_choices
+    from kinds.base import as_texts
     from kinds.ngrams import counted_once
     from trainer.config import PolicyConfig
     from trainer.data import Frame
@@ -109,7 +111,7 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
     static, _ = fit(kind, params, corpus, 1.0, [])
     rng = random.Random(1)
     judged = [Row(r.text, rng.choice(LABELS) if rng.random() < 0.05 else r.label) for r in stream[:max(at)]]
-    out: dict[str, Any] = {"static_target": round(accuracy(static, held), 4), "draw": draw}
+    out: dict[Any, Any] = {"static_target": round(accuracy(static, held), 4), "draw": draw}
     for k in at:
         samples = [(i + 1, r) for i, r in enumerate(judged[:k]) if i % 10]
         reserved = [(i + 1, r) for i, r in enumerate(judged[:k]) if not i % 10]
@@ -125,7 +127,7 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
             random.Random(f"{policy.seed}:cross-fit:{len(frame)}").shuffle(rows)
             predicted: dict[int, tuple[str, float]] = {}
             started = time.perf_counter()
-            with counted_once(frame.inputs):  # n-grams counted once per point, as the trainer counts them per run
+            with counted_once(as_texts(frame.inputs)):  # n-grams counted once per point, as a run counts them
                 for fold in (rows[f::5] for f in range(5)):
                     rest = frame.take([i for i in range(len(frame)) if i not in set(fold)])
                     model = KINDS[kind](**recipe_params).fit(rest.inputs, rest.labels, rest.weights)
