@@ -21,6 +21,9 @@ Last line: ``{"scenarios": {name: {recipe: {"target", "movies_delta", "fit_secon
 target-only recipe) fitted on corpus + samples, cross-fitted in 5 folds, and judged by the real evaluation
 gate with the demo's settings on the corpus holdout + reserved + cross-fitted rows, as the trainer judges
 it. No curation, no earlier promotion (each point is the first full run against the static champion).
+``--recipe NAME=WEIGHT[:JSON]`` (repeatable): those recipes instead (the demo's params updated with JSON, at
+corpus WEIGHT), e.g. ``--recipe 'c16=0.2:{"c": 16}'``; ``--draw N``: the stream's rows in another order
+(seed N; the held-out rows stay), another sample of the same labels.
 Last line: ``{"gate": {scenario: {k: {recipe: {"passed", "reason", "target"}}}}}``.
 """
 
