@@ -30,3 +30,29 @@ def test_lora_on_40_pairs_lowers_held_out_perplexity(tmp_path_factory: pytest.Te
     assert after < before * 0.9, (before, after)
     generation = model.generate([held_out[0].prompt], max_new_tokens=32)[0]
     assert generation.text.strip() and generation.completion_tokens <= 32
+
+
+@pytest.mark.slow
+def test_the_decode_loop_answers_like_transformers_on_the_real_base(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """On SmolLM2 the decode loop multiplies in float16 (its weights are bf16 values): the greedy answers
+    are still transformers' float32 ones on these prompts, with a LoRA adapter whose B is not zero."""
+    import torch
+
+    from kinds import Pair, Prompt
+    from kinds.smollm2_lora import _left_padded
+
+    configured = os.environ.get("FLYWHEEL_DATA_DIR")
+    data_dir = Path(configured) if configured else tmp_path_factory.mktemp("smollm2-data")
+    base = load_base("smollm2-135m-instruct", data_dir)
+    model = SmolLM2LoRA(max_steps=1, batch_size=2, seed=1).bind(GeneratorResources(base=base))
+    model.fit([Pair(Prompt("Hello there"), "Hi! How are you?"), Pair(Prompt("What is AI?"), "Artificial intelligence.")])
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in model._adapter_state().items():
+            if "lora_B" in name:
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
+    for prompt in (Prompt("Tell me a story about a dragon."),
+                   Prompt("What is your favourite colour?", context="A tavern.", persona="Bob the innkeeper.")):
+        ids, mask = _left_padded([model._prompt_ids(prompt)], base.tokenizer.pad_token_id)
+        assert torch.equal(model._run_generate(ids, mask, 32, 0.0, (), None),
+                           model._reference_generate(ids, mask, 32, 0.0, ()))
