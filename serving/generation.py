@@ -100,9 +100,7 @@ async def generate(body: GenerateCreate, services: Services) -> GenerationPublic
             f"FLYWHEEL_GENERATE_TIMEOUT_S={services.settings.generate_timeout_s:g}s ({pool.admitted} generations "
             "running or queued)", pool.retry_after()) from None
     except Exception as exc:
-        _count(req, "error")
-        log.error("generation by %s %s failed", services.settings.model_name, req.loaded.version, exc_info=exc)
-        raise GenerationFailed(f"version {req.loaded.version}: {type(exc).__name__}") from exc
+        raise _failed(req, exc) from exc
     finish: Finish = "length" if generation.finish_reason == "length" else "stop"
     answer = _answer(req, generation.text, generation.prompt_tokens, generation.completion_tokens, finish,
                      _elapsed_ms(req))
@@ -166,11 +164,7 @@ async def _events(req: _Request, pieces: asyncio.Queue[str | BaseException | Non
             elif isinstance(item, GenerationTimeout):
                 finish = "timeout"
             else:
-                _count(req, "error")
-                log.error("streamed generation by %s %s failed", req.services.settings.model_name,
-                          req.loaded.version, exc_info=item)
-                yield _sse("error", {"error": GenerationFailed.code,
-                                     "detail": f"version {req.loaded.version}: {type(item).__name__}"})
+                yield _sse("error", {"error": GenerationFailed.code, "detail": _failed(req, item).detail})
                 return
     finally:
         stop.set()  # the worker stops at its next piece (a client gone, a deadline passed)
@@ -192,6 +186,16 @@ def _publish_late(req: _Request, done: Future[Generation]) -> None:
     _publish(req, req.prediction_id, req.loaded, req.variant, generation.text if generation else "",
              generation.prompt_tokens if generation else 0, generation.completion_tokens if generation else 0,
              "timeout", _elapsed_ms(req))
+
+
+def _failed(req: _Request, exc: BaseException) -> GenerationFailed:
+    """A generation that raised: logged, counted (``finish="error"``) and published with ``finish_reason``
+    ``error`` (the canary's error rate counts it); the 500 the client gets names the version and why."""
+    _count(req, "error")
+    log.error("generation by %s %s failed", req.services.settings.model_name, req.loaded.version, exc_info=exc)
+    why = f"{type(exc).__name__}: {exc}"[:300]
+    _publish(req, req.prediction_id, req.loaded, req.variant, "", 0, 0, "error", _elapsed_ms(req), error=why)
+    return GenerationFailed(f"prediction {req.prediction_id}: version {req.loaded.version} failed ({why})")
 
 
 def _admit(pool: GenerationPool, req: _Request, job: Callable[[], T]) -> Future[T]:
@@ -259,7 +263,8 @@ def _served(req: _Request, answer: GenerationPublic) -> None:
 
 
 def _publish(req: _Request, pid: str, loaded: LoadedModel, variant: Variant, text: str, prompt_tokens: int,
-             completion_tokens: int, finish: Finish, latency_ms: float) -> None:
+             completion_tokens: int, finish: Finish | Literal["error"], latency_ms: float,
+             error: str | None = None) -> None:
     services, body = req.services, req.body
     try:
         event = PredictionEventV2(
@@ -267,7 +272,7 @@ def _publish(req: _Request, pid: str, loaded: LoadedModel, variant: Variant, tex
             model_version=loaded.version, variant=variant,
             input=GenerationInput(prompt=body.prompt, context=body.context, persona=body.persona),
             output=GenerationOutput(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                    finish_reason=finish),
+                                    finish_reason=finish, error=error),
             latency_ms=latency_ms, user_id=body.user_id, domain=body.domain, segment=body.segment)
     except ValidationError as exc:
         services.metrics.events_dropped.labels("invalid_event").inc()

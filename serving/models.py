@@ -229,6 +229,9 @@ class RetrainCreate(_Body):
     mode: Literal["incremental", "full"] | None = Field(
         default=None, description="Unset: the trainer's policy chooses (full for an admin request).")
     reason: Reason = "admin retrain"
+    force_deploy: bool = Field(
+        default=False, description="A text-generation model's candidate deploys even past a failed gate (every "
+        "verdict is still recorded, the version tagged force_deployed). Refused (422) for a classifier.")
 
 
 class RetrainPublic(BaseModel):

@@ -45,7 +45,8 @@ def test_the_decode_loop_answers_like_transformers_on_the_real_base(tmp_path_fac
     data_dir = Path(configured) if configured else tmp_path_factory.mktemp("smollm2-data")
     base = load_base("smollm2-135m-instruct", data_dir)
     model = SmolLM2LoRA(max_steps=1, batch_size=2, seed=1).bind(GeneratorResources(base=base))
-    model.fit([Pair(Prompt("Hello there"), "Hi! How are you?"), Pair(Prompt("What is AI?"), "Artificial intelligence.")])
+    model.fit([Pair(Prompt("Hello there"), "Hi! How are you?"),
+               Pair(Prompt("What is AI?"), "Artificial intelligence.")])
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, tensor in model._adapter_state().items():
