@@ -324,6 +324,10 @@ class ReviewItemPublic(BaseModel):
     probabilities: dict[str, float]
     model_version: str
     variant: str
+    prompt: str | None = Field(default=None, description="A generator's prediction: the prompt it was asked.")
+    context: str | None = None
+    persona: str | None = None
+    response: str | None = Field(default=None, description="A generator's prediction: the response it gave.")
 
 
 class ReviewPublic(BaseModel):
