@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -126,9 +126,10 @@ def open_stream(body: GenerateCreate, services: Services) -> AsyncIterator[bytes
             put(GenerationTimeout("the deadline passed in the queue"))
             return
         started = time.perf_counter()
-        iterator = req.generator.stream(req.prompt, max_new_tokens=req.body.max_tokens,
-                                        temperature=req.body.temperature, stop=tuple(req.body.stop))
-        try:
+        iterator: Iterator[str] | None = None
+        try:  # a stream that fails to start is an error event too (not a wait for the deadline)
+            iterator = req.generator.stream(req.prompt, max_new_tokens=req.body.max_tokens,
+                                            temperature=req.body.temperature, stop=tuple(req.body.stop))
             for piece in iterator:
                 if stop.is_set():
                     break
