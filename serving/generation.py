@@ -3,7 +3,8 @@ canary for its share of users), run it on the pod's :class:`GenerationPool`, pub
 (schema version 2: :class:`GenerationInput` / :class:`GenerationOutput`), and queue the shadow's copy.
 
 Why a pool of its own and not the anyio thread pool: one generation holds a worker for up to seconds
-(64 new tokens of SmolLM2-135M: ~0.5-1.5 s on this machine) and every generator of a pod shares one base
+(64 new tokens of SmolLM2-135M: ~35-45 ms of CPU per token with the kind's decode loop, i.e. ~2.5 s, and
+2-3x that in wall time on a loaded 2-core machine) and every generator of a pod shares one base
 model whose forward passes are serialised, so more threads would only queue inside the lock. The pool
 runs ``generate_workers`` at once and lets ``generate_queue`` more wait; one more is refused at once with
 429 and a ``Retry-After`` from the recent p95 (the client can back off; a queue that grows without bound
@@ -18,6 +19,10 @@ its retries and dashboards already understand. Either way the prediction is publ
 ``finish_reason`` ``timeout`` (the canary's error rate counts it). A stream is read piece by piece, so at
 its deadline it is cut: the last event says ``finish_reason: timeout`` and the partial answer is
 published as such.
+
+A generation that raises is a 500 naming the prediction, the version and the exception (a stream: an
+``error`` event), counted ``finish="error"`` and published with ``finish_reason`` ``error``: the canary's
+error rate counts it like a time-out.
 """
 
 from __future__ import annotations
