@@ -50,12 +50,23 @@ _peft_models: weakref.WeakKeyDictionary[BaseModel, Any] = weakref.WeakKeyDiction
 _weights: weakref.WeakKeyDictionary[BaseModel, Weights] = weakref.WeakKeyDictionary()
 
 
+_HALF = ("bfloat16", "float16")
+
+
+def _stored_dtype(base: BaseModel) -> str:
+    """The dtype the base's weights are saved in (its config.json; the loaded model is float32 whatever)."""
+    try:
+        config = json.loads((base.directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return "float32"
+    return str(config.get("dtype") or config.get("torch_dtype") or "float32")
+
+
 def _decode_weights(base: BaseModel) -> Weights:
     """The base's decode weights, built once per base (call with its lock held): float16 products when the
     base's weights are stored in 16 bits (SmolLM2: bf16 values, which float16 holds), else float32."""
     if base not in _weights:
-        stored = str(getattr(base.model.config, "dtype", "float32"))
-        _weights[base] = Weights(base.model, torch.float16 if "16" in stored else torch.float32)
+        _weights[base] = Weights(base.model, torch.float16 if _stored_dtype(base) in _HALF else torch.float32)
     return _weights[base]
 
 

@@ -52,6 +52,9 @@ def test_the_decode_loop_answers_like_transformers_on_the_real_base(tmp_path_fac
         for name, tensor in model._adapter_state().items():
             if "lora_B" in name:
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
+    from kinds.smollm2_lora import _decode_weights
+
+    assert _decode_weights(base).dtype == torch.float16  # bf16 weights on disk: float16 products
     for prompt in (Prompt("Tell me a story about a dragon."),
                    Prompt("What is your favourite colour?", context="A tavern.", persona="Bob the innkeeper.")):
         ids, mask = _left_padded([model._prompt_ids(prompt)], base.tokenizer.pad_token_id)
