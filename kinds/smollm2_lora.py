@@ -12,9 +12,10 @@ A generator that is garbage collected deletes its adapter.
 
 Generation runs :mod:`kinds._decode` (a decode loop with a preallocated KV cache and the LoRA delta added
 unmerged; float16 products on SmolLM2, whose weights are bf16 values) on one torch thread, not
-transformers' ``generate``: 64 new tokens went from ~75-80 ms to ~35-44 ms of CPU per token on SmolLM2
-(one thread, load ~10 on 2 cores; greedy outputs identical on the prompts checked). Training and
-perplexity stay on the peft model.
+transformers' ``generate``: 64 new tokens went from ~77 to ~35 ms of CPU per token on SmolLM2 (one thread,
+load ~16 on 2 cores; ``bench/decode_speed.py``). In float32 (tiny-random) its greedy tokens are
+transformers'; in float16 a near tie can flip a later token (rounding, not a different model). Training
+and perplexity stay on the peft model.
 
 The artifact is ``adapter.safetensors`` (the LoRA weights) + ``adapter.json`` (the LoRA configuration and the
 base model's name and weights digest: an adapter is refused on another base), pinned by the manifest.
