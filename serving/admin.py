@@ -99,8 +99,8 @@ def install_admin_routes(app: FastAPI, settings: FlywheelSettings) -> None:
         """``force_deploy`` (generators only) travels in the request's Postgres row, not on the topic: only an
         authenticated admin request can force a deploy."""
         if body.force_deploy and services.task != "text-generation":
-            raise InvalidInput(f"force_deploy is for text-generation models; {settings.model_name!r} is a "
-                               f"{services.task} model, which deploys only past its gates")
+            raise Conflict(f"force_deploy is for text-generation models; {settings.model_name!r} is a "
+                           f"{services.task} model, which deploys only past its gates")
         request = RetrainRequest(ts=datetime.now(UTC), model=settings.model_name, mode=body.mode,
                                  trigger="admin", reason=body.reason)
         params = {"mode": body.mode, "force_deploy": True} if body.force_deploy else {"mode": body.mode}

@@ -220,10 +220,12 @@ def test_review_queue_over_http_publishes_the_label_as_feedback(
 
 
 def test_force_deploy_is_refused_for_a_classifier(admin_client: TestClient, admin_settings: FlywheelSettings) -> None:
-    """A classifier deploys only past its gates: ``force_deploy`` is a 422 naming the task, nothing queued
-    (a generator's force-deploy over HTTP: tests/trainer/test_generation_run.py)."""
+    """A classifier deploys only past its gates: ``force_deploy`` is a 409 naming the task, nothing queued
+    (a generator's force-deploy over HTTP: tests/trainer/test_generation_run.py); not a boolean: 422."""
     status, _h, payload = call(admin_client, "post", "/retrain", {"force_deploy": True}, AUTH)
-    assert status == 422 and "text-generation" in str(payload["detail"]), payload
+    assert status == 409 and "text-generation" in str(payload["detail"]), payload
+    status, _h, payload = call(admin_client, "post", "/retrain", {"force_deploy": 1}, AUTH)
+    assert status == 422, payload
     status, _h, _payload = call(admin_client, "post", "/retrain", {"force_deploy": True}, None)
     assert status == 401
 
