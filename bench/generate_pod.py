@@ -9,13 +9,17 @@ holds the pod's one worker anyway) with prompts from chatterbot-corpus, ``max_to
 own ``flywheel_serving_generate_p95_seconds`` gauge (generation time only), the completion-token counts
 (an answer ending before 64 tokens is faster: ``p95_full_length_ms`` is over the answers that ran to
 ``max_tokens``), and how long the pod took to load the base + the first adapter and a second adapter (the
-hot swap). torch runs on one thread (``torch.set_num_threads(1)``, as the kind does).
+hot swap), the CPU and wall time per generated token, and the conditions (torch threads, one client,
+the pod's workers; the host's load before and after). torch runs on one thread (``torch.set_num_threads(1)``;
+the kind's decode loop takes one thread anyway). The machine's load counts: wall times on a 2-core machine
+at load ~10-20 are 2-3x the CPU times.
 
     .venv/bin/python bench/generate_pod.py [--requests 40] [--max-tokens 64] [--data-dir DIR]
 
 ``--data-dir`` holds ``base-models/`` (converted from the GGUF once, ~60 s, then reused).
 Last line: {"p95_generate_ms", "p50_generate_ms", "pod_p95_generate_ms", "p95_full_length_ms",
-"completion_tokens_mean", "full_length_answers", "requests", "first_load_s", "swap_load_s", "host"}.
+"completion_tokens_mean", "full_length_answers", "requests", "max_tokens", "first_load_s", "swap_load_s",
+"cpu_ms_per_token", "wall_ms_per_token", "torch_threads", "concurrency", "workers", "host"}.
 """
 
 from __future__ import annotations
@@ -126,6 +130,7 @@ def main() -> None:
             assert services.runtime.wait_live(second.version, 600), "the second version did not load"
             swap_load_s = time.monotonic() - started
             times, tokens = [], []
+            cpu_started = time.process_time()
             for prompt, _ in asks:
                 started = time.perf_counter()
                 body = {"prompt": prompt, "max_tokens": args.max_tokens}
@@ -133,6 +138,7 @@ def main() -> None:
                 times.append((time.perf_counter() - started) * 1000)
                 response.raise_for_status()
                 tokens.append(int(response.json()["completion_tokens"]))
+            cpu_s = time.process_time() - cpu_started  # the whole process: the pod's other threads too
             series = f'flywheel_serving_generate_p95_seconds{{model="npc",version="{second.version}"}}'
             gauge = [line for line in client.get("/metrics").text.splitlines() if line.startswith(series)]
         producer.flush(10.0)
@@ -142,7 +148,9 @@ def main() -> None:
           "p95_full_length_ms": round(nearest_rank(full, 0.95), 1) if full else None,
           "completion_tokens_mean": round(statistics.fmean(tokens), 1), "full_length_answers": len(full),
           "requests": len(times), "max_tokens": args.max_tokens, "first_load_s": round(first_load_s, 2),
-          "swap_load_s": round(swap_load_s, 2)}, probe)
+          "swap_load_s": round(swap_load_s, 2), "cpu_ms_per_token": round(cpu_s * 1000 / max(1, sum(tokens)), 1),
+          "wall_ms_per_token": round(sum(times) / max(1, sum(tokens)), 1), "torch_threads": torch.get_num_threads(),
+          "concurrency": 1, "workers": settings.generate_workers}, probe)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,14 @@ def review_next(
     if not items:
         out.print("nothing to review: every recent prediction has feedback or is claimed")
         return
+    if any(item.response is not None for item in items):  # a generator: what it was asked, what it answered
+        table = Table("prediction_id", "asked (persona / context / prompt)", "model answered")
+        for item in items:
+            asked = " / ".join(part for part in (item.persona, item.context, item.prompt) if part)
+            table.add_row(item.prediction_id, asked[:300], (item.response or "")[:300])
+        out.print(table)
+        out.print("answer one with a rating or a corrected response: POST /v1/models/<name>/feedback")
+        return
     table = Table("prediction_id", "margin", "model said", "text")
     for item in items:
         table.add_row(item.prediction_id, f"{item.margin:.3f}", item.label, item.text[:200])

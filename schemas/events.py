@@ -119,12 +119,14 @@ class GenerationInput(_Part):
 
 class GenerationOutput(_Part):
     """What a generator answered: the text, its token counts and why it stopped (a stop string or the end
-    of turn, the token budget, or the request's time-out)."""
+    of turn, the token budget, the request's time-out, or ``error``: the generator raised, the text is
+    empty and ``error`` says what)."""
 
     text: Annotated[str, Field(max_length=32000)]
     prompt_tokens: NonNegativeInt
     completion_tokens: NonNegativeInt
-    finish_reason: Literal["stop", "length", "timeout"] = "stop"
+    finish_reason: Literal["stop", "length", "timeout", "error"] = "stop"
+    error: Annotated[str, Field(max_length=500)] | None = None
 
 
 TaskInput = TextInput | TabularInput | GenerationInput

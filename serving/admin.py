@@ -28,7 +28,7 @@ from registry import CHALLENGER, CHAMPION, ModelRegistry
 from schemas import ModelEvent, RetrainRequest
 from schemas.exceptions import InvalidEvent
 from serving.control import translated
-from serving.deps import AdminDep, SettingsDep
+from serving.deps import AdminDep, ServicesDep, SettingsDep
 from serving.exceptions import AdminDisabled, Conflict, InvalidInput, NotFound, ServingError, Unauthorized
 from serving.models import (
     NO_NUL,
@@ -95,10 +95,16 @@ def install_admin_routes(app: FastAPI, settings: FlywheelSettings) -> None:
     router = APIRouter(tags=["admin"], dependencies=[Depends(require_token)], responses=ADMIN_ERRORS)
 
     @router.post("/retrain", status_code=202, response_model=RetrainPublic)
-    def retrain(body: RetrainCreate, admin: AdminDep, settings: SettingsDep) -> RetrainPublic:
+    def retrain(body: RetrainCreate, admin: AdminDep, settings: SettingsDep, services: ServicesDep) -> RetrainPublic:
+        """``force_deploy`` (generators only) travels in the request's Postgres row, not on the topic: only an
+        authenticated admin request can force a deploy."""
+        if body.force_deploy and services.task != "text-generation":
+            raise Conflict(f"force_deploy is for text-generation models; {settings.model_name!r} is a "
+                           f"{services.task} model, which deploys only past its gates")
         request = RetrainRequest(ts=datetime.now(UTC), model=settings.model_name, mode=body.mode,
                                  trigger="admin", reason=body.reason)
-        admin.submit(request, {"mode": body.mode})  # a Kafka failure is a 503 (the StreamError handler)
+        params = {"mode": body.mode, "force_deploy": True} if body.force_deploy else {"mode": body.mode}
+        admin.submit(request, params)  # a Kafka failure is a 503 (the StreamError handler)
         return RetrainPublic(request_id=request.request_id, status="queued")
 
     @router.post("/evaluate", status_code=202, response_model=TrainingPublic)

@@ -16,9 +16,9 @@ Every ``interval_s`` a :class:`CanaryController` takes its own Postgres advisory
    ``worse``); and it is retired at once when its error rate since the ``canary`` event exceeds
    ``generation.max_error_rate`` (1%) over at least ``generation.min_requests`` landed predictions. An
    error is a prediction that ended at its deadline (``finish_reason`` ``timeout``: the pods publish a
-   cut stream, and a non-streamed request answered 504, as such); a generation that raised publishes
-   nothing and shows on the pod's ``flywheel_serving_generate_outcomes_total{finish="error"}`` (alert rule
-   FlywheelGenerationErrors).
+   cut stream, and a non-streamed request answered 504, as such) or whose generation raised
+   (``finish_reason`` ``error``, answered 500; also on the pod's
+   ``flywheel_serving_generate_outcomes_total{finish="error"}``, alert rule FlywheelGenerationErrors).
 2. **Watchdog.** The champion's online accuracy over the last ``window_s`` (since it became champion, at
    least ``min_samples``) more than ``margin`` below its offline accuracy (on current traffic when its run
    had any: recent reserved and cross-fitted feedback, else the holdout; see :func:`mlflow_run_metric`): a
@@ -238,17 +238,19 @@ class CanaryController:
         return decision, [], []
 
     def _error_rate(self, conn: _Conn, canary: str, since: datetime) -> str | None:
-        """Why the generator canary must go (its timed-out share since ``since`` is above the limit), or None."""
+        """Why the generator canary must go (its share of timed-out or failed predictions since ``since`` is
+        above the limit), or None."""
         cfg = self.config.generation
         row = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE output->>'finish_reason' = 'timeout') FROM predictions "
+            "SELECT count(*), count(*) FILTER (WHERE output->>'finish_reason' IN ('timeout', 'error')) "
+            "FROM predictions "
             "WHERE model = %s AND variant = 'canary' AND model_version = %s AND ts >= %s",
             (self.model_name, canary, since)).fetchone()
         n, errors = (0, 0) if row is None else (int(row[0]), int(row[1]))
         self.metrics.errors.labels(self.model_name).set(errors / n if n else 0.0)
         if n < cfg.min_requests or errors / n <= cfg.max_error_rate:
             return None
-        return (f"canary error rate {errors / n:.2%} ({errors} of {n} predictions timed out) is above "
+        return (f"canary error rate {errors / n:.2%} ({errors} of {n} predictions timed out or failed) is above "
                 f"{cfg.max_error_rate:.2%}")
 
     def _retire(self, conn: _Conn, version: str, reason: str, decision: Decision | None,

@@ -3,7 +3,8 @@ canary for its share of users), run it on the pod's :class:`GenerationPool`, pub
 (schema version 2: :class:`GenerationInput` / :class:`GenerationOutput`), and queue the shadow's copy.
 
 Why a pool of its own and not the anyio thread pool: one generation holds a worker for up to seconds
-(64 new tokens of SmolLM2-135M: ~0.5-1.5 s on this machine) and every generator of a pod shares one base
+(64 new tokens of SmolLM2-135M: ~35-45 ms of CPU per token with the kind's decode loop, i.e. ~2.5 s, and
+2-3x that in wall time on a loaded 2-core machine) and every generator of a pod shares one base
 model whose forward passes are serialised, so more threads would only queue inside the lock. The pool
 runs ``generate_workers`` at once and lets ``generate_queue`` more wait; one more is refused at once with
 429 and a ``Retry-After`` from the recent p95 (the client can back off; a queue that grows without bound
@@ -18,6 +19,10 @@ its retries and dashboards already understand. Either way the prediction is publ
 ``finish_reason`` ``timeout`` (the canary's error rate counts it). A stream is read piece by piece, so at
 its deadline it is cut: the last event says ``finish_reason: timeout`` and the partial answer is
 published as such.
+
+A generation that raises is a 500 naming the prediction, the version and the exception (a stream: an
+``error`` event), counted ``finish="error"`` and published with ``finish_reason`` ``error``: the canary's
+error rate counts it like a time-out.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,9 +105,7 @@ async def generate(body: GenerateCreate, services: Services) -> GenerationPublic
             f"FLYWHEEL_GENERATE_TIMEOUT_S={services.settings.generate_timeout_s:g}s ({pool.admitted} generations "
             "running or queued)", pool.retry_after()) from None
     except Exception as exc:
-        _count(req, "error")
-        log.error("generation by %s %s failed", services.settings.model_name, req.loaded.version, exc_info=exc)
-        raise GenerationFailed(f"version {req.loaded.version}: {type(exc).__name__}") from exc
+        raise _failed(req, exc) from exc
     finish: Finish = "length" if generation.finish_reason == "length" else "stop"
     answer = _answer(req, generation.text, generation.prompt_tokens, generation.completion_tokens, finish,
                      _elapsed_ms(req))
@@ -128,9 +131,10 @@ def open_stream(body: GenerateCreate, services: Services) -> AsyncIterator[bytes
             put(GenerationTimeout("the deadline passed in the queue"))
             return
         started = time.perf_counter()
-        iterator = req.generator.stream(req.prompt, max_new_tokens=req.body.max_tokens,
-                                        temperature=req.body.temperature, stop=tuple(req.body.stop))
-        try:
+        iterator: Iterator[str] | None = None
+        try:  # a stream that fails to start is an error event too (not a wait for the deadline)
+            iterator = req.generator.stream(req.prompt, max_new_tokens=req.body.max_tokens,
+                                            temperature=req.body.temperature, stop=tuple(req.body.stop))
             for piece in iterator:
                 if stop.is_set():
                     break
@@ -166,11 +170,7 @@ async def _events(req: _Request, pieces: asyncio.Queue[str | BaseException | Non
             elif isinstance(item, GenerationTimeout):
                 finish = "timeout"
             else:
-                _count(req, "error")
-                log.error("streamed generation by %s %s failed", req.services.settings.model_name,
-                          req.loaded.version, exc_info=item)
-                yield _sse("error", {"error": GenerationFailed.code,
-                                     "detail": f"version {req.loaded.version}: {type(item).__name__}"})
+                yield _sse("error", {"error": GenerationFailed.code, "detail": _failed(req, item).detail})
                 return
     finally:
         stop.set()  # the worker stops at its next piece (a client gone, a deadline passed)
@@ -192,6 +192,16 @@ def _publish_late(req: _Request, done: Future[Generation]) -> None:
     _publish(req, req.prediction_id, req.loaded, req.variant, generation.text if generation else "",
              generation.prompt_tokens if generation else 0, generation.completion_tokens if generation else 0,
              "timeout", _elapsed_ms(req))
+
+
+def _failed(req: _Request, exc: BaseException) -> GenerationFailed:
+    """A generation that raised: logged, counted (``finish="error"``) and published with ``finish_reason``
+    ``error`` (the canary's error rate counts it); the 500 the client gets names the version and why."""
+    _count(req, "error")
+    log.error("generation by %s %s failed", req.services.settings.model_name, req.loaded.version, exc_info=exc)
+    why = f"{type(exc).__name__}: {exc}"[:300]
+    _publish(req, req.prediction_id, req.loaded, req.variant, "", 0, 0, "error", _elapsed_ms(req), error=why)
+    return GenerationFailed(f"prediction {req.prediction_id}: version {req.loaded.version} failed ({why})")
 
 
 def _admit(pool: GenerationPool, req: _Request, job: Callable[[], T]) -> Future[T]:
@@ -259,7 +269,8 @@ def _served(req: _Request, answer: GenerationPublic) -> None:
 
 
 def _publish(req: _Request, pid: str, loaded: LoadedModel, variant: Variant, text: str, prompt_tokens: int,
-             completion_tokens: int, finish: Finish, latency_ms: float) -> None:
+             completion_tokens: int, finish: Finish | Literal["error"], latency_ms: float,
+             error: str | None = None) -> None:
     services, body = req.services, req.body
     try:
         event = PredictionEventV2(
@@ -267,7 +278,7 @@ def _publish(req: _Request, pid: str, loaded: LoadedModel, variant: Variant, tex
             model_version=loaded.version, variant=variant,
             input=GenerationInput(prompt=body.prompt, context=body.context, persona=body.persona),
             output=GenerationOutput(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                    finish_reason=finish),
+                                    finish_reason=finish, error=error),
             latency_ms=latency_ms, user_id=body.user_id, domain=body.domain, segment=body.segment)
     except ValidationError as exc:
         services.metrics.events_dropped.labels("invalid_event").inc()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 MAX_BATCH = 64
 MAX_BOOTSTRAP_ROWS = 200_000
@@ -229,6 +229,9 @@ class RetrainCreate(_Body):
     mode: Literal["incremental", "full"] | None = Field(
         default=None, description="Unset: the trainer's policy chooses (full for an admin request).")
     reason: Reason = "admin retrain"
+    force_deploy: StrictBool = Field(
+        default=False, description="A text-generation model's candidate deploys even past a failed gate (every "
+        "verdict is still recorded, the version tagged force_deployed). Refused (409) for a classifier.")
 
 
 class RetrainPublic(BaseModel):
@@ -321,6 +324,10 @@ class ReviewItemPublic(BaseModel):
     probabilities: dict[str, float]
     model_version: str
     variant: str
+    prompt: str | None = Field(default=None, description="A generator's prediction: the prompt it was asked.")
+    context: str | None = None
+    persona: str | None = None
+    response: str | None = Field(default=None, description="A generator's prediction: the response it gave.")
 
 
 class ReviewPublic(BaseModel):

@@ -287,7 +287,7 @@ class IngestProcessor(Processor[IngestEvent]):
             if isinstance(output, ClassificationOutput):
                 label, probabilities, generated = output.label, output.probabilities, None
             else:  # a generator's output is stored whole (text, token counts, finish reason)
-                label, probabilities, generated = None, None, output.model_dump_json()
+                label, probabilities, generated = None, None, output.model_dump_json(exclude_none=True)
             item.event = ModelPrediction(
                 event.prediction_id, event.model, event.model_version, event.variant, stored.text, data, label,
                 probabilities, event.latency_ms, event.user_id, event.domain, event.segment, event.ts, generated)

@@ -145,7 +145,10 @@ class TrainerService:
         return True
 
     def _retrain(self, request: RetrainRequest, claim: Claim) -> bool:
-        result = self._train(request.trigger, request.mode, request.request_id)
+        """``force_deploy`` comes from the request's row (written by an authenticated admin route), never
+        from the event."""
+        force = claim.status == "claimed" and bool(claim.params.get("force_deploy", False))
+        result = self._train(request.trigger, request.mode, request.request_id, force_deploy=force)
         if result is None:
             self._finish(request, claim, "failed", error="the training attempt failed before a run started "
                                                           "(the database or the registry; see the trainer's log)")
@@ -219,11 +222,13 @@ class TrainerService:
         except FlywheelError as exc:  # the next reconcile retries; training does not depend on it
             log.warning("could not reconcile the models topic with the registry: %s", exc)
 
-    def _train(self, trigger: Trigger, requested: Mode | None, request_id: str | None = None) -> RunResult | None:
+    def _train(self, trigger: Trigger, requested: Mode | None, request_id: str | None = None, *,
+               force_deploy: bool = False) -> RunResult | None:
         """One training attempt. An error outside a run (database or registry unreachable) is logged and
         the loop goes on: the trainer never takes the platform down with it."""
         try:
-            result = self.trainer.maybe_train(trigger, requested=requested, request_id=request_id)
+            result = self.trainer.maybe_train(trigger, requested=requested, request_id=request_id,
+                                              force_deploy=force_deploy)
         except Exception:
             log.exception("training attempt (%s) failed before a run started; retrying on the next wake-up", trigger)
             return None

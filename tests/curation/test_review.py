@@ -61,3 +61,33 @@ def test_least_sure_unjudged_first_claimed_for_a_while(db_url: str) -> None:
         found = queue.find(ids[2])
         assert found is not None and found.text == "unsure" and abs(found.margin - 0.05) < 1e-9
         assert queue.find("nope") is None
+
+
+def test_a_generators_predictions_show_the_prompt_its_context_and_the_response(db_url: str) -> None:
+    """A text-generation model's predictions have no text column and no probabilities: the item carries
+    what the model was asked (prompt, context, persona) and what it answered."""
+    asked = [({"prompt": "Where is the inn?", "context": "village square", "persona": "a guard"}, "Down the road."),
+             ({"prompt": "Hello!"}, "Well met, traveller.")]
+    ids = []
+    with db.connect(db_url) as conn, conn.transaction():
+        for question, answer in asked:
+            pid = uuid.uuid4().hex
+            ids.append(pid)
+            output = {"text": answer, "prompt_tokens": 9, "completion_tokens": 4, "finish_reason": "stop"}
+            conn.execute(
+                "INSERT INTO predictions (prediction_id, model, model_version, variant, input, output, latency_ms, "
+                "ts) VALUES (%s, 'npc', '1', 'champion', %s, %s, 80.0, %s)",
+                (pid, json.dumps(question), json.dumps(output), datetime.now(UTC)))
+    with db.connect(db_url, autocommit=True) as conn:
+        queue = ReviewQueue(conn, "npc")
+        items = {i.prediction_id: i for i in queue.next(5, "ann")}
+        assert set(items) == set(ids)
+        inn, hello = items[ids[0]], items[ids[1]]
+        assert (inn.prompt, inn.context, inn.persona, inn.response) == (
+            "Where is the inn?", "village square", "a guard", "Down the road.")
+        assert inn.text == "Where is the inn?" and inn.label == "" and inn.probabilities == {}
+        assert (hello.prompt, hello.context, hello.persona, hello.response) == (
+            "Hello!", None, None, "Well met, traveller.")
+        assert inn.to_dict()["response"] == "Down the road."
+        found = queue.find(ids[1])
+        assert found is not None and found.response == "Well met, traveller." and found.margin == 1.0

@@ -25,7 +25,9 @@ from kinds import (
     load_base,
     load_model,
 )
+from kinds._decode import Adapter, Weights, decode
 from kinds.base_models import BaseModel
+from kinds.smollm2_lora import _left_padded
 
 PARAMS = {"base": "tiny-random", "lr": 5e-3, "epochs": 3, "batch_size": 8}
 
@@ -90,6 +92,50 @@ def test_generate_respects_max_new_tokens_and_batches_like_single_prompts(fitted
     assert fitted.generate([], max_new_tokens=8) == []
     with pytest.raises(KindError):
         fitted.generate(prompts, max_new_tokens=0)
+
+
+def test_the_decode_loop_gives_transformers_greedy_tokens(fitted: SmolLM2LoRA, resources: GeneratorResources) -> None:
+    """kinds._decode replaced transformers' generate: the same greedy tokens (single prompts and a left-padded
+    batch; with the adapter, and for an unfitted generator on the bare base), rows padded after their end."""
+    prompts = [Prompt("What comes after 3?", persona="A shopkeeper"), Prompt("Hi"),
+               Prompt("A much longer question than the others, to need left padding in the batch?",
+                      context="The shop is open.")]
+    pad = resources.base.tokenizer.pad_token_id
+    for model in (fitted, SmolLM2LoRA(**PARAMS).bind(resources)):
+        for rows in ([p] for p in prompts):
+            ids, mask = _left_padded([model._prompt_ids(p) for p in rows], pad)
+            assert torch.equal(model._run_generate(ids, mask, 48, 0.0, (), None),
+                               model._reference_generate(ids, mask, 48, 0.0, ()))
+        ids, mask = _left_padded([model._prompt_ids(p) for p in prompts], pad)
+        assert torch.equal(model._run_generate(ids, mask, 24, 0.0, (), None),
+                           model._reference_generate(ids, mask, 24, 0.0, ()))
+
+
+def test_float16_products_stay_close_to_float32(fitted: SmolLM2LoRA, tiny: BaseModel) -> None:
+    """The float16 decode weights (what SmolLM2's bf16 weights use) give logits within rounding of float32;
+    tiny-random is saved in float32, so its decode loop multiplies in float32."""
+    from kinds.smollm2_lora import _decode_weights
+
+    assert _decode_weights(tiny).dtype == torch.float32
+    ids, mask = _left_padded([fitted._prompt_ids(Prompt("What comes after 5?"))], tiny.tokenizer.pad_token_id)
+    lora = fitted._lora()
+    assert lora, "the fitted adapter is on q_proj and v_proj of every layer"
+    with torch.inference_mode():
+        full = decode(Weights(tiny.model), lora, ids, mask, max_new_tokens=1, temperature=0.0, eos=-1, pad=0)
+        half = decode(Weights(tiny.model, torch.float16), lora, ids, mask, max_new_tokens=1, temperature=0.0,
+                      eos=-1, pad=0)
+        logits32 = _forward_logits(Weights(tiny.model), lora, ids, mask)
+        logits16 = _forward_logits(Weights(tiny.model, torch.float16), lora, ids, mask)
+    assert torch.equal(full, half)
+    assert (logits32 - logits16).abs().max() < 1e-2 * logits32.abs().max()
+
+
+def _forward_logits(weights: Weights, lora: Adapter, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    from kinds._decode import _Cache, _forward
+
+    width = ids.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()[None, None]
+    return _forward(weights, lora, ids, mask.cumsum(-1) - 1, 0, causal, _Cache(weights, 1, width))
 
 
 def test_stop_strings_cut_the_text_and_end_the_generation(fitted: SmolLM2LoRA) -> None:

@@ -30,3 +30,43 @@ def test_lora_on_40_pairs_lowers_held_out_perplexity(tmp_path_factory: pytest.Te
     assert after < before * 0.9, (before, after)
     generation = model.generate([held_out[0].prompt], max_new_tokens=32)[0]
     assert generation.text.strip() and generation.completion_tokens <= 32
+
+
+@pytest.mark.slow
+def test_the_decode_loop_answers_like_transformers_on_the_real_base(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """On SmolLM2, with a LoRA adapter whose B is not zero: the decode loop in float32 gives transformers'
+    greedy tokens exactly; in float16 (what it runs on SmolLM2, whose weights are bf16 values) the first
+    step's logits are within rounding and the answers agree on their first tokens (a near tie later may
+    flip: measured on 2 prompts x 32 tokens, one diverged at token ~22; bench/decode_speed.py counts
+    them on 4 prompts x 64 tokens)."""
+    import torch
+
+    from kinds import Pair, Prompt
+    from kinds._decode import Weights, decode
+    from kinds.smollm2_lora import _decode_weights, _left_padded
+
+    configured = os.environ.get("FLYWHEEL_DATA_DIR")
+    data_dir = Path(configured) if configured else tmp_path_factory.mktemp("smollm2-data")
+    base = load_base("smollm2-135m-instruct", data_dir)
+    model = SmolLM2LoRA(max_steps=1, batch_size=2, seed=1).bind(GeneratorResources(base=base))
+    model.fit([Pair(Prompt("Hello there"), "Hi! How are you?"),
+               Pair(Prompt("What is AI?"), "Artificial intelligence.")])
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in model._adapter_state().items():
+            if "lora_B" in name:
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
+    half = _decode_weights(base)
+    assert half.dtype == torch.float16  # bf16 weights on disk: float16 products
+    full = Weights(base.model)
+    pad, eos = base.tokenizer.pad_token_id, base.tokenizer.eos_token_id
+    for prompt in (Prompt("Tell me a story about a dragon."),
+                   Prompt("What is your favourite colour?", context="A tavern.", persona="Bob the innkeeper.")):
+        ids, mask = _left_padded([model._prompt_ids(prompt)], pad)
+        reference = model._reference_generate(ids, mask, 32, 0.0, ())
+        with torch.inference_mode():
+            exact = decode(full, model._lora(), ids, mask, max_new_tokens=32, temperature=0.0, eos=eos, pad=pad)
+        assert torch.equal(exact, reference)
+        fast = model._run_generate(ids, mask, 32, 0.0, (), None)
+        width = ids.shape[1]
+        assert torch.equal(fast[:, :width + 8], reference[:, :width + 8])

@@ -219,6 +219,17 @@ def test_review_queue_over_http_publishes_the_label_as_feedback(
         sent["feedback_id"], torn, "positive", "review", "review:ann")
 
 
+def test_force_deploy_is_refused_for_a_classifier(admin_client: TestClient, admin_settings: FlywheelSettings) -> None:
+    """A classifier deploys only past its gates: ``force_deploy`` is a 409 naming the task, nothing queued
+    (a generator's force-deploy over HTTP: tests/trainer/test_generation_run.py); not a boolean: 422."""
+    status, _h, payload = call(admin_client, "post", "/retrain", {"force_deploy": True}, AUTH)
+    assert status == 409 and "text-generation" in str(payload["detail"]), payload
+    status, _h, payload = call(admin_client, "post", "/retrain", {"force_deploy": 1}, AUTH)
+    assert status == 422, payload
+    status, _h, _payload = call(admin_client, "post", "/retrain", {"force_deploy": True}, None)
+    assert status == 401
+
+
 def test_nul_bytes_are_refused_at_the_door(admin_client: TestClient) -> None:
     """Found by schemathesis: Postgres text cannot hold NUL, so such input is a 422, never a 5xx."""
     for method, path, kwargs in [

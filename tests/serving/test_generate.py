@@ -304,6 +304,40 @@ def test_a_full_pod_refuses_with_429_and_a_late_answer_is_a_504_or_a_timed_out_s
     assert 'flywheel_serving_generate_outcomes_total{finish="timeout",model="npc",variant="champion"} 2.0' in metrics
 
 
+def test_a_generation_that_raises_is_a_500_with_its_reason_a_counted_error_and_a_published_prediction(
+        client: TestClient, gen_settings: FlywheelSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault injected into the pod's loaded generator (its generate and stream raise): the client gets a
+    500 naming the prediction, the version and the reason (a stream: an ``error`` event), the outcome is
+    counted, and the prediction is published with ``finish_reason`` ``error``: what the canary's error rate
+    counts (test_a_generator_canary_is_retired_when_more_than_1_percent_of_its_answers_fail)."""
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("the adapter's weights went missing")
+
+    monkeypatch.setattr(generator(client), "generate", broken)
+    monkeypatch.setattr(generator(client), "stream", broken)
+    detail = refused(client.post("/v1/models/npc/generate", json=ASK), 500, "generation_failed", "version 1",
+                     "RuntimeError: the adapter's weights went missing")["detail"]
+    failed_id = detail.split()[1].rstrip(":")
+    with client.stream("POST", "/v1/models/npc/generate", json={**ASK, "stream": True}) as response:
+        events = sse(response.read().decode())
+    assert events[-1][0] == "error" and events[-1][1]["error"] == "generation_failed", events
+    assert "weights went missing" in events[-1][1]["detail"]
+    metrics = client.get("/metrics").text
+    assert 'flywheel_serving_generate_outcomes_total{finish="error",model="npc",variant="champion"} 2.0' in metrics
+
+    def failures() -> list[PredictionEventV2]:
+        published = [PredictionEventV2.model_validate_json(v) for v in
+                     read_topic(gen_settings.kafka_connection(), gen_settings.topics.predictions, 1)]
+        return [e for e in published if isinstance(e.output, GenerationOutput) and e.output.finish_reason == "error"]
+
+    wait_for(lambda: len(failures()) == 2, "both failed generations to be published")
+    assert failed_id in {e.prediction_id for e in failures()}
+    for event in failures():
+        assert isinstance(event.output, GenerationOutput) and event.output.text == ""
+        assert event.output.error is not None and "weights went missing" in event.output.error
+        assert event.variant == "champion" and event.model_version == "1"
+
+
 def test_the_p95_generation_time_is_exported_per_model_version_and_a_shadow_answers_copies(
         client: TestClient, gen_settings: FlywheelSettings, npc: tuple[ModelRegistry, ModelAnnouncer],
         tmp_path: Path) -> None:
@@ -349,15 +383,15 @@ CANARY = CanaryConfig(interval_s=0.2, test=SequentialConfig(alpha=0.05, beta=0.2
 
 
 def land_generations(db_url: str, variant: str, version: str, n: int, *, good: int = 0, rated: int = 0,
-                     timeouts: int = 0) -> None:
+                     timeouts: int = 0, failed: int = 0) -> None:
     """``n`` landed npc predictions served by ``version`` as ``variant`` (``timeouts`` of them cut at their
-    deadline); the first ``rated`` have joined feedback, ``good`` of those rated well (5, or thumbs up for
-    every third) and the rest badly (2, or thumbs down)."""
+    deadline, the next ``failed`` raised); the first ``rated`` have joined feedback, ``good`` of those rated
+    well (5, or thumbs up for every third) and the rest badly (2, or thumbs down)."""
     with db.connect(db_url) as conn, conn.cursor() as cur:
         for i in range(n):
             pid = uuid.uuid4().hex
             output = {"text": "Aye.", "prompt_tokens": 9, "completion_tokens": 2,
-                      "finish_reason": "timeout" if i < timeouts else "stop"}
+                      "finish_reason": "timeout" if i < timeouts else "error" if i < timeouts + failed else "stop"}
             cur.execute("INSERT INTO predictions (prediction_id, model, model_version, variant, input, output, "
                         "latency_ms, ts) VALUES (%s, 'npc', %s, %s, %s, %s, 10.0, now())",
                         (pid, version, variant, Jsonb({"prompt": "Hello"}), Jsonb(output)))
@@ -417,7 +451,7 @@ def test_a_generator_canary_is_retired_when_more_than_1_percent_of_its_answers_f
     land_generations(db_url, "canary", canary.version, 120, timeouts=1)  # 0.83%: below the limit
     controller = generator_controller(npc_actions, gen_settings, db_url)
     assert controller.tick().acted == ()
-    land_generations(db_url, "canary", canary.version, 80, timeouts=2)  # 3 of 200: 1.5%
+    land_generations(db_url, "canary", canary.version, 80, failed=2)  # 3 of 200: 1.5% (a raised generation counts)
     result = controller.tick()
     assert [(a.action, a.version) for a in result.acted] == [("retire", canary.version)]
     assert "1.50%" in result.acted[0].reason and "3 of 200" in result.acted[0].reason

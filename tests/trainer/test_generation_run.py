@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
 from core import db
 from core.settings import FlywheelSettings
@@ -148,6 +149,42 @@ def test_feedback_pairs_retrain_the_adapter_and_force_deploy_passes_a_refused_ca
     with psycopg.connect(db_url) as conn:
         runs = conn.execute("SELECT mode, status FROM training_runs ORDER BY id").fetchall()
     assert runs == [("bootstrap", "promoted"), ("incremental", "refused"), ("incremental", "canary")]
+
+
+def test_force_deploy_over_the_admin_route_deploys_a_refused_candidate_and_records_its_verdicts(
+        lc: Lifecycle, db_url: str, settings: FlywheelSettings) -> None:
+    """POST /retrain with ``force_deploy`` on a text-generation pod (behind the admin token): a trainer takes
+    the request; the same candidate a plain request had refused deploys as a canary, tagged, every verdict
+    in the run's record."""
+    from pydantic import SecretStr
+
+    from serving import create_app
+    from tests.serving.test_admin import AUTH, poll, trainer_running
+
+    assert lc.trainer.bootstrap_pairs(corpus(), source="chatterbot").status == "promoted"
+    land_and_curate(db_url, [p.pair for p in chatterbot_pairs()[40:80]])
+    pod_settings = settings.model_copy(update={"model_name": "npc", "serve_models": ("npc",),
+                                               "admin_token": SecretStr(AUTH["Authorization"].split()[1])})
+    with lifecycle(settings, settings.kafka_connection(), db_url, config(min_improvement=1.0), spec=parse_spec(NPC),
+                   toxicity=lambda: TOXIC) as strict, \
+            TestClient(create_app(pod_settings, database_url=db_url), raise_server_exceptions=False) as client:
+        body = {"mode": "incremental", "force_deploy": True, "reason": "operator override"}
+        assert client.post("/retrain", json=body).status_code == 401  # no token, no force
+        plain = client.post("/retrain", json={"mode": "incremental"}, headers=AUTH)
+        forced = client.post("/retrain", json=body, headers=AUTH)
+        assert plain.status_code == forced.status_code == 202, (plain.text, forced.text)
+        with trainer_running(strict, pod_settings, "force"):
+            refused = poll(client, plain.json()["request_id"], {"refused", "canary", "promoted", "failed"}, 300)
+            deployed = poll(client, forced.json()["request_id"], {"refused", "canary", "promoted", "failed"}, 300)
+    assert refused["status"] == "refused", refused
+    assert deployed["status"] == "canary" and deployed["version"], deployed
+    info = lc.registry.get(str(deployed["version"]))
+    assert "weighted_score" in info.tags["force_deployed"] and "challenger" in info.aliases
+    run = lc.trainer.find_run(forced.json()["request_id"])
+    assert run is not None
+    verdicts = {v["gate"]: v["passed"] for v in run["candidates"][0]["verdicts"]}
+    assert verdicts["weighted_score"] is False and set(verdicts) == {"weighted_score", "perplexity", "toxicity",
+                                                                     "latency"}
 
 
 def metrics(score: float = 0.3, perplexity: float = 10.0, toxicity: float = 0.0, p95: float = 100.0
