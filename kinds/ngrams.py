@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
-__all__ = ["NgramCounts", "TfidfFeatures", "counted_once", "shared_tfidf"]
+__all__ = ["NgramCounts", "TfidfFeatures", "counted_once", "counted_texts", "shared_tfidf"]
 
 _KEEP = 24  # derived feature matrices kept per run: 2 recipes x (1 + folds) + the champion's folds
 
@@ -104,6 +105,7 @@ class NgramCounts:
 @dataclass
 class _Counted:
     texts: Sequence[str]
+    key: str
     by_ngram: dict[tuple[str, int, int], NgramCounts] = field(default_factory=dict)
 
 
@@ -111,14 +113,21 @@ _current: contextvars.ContextVar[_Counted | None] = contextvars.ContextVar("kind
 
 
 @contextlib.contextmanager
-def counted_once(texts: Sequence[str]) -> Iterator[None]:
+def counted_once(texts: Sequence[str], *, key: str | None = None) -> Iterator[None]:
     """Within the block, a ``tfidf-logreg`` fit on texts that are all among ``texts`` derives its features
-    from counts made once (per n-gram range, on the first such fit)."""
-    token = _current.set(_Counted(list(texts)))
+    from counts made once (per n-gram range, on the first such fit). ``key`` names the block (default: a
+    new one): a fit worker enters a block of the same texts and key once per run (:mod:`trainer.fitpool`)."""
+    token = _current.set(_Counted(list(texts), key or uuid.uuid4().hex))
     try:
         yield
     finally:
         _current.reset(token)
+
+
+def counted_texts() -> tuple[str, Sequence[str]] | None:
+    """The enclosing :func:`counted_once` block's key and texts (None outside one)."""
+    counted = _current.get()
+    return None if counted is None else (counted.key, counted.texts)
 
 
 def shared_tfidf(texts: Sequence[str], *, ngram_max: int, min_df: int, max_features: int | None,

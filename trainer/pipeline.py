@@ -29,6 +29,7 @@ from trainer.announcing import Announcing
 from trainer.config import TrainerConfig
 from trainer.data import CorpusRow, SampleStore, Snapshot, split_holdout, store_corpus
 from trainer.exceptions import TrainerError
+from trainer.fitpool import shared_pool
 from trainer.frames import TrainingFrames, evaluation_set
 from trainer.gates import GateInput, Verdict, build_gates
 from trainer.generation import GenerationSteps, GeneratorRun
@@ -71,7 +72,8 @@ class Trainer:
         self.metrics = metrics or TrainerMetrics(CollectorRegistry())
         self.quality, self.evaluation, self.behaviour = build_gates(config.gates)
         self.frames = TrainingFrames(config.policy)
-        self.recipes = Recipes(registry, resources, config.policy, features)
+        self.recipes = Recipes(registry, resources, config.policy, features,
+                               pool=shared_pool(config.workers) if config.workers > 1 else None)
         self.announcing = Announcing(model_name, registry, announcer, config.promotion, clock)
         self.steps = RunSteps(labels=self.labels, features=features, policy=config.policy, registry=registry,
                               quality=self.quality, evaluation=self.evaluation, behaviour=self.behaviour,

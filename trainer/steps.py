@@ -29,7 +29,7 @@ from registry import Lineage, ModelRegistry, ModelVersionInfo, RunHandle, deploy
 from tasks import FeatureSchema
 from trainer.announcing import Announcing, Registered
 from trainer.config import PolicyConfig
-from trainer.crossfit import CrossFitPlan, CrossFitter
+from trainer.crossfit import CrossFitPlan, CrossFitter, PendingCrossFit
 from trainer.data import Frame, SampleStore, Snapshot
 from trainer.exceptions import TrainerError
 from trainer.frames import TrainingFrames, evaluation_set, id_range, training_table
@@ -115,13 +115,16 @@ class RunSteps:
                     kinds_to_train = self.recipes.kinds(mode, champion, kinds)
                     if mode == "full":
                         self.recipes.tuned = self._search(frame, folds, kinds_to_train, ml)
+                    recipes = [(kind, weight, self.frames.reweighed(frame, weight)) for kind in kinds_to_train
+                               for weight in self.recipes.corpus_weights(mode)]
+                    # every recipe's fold fits go to the fit workers first; the full fits and the judging here
+                    crosses = [self.cross_fitter.predict(kind, mode, champion, weighed, folds)
+                               if folds is not None else None for kind, _, weighed in recipes]
                     candidates = [
-                        self._candidate(kind, mode, self.frames.reweighed(frame, weight), champion,
-                                        champion_model, holdout, workdir, folds, weight,
-                                        self.recipes.is_refresh(kind, mode, weight, champion, champion_model,
-                                                                s.snapshot))
-                        for kind in kinds_to_train
-                        for weight in self.recipes.corpus_weights(mode)]
+                        self._candidate(kind, mode, weighed, champion, champion_model, holdout, workdir, cross,
+                                        weight, self.recipes.is_refresh(kind, mode, weight, champion,
+                                                                        champion_model, s.snapshot))
+                        for (kind, weight, weighed), cross in zip(recipes, crosses, strict=True)]
                 best = self._choose(candidates, holdout, workdir)
                 summaries = [c.summary() for c in candidates]
                 log_candidates(ml, candidates, time.perf_counter() - started)
@@ -139,6 +142,7 @@ class RunSteps:
                     champion.version if champion else None))
         finally:
             self.recipes.tuned = {}
+            self.recipes.forget()  # the fits a failed run left queued are dropped
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _search(self, frame: Frame, plan: CrossFitPlan | None, kinds: Sequence[str], ml: RunHandle
@@ -197,20 +201,20 @@ class RunSteps:
 
     def _candidate(self, kind: str, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
                    champion_model: ModelKind | None, holdout: Frame, workdir: Path,
-                   folds: CrossFitPlan | None = None, corpus_weight: float | None = None,
+                   cross: PendingCrossFit | None = None, corpus_weight: float | None = None,
                    refresh: bool = False) -> Candidate:
-        """Fit ``kind``'s recipe, cross-fit it on the plan's folds, and judge it: the evaluation (the behaviour
-        suite comes in :meth:`_choose`)."""
+        """Fit ``kind``'s recipe, collect its cross-fit folds (``cross``, fitting in the fit workers), and
+        judge it: the evaluation (the behaviour suite comes in :meth:`_choose`)."""
         started = time.perf_counter()
         model = self.recipes.fit(kind, mode, champion, frame)
         candidate = Candidate(kind, model, time.perf_counter() - started, corpus_weight=corpus_weight)
         workdir = workdir / candidate.name
-        started = time.perf_counter()
-        cross = self.cross_fitter.predict(kind, mode, champion, frame, folds) if folds is not None else None
-        candidate.cross = cross
-        candidate.cross_fit_seconds = time.perf_counter() - started + (folds.champion_seconds if folds else 0.0)
+        if cross is not None:
+            candidate.cross = cross.result(self.recipes.pool.result)
+            # the seconds its fold fits and the champion's took, wherever they ran
+            candidate.cross_fit_seconds = cross.seconds + cross.plan.champion_seconds
         verdict = self.evaluation.check(GateInput(candidate=model, champion=champion_model,
-                                                  holdout=evaluation_set(holdout, self.policy, cross),
+                                                  holdout=evaluation_set(holdout, self.policy, candidate.cross),
                                                   out_dir=workdir, refresh=refresh))
         candidate.verdicts.append(verdict)
         return candidate
