@@ -95,6 +95,7 @@ def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more
             bootstrap_s = time.perf_counter() - started
             if boot.status != "promoted":
                 raise SystemExit(f"bootstrap of {kind} was {boot.status}: {boot.reason}")
+            lc.trainer.warm()  # as the trainer service does at start: fit workers up, Great Expectations imported
             runs = []
             for n, batch in enumerate((stream[:labels], stream[labels:labels + more])):
                 land(url, batch, curation)

@@ -31,7 +31,7 @@ from trainer.data import CorpusRow, SampleStore, Snapshot, split_holdout, store_
 from trainer.exceptions import TrainerError
 from trainer.fitpool import shared_pool
 from trainer.frames import TrainingFrames, evaluation_set
-from trainer.gates import GateInput, Verdict, build_gates
+from trainer.gates import GateInput, QualityGate, Verdict, build_gates
 from trainer.generation import GenerationSteps, GeneratorRun
 from trainer.metrics import TrainerMetrics
 from trainer.pairs import PairStore, store_pair_corpus
@@ -169,6 +169,14 @@ class Trainer:
         """A training run of this model by run id or retrain-request id (``None``: no such run yet)."""
         with self.connector() as conn:
             return RunLog(conn, self.model_name).find(ref)
+
+    def warm(self) -> None:
+        """What a first run would otherwise pay inside its timing, paid now (the trainer service calls it at
+        start): the fit workers started (each with scikit-learn imported) and Great Expectations imported."""
+        if self.generation is None:
+            self.recipes.pool.start()
+            if isinstance(self.quality, QualityGate):
+                self.quality.warm()
 
     def champion(self) -> ModelVersionInfo | None:
         return self.registry.champion()

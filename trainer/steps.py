@@ -39,7 +39,7 @@ from trainer.recipes import Recipes
 from trainer.runs import RunLog, RunResult
 from trainer.search import search
 from trainer.selection import Candidate, choose_candidate
-from trainer.tracking import log_candidates, log_verdict
+from trainer.tracking import log_candidates, log_later, log_verdict
 
 __all__ = ["RunSteps", "Started"]
 
@@ -95,7 +95,7 @@ class RunSteps:
         workdir = Path(tempfile.mkdtemp(prefix=f"run-{s.run_id}-", dir=self.scratch))
         try:
             run_tags = {"flywheel_run_id": str(s.run_id), "mode": mode, "trigger": s.trigger}
-            with self.registry.run(f"{mode}-{s.run_id}", tags=run_tags) as ml:
+            with self.registry.run(f"{mode}-{s.run_id}", tags=run_tags) as ml, contextlib.ExitStack() as later:
                 started = time.perf_counter()
                 ml.log_params({"mode": mode, "trigger": s.trigger, "watermark": s.snapshot.watermark,
                                "sample_count": s.snapshot.count,
@@ -106,6 +106,7 @@ class RunSteps:
                                                        label_set=self.labels, features=self.features,
                                                        out_dir=workdir))
                 log_verdict(ml, quality)
+                later.callback(log_later, ml, self.quality, quality)  # its data docs, rendered meanwhile
                 if not quality.passed:
                     s.runs.finish(s.run_id, status="refused", reason=f"data quality: {quality.reason}",
                                   data_hash=data_hash, trained_count=len(frame), mlflow_run_id=ml.run_id)

@@ -8,17 +8,25 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
+from core.settings import FlywheelSettings
+from flywheel.lifecycle import Lifecycle, lifecycle
 from kinds.catalog import create
 from kinds.ngrams import counted_once
-from trainer.fitpool import FitPool, FitWorkerError, job_for
+from registry import CHALLENGER
+from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
+from trainer.fitpool import FitPool, FitWorkerError, Predicted, job_for
+from trainer.gates import GatesConfig
+from trainer.runs import RunResult
 
-from .lifecycle_helpers import rows
+from .lifecycle_helpers import land_feedback, rows
 
-PARAMS = {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5, "min_df": 2, "seed": 0}
+PARAMS: dict[str, Any] = {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5, "min_df": 2, "seed": 0}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +39,7 @@ def pool() -> Iterator[FitPool]:
 
 def _data() -> tuple[list[str], list[str], list[float], list[str]]:
     data = rows("vader_movies")[:1200]
-    texts, labels = [r.text for r in data], [r.label for r in data]
+    texts, labels = [str(r.text) for r in data], [r.label for r in data]
     return texts[:1000], labels[:1000], [1.0 if i % 3 else 0.2 for i in range(1000)], texts[1000:]
 
 
@@ -39,7 +47,7 @@ def _data() -> tuple[list[str], list[str], list[float], list[str]]:
 def test_a_fit_in_a_worker_predicts_as_in_process(pool: FitPool, counted: bool) -> None:
     texts, labels, weights, held = _data()
 
-    def here() -> np.ndarray:
+    def here() -> Any:
         return create("tfidf-logreg", **PARAMS).fit(texts, labels, weights).predict_proba(held)
 
     block = counted_once([*texts, *held]) if counted else None
@@ -63,7 +71,8 @@ def test_one_worker_fits_in_process() -> None:
 
 
 def test_a_worker_that_dies_fails_the_fit_and_the_next_fit_gets_new_workers(pool: FitPool) -> None:
-    future = pool._pool().submit(os._exit, 3)  # a worker killed mid-fit (out of memory, a segfault)
+    # a worker killed mid-fit (out of memory, a segfault)
+    future = cast("Future[Predicted]", pool._pool().submit(os._exit, 3))
     with pytest.raises(FitWorkerError, match="died"):
         pool.result(future)
     texts, labels, weights, held = _data()
@@ -76,7 +85,58 @@ def test_a_worker_that_hangs_is_stopped_after_the_timeout() -> None:
     try:
         started = time.perf_counter()
         with pytest.raises(FitWorkerError, match="longer than 1 s"):
-            slow.result(slow._pool().submit(time.sleep, 120))
+            slow.result(cast("Future[Predicted]", slow._pool().submit(time.sleep, 120)))
         assert time.perf_counter() - started < 30
     finally:
         slow.close()
+
+
+# the demo's policy and gates in canary mode (the champion stays put between the two runs of one snapshot), as
+# tests/trainer/test_run_speed.py
+CONFIG = TrainerConfig(
+    workers=2,
+    policy=PolicyConfig(incremental_threshold=300, full_threshold=300, corpus_weight_choices=(0.05,),
+                        holdout_percent=10, recent_min=20),
+    gates=GatesConfig(evaluation={"metric_weights": {"accuracy": 1.0}, "slice_tolerance": 0.05}),
+    promotion=PromotionConfig(mode="canary", canary_traffic=0.5))
+
+
+@pytest.fixture
+def lc(settings: FlywheelSettings, registry_db_url: str) -> Iterator[Lifecycle]:
+    with lifecycle(settings, settings.kafka_connection(), registry_db_url, CONFIG) as found:
+        yield found
+
+
+def _run(lc: Lifecycle, monkeypatch: pytest.MonkeyPatch, *, workers: int) -> RunResult:
+    with monkeypatch.context() as m:
+        if workers == 1:
+            m.setattr(lc.trainer.recipes, "pool", FitPool(1))
+        assert lc.trainer.recipes.pool.workers == workers
+        return lc.trainer.maybe_train("admin", requested="full")
+
+
+def _decision(result: RunResult) -> dict[str, Any]:
+    """What a run decided, its timings left out (a behaviour verdict's p95 latency is one)."""
+    return {"status": result.status, "reason": result.reason.split("; p95")[0],
+            "chosen": result.version.tags.get("corpus_weight") if result.version else None,
+            "candidates": [{"name": c["name"], "passed": c["passed"], "score": c["score"],
+                            "verdicts": [(v["gate"], v["passed"], v["reason"].split("; p95")[0])
+                                         for v in c["verdicts"]]} for c in result.candidates]}
+
+
+def test_a_run_in_fit_workers_decides_as_the_serial_run(lc: Lifecycle, registry_db_url: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """On fixed data, the same snapshot trained serially (workers 1) and in 2 fit workers: the same verdicts,
+    scores, metrics and choice, against the bootstrap champion and against a full-mode champion whose recipe
+    is refit per fold (the fits that go to the workers)."""
+    boot = lc.trainer.bootstrap(list(rows("vader_movies")[:2500]), source="vader_movies.csv", kind="tfidf-logreg")
+    assert boot.status == "promoted", boot.reason
+    land_feedback(registry_db_url, rows("vader_tweets")[:300], seed=18)
+    serial, parallel = _run(lc, monkeypatch, workers=1), _run(lc, monkeypatch, workers=2)
+    assert _decision(parallel) == _decision(serial)
+    assert parallel.status == "canary", parallel.reason
+    lc.promote(CHALLENGER, "a full-mode champion for the next run")
+    land_feedback(registry_db_url, rows("vader_tweets")[300:450], seed=19)
+    serial, parallel = _run(lc, monkeypatch, workers=1), _run(lc, monkeypatch, workers=2)
+    assert _decision(parallel) == _decision(serial)
+    assert all("for the champion too" in c["verdicts"][0]["reason"] for c in parallel.candidates)
