@@ -33,7 +33,7 @@ from trainer.crossfit import CrossFitPlan, CrossFitter, PendingCrossFit
 from trainer.data import Frame, SampleStore, Snapshot
 from trainer.exceptions import TrainerError
 from trainer.frames import TrainingFrames, evaluation_set, id_range, training_table
-from trainer.gates import Gate, GateInput
+from trainer.gates import EvaluationGate, Gate, GateInput
 from trainer.policy import Decision, Mode
 from trainer.recipes import Recipes
 from trainer.runs import RunLog, RunResult
@@ -121,12 +121,15 @@ class RunSteps:
                     # every recipe's fold fits go to the fit workers first; the full fits and the judging here
                     crosses = [self.cross_fitter.predict(kind, mode, champion, weighed, folds)
                                if folds is not None else None for kind, _, weighed in recipes]
-                    candidates = [
-                        self._candidate(kind, mode, weighed, champion, champion_model, holdout, workdir, cross,
-                                        weight, self.recipes.is_refresh(kind, mode, weight, champion,
-                                                                        champion_model, s.snapshot))
-                        for (kind, weight, weighed), cross in zip(recipes, crosses, strict=True)]
-                best = self._choose(candidates, holdout, workdir)
+                    # the champion is asked the same rows by each candidate's evaluation, each candidate again
+                    # by the choice between corpus weights: answered from memory (the models do not change)
+                    with _remembering(self.evaluation):
+                        candidates = [
+                            self._candidate(kind, mode, weighed, champion, champion_model, holdout, workdir, cross,
+                                            weight, self.recipes.is_refresh(kind, mode, weight, champion,
+                                                                            champion_model, s.snapshot))
+                            for (kind, weight, weighed), cross in zip(recipes, crosses, strict=True)]
+                        best = self._choose(candidates, holdout, workdir)
                 summaries = [c.summary() for c in candidates]
                 log_candidates(ml, candidates, time.perf_counter() - started)
                 if best is None:
@@ -248,6 +251,11 @@ def _counted_once(frame: Frame) -> contextlib.AbstractContextManager[None]:
     if all(isinstance(value, str) for value in frame.inputs):
         return counted_once([str(value) for value in frame.inputs])
     return contextlib.nullcontext()
+
+
+def _remembering(gate: Gate[Any]) -> contextlib.AbstractContextManager[None]:
+    """The evaluation gate's memory of predictions for the block (:meth:`EvaluationGate.remembering`)."""
+    return gate.remembering() if isinstance(gate, EvaluationGate) else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
