@@ -35,7 +35,7 @@ import numpy as np
 
 from kinds.base import ModelKind, Probabilities
 from kinds.catalog import KINDS, create
-from kinds.ngrams import counted_once, counted_texts
+from kinds.ngrams import SharedCounts, counted_once, shared_counts, use_counts
 from tasks.features import Input
 from trainer.exceptions import TrainerError
 
@@ -52,7 +52,7 @@ class FitWorkerError(TrainerError):
 @dataclass(frozen=True)
 class FitJob:
     """Fit ``kind`` (``params``) on ``inputs``/``labels``/``weights`` and predict ``predict``. ``counted``:
-    (key, texts) of the trainer's enclosing :func:`~kinds.ngrams.counted_once` block."""
+    the trainer's enclosing :func:`~kinds.ngrams.counted_once` block (its texts and counts file)."""
 
     kind: str
     params: dict[str, Any]
@@ -60,7 +60,7 @@ class FitJob:
     labels: Sequence[str]
     weights: Sequence[float] | None
     predict: Sequence[Input]
-    counted: tuple[str, Sequence[str]] | None = None
+    counted: SharedCounts | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def job_for(kind: str, params: dict[str, Any], inputs: Sequence[Input], labels: 
             weights: Sequence[float] | None, predict: Sequence[Input]) -> FitJob:
     """A :class:`FitJob` carrying the enclosing :func:`~kinds.ngrams.counted_once` block's texts, if any."""
     return FitJob(kind, params, list(inputs), list(labels), None if weights is None else list(weights),
-                  list(predict), counted_texts())
+                  list(predict), shared_counts(params))
 
 
 # -- in the worker ---------------------------------------------------------------------------------------
@@ -190,14 +190,16 @@ def _warm() -> None:
 def _run(job: FitJob) -> Predicted:
     """One job in a worker: the counting block of its run entered once (left when another run's comes)."""
     global _counted
-    key = job.counted[0] if job.counted is not None else None
+    key = job.counted.key if job.counted is not None else None
     if _counted is not None and _counted[0] != key:
         _counted[1].close()
         _counted = None
-    if job.counted is not None and _counted is None:
-        stack = contextlib.ExitStack()
-        stack.enter_context(counted_once(job.counted[1], key=job.counted[0]))
-        _counted = (job.counted[0], stack)
+    if job.counted is not None:
+        if _counted is None:
+            stack = contextlib.ExitStack()
+            stack.enter_context(counted_once(job.counted.texts, key=job.counted.key))
+            _counted = (job.counted.key, stack)
+        use_counts(job.counted)  # the trainer's counts, loaded once: not counted again here
     started = time.perf_counter()
     model = create(job.kind, **job.params).fit(job.inputs, job.labels, job.weights)
     proba = np.asarray(model.predict_proba(job.predict), dtype=np.float64)

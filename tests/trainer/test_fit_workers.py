@@ -54,6 +54,7 @@ def test_a_fit_in_a_worker_predicts_as_in_process(pool: FitPool, counted: bool) 
     with block or contextlib.nullcontext():
         job = job_for("tfidf-logreg", PARAMS, texts, labels, weights, held)
         assert (job.counted is not None) == counted
+        assert job.counted is None or job.counted.path.is_file()  # the counts the worker loads, not recounts
         future = pool.submit(lambda: create("tfidf-logreg", **PARAMS).fit(texts, labels, weights), held, job)
         expected = here()
     done = pool.result(future)
