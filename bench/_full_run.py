@@ -97,10 +97,14 @@ def _cpu_seconds() -> float:
 
 
 def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more: int = 150,
-                 scenario: str = "movies->tweets", corpus_rows: int | None = None) -> dict[str, Any]:
-    """Two full runs of ``kind`` with the demo's config on a fresh database ``url`` (see the module doc)."""
+                 scenario: str = "movies->tweets", corpus_rows: int | None = None,
+                 workers: int | None = None) -> dict[str, Any]:
+    """Two full runs of ``kind`` with the demo's config on a fresh database ``url`` (see the module doc);
+    ``workers``: the trainer's fit workers (default: the config's, 2)."""
     with tempfile.TemporaryDirectory() as tmp:
         config, curation = demo_configs(kind, scenario, Path(tmp))
+        if workers is not None:
+            config = config.model_copy(update={"workers": workers})
         settings = FlywheelSettings(kafka_bootstrap=bootstrap, database_url=url,  # type: ignore[arg-type]
                                     topic_prefix=f"full{uuid.uuid4().hex[:6]}", data_dir=Path(tmp) / "data",
                                     metrics_port=0, schema_registry_port=0)
@@ -112,7 +116,7 @@ def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more
             bootstrap_s = time.perf_counter() - started
             if boot.status != "promoted":  # no champion, no full run to time: say why instead of a figure
                 sys.stderr.write(f"bootstrap of {kind} was {boot.status}: {boot.reason}\n")
-                return {"kind": kind, "corpus_rows": corpus_rows, "seconds": None, "cpu_seconds": None, "runs": [],
+                return {"kind": kind, "corpus_rows": corpus_rows, "workers": config.workers, "seconds": None, "cpu_seconds": None, "runs": [],
                         "bootstrap_seconds": round(bootstrap_s, 2),
                         "bootstrap": f"{boot.status}: {boot.reason}"[:2000]}
             lc.trainer.warm()  # as the trainer service does at start: fit workers up, Great Expectations imported
@@ -133,7 +137,7 @@ def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more
                                                           for v in c["verdicts"]]} for c in result.candidates]})
                 if result.status not in ("promoted", "canary"):
                     break
-    return {"kind": kind, "corpus_rows": corpus_rows, "seconds": max(r["seconds"] for r in runs),
+    return {"kind": kind, "corpus_rows": corpus_rows, "workers": config.workers, "seconds": max(r["seconds"] for r in runs),
             "cpu_seconds": max(r["cpu_seconds"] for r in runs), "runs": runs,
             "bootstrap_seconds": round(bootstrap_s, 2)}
 
@@ -148,13 +152,18 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=300)
     parser.add_argument("--more", type=int, default=150)
     parser.add_argument("--corpus-rows", type=int, default=None, help="of the demo corpus (default: all, as the demo)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[None],
+                        help="fit workers, one measurement each in turn (e.g. 2 1 2 1: serial vs parallel "
+                             "under the same load); default: the config's")
     args = parser.parse_args()
-    results = {}
+    results: dict[str, Any] = {}
     for kind in args.kinds:
-        with bench_stack() as (bootstrap, url):
-            results[kind] = measure_full(kind, bootstrap, url, labels=args.labels, more=args.more,
-                                         corpus_rows=args.corpus_rows)
-        sys.stderr.write(f"{kind}: {results[kind]}\n")
+        for workers in args.workers:
+            name = kind if len(args.workers) == 1 else f"{kind}/workers={workers}#{len(results)}"
+            with bench_stack() as (bootstrap, url):
+                results[name] = measure_full(kind, bootstrap, url, labels=args.labels, more=args.more,
+                                             corpus_rows=args.corpus_rows, workers=workers)
+            sys.stderr.write(f"{name}: {results[name]}\n")
     emit({"full_run_seconds": {k: r["seconds"] for k, r in results.items()}, "details": results}, probe)
 
 
