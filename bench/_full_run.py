@@ -116,7 +116,8 @@ def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more
             bootstrap_s = time.perf_counter() - started
             if boot.status != "promoted":  # no champion, no full run to time: say why instead of a figure
                 sys.stderr.write(f"bootstrap of {kind} was {boot.status}: {boot.reason}\n")
-                return {"kind": kind, "corpus_rows": corpus_rows, "workers": config.workers, "seconds": None, "cpu_seconds": None, "runs": [],
+                return {"kind": kind, "corpus_rows": corpus_rows, "workers": config.workers, "seconds": None,
+                        "cpu_seconds": None, "runs": [],
                         "bootstrap_seconds": round(bootstrap_s, 2),
                         "bootstrap": f"{boot.status}: {boot.reason}"[:2000]}
             lc.trainer.warm()  # as the trainer service does at start: fit workers up, Great Expectations imported
@@ -137,8 +138,9 @@ def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more
                                                           for v in c["verdicts"]]} for c in result.candidates]})
                 if result.status not in ("promoted", "canary"):
                     break
-    return {"kind": kind, "corpus_rows": corpus_rows, "workers": config.workers, "seconds": max(r["seconds"] for r in runs),
-            "cpu_seconds": max(r["cpu_seconds"] for r in runs), "runs": runs,
+    return {"kind": kind, "corpus_rows": corpus_rows, "workers": config.workers,
+            "seconds": max(r["seconds"] for r in runs), "cpu_seconds": max(r["cpu_seconds"] for r in runs),
+            "runs": runs,
             "bootstrap_seconds": round(bootstrap_s, 2)}
 
 
