@@ -176,11 +176,21 @@ _counted: tuple[str, contextlib.ExitStack] | None = None
 
 
 def _one_thread() -> None:
+    """A worker's start: one BLAS/OpenMP thread, and an exit of its own when the trainer is gone (killed,
+    its workers would otherwise wait on their queue forever)."""
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
+    parent = os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), name="fit-worker-orphan-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _warm() -> None:

@@ -141,3 +141,27 @@ def test_a_run_in_fit_workers_decides_as_the_serial_run(lc: Lifecycle, registry_
     serial, parallel = _run(lc, monkeypatch, workers=1), _run(lc, monkeypatch, workers=2)
     assert _decision(parallel) == _decision(serial)
     assert all("for the champion too" in c["verdicts"][0]["reason"] for c in parallel.candidates)
+
+
+def test_workers_exit_when_the_trainer_is_killed() -> None:
+    """A trainer killed (no shutdown) leaves no fit worker behind: each notices its parent is gone."""
+    import subprocess
+    import sys
+
+    import psutil  # type: ignore[import-untyped]
+
+    code = ("import os, sys, psutil; from trainer.fitpool import FitPool\n"
+            "if __name__ == '__main__':\n"
+            "    pool = FitPool(2); pool.start()\n"
+            "    kids = [c for c in psutil.Process().children() if 'spawn_main' in ' '.join(c.cmdline())]\n"
+            "    print(' '.join(str(c.pid) for c in kids), flush=True)\n"
+            "    os.kill(os.getpid(), 9)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    pids = [int(p) for p in done.stdout.split()]
+    assert len(pids) == 2, (done.stdout, done.stderr)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                                              for p in pids):
+        time.sleep(0.5)
+    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
