@@ -108,7 +108,11 @@ class FitPool:
         and its kind is :meth:`portable`, else (a warm start, a kind bound to the trainer's collaborators,
         1 worker) fitted here, now."""
         if job is not None and self.portable(job.kind):
-            return self._pool().submit(_run, job)
+            try:
+                return self._pool().submit(_run, job)
+            except BrokenProcessPool:  # a worker died since the last run (nothing of this run was lost)
+                self._drop()
+                return self._pool().submit(_run, job)
         done: Future[Predicted] = Future()
         started = time.perf_counter()
         model = local()

@@ -81,6 +81,22 @@ def test_a_worker_that_dies_fails_the_fit_and_the_next_fit_gets_new_workers(pool
     assert pool.result(pool.submit(lambda: create("tfidf-logreg", **PARAMS), held, job)).proba.shape == (200, 3)
 
 
+def test_a_worker_that_died_between_runs_is_replaced_at_the_next_fit() -> None:
+    idle = FitPool(2, timeout_s=60.0)
+    try:
+        idle.start()
+        worker = next(iter(idle._pool()._processes.values()))  # one of this pool's workers
+        worker.kill()
+        worker.join(10)
+        time.sleep(1.0)  # the executor notices the death and marks itself broken
+        texts, labels, weights, held = _data()
+        job = job_for("tfidf-logreg", PARAMS, texts, labels, weights, held)
+        future = idle.submit(lambda: create("tfidf-logreg", **PARAMS), held, job)
+        assert idle.result(future).proba.shape == (200, 3)
+    finally:
+        idle.close()
+
+
 def test_a_worker_that_hangs_is_stopped_after_the_timeout() -> None:
     slow = FitPool(2, timeout_s=1.0)
     try:
