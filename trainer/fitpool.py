@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -130,6 +130,8 @@ class FitPool:
             self._drop()
             raise FitWorkerError(f"a fit worker process died ({exc}); the run failed, the next run starts "
                                  f"new workers") from exc
+        except CancelledError as exc:  # another run's broken pool was replaced under this one's fits
+            raise FitWorkerError("a fit was cancelled: its workers were replaced after a failure") from exc
         except FutureTimeout as exc:
             self._drop()
             raise FitWorkerError(f"a fit took longer than {self.timeout_s:g} s in a worker; its workers were "
