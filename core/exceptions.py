@@ -44,6 +44,7 @@ checks that it names every class, and each name once)::
     │   └── InvalidRequest
     ├── TrainerError                     (trainer)
     │   ├── DialogueDataError            (trainer.dialogue_data)
+    │   ├── FitWorkerError               (trainer.fitpool: a fit worker died or hung; the run fails)
     │   └── GateError                    (trainer.gates)
     │       └── GateConfigError, BehaviourSuiteError, ArtifactWriteError
     └── ServingError                     (serving: each carries its HTTP ``status`` and ``code``)

@@ -18,8 +18,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-from collections.abc import Iterator, Sequence
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,7 +32,8 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
-__all__ = ["NgramCounts", "TfidfFeatures", "counted_once", "shared_tfidf"]
+__all__ = ["NgramCounts", "SharedCounts", "TfidfFeatures", "counted_once", "shared_counts", "shared_tfidf",
+           "use_counts"]
 
 _KEEP = 24  # derived feature matrices kept per run: 2 recipes x (1 + folds) + the champion's folds
 
@@ -52,17 +57,30 @@ class NgramCounts:
     ngram_max: int
     analyzer: str = "word"
     ngram_min: int = 1
+    source: Path | None = None  # counts :meth:`save` d by another process for the same texts: loaded, not counted
     _derived: dict[tuple[Any, ...], TfidfFeatures] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        from scipy.sparse import csr_matrix
         from sklearn.feature_extraction.text import CountVectorizer
 
         distinct = list(dict.fromkeys(self.texts))
         self.row_of = {text: i for i, text in enumerate(distinct)}
+        if self.source is not None:
+            with np.load(self.source, allow_pickle=False) as saved:
+                self.counts = csr_matrix((saved["data"], saved["indices"], saved["indptr"]),
+                                         shape=tuple(saved["shape"]))
+                self.terms = saved["terms"]
+            return
         counter = CountVectorizer(analyzer=self.analyzer, ngram_range=(self.ngram_min, self.ngram_max),
                                   lowercase=True, dtype=np.float64)
-        self.counts: csr_matrix = counter.fit_transform(distinct).tocsr()  # columns in alphabetical order
+        self.counts = counter.fit_transform(distinct).tocsr()  # columns in alphabetical order
         self.terms = counter.get_feature_names_out()
+
+    def save(self, path: Path) -> None:
+        """The counts and terms (``.npz``, no pickle), for :attr:`source` in another process."""
+        np.savez(path, data=self.counts.data, indices=self.counts.indices, indptr=self.counts.indptr,
+                 shape=np.asarray(self.counts.shape), terms=np.asarray(self.terms, dtype=str))
 
     def rows(self, texts: Sequence[str]) -> list[int] | None:
         """Each text's row, or None when one was not counted."""
@@ -101,24 +119,79 @@ class NgramCounts:
         return found
 
 
+Grams = tuple[str, int, int]  # (analyzer, ngram_min, ngram_max)
+
+
+@dataclass(frozen=True)
+class SharedCounts:
+    """What a process needs to derive a fit's features as the counting process does: the block's key and
+    texts, and its counts of the fit's n-grams saved to ``path`` (:func:`shared_counts`)."""
+
+    key: str
+    texts: Sequence[str]
+    grams: Grams
+    path: Path
+
+
 @dataclass
 class _Counted:
     texts: Sequence[str]
-    by_ngram: dict[tuple[str, int, int], NgramCounts] = field(default_factory=dict)
+    key: str
+    by_ngram: dict[Grams, NgramCounts] = field(default_factory=dict)
+    files: dict[Grams, Path] = field(default_factory=dict)  # counts saved (here) or to load (in a worker)
+    scratch: Path | None = None  # where this block saved its counts (removed when it ends)
 
 
 _current: contextvars.ContextVar[_Counted | None] = contextvars.ContextVar("kinds_ngrams_counted", default=None)
 
 
 @contextlib.contextmanager
-def counted_once(texts: Sequence[str]) -> Iterator[None]:
+def counted_once(texts: Sequence[str], *, key: str | None = None) -> Iterator[None]:
     """Within the block, a ``tfidf-logreg`` fit on texts that are all among ``texts`` derives its features
-    from counts made once (per n-gram range, on the first such fit)."""
-    token = _current.set(_Counted(list(texts)))
+    from counts made once (per n-gram range, on the first such fit). ``key`` names the block (default: a
+    new one): a fit worker enters a block of the same texts and key once per run (:mod:`trainer.fitpool`)."""
+    counted = _Counted(list(texts), key or uuid.uuid4().hex)
+    token = _current.set(counted)
     try:
         yield
     finally:
         _current.reset(token)
+        if counted.scratch is not None:
+            shutil.rmtree(counted.scratch, ignore_errors=True)
+
+
+def shared_counts(params: Mapping[str, Any]) -> SharedCounts | None:
+    """The enclosing block's counts of the n-grams of a ``tfidf-logreg`` with ``params``, counted now if not
+    yet and saved to a file once, for a fit worker (:mod:`trainer.fitpool`) to load instead of counting
+    again; None outside a block or for params without n-grams (another kind)."""
+    counted = _current.get()
+    if counted is None or "ngram_max" not in params:
+        return None
+    grams = (str(params.get("analyzer", "word")), int(params.get("ngram_min", 1)), int(params["ngram_max"]))
+    if grams not in counted.files:
+        if counted.scratch is None:
+            counted.scratch = Path(tempfile.mkdtemp(prefix="ngrams-"))
+        path = counted.scratch / f"{'-'.join(map(str, grams))}.npz"
+        _counts(counted, grams).save(path)
+        counted.files[grams] = path
+    return SharedCounts(counted.key, counted.texts, grams, counted.files[grams])
+
+
+def use_counts(shared: SharedCounts) -> None:
+    """In the enclosing block (entered with ``shared``'s texts and key), load ``shared``'s counts when its
+    n-grams are first needed instead of counting them."""
+    counted = _current.get()
+    if counted is not None and counted.key == shared.key:
+        counted.files.setdefault(shared.grams, shared.path)
+
+
+def _counts(counted: _Counted, grams: Grams) -> NgramCounts:
+    found = counted.by_ngram.get(grams)
+    if found is None:
+        analyzer, ngram_min, ngram_max = grams
+        found = counted.by_ngram[grams] = NgramCounts(counted.texts, ngram_max, analyzer, ngram_min,
+                                                      source=counted.files.get(grams))
+    return found
 
 
 def shared_tfidf(texts: Sequence[str], *, ngram_max: int, min_df: int, max_features: int | None,
@@ -128,9 +201,6 @@ def shared_tfidf(texts: Sequence[str], *, ngram_max: int, min_df: int, max_featu
     counted = _current.get()
     if counted is None:
         return None
-    grams = (analyzer, ngram_min, ngram_max)
-    counts = counted.by_ngram.get(grams)
-    if counts is None:
-        counts = counted.by_ngram[grams] = NgramCounts(counted.texts, ngram_max, analyzer, ngram_min)
+    counts = _counts(counted, (analyzer, ngram_min, ngram_max))
     rows = counts.rows(texts)
     return None if rows is None else counts.tfidf(rows, min_df=min_df, max_features=max_features)

@@ -121,6 +121,11 @@ class PromotionConfig(_Frozen):
 
 
 class TrainerConfig(_Frozen):
+    workers: int = Field(
+        default=2, ge=1, le=64,
+        description="Processes that fit a run's cross-fit folds and the champion's refits side by side (started "
+                    "once with the trainer, shared by its models; one BLAS thread each). 1 = every fit in the "
+                    "trainer's process, one after the other. The results are the same either way.")
     policy: PolicyConfig = PolicyConfig()
     gates: GatesConfig = GatesConfig()
     promotion: PromotionConfig = PromotionConfig()

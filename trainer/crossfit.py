@@ -5,28 +5,68 @@ frame, so candidate and champion are judged on current traffic neither was fitte
 from __future__ import annotations
 
 import random
-import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from kinds.base import ModelKind
 from registry import ModelVersionInfo
 from trainer.config import PolicyConfig
 from trainer.data import Frame, SampleStore
+from trainer.fitpool import Predicted
 from trainer.frames import CrossFit, TrainingFrames
 from trainer.policy import Mode
-from trainer.recipes import Recipes, corpus_weight_of, trainable
+from trainer.recipes import Recipes, corpus_weight_of
 
-__all__ = ["CrossFitPlan", "CrossFitter"]
+__all__ = ["CrossFitPlan", "CrossFitter", "PendingCrossFit"]
+
+Wait = Callable[[Future[Predicted]], Predicted]
 
 
 @dataclass
 class CrossFitPlan:
     """The frame rows cross-fitted, fold by fold, and the champion recipe's out-of-fold (label, confidence)
-    for the rows the champion trained on (by frame row)."""
+    for the rows the champion trained on (by frame row): fitted in the recipes' fit workers, collected by
+    :meth:`champion_predictions`."""
 
     folds: list[list[int]]
+    pending: list[tuple[list[int], Future[Predicted]]] = field(default_factory=list)
     champion: dict[int, tuple[str, float]] = field(default_factory=dict)
     champion_seconds: float = 0.0
+
+    def champion_predictions(self, wait: Wait) -> dict[int, tuple[str, float]]:
+        """The champion recipe's out-of-fold predictions, once its fits are done (``wait``: the pool's)."""
+        while self.pending:
+            seen, future = self.pending.pop(0)
+            done = wait(future)
+            self.champion.update(_labelled(seen, done))
+            self.champion_seconds += done.seconds
+        return self.champion
+
+
+@dataclass
+class PendingCrossFit:
+    """A candidate recipe's fold fits under way; :meth:`result` is its :class:`CrossFit`."""
+
+    frame: Frame
+    plan: CrossFitPlan
+    folds: list[tuple[list[int], Future[Predicted]]]
+    seconds: float = 0.0
+
+    def result(self, wait: Wait) -> CrossFit:
+        predicted: dict[int, tuple[str, float]] = {}
+        for fold, future in self.folds:
+            done = wait(future)
+            predicted.update(_labelled(fold, done))
+            self.seconds += done.seconds
+        champion = self.plan.champion_predictions(wait)
+        rows = sorted(predicted)
+        return CrossFit(self.frame.take(rows), [predicted[i] for i in rows], len(self.plan.folds),
+                        {n: champion[i] for n, i in enumerate(rows) if i in champion})
+
+
+def _labelled(rows: list[int], done: Predicted) -> dict[int, tuple[str, float]]:
+    return {i: (done.labels[int(p.argmax())], float(p.max())) for i, p in zip(rows, done.proba, strict=True)}
 
 
 class CrossFitter:
@@ -63,7 +103,6 @@ class CrossFitter:
         plan = CrossFitPlan([rows[k::policy.cross_fit_folds] for k in range(policy.cross_fit_folds)])
         if champion_frame is None or not trained:
             return plan
-        started = time.perf_counter()
         at = {sample_id: j for j, sample_id in enumerate(champion_frame.ids) if sample_id > 0}
         params = {"seed": policy.seed, **champion_model.params}
         for fold in plan.folds:
@@ -71,23 +110,19 @@ class CrossFitter:
             if not seen:
                 continue
             held = {at[frame.ids[i]] for i in seen}
-            rest = trainable(champion_frame.take([j for j in range(len(champion_frame)) if j not in held]))
-            model = self.recipes.create(champion.kind, **params).fit(rest.inputs, rest.labels, rest.weights)
-            for i, p in zip(seen, model.predict_proba([frame.inputs[i] for i in seen]), strict=True):
-                plan.champion[i] = (model.labels[int(p.argmax())], float(p.max()))
-        plan.champion_seconds = time.perf_counter() - started
+            rest = champion_frame.take([j for j in range(len(champion_frame)) if j not in held])
+            plan.pending.append((seen, self.recipes.predict_by(champion.kind, params, rest,
+                                                               [frame.inputs[i] for i in seen])))
         return plan
 
     def predict(self, kind: str, mode: Mode, champion: ModelVersionInfo | None, frame: Frame,
-                plan: CrossFitPlan) -> CrossFit:
+                plan: CrossFitPlan) -> PendingCrossFit:
         """Out-of-fold predictions of the candidate's recipe for the plan's rows: each fold is predicted by
-        the recipe trained on the rest of the frame."""
-        predicted: dict[int, tuple[str, float]] = {}
+        the recipe trained on the rest of the frame (the fits start now, in the recipes' fit workers)."""
+        folds = []
         for fold in plan.folds:
             held = set(fold)
-            model = self.recipes.fit(kind, mode, champion, frame.take([i for i in range(len(frame)) if i not in held]))
-            for i, p in zip(fold, model.predict_proba([frame.inputs[i] for i in fold]), strict=True):
-                predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
-        rows = sorted(predicted)
-        return CrossFit(frame.take(rows), [predicted[i] for i in rows], len(plan.folds),
-                        {n: plan.champion[i] for n, i in enumerate(rows) if i in plan.champion})
+            rest = frame.take([i for i in range(len(frame)) if i not in held])
+            folds.append((fold, self.recipes.fit_predict(kind, mode, champion, rest,
+                                                         [frame.inputs[i] for i in fold])))
+        return PendingCrossFit(frame, plan, folds)

@@ -30,8 +30,9 @@ from trainer.announcing import Announcing
 from trainer.config import TrainerConfig
 from trainer.data import CorpusRow, SampleStore, Snapshot, split_holdout, store_corpus
 from trainer.exceptions import TrainerError
+from trainer.fitpool import shared_pool
 from trainer.frames import TrainingFrames, evaluation_set
-from trainer.gates import GateInput, Verdict, build_gates
+from trainer.gates import GateInput, QualityGate, Verdict, build_gates
 from trainer.generation import GenerationSteps, GeneratorRun
 from trainer.metrics import TrainerMetrics
 from trainer.pairs import PairStore, store_pair_corpus
@@ -72,7 +73,8 @@ class Trainer:
         self.metrics = metrics or TrainerMetrics(CollectorRegistry())
         self.quality, self.evaluation, self.behaviour = build_gates(config.gates)
         self.frames = TrainingFrames(config.policy)
-        self.recipes = Recipes(registry, resources, config.policy, features)
+        self.recipes = Recipes(registry, resources, config.policy, features,
+                               pool=shared_pool(config.workers) if config.workers > 1 else None)
         self.announcing = Announcing(model_name, registry, announcer, config.promotion, clock)
         self.steps = RunSteps(labels=self.labels, features=features, policy=config.policy, registry=registry,
                               quality=self.quality, evaluation=self.evaluation, behaviour=self.behaviour,
@@ -153,6 +155,14 @@ class Trainer:
         """A training run of this model by run id or retrain-request id (``None``: no such run yet)."""
         with self.connector() as conn:
             return RunLog(conn, self.model_name).find(ref)
+
+    def warm(self) -> None:
+        """What a first run would otherwise pay inside its timing, paid now (the trainer service calls it at
+        start): the fit workers started (each with scikit-learn imported) and Great Expectations imported."""
+        if self.generation is None:
+            self.recipes.pool.start()
+            if isinstance(self.quality, QualityGate):
+                self.quality.warm()
 
     def champion(self) -> ModelVersionInfo | None:
         return self.registry.champion()

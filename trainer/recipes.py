@@ -4,30 +4,36 @@ policy's parameters or warm-started from the champion, every model bound to the 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from kinds.base import ModelKind, Resources
 from kinds.catalog import KINDS, create
 from registry import ModelRegistry, ModelVersionInfo
 from tasks import FeatureSchema
+from tasks.features import Input
 from trainer.config import PolicyConfig
 from trainer.data import Frame, Snapshot
+from trainer.fitpool import FitPool, Predicted, job_for
 from trainer.policy import Mode
 
 __all__ = ["Recipes", "corpus_weight_of", "trainable"]
 
 
 class Recipes:
-    """The candidate recipes of one policy; models are created and loaded bound to ``resources``."""
+    """The candidate recipes of one policy; models are created and loaded bound to ``resources``; the fits
+    whose model only predicts (cross-fit folds) go to ``pool``'s workers (default: fitted here, serially)."""
 
     def __init__(self, registry: ModelRegistry, resources: Resources, policy: PolicyConfig,
-                 features: FeatureSchema | None = None) -> None:
+                 features: FeatureSchema | None = None, pool: FitPool | None = None) -> None:
         self.registry = registry
+        self.pool = pool or FitPool(1)
         self.resources = resources
         self.policy = policy
         self.features = features  # a tabular model's schema: every tabular kind is built with it
         self.tuned: dict[str, dict[str, Any]] = {}  # this run's searched params per kind (set by the run)
+        self.submitted: list[Future[Predicted]] = []  # this run's fits (dropped by forget when it ends)
 
     def create(self, kind: str, **params: object) -> ModelKind:
         return create(kind, resources=self.resources, **params)
@@ -41,6 +47,32 @@ class Recipes:
         if mode == "incremental" and champion is not None and kind == champion.kind:
             return self.load(champion.version).partial_fit(frame.inputs, frame.labels, frame.weights)
         return self.create(kind, **self.params(kind)).fit(frame.inputs, frame.labels, frame.weights)
+
+    def fit_predict(self, kind: str, mode: Mode, champion: ModelVersionInfo | None, frame: Frame,
+                    predict: Sequence[Input]) -> Future[Predicted]:
+        """The predictions of ``predict`` by the recipe :meth:`fit` fits on ``frame``: in a worker of the
+        pool unless it is a warm start of the champion (or the pool fits here)."""
+        warm = mode == "incremental" and champion is not None and kind == champion.kind
+        return self.predict_by(kind, self.params(kind), frame, predict,
+                               local=(lambda: self.fit(kind, mode, champion, frame)) if warm else None)
+
+    def predict_by(self, kind: str, params: dict[str, Any], frame: Frame, predict: Sequence[Input], *,
+                   local: Callable[[], ModelKind] | None = None) -> Future[Predicted]:
+        """The predictions of ``predict`` by ``kind`` (``params``) fitted from scratch on ``frame``'s
+        trainable rows (``local``: another fit, made in this process)."""
+        rows = trainable(frame)
+        job = (job_for(kind, params, rows.inputs, rows.labels, rows.weights, predict)
+               if local is None and self.pool.portable(kind) else None)
+        future = self.pool.submit(local or (lambda: self.create(kind, **params).fit(rows.inputs, rows.labels,
+                                                                                     rows.weights)), predict, job)
+        self.submitted.append(future)
+        return future
+
+    def forget(self) -> None:
+        """The run is over: its fits not started yet are cancelled (a failed run leaves no work queued)."""
+        for future in self.submitted:
+            future.cancel()
+        self.submitted = []
 
     def params(self, kind: str) -> dict[str, Any]:
         """A from-scratch candidate's constructor parameters: the policy's seed and ``kind_params``, what this

@@ -67,6 +67,8 @@ class TrainerService:
         self.results: list[RunResult] = []
 
     def run(self, stop: threading.Event) -> None:
+        # the fit workers and Great Expectations warm beside the consumer: the first run does not wait on them
+        threading.Thread(target=self._warm, name="trainer-warm", daemon=True).start()
         consumer = self.consumer_factory(consumer_config(
             self.kafka, self.group, self.session_timeout_ms,
             # earliest: a signal or request produced while the group is still joining is not skipped; a
@@ -114,6 +116,12 @@ class TrainerService:
                     stop.wait(1.0)
         finally:
             consumer.close()
+
+    def _warm(self) -> None:
+        try:
+            self.trainer.warm()
+        except Exception:  # a warm-up is an optimisation: the first run pays what it could not do
+            log.exception("could not warm the trainer (fit workers, Great Expectations)")
 
     def _handle(self, request: RetrainRequest) -> bool:
         """True when the request is done with (worked on, skipped, failed, stale, taken or not ours);

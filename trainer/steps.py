@@ -29,17 +29,17 @@ from registry import Lineage, ModelRegistry, ModelVersionInfo, RunHandle, deploy
 from tasks import FeatureSchema
 from trainer.announcing import Announcing, Registered
 from trainer.config import PolicyConfig
-from trainer.crossfit import CrossFitPlan, CrossFitter
+from trainer.crossfit import CrossFitPlan, CrossFitter, PendingCrossFit
 from trainer.data import Frame, SampleStore, Snapshot
 from trainer.exceptions import TrainerError
 from trainer.frames import TrainingFrames, evaluation_set, id_range, training_table
-from trainer.gates import Gate, GateInput
+from trainer.gates import EvaluationGate, Gate, GateInput
 from trainer.policy import Decision, Mode
 from trainer.recipes import Recipes
 from trainer.runs import RunLog, RunResult
 from trainer.search import search
 from trainer.selection import Candidate, choose_candidate
-from trainer.tracking import log_candidates, log_verdict
+from trainer.tracking import log_candidates, log_later, log_verdict
 
 __all__ = ["RunSteps", "Started"]
 
@@ -95,7 +95,7 @@ class RunSteps:
         workdir = Path(tempfile.mkdtemp(prefix=f"run-{s.run_id}-", dir=self.scratch))
         try:
             run_tags = {"flywheel_run_id": str(s.run_id), "mode": mode, "trigger": s.trigger}
-            with self.registry.run(f"{mode}-{s.run_id}", tags=run_tags) as ml:
+            with self.registry.run(f"{mode}-{s.run_id}", tags=run_tags) as ml, contextlib.ExitStack() as later:
                 started = time.perf_counter()
                 ml.log_params({"mode": mode, "trigger": s.trigger, "watermark": s.snapshot.watermark,
                                "sample_count": s.snapshot.count,
@@ -106,6 +106,7 @@ class RunSteps:
                                                        label_set=self.labels, features=self.features,
                                                        out_dir=workdir))
                 log_verdict(ml, quality)
+                later.callback(log_later, ml, self.quality, quality)  # its data docs, rendered meanwhile
                 if not quality.passed:
                     s.runs.finish(s.run_id, status="refused", reason=f"data quality: {quality.reason}",
                                   data_hash=data_hash, trained_count=len(frame), mlflow_run_id=ml.run_id)
@@ -115,14 +116,20 @@ class RunSteps:
                     kinds_to_train = self.recipes.kinds(mode, champion, kinds)
                     if mode == "full":
                         self.recipes.tuned = self._search(frame, folds, kinds_to_train, ml)
-                    candidates = [
-                        self._candidate(kind, mode, self.frames.reweighed(frame, weight), champion,
-                                        champion_model, holdout, workdir, folds, weight,
-                                        self.recipes.is_refresh(kind, mode, weight, champion, champion_model,
-                                                                s.snapshot))
-                        for kind in kinds_to_train
-                        for weight in self.recipes.corpus_weights(mode)]
-                best = self._choose(candidates, holdout, workdir)
+                    recipes = [(kind, weight, self.frames.reweighed(frame, weight)) for kind in kinds_to_train
+                               for weight in self.recipes.corpus_weights(mode)]
+                    # every recipe's fold fits go to the fit workers first; the full fits and the judging here
+                    crosses = [self.cross_fitter.predict(kind, mode, champion, weighed, folds)
+                               if folds is not None else None for kind, _, weighed in recipes]
+                    # the champion is asked the same rows by each candidate's evaluation, each candidate again
+                    # by the choice between corpus weights: answered from memory (the models do not change)
+                    with _remembering(self.evaluation):
+                        candidates = [
+                            self._candidate(kind, mode, weighed, champion, champion_model, holdout, workdir, cross,
+                                            weight, self.recipes.is_refresh(kind, mode, weight, champion,
+                                                                            champion_model, s.snapshot))
+                            for (kind, weight, weighed), cross in zip(recipes, crosses, strict=True)]
+                        best = self._choose(candidates, holdout, workdir)
                 summaries = [c.summary() for c in candidates]
                 log_candidates(ml, candidates, time.perf_counter() - started)
                 if best is None:
@@ -139,6 +146,7 @@ class RunSteps:
                     champion.version if champion else None))
         finally:
             self.recipes.tuned = {}
+            self.recipes.forget()  # the fits a failed run left queued are dropped
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _search(self, frame: Frame, plan: CrossFitPlan | None, kinds: Sequence[str], ml: RunHandle
@@ -197,20 +205,20 @@ class RunSteps:
 
     def _candidate(self, kind: str, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
                    champion_model: ModelKind | None, holdout: Frame, workdir: Path,
-                   folds: CrossFitPlan | None = None, corpus_weight: float | None = None,
+                   cross: PendingCrossFit | None = None, corpus_weight: float | None = None,
                    refresh: bool = False) -> Candidate:
-        """Fit ``kind``'s recipe, cross-fit it on the plan's folds, and judge it: the evaluation (the behaviour
-        suite comes in :meth:`_choose`)."""
+        """Fit ``kind``'s recipe, collect its cross-fit folds (``cross``, fitting in the fit workers), and
+        judge it: the evaluation (the behaviour suite comes in :meth:`_choose`)."""
         started = time.perf_counter()
         model = self.recipes.fit(kind, mode, champion, frame)
         candidate = Candidate(kind, model, time.perf_counter() - started, corpus_weight=corpus_weight)
         workdir = workdir / candidate.name
-        started = time.perf_counter()
-        cross = self.cross_fitter.predict(kind, mode, champion, frame, folds) if folds is not None else None
-        candidate.cross = cross
-        candidate.cross_fit_seconds = time.perf_counter() - started + (folds.champion_seconds if folds else 0.0)
+        if cross is not None:
+            candidate.cross = cross.result(self.recipes.pool.result)
+            # the seconds its fold fits and the champion's took, wherever they ran
+            candidate.cross_fit_seconds = cross.seconds + cross.plan.champion_seconds
         verdict = self.evaluation.check(GateInput(candidate=model, champion=champion_model,
-                                                  holdout=evaluation_set(holdout, self.policy, cross),
+                                                  holdout=evaluation_set(holdout, self.policy, candidate.cross),
                                                   out_dir=workdir, refresh=refresh))
         candidate.verdicts.append(verdict)
         return candidate
@@ -243,6 +251,11 @@ def _counted_once(frame: Frame) -> contextlib.AbstractContextManager[None]:
     if all(isinstance(value, str) for value in frame.inputs):
         return counted_once([str(value) for value in frame.inputs])
     return contextlib.nullcontext()
+
+
+def _remembering(gate: Gate[Any]) -> contextlib.AbstractContextManager[None]:
+    """The evaluation gate's memory of predictions for the block (:meth:`EvaluationGate.remembering`)."""
+    return gate.remembering() if isinstance(gate, EvaluationGate) else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

@@ -4,7 +4,9 @@ its results are turned into plain JSON-safe dicts; GE's own errors become an ``e
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +44,14 @@ class Outcome:
     raw: dict[str, Any] = field(default_factory=dict)  # GE's validation result JSON per asset
     docs_index: Path | None = None
     error: str | None = None
+    docs_later: Future[Path | None] | None = None  # data docs rendered by a background thread
 
 
-def run_validations(validations: Sequence[Validation], docs_dir: Path | None = None) -> Outcome:
-    """Validate each frame in one fresh ephemeral context; render data docs into ``docs_dir`` if given."""
+def run_validations(validations: Sequence[Validation], docs_dir: Path | None = None, *,
+                    background: bool = False) -> Outcome:
+    """Validate each frame in one fresh ephemeral context; render data docs into ``docs_dir`` if given (with
+    ``background``, in a thread once the results are in: :attr:`Outcome.docs_later` says when they are
+    written, None if GE could not render them). The context is the thread's alone from then on."""
     gx = importlib.import_module("great_expectations")
     gxe = importlib.import_module("great_expectations.expectations")
     from great_expectations.data_context.types.base import (
@@ -77,17 +83,39 @@ def run_validations(validations: Sequence[Validation], docs_dir: Path | None = N
             raw[validation.asset] = result.to_json_dict()
             by_check = {r.expectation_config.meta["check"]: r for r in result.results}
             results.extend(_summary(validation.asset, check, by_check[check.name]) for check in validation.checks)
-        docs_index = None
-        if docs_dir is not None:
-            context.add_data_docs_site(site_name=SITE, site_config={
-                "class_name": "SiteBuilder", "show_how_to_buttons": False,
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
-            context.build_data_docs(site_names=[SITE])
-            docs_index = docs_dir / "index.html"
+        if docs_dir is not None and background:
+            later: Future[Path | None] = Future()
+            threading.Thread(target=_render_later, args=(context, docs_dir, later), name="ge-data-docs",
+                             daemon=True).start()
+            return Outcome(results=results, raw=raw, docs_later=later)
+        docs_index = _render(context, docs_dir) if docs_dir is not None else None
     except (GreatExpectationsError, OSError) as exc:
         return Outcome(error=f"{type(exc).__name__}: {_first_line(str(exc))}")
     return Outcome(results=results, raw=raw, docs_index=docs_index)
+
+
+def warm() -> None:
+    """Import Great Expectations now (seconds, once per process) rather than in the first check."""
+    importlib.import_module("great_expectations")
+    importlib.import_module("great_expectations.expectations")
+
+
+def _render(context: Any, docs_dir: Path) -> Path:
+    context.add_data_docs_site(site_name=SITE, site_config={
+        "class_name": "SiteBuilder", "show_how_to_buttons": False,
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
+    context.build_data_docs(site_names=[SITE])
+    return docs_dir / "index.html"
+
+
+def _render_later(context: Any, docs_dir: Path, later: Future[Path | None]) -> None:
+    from great_expectations.exceptions.exceptions import GreatExpectationsError
+
+    try:
+        later.set_result(_render(context, docs_dir))
+    except (GreatExpectationsError, OSError):  # the verdict stands; the docs are missing (the caller says so)
+        later.set_result(None)
 
 
 def _summary(asset: str, check: Check, result: Any) -> dict[str, Any]:

@@ -127,6 +127,11 @@ class Gate(ABC, Generic[C]):
     def check(self, inputs: GateInput) -> Verdict:
         """Decide on ``inputs``; write artifacts under ``inputs.out_dir / name`` when it is given."""
 
+    def later_artifacts(self, verdict: Verdict) -> dict[str, Path]:
+        """Files of ``verdict`` this gate writes after deciding (off the run's critical path), once they are
+        written (blocks until then); by name, as :attr:`Verdict.artifacts`. Default: none."""
+        return {}
+
     # -- helpers for subclasses ----------------------------------------------------------------
     def verdict(self, passed: bool, reason: str, details: dict[str, Any] | None = None,
                 artifacts: dict[str, Path] | None = None) -> Verdict:

@@ -26,14 +26,19 @@ their own accuracy figures.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal, Self
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kinds.base import ModelKind
+from tasks.features import Input
 from trainer.exceptions import TrainerError
 from trainer.gates._metrics import (
     Metric,
@@ -125,6 +130,7 @@ class EvaluationGate(Gate[EvaluationConfig]):
 
     def __init__(self, config: EvaluationConfig | None = None, *, clock: Clock = time.perf_counter) -> None:
         super().__init__(config or EvaluationConfig(), clock=clock)
+        self._asked: list[tuple[weakref.ref[ModelKind], bytes, npt.NDArray[np.float64]]] | None = None
 
     def check(self, inputs: GateInput) -> Verdict:
         holdout, cfg = inputs.holdout, self.config
@@ -231,12 +237,19 @@ class EvaluationGate(Gate[EvaluationConfig]):
 
     def _stats(self, model: ModelKind, holdout: Holdout, classes: tuple[str, ...],
                cross_fitted: CrossFitted | None = None) -> RowStats | str:
+        # the rows whose prediction the cross-fitted one replaces are not predicted (a fifth of a full run's
+        # holdout); a model asked the same rows again (the champion, once per candidate) answers from memory
+        replaced = set(cross_fitted.rows) if cross_fitted is not None else set()
+        rows = [i for i in range(len(holdout)) if i not in replaced]
         try:
-            proba = np.asarray(model.predict_proba(list(holdout.inputs)), dtype=np.float64)
+            found = self._predict(model, [holdout.inputs[i] for i in rows]) if rows else None
         except TrainerError as exc:
             return f"predict_proba failed: {exc}"
-        if proba.shape != (len(holdout), len(model.labels)) or not np.all(np.isfinite(proba)):
-            return f"predict_proba returned shape {proba.shape} (or non-finite values) for {len(holdout)} rows"
+        if found is not None and (found.shape != (len(rows), len(model.labels)) or not np.all(np.isfinite(found))):
+            return f"predict_proba returned shape {found.shape} (or non-finite values) for {len(rows)} rows"
+        proba = np.zeros((len(holdout), len(model.labels)), dtype=np.float64)
+        if found is not None:
+            proba[rows] = found
         predicted = [model.labels[i] for i in proba.argmax(axis=1)]
         confidence = proba.max(axis=1)
         if cross_fitted is not None:
@@ -250,6 +263,28 @@ class EvaluationGate(Gate[EvaluationConfig]):
         weights = np.asarray(holdout.weights, dtype=np.float64)
         return RowStats(stats.classes, stats.n_bins, stats.features * (weights / weights.mean())[:, None],
                         stats.correct)
+
+    @contextlib.contextmanager
+    def remembering(self) -> Iterator[None]:
+        """Within the block, a model asked the same inputs again answers from memory: the models must not
+        change inside it (a run judging its candidates against one champion: each asks it the same rows)."""
+        self._asked = []
+        try:
+            yield
+        finally:
+            self._asked = None
+
+    def _predict(self, model: ModelKind, inputs: list[Input]) -> npt.NDArray[np.float64]:
+        """``model.predict_proba(inputs)``; inside :meth:`remembering`, remembered for the last few asked."""
+        if self._asked is None:
+            return np.asarray(model.predict_proba(inputs), dtype=np.float64)
+        key = hashlib.sha256(repr(inputs).encode()).digest()
+        for ref, digest, proba in self._asked:
+            if ref() is model and digest == key:
+                return proba
+        proba = np.asarray(model.predict_proba(inputs), dtype=np.float64)
+        self._asked = [*self._asked[-3:], (weakref.ref(model), key, proba)]
+        return proba
 
     def _significance(self, cand: RowStats, champ: RowStats, margin: float = 0.0) -> tuple[float, dict[str, Any]]:
         """One-sided p-value of "candidate better" (``margin`` > 0: "not worse by ``margin`` or more")."""

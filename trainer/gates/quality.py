@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Self
 
@@ -27,7 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks import FeatureSchema
-from trainer.gates._ge import Check, Validation, run_validations
+from trainer.gates._ge import Check, Validation, run_validations, warm
 from trainer.gates.base import Clock, Gate, GateInput, Verdict
 from trainer.gates.exceptions import ArtifactWriteError
 
@@ -43,6 +44,9 @@ class QualityConfig(BaseModel):
     min_label_share: float = Field(default=0.02, ge=0.0, le=1.0)
     max_label_share: float = Field(default=0.95, ge=0.0, le=1.0)
     data_docs: bool = True  # render GE data docs HTML next to the validation JSON
+    # render them in a background thread after the verdict (~2/3 of a check's time: off the run's critical
+    # path; the trainer logs them to MLflow before the run ends, see Gate.later_artifacts)
+    data_docs_in_background: bool = True
 
     @model_validator(mode="after")
     def _bounds_are_ordered(self) -> Self:
@@ -58,6 +62,18 @@ class QualityGate(Gate[QualityConfig]):
 
     def __init__(self, config: QualityConfig | None = None, *, clock: Clock = time.perf_counter) -> None:
         super().__init__(config or QualityConfig(), clock=clock)
+        self._later: dict[Path, Future[Path | None]] = {}  # data docs being rendered, by validation file
+
+    def later_artifacts(self, verdict: Verdict) -> dict[str, Path]:
+        """The data docs rendered in the background for ``verdict`` (``data_docs``), once written."""
+        later = self._later.pop(verdict.artifacts.get("validation", Path()), None)
+        index = later.result() if later is not None else None
+        return {"data_docs": index} if index is not None else {}
+
+    @staticmethod
+    def warm() -> None:
+        """Import Great Expectations now (seconds, once per process) instead of in the first check."""
+        warm()
 
     def check(self, inputs: GateInput) -> Verdict:
         frame = inputs.training
@@ -82,13 +98,16 @@ class QualityGate(Gate[QualityConfig]):
             [Validation("training", training, self._training_checks(labels) if features is None
                         else self._feature_checks(features, labels)),
              Validation("label_shares", share_frame, [self._share_check()], index_columns=("label",))],
-            docs_dir=out / "data_docs" if out is not None and self.config.data_docs else None)
+            docs_dir=out / "data_docs" if out is not None and self.config.data_docs else None,
+            background=self.config.data_docs_in_background)
         if outcome.error is not None:
             return self.fail(f"Great Expectations could not validate the training frame: {outcome.error}",
                              rows=len(training))
         artifacts = self._write(out, outcome.raw) if out is not None else {}
         if outcome.docs_index is not None:
             artifacts["data_docs"] = outcome.docs_index
+        if outcome.docs_later is not None and "validation" in artifacts:
+            self._later[artifacts["validation"]] = outcome.docs_later
         failed = [r for r in outcome.results if not r["success"]]
         details: dict[str, Any] = {
             "rows": len(training), "label_set": None if labels is None else list(labels),

@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 from kinds import ModelKind
 from tests.trainer.gates._data import Scripted, confident, texts_labels
-from trainer.gates import EvaluationConfig, EvaluationGate, GateInput, Holdout
+from trainer.gates import CrossFitted, EvaluationConfig, EvaluationGate, GateInput, Holdout
 
 
 def _holdout(*parts: tuple[str, int, int]) -> Holdout:
@@ -299,3 +299,49 @@ def test_the_refresh_margin_is_a_share_of_the_score() -> None:
         with pytest.raises(pydantic.ValidationError):
             EvaluationConfig(refresh_margin=bad)
     assert EvaluationConfig(refresh_margin=None).refresh_margin is None
+
+
+class _Counting(ModelKind):
+    """A fitted model that counts the texts it is asked (and answers as ``model`` does)."""
+
+    kind = "counting"
+    tasks = frozenset({"text-classification"})
+
+    def __init__(self, model: ModelKind) -> None:
+        super().__init__()
+        self.model, self.labels, self.asked = model, model.labels, 0
+
+    def fit(self, inputs: Any, labels: Any, weights: Any = None) -> Any:
+        raise NotImplementedError
+
+    def predict_proba(self, inputs: Any) -> Any:
+        self.asked += len(inputs)
+        return self.model.predict_proba(inputs)
+
+    def _save_files(self, directory: Any) -> list[str]:
+        raise NotImplementedError
+
+    def _load_files(self, directory: Any) -> None:
+        raise NotImplementedError
+
+
+def test_a_run_asks_the_champion_once_and_never_for_the_rows_cross_fitting_replaces(
+        good_model: ModelKind, weak_model: ModelKind) -> None:
+    """Inside ``remembering`` (a run judging its candidates) the champion answers the same rows from memory,
+    and no model predicts the rows whose prediction its cross-fitted one replaces: the same verdicts."""
+    cross = CrossFitted(rows=list(range(0, 300)), labels=["positive"] * 300, confidence=[0.8] * 300, folds=5)
+    holdout = Holdout(MIXED.inputs, MIXED.labels, MIXED.slices, cross_fitted=cross)
+    gate = EvaluationGate(EvaluationConfig())
+    plain = [gate.check(GateInput(candidate=c, champion=weak_model, holdout=holdout))
+             for c in (good_model, weak_model)]
+    champion = _Counting(weak_model)
+    with gate.remembering():
+        remembered = [gate.check(GateInput(candidate=c, champion=champion, holdout=holdout))
+                      for c in (good_model, weak_model)]
+    assert champion.asked == len(holdout)  # once, all of its rows (no cross-fitted rows of its own)
+    assert [(v.passed, v.reason, v.details) for v in remembered] == [(v.passed, v.reason, v.details) for v in plain]
+    candidate = _Counting(good_model)
+    gate.check(GateInput(candidate=candidate, champion=weak_model, holdout=holdout))
+    assert candidate.asked == len(holdout) - 300
+    gate.check(GateInput(candidate=candidate, champion=weak_model, holdout=holdout))
+    assert candidate.asked == 2 * (len(holdout) - 300)  # outside remembering: asked again

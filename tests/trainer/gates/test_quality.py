@@ -24,8 +24,16 @@ def _check(training: pd.DataFrame, out: Path | None = None, labels: tuple[str, .
     return verdict.passed, verdict.reason, verdict.details, verdict.artifacts
 
 
-def test_a_clean_frame_passes_and_writes_the_validation_and_data_docs(clean: pd.DataFrame, tmp_path: Path) -> None:
-    passed, reason, details, artifacts = _check(clean, tmp_path)
+@pytest.mark.parametrize("background", [True, False])
+def test_a_clean_frame_passes_and_writes_the_validation_and_data_docs(clean: pd.DataFrame, tmp_path: Path,
+                                                                      background: bool) -> None:
+    """The data docs render after the verdict (default, in a background thread: the trainer logs them
+    through ``later_artifacts`` before its run ends) or before it: the same verdict, the same docs."""
+    gate = QualityGate(QualityConfig(data_docs_in_background=background))
+    verdict = gate.check(GateInput(training=clean, label_set=LABELS, out_dir=tmp_path))
+    passed, reason, details = verdict.passed, verdict.reason, verdict.details
+    artifacts = {**verdict.artifacts, **gate.later_artifacts(verdict)}
+    assert ("data_docs" in verdict.artifacts) is not background
     assert passed, reason
     assert reason.startswith("all 9 expectations met on 2000 rows")
     assert details["failed"] == [] and details["rows"] == 2000
