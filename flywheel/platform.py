@@ -283,7 +283,9 @@ class Platform:
             from trainer.drift import drift_monitor_for
 
             drift = load_drift_config(s.drift_config)
-            if drift.enabled:  # by task: texts, or a tabular model's features
+            # by task: texts, or a tabular model's features; a generator has no drift monitor (its champion is
+            # not a classifier the monitor can load)
+            if drift.enabled and lc.trainer.generation is None:
                 monitor = drift_monitor_for(lc, database_url, drift, drift_metrics)
                 self._start_thread(f"flywheel-drift.{s.model_name}", lambda: monitor.run(self.stop_event))
             service.run(self.stop_event)

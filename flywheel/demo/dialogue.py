@@ -56,14 +56,21 @@ def _pairs(seed: int) -> tuple[tuple[Pair, ...], tuple[Pair, ...]]:
 
 def split(options: DemoOptions) -> tuple[list[Pair], list[Pair], list[Pair], list[Pair]]:
     """(the chitchat pairs the first adapter is bootstrapped on (``history``, default 60), the stream of
-    target pairs the players ask, the held-out target pairs, every target pair outside them)."""
+    target pairs the players ask, the held-out target pairs, every target pair outside them: none with a
+    held-out prompt, since chatterbot-corpus answers some prompts several ways)."""
     chat, target = _pairs(options.seed)
     held = options.holdout_pairs
     if held + options.stream > len(target):
         raise ConfigError(f"chatterbot-corpus has {len(target)} short pairs: {held} held out + a stream of "
                           f"{options.stream} is too many")
-    rest = list(target[held:])
-    return list(chat[:options.history or 60]), rest[:options.stream], list(target[:held]), rest
+    holdout = list(target[:held])
+    asked = {_key(p) for p in holdout}
+    rest = [p for p in target[held:] if _key(p) not in asked]  # a prompt held out is never asked nor learnt
+    return list(chat[:options.history or 60]), rest[:options.stream], holdout, rest
+
+
+def _key(pair: Pair) -> str:
+    return " ".join(pair.prompt.prompt.lower().split())
 
 
 def rating(score: float, rng: random.Random, noise: float) -> int:
