@@ -9,7 +9,7 @@ way) and the model the pod serves is scored on the held-out target pairs (``--ho
 
 Baselines in the same run: the static champion (the bootstrap adapter, never retrained) and an oracle: a
 fresh adapter with the model's parameters for one epoch over every target pair outside the holdout
-(``--oracle-pairs`` caps them, for a machine too busy for ~1,150 pairs). ``run_seconds``: the training time
+(``--oracle-pairs`` caps them, for a machine too busy for ~1,100 pairs; ``--quick``: 200). ``run_seconds``: the training time
 (``train_seconds`` of the platform's runs, gates excluded) of the runs that trained on the first 400 pairs.
 ``p95_generate_ms``: ``--latency-requests`` sequential requests of 64 new tokens to the platform's pod at the
 end (client time, queue included), nearest rank.
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace, base: FlywheelSettings, probe: HostProbe) -> N
                        if r["mode"] != "bootstrap"]
             run_seconds = sum(float(c.get("train_seconds") or 0.0) for r in trained for c in (r["candidates"] or []))
             p95 = latency(replay, args.latency_requests)
-            best, pairs, fit_s = oracle(replay, options, args.oracle_pairs)
+            best, pairs, fit_s = oracle(replay, options, args.oracle_pairs or (200 if args.quick else 0))
         finally:
             replay.close()
     result = {"static": static, "oracle": round(best, 4), **{f"k{k}": at.get(k, {}).get("score") for k in CHECKPOINTS}}
