@@ -1,15 +1,16 @@
 """``bench/efficacy.py --task generation``: the dialogue scenario (flywheel/demo/dialogue.py) on a fresh platform.
 
-The declared ``npc`` model (``smollm2-lora`` on the base ``--base``) is bootstrapped on chitchat pairs; then
-chatterbot-corpus prompts (the drifted domain) are asked through ``POST /v1/models/npc/generate`` and every
-answer is judged through ``POST /v1/models/npc/feedback``: a 1-5 rating from its weighted score against the
-reference (10% noise) and, for a rating of 3 or lower, the reference as a correction (70% of them). After
-k = 100, 200, 400 feedback pairs the platform is let settle (every feedback landed and curated, no run under
-way) and the model the pod serves is scored on the held-out target pairs (``--holdout``, never asked).
+The declared ``npc`` model (``smollm2-lora`` on the base ``--base``) is bootstrapped on chatterbot-corpus small
+talk; then prompts of the corpus's knowledge topics (the drifted domain) are asked through ``POST
+/v1/models/npc/generate`` and every answer is judged through ``POST /v1/models/npc/feedback``: a 1-5 rating from
+its weighted score against the reference (10% noise) and, for a rating of 3 or lower, the reference as a
+correction (70% of them). After k = 100, 200, 400 feedback pairs the platform is let settle (every feedback
+landed and curated, no run under way) and the model the pod serves is scored on the held-out target pairs
+(``--holdout``, never asked).
 
-Baselines in the same run: the static champion (the bootstrap adapter, never retrained) and an oracle: a
-fresh adapter with the model's parameters for one epoch over every target pair outside the holdout
-(``--oracle-pairs`` caps them, for a machine too busy for ~1,100 pairs; ``--quick``: 200). ``run_seconds``: the training time
+Baselines in the same run: the static champion (the bootstrap adapter, never retrained) and an oracle: a fresh
+adapter with the model's parameters for one epoch over every target pair outside the holdout (``--oracle-pairs``
+caps them, for a machine too busy for ~600 pairs; ``--quick``: 200). ``run_seconds``: the training time
 (``train_seconds`` of the platform's runs, gates excluded) of the runs that trained on the first 400 pairs.
 ``p95_generate_ms``: ``--latency-requests`` sequential requests of 64 new tokens to the platform's pod at the
 end (client time, queue included), nearest rank.

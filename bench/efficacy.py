@@ -29,8 +29,8 @@ post-drift rows 12,000-14,999 (the best of those alone and the history + them at
 the model's 0.05). Last line: ``{"scenarios": {"rainfall": {"static", "oracle", "final",
 "fraction_of_oracle", "outcomes"}}}``.
 
-``--task generation``: the dialogue scenario (an NPC text generator learning chatterbot-corpus from its
-players' ratings and corrections; bench/_efficacy_generation.py). ``--quick`` runs it on the tiny-random
+``--task generation``: the dialogue scenario (an NPC text generator learning chatterbot-corpus's knowledge topics from
+its players' ratings and corrections; bench/_efficacy_generation.py). ``--quick`` runs it on the tiny-random
 base (a smoke test: its scores mean nothing). Last line: ``{"scenarios": {"dialogue": {"static", "oracle",
 "k100", "k200", "k400", "fraction_of_oracle_at_400", "run_seconds", "p95_generate_ms"}}}``.
 """

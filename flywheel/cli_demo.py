@@ -109,7 +109,7 @@ def demo(
     stream: Annotated[int | None, typer.Option(help="Rows replayed per scenario (default: the scenario's).")] = None,
     start: Annotated[int | None, typer.Option(help="rainfall: the first day replayed (the drift is at 12000).")] = None,
     history: Annotated[int | None, typer.Option(help="rainfall: days before the stream the first champion "
-                                                     "learns (default: all); dialogue: the chitchat pairs the "
+                                                     "learns (default: all); dialogue: the small-talk pairs the "
                                                      "first adapter learns (default 60).")] = None,
     feedback_rate: Annotated[float | None, typer.Option(help="Share of predictions the users judge.")] = None,
     feedback_delay: Annotated[int | None, typer.Option(help="Predictions served before an answer arrives.")] = None,
@@ -131,7 +131,7 @@ def demo(
                                                 "server.")] = "flywheel_demo",
 ) -> None:
     """Bootstrap the scenarios' champions (a sentiment model on movie reviews; a rain model on weather
-    history; an NPC dialogue adapter on chitchat), replay their drifting streams through the API with simulated
+    history; an NPC dialogue adapter on small talk), replay their drifting streams through the API with simulated
     users and observed outcomes, and
     watch the loop retrain, gate and swap models; writes a PNG + HTML report at the end. Uses its own
     database (flywheel_demo on FLYWHEEL_DATABASE_URL's server, else pgserver) and data dir."""

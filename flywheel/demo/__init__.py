@@ -7,7 +7,7 @@ with label noise and a share of poisoning users who flip labels. The tabular sce
 (:mod:`flywheel.demo.rainfall`) declares a model of its own, bootstraps it on the weather history before its
 stream and replays the days in order through an injected drift, each day's observed outcome arriving as
 feedback some predictions later. The generation scenario ``dialogue`` (:mod:`flywheel.demo.dialogue`) declares
-an NPC text generator, bootstraps its adapter on chitchat pairs, and players asking chatterbot-corpus prompts
+an NPC text generator, bootstraps its adapter on chatterbot-corpus small talk, and players asking its knowledge topics
 through ``/generate`` rate its answers against the references and correct some. Several scenarios run side by
 side in one platform. Everything in between is the platform itself: ingest, curation, the trainer and its
 gates, the registry, promotion events, the pods' hot swaps (and the canary controller with ``--promotion

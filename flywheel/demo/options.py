@@ -50,11 +50,12 @@ SCENARIOS: dict[str, Scenario] = {
                          defaults=(("stream", 1500), ("start", 11_800), ("feedback_rate", 1.0), ("noise", 0.0),
                                    ("users", 1), ("rate", 15.0), ("kind", "lightgbm"), ("feedback_delay", 25),
                                    ("incremental_threshold", 200), ("window", 200))),
-    # an NPC bootstrapped on informal chat, asked by players who talk like an assistant (flywheel/demo/
+    # an NPC bootstrapped on small talk about itself, asked about the world by its players (flywheel/demo/
     # dialogue.py); sized for the real SmolLM2-135M on a 2-core CPU: a 32-token answer costs ~2 s of one core
     # and a LoRA step of 8 pairs ~6 s, so 120 players' questions, an incremental run every 24 accepted pairs
     # (8 steps) and the gates on ~30 references keep a run in minutes
-    "dialogue": Scenario("dialogue", "text-generation", "chitchat-dataset (60 pairs)", "chatterbot-corpus pairs",
+    "dialogue": Scenario("dialogue", "text-generation", "chatterbot-corpus small talk (60 pairs)",
+                         "chatterbot-corpus knowledge topics",
                          model="npc",
                          defaults=(("stream", 120), ("feedback_rate", 1.0), ("noise", 0.1), ("users", 20),
                                    ("rate", 2.0), ("kind", "smollm2-lora"), ("incremental_threshold", 24),
@@ -73,7 +74,7 @@ class DemoOptions(BaseModel):
     stream: int = Field(default=1500, ge=10, description="Rows replayed through the model's predict route.")
     start: int = Field(default=0, ge=0, description="A chronological stream's first row (tabular scenarios).")
     history: int | None = Field(default=None, ge=10, description="Rows before the stream (up to a known drift) "
-                                "the first champion learns (tabular scenarios; default all), or the chitchat pairs "
+                                "the first champion learns (tabular scenarios; default all), or the small-talk pairs "
                                 "the first adapter learns (dialogue; default 60).")
     feedback_rate: float = Field(default=0.6, ge=0.0, le=1.0, description="Share of predictions judged.")
     feedback_delay: int = Field(default=0, ge=0, description="Predictions served before an answer is sent.")

@@ -116,7 +116,7 @@ def demo_settings(base: FlywheelSettings, scenarios: DemoOptions | Sequence[Demo
 
 def demo_bootstrap(scenarios: Sequence[DemoOptions], data_dir: Path) -> dict[str, Path]:
     """The first champions of the scenarios' declared models (``Platform(bootstrap=...)``): the rainfall
-    model's history before its stream, the NPC's chitchat pairs, written to ``data_dir``."""
+    model's history before its stream, the NPC's small-talk pairs, written to ``data_dir``."""
     found = {}
     for options in scenarios:
         if options.scenario == "dialogue":
