@@ -84,6 +84,7 @@ class Replay:
         self._registry: Any = None
         self._resources: Any = None
         self.static_version: str | None = None
+        self.corrections = 0  # a generator's answers corrected by the players
         self.with_static = True  # a generator's static champion answers every prompt too (the bench skips it)
         self.sent_feedback = 0
         self._due: deque[_Answer] = deque()  # judged predictions whose answer is not sent yet
@@ -325,6 +326,7 @@ class Replay:
         judged = self.players.judge(score, row.label)
         if judged is not None:
             self._due.append(_Answer(i, str(served["prediction_id"]), judged, "honest", user))
+            self.corrections += "correction" in judged
         return Step(i, time.time() - self.timeline.started, served["model_version"], served["semver"],
                     served["variant"], False, False, "honest" if judged else None, None, score=score,
                     static_score=static, rating=judged["rating"] if judged else None)
@@ -437,7 +439,8 @@ class Replay:
         figures: dict[str, Any] = {
             "model": self.model_name, "scenario": self.options.scenario, "kind": self.options.kind,
             "base": self.options.base, "steps": len(steps), "feedback": self.sent_feedback,
-            "corrections": len([s for s in steps if s.rating is not None and s.rating <= 3]),
+            "low_ratings": len([s for s in steps if s.rating is not None and s.rating <= 3]),
+            "corrections": self.corrections,
             "failed_requests": tl.failed_requests, "seconds": round(steps[-1].t, 1) if steps else 0.0,
             "served_score": mean(s.score for s in steps), "static_score": mean(s.static_score for s in steps),
             "served_score_first_window": mean(s.score for s in first),

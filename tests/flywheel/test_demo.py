@@ -310,4 +310,5 @@ def test_flywheel_demo_dialogue_scenario_runs_end_to_end(tmp_path: Path, pg_admi
             "rating_last_window", "deployed_holdout_score", "static_holdout_score",
             "feedback_to_serving_p50_s"} <= set(figures)
     assert 1.0 <= figures["rating_last_window"] <= 5.0 and len(data["rolling"]["rating"]) == 40
+    assert 0 < figures["corrections"] <= figures["low_ratings"] <= 40
     assert (tmp_path / "demo" / "report" / "report.png").stat().st_size > 10_000 and "Demo results" in done.stdout
