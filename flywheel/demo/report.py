@@ -96,8 +96,8 @@ def _plot_generation(ax: Any, timeline: Timeline) -> tuple[list[float | None], l
     twin.set_ylim(1, 5)
     twin.set_ylabel("rating (1-5)")
     _markers(ax, timeline)
-    ax.set_title(f"{o.scenario}: rolling weighted BLEU/ROUGE-L score over {window} answers ({o.kind} on "
-                 f"{o.base}, {o.max_tokens} tokens, corrections {o.correction_rate:g} of low ratings)")
+    ax.set_title(f"{o.scenario}: weighted BLEU/ROUGE-L score, rolling {window} answers\n({o.kind} on {o.base}, "
+                 f"{o.max_tokens} tokens; {o.correction_rate:g} of the answers rated <= 3 corrected)", fontsize=10)
     ax.set_xlabel("player question # in the drifted domain")
     ax.set_ylabel("weighted score vs the reference")
     top = max([v for v in live + static if v is not None] + [0.05])
