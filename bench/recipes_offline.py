@@ -21,12 +21,16 @@ Last line: ``{"scenarios": {name: {recipe: {"target", "movies_delta", "fit_secon
 target-only recipe) fitted on corpus + samples, cross-fitted in 5 folds, and judged by the real evaluation
 gate with the demo's settings on the corpus holdout + reserved + cross-fitted rows, as the trainer judges
 it. No curation, no earlier promotion (each point is the first full run against the static champion).
+``--recipe NAME=WEIGHT[:JSON]`` (repeatable): those recipes instead (the demo's params updated with JSON, at
+corpus WEIGHT), e.g. ``--recipe 'c16=0.2:{"c": 16}'``; ``--draw N``: the stream's rows in another order
+(seed N; the held-out rows stay), another sample of the same labels.
 Last line: ``{"gate": {scenario: {k: {recipe: {"passed", "reason", "target"}}}}}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import time
@@ -43,7 +47,8 @@ WEIGHTS = (0.2, 0.05, 0.0)
 
 
 def accuracy(model: Any, rows: list[Row]) -> float:
-    return sum(p == r.label for p, r in zip(model.predict([r.text for r in rows]), rows, strict=True)) / len(rows)
+    right = sum(p == r.label for p, r in zip(model.predict([r.text for r in rows]), rows, strict=True))
+    return float(right / len(rows))
 
 
 def fit(kind: str, params: dict[str, Any], corpus: list[Row], weight: float, samples: list[Row]) -> tuple[Any, float]:
@@ -81,9 +86,15 @@ def scenario(name: str, kind: str, labels: int, params_sets: dict[str, dict[str,
     return out
 
 
-def gate_points(name: str, at: list[int]) -> dict[str, Any]:
-    """The demo's full run at each of ``at`` labels, judged by the real gate against the static champion."""
+def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any], float]] | None = None,
+                draw: int = 0) -> dict[str, Any]:
+    """The demo's full run at each of ``at`` labels, judged by the real gate against the static champion;
+    ``recipes`` (name -> (kind params, corpus weight)) instead of the demo policy's. ``draw`` > 0: the
+    stream's rows in another order (shuffled with that seed; the held-out rows stay), another sample of
+    the same labels."""
     from flywheel.demo import corpus_weight_choices
+    from kinds.base import as_texts
+    from kinds.ngrams import counted_once
     from trainer.config import PolicyConfig
     from trainer.data import Frame
     from trainer.frames import CrossFit, evaluation_set
@@ -98,17 +109,20 @@ def gate_points(name: str, at: list[int]) -> dict[str, Any]:
     train, holdout = split_holdout(source, 0.2, 0)
     corpus = [Row(r.text, r.label) for r in train]
     stream, held = split_target(spec.target, 0.3, 0)
+    if draw:
+        random.Random(draw).shuffle(stream)
     static, _ = fit(kind, params, corpus, 1.0, [])
     rng = random.Random(1)
     judged = [Row(r.text, rng.choice(LABELS) if rng.random() < 0.05 else r.label) for r in stream[:max(at)]]
-    out: dict[str, Any] = {"static_target": round(accuracy(static, held), 4)}
+    out: dict[Any, Any] = {"static_target": round(accuracy(static, held), 4), "draw": draw}
     for k in at:
         samples = [(i + 1, r) for i, r in enumerate(judged[:k]) if i % 10]
         reserved = [(i + 1, r) for i, r in enumerate(judged[:k]) if not i % 10]
         base = Frame().extend((-(j + 1), r.text, r.label, 1.0, "movies") for j, r in enumerate(holdout))
         base.extend((i, r.text, r.label, 1.0, domain) for i, r in reserved)
         out[k] = {}
-        for weight in (policy.corpus_weight, *policy.corpus_weight_choices):
+        tried = recipes or {f"corpus{w:g}": (params, w) for w in (policy.corpus_weight, *policy.corpus_weight_choices)}
+        for recipe, (recipe_params, weight) in tried.items():
             frame = Frame().extend((-(j + 1), r.text, r.label, weight, "movies") for j, r in enumerate(corpus)
                                    if weight > 0)
             frame.extend((i, r.text, r.label, 1.0, domain) for i, r in samples)
@@ -116,21 +130,29 @@ def gate_points(name: str, at: list[int]) -> dict[str, Any]:
             random.Random(f"{policy.seed}:cross-fit:{len(frame)}").shuffle(rows)
             predicted: dict[int, tuple[str, float]] = {}
             started = time.perf_counter()
-            for fold in (rows[f::5] for f in range(5)):
-                rest = frame.take([i for i in range(len(frame)) if i not in set(fold)])
-                model = KINDS[kind](**params).fit(rest.inputs, rest.labels, rest.weights)
-                for i, p in zip(fold, model.predict_proba([frame.inputs[i] for i in fold]), strict=True):
-                    predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
-            model = KINDS[kind](**params).fit(frame.inputs, frame.labels, frame.weights)
+            with counted_once(as_texts(frame.inputs)):  # n-grams counted once per point, as a run counts them
+                for fold in (rows[f::5] for f in range(5)):
+                    rest = frame.take([i for i in range(len(frame)) if i not in set(fold)])
+                    model = KINDS[kind](**recipe_params).fit(rest.inputs, rest.labels, rest.weights)
+                    for i, p in zip(fold, model.predict_proba([frame.inputs[i] for i in fold]), strict=True):
+                        predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
+                model = KINDS[kind](**recipe_params).fit(frame.inputs, frame.labels, frame.weights)
             order = sorted(predicted)
             cross = CrossFit(frame.take(order), [predicted[i] for i in order], 5)
             verdict = gate.check(GateInput(candidate=model, champion=static,
                                            holdout=evaluation_set(base, policy, cross)))
             found = {"passed": verdict.passed, "reason": verdict.reason, "target": round(accuracy(model, held), 4),
                      "seconds": round(time.perf_counter() - started, 1)}
-            out[k][f"corpus{weight:g}"] = found
-            log.info("%s k=%d corpus %g: %s", name, k, weight, found)
+            out[k][recipe] = found
+            log.info("%s k=%d %s: %s", name, k, recipe, found)
     return out
+
+
+def recipe_arg(text: str) -> tuple[str, tuple[dict[str, Any], float]]:
+    """``NAME=WEIGHT[:JSON]``: the demo's tfidf-logreg params updated with JSON, at corpus weight WEIGHT."""
+    name, _, rest = text.partition("=")
+    weight, _, extra = rest.partition(":")
+    return name, ({**KIND_PARAMS["tfidf-logreg"], **(json.loads(extra) if extra else {})}, float(weight))
 
 
 def main() -> None:
@@ -139,6 +161,10 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=400)
     parser.add_argument("--gate", action="store_true", help="the demo's full run judged by the real gate")
     parser.add_argument("--at", type=int, action="append", help="--gate: label counts (default 100 150 200 400)")
+    parser.add_argument("--recipe", action="append", dest="recipes", metavar="NAME=WEIGHT[:JSON]",
+                        help="--gate: a recipe instead of the demo policy's (repeatable): the demo's kind params "
+                             "updated with JSON at corpus WEIGHT, e.g. 'c16=0.2:{\"c\": 16}'")
+    parser.add_argument("--draw", type=int, default=0, help="--gate: the stream in the order of this seed (0: as is)")
     parser.add_argument("--scenario", action="append", dest="scenarios",
                         choices=["movies->tweets", "movies->products"])
     args = parser.parse_args()
@@ -148,7 +174,9 @@ def main() -> None:
     threadpool_limits(1)  # one BLAS thread per fit, as the trainer fits
     names = args.scenarios or ["movies->tweets", "movies->products"]
     if args.gate:
-        emit({"gate": {name: gate_points(name, args.at or [100, 150, 200, 400]) for name in names}}, probe)
+        recipes = dict(recipe_arg(r) for r in args.recipes) if args.recipes else None
+        at = args.at or [100, 150, 200, 400]
+        emit({"gate": {name: gate_points(name, at, recipes, args.draw) for name in names}}, probe)
         return
     params_sets = {"word": {}, "char_wb": KIND_PARAMS["tfidf-logreg"]}
     out = {"kind": "tfidf-logreg", "labels": args.labels, "scenarios": {

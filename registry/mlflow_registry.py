@@ -13,8 +13,11 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -31,6 +34,7 @@ import core
 from core.exceptions import ConfigError
 from kinds.base import artifact_sha256, read_manifest
 from registry import backend as backends
+from registry._blobs import BlobStore
 from registry._offline import go_offline
 from registry.base import ModelRegistry, RunHandle
 from registry.exceptions import InvalidRequest, NoSuchVersion, RegistryStoreError, TamperedArtifact
@@ -85,13 +89,16 @@ class MlflowRunHandle(RunHandle):
 
 
 class MlflowRegistry(ModelRegistry):
-    """Use :meth:`open`; the constructor takes an already initialised store."""
+    """Use :meth:`open`; the constructor takes an already initialised store. ``blobs``: where large
+    artifact files are kept once by content (:mod:`registry._blobs`; None: every version copies them)."""
 
-    def __init__(self, client: MlflowClient, backend: str, model_name: str, experiment_id: str) -> None:
+    def __init__(self, client: MlflowClient, backend: str, model_name: str, experiment_id: str,
+                 blobs: BlobStore | None = None) -> None:
         self._client = client
         self._backend = backend
         self.model_name = model_name
         self.experiment_id = experiment_id
+        self.blobs = blobs
 
     def __repr__(self) -> str:
         return f"MlflowRegistry(model_name={self.model_name!r}, experiment_id={self.experiment_id!r})"
@@ -101,7 +108,8 @@ class MlflowRegistry(ModelRegistry):
              experiment: str | None = None) -> MlflowRegistry:
         """Create the schema, MLflow's tables, the experiment (artifacts under ``artifact_root``) and
         the registered model when missing. Idempotent, and serialised across processes. An existing
-        experiment keeps the artifact location it was created with."""
+        experiment keeps the artifact location it was created with. Large files shared by versions (an
+        encoder graph) are stored once under ``artifact_root/.blobs``."""
         if not _MODEL_NAME.match(model_name):
             raise ConfigError(f"model name {model_name!r} must match {_MODEL_NAME.pattern}")
         go_offline()
@@ -124,7 +132,7 @@ class MlflowRegistry(ModelRegistry):
                     if exc.error_code != _MISSING:
                         raise
                     client.create_registered_model(model_name)
-        return cls(client, backend, model_name, experiment_id)
+        return cls(client, backend, model_name, experiment_id, BlobStore(artifact_root.resolve() / ".blobs"))
 
     def _exclusive(self) -> AbstractContextManager[object]:
         return backends.exclusive(self._backend, f"model:{self.model_name}")
@@ -169,7 +177,7 @@ class MlflowRegistry(ModelRegistry):
             else contextlib.nullcontext(self._attach(run_id)))
         with runs as run:
             path = f"model-{sha256[:12]}"  # content-addressed: two registrations in one run never collide
-            run.log_artifacts(artifact_dir, path)
+            self._store(run, artifact_dir, path, manifest["files"])
             run.log_metrics(metrics)
             if run_id is None:
                 run.log_params({"kind": kind, **manifest["params"]})
@@ -198,6 +206,24 @@ class MlflowRegistry(ModelRegistry):
             run.set_tags({"registered_model": self.model_name, "registered_version": str(created.version),
                           "semver": str(semver)})
         return self._by_number(str(created.version))
+
+    def _store(self, run: RunHandle, artifact_dir: Path, path: str, files: Mapping[str, str]) -> None:
+        """Log ``artifact_dir`` to ``run`` at ``path``; with a blob store and a local artifact location, its
+        large files go to the blob store once (by sha256) and the stored copy links to them."""
+        local = _local_path(run.artifact_uri)
+        shared = self.blobs.shared(artifact_dir, files) if self.blobs is not None and local is not None else {}
+        if not shared or self.blobs is None or local is None:
+            run.log_artifacts(artifact_dir, path)
+            return
+        for name, digest in shared.items():
+            self.blobs.put(artifact_dir / name, digest)
+        staging = self.blobs.copy_without(artifact_dir, shared)
+        try:
+            run.log_artifacts(staging, path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        for name, digest in shared.items():
+            self.blobs.link(digest, local / path / name)
 
     def _next_semver(self, kind: str, labels: Sequence[str], mode: Mode,
                      parent_ref: VersionRef | None) -> tuple[Semver, ModelVersionInfo | None]:
@@ -296,6 +322,14 @@ class MlflowRegistry(ModelRegistry):
             code_version=tags.get("code_version", ""),
             aliases=tuple(sorted(a for a, v in aliases.items() if v == version)), tags=tags,
         )
+
+
+def _local_path(uri: str) -> Path | None:
+    """The directory of a ``file:`` artifact URI (None for any other scheme)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme != "file":
+        return None
+    return Path(urllib.request.url2pathname(parsed.path))
 
 
 def _int(text: str | None) -> int | None:

@@ -1,4 +1,6 @@
-"""FastAPI dependencies as ``Annotated`` aliases: routes declare what they use, tests inject it."""
+"""FastAPI dependencies as ``Annotated`` aliases: routes declare what they use, tests inject it. They only
+read ``app.state``, so they are ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a
+thread hop on every request."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from serving.runtime import Runtime
 from serving.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services = getattr(request.app.state, "services", None)
     if services is None:
         raise NotReady("the app is starting")
@@ -26,31 +28,31 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(request: Request) -> FlywheelSettings:
+async def get_settings(request: Request) -> FlywheelSettings:
     return cast(FlywheelSettings, request.app.state.settings)
 
 
-def get_metrics(request: Request) -> ServingMetrics:
+async def get_metrics(request: Request) -> ServingMetrics:
     return cast(ServingMetrics, request.app.state.metrics)
 
 
-def get_runtime(services: ServicesDep) -> Runtime:
+async def get_runtime(services: ServicesDep) -> Runtime:
     return services.runtime
 
 
-def get_registry(services: ServicesDep) -> ModelRegistry:
+async def get_registry(services: ServicesDep) -> ModelRegistry:
     return services.registry
 
 
-def get_publisher(services: ServicesDep) -> PredictionPublisher:
+async def get_publisher(services: ServicesDep) -> PredictionPublisher:
     return services.publisher
 
 
-def get_feedback(services: ServicesDep) -> FeedbackPublisher:
+async def get_feedback(services: ServicesDep) -> FeedbackPublisher:
     return services.feedback
 
 
-def get_admin(request: Request) -> Admin:
+async def get_admin(request: Request) -> Admin:
     admin = getattr(request.app.state, "admin", None)
     if admin is None:
         raise AdminDisabled("admin routes are off on this pod: no FLYWHEEL_ADMIN_TOKEN, or no database")

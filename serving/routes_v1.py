@@ -38,7 +38,7 @@ GENERATE_RESPONSES: dict[int | str, dict[str, object]] = {
 ModelName = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
-def get_pod(request: Request) -> Pod:
+async def get_pod(request: Request) -> Pod:
     pod = getattr(request.app.state, "pod", None)
     if pod is None:
         raise NotReady("the app is starting")

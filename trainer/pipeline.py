@@ -9,7 +9,8 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -103,35 +104,20 @@ class Trainer:
         The corpus replaces any stored one: its holdout split becomes the fixed base holdout, its train
         split joins every full retrain. With a champion in place it refuses unless ``force`` (a new
         champion from scratch, e.g. on a new label set)."""
-        with self.connector() as conn, single_flight(conn, self.model_name) as held:
-            if not held:
+        with self._bootstrap_slot(force) as slot:
+            if slot is None:
                 return RunResult("busy", "another trainer holds this model's lock")
-            runs = RunLog(conn, self.model_name)
-            self._clean_abandoned(runs)
-            champion = self.champion()
-            if champion is not None and not force:
-                raise TrainerError(f"{self.model_name} already has a champion ({champion.semver}); "
-                                   "retrain with `flywheel retrain`, or bootstrap with --force")
+            conn, runs, champion = slot
             store = self._store(conn)
             with conn.transaction():
                 train, holdout_rows = split_holdout(rows, holdout_fraction, self.config.policy.seed)
                 store_corpus(conn, source, train, holdout_rows, model=self.model_name)
             frame, holdout = store.corpus("train"), store.holdout(self.config.policy.holdout_recent)
-            snapshot = Snapshot(watermark=0, count=0)
-            run_id = runs.start(trigger="bootstrap", mode="bootstrap", snapshot=snapshot,
-                                parent=champion.version if champion else None, request_id=request_id)
             decision = Decision("bootstrap", f"bootstrap from {source} ({len(frame)} train / {len(holdout)} holdout)")
-            try:
-                started = time.perf_counter()
-                result = self.steps.run(Started(runs, store, run_id, decision, snapshot, champion, "bootstrap"),
-                                        [kind], frame=frame, holdout=holdout)
-                self._observe(result, "bootstrap", time.perf_counter() - started)
-                return result
-            except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                log.exception("bootstrap run %s failed", run_id)
-                runs.finish(run_id, status="failed", reason=reason)
-                return RunResult("failed", reason, run_id, "bootstrap")
+            snapshot = Snapshot(watermark=0, count=0)
+            return self._bootstrap_run(runs, champion, request_id, lambda run_id: self.steps.run(
+                Started(runs, store, run_id, decision, snapshot, champion, "bootstrap"),
+                [kind], frame=frame, holdout=holdout))
 
     def evaluate(self, ref: str | None = None) -> list[Verdict]:
         """The evaluation and behavioural verdicts of ``ref`` (default: the challenger, else the champion)
@@ -177,17 +163,13 @@ class Trainer:
         """A generator's first model from a corpus of pairs (the corpus replaces any stored one: its
         holdout split becomes the fixed held-out references). The first model deploys (promoted) when its
         absolute gates (toxicity, latency) pass; with a champion in place it refuses unless ``force``."""
-        if self.generation is None:
+        generation = self.generation
+        if generation is None:
             raise TrainerError(f"{self.model_name} is a {self.task.name} model: bootstrap it from a labelled corpus")
-        with self.connector() as conn, single_flight(conn, self.model_name) as held:
-            if not held:
+        with self._bootstrap_slot(force) as slot:
+            if slot is None:
                 return RunResult("busy", "another trainer holds this model's lock")
-            runs = RunLog(conn, self.model_name)
-            self._clean_abandoned(runs)
-            champion = self.champion()
-            if champion is not None and not force:
-                raise TrainerError(f"{self.model_name} already has a champion ({champion.semver}); "
-                                   "retrain with `flywheel retrain`, or bootstrap with --force")
+            conn, runs, champion = slot
             ordered = sorted(pairs, key=lambda p: hashlib.sha256(
                 f"{self.config.policy.seed}\x1f{p.prompt.prompt}\x1f{p.response}".encode()).digest())
             n_holdout = max(1, round(len(ordered) * holdout_fraction)) if len(ordered) > 1 else 0
@@ -195,22 +177,43 @@ class Trainer:
             with conn.transaction():
                 store_pair_corpus(conn, source, train, holdout, model=self.model_name)
             store = self._pairs(conn)
-            snapshot = Snapshot(watermark=0, count=0)
-            run_id = runs.start(trigger="bootstrap", mode="bootstrap", snapshot=snapshot,
-                                parent=champion.version if champion else None, request_id=request_id)
             reason = f"bootstrap from {source} ({len(train)} train / {len(holdout)} held-out pairs)"
-            try:
-                started = time.perf_counter()
-                result = self.generation.run(GeneratorRun(
-                    runs, store, run_id, "bootstrap", "bootstrap", reason, 0, 0, champion, train,
-                    store.holdout(self.config.policy.holdout_recent), source=source),
-                    [kind] if kind else None, force=force_deploy)
-                self._observe(result, "bootstrap", time.perf_counter() - started)
-                return result
-            except Exception as exc:
-                log.exception("bootstrap run %s failed", run_id)
-                runs.finish(run_id, status="failed", reason=f"{type(exc).__name__}: {exc}")
-                return RunResult("failed", f"{type(exc).__name__}: {exc}", run_id, "bootstrap")
+            return self._bootstrap_run(runs, champion, request_id, lambda run_id: generation.run(GeneratorRun(
+                runs, store, run_id, "bootstrap", "bootstrap", reason, 0, 0, champion, train,
+                store.holdout(self.config.policy.holdout_recent), source=source),
+                [kind] if kind else None, force=force_deploy))
+
+    @contextmanager
+    def _bootstrap_slot(self, force: bool) -> Iterator[tuple[Any, RunLog, ModelVersionInfo | None] | None]:
+        """This model's lock for a bootstrap: ``None`` when another trainer holds it, else the connection,
+        the run log (abandoned runs cleaned) and the champion, refused unless ``force`` when there is one."""
+        with self.connector() as conn, single_flight(conn, self.model_name) as held:
+            if not held:
+                yield None
+                return
+            runs = RunLog(conn, self.model_name)
+            self._clean_abandoned(runs)
+            champion = self.champion()
+            if champion is not None and not force:
+                raise TrainerError(f"{self.model_name} already has a champion ({champion.semver}); "
+                                   "retrain with `flywheel retrain`, or bootstrap with --force")
+            yield conn, runs, champion
+
+    def _bootstrap_run(self, runs: RunLog, champion: ModelVersionInfo | None, request_id: str | None,
+                       train: Callable[[uuid.UUID], RunResult]) -> RunResult:
+        """Record a bootstrap run and train it; a failure is recorded on the run, not raised."""
+        run_id = runs.start(trigger="bootstrap", mode="bootstrap", snapshot=Snapshot(watermark=0, count=0),
+                            parent=champion.version if champion else None, request_id=request_id)
+        try:
+            started = time.perf_counter()
+            result = train(run_id)
+            self._observe(result, "bootstrap", time.perf_counter() - started)
+            return result
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            log.exception("bootstrap run %s failed", run_id)
+            runs.finish(run_id, status="failed", reason=reason)
+            return RunResult("failed", reason, run_id, "bootstrap")
 
     def _pairs(self, conn: Any) -> PairStore:
         return PairStore(conn, self.config.policy.holdout_percent, model=self.model_name)
