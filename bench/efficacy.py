@@ -28,6 +28,11 @@ streamed. Baselines: the static champion (never retrained) and an oracle, lightg
 post-drift rows 12,000-14,999 (the best of those alone and the history + them at corpus weights 1, 0.2 and
 the model's 0.05). Last line: ``{"scenarios": {"rainfall": {"static", "oracle", "final",
 "fraction_of_oracle", "outcomes"}}}``.
+
+``--task generation``: the dialogue scenario (an NPC text generator learning chatterbot-corpus's knowledge topics from
+its players' ratings and corrections; bench/_efficacy_generation.py). ``--quick`` runs it on the tiny-random
+base (a smoke test: its scores mean nothing). Last line: ``{"scenarios": {"dialogue": {"static", "oracle",
+"k100", "k200", "k400", "fraction_of_oracle_at_400", "run_seconds", "p95_generate_ms"}}}``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import _efficacy_generation
 from bench._host import HostProbe, emit
 from core.settings import FlywheelSettings
 from flywheel.demo import (
@@ -169,11 +175,12 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
 def main() -> None:
     probe = HostProbe()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="text", choices=["text", "tabular"])
+    parser.add_argument("--task", default="text", choices=["text", "tabular", "generation"])
     parser.add_argument("--kind", default=None, choices=sorted(KINDS),
                         help="default: tfidf-logreg (text), lightgbm (tabular)")
     parser.add_argument("--outcomes", type=int, default=1000, help="tabular: post-drift outcomes replayed")
-    parser.add_argument("--quick", action="store_true", help="movies->tweets only, no poisoned run")
+    parser.add_argument("--quick", action="store_true", help="movies->tweets only, no poisoned run (generation: the "
+                                                             "tiny-random base, a smoke test)")
     parser.add_argument("--scenario", action="append", choices=TEXT_SCENARIOS, dest="scenarios",
                         help="only these clean scenarios, no poisoned run (repeatable)")
     parser.add_argument("--data-dir", type=Path, default=Path(".flywheel/bench-efficacy"))
@@ -181,6 +188,7 @@ def main() -> None:
                         help="training samples between retrains (each a full refit); 10%% of labels are reserved "
                              "for evaluation, so 50 means a retrain about every 56 labels (default: 50 for text, "
                              "the scenario's 200 for tabular)")
+    _efficacy_generation.add_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "pgserver", "httpx", "uvicorn.access", "mlflow", "streams", "serving", "trainer",
@@ -189,6 +197,9 @@ def main() -> None:
     base = FlywheelSettings()
     if args.task == "tabular":
         tabular(args, base, probe)
+        return
+    if args.task == "generation":
+        _efficacy_generation.run(args, base, probe)
         return
     args.kind = args.kind or "tfidf-logreg"
     args.threshold = args.threshold or 50

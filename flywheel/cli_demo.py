@@ -47,8 +47,11 @@ def view(replay: Replay) -> Group:
     tl, o = replay.timeline, replay.options
     steps = tl.steps
     window = steps[-o.window:]
-    live = sum(s.live_correct for s in window) / len(window) if window else 0.0
-    static = sum(s.static_correct for s in window) / len(window) if window else 0.0
+    if o.task == "text-generation":  # the weighted score of the answers, not accuracy
+        live, static = _mean([s.score for s in window]), _mean([s.static_score for s in window])
+    else:
+        live = sum(s.live_correct for s in window) / len(window) if window else 0.0
+        static = sum(s.static_correct for s in window) / len(window) if window else 0.0
     feedback = Counter(s.feedback for s in steps if s.feedback)
     versions = [s.semver for i, s in enumerate(steps) if i == 0 or s.semver != steps[i - 1].semver]
     table = Table(show_header=False, box=None)
@@ -62,9 +65,13 @@ def view(replay: Replay) -> Group:
     if o.task == "text-classification":
         table.add_row("feedback", f"{replay.sent_feedback}  honest {feedback['honest']}, noisy {feedback['noisy']}, "
                                   f"poison {feedback['poison']}")
+    elif o.task == "text-generation":
+        table.add_row("feedback", f"{replay.sent_feedback} ratings, mean of the last {len(window)} "
+                                  f"{_mean([s.rating for s in window]):.2f}")
     else:
         table.add_row("outcomes", f"{replay.sent_feedback} observed, each {o.feedback_delay} predictions late")
-    table.add_row(f"accuracy, last {len(window)}", f"[bold]{live:.3f}[/] live   vs   {static:.3f} static champion")
+    measure = "weighted score" if o.task == "text-generation" else "accuracy"
+    table.add_row(f"{measure}, last {len(window)}", f"[bold]{live:.3f}[/] live   vs   {static:.3f} static champion")
     table.add_row("serving", f"{steps[-1].semver} ({steps[-1].variant})" if steps else "-")
     table.add_row("versions served", " -> ".join(versions[-8:]) or "-")
     runs = Counter(str(r["status"]) for r in tl.runs)
@@ -73,6 +80,11 @@ def view(replay: Replay) -> Group:
     for r in tl.runs[-3:]:
         recent.add_row(str(r["mode"]), str(r["status"]), str(r["sample_count"]), str(r["reason"])[:110])
     return Group(Panel(table, title=f"Flywheel demo: {o.scenario}"), recent)
+
+
+def _mean(values: list[float | None] | list[int | None]) -> float:
+    seq = [v for v in values if v is not None]
+    return sum(seq) / len(seq) if seq else 0.0
 
 
 def scenario_options(scenarios: list[str], **overrides: Any) -> list[DemoOptions]:
@@ -97,7 +109,8 @@ def demo(
     stream: Annotated[int | None, typer.Option(help="Rows replayed per scenario (default: the scenario's).")] = None,
     start: Annotated[int | None, typer.Option(help="rainfall: the first day replayed (the drift is at 12000).")] = None,
     history: Annotated[int | None, typer.Option(help="rainfall: days before the stream the first champion "
-                                                     "learns (default: all).")] = None,
+                                                     "learns (default: all); dialogue: the small-talk pairs the "
+                                                     "first adapter learns (default 60).")] = None,
     feedback_rate: Annotated[float | None, typer.Option(help="Share of predictions the users judge.")] = None,
     feedback_delay: Annotated[int | None, typer.Option(help="Predictions served before an answer arrives.")] = None,
     noise: Annotated[float | None, typer.Option(help="An honest user's chance of a random label.")] = None,
@@ -105,6 +118,12 @@ def demo(
     kind: Annotated[str | None, typer.Option(help="Model kind, for the scenarios whose task it trains: "
                                                   "tfidf-logreg, minilm-head; lightgbm, xgboost.")] = None,
     promotion: Annotated[str | None, typer.Option(help="direct, or canary (the canary controller decides).")] = None,
+    base_model: Annotated[str | None, typer.Option("--base", help="dialogue: the base model "
+                                                  "(smollm2-135m-instruct; tiny-random for a fast smoke run).")
+                          ] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="dialogue: new tokens per answer (default 32).")] = None,
+    lora_steps: Annotated[int | None, typer.Option(help="dialogue: LoRA steps per run, batch 8 (default 8).")
+                          ] = None,
     rate: Annotated[float | None, typer.Option(help="Requests per second per scenario, at most.")] = None,
     threshold: Annotated[int | None, typer.Option(help="Accepted samples between retrains.")] = None,
     report: Annotated[Path | None, typer.Option(help="Report directory; default <data dir>/demo/report.")] = None,
@@ -112,13 +131,15 @@ def demo(
                                                 "server.")] = "flywheel_demo",
 ) -> None:
     """Bootstrap the scenarios' champions (a sentiment model on movie reviews; a rain model on weather
-    history), replay their drifting streams through the API with simulated users and observed outcomes, and
+    history; an NPC dialogue adapter on small talk), replay their drifting streams through the API with simulated
+    users and observed outcomes, and
     watch the loop retrain, gate and swap models; writes a PNG + HTML report at the end. Uses its own
     database (flywheel_demo on FLYWHEEL_DATABASE_URL's server, else pgserver) and data dir."""
     stop = ctx.obj if isinstance(ctx.obj, threading.Event) else threading.Event()
     every = scenario_options(scenario or list(DEFAULT_SCENARIOS), stream=stream, start=start, history=history,
                              feedback_rate=feedback_rate, feedback_delay=feedback_delay, noise=noise, poison=poison,
-                             kind=kind, promotion=promotion, rate=rate, incremental_threshold=threshold)
+                             kind=kind, promotion=promotion, rate=rate, incremental_threshold=threshold,
+                             base=base_model, max_tokens=max_tokens, lora_steps=lora_steps)
     base = FlywheelSettings()
     root = reset_dir(base.data_dir / "demo")
     report_dir = report or root / "report"

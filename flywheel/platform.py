@@ -106,7 +106,8 @@ class Platform:
     def __init__(self, settings: FlywheelSettings, *, on_ready: Callable[[Endpoints], None] | None = None,
                  stop_event: threading.Event | None = None, bootstrap: Mapping[str, Path] | None = None) -> None:
         """``bootstrap``: a labelled CSV per model name that its first champion is trained from when it has
-        none (a tabular model's: one column per feature + ``label``); the default model's is
+        none (a tabular model's: one column per feature + ``label``; a generator's: ``prompt``, ``response``
+        pairs); the default model's is
         ``FLYWHEEL_BOOTSTRAP_DATA`` unless named here."""
         self.settings = settings
         self.bootstrap = dict(bootstrap or {})
@@ -257,12 +258,16 @@ class Platform:
             data = self.bootstrap.get(s.model_name)
             if data is not None and lc.trainer.champion() is None:
                 from trainer.data import read_labelled_csv, read_tabular_csv
+                from trainer.pairs import read_pairs_csv
 
                 log.info("%s has no champion yet: bootstrapping from %s", s.model_name, data)
                 features = lc.trainer.features
-                rows = (read_labelled_csv(data, s.labels) if features is None
-                        else read_tabular_csv(data, features, s.labels))
-                result = lc.trainer.bootstrap(rows, source=data.name, kind=lc.config.policy.kinds[0])
+                if lc.trainer.generation is not None:  # a generator: a CSV of prompt -> response pairs
+                    result = lc.trainer.bootstrap_pairs(read_pairs_csv(data), source=data.name)
+                else:
+                    rows = (read_labelled_csv(data, s.labels) if features is None
+                            else read_tabular_csv(data, features, s.labels))
+                    result = lc.trainer.bootstrap(rows, source=data.name, kind=lc.config.policy.kinds[0])
                 log.info("bootstrap of %s %s: %s", s.model_name, result.status, result.reason)
             service = TrainerService(lc.trainer, lc.config, kafka=kafka_conn, group=fleet.trainer_group(s, spec),
                                      signal_topics=[s.topics.landed, s.topics.curated],
@@ -278,7 +283,9 @@ class Platform:
             from trainer.drift import drift_monitor_for
 
             drift = load_drift_config(s.drift_config)
-            if drift.enabled:  # by task: texts, or a tabular model's features
+            # by task: texts, or a tabular model's features; a generator has no drift monitor (its champion is
+            # not a classifier the monitor can load)
+            if drift.enabled and lc.trainer.generation is None:
                 monitor = drift_monitor_for(lc, database_url, drift, drift_metrics)
                 self._start_thread(f"flywheel-drift.{s.model_name}", lambda: monitor.run(self.stop_event))
             service.run(self.stop_event)

@@ -4,20 +4,23 @@ Text scenarios: a champion of the default text model is bootstrapped on one doma
 stream from another domain (tweets or products) is replayed through ``POST /v1/models/{name}/predict`` and
 simulated users answer through ``POST /v1/models/{name}/feedback`` from the true labels, at a feedback rate,
 with label noise and a share of poisoning users who flip labels. The tabular scenario ``rainfall``
-(:mod:`flywheel.demo.rainfall`) declares a model of its own, bootstraps it on the weather history before
-its stream and replays the days in order through an injected drift, each day's observed outcome arriving
-as feedback some predictions later. Several scenarios run side by side in one platform. Everything in
-between is the platform itself: ingest, curation, the trainer and its gates, the registry, promotion
-events, the pods' hot swaps (and the canary controller with ``--promotion canary``).
+(:mod:`flywheel.demo.rainfall`) declares a model of its own, bootstraps it on the weather history before its
+stream and replays the days in order through an injected drift, each day's observed outcome arriving as
+feedback some predictions later. The generation scenario ``dialogue`` (:mod:`flywheel.demo.dialogue`) declares
+an NPC text generator, bootstraps its adapter on chatterbot-corpus small talk, and players asking its knowledge topics
+through ``/generate`` rate its answers against the references and correct some. Several scenarios run side by
+side in one platform. Everything in between is the platform itself: ingest, curation, the trainer and its
+gates, the registry, promotion events, the pods' hot swaps (and the canary controller with ``--promotion
+canary``).
 
 The :class:`Replay` drives one stream and records each step (served version, correct or not, the static
-champion's answer) and the platform's decisions; :func:`write_report` turns that into a PNG, an HTML
-page and a JSON file. ``bench/efficacy.py`` drives the same :class:`Replay` with checkpoints.
+champion's answer) and the platform's decisions; :func:`write_report` turns that into a PNG, an HTML page and
+a JSON file. ``bench/efficacy.py`` drives the same :class:`Replay` with checkpoints.
 """
 
 from __future__ import annotations
 
-from flywheel.demo import rainfall
+from flywheel.demo import dialogue, rainfall
 from flywheel.demo.options import DEFAULT_SCENARIOS, SCENARIOS, DemoOptions, Scenario
 from flywheel.demo.platform import (
            CORPUS_WEIGHT,
@@ -36,5 +39,5 @@ from flywheel.demo.timeline import Marker, Step, Timeline
 
 __all__ = ["CORPUS_WEIGHT", "CORPUS_WEIGHT_CHOICES", "DATA", "DEFAULT_SCENARIOS", "KIND_PARAMS", "SCENARIOS", "Crowd",
            "DemoOptions", "Marker", "Replay", "Row", "Scenario", "Step", "Timeline", "corpus_weight_choices",
-           "demo_bootstrap", "demo_settings", "fresh_database", "rainfall", "read_rows", "reset_dir", "split_target",
-           "write_report"]
+           "demo_bootstrap", "demo_settings", "dialogue", "fresh_database", "rainfall", "read_rows", "reset_dir",
+           "split_target", "write_report"]

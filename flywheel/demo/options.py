@@ -17,7 +17,7 @@ class Scenario:
     model), its task, what the first champion is trained on (``source``) and what the stream replays."""
 
     name: str
-    task: Literal["text-classification", "tabular-classification"]
+    task: Literal["text-classification", "tabular-classification", "text-generation"]
     source: str
     target: str
     model: str | None = None
@@ -50,6 +50,16 @@ SCENARIOS: dict[str, Scenario] = {
                          defaults=(("stream", 1500), ("start", 11_800), ("feedback_rate", 1.0), ("noise", 0.0),
                                    ("users", 1), ("rate", 15.0), ("kind", "lightgbm"), ("feedback_delay", 25),
                                    ("incremental_threshold", 200), ("window", 200))),
+    # an NPC bootstrapped on small talk about itself, asked about the world by its players (flywheel/demo/
+    # dialogue.py); sized for the real SmolLM2-135M on a 2-core CPU: a 32-token answer costs ~2 s of one core
+    # and a LoRA step of 8 pairs ~6 s, so 120 players' questions, an incremental run every 24 accepted pairs
+    # (8 steps) and the gates on ~30 references keep a run in minutes
+    "dialogue": Scenario("dialogue", "text-generation", "chatterbot-corpus small talk (60 pairs)",
+                         "chatterbot-corpus knowledge topics",
+                         model="npc",
+                         defaults=(("stream", 120), ("feedback_rate", 1.0), ("noise", 0.1), ("users", 20),
+                                   ("rate", 2.0), ("kind", "smollm2-lora"), ("incremental_threshold", 24),
+                                   ("window", 30))),
 }
 DEFAULT_SCENARIOS = ("movies->tweets", "rainfall")
 """What ``flywheel demo`` replays without ``--scenario``: a text and a tabular model side by side."""
@@ -63,8 +73,9 @@ class DemoOptions(BaseModel):
     scenario: str = "movies->tweets"
     stream: int = Field(default=1500, ge=10, description="Rows replayed through the model's predict route.")
     start: int = Field(default=0, ge=0, description="A chronological stream's first row (tabular scenarios).")
-    history: int | None = Field(default=None, ge=100, description="Rows before the stream (up to a known drift) "
-                                "the first champion learns (tabular scenarios); default all.")
+    history: int | None = Field(default=None, ge=10, description="Rows before the stream (up to a known drift) "
+                                "the first champion learns (tabular scenarios; default all), or the small-talk pairs "
+                                "the first adapter learns (dialogue; default 60).")
     feedback_rate: float = Field(default=0.6, ge=0.0, le=1.0, description="Share of predictions judged.")
     feedback_delay: int = Field(default=0, ge=0, description="Predictions served before an answer is sent.")
     noise: float = Field(default=0.05, ge=0.0, le=1.0, description="An honest user's chance of a random label.")
@@ -77,6 +88,14 @@ class DemoOptions(BaseModel):
     eval_fraction: float = Field(default=0.3, gt=0.0, lt=1.0, description="Target rows held out, never streamed.")
     window: int = Field(default=150, ge=10, description="Rolling-accuracy window (steps).")
     seed: int = 0
+    # text-generation scenarios
+    base: str = Field(default="smollm2-135m-instruct", description="The generator's base model (tiny-random: "
+                      "a random 2-layer Llama for tests).")
+    max_tokens: int = Field(default=32, ge=1, le=256, description="New tokens per answer (and per gate answer).")
+    lora_steps: int = Field(default=8, ge=1, description="LoRA steps of a run (batch 8).")
+    holdout_pairs: int = Field(default=24, ge=5, description="Target pairs held out from the stream to score on.")
+    correction_rate: float = Field(default=0.7, ge=0.0, le=1.0,
+                                   description="A player's chance of correcting an answer rated 3 or lower.")
 
     @classmethod
     def for_scenario(cls, scenario: str, **overrides: Any) -> DemoOptions:

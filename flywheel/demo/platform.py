@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from core.exceptions import ConfigError
 from core.settings import FlywheelSettings
-from flywheel.demo import rainfall
+from flywheel.demo import dialogue, rainfall
 from flywheel.demo.options import SCENARIOS, DemoOptions
 from flywheel.demo.stream import DATA
 
@@ -60,8 +60,12 @@ def demo_settings(base: FlywheelSettings, scenarios: DemoOptions | Sequence[Demo
                           f"{[o.scenario for o in texts]}")
     options = texts[0] if texts else DemoOptions()
     models_yaml = data_dir / "models.yaml"
-    models_yaml.write_text(json.dumps({"models": [rainfall.spec(o) for o in every if o.scenario == "rainfall"]},
+    declared = {"rainfall": rainfall.spec, "dialogue": dialogue.spec}
+    models_yaml.write_text(json.dumps({"models": [declared[o.scenario](o) for o in every if o.scenario in declared]},
                                       indent=2))
+    for o in every:
+        if o.task == "text-generation":  # the base model converted once in the data dir, not per demo
+            dialogue.link_base(o.base, base.data_dir, data_dir)
     trainer_yaml = data_dir / "trainer.yaml"
     trainer_yaml.write_text(json.dumps({
         # every retrain is a full one: on a few hundred drifted labels a full refit (seconds for either
@@ -112,9 +116,12 @@ def demo_settings(base: FlywheelSettings, scenarios: DemoOptions | Sequence[Demo
 
 def demo_bootstrap(scenarios: Sequence[DemoOptions], data_dir: Path) -> dict[str, Path]:
     """The first champions of the scenarios' declared models (``Platform(bootstrap=...)``): the rainfall
-    model's history before its stream, written to ``data_dir``."""
+    model's history before its stream, the NPC's small-talk pairs, written to ``data_dir``."""
     found = {}
     for options in scenarios:
+        if options.scenario == "dialogue":
+            pairs = dialogue.split(options)[0]
+            found[dialogue.MODEL] = dialogue.write_pairs(pairs, data_dir / "dialogue-bootstrap.csv")
         if options.scenario == "rainfall":
             history = rainfall.split(options)[0]
             found[rainfall.MODEL] = rainfall.write_history(history, data_dir / "rainfall-history.csv")

@@ -19,10 +19,11 @@ from core.exceptions import ConfigError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel import models
-from flywheel.demo import rainfall
+from flywheel.demo import dialogue, rainfall
 from flywheel.demo.options import SCENARIOS, DemoOptions
 from flywheel.demo.stream import Crowd, Row, split_target
 from flywheel.demo.timeline import Marker, Step, Timeline
+from kinds.generation import Pair
 from registry import deploys
 from tasks import parse_spec
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 class _Answer:
     step: int
     prediction_id: str
-    label: str
+    body: dict[str, Any]  # the judgement: a label, or a generator's rating (and correction)
     kind: str  # honest | noisy | poison
     user: str
 
@@ -48,6 +49,10 @@ class Replay:
         self.options, self.scenario = options, SCENARIOS[options.scenario]
         self.serving_url, self.database_url, self.kafka = serving_url, database_url, kafka
         self.drift_at: int | None = None  # the stream step where a known drift begins
+        # a generator's pairs: asked in the stream, held out (scored on), every target pair outside the holdout
+        self.pairs: list[Pair] = []
+        self.pairs_holdout: list[Pair] = []
+        self.pairs_target: list[Pair] = []
         if self.scenario.task == "tabular-classification":
             # the model the scenario declares (demo_settings put it in models.yaml); its settings view
             self.settings = models.settings_for(settings, parse_spec(rainfall.spec(options)))
@@ -55,6 +60,13 @@ class Replay:
             self.domain: str | None = None
             if options.start <= rainfall.DRIFT < options.start + options.stream:
                 self.drift_at = rainfall.DRIFT - options.start
+        elif self.scenario.task == "text-generation":
+            self.settings = models.settings_for(settings, parse_spec(dialogue.spec(options)))
+            pairs = dialogue.split(options)
+            self.history, self.holdout, self.target = [], [], []
+            _, self.pairs, self.pairs_holdout, self.pairs_target = pairs
+            self.stream = [Row(p.prompt.prompt, p.response) for p in self.pairs]
+            self.domain = None
         else:
             self.settings = settings
             self.stream, self.holdout = split_target(self.scenario.target, options.eval_fraction, options.seed)
@@ -65,12 +77,15 @@ class Replay:
         self.model_name = self.settings.model_name
         self.route = f"/v1/models/{self.model_name}"
         self.crowd = Crowd(options, self.settings.labels)
+        self.players = dialogue.Players(options)
         self.timeline = Timeline(options, drift_at=self.drift_at)
         self.http = httpx.Client(base_url=serving_url, timeout=30.0)
         self._models: dict[str, Any] = {}
         self._registry: Any = None
         self._resources: Any = None
         self.static_version: str | None = None
+        self.corrections = 0  # a generator's answers corrected by the players
+        self.with_static = True  # a generator's static champion answers every prompt too (the bench skips it)
         self.sent_feedback = 0
         self._due: deque[_Answer] = deque()  # judged predictions whose answer is not sent yet
         self._position: dict[int, int] = {}  # stream step -> its index in timeline.steps
@@ -92,7 +107,19 @@ class Replay:
         raise TimeoutError(f"no champion served at {self.serving_url} within {timeout:.0f}s")
 
     def model(self, version: str) -> Any:
-        """A registered version, loaded (and verified) from the registry, for offline scoring."""
+        """A registered version, loaded (and verified) from the registry, for offline scoring (a generator's
+        adapter on the process's one base model)."""
+        if version not in self._models and self.scenario.task == "text-generation":
+            from kinds.base_models import load_base
+            from kinds.catalog import load_model
+            from kinds.generation import GeneratorResources
+            from registry import open_from_settings
+
+            if self._registry is None:
+                self._registry = open_from_settings(self.settings, self.database_url)
+            base = load_base(self.options.base, self.settings.data_dir)
+            self._models[version] = load_model(self._registry.fetch(self._registry.get(version).version),
+                                               resources=GeneratorResources(base=base))
         if version not in self._models:
             if self._registry is None:
                 from kinds import Embedder, MemoryEmbeddingCache, Resources, shared_encoder
@@ -106,7 +133,27 @@ class Replay:
         return self._models[version]
 
     def accuracy(self, version: str, rows: Sequence[Row] | None = None) -> float:
+        """A classifier's accuracy, or a generator's weighted score on the held-out pairs."""
+        if self.scenario.task == "text-generation":
+            return self.score_of(self.model(version))
         return self.accuracy_of(self.model(version), rows)
+
+    def answers(self, model: Any, prompts: Sequence[str]) -> list[str]:
+        """A generator's greedy answers (``max_tokens`` each), in batches of 8."""
+        from kinds.generation import Prompt
+
+        out: list[str] = []
+        for start in range(0, len(prompts), 8):
+            out += [g.text.strip() for g in model.generate([Prompt(p) for p in prompts[start:start + 8]],
+                                                           max_new_tokens=self.options.max_tokens)]
+        return out
+
+    def score_of(self, model: Any) -> float:
+        """A generator's weighted BLEU/ROUGE-L-precision score on the held-out target pairs."""
+        from trainer.gates.generation_metrics import weighted_score
+
+        held = self.pairs_holdout
+        return weighted_score(self.answers(model, [p.prompt.prompt for p in held]), [p.response for p in held])
 
     def accuracy_of(self, model: Any, rows: Sequence[Row] | None = None) -> float:
         """A model's accuracy on ``rows`` (default: the held-out rows)."""
@@ -202,8 +249,11 @@ class Replay:
         """Replay the stream; ``checkpoints[k]`` runs once ``k`` feedback labels were sent."""
         self.static_version = self.static_version or self.wait_ready(stop=stop)
         static = self.model(self.static_version)
-        static_proba = static.predict_proba([r.text for r in self.stream])
-        static_labels = [static.labels[int(p.argmax())] for p in static_proba]
+        if self.scenario.task == "text-generation":  # the static champion's answers, scored like the served
+            static_labels = self.answers(static, [str(r.text) for r in self.stream]) if self.with_static else []
+        else:
+            static_proba = static.predict_proba([r.text for r in self.stream])
+            static_labels = [static.labels[int(p.argmax())] for p in static_proba]
         pending = dict(sorted((checkpoints or {}).items()))
         self.timeline.started = time.time()
         interval = 1.0 / self.options.rate
@@ -211,7 +261,8 @@ class Replay:
             if stop is not None and stop.is_set():
                 break
             began = time.monotonic()
-            step = self._step(i, row, static_labels[i])
+            step = (self._generate(i, row, static_labels[i] if static_labels else None)
+                    if self.scenario.task == "text-generation" else self._step(i, row, static_labels[i]))
             if step is not None:
                 self._position[i] = len(self.timeline.steps)
                 self.timeline.steps.append(step)
@@ -249,9 +300,36 @@ class Replay:
         served = response.json()
         judged = self.crowd.judge(user, row.label)
         if judged is not None:
-            self._due.append(_Answer(i, str(served["prediction_id"]), judged[0], judged[1], user))
+            self._due.append(_Answer(i, str(served["prediction_id"]), {"label": judged[0]}, judged[1], user))
         return Step(i, time.time() - self.timeline.started, served["version"], served["semver"], served["variant"],
                     served["label"] == row.label, static_label == row.label, judged[1] if judged else None, None)
+
+    def _generate(self, i: int, row: Row, static_answer: str | None) -> Step | None:
+        """One player's question to the generator, its answer scored against the reference and judged."""
+        from trainer.gates.generation_metrics import weighted_score
+
+        user = self.players.user()
+        try:
+            response = self.http.post(f"{self.route}/generate", json={
+                "prompt": row.text, "max_tokens": self.options.max_tokens, "user_id": user})
+        except httpx.HTTPError as exc:
+            log.warning("generate failed: %s", exc)
+            self.timeline.failed_requests += 1
+            return None
+        if response.status_code != 200:
+            log.warning("generate answered %s: %s", response.status_code, response.text[:200])
+            self.timeline.failed_requests += 1
+            return None
+        served = response.json()
+        score = weighted_score([str(served["text"]).strip()], [row.label])
+        static = weighted_score([static_answer], [row.label]) if static_answer is not None else None
+        judged = self.players.judge(score, row.label)
+        if judged is not None:
+            self._due.append(_Answer(i, str(served["prediction_id"]), judged, "honest", user))
+            self.corrections += "correction" in judged
+        return Step(i, time.time() - self.timeline.started, served["model_version"], served["semver"],
+                    served["variant"], False, False, "honest" if judged else None, None, score=score,
+                    static_score=static, rating=judged["rating"] if judged else None)
 
     def _answer(self, until: int) -> None:
         """Send the answers to the predictions of steps up to ``until`` (``feedback_delay`` steps late: an
@@ -260,7 +338,7 @@ class Replay:
             due = self._due.popleft()
             try:
                 answer = self.http.post(f"{self.route}/feedback", json={
-                    "prediction_id": due.prediction_id, "label": due.label, "user_id": due.user})
+                    "prediction_id": due.prediction_id, **due.body, "user_id": due.user})
             except httpx.HTTPError as exc:
                 log.warning("feedback failed: %s", exc)
                 self.timeline.failed_requests += 1
@@ -302,6 +380,8 @@ class Replay:
         """The closing figures (held-out accuracy of the deployed model vs the static champion, ...)."""
         self.poll_runs()
         self.collect_events()
+        if self.scenario.task == "text-generation":
+            return self._finish_generation()
         version, semver = self.champion()
         tl = self.timeline
         steps = tl.steps
@@ -336,6 +416,48 @@ class Replay:
                         "live_accuracy_after_drift": _mean(s.live_correct for s in after),
                         "static_accuracy_after_drift": _mean(s.static_correct for s in after)}
         figures = {"model": self.model_name, **figures}
+        tl.figures = figures
+        return figures
+
+
+    def _finish_generation(self) -> dict[str, Any]:
+        """A generator's closing figures: the served answers' weighted score and the ratings, first and last
+        window, vs the static champion's answers to the same prompts; the deployed and the static version
+        scored on the held-out pairs; the platform's decisions and its data-to-deploy record."""
+        version, semver = self.champion()
+        tl, w = self.timeline, self.options.window
+        steps = tl.steps
+        assert self.static_version is not None
+
+        def mean(values: Iterator[float | None]) -> float | None:
+            seq = [v for v in values if v is not None]
+            return round(sum(seq) / len(seq), 4) if seq else None
+
+        first, last = steps[:w], steps[-w:]
+        promotions = [m.i for m in tl.markers if m.action == "promote"]
+        deployed = round(self.accuracy(version), 4)
+        figures: dict[str, Any] = {
+            "model": self.model_name, "scenario": self.options.scenario, "kind": self.options.kind,
+            "base": self.options.base, "steps": len(steps), "feedback": self.sent_feedback,
+            "low_ratings": len([s for s in steps if s.rating is not None and s.rating <= 3]),
+            "corrections": self.corrections,
+            "failed_requests": tl.failed_requests, "seconds": round(steps[-1].t, 1) if steps else 0.0,
+            "served_score": mean(s.score for s in steps), "static_score": mean(s.static_score for s in steps),
+            "served_score_first_window": mean(s.score for s in first),
+            "static_score_first_window": mean(s.static_score for s in first),
+            "served_score_last_window": mean(s.score for s in last),
+            "static_score_last_window": mean(s.static_score for s in last),
+            "rating_first_window": mean(float(s.rating) if s.rating else None for s in first),
+            "rating_last_window": mean(float(s.rating) if s.rating else None for s in last),
+            "holdout_pairs": len(self.pairs_holdout), "deployed_version": version, "deployed_semver": semver,
+            "deployed_holdout_score": deployed,
+            "static_holdout_score": (deployed if version == self.static_version
+                                     else round(self.accuracy(self.static_version), 4)),
+            "runs": dict(Counter(str(r["status"]) for r in tl.runs)),
+            "decisions": dict(Counter(m.action for m in tl.markers)),
+            "first_promotion_step": promotions[0] if promotions else None,
+            "first_promotion_fraction": round(promotions[0] / len(self.stream), 4) if promotions else None,
+            **self.data_to_deploy()}
         tl.figures = figures
         return figures
 

@@ -1,5 +1,5 @@
-"""The demo's report: ``report.png`` (rolling accuracy, live vs static, decisions marked), ``report.html``,
-``report.json``."""
+"""The demo's report: ``report.png`` (rolling accuracy, live vs static, decisions marked; a generator: the
+rolling weighted BLEU/ROUGE-L score and the players' rating), ``report.html``, ``report.json``."""
 
 from __future__ import annotations
 
@@ -31,12 +31,16 @@ def write_report(timelines: Timeline | Sequence[Timeline], directory: Path) -> d
     fig, axes = plt.subplots(len(every), 1, figsize=(11, 5.5 * len(every)), dpi=110, squeeze=False)
     scenarios: dict[str, Any] = {}
     for ax, timeline in zip(axes[:, 0], every, strict=True):
-        live, static = _plot(ax, timeline)
+        generator = timeline.options.task == "text-generation"
+        live, static = _plot_generation(ax, timeline) if generator else _plot(ax, timeline)
         scenarios[timeline.options.scenario] = {
             "options": timeline.options.model_dump(), "figures": timeline.figures, "drift_at": timeline.drift_at,
             "markers": [asdict(m) for m in timeline.markers],
             "runs": [{k: v for k, v in r.items() if k != "candidates"} | {"gates": _gates(r)} for r in timeline.runs],
             "rolling": {"live": live, "static": static}}
+        if generator:
+            scenarios[timeline.options.scenario]["rolling"]["rating"] = timeline.rolling_mean(
+                "rating", timeline.options.window)
     fig.tight_layout()
     png = directory / "report.png"
     fig.savefig(png)
@@ -60,6 +64,52 @@ def _plot(ax: Any, timeline: Timeline) -> tuple[list[float], list[float]]:
             color="#7f7f7f", linewidth=1.6, linestyle="--")
     if timeline.drift_at is not None:
         ax.axvline(timeline.drift_at, color="#8c564b", linewidth=2.2, alpha=0.6, label="drift begins")
+    _markers(ax, timeline)
+    o = timeline.options
+    answers = (f"feedback {o.feedback_rate:g}, noise {o.noise:g}, poison {o.poison:g}"
+               if o.task == "text-classification" else f"every outcome, {o.feedback_delay} predictions late")
+    ax.set_title(f"{o.scenario}: rolling accuracy over {window} predictions ({o.kind}, {answers})")
+    ax.set_xlabel("prediction # in the drifted stream" if o.task == "text-classification"
+                  else f"prediction # (day {o.start} + #)")
+    ax.set_ylabel("accuracy (true labels)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return live, static
+
+
+def _plot_generation(ax: Any, timeline: Timeline) -> tuple[list[float | None], list[float | None]]:
+    """A generator's panel: the rolling weighted BLEU/ROUGE-L-precision score of the served answers vs the
+    static champion's answers to the same prompts, the players' rolling rating (right axis), decisions."""
+    o, window = timeline.options, timeline.options.window
+    live, static = timeline.rolling_mean("score", window), timeline.rolling_mean("static_score", window)
+    rating = timeline.rolling_mean("rating", window)
+    xs = list(range(len(live)))
+    nan = float("nan")
+    ax.plot(xs, [nan if v is None else v for v in live], label="Flywheel (live: served answers)", color="#1f77b4",
+            linewidth=2)
+    ax.plot(xs, [nan if v is None else v for v in static], label="static champion (never retrained)",
+            color="#7f7f7f", linewidth=1.6, linestyle="--")
+    twin = ax.twinx()
+    twin.plot(xs, [nan if v is None else v for v in rating], label="players' rating (right axis)",
+              color="#ff7f0e", linewidth=1.2, alpha=0.8)
+    twin.set_ylim(1, 5)
+    twin.set_ylabel("rating (1-5)")
+    _markers(ax, timeline)
+    ax.set_title(f"{o.scenario}: weighted BLEU/ROUGE-L score, rolling {window} answers\n({o.kind} on {o.base}, "
+                 f"{o.max_tokens} tokens; {o.correction_rate:g} of the answers rated <= 3 corrected)", fontsize=10)
+    ax.set_xlabel("player question # in the drifted domain")
+    ax.set_ylabel("weighted score vs the reference")
+    top = max([v for v in live + static if v is not None] + [0.05])
+    ax.set_ylim(0, min(1.0, top * 1.3))
+    ax.grid(alpha=0.3)
+    lines, labels = ax.get_legend_handles_labels()
+    more, names = twin.get_legend_handles_labels()
+    ax.legend(lines + more, labels + names, loc="upper left", fontsize=8)
+    return live, static
+
+
+def _markers(ax: Any, timeline: Timeline) -> None:
     colours = {"promote": "#2ca02c", "rollback": "#d62728", "canary": "#ff7f0e", "retire": "#9467bd",
                "refused": "#bcbd22", "failed": "#000000"}
     drawn: set[str] = set()
@@ -73,17 +123,6 @@ def _plot(ax: Any, timeline: Timeline) -> tuple[list[float], list[float]]:
         if m.action in ("promote", "rollback") and m.semver:
             ax.annotate(m.semver, (m.i, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
                         color=colours[m.action])
-    o = timeline.options
-    answers = (f"feedback {o.feedback_rate:g}, noise {o.noise:g}, poison {o.poison:g}"
-               if o.task == "text-classification" else f"every outcome, {o.feedback_delay} predictions late")
-    ax.set_title(f"{o.scenario}: rolling accuracy over {window} predictions ({o.kind}, {answers})")
-    ax.set_xlabel("prediction # in the drifted stream" if o.task == "text-classification"
-                  else f"prediction # (day {o.start} + #)")
-    ax.set_ylabel("accuracy (true labels)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return live, static
 
 
 def _gates(run: dict[str, Any]) -> list[str]:

@@ -25,6 +25,11 @@ class Step:
     static_correct: bool
     feedback: str | None  # honest | noisy | poison
     feedback_id: str | None
+    # a generator's step: the served answer's weighted BLEU/ROUGE-L-precision score against the reference,
+    # the static champion's answer's, and the player's 1-5 rating
+    score: float | None = None
+    static_score: float | None = None
+    rating: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,17 @@ class Timeline:
         for step in self.steps:
             values.append(bool(getattr(step, attr)))
             out.append(sum(values) / len(values))
+        return out
+
+    def rolling_mean(self, attr: str, window: int) -> list[float | None]:
+        """The mean of a numeric field over the last ``window`` steps that have it (None before any has)."""
+        values: deque[float] = deque(maxlen=window)
+        out: list[float | None] = []
+        for step in self.steps:
+            value = getattr(step, attr)
+            if value is not None:
+                values.append(float(value))
+            out.append(sum(values) / len(values) if values else None)
         return out
 
     def step_at(self, when: float) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from collections import Counter
@@ -28,16 +29,19 @@ from flywheel.demo import (
     Timeline,
     demo_bootstrap,
     demo_settings,
+    dialogue,
     rainfall,
     split_target,
     write_report,
 )
 from flywheel.models import check_spec
 from kinds.catalog import create
+from kinds.generation import Pair, Prompt
 from serving.canary import load_canary_config
 from tasks import load_specs
 from trainer.config import load_trainer_config
 from trainer.data import read_tabular_csv
+from trainer.pairs import read_pairs_csv
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -239,3 +243,72 @@ def test_flywheel_demo_rainfall_scenario_runs_end_to_end(tmp_path: Path, pg_admi
     assert figures["feedback"] == 400 and figures["drift_at_step"] == 200  # every outcome, the last ones late
     assert figures["runs"].get("promoted", 0) >= 1 and sum(figures["runs"].values()) >= 2  # bootstrap + a retrain
     assert figures["static_holdout_accuracy"] < 0.6  # the champion of the days before the drift fails after it
+
+
+def test_dialogue_players_rate_answers_by_their_score_and_correct_the_poor_ones() -> None:
+    rng = random.Random(0)
+    assert [dialogue.rating(s, rng, 0.0) for s in (0.5, 0.3, 0.2, 0.07, 0.0)] == [5, 4, 3, 2, 1]
+    noisy = [dialogue.rating(0.3, rng, 1.0) for _ in range(200)]
+    assert set(noisy) == {3, 5}  # one point off, either way
+    players = dialogue.Players(DemoOptions.for_scenario("dialogue", correction_rate=1.0))
+    assert players.judge(0.5, "Hi.") == {"rating": 5}
+    assert players.judge(0.0, "Hi.") == {"rating": 1, "correction": "Hi."}
+    silent = dialogue.Players(DemoOptions.for_scenario("dialogue", feedback_rate=0.0))
+    assert silent.judge(0.5, "Hi.") is None
+
+
+def test_dialogue_scenario_declares_a_generator_its_bootstrap_pairs_and_a_held_out_split(tmp_path: Path) -> None:
+    options = DemoOptions.for_scenario("dialogue", base="tiny-random", history=30)
+    assert (options.kind, options.stream, options.feedback_rate, options.task) == (
+        "smollm2-lora", 120, 1.0, "text-generation")
+    history, stream, held, target = dialogue.split(options)
+    assert len(history) == 30 and len(stream) == 120 and len(held) == options.holdout_pairs
+    assert stream == target[:120] and not {p.prompt.prompt.lower() for p in held} & {
+        p.prompt.prompt.lower() for p in target}
+    assert dialogue.split(options) == (history, stream, held, target)  # seeded
+    prepared = tmp_path / "data"
+    (prepared / "base-models" / "tiny-random").mkdir(parents=True)
+    settings = demo_settings(FlywheelSettings(data_dir=prepared), options, tmp_path / "d", None, 9999)
+    assert settings.models_config is not None and settings.bootstrap_data is None
+    [spec] = load_specs(settings.models_config)
+    config = check_spec(spec)  # what `flywheel up` checks before storing it
+    assert spec.name == "npc" and spec.task == "text-generation" and config.policy.kinds == ("smollm2-lora",)
+    assert config.generation.params["base"] == "tiny-random" and config.generation.probes == dialogue.PROBES
+    assert config.policy.incremental_threshold == 24 and config.policy.holdout_recent == 16
+    assert (tmp_path / "d" / "base-models" / "tiny-random").resolve() == (
+        prepared / "base-models" / "tiny-random").resolve()  # the prepared base is reused, not converted again
+    files = demo_bootstrap([options], tmp_path / "d")
+    assert read_pairs_csv(files["npc"]) == [Pair(Prompt(p.prompt.prompt), p.response) for p in history]
+
+
+@pytest.mark.timeout(600)
+def test_flywheel_demo_dialogue_scenario_runs_end_to_end(tmp_path: Path, pg_admin_url: str) -> None:
+    """The NPC on the tiny-random base (fast; its answers are noise, so its scores are ~0 and its candidates
+    are refused: the figures of the real base are the demo's, docs/benchmarks.md): bootstrapped from the
+    chitchat pairs, asked through /v1/models/npc/generate, every answer rated (and the poor ones corrected)
+    through /v1/models/npc/feedback, curated into pairs, and the trainer runs an incremental LoRA run on
+    them with the generation gates."""
+    env = {**os.environ, "FLYWHEEL_DATA_DIR": str(tmp_path), "FLYWHEEL_DATABASE_URL": pg_admin_url}
+    env.pop("FLYWHEEL_KAFKA_BOOTSTRAP", None)
+    flywheel = str(Path(sys.executable).parent / "flywheel")
+    name = f"flywheel_demo_dialogue_{os.getpid()}"
+    try:
+        done = subprocess.run([flywheel, "demo", "--scenario", "dialogue", "--base", "tiny-random", "--stream", "40",
+                               "--rate", "20", "--threshold", "8", "--lora-steps", "2", "--max-tokens", "8",
+                               "--history", "30", "--database", name], env=env, capture_output=True, text=True,
+                              timeout=560)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())["scenarios"]["dialogue"]
+    figures = data["figures"]
+    assert figures["model"] == "npc" and figures["base"] == "tiny-random" and figures["steps"] == 40
+    assert figures["failed_requests"] == 0 and figures["feedback"] == 40 and figures["holdout_pairs"] == 24
+    assert figures["runs"].get("promoted", 0) >= 1 and sum(figures["runs"].values()) >= 2  # bootstrap + a retrain
+    assert {"served_score_first_window", "served_score_last_window", "static_score_last_window",
+            "rating_last_window", "deployed_holdout_score", "static_holdout_score",
+            "feedback_to_serving_p50_s"} <= set(figures)
+    assert 1.0 <= figures["rating_last_window"] <= 5.0 and len(data["rolling"]["rating"]) == 40
+    assert 0 < figures["corrections"] <= figures["low_ratings"] <= 40
+    assert (tmp_path / "demo" / "report" / "report.png").stat().st_size > 10_000 and "Demo results" in done.stdout
