@@ -264,6 +264,8 @@ def _served(req: _Request, answer: GenerationPublic) -> None:
     services.metrics.generate_tokens.labels(model, "prompt").inc(answer.prompt_tokens)
     services.metrics.generate_tokens.labels(model, "completion").inc(answer.completion_tokens)
     services.metrics.predictions.labels(answer.variant, f"{model}:{answer.model_version}").inc()
+    if services.first_serves is not None:  # data-to-deploy: the first answer of a version (as a predict's)
+        services.first_serves.served(model, answer.model_version)
     _publish(req, answer.prediction_id, req.loaded, req.variant, answer.text, answer.prompt_tokens,
              answer.completion_tokens, answer.finish_reason, answer.latency_ms)
 

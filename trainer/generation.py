@@ -222,6 +222,9 @@ class GenerationSteps:
         return self._announce(r, info, kind, why, summary, ml.run_id, len(r.train))
 
     def _measure(self, model: GeneratorKind, references: Sequence[Pair]) -> GenerationMetrics:
+        """``model`` on at most ``eval_pairs`` held-out references, the most recent (the holdout lists the
+        corpus's first, the reserved samples oldest to newest), and the probes."""
+        references = list(references)[-self.gen.eval_pairs:]
         return measure(model, references, self.gen.probes, self.toxicity, max_new_tokens=self.gen.max_new_tokens,
                        weights=dict(self.gen.score_weights), toxicity_threshold=self.gen.toxicity_threshold)
 

@@ -142,7 +142,7 @@ def generator(client: TestClient) -> GeneratorKind:
 
 def test_generate_answers_publishes_its_event_and_a_new_version_swaps_only_the_adapter(
         client: TestClient, gen_settings: FlywheelSettings, npc: tuple[ModelRegistry, ModelAnnouncer],
-        tmp_path: Path) -> None:
+        tmp_path: Path, db_url: str) -> None:
     response = client.post("/v1/models/npc/generate", json=ASK)
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -163,6 +163,9 @@ def test_generate_answers_publishes_its_event_and_a_new_version_swaps_only_the_a
     assert event.output == GenerationOutput(text=answer["text"], prompt_tokens=answer["prompt_tokens"],
                                             completion_tokens=answer["completion_tokens"],
                                             finish_reason=answer["finish_reason"])
+
+    # data-to-deploy: the pod records the first answer of version 1 (a background write, as for a predict)
+    assert first_served(db_url, "npc", "1")
 
     # hot swap: version 2's adapter goes onto the very same base object (loaded once per pod)
     first = generator(client)
@@ -457,3 +460,15 @@ def test_a_generator_canary_is_retired_when_more_than_1_percent_of_its_answers_f
     assert "1.50%" in result.acted[0].reason and "3 of 200" in result.acted[0].reason
     assert "challenger" not in npc_actions.registry.aliases()
     assert npc_actions.registry.champion().version == "1"  # type: ignore[union-attr]
+
+
+def first_served(db_url: str, model: str, version: str, timeout: float = 10.0) -> bool:
+    """Whether ``version_first_served`` holds ``model``'s ``version`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    with db.connect(db_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT 1 FROM version_first_served WHERE model = %s AND version = %s",
+                            (model, version)).fetchone():
+                return True
+            time.sleep(0.1)
+    return False

@@ -227,3 +227,16 @@ def test_a_generator_spec_defaults_to_a_5_percent_canary_unless_it_says_otherwis
                       ).promotion.canary_traffic == 0.2
     assert check_spec(parse_spec({"name": "s", "task": "text-classification", "labels": ["a", "b"]})
                       ).promotion.canary_traffic == 0.1
+
+
+def test_a_run_measures_at_most_eval_pairs_held_out_references(settings: FlywheelSettings, db_url: str) -> None:
+    spec = parse_spec(NPC)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ModelStore(conn).put(spec, source="test")
+    with lifecycle(settings, settings.kafka_connection(), db_url, config(eval_pairs=5), spec=spec,
+                   toxicity=lambda: TOXIC) as lc:
+        result = lc.trainer.bootstrap_pairs(corpus(), source="chatterbot-corpus 1.3.3", holdout_fraction=0.2)
+    assert result.status == "promoted", result.reason
+    score = result.candidates[0]["verdicts"][0]
+    assert score["details"]["references"] == 5  # of the 8 held out
+    assert "on 5 held-out references" in score["reason"]
