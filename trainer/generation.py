@@ -8,7 +8,8 @@
    recent reserved samples): weighted BLEU/ROUGE-L-precision score, perplexity; on the fixed probe set:
    toxicity rate and the p95 latency of one generation (:class:`GenerationMetrics`).
 3. Gates (:func:`trainer.gates.generation.generation_verdicts`): best-in-history + minimum improvement (the
-   registry's ``weighted_score`` tags; the first model deploys), perplexity, toxicity, latency. Every
+   registry's ``weighted_score`` tags pick the best version, scored again on the candidate's references;
+   the first model deploys), perplexity, toxicity, latency. Every
    verdict goes to the MLflow run; a failed gate refuses the candidate unless the operator forces it
    (``force_deploy``: registered and announced anyway, tagged ``force_deployed``, every verdict kept).
 4. Register with the model card (``MODEL_CARD.md`` in the artifact), tag the score, move the aliases and
@@ -182,7 +183,7 @@ class GenerationSteps:
         train_seconds = time.perf_counter() - started
         measured = self._measure(model, r.holdout)
         baseline = self._measure(champion, r.holdout) if champion is not None else None
-        best = self.best_in_history()
+        best = self._best_on(r.holdout, r.champion, baseline)
         verdicts = generation_verdicts(measured, baseline, best, self.gen)
         for v in verdicts:
             log_verdict(ml, v)
@@ -228,11 +229,23 @@ class GenerationSteps:
         return measure(model, references, self.gen.probes, self.toxicity, max_new_tokens=self.gen.max_new_tokens,
                        weights=dict(self.gen.score_weights), toxicity_threshold=self.gen.toxicity_threshold)
 
-    def best_in_history(self, excluding: str | None = None) -> float | None:
-        """The best weighted score of any version ever registered (None: no version has one)."""
-        scores = [float(v.tags[SCORE_TAG]) for v in self.registry.versions()
-                  if SCORE_TAG in v.tags and v.version != excluding]
-        return max(scores) if scores else None
+    def _best_version(self, excluding: str | None = None) -> ModelVersionInfo | None:
+        """The version with the best recorded weighted score (the history kept in the registry)."""
+        scored = [v for v in self.registry.versions() if SCORE_TAG in v.tags and v.version != excluding]
+        return max(scored, key=lambda v: float(v.tags[SCORE_TAG])) if scored else None
+
+    def _best_on(self, references: Sequence[Pair], champion: ModelVersionInfo | None,
+                 champion_metrics: GenerationMetrics | None, excluding: str | None = None) -> float | None:
+        """The best version in history scored on ``references``, the ones the candidate is scored on: each
+        run's held-out set differs (the recent reserved samples move), so a score recorded on another set is
+        not comparable. The champion's is measured anyway; another best version (e.g. after a rollback) is
+        measured once more."""
+        best = self._best_version(excluding)
+        if best is None:
+            return None
+        if champion is not None and champion_metrics is not None and best.version == champion.version:
+            return champion_metrics.score
+        return self._measure(self.load(best.version), references).score
 
     def evaluate(self, version: str, references: Sequence[Pair]) -> list[Verdict]:
         """The gate verdicts of a registered ``version`` on today's held-out references, against the
@@ -242,7 +255,8 @@ class GenerationSteps:
         against = champion if champion is not None and champion.version != info.version else None
         measured = self._measure(self.load(info.version), references)
         baseline = self._measure(self.load(against.version), references) if against is not None else None
-        return generation_verdicts(measured, baseline, self.best_in_history(excluding=info.version), self.gen)
+        best = self._best_on(references, against, baseline, excluding=info.version)
+        return generation_verdicts(measured, baseline, best, self.gen)
 
     def _announce(self, r: GeneratorRun, info: ModelVersionInfo, kind: str, why: str, summary: list[dict[str, Any]],
                   mlflow_run_id: str, trained: int) -> RunResult:

@@ -240,3 +240,18 @@ def test_a_run_measures_at_most_eval_pairs_held_out_references(settings: Flywhee
     score = result.candidates[0]["verdicts"][0]
     assert score["details"]["references"] == 5  # of the 8 held out
     assert "on 5 held-out references" in score["reason"]
+
+
+def test_the_best_version_in_history_is_scored_on_the_candidates_references(lc: Lifecycle, db_url: str) -> None:
+    assert lc.trainer.bootstrap_pairs(corpus(), source="chatterbot").status == "promoted"
+    champion = lc.registry.get("champion")
+    # as if it had been scored on other, easier references at its own run
+    lc.registry.set_tag(champion.version, "weighted_score", "0.99")
+    land_and_curate(db_url, [p.pair for p in chatterbot_pairs()[40:80]])
+    result = lc.trainer.maybe_train("admin", requested="incremental")
+    [score] = [v for v in result.candidates[0]["verdicts"] if v["gate"] == "weighted_score"]
+    details = score["details"]
+    # the best version (the champion, by its tag) is judged by its score on today's references, not its tag
+    assert details["best_in_history"] == pytest.approx(details["champion_score"])
+    assert details["best_in_history"] < 0.99
+    assert score["passed"] == (details["score"] >= details["champion_score"] + details["min_improvement"])
