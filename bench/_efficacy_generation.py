@@ -28,9 +28,9 @@ import time
 from typing import Any
 
 from bench._host import HostProbe, emit
+from bench._replay import replaying
 from core.settings import FlywheelSettings
-from flywheel.demo import DemoOptions, Replay, demo_bootstrap, demo_settings, dialogue, fresh_database, reset_dir
-from flywheel.platform import Platform, endpoint_connection
+from flywheel.demo import DemoOptions, Replay, dialogue, reset_dir
 
 log = logging.getLogger("bench.efficacy")
 CHECKPOINTS = (100, 200, 400)
@@ -82,45 +82,35 @@ def run(args: argparse.Namespace, base: FlywheelSettings, probe: HostProbe) -> N
           f"tokens, a run every {options.incremental_threshold} pairs ({options.lora_steps} steps), load {load}",
           flush=True)
     data_dir = reset_dir(args.data_dir / "dialogue")
-    url = fresh_database(base.database_url.get_secret_value(), "flywheel_efficacy_dialogue") if base.database_url \
-        else None
-    settings = demo_settings(base, options, data_dir, url, free_port())
     started = time.monotonic()
-    with Platform(settings, bootstrap=demo_bootstrap([options], data_dir)) as platform:
-        endpoints = platform.endpoints
-        assert endpoints is not None and endpoints.serving_url is not None
-        replay = Replay(options, settings, endpoints.serving_url, endpoints.database_url,
-                        endpoint_connection(settings, endpoints))
+    with replaying(base, options, data_dir, "flywheel_efficacy_dialogue") as replay:
         replay.with_static = False  # the static champion is scored on the held-out pairs instead
-        try:
-            static_version = replay.wait_ready(timeout=1800)
-            static = round(replay.accuracy(static_version), 4)
-            log.info("dialogue: champion %s serving after %.0fs, held-out score %.4f", static_version,
-                     time.monotonic() - started, static)
-            at: dict[int, dict[str, Any]] = {}
-            scores: dict[str, float] = {static_version: static}
+        static_version = replay.wait_ready(timeout=1800)
+        static = round(replay.accuracy(static_version), 4)
+        log.info("dialogue: champion %s serving after %.0fs, held-out score %.4f", static_version,
+                 time.monotonic() - started, static)
+        at: dict[int, dict[str, Any]] = {}
+        scores: dict[str, float] = {static_version: static}
 
-            def checkpoint(k: int) -> Any:
-                def check(r: Replay) -> None:
-                    r.settle(timeout=1200, quiet=15)
-                    version, semver = r.champion()
-                    if version not in scores:
-                        scores[version] = round(r.accuracy(version), 4)
-                    at[k] = {"version": version, "semver": semver, "score": scores[version],
-                             "runs": len(r.timeline.runs)}
-                    log.info("dialogue after %d pairs: deployed %s, held-out score %.4f", k, semver, scores[version])
-                return check
+        def checkpoint(k: int) -> Any:
+            def check(r: Replay) -> None:
+                r.settle(timeout=1200, quiet=15)
+                version, semver = r.champion()
+                if version not in scores:
+                    scores[version] = round(r.accuracy(version), 4)
+                at[k] = {"version": version, "semver": semver, "score": scores[version],
+                         "runs": len(r.timeline.runs)}
+                log.info("dialogue after %d pairs: deployed %s, held-out score %.4f", k, semver, scores[version])
+            return check
 
-            replay.run(checkpoints={k: checkpoint(k) for k in CHECKPOINTS})
-            figures = replay.finish()
-            # the runs that trained on the first 400 pairs: those finished by the k400 checkpoint
-            trained = [r for r in replay.timeline.runs[:at.get(400, {}).get("runs", len(replay.timeline.runs))]
-                       if r["mode"] != "bootstrap"]
-            run_seconds = sum(float(c.get("train_seconds") or 0.0) for r in trained for c in (r["candidates"] or []))
-            p95 = latency(replay, args.latency_requests)
-            best, pairs, fit_s = oracle(replay, options, args.oracle_pairs or (200 if args.quick else 0))
-        finally:
-            replay.close()
+        replay.run(checkpoints={k: checkpoint(k) for k in CHECKPOINTS})
+        figures = replay.finish()
+        # the runs that trained on the first 400 pairs: those finished by the k400 checkpoint
+        trained = [r for r in replay.timeline.runs[:at.get(400, {}).get("runs", len(replay.timeline.runs))]
+                   if r["mode"] != "bootstrap"]
+        run_seconds = sum(float(c.get("train_seconds") or 0.0) for r in trained for c in (r["candidates"] or []))
+        p95 = latency(replay, args.latency_requests)
+        best, pairs, fit_s = oracle(replay, options, args.oracle_pairs or (200 if args.quick else 0))
     result = {"static": static, "oracle": round(best, 4), **{f"k{k}": at.get(k, {}).get("score") for k in CHECKPOINTS}}
     k400 = result["k400"]
     result |= {"fraction_of_oracle_at_400": round(k400 / best, 4) if k400 is not None and best > 0 else None,
@@ -142,11 +132,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--holdout", type=int, default=40, help="generation: held-out target pairs scored")
     group.add_argument("--oracle-pairs", type=int, default=0, help="generation: cap the oracle's pairs (0: all)")
     group.add_argument("--latency-requests", type=int, default=20, help="generation: 64-token requests timed")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -47,6 +47,7 @@ from typing import Any
 
 from bench import _efficacy_generation
 from bench._host import HostProbe, emit
+from bench._replay import replaying
 from core.settings import FlywheelSettings
 from flywheel.demo import (
     CORPUS_WEIGHT,
@@ -55,29 +56,17 @@ from flywheel.demo import (
     DemoOptions,
     Replay,
     corpus_weight_choices,
-    demo_bootstrap,
-    demo_settings,
-    fresh_database,
     rainfall,
     read_rows,
     reset_dir,
     write_report,
 )
-from flywheel.platform import Platform, endpoint_connection
 from kinds.catalog import KINDS
 from trainer.config import PolicyConfig
 
 log = logging.getLogger("bench.efficacy")
 CHECKPOINTS = (100, 200, 400)
 TEXT_SCENARIOS = [name for name, s in SCENARIOS.items() if s.task == "text-classification"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tabular_oracle(replay: Replay, kind: str) -> float:
@@ -126,50 +115,41 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
     # database under the same URL would look initialised to it
     # (and per kind: the two kinds' runs may go on side by side)
     database = f"flywheel_efficacy_{name.replace('-', '_')}_{options.kind.replace('-', '_')}"
-    url = fresh_database(base.database_url.get_secret_value(), database) if base.database_url else None
-    settings = demo_settings(base, options, data_dir, url, free_port())
     started = time.monotonic()
-    with Platform(settings, bootstrap=demo_bootstrap([options], data_dir)) as platform:
-        endpoints = platform.endpoints
-        assert endpoints is not None and endpoints.serving_url is not None
-        replay = Replay(options, settings, endpoints.serving_url, endpoints.database_url,
-                        endpoint_connection(settings, endpoints))
-        try:
-            static_version = replay.wait_ready()
-            log.info("%s: champion %s serving after %.0fs", options.scenario, static_version,
-                     time.monotonic() - started)
-            at: dict[int, dict[str, Any]] = {}
+    with replaying(base, options, data_dir, database) as replay:
+        static_version = replay.wait_ready()
+        log.info("%s: champion %s serving after %.0fs", options.scenario, static_version,
+                 time.monotonic() - started)
+        at: dict[int, dict[str, Any]] = {}
 
-            def checkpoint(k: int) -> Any:
-                def check(r: Replay) -> None:
-                    r.settle(timeout=240, quiet=15)
-                    version, semver = r.champion()
-                    at[k] = {"version": version, "semver": semver, "accuracy": round(r.accuracy(version), 4)}
-                    log.info("%s after %d labels: deployed %s, held-out accuracy %.4f", options.scenario, k,
-                             semver, at[k]["accuracy"])
-                return check
+        def checkpoint(k: int) -> Any:
+            def check(r: Replay) -> None:
+                r.settle(timeout=240, quiet=15)
+                version, semver = r.champion()
+                at[k] = {"version": version, "semver": semver, "accuracy": round(r.accuracy(version), 4)}
+                log.info("%s after %d labels: deployed %s, held-out accuracy %.4f", options.scenario, k,
+                         semver, at[k]["accuracy"])
+            return check
 
-            replay.run(checkpoints={k: checkpoint(k) for k in checkpoints})
-            replay.settle(timeout=240, quiet=10)
-            figures = replay.finish()
-            paths = write_report(replay.timeline, data_dir / "report")
-            log.info("%s: report %s", options.scenario, paths["html"])
-            result: dict[str, Any] = {"static": figures["static_holdout_accuracy"],
-                                      "final": figures["deployed_holdout_accuracy"], "figures": figures}
-            for k in checkpoints:
-                result[f"k{k}"] = at.get(k, {}).get("accuracy")
-            # every prediction is judged at once in the text scenarios: the stream step is the label count
-            promoted = [m.i for m in replay.timeline.markers if m.action in ("promote", "promoted")]
-            result["first_promotion_at_label"] = min(promoted) + 1 if promoted else None
-            if with_oracle and options.task == "tabular-classification":
-                result["oracle"] = round(tabular_oracle(replay, options.kind), 4)
-            elif with_oracle:
-                result["oracle"] = round(oracle(replay, options.kind), 4)
-                result["fraction_of_oracle_at_400"] = round(result["k400"] / result["oracle"], 4)
-            result["seconds"] = round(time.monotonic() - started, 1)
-            return result
-        finally:
-            replay.close()
+        replay.run(checkpoints={k: checkpoint(k) for k in checkpoints})
+        replay.settle(timeout=240, quiet=10)
+        figures = replay.finish()
+        paths = write_report(replay.timeline, data_dir / "report")
+        log.info("%s: report %s", options.scenario, paths["html"])
+        result: dict[str, Any] = {"static": figures["static_holdout_accuracy"],
+                                  "final": figures["deployed_holdout_accuracy"], "figures": figures}
+        for k in checkpoints:
+            result[f"k{k}"] = at.get(k, {}).get("accuracy")
+        # every prediction is judged at once in the text scenarios: the stream step is the label count
+        promoted = [m.i for m in replay.timeline.markers if m.action in ("promote", "promoted")]
+        result["first_promotion_at_label"] = min(promoted) + 1 if promoted else None
+        if with_oracle and options.task == "tabular-classification":
+            result["oracle"] = round(tabular_oracle(replay, options.kind), 4)
+        elif with_oracle:
+            result["oracle"] = round(oracle(replay, options.kind), 4)
+            result["fraction_of_oracle_at_400"] = round(result["k400"] / result["oracle"], 4)
+        result["seconds"] = round(time.monotonic() - started, 1)
+        return result
 
 
 def main() -> None:

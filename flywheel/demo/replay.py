@@ -10,7 +10,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -287,40 +287,37 @@ class Replay:
         body: dict[str, Any] = ({"text": row.text} if isinstance(row.text, str) else {"features": dict(row.text)})
         if self.domain is not None:
             body["domain"] = self.domain
-        try:
-            response = self.http.post(f"{self.route}/predict", json={**body, "user_id": user})
-        except httpx.HTTPError as exc:
-            log.warning("predict failed: %s", exc)
-            self.timeline.failed_requests += 1
+        served = self._ask("predict", {**body, "user_id": user})
+        if served is None:
             return None
-        if response.status_code != 200:
-            log.warning("predict answered %s: %s", response.status_code, response.text[:200])
-            self.timeline.failed_requests += 1
-            return None
-        served = response.json()
         judged = self.crowd.judge(user, row.label)
         if judged is not None:
             self._due.append(_Answer(i, str(served["prediction_id"]), {"label": judged[0]}, judged[1], user))
         return Step(i, time.time() - self.timeline.started, served["version"], served["semver"], served["variant"],
                     served["label"] == row.label, static_label == row.label, judged[1] if judged else None, None)
 
+    def _ask(self, route: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """POST ``body`` to the model's ``route``; its answer, or ``None`` (logged, counted as failed)."""
+        try:
+            response = self.http.post(f"{self.route}/{route}", json=body)
+        except httpx.HTTPError as exc:
+            log.warning("%s failed: %s", route, exc)
+            self.timeline.failed_requests += 1
+            return None
+        if response.status_code != 200:
+            log.warning("%s answered %s: %s", route, response.status_code, response.text[:200])
+            self.timeline.failed_requests += 1
+            return None
+        return cast(dict[str, Any], response.json())
+
     def _generate(self, i: int, row: Row, static_answer: str | None) -> Step | None:
         """One player's question to the generator, its answer scored against the reference and judged."""
         from trainer.gates.generation_metrics import weighted_score
 
         user = self.players.user()
-        try:
-            response = self.http.post(f"{self.route}/generate", json={
-                "prompt": row.text, "max_tokens": self.options.max_tokens, "user_id": user})
-        except httpx.HTTPError as exc:
-            log.warning("generate failed: %s", exc)
-            self.timeline.failed_requests += 1
+        served = self._ask("generate", {"prompt": row.text, "max_tokens": self.options.max_tokens, "user_id": user})
+        if served is None:
             return None
-        if response.status_code != 200:
-            log.warning("generate answered %s: %s", response.status_code, response.text[:200])
-            self.timeline.failed_requests += 1
-            return None
-        served = response.json()
         score = weighted_score([str(served["text"]).strip()], [row.label])
         static = weighted_score([static_answer], [row.label]) if static_answer is not None else None
         judged = self.players.judge(score, row.label)

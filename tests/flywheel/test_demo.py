@@ -167,18 +167,8 @@ def test_demo_settings_write_configs_the_platform_accepts(tmp_path: Path) -> Non
 
 @pytest.mark.timeout(600)
 def test_flywheel_demo_runs_end_to_end(tmp_path: Path, pg_admin_url: str) -> None:
-    env = {**os.environ, "FLYWHEEL_DATA_DIR": str(tmp_path), "FLYWHEEL_DATABASE_URL": pg_admin_url}
-    env.pop("FLYWHEEL_KAFKA_BOOTSTRAP", None)  # the demo starts its own embedded broker
-    flywheel = str(Path(sys.executable).parent / "flywheel")
-    name = f"flywheel_demo_test_{os.getpid()}"
-    try:
-        done = subprocess.run([flywheel, "demo", "--scenario", "movies->tweets", "--stream", "150", "--rate", "60",
-                               "--feedback-rate", "1.0", "--database", name], env=env, capture_output=True, text=True,
-                              timeout=540)
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_demo(tmp_path, pg_admin_url, "flywheel_demo_test", timeout=540, args=[
+             "--scenario", "movies->tweets", "--stream", "150", "--rate", "60", "--feedback-rate", "1.0"])
     report = tmp_path / "demo" / "report"
     data = json.loads((report / "report.json").read_text())
     figures = data["scenarios"]["movies->tweets"]["figures"]
@@ -199,17 +189,8 @@ def test_the_live_model_overtakes_the_static_one_early_in_the_stream(tmp_path: P
     judged): the first promotion before 40% of the stream, and over the last window the served model at
     least 0.05 more accurate than the static champion on the same tweets. The data-to-deploy figure comes
     from the platform's own record of the version that served."""
-    env = {**os.environ, "FLYWHEEL_DATA_DIR": str(tmp_path), "FLYWHEEL_DATABASE_URL": pg_admin_url}
-    env.pop("FLYWHEEL_KAFKA_BOOTSTRAP", None)
-    flywheel = str(Path(sys.executable).parent / "flywheel")
-    name = f"flywheel_demo_overtake_{os.getpid()}"
-    try:
-        done = subprocess.run([flywheel, "demo", "--scenario", "movies->tweets", "--stream", "2000", "--rate", "8",
-                               "--database", name], env=env, capture_output=True, text=True, timeout=840)
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_demo(tmp_path, pg_admin_url, "flywheel_demo_overtake", timeout=840, args=[
+             "--scenario", "movies->tweets", "--stream", "2000", "--rate", "8"])
     figures = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())["scenarios"][
         "movies->tweets"]["figures"]
     assert figures["steps"] == 2000 and figures["failed_requests"] == 0 and figures["feedback"] == 2000
@@ -223,19 +204,9 @@ def test_flywheel_demo_rainfall_scenario_runs_end_to_end(tmp_path: Path, pg_admi
     """A short replay across the drift: the declared tabular model is bootstrapped on its history, served
     on /v1/models/rainfall/predict, its outcomes arrive late on /v1/models/rainfall/feedback and the trainer
     runs on them (the long replay is bench/efficacy.py --task tabular)."""
-    env = {**os.environ, "FLYWHEEL_DATA_DIR": str(tmp_path), "FLYWHEEL_DATABASE_URL": pg_admin_url}
-    env.pop("FLYWHEEL_KAFKA_BOOTSTRAP", None)
-    flywheel = str(Path(sys.executable).parent / "flywheel")
-    name = f"flywheel_demo_rain_{os.getpid()}"
-    try:
-        done = subprocess.run([flywheel, "demo", "--scenario", "rainfall", "--start", "11800", "--history", "3000",
-                               "--stream", "400",
-                               "--rate", "80", "--feedback-delay", "10", "--threshold", "100", "--database", name],
-                              env=env, capture_output=True, text=True, timeout=280)
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_demo(tmp_path, pg_admin_url, "flywheel_demo_rain", timeout=280, args=[
+             "--scenario", "rainfall", "--start", "11800", "--history", "3000", "--stream", "400", "--rate",
+             "80", "--feedback-delay", "10", "--threshold", "100"])
     data = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
     assert set(data["scenarios"]) == {"rainfall"}
     figures = data["scenarios"]["rainfall"]["figures"]
@@ -288,19 +259,9 @@ def test_flywheel_demo_dialogue_scenario_runs_end_to_end(tmp_path: Path, pg_admi
     chitchat pairs, asked through /v1/models/npc/generate, every answer rated (and the poor ones corrected)
     through /v1/models/npc/feedback, curated into pairs, and the trainer runs an incremental LoRA run on
     them with the generation gates."""
-    env = {**os.environ, "FLYWHEEL_DATA_DIR": str(tmp_path), "FLYWHEEL_DATABASE_URL": pg_admin_url}
-    env.pop("FLYWHEEL_KAFKA_BOOTSTRAP", None)
-    flywheel = str(Path(sys.executable).parent / "flywheel")
-    name = f"flywheel_demo_dialogue_{os.getpid()}"
-    try:
-        done = subprocess.run([flywheel, "demo", "--scenario", "dialogue", "--base", "tiny-random", "--stream", "40",
-                               "--rate", "20", "--threshold", "8", "--lora-steps", "2", "--max-tokens", "8",
-                               "--history", "30", "--database", name], env=env, capture_output=True, text=True,
-                              timeout=560)
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_demo(tmp_path, pg_admin_url, "flywheel_demo_dialogue", timeout=560, args=[
+             "--scenario", "dialogue", "--base", "tiny-random", "--stream", "40", "--rate", "20", "--threshold",
+             "8", "--lora-steps", "2", "--max-tokens", "8", "--history", "30"])
     data = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())["scenarios"]["dialogue"]
     figures = data["figures"]
     assert figures["model"] == "npc" and figures["base"] == "tiny-random" and figures["steps"] == 40
@@ -312,3 +273,20 @@ def test_flywheel_demo_dialogue_scenario_runs_end_to_end(tmp_path: Path, pg_admi
     assert 1.0 <= figures["rating_last_window"] <= 5.0 and len(data["rolling"]["rating"]) == 40
     assert 0 < figures["corrections"] <= figures["low_ratings"] <= 40
     assert (tmp_path / "demo" / "report" / "report.png").stat().st_size > 10_000 and "Demo results" in done.stdout
+
+
+def run_demo(tmp_path: Path, pg_admin_url: str, name: str, *, args: list[str], timeout: int
+             ) -> subprocess.CompletedProcess[str]:
+    """``flywheel demo ARGS`` as a user runs it (its own embedded broker, its report under ``tmp_path``) on a
+    database of its own on the test Postgres, dropped afterwards; it must exit 0."""
+    env = {**os.environ, "FLYWHEEL_DATA_DIR": str(tmp_path), "FLYWHEEL_DATABASE_URL": pg_admin_url}
+    env.pop("FLYWHEEL_KAFKA_BOOTSTRAP", None)  # the demo starts its own embedded broker
+    database = f"{name}_{os.getpid()}"
+    try:
+        done = subprocess.run([str(Path(sys.executable).parent / "flywheel"), "demo", *args, "--database", database],
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done

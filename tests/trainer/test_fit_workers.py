@@ -19,12 +19,10 @@ from flywheel.lifecycle import Lifecycle, lifecycle
 from kinds.catalog import create
 from kinds.ngrams import counted_once
 from registry import CHALLENGER
-from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
 from trainer.fitpool import FitPool, FitWorkerError, Predicted, job_for
-from trainer.gates import GatesConfig
 from trainer.runs import RunResult
 
-from .lifecycle_helpers import land_feedback, rows
+from .lifecycle_helpers import DEMO_CANARY_CONFIG, land_feedback, rows
 
 PARAMS: dict[str, Any] = {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5, "min_df": 2, "seed": 0}
 
@@ -108,14 +106,7 @@ def test_a_worker_that_hangs_is_stopped_after_the_timeout() -> None:
         slow.close()
 
 
-# the demo's policy and gates in canary mode (the champion stays put between the two runs of one snapshot), as
-# tests/trainer/test_run_speed.py
-CONFIG = TrainerConfig(
-    workers=2,
-    policy=PolicyConfig(incremental_threshold=300, full_threshold=300, corpus_weight_choices=(0.05,),
-                        holdout_percent=10, recent_min=20),
-    gates=GatesConfig(evaluation={"metric_weights": {"accuracy": 1.0}, "slice_tolerance": 0.05}),
-    promotion=PromotionConfig(mode="canary", canary_traffic=0.5))
+CONFIG = DEMO_CANARY_CONFIG.model_copy(update={"workers": 2})  # as tests/trainer/test_run_speed.py
 
 
 @pytest.fixture

@@ -19,21 +19,13 @@ from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle, lifecycle
 from registry import CHALLENGER
 from trainer import steps
-from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
-from trainer.gates import GateInput, GatesConfig
+from trainer.gates import GateInput
 from trainer.runs import RunResult
 from trainer.selection import Candidate, select_candidate
 
-from .lifecycle_helpers import land_feedback, rows
+from .lifecycle_helpers import DEMO_CANARY_CONFIG, land_feedback, rows
 
-# the demo's policy and gates (flywheel/demo/platform.py), in canary mode so that the champion stays put
-# between the two runs of one snapshot; on a 2,500-row corpus (the demo's has 8,500) the movie slice of a
-# candidate that learnt tweets moves by chance of the reserved split, hence its wider tolerance
-CONFIG = TrainerConfig(
-    policy=PolicyConfig(incremental_threshold=300, full_threshold=300, corpus_weight_choices=(0.05,),
-                        holdout_percent=10, recent_min=20),
-    gates=GatesConfig(evaluation={"metric_weights": {"accuracy": 1.0}, "slice_tolerance": 0.05}),
-    promotion=PromotionConfig(mode="canary", canary_traffic=0.5))
+CONFIG = DEMO_CANARY_CONFIG
 
 
 @pytest.fixture

@@ -1,0 +1,30 @@
+"""A whole demo platform and the replay of one scenario against it, for the efficacy benches."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from core.settings import FlywheelSettings
+from flywheel.demo import DemoOptions, Replay, demo_bootstrap, demo_settings, fresh_database
+from flywheel.platform import Platform, endpoint_connection
+from flywheel.stack import free_port
+
+
+@contextlib.contextmanager
+def replaying(base: FlywheelSettings, options: DemoOptions, data_dir: Path, database: str
+              ) -> Iterator[Replay]:
+    """A demo platform for ``options`` on a fresh ``database`` (on ``base``'s server; pgserver without one),
+    its data in ``data_dir``, and the replay of its scenario against it (closed afterwards)."""
+    url = fresh_database(base.database_url.get_secret_value(), database) if base.database_url else None
+    settings = demo_settings(base, options, data_dir, url, free_port())
+    with Platform(settings, bootstrap=demo_bootstrap([options], data_dir)) as platform:
+        endpoints = platform.endpoints
+        assert endpoints is not None and endpoints.serving_url is not None
+        replay = Replay(options, settings, endpoints.serving_url, endpoints.database_url,
+                        endpoint_connection(settings, endpoints))
+        try:
+            yield replay
+        finally:
+            replay.close()
