@@ -4,7 +4,6 @@ report (see :mod:`flywheel.demo`)."""
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections import Counter
@@ -32,15 +31,10 @@ from flywheel.demo import (
 )
 from flywheel.exceptions import StackError
 from flywheel.platform import Platform, endpoint_connection
+from flywheel.stack import free_port
 from kinds.catalog import KINDS
 
 out = Console()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def view(replay: Replay) -> Group:
