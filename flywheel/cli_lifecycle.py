@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # MLflow, torch and Great Expectations load only when a comma
     from flywheel.lifecycle import Lifecycle
     from trainer.runs import RunResult
 
-models_app = typer.Typer(help="Declared models (create, list) and their versions (versions, show, promote, "
-                              "rollback).", no_args_is_help=True)
+models_app = typer.Typer(help="Declared models (create, list), their versions (versions, show, promote, "
+                              "rollback) and the stored files no version uses (gc).", no_args_is_help=True)
 out = Console()
 ModelOption = Annotated[str | None, typer.Option("--model", help="Model name; default: FLYWHEEL_MODEL_NAME.")]
 
@@ -161,6 +161,27 @@ def models_rollback(to: Annotated[str | None, typer.Option("--to", help="Version
         event = lc.rollback(to, reason)
         out.print(f"rolled back {event.model} to {event.semver} (version {event.version}) from "
                   f"version {event.previous_version}")
+
+
+@models_app.command("gc")
+def models_gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")] = False,
+    grace_s: Annotated[float, typer.Option("--grace-s", help="Keep a blob changed this recently (seconds): a "
+                                                             "registration may be about to link it.")] = 3600.0,
+) -> None:
+    """Remove the large files stored once by content (an encoder graph) that no registered version of any
+    model links to any more: left by deleted versions and failed runs. Safe beside running registrations."""
+    from registry import open_from_settings
+
+    settings = FlywheelSettings()
+    database = settings.database_url.get_secret_value() if settings.database_url else resolve(settings)[1]
+    found = open_from_settings(settings, database).collect_blobs(grace_s=grace_s, dry_run=dry_run)
+    verb = "would remove" if found.dry_run else "removed"
+    out.print(f"{verb} {len(found.removed)} blobs and {found.stray_links} links to them in unregistered stored "
+              f"copies: {found.freed_bytes / 1e6:.1f} MB; kept {found.kept} in use, {found.kept_young} changed "
+              f"within {grace_s:g} s")
+    for digest in found.removed:
+        out.print(f"  sha256 {digest}")
 
 
 def _metrics(s: FlywheelSettings) -> CollectorRegistry:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kinds.base import ModelKind, Resources
 from kinds.catalog import load_model
+from registry._blobs import GRACE_S
 from registry._verify import verify_artifact
 from registry.exceptions import InvalidRequest, NoChampion, NoPrevious, NoSuchVersion, TamperedArtifact
 from registry.semver import Mode, Semver
@@ -25,6 +26,7 @@ from registry.types import (
     CHAMPION,
     IDENTITY_TAGS,
     PREVIOUS,
+    BlobCollection,
     Lineage,
     ModelVersionInfo,
     Transition,
@@ -112,6 +114,11 @@ class ModelRegistry(ABC):
     @abstractmethod
     def _artifact_dir(self, info: ModelVersionInfo, dst: Path | None) -> Path:
         """The stored artifact as a local directory (downloaded into ``dst`` when given)."""
+
+    def collect_blobs(self, *, grace_s: float = GRACE_S, dry_run: bool = False) -> BlobCollection:
+        """Remove stored files shared by content that no registered version uses any more (a store that
+        shares none has nothing to collect)."""
+        return BlobCollection(removed=(), stray_links=0, freed_bytes=0, kept=0, kept_young=0, dry_run=dry_run)
 
     def _exclusive(self) -> AbstractContextManager[object]:
         """Held around read-modify-write sequences; a store shared by processes overrides it."""

@@ -34,12 +34,12 @@ import core
 from core.exceptions import ConfigError
 from kinds.base import artifact_sha256, read_manifest
 from registry import backend as backends
-from registry._blobs import BlobStore
+from registry._blobs import GRACE_S, BlobStore
 from registry._offline import go_offline
 from registry.base import ModelRegistry, RunHandle
 from registry.exceptions import InvalidRequest, NoSuchVersion, RegistryStoreError, TamperedArtifact
 from registry.semver import Mode, Parent, Semver, next_semver
-from registry.types import CHAMPION, Lineage, ModelVersionInfo, VersionRef
+from registry.types import CHAMPION, BlobCollection, Lineage, ModelVersionInfo, VersionRef
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")  # as FlywheelSettings.model_name; quote-free filters
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -175,7 +175,10 @@ class MlflowRegistry(ModelRegistry):
         runs: AbstractContextManager[RunHandle] = (
             self.run(f"register {self.model_name}", {"mode": mode}) if run_id is None
             else contextlib.nullcontext(self._attach(run_id)))
-        with runs as run:
+        # shared blob lock from storing to the version's creation: a collection never sees the new stored
+        # copy before its version exists, nor removes a blob between put and link (registry._blobs)
+        linking = self.blobs.lock(shared=True) if self.blobs is not None else contextlib.nullcontext()
+        with runs as run, linking:
             path = f"model-{sha256[:12]}"  # content-addressed: two registrations in one run never collide
             self._store(run, artifact_dir, path, manifest["files"])
             run.log_metrics(metrics)
@@ -206,6 +209,27 @@ class MlflowRegistry(ModelRegistry):
             run.set_tags({"registered_model": self.model_name, "registered_version": str(created.version),
                           "semver": str(semver)})
         return self._by_number(str(created.version))
+
+    def collect_blobs(self, *, grace_s: float = GRACE_S, dry_run: bool = False) -> BlobCollection:
+        """Remove the shared blobs no registered version of any model in this store links to (see
+        :meth:`registry._blobs.BlobStore.collect`)."""
+        if self.blobs is None:
+            return super().collect_blobs(grace_s=grace_s, dry_run=dry_run)
+        return self.blobs.collect(self._stored_directories, self.blobs.root.parent, grace_s=grace_s,
+                                  dry_run=dry_run)
+
+    def _stored_directories(self) -> list[Path]:
+        """The local stored copy of every registered version of every model in the backend."""
+        found: list[ModelVersion] = []
+        token: str | None = None
+        with _mlflow_errors("listing the versions of every model"):
+            while True:
+                page = self._client.search_model_versions(max_results=1000, page_token=token)
+                found.extend(page)
+                token = page.token
+                if not token:
+                    break
+        return [path for path in (_local_path(mv.source or "") for mv in found) if path is not None]
 
     def _store(self, run: RunHandle, artifact_dir: Path, path: str, files: Mapping[str, str]) -> None:
         """Log ``artifact_dir`` to ``run`` at ``path``; with a blob store and a local artifact location, its

@@ -68,3 +68,18 @@ class Transition:
     to_version: str
     reason: str
     info: ModelVersionInfo
+
+
+@dataclass(frozen=True, slots=True)
+class BlobCollection:
+    """What a blob garbage collection found (and removed, unless it was a dry run): the blobs no registered
+    version links to any more, the other links to them it removed (stored copies of deleted versions or
+    failed runs), and the bytes that frees. ``kept_young`` blobs were unreferenced but changed within the
+    grace period (a registration may be about to link them)."""
+
+    removed: tuple[str, ...]  # sha256 of each blob removed
+    stray_links: int
+    freed_bytes: int
+    kept: int  # blobs a registered version links to
+    kept_young: int
+    dry_run: bool

@@ -36,8 +36,11 @@ _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 _Short = Annotated[str, msgspec.Meta(max_length=100)]
 _User = Annotated[str, msgspec.Meta(max_length=200)]
 _Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
-# RFC 3339 with at most 6 fractional digits: the form msgspec and pydantic read to the same value
-_TS = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
+# RFC 3339 with at most 6 fractional digits: the form msgspec and pydantic read to the same value. ASCII digit
+# classes, no capturing groups: 0.8 instead of 1.3 us per match (``\d`` also tries every Unicode digit); a
+# timestamp written in other digits is declined here, for the reference to judge
+_TS = re.compile(r"[0-9]{4}-[0-9][0-9]-[0-9][0-9][T ][0-9][0-9]:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,6})?"
+                 r"(?:Z|[+-][0-9][0-9]:[0-9][0-9])")
 _MAX_BRACKETS = 150  # pydantic's JSON parser refuses nesting deeper than 200; msgspec accepts more
 
 

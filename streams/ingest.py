@@ -159,6 +159,11 @@ WITH upd AS (
     RETURNING f.id)
 SELECT count(*), min(id), max(id) FROM upd
 """
+# Any pending feedback? In the order of the partial index ``feedback_pending``, so it is read from that index
+# whatever the statistics say: a plain EXISTS is planned as a sequential scan once pending rows look common,
+# and pending rows are the newest, at the end of the table (measured: 721 ms on 2M rows, 8% of them pending,
+# for every batch holding predictions; 0.05 ms through the index).
+_ANY_PENDING = "SELECT 1 FROM feedback WHERE status = 'pending' ORDER BY prediction_id LIMIT 1"
 _ORPHAN = """
 WITH upd AS (
     UPDATE feedback SET status = 'orphan', resolved_at = now()
@@ -319,8 +324,7 @@ class IngestProcessor(Processor[IngestEvent]):
                 out.counts["pending"] += n - joined
                 out.counts["duplicates:feedback"] += len(fbs) - n
                 _range(out, "feedback", lo, hi)
-            if preds and cur.execute("SELECT EXISTS (SELECT 1 FROM feedback WHERE status = 'pending')"
-                                     ).fetchone() == (True,):
+            if preds and cur.execute(_ANY_PENDING).fetchone() is not None:
                 scope = "AND f.prediction_id IN (SELECT prediction_id FROM stg_predictions)"
                 n, lo, hi = cur.execute(_JOIN_PENDING.format(scope=scope)).fetchone() or (0, None, None)
                 out.counts["joined"] += n

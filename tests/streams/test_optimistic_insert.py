@@ -124,3 +124,23 @@ def test_optimism_pauses_after_conflicts_doubling_up_to_a_cap() -> None:
     o.conflicted("t")  # after a success: back to 2
     assert [o.attempt("t") for _ in range(3)] == [False, False, True]
     assert o.attempt("other")
+
+
+def test_the_pending_check_reads_the_partial_index_when_pending_rows_look_common(db_url: str) -> None:
+    """Every batch holding predictions asks whether any feedback is pending. With the newest 10% of
+    200k feedback rows pending (a prediction stream behind its feedback) the statistics make a plain
+    EXISTS a sequential scan through every joined row first; the check goes through ``feedback_pending``."""
+    from streams.ingest import _ANY_PENDING
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO feedback (feedback_id, content_key, prediction_id, label, source, ts, status)
+            SELECT 'f' || g, md5(g::text)::uuid, 'p' || g, 'positive', 'test', now(),
+                   CASE WHEN g > 180000 THEN 'pending' ELSE 'joined' END
+            FROM generate_series(1, 200000) g""")
+        conn.execute("ANALYZE feedback")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + _ANY_PENDING))
+        assert "feedback_pending" in plan and "Seq Scan" not in plan, plan
+        assert conn.execute(_ANY_PENDING).fetchone() is not None
+        conn.execute("UPDATE feedback SET status = 'orphan' WHERE status = 'pending'")
+        assert conn.execute(_ANY_PENDING).fetchone() is None
