@@ -66,7 +66,7 @@ def measure(model: GeneratorKind, references: Sequence[Pair], probes: Sequence[s
     score = weighted_score(hypotheses, refs, weights)
     perplexity = model.perplexity(references)
     answers = [model.generate([Prompt(p)], max_new_tokens=max_new_tokens)[0] for p in probes]  # one request each
-    scores = toxicity.scores([a.text for a in answers])
+    scores = toxicity.scores([a.text for a in answers], list(probes))  # each answer read as the probe's answer
     cut = toxicity_threshold or toxicity.threshold
     latencies = sorted(a.latency_ms for a in answers)
     return GenerationMetrics(score=score, parts=parts, perplexity=perplexity,
