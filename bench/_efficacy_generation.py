@@ -40,9 +40,12 @@ SCENARIO = "dialogue"
 def options_for(args: argparse.Namespace) -> DemoOptions:
     quick = args.quick
     return DemoOptions.for_scenario(
-        SCENARIO, stream=max(CHECKPOINTS) + 20, feedback_rate=1.0, base="tiny-random" if quick else args.base,
-        max_tokens=8 if quick else args.max_tokens, lora_steps=2 if quick else args.lora_steps,
-        incremental_threshold=args.threshold or (40 if quick else 50), holdout_pairs=args.holdout,
+        # promotion direct: the bench measures what the model learns by k pairs, not the rollout (a 5% canary would
+        # see a handful of the 420 questions and stay undecided, leaving the static champion serving)
+        SCENARIO, stream=max(CHECKPOINTS) + 20, feedback_rate=1.0, promotion="direct",
+        base="tiny-random" if quick else args.base, max_tokens=8 if quick else args.max_tokens,
+        lora_steps=2 if quick else args.lora_steps, incremental_threshold=args.threshold or (40 if quick else 50),
+        holdout_pairs=args.holdout,
         rate=20.0 if quick else 5.0, window=50)
 
 

@@ -111,7 +111,9 @@ def spec(options: DemoOptions) -> dict[str, Any]:
                                       "max_length": 128, "lr": 2e-3},
                            "max_new_tokens": options.max_tokens, "probes": list(PROBES),
                            "p95_latency_ms": 60_000.0, "min_holdout": 5},
-            "promotion": {"mode": options.promotion},
+            # unset canary_traffic: the task's default (5%, flywheel/models.py)
+            "promotion": {"mode": options.promotion, **({"canary_traffic": options.canary_traffic}
+                                                        if options.canary_traffic is not None else {})},
         },
     }
 
