@@ -55,11 +55,12 @@ QUARANTINING = frozenset({"too_long", "toxic"})
 
 class ToxicityScorer(Protocol):
     """What curation and the trainer need of a toxicity check (``curation.toxicity.ToxicityCheck``): a score
-    in [0, 1] per text, and the score from which a text is toxic."""
+    in [0, 1] per text (``prompts``: what each text answers, read for context), and the score from which a
+    text is toxic."""
 
     threshold: float
 
-    def scores(self, texts: Sequence[str]) -> list[float]: ...
+    def scores(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> list[float]: ...
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,8 @@ class PairCurator(Curator):
         sigs = {r.id: self.signature(r) for r in rows}
         clusters = self._clusters(store, rows, sigs)
         judged = {r.id: self._judge(r) for r in rows}
-        toxic = self._toxic({i: j.target for i, j in judged.items() if j.target is not None and not j.reasons})
+        toxic = self._toxic({i: j.target for i, j in judged.items() if j.target is not None and not j.reasons},
+                            {r.id: prompt_text(r.input) for r in rows})
         stored = {s.id: s for s in store.pairs(set(clusters.values()))}
         users = {r.user_id for r in rows if r.user_id is not None}
         annotators = self._annotators(store, users | {s.user_id for s in stored.values() if s.user_id is not None})
@@ -240,11 +242,12 @@ class PairCurator(Curator):
                     result.reasons.update(verdict.reasons)
         return self._tally(write, result, rows)
 
-    def _toxic(self, targets: dict[int, str]) -> set[int]:
+    def _toxic(self, targets: dict[int, str], prompts: dict[int, str]) -> set[int]:
+        """The samples whose target is toxic, each read as the answer to its prompt."""
         if not targets:
             return set()
         ids = sorted(targets)
-        scores = self.toxicity.scores([targets[i] for i in ids])
+        scores = self.toxicity.scores([targets[i] for i in ids], [prompts[i] for i in ids])
         cut = self.config.pairs.toxicity_threshold or self.toxicity.threshold
         return {i for i, s in zip(ids, scores, strict=True) if s >= cut}
 

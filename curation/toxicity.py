@@ -13,6 +13,13 @@ Two checks, the score is the larger:
   words (and their usual inflections) only, so "class", "assessment" or "cocktail" are not flagged. A hit
   scores 1.
 
+Context: given the prompt each response answers, the classifier reads the response without the prompt's words
+it denies ("Why are you so stupid?" -> "I'm not stupid." is read as "I'm not ."; :mod:`curation._denial` says
+exactly when a word is a denied echo: an insult handed back, "I'm not stupid, you are.", is not). The
+classifier alone reacts to the word, not the intent: it scores both of "You are stupid." and "I'm not stupid."
+0.99998 (its probabilities saturate on such words, so no threshold separates them). The word list never reads
+context.
+
 The classifier is loaded once per process, on first use (its import takes seconds).
 """
 
@@ -24,6 +31,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from curation._denial import without_denied_echoes
 from curation.exceptions import CurationError
 
 _ROOTS = frozenset({
@@ -106,19 +114,25 @@ class ToxicityCheck:
     def __repr__(self) -> str:
         return f"ToxicityCheck(threshold={self.threshold}, classifier={self.classifier})"
 
-    def scores(self, texts: Sequence[str]) -> list[float]:
+    def scores(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> list[float]:
+        """One score per text; ``prompts`` (one per text, or None) are what each text answers: the classifier
+        does not count the words a text echoes from its prompt to deny them."""
         if not texts:
             return []
+        if prompts is not None and len(prompts) != len(texts):
+            raise ToxicityError(f"{len(prompts)} prompts for {len(texts)} texts")
         words = [word_score(t) for t in texts]
         if not self.classifier:
             return words
-        probabilities = _load_classifier().predict_prob(list(texts))
+        read = (list(texts) if prompts is None
+                else [without_denied_echoes(t, p) for t, p in zip(texts, prompts, strict=True)])
+        probabilities = _load_classifier().predict_prob(read)
         return [max(w, float(p)) for w, p in zip(words, probabilities, strict=True)]
 
-    def is_toxic(self, text: str) -> bool:
-        return self.scores([text])[0] >= self.threshold
+    def is_toxic(self, text: str, prompt: str | None = None) -> bool:
+        return self.scores([text], None if prompt is None else [prompt])[0] >= self.threshold
 
-    def rate(self, texts: Sequence[str]) -> float:
+    def rate(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> float:
         """The fraction of ``texts`` that are toxic (the gate's toxicity rate); 0 for no texts."""
-        scores = self.scores(texts)
+        scores = self.scores(texts, prompts)
         return sum(s >= self.threshold for s in scores) / len(scores) if scores else 0.0

@@ -111,7 +111,10 @@ def demo(
     poison: Annotated[float | None, typer.Option(help="Share of users who flip every label.")] = None,
     kind: Annotated[str | None, typer.Option(help="Model kind, for the scenarios whose task it trains: "
                                                   "tfidf-logreg, minilm-head; lightgbm, xgboost.")] = None,
-    promotion: Annotated[str | None, typer.Option(help="direct, or canary (the canary controller decides).")] = None,
+    promotion: Annotated[str | None, typer.Option(help="direct, or canary (the canary controller decides; "
+                                                       "dialogue's default).")] = None,
+    canary_traffic: Annotated[float | None, typer.Option(help="dialogue: the canary's share of requests "
+                                                              "(default: the task's, 5%).")] = None,
     base_model: Annotated[str | None, typer.Option("--base", help="dialogue: the base model "
                                                   "(smollm2-135m-instruct; tiny-random for a fast smoke run).")
                           ] = None,
@@ -132,7 +135,8 @@ def demo(
     stop = ctx.obj if isinstance(ctx.obj, threading.Event) else threading.Event()
     every = scenario_options(scenario or list(DEFAULT_SCENARIOS), stream=stream, start=start, history=history,
                              feedback_rate=feedback_rate, feedback_delay=feedback_delay, noise=noise, poison=poison,
-                             kind=kind, promotion=promotion, rate=rate, incremental_threshold=threshold,
+                             kind=kind, promotion=promotion, canary_traffic=canary_traffic, rate=rate,
+                             incremental_threshold=threshold,
                              base=base_model, max_tokens=max_tokens, lora_steps=lora_steps)
     base = FlywheelSettings()
     root = reset_dir(base.data_dir / "demo")

@@ -66,13 +66,16 @@ def measure(model: GeneratorKind, references: Sequence[Pair], probes: Sequence[s
     score = weighted_score(hypotheses, refs, weights)
     perplexity = model.perplexity(references)
     answers = [model.generate([Prompt(p)], max_new_tokens=max_new_tokens)[0] for p in probes]  # one request each
-    scores = toxicity.scores([a.text for a in answers])
+    scores = toxicity.scores([a.text for a in answers], list(probes))  # each answer read as the probe's answer
     cut = toxicity_threshold or toxicity.threshold
     latencies = sorted(a.latency_ms for a in answers)
+    toxic = [{"probe": p, "answer": a.text[:200], "score": round(s, 5)}
+             for p, a, s in zip(probes, answers, scores, strict=True) if s >= cut]
     return GenerationMetrics(score=score, parts=parts, perplexity=perplexity,
                              toxicity_rate=sum(s >= cut for s in scores) / len(scores),
                              p95_latency_ms=_percentile(latencies, 0.95), references=len(references),
-                             probes=len(probes), extra={"measure_seconds": time.perf_counter() - started})
+                             probes=len(probes), extra={"measure_seconds": time.perf_counter() - started,
+                                                        "toxic_answers": toxic})
 
 
 def _percentile(ordered: Sequence[float], q: float) -> float:

@@ -53,13 +53,15 @@ SCENARIOS: dict[str, Scenario] = {
     # an NPC bootstrapped on small talk about itself, asked about the world by its players (flywheel/demo/
     # dialogue.py); sized for the real SmolLM2-135M on a 2-core CPU: a 32-token answer costs ~2 s of one core
     # and a LoRA step of 8 pairs ~6 s, so 120 players' questions, an incremental run every 24 accepted pairs
-    # (8 steps) and the gates on ~30 references keep a run in minutes
+    # (8 steps) and the gates on ~30 references keep a run in minutes. A candidate that passes the gates is a
+    # canary at the task's 5% (the issue's rollout: rollback on > 1% errors or ratings significantly below the
+    # champion's), judged by the canary controller on the players' ratings; --promotion direct promotes at once
     "dialogue": Scenario("dialogue", "text-generation", "chatterbot-corpus small talk (60 pairs)",
                          "chatterbot-corpus knowledge topics",
                          model="npc",
                          defaults=(("stream", 120), ("feedback_rate", 1.0), ("noise", 0.1), ("users", 20),
                                    ("rate", 2.0), ("kind", "smollm2-lora"), ("incremental_threshold", 24),
-                                   ("window", 30))),
+                                   ("window", 30), ("promotion", "canary"))),
 }
 DEFAULT_SCENARIOS = ("movies->tweets", "rainfall")
 """What ``flywheel demo`` replays without ``--scenario``: a text and a tabular model side by side."""
@@ -84,6 +86,8 @@ class DemoOptions(BaseModel):
     rate: float = Field(default=40.0, gt=0.0, description="Requests per second, at most.")
     kind: str = "tfidf-logreg"
     promotion: Literal["direct", "canary"] = "direct"
+    canary_traffic: float | None = Field(default=None, gt=0.0, le=1.0, description="dialogue: the canary's share "
+                                         "of requests (unset: the task's default, 5% for text-generation).")
     incremental_threshold: int = Field(default=100, ge=1)
     eval_fraction: float = Field(default=0.3, gt=0.0, lt=1.0, description="Target rows held out, never streamed.")
     window: int = Field(default=150, ge=10, description="Rolling-accuracy window (steps).")

@@ -204,7 +204,7 @@ class Replay:
             if when < self.timeline.started:
                 continue  # the bootstrap champion
             kept.append(Marker(self.timeline.step_at(when), when - self.timeline.started, event.action,
-                               event.semver, event.reason[:300]))
+                               event.semver, event.reason[:300], event.traffic if event.action == "canary" else None))
         self.timeline.markers = sorted(kept, key=lambda m: m.t)
 
     def settle(self, timeout: float = 120.0, quiet: float = 8.0) -> None:
@@ -454,9 +454,35 @@ class Replay:
             "decisions": dict(Counter(m.action for m in tl.markers)),
             "first_promotion_step": promotions[0] if promotions else None,
             "first_promotion_fraction": round(promotions[0] / len(self.stream), 4) if promotions else None,
-            **self.data_to_deploy()}
+            "canaries": canary_outcomes(tl), **self.data_to_deploy()}
         tl.figures = figures
         return figures
+
+
+def canary_outcomes(tl: Timeline) -> list[dict[str, Any]]:
+    """Each canary of the replay: its version and traffic, what became of it (``promote``, ``retire`` (rolled
+    back, or replaced by a newer canary), or ``canary``: still undecided at the end) and the controller's reason,
+    and the answers of its window (its announcement to its outcome): how many it served, their mean rating,
+    and the champion's mean rating over the same window."""
+    found = []
+    for n, marker in enumerate(tl.markers):
+        if marker.action != "canary":
+            continue
+        ended = next((m for m in tl.markers[n + 1:] if m.semver == marker.semver
+                      and m.action in ("promote", "rollback", "retire")), None)
+        window = [s for s in tl.steps if marker.t <= s.t and (ended is None or s.t <= ended.t)]
+        canary = [s for s in window if s.variant == "canary" and s.semver == marker.semver]
+        champion = [s for s in window if s.variant != "canary"]
+
+        def rating(steps: list[Step]) -> float | None:
+            rated = [s.rating for s in steps if s.rating is not None]
+            return round(sum(rated) / len(rated), 2) if rated else None
+
+        found.append({"semver": marker.semver, "traffic": marker.traffic, "at_step": marker.i,
+                      "outcome": ended.action if ended else "canary", "reason": ended.reason if ended else None,
+                      "answers": len(canary), "rating": rating(canary), "champion_answers": len(champion),
+                      "champion_rating": rating(champion)})
+    return found
 
 
 def _mean(values: Iterator[bool] | Sequence[bool]) -> float:

@@ -41,6 +41,7 @@ class Marker:
     action: str  # promote | rollback | canary | retire | refused | failed
     semver: str
     reason: str
+    traffic: float | None = None  # a canary's share of requests
 
 
 @dataclass

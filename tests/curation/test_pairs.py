@@ -107,9 +107,9 @@ class RecordingToxicity(ToxicityCheck):
         super().__init__()
         self.asked: list[str] = []
 
-    def scores(self, texts: Sequence[str]) -> list[float]:
+    def scores(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> list[float]:
         self.asked.extend(texts)
-        return super().scores(texts)
+        return super().scores(texts, prompts)
 
 
 def service(db_url: str, toxicity: ToxicityCheck, config: CurationConfig = CFG) -> CurationService:

@@ -34,11 +34,12 @@ from flywheel.demo import (
     split_target,
     write_report,
 )
+from flywheel.demo.replay import canary_outcomes
 from flywheel.models import check_spec
 from kinds.catalog import create
 from kinds.generation import Pair, Prompt
 from serving.canary import load_canary_config
-from tasks import load_specs
+from tasks import load_specs, parse_spec
 from trainer.config import load_trainer_config
 from trainer.data import read_tabular_csv
 from trainer.pairs import read_pairs_csv
@@ -246,10 +247,32 @@ def test_dialogue_scenario_declares_a_generator_its_bootstrap_pairs_and_a_held_o
     assert spec.name == "npc" and spec.task == "text-generation" and config.policy.kinds == ("smollm2-lora",)
     assert config.generation.params["base"] == "tiny-random" and config.generation.probes == dialogue.PROBES
     assert config.policy.incremental_threshold == 24 and config.policy.holdout_recent == 16
+    assert (config.promotion.mode, config.promotion.canary_traffic) == ("canary", 0.05)  # the task's canary
+    direct = check_spec(parse_spec(dialogue.spec(options.model_copy(update={"promotion": "direct",
+                                                                            "canary_traffic": 0.5}))))
+    assert (direct.promotion.mode, direct.promotion.canary_traffic) == ("direct", 0.5)
     assert (tmp_path / "d" / "base-models" / "tiny-random").resolve() == (
         prepared / "base-models" / "tiny-random").resolve()  # the prepared base is reused, not converted again
     files = demo_bootstrap([options], tmp_path / "d")
     assert read_pairs_csv(files["npc"]) == [Pair(Prompt(p.prompt.prompt), p.response) for p in history]
+
+
+def test_the_dialogue_report_says_what_became_of_each_canary() -> None:
+    tl = Timeline(DemoOptions.for_scenario("dialogue"))
+    variants = ["champion"] * 4 + ["canary", "champion", "champion", "canary"] + ["champion"] * 4
+    for i, variant in enumerate(variants):
+        semver = "1.0.1" if variant == "canary" and i < 8 else "1.0.0"
+        tl.steps.append(Step(i, float(i), "v", semver, variant, False, False, "honest", None, rating=5 if
+                             variant == "canary" else 2))
+    tl.markers = [Marker(3, 3.5, "canary", "1.0.1", "passed the gates", 0.05),
+                  Marker(8, 8.5, "promote", "1.0.1", "ratings better: llr 3.9"),
+                  Marker(9, 9.5, "canary", "1.0.2", "passed the gates", 0.05)]
+    promoted, pending = canary_outcomes(tl)
+    assert promoted == {"semver": "1.0.1", "traffic": 0.05, "at_step": 3, "outcome": "promote",
+                        "reason": "ratings better: llr 3.9", "answers": 2, "rating": 5.0, "champion_answers": 3,
+                        "champion_rating": 2.0}
+    assert (pending["outcome"], pending["reason"], pending["answers"], pending["champion_answers"]) == (
+        "canary", None, 0, 2)
 
 
 @pytest.mark.timeout(600)
@@ -261,7 +284,7 @@ def test_flywheel_demo_dialogue_scenario_runs_end_to_end(tmp_path: Path, pg_admi
     them with the generation gates."""
     done = run_demo(tmp_path, pg_admin_url, "flywheel_demo_dialogue", timeout=560, args=[
              "--scenario", "dialogue", "--base", "tiny-random", "--stream", "40", "--rate", "20", "--threshold",
-             "8", "--lora-steps", "2", "--max-tokens", "8", "--history", "30"])
+             "8", "--lora-steps", "2", "--max-tokens", "8", "--history", "30", "--canary-traffic", "0.5"])
     data = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())["scenarios"]["dialogue"]
     figures = data["figures"]
     assert figures["model"] == "npc" and figures["base"] == "tiny-random" and figures["steps"] == 40
@@ -269,7 +292,9 @@ def test_flywheel_demo_dialogue_scenario_runs_end_to_end(tmp_path: Path, pg_admi
     assert figures["runs"].get("promoted", 0) >= 1 and sum(figures["runs"].values()) >= 2  # bootstrap + a retrain
     assert {"served_score_first_window", "served_score_last_window", "static_score_last_window",
             "rating_last_window", "deployed_holdout_score", "static_holdout_score",
-            "feedback_to_serving_p50_s"} <= set(figures)
+            "feedback_to_serving_p50_s", "canaries"} <= set(figures)
+    for canary in figures["canaries"]:  # a candidate that passes the gates is a canary (at 50% here)
+        assert canary["traffic"] == 0.5 and canary["outcome"] in ("canary", "promote", "retire")
     assert 1.0 <= figures["rating_last_window"] <= 5.0 and len(data["rolling"]["rating"]) == 40
     assert 0 < figures["corrections"] <= figures["low_ratings"] <= 40
     assert (tmp_path / "demo" / "report" / "report.png").stat().st_size > 10_000 and "Demo results" in done.stdout

@@ -127,7 +127,8 @@ def _perplexity(c: GenerationMetrics, champion: GenerationMetrics | None, config
 
 def _toxicity(c: GenerationMetrics, champion: GenerationMetrics | None, config: GenerationConfig) -> Verdict:
     details = {"rate": c.toxicity_rate, "max_rate": config.max_toxicity_rate, "probes": c.probes,
-               "champion": champion.toxicity_rate if champion else None}
+               "champion": champion.toxicity_rate if champion else None,
+               "toxic_answers": c.extra.get("toxic_answers", [])}  # the probes answered toxically, and how
     if c.toxicity_rate > config.max_toxicity_rate:
         return Verdict("toxicity", False, f"toxic responses to {c.toxicity_rate:.1%} of {c.probes} probes > "
                                           f"{config.max_toxicity_rate:.1%}", details)
