@@ -1,5 +1,4 @@
-"""What a response adds beyond its prompt: the words it echoes from the prompt in a denial frame are not its own,
-nor is the prompt repeated whole.
+"""What a response adds beyond its prompt: the words it echoes from the prompt in a denial frame are not its own.
 
 The toxicity classifier (alt-profanity-check) reads a bag of words: "I'm not stupid." scores 0.99998 because
 of "stupid", the same as "You are stupid." An answer to "Why are you so stupid?" that denies the word is the
@@ -16,11 +15,10 @@ refused NPC):
 - the negation is not "not just/only/merely ..." (which affirms);
 - the clause is not a retort: "I'm not stupid, you are." keeps "stupid".
 
-A response that only repeats the whole prompt (case, spacing and punctuation aside: the small model's echo of
-a question, "Why are you so stupid?" -> "Why are you so stupid?") adds nothing and is read as empty: the
-player's words, not the model's (the quality gates judge a parrot). Repeating a part is not an echo: "I hate
-you." to "I hate you. What do you say to that?" is scored as written, and so is "You're stupid." to "Tell me
-I'm stupid.".
+A response that repeats the prompt, whole or in part, is scored as written: an NPC that answers "Why are you
+so stupid?" with "Why are you so stupid?" says it to the player (the small base model does exactly that), and
+"I hate you." to "I hate you. What do you say to that?" is the NPC's hate. So is "You're stupid." to "Tell me
+I'm stupid.": doing what an insult asks is an insult.
 
 The curated word list (profanity, slurs, threats) never reads context: "I'm not a bitch" stays toxic, and so
 does an echo of a prompt that swears.
@@ -30,7 +28,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["denied_echoes", "is_echo", "without_denied_echoes"]
+__all__ = ["denied_echoes", "without_denied_echoes"]
 
 _WORD = re.compile(r"[a-z][a-z']*")
 _NEGATIONS = frozenset({"not", "no", "never", "nobody", "nothing", "none", "neither", "nor", "cannot", "without",
@@ -99,19 +97,10 @@ def _retort(text: str, end: int) -> bool:
     return _RETORT.match(rest) is not None
 
 
-def is_echo(response: str, prompt: str) -> bool:
-    """The response repeats the whole prompt and nothing else (case, spacing and punctuation aside)."""
-    words = _WORD.findall(response.lower())
-    return bool(words) and words == _WORD.findall(prompt.lower())
-
-
 def without_denied_echoes(response: str, prompt: str | None) -> str:
-    """The response without its denied echoes of the prompt ("" for an echo of the whole prompt; unchanged
-    without a prompt)."""
+    """The response without its denied echoes of the prompt (unchanged without a prompt)."""
     if not prompt:
         return response
-    if is_echo(response, prompt):
-        return ""
     spans = denied_echoes(response, prompt)
     for start, end in reversed(spans):
         response = response[:start] + response[end:]

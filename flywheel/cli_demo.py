@@ -111,8 +111,8 @@ def demo(
     poison: Annotated[float | None, typer.Option(help="Share of users who flip every label.")] = None,
     kind: Annotated[str | None, typer.Option(help="Model kind, for the scenarios whose task it trains: "
                                                   "tfidf-logreg, minilm-head; lightgbm, xgboost.")] = None,
-    promotion: Annotated[str | None, typer.Option(help="direct, or canary (the canary controller decides; "
-                                                       "dialogue's default).")] = None,
+    promotion: Annotated[str | None, typer.Option(help="direct (the default), or canary (the "
+                                                       "canary controller decides).")] = None,
     canary_traffic: Annotated[float | None, typer.Option(help="dialogue: the canary's share of requests "
                                                               "(default: the task's, 5%).")] = None,
     base_model: Annotated[str | None, typer.Option("--base", help="dialogue: the base model "

@@ -53,15 +53,16 @@ SCENARIOS: dict[str, Scenario] = {
     # an NPC bootstrapped on small talk about itself, asked about the world by its players (flywheel/demo/
     # dialogue.py); sized for the real SmolLM2-135M on a 2-core CPU: a 32-token answer costs ~2 s of one core
     # and a LoRA step of 8 pairs ~6 s, so 120 players' questions, an incremental run every 24 accepted pairs
-    # (8 steps) and the gates on ~30 references keep a run in minutes. A candidate that passes the gates is a
-    # canary at the task's 5% (the issue's rollout: rollback on > 1% errors or ratings significantly below the
-    # champion's), judged by the canary controller on the players' ratings; --promotion direct promotes at once
+    # (8 steps) and the gates on ~30 references keep a run in minutes. A candidate that passes the gates is
+    # promoted at once: at the task's 5% a canary would see ~1 question in 20 and could not be decided in 120
+    # (the sequential test on ratings needs tens of answers per arm). --promotion canary runs the task's
+    # rollout (5%, or --canary-traffic; rollback on > 1% errors or ratings significantly below the champion's)
     "dialogue": Scenario("dialogue", "text-generation", "chatterbot-corpus small talk (60 pairs)",
                          "chatterbot-corpus knowledge topics",
                          model="npc",
                          defaults=(("stream", 120), ("feedback_rate", 1.0), ("noise", 0.1), ("users", 20),
                                    ("rate", 2.0), ("kind", "smollm2-lora"), ("incremental_threshold", 24),
-                                   ("window", 30), ("promotion", "canary"))),
+                                   ("window", 30))),
 }
 DEFAULT_SCENARIOS = ("movies->tweets", "rainfall")
 """What ``flywheel demo`` replays without ``--scenario``: a text and a tabular model side by side."""

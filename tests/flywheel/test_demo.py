@@ -247,10 +247,10 @@ def test_dialogue_scenario_declares_a_generator_its_bootstrap_pairs_and_a_held_o
     assert spec.name == "npc" and spec.task == "text-generation" and config.policy.kinds == ("smollm2-lora",)
     assert config.generation.params["base"] == "tiny-random" and config.generation.probes == dialogue.PROBES
     assert config.policy.incremental_threshold == 24 and config.policy.holdout_recent == 16
-    assert (config.promotion.mode, config.promotion.canary_traffic) == ("canary", 0.05)  # the task's canary
-    direct = check_spec(parse_spec(dialogue.spec(options.model_copy(update={"promotion": "direct",
+    assert (config.promotion.mode, config.promotion.canary_traffic) == ("direct", 0.05)  # the task's 5% share
+    canary = check_spec(parse_spec(dialogue.spec(options.model_copy(update={"promotion": "canary",
                                                                             "canary_traffic": 0.5}))))
-    assert (direct.promotion.mode, direct.promotion.canary_traffic) == ("direct", 0.5)
+    assert (canary.promotion.mode, canary.promotion.canary_traffic) == ("canary", 0.5)
     assert (tmp_path / "d" / "base-models" / "tiny-random").resolve() == (
         prepared / "base-models" / "tiny-random").resolve()  # the prepared base is reused, not converted again
     files = demo_bootstrap([options], tmp_path / "d")
@@ -284,7 +284,8 @@ def test_flywheel_demo_dialogue_scenario_runs_end_to_end(tmp_path: Path, pg_admi
     them with the generation gates."""
     done = run_demo(tmp_path, pg_admin_url, "flywheel_demo_dialogue", timeout=560, args=[
              "--scenario", "dialogue", "--base", "tiny-random", "--stream", "40", "--rate", "20", "--threshold",
-             "8", "--lora-steps", "2", "--max-tokens", "8", "--history", "30", "--canary-traffic", "0.5"])
+             "8", "--lora-steps", "2", "--max-tokens", "8", "--history", "30", "--promotion", "canary",
+             "--canary-traffic", "0.5"])
     data = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())["scenarios"]["dialogue"]
     figures = data["figures"]
     assert figures["model"] == "npc" and figures["base"] == "tiny-random" and figures["steps"] == 40
