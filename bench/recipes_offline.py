@@ -128,7 +128,7 @@ def served_points(name: str, labels: int, served: int, draw: int = 0) -> dict[st
     rng = random.Random(1)
     judged = [Row(r.text, rng.choice(LABELS) if rng.random() < 0.05 else r.label) for r in stream[:labels]]
     samples = [r for i, r in enumerate(judged) if i % 10]
-    unlabelled = [r.text for r in stream[labels:served]]
+    unlabelled = [str(r.text) for r in stream[labels:served]]
     static, _ = fit(kind, params, corpus, 1.0, [])
     out: dict[str, Any] = {"samples": len(samples), "unlabelled": len(unlabelled), "draw": draw,
                            "static": round(accuracy(static, held), 4)}
@@ -147,7 +147,7 @@ def served_points(name: str, labels: int, served: int, draw: int = 0) -> dict[st
     if unlabelled:
         score("idf", weighted(corpus + samples + [Row(t, LABELS[0]) for t in unlabelled],
                               [0.2] * len(corpus) + [1.0] * len(samples) + [0.0] * len(unlabelled)))
-    ratio = importance([r.text for r in corpus], [r.text for r in samples] + unlabelled, 5.0)
+    ratio = importance([str(r.text) for r in corpus], [str(r.text) for r in samples] + unlabelled, 5.0)
     score("importance", weighted(corpus + samples, [0.2 * q for q in ratio] + [1.0] * len(samples)))
     if unlabelled:
         proba = base.predict_proba(unlabelled)
@@ -197,7 +197,7 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
         for recipe, (recipe_params, weight) in tried.items():
             recipe_params = dict(recipe_params)
             cap = recipe_params.pop("importance", None)
-            ratio = (importance([r.text for r in corpus], [r.text for _, r in samples], float(cap))
+            ratio = (importance([str(r.text) for r in corpus], [str(r.text) for _, r in samples], float(cap))
                      if cap and weight > 0 else [1.0] * len(corpus))
             frame = Frame().extend((-(j + 1), r.text, r.label, weight * q, "movies")
                                    for j, (r, q) in enumerate(zip(corpus, ratio, strict=True)) if weight > 0)
