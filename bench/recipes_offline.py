@@ -23,8 +23,15 @@ gate with the demo's settings on the corpus holdout + reserved + cross-fitted ro
 it. No curation, no earlier promotion (each point is the first full run against the static champion).
 ``--recipe NAME=WEIGHT[:JSON]`` (repeatable): those recipes instead (the demo's params updated with JSON, at
 corpus WEIGHT), e.g. ``--recipe 'c16=0.2:{"c": 16}'``; ``--draw N``: the stream's rows in another order
-(seed N; the held-out rows stay), another sample of the same labels.
+(seed N; the held-out rows stay), another sample of the same labels. A recipe's JSON may hold
+``"importance": CAP``: its corpus rows weighted by a domain classifier's odds (corpus vs the samples' texts,
+no labels; mean 1, capped at CAP) times WEIGHT, e.g. ``--recipe 'iw=0.2:{"importance": 5}'``.
 Last line: ``{"gate": {scenario: {k: {recipe: {"passed", "reason", "target"}}}}}``.
+
+``--served N``: instead, ideas that use the target's unlabelled texts (the first N the pods served, of which
+the first ``--labels`` were judged; the efficacy bench judges every prediction, so there N = labels):
+vocabulary and idf over them, importance weights of corpus rows, self-training (:func:`served_points`).
+Last line: ``{"served": {scenario: {recipe: {"target", "movies_delta"}}}}``.
 """
 
 from __future__ import annotations
@@ -86,6 +93,71 @@ def scenario(name: str, kind: str, labels: int, params_sets: dict[str, dict[str,
     return out
 
 
+def importance(corpus: list[str], target: list[str], cap: float) -> list[float]:
+    """Importance weights of corpus rows for a target domain known by its texts alone (no labels): the
+    odds p(target | text) / p(corpus | text) of a domain classifier (TF-IDF word 1-2 grams + logistic
+    regression, classes balanced) trained corpus vs target texts, normalised to mean 1 and capped at ``cap``."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    features = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(corpus + target)
+    domain = np.r_[np.zeros(len(corpus)), np.ones(len(target))]
+    clf = LogisticRegression(C=1.0, max_iter=300, class_weight="balanced").fit(features, domain)
+    p = clf.predict_proba(features[:len(corpus)])[:, 1]
+    odds = p / (1 - p)
+    return [float(q) for q in np.clip(odds / odds.mean(), 0, cap)]
+
+
+def served_points(name: str, labels: int, served: int, draw: int = 0) -> dict[str, Any]:
+    """Ideas that use the target domain's unlabelled texts (what the pods served), at ``labels`` labels and
+    ``served`` predictions (the first ``labels`` of them judged): the demo's tfidf-logreg at corpus 0.2
+    alone (``base``); with the served texts in its vocabulary and idf (``idf``: rows at weight 0); with the
+    corpus rows weighted by a domain classifier's odds, corpus vs labelled + served texts (``importance``,
+    cap 5, mean weight 0.2); with the served texts the base model labels at >= 0.7 confidence as samples
+    of weight 1 (``self``). Scored as :func:`scenario` scores (no gate)."""
+    kind, params = "tfidf-logreg", KIND_PARAMS["tfidf-logreg"]
+    spec = SCENARIOS[name]
+    source = [CorpusRow(r.text, r.label, "movies") for r in read_rows(spec.source)]
+    train, holdout = split_holdout(source, 0.2, 0)
+    corpus = [Row(r.text, r.label) for r in train]
+    movies = [Row(r.text, r.label) for r in holdout]
+    stream, held = split_target(spec.target, 0.3, 0)
+    if draw:
+        random.Random(draw).shuffle(stream)
+    rng = random.Random(1)
+    judged = [Row(r.text, rng.choice(LABELS) if rng.random() < 0.05 else r.label) for r in stream[:labels]]
+    samples = [r for i, r in enumerate(judged) if i % 10]
+    unlabelled = [str(r.text) for r in stream[labels:served]]
+    static, _ = fit(kind, params, corpus, 1.0, [])
+    out: dict[str, Any] = {"samples": len(samples), "unlabelled": len(unlabelled), "draw": draw,
+                           "static": round(accuracy(static, held), 4)}
+    movies_static = accuracy(static, movies)
+
+    def score(recipe: str, model: Any) -> None:
+        out[recipe] = {"target": round(accuracy(model, held), 4),
+                       "movies_delta": round(accuracy(model, movies) - movies_static, 4)}
+        log.info("%s draw %d %s: %s", name, draw, recipe, out[recipe])
+
+    def weighted(rows: list[Row], weights: list[float]) -> Any:
+        return KINDS[kind](**params).fit([r.text for r in rows], [r.label for r in rows], weights)
+
+    base, _ = fit(kind, params, corpus, 0.2, samples)
+    score("base", base)
+    if unlabelled:
+        score("idf", weighted(corpus + samples + [Row(t, LABELS[0]) for t in unlabelled],
+                              [0.2] * len(corpus) + [1.0] * len(samples) + [0.0] * len(unlabelled)))
+    ratio = importance([str(r.text) for r in corpus], [str(r.text) for r in samples] + unlabelled, 5.0)
+    score("importance", weighted(corpus + samples, [0.2 * q for q in ratio] + [1.0] * len(samples)))
+    if unlabelled:
+        proba = base.predict_proba(unlabelled)
+        pseudo = [Row(t, base.labels[int(p.argmax())])
+                  for t, p in zip(unlabelled, proba, strict=True) if p.max() >= 0.7]
+        out["pseudo_labelled"] = len(pseudo)
+        score("self", weighted(corpus + samples + pseudo, [0.2] * len(corpus) + [1.0] * (len(samples) + len(pseudo))))
+    return out
+
+
 def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any], float]] | None = None,
                 draw: int = 0) -> dict[str, Any]:
     """The demo's full run at each of ``at`` labels, judged by the real gate against the static champion;
@@ -123,8 +195,12 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
         out[k] = {}
         tried = recipes or {f"corpus{w:g}": (params, w) for w in (policy.corpus_weight, *policy.corpus_weight_choices)}
         for recipe, (recipe_params, weight) in tried.items():
-            frame = Frame().extend((-(j + 1), r.text, r.label, weight, "movies") for j, r in enumerate(corpus)
-                                   if weight > 0)
+            recipe_params = dict(recipe_params)
+            cap = recipe_params.pop("importance", None)
+            ratio = (importance([str(r.text) for r in corpus], [str(r.text) for _, r in samples], float(cap))
+                     if cap and weight > 0 else [1.0] * len(corpus))
+            frame = Frame().extend((-(j + 1), r.text, r.label, weight * q, "movies")
+                                   for j, (r, q) in enumerate(zip(corpus, ratio, strict=True)) if weight > 0)
             frame.extend((i, r.text, r.label, 1.0, domain) for i, r in samples)
             rows = list(range(len(frame) - len(samples), len(frame)))
             random.Random(f"{policy.seed}:cross-fit:{len(frame)}").shuffle(rows)
@@ -164,7 +240,11 @@ def main() -> None:
     parser.add_argument("--recipe", action="append", dest="recipes", metavar="NAME=WEIGHT[:JSON]",
                         help="--gate: a recipe instead of the demo policy's (repeatable): the demo's kind params "
                              "updated with JSON at corpus WEIGHT, e.g. 'c16=0.2:{\"c\": 16}'")
-    parser.add_argument("--draw", type=int, default=0, help="--gate: the stream in the order of this seed (0: as is)")
+    parser.add_argument("--draw", type=int, default=0,
+                        help="--gate, --served: the stream in the order of this seed (0: as is)")
+    parser.add_argument("--served", type=int, default=0,
+                        help="instead, the ideas that use the served (unlabelled) target texts, at --labels labels "
+                             "of this many predictions (--draw: the stream's order)")
     parser.add_argument("--scenario", action="append", dest="scenarios",
                         choices=["movies->tweets", "movies->products"])
     args = parser.parse_args()
@@ -173,6 +253,9 @@ def main() -> None:
 
     threadpool_limits(1)  # one BLAS thread per fit, as the trainer fits
     names = args.scenarios or ["movies->tweets", "movies->products"]
+    if args.served:
+        emit({"served": {name: served_points(name, args.labels, args.served, args.draw) for name in names}}, probe)
+        return
     if args.gate:
         recipes = dict(recipe_arg(r) for r in args.recipes) if args.recipes else None
         at = args.at or [100, 150, 200, 400]
