@@ -17,6 +17,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -77,6 +78,7 @@ class TfidfLogReg(ModelKind):
         self._vectorizer: TfidfVectorizer | None = None  # scikit-learn's objects: built to fit
         self._clf: LogisticRegression | None = None
         self._scorer: _Scorer | None = None  # what predicts
+        self._start: Solution | None = None  # where the next fit's solver starts (starting_at): once
 
     def _new_vectorizer(self) -> TfidfVectorizer:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -106,11 +108,32 @@ class TfidfLogReg(ModelKind):
             features = vectorizer.fit_transform(list(texts))
         else:  # inside kinds.ngrams.counted_once: the same vectorizer, from counts made once per run
             vectorizer.vocabulary_, vectorizer.idf_, features = shared.vocabulary, shared.idf, shared.matrix
-        clf = self._new_classifier(warm=False)
+        start, self._start = self._start, None
+        clf = self._new_classifier(warm=start is not None and start.labels == tuple(classes))
+        if clf.warm_start:
+            assert start is not None
+            clf.classes_ = np.asarray(classes)
+            clf.coef_, clf.intercept_ = start.mapped(vectorizer.vocabulary_, vectorizer.idf_), start.intercept.copy()
         with one_blas_thread():
             clf.fit(features, list(labels), sample_weight=None if weights is None else np.asarray(weights, float))
         self._set(vectorizer, clf)
         self.labels = tuple(str(c) for c in clf.classes_)
+        return self
+
+    def solution(self) -> Solution | None:
+        """The fitted coefficients by n-gram, for another fit to start at."""
+        if self._scorer is None:
+            return None
+        s = self._scorer
+        return Solution(self.labels, s.vocabulary, s.idf, s.coef, s.intercept)
+
+    def starting_at(self, solution: Any) -> Self:
+        """The next :meth:`fit` starts its solver at ``solution``'s coefficients, mapped by n-gram (0 for one
+        it did not have) and rescaled by the ratio of the idfs, when its label set is the fit's (else from
+        zero). The regularised logistic loss is strictly convex: the fit is the one it would be from zero,
+        up to the solver's tolerance. Measured on a demo cross-fit fold started at the fit of the whole
+        frame: newton-cg 2 iterations instead of 6 (issue 18)."""
+        self._start = solution if isinstance(solution, Solution) else None
         return self
 
     def partial_fit(self, inputs: Sequence[Input], labels: Sequence[str],
@@ -179,6 +202,29 @@ class TfidfLogReg(ModelKind):
             raise ArtifactError(directory, f"unreadable tfidf-logreg files: {exc}") from exc
         self._vectorizer = self._clf = None
         self._scorer = _Scorer({str(k): int(v) for k, v in vocab.items()}, idf, coef, intercept, self._grams())
+
+
+@dataclass(frozen=True)
+class Solution:
+    """A fitted tfidf-logreg's coefficients by n-gram (:meth:`TfidfLogReg.solution`)."""
+
+    labels: tuple[str, ...]
+    vocabulary: dict[str, int]
+    idf: npt.NDArray[np.float64]
+    coef: npt.NDArray[np.float64]
+    intercept: npt.NDArray[np.float64]
+
+    def mapped(self, vocabulary: dict[str, int], idf: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The coefficients for the columns of ``vocabulary`` (idf ``idf``): each n-gram's own, times
+        its old idf over its new (the same contribution before the L2 norm), 0 for a new n-gram."""
+        new = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))
+        old = np.fromiter((self.vocabulary.get(term, -1) for term in vocabulary), dtype=np.int64,
+                          count=len(vocabulary))
+        known = old >= 0
+        coef = np.zeros((self.coef.shape[0], len(vocabulary)), dtype=np.float64)
+        new, old = new[known], old[known]
+        coef[:, new] = self.coef[:, old] * (self.idf[old] / np.asarray(idf)[new])
+        return coef
 
 
 class _Grams:

@@ -106,9 +106,10 @@ def lc_char(settings: FlywheelSettings, registry_db_url: str) -> Iterator[Lifecy
         yield found
 
 
-def _fitted_by_lbfgs(lc: Lifecycle, monkeypatch: pytest.MonkeyPatch) -> RunResult:
+def _fitted_as_before(lc: Lifecycle, monkeypatch: pytest.MonkeyPatch) -> RunResult:
     """A full run whose every tfidf-logreg fit (candidates, folds, the champion's recipe per fold) solves
-    with lbfgs, as before, its parameters untouched (they say whether a candidate is the champion's recipe)."""
+    as before: lbfgs from zero, its parameters untouched (they say whether a candidate is the champion's
+    recipe)."""
     new_classifier = TfidfLogReg._new_classifier
 
     def lbfgs(self: TfidfLogReg, warm: bool) -> Any:
@@ -118,6 +119,7 @@ def _fitted_by_lbfgs(lc: Lifecycle, monkeypatch: pytest.MonkeyPatch) -> RunResul
 
     with monkeypatch.context() as m:
         m.setattr(TfidfLogReg, "_new_classifier", lbfgs)
+        m.setattr(TfidfLogReg, "starting_at", lambda self, solution: self)
         return lc.trainer.maybe_train("admin", requested="full")
 
 
@@ -132,22 +134,22 @@ def _same_verdicts(before: RunResult, after: RunResult) -> None:
     assert len(chosen) == 1, chosen
 
 
-def test_newton_cg_decides_as_lbfgs_on_fixed_data(lc_char: Lifecycle, registry_db_url: str,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """tfidf-logreg fits with newton-cg (issue 18: the demo's char_wb fit in ~1/9 of L-BFGS's time, nearer
-    the optimum): on fixed data, the full runs against the bootstrap champion and against a full-mode
-    champion (its recipe refit per fold) decide as with lbfgs, as fitted before."""
+def test_newton_cg_started_at_the_champion_decides_as_lbfgs_on_fixed_data(
+        lc_char: Lifecycle, registry_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tfidf-logreg fits with newton-cg, each full run's fits started at the champion's solution (issue 18):
+    on fixed data, the full runs against the bootstrap champion and against a full-mode champion (its recipe
+    refit per fold) decide as with lbfgs from zero, as fitted before."""
     boot = lc_char.trainer.bootstrap(rows("vader_movies")[:2500], source="vader_movies.csv", kind="tfidf-logreg")
     assert boot.status == "promoted", boot.reason
     land_feedback(registry_db_url, rows("vader_tweets")[:300], seed=18)
-    before = _fitted_by_lbfgs(lc_char, monkeypatch)
+    before = _fitted_as_before(lc_char, monkeypatch)
     after = lc_char.trainer.maybe_train("admin", requested="full")
     _same_verdicts(before, after)
     assert after.status == "canary" and after.version is not None, after.reason
-    assert "solver" not in lc_char.registry.load(after.version, lc_char.trainer.resources).params  # the default
+    assert "solver" not in lc_char.registry.load(after.version.version, lc_char.trainer.resources).params  # the default
     lc_char.promote(CHALLENGER, "a full-mode champion for the next run")
     land_feedback(registry_db_url, rows("vader_tweets")[300:450], seed=19)
-    before = _fitted_by_lbfgs(lc_char, monkeypatch)
+    before = _fitted_as_before(lc_char, monkeypatch)
     after = lc_char.trainer.maybe_train("admin", requested="full")
     _same_verdicts(before, after)
     assert all("for the champion too" in reasons["evaluation"][1] for reasons in _verdicts(after).values())

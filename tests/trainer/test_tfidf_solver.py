@@ -51,3 +51,23 @@ def test_the_default_solver_is_not_in_the_params_and_lbfgs_round_trips(tmp_path:
     assert np.array_equal(loaded.predict_proba(held), model.predict_proba(held))
     with pytest.raises(KindError, match="solver must be one of"):
         create("tfidf-logreg", solver="saga")
+
+
+def test_a_fit_started_at_another_solution_reaches_the_same_optimum_sooner() -> None:
+    texts, labels, weights, held = _data()
+    champion = create("tfidf-logreg", **CHAR_WB).fit(texts[:1600], labels[:1600], weights[:1600])
+    cold = create("tfidf-logreg", **CHAR_WB).fit(texts, labels, weights)
+    started = create("tfidf-logreg", **CHAR_WB).starting_at(champion.solution()).fit(texts, labels, weights)
+    exact = create("tfidf-logreg", **CHAR_WB).fit(texts, labels, weights)
+    vectorizer, clf = exact._sklearn()
+    clf.set_params(tol=1e-10, max_iter=1000).fit(vectorizer.transform(texts), labels, sample_weight=np.asarray(weights))
+    optimum = clf.predict_proba(vectorizer.transform(held))
+    assert np.abs(started.predict_proba(held) - optimum).max() < 0.02
+    assert started._sklearn()[1].n_iter_[0] < cold._sklearn()[1].n_iter_[0]
+    # the start is used once, and only for the same label set
+    again = create("tfidf-logreg", **CHAR_WB).starting_at(champion.solution())
+    assert again.fit(texts, labels, weights)._sklearn()[1].warm_start
+    assert not again.fit(texts, labels, weights)._sklearn()[1].warm_start
+    two = [lbl if lbl != "neutral" else "negative" for lbl in labels]
+    assert not create("tfidf-logreg", **CHAR_WB).starting_at(champion.solution()).fit(
+        texts, two, weights)._sklearn()[1].warm_start
