@@ -111,7 +111,8 @@ class RunSteps:
                     s.runs.finish(s.run_id, status="refused", reason=f"data quality: {quality.reason}",
                                   data_hash=data_hash, trained_count=len(frame), mlflow_run_id=ml.run_id)
                     return RunResult("refused", f"data quality: {quality.reason}", s.run_id, mode)
-                if champion is not None and champion_model is not None and mode == "full":
+                if champion is not None and champion_model is not None and mode == "full" \
+                        and self.policy.start_at_champion:
                     # every from-scratch fit of the champion's kind starts its solver at the champion's solution
                     self.recipes.starts = {champion.kind: champion_model.solution()}
                 with _counted_once(frame):
