@@ -98,13 +98,21 @@ def _cpu_seconds() -> float:
 
 def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more: int = 150,
                  scenario: str = "movies->tweets", corpus_rows: int | None = None,
-                 workers: int | None = None) -> dict[str, Any]:
+                 workers: int | None = None, params: dict[str, Any] | None = None,
+                 policy: dict[str, Any] | None = None) -> dict[str, Any]:
     """Two full runs of ``kind`` with the demo's config on a fresh database ``url`` (see the module doc);
-    ``workers``: the trainer's fit workers (default: the config's, 2)."""
+    ``workers``: the trainer's fit workers (default: the config's, 2); ``params``: the kind's parameters
+    over the demo's (e.g. ``{"solver": "lbfgs"}``: a tfidf-logreg as fitted before); ``policy``: policy
+    settings over the demo's (e.g. ``{"start_at_champion": false}``)."""
     with tempfile.TemporaryDirectory() as tmp:
         config, curation = demo_configs(kind, scenario, Path(tmp))
         if workers is not None:
             config = config.model_copy(update={"workers": workers})
+        if policy:
+            config = config.model_copy(update={"policy": config.policy.model_copy(update=policy)})
+        if params:
+            kind_params = {**config.policy.kind_params, kind: {**config.policy.kind_params.get(kind, {}), **params}}
+            config = config.model_copy(update={"policy": config.policy.model_copy(update={"kind_params": kind_params})})
         settings = FlywheelSettings(kafka_bootstrap=bootstrap, database_url=url,  # type: ignore[arg-type]
                                     topic_prefix=f"full{uuid.uuid4().hex[:6]}", data_dir=Path(tmp) / "data",
                                     metrics_port=0, schema_registry_port=0)
@@ -116,8 +124,8 @@ def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more
             bootstrap_s = time.perf_counter() - started
             if boot.status != "promoted":  # no champion, no full run to time: say why instead of a figure
                 sys.stderr.write(f"bootstrap of {kind} was {boot.status}: {boot.reason}\n")
-                return {"kind": kind, "corpus_rows": corpus_rows, "workers": config.workers, "seconds": None,
-                        "cpu_seconds": None, "runs": [],
+                return {"kind": kind, "corpus_rows": corpus_rows, "workers": config.workers, "params": params,
+                        "policy": policy, "seconds": None, "cpu_seconds": None, "runs": [],
                         "bootstrap_seconds": round(bootstrap_s, 2),
                         "bootstrap": f"{boot.status}: {boot.reason}"[:2000]}
             lc.trainer.warm()  # as the trainer service does at start: fit workers up, Great Expectations imported
@@ -138,7 +146,7 @@ def measure_full(kind: str, bootstrap: str, url: str, *, labels: int = 300, more
                                                           for v in c["verdicts"]]} for c in result.candidates]})
                 if result.status not in ("promoted", "canary"):
                     break
-    return {"kind": kind, "corpus_rows": corpus_rows, "workers": config.workers,
+    return {"kind": kind, "corpus_rows": corpus_rows, "workers": config.workers, "params": params, "policy": policy,
             "seconds": max(r["seconds"] for r in runs), "cpu_seconds": max(r["cpu_seconds"] for r in runs),
             "runs": runs,
             "bootstrap_seconds": round(bootstrap_s, 2)}
@@ -157,16 +165,38 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[None],
                         help="fit workers, one measurement each in turn (e.g. 2 1 2 1: serial vs parallel "
                              "under the same load); default: the config's")
+    parser.add_argument("--params", type=json.loads, nargs="+", default=[{}],
+                        help="the kind's parameters over the demo's, as JSON, one measurement each in turn (each "
+                             "with every --workers), e.g. '{\"solver\": \"lbfgs\"}' '{}': before and after "
+                             "under the same load")
+    parser.add_argument("--policy", type=json.loads, nargs="+", default=[{}],
+                        help="policy settings over the demo's, as JSON, paired in turn with --params (the last "
+                             "repeated), e.g. --params '{\"solver\": \"lbfgs\"}' '{}' --policy "
+                             "'{\"start_at_champion\": false}' '{}': as fitted before issue 18's solver work, "
+                             "then now")
     args = parser.parse_args()
     results: dict[str, Any] = {}
     for kind in args.kinds:
-        for workers in args.workers:
-            name = kind if len(args.workers) == 1 else f"{kind}/workers={workers}#{len(results)}"
-            with bench_stack() as (bootstrap, url):
-                results[name] = measure_full(kind, bootstrap, url, labels=args.labels, more=args.more,
-                                             corpus_rows=args.corpus_rows, workers=workers)
-            sys.stderr.write(f"{name}: {results[name]}\n")
-    emit({"full_run_seconds": {k: r["seconds"] for k, r in results.items()}, "details": results}, probe)
+        variants = max(len(args.params), len(args.policy))
+        for n in range(variants):
+            params, policy = args.params[min(n, len(args.params) - 1)], args.policy[min(n, len(args.policy) - 1)]
+            for workers in args.workers:
+                name = kind
+                if len(args.workers) > 1:
+                    name += f"/workers={workers}"
+                if variants > 1:
+                    name += f"/{json.dumps({**params, **policy}, sort_keys=True)}"
+                if name != kind:
+                    name += f"#{len(results)}"
+                with bench_stack() as (bootstrap, url):
+                    results[name] = measure_full(kind, bootstrap, url, labels=args.labels, more=args.more,
+                                                 corpus_rows=args.corpus_rows, workers=workers, params=params,
+                                                 policy=policy)
+                sys.stderr.write(f"{name}: {results[name]}\n")
+    emit({"full_run_seconds": {k: r["seconds"] for k, r in results.items()},
+          "by_champion": {k: {run["against"]: {"seconds": run["seconds"], "cpu_seconds": run["cpu_seconds"]}
+                              for run in r["runs"]} for k, r in results.items()},
+          "details": results}, probe)
 
 
 if __name__ == "__main__":

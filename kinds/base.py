@@ -83,6 +83,17 @@ class ModelKind(ABC):
         self._check_labels(labels)
         return self.fit(inputs, labels, weights)
 
+    def solution(self) -> Any:
+        """What another fit may start its solver at (:meth:`starting_at`), as plain data (it travels to the
+        fit workers); None (the default): the kind's fit takes no start."""
+        return None
+
+    def starting_at(self, solution: Any) -> Self:
+        """Start the next :meth:`fit` at ``solution`` (a fitted model's :meth:`solution`): for a kind whose
+        objective has one optimum, the same model up to the solver's tolerance in fewer iterations. The
+        default ignores it."""
+        return self
+
     @abstractmethod
     def predict_proba(self, inputs: Sequence[Input]) -> Probabilities:
         """Shape (n, len(labels)); columns in ``labels`` order; rows sum to 1."""

@@ -93,6 +93,11 @@ class PolicyConfig(_Frozen):
                     "trained on join the evaluation too: the candidate's recipe and the champion's (its kind and "
                     "params on the corpus and the samples up to its watermark) each predict every fold trained "
                     "without it. Every collected label is evidence, not only those newer than the champion.")
+    start_at_champion: bool = Field(
+        default=True,
+        description="A full run starts the solver of every from-scratch fit of the champion's kind (candidates, "
+                    "their folds, the champion's recipe per fold) at the champion's solution (kinds with one "
+                    "optimum: tfidf-logreg): the same models up to the solver's tolerance, in fewer iterations.")
     search: SearchConfig | None = Field(
         default=None, description="Tune each kind's parameters in full runs (unset: the policy's kind_params).")
     seed: int = 0

@@ -61,6 +61,7 @@ class FitJob:
     weights: Sequence[float] | None
     predict: Sequence[Input]
     counted: SharedCounts | None = None
+    start: Any = None  # where the fit's solver starts (:meth:`ModelKind.starting_at`), e.g. the champion's solution
 
 
 @dataclass(frozen=True)
@@ -171,10 +172,10 @@ def shared_pool(workers: int) -> FitPool:
 
 
 def job_for(kind: str, params: dict[str, Any], inputs: Sequence[Input], labels: Sequence[str],
-            weights: Sequence[float] | None, predict: Sequence[Input]) -> FitJob:
+            weights: Sequence[float] | None, predict: Sequence[Input], start: Any = None) -> FitJob:
     """A :class:`FitJob` carrying the enclosing :func:`~kinds.ngrams.counted_once` block's texts, if any."""
     return FitJob(kind, params, list(inputs), list(labels), None if weights is None else list(weights),
-                  list(predict), shared_counts(params))
+                  list(predict), shared_counts(params), start)
 
 
 # -- in the worker ---------------------------------------------------------------------------------------
@@ -217,6 +218,6 @@ def _run(job: FitJob) -> Predicted:
             _counted = (job.counted.key, stack)
         use_counts(job.counted)  # the trainer's counts, loaded once: not counted again here
     started = time.perf_counter()
-    model = create(job.kind, **job.params).fit(job.inputs, job.labels, job.weights)
+    model = create(job.kind, **job.params).starting_at(job.start).fit(job.inputs, job.labels, job.weights)
     proba = np.asarray(model.predict_proba(job.predict), dtype=np.float64)
     return Predicted(model.labels, proba, time.perf_counter() - started)

@@ -33,6 +33,7 @@ class Recipes:
         self.policy = policy
         self.features = features  # a tabular model's schema: every tabular kind is built with it
         self.tuned: dict[str, dict[str, Any]] = {}  # this run's searched params per kind (set by the run)
+        self.starts: dict[str, Any] = {}  # this run's solver start per kind: the champion's solution (set by the run)
         self.submitted: list[Future[Predicted]] = []  # this run's fits (dropped by forget when it ends)
 
     def create(self, kind: str, **params: object) -> ModelKind:
@@ -46,7 +47,8 @@ class Recipes:
         frame = trainable(frame)
         if mode == "incremental" and champion is not None and kind == champion.kind:
             return self.load(champion.version).partial_fit(frame.inputs, frame.labels, frame.weights)
-        return self.create(kind, **self.params(kind)).fit(frame.inputs, frame.labels, frame.weights)
+        return self.create(kind, **self.params(kind)).starting_at(self.starts.get(kind)).fit(
+            frame.inputs, frame.labels, frame.weights)
 
     def fit_predict(self, kind: str, mode: Mode, champion: ModelVersionInfo | None, frame: Frame,
                     predict: Sequence[Input]) -> Future[Predicted]:
@@ -59,12 +61,12 @@ class Recipes:
     def predict_by(self, kind: str, params: dict[str, Any], frame: Frame, predict: Sequence[Input], *,
                    local: Callable[[], ModelKind] | None = None) -> Future[Predicted]:
         """The predictions of ``predict`` by ``kind`` (``params``) fitted from scratch on ``frame``'s
-        trainable rows (``local``: another fit, made in this process)."""
-        rows = trainable(frame)
-        job = (job_for(kind, params, rows.inputs, rows.labels, rows.weights, predict)
+        trainable rows, its solver started at :attr:`starts` (``local``: another fit, made in this process)."""
+        rows, start = trainable(frame), self.starts.get(kind)
+        job = (job_for(kind, params, rows.inputs, rows.labels, rows.weights, predict, start)
                if local is None and self.pool.portable(kind) else None)
-        future = self.pool.submit(local or (lambda: self.create(kind, **params).fit(rows.inputs, rows.labels,
-                                                                                     rows.weights)), predict, job)
+        future = self.pool.submit(local or (lambda: self.create(kind, **params).starting_at(start).fit(
+            rows.inputs, rows.labels, rows.weights)), predict, job)
         self.submitted.append(future)
         return future
 

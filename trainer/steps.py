@@ -111,6 +111,10 @@ class RunSteps:
                     s.runs.finish(s.run_id, status="refused", reason=f"data quality: {quality.reason}",
                                   data_hash=data_hash, trained_count=len(frame), mlflow_run_id=ml.run_id)
                     return RunResult("refused", f"data quality: {quality.reason}", s.run_id, mode)
+                if champion is not None and champion_model is not None and mode == "full" \
+                        and self.policy.start_at_champion:
+                    # every from-scratch fit of the champion's kind starts its solver at the champion's solution
+                    self.recipes.starts = {champion.kind: champion_model.solution()}
                 with _counted_once(frame):
                     folds = self.cross_fitter.plan(s.store, mode, frame, champion, champion_model)
                     kinds_to_train = self.recipes.kinds(mode, champion, kinds)
@@ -145,7 +149,7 @@ class RunSteps:
                     s.run_id, mode, info, best, summaries, data_hash, len(frame), ml.run_id, s.decision.reason,
                     champion.version if champion else None))
         finally:
-            self.recipes.tuned = {}
+            self.recipes.tuned, self.recipes.starts = {}, {}
             self.recipes.forget()  # the fits a failed run left queued are dropped
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -69,10 +69,11 @@ TASKS = {
 }
 
 
-# every kind with its defaults, and the MiniLM head's other solver
+# every kind with its defaults, and the MiniLM head's and tfidf-logreg's other solvers
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     **{kind: (kind, {}) for kind in sorted(KINDS)},
     "minilm-head-lbfgs": ("minilm-head", {"solver": "lbfgs", "c": 0.1}),
+    "tfidf-logreg-lbfgs": ("tfidf-logreg", {"solver": "lbfgs"}),
 }
 
 
