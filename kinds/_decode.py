@@ -16,7 +16,6 @@ residual stream, attention and the logits stay float32).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,20 +32,20 @@ def _linear(module: Any) -> Any:
     return getattr(module, "base_layer", module)
 
 
-INT8 = torch.qint8
-"""``matmul_dtype`` of int8 products: weights int8 per output channel (symmetric), activations quantised
-per product on the fly (one scale per call, 7-bit range), accumulated in int32 and returned as float32:
-fbgemm's dynamic quantised linear, with AVX2 kernels (AVX-512/VNNI ones where the CPU has them)."""
+INT8 = torch.int8
+"""``matmul_dtype`` of weight-only int8 products: each weight int8 with one symmetric scale per output row,
+the activations entering a product rounded to bfloat16 (not quantised), accumulated in float32
+(``torch._weight_int8pack_mm``, ATen's CPU kernel for this, vectorised for AVX2 and AVX-512). Half
+float16's bytes per token. Quantising the activations too (fbgemm's dynamic int8 linear, one 7-bit scale
+per product) was faster still but wrecked SmolLM2: its activations have outlier channels (a trained
+adapter's held-out perplexity 10.0 -> 44.1; bench/decode_quality.py, docs/benchmarks.md)."""
 
 
-def _int8_packed(weight: torch.Tensor) -> Any:
-    """fbgemm's prepacked int8 form of a float ``weight`` [out, in], one symmetric scale per output row."""
+def _int8_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float ``weight`` [out, in] as int8 [out, in] and one bfloat16 scale per output row (symmetric)."""
     weight = weight.float()
-    scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch 2.13 marks quantised tensor creation deprecated
-        quantised = torch.quantize_per_channel(weight, scale, torch.zeros_like(scale, dtype=torch.long), 0, INT8)
-    return torch.ops.quantized.linear_prepack(quantised, None)
+    scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12)
+    return (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous(), scale.to(torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -61,13 +60,13 @@ class _Layer:
 
 class Weights:
     """The base's decode weights: q/k/v and gate/up concatenated, every product's weight in
-    ``matmul_dtype`` (float32, float16, bfloat16, or :data:`INT8`, prepacked); embeddings, norms and rotary
-    frequencies in float32."""
+    ``matmul_dtype`` (float32, float16, bfloat16, or :data:`INT8`: int8 values and per-row scales);
+    embeddings, norms and rotary frequencies in float32."""
 
     def __init__(self, model: Any, matmul_dtype: torch.dtype = torch.float32) -> None:
         config, inner = model.config, model.model
         self.dtype = matmul_dtype
-        convert = _int8_packed if matmul_dtype == INT8 else (lambda t: t.to(matmul_dtype).contiguous())
+        convert = _int8_weight if matmul_dtype == INT8 else (lambda t: t.to(matmul_dtype).contiguous())
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.eps = float(config.rms_norm_eps)
@@ -77,7 +76,7 @@ class Weights:
         self.inv_freq = inner.rotary_emb.inv_freq.detach().float()
         self.rope_scale = float(getattr(inner.rotary_emb, "attention_scaling", 1.0))
 
-        def cat(*modules: Any) -> torch.Tensor:
+        def cat(*modules: Any) -> Any:
             return convert(torch.cat([_linear(m).weight.detach() for m in modules]))
 
         self.layers = [
@@ -96,8 +95,9 @@ class Weights:
         if self.dtype == torch.float32:
             return F.linear(x, weight)
         if self.dtype == INT8:
-            out: torch.Tensor = torch.ops.quantized.linear_dynamic(x, weight, True)
-            return out
+            values, scale = weight
+            rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
+            return torch._weight_int8pack_mm(rows, values, scale).float().reshape(*x.shape[:-1], -1)
         return F.linear(x.to(self.dtype), weight).float()
 
     def rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

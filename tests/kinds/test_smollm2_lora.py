@@ -166,15 +166,15 @@ def test_int8_products_stay_close_to_float32_and_are_what_the_kind_serves(
     with torch.inference_mode():
         logits32 = _forward_logits(Weights(tiny.model), lora, ids, mask)
         logits8 = _forward_logits(int8_served, lora, ids, mask)
-    assert (logits32 - logits8).abs().max() < 0.05 * logits32.abs().max()
-    assert torch.corrcoef(torch.stack([logits32[0], logits8[0]]))[0, 1] > 0.99
+    assert (logits32 - logits8).abs().max() < 0.04 * logits32.abs().max()  # measured 0.018
+    assert torch.corrcoef(torch.stack([logits32[0], logits8[0]]))[0, 1] > 0.999  # measured 0.99986
 
     held_out = pairs(30, 6, persona="A shopkeeper")
     ids, mask, labels = _right_padded([fitted._example(p) for p in held_out], tiny.tokenizer.pad_token_id)
     with torch.inference_mode():
         nll, count = next_token_nll(int8_served, lora, ids, mask, labels)
     assert fitted.perplexity(held_out) == pytest.approx(math.exp(nll / count), rel=1e-6)
-    assert fitted.perplexity(held_out) == pytest.approx(fitted._reference_perplexity(held_out), rel=0.05)
+    assert fitted.perplexity(held_out) == pytest.approx(fitted._reference_perplexity(held_out), rel=0.01)  # 0.08%
 
     prompt = Prompt("What comes after 9?", persona="A shopkeeper")
     whole = fitted.generate([prompt], max_new_tokens=16)[0]
