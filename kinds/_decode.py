@@ -8,8 +8,11 @@ cache, peft's wrappers). This loop runs the same operations (RMSNorm, rotary, SD
 heads, SiLU MLP, the tied head on the last position only) with a preallocated KV cache, fused q/k/v and
 gate/up projections and the LoRA delta ``B(A(x)) * scale`` added to q and v unmerged (the base's weights
 stay shared and unmodified; an adapter is a couple of MB). ``matmul_dtype`` float16 halves the bytes read
-(the weights are bf16 values, so only the activations entering a product are rounded; the norms, the
-residual stream, attention and the logits stay float32).
+(the weights are bf16 values, so only the activations entering a product are rounded); :data:`INT8`
+(weight-only int8, what ``smollm2-lora`` serves on SmolLM2) halves them again. The norms, the residual
+stream, attention, the LoRA delta and the logits stay float32 whatever the products' dtype.
+:func:`next_token_nll` runs the same forward pass over whole sequences, so a perplexity gate scores the
+products that are served.
 
 :class:`Weights` is built once per base and dtype (the fused copies) and shared by every adapter.
 """

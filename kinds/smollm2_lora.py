@@ -11,11 +11,13 @@ training step (a step, not a whole fit, holds the lock, so serving in the same p
 A generator that is garbage collected deletes its adapter.
 
 Generation runs :mod:`kinds._decode` (a decode loop with a preallocated KV cache and the LoRA delta added
-unmerged; float16 products on SmolLM2, whose weights are bf16 values) on one torch thread, not
-transformers' ``generate``: 64 new tokens went from ~77 to ~35 ms of CPU per token on SmolLM2 (one thread,
-load ~16 on 2 cores; ``bench/decode_speed.py``). In float32 (tiny-random) its greedy tokens are
-transformers'; in float16 a near tie can flip a later token (rounding, not a different model). Training
-and perplexity stay on the peft model.
+unmerged) on one torch thread, not transformers' ``generate``: 64 new tokens went from ~77 to ~35 ms of
+CPU per token on SmolLM2 with float16 products (one thread, load ~16 on 2 cores; ``bench/decode_speed.py``),
+and weight-only int8 products (int8 weights, one scale per row, bfloat16 activations: what is served on
+SmolLM2 since issue 20) halve the bytes read per token again. In float32 (tiny-random) its greedy tokens
+are transformers'; in int8 a near tie can flip a later token. ``perplexity`` runs the decode loop's forward
+pass too (the served products: a perplexity gate scores what is served); training stays on the peft model
+(float32), ``_reference_perplexity`` is the peft model's.
 
 The artifact is ``adapter.safetensors`` (the LoRA weights) + ``adapter.json`` (the LoRA configuration and the
 base model's name and weights digest: an adapter is refused on another base), pinned by the manifest.

@@ -158,23 +158,23 @@ def test_perplexity_runs_the_decode_loops_products(fitted: SmolLM2LoRA, resource
 
 def test_int8_products_stay_close_to_float32_and_are_what_the_kind_serves(
         fitted: SmolLM2LoRA, tiny: BaseModel, int8_served: Weights, tmp_path: Path) -> None:
-    """int8 products (per-channel int8 weights, activations quantised per product): logits within a few
-    percent of float32's, the kind's generate / stream / perplexity all run them (the perplexity is the
+    """int8 products (weight-only: int8 weights with per-row scales, bfloat16 activations): logits within
+    rounding of float32's, the kind's generate / stream / perplexity all run them (the perplexity is the
     int8 forward pass's own, near the float32 reference), and a saved adapter answers the same."""
     lora = fitted._lora()
     ids, mask = _left_padded([fitted._prompt_ids(Prompt("What comes after 5?"))], tiny.tokenizer.pad_token_id)
     with torch.inference_mode():
         logits32 = _forward_logits(Weights(tiny.model), lora, ids, mask)
         logits8 = _forward_logits(int8_served, lora, ids, mask)
-    assert (logits32 - logits8).abs().max() < 0.04 * logits32.abs().max()  # measured 0.018
-    assert torch.corrcoef(torch.stack([logits32[0], logits8[0]]))[0, 1] > 0.999  # measured 0.99986
+    assert (logits32 - logits8).abs().max() < 0.02 * logits32.abs().max()  # measured 0.0087
+    assert torch.corrcoef(torch.stack([logits32[0], logits8[0]]))[0, 1] > 0.9995  # measured 0.99996
 
     held_out = pairs(30, 6, persona="A shopkeeper")
     ids, mask, labels = _right_padded([fitted._example(p) for p in held_out], tiny.tokenizer.pad_token_id)
     with torch.inference_mode():
         nll, count = next_token_nll(int8_served, lora, ids, mask, labels)
     assert fitted.perplexity(held_out) == pytest.approx(math.exp(nll / count), rel=1e-6)
-    assert fitted.perplexity(held_out) == pytest.approx(fitted._reference_perplexity(held_out), rel=0.01)  # 0.08%
+    assert fitted.perplexity(held_out) == pytest.approx(fitted._reference_perplexity(held_out), rel=0.002)  # 0.01%
 
     prompt = Prompt("What comes after 9?", persona="A shopkeeper")
     whole = fitted.generate([prompt], max_new_tokens=16)[0]
