@@ -62,11 +62,11 @@ def main() -> None:
 
     import torch
 
-    from kinds.base_models import SMOLLM2, load_base
-    from kinds.generation import GeneratorResources, Pair, Prompt
     from bench.generate_pod import nearest_rank
     from kinds._decode import INT8, Weights, decode
     from kinds._threads import one_torch_thread
+    from kinds.base_models import SMOLLM2, load_base
+    from kinds.generation import GeneratorResources, Pair, Prompt
     from kinds.smollm2_lora import SmolLM2LoRA, _decode_weights, _left_padded, _weights
 
     torch.set_num_threads(1)
@@ -125,7 +125,8 @@ def main() -> None:
     _weights[base] = served
     per_dtype = {name: {"cpu_ms_per_token": round(statistics.median(run["cpu"]), 1),
                         "wall_ms_per_token": round(statistics.median(run["wall"]), 1),
-                        "cpu_speedup": round(statistics.median(r / n for r, n in zip(ref_cpu, run["cpu"], strict=True)), 2),
+                        "cpu_speedup": round(statistics.median(
+                            r / n for r, n in zip(ref_cpu, run["cpu"], strict=True)), 2),
                         "identical_greedy": run["same"],
                         "forced_p50_ms": round(statistics.median(run["forced"]), 1),
                         "forced_p95_ms": round(nearest_rank(run["forced"], 0.95), 1),
