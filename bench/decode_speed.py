@@ -1,13 +1,20 @@
 """Per-token generation speed of ``smollm2-lora`` on the real SmolLM2-135M base, before and after the
 decode loop (:mod:`kinds._decode`), in one process: transformers' ``generate`` on the peft model (the
-reference) and the decode loop, alternated per prompt, greedy, one torch thread, with a LoRA adapter whose
-B matrices are non-zero (so the adapter is on the path). Reported per path: CPU and wall ms per new token
-(medians over the prompts), and whether every greedy answer was token-for-token the reference's.
+reference) and the decode loop with float16 products (before issue 20) and with int8 products (what the
+kind serves on SmolLM2, :data:`kinds._decode.INT8`), alternated per prompt, greedy, one torch thread, with
+a LoRA adapter whose B matrices are non-zero (so the adapter is on the path). Reported per path: CPU and
+wall ms per new token (medians over the prompts; the answers end at their end-of-turn token), whether each
+greedy answer was token-for-token the reference's, and per decode dtype the wall and CPU time of exactly
+64 forced new tokens (the end-of-turn token ignored: the issue's "64 new tokens"), p50 and p95 over the
+prompts.
 
-    .venv/bin/python bench/decode_speed.py [--tokens 64] [--prompts 6] [--data-dir DIR]
+    .venv/bin/python -m bench.decode_speed [--tokens 64] [--prompts 6] [--data-dir DIR]
 
 Last line: {"reference_cpu_ms_per_token", "decode_cpu_ms_per_token", "cpu_speedup", "reference_wall_ms_per_token",
-"decode_wall_ms_per_token", "identical_greedy", "prompts", "tokens", "matmul_dtype", "torch_threads", "host"}.
+"decode_wall_ms_per_token", "identical_greedy", "float16": {...}, "int8": {...} (each: "cpu_ms_per_token",
+"wall_ms_per_token", "identical_greedy", "forced_p50_ms", "forced_p95_ms", "forced_cpu_ms_per_token",
+"weights_rss_mb"), "rss_mb", "prompts", "tokens", "matmul_dtype", "torch_threads", "host"}; the ``decode_*`` keys are
+the served dtype's; ``weights_rss_mb`` is what building that dtype's decode weights added to the resident set.
 """
 
 from __future__ import annotations
@@ -36,6 +43,14 @@ PROMPTS = [("Tell me a long story about a dragon and a knight.", None, None),
            ("What happened to the old mill?", "The mill burned down last winter.", "An old farmer")]
 
 
+def _rss_mb() -> float:
+    """This process's resident set (MB), from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=64)
@@ -47,9 +62,12 @@ def main() -> None:
 
     import torch
 
+    from bench.generate_pod import nearest_rank
+    from kinds._decode import INT8, Weights, decode
+    from kinds._threads import one_torch_thread
     from kinds.base_models import SMOLLM2, load_base
     from kinds.generation import GeneratorResources, Pair, Prompt
-    from kinds.smollm2_lora import SmolLM2LoRA, _decode_weights, _left_padded
+    from kinds.smollm2_lora import SmolLM2LoRA, _decode_weights, _left_padded, _weights
 
     torch.set_num_threads(1)
     base = load_base(SMOLLM2, args.data_dir)
@@ -70,25 +88,61 @@ def main() -> None:
         new = max(1, out.shape[1] - width)
         return out, (time.process_time() - cpu) * 1000 / new, (time.perf_counter() - wall) * 1000 / new
 
-    ref_cpu, ref_wall, new_cpu, new_wall, same = [], [], [], [], []
+    def forced(weights: Weights, ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+        """Wall and CPU ms of exactly ``--tokens`` new tokens (no end token), as the kind runs them."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        with one_torch_thread(), base.lock, torch.inference_mode():
+            out = decode(weights, model._lora(), ids, mask, max_new_tokens=args.tokens, temperature=0.0, eos=-1,
+                         pad=base.tokenizer.pad_token_id)
+        assert out.shape[1] == ids.shape[1] + args.tokens
+        return (time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000
+
+    served = _decode_weights(base)
+    dtypes, rss_mb = {}, {}
+    for name, dtype in (("float16", torch.float16), ("int8", INT8)):
+        before = _rss_mb()
+        dtypes[name] = Weights(base.model, dtype)
+        rss_mb[name] = round(_rss_mb() - before, 1)  # what one copy of the decode weights adds to the process
+    ref_cpu, ref_wall = [], []
+    runs: dict[str, dict[str, list[Any]]] = {name: {"cpu": [], "wall": [], "same": [], "forced": [], "forced_cpu": []}
+                                             for name in dtypes}
     for prompt, context, persona in PROMPTS[:args.prompts]:
         ids, mask = _left_padded([model._prompt_ids(Prompt(prompt, context, persona))], base.tokenizer.pad_token_id)
         model._run_generate(ids, mask, 2, 0.0, (), None)  # warm (the decode weights are built once per base)
         ref, c, w = timed(model._reference_generate, ids, mask)
         ref_cpu.append(c)
         ref_wall.append(w)
-        new, c, w = timed(model._run_generate, ids, mask, None)
-        new_cpu.append(c)
-        new_wall.append(w)
-        same.append(bool(ref.shape == new.shape and torch.equal(ref, new)))
+        for name, weights in dtypes.items():
+            _weights[base] = weights
+            new, c, w = timed(model._run_generate, ids, mask, None)
+            run = runs[name]
+            run["cpu"].append(c)
+            run["wall"].append(w)
+            run["same"].append(bool(ref.shape == new.shape and torch.equal(ref, new)))
+            wall, cpu = forced(weights, ids, mask)
+            run["forced"].append(wall)
+            run["forced_cpu"].append(cpu / args.tokens)
+    _weights[base] = served
+    per_dtype = {name: {"cpu_ms_per_token": round(statistics.median(run["cpu"]), 1),
+                        "wall_ms_per_token": round(statistics.median(run["wall"]), 1),
+                        "cpu_speedup": round(statistics.median(
+                            r / n for r, n in zip(ref_cpu, run["cpu"], strict=True)), 2),
+                        "identical_greedy": run["same"],
+                        "forced_p50_ms": round(statistics.median(run["forced"]), 1),
+                        "forced_p95_ms": round(nearest_rank(run["forced"], 0.95), 1),
+                        "forced_cpu_ms_per_token": round(statistics.median(run["forced_cpu"]), 1),
+                        "weights_rss_mb": rss_mb[name]}
+                 for name, run in runs.items()}
+    name = "int8" if served.dtype == INT8 else "float16"
     result: dict[str, Any] = {
         "reference_cpu_ms_per_token": round(statistics.median(ref_cpu), 1),
-        "decode_cpu_ms_per_token": round(statistics.median(new_cpu), 1),
-        "cpu_speedup": round(statistics.median(r / n for r, n in zip(ref_cpu, new_cpu, strict=True)), 2),
+        "decode_cpu_ms_per_token": per_dtype[name]["cpu_ms_per_token"],
+        "cpu_speedup": per_dtype[name]["cpu_speedup"],
         "reference_wall_ms_per_token": round(statistics.median(ref_wall), 1),
-        "decode_wall_ms_per_token": round(statistics.median(new_wall), 1),
-        "identical_greedy": same, "prompts": len(same), "tokens": args.tokens,
-        "matmul_dtype": str(_decode_weights(base).dtype).removeprefix("torch."), "torch_threads": 1}
+        "decode_wall_ms_per_token": per_dtype[name]["wall_ms_per_token"],
+        "identical_greedy": per_dtype[name]["identical_greedy"], **per_dtype,
+        "rss_mb": round(_rss_mb(), 1), "prompts": len(ref_cpu), "tokens": args.tokens,
+        "matmul_dtype": str(served.dtype).removeprefix("torch."), "torch_threads": 1}
     emit(result, probe)
 
 

@@ -8,8 +8,11 @@ cache, peft's wrappers). This loop runs the same operations (RMSNorm, rotary, SD
 heads, SiLU MLP, the tied head on the last position only) with a preallocated KV cache, fused q/k/v and
 gate/up projections and the LoRA delta ``B(A(x)) * scale`` added to q and v unmerged (the base's weights
 stay shared and unmodified; an adapter is a couple of MB). ``matmul_dtype`` float16 halves the bytes read
-(the weights are bf16 values, so only the activations entering a product are rounded; the norms, the
-residual stream, attention and the logits stay float32).
+(the weights are bf16 values, so only the activations entering a product are rounded); :data:`INT8`
+(weight-only int8, what ``smollm2-lora`` serves on SmolLM2) halves them again. The norms, the residual
+stream, attention, the LoRA delta and the logits stay float32 whatever the products' dtype.
+:func:`next_token_nll` runs the same forward pass over whole sequences, so a perplexity gate scores the
+products that are served.
 
 :class:`Weights` is built once per base and dtype (the fused copies) and shared by every adapter.
 """
@@ -32,34 +35,52 @@ def _linear(module: Any) -> Any:
     return getattr(module, "base_layer", module)
 
 
+INT8 = torch.int8
+"""``matmul_dtype`` of weight-only int8 products: each weight int8 with one symmetric scale per output row,
+the activations entering a product rounded to bfloat16 (not quantised), accumulated in float32
+(``torch._weight_int8pack_mm``, ATen's CPU kernel for this, vectorised for AVX2 and AVX-512). Half
+float16's bytes per token. Quantising the activations too (fbgemm's dynamic int8 linear, one 7-bit scale
+per product) was faster still but wrecked SmolLM2: its activations have outlier channels (a trained
+adapter's held-out perplexity 10.0 -> 44.1; bench/decode_quality.py, docs/benchmarks.md)."""
+
+
+def _int8_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float ``weight`` [out, in] as int8 [out, in] and one bfloat16 scale per output row (symmetric)."""
+    weight = weight.float()
+    scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12)
+    return (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous(), scale.to(torch.bfloat16)
+
+
 @dataclass(frozen=True)
 class _Layer:
     norm_in: torch.Tensor
-    qkv: torch.Tensor
-    o: torch.Tensor
+    qkv: Any
+    o: Any
     norm_post: torch.Tensor
-    gate_up: torch.Tensor
-    down: torch.Tensor
+    gate_up: Any
+    down: Any
 
 
 class Weights:
     """The base's decode weights: q/k/v and gate/up concatenated, every product's weight in
-    ``matmul_dtype``; embeddings, norms and rotary frequencies in float32."""
+    ``matmul_dtype`` (float32, float16, bfloat16, or :data:`INT8`: int8 values and per-row scales);
+    embeddings, norms and rotary frequencies in float32."""
 
     def __init__(self, model: Any, matmul_dtype: torch.dtype = torch.float32) -> None:
         config, inner = model.config, model.model
         self.dtype = matmul_dtype
+        convert = _int8_weight if matmul_dtype == INT8 else (lambda t: t.to(matmul_dtype).contiguous())
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.eps = float(config.rms_norm_eps)
         self.embed = inner.embed_tokens.weight.detach()
-        self.head = _linear(model.lm_head).weight.detach().to(matmul_dtype)
+        self.head = convert(_linear(model.lm_head).weight.detach())
         self.norm = inner.norm.weight.detach()
         self.inv_freq = inner.rotary_emb.inv_freq.detach().float()
         self.rope_scale = float(getattr(inner.rotary_emb, "attention_scaling", 1.0))
 
-        def cat(*modules: Any) -> torch.Tensor:
-            return torch.cat([_linear(m).weight.detach() for m in modules]).to(matmul_dtype).contiguous()
+        def cat(*modules: Any) -> Any:
+            return convert(torch.cat([_linear(m).weight.detach() for m in modules]))
 
         self.layers = [
             _Layer(
@@ -73,9 +94,13 @@ class Weights:
             for layer in inner.layers
         ]
 
-    def mm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def mm(self, x: torch.Tensor, weight: Any) -> torch.Tensor:
         if self.dtype == torch.float32:
             return F.linear(x, weight)
+        if self.dtype == INT8:
+            values, scale = weight
+            rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
+            return torch._weight_int8pack_mm(rows, values, scale).float().reshape(*x.shape[:-1], -1)
         return F.linear(x.to(self.dtype), weight).float()
 
     def rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -119,6 +144,21 @@ def _forward(
 ) -> torch.Tensor:
     """float32 logits of the last position, for ``ids`` ([batch, steps]) written at cache columns
     ``start:start+steps``; ``mask`` [batch, 1, steps, start+steps] says which columns each may see."""
+    h = _hidden(w, adapter, ids, positions, start, mask, cache)
+    return w.mm(w.rms(h[:, -1], w.norm), w.head)
+
+
+def _hidden(
+    w: Weights,
+    adapter: Adapter,
+    ids: torch.Tensor,
+    positions: torch.Tensor,
+    start: int,
+    mask: torch.Tensor,
+    cache: _Cache,
+) -> torch.Tensor:
+    """The residual stream after the last layer (before the final norm), every position: ``_forward``'s
+    body."""
     batch, steps = ids.shape
     end = start + steps
     h = F.embedding(ids, w.embed)
@@ -149,7 +189,26 @@ def _forward(
         h = h + w.mm(attn.transpose(1, 2).reshape(batch, steps, nq), layer.o)
         gate, up = w.mm(w.rms(h, layer.norm_post), layer.gate_up).chunk(2, dim=-1)
         h = h + w.mm(F.silu(gate) * up, layer.down)
-    return w.mm(w.rms(h[:, -1], w.norm), w.head)
+    return h
+
+
+def next_token_nll(w: Weights, adapter: Adapter, ids: torch.Tensor, attention: torch.Tensor,
+                   labels: torch.Tensor) -> tuple[float, int]:
+    """Summed negative log-likelihood (and count) of the tokens ``labels[:, 1:]`` not -100 given what comes
+    before them, computed by the decode loop's own forward pass (the same products, so a perplexity gate
+    scores what is served). ``ids`` are right- or left-padded, ``attention`` 1 on real tokens."""
+    batch, width = ids.shape
+    valid = attention.bool()
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    columns = torch.arange(width)
+    causal = columns[None, :] <= columns[:, None]
+    mask = (valid[:, None, None, :] & causal) | torch.eye(width, dtype=torch.bool)  # padding sees itself
+    h = _hidden(w, adapter, ids, positions, 0, mask, _Cache(w, batch, width))
+    targets = labels[:, 1:]
+    counted = targets != -100
+    logits = w.mm(w.rms(h[:, :-1][counted], w.norm), w.head)
+    nll = F.cross_entropy(logits, targets[counted], reduction="sum")
+    return float(nll), int(counted.sum())
 
 
 def decode(

@@ -11,11 +11,13 @@ training step (a step, not a whole fit, holds the lock, so serving in the same p
 A generator that is garbage collected deletes its adapter.
 
 Generation runs :mod:`kinds._decode` (a decode loop with a preallocated KV cache and the LoRA delta added
-unmerged; float16 products on SmolLM2, whose weights are bf16 values) on one torch thread, not
-transformers' ``generate``: 64 new tokens went from ~77 to ~35 ms of CPU per token on SmolLM2 (one thread,
-load ~16 on 2 cores; ``bench/decode_speed.py``). In float32 (tiny-random) its greedy tokens are
-transformers'; in float16 a near tie can flip a later token (rounding, not a different model). Training
-and perplexity stay on the peft model.
+unmerged) on one torch thread, not transformers' ``generate``: 64 new tokens went from ~77 to ~35 ms of
+CPU per token on SmolLM2 with float16 products (one thread, load ~16 on 2 cores; ``bench/decode_speed.py``),
+and weight-only int8 products (int8 weights, one scale per row, bfloat16 activations: what is served on
+SmolLM2 since issue 20) halve the bytes read per token again. In float32 (tiny-random) its greedy tokens
+are transformers'; in int8 a near tie can flip a later token. ``perplexity`` runs the decode loop's forward
+pass too (the served products: a perplexity gate scores what is served); training stays on the peft model
+(float32), ``_reference_perplexity`` is the peft model's.
 
 The artifact is ``adapter.safetensors`` (the LoRA weights) + ``adapter.json`` (the LoRA configuration and the
 base model's name and weights digest: an adapter is refused on another base), pinned by the manifest.
@@ -39,7 +41,7 @@ from typing import Any, Self
 import torch
 from safetensors.torch import load_file, save_file
 
-from kinds._decode import Adapter, Weights, decode, lora_adapter
+from kinds._decode import INT8, Adapter, Weights, decode, lora_adapter, next_token_nll
 from kinds._threads import one_torch_thread
 from kinds.base_models import BaseModel
 from kinds.exceptions import ArtifactError, KindError
@@ -63,11 +65,17 @@ def _stored_dtype(base: BaseModel) -> str:
     return str(config.get("dtype") or config.get("torch_dtype") or "float32")
 
 
+def _decode_dtype(base: BaseModel) -> torch.dtype:
+    """int8 products (:data:`kinds._decode.INT8`) for a base stored in 16 bits (SmolLM2: a real model,
+    whose decode time is reading its weights), float32 for one stored in float32 (tiny-random, whose
+    decode loop gives transformers' tokens exactly)."""
+    return INT8 if _stored_dtype(base) in _HALF else torch.float32
+
+
 def _decode_weights(base: BaseModel) -> Weights:
-    """The base's decode weights, built once per base (call with its lock held): float16 products when the
-    base's weights are stored in 16 bits (SmolLM2: bf16 values, which float16 holds), else float32."""
+    """The base's decode weights, built once per base (call with its lock held) in :func:`_decode_dtype`."""
     if base not in _weights:
-        _weights[base] = Weights(base.model, torch.float16 if _stored_dtype(base) in _HALF else torch.float32)
+        _weights[base] = Weights(base.model, _decode_dtype(base))
     return _weights[base]
 
 
@@ -289,6 +297,21 @@ class SmolLM2LoRA(GeneratorKind):
 
     def perplexity(self, pairs: Sequence[Pair]) -> float:
         check_pairs(pairs)
+        base = self.base
+        examples = [self._example(pair) for pair in pairs]
+        total, count = 0.0, 0
+        with one_torch_thread():
+            for start in range(0, len(examples), self.params["batch_size"]):
+                ids, mask, labels = _right_padded(examples[start:start + self.params["batch_size"]],
+                                                  base.tokenizer.pad_token_id)
+                with base.lock, torch.inference_mode():
+                    nll, n = next_token_nll(_decode_weights(base), self._lora(), ids, mask, labels)
+                total, count = total + nll, count + n
+        return math.exp(total / count)
+
+    def _reference_perplexity(self, pairs: Sequence[Pair]) -> float:
+        """The perplexity from the peft model's forward pass in float32 (what :meth:`perplexity` computed
+        before it ran the decode loop's products): kept as the reference its tests compare with."""
         base = self.base
         examples = [self._example(pair) for pair in pairs]
         total, count = 0.0, 0

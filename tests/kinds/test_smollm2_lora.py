@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,9 @@ from kinds import (
     load_base,
     load_model,
 )
-from kinds._decode import Adapter, Weights, decode
+from kinds._decode import INT8, Adapter, Weights, decode, next_token_nll
 from kinds.base_models import BaseModel
-from kinds.smollm2_lora import _left_padded
+from kinds.smollm2_lora import _left_padded, _right_padded
 
 PARAMS = {"base": "tiny-random", "lr": 5e-3, "epochs": 3, "batch_size": 8}
 
@@ -128,6 +130,64 @@ def test_float16_products_stay_close_to_float32(fitted: SmolLM2LoRA, tiny: BaseM
         logits16 = _forward_logits(Weights(tiny.model, torch.float16), lora, ids, mask)
     assert torch.equal(full, half)
     assert (logits32 - logits16).abs().max() < 1e-2 * logits32.abs().max()
+
+
+@pytest.fixture()
+def int8_served(tiny: BaseModel) -> Iterator[Weights]:
+    """The kind serving int8 products on tiny-random (what it serves on SmolLM2, whose weights are stored in
+    bf16); tiny-random is saved in float32, so its own choice is float32 (restored after the test)."""
+    from kinds import smollm2_lora
+
+    with tiny.lock:
+        previous = smollm2_lora._weights.pop(tiny, None)
+        smollm2_lora._weights[tiny] = weights = Weights(tiny.model, INT8)
+    yield weights
+    with tiny.lock:
+        del smollm2_lora._weights[tiny]
+        if previous is not None:
+            smollm2_lora._weights[tiny] = previous
+
+
+def test_perplexity_runs_the_decode_loops_products(fitted: SmolLM2LoRA, resources: GeneratorResources) -> None:
+    """perplexity (a gate's figure) is computed by the decode loop's forward pass, so it scores the products
+    that are served; in float32 it is the peft model's (the reference), fitted or bare, batches padded."""
+    held_out = [*pairs(30, 5, persona="A shopkeeper"), Pair(Prompt("Hi"), "Hello! A long answer, " * 6)]
+    for model in (fitted, SmolLM2LoRA(**PARAMS).bind(resources)):
+        assert model.perplexity(held_out) == pytest.approx(model._reference_perplexity(held_out), rel=1e-4)
+
+
+def test_int8_products_stay_close_to_float32_and_are_what_the_kind_serves(
+        fitted: SmolLM2LoRA, tiny: BaseModel, int8_served: Weights, tmp_path: Path) -> None:
+    """int8 products (weight-only: int8 weights with per-row scales, bfloat16 activations): logits within
+    rounding of float32's, the kind's generate / stream / perplexity all run them (the perplexity is the
+    int8 forward pass's own, near the float32 reference), and a saved adapter answers the same."""
+    lora = fitted._lora()
+    ids, mask = _left_padded([fitted._prompt_ids(Prompt("What comes after 5?"))], tiny.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        logits32 = _forward_logits(Weights(tiny.model), lora, ids, mask)
+        logits8 = _forward_logits(int8_served, lora, ids, mask)
+    assert (logits32 - logits8).abs().max() < 0.02 * logits32.abs().max()  # measured 0.0087
+    assert torch.corrcoef(torch.stack([logits32[0], logits8[0]]))[0, 1] > 0.9995  # measured 0.99996
+
+    held_out = pairs(30, 6, persona="A shopkeeper")
+    ids, mask, labels = _right_padded([fitted._example(p) for p in held_out], tiny.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        nll, count = next_token_nll(int8_served, lora, ids, mask, labels)
+    assert fitted.perplexity(held_out) == pytest.approx(math.exp(nll / count), rel=1e-6)
+    assert fitted.perplexity(held_out) == pytest.approx(fitted._reference_perplexity(held_out), rel=0.002)  # 0.01%
+
+    prompt = Prompt("What comes after 9?", persona="A shopkeeper")
+    whole = fitted.generate([prompt], max_new_tokens=16)[0]
+    ids, mask = _left_padded([fitted._prompt_ids(prompt)], tiny.tokenizer.pad_token_id)
+    eos = tiny.tokenizer.eos_token_id
+    with torch.inference_mode():
+        direct = decode(int8_served, lora, ids, mask, max_new_tokens=16, temperature=0.0, eos=eos,
+                        pad=tiny.tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
+    assert whole.text == tiny.tokenizer.decode(direct, skip_special_tokens=True)
+    assert "".join(fitted.stream(prompt, max_new_tokens=16)) == whole.text
+    fitted.save(tmp_path / "v1")
+    loaded = load_model(tmp_path / "v1", resources=GeneratorResources(base=tiny))
+    assert loaded.generate([prompt], max_new_tokens=16)[0].text == whole.text
 
 
 def _forward_logits(weights: Weights, lora: Adapter, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
