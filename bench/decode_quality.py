@@ -66,7 +66,7 @@ def main() -> None:
     scores: dict[str, Any] = {}
     for name, dtype in dtypes.items():
         with base.lock:
-            smollm2_lora._weights[base] = Weights(base.model, dtype)
+            smollm2_lora._weights.setdefault(base, {})["auto"] = Weights(base.model, dtype)
         perplexity = model.perplexity(holdout)
         cpu = time.process_time()
         texts, tokens = [], 0
@@ -80,7 +80,7 @@ def main() -> None:
                         "same_answers": sum(a == b for a, b in zip(texts, answers["float32"], strict=True)),
                         "cpu_ms_per_token": round(cpu_ms, 1)}
         print(name, scores[name], flush=True)
-    del smollm2_lora._weights[base]  # back to the kind's own choice
+    del smollm2_lora._weights[base]["auto"]  # back to the kind's own choice
     result.update(dtypes=scores, served=str(smollm2_lora._decode_dtype(base)).removeprefix("torch."),
                   train_pairs=len(train), steps=args.steps, holdout_pairs=len(holdout),
                   max_new_tokens=args.max_new_tokens, torch_threads=1)

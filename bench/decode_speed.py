@@ -113,7 +113,7 @@ def main() -> None:
         ref_cpu.append(c)
         ref_wall.append(w)
         for name, weights in dtypes.items():
-            _weights[base] = weights
+            _weights[base]["auto"] = weights  # what the kind's generate runs (its default precision)
             new, c, w = timed(model._run_generate, ids, mask, None)
             run = runs[name]
             run["cpu"].append(c)
@@ -122,7 +122,7 @@ def main() -> None:
             wall, cpu = forced(weights, ids, mask)
             run["forced"].append(wall)
             run["forced_cpu"].append(cpu / args.tokens)
-    _weights[base] = served
+    _weights[base]["auto"] = served
     per_dtype = {name: {"cpu_ms_per_token": round(statistics.median(run["cpu"]), 1),
                         "wall_ms_per_token": round(statistics.median(run["wall"]), 1),
                         "cpu_speedup": round(statistics.median(

@@ -9,7 +9,7 @@ heads, SiLU MLP, the tied head on the last position only) with a preallocated KV
 gate/up projections and the LoRA delta ``B(A(x)) * scale`` added to q and v unmerged (the base's weights
 stay shared and unmodified; an adapter is a couple of MB). ``matmul_dtype`` float16 halves the bytes read
 (the weights are bf16 values, so only the activations entering a product are rounded); :data:`INT8`
-(weight-only int8, what ``smollm2-lora`` serves on SmolLM2) halves them again. The norms, the residual
+(weight-only int8, ``smollm2-lora``'s ``precision="int8"``) halves them again. The norms, the residual
 stream, attention, the LoRA delta and the logits stay float32 whatever the products' dtype.
 :func:`next_token_nll` runs the same forward pass over whole sequences, so a perplexity gate scores the
 products that are served.

@@ -13,9 +13,11 @@ A generator that is garbage collected deletes its adapter.
 Generation runs :mod:`kinds._decode` (a decode loop with a preallocated KV cache and the LoRA delta added
 unmerged) on one torch thread, not transformers' ``generate``: 64 new tokens went from ~77 to ~35 ms of
 CPU per token on SmolLM2 with float16 products (one thread, load ~16 on 2 cores; ``bench/decode_speed.py``),
-and weight-only int8 products (int8 weights, one scale per row, bfloat16 activations: what is served on
-SmolLM2 since issue 20) halve the bytes read per token again. In float32 (tiny-random) its greedy tokens
-are transformers'; in int8 a near tie can flip a later token. ``perplexity`` runs the decode loop's forward
+and ``precision="int8"`` serves weight-only int8 products (int8 weights, one scale per row, bfloat16
+activations), which halve the bytes read per token again (~30% less CPU per token) but changed 17 of 48
+greedy answers of one trained adapter (weighted score 0.0816 -> 0.0607; docs/benchmarks.md), so the default
+(``"auto"``) stays float16 for a base stored in 16 bits. In float32 (tiny-random) its greedy tokens are
+transformers'; in float16 or int8 a near tie can flip a later token. ``perplexity`` runs the decode loop's forward
 pass too (the served products: a perplexity gate scores what is served); training stays on the peft model
 (float32), ``_reference_perplexity`` is the peft model's.
 
@@ -50,7 +52,10 @@ from kinds.generation import Generation, GeneratorKind, GeneratorResources, Pair
 ADAPTER, ADAPTER_CONFIG = "adapter.safetensors", "adapter.json"
 _names = itertools.count()
 _peft_models: weakref.WeakKeyDictionary[BaseModel, Any] = weakref.WeakKeyDictionary()
-_weights: weakref.WeakKeyDictionary[BaseModel, Weights] = weakref.WeakKeyDictionary()
+_weights: weakref.WeakKeyDictionary[BaseModel, dict[str, Weights]] = weakref.WeakKeyDictionary()
+PRECISIONS = ("auto", "int8")
+"""``auto``: float16 products for a base stored in 16 bits (SmolLM2), float32 otherwise; ``int8``: weight-only
+int8 products (:data:`kinds._decode.INT8`)."""
 
 
 _HALF = ("bfloat16", "float16")
@@ -65,18 +70,23 @@ def _stored_dtype(base: BaseModel) -> str:
     return str(config.get("dtype") or config.get("torch_dtype") or "float32")
 
 
-def _decode_dtype(base: BaseModel) -> torch.dtype:
-    """int8 products (:data:`kinds._decode.INT8`) for a base stored in 16 bits (SmolLM2: a real model,
-    whose decode time is reading its weights), float32 for one stored in float32 (tiny-random, whose
-    decode loop gives transformers' tokens exactly)."""
-    return INT8 if _stored_dtype(base) in _HALF else torch.float32
+def _decode_dtype(base: BaseModel, precision: str = "auto") -> torch.dtype:
+    """The decode loop's product dtype for ``precision`` (:data:`PRECISIONS`) on ``base``: float16 for a base
+    stored in 16 bits (SmolLM2: a real model, whose decode time is reading its weights; its bf16 values fit
+    float16), float32 for one stored in float32 (tiny-random: the decode loop gives transformers' tokens
+    exactly); int8 when asked."""
+    if precision == "int8":
+        return INT8
+    return torch.float16 if _stored_dtype(base) in _HALF else torch.float32
 
 
-def _decode_weights(base: BaseModel) -> Weights:
-    """The base's decode weights, built once per base (call with its lock held) in :func:`_decode_dtype`."""
-    if base not in _weights:
-        _weights[base] = Weights(base.model, _decode_dtype(base))
-    return _weights[base]
+def _decode_weights(base: BaseModel, precision: str = "auto") -> Weights:
+    """The base's decode weights for ``precision``, built once per base and precision (call with its lock
+    held) and shared by every adapter on it."""
+    built = _weights.setdefault(base, {})
+    if precision not in built:
+        built[precision] = Weights(base.model, _decode_dtype(base, precision))
+    return built[precision]
 
 
 class SmolLM2LoRA(GeneratorKind):
@@ -89,7 +99,8 @@ class SmolLM2LoRA(GeneratorKind):
 
     def __init__(self, *, base: str = "smollm2-135m-instruct", r: int = 8, alpha: int = 16,
                  target_modules: Sequence[str] = ("q_proj", "v_proj"), lr: float = 1e-3, epochs: int = 1,
-                 batch_size: int = 8, max_steps: int = 0, max_length: int = 256, seed: int = 0) -> None:
+                 batch_size: int = 8, max_steps: int = 0, max_length: int = 256, seed: int = 0,
+                 precision: str = "auto") -> None:
         if isinstance(target_modules, str) or not target_modules:
             raise KindError(f"target_modules must be a non-empty list of module names, got {target_modules!r}")
         for name, value in (("r", r), ("epochs", epochs), ("batch_size", batch_size), ("max_length", max_length)):
@@ -97,8 +108,11 @@ class SmolLM2LoRA(GeneratorKind):
                 raise KindError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
             raise KindError(f"lr must be a positive number, got {lr!r}")
+        if precision not in PRECISIONS:
+            raise KindError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        extra = {"precision": precision} if precision != "auto" else {}  # earlier artifacts read as before
         super().__init__(base=base, r=r, alpha=alpha, target_modules=list(target_modules), lr=lr, epochs=epochs,
-                         batch_size=batch_size, max_steps=max_steps, max_length=max_length, seed=seed)
+                         batch_size=batch_size, max_steps=max_steps, max_length=max_length, seed=seed, **extra)
         self._base: BaseModel | None = None
         self._adapter = ""  # the peft adapter name on the base, once fitted or loaded
         self._source = Path(f"<unsaved {self.kind}>")
@@ -261,7 +275,7 @@ class SmolLM2LoRA(GeneratorKind):
         if streamer is not None:
             streamer.put(ids)
         with one_torch_thread(), base.lock, torch.inference_mode():
-            weights, adapter = _decode_weights(base), self._lora()
+            weights, adapter = _decode_weights(base, self.params.get("precision", "auto")), self._lora()
             return decode(weights, adapter, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
                           eos=eos, pad=pad, stopped=stopped if stop else None, on_tokens=on_tokens)
 
@@ -305,7 +319,8 @@ class SmolLM2LoRA(GeneratorKind):
                 ids, mask, labels = _right_padded(examples[start:start + self.params["batch_size"]],
                                                   base.tokenizer.pad_token_id)
                 with base.lock, torch.inference_mode():
-                    nll, n = next_token_nll(_decode_weights(base), self._lora(), ids, mask, labels)
+                    served = _decode_weights(base, self.params.get("precision", "auto"))
+                    nll, n = next_token_nll(served, self._lora(), ids, mask, labels)
                 total, count = total + nll, count + n
         return math.exp(total / count)
 

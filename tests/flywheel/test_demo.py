@@ -182,6 +182,7 @@ def test_flywheel_demo_runs_end_to_end(tmp_path: Path, pg_admin_url: str) -> Non
     assert (report / "report.png").stat().st_size > 10_000 and "Demo results" in done.stdout
 
 
+@pytest.mark.serial  # the demo keeps pace with its stream: timed alone, not beside other tests
 @pytest.mark.timeout(900)
 def test_the_live_model_overtakes_the_static_one_early_in_the_stream(tmp_path: Path, pg_admin_url: str) -> None:
     """Issue 18's goal on the default stream length at a slower pace than the default (2,000 rows at 8/s: with

@@ -133,19 +133,17 @@ def test_float16_products_stay_close_to_float32(fitted: SmolLM2LoRA, tiny: BaseM
 
 
 @pytest.fixture()
-def int8_served(tiny: BaseModel) -> Iterator[Weights]:
-    """The kind serving int8 products on tiny-random (what it serves on SmolLM2, whose weights are stored in
-    bf16); tiny-random is saved in float32, so its own choice is float32 (restored after the test)."""
-    from kinds import smollm2_lora
+def int8_served(fitted: SmolLM2LoRA, tiny: BaseModel) -> Iterator[Weights]:
+    """The fitted generator with ``precision="int8"`` (set on its params for the test, then restored): the
+    kind serves int8 products on tiny-random too when asked (its own choice is float32)."""
+    from kinds.smollm2_lora import _decode_weights
 
+    fitted.params["precision"] = "int8"
     with tiny.lock:
-        previous = smollm2_lora._weights.pop(tiny, None)
-        smollm2_lora._weights[tiny] = weights = Weights(tiny.model, INT8)
+        weights = _decode_weights(tiny, "int8")
+    assert weights.dtype == INT8
     yield weights
-    with tiny.lock:
-        del smollm2_lora._weights[tiny]
-        if previous is not None:
-            smollm2_lora._weights[tiny] = previous
+    del fitted.params["precision"]
 
 
 def test_perplexity_runs_the_decode_loops_products(fitted: SmolLM2LoRA, resources: GeneratorResources) -> None:

@@ -35,8 +35,8 @@ def test_lora_on_40_pairs_lowers_held_out_perplexity(tmp_path_factory: pytest.Te
 @pytest.mark.slow
 def test_the_decode_loop_answers_like_transformers_on_the_real_base(tmp_path_factory: pytest.TempPathFactory) -> None:
     """On SmolLM2, with a LoRA adapter whose B is not zero: the decode loop in float32 gives transformers'
-    greedy tokens exactly; in float16 (SmolLM2's weights are bf16 values) and in weight-only int8 (what
-    it serves on SmolLM2) the first step's logits stay close and the answers agree on their first tokens
+    greedy tokens exactly; in float16 (SmolLM2's weights are bf16 values) and in weight-only int8 (
+    ``precision="int8"``) the first step's logits stay close and the answers agree on their first tokens
     (a near tie later may flip: measured on these 2 prompts x 32 tokens, float16 left the reference at
     token 19 on one, int8 at token 25 on the other; bench/decode_speed.py counts them on 6 prompts x 64
     tokens, bench/decode_quality.py scores a trained adapter)."""
@@ -57,7 +57,8 @@ def test_the_decode_loop_answers_like_transformers_on_the_real_base(tmp_path_fac
         for name, tensor in model._adapter_state().items():
             if "lora_B" in name:
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
-    assert _decode_weights(base).dtype == INT8  # bf16 weights on disk: weight-only int8 products
+    assert _decode_weights(base).dtype == torch.float16  # bf16 weights on disk: float16 products by default
+    assert _decode_weights(base, "int8").dtype == INT8  # precision="int8": weight-only int8 products
     full = Weights(base.model)
     half = Weights(base.model, torch.float16)
     pad, eos = base.tokenizer.pad_token_id, base.tokenizer.eos_token_id
@@ -68,16 +69,20 @@ def test_the_decode_loop_answers_like_transformers_on_the_real_base(tmp_path_fac
         with torch.inference_mode():
             exact = decode(full, model._lora(), ids, mask, max_new_tokens=32, temperature=0.0, eos=eos, pad=pad)
         assert torch.equal(exact, reference)
-        fast = model._run_generate(ids, mask, 32, 0.0, (), None)  # the served products: int8
+        fast = model._run_generate(ids, mask, 32, 0.0, (), None)  # the served products: float16
+        with torch.inference_mode():
+            int8 = decode(_decode_weights(base, "int8"), model._lora(), ids, mask, max_new_tokens=32,
+                          temperature=0.0, eos=eos, pad=pad)
         with torch.inference_mode():
             rounded = decode(half, model._lora(), ids, mask, max_new_tokens=32, temperature=0.0, eos=eos, pad=pad)
         width = ids.shape[1]
         assert torch.equal(fast[:, :width + 8], reference[:, :width + 8])
+        assert torch.equal(int8[:, :width + 8], reference[:, :width + 8])
         assert torch.equal(rounded[:, :width + 8], reference[:, :width + 8])
         causal = torch.ones(width, width, dtype=torch.bool).tril()[None, None]
         with torch.inference_mode():
             logits = {w.dtype: _forward(w, model._lora(), ids, mask.cumsum(-1) - 1, 0, causal, _Cache(w, 1, width))[0]
-                      for w in (full, half, _decode_weights(base))}
+                      for w in (full, half, _decode_weights(base, "int8"))}
         exact_logits = logits[torch.float32]
         for dtype, bound in ((torch.float16, 0.005), (INT8, 0.1)):  # measured ~0.001 and ~0.04 of the largest
             assert (logits[dtype] - exact_logits).abs().max() < bound * exact_logits.abs().max()
