@@ -7,6 +7,8 @@ rule the schema does not state."""
 from __future__ import annotations
 
 import contextlib
+import importlib
+import pkgutil
 import subprocess
 import sys
 import threading
@@ -37,6 +39,18 @@ EXAMPLES = 40  # per operation
 CLI_EXAMPLES = 30  # per operation and phase
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _schemathesis_imported() -> None:
+    """schemathesis imports most of itself lazily, on the first schema, strategy and call, and pytest
+    rewrites those modules' asserts (schemathesis is a pytest plugin), i.e. compiles them. CPython 3.11's
+    AST validator keeps its recursion depth in shared state, so a compile racing another thread's (the live
+    app's threads import lazily too) can fail with "SystemError: AST constructor recursion depth mismatch"
+    (seen once in the suite). Importing them all here, before any app thread runs, avoids it."""
+    for module in pkgutil.walk_packages(schemathesis.__path__, "schemathesis."):
+        with contextlib.suppress(ImportError):  # an extra this venv does not install
+            importlib.import_module(module.name)
+
+
 @pytest.fixture
 def live_app(settings: FlywheelSettings, db_url: str, lc: Lifecycle) -> Iterator[FastAPI]:
     app = create_app(settings.model_copy(update={"admin_token": SecretStr(TOKEN)}), database_url=db_url)
@@ -48,6 +62,13 @@ def live_app(settings: FlywheelSettings, db_url: str, lc: Lifecycle) -> Iterator
 
 def test_no_generated_request_gets_a_5xx(live_app: FastAPI) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", live_app)
+    # schemathesis runs the app's lifespan again, in its own event loop: a second set of services whose
+    # runtime loads the champion by itself. Fuzz once that one is ready, or an early /predict is a 503.
+    ready = schema["/ready"]["GET"]
+    deadline = time.monotonic() + 60
+    while ready.Case().call().status_code != 200:
+        assert time.monotonic() < deadline, "the app started by schemathesis never became ready"
+        time.sleep(0.2)
     operations = [result.ok() for result in schema.get_all_operations()]
     labels = {op.label for op in operations}
     assert {"POST /predict", "POST /feedback", "POST /retrain", "POST /bootstrap", "GET /training/{job_id}",
