@@ -66,16 +66,28 @@ def fit(kind: str, params: dict[str, Any], corpus: list[Row], weight: float, sam
     return model, time.perf_counter() - started
 
 
-def scenario(name: str, kind: str, labels: int, params_sets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def split(name: str, draw: int = 0) -> tuple[list[Row], list[Row], list[Row], list[Row]]:
+    """(corpus, movies, stream, held) of scenario ``name``, as the demo splits them: the source corpus's train
+    rows and its 20% holdout (the movie slice), the target's stream and its 30% held-out rows; ``draw`` > 0
+    shuffles the stream into another order."""
     spec = SCENARIOS[name]
     source = [CorpusRow(r.text, r.label, "movies") for r in read_rows(spec.source)]
     train, holdout = split_holdout(source, 0.2, 0)
-    corpus = [Row(r.text, r.label) for r in train]
-    movies = [Row(r.text, r.label) for r in holdout]
     stream, held = split_target(spec.target, 0.3, 0)
+    if draw:
+        random.Random(draw).shuffle(stream)
+    return [Row(r.text, r.label) for r in train], [Row(r.text, r.label) for r in holdout], stream, held
+
+
+def judged(stream: list[Row], labels: int) -> list[Row]:
+    """The first ``labels`` stream rows as the users judge them: 5% of the labels replaced at random."""
     rng = random.Random(1)
-    judged = [Row(r.text, rng.choice(LABELS) if rng.random() < 0.05 else r.label) for r in stream[:labels]]
-    samples = [r for i, r in enumerate(judged) if i % 10]
+    return [Row(r.text, rng.choice(LABELS) if rng.random() < 0.05 else r.label) for r in stream[:labels]]
+
+
+def scenario(name: str, kind: str, labels: int, params_sets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    corpus, movies, stream, held = split(name)
+    samples = [r for i, r in enumerate(judged(stream, labels)) if i % 10]
     out: dict[str, Any] = {"samples": len(samples), "oracle": {}}
     for pname, params in params_sets.items():
         static, _ = fit(kind, params, corpus, 1.0, [])
@@ -117,17 +129,8 @@ def served_points(name: str, labels: int, served: int, draw: int = 0) -> dict[st
     cap 5, mean weight 0.2); with the served texts the base model labels at >= 0.7 confidence as samples
     of weight 1 (``self``). Scored as :func:`scenario` scores (no gate)."""
     kind, params = "tfidf-logreg", KIND_PARAMS["tfidf-logreg"]
-    spec = SCENARIOS[name]
-    source = [CorpusRow(r.text, r.label, "movies") for r in read_rows(spec.source)]
-    train, holdout = split_holdout(source, 0.2, 0)
-    corpus = [Row(r.text, r.label) for r in train]
-    movies = [Row(r.text, r.label) for r in holdout]
-    stream, held = split_target(spec.target, 0.3, 0)
-    if draw:
-        random.Random(draw).shuffle(stream)
-    rng = random.Random(1)
-    judged = [Row(r.text, rng.choice(LABELS) if rng.random() < 0.05 else r.label) for r in stream[:labels]]
-    samples = [r for i, r in enumerate(judged) if i % 10]
+    corpus, movies, stream, held = split(name, draw)
+    samples = [r for i, r in enumerate(judged(stream, labels)) if i % 10]
     unlabelled = [str(r.text) for r in stream[labels:served]]
     static, _ = fit(kind, params, corpus, 1.0, [])
     out: dict[str, Any] = {"samples": len(samples), "unlabelled": len(unlabelled), "draw": draw,
@@ -175,22 +178,15 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
     kind, params = "tfidf-logreg", KIND_PARAMS["tfidf-logreg"]
     policy = PolicyConfig(recent_min=20, corpus_weight_choices=corpus_weight_choices(kind))
     gate = EvaluationGate(EvaluationConfig(metric_weights={"accuracy": 1.0}))
-    spec = SCENARIOS[name]
-    domain = spec.target.removeprefix("vader_")
-    source = [CorpusRow(r.text, r.label, "movies") for r in read_rows(spec.source)]
-    train, holdout = split_holdout(source, 0.2, 0)
-    corpus = [Row(r.text, r.label) for r in train]
-    stream, held = split_target(spec.target, 0.3, 0)
-    if draw:
-        random.Random(draw).shuffle(stream)
+    domain = SCENARIOS[name].target.removeprefix("vader_")
+    corpus, movies, stream, held = split(name, draw)
     static, _ = fit(kind, params, corpus, 1.0, [])
-    rng = random.Random(1)
-    judged = [Row(r.text, rng.choice(LABELS) if rng.random() < 0.05 else r.label) for r in stream[:max(at)]]
+    labelled = judged(stream, max(at))
     out: dict[Any, Any] = {"static_target": round(accuracy(static, held), 4), "draw": draw}
     for k in at:
-        samples = [(i + 1, r) for i, r in enumerate(judged[:k]) if i % 10]
-        reserved = [(i + 1, r) for i, r in enumerate(judged[:k]) if not i % 10]
-        base = Frame().extend((-(j + 1), r.text, r.label, 1.0, "movies") for j, r in enumerate(holdout))
+        samples = [(i + 1, r) for i, r in enumerate(labelled[:k]) if i % 10]
+        reserved = [(i + 1, r) for i, r in enumerate(labelled[:k]) if not i % 10]
+        base = Frame().extend((-(j + 1), r.text, r.label, 1.0, "movies") for j, r in enumerate(movies))
         base.extend((i, r.text, r.label, 1.0, domain) for i, r in reserved)
         out[k] = {}
         tried = recipes or {f"corpus{w:g}": (params, w) for w in (policy.corpus_weight, *policy.corpus_weight_choices)}
