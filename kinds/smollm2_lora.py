@@ -36,7 +36,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -275,7 +275,7 @@ class SmolLM2LoRA(GeneratorKind):
         if streamer is not None:
             streamer.put(ids)
         with one_torch_thread(), base.lock, torch.inference_mode():
-            weights, adapter = _decode_weights(base, self.params.get("precision", "auto")), self._lora()
+            weights, adapter = self._served_weights(), self._lora()
             return decode(weights, adapter, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
                           eos=eos, pad=pad, stopped=stopped if stop else None, on_tokens=on_tokens)
 
@@ -311,22 +311,19 @@ class SmolLM2LoRA(GeneratorKind):
 
     def perplexity(self, pairs: Sequence[Pair]) -> float:
         check_pairs(pairs)
-        base = self.base
-        examples = [self._example(pair) for pair in pairs]
-        total, count = 0.0, 0
-        with one_torch_thread():
-            for start in range(0, len(examples), self.params["batch_size"]):
-                ids, mask, labels = _right_padded(examples[start:start + self.params["batch_size"]],
-                                                  base.tokenizer.pad_token_id)
-                with base.lock, torch.inference_mode():
-                    served = _decode_weights(base, self.params.get("precision", "auto"))
-                    nll, n = next_token_nll(served, self._lora(), ids, mask, labels)
-                total, count = total + nll, count + n
-        return math.exp(total / count)
+        return self._perplexity(pairs, lambda ids, mask, labels: next_token_nll(
+            self._served_weights(), self._lora(), ids, mask, labels))
 
     def _reference_perplexity(self, pairs: Sequence[Pair]) -> float:
         """The perplexity from the peft model's forward pass in float32 (what :meth:`perplexity` computed
         before it ran the decode loop's products): kept as the reference its tests compare with."""
+        return self._perplexity(pairs, lambda ids, mask, labels: _summed_nll(
+            self._active()(input_ids=ids, attention_mask=mask).logits, labels))
+
+    def _perplexity(self, pairs: Sequence[Pair],
+                    summed_nll: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[float, int]]) -> float:
+        """exp of the mean of ``summed_nll`` (summed NLL and token count of a right-padded batch, run with the
+        base's lock held) over batches of ``batch_size`` pairs."""
         base = self.base
         examples = [self._example(pair) for pair in pairs]
         total, count = 0.0, 0
@@ -335,10 +332,13 @@ class SmolLM2LoRA(GeneratorKind):
                 ids, mask, labels = _right_padded(examples[start:start + self.params["batch_size"]],
                                                   base.tokenizer.pad_token_id)
                 with base.lock, torch.inference_mode():
-                    logits = self._active()(input_ids=ids, attention_mask=mask).logits
-                    nll, n = _summed_nll(logits, labels)
+                    nll, n = summed_nll(ids, mask, labels)
                 total, count = total + nll, count + n
         return math.exp(total / count)
+
+    def _served_weights(self) -> Weights:
+        """The decode weights this generator's ``precision`` runs on (call with the base's lock held)."""
+        return _decode_weights(self.base, self.params.get("precision", "auto"))
 
     # -- tokens --------------------------------------------------------------------------------
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
