@@ -40,8 +40,12 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
                 flags = set(value.split())
     except OSError:
         pass
-    return {"cpu": model, "arch": platform.machine(), "simd": [f for f in SIMD_FLAGS if f in flags],
-            "cores": os.cpu_count()}
+    simd = [f for f in SIMD_FLAGS if f in flags]
+    info = {"cpu": model, "arch": platform.machine(), "simd": simd, "cores": os.cpu_count()}
+    if os.environ.get("FLYWHEEL_EMULATED_ISA") == "avx2":  # bench/as_host.py: CPUID answers without these
+        info |= {"emulated": "avx2", "simd_host": simd,
+                 "simd": [f for f in simd if not f.startswith(("avx512", "amx", "avx_vnni"))]}
+    return info
 
 
 @dataclass

@@ -22,9 +22,9 @@ count (default 1 and 2; a pod's ``encoder_threads`` setting) and each side is ju
 server gets
 ``ONEDNN_PRIMITIVE_CACHE_CAPACITY=--onednn-cache`` (default 8): oneDNN caches a kernel per input shape
 (1024 by default), ~200 MB for the varied shapes of micro-batches; at 8 batch-1 inference is as fast.
-``--isa avx2`` also gives every server ``ATEN_CPU_CAPABILITY=avx2`` and ``ONEDNN_MAX_CPU_ISA=AVX2`` (torch's
-kernels as on an AVX2-only host); onnxruntime has no such switch (MLAS picks its kernels from CPUID at
-start-up; limiting it takes a build without the AVX-512 kernels), so an ONNX pod keeps the host's widest.
+``--isa avx2`` runs every server as on an AVX2-only host (:mod:`bench.as_host`: CPUID answers without
+AVX-512/VNNI/AMX, so torch, oneDNN and onnxruntime's MLAS all pick their AVX2 kernels; this host's clocks
+and memory stay).
 
 The load generator is another process (asyncio + httpx, closed loop: ``c`` clients, each sends its next
 request when its last one answered) and steps ``c`` up: per level 1 s warm-up, then ``--seconds``
@@ -69,6 +69,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from bench import as_host
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -338,7 +340,7 @@ def main(args: argparse.Namespace) -> None:
     memory: dict[str, tuple[int, int, str, int]] = {}
     precisions = args.precision.split(",")
     if args.isa == "avx2":
-        env |= {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+        env |= as_host.environment("avx2", {})
     variants = [(p, r) for p in precisions for r in (args.runtime.split(",") if p == "fp32" else ["torch"])]
     with bench_stack() as (bootstrap, url), tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
