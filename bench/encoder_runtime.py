@@ -6,10 +6,11 @@ agreement (max abs difference, min cosine) and the predictions of one head (trai
 rows) on both; on 150 of them, CPU time per text (``time.process_time``, so other processes on a shared
 machine weigh less than in wall time; one thread everywhere) for one-text calls and length-sorted batches
 of 8, and for bench/serve.py's baseline, ``transformers.pipeline("feature-extraction")`` one text a call
-(its encoder part: no HTTP, no head). Run it with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` to give torch an
-AVX2-only host's kernels; onnxruntime cannot be limited (MLAS picks kernels from CPUID).
+(its encoder part: no HTTP, no head). Run it under :mod:`bench.as_host` for an AVX2-only host's kernels
+(torch, oneDNN and onnxruntime alike: CPUID answers without AVX-512/VNNI/AMX).
 
     .venv/bin/python bench/encoder_runtime.py
+    .venv/bin/python -m bench.as_host avx2 -- .venv/bin/python bench/encoder_runtime.py
 
 Last line: {"pipeline_cpu_ms_b1", "torch_cpu_ms_b1", "onnx_cpu_ms_b1", "torch_cpu_ms_b8", "onnx_cpu_ms_b8",
 "pipeline_over_onnx_b1", "max_abs_diff",
