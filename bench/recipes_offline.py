@@ -26,6 +26,9 @@ corpus WEIGHT), e.g. ``--recipe 'c16=0.2:{"c": 16}'``; ``--draw N``: the stream'
 (seed N; the held-out rows stay), another sample of the same labels. A recipe's JSON may hold
 ``"importance": CAP``: its corpus rows weighted by a domain classifier's odds (corpus vs the samples' texts,
 no labels; mean 1, capped at CAP) times WEIGHT, e.g. ``--recipe 'iw=0.2:{"importance": 5}'``.
+``--folds N``: N cross-fit folds instead of 5; ``--fresh N``: the N labels after the first k (those that
+arrive while the run fits) join the evaluation as held-out current rows, as the trainer's ``judge_arrivals``
+adds them.
 Last line: ``{"gate": {scenario: {k: {recipe: {"passed", "reason", "target"}}}}}``.
 
 ``--served N``: instead, ideas that use the target's unlabelled texts (the first N the pods served, of which
