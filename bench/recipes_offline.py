@@ -26,6 +26,9 @@ corpus WEIGHT), e.g. ``--recipe 'c16=0.2:{"c": 16}'``; ``--draw N``: the stream'
 (seed N; the held-out rows stay), another sample of the same labels. A recipe's JSON may hold
 ``"importance": CAP``: its corpus rows weighted by a domain classifier's odds (corpus vs the samples' texts,
 no labels; mean 1, capped at CAP) times WEIGHT, e.g. ``--recipe 'iw=0.2:{"importance": 5}'``.
+``--folds N``: N cross-fit folds instead of 5; ``--fresh N``: the N labels after the first k (those that
+arrive while the run fits) join the evaluation as held-out current rows, as the trainer's ``judge_arrivals``
+adds them.
 Last line: ``{"gate": {scenario: {k: {recipe: {"passed", "reason", "target"}}}}}``.
 
 ``--served N``: instead, ideas that use the target's unlabelled texts (the first N the pods served, of which
@@ -162,11 +165,12 @@ def served_points(name: str, labels: int, served: int, draw: int = 0) -> dict[st
 
 
 def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any], float]] | None = None,
-                draw: int = 0) -> dict[str, Any]:
+                draw: int = 0, folds: int = 5, fresh: int = 0) -> dict[str, Any]:
     """The demo's full run at each of ``at`` labels, judged by the real gate against the static champion;
     ``recipes`` (name -> (kind params, corpus weight)) instead of the demo policy's. ``draw`` > 0: the
     stream's rows in another order (shuffled with that seed; the held-out rows stay), another sample of
-    the same labels."""
+    the same labels. ``folds``: cross-fit folds. ``fresh``: the next ``fresh`` labels after the ``k`` a run
+    trains on (those that arrive while it runs) join the evaluation as held-out current rows."""
     from flywheel.demo import corpus_weight_choices
     from kinds.base import as_texts
     from kinds.ngrams import counted_once
@@ -181,13 +185,14 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
     domain = SCENARIOS[name].target.removeprefix("vader_")
     corpus, movies, stream, held = split(name, draw)
     static, _ = fit(kind, params, corpus, 1.0, [])
-    labelled = judged(stream, max(at))
+    labelled = judged(stream, max(at) + fresh)
     out: dict[Any, Any] = {"static_target": round(accuracy(static, held), 4), "draw": draw}
     for k in at:
         samples = [(i + 1, r) for i, r in enumerate(labelled[:k]) if i % 10]
         reserved = [(i + 1, r) for i, r in enumerate(labelled[:k]) if not i % 10]
         base = Frame().extend((-(j + 1), r.text, r.label, 1.0, "movies") for j, r in enumerate(movies))
         base.extend((i, r.text, r.label, 1.0, domain) for i, r in reserved)
+        base.extend((k + i + 1, r.text, r.label, 1.0, domain) for i, r in enumerate(labelled[k:k + fresh]))
         out[k] = {}
         tried = recipes or {f"corpus{w:g}": (params, w) for w in (policy.corpus_weight, *policy.corpus_weight_choices)}
         for recipe, (recipe_params, weight) in tried.items():
@@ -203,17 +208,19 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
             predicted: dict[int, tuple[str, float]] = {}
             started = time.perf_counter()
             with counted_once(as_texts(frame.inputs)):  # n-grams counted once per point, as a run counts them
-                for fold in (rows[f::5] for f in range(5)):
+                for fold in (rows[f::folds] for f in range(folds)):
                     rest = frame.take([i for i in range(len(frame)) if i not in set(fold)])
                     model = KINDS[kind](**recipe_params).fit(rest.inputs, rest.labels, rest.weights)
                     for i, p in zip(fold, model.predict_proba([frame.inputs[i] for i in fold]), strict=True):
                         predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
                 model = KINDS[kind](**recipe_params).fit(frame.inputs, frame.labels, frame.weights)
             order = sorted(predicted)
-            cross = CrossFit(frame.take(order), [predicted[i] for i in order], 5)
+            cross = CrossFit(frame.take(order), [predicted[i] for i in order], folds)
             verdict = gate.check(GateInput(candidate=model, champion=static,
                                            holdout=evaluation_set(base, policy, cross)))
             found = {"passed": verdict.passed, "reason": verdict.reason, "target": round(accuracy(model, held), 4),
+                     "delta": round(float(verdict.details.get("delta", 0.0)), 4),
+                     "p": round(float(verdict.details.get("p_value", 1.0)), 4),
                      "seconds": round(time.perf_counter() - started, 1)}
             out[k][recipe] = found
             log.info("%s k=%d %s: %s", name, k, recipe, found)
@@ -238,6 +245,9 @@ def main() -> None:
                              "updated with JSON at corpus WEIGHT, e.g. 'c16=0.2:{\"c\": 16}'")
     parser.add_argument("--draw", type=int, default=0,
                         help="--gate, --served: the stream in the order of this seed (0: as is)")
+    parser.add_argument("--folds", type=int, default=5, help="--gate: cross-fit folds (the policy's default: 5)")
+    parser.add_argument("--fresh", type=int, default=0,
+                        help="--gate: the next N labels (arrived during the run) join the evaluation, held out")
     parser.add_argument("--served", type=int, default=0,
                         help="instead, the ideas that use the served (unlabelled) target texts, at --labels labels "
                              "of this many predictions (--draw: the stream's order)")
@@ -255,7 +265,8 @@ def main() -> None:
     if args.gate:
         recipes = dict(recipe_arg(r) for r in args.recipes) if args.recipes else None
         at = args.at or [100, 150, 200, 400]
-        emit({"gate": {name: gate_points(name, at, recipes, args.draw) for name in names}}, probe)
+        emit({"gate": {name: gate_points(name, at, recipes, args.draw, args.folds, args.fresh) for name in names}},
+             probe)
         return
     params_sets = {"word": {}, "char_wb": KIND_PARAMS["tfidf-logreg"]}
     out = {"kind": "tfidf-logreg", "labels": args.labels, "scenarios": {

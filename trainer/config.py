@@ -93,6 +93,11 @@ class PolicyConfig(_Frozen):
                     "trained on join the evaluation too: the candidate's recipe and the champion's (its kind and "
                     "params on the corpus and the samples up to its watermark) each predict every fold trained "
                     "without it. Every collected label is evidence, not only those newer than the champion.")
+    judge_arrivals: bool = Field(
+        default=True,
+        description="A run's candidates are judged once fitted, on the holdout read again then plus the training "
+                    "samples labelled since the run's snapshot: neither they nor the champion trained on those, so "
+                    "each is out-of-sample evidence (a fast stream labels many while a run fits).")
     start_at_champion: bool = Field(
         default=True,
         description="A full run starts the solver of every from-scratch fit of the champion's kind (candidates, "

@@ -118,6 +118,14 @@ class SampleStore:
             params).fetchall()
         return self._frame(rows)
 
+    def arrived(self, watermark: int) -> Frame:
+        """Accepted training samples above ``watermark`` (a run's snapshot): those labelled since it began."""
+        rows = self.conn.execute(
+            f"SELECT id, text, input, label, weight, {_SLICE} FROM samples WHERE model = %s "
+            f"AND status = 'accepted' AND NOT {self._holdout} AND id > %s ORDER BY id",
+            (self.model, watermark)).fetchall()
+        return self._frame(rows)
+
     def run_started(self, run_id: str | None) -> datetime | None:
         if not run_id:
             return None

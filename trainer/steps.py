@@ -88,6 +88,8 @@ class RunSteps:
         if frame is None:
             assert champion is not None
             frame = self.frames.training(s.store, mode, s.snapshot, champion)
+        # judged on the store's holdout, re-read once the candidates are fitted with the rows labelled meanwhile
+        arrivals = holdout is None and mode != "bootstrap" and self.policy.judge_arrivals
         if holdout is None:
             holdout = s.store.holdout(self.policy.holdout_recent)
         data_hash = frame.digest()
@@ -125,14 +127,18 @@ class RunSteps:
                     # every recipe's fold fits go to the fit workers first; the full fits and the judging here
                     crosses = [self.cross_fitter.predict(kind, mode, champion, weighed, folds)
                                if folds is not None else None for kind, _, weighed in recipes]
+                    fitted = [self._fit(kind, mode, weighed, champion, cross, weight)
+                              for (kind, weight, weighed), cross in zip(recipes, crosses, strict=True)]
+                    if arrivals:
+                        holdout = self._with_arrivals(s, ml)
                     # the champion is asked the same rows by each candidate's evaluation, each candidate again
                     # by the choice between corpus weights: answered from memory (the models do not change)
                     with _remembering(self.evaluation):
                         candidates = [
-                            self._candidate(kind, mode, weighed, champion, champion_model, holdout, workdir, cross,
-                                            weight, self.recipes.is_refresh(kind, mode, weight, champion,
-                                                                            champion_model, s.snapshot))
-                            for (kind, weight, weighed), cross in zip(recipes, crosses, strict=True)]
+                            self._judge(candidate, champion_model, holdout, workdir,
+                                        self.recipes.is_refresh(candidate.kind, mode, weight, champion,
+                                                                champion_model, s.snapshot))
+                            for candidate, (_, weight, _) in zip(fitted, recipes, strict=True)]
                         best = self._choose(candidates, holdout, workdir)
                 summaries = [c.summary() for c in candidates]
                 log_candidates(ml, candidates, time.perf_counter() - started)
@@ -207,25 +213,36 @@ class RunSteps:
                             searched_params=self.recipes.tuned.get(best.kind)),
             run_id=mlflow_run_id)
 
-    def _candidate(self, kind: str, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
-                   champion_model: ModelKind | None, holdout: Frame, workdir: Path,
-                   cross: PendingCrossFit | None = None, corpus_weight: float | None = None,
-                   refresh: bool = False) -> Candidate:
-        """Fit ``kind``'s recipe, collect its cross-fit folds (``cross``, fitting in the fit workers), and
-        judge it: the evaluation (the behaviour suite comes in :meth:`_choose`)."""
+    def _fit(self, kind: str, mode: Mode, frame: Frame, champion: ModelVersionInfo | None,
+             cross: PendingCrossFit | None = None, corpus_weight: float | None = None) -> Candidate:
+        """Fit ``kind``'s recipe and collect its cross-fit folds (``cross``, fitting in the fit workers)."""
         started = time.perf_counter()
         model = self.recipes.fit(kind, mode, champion, frame)
         candidate = Candidate(kind, model, time.perf_counter() - started, corpus_weight=corpus_weight)
-        workdir = workdir / candidate.name
         if cross is not None:
             candidate.cross = cross.result(self.recipes.pool.result)
             # the seconds its fold fits and the champion's took, wherever they ran
             candidate.cross_fit_seconds = cross.seconds + cross.plan.champion_seconds
-        verdict = self.evaluation.check(GateInput(candidate=model, champion=champion_model,
+        return candidate
+
+    def _judge(self, candidate: Candidate, champion_model: ModelKind | None, holdout: Frame, workdir: Path,
+               refresh: bool = False) -> Candidate:
+        """The evaluation of a fitted candidate (the behaviour suite comes in :meth:`_choose`)."""
+        verdict = self.evaluation.check(GateInput(candidate=candidate.model, champion=champion_model,
                                                   holdout=evaluation_set(holdout, self.policy, candidate.cross),
-                                                  out_dir=workdir, refresh=refresh))
+                                                  out_dir=workdir / candidate.name, refresh=refresh))
         candidate.verdicts.append(verdict)
         return candidate
+
+    def _with_arrivals(self, s: Started, ml: RunHandle) -> Frame:
+        """The store's holdout read again once the candidates are fitted, plus the training samples labelled
+        since the run's snapshot (:meth:`SampleStore.arrived`): no candidate and no champion trained on
+        them, so each is evidence the gate would otherwise leave to the next run. Under a fast stream a
+        run's first candidate can be judged on twice the rows it was trained on (docs/training.md)."""
+        holdout = s.store.holdout(self.policy.holdout_recent)
+        arrived = s.store.arrived(s.snapshot.watermark)
+        ml.log_params({"judged_holdout_rows": len(holdout), "arrived_rows": len(arrived)})
+        return holdout.extend(arrived.rows())
 
     def _choose(self, candidates: Sequence[Candidate], holdout: Frame, workdir: Path) -> Candidate | None:
         """The candidate to register: of those the evaluation passed, the choice of :func:`choose_candidate`,

@@ -29,7 +29,7 @@ from serving.canary import mlflow_run_metric
 from streams.kafka import CheckedProducer, admin, create_topics, producer_config
 from tests.fakes import HashingEncoder
 from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
-from trainer.data import holdout_predicate
+from trainer.data import SampleStore, holdout_predicate
 from trainer.exceptions import TrainerError
 from trainer.gates import GatesConfig
 from trainer.runs import RunResult
@@ -403,6 +403,77 @@ def test_a_full_run_against_a_full_champion_cross_fits_the_champions_recipe_on_t
                            f"{holdout_predicate(20)} AND id <= %s", (first.version.watermark,)).fetchall()
     in_sample = sum(p == label for p, (_, label) in zip(champion.predict([t for t, _ in own]), own, strict=True))
     assert d["champion"]["current"]["accuracy"] < in_sample / len(own) - 0.05
+
+
+@pytest.mark.parametrize("config", [DRIFT_CONFIG])
+def test_labels_that_arrive_while_a_run_fits_join_its_evaluation_and_not_its_training(
+        lc: Lifecycle, db_url: str, config: TrainerConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a fast stream labels many rows while a run fits: neither its candidates nor the champion trained on them,
+    # so the gate judges them too (held out, not cross-fitted); the version's lineage is the snapshot's
+    boot = lc.trainer.bootstrap(rows("vader_movies")[:2500], source="vader_movies.csv", kind="tfidf-logreg")
+    assert boot.status == "promoted", boot.reason
+    land_feedback(db_url, rows("vader_tweets")[:250])
+    recipes, fit = lc.trainer.recipes, lc.trainer.recipes.fit
+    landed: list[int] = []
+
+    def fit_while_labels_arrive(*args: Any) -> Any:
+        if not landed:  # the run's first fit: 150 more tweets are labelled and curated meanwhile
+            land_feedback(db_url, rows("vader_tweets")[250:400])
+            landed.append(1)
+        return fit(*args)
+
+    monkeypatch.setattr(recipes, "fit", fit_while_labels_arrive)
+    trained_count = f"SELECT count(*), max(id) FROM samples WHERE status = 'accepted' AND NOT {holdout_predicate(20)}"
+    with db.connect(db_url) as conn:
+        before = conn.execute(trained_count).fetchone()
+    result = lc.trainer.maybe_train("admin", requested="full")
+    assert landed and result.mode == "full", result.reason
+    with db.connect(db_url) as conn:
+        after = conn.execute(trained_count).fetchone()
+        run = conn.execute("SELECT watermark, sample_count, trained_count FROM training_runs WHERE mode = 'full'"
+                           ).fetchone()
+        corpus = conn.execute("SELECT count(*) FROM corpus WHERE split = 'train'").fetchone()
+        store = SampleStore(conn, 20, model="sentiment")
+        reserved = len(store.recent_holdout(1000))
+        arrived = store.arrived(before[1] if before else 0)
+    assert before is not None and after is not None and run is not None and corpus is not None
+    assert after[0] > before[0]
+    assert run[0] == before[1] and run[1] == before[0]  # the snapshot's samples
+    assert run[2] == corpus[0] + before[0]  # trained on: the corpus's train split and the snapshot's samples
+    assert len(arrived) == after[0] - before[0] and min(arrived.ids) > before[1]
+    root = lc.settings.data_dir / "mlartifacts"
+    d = next(x for x in (json.loads(p.read_text())["details"] for p in root.rglob("gates/tfidf-logreg.evaluation.json"))
+             if x.get("cross_fitted"))  # the full run's (the bootstrap's has none)
+    assert d["cross_fitted"] == {"rows": before[0], "folds": 5}  # the arrivals are not cross-fitted
+    # every current row: reserved (those of the 150 too), cross-fitted, and the training samples that arrived
+    assert d["candidate"]["current"]["rows"] == reserved + before[0] + len(arrived)
+
+
+@pytest.mark.parametrize("config", [DRIFT_CONFIG.model_copy(update={
+    "policy": DRIFT_CONFIG.policy.model_copy(update={"judge_arrivals": False})})])
+def test_without_judge_arrivals_a_run_is_judged_on_what_was_there_when_it_began(
+        lc: Lifecycle, db_url: str, config: TrainerConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    boot = lc.trainer.bootstrap(rows("vader_movies")[:2500], source="vader_movies.csv", kind="tfidf-logreg")
+    assert boot.status == "promoted", boot.reason
+    land_feedback(db_url, rows("vader_tweets")[:250])
+    with db.connect(db_url) as conn:
+        reserved = len(SampleStore(conn, 20, model="sentiment").recent_holdout(1000))
+    recipes, fit = lc.trainer.recipes, lc.trainer.recipes.fit
+    landed: list[int] = []
+
+    def fit_while_labels_arrive(*args: Any) -> Any:
+        if not landed:
+            land_feedback(db_url, rows("vader_tweets")[250:400])
+            landed.append(1)
+        return fit(*args)
+
+    monkeypatch.setattr(recipes, "fit", fit_while_labels_arrive)
+    result = lc.trainer.maybe_train("admin", requested="full")
+    assert landed and result.mode == "full", result.reason
+    root = lc.settings.data_dir / "mlartifacts"
+    d = next(x for x in (json.loads(p.read_text())["details"] for p in root.rglob("gates/tfidf-logreg.evaluation.json"))
+             if x.get("cross_fitted"))  # the full run's (the bootstrap's has none)
+    assert d["candidate"]["current"]["rows"] == reserved + d["cross_fitted"]["rows"]
 
 
 CHOICES_CONFIG = DRIFT_CONFIG.model_copy(update={
