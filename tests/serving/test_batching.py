@@ -60,6 +60,9 @@ class Fake:
         rows_ = np.array([[code(t), 1 - code(t)] for t in texts], dtype=np.float64).reshape(-1, 2)
         return rows_[:, ::-1] if self.flip else rows_
 
+    def predict_proba_parts(self, texts: Sequence[str]) -> Iterator[tuple[list[int], Probabilities]]:
+        yield list(range(len(texts))), self.predict_proba(texts)
+
 
 def expected(texts: Sequence[str], flip: bool = False) -> Probabilities:
     return Fake(flip=flip).predict_proba(texts)
