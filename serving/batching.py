@@ -11,8 +11,8 @@ in the next requests) can never mix rows, and gets them as soon as they are all 
 yields its cached texts first, then each length bucket of its encoder, shortest first, so a short
 request does not wait for a long text in the same batch (its rows are the ones ``predict_proba`` on the
 whole batch gives, bit for bit). An exception fails exactly the jobs of the group whose call raised
-that were not answered yet, and the worker goes on. With several workers, batches run at the same time (the encoder's
-forward pass releases the GIL; each encode borrows its own tokenizer).
+that were not answered yet, and the worker goes on. With several workers, batches run at the same time
+(the encoder's forward pass releases the GIL; each encode borrows its own tokenizer).
 
 :func:`pod_embedder`: the pod's MiniLM embedder, an LRU of ``embedding_cache_entries`` vectors whose hits
 and misses are counted in the pod's metrics.
