@@ -36,7 +36,9 @@ has seen gives the cache-warm figure. ``--long-share 0.1`` makes the minilm and 
 that share of requests are long texts (distinct pool texts run together up to ``--long-tokens``, 256),
 the rest short as before; each level then also reports p50/p99 of the short requests. ``--against DIR``
 (another checkout, e.g. ``git worktree add DIR <commit before>``) measures the minilm pod on that code
-right after this tree's, on the same request stream: a before/after in one run. RSS is the minilm
+right after this tree's, on the same request stream: a before/after in one run. ``--open``: the minilm
+and pipeline levels are offered requests/s of Poisson arrivals instead of closed-loop clients (a closed
+loop synchronises its clients on a batch that answers all its jobs at once). RSS is the minilm
 pod's ``VmRSS`` after its run (also printed: at ready, i.e. champion loaded and warmed up, and the peak).
 
     .venv/bin/python bench/serve.py [--seconds 5] [--batch-max 32] [--batch-wait-ms 2] [--batch-workers 2]
@@ -177,40 +179,49 @@ def baseline_role(args: argparse.Namespace) -> None:
 
 
 # -- the load generator (its own process) ---------------------------------------------------------
-async def one_level(url: str, clients: int, warmup: float, seconds: float, texts: Iterator[str | list[str]]
-                    ) -> dict[str, Any]:
-    """One concurrency level. A request text is a string, or a pair [text, tag] (the mixed load: "short" or
+async def one_level(url: str, clients: int, warmup: float, seconds: float, texts: Iterator[str | list[str]],
+                    open_loop: bool = False) -> dict[str, Any]:
+    """One concurrency level: ``clients`` closed-loop clients, or with ``open_loop`` Poisson arrivals at
+    ``clients`` requests/s whether earlier ones were answered or not (independent users; a request counts
+    if sent in the window). A request text is a string, or a pair [text, tag] (the mixed load: "short" or
     "long"): then p50/p99 are also given per tag (``short_p50_ms``, ...)."""
     import httpx
 
     latencies: list[float] = []
     by_tag: dict[str, list[float]] = {}
     errors = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    connections = 512 if open_loop else clients
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
         begin = time.perf_counter()
         start, end = begin + warmup, begin + warmup + seconds
 
-        async def user() -> None:
+        async def one(item: str | list[str]) -> None:
             nonlocal errors
-            while time.perf_counter() < end:
-                try:
-                    item = next(texts)
-                except StopIteration:
-                    return
-                text, tag = (item, "") if isinstance(item, str) else item
-                sent = time.perf_counter()
-                response = await client.post("/predict", json={"text": text})
-                done = time.perf_counter()
-                if start <= done <= end:
-                    if response.status_code == 200:
-                        latencies.append(done - sent)
-                        by_tag.setdefault(tag, []).append(done - sent)
-                    else:
-                        errors += 1
+            text, tag = (item, "") if isinstance(item, str) else item
+            sent = time.perf_counter()
+            response = await client.post("/predict", json={"text": text})
+            done = time.perf_counter()
+            if start <= (sent if open_loop else done) <= end:
+                if response.status_code == 200:
+                    latencies.append(done - sent)
+                    by_tag.setdefault(tag, []).append(done - sent)
+                else:
+                    errors += 1
+
+        async def user() -> None:
+            while time.perf_counter() < end and (item := next(texts, None)) is not None:
+                await one(item)
+
+        async def arrivals() -> None:
+            rng, sent, at = random.Random(clients), [], time.perf_counter()
+            while (at := at + rng.expovariate(clients)) < end and (item := next(texts, None)) is not None:
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                sent.append(asyncio.create_task(one(item)))
+            await asyncio.gather(*sent)
 
         cpu = time.process_time()
-        await asyncio.gather(*(user() for _ in range(clients)))
+        await (arrivals() if open_loop else asyncio.gather(*(user() for _ in range(clients))))
         cpu = time.process_time() - cpu
     result = {"clients": clients, "rps": round(len(latencies) / seconds, 1), "p50_ms": pct(latencies, 0.5),
               "p99_ms": pct(latencies, 0.99), "errors": errors, "loadgen_cpu": round(cpu / (warmup + seconds), 2)}
@@ -234,7 +245,7 @@ async def load_role_async(args: argparse.Namespace) -> None:
     best = 0.0
     flat = 0
     for clients in [int(c) for c in args.levels.split(",")]:
-        result = await one_level(args.url, clients, 1.0, args.seconds, stream)
+        result = await one_level(args.url, clients, 1.0, args.seconds, stream, args.open)
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
         if result["rps"] == 0:
@@ -299,10 +310,10 @@ def server(role: list[str], tmp: Path, name: str, env: dict[str, str], root: Pat
 
 
 def load(url: str, texts: Path, mode: str, levels: list[int], seconds: float, offset: int = 0,
-         repeat: bool = False) -> list[dict[str, Any]]:
+         repeat: bool = False, open_loop: bool = False) -> list[dict[str, Any]]:
     command = [sys.executable, str(Path(__file__).resolve()), "load", "--url", url, "--texts", str(texts),
                "--mode", mode, "--levels", ",".join(map(str, levels)), "--seconds", str(seconds),
-               "--offset", str(offset)] + (["--repeat"] if repeat else [])
+               "--offset", str(offset)] + (["--repeat"] if repeat else []) + (["--open"] if open_loop else [])
     found = subprocess.run(command, capture_output=True, check=True, cwd=ROOT, text=True)
     return [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
 
@@ -421,7 +432,7 @@ def main(args: argparse.Namespace) -> None:
             fp32_head = pods.get("minilm-fp32", pods[f"minilm-{precisions[0]}"])["artifact"]
             role = ["baseline", "--kind", "pipeline", "--head", str(fp32_head)]
             with server([*role, "--torch-threads", str(threads)], tmp, name, env) as (address, _pid):
-                results[name] = load(address, encoded, "p99", steps, args.seconds)
+                results[name] = load(address, encoded, "p99", steps, args.seconds, open_loop=args.open)
             print(f"{name}: {results[name]}", flush=True)
             for precision, runtime in variants:
                 name = f"minilm-{precision}-{runtime}@{threads}"
@@ -483,11 +494,12 @@ def measure_pod(name: str, role: list[str], tmp: Path, env: dict[str, str], text
     cache-warm level; its memory."""
     with server(role, tmp, name, env, root) as (address, pid):
         ready_kb = vm_kb(pid, "VmRSS")  # champion loaded and warmed up, nothing served yet
-        results[name] = load(address, texts, "p99", steps, args.seconds)
+        results[name] = load(address, texts, "p99", steps, args.seconds, open_loop=args.open)
         print(f"{name}: {results[name]}", flush=True)
         chosen = best(results[name], P99_LIMIT_MS)
         if chosen["clients"]:  # texts this pod has embedded already: the cache-warm figure
-            warm[name] = load(address, texts, "p99", [chosen["clients"]], args.seconds, repeat=True)
+            warm[name] = load(address, texts, "p99", [chosen["clients"]], args.seconds, repeat=True,
+                              open_loop=args.open)
             print(f"{name}, cache warm: {warm[name]}", flush=True)
         with urllib.request.urlopen(f"{address}/metrics", timeout=5) as response:
             memory[name] = (vm_kb(pid, "VmRSS"), vm_kb(pid, "VmHWM"), response.read().decode(), ready_kb)
@@ -520,6 +532,7 @@ def parse() -> argparse.Namespace:
     gen.add_argument("--seconds", type=float, required=True)
     gen.add_argument("--offset", type=int, default=0)
     gen.add_argument("--repeat", action="store_true")
+    gen.add_argument("--open", action="store_true")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per concurrency level")
     parser.add_argument("--levels", default="1,2,4,6,8,12,16,24,32,48,64")
     parser.add_argument("--batch-max", type=int, default=32)
@@ -537,6 +550,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--long-share", type=float, default=0.0,
                         help="the mixed load: this share of the minilm and pipeline requests are long texts")
     parser.add_argument("--long-tokens", type=int, default=256, help="the length of a long text, in tokens")
+    parser.add_argument("--open", action="store_true",
+                        help="minilm and pipeline levels are offered req/s of Poisson arrivals (an open loop: "
+                             "independent users) instead of closed-loop clients")
     parser.add_argument("--against", type=Path, action="append", default=[],
                         help="another checkout of this repository (e.g. the commit before a change): its minilm "
                              "pod is measured right after this tree's at every setting (repeatable)")
