@@ -314,7 +314,9 @@ def load(url: str, texts: Path, mode: str, levels: list[int], seconds: float, of
     command = [sys.executable, str(Path(__file__).resolve()), "load", "--url", url, "--texts", str(texts),
                "--mode", mode, "--levels", ",".join(map(str, levels)), "--seconds", str(seconds),
                "--offset", str(offset)] + (["--repeat"] if repeat else []) + (["--open"] if open_loop else [])
-    found = subprocess.run(command, capture_output=True, check=True, cwd=ROOT, text=True)
+    found = subprocess.run(command, capture_output=True, cwd=ROOT, text=True)
+    if found.returncode:
+        raise SystemExit(f"the load generator failed ({found.returncode}): {found.stderr[-3000:]}")
     return [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
 
 
