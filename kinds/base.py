@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
@@ -97,6 +97,12 @@ class ModelKind(ABC):
     @abstractmethod
     def predict_proba(self, inputs: Sequence[Input]) -> Probabilities:
         """Shape (n, len(labels)); columns in ``labels`` order; rows sum to 1."""
+
+    def predict_proba_parts(self, inputs: Sequence[Input]) -> Iterator[tuple[list[int], Probabilities]]:
+        """``predict_proba(inputs)`` a part at a time, as (rows of ``inputs``, their probabilities), each row
+        as ``predict_proba`` gives it: for a caller that can use the first rows before the last are done
+        (the serving micro-batcher). The default: one part."""
+        yield list(range(len(inputs))), self.predict_proba(inputs)
 
     def predict(self, inputs: Sequence[Input]) -> list[str]:
         proba = self.predict_proba(inputs)

@@ -14,14 +14,14 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import psycopg
 
 from core import db
 from core.exceptions import FlywheelError
-from kinds.encoder import TextEncoder, Vectors
+from kinds.encoder import Part, TextEncoder, Vectors, encode_parts
 from kinds.exceptions import EmbeddingCacheError
 
 Vector = Vectors  # one row, shape (dim,)
@@ -157,8 +157,9 @@ class PostgresEmbeddingCache(EmbeddingCache):
 
 
 class Embedder:
-    """An encoder behind a cache: ``embed`` encodes each distinct uncached text once and stores it.
-    ``hits``/``misses`` count distinct texts found in / missing from the cache."""
+    """An encoder behind a cache: ``embed`` encodes each distinct uncached text once and stores it
+    (``embed_parts``: the same, handed over a part at a time). ``hits``/``misses`` count distinct texts
+    found in / missing from the cache."""
 
     def __init__(self, encoder: TextEncoder, cache: EmbeddingCache | None = None) -> None:
         self.encoder = encoder
@@ -178,24 +179,37 @@ class Embedder:
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """Shape (len(texts), dim), float32, in the order of ``texts``."""
-        encoder_id, dim = self.encoder.encoder_id, self.encoder.dim
-        keys = [text_sha256(text) for text in texts]
-        distinct = dict(zip(keys, texts, strict=True))
-        found = self.cache.get_many(encoder_id, list(distinct))
-        missing = [key for key in distinct if key not in found]
-        self.hits, self.misses = self.hits + len(found), self.misses + len(missing)
-        if missing:
-            fresh = dict(zip(missing, self.encoder.encode([distinct[key] for key in missing]), strict=True))
-            self.cache.put_many(encoder_id, fresh)
-            found.update(fresh)
-        bad = next((key for key, vector in found.items() if vector.shape != (dim,)), None)
-        if bad is not None:
-            raise EmbeddingCacheError(f"cached vector {bad.hex()} for {encoder_id!r} has shape "
-                                      f"{found[bad].shape}, expected ({dim},)")
-        out = np.empty((len(texts), dim), dtype=np.float32)
-        for row, key in enumerate(keys):
-            out[row] = found[key]
+        out = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
+        for rows, vectors in self.embed_parts(texts):
+            out[rows] = vectors
         return out
+
+    def embed_parts(self, texts: Sequence[str]) -> Iterator[Part]:
+        """:meth:`embed` a part at a time, as (rows of ``texts``, their vectors): the cached texts first,
+        then each part the encoder yields (:func:`~kinds.encoder.encode_parts`), stored as it comes."""
+        encoder_id, dim = self.encoder.encoder_id, self.encoder.dim
+        rows_of: dict[bytes, list[int]] = {}  # a text asked twice is encoded once
+        for row, text in enumerate(texts):
+            rows_of.setdefault(text_sha256(text), []).append(row)
+        found = self.cache.get_many(encoder_id, list(rows_of))
+        missing = [key for key in rows_of if key not in found]
+        self.hits, self.misses = self.hits + len(found), self.misses + len(missing)
+        if found:
+            yield _part(found, rows_of, encoder_id, dim)
+        for part, vectors in encode_parts(self.encoder, [texts[rows_of[key][0]] for key in missing]):
+            fresh = {missing[i]: vector for i, vector in zip(part, vectors, strict=True)}
+            self.cache.put_many(encoder_id, fresh)
+            yield _part(fresh, rows_of, encoder_id, dim)
+
+
+def _part(vectors: Mapping[bytes, Vector], rows_of: Mapping[bytes, list[int]], encoder_id: str, dim: int) -> Part:
+    """The rows of every text in ``vectors``, each with its vector (refused unless of shape (dim,))."""
+    bad = next((key for key, vector in vectors.items() if vector.shape != (dim,)), None)
+    if bad is not None:
+        raise EmbeddingCacheError(f"cached vector {bad.hex()} for {encoder_id!r} has shape "
+                                  f"{vectors[bad].shape}, expected ({dim},)")
+    rows = [row for key in vectors for row in rows_of[key]]
+    return rows, np.stack([vectors[key] for key in vectors for _ in rows_of[key]]).astype(np.float32, copy=False)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -41,7 +41,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, get_args, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -70,6 +70,27 @@ class TextEncoder(Protocol):
     def encode(self, texts: Sequence[str]) -> Vectors:
         """Shape (len(texts), dim), float32, rows of unit length, in the order of ``texts``."""
         ...
+
+
+Part = tuple[list[int], Vectors]  # some rows of the caller's texts (indices) and their vectors, in that order
+
+
+@runtime_checkable
+class EncodesInParts(Protocol):
+    """An encoder that runs a batch in parts and can hand each over as soon as it is done."""
+
+    def encode_parts(self, texts: Sequence[str]) -> Iterator[Part]:
+        """``encode(texts)`` a part at a time: every row once, each vector as ``encode`` gives it."""
+        ...
+
+
+def encode_parts(encoder: TextEncoder, texts: Sequence[str]) -> Iterator[Part]:
+    """``encoder``'s vectors of ``texts`` in parts: its own (:class:`EncodesInParts`: the ONNX encoder's
+    length buckets, shortest first), else one part of every row."""
+    if isinstance(encoder, EncodesInParts):
+        yield from encoder.encode_parts(texts)
+    elif texts:
+        yield list(range(len(texts))), encoder.encode(texts)
 
 
 class Encoder:

@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -178,7 +178,21 @@ class MiniLMHead(ModelKind):
 
     def predict_proba(self, inputs: Sequence[Input]) -> Probabilities:
         self._require_fitted()
-        x = self._checked_embedder().embed(as_texts(inputs))
+        return self._head(self._checked_embedder().embed(as_texts(inputs)))
+
+    def predict_proba_parts(self, inputs: Sequence[Input]) -> Iterator[tuple[list[int], Probabilities]]:
+        """The rows of each part the embedder yields (cache hits, then each length bucket of the ONNX
+        encoder, shortest first), bit for bit those of :meth:`predict_proba`: the head runs on the whole
+        batch's shape each time (rows still to come are zeros), as BLAS rounds a row differently with the
+        matrix's shape and the row's place in it."""
+        self._require_fitted()
+        texts = as_texts(inputs)
+        x = np.zeros((len(texts), self._layers[0][0].shape[1]), dtype=np.float32)
+        for rows, vectors in self._checked_embedder().embed_parts(texts):
+            x[rows] = vectors
+            yield rows, self._head(x)[rows]
+
+    def _head(self, x: Vectors) -> Probabilities:
         for n, (weight, bias) in enumerate(self._layers):
             x = x @ weight.T + bias
             if n < len(self._layers) - 1:

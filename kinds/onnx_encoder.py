@@ -13,7 +13,9 @@ Texts are tokenized in one call, then run in length buckets (:func:`buckets`): s
 split where padding to the bucket's longest text would cost more than another call. One call costs about
 :data:`CALL_TOKENS` tokens' worth of work on top of its tokens (at batch 1 and ~20 tokens, a third of the
 time: every call streams the ~87 MB of weights), so short texts are cheaper together, and a long text
-is not padded onto short ones. Rows are put back in the caller's order.
+is not padded onto short ones. Rows are put back in the caller's order; :meth:`OnnxEncoder.encode_parts`
+hands each bucket over as soon as it is done, shortest first (a serving pod answers a short request
+without waiting for a long text that shares its micro-batch).
 
 Sessions are shared process-wide per (encoder_id, threads): a pod holding a champion and a canary of the
 same encoder runs one graph. ``threads`` is onnxruntime's intra-op thread count per call; concurrent calls
@@ -26,13 +28,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kinds.encoder import Vectors, _tokenizer
+from kinds.encoder import Part, Vectors, _tokenizer
 from kinds.exceptions import EncoderError
 
 GRAPH, TOKENIZER = "encoder.onnx", "tokenizer.json"
@@ -68,8 +70,15 @@ class OnnxEncoder:
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         out = np.empty((len(texts), self._dim), dtype=np.float32)
+        for rows, vectors in self.encode_parts(texts):
+            out[rows] = vectors
+        return out
+
+    def encode_parts(self, texts: Sequence[str]) -> Iterator[Part]:
+        """:meth:`encode` one length bucket at a time, shortest first: (the bucket's rows of ``texts``,
+        their vectors), each yielded as soon as its session call returns."""
         if not texts:
-            return out
+            return
         loaded = _load(self.directory, self._encoder_id, self.threads)
         tokenizer = loaded.borrow()
         try:
@@ -85,10 +94,10 @@ class OnnxEncoder:
                 input_ids[n, :len(ids[i])] = ids[i]
                 mask[n, :len(ids[i])] = 1
             try:
-                out[rows] = loaded.session.run(None, {INPUTS[0]: input_ids, INPUTS[1]: mask})[0]
+                vectors = loaded.session.run(None, {INPUTS[0]: input_ids, INPUTS[1]: mask})[0]
             except Exception as exc:  # onnxruntime raises its own Exception subclasses (Fail, InvalidArgument)
                 raise EncoderError(f"the encoder graph {self.graph} failed: {exc}") from exc
-        return out
+            yield rows, np.asarray(vectors, dtype=np.float32)
 
 
 def buckets(lengths: Sequence[int], batch_size: int, call_tokens: int = CALL_TOKENS) -> list[list[int]]:

@@ -5,11 +5,14 @@ micro-batcher, and the pod's embedding cache.
 ``predict``, the async routes by awaiting it). Each of ``workers`` worker threads takes the first queued
 job, gathers more until it holds ``max_texts`` texts or ``wait_ms`` have passed since that first job was
 submitted (jobs that queued up while the previous batch ran are taken at once), groups the gathered
-texts by model object (a canary and the champion can share a gather) and calls ``predict_proba`` once
-per model. Each job gets exactly its own rows of its own model's call, so a swap (new model objects in
-the next requests) can never mix rows; an exception fails exactly the jobs of the group whose call
-raised, and the worker goes on. With several workers, batches run at the same time (the encoder's
-forward pass releases the GIL; each encode borrows its own tokenizer).
+texts by model object (a canary and the champion can share a gather) and calls ``predict_proba_parts``
+once per model. Each job gets exactly its own rows of its own model's call, so a swap (new model objects
+in the next requests) can never mix rows, and gets them as soon as they are all in: a ``minilm-head``
+yields its cached texts first, then each length bucket of its encoder, shortest first, so a short
+request does not wait for a long text in the same batch (its rows are the ones ``predict_proba`` on the
+whole batch gives, bit for bit). An exception fails exactly the jobs of the group whose call raised
+that were not answered yet, and the worker goes on. With several workers, batches run at the same time
+(the encoder's forward pass releases the GIL; each encode borrows its own tokenizer).
 
 :func:`pod_embedder`: the pod's MiniLM embedder, an LRU of ``embedding_cache_entries`` vectors whose hits
 and misses are counted in the pod's metrics.
@@ -18,13 +21,16 @@ and misses are counted in the pod's metrics.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import numpy as np
 
 from core.settings import FlywheelSettings
 from kinds.base import Probabilities
@@ -42,13 +48,13 @@ class BatcherClosed(ServingError):
 
 
 class Predictor(Protocol):
-    def predict_proba(self, texts: Sequence[str]) -> Probabilities: ...
+    def predict_proba_parts(self, texts: Sequence[str]) -> Iterator[tuple[list[int], Probabilities]]: ...
 
 
 @dataclass(frozen=True)
 class Batched:
-    """One job's rows (in its texts' order) and ``latency_ms``: queue wait + the ``predict_proba`` call of
-    the batch it was part of, i.e. how long its caller waited for them."""
+    """One job's rows (in its texts' order) and ``latency_ms``: from its submit to its last row, i.e. how long
+    its caller waited for them."""
 
     proba: Probabilities
     latency_ms: float
@@ -165,24 +171,45 @@ class MicroBatcher:
         for job in jobs:  # by object identity: two versions (or two loads of one) never share a call
             groups.setdefault(id(job.model), []).append(job)
         for group in groups.values():
-            texts = [text for job in group for text in job.texts]
             started = time.perf_counter()
             for job in group:
                 self.metrics.batch_queue_seconds.observe(started - job.submitted)
-            self.metrics.batch_texts.observe(len(texts))
+            self.metrics.batch_texts.observe(sum(len(job.texts) for job in group))
             try:
-                proba = group[0].model.predict_proba(texts)
-                if len(proba) != len(texts):
-                    raise ServingError(f"predict_proba returned {len(proba)} rows for {len(texts)} texts")
+                _answer(group)
             except Exception as exc:  # the model's failure belongs to its callers, not to the worker
-                _fail(group, exc)
+                _fail(group, exc)  # those it answered already keep their answers
                 continue
-            done = time.perf_counter()
-            self.metrics.batch_predict_seconds.observe(done - started)
-            offset = 0
-            for job in group:
-                _resolve(job.future, Batched(proba[offset:offset + len(job.texts)], (done - job.submitted) * 1000))
-                offset += len(job.texts)
+            self.metrics.batch_predict_seconds.observe(time.perf_counter() - started)
+
+
+def _answer(group: list[_Job]) -> None:
+    """One ``predict_proba_parts`` call on the group's texts; each job is resolved as soon as its last row
+    is in (cache hits first, then the encoder's length buckets, shortest first), with its rows in order."""
+    texts = [text for job in group for text in job.texts]
+    owner = [n for n, job in enumerate(group) for _ in job.texts]  # the job of each row; -1 once answered
+    left = [len(job.texts) for job in group]
+    starts = list(itertools.accumulate(left, initial=0))
+    for job in group:
+        if not job.texts:  # nothing to wait for
+            _resolve(job.future, Batched(np.empty((0, 0)), (time.perf_counter() - job.submitted) * 1000))
+    proba: Probabilities | None = None
+    for rows, part in group[0].model.predict_proba_parts(texts):
+        if len(part) != len(rows) or not all(0 <= row < len(texts) and owner[row] >= 0 for row in rows):
+            raise ServingError(f"predict_proba_parts gave {len(part)} rows of probabilities for rows "
+                               f"{rows[:10]} of {len(texts)} texts (each row once)")
+        if proba is None:
+            proba = np.empty((len(texts), part.shape[1]), dtype=part.dtype)
+        proba[rows] = part
+        done = time.perf_counter()
+        for row in rows:
+            n, owner[row] = owner[row], -1
+            left[n] -= 1
+            if not left[n]:
+                job = group[n]
+                _resolve(job.future, Batched(proba[starts[n]:starts[n + 1]], (done - job.submitted) * 1000))
+    if any(left):
+        raise ServingError(f"predict_proba_parts answered {len(texts) - sum(left)} of {len(texts)} texts")
 
 
 def _resolve(future: Future[Batched], result: Batched) -> None:

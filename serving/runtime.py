@@ -66,6 +66,9 @@ class LoadedModel:
     def predict_proba(self, inputs: Sequence[Input]) -> Probabilities:
         return self.classifier.predict_proba(inputs)
 
+    def predict_proba_parts(self, inputs: Sequence[Input]) -> Iterator[tuple[list[int], Probabilities]]:
+        return self.classifier.predict_proba_parts(inputs)
+
 
 @dataclass(frozen=True)
 class Fallback:

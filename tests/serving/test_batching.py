@@ -1,13 +1,14 @@
-"""The micro-batcher under real threads (fake models and the fake encoder), and once through the real
-app: concurrent /predict on a minilm-head champion answers what unbatched predict_proba answers."""
+"""The micro-batcher under real threads (fake models and the fake encoder; a head on the real encoder's
+ONNX graph: a short request is answered before a long text of its batch is encoded), and once through the
+real app: concurrent /predict on a minilm-head champion answers what unbatched predict_proba answers."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,16 +18,19 @@ from fastapi.testclient import TestClient
 
 from core.settings import FlywheelSettings
 from flywheel.lifecycle import lifecycle
+from kinds._onnx_export import exported
 from kinds.base import Probabilities
 from kinds.catalog import load_model
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
 from kinds.encoder import shared_encoder
 from kinds.minilm import MiniLMHead
+from kinds.onnx_encoder import OnnxEncoder
 from kinds.tfidf import TfidfLogReg
 from registry.announce import ServedVersion
 from serving import LoadedModel, ServingMetrics, create_app
 from serving._predict import score, score_async
 from serving.batching import Batched, BatcherClosed, MeteredEmbeddingCache, MicroBatcher
+from serving.exceptions import ServingError
 from tests.fakes import HashingEncoder
 from tests.trainer.lifecycle_helpers import rows
 from trainer.config import TrainerConfig
@@ -59,6 +63,9 @@ class Fake:
             raise ValueError("this model is broken")
         rows_ = np.array([[code(t), 1 - code(t)] for t in texts], dtype=np.float64).reshape(-1, 2)
         return rows_[:, ::-1] if self.flip else rows_
+
+    def predict_proba_parts(self, texts: Sequence[str]) -> Iterator[tuple[list[int], Probabilities]]:
+        yield list(range(len(texts))), self.predict_proba(texts)
 
 
 def expected(texts: Sequence[str], flip: bool = False) -> Probabilities:
@@ -169,6 +176,49 @@ def test_close_with_a_stuck_model_fails_pending_futures_and_never_hangs(metrics:
     assert blocker.calls == [["gate-0"]]
 
 
+class InParts(Fake):
+    """A :class:`Fake` answering a row at a time, in its texts' order; ``fail_after`` rows, it raises."""
+
+    def __init__(self, *, fail_after: int | None = None, twice: bool = False) -> None:
+        super().__init__()
+        self.fail_after, self.twice = fail_after, twice
+
+    def predict_proba_parts(self, texts: Sequence[str]) -> Iterator[tuple[list[int], Probabilities]]:
+        proba = self.predict_proba(texts)
+        for row in range(len(texts)):
+            if row == self.fail_after:
+                raise ValueError("this model broke half-way")
+            yield [row], proba[row:row + 1]
+            if self.twice:  # a broken model: the same row again
+                yield [row], proba[row:row + 1]
+
+
+def test_a_model_failing_half_way_fails_only_the_jobs_it_had_not_answered(batcher: MicroBatcher,
+                                                                         metrics: ServingMetrics) -> None:
+    model = InParts(fail_after=3)
+    _blocker, gate = held(batcher)
+    futures = [batcher.submit(model, texts) for texts in (["h-0", "h-1"], ["h-2"], ["h-3"], ["h-4", "h-5"])]
+    gate.set()
+    assert np.array_equal(futures[0].result(5).proba, expected(["h-0", "h-1"]))
+    assert np.array_equal(futures[1].result(5).proba, expected(["h-2"]))
+    for future in futures[2:]:
+        with pytest.raises(ValueError, match="half-way"):
+            future.result(5)
+    assert model.calls == [["h-0", "h-1", "h-2", "h-3", "h-4", "h-5"]]  # one call for the whole gather
+    assert metrics.registry.get_sample_value("flywheel_serving_batch_predict_seconds_count") == 1  # the gate's
+    assert batcher.predict(InParts(), ["h-7"]).proba[0, 0] == 0.00007  # the worker goes on
+
+
+def test_a_model_answering_a_row_twice_fails_the_jobs_left_with_a_clear_error(batcher: MicroBatcher) -> None:
+    model = InParts(twice=True)
+    _blocker, gate = held(batcher)
+    first, second = batcher.submit(model, ["d-0"]), batcher.submit(model, ["d-1"])
+    gate.set()
+    assert np.array_equal(first.result(5).proba, expected(["d-0"]))
+    with pytest.raises(ServingError, match="each row once"):
+        second.result(5)
+
+
 # -- with real model kinds -----------------------------------------------------------------------
 def loaded(model: MiniLMHead | TfidfLogReg, version: str) -> LoadedModel:
     return LoadedModel(ServedVersion(version, f"1.0.{version}", model.kind, "mem://", "0" * 64), model,
@@ -220,6 +270,69 @@ def test_the_pod_cache_counts_hits_and_misses_and_zero_entries_is_no_cache(metri
     none.embed(["a"])
     none.embed(["a"])
     assert fake.texts_encoded == 5
+
+
+# -- on the real encoder: the ONNX graph a minilm-head artifact ships ------------------------------
+@pytest.fixture(scope="module")
+def onnx_head() -> MiniLMHead:
+    encoder = shared_encoder()
+    graph = OnnxEncoder(exported(encoder), encoder_id=encoder.encoder_id, dim=encoder.dim)
+    corpus = rows("vader_movies")[:150]
+    return MiniLMHead(epochs=3).use(Embedder(graph)).fit([r.text for r in corpus], [r.label for r in corpus])
+
+
+def long_text(count: int = 40) -> str:
+    """Real tweets run together: well over the encoder's 256 tokens (truncated there)."""
+    return " ".join(str(r.text) for r in rows("vader_tweets")[-count:])
+
+
+def test_parts_are_the_rows_of_predict_proba_bit_for_bit_shortest_first(onnx_head: MiniLMHead) -> None:
+    tweets = [str(r.text) for r in rows("vader_tweets")[1000:1040]]
+    graph = onnx_head.embedder.encoder
+    assert isinstance(graph, OnnxEncoder)
+    mixed = [long_text(), *tweets[7:20], long_text(30), tweets[7]]  # two long texts; one tweet twice
+    for batch in (tweets[:1], tweets[:7], mixed, tweets[20:40]):
+        onnx_head.use(Embedder(graph, MemoryEmbeddingCache(0)))  # no cache: every part is a length bucket
+        want = onnx_head.predict_proba(batch)
+        parts = list(onnx_head.predict_proba_parts(batch))
+        assert sorted(row for rows_, _ in parts for row in rows_) == list(range(len(batch)))
+        for rows_, proba in parts:
+            assert np.array_equal(proba, want[rows_])  # bit for bit
+    assert len(parts) > 1 and len(list(onnx_head.predict_proba_parts([]))) == 0
+    onnx_head.use(Embedder(graph, MemoryEmbeddingCache(0)))
+    parts = list(onnx_head.predict_proba_parts(mixed))
+    assert sorted(parts[-1][0]) == [0, 14] and all(0 not in rows_ for rows_, _ in parts[:-1])  # long ones last
+    assert any({1, 15} <= set(rows_) for rows_, _ in parts)  # the tweet asked twice: encoded once, both rows
+
+
+def test_a_short_job_is_answered_before_a_long_job_of_its_batch_finishes(onnx_head: MiniLMHead,
+                                                                         batcher: MicroBatcher,
+                                                                         metrics: ServingMetrics) -> None:
+    graph = onnx_head.embedder.encoder
+    onnx_head.use(Embedder(graph, MemoryEmbeddingCache()))
+    model = loaded(onnx_head, "1")
+    tweets = [str(r.text) for r in rows("vader_tweets")[2000:2003]]
+    model.predict_proba([tweets[2]])  # cached before: answered with no encoder call at all
+    jobs: dict[str, list[str]] = {"long": [long_text()], "short": [tweets[0]], "cached": [tweets[2]],
+                                  "both": [tweets[1], long_text(30)]}
+    answered: list[tuple[str, list[str]]] = []  # in the order the futures were resolved, with those still open
+
+    def record(name: str) -> Callable[[Future[Batched]], None]:
+        return lambda _: answered.append((name, [n for n, f in futures.items() if not f.done()]))
+
+    _blocker, gate = held(batcher)
+    futures = {name: batcher.submit(model, texts) for name, texts in jobs.items()}
+    for name, future in futures.items():
+        future.add_done_callback(record(name))
+    gate.set()
+    results = {name: future.result(30) for name, future in futures.items()}
+    assert answered == [("cached", ["long", "short", "both"]), ("short", ["long", "both"]), ("long", ["both"]),
+                        ("both", [])]
+    assert results["short"].latency_ms < results["long"].latency_ms
+    assert metrics.registry.get_sample_value("flywheel_serving_batch_texts_sum") == 1 + 5  # the gate's, then one
+    assert metrics.registry.get_sample_value("flywheel_serving_batch_texts_count") == 2  # call for all four jobs
+    want = model.predict_proba([text for texts in jobs.values() for text in texts])  # today's one-shot answer
+    assert np.array_equal(np.vstack([results[name].proba for name in jobs]), want)  # bit for bit
 
 
 # -- through the real app, on the real encoder ---------------------------------------------------

@@ -116,6 +116,15 @@ def test_fit_predicts_every_label_with_probabilities(fitted: ModelKind, data: Ta
     assert set(fitted.predict(inputs)) <= set(fitted.labels)
 
 
+def test_predict_proba_parts_give_every_row_once_as_predict_proba_does(fitted: ModelKind, data: TaskData) -> None:
+    inputs, _ = data.corpus(60, offset=2000)
+    want = fitted.predict_proba(inputs)
+    parts = list(fitted.predict_proba_parts(inputs))
+    assert sorted(row for rows, _ in parts for row in rows) == list(range(len(inputs)))
+    for rows, proba in parts:
+        assert np.array_equal(proba, want[rows])  # bit for bit: what the serving micro-batcher answers
+
+
 def test_better_than_chance_on_held_out_real_data(fitted: ModelKind, data: TaskData) -> None:
     inputs, labels = data.corpus(400, offset=3000)
     accuracy = np.mean([p == y for p, y in zip(fitted.predict(inputs), labels, strict=True)])
