@@ -43,7 +43,7 @@ from typing import Any, Self
 import torch
 from safetensors.torch import load_file, save_file
 
-from kinds._decode import INT8, Adapter, Weights, decode, lora_adapter, next_token_nll
+from kinds._decode import INT4, INT8, Adapter, Weights, decode, lora_adapter, next_token_nll
 from kinds._threads import one_torch_thread
 from kinds.base_models import BaseModel
 from kinds.exceptions import ArtifactError, KindError
@@ -53,9 +53,10 @@ ADAPTER, ADAPTER_CONFIG = "adapter.safetensors", "adapter.json"
 _names = itertools.count()
 _peft_models: weakref.WeakKeyDictionary[BaseModel, Any] = weakref.WeakKeyDictionary()
 _weights: weakref.WeakKeyDictionary[BaseModel, dict[str, Weights]] = weakref.WeakKeyDictionary()
-PRECISIONS = ("auto", "int8")
+PRECISIONS = ("auto", "int8", "int4")
 """``auto``: float16 products for a base stored in 16 bits (SmolLM2), float32 otherwise; ``int8``: weight-only
-int8 products (:data:`kinds._decode.INT8`)."""
+int8 products (:data:`kinds._decode.INT8`); ``int4``: weight-only 4-bit products in groups of 32 (the layout
+SmolLM2's layers ship in, :data:`kinds._decode.INT4`)."""
 
 
 _HALF = ("bfloat16", "float16")
@@ -77,6 +78,8 @@ def _decode_dtype(base: BaseModel, precision: str = "auto") -> torch.dtype:
     exactly); int8 when asked."""
     if precision == "int8":
         return INT8
+    if precision == "int4":
+        return INT4
     return torch.float16 if _stored_dtype(base) in _HALF else torch.float32
 
 
