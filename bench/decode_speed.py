@@ -1,7 +1,8 @@
 """Per-token generation speed of ``smollm2-lora`` on the real SmolLM2-135M base, before and after the
 decode loop (:mod:`kinds._decode`), in one process: transformers' ``generate`` on the peft model (the
-reference) and the decode loop with float16 products (before issue 20) and with int8 products (what the
-kind serves on SmolLM2, :data:`kinds._decode.INT8`), alternated per prompt, greedy, one torch thread, with
+reference) and the decode loop with float16 products (what the kind serves on SmolLM2 by default), weight-only
+int8 (``precision="int8"``, :data:`kinds._decode.INT8`) and weight-only 4-bit in groups of 32
+(``precision="int4"``, :data:`kinds._decode.INT4`), alternated per prompt, greedy, one torch thread, with
 a LoRA adapter whose B matrices are non-zero (so the adapter is on the path). Reported per path: CPU and
 wall ms per new token (medians over the prompts; the answers end at their end-of-turn token), whether each
 greedy answer was token-for-token the reference's, and per decode dtype the wall and CPU time of exactly
@@ -10,11 +11,12 @@ prompts.
 
     .venv/bin/python -m bench.decode_speed [--tokens 64] [--prompts 6] [--data-dir DIR]
 
-Last line: {"reference_cpu_ms_per_token", "decode_cpu_ms_per_token", "cpu_speedup", "reference_wall_ms_per_token",
-"decode_wall_ms_per_token", "identical_greedy", "float16": {...}, "int8": {...} (each: "cpu_ms_per_token",
-"wall_ms_per_token", "identical_greedy", "forced_p50_ms", "forced_p95_ms", "forced_cpu_ms_per_token",
-"weights_rss_mb"), "rss_mb", "prompts", "tokens", "matmul_dtype", "torch_threads", "host"}; the ``decode_*`` keys are
-the served dtype's; ``weights_rss_mb`` is what building that dtype's decode weights added to the resident set.
+Last line: {"reference_cpu_ms_per_token", "decode_cpu_ms_per_token", "cpu_speedup",
+"reference_wall_ms_per_token", "decode_wall_ms_per_token", "identical_greedy", "float16": {...}, "int8":
+{...}, "int4": {...} (each: "cpu_ms_per_token", "wall_ms_per_token", "identical_greedy", "forced_p50_ms",
+"forced_p95_ms", "forced_cpu_ms_per_token", "weights_rss_mb"), "rss_mb", "prompts", "tokens", "matmul_dtype",
+"torch_threads", "host"}; the ``decode_*`` keys are the served dtype's; ``weights_rss_mb`` is what building
+that dtype's decode weights added to the resident set.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def main() -> None:
     import torch
 
     from bench.generate_pod import nearest_rank
-    from kinds._decode import INT8, Weights, decode
+    from kinds._decode import INT4, INT8, Weights, decode
     from kinds._threads import one_torch_thread
     from kinds.base_models import SMOLLM2, load_base
     from kinds.generation import GeneratorResources, Pair, Prompt
@@ -99,7 +101,7 @@ def main() -> None:
 
     served = _decode_weights(base)
     dtypes, rss_mb = {}, {}
-    for name, dtype in (("float16", torch.float16), ("int8", INT8)):
+    for name, dtype in (("float16", torch.float16), ("int8", INT8), ("int4", INT4)):
         before = _rss_mb()
         dtypes[name] = Weights(base.model, dtype)
         rss_mb[name] = round(_rss_mb() - before, 1)  # what one copy of the decode weights adds to the process
@@ -133,7 +135,7 @@ def main() -> None:
                         "forced_cpu_ms_per_token": round(statistics.median(run["forced_cpu"]), 1),
                         "weights_rss_mb": rss_mb[name]}
                  for name, run in runs.items()}
-    name = "int8" if served.dtype == INT8 else "float16"
+    name = {INT8: "int8", INT4: "int4"}.get(served.dtype, "float16")
     result: dict[str, Any] = {
         "reference_cpu_ms_per_token": round(statistics.median(ref_cpu), 1),
         "decode_cpu_ms_per_token": per_dtype[name]["cpu_ms_per_token"],

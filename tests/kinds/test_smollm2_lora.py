@@ -189,11 +189,11 @@ def test_int8_products_stay_close_to_float32_and_are_what_the_kind_serves(
 
 
 def _forward_logits(weights: Weights, lora: Adapter, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    from kinds._decode import _Cache, _forward
+    from kinds._decode import _Cache, _forward, _fuse
 
     width = ids.shape[1]
     causal = torch.ones(width, width, dtype=torch.bool).tril()[None, None]
-    return _forward(weights, lora, ids, mask.cumsum(-1) - 1, 0, causal, _Cache(weights, 1, width))
+    return _forward(weights, _fuse(weights, lora), ids, mask.cumsum(-1) - 1, 0, causal, _Cache(weights, 1, width))
 
 
 def test_stop_strings_cut_the_text_and_end_the_generation(fitted: SmolLM2LoRA) -> None:
