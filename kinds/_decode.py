@@ -63,9 +63,11 @@ float16's bytes per token for the layers."""
 GROUP = 32
 
 
-def _int4_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A float ``weight`` [out, in] as packed 4-bit codes and bfloat16 (scale, zero) per group of
-    :data:`GROUP` inputs, [in / GROUP, out, 2] (asymmetric: each group's minimum and maximum are on the grid)."""
+def _int4_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A float ``weight`` [out, in] as 4-bit codes [out, in / GROUP, GROUP] (0..15) and a scale and zero
+    [out, in / GROUP] per group of :data:`GROUP` inputs, both bfloat16 values: ``w ~ (code - 8) * scale +
+    zero``. Asymmetric, each group's minimum and maximum on its grid, as GGUF's Q4_1 quantises: on weights
+    that came from Q4_1 the codes are Q4_1's."""
     rows, width = weight.shape
     if width % GROUP or rows % 16:
         raise ValueError(f"4-bit products need inputs in groups of {GROUP} and outputs in 16s, not {rows}x{width}")
@@ -74,7 +76,14 @@ def _int4_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = ((high - low) / 15).clamp(min=1e-12).to(torch.bfloat16).float()
     zero = (low + 8 * scale).to(torch.bfloat16).float()  # the grid's 8th point, as the kernel wants it
     codes = ((groups - (zero - 8 * scale)[..., None]) / scale[..., None]).round().clamp(0, 15)
-    packed = torch._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).view(rows, width), 2)
+    return codes, scale, zero
+
+
+def _int4_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float ``weight`` [out, in] packed for ``torch._weight_int4pack_mm_for_cpu``: the codes of
+    :func:`_int4_grid`, and (scale, zero) as bfloat16 [in / GROUP, out, 2]."""
+    codes, scale, zero = _int4_grid(weight)
+    packed = torch._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).view(weight.shape), 2)
     return packed, torch.stack([scale, zero], -1).transpose(0, 1).to(torch.bfloat16).contiguous()
 
 
