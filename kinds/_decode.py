@@ -57,8 +57,11 @@ stored as 4-bit codes with a bfloat16 scale and zero (``w = (code - 8) * scale +
 rounded to bfloat16, accumulated in float32 (``torch._weight_int4pack_mm_for_cpu``, vectorised for AVX2
 and AVX-512). SmolLM2's layers ship as GGUF Q4_1 (groups of 32, 4-bit codes, a scale and a minimum per
 group), so this layout holds them again: the codes are the GGUF's, only the scales and zeros are rounded
-to bfloat16. The tied head (Q8_0 in the GGUF) stays weight-only int8 (:data:`INT8`). A quarter of
-float16's bytes per token for the layers."""
+to bfloat16. A quarter of float16's bytes per token for the layers. The tied head (Q8_0 in the GGUF)
+multiplies in float16 (its bf16 values exactly): the weight-only int8 head (one scale per row, bfloat16
+activations) is what cost the int8 path its score. On one trained adapter's 48 held-out answers
+(``bench/decode_quality.py``'s adapter, 2026-12-05): float32 0.0816; int4 layers + int8 head 0.0602 (38 of
+48 answers float32's); float32 layers + int8 head 0.0612 (38); int4 layers + float16 head 0.0804 (46)."""
 
 GROUP = 32
 
@@ -135,21 +138,24 @@ def _full(*weights: torch.Tensor) -> Product:
 
 
 class Weights:
-    """The base's decode weights: q/k/v and gate/up concatenated, every product's weight in
-    ``matmul_dtype`` (float32, float16, bfloat16, :data:`INT8` or :data:`INT4`, whose tied head is
-    :data:`INT8`); embeddings, norms and rotary frequencies in float32. A prompt (more than one row at
-    once, :func:`decode`'s first pass) multiplies in float32 with the base's own weights whatever
-    ``matmul_dtype``: there the products are bound by arithmetic, not by reading the weights, and float32
-    (MKL) was faster than the int8/int4 kernels (42 rows: 73 ms vs 114 / 109 ms) and the same on AVX2."""
+    """The base's decode weights: q/k/v and gate/up concatenated, every product's weight in ``matmul_dtype`` (float32,
+    float16, bfloat16, :data:`INT8` or :data:`INT4`), the tied head's in ``head_dtype`` (by default
+    ``matmul_dtype``, float16 for :data:`INT4`); embeddings, norms and rotary frequencies in float32. A prompt (more
+    than one row at once, :func:`decode`'s first pass) multiplies in float32 with the base's own weights whatever
+    ``matmul_dtype``: there the products are bound by arithmetic, not by reading the weights, and float32 (MKL) was
+    faster than the int8/int4 kernels (42 rows: 73 ms vs 114 / 109 ms) and the same on AVX2."""
 
-    def __init__(self, model: Any, matmul_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, model: Any, matmul_dtype: torch.dtype = torch.float32,
+                 head_dtype: torch.dtype | None = None) -> None:
         config, inner = model.config, model.model
         self.dtype = matmul_dtype
+        if head_dtype is None:
+            head_dtype = torch.float16 if matmul_dtype == INT4 else matmul_dtype
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.eps = float(config.rms_norm_eps)
         self.embed = inner.embed_tokens.weight.detach()
-        self.head = _product(_linear(model.lm_head).weight.detach(), INT8 if matmul_dtype == INT4 else matmul_dtype)
+        self.head = _product(_linear(model.lm_head).weight.detach(), head_dtype)
         self.norm = inner.norm.weight.detach()
         self.inv_freq = inner.rotary_emb.inv_freq.detach().float()
         self.rope_scale = float(getattr(inner.rotary_emb, "attention_scaling", 1.0))

@@ -209,7 +209,7 @@ def test_int4_holds_weights_quantised_like_gguf_q4_1() -> None:
 
 def test_int4_products_stay_close_to_float32_and_are_what_the_kind_serves(
         fitted: SmolLM2LoRA, tiny: BaseModel) -> None:
-    """precision="int4": 4-bit layers (head int8) give logits near float32's and the kind's generate and
+    """precision="int4": 4-bit layers (head float16) give logits near float32's and the kind's generate and
     perplexity run them."""
     from kinds._decode import INT4
     from kinds.smollm2_lora import _decode_weights
