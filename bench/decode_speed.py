@@ -9,7 +9,7 @@ greedy answer was token-for-token the reference's, and per decode dtype the wall
 64 forced new tokens (the end-of-turn token ignored: the issue's "64 new tokens"), p50 and p95 over the
 prompts.
 
-    .venv/bin/python -m bench.decode_speed [--tokens 64] [--prompts 6] [--data-dir DIR]
+    .venv/bin/python -m bench.decode_speed [--tokens 64] [--prompts 6] [--before REV] [--data-dir DIR]
 
 Last line: {"reference_cpu_ms_per_token", "decode_cpu_ms_per_token", "cpu_speedup",
 "reference_wall_ms_per_token", "decode_wall_ms_per_token", "identical_greedy", "float16": {...}, "int8":
