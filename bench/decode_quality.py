@@ -1,14 +1,15 @@
 """What the decode loop's product dtype does to a trained ``smollm2-lora`` adapter's gate scores on the real
 SmolLM2-135M base (issue 20): one adapter, fitted on chatterbot-corpus pairs, scored on held-out pairs with
-the decode weights in float32, float16 and int8 (:data:`kinds._decode.INT8`, what the kind serves on
-SmolLM2) in turn: the perplexity (the kind's, computed by the decode loop's forward pass), the weighted
-BLEU/ROUGE-L-precision score of greedy answers (``generate``, batches of 8) and how many answers are
-token-for-token the float32 ones; also the peft model's float32 perplexity (the reference), and the CPU ms
-per new token of each dtype (one torch thread; greedy; the answers end at their end-of-turn token).
+the decode weights in float32, float16 (what the kind serves on SmolLM2 by default), weight-only int8
+(:data:`kinds._decode.INT8`) and weight-only 4-bit in groups of 32 (:data:`kinds._decode.INT4`) in turn: the
+perplexity (the kind's, computed by the decode loop's forward pass), the weighted BLEU/ROUGE-L-precision score
+of greedy answers (``generate``, batches of 8) and how many answers are token-for-token the float32 ones; also
+the peft model's float32 perplexity (the reference), and the CPU ms per new token of each dtype (one torch
+thread; greedy; the answers end at their end-of-turn token).
 
     .venv/bin/python -m bench.decode_quality [--train 64] [--steps 16] [--holdout 48] [--data-dir DIR]
 
-Last line: {"dtypes": {"float32"|"float16"|"int8": {"perplexity", "score", "same_answers",
+Last line: {"dtypes": {"float32"|"float16"|"int8"|"int4": {"perplexity", "score", "same_answers",
 "cpu_ms_per_token"}}, "reference_perplexity", "train_pairs", "steps", "holdout_pairs", "host"}.
 """
 
@@ -45,7 +46,7 @@ def main() -> None:
     import torch
 
     from kinds import smollm2_lora
-    from kinds._decode import INT8, Weights
+    from kinds._decode import INT4, INT8, Weights
     from kinds.base_models import SMOLLM2, load_base
     from kinds.generation import GeneratorResources
     from kinds.smollm2_lora import SmolLM2LoRA
@@ -62,7 +63,7 @@ def main() -> None:
     references = [p.response for p in holdout]
     result: dict[str, Any] = {"reference_perplexity": round(model._reference_perplexity(holdout), 4)}
     answers: dict[str, list[str]] = {}
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "int8": INT8}
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "int8": INT8, "int4": INT4}
     scores: dict[str, Any] = {}
     for name, dtype in dtypes.items():
         with base.lock:

@@ -11,15 +11,17 @@ training step (a step, not a whole fit, holds the lock, so serving in the same p
 A generator that is garbage collected deletes its adapter.
 
 Generation runs :mod:`kinds._decode` (a decode loop with a preallocated KV cache and the LoRA delta added
-unmerged) on one torch thread, not transformers' ``generate``: 64 new tokens went from ~77 to ~35 ms of
-CPU per token on SmolLM2 with float16 products (one thread, load ~16 on 2 cores; ``bench/decode_speed.py``),
-and ``precision="int8"`` serves weight-only int8 products (int8 weights, one scale per row, bfloat16
-activations), which halve the bytes read per token again (~30% less CPU per token) but changed 17 of 48
-greedy answers of one trained adapter (weighted score 0.0816 -> 0.0607; docs/benchmarks.md), so the default
-(``"auto"``) stays float16 for a base stored in 16 bits. In float32 (tiny-random) its greedy tokens are
-transformers'; in float16 or int8 a near tie can flip a later token. ``perplexity`` runs the decode loop's forward
-pass too (the served products: a perplexity gate scores what is served); training stays on the peft model
-(float32), ``_reference_perplexity`` is the peft model's.
+unmerged) on one torch thread, not transformers' ``generate``. On SmolLM2 it serves (``precision="auto"``)
+4-bit products in groups of 32 with a float16 head (:data:`kinds._decode.INT4`): SmolLM2's layers ship as
+GGUF Q4_1, so the codes are the GGUF's own. Measured in one process (bench/decode_speed.py, 6 prompts x 64
+forced tokens, load 5-14): 28.2 CPU ms per token against 53.5 for the float16 products served before and
+37.4 for weight-only int8 (``precision="int8"``); on one trained adapter's 48 held-out answers the weighted
+score was 0.0804 against float32's 0.0816 (46 answers the same), where the int8 path's per-row int8 head
+lost a quarter of it (bench/decode_quality.py; docs/benchmarks.md). ``precision="float16"`` serves the
+products of before. In float32 (tiny-random) its greedy tokens are transformers'; in 16 or fewer bits a near
+tie can flip a later token. ``perplexity`` runs the decode loop's forward pass too (the served products: a
+perplexity gate scores what is served); training stays on the peft model (float32),
+``_reference_perplexity`` is the peft model's.
 
 The artifact is ``adapter.safetensors`` (the LoRA weights) + ``adapter.json`` (the LoRA configuration and the
 base model's name and weights digest: an adapter is refused on another base), pinned by the manifest.
@@ -43,7 +45,7 @@ from typing import Any, Self
 import torch
 from safetensors.torch import load_file, save_file
 
-from kinds._decode import INT8, Adapter, Weights, decode, lora_adapter, next_token_nll
+from kinds._decode import INT4, INT8, Adapter, Weights, decode, lora_adapter, next_token_nll
 from kinds._threads import one_torch_thread
 from kinds.base_models import BaseModel
 from kinds.exceptions import ArtifactError, KindError
@@ -53,31 +55,46 @@ ADAPTER, ADAPTER_CONFIG = "adapter.safetensors", "adapter.json"
 _names = itertools.count()
 _peft_models: weakref.WeakKeyDictionary[BaseModel, Any] = weakref.WeakKeyDictionary()
 _weights: weakref.WeakKeyDictionary[BaseModel, dict[str, Weights]] = weakref.WeakKeyDictionary()
-PRECISIONS = ("auto", "int8")
-"""``auto``: float16 products for a base stored in 16 bits (SmolLM2), float32 otherwise; ``int8``: weight-only
-int8 products (:data:`kinds._decode.INT8`)."""
+PRECISIONS = ("auto", "int4", "float16", "int8")
+"""``auto``: ``int4`` for a base converted from a GGUF Q4_1 file (SmolLM2), float16 for another base stored
+in 16 bits, float32 otherwise; ``int4``: weight-only 4-bit products in groups of 32 (the layout SmolLM2's
+layers ship in) and a float16 head (:data:`kinds._decode.INT4`); ``float16``: float16 products (the default
+before issue 20's int4); ``int8``: weight-only int8 products (:data:`kinds._decode.INT8`)."""
 
 
 _HALF = ("bfloat16", "float16")
 
 
-def _stored_dtype(base: BaseModel) -> str:
-    """The dtype the base's weights are saved in (its config.json; the loaded model is float32 whatever)."""
+def _config(base: BaseModel) -> dict[str, Any]:
     try:
         config = json.loads((base.directory / "config.json").read_text())
     except (OSError, ValueError):
-        return "float32"
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _stored_dtype(base: BaseModel) -> str:
+    """The dtype the base's weights are saved in (its config.json; the loaded model is float32 whatever)."""
+    config = _config(base)
     return str(config.get("dtype") or config.get("torch_dtype") or "float32")
 
 
+def _from_q4_1(base: BaseModel) -> bool:
+    """Whether the base was converted from a GGUF file quantised to Q4_1 (its config.json says which file)."""
+    quantization = _config(base).get("quantization_config") or {}
+    return isinstance(quantization, dict) and str(quantization.get("gguf_file", "")).endswith(".Q4_1.gguf")
+
+
 def _decode_dtype(base: BaseModel, precision: str = "auto") -> torch.dtype:
-    """The decode loop's product dtype for ``precision`` (:data:`PRECISIONS`) on ``base``: float16 for a base
-    stored in 16 bits (SmolLM2: a real model, whose decode time is reading its weights; its bf16 values fit
-    float16), float32 for one stored in float32 (tiny-random: the decode loop gives transformers' tokens
-    exactly); int8 when asked."""
-    if precision == "int8":
-        return INT8
-    return torch.float16 if _stored_dtype(base) in _HALF else torch.float32
+    """The decode loop's product dtype for ``precision`` (:data:`PRECISIONS`) on ``base``. ``auto``: 4-bit for
+    a base converted from Q4_1 (SmolLM2: its layers' own layout; a real model's decode time is reading its
+    weights), float16 for another stored in 16 bits, float32 for one stored in float32 (tiny-random: the
+    decode loop gives transformers' tokens exactly)."""
+    if precision == "auto":
+        if _stored_dtype(base) not in _HALF:
+            return torch.float32
+        precision = "int4" if _from_q4_1(base) else "float16"
+    return {"int8": INT8, "int4": INT4, "float16": torch.float16}[precision]
 
 
 def _decode_weights(base: BaseModel, precision: str = "auto") -> Weights:

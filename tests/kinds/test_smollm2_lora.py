@@ -188,12 +188,66 @@ def test_int8_products_stay_close_to_float32_and_are_what_the_kind_serves(
     assert loaded.generate([prompt], max_new_tokens=16)[0].text == whole.text
 
 
+def test_int4_holds_weights_quantised_like_gguf_q4_1() -> None:
+    """SmolLM2's layers ship as GGUF Q4_1 (groups of 32: w = code * d + m): the 4-bit layout finds the same
+    codes and scales again (the zero, m + 8d, is rounded to bfloat16)."""
+    from kinds._decode import GROUP, _int4_grid
+
+    generator = torch.Generator().manual_seed(0)
+    rows, groups = 32, 4
+    codes = torch.randint(0, 16, (rows, groups, GROUP), generator=generator).float()
+    codes[..., 0], codes[..., 1] = 0, 15  # Q4_1 puts each group's minimum and maximum on the grid
+    d = (torch.rand(rows, groups, 1, generator=generator) * 0.01 + 1e-3).bfloat16().float()
+    m = (torch.randn(rows, groups, 1, generator=generator) * 0.05).bfloat16().float()
+    found, scale, zero = _int4_grid((codes * d + m).view(rows, groups * GROUP))
+    assert torch.equal(found, codes)
+    assert torch.equal(scale, d[..., 0])
+    assert torch.equal(zero, (m + 8 * d)[..., 0].bfloat16().float())
+    with pytest.raises(ValueError, match="groups of 32"):
+        _int4_grid(torch.zeros(16, 40))
+
+
+def test_int4_products_stay_close_to_float32_and_are_what_the_kind_serves(
+        fitted: SmolLM2LoRA, tiny: BaseModel) -> None:
+    """precision="int4": 4-bit layers (head float16) give logits near float32's and the kind's generate and
+    perplexity run them."""
+    from kinds._decode import INT4
+    from kinds.smollm2_lora import _decode_weights
+
+    with tiny.lock:
+        weights = _decode_weights(tiny, "int4")
+    assert weights.dtype == INT4
+    lora = fitted._lora()
+    ids, mask = _left_padded([fitted._prompt_ids(Prompt("What comes after 5?"))], tiny.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        logits32 = _forward_logits(Weights(tiny.model), lora, ids, mask)
+        logits4 = _forward_logits(weights, lora, ids, mask)
+    # tiny-random's float32 weights are not on a 4-bit grid, so this is 4-bit rounding of random weights
+    assert torch.corrcoef(torch.stack([logits32[0], logits4[0]]))[0, 1] > 0.99
+    held_out = pairs(30, 6, persona="A shopkeeper")
+    fitted.params["precision"] = "int4"
+    try:
+        ids, mask, labels = _right_padded([fitted._example(p) for p in held_out], tiny.tokenizer.pad_token_id)
+        with torch.inference_mode():
+            nll, count = next_token_nll(weights, lora, ids, mask, labels)
+        assert fitted.perplexity(held_out) == pytest.approx(math.exp(nll / count), rel=1e-6)
+        prompt = Prompt("What comes after 9?", persona="A shopkeeper")
+        ids, mask = _left_padded([fitted._prompt_ids(prompt)], tiny.tokenizer.pad_token_id)
+        with torch.inference_mode():
+            direct = decode(weights, lora, ids, mask, max_new_tokens=16, temperature=0.0,
+                            eos=tiny.tokenizer.eos_token_id, pad=tiny.tokenizer.pad_token_id)[0, ids.shape[1]:]
+        assert fitted.generate([prompt], max_new_tokens=16)[0].text == tiny.tokenizer.decode(
+            direct.tolist(), skip_special_tokens=True)
+    finally:
+        del fitted.params["precision"]
+
+
 def _forward_logits(weights: Weights, lora: Adapter, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    from kinds._decode import _Cache, _forward
+    from kinds._decode import _Cache, _forward, _fuse
 
     width = ids.shape[1]
     causal = torch.ones(width, width, dtype=torch.bool).tril()[None, None]
-    return _forward(weights, lora, ids, mask.cumsum(-1) - 1, 0, causal, _Cache(weights, 1, width))
+    return _forward(weights, _fuse(weights, lora), ids, mask.cumsum(-1) - 1, 0, causal, _Cache(weights, 1, width))
 
 
 def test_stop_strings_cut_the_text_and_end_the_generation(fitted: SmolLM2LoRA) -> None:
