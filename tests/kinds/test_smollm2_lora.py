@@ -29,7 +29,7 @@ from kinds import (
 )
 from kinds._decode import INT8, Adapter, Weights, decode, next_token_nll
 from kinds.base_models import BaseModel
-from kinds.smollm2_lora import _left_padded, _right_padded
+from kinds.smollm2_lora import _left_padded, _response_nll, _response_nll_of, _right_padded
 
 PARAMS = {"base": "tiny-random", "lr": 5e-3, "epochs": 3, "batch_size": 8}
 
@@ -56,6 +56,31 @@ def test_fit_lowers_the_training_perplexity_and_marks_fitted(resources: Generato
     model.fit(train)
     assert model.fitted
     assert model.perplexity(train) < before * 0.9
+
+
+def test_training_applies_the_output_layer_at_the_response_positions_only_with_the_same_loss_and_gradients(
+        fitted: SmolLM2LoRA) -> None:
+    """A step's loss from the logits at the response positions (what ``_train`` runs) is the loss from the
+    logits at every position, and so are the adapter's gradients."""
+    examples = [fitted._example(p) for p in pairs(300, 5, persona="A shopkeeper") + pairs(400, 3)]
+    ids, mask, labels = _right_padded(examples, fitted.base.tokenizer.pad_token_id)
+    assert len({int(m.sum()) for m in mask}) > 1  # rows of several lengths: padding inside the batch
+    peft, trainable = fitted._peft(), fitted._trainable()
+    results = []
+    for loss_of in (lambda: _response_nll(peft(input_ids=ids, attention_mask=mask).logits, labels),
+                    lambda: _response_nll_of(peft, ids, mask, labels)):
+        with fitted.base.lock, torch.enable_grad():
+            peft.set_adapter(fitted._adapter)
+            fitted._mark_trainable(trainable)
+            per_example = loss_of()
+            grads = torch.autograd.grad(per_example.mean(), trainable)
+            for p in trainable:
+                p.requires_grad_(False)
+        results.append((per_example.detach(), grads))
+    (full, full_grads), (selected, selected_grads) = results
+    assert torch.allclose(selected, full, rtol=1e-5, atol=1e-6)
+    for g_full, g_selected in zip(full_grads, selected_grads, strict=True):
+        assert torch.allclose(g_selected, g_full, rtol=1e-4, atol=1e-7)
 
 
 def test_fit_is_fresh_and_partial_fit_continues(resources: GeneratorResources) -> None:
