@@ -1,7 +1,7 @@
 """What the decode loop's product dtype does to a trained ``smollm2-lora`` adapter's gate scores on the real
 SmolLM2-135M base (issue 20): one adapter, fitted on chatterbot-corpus pairs, scored on held-out pairs with
-the decode weights in float32, float16 (what the kind serves on SmolLM2 by default), weight-only int8
-(:data:`kinds._decode.INT8`) and weight-only 4-bit in groups of 32 (:data:`kinds._decode.INT4`) in turn: the
+the decode weights in float32, float16, weight-only int8 (:data:`kinds._decode.INT8`) and weight-only 4-bit
+in groups of 32 (:data:`kinds._decode.INT4`, what the kind serves on SmolLM2 by default) in turn: the
 perplexity (the kind's, computed by the decode loop's forward pass), the weighted BLEU/ROUGE-L-precision score
 of greedy answers (``generate``, batches of 8) and how many answers are token-for-token the float32 ones; also
 the peft model's float32 perplexity (the reference), and the CPU ms per new token of each dtype (one torch

@@ -1,13 +1,13 @@
-"""Per-token generation speed of ``smollm2-lora`` on the real SmolLM2-135M base, before and after the
-decode loop (:mod:`kinds._decode`), in one process: transformers' ``generate`` on the peft model (the
-reference) and the decode loop with float16 products (what the kind serves on SmolLM2 by default), weight-only
-int8 (``precision="int8"``, :data:`kinds._decode.INT8`) and weight-only 4-bit in groups of 32
-(``precision="int4"``, :data:`kinds._decode.INT4`), alternated per prompt, greedy, one torch thread, with
-a LoRA adapter whose B matrices are non-zero (so the adapter is on the path). Reported per path: CPU and
-wall ms per new token (medians over the prompts; the answers end at their end-of-turn token), whether each
-greedy answer was token-for-token the reference's, and per decode dtype the wall and CPU time of exactly
-64 forced new tokens (the end-of-turn token ignored: the issue's "64 new tokens"), p50 and p95 over the
-prompts.
+"""Per-token generation speed of ``smollm2-lora`` on the real SmolLM2-135M base, before and after the decode loop
+(:mod:`kinds._decode`), in one process: transformers' ``generate`` on the peft model (the reference) and the
+decode loop with float16 products (``precision="float16"``), weight-only int8 (``precision="int8"``,
+:data:`kinds._decode.INT8`) and weight-only 4-bit in groups of 32 (``precision="int4"``,
+:data:`kinds._decode.INT4`, what the kind serves on SmolLM2 by default), alternated per prompt, greedy, one
+torch thread, with a LoRA adapter whose B matrices are non-zero (so the adapter is on the path). Reported per
+path: CPU and wall ms per new token (medians over the prompts; the answers end at their end-of-turn token),
+whether each greedy answer was token-for-token the reference's, and per decode dtype the wall and CPU time of
+exactly 64 forced new tokens (the end-of-turn token ignored: the issue's "64 new tokens"), p50 and p95 over
+the prompts.
 
     .venv/bin/python -m bench.decode_speed [--tokens 64] [--prompts 6] [--before REV] [--data-dir DIR]
 

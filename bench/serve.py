@@ -548,7 +548,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--runtime", default="onnx",
                         help="encoder runtimes of the fp32 minilm pod (onnx, torch), comma-separated")
     parser.add_argument("--isa", choices=["native", "avx2"], default="native",
-                        help="avx2: limit torch/oneDNN to AVX2 in every server (onnxruntime cannot be limited)")
+                        help="avx2: every server as on an AVX2-only host (bench.as_host: CPUID masked for "
+                             "torch, oneDNN and onnxruntime)")
     parser.add_argument("--torch-threads", default="1,2",
                         help="torch intra-op threads; pipeline and minilm pod are both measured at each")
     parser.add_argument("--long-share", type=float, default=0.0,

@@ -101,8 +101,9 @@ def _decode_weights(base: BaseModel, precision: str = "auto") -> Weights:
     """The base's decode weights for ``precision``, built once per base and precision (call with its lock
     held) and shared by every adapter on it."""
     built = _weights.setdefault(base, {})
-    if precision not in built:
-        built[precision] = Weights(base.model, _decode_dtype(base, precision))
+    if precision not in built:  # "auto" and the precision it stands for share one copy
+        dtype = _decode_dtype(base, precision)
+        built[precision] = next((w for w in built.values() if w.dtype == dtype), None) or Weights(base.model, dtype)
     return built[precision]
 
 
