@@ -28,10 +28,12 @@ skip the attempt for a while.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from hashlib import md5
 from typing import Any
 
 import psycopg
@@ -54,6 +56,13 @@ from schemas.fast import FastDecoder, FeedbackRecord, PredictionRecord
 from schemas.reasons import Reason
 from streams.base import Item, Outcome, Processor, Rejection, Signal
 from tasks import InputRejected, ModelCatalog, task_of
+
+# CPython's own MD5 when the interpreter has it: hashlib's OpenSSL 3 one looks its provider up on every call (on
+# the 2-core EPYC: 1.1 vs 2.1 us per content key). The same digest either way (no stubs for ``_md5``: hence Any).
+try:
+    _md5: Callable[[bytes], Any] = importlib.import_module("_md5").md5
+except ImportError:  # an interpreter built without it
+    _md5 = hashlib.md5
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,7 +460,8 @@ def content_key(prediction_id: str, user_id: str | None, label: str | None, thum
     if extra != (None, None, None):
         rating, correction, signal = extra
         text += f"\x1f{'' if rating is None else rating}\x1f{correction or ''}\x1f{signal or ''}"
-    return md5(text.encode()).digest()
+    digest: bytes = _md5(text.encode()).digest()
+    return digest
 
 
 def _key(e: FeedbackRecord | ModelFeedback) -> bytes:

@@ -144,3 +144,17 @@ def test_the_pending_check_reads_the_partial_index_when_pending_rows_look_common
         assert conn.execute(_ANY_PENDING).fetchone() is not None
         conn.execute("UPDATE feedback SET status = 'orphan' WHERE status = 'pending'")
         assert conn.execute(_ANY_PENDING).fetchone() is None
+
+
+@pytest.mark.parametrize(("prediction_id", "user_id", "label", "thumbs"), [
+    ("p-1", "u-1", "positive", None), ("p-2", None, None, "up"), ("prédiction-é", "usér ☃", "négatif", None),
+    ("p\x1f3", "", "neutral", None)])
+def test_content_keys_are_the_md5_postgres_computes(db_url: str, prediction_id: str, user_id: str | None,
+                                                      label: str | None, thumbs: str | None) -> None:
+    """The key computed in the processor (CPython's own MD5 when it has one) is the one the SQL it replaced gives."""
+    with psycopg.connect(db_url) as conn:
+        expected = conn.execute(
+            "SELECT md5(concat_ws(chr(31), %s::text, coalesce(%s, ''), coalesce(%s, ''), coalesce(%s, '')))::uuid",
+            (prediction_id, user_id, label, thumbs)).fetchone()
+    assert expected is not None
+    assert content_key(prediction_id, user_id, label, thumbs) == expected[0].bytes
