@@ -5,9 +5,9 @@ summary page and a summary check (PostgreSQL 15 also sets up and tears down the 
 index over the three columns pays that once per row and keeps a summary of each column per block range, so
 the same reads use it: Landed id ranges and curation's watermark (``id``), the canary controller and the
 champion watchdog (``received_at``), curation's late joins (``resolved_at``; with ``id`` as a BitmapOr of
-two scans of the one index). Measured on a 2-core AVX2-only EPYC, 100k feedback rows landed by
-``IngestProcessor.write`` in 5,000-row batches: backend CPU 40.9 / 44.8 -> 36.3 / 34.8 us per row
-(docs/benchmarks.md, issue 22). The summaries are rebuilt from the rows, so no data changes.
+two scans of the one index). Measured on a 2-core AVX2-only EPYC, the same 200k feedback events landed by
+``IngestProcessor.write`` into two databases alternately, five runs: backend CPU per row -5% on average (-13%
+to +0.6%; docs/benchmarks.md, issue 22). The summaries are rebuilt from the rows, so no data changes.
 
 Revision ID: 0013
 """
