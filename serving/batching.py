@@ -4,7 +4,9 @@ micro-batcher, and the pod's embedding cache.
 :class:`MicroBatcher`: callers ``submit(model, texts)`` and wait on the future (request threads with
 ``predict``, the async routes by awaiting it). Each of ``workers`` worker threads takes the first queued
 job, gathers more until it holds ``max_texts`` texts or ``wait_ms`` have passed since that first job was
-submitted (jobs that queued up while the previous batch ran are taken at once), groups the gathered
+submitted (jobs that queued up while the previous batch ran are taken at once; it waits for newcomers
+only while every other worker is running a batch: a worker that is not would take a newcomer at once, in
+parallel, so waiting would only add ``wait_ms`` to this batch's latency), groups the gathered
 texts by model object (a canary and the champion can share a gather) and calls ``predict_proba_parts``
 once per model. Each job gets exactly its own rows of its own model's call, so a swap (new model objects
 in the next requests) can never mix rows, and gets them as soon as they are all in: a ``minilm-head``
@@ -160,7 +162,8 @@ class MicroBatcher:
                     size += len(job.texts)
                     continue
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0 or self._closed:
+                free = len(self._running) < self._live - 1  # another worker is not running a batch
+                if remaining <= 0 or self._closed or free:
                     break
                 self._cond.wait(remaining)
             self._running[worker] = jobs

@@ -414,3 +414,30 @@ def test_the_async_path_awaits_the_batcher_and_scores_inline_kinds_on_the_loop(m
                                                           strict=True)))
     assert batched.probabilities == pytest.approx(dict(zip(head.model.labels, head.predict_proba(["fine"])[0],
                                                            strict=True)))
+
+
+def test_a_worker_waits_for_companions_only_while_every_other_worker_is_busy(metrics: ServingMetrics) -> None:
+    batcher = MicroBatcher(metrics, max_texts=8, wait_ms=2000.0, workers=2)
+    batcher.start()
+    gate = threading.Event()
+    try:
+        model = Fake()
+        started = time.perf_counter()
+        alone = batcher.predict(model, ["a-1"])  # the other worker runs no batch: no wait for companions
+        assert time.perf_counter() - started < 1.0 and alone.latency_ms < 1000.0
+        assert np.array_equal(alone.proba, expected(["a-1"]))
+        blocker = Fake(gate=gate)
+        held_job = batcher.submit(blocker, ["gate-0"])
+        assert blocker.entered.wait(5)  # one worker is busy, the other takes the next job and waits
+        batched = Fake()
+        first = batcher.submit(batched, ["b-1"])
+        time.sleep(0.2)
+        second = batcher.submit(batched, ["b-2"])
+        assert np.array_equal(first.result(5).proba, expected(["b-1"]))
+        assert np.array_equal(second.result(5).proba, expected(["b-2"]))
+        assert batched.calls == [["b-1", "b-2"]]  # one call: it waited, the other worker being busy
+        gate.set()
+        assert np.array_equal(held_job.result(5).proba, expected(["gate-0"]))
+    finally:
+        gate.set()
+        batcher.close(1.0)
