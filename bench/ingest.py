@@ -106,6 +106,32 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _threads_cpu_s() -> dict[int, tuple[str, float]]:
+    """Thread id -> (name the kernel knows, utime + stime in seconds) of every thread of this process."""
+    out: dict[int, tuple[str, float]] = {}
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            stat = (task / "stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            out[int(task.name)] = (stat[stat.index("(") + 1:stat.rindex(")")],
+                                   (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
+def _by_role(runner: ProcessorRunner[Any], loop_tid: int | None, before: dict[int, tuple[str, float]],
+             after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """The process CPU split by thread role: the runner's loop (consume, decode, shard, settle), its writer
+    threads, librdkafka's threads, and the rest (this benchmark's own polling thread, mostly)."""
+    writers = {t.native_id for w in runner._writers for t in w._threads}  # a benchmark looks inside
+    roles: dict[str, float] = {"loop": 0.0, "writers": 0.0, "librdkafka": 0.0, "bench poll + other": 0.0}
+    for tid, (name, cpu) in after.items():
+        spent = cpu - before.get(tid, (name, 0.0))[1]
+        role = ("loop" if tid == loop_tid else "writers" if tid in writers
+                else "librdkafka" if name.startswith("rdk:") else "bench poll + other")
+        roles[role] += spent
+    return roles
+
+
 def _children() -> list[int]:
     """Child processes of this one (the embedded broker, when the benchmark started it)."""
     pids: list[int] = []
@@ -142,13 +168,17 @@ def landed_rate(
         while True:
             if not start and runner.first_batch_at is not None:  # CPU from the first batch on (within 20 ms)
                 start = {"process": time.process_time(), "broker": sum(map(_cpu_s, children)), "idle": _idle_s()}
+                threads_before = _threads_cpu_s()
             row = conn.execute("SELECT value FROM stream_counters WHERE group_id = %s AND name = 'landed:feedback'",
                                (runner.group,)).fetchone()
             if row and row[0] >= expected:
                 done = time.perf_counter()
+                threads_after = _threads_cpu_s()  # before the writers stop (their threads then end)
                 break
             time.sleep(0.02)
         cpu = {"process": time.process_time() - start["process"]}
+        cpu.update({f"  {role}": s for role, s in _by_role(runner, thread.native_id, threads_before,
+                                                            threads_after).items()})
         pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                                            "AND pid <> pg_backend_pid()")]
         # the runner's backends: connected at assignment (the control one) and at each writer's first batch
