@@ -82,7 +82,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -95,6 +94,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bench import as_host
+from flywheel.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -302,12 +302,6 @@ def load_role(args: argparse.Namespace) -> None:
 
 
 # -- the orchestration -----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
