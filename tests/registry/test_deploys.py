@@ -109,7 +109,7 @@ def test_the_data_to_deploy_migration_downgrades_and_upgrades_again(db_url: str)
                                                     "('version_feedback', 'version_first_served', 'feedback_served')")}
 
     assert len(tables()) == 3
-    command.downgrade(migrate.alembic_config(db_url), "-1")  # this migration is the head
+    command.downgrade(migrate.alembic_config(db_url), "0011")  # to just before this migration (0012)
     assert tables() == set()
     migrate.upgrade(db_url)
     assert len(tables()) == 3 and migrate.current_revision(db_url) == migrate.head_revision(db_url)
