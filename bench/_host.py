@@ -21,6 +21,17 @@ SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "av
               "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve")
 
 
+def stat_cpu_s(stat: str) -> float:
+    """utime + stime in seconds of one ``/proc/PID/stat`` or ``/proc/PID/task/TID/stat`` text."""
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces and ")"
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) local process ``pid`` has used so far (OSError when unreadable)."""
+    return stat_cpu_s(Path(f"/proc/{pid}/stat").read_text())
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 

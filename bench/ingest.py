@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, Producer
 
-from bench._host import HostProbe, emit
+from bench._host import HostProbe, emit, process_cpu_s, stat_cpu_s
 from bench._stack import bench_stack
 from core.db import session_connector
 from core.kafka import KafkaConnection
@@ -100,10 +100,9 @@ def raw_rate(kafka_conn: KafkaConnection, topic: str, n: int, batch: int) -> flo
 def _cpu_s(pid: int) -> float:
     """utime + stime of a local process in seconds (0 when it cannot be read, e.g. a remote server)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return process_cpu_s(pid)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _threads_cpu_s() -> dict[int, tuple[str, float]]:
@@ -112,9 +111,7 @@ def _threads_cpu_s() -> dict[int, tuple[str, float]]:
     for task in Path("/proc/self/task").iterdir():
         with contextlib.suppress(OSError, ValueError):
             stat = (task / "stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            out[int(task.name)] = (stat[stat.index("(") + 1:stat.rindex(")")],
-                                   (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+            out[int(task.name)] = (stat[stat.index("(") + 1:stat.rindex(")")], stat_cpu_s(stat))
     return out
 
 

@@ -94,6 +94,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bench import as_host
+from bench._host import process_cpu_s
 from flywheel.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,12 +262,6 @@ async def one_level(url: str, clients: int, warmup: float, seconds: float, texts
         if tag:
             result |= {f"{tag}_n": len(found), f"{tag}_p50_ms": pct(found, 0.5), f"{tag}_p99_ms": pct(found, 0.99)}
     return result
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) process ``pid`` has used so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(latencies: list[float], q: float) -> float:
