@@ -95,6 +95,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bench import as_host
 from bench._host import process_cpu_s
+from flywheel.signals import stop_on_signals
 from flywheel.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +132,7 @@ def run_server(app: Any, port: int, threads: int | None) -> None:
 
         torch.set_num_threads(threads)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop_on_signals(stop, (signal.SIGTERM,))
     serve(FlywheelSettings(), stop, port=port, app=app)
 
 

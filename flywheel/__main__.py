@@ -4,20 +4,16 @@ stop (exit 0), not a kill by the default handler (seen as exit -15 in tests/stre
 
 from __future__ import annotations
 
-import signal
 import threading
+
+from flywheel.signals import stop_on_signals
 
 
 def run() -> None:
     stop = threading.Event()
     received: list[int] = []
 
-    def early(signum: int, _frame: object) -> None:
-        received.append(signum)
-        stop.set()
-
-    signal.signal(signal.SIGINT, early)
-    signal.signal(signal.SIGTERM, early)
+    stop_on_signals(stop, on_signal=received.append)
     from flywheel.cli import main  # the heavy part
 
     main(stop, early_signals=received)

@@ -25,6 +25,7 @@ from core.settings import FlywheelSettings
 from flywheel import cli_curation, cli_demo, cli_lifecycle, cli_models, cli_review, migrate
 from flywheel.exceptions import StackError
 from flywheel.platform import Endpoints, Platform, resolve
+from flywheel.signals import stop_on_signals
 from streams import kafka
 
 app = typer.Typer(help="Flywheel: feedback on predictions becomes a better model in production.",
@@ -55,15 +56,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _settings() -> FlywheelSettings:
     return FlywheelSettings()
-
-
-def _stop_on_signals(stop: threading.Event) -> None:
-    def handler(signum: int, _frame: object) -> None:
-        logging.getLogger("flywheel").info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _stop_event(ctx: typer.Context) -> threading.Event:
@@ -297,7 +289,8 @@ def main(stop: threading.Event | None = None, *, early_signals: list[int] | None
     """The CLI; ``stop`` is set by SIGINT/SIGTERM (``flywheel.__main__.run`` catches them before this
     module is even imported, and ``early_signals`` says which came meanwhile)."""
     stop = stop or threading.Event()
-    _stop_on_signals(stop)  # a SIGTERM during start-up is a clean stop, not a kill
+    stop_on_signals(stop, on_signal=lambda signum: logging.getLogger("flywheel").info(
+        "received %s, stopping", signal.Signals(signum).name))  # a SIGTERM during start-up is a clean stop
     from streams.runtime import tune_gc
 
     tune_gc()

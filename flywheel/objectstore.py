@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import signal
 import threading
 import time
 import uuid
@@ -33,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
+
+from flywheel.signals import stop_on_signals
 
 _LOCK_STRIPES = 64
 
@@ -246,8 +247,7 @@ def serve_until_quiet(httpd: ThreadingHTTPServer, store: ObjectStore, quiet_s: f
             time.sleep(0.05)
         httpd.shutdown()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.set())
+    stop_on_signals(stopping)  # SIGTERM comes once per thread of a killed parent: no lock in the handler
     threading.Thread(target=linger, daemon=True).start()
     httpd.serve_forever(poll_interval=0.1)
 

@@ -3,6 +3,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import psycopg
 from core.settings import FlywheelSettings
 from flywheel import migrate
 from flywheel.platform import Endpoints, read_endpoints, state_file
-from flywheel.stack import private_dir, write_private
+from flywheel.stack import pid_alive, private_dir, write_private
 
 
 def test_template_database_is_migrated(db_url: str) -> None:
@@ -50,3 +53,20 @@ def test_stack_json_and_the_data_dir_are_owner_only(tmp_path: Path) -> None:
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
     fresh.chmod(0o755)  # what pgserver does when started by root (its postgres runs as its own user)
     assert stat.S_IMODE(private_dir(fresh, traversable=True).stat().st_mode) == 0o711
+
+
+def test_a_zombie_is_not_alive() -> None:
+    """A child that exited and was not yet reaped (as a killed ``up``'s orphans wait for init to reap them,
+    seconds on a loaded machine) holds nothing any more: it is not alive."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert pid_alive(child.pid)
+    finally:
+        child.kill()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child did not become a zombie"
+        time.sleep(0.01)
+    assert not pid_alive(child.pid)  # a zombie: exited, not yet reaped (we have not waited for it)
+    child.wait()
+    assert not pid_alive(child.pid)
