@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, cast
 
@@ -27,8 +28,8 @@ from kinds.catalog import KINDS
 from registry import CHALLENGER, CHAMPION, ModelRegistry
 from schemas import ModelEvent, RetrainRequest
 from schemas.exceptions import InvalidEvent
-from serving.control import translated
-from serving.deps import AdminDep, ServicesDep, SettingsDep
+from serving.control import Admin, translated
+from serving.deps import AdminDep, ServicesDep
 from serving.exceptions import AdminDisabled, Conflict, InvalidInput, NotFound, ServingError, Unauthorized
 from serving.models import (
     NO_NUL,
@@ -46,6 +47,8 @@ from serving.models import (
     RollbackCreate,
     TrainingPublic,
 )
+from serving.routes_v1 import ModelName, get_pod
+from serving.services import Services
 
 ADMIN_ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorPublic} for code in (401, 403, 404, 409, 422, 503)}
@@ -91,107 +94,157 @@ class AdminAuth:
         await self.app(scope, receive, send)
 
 
-def install_admin_routes(app: FastAPI, settings: FlywheelSettings) -> None:
-    router = APIRouter(tags=["admin"], dependencies=[Depends(require_token)], responses=ADMIN_ERRORS)
+@dataclass(frozen=True)
+class Target:
+    """The model an admin route acts on: its admin actions and its serving services (whose settings are the
+    model's own: name, labels, task)."""
 
-    @router.post("/retrain", status_code=202, response_model=RetrainPublic)
-    def retrain(body: RetrainCreate, admin: AdminDep, settings: SettingsDep, services: ServicesDep) -> RetrainPublic:
+    admin: Admin
+    services: Services
+    named: bool  # reached by name: its feedback events name it (schema version 2), as /v1/models/{name}/feedback
+
+    @property
+    def settings(self) -> FlywheelSettings:
+        return self.services.settings
+
+    @property
+    def name(self) -> str:
+        return self.services.settings.model_name
+
+
+async def default_target(admin: AdminDep, services: ServicesDep) -> Target:
+    """The pod's default model (the unprefixed routes)."""
+    return Target(admin, services, named=False)
+
+
+async def named_target(name: ModelName, request: Request, admin: AdminDep) -> Target:
+    """A hosted model by name (``/v1/models/{name}/...``); a name the pod does not host is a 404."""
+    services = (await get_pod(request)).get(name)
+    admins = cast(dict[str, Admin], getattr(request.app.state, "admins", {}))
+    return Target(admins.get(name, admin), services, named=True)
+
+
+Version = Annotated[str, Path(min_length=1, max_length=100, pattern=NO_NUL)]
+JobId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
+
+
+def install_admin_routes(app: FastAPI, settings: FlywheelSettings) -> None:
+    """The admin routes twice: unprefixed for the pod's default model, and under ``/v1/models/{name}`` for
+    any model the pod hosts (the same actions, checks and answers)."""
+    router = APIRouter(tags=["admin"], dependencies=[Depends(require_token)], responses=ADMIN_ERRORS)
+    _install(router, "", "/models/{version}/promote", "/models/rollback", default_target)
+    _install(router, "/v1/models/{name}", "/v1/models/{name}/versions/{version}/promote",
+             "/v1/models/{name}/rollback", named_target)
+    app.include_router(router)
+    paths = [route.path_regex for route in router.routes if isinstance(route, APIRoute)]
+    app.add_middleware(AdminAuth, settings=settings, paths=paths)
+
+
+def _install(router: APIRouter, prefix: str, promote_path: str, rollback_path: str,
+             resolve: Callable[..., Awaitable[Target]]) -> None:
+    """One set of admin routes under ``prefix``; ``resolve`` (a dependency) finds the model they act on."""
+    on_model: Target = Depends(resolve)  # a default, not Annotated: the string annotation could not name a local
+
+    @router.post(f"{prefix}/retrain", status_code=202, response_model=RetrainPublic)
+    def retrain(body: RetrainCreate, target: Target = on_model) -> RetrainPublic:
         """``force_deploy`` (generators only) travels in the request's Postgres row, not on the topic: only an
         authenticated admin request can force a deploy."""
-        if body.force_deploy and services.task != "text-generation":
-            raise Conflict(f"force_deploy is for text-generation models; {settings.model_name!r} is a "
-                           f"{services.task} model, which deploys only past its gates")
-        request = RetrainRequest(ts=datetime.now(UTC), model=settings.model_name, mode=body.mode,
+        if body.force_deploy and target.services.task != "text-generation":
+            raise Conflict(f"force_deploy is for text-generation models; {target.name!r} is a "
+                           f"{target.services.task} model, which deploys only past its gates")
+        request = RetrainRequest(ts=datetime.now(UTC), model=target.name, mode=body.mode,
                                  trigger="admin", reason=body.reason)
         params = {"mode": body.mode, "force_deploy": True} if body.force_deploy else {"mode": body.mode}
-        admin.submit(request, params)  # a Kafka failure is a 503 (the StreamError handler)
+        target.admin.submit(request, params)  # a Kafka failure is a 503 (the StreamError handler)
         return RetrainPublic(request_id=request.request_id, status="queued")
 
-    @router.post("/evaluate", status_code=202, response_model=TrainingPublic)
-    def evaluate(admin: AdminDep, settings: SettingsDep, body: EvaluateCreate | None = None) -> TrainingPublic:
+    @router.post(f"{prefix}/evaluate", status_code=202, response_model=TrainingPublic)
+    def evaluate(target: Target = on_model, body: EvaluateCreate | None = None) -> TrainingPublic:
         """The gate report of a version (default: the challenger, else the champion), made by a trainer:
         follow the returned id with ``GET /training/{id}`` to its ``evaluation``."""
+        registry = target.admin.registry
         with translated():  # an unknown version (or no champion) is a 404 now, not a failed request later
-            info = admin.registry.get(body.version if body and body.version else _default_ref(admin.registry))
-        request = RetrainRequest(ts=datetime.now(UTC), model=settings.model_name, action="evaluate",
+            info = registry.get(body.version if body and body.version else _default_ref(registry))
+        request = RetrainRequest(ts=datetime.now(UTC), model=target.name, action="evaluate",
                                  version=info.version, trigger="admin", reason=f"admin evaluate {info.semver}")
-        admin.submit(request, {"version": info.version})
+        target.admin.submit(request, {"version": info.version})
         return TrainingPublic(id=request.request_id, status="queued", action="evaluate",
                               request_id=request.request_id, trigger="admin", version=info.version)
 
-    @router.post("/models/{version}/promote", response_model=ModelEventPublic)
-    def promote(version: Annotated[str, Path(min_length=1, max_length=100, pattern=NO_NUL)], admin: AdminDep,
+    @router.post(promote_path, response_model=ModelEventPublic)
+    def promote(version: Version, target: Target = on_model,
                 body: PromoteCreate | None = None) -> ModelEventPublic:
         with translated():
-            event = admin.actions.promote(version, (body or PromoteCreate()).reason)
+            event = target.admin.actions.promote(version, (body or PromoteCreate()).reason)
         return _event(event)
 
-    @router.post("/models/rollback", response_model=ModelEventPublic)
-    def rollback(admin: AdminDep, body: RollbackCreate | None = None) -> ModelEventPublic:
+    @router.post(rollback_path, response_model=ModelEventPublic)
+    def rollback(target: Target = on_model, body: RollbackCreate | None = None) -> ModelEventPublic:
         body = body or RollbackCreate()
         with translated():
-            event = admin.actions.rollback(body.to, body.reason)
+            event = target.admin.actions.rollback(body.to, body.reason)
         return _event(event)
 
-    @router.post("/bootstrap", status_code=202, response_model=TrainingPublic)
-    async def bootstrap(body: BootstrapCreate, admin: AdminDep, settings: SettingsDep) -> TrainingPublic:
+    @router.post(f"{prefix}/bootstrap", status_code=202, response_model=TrainingPublic)
+    async def bootstrap(body: BootstrapCreate, target: Target = on_model) -> TrainingPublic:
         """Train the first champion from ``rows``, on a trainer: the corpus is stored with the request in
         Postgres (never on Kafka); follow the returned id with ``GET /training/{id}``."""
-        _check_corpus(body, settings)
+        if target.services.task != "text-classification":
+            raise Conflict(f"bootstrap over HTTP takes labelled texts; {target.name!r} is a {target.services.task} "
+                           f"model: bootstrap it with `flywheel bootstrap --model {target.name}`")
+        _check_corpus(body, target.settings)
         if not body.force:
             with translated():
-                champion = await run_in_threadpool(admin.registry.champion)
+                champion = await run_in_threadpool(target.admin.registry.champion)
             if champion is not None:
-                raise Conflict(f"{settings.model_name} already has a champion ({champion.semver}); "
+                raise Conflict(f"{target.name} already has a champion ({champion.semver}); "
                                "retrain with POST /retrain, or bootstrap with force=true")
-        request = RetrainRequest(ts=datetime.now(UTC), model=settings.model_name, action="bootstrap",
+        request = RetrainRequest(ts=datetime.now(UTC), model=target.name, action="bootstrap",
                                  trigger="admin", reason=f"admin bootstrap from {body.source}")
         params = {"rows": [[r.text.strip(), r.label, r.domain] for r in body.rows], "source": body.source,
                   "kind": body.kind, "holdout": body.holdout, "force": body.force}
-        await run_in_threadpool(admin.submit, request, params)
+        await run_in_threadpool(target.admin.submit, request, params)
         return TrainingPublic(id=request.request_id, status="queued", action="bootstrap",
                               request_id=request.request_id, trigger="bootstrap", mode="bootstrap")
 
-    @router.get("/review/next", response_model=ReviewPublic)
-    def review_next(admin: AdminDep, settings: SettingsDep, n: Annotated[int, Query(ge=1, le=500)] = 10,
+    @router.get(f"{prefix}/review/next", response_model=ReviewPublic)
+    def review_next(target: Target = on_model,
+                    n: Annotated[int, Query(ge=1, le=500)] = 10,
                     reviewer: Annotated[str, Query(min_length=1, max_length=200, pattern=NO_NUL)] = "api",
                     ) -> ReviewPublic:
         """The unjudged predictions the model is least sure of (smallest top-two margin), claimed for
         ``reviewer`` for 10 minutes; answer each with ``POST /review/label`` (or ``POST /feedback``)."""
         from curation.review import ReviewQueue
 
-        with translated(), admin.connect() as conn:
-            items = ReviewQueue(conn, settings.model_name).next(n, reviewer)
+        with translated(), target.admin.connect() as conn:
+            items = ReviewQueue(conn, target.name).next(n, reviewer)
         return ReviewPublic(items=[ReviewItemPublic(**item.to_dict()) for item in items])
 
-    @router.post("/review/label", status_code=202, response_model=FeedbackPublic)
-    def review_label(body: ReviewLabelCreate, request: Request, admin: AdminDep,
-                     settings: SettingsDep) -> FeedbackPublic:
-        if body.label not in settings.labels:
-            raise InvalidInput(f"label: {body.label!r} is not one of {list(settings.labels)}")
+    @router.post(f"{prefix}/review/label", status_code=202, response_model=FeedbackPublic)
+    def review_label(body: ReviewLabelCreate, target: Target = on_model) -> FeedbackPublic:
+        if target.services.task == "text-generation":
+            raise Conflict(f"{target.name!r} is a text-generation model: it is judged by ratings and corrections "
+                           f"(POST /v1/models/{target.name}/feedback), not by a label")
+        if body.label not in target.settings.labels:
+            raise InvalidInput(f"label: {body.label!r} is not one of {list(target.settings.labels)}")
         from curation.review import ReviewQueue
 
-        with translated(), admin.connect() as conn:
-            found = ReviewQueue(conn, settings.model_name).find(body.prediction_id)
+        with translated(), target.admin.connect() as conn:
+            found = ReviewQueue(conn, target.name).find(body.prediction_id)
         if found is None:
-            raise NotFound(f"no prediction {body.prediction_id!r} of {settings.model_name!r} has landed")
-        services = request.app.state.services
+            raise NotFound(f"no prediction {body.prediction_id!r} of {target.name!r} has landed")
         try:
-            event = services.feedback.feedback(body.prediction_id, label=body.label,
-                                               user_id=f"review:{body.reviewer}", source="review")
+            event = target.services.feedback.feedback(
+                body.prediction_id, label=body.label, user_id=f"review:{body.reviewer}", source="review",
+                model=target.name if target.named else None)
         except InvalidEvent as exc:
             raise InvalidInput(str(exc)) from exc
         return FeedbackPublic(feedback_id=event.feedback_id)
 
-    @router.get("/training/{job_id}", response_model=TrainingPublic)
-    def training(job_id: Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)],
-                 admin: AdminDep) -> TrainingPublic:
+    @router.get(f"{prefix}/training/{{job_id}}", response_model=TrainingPublic)
+    def training(job_id: JobId, target: Target = on_model) -> TrainingPublic:
         """An admin request by the id its route returned, or a training run by its run id (any pod)."""
-        return admin.training(job_id)
-
-    app.include_router(router)
-    paths = [route.path_regex for route in router.routes if isinstance(route, APIRoute)]
-    app.add_middleware(AdminAuth, settings=settings, paths=paths)
+        return target.admin.training(job_id)
 
 
 def _default_ref(registry: ModelRegistry) -> str:

@@ -58,9 +58,13 @@ log = logging.getLogger(__name__)
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorPublic} for code in (422, 503)}
 ROUTES = frozenset({"/predict", "/predict/batch", "/feedback", "/models", "/health", "/ready", "/metrics",
-                    "/retrain", "/evaluate", "/models/rollback", "/bootstrap", "/v1/models", "/v1/models/{name}",
+                    "/retrain", "/evaluate", "/models/{version}/promote", "/models/rollback", "/bootstrap",
+                    "/review/next", "/review/label", "/training/{job_id}", "/v1/models", "/v1/models/{name}",
                     "/v1/models/{name}/predict", "/v1/models/{name}/predict/batch", "/v1/models/{name}/feedback",
-                    "/v1/models/{name}/generate"})
+                    "/v1/models/{name}/generate", "/v1/models/{name}/retrain", "/v1/models/{name}/evaluate",
+                    "/v1/models/{name}/versions/{version}/promote", "/v1/models/{name}/rollback",
+                    "/v1/models/{name}/bootstrap", "/v1/models/{name}/review/next", "/v1/models/{name}/review/label",
+                    "/v1/models/{name}/training/{job_id}"})
 
 
 def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = None,
@@ -111,7 +115,10 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
         pod = await run_in_threadpool(open_services)
         pod.start()
         app.state.pod, app.state.services = pod, pod.default
-        app.state.admin = await run_in_threadpool(open_admin, pod.default)
+        app.state.admin = admin = await run_in_threadpool(open_admin, pod.default)
+        app.state.admins = {} if admin is None else {  # /v1/models/{name}/... admin routes, one per hosted model
+            name: admin if services is pod.default else admin.for_model(services.settings, services.registry)
+            for name, services in pod.hosted.items()}
         try:
             yield
         finally:

@@ -58,6 +58,13 @@ class Admin:
         connect = db.Connector(database_url)
         return cls(settings, actions, AdminRequests(connect, settings.model_name), connect, producer)
 
+    def for_model(self, settings: FlywheelSettings, registry: ModelRegistry) -> Admin:
+        """The same actions for another hosted model (``settings`` are its own: name, labels), on its
+        registry; it shares this one's producer and database, which this one flushes and closes."""
+        announcer = self.actions.announcer
+        actions = ModelActions(registry, announcer, settings.model_name, settings.topics.retrain)
+        return Admin(settings, actions, AdminRequests(self.connect, settings.model_name), self.connect)
+
     def close(self) -> None:
         if self._producer is not None:
             self._producer.flush(5.0)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from core.db import session_connector
 from core.exceptions import ConfigError
@@ -247,3 +248,77 @@ def test_serve_models_restricts_what_a_pod_hosts_and_an_undeclared_name_stops_it
     with pytest.raises(ConfigError, match=r"FLYWHEEL_SERVE_MODELS names undeclared models \['nobody'\]"), \
             TestClient(create_app(wrong, database_url=db_url, watch=False)):
         pass
+
+
+def test_admin_routes_act_on_the_model_they_name(settings: FlywheelSettings, db_url: str,
+                                                  pair: tuple[Lifecycle, Lifecycle]) -> None:
+    """``/v1/models/{name}/...`` admin routes: each action on the named model's registry, requests and
+    events, never on the default model's; the unprefixed routes stay the default model's."""
+    text, tabular = pair
+    text_champion, first = text.registry.champion(), tabular.registry.champion()
+    assert text_champion is not None and first is not None
+    token = settings.model_copy(update={"admin_token": SecretStr("t0ken")})
+    auth = {"Authorization": "Bearer t0ken"}
+    with TestClient(create_app(token, database_url=db_url), raise_server_exceptions=False) as client:
+        hosted = pod(client).hosted
+        assert hosted["automation"].runtime.wait_live(first.version, 60)
+
+        def post(path: str, body: object, status: int, *needles: str) -> dict[str, Any]:
+            response = client.post(path, json=body, headers=auth)
+            assert response.status_code == status, (path, response.status_code, response.text)
+            payload: dict[str, Any] = response.json()
+            for needle in needles:
+                assert needle in payload["detail"], (path, needle, payload)
+            return payload
+
+        assert client.post("/v1/models/automation/retrain", json={}).status_code == 401  # the token first
+        post("/v1/models/nobody/retrain", {}, 404, "nobody", "automation")
+        post("/v1/models/automation/retrain", {"force_deploy": True}, 409, "automation", "tabular-classification")
+        post("/v1/models/automation/bootstrap", {"rows": [{"text": "a", "label": "failed"}] * 2}, 409,
+             "flywheel bootstrap --model automation")
+
+        # retrain: the request names the model, on the topic and in its record; another model cannot see it
+        queued = post("/v1/models/automation/retrain", {"mode": "full", "reason": "weekly"}, 202)
+        named = post("/v1/models/sentiment/retrain", {"mode": "incremental"}, 202)
+        records = {r["request_id"]: r for r in map(json.loads, read_topic(
+            settings.kafka_connection(), settings.topics.retrain, 2))}
+        assert records[queued["request_id"]]["model"] == "automation"
+        assert records[queued["request_id"]]["mode"] == "full"
+        assert records[named["request_id"]]["model"] == "sentiment"
+        found = client.get(f"/v1/models/automation/training/{queued['request_id']}", headers=auth)
+        assert found.status_code == 200 and found.json()["status"] == "queued", found.text
+        assert client.get(f"/training/{queued['request_id']}", headers=auth).status_code == 404
+        assert client.get(f"/v1/models/sentiment/training/{queued['request_id']}", headers=auth).status_code == 404
+        assert client.get(f"/training/{named['request_id']}", headers=auth).status_code == 200
+
+        evaluated = post("/v1/models/automation/evaluate", None, 202)
+        assert evaluated["version"] == first.version
+
+        # a second tabular champion, then rollback and promote by name: the tabular pod follows, the text
+        # model's champion never moves
+        again = tabular.trainer.bootstrap(automation_rows(400, drifted=True, seed=5), source="history v2",
+                                          kind="lightgbm", force=True)
+        assert again.status == "promoted" and again.event is not None, again.reason
+        second = again.event.version
+        assert hosted["automation"].runtime.wait_live(second, 60)
+        back = post("/v1/models/automation/rollback", {"reason": "ops"}, 200)
+        assert (back["action"], back["model"], back["version"], back["previous_version"]) == (
+            "rollback", "automation", first.version, second)
+        assert hosted["automation"].runtime.wait_live(first.version, 60)
+        forward = post(f"/v1/models/automation/versions/{second}/promote", {"reason": "fixed"}, 200)
+        assert (forward["action"], forward["model"], forward["version"]) == ("promote", "automation", second)
+        assert hosted["automation"].runtime.wait_live(second, 60)
+        post("/v1/models/automation/versions/4242/promote", {}, 404)
+        assert tabular.registry.champion().version == second  # type: ignore[union-attr]
+        assert text.registry.champion().version == text_champion.version  # type: ignore[union-attr]
+        assert client.post("/predict", json=TEXT_ONLY).json()["version"] == text_champion.version
+
+        # the review queue of the named model, with its own labels
+        listed = client.get("/v1/models/automation/review/next", headers=auth)
+        assert listed.status_code == 200 and listed.json()["items"] == [], listed.text
+        post("/v1/models/automation/review/label", {"prediction_id": "p-1", "label": "positive"}, 422, "'positive'")
+        post("/v1/models/automation/review/label", {"prediction_id": "p-1", "label": "failed"}, 404, "automation")
+
+    schema = client.app.openapi()  # type: ignore[attr-defined]
+    assert schema["paths"]["/v1/models/{name}/retrain"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "/v1/models/{name}/versions/{version}/promote" in schema["paths"]
