@@ -102,6 +102,9 @@ class FlywheelSettings(BaseSettings):
                                   "kinds, training); stored in Postgres at start. docs/models.md.")
     serve_models: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="Models a serving pod hosts (comma-separated); unset = every declared model.")
+    models_refresh_s: float = Field(
+        default=10.0, ge=0, description="How often a serving pod looks for models declared since it started, "
+                                        "to host them without a restart (0: only at start).")
 
     curation_config: Path | None = Field(
         default=None, description="YAML of the curation thresholds (near-duplicates, label quality, trust).")

@@ -30,7 +30,15 @@ from schemas import ModelEvent, RetrainRequest
 from schemas.exceptions import InvalidEvent
 from serving.control import Admin, translated
 from serving.deps import AdminDep, ServicesDep
-from serving.exceptions import AdminDisabled, Conflict, InvalidInput, NotFound, ServingError, Unauthorized
+from serving.exceptions import (
+    AdminDisabled,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    ServingError,
+    Unauthorized,
+)
 from serving.models import (
     NO_NUL,
     BootstrapCreate,
@@ -117,11 +125,14 @@ async def default_target(admin: AdminDep, services: ServicesDep) -> Target:
     return Target(admin, services, named=False)
 
 
-async def named_target(name: ModelName, request: Request, admin: AdminDep) -> Target:
-    """A hosted model by name (``/v1/models/{name}/...``); a name the pod does not host is a 404."""
+async def named_target(name: ModelName, request: Request, _on: AdminDep) -> Target:
+    """A hosted model by name (``/v1/models/{name}/...``); a name the pod does not host is a 404 (and any
+    name a 403 while admin routes are off: ``AdminDep``)."""
     services = (await get_pod(request)).get(name)
-    admins = cast(dict[str, Admin], getattr(request.app.state, "admins", {}))
-    return Target(admins.get(name, admin), services, named=True)
+    own = cast(dict[str, Admin], getattr(request.app.state, "admins", {})).get(name)
+    if own is None:  # hosted a moment ago: its admin actions are being added
+        raise NotReady(f"model {name!r} is starting on this pod")
+    return Target(own, services, named=True)
 
 
 Version = Annotated[str, Path(min_length=1, max_length=100, pattern=NO_NUL)]

@@ -46,7 +46,7 @@ from serving.models import (
     ReadyPublic,
     StatusPublic,
 )
-from serving.pod import Pod
+from serving.pod import DeclaredModels, Pod
 from serving.publisher import FeedbackPublisher, PredictionPublisher
 from serving.routes_v1 import install_v1_routes
 from serving.services import Services
@@ -80,7 +80,7 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
 
     url = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
 
-    def open_services() -> Pod:
+    def open_services() -> tuple[Pod, DeclaredModels | None]:
         found = registry
         if found is None:
             if url is None:
@@ -91,16 +91,22 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
             default.first_serves = FirstServes(session_connector(url), metrics)
         pod = Pod(default)
         if url is None or registry is not None:  # an injected registry serves its one model (tests)
-            return pod
-        for spec in hosted_specs(settings, url):
+            return pod, None
+        database_url = url
+
+        def build(spec: ModelSpec) -> Services:
             model_settings = settings.model_copy(update={"model_name": spec.name, "labels": spec.labels})
+            return Services.build(settings, metrics, kafka, open_from_settings(model_settings, database_url),
+                                  watch=watch, spec=spec, shared=default)
+
+        for spec in hosted_specs(settings, url):
             if spec.name == settings.model_name:
                 default.spec = spec
                 continue
-            pod.others[spec.name] = Services.build(
-                settings, metrics, kafka, open_from_settings(model_settings, url), watch=watch, spec=spec,
-                shared=default)
-        return pod
+            pod.others[spec.name] = build(spec)
+        declared = DeclaredModels(pod, lambda: hosted_specs(settings, database_url), build, settings.models_refresh_s,
+                                  added=lambda services: admin_for(app, services))
+        return pod, declared
 
     def open_admin(services: Services) -> Admin | None:
         if settings.admin_token is None:
@@ -112,16 +118,20 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pod = await run_in_threadpool(open_services)
+        pod, declared = await run_in_threadpool(open_services)
         pod.start()
         app.state.pod, app.state.services = pod, pod.default
-        app.state.admin = admin = await run_in_threadpool(open_admin, pod.default)
-        app.state.admins = {} if admin is None else {  # /v1/models/{name}/... admin routes, one per hosted model
-            name: admin if services is pod.default else admin.for_model(services.settings, services.registry)
-            for name, services in pod.hosted.items()}
+        app.state.admin = await run_in_threadpool(open_admin, pod.default)
+        app.state.admins = {}  # /v1/models/{name}/... admin routes, one per hosted model
+        for services in pod.hosted.values():
+            admin_for(app, services)
+        if declared is not None:
+            declared.start()
         try:
             yield
         finally:
+            if declared is not None:
+                await run_in_threadpool(declared.stop)
             if app.state.admin is not None:
                 app.state.admin.close()
             await run_in_threadpool(pod.close)
@@ -134,6 +144,16 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
     install_admin_routes(app, settings)
     install_openapi(app, settings)
     return app
+
+
+def admin_for(app: FastAPI, services: Services) -> None:
+    """Give a hosted model its ``/v1/models/{name}/...`` admin actions (none when admin routes are off)."""
+    admin: Admin | None = app.state.admin
+    if admin is None:
+        return
+    name = services.settings.model_name
+    own = admin if name == admin.settings.model_name else admin.for_model(services.settings, services.registry)
+    app.state.admins = {**app.state.admins, name: own}
 
 
 def hosted_specs(settings: FlywheelSettings, database_url: str) -> list[ModelSpec]:

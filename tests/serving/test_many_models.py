@@ -7,6 +7,8 @@ restricts what a pod hosts."""
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +31,7 @@ from tests.fakes import HashingEncoder
 from tests.flywheel.test_many_models import AUTOMATION, automation_rows
 from tests.trainer.lifecycle_helpers import rows
 from trainer.config import PromotionConfig, TrainerConfig
+from trainer.data import CorpusRow
 
 from .conftest import read_topic
 
@@ -322,3 +325,39 @@ def test_admin_routes_act_on_the_model_they_name(settings: FlywheelSettings, db_
     schema = client.app.openapi()  # type: ignore[attr-defined]
     assert schema["paths"]["/v1/models/{name}/retrain"]["post"]["security"] == [{"HTTPBearer": []}]
     assert "/v1/models/{name}/versions/{version}/promote" in schema["paths"]
+
+
+def test_a_model_declared_while_the_pod_runs_is_hosted_without_a_restart(
+        settings: FlywheelSettings, db_url: str, pair: tuple[Lifecycle, Lifecycle]) -> None:
+    """``flywheel models create`` on a running platform: the pod hosts the new model at its next look
+    (FLYWHEEL_MODELS_REFRESH_S), its routes and admin routes answer, and its first champion is swapped in."""
+    refreshing = settings.model_copy(update={"models_refresh_s": 0.2, "admin_token": SecretStr("t0ken")})
+    with TestClient(create_app(refreshing, database_url=db_url), raise_server_exceptions=False) as client:
+        assert {m["model"] for m in client.get("/v1/models").json()["models"]} == {"sentiment", "automation"}
+        refused(client, "/v1/models/churn/predict", {"features": {"tenure": 3}}, 404, "churn")
+        with session_connector(db_url)() as conn:
+            models.create(conn, parse_spec(CHURN))
+        deadline = time.monotonic() + 30
+        while "churn" not in pod(client).hosted:
+            assert time.monotonic() < deadline, "the pod did not host the newly declared model"
+            time.sleep(0.1)
+        listed = {m["model"]: m for m in client.get("/v1/models").json()["models"]}
+        assert listed["churn"]["task"] == "tabular-classification" and listed["churn"]["champion"] is None
+        refused(client, "/v1/models/churn/predict", {"features": {"tenure": 3}}, 503, "churn")  # no champion yet
+        refused(client, "/v1/models/churn/predict", {"features": {"tenure": -1}}, 422, "'tenure'")
+        queue = client.get("/v1/models/churn/review/next", headers={"Authorization": "Bearer t0ken"})
+        assert queue.status_code == 200 and queue.json()["items"] == [], queue.text  # its admin routes too
+
+        # its first champion, trained by its own lifecycle, is announced and swapped in
+        spec = parse_spec(CHURN)
+        rng = random.Random(3)
+        corpus = [CorpusRow({"tenure": t}, "leaves" if t < 12 else "stays", None)
+                  for t in (round(rng.uniform(0, 48), 1) for _ in range(300))]
+        with lifecycle(settings, settings.kafka_connection(), db_url, spec=spec) as churn:
+            boot = churn.trainer.bootstrap(corpus, source="crm", kind="lightgbm")
+            assert boot.status == "promoted" and boot.event is not None, boot.reason
+        assert pod(client).get("churn").runtime.wait_live(boot.event.version, 60)
+        served = client.post("/v1/models/churn/predict", json={"features": {"tenure": 2.0}})
+        assert served.status_code == 200, served.text
+        assert served.json()["label"] == "leaves" and served.json()["version"] == boot.event.version
+        assert set(pod(client).hosted) == {"sentiment", "automation", "churn"}  # added once, not per look
