@@ -61,3 +61,30 @@ def one_torch_thread() -> Iterator[None]:
             _torch_users -= 1
             if _torch_users == 0:
                 torch.set_num_threads(_torch_saved)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the calling thread's torch ops on ``threads`` intra-op threads; its own count is restored on exit.
+
+    Why per thread and not :func:`one_torch_thread`'s process-wide count: torch's intra-op count is OpenMP's
+    ``nthreads`` of the calling OS thread (and MKL's thread-local count). ``torch.set_num_threads`` sets
+    it for the calling thread, plus the count a thread that has not run a parallel op yet starts with; a
+    thread that already ran one keeps its own (observed with torch 2.13: a worker that set 2 stays at 2
+    while the main thread is at 1). So a pod's setting made once at start would not reach a generation
+    worker reliably, and a concurrent fit's ``one_torch_thread`` would skip a later user's thread (only its
+    first user sets). The count is applied here, in the thread that runs the forward passes, for each call.
+    """
+    import torch
+
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    saved = torch.get_num_threads()
+    if saved == threads:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

@@ -64,9 +64,18 @@ class Generation:
 
 @dataclass(frozen=True)
 class GeneratorResources:
-    """The shared collaborators a generator binds to: ``base``, the loaded base model (one per process)."""
+    """The shared collaborators a generator binds to: ``base``, the loaded base model (one per process), and
+    ``threads``, the intra-op torch threads its served forward passes (``generate``, ``stream``) run on.
+    ``threads`` is how the process runs the model, not the model's configuration (it is in no artifact):
+    1 by default (training and the trainer's gates: a fit keeps one core for the pods and the broker
+    beside it); a serving pod passes ``FLYWHEEL_GENERATE_THREADS`` (docs/serving.md)."""
 
     base: BaseModel
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.threads, int) and self.threads >= 1):
+            raise KindError(f"threads must be a positive integer, got {self.threads!r}")
 
 
 class GeneratorKind(ABC):

@@ -11,7 +11,9 @@ training step (a step, not a whole fit, holds the lock, so serving in the same p
 A generator that is garbage collected deletes its adapter.
 
 Generation runs :mod:`kinds._decode` (a decode loop with a preallocated KV cache and the LoRA delta added
-unmerged) on one torch thread, not transformers' ``generate``. On SmolLM2 it serves (``precision="auto"``)
+unmerged), not transformers' ``generate``, on ``GeneratorResources.threads`` intra-op torch threads (1
+unless bound otherwise: a serving pod binds ``FLYWHEEL_GENERATE_THREADS``, set in the thread that runs the
+forward passes, per call: :func:`kinds._threads.torch_threads`); fits and ``perplexity`` run on one. On SmolLM2 it serves (``precision="auto"``)
 4-bit products in groups of 32 with a float16 head (:data:`kinds._decode.INT4`): SmolLM2's layers ship as
 GGUF Q4_1, so the codes are the GGUF's own. Measured in one process (bench/decode_speed.py, 6 prompts x 64
 forced tokens, load 5-14): 28.2 CPU ms per token against 53.5 for the float16 products served before and
@@ -46,7 +48,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kinds._decode import INT4, INT8, Adapter, Weights, decode, lora_adapter, next_token_nll
-from kinds._threads import one_torch_thread
+from kinds._threads import one_torch_thread, torch_threads
 from kinds.base_models import BaseModel
 from kinds.exceptions import ArtifactError, KindError
 from kinds.generation import Generation, GeneratorKind, GeneratorResources, Pair, Prompt, check_pairs
@@ -132,6 +134,7 @@ class SmolLM2LoRA(GeneratorKind):
         super().__init__(base=base, r=r, alpha=alpha, target_modules=list(target_modules), lr=lr, epochs=epochs,
                          batch_size=batch_size, max_steps=max_steps, max_length=max_length, seed=seed, **extra)
         self._base: BaseModel | None = None
+        self._threads = 1  # intra-op torch threads of the served forward passes (GeneratorResources.threads)
         self._adapter = ""  # the peft adapter name on the base, once fitted or loaded
         self._source = Path(f"<unsaved {self.kind}>")
 
@@ -143,6 +146,7 @@ class SmolLM2LoRA(GeneratorKind):
         if self._base is not None and self._base is not resources.base and self._adapter:
             raise KindError("a fitted generator cannot move to another base; load its artifact there")
         self._base = resources.base
+        self._threads = resources.threads
         return self
 
     @property
@@ -157,7 +161,7 @@ class SmolLM2LoRA(GeneratorKind):
 
     def clone(self) -> Self:
         twin = super().clone()
-        twin._base = self._base
+        twin._base, twin._threads = self._base, self._threads
         return twin
 
     # -- learning ------------------------------------------------------------------------------
@@ -291,7 +295,7 @@ class SmolLM2LoRA(GeneratorKind):
 
         if streamer is not None:
             streamer.put(ids)
-        with one_torch_thread(), base.lock, torch.inference_mode():
+        with torch_threads(self._threads), base.lock, torch.inference_mode():
             weights, adapter = self._served_weights(), self._lora()
             return decode(weights, adapter, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
                           eos=eos, pad=pad, stopped=stopped if stop else None, on_tokens=on_tokens)

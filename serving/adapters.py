@@ -6,6 +6,7 @@ share the base's weights and its forward-pass lock."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,24 @@ def base_of(manifest: dict[str, Any], data_dir: Path) -> BaseModel:
     return load_base(str(manifest["params"].get("base", SMOLLM2)), data_dir)
 
 
-def load_generator(directory: Path, data_dir: Path) -> GeneratorKind:
-    """The generator saved in ``directory``, bound to the process's base model and warmed up (one token)."""
+def load_generator(directory: Path, data_dir: Path, threads: int = 1) -> GeneratorKind:
+    """The generator saved in ``directory``, bound to the process's base model with ``threads`` intra-op
+    torch threads for its forward passes (:func:`served_threads`) and warmed up (one token)."""
     base = base_of(read_manifest(directory), data_dir)
-    model = load_model(directory, resources=GeneratorResources(base))
+    model = load_model(directory, resources=GeneratorResources(base, threads=threads))
     model.generate([WARMUP_PROMPT], max_new_tokens=1)
     return model
+
+
+def served_threads(setting: int) -> int:
+    """The intra-op threads a pod's generations run on: ``FLYWHEEL_GENERATE_THREADS``, at most the cores this
+    process may run on (``os.sched_getaffinity``; more OpenMP threads than cores only wait on each other at
+    every parallel op's barrier). A CPU quota (``docker --cpus``) is not an affinity: set it lower there."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on this platform
+        cores = os.cpu_count() or 1
+    if setting > cores:
+        log.warning("FLYWHEEL_GENERATE_THREADS=%d but this process may run on %d cores: generations use %d",
+                    setting, cores, cores)
+    return max(1, min(setting, cores))

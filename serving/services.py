@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from registry import ModelRegistry
+from serving.adapters import served_threads
 from serving.batching import MicroBatcher, pod_embedder
 from serving.first_serve import FirstServes
 from serving.genpool import GenerationPool
@@ -57,7 +58,10 @@ class Services:
         if spec is not None:
             settings = settings.model_copy(update={"model_name": spec.name, "labels": spec.labels})
         warmup = WARMUP_TEXTS if spec is None or spec.task == "text-classification" else WARMUP_ROWS
-        runtime = Runtime(ModelLoader(registry, pod_embedder(settings, metrics), warmup, settings.data_dir), metrics)
+        generates = spec is not None and spec.task == "text-generation"
+        threads = served_threads(settings.generate_threads) if generates else 1
+        loader = ModelLoader(registry, pod_embedder(settings, metrics), warmup, settings.data_dir, threads)
+        runtime = Runtime(loader, metrics)
         return cls(
             settings, metrics, registry, runtime,
             publisher or (shared.publisher if shared else PredictionPublisher(kafka, settings.topics, metrics)),
