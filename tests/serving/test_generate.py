@@ -368,6 +368,43 @@ def test_the_p95_generation_time_is_exported_per_model_version_and_a_shadow_answ
     assert 'flywheel_serving_generate_seconds_count{model="npc",variant="champion",version="1"} 6.0' in metrics
 
 
+@pytest.fixture(params=[1, 2])
+def threads_client(request: pytest.FixtureRequest, gen_settings: FlywheelSettings, db_url: str,
+                   npc: tuple[ModelRegistry, ModelAnnouncer], tmp_path: Path) -> Iterator[TestClient]:
+    """A pod with FLYWHEEL_GENERATE_THREADS 1 or 2 (this machine has 2 cores: both are allowed)."""
+    registry, announcer = npc
+    info = register(registry, gen_settings, tmp_path, seed=1)
+    promote(announcer, info)
+    settings = gen_settings.model_copy(update={"generate_threads": request.param})
+    with TestClient(create_app(settings, database_url=db_url), raise_server_exceptions=False) as found:
+        assert pod(found).get("npc").runtime.wait_live(info.version, 60)
+        yield found
+
+
+def test_the_pods_generate_threads_are_what_the_served_forward_passes_run_on(
+        threads_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FLYWHEEL_GENERATE_THREADS reaches the forward passes of a served answer and of a stream: torch's
+    intra-op count read inside the decode loop, on the pod's generation worker (and a stream's thread)."""
+    import torch
+
+    import kinds.smollm2_lora as module
+
+    expected = pod(threads_client).get("npc").settings.generate_threads
+    seen: list[tuple[str, int]] = []
+    real = module.decode
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "decode", spy)
+    assert threads_client.post("/v1/models/npc/generate", json=ASK).status_code == 200
+    with threads_client.stream("POST", "/v1/models/npc/generate", json={**ASK, "stream": True}) as response:
+        assert response.status_code == 200 and sse(response.read().decode())[-1][0] == "done"
+    assert [count for _, count in seen] == [expected, expected], seen
+    assert seen[0][0].startswith("flywheel-generate") and seen[1][0] == "smollm2-lora-stream", seen
+
+
 def test_the_openapi_document_describes_generate(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     operation = doc["paths"]["/v1/models/{name}/generate"]["post"]
