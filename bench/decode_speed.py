@@ -9,25 +9,27 @@ whether each greedy answer was token-for-token the reference's, and per decode d
 exactly 64 forced new tokens (the end-of-turn token ignored: the issue's "64 new tokens"), p50 and p95 over
 the prompts.
 
-Per intra-op thread count (``--threads``, default 1 and 2: a pod's ``FLYWHEEL_GENERATE_THREADS``), the served
-dtype's forced answers again, run as the kind runs them with ``GeneratorResources(threads=N)``
-(:func:`kinds._threads.torch_threads` in the thread that decodes), ``--repeats`` times per prompt, the thread
-counts alternated (their order reversed every other prompt): wall p50/p95 and CPU per token (the whole
-process: the OpenMP threads' spinning counts) and whether the tokens equal the first count's.
-``--busy 0,1`` times them again beside that many one-thread busy loops (a fit on the same host), the same
-prompts; ``--served-only`` skips the reference and the other dtypes (only the thread counts are timed).
+Per intra-op thread count (``--threads``, default 1, 2 and 0 = auto: a pod's ``FLYWHEEL_GENERATE_THREADS``; auto
+asks :class:`kinds._threads.SpareCores` before each answer, as the pod does, ``threads_used`` lists its
+answers), the served dtype's forced answers again, run as the kind runs them with
+``GeneratorResources(threads=N)`` (:func:`kinds._threads.torch_threads` in the thread that decodes),
+``--repeats`` times per prompt, the thread counts alternated (their order reversed every other prompt): wall
+p50/p95 and CPU per token (the whole process: the OpenMP threads' spinning counts) and whether the tokens equal
+the first count's. ``--busy 0,1`` times them again beside that many one-thread busy loops (a fit on the same
+host), the same prompts; ``--served-only`` skips the reference and the other dtypes (only the thread counts are
+timed).
 
     .venv/bin/python -m bench.decode_speed [--tokens 64] [--prompts 6] [--before REV] [--data-dir DIR]
-                                           [--threads 1,2] [--repeats 1] [--busy 0] [--served-only]
+                                           [--threads 1,2,0] [--repeats 1] [--busy 0] [--served-only]
 
 Last line: {"reference_cpu_ms_per_token", "decode_cpu_ms_per_token", "cpu_speedup",
-"reference_wall_ms_per_token", "decode_wall_ms_per_token", "identical_greedy", "float16": {...}, "int8":
-{...}, "int4": {...} (each: "cpu_ms_per_token", "wall_ms_per_token", "identical_greedy", "forced_p50_ms",
+"reference_wall_ms_per_token", "decode_wall_ms_per_token", "identical_greedy", "float16": {...}, "int8": {...},
+"int4": {...} (each: "cpu_ms_per_token", "wall_ms_per_token", "identical_greedy", "forced_p50_ms",
 "forced_p95_ms", "forced_cpu_ms_per_token", "weights_rss_mb"), "rss_mb", "prompts", "tokens", "matmul_dtype",
 "torch_threads", "threads": {"N": {"forced_p50_ms", "forced_p95_ms", "forced_cpu_ms_per_token", "runs",
-"identical_to_first"}}, "threads_beside_busy": {"B": {"N": {...}}}, "host"}; the ``decode_*`` keys are the
-served dtype's (null with ``--served-only``); ``weights_rss_mb`` is what building that dtype's decode weights
-added to the resident set; ``threads`` is without busy loops (``--busy`` level 0).
+"identical_to_first", "threads_used"}}, "threads_beside_busy": {"B": {"N": {...}}}, "host"}; the ``decode_*``
+keys are the served dtype's (null with ``--served-only``); ``weights_rss_mb`` is what building that dtype's
+decode weights added to the resident set; ``threads`` is without busy loops (``--busy`` level 0).
 """
 
 from __future__ import annotations
@@ -103,8 +105,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FLYWHEEL_DATA_DIR", "data")))
     parser.add_argument("--before", default="", help="a git revision whose kinds/_decode.py (float16, int8) is "
                         "also timed, in this process: before/after in the same run")
-    parser.add_argument("--threads", default="1,2", help="intra-op thread counts the served dtype's forced "
-                        "answers are timed at (comma-separated)")
+    parser.add_argument("--threads", default="1,2,0", help="intra-op thread counts the served dtype's forced "
+                        "answers are timed at (comma-separated; 0: auto, kinds._threads.SpareCores per answer)")
     parser.add_argument("--repeats", type=int, default=1, help="forced answers per prompt and thread count")
     parser.add_argument("--busy", default="0", help="busy loops (one-thread CPU hogs, e.g. a fit beside the pod) "
                         "run beside the thread counts' answers, per level (comma-separated, e.g. 0,1)")
@@ -118,7 +120,7 @@ def main() -> None:
 
     from bench.generate_pod import nearest_rank
     from kinds._decode import INT4, INT8, Weights, decode
-    from kinds._threads import torch_threads
+    from kinds._threads import SpareCores, torch_threads
     from kinds.base_models import SMOLLM2, load_base
     from kinds.generation import GeneratorResources, Pair, Prompt
     from kinds.smollm2_lora import SmolLM2LoRA, _decode_weights, _left_padded
@@ -141,7 +143,9 @@ def main() -> None:
         seconds."""
         run, weights = path
         cpu, wall = time.process_time(), time.perf_counter()
-        with torch_threads(threads), base.lock, torch.inference_mode():
+        if threads == 0:  # auto: what a pod with FLYWHEEL_GENERATE_THREADS=0 asks before each generation
+            chosen.append(spare())
+        with torch_threads(threads or chosen[-1]), base.lock, torch.inference_mode():
             out = run(weights, model._lora(), ids, mask, max_new_tokens=args.tokens, temperature=0.0, eos=eos,
                       pad=base.tokenizer.pad_token_id)
         return out, time.process_time() - cpu, time.perf_counter() - wall
@@ -149,6 +153,7 @@ def main() -> None:
     served = _decode_weights(base)
     served_name = {INT8: "int8", INT4: "int4"}.get(served.dtype, "float16")
     thread_counts = [int(t) for t in args.threads.split(",") if t.strip()]
+    spare, chosen = SpareCores(len(os.sched_getaffinity(0))), [0]
     paths: dict[str, tuple[Callable[..., torch.Tensor], Any]] = {}
     rss_mb = {}
     levels = [int(b) for b in args.busy.split(",") if b.strip()]
@@ -166,7 +171,7 @@ def main() -> None:
     runs: dict[str, dict[str, list[Any]]] = {name: {"cpu": [], "wall": [], "same": [], "forced": [], "forced_cpu": []}
                                              for name in paths}
     per_threads: dict[tuple[int, int], dict[str, list[Any]]] = {
-        (b, t): {"forced": [], "forced_cpu": [], "same": []} for b in levels for t in thread_counts}
+        (b, t): {"forced": [], "forced_cpu": [], "same": [], "chosen": []} for b in levels for t in thread_counts}
     eos = base.tokenizer.eos_token_id
     for index, (prompt, context, persona) in enumerate(PROMPTS[:args.prompts]):
         ids, mask = _left_padded([model._prompt_ids(Prompt(prompt, context, persona))], base.tokenizer.pad_token_id)
@@ -179,6 +184,7 @@ def main() -> None:
                         out, cpu_s, wall_s = run_path(paths[served_name], ids, mask, -1, threads)
                         assert out.shape[1] == ids.shape[1] + args.tokens
                         record = per_threads[(busy, threads)]
+                        record["chosen"].append(chosen[-1] if threads == 0 else threads)
                         record["forced"].append(wall_s * 1000)
                         record["forced_cpu"].append(cpu_s * 1000 / args.tokens)
                         outs.append(((busy, threads), out))
@@ -216,7 +222,8 @@ def main() -> None:
     by_threads = {b: {str(t): {"forced_p50_ms": round(statistics.median(run["forced"]), 1),
                                "forced_p95_ms": round(nearest_rank(run["forced"], 0.95), 1),
                                "forced_cpu_ms_per_token": round(statistics.median(run["forced_cpu"]), 1),
-                               "runs": len(run["forced"]), "identical_to_first": all(run["same"])}
+                               "runs": len(run["forced"]), "identical_to_first": all(run["same"]),
+                               "threads_used": run["chosen"]}
                       for (level, t), run in per_threads.items() if level == b} for b in levels}
     served_keys = per_dtype.get(served_name, {})
     result: dict[str, Any] = {

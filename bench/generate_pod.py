@@ -14,7 +14,7 @@ the pod's workers; the host's load before and after). This in-process pod's gene
 ``FLYWHEEL_GENERATE_THREADS`` (its default; ``--requests 0`` skips this part). The machine's load counts:
 wall times on a 2-core machine at load ~10-20 are 2-3x the CPU times.
 
-Then, per intra-op thread count of ``--threads`` (default 1 and 2: ``FLYWHEEL_GENERATE_THREADS``), a real
+Then, per intra-op thread count of ``--threads`` (default 1, 2 and 0 = auto: ``FLYWHEEL_GENERATE_THREADS``), a real
 pod over HTTP: its own process (``bench/serve.py pod``: ``serving.app.serve``, uvicorn, as ``flywheel
 serve`` runs it) hosting the same champion, and per concurrency of ``--concurrency`` (default 1, 2 and 4)
 closed-loop clients (each sends its next request when its last one answered) sharing ``--http-requests``
@@ -23,7 +23,7 @@ each request took (queue wait included), requests/s, completion tokens, and the 
 request (user + system of its threads, from /proc: the OpenMP threads' spinning counts).
 
     .venv/bin/python bench/generate_pod.py [--requests 40] [--max-tokens 64] [--data-dir DIR]
-                                           [--threads 1,2] [--concurrency 1,2,4] [--http-requests 8]
+                                           [--threads 1,2,0] [--concurrency 1,2,4] [--http-requests 8]
 
 ``--data-dir`` holds ``base-models/`` (converted from the GGUF once, ~60 s, then reused).
 Last line: {"p95_generate_ms", "p50_generate_ms", "pod_p95_generate_ms", "p95_full_length_ms",
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--threads", default="1,2", help="FLYWHEEL_GENERATE_THREADS of the HTTP pods")
+    parser.add_argument("--threads", default="1,2,0", help="FLYWHEEL_GENERATE_THREADS of the HTTP pods (0: auto)")
     parser.add_argument("--concurrency", default="1,2,4", help="closed-loop clients per level of the HTTP pods "
                         "(empty: no HTTP pod)")
     parser.add_argument("--http-requests", type=int, default=8, help="requests per concurrency level")

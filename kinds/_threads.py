@@ -8,10 +8,15 @@ on each other. Measured on one demo full run (issue 18): 99 s -> 27 s under load
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _lock = threading.Lock()
 _users = 0
 _limiter: Any = None
@@ -88,3 +93,53 @@ def torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(saved)
+
+
+class SpareCores:
+    """Intra-op threads for the next forward passes: up to ``most``, at most the host's cores that other
+    processes left idle since the last call (``cores`` minus their busy cores, rounded: ``/proc/stat``'s busy
+    time of the host minus this process's own CPU time, over the time between two calls; calls closer than
+    ``interval`` seconds reuse the last answer), at least 1; the first call, with nothing measured yet, is 1
+    (a pod's first call is the warm-up of the version it loads).
+
+    Why: OpenMP's threads meet at a barrier after every parallel op (thousands per generated answer); when
+    another process holds a core, a thread waits for its partner's next time slice at each one. Measured
+    (bench/decode_speed.py, docs/benchmarks.md): a forced 64-token answer on 2 threads took ~9x as long as on
+    one on a loaded 2-core host, where on an idle one 2 threads are ~1.5x faster. This process's own
+    threads are not "other": a pod busy generating does not count against itself."""
+
+    def __init__(self, most: int, *, cores: int | None = None, interval: float = 0.5, stat: Path = Path("/proc/stat"),
+                 clock: Callable[[], float] = time.monotonic, own_cpu: Callable[[], float] = time.process_time
+                 ) -> None:
+        if most < 1:
+            raise ValueError(f"most must be at least 1, got {most}")
+        self.most, self.interval, self._stat, self._clock, self._own_cpu = most, interval, stat, clock, own_cpu
+        self.cores = cores or os.cpu_count() or 1  # what /proc/stat's first line adds up
+        self._lock = threading.Lock()
+        self._last: tuple[float, float, float] | None = None  # (when, host busy s, own CPU s)
+        self._threads = 1
+        self.others = 0.0  # cores other processes used over the last window
+
+    def _host_busy_s(self) -> float | None:
+        """Busy CPU seconds of the whole host so far (user + nice + system + irq + softirq + steal)."""
+        try:
+            fields = self._stat.read_text().split("\n", 1)[0].split()
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[1:9])
+        except (OSError, ValueError):
+            return None
+        return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
+
+    def __call__(self) -> int:
+        with self._lock:
+            now = self._clock()
+            if self._last is not None and now - self._last[0] < self.interval:
+                return self._threads
+            busy, own = self._host_busy_s(), self._own_cpu()
+            if busy is None:  # no /proc/stat (not Linux): the configured count
+                return self.most
+            if self._last is not None:
+                when, last_busy, last_own = self._last
+                self.others = max(0.0, ((busy - last_busy) - (own - last_own)) / (now - when))
+                self._threads = max(1, min(self.most, math.floor(self.cores - self.others + 0.5)))
+            self._last = (now, busy, own)
+            return self._threads

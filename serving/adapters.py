@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kinds._threads import SpareCores
 from kinds.base import read_manifest
 from kinds.base_models import SMOLLM2, BaseModel, load_base
 from kinds.catalog import GENERATORS, load_model
@@ -30,7 +32,7 @@ def base_of(manifest: dict[str, Any], data_dir: Path) -> BaseModel:
     return load_base(str(manifest["params"].get("base", SMOLLM2)), data_dir)
 
 
-def load_generator(directory: Path, data_dir: Path, threads: int = 1) -> GeneratorKind:
+def load_generator(directory: Path, data_dir: Path, threads: int | Callable[[], int] = 1) -> GeneratorKind:
     """The generator saved in ``directory``, bound to the process's base model with ``threads`` intra-op
     torch threads for its forward passes (:func:`served_threads`) and warmed up (one token)."""
     base = base_of(read_manifest(directory), data_dir)
@@ -39,14 +41,19 @@ def load_generator(directory: Path, data_dir: Path, threads: int = 1) -> Generat
     return model
 
 
-def served_threads(setting: int) -> int:
-    """The intra-op threads a pod's generations run on: ``FLYWHEEL_GENERATE_THREADS``, at most the cores this
-    process may run on (``os.sched_getaffinity``; more OpenMP threads than cores only wait on each other at
-    every parallel op's barrier). A CPU quota (``docker --cpus``) is not an affinity: set it lower there."""
+def served_threads(setting: int) -> int | Callable[[], int]:
+    """The intra-op threads a pod's generations run on, from ``FLYWHEEL_GENERATE_THREADS``: ``0`` (auto) asks
+    :class:`~kinds._threads.SpareCores` at every generation (every core this process may run on, fewer when
+    other processes kept cores busy since the last generation); ``N`` is a fixed count. Either way at most
+    the cores this process may run on (``os.sched_getaffinity``: more OpenMP threads than cores only wait on
+    each other at every parallel op's barrier). A CPU quota (``docker --cpus``) is not an affinity: set a
+    count there. docs/serving.md has the measurements behind the default."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # no affinity on this platform
         cores = os.cpu_count() or 1
+    if setting == 0:
+        return SpareCores(cores)
     if setting > cores:
         log.warning("FLYWHEEL_GENERATE_THREADS=%d but this process may run on %d cores: generations use %d",
                     setting, cores, cores)

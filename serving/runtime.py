@@ -134,7 +134,7 @@ class ModelLoader:
 
     def __init__(self, registry: ModelRegistry, embedder: Embedder | None = None,
                  warmup: Sequence[Input] = WARMUP_TEXTS, data_dir: Path = Path(".flywheel"),
-                 generate_threads: int = 1) -> None:
+                 generate_threads: int | Callable[[], int] = 1) -> None:
         self.registry = registry
         self.embedder = embedder
         self.warmup = list(warmup)

@@ -59,7 +59,7 @@ class Services:
             settings = settings.model_copy(update={"model_name": spec.name, "labels": spec.labels})
         warmup = WARMUP_TEXTS if spec is None or spec.task == "text-classification" else WARMUP_ROWS
         generates = spec is not None and spec.task == "text-generation"
-        threads = served_threads(settings.generate_threads) if generates else 1
+        threads = served_threads(settings.generate_threads) if generates else 1  # one SpareCores per model
         loader = ModelLoader(registry, pod_embedder(settings, metrics), warmup, settings.data_dir, threads)
         runtime = Runtime(loader, metrics)
         return cls(
