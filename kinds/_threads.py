@@ -106,7 +106,9 @@ class SpareCores:
     another process holds a core, a thread waits for its partner's next time slice at each one. Measured
     (bench/decode_speed.py, docs/benchmarks.md): a forced 64-token answer on 2 threads took ~9x as long as on
     one on a loaded 2-core host, where on an idle one 2 threads are ~1.5x faster. This process's own
-    threads are not "other": a pod busy generating does not count against itself."""
+    CPU time is not "other" (a pod busy generating does not count against itself), except its fits: each
+    fit running in it under :func:`one_torch_thread` or :func:`one_blas_thread` (``flywheel up`` runs the
+    trainer and the pod in one process) counts as one busy core."""
 
     def __init__(self, most: int, *, cores: int | None = None, interval: float = 0.5, stat: Path = Path("/proc/stat"),
                  clock: Callable[[], float] = time.monotonic, own_cpu: Callable[[], float] = time.process_time
@@ -140,6 +142,7 @@ class SpareCores:
             if self._last is not None:
                 when, last_busy, last_own = self._last
                 self.others = max(0.0, ((busy - last_busy) - (own - last_own)) / (now - when))
-                self._threads = max(1, min(self.most, math.floor(self.cores - self.others + 0.5)))
+                fits = _torch_users + _users  # one-thread fits running in this process right now
+                self._threads = max(1, min(self.most, math.floor(self.cores - self.others - fits + 0.5)))
             self._last = (now, busy, own)
             return self._threads

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kinds._threads import SpareCores, torch_threads
+from kinds._threads import SpareCores, one_torch_thread, torch_threads
 
 
 def stat_line(busy_ticks: int, idle_ticks: int = 0) -> str:
@@ -60,6 +60,22 @@ def test_spare_cores_counts_other_processes_busy_cores_not_its_own(tmp_path: Pat
     assert step(1.0, 1.9, 0.1) == 1  # 1.8 cores of others: still at least one thread
     wide = SpareCores(4, cores=8, stat=stat, clock=lambda: now[0], own_cpu=lambda: own[0])
     assert wide() == 1 and step(1.0, 3.0, 0.0) == 1 and wide() == 4  # 3 of 8 cores busy: 4 to spare
+    fitting, release = threading.Event(), threading.Event()
+
+    def fit_beside() -> None:  # a fit in this process (flywheel up: the trainer beside the pod) holds a core
+        with one_torch_thread():
+            fitting.set()
+            release.wait(30)
+
+    beside = threading.Thread(target=fit_beside)
+    beside.start()
+    try:
+        assert fitting.wait(30)
+        assert step(1.0, 2.0, 2.0) == 1 and spare.others == pytest.approx(0.0)  # the fit's core is not spare
+    finally:
+        release.set()
+        beside.join()
+    assert step(1.0, 2.0, 2.0) == 2
     assert SpareCores(2, stat=tmp_path / "missing")() == 2  # no /proc/stat: the configured count
     with pytest.raises(ValueError):
         SpareCores(0)
