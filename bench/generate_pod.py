@@ -20,7 +20,8 @@ serve`` runs it) hosting the same champion, and per concurrency of ``--concurren
 closed-loop clients (each sends its next request when its last one answered) sharing ``--http-requests``
 requests (default 8 per level; the pod's queue holds them all, its deadline is 600 s): p50/p95 of the time
 each request took (queue wait included), requests/s, completion tokens, and the pod process's CPU per
-request (user + system of its threads, from /proc: the OpenMP threads' spinning counts).
+request (user + system of its threads, from /proc: the OpenMP threads' spinning counts) and the threads its
+last generation ran on (its ``flywheel_serving_generate_threads`` gauge: what auto gave).
 
     .venv/bin/python bench/generate_pod.py [--requests 40] [--max-tokens 64] [--data-dir DIR]
                                            [--threads 1,2,0] [--concurrency 1,2,4] [--http-requests 8]
@@ -29,8 +30,8 @@ request (user + system of its threads, from /proc: the OpenMP threads' spinning 
 Last line: {"p95_generate_ms", "p50_generate_ms", "pod_p95_generate_ms", "p95_full_length_ms",
 "completion_tokens_mean", "full_length_answers", "requests", "max_tokens", "first_load_s", "swap_load_s",
 "cpu_ms_per_token", "wall_ms_per_token", "torch_threads", "concurrency", "workers", "http": {"THREADS":
-{"CONCURRENCY": {"p50_ms", "p95_ms", "requests_per_s", "completion_tokens_mean", "server_cpu_ms_per_request",
-"requests"}}}, "host"}; ``torch_threads`` is the in-process pod's ``generate_threads``.
+{"CONCURRENCY": {"threads_used", "p50_ms", "p95_ms", "requests_per_s", "completion_tokens_mean",
+"server_cpu_ms_per_request", "requests"}}}, "host"}; ``torch_threads`` is the in-process pod's ``generate_threads``.
 """
 
 from __future__ import annotations
@@ -219,7 +220,11 @@ def http_level(base_url: str, pid: int, prompts: list[str], clients: int, max_to
     for thread in users:
         thread.join()
     wall, cpu = time.perf_counter() - wall, process_cpu_s(pid) - cpu
-    return {"p50_ms": round(statistics.median(times), 1), "p95_ms": round(nearest_rank(times, 0.95), 1),
+    series = 'flywheel_serving_generate_threads{model="npc"}'
+    gauge = [line for line in httpx.get(f"{base_url}/metrics", timeout=60.0).text.splitlines()
+             if line.startswith(series)]
+    return {"threads_used": int(float(gauge[0].split()[-1])) if gauge else None,
+            "p50_ms": round(statistics.median(times), 1), "p95_ms": round(nearest_rank(times, 0.95), 1),
             "requests_per_s": round(len(times) / wall, 3), "completion_tokens_mean": round(statistics.fmean(tokens), 1),
             "server_cpu_ms_per_request": round(cpu * 1000 / len(times), 1), "requests": len(times)}
 

@@ -104,8 +104,9 @@ class SpareCores:
 
     Why: OpenMP's threads meet at a barrier after every parallel op (thousands per generated answer); when
     another process holds a core, a thread waits for its partner's next time slice at each one. Measured
-    (bench/decode_speed.py, docs/benchmarks.md): a forced 64-token answer on 2 threads took ~9x as long as on
-    one on a loaded 2-core host, where on an idle one 2 threads are ~1.5x faster. This process's own
+    (bench/decode_speed.py, docs/benchmarks.md): a forced 64-token answer on 2 threads took ~15x as long as on
+    one (and ~12x the CPU, the waiting thread spinning) on a 2-core host at load ~15, where on an idle one 2
+    threads are ~1.5x faster. This process's own
     CPU time is not "other" (a pod busy generating does not count against itself), except its fits: each
     fit running in it under :func:`one_torch_thread` or :func:`one_blas_thread` (``flywheel up`` runs the
     trainer and the pod in one process) counts as one busy core."""
@@ -121,6 +122,11 @@ class SpareCores:
         self._last: tuple[float, float, float] | None = None  # (when, host busy s, own CPU s)
         self._threads = 1
         self.others = 0.0  # cores other processes used over the last window
+
+    @property
+    def last(self) -> int:
+        """The count the last call gave (1 before the first)."""
+        return self._threads
 
     def _host_busy_s(self) -> float | None:
         """Busy CPU seconds of the whole host so far (user + nice + system + irq + softirq + steal)."""

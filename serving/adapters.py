@@ -41,7 +41,7 @@ def load_generator(directory: Path, data_dir: Path, threads: int | Callable[[], 
     return model
 
 
-def served_threads(setting: int) -> int | Callable[[], int]:
+def served_threads(setting: int) -> int | SpareCores:
     """The intra-op threads a pod's generations run on, from ``FLYWHEEL_GENERATE_THREADS``: ``0`` (auto) asks
     :class:`~kinds._threads.SpareCores` at every generation (every core this process may run on, fewer when
     other processes kept cores busy since the last generation); ``N`` is a fixed count. Either way at most

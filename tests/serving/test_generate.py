@@ -410,6 +410,9 @@ def test_the_pods_generate_threads_are_what_the_served_forward_passes_run_on(
         assert response.status_code == 200 and sse(response.read().decode())[-1][0] == "done"
     assert len(seen) == 2 and all(count == decided and 1 <= count <= 2 for _, count, decided in seen), seen
     assert seen[0][0].startswith("flywheel-generate") and seen[1][0] == "smollm2-lora-stream", seen
+    gauge = [line for line in threads_client.get("/metrics").text.splitlines()
+             if line.startswith('flywheel_serving_generate_threads{model="npc"}')]
+    assert gauge and float(gauge[0].split()[-1]) == seen[-1][1], gauge
 
 
 def test_the_openapi_document_describes_generate(client: TestClient) -> None:
