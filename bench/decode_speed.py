@@ -9,14 +9,27 @@ whether each greedy answer was token-for-token the reference's, and per decode d
 exactly 64 forced new tokens (the end-of-turn token ignored: the issue's "64 new tokens"), p50 and p95 over
 the prompts.
 
+Per intra-op thread count (``--threads``, default 1, 2 and 0 = auto: a pod's ``FLYWHEEL_GENERATE_THREADS``; auto
+asks :class:`kinds._threads.SpareCores` before each answer, as the pod does, ``threads_used`` lists its
+answers), the served dtype's forced answers again, run as the kind runs them with
+``GeneratorResources(threads=N)`` (:func:`kinds._threads.torch_threads` in the thread that decodes),
+``--repeats`` times per prompt, the thread counts alternated (their order reversed every other prompt): wall
+p50/p95 and CPU per token (the whole process: the OpenMP threads' spinning counts) and whether the tokens equal
+the first count's. ``--busy 0,1`` times them again beside that many one-thread busy loops (a fit on the same
+host), the same prompts; ``--served-only`` skips the reference and the other dtypes (only the thread counts are
+timed).
+
     .venv/bin/python -m bench.decode_speed [--tokens 64] [--prompts 6] [--before REV] [--data-dir DIR]
+                                           [--threads 1,2,0] [--repeats 1] [--busy 0] [--served-only]
 
 Last line: {"reference_cpu_ms_per_token", "decode_cpu_ms_per_token", "cpu_speedup",
-"reference_wall_ms_per_token", "decode_wall_ms_per_token", "identical_greedy", "float16": {...}, "int8":
-{...}, "int4": {...} (each: "cpu_ms_per_token", "wall_ms_per_token", "identical_greedy", "forced_p50_ms",
+"reference_wall_ms_per_token", "decode_wall_ms_per_token", "identical_greedy", "float16": {...}, "int8": {...},
+"int4": {...} (each: "cpu_ms_per_token", "wall_ms_per_token", "identical_greedy", "forced_p50_ms",
 "forced_p95_ms", "forced_cpu_ms_per_token", "weights_rss_mb"), "rss_mb", "prompts", "tokens", "matmul_dtype",
-"torch_threads", "host"}; the ``decode_*`` keys are the served dtype's; ``weights_rss_mb`` is what building
-that dtype's decode weights added to the resident set.
+"torch_threads", "threads": {"N": {"forced_p50_ms", "forced_p95_ms", "forced_cpu_ms_per_token", "runs",
+"identical_to_first", "threads_used"}}, "threads_beside_busy": {"B": {"N": {...}}}, "host"}; the ``decode_*``
+keys are the served dtype's (null with ``--served-only``); ``weights_rss_mb`` is what building that dtype's
+decode weights added to the resident set; ``threads`` is without busy loops (``--busy`` level 0).
 """
 
 from __future__ import annotations
@@ -28,11 +41,13 @@ if __package__ in (None, ""):  # run as `python bench/decode_speed.py`: make the
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import contextlib
 import logging
 import os
 import statistics
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from bench._host import HostProbe, emit
@@ -68,6 +83,21 @@ def _module_at(revision: str, path: str) -> Any:
     return module
 
 
+@contextlib.contextmanager
+def busy_loops(n: int) -> Iterator[None]:
+    """``n`` one-thread busy loops (separate processes) running while the block runs: a CPU-bound neighbour
+    of the pod on the same host, as a trainer's fit on one core is."""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        if loops:
+            time.sleep(0.3)  # running before the first timed token
+        yield
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=64)
@@ -75,6 +105,13 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FLYWHEEL_DATA_DIR", "data")))
     parser.add_argument("--before", default="", help="a git revision whose kinds/_decode.py (float16, int8) is "
                         "also timed, in this process: before/after in the same run")
+    parser.add_argument("--threads", default="1,2,0", help="intra-op thread counts the served dtype's forced "
+                        "answers are timed at (comma-separated; 0: auto, kinds._threads.SpareCores per answer)")
+    parser.add_argument("--repeats", type=int, default=1, help="forced answers per prompt and thread count")
+    parser.add_argument("--busy", default="0", help="busy loops (one-thread CPU hogs, e.g. a fit beside the pod) "
+                        "run beside the thread counts' answers, per level (comma-separated, e.g. 0,1)")
+    parser.add_argument("--served-only", action="store_true", help="time only the thread counts (no reference, "
+                        "no other dtype)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     probe = HostProbe()
@@ -83,7 +120,7 @@ def main() -> None:
 
     from bench.generate_pod import nearest_rank
     from kinds._decode import INT4, INT8, Weights, decode
-    from kinds._threads import one_torch_thread
+    from kinds._threads import SpareCores, torch_threads
     from kinds.base_models import SMOLLM2, load_base
     from kinds.generation import GeneratorResources, Pair, Prompt
     from kinds.smollm2_lora import SmolLM2LoRA, _decode_weights, _left_padded
@@ -100,34 +137,62 @@ def main() -> None:
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
 
     def run_path(path: tuple[Callable[..., torch.Tensor], Any], ids: torch.Tensor, mask: torch.Tensor,
-                 eos: int) -> tuple[torch.Tensor, float, float]:
-        """Greedy up to ``--tokens`` new tokens on one path ``(decode, weights)`` as the kind runs it (one
-        torch thread, the base's lock, inference mode); the output and its CPU and wall seconds."""
+                 eos: int, threads: int = 1) -> tuple[torch.Tensor, float, float]:
+        """Greedy up to ``--tokens`` new tokens on one path ``(decode, weights)`` as the kind runs it
+        (``threads`` intra-op torch threads, the base's lock, inference mode); the output and its CPU and wall
+        seconds."""
         run, weights = path
         cpu, wall = time.process_time(), time.perf_counter()
-        with one_torch_thread(), base.lock, torch.inference_mode():
+        if threads == 0:  # auto: what a pod with FLYWHEEL_GENERATE_THREADS=0 asks before each generation
+            chosen.append(spare())
+        with torch_threads(threads or chosen[-1]), base.lock, torch.inference_mode():
             out = run(weights, model._lora(), ids, mask, max_new_tokens=args.tokens, temperature=0.0, eos=eos,
                       pad=base.tokenizer.pad_token_id)
         return out, time.process_time() - cpu, time.perf_counter() - wall
 
     served = _decode_weights(base)
+    served_name = {INT8: "int8", INT4: "int4"}.get(served.dtype, "float16")
+    thread_counts = [int(t) for t in args.threads.split(",") if t.strip()]
+    spare, chosen = SpareCores(len(os.sched_getaffinity(0))), [0]
     paths: dict[str, tuple[Callable[..., torch.Tensor], Any]] = {}
     rss_mb = {}
-    if args.before:  # the decode loop of an earlier revision, in this process (its weights built by its own code)
+    levels = [int(b) for b in args.busy.split(",") if b.strip()]
+    if args.before and not args.served_only:  # an earlier revision's decode loop, in this process (its own weights)
         before = _module_at(args.before, "kinds/_decode.py")
         for name, dtype in (("float16", torch.float16), ("int8", before.INT8)):
             paths[f"before_{name}"] = (before.decode, before.Weights(base.model, dtype))
     for name, dtype in (("float16", torch.float16), ("int8", INT8), ("int4", INT4)):
+        if args.served_only and name != served_name:
+            continue
         rss = _rss_mb()
         paths[name] = (decode, Weights(base.model, dtype))
         rss_mb[name] = round(_rss_mb() - rss, 1)  # what one copy of the decode weights adds to the process
     ref_cpu, ref_wall = [], []
     runs: dict[str, dict[str, list[Any]]] = {name: {"cpu": [], "wall": [], "same": [], "forced": [], "forced_cpu": []}
                                              for name in paths}
+    per_threads: dict[tuple[int, int], dict[str, list[Any]]] = {
+        (b, t): {"forced": [], "forced_cpu": [], "same": [], "chosen": []} for b in levels for t in thread_counts}
     eos = base.tokenizer.eos_token_id
-    for prompt, context, persona in PROMPTS[:args.prompts]:
+    for index, (prompt, context, persona) in enumerate(PROMPTS[:args.prompts]):
         ids, mask = _left_padded([model._prompt_ids(Prompt(prompt, context, persona))], base.tokenizer.pad_token_id)
         model._run_generate(ids, mask, 2, 0.0, (), None)  # warm
+        outs: list[tuple[tuple[int, int], torch.Tensor]] = []
+        for busy in levels:
+            with busy_loops(busy):
+                for _ in range(args.repeats):
+                    for threads in thread_counts if index % 2 == 0 else thread_counts[::-1]:
+                        out, cpu_s, wall_s = run_path(paths[served_name], ids, mask, -1, threads)
+                        assert out.shape[1] == ids.shape[1] + args.tokens
+                        record = per_threads[(busy, threads)]
+                        record["chosen"].append(chosen[-1] if threads == 0 else threads)
+                        record["forced"].append(wall_s * 1000)
+                        record["forced_cpu"].append(cpu_s * 1000 / args.tokens)
+                        outs.append(((busy, threads), out))
+        first = next(out for key, out in outs if key[1] == thread_counts[0])  # every answer against it
+        for key, out in outs:
+            per_threads[key]["same"].append(bool(torch.equal(out, first)))
+        if args.served_only:
+            continue
         cpu, wall = time.process_time(), time.perf_counter()
         ref = model._reference_generate(ids, mask, args.tokens, 0.0, ())
         new_tokens = max(1, ref.shape[1] - ids.shape[1])
@@ -144,7 +209,7 @@ def main() -> None:
             assert out.shape[1] == ids.shape[1] + args.tokens
             run["forced"].append(wall_s * 1000)
             run["forced_cpu"].append(cpu_s * 1000 / args.tokens)
-    per_dtype = {name: {"cpu_ms_per_token": round(statistics.median(run["cpu"]), 1),
+    per_dtype = {} if args.served_only else {name: {"cpu_ms_per_token": round(statistics.median(run["cpu"]), 1),
                         "wall_ms_per_token": round(statistics.median(run["wall"]), 1),
                         "cpu_speedup": round(statistics.median(
                             r / n for r, n in zip(ref_cpu, run["cpu"], strict=True)), 2),
@@ -154,16 +219,23 @@ def main() -> None:
                         "forced_cpu_ms_per_token": round(statistics.median(run["forced_cpu"]), 1),
                         **({"weights_rss_mb": rss_mb[name]} if name in rss_mb else {})}
                  for name, run in runs.items()}
-    name = {INT8: "int8", INT4: "int4"}.get(served.dtype, "float16")
+    by_threads = {b: {str(t): {"forced_p50_ms": round(statistics.median(run["forced"]), 1),
+                               "forced_p95_ms": round(nearest_rank(run["forced"], 0.95), 1),
+                               "forced_cpu_ms_per_token": round(statistics.median(run["forced_cpu"]), 1),
+                               "runs": len(run["forced"]), "identical_to_first": all(run["same"]),
+                               "threads_used": run["chosen"]}
+                      for (level, t), run in per_threads.items() if level == b} for b in levels}
+    served_keys = per_dtype.get(served_name, {})
     result: dict[str, Any] = {
-        "reference_cpu_ms_per_token": round(statistics.median(ref_cpu), 1),
-        "decode_cpu_ms_per_token": per_dtype[name]["cpu_ms_per_token"],
-        "cpu_speedup": per_dtype[name]["cpu_speedup"],
-        "reference_wall_ms_per_token": round(statistics.median(ref_wall), 1),
-        "decode_wall_ms_per_token": per_dtype[name]["wall_ms_per_token"],
-        "identical_greedy": per_dtype[name]["identical_greedy"], **per_dtype,
-        "rss_mb": round(_rss_mb(), 1), "prompts": len(ref_cpu), "tokens": args.tokens, "before": args.before,
-        "matmul_dtype": name, "torch_threads": 1}
+        "reference_cpu_ms_per_token": round(statistics.median(ref_cpu), 1) if ref_cpu else None,
+        "decode_cpu_ms_per_token": served_keys.get("cpu_ms_per_token"),
+        "cpu_speedup": served_keys.get("cpu_speedup"),
+        "reference_wall_ms_per_token": round(statistics.median(ref_wall), 1) if ref_wall else None,
+        "decode_wall_ms_per_token": served_keys.get("wall_ms_per_token"),
+        "identical_greedy": served_keys.get("identical_greedy"), **per_dtype,
+        "rss_mb": round(_rss_mb(), 1), "prompts": args.prompts, "tokens": args.tokens, "before": args.before,
+        "matmul_dtype": served_name, "torch_threads": 1, "threads": by_threads.get(0, {}),
+        "threads_beside_busy": {str(b): by for b, by in by_threads.items() if b}}
     emit(result, probe)
 
 

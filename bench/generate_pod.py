@@ -10,16 +10,28 @@ own ``flywheel_serving_generate_p95_seconds`` gauge (generation time only), the 
 (an answer ending before 64 tokens is faster: ``p95_full_length_ms`` is over the answers that ran to
 ``max_tokens``), and how long the pod took to load the base + the first adapter and a second adapter (the
 hot swap), the CPU and wall time per generated token, and the conditions (torch threads, one client,
-the pod's workers; the host's load before and after). torch runs on one thread (``torch.set_num_threads(1)``;
-the kind's decode loop takes one thread anyway). The machine's load counts: wall times on a 2-core machine
-at load ~10-20 are 2-3x the CPU times.
+the pod's workers; the host's load before and after). This in-process pod's generations run on
+``FLYWHEEL_GENERATE_THREADS`` (its default; ``--requests 0`` skips this part). The machine's load counts:
+wall times on a 2-core machine at load ~10-20 are 2-3x the CPU times.
+
+Then, per intra-op thread count of ``--threads`` (default 1, 2 and 0 = auto: ``FLYWHEEL_GENERATE_THREADS``), a real
+pod over HTTP: its own process (``bench/serve.py pod``: ``serving.app.serve``, uvicorn, as ``flywheel
+serve`` runs it) hosting the same champion, and per concurrency of ``--concurrency`` (default 1, 2 and 4)
+closed-loop clients (each sends its next request when its last one answered) sharing ``--http-requests``
+requests (default 8 per level; the pod's queue holds them all, its deadline is 600 s): p50/p95 of the time
+each request took (queue wait included), requests/s, completion tokens, and the pod process's CPU per
+request (user + system of its threads, from /proc: the OpenMP threads' spinning counts) and the threads its
+last generation ran on (its ``flywheel_serving_generate_threads`` gauge: what auto gave).
 
     .venv/bin/python bench/generate_pod.py [--requests 40] [--max-tokens 64] [--data-dir DIR]
+                                           [--threads 1,2,0] [--concurrency 1,2,4] [--http-requests 8]
 
 ``--data-dir`` holds ``base-models/`` (converted from the GGUF once, ~60 s, then reused).
 Last line: {"p95_generate_ms", "p50_generate_ms", "pod_p95_generate_ms", "p95_full_length_ms",
 "completion_tokens_mean", "full_length_answers", "requests", "max_tokens", "first_load_s", "swap_load_s",
-"cpu_ms_per_token", "wall_ms_per_token", "torch_threads", "concurrency", "workers", "host"}.
+"cpu_ms_per_token", "wall_ms_per_token", "torch_threads", "concurrency", "workers", "http": {"THREADS":
+{"CONCURRENCY": {"threads_used", "p50_ms", "p95_ms", "requests_per_s", "completion_tokens_mean",
+"server_cpu_ms_per_request", "requests"}}}, "host"}; ``torch_threads`` is the in-process pod's ``generate_threads``.
 """
 
 from __future__ import annotations
@@ -32,16 +44,18 @@ if __package__ in (None, ""):  # run as `python bench/generate_pod.py`: make the
 
 import argparse
 import importlib.util
+import json
 import logging
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from typing import Any
 
 import yaml
 
-from bench._host import HostProbe, emit
+from bench._host import HostProbe, emit, process_cpu_s
 from bench._stack import bench_stack
 
 log = logging.getLogger("bench.generate_pod")
@@ -70,6 +84,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--threads", default="1,2,0", help="FLYWHEEL_GENERATE_THREADS of the HTTP pods (0: auto)")
+    parser.add_argument("--concurrency", default="1,2,4", help="closed-loop clients per level of the HTTP pods "
+                        "(empty: no HTTP pod)")
+    parser.add_argument("--http-requests", type=int, default=8, help="requests per concurrency level")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     probe = HostProbe()
@@ -78,6 +96,7 @@ def main() -> None:
     from fastapi.testclient import TestClient
     from pydantic import SecretStr
 
+    from bench.serve import server
     from core import db
     from core.settings import FlywheelSettings
     from kinds.base_models import SMOLLM2, load_base
@@ -142,15 +161,72 @@ def main() -> None:
             series = f'flywheel_serving_generate_p95_seconds{{model="npc",version="{second.version}"}}'
             gauge = [line for line in client.get("/metrics").text.splitlines() if line.startswith(series)]
         producer.flush(10.0)
+        http: dict[str, dict[str, dict[str, Any]]] = {}
+        levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+        prompts = [p for p, _ in pairs[16:16 + args.http_requests]]
+        for threads in [int(t) for t in args.threads.split(",") if t.strip()] if levels else []:
+            pod_settings = {"kafka_bootstrap": bootstrap, "database_url": url, "topic_prefix": settings.topic_prefix,
+                            "data_dir": str(data_dir), "metrics_port": 0, "serve_models": "npc", "model_name": "npc",
+                            "labels": "a,b", "generate_timeout_s": 600.0, "generate_threads": threads,
+                            "generate_queue": max(levels)}
+            with server(["pod", "--settings", json.dumps(pod_settings), "--torch-threads", "1"], Path(tmp),
+                        f"pod-threads-{threads}", {}) as (base_url, pid):
+                http[str(threads)] = {str(c): http_level(base_url, pid, prompts, c, args.max_tokens) for c in levels}
     full = [t for t, n in zip(times, tokens, strict=True) if n >= args.max_tokens]
-    emit({"p95_generate_ms": round(nearest_rank(times, 0.95), 1), "p50_generate_ms": round(statistics.median(times), 1),
+    emit({"p95_generate_ms": round(nearest_rank(times, 0.95), 1) if times else None,
+          "p50_generate_ms": round(statistics.median(times), 1) if times else None,
           "pod_p95_generate_ms": round(float(gauge[0].split()[-1]) * 1000, 1) if gauge else None,
           "p95_full_length_ms": round(nearest_rank(full, 0.95), 1) if full else None,
-          "completion_tokens_mean": round(statistics.fmean(tokens), 1), "full_length_answers": len(full),
-          "requests": len(times), "max_tokens": args.max_tokens, "first_load_s": round(first_load_s, 2),
-          "swap_load_s": round(swap_load_s, 2), "cpu_ms_per_token": round(cpu_s * 1000 / max(1, sum(tokens)), 1),
-          "wall_ms_per_token": round(sum(times) / max(1, sum(tokens)), 1), "torch_threads": torch.get_num_threads(),
-          "concurrency": 1, "workers": settings.generate_workers}, probe)
+          "completion_tokens_mean": round(statistics.fmean(tokens), 1) if tokens else None,
+          "full_length_answers": len(full), "requests": len(times), "max_tokens": args.max_tokens,
+          "first_load_s": round(first_load_s, 2), "swap_load_s": round(swap_load_s, 2),
+          "cpu_ms_per_token": round(cpu_s * 1000 / max(1, sum(tokens)), 1),
+          "wall_ms_per_token": round(sum(times) / max(1, sum(tokens)), 1), "torch_threads": settings.generate_threads,
+          "concurrency": 1, "workers": settings.generate_workers, "http": http}, probe)
+
+
+def http_level(base_url: str, pid: int, prompts: list[str], clients: int, max_tokens: int) -> dict[str, Any]:
+    """``prompts`` answered by a pod over HTTP with ``clients`` closed-loop clients (each takes the next prompt
+    when its last answer came): per-request time (queue wait included), requests/s, the pod's CPU per request."""
+    import httpx
+
+    with httpx.Client(timeout=900.0) as client:  # one warm-up answer, not timed
+        client.post(f"{base_url}/v1/models/npc/generate", json={"prompt": "Hello!", "max_tokens": 4}).raise_for_status()
+    todo = iter(prompts)
+    lock = threading.Lock()
+    times: list[float] = []
+    tokens: list[int] = []
+
+    def user() -> None:
+        with httpx.Client(timeout=900.0) as client:
+            while True:
+                with lock:
+                    prompt = next(todo, None)
+                if prompt is None:
+                    return
+                started = time.perf_counter()
+                response = client.post(f"{base_url}/v1/models/npc/generate",
+                                       json={"prompt": prompt, "max_tokens": max_tokens})
+                elapsed = (time.perf_counter() - started) * 1000
+                response.raise_for_status()
+                with lock:
+                    times.append(elapsed)
+                    tokens.append(int(response.json()["completion_tokens"]))
+
+    cpu, wall = process_cpu_s(pid), time.perf_counter()
+    users = [threading.Thread(target=user, name=f"client-{i}") for i in range(clients)]
+    for thread in users:
+        thread.start()
+    for thread in users:
+        thread.join()
+    wall, cpu = time.perf_counter() - wall, process_cpu_s(pid) - cpu
+    series = 'flywheel_serving_generate_threads{model="npc"}'
+    gauge = [line for line in httpx.get(f"{base_url}/metrics", timeout=60.0).text.splitlines()
+             if line.startswith(series)]
+    return {"threads_used": int(float(gauge[0].split()[-1])) if gauge else None,
+            "p50_ms": round(statistics.median(times), 1), "p95_ms": round(nearest_rank(times, 0.95), 1),
+            "requests_per_s": round(len(times) / wall, 3), "completion_tokens_mean": round(statistics.fmean(tokens), 1),
+            "server_cpu_ms_per_request": round(cpu * 1000 / len(times), 1), "requests": len(times)}
 
 
 if __name__ == "__main__":

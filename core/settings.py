@@ -130,6 +130,10 @@ class FlywheelSettings(BaseSettings):
         "Generation requests that may wait for a worker; one more is refused with 429 and Retry-After."))
     generate_timeout_s: float = Field(default=30.0, gt=0, le=3600, description=(
         "Deadline of one /generate request from arrival (queue wait included)."))
+    generate_threads: int = Field(default=0, ge=0, le=64, description=(
+        "Intra-op torch threads of one generation's forward passes in a pod: 0 = every core the pod may run on, "
+        "fewer when other processes kept cores busy since its last generation; N = N (at most its cores). "
+        "Training and the trainer's gates keep one."))
     encoder_runtime: Literal["onnx", "torch"] = Field(
         default="onnx", description="How a pod runs the MiniLM encoder: the ONNX graph an fp32 minilm-head "
                                     "artifact ships (onnxruntime, no torch import) or torch.")

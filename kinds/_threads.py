@@ -8,10 +8,15 @@ on each other. Measured on one demo full run (issue 18): 99 s -> 27 s under load
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _lock = threading.Lock()
 _users = 0
 _limiter: Any = None
@@ -61,3 +66,89 @@ def one_torch_thread() -> Iterator[None]:
             _torch_users -= 1
             if _torch_users == 0:
                 torch.set_num_threads(_torch_saved)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the calling thread's torch ops on ``threads`` intra-op threads; its own count is restored on exit.
+
+    Why per thread and not :func:`one_torch_thread`'s process-wide count: torch's intra-op count is OpenMP's
+    ``nthreads`` of the calling OS thread (and MKL's thread-local count). ``torch.set_num_threads`` sets
+    it for the calling thread, plus the count a thread that has not run a parallel op yet starts with; a
+    thread that already ran one keeps its own (observed with torch 2.13: a worker that set 2 stays at 2
+    while the main thread is at 1). So a pod's setting made once at start would not reach a generation
+    worker reliably, and a concurrent fit's ``one_torch_thread`` would skip a later user's thread (only its
+    first user sets). The count is applied here, in the thread that runs the forward passes, for each call.
+    """
+    import torch
+
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    saved = torch.get_num_threads()
+    if saved == threads:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+class SpareCores:
+    """Intra-op threads for the next forward passes: up to ``most``, at most the host's cores that other
+    processes left idle since the last call (``cores`` minus their busy cores, rounded: ``/proc/stat``'s busy
+    time of the host minus this process's own CPU time, over the time between two calls; calls closer than
+    ``interval`` seconds reuse the last answer), at least 1; the first call, with nothing measured yet, is 1
+    (a pod's first call is the warm-up of the version it loads).
+
+    Why: OpenMP's threads meet at a barrier after every parallel op (thousands per generated answer); when
+    another process holds a core, a thread waits for its partner's next time slice at each one. Measured
+    (bench/decode_speed.py, docs/benchmarks.md): a forced 64-token answer on 2 threads took ~15x as long as on
+    one (and ~12x the CPU, the waiting thread spinning) on a 2-core host at load ~15, where on an idle one 2
+    threads are ~1.5x faster. This process's own
+    CPU time is not "other" (a pod busy generating does not count against itself), except its fits: each
+    fit running in it under :func:`one_torch_thread` or :func:`one_blas_thread` (``flywheel up`` runs the
+    trainer and the pod in one process) counts as one busy core."""
+
+    def __init__(self, most: int, *, cores: int | None = None, interval: float = 0.5, stat: Path = Path("/proc/stat"),
+                 clock: Callable[[], float] = time.monotonic, own_cpu: Callable[[], float] = time.process_time
+                 ) -> None:
+        if most < 1:
+            raise ValueError(f"most must be at least 1, got {most}")
+        self.most, self.interval, self._stat, self._clock, self._own_cpu = most, interval, stat, clock, own_cpu
+        self.cores = cores or os.cpu_count() or 1  # what /proc/stat's first line adds up
+        self._lock = threading.Lock()
+        self._last: tuple[float, float, float] | None = None  # (when, host busy s, own CPU s)
+        self._threads = 1
+        self.others = 0.0  # cores other processes used over the last window
+
+    @property
+    def last(self) -> int:
+        """The count the last call gave (1 before the first)."""
+        return self._threads
+
+    def _host_busy_s(self) -> float | None:
+        """Busy CPU seconds of the whole host so far (user + nice + system + irq + softirq + steal)."""
+        try:
+            fields = self._stat.read_text().split("\n", 1)[0].split()
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[1:9])
+        except (OSError, ValueError):
+            return None
+        return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
+
+    def __call__(self) -> int:
+        with self._lock:
+            now = self._clock()
+            if self._last is not None and now - self._last[0] < self.interval:
+                return self._threads
+            busy, own = self._host_busy_s(), self._own_cpu()
+            if busy is None:  # no /proc/stat (not Linux): the configured count
+                return self.most
+            if self._last is not None:
+                when, last_busy, last_own = self._last
+                self.others = max(0.0, ((busy - last_busy) - (own - last_own)) / (now - when))
+                fits = _torch_users + _users  # one-thread fits running in this process right now
+                self._threads = max(1, min(self.most, math.floor(self.cores - self.others - fits + 0.5)))
+            self._last = (now, busy, own)
+            return self._threads

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
@@ -64,9 +64,24 @@ class Generation:
 
 @dataclass(frozen=True)
 class GeneratorResources:
-    """The shared collaborators a generator binds to: ``base``, the loaded base model (one per process)."""
+    """The shared collaborators a generator binds to: ``base``, the loaded base model (one per process), and
+    ``threads``, the intra-op torch threads its served forward passes (``generate``, ``stream``) run on: a
+    count, or a function asked at every call (:class:`kinds._threads.SpareCores`: fewer when other
+    processes hold the cores). ``threads`` is how the process runs the model, not the model's
+    configuration (it is in no artifact): 1 by default (training and the trainer's gates: a fit keeps one
+    core for the pods and the broker beside it); a serving pod passes ``FLYWHEEL_GENERATE_THREADS``
+    (:func:`serving.adapters.served_threads`, docs/serving.md)."""
 
     base: BaseModel
+    threads: int | Callable[[], int] = 1
+
+    def __post_init__(self) -> None:
+        if not callable(self.threads) and not (isinstance(self.threads, int) and self.threads >= 1):
+            raise KindError(f"threads must be a positive integer or a function, got {self.threads!r}")
+
+    def threads_now(self) -> int:
+        """The thread count for the next call."""
+        return self.threads() if callable(self.threads) else self.threads
 
 
 class GeneratorKind(ABC):

@@ -11,17 +11,19 @@ training step (a step, not a whole fit, holds the lock, so serving in the same p
 A generator that is garbage collected deletes its adapter.
 
 Generation runs :mod:`kinds._decode` (a decode loop with a preallocated KV cache and the LoRA delta added
-unmerged) on one torch thread, not transformers' ``generate``. On SmolLM2 it serves (``precision="auto"``)
-4-bit products in groups of 32 with a float16 head (:data:`kinds._decode.INT4`): SmolLM2's layers ship as
-GGUF Q4_1, so the codes are the GGUF's own. Measured in one process (bench/decode_speed.py, 6 prompts x 64
-forced tokens, load 5-14): 28.2 CPU ms per token against 53.5 for the float16 products served before and
-37.4 for weight-only int8 (``precision="int8"``); on one trained adapter's 48 held-out answers the weighted
-score was 0.0804 against float32's 0.0816 (46 answers the same), where the int8 path's per-row int8 head
-lost a quarter of it (bench/decode_quality.py; docs/benchmarks.md). ``precision="float16"`` serves the
-products of before. In float32 (tiny-random) its greedy tokens are transformers'; in 16 or fewer bits a near
-tie can flip a later token. ``perplexity`` runs the decode loop's forward pass too (the served products: a
-perplexity gate scores what is served); training stays on the peft model (float32),
-``_reference_perplexity`` is the peft model's.
+unmerged), not transformers' ``generate``, on ``GeneratorResources.threads`` intra-op torch threads (1 unless
+bound otherwise: a serving pod binds ``FLYWHEEL_GENERATE_THREADS``, set in the thread that runs the forward
+passes, per call: :func:`kinds._threads.torch_threads`); fits and ``perplexity`` run on one. On SmolLM2 it
+serves (``precision="auto"``) 4-bit products in groups of 32 with a float16 head (:data:`kinds._decode.INT4`):
+SmolLM2's layers ship as GGUF Q4_1, so the codes are the GGUF's own. Measured in one process
+(bench/decode_speed.py, 6 prompts x 64 forced tokens, load 5-14): 28.2 CPU ms per token against 53.5 for the
+float16 products served before and 37.4 for weight-only int8 (``precision="int8"``); on one trained adapter's
+48 held-out answers the weighted score was 0.0804 against float32's 0.0816 (46 answers the same), where the
+int8 path's per-row int8 head lost a quarter of it (bench/decode_quality.py; docs/benchmarks.md).
+``precision="float16"`` serves the products of before. In float32 (tiny-random) its greedy tokens are
+transformers'; in 16 or fewer bits a near tie can flip a later token. ``perplexity`` runs the decode loop's
+forward pass too (the served products: a perplexity gate scores what is served); training stays on the peft
+model (float32), ``_reference_perplexity`` is the peft model's.
 
 The artifact is ``adapter.safetensors`` (the LoRA weights) + ``adapter.json`` (the LoRA configuration and the
 base model's name and weights digest: an adapter is refused on another base), pinned by the manifest.
@@ -46,7 +48,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kinds._decode import INT4, INT8, Adapter, Weights, decode, lora_adapter, next_token_nll
-from kinds._threads import one_torch_thread
+from kinds._threads import one_torch_thread, torch_threads
 from kinds.base_models import BaseModel
 from kinds.exceptions import ArtifactError, KindError
 from kinds.generation import Generation, GeneratorKind, GeneratorResources, Pair, Prompt, check_pairs
@@ -132,6 +134,7 @@ class SmolLM2LoRA(GeneratorKind):
         super().__init__(base=base, r=r, alpha=alpha, target_modules=list(target_modules), lr=lr, epochs=epochs,
                          batch_size=batch_size, max_steps=max_steps, max_length=max_length, seed=seed, **extra)
         self._base: BaseModel | None = None
+        self._threads: Callable[[], int] = lambda: 1  # the served forward passes' intra-op threads, per call
         self._adapter = ""  # the peft adapter name on the base, once fitted or loaded
         self._source = Path(f"<unsaved {self.kind}>")
 
@@ -143,6 +146,7 @@ class SmolLM2LoRA(GeneratorKind):
         if self._base is not None and self._base is not resources.base and self._adapter:
             raise KindError("a fitted generator cannot move to another base; load its artifact there")
         self._base = resources.base
+        self._threads = resources.threads_now
         return self
 
     @property
@@ -157,7 +161,7 @@ class SmolLM2LoRA(GeneratorKind):
 
     def clone(self) -> Self:
         twin = super().clone()
-        twin._base = self._base
+        twin._base, twin._threads = self._base, self._threads
         return twin
 
     # -- learning ------------------------------------------------------------------------------
@@ -291,7 +295,7 @@ class SmolLM2LoRA(GeneratorKind):
 
         if streamer is not None:
             streamer.put(ids)
-        with one_torch_thread(), base.lock, torch.inference_mode():
+        with torch_threads(self._threads()), base.lock, torch.inference_mode():
             weights, adapter = self._served_weights(), self._lora()
             return decode(weights, adapter, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
                           eos=eos, pad=pad, stopped=stopped if stop else None, on_tokens=on_tokens)

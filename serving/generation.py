@@ -227,6 +227,7 @@ def _observe(req: _Request, seconds: float) -> None:
     metrics.generate_seconds.labels(model, req.loaded.version, req.variant).observe(seconds)
     p95 = _pool(req.services).latency.add(model, req.loaded.version, seconds)
     metrics.generate_p95.labels(model, req.loaded.version).set(p95)
+    metrics.generate_threads.labels(model).set(req.services.generate_threads)
 
 
 def _count(req: _Request, outcome: str, variant: str | None = None) -> None:

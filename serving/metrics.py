@@ -66,6 +66,9 @@ class ServingMetrics:
             "timeout, error, overloaded, skipped), per model and variant", ["model", "variant", "finish"], registry=r)
         self.generate_tokens = Counter(
             "flywheel_serving_generate_tokens", "Tokens of served generations", ["model", "part"], registry=r)
+        self.generate_threads = Gauge(
+            "flywheel_serving_generate_threads", "Intra-op threads the model's last generation ran on "
+            "(FLYWHEEL_GENERATE_THREADS; 0 = auto: what it gave)", ["model"], registry=r)
         self.generate_waiting = Gauge(
             "flywheel_serving_generate_waiting", "Generation requests admitted and not finished (running + queued)",
             registry=r)

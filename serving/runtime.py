@@ -129,14 +129,17 @@ class ModelLoader:
     checks the bytes against both (manifest digest and per-file hashes), then a warm-up predict.
     ``embedder``, when given, is the one every loaded ``minilm-head`` embeds through (the pod's cache).
     A generator's base model is loaded once per process from ``data_dir`` (:mod:`serving.generation`):
-    a new version loads only its adapter onto it."""
+    a new version loads only its adapter onto it; its forward passes run on ``generate_threads`` intra-op
+    torch threads (:func:`serving.adapters.served_threads`)."""
 
     def __init__(self, registry: ModelRegistry, embedder: Embedder | None = None,
-                 warmup: Sequence[Input] = WARMUP_TEXTS, data_dir: Path = Path(".flywheel")) -> None:
+                 warmup: Sequence[Input] = WARMUP_TEXTS, data_dir: Path = Path(".flywheel"),
+                 generate_threads: int | Callable[[], int] = 1) -> None:
         self.registry = registry
         self.embedder = embedder
         self.warmup = list(warmup)
         self.data_dir = data_dir
+        self.generate_threads = generate_threads
 
     def load(self, served: ServedVersion) -> LoadedModel:
         started = time.perf_counter()
@@ -152,7 +155,7 @@ class ModelLoader:
                                                        f"{served.sha256[:12]}")
             model: ModelKind | GeneratorKind
             if is_generator(directory):
-                model = load_generator(directory, self.data_dir)
+                model = load_generator(directory, self.data_dir, self.generate_threads)
             else:
                 model = load_model(directory)
                 if self.embedder is not None and isinstance(model, MiniLMHead):

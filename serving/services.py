@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
+from kinds._threads import SpareCores
 from registry import ModelRegistry
+from serving.adapters import served_threads
 from serving.batching import MicroBatcher, pod_embedder
 from serving.first_serve import FirstServes
 from serving.genpool import GenerationPool
@@ -39,6 +41,12 @@ class Services:
     spec: ModelSpec | None = None
     owns_shared: bool = True  # starts and closes the publishers and the batcher (the pod's first model)
     first_serves: FirstServes | None = None  # data-to-deploy records (None: no database, e.g. some tests)
+    threads: int | SpareCores = 1  # a generator's intra-op threads (serving.adapters.served_threads)
+
+    @property
+    def generate_threads(self) -> int:
+        """The intra-op threads this model's generations run on: the fixed count, or what auto last gave."""
+        return self.threads.last if isinstance(self.threads, SpareCores) else self.threads
 
     @property
     def is_default(self) -> bool:
@@ -57,7 +65,10 @@ class Services:
         if spec is not None:
             settings = settings.model_copy(update={"model_name": spec.name, "labels": spec.labels})
         warmup = WARMUP_TEXTS if spec is None or spec.task == "text-classification" else WARMUP_ROWS
-        runtime = Runtime(ModelLoader(registry, pod_embedder(settings, metrics), warmup, settings.data_dir), metrics)
+        generates = spec is not None and spec.task == "text-generation"
+        threads = served_threads(settings.generate_threads) if generates else 1  # one SpareCores per model
+        loader = ModelLoader(registry, pod_embedder(settings, metrics), warmup, settings.data_dir, threads)
+        runtime = Runtime(loader, metrics)
         return cls(
             settings, metrics, registry, runtime,
             publisher or (shared.publisher if shared else PredictionPublisher(kafka, settings.topics, metrics)),
@@ -65,7 +76,7 @@ class Services:
             ModelWatcher(settings, kafka, runtime, metrics) if watch else None,
             shared.batcher if shared else MicroBatcher.of(settings, metrics),
             shared.generation if shared else GenerationPool.of(settings, metrics),
-            spec, owns_shared=shared is None, first_serves=shared.first_serves if shared else None,
+            spec, owns_shared=shared is None, first_serves=shared.first_serves if shared else None, threads=threads,
         )
 
     def start(self) -> None:

@@ -4,12 +4,16 @@ perplexity, and artifacts (round trip, tampering, the shared base)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -368,3 +372,91 @@ def test_create_checks_params_and_resources(resources: GeneratorResources) -> No
     with pytest.raises(KindError, match="empty response"):
         SmolLM2LoRA(**PARAMS).bind(resources).fit([Pair(Prompt("hi"), "  ")])
     assert json.loads(json.dumps(model.params)) == model.params  # the manifest keeps them as they are
+
+
+@contextlib.contextmanager
+def observed(monkeypatch: pytest.MonkeyPatch, name: str) -> Iterator[list[int]]:
+    """The intra-op thread counts ``kinds.smollm2_lora.<name>`` (decode, next_token_nll, _response_nll_of)
+    ran with, one per call, read inside the call (where its forward passes run)."""
+    import kinds.smollm2_lora as module
+
+    seen: list[int] = []
+    real = getattr(module, name)
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module, name, spy)
+        yield seen
+
+
+@pytest.mark.parametrize("precision", ["auto", "int4", "float16"])
+def test_greedy_tokens_do_not_change_with_the_thread_count(fitted: SmolLM2LoRA, tiny: BaseModel, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
+    """The same adapter loaded with 1 and 2 intra-op threads (as a pod loads it) gives the same greedy tokens,
+    single prompts and a left-padded batch, generate and stream; the 2-thread forward really ran on 2."""
+    fitted.save(tmp_path / "a")
+    one = load_model(tmp_path / "a", resources=GeneratorResources(tiny, threads=1))
+    two = load_model(tmp_path / "a", resources=GeneratorResources(tiny, threads=2))
+    prompts = [Prompt("What comes after 3?", persona="A shopkeeper"), Prompt("Hi"),
+               Prompt("A much longer question than the others, to need left padding in the batch?",
+                      context="The shop is open.")]
+    for model in (one, two):
+        if precision != "auto":
+            model.params["precision"] = precision
+    with observed(monkeypatch, "decode") as seen:
+        singles = [(one.generate([p], max_new_tokens=32)[0], two.generate([p], max_new_tokens=32)[0])
+                   for p in prompts]
+        batch = one.generate(prompts, max_new_tokens=32), two.generate(prompts, max_new_tokens=32)
+        streams = ["".join(model.stream(prompts[0], max_new_tokens=32)) for model in (one, two)]
+    assert seen == [1, 2] * 5
+    assert all(a.completion_tokens == 32 or a.finish_reason == "stop" for a, _ in singles)
+    assert [(a.text, a.completion_tokens) for a, _ in singles] == [(b.text, b.completion_tokens) for _, b in singles]
+    assert [(g.text, g.completion_tokens) for g in batch[0]] == [(g.text, g.completion_tokens) for g in batch[1]]
+    assert streams[0] == streams[1] == singles[0][0].text
+    assert sum(a.completion_tokens for a, _ in singles) > 24  # tokens to compare, not empty answers
+
+
+def test_the_bound_thread_count_reaches_the_served_forward_passes_only(
+        fitted: SmolLM2LoRA, tiny: BaseModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """threads=2 is what torch runs the decode loop's forward passes with, in whichever thread calls (a pool's
+    worker that ran torch on 1 thread before, a stream's own thread, beside a fit holding one_torch_thread
+    in another thread), restored after the call; fits and perplexity still run on one thread."""
+    from kinds._threads import one_torch_thread
+
+    fitted.save(tmp_path / "a")
+    two = load_model(tmp_path / "a", resources=GeneratorResources(tiny, threads=2))
+    assert isinstance(two, SmolLM2LoRA)
+
+    def in_worker() -> tuple[int, int]:
+        torch.set_num_threads(1)
+        torch.ones(8).sum()  # this thread's torch state exists, at 1 thread
+        two.generate([Prompt("Hi")], max_new_tokens=4)
+        return torch.get_num_threads(), len(list(two.stream(Prompt("Hi"), max_new_tokens=4)))
+
+    fitting, release = threading.Event(), threading.Event()
+
+    def fit_beside() -> None:
+        with one_torch_thread():
+            fitting.set()
+            release.wait(30)
+
+    beside = threading.Thread(target=fit_beside)
+    beside.start()
+    try:
+        assert fitting.wait(30)
+        with observed(monkeypatch, "decode") as seen, ThreadPoolExecutor(1) as pool:
+            after, pieces = pool.submit(in_worker).result()
+    finally:
+        release.set()
+        beside.join()
+    assert seen == [2, 2] and pieces >= 1
+    assert after == 1  # the worker's own count, restored after the call
+    with observed(monkeypatch, "next_token_nll") as scored, observed(monkeypatch, "_response_nll_of") as trained:
+        two.perplexity(pairs(0, 4))
+        two.partial_fit(pairs(0, 2))
+    assert scored and set(scored) == {1} and trained and set(trained) == {1}
+    with pytest.raises(KindError, match="threads"):
+        GeneratorResources(tiny, threads=0)

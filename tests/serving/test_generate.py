@@ -368,6 +368,53 @@ def test_the_p95_generation_time_is_exported_per_model_version_and_a_shadow_answ
     assert 'flywheel_serving_generate_seconds_count{model="npc",variant="champion",version="1"} 6.0' in metrics
 
 
+@pytest.fixture(params=[1, 2, 0])
+def threads_client(request: pytest.FixtureRequest, gen_settings: FlywheelSettings, db_url: str,
+                   npc: tuple[ModelRegistry, ModelAnnouncer], tmp_path: Path) -> Iterator[TestClient]:
+    """A pod with FLYWHEEL_GENERATE_THREADS 1, 2 (this machine has 2 cores: both are allowed) or 0 (auto)."""
+    registry, announcer = npc
+    info = register(registry, gen_settings, tmp_path, seed=1)
+    promote(announcer, info)
+    settings = gen_settings.model_copy(update={"generate_threads": request.param})
+    with TestClient(create_app(settings, database_url=db_url), raise_server_exceptions=False) as found:
+        assert pod(found).get("npc").runtime.wait_live(info.version, 60)
+        yield found
+
+
+def test_the_pods_generate_threads_are_what_the_served_forward_passes_run_on(
+        threads_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FLYWHEEL_GENERATE_THREADS reaches the forward passes of a served answer and of a stream: torch's
+    intra-op count read inside the decode loop, on the pod's generation worker (and a stream's thread); 0
+    (auto) is the count the pod's SpareCores gave for that call."""
+    import torch
+
+    import kinds.smollm2_lora as module
+    from kinds._decode import decode as real
+    from kinds._threads import SpareCores
+
+    setting = pod(threads_client).get("npc").settings.generate_threads
+    champion = generator(threads_client)
+    assert isinstance(champion, SmolLM2LoRA)
+    resources: GeneratorResources = champion._threads.__self__  # type: ignore[attr-defined]
+    assert isinstance(resources.threads, SpareCores) == (setting == 0)
+    seen: list[tuple[str, int, int]] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        decided = resources.threads._threads if isinstance(resources.threads, SpareCores) else setting
+        seen.append((threading.current_thread().name, torch.get_num_threads(), decided))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "decode", spy)
+    assert threads_client.post("/v1/models/npc/generate", json=ASK).status_code == 200
+    with threads_client.stream("POST", "/v1/models/npc/generate", json={**ASK, "stream": True}) as response:
+        assert response.status_code == 200 and sse(response.read().decode())[-1][0] == "done"
+    assert len(seen) == 2 and all(count == decided and 1 <= count <= 2 for _, count, decided in seen), seen
+    assert seen[0][0].startswith("flywheel-generate") and seen[1][0] == "smollm2-lora-stream", seen
+    gauge = [line for line in threads_client.get("/metrics").text.splitlines()
+             if line.startswith('flywheel_serving_generate_threads{model="npc"}')]
+    assert gauge and float(gauge[0].split()[-1]) == seen[-1][1], gauge
+
+
 def test_the_openapi_document_describes_generate(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     operation = doc["paths"]["/v1/models/{name}/generate"]["post"]

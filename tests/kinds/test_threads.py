@@ -1,0 +1,97 @@
+"""kinds._threads: torch's intra-op count set per calling thread (``torch_threads``) and the per-call count of
+a pod's generations (``SpareCores``: fewer threads while other processes hold cores)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kinds._threads import SpareCores, one_torch_thread, torch_threads
+
+
+def stat_line(busy_ticks: int, idle_ticks: int = 0) -> str:
+    """A /proc/stat first line: user nice system idle iowait irq softirq steal guest guest_nice (ticks)."""
+    return f"cpu  {busy_ticks} 0 0 {idle_ticks} 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n"
+
+
+def test_torch_threads_sets_the_calling_threads_count_and_restores_it() -> None:
+    seen: dict[str, int] = {}
+
+    def worker() -> None:
+        torch.set_num_threads(1)
+        with torch_threads(2):
+            seen["inside"] = torch.get_num_threads()
+        seen["after"] = torch.get_num_threads()
+
+    runner = threading.Thread(target=worker)
+    runner.start()
+    runner.join()
+    assert seen == {"inside": 2, "after": 1}
+    with pytest.raises(ValueError), torch_threads(0):
+        pass
+
+
+def test_spare_cores_counts_other_processes_busy_cores_not_its_own(tmp_path: Path) -> None:
+    stat, now, own = tmp_path / "stat", [100.0], [10.0]
+    spare = SpareCores(2, cores=2, interval=0.5, stat=stat, clock=lambda: now[0], own_cpu=lambda: own[0])
+    ticks = 10_000
+    stat.write_text(stat_line(ticks))
+    assert spare() == 1  # nothing measured yet: one
+
+    def step(seconds: float, host_busy_s: float, own_s: float) -> int:
+        nonlocal ticks
+        now[0] += seconds
+        ticks += round(host_busy_s * 100)  # SC_CLK_TCK is 100 on Linux
+        own[0] += own_s
+        stat.write_text(stat_line(ticks))
+        return spare()
+
+    assert step(1.0, 2.0, 2.0) == 2 and spare.others == pytest.approx(0.0)  # its own 2 cores: not others
+    assert step(1.0, 2.0, 1.0) == 1 and spare.others == pytest.approx(1.0)  # a neighbour held one core
+    assert step(0.1, 0.0, 0.0) == 1  # within the interval: the last answer
+    assert step(2.0, 0.8, 0.0) == 2 and spare.others == pytest.approx(0.8 / 2.1)  # since the last look
+    assert step(1.0, 1.9, 0.1) == 1  # 1.8 cores of others: still at least one thread
+    wide = SpareCores(4, cores=8, stat=stat, clock=lambda: now[0], own_cpu=lambda: own[0])
+    assert wide() == 1 and step(1.0, 3.0, 0.0) == 1 and wide() == 4  # 3 of 8 cores busy: 4 to spare
+    fitting, release = threading.Event(), threading.Event()
+
+    def fit_beside() -> None:  # a fit in this process (flywheel up: the trainer beside the pod) holds a core
+        with one_torch_thread():
+            fitting.set()
+            release.wait(30)
+
+    beside = threading.Thread(target=fit_beside)
+    beside.start()
+    try:
+        assert fitting.wait(30)
+        assert step(1.0, 2.0, 2.0) == 1 and spare.others == pytest.approx(0.0)  # the fit's core is not spare
+    finally:
+        release.set()
+        beside.join()
+    assert step(1.0, 2.0, 2.0) == 2
+    assert SpareCores(2, stat=tmp_path / "missing")() == 2  # no /proc/stat: the configured count
+    with pytest.raises(ValueError):
+        SpareCores(0)
+
+
+def test_spare_cores_gives_one_thread_beside_a_busy_process_on_this_host() -> None:
+    """A real neighbour: a busy loop in another process holds one core, so a 2-core host has one to spare."""
+    cores = len(os.sched_getaffinity(0))
+    if cores != 2:
+        pytest.skip(f"written for a 2-core host, this one has {cores}")
+    spare = SpareCores(2)
+    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        spare()
+        time.sleep(1.5)
+        assert spare() == 1 and spare.others >= 0.5, spare.others
+    finally:
+        loop.kill()
+        loop.wait()
