@@ -117,7 +117,8 @@ def oracle(replay: Replay, kind: str) -> float:
 
 
 def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_oracle: bool,
-                 checkpoints: tuple[int, ...] = CHECKPOINTS, oracle_known: float | None = None) -> dict[str, Any]:
+                 checkpoints: tuple[int, ...] = CHECKPOINTS, oracle_known: float | None = None,
+                 settle_timeout: float = 240.0) -> dict[str, Any]:
     """One replay of ``options`` on a fresh platform; with ``with_oracle`` its oracle (``oracle_known``: the
     one an earlier order of the same stream rows measured, the same rows and held-out rows)."""
     name = f"{options.scenario.replace('->', '-to-')}-{'poison' if options.poison else 'clean'}"
@@ -136,7 +137,7 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
 
         def checkpoint(k: int) -> Any:
             def check(r: Replay) -> None:
-                r.settle(timeout=240, quiet=15)
+                r.settle(timeout=settle_timeout, quiet=15)
                 version, semver = r.champion()
                 at[k] = {"version": version, "semver": semver, "accuracy": round(r.accuracy(version), 4)}
                 log.info("%s after %d labels: deployed %s, held-out accuracy %.4f", options.scenario, k,
@@ -144,7 +145,7 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
             return check
 
         replay.run(checkpoints={k: checkpoint(k) for k in checkpoints})
-        replay.settle(timeout=240, quiet=10)
+        replay.settle(timeout=settle_timeout, quiet=10)
         figures = replay.finish()
         paths = write_report(replay.timeline, data_dir / "report")
         log.info("%s: report %s", options.scenario, paths["html"])
@@ -221,6 +222,9 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", choices=TEXT_SCENARIOS, dest="scenarios",
                         help="only these clean scenarios, no poisoned run (repeatable)")
     parser.add_argument("--data-dir", type=Path, default=Path(".flywheel/bench-efficacy"))
+    parser.add_argument("--settle-timeout", type=float, default=240.0,
+                        help="text: seconds a checkpoint waits for the platform to settle (every label landed, no "
+                             "run under way); under load a run outlasts 240 s and the checkpoint measures the machine")
     parser.add_argument("--orders", type=int, default=1,
                         help="text: stream orders per clean scenario (0..N-1; the same rows and held-out rows, "
                              "shuffled; order 0 as split), each on a fresh platform; the scenario's figures are "
@@ -255,7 +259,8 @@ def main() -> None:
                                   rate=30.0, incremental_threshold=args.threshold, order=order)
             load = [round(x, 2) for x in os.getloadavg()]
             result = run_scenario(base, args.data_dir, options, with_oracle=True,
-                                  oracle_known=results[0]["oracle"] if results else None)
+                                  oracle_known=results[0]["oracle"] if results else None,
+                                  settle_timeout=args.settle_timeout)
             result["order"], result["load"] = order, [load, [round(x, 2) for x in os.getloadavg()]]
             results.append(result)
             print(f"{name}, order {order}: static {result['static']}, k100 {result['k100']}, k200 {result['k200']}, "
