@@ -25,7 +25,10 @@ it. No curation, no earlier promotion (each point is the first full run against 
 corpus WEIGHT), e.g. ``--recipe 'c16=0.2:{"c": 16}'``; ``--draw N``: the stream's rows in another order
 (seed N; the held-out rows stay), another sample of the same labels. A recipe's JSON may hold
 ``"importance": CAP``: its corpus rows weighted by a domain classifier's odds (corpus vs the samples' texts,
-no labels; mean 1, capped at CAP) times WEIGHT, e.g. ``--recipe 'iw=0.2:{"importance": 5}'``.
+no labels; mean 1, capped at CAP) times WEIGHT, e.g. ``--recipe 'iw=0.2:{"importance": 5}'``; or
+``"average": PARAMS``: the candidate is the mean of the probabilities of the recipe's model and a second one
+fitted on the same rows with the recipe's params updated with PARAMS (its folds too), e.g. the demo's char_wb
+model with a word one, ``--recipe 'avg=0.2:{"average": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}'``.
 ``--folds N``: N cross-fit folds instead of 5; ``--fresh N``: the N labels after the first k (those that
 arrive while the run fits) join the evaluation as held-out current rows, as the trainer's ``judge_arrivals``
 adds them.
@@ -198,6 +201,9 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
         for recipe, (recipe_params, weight) in tried.items():
             recipe_params = dict(recipe_params)
             cap = recipe_params.pop("importance", None)
+            # a second model whose probabilities are averaged with the recipe's: its params, the recipe's updated
+            average = recipe_params.pop("average", None)
+            kinds_params = [recipe_params, *([{**recipe_params, **average}] if average else [])]
             ratio = (importance([str(r.text) for r in corpus], [str(r.text) for _, r in samples], float(cap))
                      if cap and weight > 0 else [1.0] * len(corpus))
             frame = Frame().extend((-(j + 1), r.text, r.label, weight * q, "movies")
@@ -210,10 +216,12 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
             with counted_once(as_texts(frame.inputs)):  # n-grams counted once per point, as a run counts them
                 for fold in (rows[f::folds] for f in range(folds)):
                     rest = frame.take([i for i in range(len(frame)) if i not in set(fold)])
-                    model = KINDS[kind](**recipe_params).fit(rest.inputs, rest.labels, rest.weights)
+                    model = averaged([KINDS[kind](**p).fit(rest.inputs, rest.labels, rest.weights)
+                                      for p in kinds_params])
                     for i, p in zip(fold, model.predict_proba([frame.inputs[i] for i in fold]), strict=True):
                         predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
-                model = KINDS[kind](**recipe_params).fit(frame.inputs, frame.labels, frame.weights)
+                model = averaged([KINDS[kind](**p).fit(frame.inputs, frame.labels, frame.weights)
+                                  for p in kinds_params])
             order = sorted(predicted)
             cross = CrossFit(frame.take(order), [predicted[i] for i in order], folds)
             verdict = gate.check(GateInput(candidate=model, champion=static,
@@ -225,6 +233,26 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
             out[k][recipe] = found
             log.info("%s k=%d %s: %s", name, k, recipe, found)
     return out
+
+
+class Averaged:
+    """The mean of fitted models' probabilities (one model: that model's), for the gate a candidate."""
+
+    def __init__(self, models: list[Any]) -> None:
+        self.models, self.labels, self.fitted = models, models[0].labels, True
+        if any(m.labels != self.labels for m in models):
+            raise ValueError(f"the averaged models' labels differ: {[m.labels for m in models]}")
+
+    def predict_proba(self, inputs: Any) -> Any:
+        return sum(m.predict_proba(inputs) for m in self.models) / len(self.models)
+
+    def predict(self, inputs: Any) -> list[str]:
+        return [self.labels[int(i)] for i in self.predict_proba(inputs).argmax(axis=1)]
+
+
+def averaged(models: list[Any]) -> Any:
+    """The one model, or the mean of several (:class:`Averaged`)."""
+    return models[0] if len(models) == 1 else Averaged(models)
 
 
 def recipe_arg(text: str) -> tuple[str, tuple[dict[str, Any], float]]:

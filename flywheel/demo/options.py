@@ -93,6 +93,9 @@ class DemoOptions(BaseModel):
     eval_fraction: float = Field(default=0.3, gt=0.0, lt=1.0, description="Target rows held out, never streamed.")
     window: int = Field(default=150, ge=10, description="Rolling-accuracy window (steps).")
     seed: int = 0
+    order: int = Field(default=0, ge=0, description="A text scenario's stream in another order: its rows shuffled "
+                       "with this seed after the held-out rows are split off (0: as split). The held-out rows, and "
+                       "so the oracle, stay those of ``seed`` (bench/efficacy.py --orders).")
     # text-generation scenarios
     base: str = Field(default="smollm2-135m-instruct", description="The generator's base model (tiny-random: "
                       "a random 2-layer Llama for tests).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import random
 import threading
 import time
 from collections import Counter, deque
@@ -70,6 +71,8 @@ class Replay:
         else:
             self.settings = settings
             self.stream, self.holdout = split_target(self.scenario.target, options.eval_fraction, options.seed)
+            if options.order:  # the same rows in another order (bench/recipes_offline.py --draw shuffles the same way)
+                random.Random(options.order).shuffle(self.stream)
             self.history = []
             self.target = self.stream  # every target row outside the holdout (what an oracle may learn from)
             self.stream = self.stream[:options.stream]
