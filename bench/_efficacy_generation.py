@@ -37,7 +37,7 @@ import os
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench._host import HostProbe, emit
@@ -106,7 +106,7 @@ def _interval(values: list[float]) -> list[float]:
     return [round(ordered[round(0.025 * last)], 4), round(ordered[round(0.975 * last)], 4)]
 
 
-def summarise(static: Sequence[float], at: dict[int, Sequence[float] | None], oracles: Sequence[Sequence[float]],
+def summarise(static: Sequence[float], at: Mapping[int, Sequence[float] | None], oracles: Sequence[Sequence[float]],
               resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """The bench's scores from per-pair held-out scores (every list over the same pairs, in the same order):
     each mean, the oracle's mean over its seeds (and each seed's), ``fraction_of_oracle_at_400`` against that
