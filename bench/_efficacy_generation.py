@@ -6,26 +6,38 @@ talk; then prompts of the corpus's knowledge topics (the drifted domain) are ask
 its weighted score against the reference (10% noise) and, for a rating of 3 or lower, the reference as a
 correction (70% of them). After k = 100, 200, 400 feedback pairs the platform is let settle (every feedback
 landed and curated, no run under way) and the model the pod serves is scored on the held-out target pairs
-(``--holdout``, never asked).
+(``--holdout``, default 120 of the 600 short target pairs, never asked; 40 until 2026-12-06).
 
-Baselines in the same run: the static champion (the bootstrap adapter, never retrained) and an oracle: a fresh
-adapter with the model's parameters for one epoch over every target pair outside the holdout (547 with the
-default ``--holdout`` 40; ~0.6 CPU s a pair on one thread, so ~5.5 CPU minutes, measured on 64 of them;
-``--oracle-pairs`` caps them, for a machine too busy; ``--quick``: 200). ``run_seconds``: the training time
-(``train_seconds`` of the platform's runs, gates excluded) of the runs that trained on the first 400 pairs.
-``p95_generate_ms``: ``--latency-requests`` sequential requests of 64 new tokens to the platform's pod at the
-end (client time, queue included), nearest rank.
+Baselines in the same run: the static champion (the bootstrap adapter, never retrained) and an oracle: fresh
+adapters with the model's parameters for one epoch over every target pair outside the holdout (460 with the
+default ``--holdout`` 120), one per seed (``--oracle-seeds``, default 3: a one-epoch adapter's held-out score
+moves with its seed as much as with its data, 0.108-0.152 on the same 547 pairs); ``oracle`` is their mean,
+``oracle_seeds`` each. ``--oracle-pairs`` caps the pairs, for a machine too busy; ``--quick``: 200.
+``run_seconds``: the training time (``train_seconds`` of the platform's runs, gates excluded) of the runs that
+trained on the first 400 pairs. ``p95_generate_ms``: ``--latency-requests`` sequential requests of 64 new tokens
+to the platform's pod at the end (client time, queue included), nearest rank.
+
+Uncertainty (:func:`summarise`): every score is the mean of per-pair weighted scores on the same held-out pairs,
+so the ``*_ci95`` keys are a paired bootstrap (``--resamples``, seeded) over those pairs; for ``oracle`` and
+``fraction_of_oracle_at_400`` each resample also draws the oracle's seeds with replacement. What the intervals
+leave out: the platform's own draw (its adapters' seeds and the stream's order: one platform run per bench).
 
 Last line: ``{"scenarios": {"dialogue": {"static", "oracle", "k100", "k200", "k400",
-"fraction_of_oracle_at_400", "run_seconds", "p95_generate_ms"}}, "host": {...}}``.
+"fraction_of_oracle_at_400", "run_seconds", "p95_generate_ms", "holdout_pairs", "oracle_pairs",
+"oracle_seeds", "oracle_sd", "static_ci95", "k100_ci95", "k200_ci95", "k400_ci95", "oracle_ci95",
+"fraction_of_oracle_at_400_ci95"}}, "host": {...}}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import random
+import statistics
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench._host import HostProbe, emit
@@ -46,24 +58,87 @@ def options_for(args: argparse.Namespace) -> DemoOptions:
         SCENARIO, stream=max(CHECKPOINTS) + 20, feedback_rate=1.0, promotion="direct",
         base="tiny-random" if quick else args.base, max_tokens=8 if quick else args.max_tokens,
         lora_steps=2 if quick else args.lora_steps, incremental_threshold=args.threshold or (40 if quick else 50),
-        holdout_pairs=args.holdout,
+        holdout_pairs=args.holdout, gate_references=args.gate_references,
         rate=20.0 if quick else 5.0, window=50)
 
 
-def oracle(replay: Replay, options: DemoOptions, cap: int) -> tuple[float, int, float]:
-    """(score, pairs, fit seconds) of a fresh adapter with the model's parameters, one epoch over every
-    target pair outside the holdout (the first ``cap`` when set)."""
+def pair_scores(replay: Replay, model: Any) -> list[float]:
+    """``model``'s weighted BLEU/ROUGE-L-precision score on each held-out pair (their mean is
+    :meth:`Replay.score_of`: the score is a mean over pairs)."""
+    from trainer.gates.generation_metrics import weighted_score
+
+    held = replay.pairs_holdout
+    answers = replay.answers(model, [p.prompt.prompt for p in held])
+    return [weighted_score([a], [p.response]) for a, p in zip(answers, held, strict=True)]
+
+
+def oracle(replay: Replay, options: DemoOptions, cap: int, seeds: int) -> tuple[list[list[float]], int, float]:
+    """(per seed, the per-pair held-out scores; pairs; fit CPU seconds of all seeds) of fresh adapters with the
+    model's parameters and seeds 0..``seeds``-1, one epoch over every target pair outside the holdout (the
+    first ``cap`` when set)."""
     from kinds.base_models import load_base
     from kinds.catalog import GENERATORS
     from kinds.generation import GeneratorResources
 
     params = dict(dialogue.spec(options)["training"]["generation"]["params"], max_steps=0)
     pairs = replay.pairs_target[:cap] if cap else replay.pairs_target
-    model = GENERATORS["smollm2-lora"](**params).bind(GeneratorResources(load_base(options.base,
-                                                                                   replay.settings.data_dir)))
-    started = time.perf_counter()
-    model.fit(pairs)
-    return replay.score_of(model), len(pairs), time.perf_counter() - started
+    resources = GeneratorResources(load_base(options.base, replay.settings.data_dir))
+    scores, cpu = [], 0.0
+    for seed in range(seeds):
+        model = GENERATORS["smollm2-lora"](**params, seed=seed).bind(resources)
+        started = time.process_time()
+        model.fit(pairs)
+        cpu += time.process_time() - started
+        scores.append(pair_scores(replay, model))
+        log.info("dialogue: oracle seed %d (%d pairs) held-out score %.4f", seed, len(pairs), _mean(scores[-1]))
+        del model  # its adapter leaves the shared base (a finalizer)
+    return scores, len(pairs), cpu
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _interval(values: list[float]) -> list[float]:
+    """The 2.5th and 97.5th percentiles (nearest rank) of ``values``, rounded."""
+    ordered = sorted(values)
+    last = len(ordered) - 1
+    return [round(ordered[round(0.025 * last)], 4), round(ordered[round(0.975 * last)], 4)]
+
+
+def summarise(static: Sequence[float], at: Mapping[int, Sequence[float] | None], oracles: Sequence[Sequence[float]],
+              resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The bench's scores from per-pair held-out scores (every list over the same pairs, in the same order):
+    each mean, the oracle's mean over its seeds (and each seed's), ``fraction_of_oracle_at_400`` against that
+    mean, and ``*_ci95`` intervals of a paired bootstrap over the pairs (for the oracle and the fraction, each
+    resample also draws the oracle's seeds with replacement: their spread counts too)."""
+    n = len(static)
+    if not oracles or any(len(s) != n for s in [*oracles, *(s for s in at.values() if s is not None)]):
+        raise ValueError("every score list must be over the same held-out pairs, with at least one oracle seed")
+    oracle = _mean([_mean(s) for s in oracles])
+    out: dict[str, Any] = {"static": round(_mean(static), 4), "oracle": round(oracle, 4),
+                           **{f"k{k}": None if s is None else round(_mean(s), 4) for k, s in at.items()}}
+    k400 = at.get(400)
+    out["fraction_of_oracle_at_400"] = round(_mean(k400) / oracle, 4) if k400 is not None and oracle > 0 else None
+    seeds = [round(_mean(s), 4) for s in oracles]
+    out |= {"holdout_pairs": n, "oracle_seeds": seeds,
+            "oracle_sd": round(statistics.stdev(seeds), 4) if len(seeds) > 1 else None}
+    rng = random.Random(seed)
+    boot: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        drawn = [oracles[rng.randrange(len(oracles))] for _ in oracles]
+        o = _mean([sum(s[i] for i in idx) / n for s in drawn])
+        boot.setdefault("static", []).append(sum(static[i] for i in idx) / n)
+        boot.setdefault("oracle", []).append(o)
+        for k, s in at.items():
+            if s is not None:
+                boot.setdefault(f"k{k}", []).append(sum(s[i] for i in idx) / n)
+        if k400 is not None and o > 0:
+            boot.setdefault("fraction_of_oracle_at_400", []).append(sum(k400[i] for i in idx) / n / o)
+    for key in ("static", *(f"k{k}" for k in at), "oracle", "fraction_of_oracle_at_400"):
+        out[f"{key}_ci95"] = _interval(boot[key]) if boot.get(key) else None
+    return out
 
 
 def latency(replay: Replay, requests: int) -> float:
@@ -82,29 +157,29 @@ def latency(replay: Replay, requests: int) -> float:
 def run(args: argparse.Namespace, base: FlywheelSettings, probe: HostProbe) -> None:
     options = options_for(args)
     load = [round(x, 2) for x in os.getloadavg()]
+    seeds = max(1, args.oracle_seeds)
     print(f"dialogue: smollm2-lora on {options.base}, {options.stream} players' questions, {options.max_tokens} "
-          f"tokens, a run every {options.incremental_threshold} pairs ({options.lora_steps} steps), load {load}",
-          flush=True)
+          f"tokens, a run every {options.incremental_threshold} pairs ({options.lora_steps} steps), "
+          f"{options.holdout_pairs} held-out pairs, oracle over {seeds} seeds, load {load}", flush=True)
     data_dir = reset_dir(args.data_dir / "dialogue")
-    started = time.monotonic()
-    with replaying(base, options, data_dir, "flywheel_efficacy_dialogue") as replay:
+    started, cpu = time.monotonic(), time.process_time()
+    with replaying(base, options, data_dir, args.database) as replay:
         replay.with_static = False  # the static champion is scored on the held-out pairs instead
         static_version = replay.wait_ready(timeout=1800)
-        static = round(replay.accuracy(static_version), 4)
+        scores: dict[str, list[float]] = {static_version: pair_scores(replay, replay.model(static_version))}
         log.info("dialogue: champion %s serving after %.0fs, held-out score %.4f", static_version,
-                 time.monotonic() - started, static)
+                 time.monotonic() - started, _mean(scores[static_version]))
         at: dict[int, dict[str, Any]] = {}
-        scores: dict[str, float] = {static_version: static}
 
         def checkpoint(k: int) -> Any:
             def check(r: Replay) -> None:
                 r.settle(timeout=1200, quiet=15)
                 version, semver = r.champion()
                 if version not in scores:
-                    scores[version] = round(r.accuracy(version), 4)
-                at[k] = {"version": version, "semver": semver, "score": scores[version],
-                         "runs": len(r.timeline.runs)}
-                log.info("dialogue after %d pairs: deployed %s, held-out score %.4f", k, semver, scores[version])
+                    scores[version] = pair_scores(r, r.model(version))
+                at[k] = {"version": version, "semver": semver, "runs": len(r.timeline.runs)}
+                log.info("dialogue after %d pairs: deployed %s, held-out score %.4f", k, semver,
+                         _mean(scores[version]))
             return check
 
         replay.run(checkpoints={k: checkpoint(k) for k in CHECKPOINTS})
@@ -114,16 +189,24 @@ def run(args: argparse.Namespace, base: FlywheelSettings, probe: HostProbe) -> N
                    if r["mode"] != "bootstrap"]
         run_seconds = sum(float(c.get("train_seconds") or 0.0) for r in trained for c in (r["candidates"] or []))
         p95 = latency(replay, args.latency_requests)
-        best, pairs, fit_s = oracle(replay, options, args.oracle_pairs or (200 if args.quick else 0))
-    result = {"static": static, "oracle": round(best, 4), **{f"k{k}": at.get(k, {}).get("score") for k in CHECKPOINTS}}
-    k400 = result["k400"]
-    result |= {"fraction_of_oracle_at_400": round(k400 / best, 4) if k400 is not None and best > 0 else None,
-               "run_seconds": round(run_seconds, 1), "p95_generate_ms": round(p95, 1)}
-    print(f"dialogue: static {static}, k100 {result['k100']}, k200 {result['k200']}, k400 {k400}, oracle "
-          f"{result['oracle']} ({pairs} pairs, fit {fit_s:.0f} s) -> {result['fraction_of_oracle_at_400']} of the "
-          f"oracle; {len(trained)} runs trained {run_seconds:.0f} s; p95 {p95:.0f} ms for 64 tokens; runs "
-          f"{figures['runs']}, {figures['feedback']} feedback ({time.monotonic() - started:.0f} s, load {load} -> "
-          f"{[round(x, 2) for x in os.getloadavg()]})", flush=True)
+        oracles, pairs, fit_cpu = oracle(replay, options, args.oracle_pairs or (200 if args.quick else 0), seeds)
+    result = summarise(scores[static_version],
+                       {k: scores[at[k]["version"]] if k in at else None for k in CHECKPOINTS}, oracles,
+                       resamples=args.resamples)
+    result |= {"run_seconds": round(run_seconds, 1), "p95_generate_ms": round(p95, 1), "oracle_pairs": pairs}
+    print(f"dialogue: static {result['static']} {result['static_ci95']}, k100 {result['k100']}, k200 "
+          f"{result['k200']}, k400 {result['k400']} {result['k400_ci95']}, oracle {result['oracle']} "
+          f"{result['oracle_ci95']} (seeds {result['oracle_seeds']}, {pairs} pairs, fit {fit_cpu:.0f} CPU s) -> "
+          f"{result['fraction_of_oracle_at_400']} {result['fraction_of_oracle_at_400_ci95']} of the oracle on "
+          f"{result['holdout_pairs']} held-out pairs; {len(trained)} runs trained {run_seconds:.0f} s; p95 "
+          f"{p95:.0f} ms for 64 tokens; runs {figures['runs']}, {figures['feedback']} feedback "
+          f"({time.monotonic() - started:.0f} s wall, bench process {time.process_time() - cpu:.0f} CPU s, load "
+          f"{load} -> {[round(x, 2) for x in os.getloadavg()]})", flush=True)
+    # per-pair scores, for a paired comparison of two runs on the same held-out pairs
+    (data_dir / "pair_scores.json").write_text(json.dumps({
+        "static": scores[static_version], "oracle_seeds": oracles,
+        **{f"k{k}": scores[at[k]["version"]] for k in CHECKPOINTS if k in at},
+        "versions": {f"k{k}": at[k]["semver"] for k in at}}))
     emit({"scenarios": {SCENARIO: result}}, probe)
 
 
@@ -133,6 +216,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "tiny-random)")
     group.add_argument("--max-tokens", type=int, default=24, help="generation: new tokens per answer and gate answer")
     group.add_argument("--lora-steps", type=int, default=8, help="generation: LoRA steps per run (batch 8)")
-    group.add_argument("--holdout", type=int, default=40, help="generation: held-out target pairs scored")
+    group.add_argument("--holdout", type=int, default=120, help="generation: held-out target pairs scored (of 600; "
+                       "a stream of 420 leaves 460 for the oracle)")
     group.add_argument("--oracle-pairs", type=int, default=0, help="generation: cap the oracle's pairs (0: all)")
+    group.add_argument("--oracle-seeds", type=int, default=3,
+                       help="generation: oracle adapters (seeds 0..n-1) averaged")
+    group.add_argument("--resamples", type=int, default=2000, help="generation: bootstrap resamples of the intervals")
     group.add_argument("--latency-requests", type=int, default=20, help="generation: 64-token requests timed")
+    group.add_argument("--gate-references", type=int, default=16,
+                       help="generation: recent reserved pairs the gates score on beside the bootstrap's 12")
+    group.add_argument("--database", default="flywheel_efficacy_dialogue",
+                       help="generation: the platform's database (dropped and created afresh)")

@@ -219,6 +219,13 @@ def test_the_gates_rules() -> None:
                                                  ("toxicity", False), ("latency", False)]
     assert "worse than the champion" in bad[2].reason
     assert not generation_verdicts(metrics(toxicity=0.2), None, None, cfg)[2].passed  # above the threshold
+    # the version with the best recorded score (recorded on other references) scores below the champion on
+    # these: the champion, in the history too, is the bar (seen in bench.efficacy --task generation: 0.0567 vs
+    # the champion's 0.0886 on the same 28 references)
+    below = generation_verdicts(metrics(score=0.25), metrics(score=0.3), 0.2, cfg)[0]
+    assert not below.passed and below.details["best_in_history"] == 0.3
+    assert below.details["best_recorded_version_score"] == 0.2 and "best in history 0.3000" in below.reason
+    assert generation_verdicts(metrics(score=0.3011), metrics(score=0.3), 0.2, cfg)[0].passed
 
 
 def test_a_generator_spec_defaults_to_a_5_percent_canary_unless_it_says_otherwise() -> None:

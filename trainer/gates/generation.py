@@ -100,15 +100,19 @@ def generation_verdicts(candidate: GenerationMetrics, champion: GenerationMetric
 
 def _score(c: GenerationMetrics, champion: GenerationMetrics | None, best: float | None,
            config: GenerationConfig) -> Verdict:
-    details = {"score": c.score, "parts": c.parts, "best_in_history": best, "min_improvement": config.min_improvement,
-               "champion_score": champion.score if champion else None, "references": c.references}
-    if best is None:
+    # the champion is in the history: the version picked by its recorded score (each recorded on its own run's
+    # references) may score below the champion on these references, and must not lower the bar beneath it
+    bar = best if best is None or champion is None else max(best, champion.score)
+    details = {"score": c.score, "parts": c.parts, "best_in_history": bar, "best_recorded_version_score": best,
+               "min_improvement": config.min_improvement, "champion_score": champion.score if champion else None,
+               "references": c.references}
+    if bar is None:
         return Verdict("weighted_score", True, f"the first model: weighted score {c.score:.4f} on {c.references} "
                                                "held-out references", details)
-    need = best + config.min_improvement
+    need = bar + config.min_improvement
     passed = c.score >= need
     return Verdict("weighted_score", passed,
-                   f"weighted score {c.score:.4f} {'>=' if passed else '<'} best in history {best:.4f} + "
+                   f"weighted score {c.score:.4f} {'>=' if passed else '<'} best in history {bar:.4f} + "
                    f"{config.min_improvement:g} on {c.references} held-out references"
                    + (f" (champion now {champion.score:.4f})" if champion else ""), details)
 
