@@ -51,3 +51,25 @@ def test_bad_input_is_refused() -> None:
         weighted_score(["a"], ["a"], {"bleu5": 1.0})
     with pytest.raises(GateConfigError):
         weighted_score(["a"], ["a"], {"bleu1": -1.0, "bleu2": 2.0})
+
+
+def test_the_score_bar_is_never_below_the_champion_on_the_same_references() -> None:
+    """The best-in-history version is picked by its recorded score (on its own run's references); re-scored
+    on today's it may fall below the champion, which then sets the bar. No history at all: the champion."""
+    from trainer.gates.generation import GenerationConfig, GenerationMetrics, generation_verdicts
+
+    def metrics(score: float) -> GenerationMetrics:
+        return GenerationMetrics(score=score, parts={}, perplexity=10.0, toxicity_rate=0.0, p95_latency_ms=100.0,
+                                 references=28, probes=10)
+
+    config = GenerationConfig()
+    champion = metrics(0.0886)
+    between = metrics(0.07)  # above the re-scored best of history (0.0567), below the champion
+    [verdict, *_] = generation_verdicts(between, champion, 0.0567, config)
+    assert not verdict.passed and verdict.details["best_in_history"] == 0.0886
+    [verdict, *_] = generation_verdicts(between, champion, None, config)
+    assert not verdict.passed and "first model" not in verdict.reason
+    [verdict, *_] = generation_verdicts(metrics(0.0886 + config.min_improvement), champion, 0.0567, config)
+    assert verdict.passed
+    [verdict, *_] = generation_verdicts(between, None, None, config)
+    assert verdict.passed and "first model" in verdict.reason

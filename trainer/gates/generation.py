@@ -102,7 +102,9 @@ def _score(c: GenerationMetrics, champion: GenerationMetrics | None, best: float
            config: GenerationConfig) -> Verdict:
     # the champion is in the history: the version picked by its recorded score (each recorded on its own run's
     # references) may score below the champion on these references, and must not lower the bar beneath it
-    bar = best if best is None or champion is None else max(best, champion.score)
+    # (a champion with no recorded score in the history sets the bar alone)
+    known = [score for score in (best, champion.score if champion else None) if score is not None]
+    bar = max(known) if known else None
     details = {"score": c.score, "parts": c.parts, "best_in_history": bar, "best_recorded_version_score": best,
                "min_improvement": config.min_improvement, "champion_score": champion.score if champion else None,
                "references": c.references}
