@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -424,7 +423,7 @@ def test_the_bound_thread_count_reaches_the_served_forward_passes_only(
     """threads=2 is what torch runs the decode loop's forward passes with, in whichever thread calls (a pool's
     worker that ran torch on 1 thread before, a stream's own thread, beside a fit holding one_torch_thread
     in another thread), restored after the call; fits and perplexity still run on one thread."""
-    from kinds._threads import one_torch_thread
+    from tests.kinds.test_threads import fit_beside
 
     fitted.save(tmp_path / "a")
     two = load_model(tmp_path / "a", resources=GeneratorResources(tiny, threads=2))
@@ -436,22 +435,8 @@ def test_the_bound_thread_count_reaches_the_served_forward_passes_only(
         two.generate([Prompt("Hi")], max_new_tokens=4)
         return torch.get_num_threads(), len(list(two.stream(Prompt("Hi"), max_new_tokens=4)))
 
-    fitting, release = threading.Event(), threading.Event()
-
-    def fit_beside() -> None:
-        with one_torch_thread():
-            fitting.set()
-            release.wait(30)
-
-    beside = threading.Thread(target=fit_beside)
-    beside.start()
-    try:
-        assert fitting.wait(30)
-        with observed(monkeypatch, "decode") as seen, ThreadPoolExecutor(1) as pool:
-            after, pieces = pool.submit(in_worker).result()
-    finally:
-        release.set()
-        beside.join()
+    with fit_beside(), observed(monkeypatch, "decode") as seen, ThreadPoolExecutor(1) as pool:
+        after, pieces = pool.submit(in_worker).result()
     assert seen == [2, 2] and pieces >= 1
     assert after == 1  # the worker's own count, restored after the call
     with observed(monkeypatch, "next_token_nll") as scored, observed(monkeypatch, "_response_nll_of") as trained:

@@ -3,11 +3,13 @@ a pod's generations (``SpareCores``: fewer threads while other processes hold co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,26 @@ def stat_line(busy_ticks: int, idle_ticks: int = 0) -> str:
     """A /proc/stat first line: user nice system idle iowait irq softirq steal guest guest_nice (ticks)."""
     return f"cpu  {busy_ticks} 0 0 {idle_ticks} 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n"
 
+
+
+@contextlib.contextmanager
+def fit_beside() -> Iterator[None]:
+    """A one-thread fit running in another thread of this process for the duration of the block."""
+    fitting, release = threading.Event(), threading.Event()
+
+    def fit() -> None:
+        with one_torch_thread():
+            fitting.set()
+            release.wait(30)
+
+    beside = threading.Thread(target=fit)
+    beside.start()
+    try:
+        assert fitting.wait(30)
+        yield
+    finally:
+        release.set()
+        beside.join()
 
 def test_torch_threads_sets_the_calling_threads_count_and_restores_it() -> None:
     seen: dict[str, int] = {}
@@ -60,21 +82,8 @@ def test_spare_cores_counts_other_processes_busy_cores_not_its_own(tmp_path: Pat
     assert step(1.0, 1.9, 0.1) == 1  # 1.8 cores of others: still at least one thread
     wide = SpareCores(4, cores=8, stat=stat, clock=lambda: now[0], own_cpu=lambda: own[0])
     assert wide() == 1 and step(1.0, 3.0, 0.0) == 1 and wide() == 4  # 3 of 8 cores busy: 4 to spare
-    fitting, release = threading.Event(), threading.Event()
-
-    def fit_beside() -> None:  # a fit in this process (flywheel up: the trainer beside the pod) holds a core
-        with one_torch_thread():
-            fitting.set()
-            release.wait(30)
-
-    beside = threading.Thread(target=fit_beside)
-    beside.start()
-    try:
-        assert fitting.wait(30)
+    with fit_beside():  # a fit in this process (flywheel up: the trainer beside the pod) holds a core
         assert step(1.0, 2.0, 2.0) == 1 and spare.others == pytest.approx(0.0)  # the fit's core is not spare
-    finally:
-        release.set()
-        beside.join()
     assert step(1.0, 2.0, 2.0) == 2
     assert SpareCores(2, stat=tmp_path / "missing")() == 2  # no /proc/stat: the configured count
     with pytest.raises(ValueError):
