@@ -41,44 +41,40 @@ def one_blas_thread() -> Iterator[None]:
                 _limiter = None
 
 
-_torch_users = 0
-_torch_saved = 0
+_torch_users = 0  # one-thread torch fits running in this process (SpareCores counts each as a busy core)
 
 
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
-    """Run torch ops on one intra-op thread (torch's setting is process-wide; reference counted like
-    :func:`one_blas_thread`, restored when the last user leaves). For minilm-head's tiny ops, two threads
-    fighting over them on a busy 2-core machine made a 2000-sample fit 10-50x slower than one; a LoRA fit
-    (smollm2-lora) keeps one core for the pods and the broker beside it."""
-    global _torch_users, _torch_saved
-    import torch
+    """Run the calling thread's torch ops on one intra-op thread (:func:`torch_threads`, restored on exit), and
+    count the fit while it runs. For minilm-head's tiny ops, two threads fighting over them on a busy 2-core
+    machine made a 2000-sample fit 10-50x slower than one; a LoRA fit (smollm2-lora) keeps one core for the
+    pods and the broker beside it.
 
+    Per calling thread, not once per process: torch's count belongs to each OS thread, so a count set by the
+    first of two concurrent fits did not reach the second one's thread if that thread had already run torch on
+    more (the reference-counted process-wide setting this replaced skipped every later user)."""
+    global _torch_users
     with _lock:
-        if _torch_users == 0:
-            _torch_saved = torch.get_num_threads()
-            torch.set_num_threads(1)
         _torch_users += 1
     try:
-        yield
+        with torch_threads(1):
+            yield
     finally:
         with _lock:
             _torch_users -= 1
-            if _torch_users == 0:
-                torch.set_num_threads(_torch_saved)
 
 
 @contextlib.contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
     """Run the calling thread's torch ops on ``threads`` intra-op threads; its own count is restored on exit.
 
-    Why per thread and not :func:`one_torch_thread`'s process-wide count: torch's intra-op count is OpenMP's
+    Why per thread and not once per process: torch's intra-op count is OpenMP's
     ``nthreads`` of the calling OS thread (and MKL's thread-local count). ``torch.set_num_threads`` sets
     it for the calling thread, plus the count a thread that has not run a parallel op yet starts with; a
     thread that already ran one keeps its own (observed with torch 2.13: a worker that set 2 stays at 2
     while the main thread is at 1). So a pod's setting made once at start would not reach a generation
-    worker reliably, and a concurrent fit's ``one_torch_thread`` would skip a later user's thread (only its
-    first user sets). The count is applied here, in the thread that runs the forward passes, for each call.
+    worker reliably. The count is applied here, in the thread that runs the forward passes, for each call.
     """
     import torch
 

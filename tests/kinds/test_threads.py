@@ -60,6 +60,37 @@ def test_torch_threads_sets_the_calling_threads_count_and_restores_it() -> None:
         pass
 
 
+def test_one_torch_thread_holds_each_concurrent_fits_own_thread_at_one() -> None:
+    """Two fits at once, the second in a thread that ran torch on 2 threads before: both run on one, and each
+    thread gets its own count back (one process-wide setting reached only the first fit's thread)."""
+    seen: dict[str, int] = {}
+    first_in, second_done = threading.Event(), threading.Event()
+
+    def first() -> None:
+        torch.set_num_threads(2)
+        with one_torch_thread():
+            seen["first"] = torch.get_num_threads()
+            first_in.set()
+            second_done.wait(30)
+        seen["first_after"] = torch.get_num_threads()
+
+    def second() -> None:
+        torch.set_num_threads(2)
+        torch.ones(64, 64) @ torch.ones(64, 64)  # a parallel op: this thread now keeps its own count
+        assert first_in.wait(30)
+        with one_torch_thread():
+            seen["second"] = torch.get_num_threads()
+        seen["second_after"] = torch.get_num_threads()
+        second_done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"first": 1, "second": 1, "second_after": 2, "first_after": 2}
+
+
 def test_spare_cores_counts_other_processes_busy_cores_not_its_own(tmp_path: Path) -> None:
     stat, now, own = tmp_path / "stat", [100.0], [10.0]
     spare = SpareCores(2, cores=2, interval=0.5, stat=stat, clock=lambda: now[0], own_cpu=lambda: own[0])
