@@ -105,14 +105,26 @@ class SpareCores:
     threads are ~1.5x faster. This process's own
     CPU time is not "other" (a pod busy generating does not count against itself), except its fits: each
     fit running in it under :func:`one_torch_thread` or :func:`one_blas_thread` (``flywheel up`` runs the
-    trainer and the pod in one process) counts as one busy core."""
+    trainer and the pod in one process) counts as one busy core.
+
+    Idle cores are not enough: more threads must also be faster on this host. The caller reports each
+    generation's decode time (:meth:`observe`); with the cores to spare, more threads are given only while
+    their measured time per forward pass is at most ``gain`` times one thread's (each count is tried first,
+    and every ``recheck``-th call with cores to spare runs on the count not chosen, so a change of the host's
+    behaviour shows). Measured (docs/benchmarks.md): on one 2-vCPU Xeon 2 threads decode 1.5x faster than one
+    at 1.3x the CPU; on another, with the same model string, no faster at 1.6-2.2x the CPU."""
 
     def __init__(self, most: int, *, cores: int | None = None, interval: float = 0.5, stat: Path = Path("/proc/stat"),
-                 clock: Callable[[], float] = time.monotonic, own_cpu: Callable[[], float] = time.process_time
-                 ) -> None:
+                 clock: Callable[[], float] = time.monotonic, own_cpu: Callable[[], float] = time.process_time,
+                 gain: float = 0.8, recheck: int = 10, min_steps: int = 8) -> None:
         if most < 1:
             raise ValueError(f"most must be at least 1, got {most}")
+        if not 0 < gain <= 1 or recheck < 2 or min_steps < 1:
+            raise ValueError(f"need 0 < gain <= 1, recheck >= 2 and min_steps >= 1, got {gain}, {recheck}, {min_steps}")
         self.most, self.interval, self._stat, self._clock, self._own_cpu = most, interval, stat, clock, own_cpu
+        self.gain, self.recheck, self.min_steps = gain, recheck, min_steps
+        self.per_step: dict[int, float] = {}  # wall seconds per forward pass by thread count (moving average)
+        self._wide = 0  # calls that found more than one core to spare
         self.cores = cores or os.cpu_count() or 1  # what /proc/stat's first line adds up
         self._lock = threading.Lock()
         self._last: tuple[float, float, float] | None = None  # (when, host busy s, own CPU s)
@@ -145,6 +157,32 @@ class SpareCores:
                 when, last_busy, last_own = self._last
                 self.others = max(0.0, ((busy - last_busy) - (own - last_own)) / (now - when))
                 fits = _torch_users + _users  # one-thread fits running in this process right now
-                self._threads = max(1, min(self.most, math.floor(self.cores - self.others - fits + 0.5)))
+                self._threads = self._faster(max(1, min(self.most, math.floor(self.cores - self.others - fits + 0.5))))
             self._last = (now, busy, own)
             return self._threads
+
+    def _faster(self, spare: int) -> int:
+        """``spare`` threads if they were measured faster than one by :attr:`gain` (or not measured yet), else 1;
+        every :attr:`recheck`-th time the other."""
+        if spare == 1:
+            return 1
+        self._wide += 1
+        one, many = self.per_step.get(1), self.per_step.get(spare)
+        if many is None:
+            return spare
+        if one is None:
+            return 1
+        chosen = spare if many <= self.gain * one else 1
+        if self._wide % self.recheck == 0:
+            return 1 if chosen == spare else spare
+        return chosen
+
+    def observe(self, threads: int, steps: int, seconds: float) -> None:
+        """A generation ran ``steps`` forward passes on ``threads`` threads in ``seconds`` (wall, from when it
+        held the model); shorter ones than :attr:`min_steps` are not counted (their prompt dominates)."""
+        if steps < self.min_steps or not seconds > 0:
+            return
+        with self._lock:
+            seen = self.per_step.get(threads)
+            per = seconds / steps
+            self.per_step[threads] = per if seen is None else seen + 0.3 * (per - seen)

@@ -83,6 +83,13 @@ class GeneratorResources:
         """The thread count for the next call."""
         return self.threads() if callable(self.threads) else self.threads
 
+    def observed(self, threads: int, steps: int, seconds: float) -> None:
+        """A served call ran ``steps`` forward passes on ``threads`` threads in ``seconds``: told to ``threads``
+        when it learns from it (:meth:`kinds._threads.SpareCores.observe`)."""
+        observe = getattr(self.threads, "observe", None)
+        if observe is not None:
+            observe(threads, steps, seconds)
+
 
 class GeneratorKind(ABC):
     """A text generator trained on :class:`Pair` s. ``fit`` starts a fresh adapter; ``partial_fit``

@@ -135,6 +135,7 @@ class SmolLM2LoRA(GeneratorKind):
                          batch_size=batch_size, max_steps=max_steps, max_length=max_length, seed=seed, **extra)
         self._base: BaseModel | None = None
         self._threads: Callable[[], int] = lambda: 1  # the served forward passes' intra-op threads, per call
+        self._timed: Callable[[int, int, float], None] = lambda threads, steps, seconds: None  # ... and their time
         self._adapter = ""  # the peft adapter name on the base, once fitted or loaded
         self._source = Path(f"<unsaved {self.kind}>")
 
@@ -146,7 +147,7 @@ class SmolLM2LoRA(GeneratorKind):
         if self._base is not None and self._base is not resources.base and self._adapter:
             raise KindError("a fitted generator cannot move to another base; load its artifact there")
         self._base = resources.base
-        self._threads = resources.threads_now
+        self._threads, self._timed = resources.threads_now, resources.observed
         return self
 
     @property
@@ -161,7 +162,7 @@ class SmolLM2LoRA(GeneratorKind):
 
     def clone(self) -> Self:
         twin = super().clone()
-        twin._base, twin._threads = self._base, self._threads
+        twin._base, twin._threads, twin._timed = self._base, self._threads, self._timed
         return twin
 
     # -- learning ------------------------------------------------------------------------------
@@ -295,10 +296,14 @@ class SmolLM2LoRA(GeneratorKind):
 
         if streamer is not None:
             streamer.put(ids)
-        with torch_threads(self._threads()), base.lock, torch.inference_mode():
+        threads = self._threads()
+        with torch_threads(threads), base.lock, torch.inference_mode():
+            started = time.perf_counter()
             weights, adapter = self._served_weights(), self._lora()
-            return decode(weights, adapter, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
-                          eos=eos, pad=pad, stopped=stopped if stop else None, on_tokens=on_tokens)
+            out = decode(weights, adapter, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
+                         eos=eos, pad=pad, stopped=stopped if stop else None, on_tokens=on_tokens)
+            self._timed(threads, out.shape[1] - ids.shape[1], time.perf_counter() - started)
+            return out
 
     def _reference_generate(self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, temperature: float,
                             stop: Sequence[str]) -> torch.Tensor:

@@ -121,6 +121,32 @@ def test_spare_cores_counts_other_processes_busy_cores_not_its_own(tmp_path: Pat
         SpareCores(0)
 
 
+def test_spare_cores_gives_more_threads_only_while_they_are_measured_faster(tmp_path: Path) -> None:
+    """Idle cores, but a host where 2 threads decode no faster than one (as one 2-vCPU Xeon did): auto tries
+    both, then stays on one, rechecking 2 every ``recheck``-th call; where 2 are faster it stays on 2."""
+    stat, now, ticks = tmp_path / "stat", [100.0], [10_000]
+    stat.write_text(stat_line(ticks[0]))
+    spare = SpareCores(2, cores=2, stat=stat, clock=lambda: now[0], own_cpu=lambda: 0.0, recheck=5)
+
+    def call(per_step_s: dict[int, float]) -> int:
+        now[0] += 1.0  # an idle host: nothing busy between two calls
+        stat.write_text(stat_line(ticks[0]))
+        threads = spare()
+        spare.observe(threads, 64, 64 * per_step_s[threads])
+        return threads
+
+    assert spare() == 1  # the warm-up
+    spare.observe(1, 1, 0.5)  # one token: too short to count
+    assert spare.per_step == {}
+    slow = {1: 0.025, 2: 0.026}  # 2 threads no faster
+    assert [call(slow) for _ in range(11)] == [2, 1, 1, 1, 2, 1, 1, 1, 1, 2, 1]  # each tried, then 2 every 5th
+    fast = {1: 0.025, 2: 0.016}  # the host changed: 2 threads 1.5x faster; the rechecks find it
+    seen = [call(fast) for _ in range(30)]
+    assert seen[-10:].count(2) == 8 and spare.per_step[2] < spare.gain * spare.per_step[1], seen  # 1 every 5th
+    with pytest.raises(ValueError):
+        SpareCores(2, gain=1.5)
+
+
 def test_spare_cores_gives_one_thread_beside_a_busy_process_on_this_host() -> None:
     """A real neighbour: a busy loop in another process holds one core, so a 2-core host has one to spare."""
     cores = len(os.sched_getaffinity(0))

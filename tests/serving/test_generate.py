@@ -405,10 +405,22 @@ def test_the_pods_generate_threads_are_what_the_served_forward_passes_run_on(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, "decode", spy)
+    timed: list[tuple[int, int]] = []
+    if isinstance(resources.threads, SpareCores):  # auto learns each call's decode time at the count it gave
+        observe = resources.threads.observe
+
+        def spy_observe(threads: int, steps: int, seconds: float) -> None:
+            timed.append((threads, steps))
+            observe(threads, steps, seconds)
+
+        monkeypatch.setattr(resources.threads, "observe", spy_observe)
     assert threads_client.post("/v1/models/npc/generate", json=ASK).status_code == 200
     with threads_client.stream("POST", "/v1/models/npc/generate", json={**ASK, "stream": True}) as response:
         assert response.status_code == 200 and sse(response.read().decode())[-1][0] == "done"
     assert len(seen) == 2 and all(count == decided and 1 <= count <= 2 for _, count, decided in seen), seen
+    if setting == 0:
+        assert [threads for threads, _ in timed] == [decided for _, _, decided in seen], (timed, seen)
+        assert all(steps >= 1 for _, steps in timed), timed
     assert seen[0][0].startswith("flywheel-generate") and seen[1][0] == "smollm2-lora-stream", seen
     gauge = [line for line in threads_client.get("/metrics").text.splitlines()
              if line.startswith('flywheel_serving_generate_threads{model="npc"}')]
