@@ -102,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--prompts", type=int, default=len(PROMPTS))
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FLYWHEEL_DATA_DIR", "data")))
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FLYWHEEL_DATA_DIR", ".flywheel")))
     parser.add_argument("--before", default="", help="a git revision whose kinds/_decode.py (float16, int8) is "
                         "also timed, in this process: before/after in the same run")
     parser.add_argument("--threads", default="1,2,0", help="intra-op thread counts the served dtype's forced "

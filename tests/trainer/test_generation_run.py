@@ -29,7 +29,7 @@ from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
 from trainer.dialogue_data import chatterbot_pairs
 from trainer.exceptions import TrainerError
 from trainer.gates.generation import GenerationConfig, GenerationMetrics, generation_verdicts
-from trainer.pairs import read_pairs_csv
+from trainer.pairs import PairStore, read_pairs_csv
 
 NPC = {"name": "npc", "task": "text-generation", "description": "A tavern keeper answering travellers."}
 TOXIC = ToxicityCheck()
@@ -65,9 +65,9 @@ def corpus(n: int = 40) -> list[Pair]:
     return [p.pair for p in chatterbot_pairs()[:n]]
 
 
-def land_and_curate(db_url: str, pairs: list[Pair], *, rating: int = 5) -> None:
-    """Served responses to the pairs' prompts, each rated (and corrected to the pair's response), as
-    ingest lands them; then curated as the curation service would."""
+def land_and_curate(db_url: str, pairs: list[Pair], *, rating: int = 5, corrected: bool = True) -> None:
+    """Served responses ("Hm.") to the pairs' prompts, each rated (and corrected to the pair's response unless
+    not ``corrected``), as ingest lands them; then curated as the curation service would."""
     with db.connect(db_url) as conn, conn.cursor() as cur:
         for i, p in enumerate(pairs):
             pid = uuid.uuid4().hex
@@ -78,7 +78,8 @@ def land_and_curate(db_url: str, pairs: list[Pair], *, rating: int = 5) -> None:
             cur.execute("INSERT INTO feedback (feedback_id, content_key, prediction_id, rating, correction, user_id, "
                         "source, ts, status, model, model_version, variant, resolved_at) VALUES (%s, %s, %s, %s, %s, "
                         "%s, 'game', now(), 'joined', 'npc', '1', 'champion', now())",
-                        (uuid.uuid4().hex, uuid.uuid4(), pid, rating, p.response, f"player{i % 5}"))
+                        (uuid.uuid4().hex, uuid.uuid4(), pid, rating, p.response if corrected else None,
+                         f"player{i % 5}"))
         conn.commit()
     cfg = CurationConfig()
     with db.connect(db_url, autocommit=True) as conn:
@@ -262,3 +263,22 @@ def test_the_best_version_in_history_is_scored_on_the_candidates_references(lc: 
     assert details["best_in_history"] == pytest.approx(details["champion_score"])
     assert details["best_in_history"] < 0.99
     assert score["passed"] == (details["score"] >= details["champion_score"] + details["min_improvement"])
+
+
+def test_a_served_answer_rated_good_trains_but_is_never_a_reference(lc: Lifecycle, db_url: str) -> None:
+    """A good rating makes the served answer a training target; only a person's correction is a held-out
+    reference (the serving version reproduces its own answer word for word, so it would win on it)."""
+    assert lc.trainer.bootstrap_pairs(corpus(), source="chatterbot").status == "promoted"
+    land_and_curate(db_url, [p.pair for p in chatterbot_pairs()[40:140]], rating=5, corrected=False)
+    land_and_curate(db_url, [p.pair for p in chatterbot_pairs()[140:240]], rating=1)
+    with psycopg.connect(db_url) as conn:
+        store = PairStore(conn, 20, model="npc")
+        references = store.holdout(1000)
+        trained = [p.response for _, p in store.training(after=0, upto=2**62)]
+        served = conn.execute("SELECT count(*) FROM samples WHERE model = 'npc' AND status = 'accepted' AND "
+                              "target = 'Hm.'").fetchone()
+    corrections = {p.pair.response for p in chatterbot_pairs()[140:240]}
+    assert served is not None and served[0] > 50  # good-rated served answers are targets (duplicates rejected)
+    assert 0 < trained.count("Hm.") < served[0]  # ... trained on, except the reserved ~20%
+    assert "Hm." not in {p.response for p in references}
+    assert len([p for p in references if p.response in corrections]) > 5  # the reserved corrections are
