@@ -100,7 +100,8 @@ class DemoOptions(BaseModel):
     base: str = Field(default="smollm2-135m-instruct", description="The generator's base model (tiny-random: "
                       "a random 2-layer Llama for tests).")
     max_tokens: int = Field(default=32, ge=1, le=256, description="New tokens per answer (and per gate answer).")
-    lora_steps: int = Field(default=8, ge=1, description="LoRA steps of a run (batch 8).")
+    lora_steps: int = Field(default=8, ge=0, description="LoRA steps of a run (batch 8); 0: one epoch over the "
+                            "run's pairs (the new ones and the replayed).")
     holdout_pairs: int = Field(default=24, ge=5, description="Target pairs held out from the stream to score on.")
     correction_rate: float = Field(default=0.7, ge=0.0, le=1.0,
                                    description="A player's chance of correcting an answer rated 3 or lower.")
