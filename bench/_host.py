@@ -59,15 +59,27 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     return info
 
 
+def python_speed_us(loops: int = 2000) -> float:
+    """Microseconds per ``sum(range(1000))``, best of 5 runs of ``loops`` (what ``python3 -m timeit
+    'sum(range(1000))'`` prints): one core's speed for interpreted code, which the CPU model string does not
+    tell. Two hosts that both report "Intel(R) Xeon(R) Processor" ran it in 10.8 and 24.9 µs and decoded
+    SmolLM2 at 25 and 48 CPU ms a token (docs/benchmarks.md). Best of 5, so a neighbour's burst moves it less."""
+    import timeit
+
+    return round(min(timeit.Timer("sum(range(1000))").repeat(5, loops)) / loops * 1e6, 2)
+
+
 @dataclass
 class HostProbe:
-    """Started at the beginning of a run; :meth:`report` adds the load average after it."""
+    """Started at the beginning of a run (the load average and the interpreter's speed before it); :meth:`report`
+    adds the load average after it."""
 
     load_before: list[float] = field(default_factory=_load)
+    speed_us: float = field(default_factory=python_speed_us)
 
     def report(self) -> dict[str, Any]:
-        return {**cpu_info(), "python": sys.version.split()[0], "load_before": self.load_before,
-                "load_after": _load()}
+        return {**cpu_info(), "python": sys.version.split()[0], "timeit_sum_range_1000_us": self.speed_us,
+                "load_before": self.load_before, "load_after": _load()}
 
 
 def emit(result: dict[str, Any], probe: HostProbe) -> None:
