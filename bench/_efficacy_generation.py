@@ -58,7 +58,7 @@ def options_for(args: argparse.Namespace) -> DemoOptions:
         SCENARIO, stream=max(CHECKPOINTS) + 20, feedback_rate=1.0, promotion="direct",
         base="tiny-random" if quick else args.base, max_tokens=8 if quick else args.max_tokens,
         lora_steps=2 if quick else args.lora_steps, incremental_threshold=args.threshold or (40 if quick else 50),
-        holdout_pairs=args.holdout, gate_references=args.gate_references,
+        holdout_pairs=args.holdout, gate_references=args.gate_references, replay_pairs=args.replay_pairs,
         rate=20.0 if quick else 5.0, window=50)
 
 
@@ -215,7 +215,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--base", default="smollm2-135m-instruct", help="generation: the base model (--quick: "
                        "tiny-random)")
     group.add_argument("--max-tokens", type=int, default=24, help="generation: new tokens per answer and gate answer")
-    group.add_argument("--lora-steps", type=int, default=8, help="generation: LoRA steps per run (batch 8; 0: one epoch over the run's pairs)")
+    group.add_argument("--lora-steps", type=int, default=8,
+                       help="generation: LoRA steps per run (batch 8; 0: one epoch over the run's pairs)")
+    group.add_argument("--replay-pairs", type=int, default=16,
+                       help="generation: earlier training pairs an incremental run replays beside the new ones")
     group.add_argument("--holdout", type=int, default=120, help="generation: held-out target pairs scored (of 600; "
                        "a stream of 420 leaves 460 for the oracle)")
     group.add_argument("--oracle-pairs", type=int, default=0, help="generation: cap the oracle's pairs (0: all)")

@@ -98,7 +98,7 @@ def rating(score: float, rng: random.Random, noise: float) -> int:
 
 def spec(options: DemoOptions) -> dict[str, Any]:
     """The NPC model as a user declares it (docs/models.md): incremental runs continue the champion's
-    adapter on every ``incremental_threshold`` new pairs plus ``replay_size`` earlier ones; the gates
+    adapter on every ``incremental_threshold`` new pairs plus ``replay_pairs`` (16) earlier ones; the gates
     measure on the bootstrap holdout plus the ``gate_references`` (16) most recent reserved target pairs (20% of
     the feedback is reserved); the latency budget is this CPU's (a 64-token answer costs seconds on a shared core,
     docs/benchmarks.md), so the gate judges what a model costs here, not the 1.5 s goal of a GPU pod."""
@@ -106,8 +106,8 @@ def spec(options: DemoOptions) -> dict[str, Any]:
         "name": MODEL, "task": "text-generation", "kinds": ["smollm2-lora"], "description": DESCRIPTION,
         "training": {
             "policy": {"incremental_threshold": options.incremental_threshold, "full_threshold": 1_000_000,
-                       "holdout_percent": 20, "holdout_recent": options.gate_references, "replay_size": 16,
-                       "reconcile_interval_s": 5.0},
+                       "holdout_percent": 20, "holdout_recent": options.gate_references,
+                       "replay_size": options.replay_pairs, "reconcile_interval_s": 5.0},
             "generation": {"params": {"base": options.base, "max_steps": options.lora_steps, "batch_size": 8,
                                       "max_length": 128, "lr": 2e-3},
                            "max_new_tokens": options.max_tokens, "probes": list(PROBES),

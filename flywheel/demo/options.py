@@ -105,6 +105,8 @@ class DemoOptions(BaseModel):
     holdout_pairs: int = Field(default=24, ge=5, description="Target pairs held out from the stream to score on.")
     correction_rate: float = Field(default=0.7, ge=0.0, le=1.0,
                                    description="A player's chance of correcting an answer rated 3 or lower.")
+    replay_pairs: int = Field(default=16, ge=0, description="dialogue: earlier training pairs an incremental run "
+                              "trains on beside the new ones (policy replay_size).")
     gate_references: int = Field(default=16, ge=0, description="dialogue: the most recent reserved feedback pairs "
                                  "the gates score candidates on, beside the bootstrap's held-out pairs (policy "
                                  "holdout_recent).")
