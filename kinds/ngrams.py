@@ -125,12 +125,12 @@ Grams = tuple[str, int, int]  # (analyzer, ngram_min, ngram_max)
 @dataclass(frozen=True)
 class SharedCounts:
     """What a process needs to derive a fit's features as the counting process does: the block's key and
-    texts, and its counts of the fit's n-grams saved to ``path`` (:func:`shared_counts`)."""
+    texts, and its counts of each of the fit's n-gram sets (a blend's two) saved to ``files``
+    (:func:`shared_counts`)."""
 
     key: str
     texts: Sequence[str]
-    grams: Grams
-    path: Path
+    files: Mapping[Grams, Path]
 
 
 @dataclass
@@ -161,28 +161,40 @@ def counted_once(texts: Sequence[str], *, key: str | None = None) -> Iterator[No
 
 
 def shared_counts(params: Mapping[str, Any]) -> SharedCounts | None:
-    """The enclosing block's counts of the n-grams of a ``tfidf-logreg`` with ``params``, counted now if not
-    yet and saved to a file once, for a fit worker (:mod:`trainer.fitpool`) to load instead of counting
-    again; None outside a block or for params without n-grams (another kind)."""
+    """The enclosing block's counts of the n-grams of a ``tfidf-logreg`` with ``params`` (and of its
+    ``blend``'s second model), counted now if not yet and saved to a file once each, for a fit worker
+    (:mod:`trainer.fitpool`) to load instead of counting again; None outside a block or for params without
+    n-grams (another kind)."""
     counted = _current.get()
     if counted is None or "ngram_max" not in params:
         return None
-    grams = (str(params.get("analyzer", "word")), int(params.get("ngram_min", 1)), int(params["ngram_max"]))
-    if grams not in counted.files:
-        if counted.scratch is None:
-            counted.scratch = Path(tempfile.mkdtemp(prefix="ngrams-"))
-        path = counted.scratch / f"{'-'.join(map(str, grams))}.npz"
-        _counts(counted, grams).save(path)
-        counted.files[grams] = path
-    return SharedCounts(counted.key, counted.texts, grams, counted.files[grams])
+    wanted = _grams_of(params)
+    for grams in wanted:
+        if grams not in counted.files:
+            if counted.scratch is None:
+                counted.scratch = Path(tempfile.mkdtemp(prefix="ngrams-"))
+            path = counted.scratch / f"{'-'.join(map(str, grams))}.npz"
+            _counts(counted, grams).save(path)
+            counted.files[grams] = path
+    return SharedCounts(counted.key, counted.texts, {grams: counted.files[grams] for grams in wanted})
 
 
 def use_counts(shared: SharedCounts) -> None:
-    """In the enclosing block (entered with ``shared``'s texts and key), load ``shared``'s counts when its
+    """In the enclosing block (entered with ``shared``'s texts and key), load ``shared``'s counts when their
     n-grams are first needed instead of counting them."""
     counted = _current.get()
     if counted is not None and counted.key == shared.key:
-        counted.files.setdefault(shared.grams, shared.path)
+        for grams, path in shared.files.items():
+            counted.files.setdefault(grams, path)
+
+
+def _grams_of(params: Mapping[str, Any]) -> list[Grams]:
+    """The n-gram sets a ``tfidf-logreg`` with ``params`` counts: its own, and its blend's second model's
+    (``params`` updated with the ``blend``'s, as :class:`kinds.tfidf.TfidfLogReg` builds it)."""
+    blend = params.get("blend")
+    parts = [params, *([{**params, **blend}] if isinstance(blend, Mapping) else [])]
+    return list(dict.fromkeys((str(p.get("analyzer", "word")), int(p.get("ngram_min", 1)), int(p["ngram_max"]))
+                              for p in parts))
 
 
 def _counts(counted: _Counted, grams: Grams) -> NgramCounts:

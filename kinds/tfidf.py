@@ -4,6 +4,10 @@ never pickle.
 
 Incremental training keeps the vocabulary and the label set and warm-starts the coefficients.
 
+``blend``: a second tfidf-logreg (this one's params updated with the blend's, e.g. word 1-2 grams beside the
+demo's char_wb 2-5) fitted on the same rows and weights, every fit, warm start and save beside the first;
+the model predicts the mean of the two probability vectors (issue 18, docs/training.md).
+
 Prediction does not go through scikit-learn: :class:`_Scorer` computes the same features (the
 vectorizer's lower-casing, token pattern and word n-grams or its ``char_wb`` character n-grams, sublinear
 tf, idf, L2 norm) and the same probabilities (softmax of the decision, or the logistic for two labels)
@@ -16,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -39,6 +43,8 @@ TOKEN = re.compile(r"(?u)\b\w\w+\b")  # TfidfVectorizer's default token_pattern
 WHITE_SPACES = re.compile(r"\s\s+")  # TfidfVectorizer's whitespace normalisation before char_wb n-grams
 ANALYZERS = ("word", "char_wb")
 SOLVERS = ("newton-cg", "lbfgs")
+BLENDED = ("analyzer", "ngram_min", "ngram_max", "min_df", "max_features", "c", "max_iter", "solver")  # blend may set
+BLEND_PREFIX = "blend-"  # a blended model's second model's files in the artifact: blend-weights.npz, ...
 
 
 class TfidfLogReg(ModelKind):
@@ -49,7 +55,7 @@ class TfidfLogReg(ModelKind):
 
     def __init__(self, *, ngram_max: int = 2, min_df: int = 1, max_features: int = 50_000, c: float = 4.0,
                  max_iter: int = 300, seed: int = 0, analyzer: str = "word", ngram_min: int = 1,
-                 solver: str = "newton-cg") -> None:
+                 solver: str = "newton-cg", blend: Mapping[str, Any] | None = None) -> None:
         """``analyzer``: ``word`` n-grams of tokens (``ngram_min``..``ngram_max``), or ``char_wb``: character
         n-grams inside word boundaries, which transfer to a domain whose words the corpus never had (a
         misspelling, a hashtag, a product name share most of their character n-grams with known words):
@@ -61,7 +67,15 @@ class TfidfLogReg(ModelKind):
         on the demo's char_wb 2-5 features (8,934 rows x 50,000 columns x 3 labels) 6 iterations in ~1/9 of
         the time ``lbfgs`` takes for its 55, and nearer the optimum (max probability difference to a fit at
         tol 1e-8: 0.021 vs 0.029); L-BFGS-B spent 60% of its fit in its own bookkeeping on the 150,000
-        coefficients (issue 18, docs/training.md). ``lbfgs``: as fitted before; kept for comparison."""
+        coefficients (issue 18, docs/training.md). ``lbfgs``: as fitted before; kept for comparison.
+
+        ``blend``: None (the default: one model, params and artifacts as before), or the params (of
+        :data:`BLENDED`) in which a second tfidf-logreg differs from this one, e.g. ``{"analyzer": "word",
+        "ngram_min": 1, "ngram_max": 2}``: fitted on the same rows and weights (its n-grams counted once per
+        run too), warm-started, partially fitted and saved beside this one; the model's probabilities are the
+        mean of the two. Offline, the demo's char_wb 2-5 blended with word 1-2 grams (corpus 0.2) passed the
+        real gate for a first promotion within 150 labels in 10 of 16 scenario-orders vs 6 of 16 alone and
+        raised the movie slice (docs/benchmarks.md)."""
         if analyzer not in ANALYZERS:
             raise KindError(f"analyzer must be one of {ANALYZERS}, got {analyzer!r}")
         if solver not in SOLVERS:
@@ -74,11 +88,31 @@ class TfidfLogReg(ModelKind):
             params.update(analyzer=analyzer, ngram_min=ngram_min)
         if solver != SOLVERS[0]:  # the default leaves the params (and old artifacts) as they were
             params["solver"] = solver
+        if blend is not None:
+            params["blend"] = dict(blend) if isinstance(blend, Mapping) else blend
         super().__init__(**params)
+        self._blend: TfidfLogReg | None = None if blend is None else self._second(blend)  # its second model
         self._vectorizer: TfidfVectorizer | None = None  # scikit-learn's objects: built to fit
         self._clf: LogisticRegression | None = None
         self._scorer: _Scorer | None = None  # what predicts
         self._start: Solution | None = None  # where the next fit's solver starts (starting_at): once
+
+    def _second(self, blend: object) -> TfidfLogReg:
+        """The blend's second model: this one's params updated with ``blend``; :class:`KindError` if ``blend``
+        names a param outside :data:`BLENDED` (a blend of a blend among them), a bad value, or nothing new."""
+        if not isinstance(blend, Mapping) or not blend:
+            raise KindError(f"blend must be a non-empty dict of tfidf-logreg params, got {blend!r}")
+        unknown = sorted(str(name) for name in blend if name not in BLENDED)
+        if unknown:
+            raise KindError(f"blend takes {BLENDED} (one level: no blend inside a blend), got {unknown}")
+        own = {name: value for name, value in self.params.items() if name != "blend"}
+        try:
+            second = TfidfLogReg(**{**own, **blend})
+        except KindError as exc:
+            raise KindError(f"blend {dict(blend)!r}: {exc}") from exc
+        if second.params == own:
+            raise KindError(f"blend {dict(blend)!r} changes none of the model's params: the mean would be the model")
+        return second
 
     def _new_vectorizer(self) -> TfidfVectorizer:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -118,6 +152,8 @@ class TfidfLogReg(ModelKind):
             clf.fit(features, list(labels), sample_weight=None if weights is None else np.asarray(weights, float))
         self._set(vectorizer, clf)
         self.labels = tuple(str(c) for c in clf.classes_)
+        if self._blend is not None:  # the same rows and weights (its n-grams from the same counting block)
+            self._blend.fit(texts, labels, weights)
         return self
 
     def solution(self) -> Solution | None:
@@ -125,15 +161,19 @@ class TfidfLogReg(ModelKind):
         if self._scorer is None:
             return None
         s = self._scorer
-        return Solution(self.labels, s.vocabulary, s.idf, s.coef, s.intercept)
+        return Solution(self.labels, s.vocabulary, s.idf, s.coef, s.intercept,
+                        None if self._blend is None else self._blend.solution())
 
     def starting_at(self, solution: Any) -> Self:
         """The next :meth:`fit` starts its solver at ``solution``'s coefficients, mapped by n-gram (0 for one
         it did not have) and rescaled by the ratio of the idfs, when its label set is the fit's (else from
         zero). The regularised logistic loss is strictly convex: the fit is the one it would be from zero,
         up to the solver's tolerance. Measured on a demo cross-fit fold started at the fit of the whole
-        frame: newton-cg 2 iterations instead of 6 (issue 18)."""
+        frame: newton-cg 2 iterations instead of 6 (issue 18). A blend's second model starts at the
+        solution's own second model (from zero when the solution's model was not blended)."""
         self._start = solution if isinstance(solution, Solution) else None
+        if self._blend is not None:
+            self._blend.starting_at(None if self._start is None else self._start.blend)
         return self
 
     def partial_fit(self, inputs: Sequence[Input], labels: Sequence[str],
@@ -141,6 +181,8 @@ class TfidfLogReg(ModelKind):
         self._require_fitted()
         self._check_labels(labels)
         texts = as_texts(inputs)
+        if self._blend is not None:
+            self._blend.partial_fit(texts, labels, weights)
         vectorizer, old = self._sklearn()
         features = vectorizer.transform(list(texts))
         if len(set(labels)) < len(self.labels):
@@ -162,7 +204,12 @@ class TfidfLogReg(ModelKind):
     def predict_proba(self, inputs: Sequence[Input]) -> Probabilities:
         self._require_fitted()
         assert self._scorer is not None
-        return self._scorer.proba(as_texts(inputs))
+        texts = as_texts(inputs)
+        proba = self._scorer.proba(texts)
+        if self._blend is not None:  # the mean of the two models' probabilities
+            proba += self._blend.predict_proba(texts)
+            proba /= 2.0
+        return proba
 
     def _set(self, vectorizer: TfidfVectorizer, clf: LogisticRegression) -> None:
         self._vectorizer, self._clf = vectorizer, clf
@@ -187,16 +234,30 @@ class TfidfLogReg(ModelKind):
         return self._vectorizer, self._clf
 
     def _save_files(self, directory: Path) -> list[str]:
-        assert self._scorer is not None
-        s = self._scorer
-        (directory / "vocabulary.json").write_text(json.dumps(s.vocabulary, sort_keys=True, ensure_ascii=False))
-        np.savez(directory / "weights.npz", idf=s.idf, coef=s.coef, intercept=s.intercept)
-        return ["vocabulary.json", "weights.npz"]
+        files = self._write(directory, "")
+        if self._blend is not None:  # the second model's files beside, pinned by the same manifest
+            files += self._blend._write(directory, BLEND_PREFIX)
+        return files
 
     def _load_files(self, directory: Path) -> None:
+        self._read(directory, "")
+        if self._blend is not None:
+            self._blend.labels = self.labels
+            self._blend._read(directory, BLEND_PREFIX)
+
+    def _write(self, directory: Path, prefix: str) -> list[str]:
+        """This model's vocabulary (JSON) and weights (``.npz``) as ``prefix`` + their names."""
+        assert self._scorer is not None
+        s = self._scorer
+        files = [f"{prefix}vocabulary.json", f"{prefix}weights.npz"]
+        (directory / files[0]).write_text(json.dumps(s.vocabulary, sort_keys=True, ensure_ascii=False))
+        np.savez(directory / files[1], idf=s.idf, coef=s.coef, intercept=s.intercept)
+        return files
+
+    def _read(self, directory: Path, prefix: str) -> None:
         try:
-            vocab: dict[str, Any] = json.loads((directory / "vocabulary.json").read_text())
-            with np.load(directory / "weights.npz", allow_pickle=False) as arrays:
+            vocab: dict[str, Any] = json.loads((directory / f"{prefix}vocabulary.json").read_text())
+            with np.load(directory / f"{prefix}weights.npz", allow_pickle=False) as arrays:
                 idf, coef, intercept = arrays["idf"], arrays["coef"], arrays["intercept"]
         except (OSError, ValueError, KeyError) as exc:
             raise ArtifactError(directory, f"unreadable tfidf-logreg files: {exc}") from exc
@@ -213,6 +274,7 @@ class Solution:
     idf: npt.NDArray[np.float64]
     coef: npt.NDArray[np.float64]
     intercept: npt.NDArray[np.float64]
+    blend: Solution | None = None  # a blended model's second model's
 
     def mapped(self, vocabulary: dict[str, int], idf: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The coefficients for the columns of ``vocabulary`` (idf ``idf``): each n-gram's own, times

@@ -9,7 +9,8 @@ sockets and locks), one BLAS/OpenMP thread per worker. A job holds only the kind
 data (inputs, labels, weights, the inputs to predict): the worker builds the model as the trainer would
 (:func:`kinds.catalog.create`), fits, predicts and sends back the probabilities, so a fold's predictions
 are those of the serial path. Inside :func:`kinds.ngrams.counted_once` the job carries the counted texts
-and the worker counts them once per run as the trainer does (the same features). Kinds that bind
+and the trainer's counts of each of the fit's n-gram sets (a blended tfidf-logreg's two), which the worker
+loads once per run instead of counting (the same features). Kinds that bind
 collaborators (a MiniLM head's embedder) fit in the trainer's process.
 
 ``workers`` 1: every fit in the trainer's process, one after the other (the serial path). A worker that
@@ -52,7 +53,7 @@ class FitWorkerError(TrainerError):
 @dataclass(frozen=True)
 class FitJob:
     """Fit ``kind`` (``params``) on ``inputs``/``labels``/``weights`` and predict ``predict``. ``counted``:
-    the trainer's enclosing :func:`~kinds.ngrams.counted_once` block (its texts and counts file)."""
+    the trainer's enclosing :func:`~kinds.ngrams.counted_once` block (its texts and counts files)."""
 
     kind: str
     params: dict[str, Any]

@@ -34,11 +34,16 @@ labels), so it could never pass; its target-only recipe (0) costs a fraction of 
 where the stream's domain no longer resembles the corpus (docs/training.md)."""
 KIND_PARAMS: dict[str, dict[str, Any]] = {
     "minilm-head": {"solver": "lbfgs", "c": 0.1},
-    "tfidf-logreg": {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5, "min_df": 2},
+    "tfidf-logreg": {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5, "min_df": 2,
+                     "blend": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}},
 }
 """The demo policy's model parameters, per kind (see :func:`demo_settings`). tfidf-logreg on character
 n-grams inside words: offline, vader_movies at 0.2 + 360 tweet labels serve held-out tweets at 0.661 where
-word 1-2 grams serve 0.633, the movie slice within the gate's tolerance of the champion (docs/training.md)."""
+word 1-2 grams serve 0.633, the movie slice within the gate's tolerance of the champion (docs/training.md);
+blended with a word 1-2 model (probabilities averaged): on the platform, same quiet host, 3 orders each
+(bench/efficacy.py, 2026-12-06), k400 tweets 0.643 vs 0.640, products 0.582 vs 0.577, first promotions
+tweets [100, 200, 200] vs [100, 400, 200], products [400, 400, 200] both; a full gated run 7.9 s vs 6.9 s
+(bench/loop_latency.py; docs/benchmarks.md)."""
 
 
 def corpus_weight_choices(kind: str) -> tuple[float, ...]:

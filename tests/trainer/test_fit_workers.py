@@ -41,19 +41,25 @@ def _data() -> tuple[list[str], list[str], list[float], list[str]]:
     return texts[:1000], labels[:1000], [1.0 if i % 3 else 0.2 for i in range(1000)], texts[1000:]
 
 
+BLENDED: dict[str, Any] = {**PARAMS, "blend": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}
+
+
 @pytest.mark.parametrize("counted", [True, False])
-def test_a_fit_in_a_worker_predicts_as_in_process(pool: FitPool, counted: bool) -> None:
+@pytest.mark.parametrize("params", [PARAMS, BLENDED], ids=["char_wb", "blended"])
+def test_a_fit_in_a_worker_predicts_as_in_process(pool: FitPool, counted: bool, params: dict[str, Any]) -> None:
     texts, labels, weights, held = _data()
 
     def here() -> Any:
-        return create("tfidf-logreg", **PARAMS).fit(texts, labels, weights).predict_proba(held)
+        return create("tfidf-logreg", **params).fit(texts, labels, weights).predict_proba(held)
 
     block = counted_once([*texts, *held]) if counted else None
     with block or contextlib.nullcontext():
-        job = job_for("tfidf-logreg", PARAMS, texts, labels, weights, held)
+        job = job_for("tfidf-logreg", params, texts, labels, weights, held)
         assert (job.counted is not None) == counted
-        assert job.counted is None or job.counted.path.is_file()  # the counts the worker loads, not recounts
-        future = pool.submit(lambda: create("tfidf-logreg", **PARAMS).fit(texts, labels, weights), held, job)
+        if job.counted is not None:  # the counts the worker loads, not recounts: each gram set's (a blend's two)
+            assert len(job.counted.files) == (2 if "blend" in params else 1)
+            assert all(path.is_file() for path in job.counted.files.values())
+        future = pool.submit(lambda: create("tfidf-logreg", **params).fit(texts, labels, weights), held, job)
         expected = here()
     done = pool.result(future)
     assert done.labels == ("negative", "neutral", "positive")

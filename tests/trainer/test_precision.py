@@ -90,7 +90,9 @@ def test_tfidf_predictions_equal_scikit_learns() -> None:
         assert np.allclose(model.predict_proba(test), expected, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("params", [{}, {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5}])
+@pytest.mark.parametrize("params", [{}, {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5},
+                                    {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5,
+                                     "blend": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}])
 def test_a_loaded_tfidf_model_predicts_without_scikit_learn_objects_and_still_warm_starts(
         tmp_path: Path, params: dict[str, object]) -> None:
     texts, labels = rows(800)
@@ -99,6 +101,7 @@ def test_a_loaded_tfidf_model_predicts_without_scikit_learn_objects_and_still_wa
     loaded = load_model(tmp_path)
     assert loaded.params == model.params
     assert isinstance(loaded, TfidfLogReg) and loaded._vectorizer is None
+    assert loaded._blend is None or loaded._blend._vectorizer is None  # a blend's second model: numpy too
     assert np.array_equal(loaded.predict_proba(texts[:50]), model.predict_proba(texts[:50]))
     more, more_labels = rows(200, offset=800)
     loaded.partial_fit(more, more_labels)
