@@ -27,8 +27,10 @@ corpus WEIGHT), e.g. ``--recipe 'c16=0.2:{"c": 16}'``; ``--draw N``: the stream'
 ``"importance": CAP``: its corpus rows weighted by a domain classifier's odds (corpus vs the samples' texts,
 no labels; mean 1, capped at CAP) times WEIGHT, e.g. ``--recipe 'iw=0.2:{"importance": 5}'``; or
 ``"average": PARAMS``: the candidate is the mean of the probabilities of the recipe's model and a second one
-fitted on the same rows with the recipe's params updated with PARAMS (its folds too), e.g. the demo's char_wb
-model with a word one, ``--recipe 'avg=0.2:{"average": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}'``.
+fitted on the same rows with the recipe's params (without their ``blend``) updated with PARAMS (its folds too).
+The demo's recipe is itself the char_wb 2-5 + word 1-2 blend since 2026-12-06 (the kind's ``blend`` param,
+which the average recipe, ``--recipe 'avg=0.2:{"average": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}'``
+on the char_wb recipe, measured first); ``--recipe 'one=0.2:{"blend": null}'`` is the char_wb model alone.
 ``--folds N``: N cross-fit folds instead of 5; ``--fresh N``: the N labels after the first k (those that
 arrive while the run fits) join the evaluation as held-out current rows, as the trainer's ``judge_arrivals``
 adds them.
@@ -203,7 +205,7 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
             cap = recipe_params.pop("importance", None)
             # a second model whose probabilities are averaged with the recipe's: its params, the recipe's updated
             average = recipe_params.pop("average", None)
-            kinds_params = [recipe_params, *([{**recipe_params, **average}] if average else [])]
+            kinds_params = [recipe_params, *([average_params(recipe_params, average)] if average else [])]
             ratio = (importance([str(r.text) for r in corpus], [str(r.text) for _, r in samples], float(cap))
                      if cap and weight > 0 else [1.0] * len(corpus))
             frame = Frame().extend((-(j + 1), r.text, r.label, weight * q, "movies")
@@ -248,6 +250,12 @@ class Averaged:
 
     def predict(self, inputs: Any) -> list[str]:
         return [self.labels[int(i)] for i in self.predict_proba(inputs).argmax(axis=1)]
+
+
+def average_params(recipe: dict[str, Any], average: dict[str, Any]) -> dict[str, Any]:
+    """The second model of an ``"average"`` recipe: one model (the recipe's params without its ``blend``, which
+    the demo's recipe has since 2026-12-06) updated with ``average``."""
+    return {**{k: v for k, v in recipe.items() if k != "blend"}, **average}
 
 
 def averaged(models: list[Any]) -> Any:

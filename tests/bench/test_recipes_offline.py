@@ -37,3 +37,14 @@ def test_a_recipe_argument_updates_the_demo_params() -> None:
     name, (params, weight) = recipe_arg('avg=0.2:{"average": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}')
     assert (name, weight) == ("avg", 0.2)
     assert params == {**KIND_PARAMS["tfidf-logreg"], "average": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}
+
+
+def test_an_average_on_the_blended_demo_recipe_is_one_more_model() -> None:
+    """The demo's recipe is a blend; an "average" recipe's second model is a single model (no blend of its own)."""
+    from bench.recipes_offline import average_params
+
+    params = average_params(dict(KIND_PARAMS["tfidf-logreg"]), {"analyzer": "char_wb", "ngram_min": 1, "ngram_max": 4})
+    assert "blend" not in params and (params["ngram_min"], params["ngram_max"]) == (1, 4)
+    model = TfidfLogReg(**params).fit(TEXTS, LABELS)
+    assert model.params.get("blend") is None and model.predict(TEXTS[:1])
+
