@@ -215,9 +215,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--base", default="smollm2-135m-instruct", help="generation: the base model (--quick: "
                        "tiny-random)")
     group.add_argument("--max-tokens", type=int, default=24, help="generation: new tokens per answer and gate answer")
-    group.add_argument("--lora-steps", type=int, default=8,
-                       help="generation: LoRA steps per run (batch 8; 0: one epoch over the run's pairs)")
-    group.add_argument("--replay-pairs", type=int, default=16,
+    group.add_argument("--lora-steps", type=int, default=0,
+                       help="generation: LoRA steps per run (batch 8; 0, the demo's default: one epoch over the run's "
+                       "pairs)")
+    group.add_argument("--replay-pairs", type=int, default=1000,
                        help="generation: earlier training pairs an incremental run replays beside the new ones")
     group.add_argument("--holdout", type=int, default=120, help="generation: held-out target pairs scored (of 600; "
                        "a stream of 420 leaves 460 for the oracle)")

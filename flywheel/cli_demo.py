@@ -119,7 +119,9 @@ def demo(
                                                   "(smollm2-135m-instruct; tiny-random for a fast smoke run).")
                           ] = None,
     max_tokens: Annotated[int | None, typer.Option(help="dialogue: new tokens per answer (default 32).")] = None,
-    lora_steps: Annotated[int | None, typer.Option(help="dialogue: LoRA steps per run, batch 8 (default 8).")
+    lora_steps: Annotated[int | None, typer.Option(
+        help="dialogue: LoRA steps per run, batch 8 (default 0: one epoch over the run's pairs, the new ones and "
+             "every earlier one).")
                           ] = None,
     rate: Annotated[float | None, typer.Option(help="Requests per second per scenario, at most.")] = None,
     threshold: Annotated[int | None, typer.Option(help="Accepted samples between retrains.")] = None,
