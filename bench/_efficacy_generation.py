@@ -227,7 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="generation: oracle adapters (seeds 0..n-1) averaged")
     group.add_argument("--resamples", type=int, default=2000, help="generation: bootstrap resamples of the intervals")
     group.add_argument("--latency-requests", type=int, default=20, help="generation: 64-token requests timed")
-    group.add_argument("--gate-references", type=int, default=16,
+    group.add_argument("--gate-references", type=int, default=64,
                        help="generation: recent reserved pairs the gates score on beside the bootstrap's 12")
     group.add_argument("--database", default="flywheel_efficacy_dialogue",
                        help="generation: the platform's database (dropped and created afresh)")

@@ -100,7 +100,7 @@ def spec(options: DemoOptions) -> dict[str, Any]:
     """The NPC model as a user declares it (docs/models.md): incremental runs continue the champion's
     adapter on every ``incremental_threshold`` new pairs plus ``replay_pairs`` earlier ones (every one by default,
     one epoch over them all: ``lora_steps`` 0); the gates
-    measure on the bootstrap holdout plus the ``gate_references`` (16) most recent reserved target pairs (20% of
+    measure on the bootstrap holdout plus the ``gate_references`` (64) most recent reserved corrections (20% of
     the feedback is reserved); the latency budget is this CPU's (a 64-token answer costs seconds on a shared core,
     docs/benchmarks.md), so the gate judges what a model costs here, not the 1.5 s goal of a GPU pod."""
     return {

@@ -247,7 +247,9 @@ def test_dialogue_scenario_declares_a_generator_its_bootstrap_pairs_and_a_held_o
     config = check_spec(spec)  # what `flywheel up` checks before storing it
     assert spec.name == "npc" and spec.task == "text-generation" and config.policy.kinds == ("smollm2-lora",)
     assert config.generation.params["base"] == "tiny-random" and config.generation.probes == dialogue.PROBES
-    assert config.policy.incremental_threshold == 24 and config.policy.holdout_recent == 16
+    assert config.policy.incremental_threshold == 24 and config.policy.holdout_recent == 64
+    # each run one epoch over its new pairs and every earlier one (docs/benchmarks.md, generation run D)
+    assert config.policy.replay_size == 1000 and config.generation.params["max_steps"] == 0
     assert (config.promotion.mode, config.promotion.canary_traffic) == ("direct", 0.05)  # the task's 5% share
     canary = check_spec(parse_spec(dialogue.spec(options.model_copy(update={"promotion": "canary",
                                                                             "canary_traffic": 0.5}))))
