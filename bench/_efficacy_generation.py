@@ -15,7 +15,8 @@ moves with its seed as much as with its data, 0.108-0.152 on the same 547 pairs)
 ``oracle_seeds`` each. ``--oracle-pairs`` caps the pairs, for a machine too busy; ``--quick``: 200.
 ``run_seconds``: the training time (``train_seconds`` of the platform's runs, gates excluded) of the runs that
 trained on the first 400 pairs. ``p95_generate_ms``: ``--latency-requests`` sequential requests of 64 new tokens
-to the platform's pod at the end (client time, queue included), nearest rank.
+to the platform's pod at the end, once the platform has settled (no run training beside the pod: until 2026-12-06
+the timing could overlap the last run and a swap), client time, queue included, nearest rank.
 
 Uncertainty (:func:`summarise`): every score is the mean of per-pair weighted scores on the same held-out pairs,
 so the ``*_ci95`` keys are a paired bootstrap (``--resamples``, seeded) over those pairs; for ``oracle`` and
@@ -188,6 +189,7 @@ def run(args: argparse.Namespace, base: FlywheelSettings, probe: HostProbe) -> N
         trained = [r for r in replay.timeline.runs[:at.get(400, {}).get("runs", len(replay.timeline.runs))]
                    if r["mode"] != "bootstrap"]
         run_seconds = sum(float(c.get("train_seconds") or 0.0) for r in trained for c in (r["candidates"] or []))
+        replay.settle(timeout=1200, quiet=15)  # the pod's own latency: no run training beside it, no swap under way
         p95 = latency(replay, args.latency_requests)
         oracles, pairs, fit_cpu = oracle(replay, options, args.oracle_pairs or (200 if args.quick else 0), seeds)
     result = summarise(scores[static_version],
