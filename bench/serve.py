@@ -141,7 +141,9 @@ def pod_role(args: argparse.Namespace) -> None:
 
     from core.settings import FlywheelSettings
     from serving.app import create_app
+    from streams.runtime import tune_interpreter
 
+    tune_interpreter()  # as `flywheel serve` does (the CLI entry point); the baselines are plain user code
     logging.basicConfig(level=logging.WARNING)
     settings = FlywheelSettings(**{**json.loads(args.settings), "encoder_threads": args.torch_threads})
     run_server(create_app(settings), args.port, None)

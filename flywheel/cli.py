@@ -291,9 +291,9 @@ def main(stop: threading.Event | None = None, *, early_signals: list[int] | None
     stop = stop or threading.Event()
     stop_on_signals(stop, on_signal=lambda signum: logging.getLogger("flywheel").info(
         "received %s, stopping", signal.Signals(signum).name))  # a SIGTERM during start-up is a clean stop
-    from streams.runtime import tune_gc
+    from streams.runtime import tune_interpreter
 
-    tune_gc()
+    tune_interpreter()
     if err.is_terminal:
         logging.basicConfig(level=logging.INFO, format="%(message)s",
                             handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)])

@@ -67,3 +67,35 @@ def test_the_runner_builds_its_consumer_with_the_injected_factory(
     [config] = configs
     assert config["group.id"] == f"{settings.topic_prefix}-ingest"
     assert {k: config[k] for k in kafka_conn.client_config()} == kafka_conn.client_config()
+
+
+def test_every_writer_is_connected_before_the_first_batch(
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, db_url: str
+) -> None:
+    """Each writer opens its session (and prepares its staging tables) when the runner starts, not when its
+    first batch is already waiting: nothing has been produced here, yet every writer's backend is there."""
+    create_topics(settings, kafka_conn)
+    writers = settings.sink_writers
+    with running_ingest(settings) as runner:
+        wait_until(lambda: all(slot in runner._conns for slot in range(writers)), what="every writer connected")
+        backends = count(db_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND pid <> pg_backend_pid()")
+        assert runner.batches_committed == 0
+    assert backends >= writers
+
+
+def test_tune_interpreter_sets_the_gc_thresholds_and_the_switch_interval() -> None:
+    import gc
+    import sys
+
+    from streams.runtime import SWITCH_INTERVAL_S, tune_interpreter
+
+    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
+    try:
+        tune_interpreter()
+        assert gc.get_threshold() == (50_000, 20, 100)
+        assert sys.getswitchinterval() == SWITCH_INTERVAL_S
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        sys.setswitchinterval(interval)
