@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bench._efficacy_generation import summarise
+from bench._efficacy_generation import summarise, summarise_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +49,33 @@ def test_the_intervals_narrow_with_more_held_out_pairs_and_are_seeded() -> None:
         summarise([0.0, 0.1], {400: [0.1]}, [[0.2, 0.2]])
     with pytest.raises(ValueError, match="one oracle seed"):
         summarise([0.0], {400: [0.1]}, [])
+
+
+def test_several_platform_runs_are_averaged_and_their_spread_widens_the_intervals() -> None:
+    """``--runs N``: each score is the mean over the runs, each run is reported, and two runs that disagree give a
+    wider interval than two that agree (the resamples draw the runs as well as the pairs)."""
+    n = 80
+    static, oracles = [0.0] * n, [[0.1] * n]
+    low = [0.05 + (i % 2) * 0.01 for i in range(n)]  # mean 0.055
+    high = [0.09 + (i % 2) * 0.01 for i in range(n)]  # mean 0.095
+    out = summarise_runs([static, static], [{400: low}, {400: high}], oracles, resamples=500)
+    assert out["k400"] == 0.075 and out["fraction_of_oracle_at_400"] == 0.75
+    assert [r["fraction_of_oracle_at_400"] for r in out["runs"]] == [0.55, 0.95]
+    assert [r["k400"] for r in out["runs"]] == [0.055, 0.095]
+    agree = summarise_runs([static, static], [{400: low}, {400: low}], oracles, resamples=500)
+    assert agree["k400"] == 0.055
+
+    def width(result: dict[str, object]) -> float:
+        lo, hi = result["k400_ci95"]  # type: ignore[misc]
+        return float(hi - lo)
+
+    assert width(out) > 4 * width(agree)  # the runs' spread (0.04) against the pairs' alone (~0.002)
+    lo, hi = out["k400_ci95"]
+    assert lo <= 0.055 + 0.002 and hi >= 0.095 - 0.002  # either run alone is a possible draw
+    assert "runs" not in summarise(static, {400: low}, oracles)  # one run: the output as before
+    assert summarise_runs([static, static], [{400: low}, {400: None}], oracles)["k400"] is None  # one fell short
+    with pytest.raises(ValueError, match="same held-out pairs"):
+        summarise_runs([static, static], [{400: low}], oracles)
 
 
 @pytest.mark.timeout(1200)
