@@ -199,7 +199,9 @@ def run(args: argparse.Namespace, base: FlywheelSettings, probe: HostProbe) -> N
     started, cpu = time.monotonic(), time.process_time()
     platforms: list[dict[str, Any]] = []
     for number in range(runs):
-        platforms.append(_platform_run(args, base, options, last=number == runs - 1))
+        # a database of its own per run: MLflow keeps its store per database URL for the life of the process
+        database = args.database if number == 0 else f"{args.database}_{number}"
+        platforms.append(_platform_run(args, base, options, database, last=number == runs - 1))
     oracles, pairs, fit_cpu = platforms[-1].pop("oracle")
     result = summarise_runs([p["static"] for p in platforms], [p["at"] for p in platforms], oracles,
                             resamples=args.resamples)
@@ -225,14 +227,14 @@ def run(args: argparse.Namespace, base: FlywheelSettings, probe: HostProbe) -> N
     emit({"scenarios": {SCENARIO: result}}, probe)
 
 
-def _platform_run(args: argparse.Namespace, base: FlywheelSettings, options: DemoOptions, last: bool
-                  ) -> dict[str, Any]:
+def _platform_run(args: argparse.Namespace, base: FlywheelSettings, options: DemoOptions, database: str,
+                  last: bool) -> dict[str, Any]:
     """One platform run on a fresh data dir and database: the static champion's and the served model's per-pair
     held-out scores at each checkpoint, its training seconds to k400 and the pod's p95; with ``last``, the
     oracle too (fitted once per bench: it depends on the data, not on the platform's draw)."""
     data_dir = reset_dir(args.data_dir / "dialogue")
     started = time.monotonic()
-    with replaying(base, options, data_dir, args.database) as replay:
+    with replaying(base, options, data_dir, database) as replay:
         replay.with_static = False  # the static champion is scored on the held-out pairs instead
         static_version = replay.wait_ready(timeout=1800)
         scores: dict[str, list[float]] = {static_version: pair_scores(replay, replay.model(static_version))}
@@ -294,4 +296,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="generation: platform runs (each on a fresh platform; one oracle): the scores are their "
                        "means and the intervals also draw the runs")
     group.add_argument("--database", default="flywheel_efficacy_dialogue",
-                       help="generation: the platform's database (dropped and created afresh)")
+                       help="generation: the platform's database (dropped and created afresh; run n > 0 of --runs "
+                       "uses NAME_n)")

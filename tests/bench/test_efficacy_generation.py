@@ -80,8 +80,9 @@ def test_several_platform_runs_are_averaged_and_their_spread_widens_the_interval
 
 @pytest.mark.timeout(1200)
 def test_the_quick_bench_prints_the_oracle_seeds_and_the_intervals(tmp_path: Path, pg_admin_url: str) -> None:
-    """``--quick`` (the tiny-random base: its scores mean nothing) on a fresh platform: the last line carries
-    the issue's keys and the oracle's seeds, the held-out count and the intervals."""
+    """``--quick`` (the tiny-random base: its scores mean nothing), two platform runs (``--runs 2``), each on a fresh
+    platform and database: the last line carries the issue's keys and the oracle's seeds, the held-out count, the
+    intervals and each run's figures."""
     env = {**os.environ, "FLYWHEEL_DATA_DIR": str(tmp_path), "FLYWHEEL_DATABASE_URL": pg_admin_url,
            "PYTHONPATH": str(ROOT)}
     env.pop("FLYWHEEL_KAFKA_BOOTSTRAP", None)  # the bench starts its own embedded broker
@@ -89,11 +90,12 @@ def test_the_quick_bench_prints_the_oracle_seeds_and_the_intervals(tmp_path: Pat
     try:
         done = subprocess.run([sys.executable, "-m", "bench.efficacy", "--task", "generation", "--quick",
                                "--data-dir", str(tmp_path / "bench"), "--latency-requests", "3",
-                               "--database", database], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=1150)
+                               "--database", database, "--runs", "2"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=1150)
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+            for name in (database, f"{database}_1"):  # the second run's database of its own
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])["scenarios"]["dialogue"]
     assert {"static", "oracle", "k100", "k200", "k400", "fraction_of_oracle_at_400", "run_seconds",
@@ -104,3 +106,8 @@ def test_the_quick_bench_prints_the_oracle_seeds_and_the_intervals(tmp_path: Pat
         lo, hi = result[f"{key}_ci95"]
         assert lo <= result[key] <= hi, (key, result)
     assert "fraction_of_oracle_at_400_ci95" in result and result["oracle_sd"] is not None
+    assert len(result["runs"]) == 2
+    for run in result["runs"]:
+        assert {"k100", "k200", "k400", "fraction_of_oracle_at_400", "run_seconds", "p95_generate_ms",
+                "verdicts"} <= set(run)
+    assert result["p95_generate_ms"] == max(run["p95_generate_ms"] for run in result["runs"])
