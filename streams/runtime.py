@@ -64,8 +64,8 @@ def _coordinates(msg: Message) -> tuple[str, int, int]:
 # The GIL's switch interval for processes that run processors (CPython's default: 5 ms). A writer thread whose
 # Postgres statement has returned waits for the GIL while the loop thread decodes, and its backend idles
 # meanwhile; at 0.5 ms the writers get it back sooner. Measured on the 2-core AVX2 EPYC (bench/ingest.py, quiet,
-# alternated with 5 ms): the machine idle 2.4-2.8 vs 3.1-4.3 us per consumed record, landed/raw 0.44-0.51 vs
-# 0.44-0.48 (within that host's run-to-run noise).
+# alternated with 5 ms, six runs each): the machine idle 2.4-3.6 us per consumed record (2.4-2.8 in five) vs 3.1-4.3,
+# landed/raw 0.44-0.51 vs 0.44-0.48 (within that host's run-to-run noise).
 SWITCH_INTERVAL_S = 0.0005
 
 
@@ -428,8 +428,8 @@ class ProcessorRunner(Generic[T]):
         return conn
 
     def _connect_quietly(self, slot: int) -> None:
-        """Open writer ``slot``'s session ahead of its first batch (connect + ``prepare`` cost ~10-20 ms that a
-        first batch would otherwise wait for); an outage is left to that batch's retries."""
+        """Open writer ``slot``'s session ahead of its first batch (connect + ``prepare``, which that batch would
+        otherwise wait for); an outage is left to that batch's retries."""
         with contextlib.suppress(*OUTAGES):
             self._connection(slot)
 
