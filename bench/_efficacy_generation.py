@@ -43,6 +43,7 @@ import random
 import statistics
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from bench._host import HostProbe, emit
@@ -199,9 +200,8 @@ def run(args: argparse.Namespace, base: FlywheelSettings, probe: HostProbe) -> N
     started, cpu = time.monotonic(), time.process_time()
     platforms: list[dict[str, Any]] = []
     for number in range(runs):
-        # a database of its own per run: MLflow keeps its store per database URL for the life of the process
-        database = args.database if number == 0 else f"{args.database}_{number}"
-        platforms.append(_platform_run(args, base, options, database, last=number == runs - 1))
+        database, data_dir = run_places(args.database, args.data_dir, number)
+        platforms.append(_platform_run(args, base, options, database, data_dir, last=number == runs - 1))
     oracles, pairs, fit_cpu = platforms[-1].pop("oracle")
     result = summarise_runs([p["static"] for p in platforms], [p["at"] for p in platforms], oracles,
                             resamples=args.resamples)
@@ -227,12 +227,22 @@ def run(args: argparse.Namespace, base: FlywheelSettings, probe: HostProbe) -> N
     emit({"scenarios": {SCENARIO: result}}, probe)
 
 
+def run_places(database: str, data_dir: Path, number: int) -> tuple[str, Path]:
+    """Platform run ``number``'s database name and data dir, each its own: MLflow keeps its store per database
+    URL for the life of the process, and without ``FLYWHEEL_DATABASE_URL`` the platform's Postgres is a
+    pgserver inside the data dir, whose URL names that dir (a second run in the same dir found MLflow's cached
+    store of the first, dropped with it: "relation experiments does not exist")."""
+    if number == 0:
+        return database, data_dir / SCENARIO
+    return f"{database}_{number}", data_dir / f"{SCENARIO}-{number}"
+
+
 def _platform_run(args: argparse.Namespace, base: FlywheelSettings, options: DemoOptions, database: str,
-                  last: bool) -> dict[str, Any]:
+                  data_dir: Path, last: bool) -> dict[str, Any]:
     """One platform run on a fresh data dir and database: the static champion's and the served model's per-pair
     held-out scores at each checkpoint, its training seconds to k400 and the pod's p95; with ``last``, the
     oracle too (fitted once per bench: it depends on the data, not on the platform's draw)."""
-    data_dir = reset_dir(args.data_dir / "dialogue")
+    data_dir = reset_dir(data_dir)
     started = time.monotonic()
     with replaying(base, options, data_dir, database) as replay:
         replay.with_static = False  # the static champion is scored on the held-out pairs instead

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bench._efficacy_generation import summarise, summarise_runs
+from bench._efficacy_generation import run_places, summarise, summarise_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,6 +76,14 @@ def test_several_platform_runs_are_averaged_and_their_spread_widens_the_interval
     assert summarise_runs([static, static], [{400: low}, {400: None}], oracles)["k400"] is None  # one fell short
     with pytest.raises(ValueError, match="same held-out pairs"):
         summarise_runs([static, static], [{400: low}], oracles)
+
+
+def test_each_platform_run_has_its_own_database_and_data_dir(tmp_path: Path) -> None:
+    """Without FLYWHEEL_DATABASE_URL a run's Postgres is a pgserver in its data dir, and MLflow keeps its store per
+    URL for the process: a second run in the first's dir found the first's cached store (2026-12-06)."""
+    places = [run_places("flywheel_efficacy_dialogue", tmp_path, n) for n in range(3)]
+    assert places[0] == ("flywheel_efficacy_dialogue", tmp_path / "dialogue")  # one run: as before
+    assert len({database for database, _ in places}) == len({data_dir for _, data_dir in places}) == 3
 
 
 @pytest.mark.timeout(1200)
