@@ -28,9 +28,11 @@ corpus WEIGHT), e.g. ``--recipe 'c16=0.2:{"c": 16}'``; ``--draw N``: the stream'
 no labels; mean 1, capped at CAP) times WEIGHT, e.g. ``--recipe 'iw=0.2:{"importance": 5}'``; or
 ``"average": PARAMS``: the candidate is the mean of the probabilities of the recipe's model and a second one
 fitted on the same rows with the recipe's params (without their ``blend``) updated with PARAMS (its folds too).
-The demo's recipe is itself the char_wb 2-5 + word 1-2 blend since 2026-12-06 (the kind's ``blend`` param,
-which the average recipe, ``--recipe 'avg=0.2:{"average": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}'``
-on the char_wb recipe, measured first); ``--recipe 'one=0.2:{"blend": null}'`` is the char_wb model alone.
+The demo's recipe was the char_wb 2-5 + word 1-2 blend from 2026-12-06 (the kind's ``blend`` param, which the
+average recipe, ``--recipe 'avg=0.2:{"average": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}'`` on the
+char_wb recipe, measured first), since later that day char_wb 2-5 + static WordPiece embeddings (``{"blend":
+{"analyzer": "wordpiece", "c": 10.0}}``; ``--recipe 'word=0.2:{"blend": {"analyzer": "word", "ngram_min": 1,
+"ngram_max": 2}}'`` is the earlier one); ``--recipe 'one=0.2:{"blend": null}'`` is the char_wb model alone.
 ``--folds N``: N cross-fit folds instead of 5; ``--fresh N``: the N labels after the first k (those that
 arrive while the run fits) join the evaluation as held-out current rows, as the trainer's ``judge_arrivals``
 adds them.

@@ -11,7 +11,11 @@ keeps the columns present in them, applies ``min_df`` and ``max_features`` exact
 ~1e-16 (tests/kinds/test_ngrams.py). A fit on texts outside the counted set fits as before.
 
 Derived matrices are kept for the run (a few, by subset): the fits of two corpus weights on the same rows
-share them."""
+share them.
+
+A ``wordpiece`` tfidf-logreg (:mod:`kinds.wordpiece`) has no n-grams: inside the block its static embeddings
+are computed once per distinct text (once per process: a fit worker computes its own) and each fit takes its
+rows (:func:`shared_wordpiece`)."""
 
 from __future__ import annotations
 
@@ -32,8 +36,10 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
+    from kinds.wordpiece import StaticEmbeddings
+
 __all__ = ["NgramCounts", "SharedCounts", "TfidfFeatures", "counted_once", "shared_counts", "shared_tfidf",
-           "use_counts"]
+           "shared_wordpiece", "use_counts"]
 
 _KEEP = 24  # derived feature matrices kept per run: 2 recipes x (1 + folds) + the champion's folds
 
@@ -140,6 +146,7 @@ class _Counted:
     by_ngram: dict[Grams, NgramCounts] = field(default_factory=dict)
     files: dict[Grams, Path] = field(default_factory=dict)  # counts saved (here) or to load (in a worker)
     scratch: Path | None = None  # where this block saved its counts (removed when it ends)
+    vectors: dict[str, tuple[dict[str, int], npt.NDArray[np.float64]]] = field(default_factory=dict)  # wordpiece
 
 
 _current: contextvars.ContextVar[_Counted | None] = contextvars.ContextVar("kinds_ngrams_counted", default=None)
@@ -194,7 +201,7 @@ def _grams_of(params: Mapping[str, Any]) -> list[Grams]:
     blend = params.get("blend")
     parts = [params, *([{**params, **blend}] if isinstance(blend, Mapping) else [])]
     return list(dict.fromkeys((str(p.get("analyzer", "word")), int(p.get("ngram_min", 1)), int(p["ngram_max"]))
-                              for p in parts))
+                              for p in parts if p.get("analyzer") != "wordpiece"))  # wordpiece: no n-grams
 
 
 def _counts(counted: _Counted, grams: Grams) -> NgramCounts:
@@ -216,3 +223,19 @@ def shared_tfidf(texts: Sequence[str], *, ngram_max: int, min_df: int, max_featu
     counts = _counts(counted, (analyzer, ngram_min, ngram_max))
     rows = counts.rows(texts)
     return None if rows is None else counts.tfidf(rows, min_df=min_df, max_features=max_features)
+
+
+def shared_wordpiece(texts: Sequence[str], embeddings: StaticEmbeddings) -> npt.NDArray[np.float64] | None:
+    """``embeddings``' vectors of ``texts`` from the enclosing :func:`counted_once` (the block's distinct
+    texts embedded once, on the first such call), or None (no block, or a text the block does not hold)."""
+    counted = _current.get()
+    if counted is None:
+        return None
+    found = counted.vectors.get(embeddings.embedding_id)
+    if found is None:
+        distinct = list(dict.fromkeys(counted.texts))
+        found = counted.vectors[embeddings.embedding_id] = ({t: i for i, t in enumerate(distinct)},
+                                                            embeddings.vectors(distinct))
+    row_of, matrix = found
+    rows = [row_of.get(t, -1) for t in texts]
+    return None if -1 in rows else matrix[np.asarray(rows, dtype=np.int64)]

@@ -8,6 +8,12 @@ Incremental training keeps the vocabulary and the label set and warm-starts the 
 demo's char_wb 2-5) fitted on the same rows and weights, every fit, warm start and save beside the first;
 the model predicts the mean of the two probability vectors (issue 18, docs/training.md).
 
+``analyzer="wordpiece"``: instead of n-grams, a text's features are the mean static embedding of its WordPiece
+tokens from the packaged sentence encoder's table (:mod:`kinds.wordpiece`, no transformer layer), the same
+logistic regression on them. Blended beside char_wb n-grams it is the demo's recipe: features that carry to a
+domain whose words the labels never showed. Its "vocabulary" names the table (its sha256) and the
+dimension of each column, so a saved model refuses a different table.
+
 Prediction does not go through scikit-learn: :class:`_Scorer` computes the same features (the
 vectorizer's lower-casing, token pattern and word n-grams or its ``char_wb`` character n-grams, sublinear
 tf, idf, L2 norm) and the same probabilities (softmax of the decision, or the logistic for two labels)
@@ -31,8 +37,9 @@ import numpy.typing as npt
 from kinds._threads import one_blas_thread
 from kinds.base import ModelKind, Probabilities, as_texts
 from kinds.exceptions import ArtifactError, KindError
-from kinds.ngrams import shared_tfidf
+from kinds.ngrams import shared_tfidf, shared_wordpiece
 from kinds.search_space import Choice, FloatRange
+from kinds.wordpiece import StaticEmbeddings, static_embeddings
 from tasks.features import Input
 
 if TYPE_CHECKING:
@@ -41,7 +48,7 @@ if TYPE_CHECKING:
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")  # TfidfVectorizer's default token_pattern
 WHITE_SPACES = re.compile(r"\s\s+")  # TfidfVectorizer's whitespace normalisation before char_wb n-grams
-ANALYZERS = ("word", "char_wb")
+ANALYZERS = ("word", "char_wb", "wordpiece")
 SOLVERS = ("newton-cg", "lbfgs")
 BLENDED = ("analyzer", "ngram_min", "ngram_max", "min_df", "max_features", "c", "max_iter", "solver")  # blend may set
 BLEND_PREFIX = "blend-"  # a blended model's second model's files in the artifact: blend-weights.npz, ...
@@ -60,7 +67,8 @@ class TfidfLogReg(ModelKind):
         n-grams inside word boundaries, which transfer to a domain whose words the corpus never had (a
         misspelling, a hashtag, a product name share most of their character n-grams with known words):
         offline, vader_movies at weight 0.2 + 360 tweet labels reach 0.661 held-out tweets with char_wb 2-5
-        vs 0.633 with words 1-2 (docs/training.md).
+        vs 0.633 with words 1-2 (docs/training.md). ``wordpiece``: the mean static WordPiece embedding of
+        the text (see the module docstring; ``ngram_*``, ``min_df`` and ``max_features`` are not read).
 
         ``solver``: how scikit-learn minimises the (strictly convex) regularised logistic loss; both reach its
         one optimum up to the tolerance. ``newton-cg`` (Newton steps, Hessian products by conjugate gradient):
@@ -78,6 +86,7 @@ class TfidfLogReg(ModelKind):
         raised the movie slice (docs/benchmarks.md)."""
         if analyzer not in ANALYZERS:
             raise KindError(f"analyzer must be one of {ANALYZERS}, got {analyzer!r}")
+        # wordpiece: the n-gram params stay in the params (one shape for every analyzer) and are not read
         if solver not in SOLVERS:
             raise KindError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if not (isinstance(ngram_min, int) and isinstance(ngram_max, int) and 1 <= ngram_min <= ngram_max):
@@ -96,6 +105,7 @@ class TfidfLogReg(ModelKind):
         self._clf: LogisticRegression | None = None
         self._scorer: _Scorer | None = None  # what predicts
         self._start: Solution | None = None  # where the next fit's solver starts (starting_at): once
+        self._embeddings: StaticEmbeddings | None = static_embeddings() if analyzer == "wordpiece" else None
 
     def _second(self, blend: object) -> TfidfLogReg:
         """The blend's second model: this one's params updated with ``blend``; :class:`KindError` if ``blend``
@@ -113,6 +123,17 @@ class TfidfLogReg(ModelKind):
         if second.params == own:
             raise KindError(f"blend {dict(blend)!r} changes none of the model's params: the mean would be the model")
         return second
+
+    @property
+    def _analyzer(self) -> str:
+        return str(self.params.get("analyzer", "word"))
+
+    def _embedding_columns(self) -> tuple[dict[str, int], npt.NDArray[np.float64]]:
+        """A wordpiece model's "vocabulary" (its table's id and each column's dimension) and unit idf: what a
+        warm start maps by and what a saved model is checked against."""
+        assert self._embeddings is not None
+        e = self._embeddings
+        return {f"{e.embedding_id}#{i}": i for i in range(e.dim)}, np.ones(e.dim, dtype=np.float64)
 
     def _new_vectorizer(self) -> TfidfVectorizer:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -134,23 +155,30 @@ class TfidfLogReg(ModelKind):
         classes = sorted(set(labels))
         if len(classes) < 2:
             raise KindError(f"need at least two labels to train, got {classes}")
-        vectorizer = self._new_vectorizer()
-        shared = shared_tfidf(texts, ngram_max=self.params["ngram_max"], min_df=self.params["min_df"],
-                              max_features=self.params["max_features"],
-                              analyzer=self.params.get("analyzer", "word"), ngram_min=self.params.get("ngram_min", 1))
-        if shared is None:
-            features = vectorizer.fit_transform(list(texts))
-        else:  # inside kinds.ngrams.counted_once: the same vectorizer, from counts made once per run
-            vectorizer.vocabulary_, vectorizer.idf_, features = shared.vocabulary, shared.idf, shared.matrix
+        vectorizer: TfidfVectorizer | None = None
+        if self._embeddings is not None:  # wordpiece: the same columns for any texts
+            vocabulary, idf = self._embedding_columns()
+            found = shared_wordpiece(texts, self._embeddings)  # per run, once per text (kinds.ngrams)
+            features: Any = self._embeddings.vectors(texts) if found is None else found
+        else:
+            vectorizer = self._new_vectorizer()
+            shared = shared_tfidf(texts, ngram_max=self.params["ngram_max"], min_df=self.params["min_df"],
+                                  max_features=self.params["max_features"], analyzer=self._analyzer,
+                                  ngram_min=self.params.get("ngram_min", 1))
+            if shared is None:
+                features = vectorizer.fit_transform(list(texts))
+            else:  # inside kinds.ngrams.counted_once: the same vectorizer, from counts made once per run
+                vectorizer.vocabulary_, vectorizer.idf_, features = shared.vocabulary, shared.idf, shared.matrix
+            vocabulary, idf = vectorizer.vocabulary_, vectorizer.idf_
         start, self._start = self._start, None
         clf = self._new_classifier(warm=start is not None and start.labels == tuple(classes))
         if clf.warm_start:
             assert start is not None
             clf.classes_ = np.asarray(classes)
-            clf.coef_, clf.intercept_ = start.mapped(vectorizer.vocabulary_, vectorizer.idf_), start.intercept.copy()
+            clf.coef_, clf.intercept_ = start.mapped(vocabulary, idf), start.intercept.copy()
         with one_blas_thread():
             clf.fit(features, list(labels), sample_weight=None if weights is None else np.asarray(weights, float))
-        self._set(vectorizer, clf)
+        self._set(vectorizer, clf, vocabulary, idf)
         self.labels = tuple(str(c) for c in clf.classes_)
         if self._blend is not None:  # the same rows and weights (its n-grams from the same counting block)
             self._blend.fit(texts, labels, weights)
@@ -184,7 +212,7 @@ class TfidfLogReg(ModelKind):
         if self._blend is not None:
             self._blend.partial_fit(texts, labels, weights)
         vectorizer, old = self._sklearn()
-        features = vectorizer.transform(list(texts))
+        features = self._transform(vectorizer, texts)
         if len(set(labels)) < len(self.labels):
             # LogisticRegression needs every class present to keep its coefficient shape: add each
             # missing class once with zero weight (the caller's replay sample normally covers them)
@@ -192,14 +220,22 @@ class TfidfLogReg(ModelKind):
             texts, labels = [*texts, *([""] * len(missing))], [*labels, *missing]
             weights = [*(weights if weights is not None else [1.0] * (len(labels) - len(missing))),
                        *([0.0] * len(missing))]
-            features = vectorizer.transform(list(texts))
+            features = self._transform(vectorizer, texts)
         clf = self._new_classifier(warm=True)
         clf.classes_ = old.classes_
         clf.coef_, clf.intercept_ = old.coef_.copy(), old.intercept_.copy()
         with one_blas_thread():
             clf.fit(features, list(labels), sample_weight=None if weights is None else np.asarray(weights, float))
-        self._set(vectorizer, clf)
+        assert self._scorer is not None
+        self._set(vectorizer, clf, self._scorer.vocabulary, self._scorer.idf)
         return self
+
+    def _transform(self, vectorizer: TfidfVectorizer | None, texts: Sequence[str]) -> Any:
+        """The fitted state's features of ``texts``."""
+        if self._embeddings is not None:
+            return self._embeddings.vectors(texts)
+        assert vectorizer is not None
+        return vectorizer.transform(list(texts))
 
     def predict_proba(self, inputs: Sequence[Input]) -> Probabilities:
         self._require_fitted()
@@ -211,21 +247,31 @@ class TfidfLogReg(ModelKind):
             proba /= 2.0
         return proba
 
-    def _set(self, vectorizer: TfidfVectorizer, clf: LogisticRegression) -> None:
+    def _set(self, vectorizer: TfidfVectorizer | None, clf: LogisticRegression, vocabulary: Mapping[str, int],
+             idf: npt.NDArray[np.float64]) -> None:
         self._vectorizer, self._clf = vectorizer, clf
-        vocab = {str(term): int(i) for term, i in vectorizer.vocabulary_.items()}
-        self._scorer = _Scorer(vocab, vectorizer.idf_, clf.coef_, clf.intercept_, self._grams())
+        vocab = {str(term): int(i) for term, i in vocabulary.items()}
+        self._scorer = self._new_scorer(vocab, idf, clf.coef_, clf.intercept_)
+
+    def _new_scorer(self, vocabulary: dict[str, int], idf: npt.NDArray[np.float64], coef: npt.NDArray[np.float64],
+                    intercept: npt.NDArray[np.float64]) -> _Scorer:
+        if self._embeddings is not None:
+            return _EmbeddingScorer(vocabulary, idf, coef, intercept, self._embeddings)
+        return _Scorer(vocabulary, idf, coef, intercept, self._grams())
 
     def _grams(self) -> _Grams:
-        return _Grams(self.params.get("analyzer", "word"), self.params.get("ngram_min", 1), self.params["ngram_max"])
+        return _Grams(self._analyzer, self.params.get("ngram_min", 1), self.params["ngram_max"])
 
-    def _sklearn(self) -> tuple[TfidfVectorizer, LogisticRegression]:
-        """scikit-learn's vectorizer and classifier of the fitted state (rebuilt after a load)."""
+    def _sklearn(self) -> tuple[TfidfVectorizer | None, LogisticRegression]:
+        """scikit-learn's vectorizer (None for wordpiece) and classifier of the fitted state (rebuilt after a
+        load)."""
         assert self._scorer is not None
-        if self._vectorizer is None or self._clf is None:
+        if (self._vectorizer is None and self._embeddings is None) or self._clf is None:
             s = self._scorer
-            vectorizer = self._new_vectorizer()
-            vectorizer.vocabulary_, vectorizer.idf_ = dict(s.vocabulary), s.idf
+            vectorizer = None
+            if self._embeddings is None:
+                vectorizer = self._new_vectorizer()
+                vectorizer.vocabulary_, vectorizer.idf_ = dict(s.vocabulary), s.idf
             clf = self._new_classifier(warm=False)
             clf.classes_ = np.asarray(self.labels)
             clf.coef_, clf.intercept_ = s.coef, s.intercept
@@ -261,8 +307,12 @@ class TfidfLogReg(ModelKind):
                 idf, coef, intercept = arrays["idf"], arrays["coef"], arrays["intercept"]
         except (OSError, ValueError, KeyError) as exc:
             raise ArtifactError(directory, f"unreadable tfidf-logreg files: {exc}") from exc
+        vocabulary = {str(k): int(v) for k, v in vocab.items()}
+        if self._embeddings is not None and vocabulary != self._embedding_columns()[0]:
+            raise ArtifactError(directory, f"{prefix}vocabulary.json was fitted on other static embeddings than "
+                                f"this host's {self._embeddings.embedding_id} ({self._embeddings.model_dir})")
         self._vectorizer = self._clf = None
-        self._scorer = _Scorer({str(k): int(v) for k, v in vocab.items()}, idf, coef, intercept, self._grams())
+        self._scorer = self._new_scorer(vocabulary, idf, coef, intercept)
 
 
 @dataclass(frozen=True)
@@ -351,10 +401,28 @@ class _Scorer:
         for row, text in enumerate(texts):
             index, values = self.features(text)
             decision[row] = values @ self._coef_t[index] + self.intercept
-        if self.coef.shape[0] == 1:  # two labels: the logistic of the one decision
-            positive = 1.0 / (1.0 + np.exp(-decision[:, 0]))
-            return np.column_stack([1.0 - positive, positive])
-        decision -= decision.max(axis=1, keepdims=True)
-        np.exp(decision, out=decision)
-        decision /= decision.sum(axis=1, keepdims=True)
-        return decision
+        return _probabilities(decision)
+
+
+def _probabilities(decision: npt.NDArray[np.float64]) -> Probabilities:
+    """``LogisticRegression.predict_proba`` from its decision values (changed in place): the softmax, or the
+    logistic of the one decision for two labels."""
+    if decision.shape[1] == 1:
+        positive = 1.0 / (1.0 + np.exp(-decision[:, 0]))
+        return np.column_stack([1.0 - positive, positive])
+    decision -= decision.max(axis=1, keepdims=True)
+    np.exp(decision, out=decision)
+    decision /= decision.sum(axis=1, keepdims=True)
+    return decision
+
+
+class _EmbeddingScorer(_Scorer):
+    """A wordpiece model's probabilities: the logistic regression's on the static embeddings (batched)."""
+
+    def __init__(self, vocabulary: dict[str, int], idf: npt.NDArray[np.float64], coef: npt.NDArray[np.float64],
+                 intercept: npt.NDArray[np.float64], embeddings: StaticEmbeddings) -> None:
+        super().__init__(vocabulary, idf, coef, intercept, _Grams("word", 1, 1))
+        self.embeddings = embeddings
+
+    def proba(self, texts: Sequence[str]) -> Probabilities:
+        return _probabilities(self.embeddings.vectors(texts) @ self._coef_t + self.intercept)

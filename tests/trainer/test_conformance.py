@@ -69,13 +69,16 @@ TASKS = {
 }
 
 
-# every kind with its defaults, the MiniLM head's and tfidf-logreg's other solvers, and a blended tfidf-logreg
+# every kind with its defaults, the MiniLM head's and tfidf-logreg's other solvers, and blended tfidf-logregs (the
+# demo's: char_wb n-grams + static WordPiece embeddings)
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     **{kind: (kind, {}) for kind in sorted(KINDS)},
     "minilm-head-lbfgs": ("minilm-head", {"solver": "lbfgs", "c": 0.1}),
     "tfidf-logreg-lbfgs": ("tfidf-logreg", {"solver": "lbfgs"}),
     "tfidf-logreg-blend": ("tfidf-logreg", {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5, "min_df": 2,
                                             "blend": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}),
+    "tfidf-logreg-wordpiece": ("tfidf-logreg", {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5, "min_df": 2,
+                                                "blend": {"analyzer": "wordpiece", "c": 10.0}}),
 }
 
 

@@ -42,10 +42,11 @@ def _data() -> tuple[list[str], list[str], list[float], list[str]]:
 
 
 BLENDED: dict[str, Any] = {**PARAMS, "blend": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}
+WORDPIECE: dict[str, Any] = {**PARAMS, "blend": {"analyzer": "wordpiece", "c": 10.0}}  # the demo's
 
 
 @pytest.mark.parametrize("counted", [True, False])
-@pytest.mark.parametrize("params", [PARAMS, BLENDED], ids=["char_wb", "blended"])
+@pytest.mark.parametrize("params", [PARAMS, BLENDED, WORDPIECE], ids=["char_wb", "blended", "wordpiece"])
 def test_a_fit_in_a_worker_predicts_as_in_process(pool: FitPool, counted: bool, params: dict[str, Any]) -> None:
     texts, labels, weights, held = _data()
 
@@ -57,7 +58,7 @@ def test_a_fit_in_a_worker_predicts_as_in_process(pool: FitPool, counted: bool, 
         job = job_for("tfidf-logreg", params, texts, labels, weights, held)
         assert (job.counted is not None) == counted
         if job.counted is not None:  # the counts the worker loads, not recounts: each gram set's (a blend's two)
-            assert len(job.counted.files) == (2 if "blend" in params else 1)
+            assert len(job.counted.files) == (2 if params is BLENDED else 1)  # wordpiece counts no n-grams
             assert all(path.is_file() for path in job.counted.files.values())
         future = pool.submit(lambda: create("tfidf-logreg", **params).fit(texts, labels, weights), held, job)
         expected = here()

@@ -92,7 +92,9 @@ def test_tfidf_predictions_equal_scikit_learns() -> None:
 
 @pytest.mark.parametrize("params", [{}, {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5},
                                     {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5,
-                                     "blend": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}])
+                                     "blend": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}},
+                                    {"analyzer": "char_wb", "ngram_min": 2, "ngram_max": 5,
+                                     "blend": {"analyzer": "wordpiece", "c": 10.0}}])
 def test_a_loaded_tfidf_model_predicts_without_scikit_learn_objects_and_still_warm_starts(
         tmp_path: Path, params: dict[str, object]) -> None:
     texts, labels = rows(800)
