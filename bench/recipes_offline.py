@@ -27,7 +27,8 @@ corpus WEIGHT), e.g. ``--recipe 'c16=0.2:{"c": 16}'``; ``--draw N``: the stream'
 ``"importance": CAP``: its corpus rows weighted by a domain classifier's odds (corpus vs the samples' texts,
 no labels; mean 1, capped at CAP) times WEIGHT, e.g. ``--recipe 'iw=0.2:{"importance": 5}'``; or
 ``"average": PARAMS``: the candidate is the mean of the probabilities of the recipe's model and a second one
-fitted on the same rows with the recipe's params (without their ``blend``) updated with PARAMS (its folds too).
+fitted on the same rows with the recipe's params updated with PARAMS (its folds too): the kind's ``blend``
+(:func:`blended`), replacing the recipe's own.
 The demo's recipe was the char_wb 2-5 + word 1-2 blend from 2026-12-06 (the kind's ``blend`` param, which the
 average recipe, ``--recipe 'avg=0.2:{"average": {"analyzer": "word", "ngram_min": 1, "ngram_max": 2}}'`` on the
 char_wb recipe, measured first), since later that day char_wb 2-5 + static WordPiece embeddings (``{"blend":
@@ -205,9 +206,7 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
         for recipe, (recipe_params, weight) in tried.items():
             recipe_params = dict(recipe_params)
             cap = recipe_params.pop("importance", None)
-            # a second model whose probabilities are averaged with the recipe's: its params, the recipe's updated
-            average = recipe_params.pop("average", None)
-            kinds_params = [recipe_params, *([average_params(recipe_params, average)] if average else [])]
+            recipe_params = blended(recipe_params)
             ratio = (importance([str(r.text) for r in corpus], [str(r.text) for _, r in samples], float(cap))
                      if cap and weight > 0 else [1.0] * len(corpus))
             frame = Frame().extend((-(j + 1), r.text, r.label, weight * q, "movies")
@@ -220,12 +219,10 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
             with counted_once(as_texts(frame.inputs)):  # n-grams counted once per point, as a run counts them
                 for fold in (rows[f::folds] for f in range(folds)):
                     rest = frame.take([i for i in range(len(frame)) if i not in set(fold)])
-                    model = averaged([KINDS[kind](**p).fit(rest.inputs, rest.labels, rest.weights)
-                                      for p in kinds_params])
+                    model = KINDS[kind](**recipe_params).fit(rest.inputs, rest.labels, rest.weights)
                     for i, p in zip(fold, model.predict_proba([frame.inputs[i] for i in fold]), strict=True):
                         predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
-                model = averaged([KINDS[kind](**p).fit(frame.inputs, frame.labels, frame.weights)
-                                  for p in kinds_params])
+                model = KINDS[kind](**recipe_params).fit(frame.inputs, frame.labels, frame.weights)
             order = sorted(predicted)
             cross = CrossFit(frame.take(order), [predicted[i] for i in order], folds)
             verdict = gate.check(GateInput(candidate=model, champion=static,
@@ -239,30 +236,13 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
     return out
 
 
-class Averaged:
-    """The mean of fitted models' probabilities (one model: that model's), for the gate a candidate."""
-
-    def __init__(self, models: list[Any]) -> None:
-        self.models, self.labels, self.fitted = models, models[0].labels, True
-        if any(m.labels != self.labels for m in models):
-            raise ValueError(f"the averaged models' labels differ: {[m.labels for m in models]}")
-
-    def predict_proba(self, inputs: Any) -> Any:
-        return sum(m.predict_proba(inputs) for m in self.models) / len(self.models)
-
-    def predict(self, inputs: Any) -> list[str]:
-        return [self.labels[int(i)] for i in self.predict_proba(inputs).argmax(axis=1)]
-
-
-def average_params(recipe: dict[str, Any], average: dict[str, Any]) -> dict[str, Any]:
-    """The second model of an ``"average"`` recipe: one model (the recipe's params without its ``blend``, which
-    the demo's recipe has since 2026-12-06) updated with ``average``."""
-    return {**{k: v for k, v in recipe.items() if k != "blend"}, **average}
-
-
-def averaged(models: list[Any]) -> Any:
-    """The one model, or the mean of several (:class:`Averaged`)."""
-    return models[0] if len(models) == 1 else Averaged(models)
+def blended(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's params for the kind: an ``"average": PARAMS`` key (the mean of the probabilities of the recipe's
+    model and a second one with its params updated with PARAMS, measured before the kind had ``blend``) becomes
+    that ``blend``, replacing the recipe's own."""
+    params = dict(recipe)
+    average = params.pop("average", None)
+    return params if average is None else {**params, "blend": average}
 
 
 def recipe_arg(text: str) -> tuple[str, tuple[dict[str, Any], float]]:
