@@ -14,8 +14,9 @@ Derived matrices are kept for the run (a few, by subset): the fits of two corpus
 share them.
 
 A ``wordpiece`` tfidf-logreg (:mod:`kinds.wordpiece`) has no n-grams: inside the block its static embeddings
-are computed once per distinct text (once per process: a fit worker computes its own) and each fit takes its
-rows (:func:`shared_wordpiece`)."""
+are computed once per distinct text and each fit takes its rows; a fit worker loads them from a file as it
+loads counts, and texts a run only predicts (its holdout, read again for every candidate) are embedded once
+and kept for the block too (:func:`wordpiece_vectors`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import contextvars
 import hashlib
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from kinds.wordpiece import StaticEmbeddings, static_embeddings
+
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
-    from kinds.wordpiece import StaticEmbeddings
-
 __all__ = ["NgramCounts", "SharedCounts", "TfidfFeatures", "counted_once", "shared_counts", "shared_tfidf",
-           "shared_wordpiece", "use_counts"]
+           "use_counts", "wordpiece_vectors"]
 
 _KEEP = 24  # derived feature matrices kept per run: 2 recipes x (1 + folds) + the champion's folds
 
@@ -126,6 +128,27 @@ class NgramCounts:
 
 
 Grams = tuple[str, int, int]  # (analyzer, ngram_min, ngram_max)
+WORDPIECE: Grams = ("wordpiece", 0, 0)  # a block's static embeddings, in its files beside the counts
+
+
+@dataclass
+class _Vectors:
+    """Static embeddings by text (float32 rows of one growing matrix): the block's distinct texts first."""
+
+    row_of: dict[str, int]
+    matrix: npt.NDArray[np.float32]
+    block_rows: int  # the first rows: the block's distinct texts (what a file holds)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # the last block's: any trainer's
+
+    def rows(self, texts: Sequence[str], embeddings: StaticEmbeddings) -> npt.NDArray[np.float32]:
+        with self.lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self.row_of))
+            if missing:
+                vectors = embeddings.vectors(missing)
+                start = len(self.row_of)
+                self.row_of.update((t, start + i) for i, t in enumerate(missing))
+                self.matrix = np.concatenate([self.matrix, vectors])
+            return self.matrix[np.fromiter((self.row_of[t] for t in texts), dtype=np.int64, count=len(texts))]
 
 
 @dataclass(frozen=True)
@@ -146,7 +169,7 @@ class _Counted:
     by_ngram: dict[Grams, NgramCounts] = field(default_factory=dict)
     files: dict[Grams, Path] = field(default_factory=dict)  # counts saved (here) or to load (in a worker)
     scratch: Path | None = None  # where this block saved its counts (removed when it ends)
-    vectors: dict[str, tuple[dict[str, int], npt.NDArray[np.float64]]] = field(default_factory=dict)  # wordpiece
+    vectors: _Vectors | None = None  # wordpiece: the block's static embeddings (and of the texts predicted since)
 
 
 _current: contextvars.ContextVar[_Counted | None] = contextvars.ContextVar("kinds_ngrams_counted", default=None)
@@ -163,6 +186,9 @@ def counted_once(texts: Sequence[str], *, key: str | None = None) -> Iterator[No
         yield
     finally:
         _current.reset(token)
+        global _last_vectors
+        if counted.vectors is not None:  # the next block (the next run) embeds only the texts this one did not
+            _last_vectors = counted.vectors
         if counted.scratch is not None:
             shutil.rmtree(counted.scratch, ignore_errors=True)
 
@@ -181,7 +207,11 @@ def shared_counts(params: Mapping[str, Any]) -> SharedCounts | None:
             if counted.scratch is None:
                 counted.scratch = Path(tempfile.mkdtemp(prefix="ngrams-"))
             path = counted.scratch / f"{'-'.join(map(str, grams))}.npz"
-            _counts(counted, grams).save(path)
+            if grams == WORDPIECE:
+                vectors = _block_vectors(counted, static_embeddings())
+                np.savez(path, matrix=vectors.matrix[:vectors.block_rows])
+            else:
+                _counts(counted, grams).save(path)
             counted.files[grams] = path
     return SharedCounts(counted.key, counted.texts, {grams: counted.files[grams] for grams in wanted})
 
@@ -200,8 +230,9 @@ def _grams_of(params: Mapping[str, Any]) -> list[Grams]:
     (``params`` updated with the ``blend``'s, as :class:`kinds.tfidf.TfidfLogReg` builds it)."""
     blend = params.get("blend")
     parts = [params, *([{**params, **blend}] if isinstance(blend, Mapping) else [])]
-    return list(dict.fromkeys((str(p.get("analyzer", "word")), int(p.get("ngram_min", 1)), int(p["ngram_max"]))
-                              for p in parts if p.get("analyzer") != "wordpiece"))  # wordpiece: no n-grams
+    return list(dict.fromkeys(WORDPIECE if p.get("analyzer") == "wordpiece"  # no n-grams: its embeddings
+                              else (str(p.get("analyzer", "word")), int(p.get("ngram_min", 1)), int(p["ngram_max"]))
+                              for p in parts))
 
 
 def _counts(counted: _Counted, grams: Grams) -> NgramCounts:
@@ -225,17 +256,29 @@ def shared_tfidf(texts: Sequence[str], *, ngram_max: int, min_df: int, max_featu
     return None if rows is None else counts.tfidf(rows, min_df=min_df, max_features=max_features)
 
 
-def shared_wordpiece(texts: Sequence[str], embeddings: StaticEmbeddings) -> npt.NDArray[np.float64] | None:
-    """``embeddings``' vectors of ``texts`` from the enclosing :func:`counted_once` (the block's distinct
-    texts embedded once, on the first such call), or None (no block, or a text the block does not hold)."""
+def wordpiece_vectors(texts: Sequence[str], embeddings: StaticEmbeddings) -> npt.NDArray[np.float32]:
+    """``embeddings``' vectors of ``texts``: inside a :func:`counted_once` block of the default table, from the
+    block's (each text embedded once per block; the block's own texts loaded from the counting process's file
+    in a fit worker); outside, computed."""
     counted = _current.get()
-    if counted is None:
-        return None
-    found = counted.vectors.get(embeddings.embedding_id)
-    if found is None:
+    if counted is None or embeddings is not static_embeddings():
+        return embeddings.vectors(texts)
+    return _block_vectors(counted, embeddings).rows(texts, embeddings)
+
+
+def _block_vectors(counted: _Counted, embeddings: StaticEmbeddings) -> _Vectors:
+    if counted.vectors is None:
         distinct = list(dict.fromkeys(counted.texts))
-        found = counted.vectors[embeddings.embedding_id] = ({t: i for i, t in enumerate(distinct)},
-                                                            embeddings.vectors(distinct))
-    row_of, matrix = found
-    rows = [row_of.get(t, -1) for t in texts]
-    return None if -1 in rows else matrix[np.asarray(rows, dtype=np.int64)]
+        source = counted.files.get(WORDPIECE)
+        if source is not None:  # the counting process's, for the same texts
+            with np.load(source, allow_pickle=False) as saved:
+                matrix = saved["matrix"]
+        elif _last_vectors is not None:  # a run's texts are mostly the last run's (the corpus, earlier samples)
+            matrix = _last_vectors.rows(distinct, embeddings)
+        else:
+            matrix = embeddings.vectors(distinct)
+        counted.vectors = _Vectors({t: i for i, t in enumerate(distinct)}, matrix, len(distinct))
+    return counted.vectors
+
+
+_last_vectors: _Vectors | None = None  # the last block's, in this process (a trainer's; a pod opens no block)

@@ -37,7 +37,7 @@ import numpy.typing as npt
 from kinds._threads import one_blas_thread
 from kinds.base import ModelKind, Probabilities, as_texts
 from kinds.exceptions import ArtifactError, KindError
-from kinds.ngrams import shared_tfidf, shared_wordpiece
+from kinds.ngrams import shared_tfidf, wordpiece_vectors
 from kinds.search_space import Choice, FloatRange
 from kinds.wordpiece import StaticEmbeddings, static_embeddings
 from tasks.features import Input
@@ -158,8 +158,7 @@ class TfidfLogReg(ModelKind):
         vectorizer: TfidfVectorizer | None = None
         if self._embeddings is not None:  # wordpiece: the same columns for any texts
             vocabulary, idf = self._embedding_columns()
-            found = shared_wordpiece(texts, self._embeddings)  # per run, once per text (kinds.ngrams)
-            features: Any = self._embeddings.vectors(texts) if found is None else found
+            features: Any = wordpiece_vectors(texts, self._embeddings)  # in a run: once per text (kinds.ngrams)
         else:
             vectorizer = self._new_vectorizer()
             shared = shared_tfidf(texts, ngram_max=self.params["ngram_max"], min_df=self.params["min_df"],
@@ -233,7 +232,7 @@ class TfidfLogReg(ModelKind):
     def _transform(self, vectorizer: TfidfVectorizer | None, texts: Sequence[str]) -> Any:
         """The fitted state's features of ``texts``."""
         if self._embeddings is not None:
-            return self._embeddings.vectors(texts)
+            return wordpiece_vectors(texts, self._embeddings)
         assert vectorizer is not None
         return vectorizer.transform(list(texts))
 
@@ -425,4 +424,4 @@ class _EmbeddingScorer(_Scorer):
         self.embeddings = embeddings
 
     def proba(self, texts: Sequence[str]) -> Probabilities:
-        return _probabilities(self.embeddings.vectors(texts) @ self._coef_t + self.intercept)
+        return _probabilities(wordpiece_vectors(texts, self.embeddings) @ self._coef_t + self.intercept)

@@ -58,11 +58,11 @@ def test_a_fit_in_a_worker_predicts_as_in_process(pool: FitPool, counted: bool, 
         job = job_for("tfidf-logreg", params, texts, labels, weights, held)
         assert (job.counted is not None) == counted
         if job.counted is not None:  # the counts the worker loads, not recounts: each gram set's (a blend's two)
-            assert len(job.counted.files) == (2 if params is BLENDED else 1)  # wordpiece counts no n-grams
+            assert len(job.counted.files) == (1 if params is PARAMS else 2)  # wordpiece: its embeddings' file
             assert all(path.is_file() for path in job.counted.files.values())
         future = pool.submit(lambda: create("tfidf-logreg", **params).fit(texts, labels, weights), held, job)
         expected = here()
-    done = pool.result(future)
+        done = pool.result(future)  # inside the block, as the trainer waits: its files end with it
     assert done.labels == ("negative", "neutral", "positive")
     assert np.array_equal(done.proba, expected)  # bit for bit: the same features, one BLAS thread each
 

@@ -5,6 +5,7 @@ recipe. Real table, real tokenizer, real fits."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 from flywheel.demo import KIND_PARAMS
-from kinds import ArtifactError, KindError, create, load_model
-from kinds.ngrams import counted_once, shared_counts
+from kinds import ArtifactError, KindError, create, load_model, ngrams
+from kinds.ngrams import WORDPIECE as EMBEDDINGS_FILE
+from kinds.ngrams import _current, counted_once, shared_counts
 from kinds.tfidf import TfidfLogReg
 from kinds.wordpiece import TABLE, WEIGHTS, StaticEmbeddings, static_embeddings
 
@@ -57,8 +59,10 @@ def test_a_wordpiece_model_predicts_what_scikit_learn_predicts_on_those_features
     texts, labels, weights, held = _data()
     model = TfidfLogReg(**WORDPIECE).fit(texts, labels, weights)
     _, clf = model._sklearn()
-    expected = clf.predict_proba(static_embeddings().vectors(held))
-    assert np.abs(model.predict_proba(held) - expected).max() < 1e-12
+    features = static_embeddings().vectors(held)
+    assert features.dtype == np.float32  # the table's precision, and what the solver fits on
+    expected = clf.predict_proba(features)  # computed in float32 by scikit-learn, in float64 by the scorer
+    assert np.abs(model.predict_proba(held) - expected).max() < 1e-5
     accuracy = np.mean([p == r.label for p, r in zip(model.predict(held[:200]), rows("vader_tweets")[200:400],
                                                      strict=True)])
     assert accuracy > 0.55  # it learns (char_wb alone here: ~0.53; static champion-like corpus-heavy rows)
@@ -113,14 +117,16 @@ def test_inside_a_counting_block_each_text_is_embedded_once_and_fits_equal_the_f
     texts, labels, weights, held = _data()
     outside = create("tfidf-logreg", **DEMO).fit(texts[100:], labels[100:], weights[100:])
     with counted_once(texts):
-        shared = shared_counts(DEMO)
-        assert shared is not None and set(shared.files) == {("char_wb", 2, 5)}  # wordpiece counts no n-grams
+        shared = shared_counts(DEMO)  # the char n-grams' counts and the texts' embeddings, for a fit worker
+        assert shared is not None and set(shared.files) == {("char_wb", 2, 5), EMBEDDINGS_FILE}
+        with np.load(shared.files[EMBEDDINGS_FILE]) as saved:
+            assert np.array_equal(saved["matrix"], static_embeddings().vectors(list(dict.fromkeys(texts))))
         inside = create("tfidf-logreg", **DEMO).fit(texts[100:], labels[100:], weights[100:])
-        from kinds.ngrams import _current
-
         block = _current.get()
-        assert block is not None and list(block.vectors) == [static_embeddings().embedding_id]
-        assert len(block.vectors[static_embeddings().embedding_id][0]) == len(set(texts))
+        assert block is not None and block.vectors is not None and block.vectors.block_rows == len(set(texts))
+        proba = inside.predict_proba(held)  # texts outside the block: embedded once, kept for the block
+        assert len(block.vectors.row_of) == len(set(texts) | set(held))
+        assert np.array_equal(inside.predict_proba(held), proba)
     assert np.abs(inside.predict_proba(held) - outside.predict_proba(held)).max() < 1e-9
 
 
@@ -131,3 +137,27 @@ def test_a_wordpiece_fit_starts_at_the_champions_solution() -> None:
     started = create("tfidf-logreg", **DEMO).starting_at(champion.solution()).fit(texts, labels, weights)
     assert isinstance(started, TfidfLogReg) and started._blend is not None and started._blend._sklearn()[1].warm_start
     assert np.abs(started.predict_proba(held) - cold.predict_proba(held)).max() < 0.02  # the same optimum
+
+
+def test_the_next_run_embeds_only_the_texts_the_last_one_did_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts, labels, weights, held = _data()
+    embeddings = static_embeddings()
+    embedded: list[int] = []
+    original = embeddings.vectors
+
+    def counting(batch: Sequence[str]) -> Any:
+        embedded.append(len(batch))
+        return original(batch)
+
+    monkeypatch.setattr(embeddings, "vectors", counting)
+    monkeypatch.setattr(ngrams, "_last_vectors", None)  # no earlier block in this process
+    with counted_once(texts[:1000]):
+        first = create("tfidf-logreg", **DEMO).fit(texts[:1000], labels[:1000], weights[:1000])
+    assert sum(embedded) == len(set(texts[:1000]))
+    embedded.clear()
+    with counted_once(texts):  # the next run: the same corpus rows and more
+        again = create("tfidf-logreg", **DEMO).fit(texts, labels, weights)
+    assert sum(embedded) == len(set(texts) - set(texts[:1000]))
+    assert np.abs(again.predict_proba(held) - create("tfidf-logreg", **DEMO).fit(texts, labels, weights)
+                  .predict_proba(held)).max() < 1e-9  # the same features as embedding them afresh
+    assert first.labels == again.labels
