@@ -1,14 +1,14 @@
 """Static WordPiece embeddings: a text's features as the mean of the input embeddings of its WordPiece tokens,
 taken from the packaged sentence encoder's embedding table (all-MiniLM-L6-v2: 30,522 tokens x 384), L2-normalised.
 
-No transformer layer runs: a text costs one tokenisation (the ``tokenizers`` library, Rust) and a sparse
-row times the table, ~0.1 ms. The table is memory-mapped straight from the encoder's ``model.safetensors``
-(no copy: a process's RSS grows only by the pages of the tokens it meets). Why: n-grams learn only the words
-a domain's labels showed them, while tokens the corpus never had sit near tokens it had in this table, so a
-model fitted on these features transfers to a drifted domain. Offline on the efficacy bench's split
-(issue 18, docs/benchmarks.md), a tfidf-logreg blend of char_wb 2-5 n-grams and these features (corpus 0.2 +
-360 target labels) serves held-out tweets at 0.680-0.691 vs 0.625-0.665 for char_wb alone, products
-0.594-0.617 vs 0.575-0.593.
+No transformer layer runs: a text costs one tokenisation (the ``tokenizers`` library, Rust) and a gather of
+its tokens' rows, ~50 µs (fast Xeon, a LoRA bench beside it). The table is memory-mapped straight from the
+encoder's ``model.safetensors`` (no copy: a process's RSS grows only by the pages of the tokens it meets).
+Why: n-grams learn only the words a domain's labels showed them, while tokens the corpus never had sit near
+tokens it had in this table, so a model fitted on these features transfers to a drifted domain. Offline on
+the efficacy bench's split (issue 18, docs/benchmarks.md), a tfidf-logreg blend of char_wb 2-5 n-grams and
+these features (corpus 0.2 + 360 target labels) serves held-out tweets at 0.680-0.691 vs 0.625-0.665 for
+char_wb alone, products 0.594-0.617 vs 0.575-0.593.
 
 :func:`static_embeddings` is the process's one instance for a model directory; ``embedding_id`` names the
 table by its file's sha256, which a saved model records so that it refuses another table."""
