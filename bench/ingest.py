@@ -7,7 +7,14 @@ Produces N feedback events (~1% exact resends, ~1% invalid) to a fresh topic, me
 then checks the table: lost and duplicated must be 0.
 
     python bench/ingest.py [--events 200000] [--batch 5000] [--writers 4] [--storage memory|durable|durable+fsync]
-                           [--linger-ms 20]
+                           [--linger-ms 20] [--processes N]
+
+``--processes N``: the landing is done by N ``flywheel process ingest`` processes (the CLI a deployment runs,
+one consumer group; each its own interpreter, so its own GIL) started together once the topic is full,
+instead of one processor in this process. Then ``landed_per_s`` runs from the first partition assignment
+any of them logs (a little before its first batch, where the in-process figure starts) until every valid
+unique event is committed; ``--processes 1`` is one CLI process measured the same way. The CPU columns are
+the processes' own (all their threads) from within 20 ms of that assignment.
 
 Uses FLYWHEEL_KAFKA_BOOTSTRAP / FLYWHEEL_DATABASE_URL when set; otherwise starts the embedded broker and
 uses the local Postgres on 127.0.0.1:5432 (or pgserver). The last line printed is JSON.
@@ -26,6 +33,9 @@ import contextlib
 import json
 import os
 import random
+import re
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -188,6 +198,74 @@ def landed_rate(
     return expected / (done - runner.first_batch_at), runner, cpu
 
 
+def landed_rate_processes(settings: FlywheelSettings, url: str, expected: int, processes: int
+                          ) -> tuple[float, dict[str, float], list[str]]:
+    """Landing rate by ``processes`` CLI ingest processes (module docstring), the CPU seconds spent meanwhile
+    (the processes, the benchmark database's Postgres backends, the embedded broker, the idle machine) and
+    each process's log."""
+    env = {**os.environ, "FLYWHEEL_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "", "FLYWHEEL_DATABASE_URL": url,
+           "FLYWHEEL_TOPIC_PREFIX": settings.topic_prefix, "FLYWHEEL_METRICS_PORT": "0",
+           "FLYWHEEL_BATCH_MAX_RECORDS": str(settings.batch_max_records),
+           "FLYWHEEL_SINK_WRITERS": str(settings.sink_writers),
+           "FLYWHEEL_ORPHAN_TIMEOUT_S": str(settings.orphan_timeout_s)}
+    children = _children()  # the embedded broker
+    logs = [tempfile.NamedTemporaryFile(prefix="ingest-", suffix=".log") for _ in range(processes)]  # noqa: SIM115
+    procs = [subprocess.Popen([sys.executable, "-m", "flywheel", "process", "ingest"], env=env, stdout=log,
+                              stderr=subprocess.STDOUT) for log in logs]
+    query = "SELECT value FROM stream_counters WHERE group_id = %s AND name = 'landed:feedback'"
+    group = f"{settings.topic_prefix}-ingest"  # IngestProcessor.from_settings's group
+    started: float | None = None
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while True:
+                if any(p.poll() is not None for p in procs):
+                    raise RuntimeError("an ingest process exited before the landing was done:\n" + _tail(logs))
+                if started is None:
+                    started = _first_assignment(logs)
+                    if started is not None:  # within 20 ms of the first assignment
+                        start = {"process": sum(_cpu_s(p.pid) for p in procs),
+                                 "broker": sum(map(_cpu_s, children)), "idle": _idle_s()}
+                row = conn.execute(query, (group,)).fetchone()
+                if started is not None and row and row[0] >= expected:
+                    done = time.time()
+                    cpu = {"process": sum(_cpu_s(p.pid) for p in procs) - start["process"]}
+                    break
+                time.sleep(0.02)
+            pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                               "AND pid <> pg_backend_pid()")]
+            cpu["postgres"] = sum(_cpu_s(pid) for pid in pids)
+            cpu["broker"] = sum(map(_cpu_s, children)) - start["broker"]
+            cpu["machine idle"] = _idle_s() - start["idle"]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        texts = [Path(log.name).read_text(errors="replace") for log in logs]
+        for log in logs:
+            log.close()
+    assert started is not None
+    return expected / (done - started), cpu, texts
+
+
+_ASSIGNED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO streams\.runtime: \S+: assigned \[\(", re.M)
+
+
+def _first_assignment(logs: list[Any]) -> float | None:
+    """The epoch time of the first partition assignment any of the processes logged (``%(asctime)s``: local
+    time to the millisecond), or None before one has."""
+    times = [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()  # local, as logged
+             for log in logs for m in _ASSIGNED.finditer(Path(log.name).read_text(errors="replace"))]
+    return min(times, default=None)
+
+
+def _tail(logs: list[Any]) -> str:
+    return "\n".join(Path(log.name).read_text(errors="replace")[-1500:] for log in logs)
+
+
 def main() -> None:
     probe = HostProbe()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -198,6 +276,9 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=FlywheelSettings.model_fields["sink_writers"].default)
     parser.add_argument("--linger-ms", type=float, default=20.0,
                         help="the producer's linger.ms: lower means smaller batches, more requests to the broker")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="land with this many `flywheel process ingest` processes (one group) instead of one "
+                             "processor in this process (module docstring)")
     parser.add_argument("--storage", choices=["memory", "durable", "durable+fsync"], default="memory",
                         help="the embedded broker's storage (what `flywheel up` uses by default: durable)")
     args = parser.parse_args()
@@ -214,7 +295,12 @@ def main() -> None:
         values, unique = make_events(args.events)
         produced = produce(kafka_conn, settings.topics.feedback, values, args.linger_ms)
         raw = raw_rate(kafka_conn, settings.topics.feedback, len(values), args.batch)
-        landed, runner, cpu = landed_rate(settings, kafka_conn, url, len(unique))
+        if args.processes:
+            landed, cpu, _ = landed_rate_processes(settings, url, len(unique), args.processes)
+            batches = None
+        else:
+            landed, runner, cpu = landed_rate(settings, kafka_conn, url, len(unique))
+            batches = runner.batches_committed
         with psycopg.connect(url) as conn:
             ids = [r[0] for r in conn.execute("SELECT feedback_id FROM feedback")]
             dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
@@ -222,13 +308,15 @@ def main() -> None:
         lost = len(unique - got)
         duplicated = len(ids) - len(got) + len(got - unique)
         print(f"produced {len(values)} records at {produced:,.0f}/s; {len(unique)} valid unique, "
-              f"{dead[0] if dead else 0} dead-lettered, {runner.batches_committed} batches, {args.writers} writers")
+              f"{dead[0] if dead else 0} dead-lettered, {batches} batches, {args.writers} writers"
+              f"{f' in each of {args.processes} processes' if args.processes else ''}")
         print("CPU while landing, per consumed record: " + ", ".join(
             f"{name} {seconds:.2f} s = {seconds / len(values) * 1e6:.1f} us" for name, seconds in cpu.items()))
         emit({"events": len(values), "storage": args.storage, "linger_ms": args.linger_ms,
                           "produced_per_s": round(produced),
                           "landed_per_s": round(landed), "raw_per_s": round(raw),
-                          "ratio": round(landed / raw, 3), "lost": lost, "duplicated": duplicated}, probe)
+                          "ratio": round(landed / raw, 3), "lost": lost, "duplicated": duplicated,
+                          "processes": args.processes or None}, probe)
 
 
 if __name__ == "__main__":
