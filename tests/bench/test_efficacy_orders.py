@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from bench.efficacy import holdout_se, summary
+from bench.efficacy import first_promoted_samples, holdout_se, summary
 from bench.recipes_offline import split
 from core.settings import FlywheelSettings
 from flywheel.demo import DemoOptions, Replay
@@ -19,7 +19,8 @@ from flywheel.demo.stream import split_target
 def order(i: int, k400: float, first: int | None, oracle: float = 0.74) -> dict[str, object]:
     return {"order": i, "static": 0.57, "oracle": oracle, "k100": 0.6, "k200": 0.62, "k400": k400, "final": k400,
             "fraction_of_oracle_at_400": round(k400 / oracle, 4), "first_promotion_at_label": first,
-            "holdout_rows": 1260, "seconds": 200.0, "load": [[1.0, 1.0, 1.0], [2.0, 1.5, 1.0]]}
+            "holdout_rows": 1260, "seconds": 200.0, "load": [[1.0, 1.0, 1.0], [2.0, 1.5, 1.0]],
+            "first_promoted_samples": None if first is None else first - 20}
 
 
 def test_one_order_keeps_the_keys_and_figures_of_a_single_run() -> None:
@@ -44,6 +45,19 @@ def test_orders_are_averaged_with_their_spread_and_each_kept() -> None:
     assert found["first_promotion_at_label"] == 400 and found["first_promotion_at_labels"] == [100, 400, None]
     assert found["promoted_by_150"] == 1
     assert [o["k400"] for o in found["orders"]] == [0.651, 0.666, 0.636]
+    assert found["first_promoted_samples"] == [80, 380, None]
+    assert [o["first_promoted_samples"] for o in found["orders"]] == [80, 380, None]
+
+
+def test_the_first_promoted_samples_are_those_of_the_first_promoted_retrain() -> None:
+    def run(mode: str, status: str, samples: int) -> dict[str, object]:
+        return {"mode": mode, "status": status, "sample_count": samples}
+
+    runs = [run("bootstrap", "promoted", 0), run("full", "refused", 62), run("incremental", "failed", 70),
+            run("full", "promoted", 141), run("full", "promoted", 199)]
+    assert first_promoted_samples(runs) == 141
+    assert first_promoted_samples(runs[:3]) is None
+    assert first_promoted_samples([]) is None
 
 
 def test_the_median_first_promotion_is_none_when_half_the_orders_never_promoted() -> None:
