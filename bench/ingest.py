@@ -308,8 +308,9 @@ def main() -> None:
         lost = len(unique - got)
         duplicated = len(ids) - len(got) + len(got - unique)
         print(f"produced {len(values)} records at {produced:,.0f}/s; {len(unique)} valid unique, "
-              f"{dead[0] if dead else 0} dead-lettered, {batches} batches, {args.writers} writers"
-              f"{f' in each of {args.processes} processes' if args.processes else ''}")
+              f"{dead[0] if dead else 0} dead-lettered, "
+              + (f"{args.writers} writers in each of {args.processes} processes" if args.processes
+                 else f"{batches} batches, {args.writers} writers"))
         print("CPU while landing, per consumed record: " + ", ".join(
             f"{name} {seconds:.2f} s = {seconds / len(values) * 1e6:.1f} us" for name, seconds in cpu.items()))
         emit({"events": len(values), "storage": args.storage, "linger_ms": args.linger_ms,
