@@ -7,6 +7,7 @@ package does not import MLflow (that happens, offline, on the first open).
 from registry.backend import postgres_backend, sqlite_backend
 from registry.base import ModelRegistry, RunHandle
 from registry.exceptions import (
+    ChampionChanged,
     DeployRecordError,
     InvalidRequest,
     NoChampion,
@@ -36,6 +37,7 @@ __all__ = [
     "IDENTITY_TAGS",
     "PREVIOUS",
     "BlobCollection",
+    "ChampionChanged",
     "DeployRecordError",
     "InvalidRequest",
     "Lineage",

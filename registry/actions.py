@@ -27,9 +27,10 @@ class ModelActions:
         """Make ``ref`` the champion (the alias move is the commit point), then announce ``promote``."""
         return self._announce(self.registry.promote(ref, reason), "promote", reason)
 
-    def rollback(self, to: VersionRef | None, reason: str) -> ModelEvent:
-        """Restore ``to`` (default: ``previous``) as the champion, then announce ``rollback``."""
-        return self._announce(self.registry.rollback(to, reason), "rollback", reason)
+    def rollback(self, to: VersionRef | None, reason: str, *, expected: VersionRef | None = None) -> ModelEvent:
+        """Restore ``to`` (default: ``previous``) as the champion, then announce ``rollback``; ``expected``: the
+        champion it was decided on (:meth:`ModelRegistry.rollback`)."""
+        return self._announce(self.registry.rollback(to, reason, expected=expected), "rollback", reason)
 
     def request_retrain(self, request: RetrainRequest) -> None:
         """Ask the trainers (one of them takes it, once, by ``request_id``) on the retrain topic."""

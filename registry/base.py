@@ -19,7 +19,14 @@ from kinds.base import ModelKind, Resources
 from kinds.catalog import load_model
 from registry._blobs import GRACE_S
 from registry._verify import verify_artifact
-from registry.exceptions import InvalidRequest, NoChampion, NoPrevious, NoSuchVersion, TamperedArtifact
+from registry.exceptions import (
+    ChampionChanged,
+    InvalidRequest,
+    NoChampion,
+    NoPrevious,
+    NoSuchVersion,
+    TamperedArtifact,
+)
 from registry.semver import Mode, Semver
 from registry.types import (
     CHALLENGER,
@@ -192,15 +199,20 @@ class ModelRegistry(ABC):
             return Transition("challenger", self.model_name, aliases.get(CHALLENGER), target.version, reason,
                               self.get(target.version))
 
-    def rollback(self, to: VersionRef | None = None, reason: str = "") -> Transition:
+    def rollback(self, to: VersionRef | None = None, reason: str = "", *, expected: VersionRef | None = None
+                 ) -> Transition:
         """``champion`` -> ``to`` (default: ``previous``). The version left is tagged ``rolled_back``;
         ``previous`` becomes the champion that preceded ``to`` (unless rolled back too), else is cleared;
-        the challenger is cleared. A ``to`` whose artifact does not verify is refused (:class:`TamperedArtifact`)."""
+        the challenger is cleared. A ``to`` whose artifact does not verify is refused (:class:`TamperedArtifact`).
+        ``expected``: the champion the rollback was decided on; when another version is the champion by now
+        (a promotion came in between), nothing changes and :class:`ChampionChanged` is raised."""
         with self._exclusive():
             aliases = self.aliases()
             current = aliases.get(CHAMPION)
             if current is None:
                 raise NoChampion(self.model_name)
+            if expected is not None and (wanted := self.get(expected).version) != current:
+                raise ChampionChanged(self.model_name, wanted, current)
             target = self.get(PREVIOUS if to is None else to)
             if target.version == current:
                 raise InvalidRequest(self.model_name, f"version {current} is already the champion")

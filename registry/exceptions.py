@@ -9,8 +9,8 @@ from __future__ import annotations
 from core.exceptions import FlywheelError
 from kinds.exceptions import TamperedArtifact
 
-__all__ = ["DeployRecordError", "InvalidRequest", "NoChampion", "NoPrevious", "NoSuchVersion", "RegistryError",
-           "RegistryStoreError", "TamperedArtifact"]
+__all__ = ["ChampionChanged", "DeployRecordError", "InvalidRequest", "NoChampion", "NoPrevious", "NoSuchVersion",
+           "RegistryError", "RegistryStoreError", "TamperedArtifact"]
 
 
 class RegistryError(FlywheelError):
@@ -67,3 +67,14 @@ class InvalidRequest(RegistryError):
     def __init__(self, model: str, detail: str) -> None:
         super().__init__(f"model {model!r}: {detail}")
         self.model = model
+
+
+class ChampionChanged(InvalidRequest):
+    """A rollback decided about one champion found another in its place (a promotion came in between):
+    refused, so that a version is never rolled back for what its predecessor did."""
+
+    def __init__(self, model: str, expected: str, current: str) -> None:
+        super().__init__(model, f"the champion is now version {current}, not version {expected} that the "
+                                "rollback was decided on")
+        self.expected = expected
+        self.current = current

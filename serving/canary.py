@@ -28,7 +28,8 @@ Every ``interval_s`` a :class:`CanaryController` takes its own Postgres advisory
    it would have served them no better, the traffic got harder rather than the model worse (concept
    drift: the rainfall demo's refits serve 0.66-0.70 after the drift, below offline figures measured partly
    on the easier days before it, while the static model they replaced serves ~0.55), and a retrain is
-   requested instead.
+   requested instead. The rollback is of the champion judged only (``expected``): a version promoted
+   meanwhile stays (:class:`~registry.ChampionChanged`, noted).
 
 Every action is a row of ``canary_decisions`` with its reason, a log line and a metric.
 """
@@ -41,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -52,7 +53,16 @@ from core.exceptions import ConfigError, FlywheelError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from core.yamlconfig import load_yaml_model
-from registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, ModelVersionInfo, VersionRef, registry_backend
+from registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    ChampionChanged,
+    ModelRegistry,
+    ModelVersionInfo,
+    VersionRef,
+    registry_backend,
+)
 from registry.actions import ModelActions
 from registry.announce import model_event, read_model_events
 from schemas import ModelEvent, RetrainRequest
@@ -64,6 +74,13 @@ log = logging.getLogger(__name__)
 
 OfflineAccuracy = Callable[[ModelVersionInfo], float | None]
 Action = Literal["promote", "retire", "rollback", "retrain"]
+
+
+class Rollback(Protocol):
+    """:meth:`registry.actions.ModelActions.rollback`: ``to`` (None: ``previous``) becomes the champion, unless
+    the champion is no longer ``expected`` (:class:`~registry.ChampionChanged`)."""
+
+    def __call__(self, to: VersionRef | None, reason: str, *, expected: VersionRef | None = None) -> ModelEvent: ...
 
 
 class _Frozen(BaseModel):
@@ -150,7 +167,7 @@ class CanaryController:
 
     def __init__(self, *, db_url: str, model_name: str, registry: ModelRegistry, config: CanaryConfig,
                  promote: Callable[[VersionRef, str], ModelEvent],
-                 rollback: Callable[[VersionRef | None, str], ModelEvent],
+                 rollback: Rollback,
                  publish: Callable[[ModelEvent], ModelEvent],
                  request_retrain: Callable[[RetrainRequest], None],
                  events: Callable[[], Sequence[ModelEvent]],
@@ -291,7 +308,10 @@ class CanaryController:
         if cfg.action == "rollback" and previous is not None:
             paired = self._paired(conn, info.version, previous, since, now)
             if paired is None or paired[1].correct > paired[0].correct:
-                self.rollback(None, f"watchdog: {reason}")
+                try:  # only the champion judged: a version promoted meanwhile is not rolled back for it
+                    self.rollback(previous, f"watchdog: {reason}", expected=info.version)
+                except ChampionChanged as exc:
+                    return [], [f"watchdog: no rollback: {exc}"]
                 return [self._record(conn, "rollback", info.version, info.version, reason, None, online, None)], []
             champion, earlier = paired
             reason += (f"; the previous version {previous} would have served the same {champion.n} labelled "

@@ -18,7 +18,7 @@ from core import db
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle, lifecycle
-from registry import Lineage, ModelVersionInfo
+from registry import ChampionChanged, Lineage, ModelVersionInfo
 from registry.announce import model_event, read_model_events
 from schemas import RetrainRequest
 from serving.canary import CanaryConfig, CanaryController, CanaryMetrics, WatchdogConfig, controller_for, lock_key
@@ -199,6 +199,42 @@ def test_the_watchdog_rolls_back_a_champion_whose_online_accuracy_collapsed(
     assert (action, version) == ("rollback", second.version)
     assert "0.4000 (80/200" in reason and "offline 0.9000" in reason
     assert ctl.tick().acted == ()  # version 1 has no feedback since it came back
+
+
+def test_the_watchdog_does_not_roll_back_a_version_promoted_while_it_judged_the_one_before(
+        lc: Lifecycle, db_url: str, tmp_path: Path) -> None:
+    """The trainer promotes version 3 while the watchdog is judging champion 2 (whose online accuracy
+    collapsed): the rollback decided on 2 must not demote 3 (it would restore 2, the collapsed one)."""
+    second = register_copy(lc, tmp_path, holdout_accuracy=0.9)
+    lc.promote(second.version, "test")
+    earlier = answer_of(lc, "1", NEGATIVE)
+    land(db_url, "champion", second.version, 200, 80, text=NEGATIVE, wrong=earlier)  # 40%, offline 0.9
+    third = register_copy(lc, tmp_path, holdout_accuracy=0.9)
+
+    def offline_while_promoting(info: ModelVersionInfo) -> float:
+        if info.version == second.version and lc.registry.champion().version == second.version:  # type: ignore[union-attr]
+            lc.promote(third.version, "a run that finished meanwhile")  # after the watchdog read the champion
+        return 0.9
+
+    ctl = controller_for(lc.settings, lc.kafka, db_url, CONFIG, actions=lc.actions,
+                         offline_accuracy=offline_while_promoting, metrics=CanaryMetrics(CollectorRegistry()))
+    result = ctl.tick()
+    assert result.acted == ()
+    assert any("no rollback" in n and f"now version {third.version}, not version {second.version}" in n
+               for n in result.notes), result.notes
+    assert lc.registry.champion().version == third.version  # type: ignore[union-attr]
+    assert "rolled_back" not in lc.registry.get(third.version).tags
+    assert decisions(db_url) == [] and actions(lc)[-1] == f"promote:{third.version}"
+    assert ctl.tick().acted == ()  # the next look judges version 3, which has served nothing yet
+
+
+def test_a_rollback_decided_on_another_champion_is_refused(lc: Lifecycle, tmp_path: Path) -> None:
+    second = register_copy(lc, tmp_path)
+    lc.promote(second.version, "test")
+    with pytest.raises(ChampionChanged, match=f"now version {second.version}, not version 1"):
+        lc.registry.rollback(None, "stale", expected="1")
+    assert lc.registry.champion().version == second.version  # type: ignore[union-attr]
+    assert lc.registry.rollback(None, "current", expected=second.version).to_version == "1"
 
 
 def test_the_watchdog_keeps_a_champion_the_previous_version_would_not_beat(
