@@ -157,6 +157,20 @@ def _idle_s() -> float:
     return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
+def _beside_start(children: list[int]) -> dict[str, float]:
+    """The broker's CPU seconds and the machine's idle seconds so far (:func:`_beside`'s start)."""
+    return {"broker": sum(map(_cpu_s, children)), "idle": _idle_s()}
+
+
+def _beside(conn: psycopg.Connection[Any], children: list[int], start: dict[str, float]) -> dict[str, float]:
+    """CPU seconds beside the processor since ``start``: the benchmark database's Postgres backends (all of
+    their life: they connected for the landing), the embedded broker, and the machine's idle time."""
+    pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                       "AND pid <> pg_backend_pid()")]
+    return {"postgres": sum(_cpu_s(pid) for pid in pids), "broker": sum(map(_cpu_s, children)) - start["broker"],
+            "machine idle": _idle_s() - start["idle"]}
+
+
 def landed_rate(
     settings: FlywheelSettings, kafka_conn: KafkaConnection, url: str, expected: int
 ) -> tuple[float, ProcessorRunner[Any], dict[str, float]]:
@@ -174,7 +188,7 @@ def landed_rate(
     with psycopg.connect(url, autocommit=True) as conn:
         while True:
             if not start and runner.first_batch_at is not None:  # CPU from the first batch on (within 20 ms)
-                start = {"process": time.process_time(), "broker": sum(map(_cpu_s, children)), "idle": _idle_s()}
+                start = {"process": time.process_time(), **_beside_start(children)}
                 threads_before = _threads_cpu_s()
             row = conn.execute("SELECT value FROM stream_counters WHERE group_id = %s AND name = 'landed:feedback'",
                                (runner.group,)).fetchone()
@@ -186,12 +200,8 @@ def landed_rate(
         cpu = {"process": time.process_time() - start["process"]}
         cpu.update({f"  {role}": s for role, s in _by_role(runner, thread.native_id, threads_before,
                                                             threads_after).items()})
-        pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                                           "AND pid <> pg_backend_pid()")]
         # the runner's backends: connected at assignment (the control one) and at each writer's first batch
-        cpu["postgres"] = sum(_cpu_s(pid) for pid in pids)
-        cpu["broker"] = sum(map(_cpu_s, children)) - start["broker"]
-        cpu["machine idle"] = _idle_s() - start["idle"]
+        cpu.update(_beside(conn, children, start))
     runner.stop()
     thread.join(30)
     assert runner.first_batch_at is not None
@@ -223,19 +233,14 @@ def landed_rate_processes(settings: FlywheelSettings, url: str, expected: int, p
                 if started is None:
                     started = _first_assignment(logs)
                     if started is not None:  # within 20 ms of the first assignment
-                        start = {"process": sum(_cpu_s(p.pid) for p in procs),
-                                 "broker": sum(map(_cpu_s, children)), "idle": _idle_s()}
+                        start = {"process": sum(_cpu_s(p.pid) for p in procs), **_beside_start(children)}
                 row = conn.execute(query, (group,)).fetchone()
                 if started is not None and row and row[0] >= expected:
                     done = time.time()
                     cpu = {"process": sum(_cpu_s(p.pid) for p in procs) - start["process"]}
                     break
                 time.sleep(0.02)
-            pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                                               "AND pid <> pg_backend_pid()")]
-            cpu["postgres"] = sum(_cpu_s(pid) for pid in pids)
-            cpu["broker"] = sum(map(_cpu_s, children)) - start["broker"]
-            cpu["machine idle"] = _idle_s() - start["idle"]
+            cpu.update(_beside(conn, children, start))
     finally:
         for p in procs:
             p.terminate()
