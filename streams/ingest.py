@@ -162,6 +162,34 @@ WITH ins AS (
     RETURNING id, status)
 SELECT count(*), count(*) FILTER (WHERE status = 'joined'), min(id), max(id) FROM ins
 """
+# Pending feedback whose prediction landed in this batch. Found through the content-key index: a key starts with
+# the first 8 bytes of md5(prediction_id) (``content_key``), so one prediction's feedback is one key range, and no
+# index on ``prediction_id`` has to take a random insert for every pending row. LATERAL subqueries fenced by
+# ``OFFSET 0`` (else the planner flattens them into joins and, without statistics for the staging table, may
+# hash-join a scan of every pending row): one probe of each index per staged prediction; then a TID join, so
+# the UPDATE needs no index on ``id`` either. A row another session resolved meanwhile has a new ctid: skipped.
+_JOIN_STAGED = """
+WITH hit AS (
+    SELECT f.tid, p.model, p.model_version, p.variant, p.label, p.probabilities
+    FROM stg_predictions s
+    JOIN LATERAL (SELECT model, model_version, variant, label, probabilities FROM predictions
+                  WHERE prediction_id = s.prediction_id OFFSET 0) p ON true
+    JOIN LATERAL (SELECT ctid AS tid FROM feedback
+                  WHERE content_key BETWEEN (left(md5(s.prediction_id), 16) || '0000000000000000')::uuid
+                                        AND (left(md5(s.prediction_id), 16) || 'ffffffffffffffff')::uuid
+                    AND prediction_id = s.prediction_id AND status = 'pending'
+                    AND (model IS NULL OR model = p.model) OFFSET 0) f ON true),
+upd AS (
+    UPDATE feedback f
+    SET status = 'joined', model = hit.model, model_version = hit.model_version, variant = hit.variant,
+        predicted_label = hit.label, probabilities = hit.probabilities, resolved_at = now()
+    FROM hit
+    WHERE f.ctid = hit.tid AND f.status = 'pending'
+    RETURNING f.id)
+SELECT count(*), min(id), max(id) FROM upd
+"""
+# Every pending row whose prediction has landed (housekeeping): read through the partial index ``feedback_pending``
+# on ``id``, one primary-key probe into ``predictions`` each
 _JOIN_PENDING = """
 WITH upd AS (
     UPDATE feedback f
@@ -169,7 +197,6 @@ WITH upd AS (
         predicted_label = p.label, probabilities = p.probabilities, resolved_at = now()
     FROM predictions p
     WHERE f.status = 'pending' AND p.prediction_id = f.prediction_id AND (f.model IS NULL OR f.model = p.model)
-          {scope}
     RETURNING f.id)
 SELECT count(*), min(id), max(id) FROM upd
 """
@@ -177,7 +204,7 @@ SELECT count(*), min(id), max(id) FROM upd
 # whatever the statistics say: a plain EXISTS is planned as a sequential scan once pending rows look common,
 # and pending rows are the newest, at the end of the table (measured: 721 ms on 2M rows, 8% of them pending,
 # for every batch holding predictions; 0.05 ms through the index).
-_ANY_PENDING = "SELECT 1 FROM feedback WHERE status = 'pending' ORDER BY prediction_id LIMIT 1"
+_ANY_PENDING = "SELECT 1 FROM feedback WHERE status = 'pending' ORDER BY id LIMIT 1"
 _ORPHAN = """
 WITH upd AS (
     UPDATE feedback SET status = 'orphan', resolved_at = now()
@@ -339,8 +366,7 @@ class IngestProcessor(Processor[IngestEvent]):
                 out.counts["duplicates:feedback"] += len(fbs) - n
                 _range(out, "feedback", lo, hi)
             if preds and cur.execute(_ANY_PENDING).fetchone() is not None:
-                scope = "AND f.prediction_id IN (SELECT prediction_id FROM stg_predictions)"
-                n, lo, hi = cur.execute(_JOIN_PENDING.format(scope=scope)).fetchone() or (0, None, None)
+                n, lo, hi = cur.execute(_JOIN_STAGED).fetchone() or (0, None, None)
                 out.counts["joined"] += n
                 _range(out, "feedback", lo, hi)
         return out
@@ -380,7 +406,7 @@ class IngestProcessor(Processor[IngestEvent]):
         instances committing a prediction and its feedback concurrently), then time out the rest."""
         out = Outcome()
         with conn.cursor() as cur:
-            n, lo, hi = cur.execute(_JOIN_PENDING.format(scope="")).fetchone() or (0, None, None)
+            n, lo, hi = cur.execute(_JOIN_PENDING).fetchone() or (0, None, None)
             out.counts["joined"] += n
             _range(out, "feedback", lo, hi)
             n, lo, hi = cur.execute(_ORPHAN, (self.orphan_timeout_s,)).fetchone() or (0, None, None)
@@ -451,17 +477,19 @@ def _copy_predictions(cur: psycopg.Cursor, events: list[PredictionRecord | Model
 
 def content_key(prediction_id: str, user_id: str | None, label: str | None, thumbs: str | None,
                 extra: tuple[int | None, str | None, str | None] = (None, None, None)) -> bytes:
-    """The feedback content key: md5 of (prediction, user, label, thumbs) joined by U+001F, 16 bytes.
-    The same value as the SQL ``md5(concat_ws(chr(31), ..))::uuid`` it replaces (computed here, where
-    the GIL has room, instead of in the busier Postgres backends). A generator's judgement (``extra``:
-    rating, correction, signal) is appended only when there is one, so every classifier's key stays what
-    it was, and a rating and a later correction of the same response are two rows, not a duplicate."""
+    """The feedback content key, 16 bytes: the first 8 of md5(prediction_id), then bytes 8-15 of md5 of
+    (prediction, user, label, thumbs) joined by U+001F. Equal content gives an equal key (the dedup); the
+    prefix puts one prediction's feedback in one range of the key's unique index, which is how pending
+    feedback is found when its prediction lands (``_JOIN_STAGED``; no index on ``prediction_id``). The SQL
+    equivalent: ``overlay(md5(concat_ws(chr(31), ..)) placing left(md5(prediction_id), 16) from 1)::uuid``
+    (migration 0014). A generator's judgement (``extra``: rating, correction, signal) is appended only when
+    there is one, so a rating and a later correction of the same response are two rows, not a duplicate."""
     text = f"{prediction_id}\x1f{user_id or ''}\x1f{label or ''}\x1f{thumbs or ''}"
     if extra != (None, None, None):
         rating, correction, signal = extra
         text += f"\x1f{'' if rating is None else rating}\x1f{correction or ''}\x1f{signal or ''}"
-    digest: bytes = _md5(text.encode()).digest()
-    return digest
+    prefix: bytes = _md5(prediction_id.encode()).digest()[:8]
+    return prefix + _md5(text.encode()).digest()[8:]
 
 
 def _key(e: FeedbackRecord | ModelFeedback) -> bytes:

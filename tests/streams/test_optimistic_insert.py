@@ -4,6 +4,7 @@ duplicates inside a batch (by id, by content, both) and rows that already exist 
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from datetime import UTC, datetime
@@ -151,10 +152,22 @@ def test_the_pending_check_reads_the_partial_index_when_pending_rows_look_common
     ("p\x1f3", "", "neutral", None)])
 def test_content_keys_are_the_md5_postgres_computes(db_url: str, prediction_id: str, user_id: str | None,
                                                       label: str | None, thumbs: str | None) -> None:
-    """The key computed in the processor (CPython's own MD5 when it has one) is the one the SQL it replaced gives."""
+    """The key computed in the processor (CPython's own MD5 when it has one) is the one SQL gives: md5 of the
+    content, its first 8 bytes replaced by md5(prediction_id)'s (what migration 0014 and the join rely on)."""
     with psycopg.connect(db_url) as conn:
         expected = conn.execute(
-            "SELECT md5(concat_ws(chr(31), %s::text, coalesce(%s, ''), coalesce(%s, ''), coalesce(%s, '')))::uuid",
-            (prediction_id, user_id, label, thumbs)).fetchone()
+            "SELECT overlay(md5(concat_ws(chr(31), %s::text, coalesce(%s, ''), coalesce(%s, ''), coalesce(%s, '')))"
+            " placing left(md5(%s::text), 16) from 1)::uuid",
+            (prediction_id, user_id, label, thumbs, prediction_id)).fetchone()
     assert expected is not None
     assert content_key(prediction_id, user_id, label, thumbs) == expected[0].bytes
+
+
+def test_one_predictions_feedback_is_one_range_of_content_keys() -> None:
+    """Every key of a prediction's feedback shares its 8-byte prefix (what ``_JOIN_STAGED`` scans); keys of
+    other content differ in the rest."""
+    keys = {content_key("p-1", u, lab, None) for u in ("u1", "u2", None) for lab in ("positive", "negative")}
+    keys |= {content_key("p-1", "u1", None, "up"), content_key("p-1", "u1", "positive", None, (4, "hi", None))}
+    assert len(keys) == 8
+    assert {k[:8] for k in keys} == {hashlib.md5(b"p-1").digest()[:8]}
+    assert content_key("p-2", "u1", "positive", None)[:8] != content_key("p-1", "u1", "positive", None)[:8]
