@@ -489,7 +489,8 @@ def content_key(prediction_id: str, user_id: str | None, label: str | None, thum
         rating, correction, signal = extra
         text += f"\x1f{'' if rating is None else rating}\x1f{correction or ''}\x1f{signal or ''}"
     prefix: bytes = _md5(prediction_id.encode()).digest()[:8]
-    return prefix + _md5(text.encode()).digest()[8:]
+    content: bytes = _md5(text.encode()).digest()[8:]
+    return prefix + content
 
 
 def _key(e: FeedbackRecord | ModelFeedback) -> bytes:
