@@ -23,9 +23,10 @@ class ModelActions:
     model_name: str
     retrain_topic: str
 
-    def promote(self, ref: VersionRef, reason: str) -> ModelEvent:
-        """Make ``ref`` the champion (the alias move is the commit point), then announce ``promote``."""
-        return self._announce(self.registry.promote(ref, reason), "promote", reason)
+    def promote(self, ref: VersionRef, reason: str, *, expected: VersionRef | None = None) -> ModelEvent:
+        """Make ``ref`` the champion (the alias move is the commit point), then announce ``promote``;
+        ``expected``: the champion it was judged against (:meth:`ModelRegistry.promote`)."""
+        return self._announce(self.registry.promote(ref, reason, expected=expected), "promote", reason)
 
     def rollback(self, to: VersionRef | None, reason: str, *, expected: VersionRef | None = None) -> ModelEvent:
         """Restore ``to`` (default: ``previous``) as the champion, then announce ``rollback``; ``expected``: the

@@ -167,14 +167,19 @@ class ModelRegistry(ABC):
             self._delete_version(info.version)
 
     # -- alias policy ----------------------------------------------------------------------------
-    def promote(self, ref: VersionRef, reason: str) -> Transition:
+    def promote(self, ref: VersionRef, reason: str, *, expected: VersionRef | None = None) -> Transition:
         """``champion`` -> ``ref``; the old champion becomes ``previous``; the challenger is cleared (it was
         ``ref``, or its canary ends with the champion it was measured against: the ``promote`` event ends
         every canary for the pods too). Promoting the champion again changes nothing (safe to retry).
-        A version whose artifact does not verify is refused (:class:`TamperedArtifact`)."""
+        A version whose artifact does not verify is refused (:class:`TamperedArtifact`).
+        ``expected``: the champion ``ref`` was judged against; when another version (or none) is the champion
+        by now (a promotion or rollback came in between), nothing changes and :class:`ChampionChanged` is
+        raised."""
         with self._exclusive():
             target, aliases = self.get(ref), self.aliases()
             old = aliases.get(CHAMPION)
+            if expected is not None and (wanted := self.get(expected).version) != old:
+                raise ChampionChanged(self.model_name, wanted, old, "promotion")
             if old != target.version:  # tags first: the champion alias moving is the commit point
                 self.fetch(target.version)
                 tags = {"promotion_reason": reason} | ({} if old is None else {"previous_champion": old})

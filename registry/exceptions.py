@@ -70,11 +70,12 @@ class InvalidRequest(RegistryError):
 
 
 class ChampionChanged(InvalidRequest):
-    """A rollback decided about one champion found another in its place (a promotion came in between):
-    refused, so that a version is never rolled back for what its predecessor did."""
+    """A promotion or rollback decided about one champion found another in its place (an alias moved in
+    between): refused, so that a version is never rolled back for what its predecessor did, nor replaced by a
+    candidate that was never compared with it."""
 
-    def __init__(self, model: str, expected: str, current: str) -> None:
-        super().__init__(model, f"the champion is now version {current}, not version {expected} that the "
-                                "rollback was decided on")
+    def __init__(self, model: str, expected: str, current: str | None, action: str = "rollback") -> None:
+        now = "there is no champion now" if current is None else f"the champion is now version {current}"
+        super().__init__(model, f"{now}, not version {expected} that the {action} was decided on")
         self.expected = expected
         self.current = current

@@ -7,8 +7,9 @@ Every ``interval_s`` a :class:`CanaryController` takes its own Postgres advisory
    against the champion on joined feedback landed since that ``canary`` event (``variant`` canary /
    champion, ``model_version`` the version of each; correct = ``label = predicted_label`` or thumbs up)
    with :func:`serving.sequential.decide`. ``promote``: :meth:`registry.actions.ModelActions.promote`
-   (alias move + ``promote`` event). ``rollback``: the challenger alias is cleared, the version tagged, a
-   ``retire`` event sent.
+   (alias move + ``promote`` event), over the champion measured only (``expected``: an operator's promotion
+   or rollback meanwhile stands, :class:`~registry.ChampionChanged`, noted). ``rollback``: the challenger
+   alias is cleared, the version tagged, a ``retire`` event sent.
    A canary still on the topic whose challenger alias is gone (a crash between the two) is retired too.
    **A text generator** (task ``text-generation``) has no labels: its canary is judged on ratings, a
    success being a rating of at least ``generation.good_rating`` (4 of 5) or, without a rating, thumbs up
@@ -74,6 +75,13 @@ log = logging.getLogger(__name__)
 
 OfflineAccuracy = Callable[[ModelVersionInfo], float | None]
 Action = Literal["promote", "retire", "rollback", "retrain"]
+
+
+class Promote(Protocol):
+    """:meth:`registry.actions.ModelActions.promote`: ``ref`` becomes the champion, unless the champion is no
+    longer ``expected`` (:class:`~registry.ChampionChanged`)."""
+
+    def __call__(self, ref: VersionRef, reason: str, *, expected: VersionRef | None = None) -> ModelEvent: ...
 
 
 class Rollback(Protocol):
@@ -166,7 +174,7 @@ class CanaryController:
     retrain topic, ``events`` reads the models topic, ``offline_accuracy`` a version's holdout accuracy."""
 
     def __init__(self, *, db_url: str, model_name: str, registry: ModelRegistry, config: CanaryConfig,
-                 promote: Callable[[VersionRef, str], ModelEvent],
+                 promote: Promote,
                  rollback: Rollback,
                  publish: Callable[[ModelEvent], ModelEvent],
                  request_retrain: Callable[[RetrainRequest], None],
@@ -246,7 +254,10 @@ class CanaryController:
         m.decisions.labels(name, decision.verdict).inc()
         log.debug("canary %s: %s", challenger, decision.reason)
         if decision.verdict == "promote":
-            self.promote(challenger, f"canary: {decision.reason}")
+            try:  # over the champion it was measured against only: an operator's move meanwhile stands
+                self.promote(challenger, f"canary: {decision.reason}", expected=champion)
+            except ChampionChanged as exc:
+                return decision, [], [f"canary: no promotion: {exc}"]
             return decision, [self._record(conn, "promote", challenger, champion, decision.reason, decision,
                                            champion_counts, canary_counts)], []
         if decision.verdict == "rollback":

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from core.exceptions import FlywheelError
-from registry import CHALLENGER, CHAMPION, ModelRegistry, ModelVersionInfo, deploys
+from registry import CHALLENGER, CHAMPION, ChampionChanged, ModelRegistry, ModelVersionInfo, deploys
 from registry.announce import ModelAnnouncer, ModelState, model_event
 from schemas import ModelEvent
 from trainer.config import PromotionConfig
@@ -57,16 +57,13 @@ class Announcing:
         status = "promoted" if self.promotion.mode == "direct" or r.mode == "bootstrap" else "canary"
         current = self.registry.champion()
         if (current.version if current else None) != r.parent:
-            reason = (f"the champion changed during the run ({r.parent} -> {current.version if current else None}); "
-                      "the candidate was not evaluated against it")
-            self.registry.delete_version(r.info.version)
-            deploys.forget_version(runs.conn, self.model_name, r.info.version)
-            runs.finish(r.run_id, status="refused", reason=reason, data_hash=r.data_hash, trained_count=r.trained,
-                        candidates=r.summaries, mlflow_run_id=r.mlflow_run_id)
-            return RunResult("refused", reason, r.run_id, r.mode, candidates=tuple(r.summaries))
+            return self._refuse(runs, r, current.version if current else None)
         reason = f"{r.why}; {r.best.name} passed every gate ({r.best.verdicts[0].reason})"
         if status == "promoted":
-            transition = self.registry.promote(r.info.version, reason)
+            try:  # checked again where the alias moves: an operator's move in between stands
+                transition = self.registry.promote(r.info.version, reason, expected=r.parent)
+            except ChampionChanged as exc:
+                return self._refuse(runs, r, exc.current)
             event = model_event(transition.info, self.model_name, "promote", 1.0, reason, transition.from_version,
                                 ts=self.clock())
         else:
@@ -83,6 +80,15 @@ class Announcing:
                     version=r.info.version, kind=r.best.kind, candidates=r.summaries, mlflow_run_id=r.mlflow_run_id)
         log.info("run %s: %s %s (%s)", r.run_id, status, r.info.semver, reason)
         return RunResult(status, reason, r.run_id, r.mode, r.info, event, tuple(r.summaries))
+
+    def _refuse(self, runs: RunLog, r: Registered, current: str | None) -> RunResult:
+        reason = (f"the champion changed during the run ({r.parent} -> {current}); "
+                  "the candidate was not evaluated against it")
+        self.registry.delete_version(r.info.version)
+        deploys.forget_version(runs.conn, self.model_name, r.info.version)
+        runs.finish(r.run_id, status="refused", reason=reason, data_hash=r.data_hash, trained_count=r.trained,
+                    candidates=r.summaries, mlflow_run_id=r.mlflow_run_id)
+        return RunResult("refused", reason, r.run_id, r.mode, candidates=tuple(r.summaries))
 
     def reconcile(self, announced: dict[str, ModelState]) -> list[ModelEvent]:
         """Re-announce what the registry says but the models topic (folded into ``announced``) does not:

@@ -36,7 +36,7 @@ from curation.pairs import ToxicityScorer
 from kinds import catalog
 from kinds.base import read_manifest
 from kinds.generation import GeneratorKind, GeneratorResources, Pair, Prompt
-from registry import Lineage, ModelRegistry, ModelVersionInfo, RunHandle
+from registry import ChampionChanged, Lineage, ModelRegistry, ModelVersionInfo, RunHandle
 from registry.announce import ModelAnnouncer, model_event
 from trainer.config import TrainerConfig
 from trainer.exceptions import TrainerError
@@ -265,15 +265,15 @@ class GenerationSteps:
                   mlflow_run_id: str, trained: int) -> RunResult:
         promotion = self.config.promotion
         status = "promoted" if promotion.mode == "direct" or r.mode == "bootstrap" else "canary"
+        parent = r.champion.version if r.champion else None
         current = self.registry.champion()
-        if (current.version if current else None) != (r.champion.version if r.champion else None):
-            reason = "the champion changed during the run; the candidate was not evaluated against it"
-            self.registry.delete_version(info.version)
-            r.runs.finish(r.run_id, status="refused", reason=reason, trained_count=trained, candidates=summary,
-                          mlflow_run_id=mlflow_run_id)
-            return RunResult("refused", reason, r.run_id, r.mode, candidates=tuple(summary))
+        if (current.version if current else None) != parent:
+            return self._refuse(r, info, trained, summary, mlflow_run_id)
         if status == "promoted":
-            transition = self.registry.promote(info.version, why)
+            try:  # checked again where the alias moves: an operator's move in between stands
+                transition = self.registry.promote(info.version, why, expected=parent)
+            except ChampionChanged:
+                return self._refuse(r, info, trained, summary, mlflow_run_id)
             event = model_event(transition.info, self.model_name, "promote", 1.0, why, transition.from_version,
                                 ts=self.clock())
         else:
@@ -287,6 +287,14 @@ class GenerationSteps:
                       candidates=summary, mlflow_run_id=mlflow_run_id)
         log.info("generation run %s: %s %s (%s)", r.run_id, status, info.semver, why)
         return RunResult(status, why, r.run_id, r.mode, info, event, tuple(summary))
+
+    def _refuse(self, r: GeneratorRun, info: ModelVersionInfo, trained: int, summary: list[dict[str, Any]],
+                mlflow_run_id: str) -> RunResult:
+        reason = "the champion changed during the run; the candidate was not evaluated against it"
+        self.registry.delete_version(info.version)
+        r.runs.finish(r.run_id, status="refused", reason=reason, trained_count=trained, candidates=summary,
+                      mlflow_run_id=mlflow_run_id)
+        return RunResult("refused", reason, r.run_id, r.mode, candidates=tuple(summary))
 
 
 def _licence(model: GeneratorKind) -> str:

@@ -20,7 +20,7 @@ from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle, lifecycle
 from registry import ChampionChanged, Lineage, ModelVersionInfo
 from registry.announce import model_event, read_model_events
-from schemas import RetrainRequest
+from schemas import ModelEvent, RetrainRequest
 from serving.canary import CanaryConfig, CanaryController, CanaryMetrics, WatchdogConfig, controller_for, lock_key
 from serving.sequential import SequentialConfig
 from streams.kafka import admin, consumer_config, describe_topic, high_watermarks
@@ -235,6 +235,41 @@ def test_a_rollback_decided_on_another_champion_is_refused(lc: Lifecycle, tmp_pa
         lc.registry.rollback(None, "stale", expected="1")
     assert lc.registry.champion().version == second.version  # type: ignore[union-attr]
     assert lc.registry.rollback(None, "current", expected=second.version).to_version == "1"
+
+
+def test_a_canary_promotion_decided_on_a_champion_an_operator_replaced_is_refused(
+        lc: Lifecycle, db_url: str, tmp_path: Path) -> None:
+    """The canary beat champion 1, but an operator promoted version 3 while the controller judged: the
+    canary, never measured against 3, is not promoted over it; nothing is recorded, the next tick notes
+    that there is no challenger (the operator's promotion ended the canary)."""
+    canary = start_canary(lc, tmp_path)
+    land(db_url, "champion", "1", 300, 180)  # 60%
+    land(db_url, "canary", canary.version, 150, 120)  # 80%
+    third = register_copy(lc, tmp_path)
+    ctl = controller(lc, db_url)
+
+    def promote_after_the_operator(ref: str, reason: str, *, expected: str | None = None) -> ModelEvent:
+        lc.promote(third.version, "an operator, meanwhile")
+        return lc.actions.promote(ref, reason, expected=expected)
+
+    ctl.promote = promote_after_the_operator
+    result = ctl.tick()
+    assert result.decision is not None and result.decision.verdict == "promote"
+    assert result.acted == ()
+    assert any("no promotion" in n and f"now version {third.version}, not version 1" in n for n in result.notes)
+    assert lc.registry.champion().version == third.version  # type: ignore[union-attr]
+    assert decisions(db_url) == [] and actions(lc)[-1] == f"promote:{third.version}"
+    assert controller(lc, db_url).tick().notes[0] == "no challenger"
+
+
+def test_a_promotion_decided_on_another_champion_is_refused(lc: Lifecycle, tmp_path: Path) -> None:
+    second, third = register_copy(lc, tmp_path), register_copy(lc, tmp_path)
+    lc.promote(second.version, "test")
+    with pytest.raises(ChampionChanged, match=f"now version {second.version}, not version 1 that the promotion"):
+        lc.registry.promote(third.version, "stale", expected="1")
+    assert lc.registry.champion().version == second.version  # type: ignore[union-attr]
+    assert lc.registry.promote(third.version, "current", expected=second.version).to_version == third.version
+    assert lc.registry.get("previous").version == second.version
 
 
 def test_the_watchdog_keeps_a_champion_the_previous_version_would_not_beat(

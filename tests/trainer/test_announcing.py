@@ -1,0 +1,77 @@
+"""A run's promotion is made over the champion its candidates were judged against, checked where the alias
+moves (``ModelRegistry.promote(expected=)``): an operator's promotion between the run's last look at the
+champion and its own alias move stands, and the run is refused. On the real Postgres, MLflow store and
+broker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core import db
+from core.settings import FlywheelSettings
+from flywheel.lifecycle import Lifecycle, lifecycle
+from registry import Lineage, ModelVersionInfo, NoSuchVersion
+from registry.announce import now, read_model_events
+from trainer.announcing import Announcing, Registered
+from trainer.config import PromotionConfig, TrainerConfig
+from trainer.data import Snapshot
+from trainer.gates.base import Verdict
+from trainer.runs import RunLog
+from trainer.selection import Candidate
+
+from .lifecycle_helpers import rows
+
+
+@pytest.fixture
+def lc(settings: FlywheelSettings, registry_db_url: str) -> Iterator[Lifecycle]:
+    config = TrainerConfig(promotion=PromotionConfig(mode="direct"))
+    with lifecycle(settings, settings.kafka_connection(), registry_db_url, config) as found:
+        result = found.trainer.bootstrap(rows("vader_movies")[:300], source="m.csv", kind="tfidf-logreg")
+        assert result.status == "promoted", result.reason
+        yield found
+
+
+def _copy(lc: Lifecycle, tmp_path: Path) -> ModelVersionInfo:
+    directory = tmp_path / uuid.uuid4().hex
+    lc.registry.load("champion").save(directory)
+    return lc.registry.register(directory, mode="full", metrics={"holdout_accuracy": 0.8},
+                                lineage=Lineage(data_hash="x", watermark=0, sample_count=0))
+
+
+def test_an_operator_promotion_between_the_check_and_the_alias_move_refuses_the_run(
+        lc: Lifecycle, registry_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    candidate, operators = _copy(lc, tmp_path), _copy(lc, tmp_path)
+    name = lc.settings.model_name
+    champion = lc.registry.champion
+    looked: list[str] = []
+
+    def champion_then_the_operator() -> ModelVersionInfo | None:
+        found = champion()
+        if not looked:  # the run's look, then the operator's promotion before the run's alias move
+            looked.append(found.version if found else "")
+            lc.promote(operators.version, "an operator, meanwhile")
+        return found
+
+    monkeypatch.setattr(lc.registry, "champion", champion_then_the_operator)
+    with db.connect(registry_db_url, autocommit=True) as conn:
+        runs = RunLog(conn, name)
+        run_id = runs.start(trigger="signal", mode="full", snapshot=Snapshot(0, 0), parent="1")
+        best = Candidate(kind="tfidf-logreg", model=lc.registry.load(candidate.version), train_seconds=0.0,
+                         verdicts=[Verdict("evaluation", True, "better than the champion")])
+        announcing = Announcing(name, lc.registry, lc.announcer, PromotionConfig(mode="direct"), now)
+        result = announcing.announce(runs, Registered(run_id, "full", candidate, best, [], "x", 0, "", "test",
+                                                      parent="1"))
+        status, reason = conn.execute("SELECT status, reason FROM training_runs WHERE run_id = %s",
+                                      (run_id,)).fetchone() or ("", "")
+    assert looked == ["1"]
+    assert result.status == "refused" and (status, reason) == ("refused", result.reason)
+    assert f"(1 -> {operators.version})" in result.reason
+    assert lc.registry.champion().version == operators.version  # type: ignore[union-attr]
+    with pytest.raises(NoSuchVersion):
+        lc.registry.get(candidate.version)
+    promoted = [e.version for e in read_model_events(lc.kafka, lc.settings.topics.models) if e.action == "promote"]
+    assert promoted == ["1", operators.version]
