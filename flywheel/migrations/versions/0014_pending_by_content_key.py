@@ -10,8 +10,11 @@ on ``id``: its inserts go to the rightmost leaf, and it still serves "is anythin
 and the housekeeping join, which read every pending row anyway.
 
 The stored keys are rewritten in place: bytes 0-7 become md5(prediction_id)'s, bytes 8-15 (md5 of the
-content) stay, so a resend of old feedback still meets its row. The downgrade recomputes the whole md5 of
-the content (the key 0001-0013 computed) and restores the index on ``prediction_id``.
+content) stay, so a resend of old feedback still meets its row. The unique constraint is dropped for the
+rewrite and built again after it (one sorted build instead of a random insert per row into an index that
+keeps every old entry until vacuum; no transient conflict between a new key and an old one either). The
+downgrade recomputes the whole md5 of the content (the key 0001-0013 computed) and restores the index on
+``prediction_id``.
 
 Revision ID: 0014
 """
@@ -32,8 +35,10 @@ def upgrade() -> None:
     op.execute(
         f"""
         DROP INDEX feedback_pending;
+        ALTER TABLE feedback DROP CONSTRAINT feedback_content_key_key;
         UPDATE feedback SET content_key = overlay({_HEX} placing left(md5(prediction_id), 16) from 1)::uuid
          WHERE left({_HEX}, 16) <> left(md5(prediction_id), 16);
+        ALTER TABLE feedback ADD CONSTRAINT feedback_content_key_key UNIQUE (content_key);
         CREATE INDEX feedback_pending ON feedback (id) WHERE status = 'pending';
         """
     )
@@ -44,11 +49,13 @@ def downgrade() -> None:
     op.execute(
         """
         DROP INDEX feedback_pending;
+        ALTER TABLE feedback DROP CONSTRAINT feedback_content_key_key;
         UPDATE feedback SET content_key = md5(
             concat_ws(chr(31), prediction_id, coalesce(user_id, ''), coalesce(label, ''), coalesce(thumbs, ''))
             || CASE WHEN rating IS NULL AND correction IS NULL AND signal IS NULL THEN ''
                     ELSE concat_ws(chr(31), '', coalesce(rating::text, ''), coalesce(correction, ''),
                                    coalesce(signal, '')) END)::uuid;
+        ALTER TABLE feedback ADD CONSTRAINT feedback_content_key_key UNIQUE (content_key);
         CREATE INDEX feedback_pending ON feedback (prediction_id) WHERE status = 'pending';
         """
     )
