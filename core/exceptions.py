@@ -42,7 +42,7 @@ checks that it names every class, and each name once)::
     │   │   ├── NoChampion
     │   │   └── NoPrevious
     │   └── InvalidRequest
-    │       └── ChampionChanged          a rollback decided on a champion another version has replaced
+    │       └── ChampionChanged          a promotion or rollback decided on a champion since replaced
     ├── TrainerError                     (trainer)
     │   ├── DialogueDataError            (trainer.dialogue_data)
     │   ├── FitWorkerError               (trainer.fitpool: a fit worker died or hung; the run fails)

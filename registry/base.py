@@ -178,8 +178,7 @@ class ModelRegistry(ABC):
         with self._exclusive():
             target, aliases = self.get(ref), self.aliases()
             old = aliases.get(CHAMPION)
-            if expected is not None and (wanted := self.get(expected).version) != old:
-                raise ChampionChanged(self.model_name, wanted, old, "promotion")
+            self._still_champion(expected, old, "promotion")
             if old != target.version:  # tags first: the champion alias moving is the commit point
                 self.fetch(target.version)
                 tags = {"promotion_reason": reason} | ({} if old is None else {"previous_champion": old})
@@ -216,8 +215,7 @@ class ModelRegistry(ABC):
             current = aliases.get(CHAMPION)
             if current is None:
                 raise NoChampion(self.model_name)
-            if expected is not None and (wanted := self.get(expected).version) != current:
-                raise ChampionChanged(self.model_name, wanted, current)
+            self._still_champion(expected, current, "rollback")
             target = self.get(PREVIOUS if to is None else to)
             if target.version == current:
                 raise InvalidRequest(self.model_name, f"version {current} is already the champion")
@@ -235,6 +233,11 @@ class ModelRegistry(ABC):
                 self.delete_alias(CHALLENGER)
             return Transition("rollback", self.model_name, current, target.version, reason,
                               self.get(target.version))
+
+    def _still_champion(self, expected: VersionRef | None, current: str | None, action: str) -> None:
+        """Raise :class:`ChampionChanged` when ``expected`` (None: not checked) is not ``current``."""
+        if expected is not None and (wanted := self.get(expected).version) != current:
+            raise ChampionChanged(self.model_name, wanted, current, action)
 
     def _maybe(self, ref: VersionRef | None) -> ModelVersionInfo | None:
         if ref is None or ref == "":

@@ -74,7 +74,7 @@ class ChampionChanged(InvalidRequest):
     between): refused, so that a version is never rolled back for what its predecessor did, nor replaced by a
     candidate that was never compared with it."""
 
-    def __init__(self, model: str, expected: str, current: str | None, action: str = "rollback") -> None:
+    def __init__(self, model: str, expected: str, current: str | None, action: str) -> None:
         now = "there is no champion now" if current is None else f"the champion is now version {current}"
         super().__init__(model, f"{now}, not version {expected} that the {action} was decided on")
         self.expected = expected

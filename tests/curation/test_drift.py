@@ -16,10 +16,9 @@ from core import db
 from core.db import Connector
 from core.settings import FlywheelSettings
 from curation.drift import Calibration, DriftConfig, DriftMetrics, domain_auc, psi
-from flywheel.lifecycle import Lifecycle, lifecycle
+from flywheel.lifecycle import Lifecycle
 from schemas import RetrainRequest
-from tests.trainer.lifecycle_helpers import rows
-from trainer.config import PromotionConfig, TrainerConfig
+from tests.trainer.lifecycle_helpers import bootstrapped, rows
 from trainer.data import CorpusRow
 from trainer.drift import DriftMonitor
 
@@ -53,10 +52,7 @@ def test_calibration_recovers_accuracy_without_labels() -> None:
 
 @pytest.fixture
 def lc(settings: FlywheelSettings, registry_db_url: str) -> Iterator[Lifecycle]:
-    config = TrainerConfig(promotion=PromotionConfig(mode="direct"))
-    with lifecycle(settings, settings.kafka_connection(), registry_db_url, config) as found:
-        result = found.trainer.bootstrap(rows("vader_movies")[:1500], source="movies.csv", kind="tfidf-logreg")
-        assert result.status == "promoted", result.reason
+    with bootstrapped(settings, registry_db_url, "direct", movies=1500) as found:
         yield found
 
 

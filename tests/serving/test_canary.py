@@ -17,16 +17,15 @@ from prometheus_client import CollectorRegistry
 from core import db
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
-from flywheel.lifecycle import Lifecycle, lifecycle
-from registry import ChampionChanged, Lineage, ModelVersionInfo
+from flywheel.lifecycle import Lifecycle
+from registry import ChampionChanged, ModelVersionInfo
 from registry.announce import model_event, read_model_events
 from schemas import ModelEvent, RetrainRequest
 from serving.canary import CanaryConfig, CanaryController, CanaryMetrics, WatchdogConfig, controller_for, lock_key
 from serving.sequential import SequentialConfig
 from streams.kafka import admin, consumer_config, describe_topic, high_watermarks
-from trainer.config import PromotionConfig, TrainerConfig
 
-from ..trainer.lifecycle_helpers import rows
+from ..trainer.lifecycle_helpers import bootstrapped, register_copy
 
 CONFIG = CanaryConfig(interval_s=0.2, test=SequentialConfig(alpha=0.05, beta=0.2, effect=0.1, min_samples=100),
                       watchdog=WatchdogConfig(margin=0.1, window_s=3600, min_samples=100))
@@ -34,19 +33,8 @@ CONFIG = CanaryConfig(interval_s=0.2, test=SequentialConfig(alpha=0.05, beta=0.2
 
 @pytest.fixture
 def lc(settings: FlywheelSettings, db_url: str) -> Iterator[Lifecycle]:
-    config = TrainerConfig(promotion=PromotionConfig(mode="canary"))
-    with lifecycle(settings, settings.kafka_connection(), db_url, config) as found:
-        result = found.trainer.bootstrap(rows("vader_movies")[:300], source="m.csv", kind="tfidf-logreg")
-        assert result.status == "promoted", result.reason
+    with bootstrapped(settings, db_url, "canary") as found:
         yield found
-
-
-def register_copy(lc: Lifecycle, tmp_path: Path, holdout_accuracy: float = 0.8) -> ModelVersionInfo:
-    """A second version (the champion's bytes again: the controller judges feedback, not the model)."""
-    directory = tmp_path / uuid.uuid4().hex
-    lc.registry.load("champion").save(directory)
-    return lc.registry.register(directory, mode="full", metrics={"holdout_accuracy": holdout_accuracy},
-                                lineage=Lineage(data_hash="x", watermark=0, sample_count=0))
 
 
 def start_canary(lc: Lifecycle, tmp_path: Path) -> ModelVersionInfo:

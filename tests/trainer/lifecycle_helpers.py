@@ -4,16 +4,21 @@ service would on the Landed signal."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 from core import db
+from core.settings import FlywheelSettings
 from curation import CurationConfig, Curator, PostgresCurationStore
+from flywheel.lifecycle import Lifecycle, lifecycle
+from registry import Lineage, ModelVersionInfo
 from trainer.config import PolicyConfig, PromotionConfig, TrainerConfig
 from trainer.data import CorpusRow
 from trainer.gates import GatesConfig
@@ -30,6 +35,27 @@ DEMO_CANARY_CONFIG = TrainerConfig(
 DATA = Path(__file__).resolve().parents[2] / "data"
 LABELS = ("negative", "neutral", "positive")
 FLIP = {"negative": "positive", "positive": "negative", "neutral": "neutral"}
+
+
+@contextlib.contextmanager
+def bootstrapped(settings: FlywheelSettings, db_url: str, mode: Literal["canary", "direct"], movies: int = 300
+                 ) -> Iterator[Lifecycle]:
+    """A lifecycle promoting in ``mode`` whose champion (version 1) is tfidf-logreg bootstrapped on ``movies``
+    movie reviews."""
+    config = TrainerConfig(promotion=PromotionConfig(mode=mode))
+    with lifecycle(settings, settings.kafka_connection(), db_url, config) as found:
+        result = found.trainer.bootstrap(rows("vader_movies")[:movies], source="movies.csv", kind="tfidf-logreg")
+        assert result.status == "promoted", result.reason
+        yield found
+
+
+def register_copy(lc: Lifecycle, tmp_path: Path, holdout_accuracy: float = 0.8) -> ModelVersionInfo:
+    """Another version holding the champion's bytes again (for tests that judge feedback or aliases, not the
+    model)."""
+    directory = tmp_path / uuid.uuid4().hex
+    lc.registry.load("champion").save(directory)
+    return lc.registry.register(directory, mode="full", metrics={"holdout_accuracy": holdout_accuracy},
+                                lineage=Lineage(data_hash="x", watermark=0, sample_count=0))
 
 
 @functools.cache

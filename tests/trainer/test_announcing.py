@@ -5,7 +5,6 @@ broker."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,38 +12,28 @@ import pytest
 
 from core import db
 from core.settings import FlywheelSettings
-from flywheel.lifecycle import Lifecycle, lifecycle
-from registry import Lineage, ModelVersionInfo, NoSuchVersion
+from flywheel.lifecycle import Lifecycle
+from registry import ModelVersionInfo, NoSuchVersion
 from registry.announce import now, read_model_events
 from trainer.announcing import Announcing, Registered
-from trainer.config import PromotionConfig, TrainerConfig
+from trainer.config import PromotionConfig
 from trainer.data import Snapshot
 from trainer.gates.base import Verdict
 from trainer.runs import RunLog
 from trainer.selection import Candidate
 
-from .lifecycle_helpers import rows
+from .lifecycle_helpers import bootstrapped, register_copy
 
 
 @pytest.fixture
 def lc(settings: FlywheelSettings, registry_db_url: str) -> Iterator[Lifecycle]:
-    config = TrainerConfig(promotion=PromotionConfig(mode="direct"))
-    with lifecycle(settings, settings.kafka_connection(), registry_db_url, config) as found:
-        result = found.trainer.bootstrap(rows("vader_movies")[:300], source="m.csv", kind="tfidf-logreg")
-        assert result.status == "promoted", result.reason
+    with bootstrapped(settings, registry_db_url, "direct") as found:
         yield found
-
-
-def _copy(lc: Lifecycle, tmp_path: Path) -> ModelVersionInfo:
-    directory = tmp_path / uuid.uuid4().hex
-    lc.registry.load("champion").save(directory)
-    return lc.registry.register(directory, mode="full", metrics={"holdout_accuracy": 0.8},
-                                lineage=Lineage(data_hash="x", watermark=0, sample_count=0))
 
 
 def test_an_operator_promotion_between_the_check_and_the_alias_move_refuses_the_run(
         lc: Lifecycle, registry_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    candidate, operators = _copy(lc, tmp_path), _copy(lc, tmp_path)
+    candidate, operators = register_copy(lc, tmp_path), register_copy(lc, tmp_path)
     name = lc.settings.model_name
     champion = lc.registry.champion
     looked: list[str] = []
