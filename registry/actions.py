@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from registry.announce import ModelAnnouncer, model_event
 from registry.base import ModelRegistry
-from registry.types import Transition, VersionRef
+from registry.types import UNCHECKED, Expected, Transition, VersionRef
 from schemas import ModelAction, ModelEvent, RetrainRequest
 
 
@@ -23,12 +23,12 @@ class ModelActions:
     model_name: str
     retrain_topic: str
 
-    def promote(self, ref: VersionRef, reason: str, *, expected: VersionRef | None = None) -> ModelEvent:
+    def promote(self, ref: VersionRef, reason: str, *, expected: Expected = UNCHECKED) -> ModelEvent:
         """Make ``ref`` the champion (the alias move is the commit point), then announce ``promote``;
         ``expected``: the champion it was judged against (:meth:`ModelRegistry.promote`)."""
         return self._announce(self.registry.promote(ref, reason, expected=expected), "promote", reason)
 
-    def rollback(self, to: VersionRef | None, reason: str, *, expected: VersionRef | None = None) -> ModelEvent:
+    def rollback(self, to: VersionRef | None, reason: str, *, expected: Expected = UNCHECKED) -> ModelEvent:
         """Restore ``to`` (default: ``previous``) as the champion, then announce ``rollback``; ``expected``: the
         champion it was decided on (:meth:`ModelRegistry.rollback`)."""
         return self._announce(self.registry.rollback(to, reason, expected=expected), "rollback", reason)

@@ -33,10 +33,13 @@ from registry.types import (
     CHAMPION,
     IDENTITY_TAGS,
     PREVIOUS,
+    UNCHECKED,
     BlobCollection,
+    Expected,
     Lineage,
     ModelVersionInfo,
     Transition,
+    Unchecked,
     VersionRef,
 )
 
@@ -167,14 +170,14 @@ class ModelRegistry(ABC):
             self._delete_version(info.version)
 
     # -- alias policy ----------------------------------------------------------------------------
-    def promote(self, ref: VersionRef, reason: str, *, expected: VersionRef | None = None) -> Transition:
+    def promote(self, ref: VersionRef, reason: str, *, expected: Expected = UNCHECKED) -> Transition:
         """``champion`` -> ``ref``; the old champion becomes ``previous``; the challenger is cleared (it was
         ``ref``, or its canary ends with the champion it was measured against: the ``promote`` event ends
         every canary for the pods too). Promoting the champion again changes nothing (safe to retry).
         A version whose artifact does not verify is refused (:class:`TamperedArtifact`).
-        ``expected``: the champion ``ref`` was judged against; when another version (or none) is the champion
-        by now (a promotion or rollback came in between), nothing changes and :class:`ChampionChanged` is
-        raised."""
+        ``expected``: the champion ``ref`` was judged against (None: there was none, a bootstrap); when another
+        version (or none) is the champion by now (a promotion or rollback came in between), nothing changes
+        and :class:`ChampionChanged` is raised."""
         with self._exclusive():
             target, aliases = self.get(ref), self.aliases()
             old = aliases.get(CHAMPION)
@@ -203,7 +206,7 @@ class ModelRegistry(ABC):
             return Transition("challenger", self.model_name, aliases.get(CHALLENGER), target.version, reason,
                               self.get(target.version))
 
-    def rollback(self, to: VersionRef | None = None, reason: str = "", *, expected: VersionRef | None = None
+    def rollback(self, to: VersionRef | None = None, reason: str = "", *, expected: Expected = UNCHECKED
                  ) -> Transition:
         """``champion`` -> ``to`` (default: ``previous``). The version left is tagged ``rolled_back``;
         ``previous`` becomes the champion that preceded ``to`` (unless rolled back too), else is cleared;
@@ -234,9 +237,13 @@ class ModelRegistry(ABC):
             return Transition("rollback", self.model_name, current, target.version, reason,
                               self.get(target.version))
 
-    def _still_champion(self, expected: VersionRef | None, current: str | None, action: str) -> None:
-        """Raise :class:`ChampionChanged` when ``expected`` (None: not checked) is not ``current``."""
-        if expected is not None and (wanted := self.get(expected).version) != current:
+    def _still_champion(self, expected: Expected, current: str | None, action: str) -> None:
+        """Raise :class:`ChampionChanged` when ``expected`` (None: no champion; UNCHECKED: not checked) is
+        not ``current``."""
+        if isinstance(expected, Unchecked):
+            return
+        wanted = None if expected is None else self.get(expected).version
+        if wanted != current:
             raise ChampionChanged(self.model_name, wanted, current, action)
 
     def _maybe(self, ref: VersionRef | None) -> ModelVersionInfo | None:

@@ -74,8 +74,10 @@ class ChampionChanged(InvalidRequest):
     between): refused, so that a version is never rolled back for what its predecessor did, nor replaced by a
     candidate that was never compared with it."""
 
-    def __init__(self, model: str, expected: str, current: str | None, action: str) -> None:
+    def __init__(self, model: str, expected: str | None, current: str | None, action: str) -> None:
         now = "there is no champion now" if current is None else f"the champion is now version {current}"
-        super().__init__(model, f"{now}, not version {expected} that the {action} was decided on")
+        was = (f"but there was none when the {action} was decided" if expected is None
+               else f"not version {expected} that the {action} was decided on")
+        super().__init__(model, f"{now}, {was}")
         self.expected = expected
         self.current = current

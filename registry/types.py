@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -9,6 +10,17 @@ from typing import Literal
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 VersionRef = str | int  # an MLflow version number ("3"), a semver ("1.2.0") or an alias ("champion")
+
+
+class Unchecked(enum.Enum):
+    """The default ``expected`` of an alias move: which version is the champion is not checked."""
+
+    UNCHECKED = "unchecked"
+
+
+UNCHECKED = Unchecked.UNCHECKED
+# the champion an alias move was decided on: a version, None (there was none: a bootstrap), or UNCHECKED
+Expected = VersionRef | None | Unchecked
 # written once by ``register``; ``set_tag`` refuses to change them (the sha256 is what ``fetch`` trusts)
 IDENTITY_TAGS = frozenset({"semver", "kind", "labels", "sha256", "mode", "parent_version", "data_hash",
                            "watermark", "sample_count", "sample_first_id", "sample_last_id", "code_version",

@@ -58,7 +58,9 @@ from registry import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
+    UNCHECKED,
     ChampionChanged,
+    Expected,
     ModelRegistry,
     ModelVersionInfo,
     VersionRef,
@@ -81,14 +83,14 @@ class Promote(Protocol):
     """:meth:`registry.actions.ModelActions.promote`: ``ref`` becomes the champion, unless the champion is no
     longer ``expected`` (:class:`~registry.ChampionChanged`)."""
 
-    def __call__(self, ref: VersionRef, reason: str, *, expected: VersionRef | None = None) -> ModelEvent: ...
+    def __call__(self, ref: VersionRef, reason: str, *, expected: Expected = UNCHECKED) -> ModelEvent: ...
 
 
 class Rollback(Protocol):
     """:meth:`registry.actions.ModelActions.rollback`: ``to`` (None: ``previous``) becomes the champion, unless
     the champion is no longer ``expected`` (:class:`~registry.ChampionChanged`)."""
 
-    def __call__(self, to: VersionRef | None, reason: str, *, expected: VersionRef | None = None) -> ModelEvent: ...
+    def __call__(self, to: VersionRef | None, reason: str, *, expected: Expected = UNCHECKED) -> ModelEvent: ...
 
 
 class _Frozen(BaseModel):

@@ -18,7 +18,7 @@ from core import db
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle
-from registry import ChampionChanged, ModelVersionInfo
+from registry import UNCHECKED, ChampionChanged, Expected, ModelVersionInfo
 from registry.announce import model_event, read_model_events
 from schemas import ModelEvent, RetrainRequest
 from serving.canary import CanaryConfig, CanaryController, CanaryMetrics, WatchdogConfig, controller_for, lock_key
@@ -236,7 +236,7 @@ def test_a_canary_promotion_decided_on_a_champion_an_operator_replaced_is_refuse
     third = register_copy(lc, tmp_path)
     ctl = controller(lc, db_url)
 
-    def promote_after_the_operator(ref: str, reason: str, *, expected: str | None = None) -> ModelEvent:
+    def promote_after_the_operator(ref: str, reason: str, *, expected: Expected = UNCHECKED) -> ModelEvent:
         lc.promote(third.version, "an operator, meanwhile")
         return lc.actions.promote(ref, reason, expected=expected)
 
@@ -258,6 +258,16 @@ def test_a_promotion_decided_on_another_champion_is_refused(lc: Lifecycle, tmp_p
     assert lc.registry.champion().version == second.version  # type: ignore[union-attr]
     assert lc.registry.promote(third.version, "current", expected=second.version).to_version == third.version
     assert lc.registry.get("previous").version == second.version
+
+
+def test_a_promotion_decided_with_no_champion_is_refused_once_there_is_one(lc: Lifecycle, tmp_path: Path) -> None:
+    """``expected=None``: a bootstrap's promotion, judged with no champion, does not replace one promoted since."""
+    second = register_copy(lc, tmp_path)
+    with pytest.raises(ChampionChanged, match="now version 1, but there was none when the promotion was decided"):
+        lc.registry.promote(second.version, "bootstrap", expected=None)
+    assert lc.registry.champion().version == "1"  # type: ignore[union-attr]
+    lc.registry.delete_alias("champion")
+    assert lc.registry.promote(second.version, "bootstrap", expected=None).to_version == second.version
 
 
 def test_the_watchdog_keeps_a_champion_the_previous_version_would_not_beat(

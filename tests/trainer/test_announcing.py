@@ -1,7 +1,7 @@
 """A run's promotion is made over the champion its candidates were judged against, checked where the alias
 moves (``ModelRegistry.promote(expected=)``): an operator's promotion between the run's last look at the
-champion and its own alias move stands, and the run is refused. On the real Postgres, MLflow store and
-broker."""
+champion and its own alias move stands, and the run is refused; a bootstrap (no champion when it was judged)
+too. On the real Postgres, MLflow store and broker."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from core import db
 from core.settings import FlywheelSettings
 from flywheel.lifecycle import Lifecycle
-from registry import ModelVersionInfo, NoSuchVersion
+from registry import CHAMPION, ModelVersionInfo, NoSuchVersion
 from registry.announce import now, read_model_events
 from trainer.announcing import Announcing, Registered
 from trainer.config import PromotionConfig
@@ -31,9 +31,13 @@ def lc(settings: FlywheelSettings, registry_db_url: str) -> Iterator[Lifecycle]:
         yield found
 
 
+@pytest.mark.parametrize("parent", ["1", None], ids=["over-a-champion", "bootstrap"])
 def test_an_operator_promotion_between_the_check_and_the_alias_move_refuses_the_run(
-        lc: Lifecycle, registry_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        lc: Lifecycle, registry_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        parent: str | None) -> None:
     candidate, operators = register_copy(lc, tmp_path), register_copy(lc, tmp_path)
+    if parent is None:  # versions registered, none the champion yet: what a bootstrap run finds
+        lc.registry.delete_alias(CHAMPION)
     name = lc.settings.model_name
     champion = lc.registry.champion
     looked: list[str] = []
@@ -48,17 +52,17 @@ def test_an_operator_promotion_between_the_check_and_the_alias_move_refuses_the_
     monkeypatch.setattr(lc.registry, "champion", champion_then_the_operator)
     with db.connect(registry_db_url, autocommit=True) as conn:
         runs = RunLog(conn, name)
-        run_id = runs.start(trigger="signal", mode="full", snapshot=Snapshot(0, 0), parent="1")
+        run_id = runs.start(trigger="signal", mode="full", snapshot=Snapshot(0, 0), parent=parent)
         best = Candidate(kind="tfidf-logreg", model=lc.registry.load(candidate.version), train_seconds=0.0,
                          verdicts=[Verdict("evaluation", True, "better than the champion")])
         announcing = Announcing(name, lc.registry, lc.announcer, PromotionConfig(mode="direct"), now)
         result = announcing.announce(runs, Registered(run_id, "full", candidate, best, [], "x", 0, "", "test",
-                                                      parent="1"))
+                                                      parent=parent))
         status, reason = conn.execute("SELECT status, reason FROM training_runs WHERE run_id = %s",
                                       (run_id,)).fetchone() or ("", "")
-    assert looked == ["1"]
+    assert looked == [parent or ""]
     assert result.status == "refused" and (status, reason) == ("refused", result.reason)
-    assert f"(1 -> {operators.version})" in result.reason
+    assert f"({parent} -> {operators.version})" in result.reason
     assert lc.registry.champion().version == operators.version  # type: ignore[union-attr]
     with pytest.raises(NoSuchVersion):
         lc.registry.get(candidate.version)
