@@ -254,7 +254,7 @@ def _platform_run(args: argparse.Namespace, base: FlywheelSettings, options: Dem
 
         def checkpoint(k: int) -> Any:
             def check(r: Replay) -> None:
-                r.settle(timeout=1200, quiet=15)
+                r.settle(timeout=1200, quiet=args.settle_quiet)
                 version, semver = r.champion()
                 if version not in scores:
                     scores[version] = pair_scores(r, r.model(version))
@@ -269,7 +269,7 @@ def _platform_run(args: argparse.Namespace, base: FlywheelSettings, options: Dem
         trained = [r for r in replay.timeline.runs[:at.get(400, {}).get("runs", len(replay.timeline.runs))]
                    if r["mode"] != "bootstrap"]
         run_seconds = sum(float(c.get("train_seconds") or 0.0) for r in trained for c in (r["candidates"] or []))
-        replay.settle(timeout=1200, quiet=15)  # the pod's own latency: no run training beside it, no swap under way
+        replay.settle(timeout=1200, quiet=args.settle_quiet)  # the pod alone: no run, no swap under way
         p95 = latency(replay, args.latency_requests)
         oracles = oracle(replay, options, args.oracle_pairs or (200 if args.quick else 0),
                          max(1, args.oracle_seeds)) if last else None
@@ -300,6 +300,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="generation: oracle adapters (seeds 0..n-1) averaged")
     group.add_argument("--resamples", type=int, default=2000, help="generation: bootstrap resamples of the intervals")
     group.add_argument("--latency-requests", type=int, default=20, help="generation: 64-token requests timed")
+    group.add_argument("--settle-quiet", type=float, default=15.0,
+                       help="generation: seconds with no run under way or started that a checkpoint waits before it "
+                       "scores the served model (shorter: a run that starts later is missed)")
     group.add_argument("--gate-references", type=int, default=64,
                        help="generation: recent reserved pairs the gates score on beside the bootstrap's 12")
     group.add_argument("--runs", type=int, default=1,

@@ -97,7 +97,7 @@ def test_the_quick_bench_prints_the_oracle_seeds_and_the_intervals(tmp_path: Pat
     database = f"flywheel_test_geneff_{os.getpid()}"
     try:
         done = subprocess.run([sys.executable, "-m", "bench.efficacy", "--task", "generation", "--quick",
-                               "--data-dir", str(tmp_path / "bench"), "--latency-requests", "3",
+                               "--data-dir", str(tmp_path / "bench"), "--latency-requests", "3", "--settle-quiet", "4",
                                "--database", database, "--runs", "2"], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=1150)
     finally:

@@ -1,5 +1,5 @@
 """End to end on the real SmolLM2-135M-Instruct (slow: the base is converted from the GGUF on first use,
-~70 s, into $FLYWHEEL_DATA_DIR or a temporary data dir, then LoRA steps of ~10 s each on a busy core):
+~70 s, into $FLYWHEEL_DATA_DIR or a directory of the test session, once, then LoRA steps of ~10 s each on a busy core):
 a LoRA adapter fitted on 40 chatterbot pairs of one category lowers the perplexity of held-out pairs of
 that category, and answers in a few tokens."""
 
@@ -11,18 +11,32 @@ from pathlib import Path
 
 import pytest
 
-from kinds import GeneratorResources, SmolLM2LoRA, load_base
+from kinds import BaseModel, GeneratorResources, SmolLM2LoRA, load_base
 from trainer.dialogue_data import chatterbot_pairs
 
 
-@pytest.mark.slow
-def test_lora_on_40_pairs_lowers_held_out_perplexity(tmp_path_factory: pytest.TempPathFactory) -> None:
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> BaseModel:
+    """The real base, converted once per test session: into $FLYWHEEL_DATA_DIR when set, else into a directory
+    of this session that every xdist worker shares (the second worker to ask waits for the first's conversion)."""
+    from filelock import FileLock
+
     configured = os.environ.get("FLYWHEEL_DATA_DIR")
-    data_dir = Path(configured) if configured else tmp_path_factory.mktemp("smollm2-data")
+    if configured:
+        return load_base("smollm2-135m-instruct", Path(configured))
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this session's directory, above each worker's own
+    with FileLock(root / "smollm2-data.lock"):
+        return load_base("smollm2-135m-instruct", root / "smollm2-data")
+
+
+@pytest.mark.slow
+def test_lora_on_40_pairs_lowers_held_out_perplexity(smollm2: BaseModel) -> None:
     pairs = [p.pair for p in chatterbot_pairs() if p.topic in ("emotion", "psychology")]
     random.Random(0).shuffle(pairs)
     train, held_out = pairs[:40], pairs[40:56]
-    base = load_base("smollm2-135m-instruct", data_dir)
+    base = smollm2
     model = SmolLM2LoRA(epochs=2, lr=1e-3).bind(GeneratorResources(base=base))
     before = model.perplexity(held_out)  # the bare base
     model.fit(train)
@@ -33,7 +47,7 @@ def test_lora_on_40_pairs_lowers_held_out_perplexity(tmp_path_factory: pytest.Te
 
 
 @pytest.mark.slow
-def test_the_decode_loop_answers_like_transformers_on_the_real_base(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_the_decode_loop_answers_like_transformers_on_the_real_base(smollm2: BaseModel) -> None:
     """On SmolLM2, with a LoRA adapter whose B is not zero: the decode loop in float32 gives transformers' greedy
     tokens exactly; in 4-bit groups (served by default: SmolLM2's Q4_1 layout), in float16 (SmolLM2's weights are
     bf16 values) and in weight-only int8 (``precision="int8"``) the first step's logits stay close and the answers
@@ -46,9 +60,7 @@ def test_the_decode_loop_answers_like_transformers_on_the_real_base(tmp_path_fac
     from kinds._decode import INT4, INT8, Weights, _Cache, _forward, _fuse, decode
     from kinds.smollm2_lora import _decode_weights, _left_padded
 
-    configured = os.environ.get("FLYWHEEL_DATA_DIR")
-    data_dir = Path(configured) if configured else tmp_path_factory.mktemp("smollm2-data")
-    base = load_base("smollm2-135m-instruct", data_dir)
+    base = smollm2
     model = SmolLM2LoRA(max_steps=1, batch_size=2, seed=1).bind(GeneratorResources(base=base))
     model.fit([Pair(Prompt("Hello there"), "Hi! How are you?"),
                Pair(Prompt("What is AI?"), "Artificial intelligence.")])
