@@ -168,17 +168,20 @@ SELECT count(*), count(*) FILTER (WHERE status = 'joined'), min(id), max(id) FRO
 # ``OFFSET 0`` (else the planner flattens them into joins and, without statistics for the staging table, may
 # hash-join a scan of every pending row): one probe of each index per staged prediction; then a TID join, so
 # the UPDATE needs no index on ``id`` either. A row another session resolved meanwhile has a new ctid: skipped.
+# ``status = 'pending'`` stays outside the fence: inside, it let the planner AND the key range with the partial
+# index ``feedback_pending``, read whole for every probe (measured: 100,000 pending rows, 5,000 staged
+# predictions, 9 s instead of 0.05 s). A prediction's key range holds its few feedback rows, pending or not.
 _JOIN_STAGED = """
 WITH hit AS (
     SELECT f.tid, p.model, p.model_version, p.variant, p.label, p.probabilities
     FROM stg_predictions s
     JOIN LATERAL (SELECT model, model_version, variant, label, probabilities FROM predictions
                   WHERE prediction_id = s.prediction_id OFFSET 0) p ON true
-    JOIN LATERAL (SELECT ctid AS tid FROM feedback
+    JOIN LATERAL (SELECT ctid AS tid, status FROM feedback
                   WHERE content_key BETWEEN (left(md5(s.prediction_id), 16) || '0000000000000000')::uuid
                                         AND (left(md5(s.prediction_id), 16) || 'ffffffffffffffff')::uuid
-                    AND prediction_id = s.prediction_id AND status = 'pending'
-                    AND (model IS NULL OR model = p.model) OFFSET 0) f ON true),
+                    AND prediction_id = s.prediction_id
+                    AND (model IS NULL OR model = p.model) OFFSET 0) f ON f.status = 'pending'),
 upd AS (
     UPDATE feedback f
     SET status = 'joined', model = hit.model, model_version = hit.model_version, variant = hit.variant,
@@ -301,6 +304,9 @@ class IngestProcessor(Processor[IngestEvent]):
         return self._decoders[topic].decode(value, now)
 
     def prepare(self, conn: psycopg.Connection) -> None:
+        # the writers' statements are index probes: with 5,000 staged predictions the join's estimate passes
+        # jit_above_cost, and compiling it cost 10-20 ms a batch (measured: 0.074-0.10 s with JIT off, 0.086-0.12 on)
+        conn.execute("SET jit = off")
         conn.execute(_STAGING)
 
     def screen(self, conn: psycopg.Connection, items: list[Item[IngestEvent]]) -> list[Rejection]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import psycopg
+import pytest
 
 from core.settings import FlywheelSettings
 from schemas.fast import FeedbackRecord, PredictionRecord
@@ -84,9 +85,12 @@ def test_housekeeping_joins_what_a_concurrent_batch_missed(db_url: str) -> None:
         assert _status(conn)["f1"] == ("joined", "1.2.0", "positive", True)
 
 
-def test_the_join_probes_the_content_key_index_when_most_rows_are_pending(db_url: str) -> None:
+@pytest.mark.parametrize("analysed", [True, False], ids=["analysed", "statistics-lag"])
+def test_the_join_probes_the_content_key_index_when_most_rows_are_pending(db_url: str, analysed: bool) -> None:
     """200k feedback rows, 90% pending: the join of a staged batch reads the content-key index once per
-    staged prediction and updates by TID, never scanning ``feedback``; and it joins the right rows."""
+    staged prediction and updates by TID, never scanning ``feedback`` nor the partial index of pending rows
+    (with statistics that lag the table it was ANDed with the key range, and read whole on every probe: 1.8 ms
+    a staged prediction with 100,000 pending rows); and it joins the right rows."""
     processor = IngestProcessor.from_settings(FlywheelSettings(database_url=db_url, metrics_port=0))
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("""
@@ -94,7 +98,8 @@ def test_the_join_probes_the_content_key_index_when_most_rows_are_pending(db_url
             SELECT 'f' || g, overlay(md5(g::text) placing left(md5('p' || g), 16) from 1)::uuid, 'p' || g,
                    'positive', 'test', now(), CASE WHEN g > 20000 THEN 'pending' ELSE 'joined' END
             FROM generate_series(1, 200000) g""")
-        conn.execute("ANALYZE feedback")
+        if analysed:
+            conn.execute("ANALYZE feedback")
         processor.prepare(conn)
         with conn.transaction():
             conn.execute("INSERT INTO predictions (prediction_id, model, model_version, variant, text, label, "
@@ -104,7 +109,7 @@ def test_the_join_probes_the_content_key_index_when_most_rows_are_pending(db_url
                          "SELECT g, 'p' || g FROM generate_series(150001, 150100) g")
             plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + _JOIN_STAGED))
             assert "feedback_content_key_key" in plan and "Tid Scan on feedback" in plan, plan
-            assert "Seq Scan on feedback" not in plan, plan
+            assert "Seq Scan on feedback" not in plan and "feedback_pending" not in plan, plan
             assert conn.execute(_JOIN_STAGED).fetchone()[0] == 100
         assert conn.execute("SELECT count(*) FROM feedback WHERE status = 'joined' AND predicted_label = 'negative'"
                             ).fetchone() == (100,)
