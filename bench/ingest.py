@@ -7,7 +7,13 @@ Produces N feedback events (~1% exact resends, ~1% invalid) to a fresh topic, me
 then checks the table: lost and duplicated must be 0.
 
     python bench/ingest.py [--events 200000] [--batch 5000] [--writers 4] [--storage memory|durable|durable+fsync]
-                           [--linger-ms 20] [--processes N]
+                           [--linger-ms 20] [--processes N] [--predictions]
+
+``--predictions``: the prediction each valid feedback event judges is produced too, to the predictions topic,
+before the feedback (as a pod serves before its users answer). Both topics are consumed at once, so some
+feedback lands before its prediction and waits as pending until the prediction's batch joins it; the landing
+ends when every prediction has landed and every valid unique feedback event is joined. ``raw_per_s`` then
+reads both topics, and ``unjoined`` (feedback left pending) must be 0 too.
 
 ``--processes N``: the landing is done by N ``flywheel process ingest`` processes (the CLI a deployment runs,
 one consumer group; each its own interpreter, so its own GIL) started together once the topic is full,
@@ -39,6 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +59,7 @@ from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from streams import kafka
 from streams.ingest import IngestProcessor
+from streams.offsets import counters
 from streams.runtime import ProcessorRunner, RunnerConfig, tune_interpreter
 
 
@@ -78,6 +86,36 @@ def make_events(n: int, seed: int = 1) -> tuple[list[tuple[bytes, bytes]], set[s
     return values, unique
 
 
+def predictions_for(values: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """One prediction event for each prediction that a valid feedback event in ``values`` judges."""
+    out: list[tuple[bytes, bytes]] = []
+    seen: set[str] = set()
+    for key, value in values:
+        try:
+            event = json.loads(value)
+        except ValueError:
+            continue
+        pid = event.get("prediction_id")
+        if not isinstance(pid, str) or pid in seen:
+            continue
+        seen.add(pid)
+        out.append((key, json.dumps({
+            "type": "prediction", "schema_version": 1, "prediction_id": pid, "model": "sentiment",
+            "model_version": "1.0.0", "text": f"a text to judge, number {len(seen)}", "label": "positive",
+            "probabilities": {"negative": 0.1, "neutral": 0.2, "positive": 0.7}, "latency_ms": 3.5,
+            "user_id": event.get("user_id"), "ts": event["ts"]}).encode()))
+    return out
+
+
+def done_when(expected: int, predictions: int) -> Callable[[dict[str, int]], bool]:
+    """Whether the group's exactly-once counters say the landing is done: every valid unique feedback event
+    landed and, with ``predictions``, every prediction landed and every feedback event joined."""
+    def done(counts: dict[str, int]) -> bool:
+        return counts.get("landed:feedback", 0) >= expected and (not predictions or (
+            counts.get("landed:prediction", 0) >= predictions and counts.get("joined", 0) >= expected))
+    return done
+
+
 def produce(kafka_conn: KafkaConnection, topic: str, values: list[tuple[bytes, bytes]], linger_ms: float = 20) -> float:
     """Acknowledged records per second of one idempotent acks=all producer sending as fast as it can."""
     p = Producer(kafka.producer_config(kafka_conn, **{"linger.ms": linger_ms, "batch.num.messages": 10000}))
@@ -88,9 +126,9 @@ def produce(kafka_conn: KafkaConnection, topic: str, values: list[tuple[bytes, b
     return len(values) / (time.perf_counter() - t0)
 
 
-def raw_rate(kafka_conn: KafkaConnection, topic: str, n: int, batch: int) -> float:
+def raw_rate(kafka_conn: KafkaConnection, topics: list[str], n: int, batch: int) -> float:
     c = Consumer(kafka.consumer_config(kafka_conn, f"bench-raw-{uuid.uuid4().hex[:6]}"))
-    c.subscribe([topic])
+    c.subscribe(topics)
     seen, first = 0, None
     loads = json.loads
     while seen < n:
@@ -172,7 +210,7 @@ def _beside(conn: psycopg.Connection[Any], children: list[int], start: dict[str,
 
 
 def landed_rate(
-    settings: FlywheelSettings, kafka_conn: KafkaConnection, url: str, expected: int
+    settings: FlywheelSettings, kafka_conn: KafkaConnection, url: str, expected: int, predictions: int = 0
 ) -> tuple[float, ProcessorRunner[Any], dict[str, float]]:
     """Landing rate, the runner, and CPU seconds spent meanwhile: this process (the processor's threads and
     librdkafka's) and the Postgres backends of the benchmark database (those of a local server)."""
@@ -183,16 +221,15 @@ def landed_rate(
     thread.start()
     children = _children()
     start: dict[str, float] = {}
-    # Poll the exactly-once counter (one indexed row, written in each batch's transaction): a count(*)
+    # Poll the exactly-once counters (a few indexed rows, written in each batch's transaction): a count(*)
     # over the growing table would compete with the processor for Postgres CPU.
+    finished = done_when(expected, predictions)
     with psycopg.connect(url, autocommit=True) as conn:
         while True:
             if not start and runner.first_batch_at is not None:  # CPU from the first batch on (within 20 ms)
                 start = {"process": time.process_time(), **_beside_start(children)}
                 threads_before = _threads_cpu_s()
-            row = conn.execute("SELECT value FROM stream_counters WHERE group_id = %s AND name = 'landed:feedback'",
-                               (runner.group,)).fetchone()
-            if row and row[0] >= expected:
+            if finished(counters(conn, runner.group)):
                 done = time.perf_counter()
                 threads_after = _threads_cpu_s()  # before the writers stop (their threads then end)
                 break
@@ -208,7 +245,7 @@ def landed_rate(
     return expected / (done - runner.first_batch_at), runner, cpu
 
 
-def landed_rate_processes(settings: FlywheelSettings, url: str, expected: int, processes: int
+def landed_rate_processes(settings: FlywheelSettings, url: str, expected: int, processes: int, predictions: int = 0
                           ) -> tuple[float, dict[str, float], list[str]]:
     """Landing rate by ``processes`` CLI ingest processes (module docstring), the CPU seconds spent meanwhile
     (the processes, the benchmark database's Postgres backends, the embedded broker, the idle machine) and
@@ -222,7 +259,7 @@ def landed_rate_processes(settings: FlywheelSettings, url: str, expected: int, p
     logs = [tempfile.NamedTemporaryFile(prefix="ingest-", suffix=".log") for _ in range(processes)]  # noqa: SIM115
     procs = [subprocess.Popen([sys.executable, "-m", "flywheel", "process", "ingest"], env=env, stdout=log,
                               stderr=subprocess.STDOUT) for log in logs]
-    query = "SELECT value FROM stream_counters WHERE group_id = %s AND name = 'landed:feedback'"
+    finished = done_when(expected, predictions)
     group = f"{settings.topic_prefix}-ingest"  # IngestProcessor.from_settings's group
     started: float | None = None
     try:
@@ -234,8 +271,7 @@ def landed_rate_processes(settings: FlywheelSettings, url: str, expected: int, p
                     started = _first_assignment(logs)
                     if started is not None:  # within 20 ms of the first assignment
                         start = {"process": sum(_cpu_s(p.pid) for p in procs), **_beside_start(children)}
-                row = conn.execute(query, (group,)).fetchone()
-                if started is not None and row and row[0] >= expected:
+                if started is not None and finished(counters(conn, group)):
                     done = time.time()
                     cpu = {"process": sum(_cpu_s(p.pid) for p in procs) - start["process"]}
                     break
@@ -286,6 +322,9 @@ def main() -> None:
                              "processor in this process (module docstring)")
     parser.add_argument("--storage", choices=["memory", "durable", "durable+fsync"], default="memory",
                         help="the embedded broker's storage (what `flywheel up` uses by default: durable)")
+    parser.add_argument("--predictions", action="store_true",
+                        help="also produce the prediction each feedback event judges, and land until every "
+                             "feedback event is joined (module docstring)")
     args = parser.parse_args()
     if not args.default_gc:
         tune_interpreter()  # as the CLI entry point does
@@ -298,30 +337,42 @@ def main() -> None:
         kafka_conn = settings.kafka_connection()
         kafka.create_topics(kafka.admin(kafka_conn), settings.topics.all(), settings.topic_partitions)
         values, unique = make_events(args.events)
+        preds = predictions_for(values) if args.predictions else []
+        if preds:  # served before they are judged
+            produce(kafka_conn, settings.topics.predictions, preds, args.linger_ms)
         produced = produce(kafka_conn, settings.topics.feedback, values, args.linger_ms)
-        raw = raw_rate(kafka_conn, settings.topics.feedback, len(values), args.batch)
+        topics = [settings.topics.feedback] + ([settings.topics.predictions] if preds else [])
+        raw = raw_rate(kafka_conn, topics, len(values) + len(preds), args.batch)
         if args.processes:
-            landed, cpu, _ = landed_rate_processes(settings, url, len(unique), args.processes)
+            landed, cpu, _ = landed_rate_processes(settings, url, len(unique), args.processes, len(preds))
             batches = None
         else:
-            landed, runner, cpu = landed_rate(settings, kafka_conn, url, len(unique))
+            landed, runner, cpu = landed_rate(settings, kafka_conn, url, len(unique), len(preds))
             batches = runner.batches_committed
         with psycopg.connect(url) as conn:
             ids = [r[0] for r in conn.execute("SELECT feedback_id FROM feedback")]
             dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+            unjoined = conn.execute("SELECT count(*) FROM feedback WHERE status <> 'joined'").fetchone()
+            landed_preds = conn.execute("SELECT count(*) FROM predictions").fetchone()
         got = set(ids)
-        lost = len(unique - got)
+        lost = len(unique - got) + max(0, len(preds) - (landed_preds[0] if landed_preds else 0))
         duplicated = len(ids) - len(got) + len(got - unique)
-        print(f"produced {len(values)} records at {produced:,.0f}/s; {len(unique)} valid unique, "
+        print(f"produced {len(values)} records at {produced:,.0f}/s"
+              + (f" after {len(preds)} predictions" if preds else "") + f"; {len(unique)} valid unique, "
               f"{dead[0] if dead else 0} dead-lettered, "
               + (f"{args.writers} writers in each of {args.processes} processes" if args.processes
                  else f"{batches} batches, {args.writers} writers"))
+        consumed = len(values) + len(preds)
         print("CPU while landing, per consumed record: " + ", ".join(
-            f"{name} {seconds:.2f} s = {seconds / len(values) * 1e6:.1f} us" for name, seconds in cpu.items()))
-        emit({"events": len(values), "storage": args.storage, "linger_ms": args.linger_ms,
+            f"{name} {seconds:.2f} s = {seconds / consumed * 1e6:.1f} us" for name, seconds in cpu.items()))
+        if preds:  # records landed of both topics a second (raw_per_s reads both)
+            landed = landed * (len(unique) + len(preds)) / len(unique)
+        emit({"events": len(values), "predictions": len(preds) or None, "storage": args.storage,
+              "linger_ms": args.linger_ms,
                           "produced_per_s": round(produced),
                           "landed_per_s": round(landed), "raw_per_s": round(raw),
                           "ratio": round(landed / raw, 3), "lost": lost, "duplicated": duplicated,
+                          "unjoined": unjoined[0] if preds and unjoined else None,
                           "processes": args.processes or None}, probe)
 
 
