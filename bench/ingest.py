@@ -7,13 +7,15 @@ Produces N feedback events (~1% exact resends, ~1% invalid) to a fresh topic, me
 then checks the table: lost and duplicated must be 0.
 
     python bench/ingest.py [--events 200000] [--batch 5000] [--writers 4] [--storage memory|durable|durable+fsync]
-                           [--linger-ms 20] [--processes N] [--predictions]
+                           [--linger-ms 20] [--processes N] [--predictions [first|late]]
 
 ``--predictions``: the prediction each valid feedback event judges is produced too, to the predictions topic,
 before the feedback (as a pod serves before its users answer). Both topics are consumed at once, so some
 feedback lands before its prediction and waits as pending until the prediction's batch joins it; the landing
 ends when every prediction has landed and every valid unique feedback event is joined. ``raw_per_s`` then
-reads both topics, and ``unjoined`` (feedback left pending) must be 0 too.
+reads both topics, and ``unjoined`` (feedback left pending) must be 0 too. ``--predictions late``: every
+feedback event lands first (pending, not timed), then the predictions are produced and their landing, which
+joins the feedback waiting for them, is what is timed (``raw_per_s`` reads the predictions topic alone).
 
 ``--processes N``: the landing is done by N ``flywheel process ingest`` processes (the CLI a deployment runs,
 one consumer group; each its own interpreter, so its own GIL) started together once the topic is full,
@@ -322,10 +324,13 @@ def main() -> None:
                              "processor in this process (module docstring)")
     parser.add_argument("--storage", choices=["memory", "durable", "durable+fsync"], default="memory",
                         help="the embedded broker's storage (what `flywheel up` uses by default: durable)")
-    parser.add_argument("--predictions", action="store_true",
-                        help="also produce the prediction each feedback event judges, and land until every "
-                             "feedback event is joined (module docstring)")
+    parser.add_argument("--predictions", nargs="?", const="first", choices=["first", "late"],
+                        help="also produce the prediction each feedback event judges (first: before the feedback; "
+                             "late: after all of it has landed pending, timing the predictions alone), and land "
+                             "until every feedback event is joined (module docstring)")
     args = parser.parse_args()
+    if args.predictions == "late" and args.processes:
+        parser.error("--predictions late lands in this process: not with --processes")
     if not args.default_gc:
         tune_interpreter()  # as the CLI entry point does
 
@@ -338,11 +343,17 @@ def main() -> None:
         kafka.create_topics(kafka.admin(kafka_conn), settings.topics.all(), settings.topic_partitions)
         values, unique = make_events(args.events)
         preds = predictions_for(values) if args.predictions else []
-        if preds:  # served before they are judged
+        late = args.predictions == "late"
+        if preds and not late:  # served before they are judged
             produce(kafka_conn, settings.topics.predictions, preds, args.linger_ms)
         produced = produce(kafka_conn, settings.topics.feedback, values, args.linger_ms)
         topics = [settings.topics.feedback] + ([settings.topics.predictions] if preds else [])
-        raw = raw_rate(kafka_conn, topics, len(values) + len(preds), args.batch)
+        if late:  # every feedback event lands pending (not timed), then its predictions arrive
+            landed_rate(settings, kafka_conn, url, len(unique))
+            produce(kafka_conn, settings.topics.predictions, preds, args.linger_ms)
+            topics = [settings.topics.predictions]
+        timed = ([] if late else values) + preds
+        raw = raw_rate(kafka_conn, topics, len(timed), args.batch)
         if args.processes:
             landed, cpu, _ = landed_rate_processes(settings, url, len(unique), args.processes, len(preds))
             batches = None
@@ -358,16 +369,16 @@ def main() -> None:
         lost = len(unique - got) + max(0, len(preds) - (landed_preds[0] if landed_preds else 0))
         duplicated = len(ids) - len(got) + len(got - unique)
         print(f"produced {len(values)} records at {produced:,.0f}/s"
-              + (f" after {len(preds)} predictions" if preds else "") + f"; {len(unique)} valid unique, "
+              + (f" and {len(preds)} predictions " + ("after it landed" if late else "before it") if preds else "")
+              + f"; {len(unique)} valid unique, "
               f"{dead[0] if dead else 0} dead-lettered, "
               + (f"{args.writers} writers in each of {args.processes} processes" if args.processes
                  else f"{batches} batches, {args.writers} writers"))
-        consumed = len(values) + len(preds)
         print("CPU while landing, per consumed record: " + ", ".join(
-            f"{name} {seconds:.2f} s = {seconds / consumed * 1e6:.1f} us" for name, seconds in cpu.items()))
-        if preds:  # records landed of both topics a second (raw_per_s reads both)
-            landed = landed * (len(unique) + len(preds)) / len(unique)
-        emit({"events": len(values), "predictions": len(preds) or None, "storage": args.storage,
+            f"{name} {seconds:.2f} s = {seconds / len(timed) * 1e6:.1f} us" for name, seconds in cpu.items()))
+        if preds:  # records landed a second, of the topics raw_per_s reads
+            landed = landed * ((0 if late else len(unique)) + len(preds)) / len(unique)
+        emit({"events": len(values), "predictions": len(preds) or None, "late": late or None, "storage": args.storage,
               "linger_ms": args.linger_ms,
                           "produced_per_s": round(produced),
                           "landed_per_s": round(landed), "raw_per_s": round(raw),

@@ -5,6 +5,10 @@ joined to its prediction (some land first and wait as pending)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,6 +18,7 @@ from core.settings import FlywheelSettings
 from streams import kafka
 
 pytestmark = pytest.mark.timeout(180)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_one_prediction_for_each_judged_prediction_and_the_counters_that_end_the_landing() -> None:
@@ -49,3 +54,18 @@ def test_feedback_and_its_predictions_land_joined_once(kafka_bootstrap: str, db_
     assert statuses == {"joined": len(unique)}  # every one joined, whichever landed first
     assert landed == (len(preds), len(preds))
     assert rate > 0 and cpu["process"] > 0 and cpu["postgres"] > 0
+
+
+def test_the_late_predictions_are_timed_alone_and_join_every_waiting_feedback(kafka_bootstrap: str,
+                                                                              pg_admin_url: str) -> None:
+    """``--predictions late``: the feedback lands pending first; the predictions' landing is timed and joins it all."""
+    env = {**os.environ, "FLYWHEEL_KAFKA_BOOTSTRAP": kafka_bootstrap, "FLYWHEEL_DATABASE_URL": pg_admin_url,
+           "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "bench.ingest", "--predictions", "late", "--events", "2000",
+                           "--batch", "500"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["late"] is True and result["predictions"] > 1900
+    assert result["lost"] == 0 and result["duplicated"] == 0 and result["unjoined"] == 0
+    assert result["landed_per_s"] > 0 and result["raw_per_s"] > 0
+    assert "predictions after it landed" in done.stdout
