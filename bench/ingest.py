@@ -347,12 +347,13 @@ def main() -> None:
         if preds and not late:  # served before they are judged
             produce(kafka_conn, settings.topics.predictions, preds, args.linger_ms)
         produced = produce(kafka_conn, settings.topics.feedback, values, args.linger_ms)
-        topics = [settings.topics.feedback] + ([settings.topics.predictions] if preds else [])
         if late:  # every feedback event lands pending (not timed), then its predictions arrive
             landed_rate(settings, kafka_conn, url, len(unique))
             produce(kafka_conn, settings.topics.predictions, preds, args.linger_ms)
-            topics = [settings.topics.predictions]
-        timed = ([] if late else values) + preds
+            topics, timed = [settings.topics.predictions], preds
+        else:
+            topics = [settings.topics.feedback] + ([settings.topics.predictions] if preds else [])
+            timed = values + preds
         raw = raw_rate(kafka_conn, topics, len(timed), args.batch)
         if args.processes:
             landed, cpu, _ = landed_rate_processes(settings, url, len(unique), args.processes, len(preds))

@@ -170,7 +170,7 @@ SELECT count(*), count(*) FILTER (WHERE status = 'joined'), min(id), max(id) FRO
 # the UPDATE needs no index on ``id`` either. A row another session resolved meanwhile has a new ctid: skipped.
 # ``status = 'pending'`` stays outside the fence: inside, it let the planner AND the key range with the partial
 # index ``feedback_pending``, read whole for every probe (measured: 100,000 pending rows, 5,000 staged
-# predictions, 9 s instead of 0.05 s). A prediction's key range holds its few feedback rows, pending or not.
+# predictions, 9-13 s instead of 0.07-0.12 s). A prediction's key range holds its few feedback rows, pending or not.
 _JOIN_STAGED = """
 WITH hit AS (
     SELECT f.tid, p.model, p.model_version, p.variant, p.label, p.probabilities
