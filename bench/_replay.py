@@ -8,7 +8,8 @@ from pathlib import Path
 
 from core.settings import FlywheelSettings
 from flywheel.demo import DemoOptions, Replay, demo_bootstrap, demo_settings, fresh_database
-from flywheel.platform import Platform, endpoint_connection
+from flywheel.endpoints import endpoint_connection
+from flywheel.platform import Platform
 from flywheel.stack import free_port
 
 

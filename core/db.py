@@ -13,7 +13,6 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from sqlalchemy.engine import URL
 
 from core.exceptions import DatabaseUnavailable
 
@@ -83,6 +82,8 @@ def sqlalchemy_url(url: str) -> str:
     """The same database as a SQLAlchemy URL using the psycopg 3 driver.
 
     Accepts a ``postgresql://`` URL or a libpq ``key=value`` string (unix-socket hosts included)."""
+    from sqlalchemy.engine import URL  # only migrations and MLflow need it: a connection stays light
+
     info = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
     host = info.pop("host", None)
     port = info.pop("port", None)

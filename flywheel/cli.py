@@ -22,11 +22,10 @@ from rich.table import Table
 
 from core.exceptions import FlywheelError
 from core.settings import FlywheelSettings
-from flywheel import cli_curation, cli_demo, cli_lifecycle, cli_models, cli_review, migrate
+from flywheel import cli_curation, cli_demo, cli_lifecycle, cli_models, cli_review
+from flywheel.endpoints import Endpoints, resolve
 from flywheel.exceptions import StackError
-from flywheel.platform import Endpoints, Platform, resolve
 from flywheel.signals import stop_on_signals
-from streams import kafka
 
 app = typer.Typer(help="Flywheel: feedback on predictions becomes a better model in production.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -67,6 +66,10 @@ def _stop_event(ctx: typer.Context) -> threading.Event:
 def up(ctx: typer.Context) -> None:
     """Start the local platform (embedded broker + Postgres unless configured) and run the processors
     until Ctrl-C / SIGTERM."""
+    from flywheel.platform import Platform
+    from streams.runtime import tune_interpreter
+
+    tune_interpreter()
     settings = _settings()
 
     def ready(e: Endpoints) -> None:
@@ -103,8 +106,9 @@ def process_ingest(ctx: typer.Context) -> None:
     from core.db import session_connector
     from schemas.registry import PostgresSchemaStore
     from streams.ingest import IngestProcessor
-    from streams.runtime import ProcessorRunner, RunnerConfig
+    from streams.runtime import ProcessorRunner, RunnerConfig, tune_interpreter
 
+    tune_interpreter()
     settings = _settings()
     kafka_conn, database = resolve(settings)
     store = PostgresSchemaStore(database)
@@ -125,7 +129,9 @@ def serve(ctx: typer.Context) -> None:
     """Run one serving pod (API on FLYWHEEL_SERVING_PORT): it follows the models topic and hot-swaps."""
     from serving.app import create_app
     from serving.app import serve as run_server
+    from streams.runtime import tune_interpreter
 
+    tune_interpreter()
     settings = _settings()
     kafka_conn, database = resolve(settings)
     run_server(settings, _stop_event(ctx), host=settings.metrics_host,
@@ -138,7 +144,9 @@ def schema_registry(ctx: typer.Context) -> None:
     FLYWHEEL_SCHEMA_REGISTRY_PORT (0: a free port) bound to FLYWHEEL_METRICS_HOST. Producers of the Confluent
     wire format register their schemas here; ingest checks schema ids against the same tables."""
     from schemas.registry import PostgresSchemaStore, RegistryServer, create_app
+    from streams.runtime import tune_interpreter
 
+    tune_interpreter()
     settings = _settings()
     database = _database_only(settings)
     stop = _stop_event(ctx)
@@ -170,6 +178,8 @@ def process_trainer(ctx: typer.Context) -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Apply schema migrations."""
+    from flywheel import migrate
+
     settings = _settings()
     database = _database_only(settings)
     migrate.upgrade(database, revision, default_model=settings.model_name)
@@ -179,6 +189,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
 @db_app.command("current")
 def db_current() -> None:
     """Show the database's migration revision and the newest available."""
+    from flywheel import migrate
+
     settings = _settings()
     database = _database_only(settings)
     out.print(f"current {migrate.current_revision(database)}  head {migrate.head_revision(database)}")
@@ -197,6 +209,8 @@ def topics_create(
     config: Annotated[list[str] | None, typer.Option("--config", "-c", help="key=value topic config")] = None,
 ) -> None:
     """Create topics (existing ones are left as they are)."""
+    from streams import kafka
+
     settings = _settings()
     kafka_conn, _ = resolve(settings)
     configs = dict(_key_value(c) for c in config or [])
@@ -209,6 +223,8 @@ def topics_create(
 @topics_app.command("list")
 def topics_list() -> None:
     """List topics and their partition counts."""
+    from streams import kafka
+
     kafka_conn, _ = resolve(_settings())
     table = Table("topic", "partitions")
     for topic in kafka.list_topics(kafka.admin(kafka_conn)):
@@ -219,6 +235,8 @@ def topics_list() -> None:
 @topics_app.command("describe")
 def topics_describe(name: str) -> None:
     """Partitions, high watermarks (from Fetch) and configs of one topic."""
+    from streams import kafka
+
     kafka_conn, _ = resolve(_settings())
     info = kafka.describe_topic(kafka.admin(kafka_conn), name)
     marks = kafka.high_watermarks(kafka_conn, [(name, p) for p in range(info.partitions)])
@@ -234,6 +252,8 @@ def topics_describe(name: str) -> None:
 @topics_app.command("delete")
 def topics_delete(names: list[str], yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
     """Delete topics (asks first unless --yes)."""
+    from streams import kafka
+
     kafka_conn, _ = resolve(_settings())
     if not yes and not typer.confirm(f"Delete {', '.join(names)}?"):
         raise typer.Exit(1)
@@ -291,9 +311,6 @@ def main(stop: threading.Event | None = None, *, early_signals: list[int] | None
     stop = stop or threading.Event()
     stop_on_signals(stop, on_signal=lambda signum: logging.getLogger("flywheel").info(
         "received %s, stopping", signal.Signals(signum).name))  # a SIGTERM during start-up is a clean stop
-    from streams.runtime import tune_interpreter
-
-    tune_interpreter()
     if err.is_terminal:
         logging.basicConfig(level=logging.INFO, format="%(message)s",
                             handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)])

@@ -9,7 +9,7 @@ import threading
 import typer
 
 from core.settings import FlywheelSettings
-from flywheel.platform import resolve
+from flywheel.endpoints import resolve
 
 
 def process_curation(ctx: typer.Context) -> None:
@@ -17,7 +17,9 @@ def process_curation(ctx: typer.Context) -> None:
     from prometheus_client import CollectorRegistry, start_http_server
 
     from curation import CurationMetrics, CurationService, load_curation_config
+    from streams.runtime import tune_interpreter
 
+    tune_interpreter()
     stop = ctx.obj if isinstance(ctx.obj, threading.Event) else threading.Event()
     settings = FlywheelSettings()
     config = load_curation_config(settings.curation_config)

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, Group
@@ -18,21 +18,11 @@ from rich.panel import Panel
 from rich.table import Table
 
 from core.settings import FlywheelSettings
-from flywheel.demo import (
-    DEFAULT_SCENARIOS,
-    SCENARIOS,
-    DemoOptions,
-    Replay,
-    demo_bootstrap,
-    demo_settings,
-    fresh_database,
-    reset_dir,
-    write_report,
-)
+from flywheel.demo.options import DEFAULT_SCENARIOS, SCENARIOS, DemoOptions
 from flywheel.exceptions import StackError
-from flywheel.platform import Platform, endpoint_connection
-from flywheel.stack import free_port
-from kinds.catalog import KINDS
+
+if TYPE_CHECKING:  # the platform, the kinds and the report load when the demo runs, not for `flywheel --help`
+    from flywheel.demo import Replay
 
 out = Console()
 
@@ -84,6 +74,8 @@ def _mean(values: list[float | None] | list[int | None]) -> float:
 def scenario_options(scenarios: list[str], **overrides: Any) -> list[DemoOptions]:
     """Each scenario's options: its defaults, then the given overrides (``kind`` only where it can train the
     scenario's task)."""
+    from kinds.catalog import KINDS
+
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown or len(set(scenarios)) != len(scenarios):
         raise typer.BadParameter(f"scenarios must be distinct, each one of {', '.join(SCENARIOS)}: got {scenarios}")
@@ -134,6 +126,13 @@ def demo(
     users and observed outcomes, and
     watch the loop retrain, gate and swap models; writes a PNG + HTML report at the end. Uses its own
     database (flywheel_demo on FLYWHEEL_DATABASE_URL's server, else pgserver) and data dir."""
+    from flywheel.demo import Replay, demo_bootstrap, demo_settings, fresh_database, reset_dir, write_report
+    from flywheel.endpoints import endpoint_connection
+    from flywheel.platform import Platform
+    from flywheel.stack import free_port
+    from streams.runtime import tune_interpreter
+
+    tune_interpreter()
     stop = ctx.obj if isinstance(ctx.obj, threading.Event) else threading.Event()
     every = scenario_options(scenario or list(DEFAULT_SCENARIOS), stream=stream, start=start, history=history,
                              feedback_rate=feedback_rate, feedback_delay=feedback_delay, noise=noise, poison=poison,

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.settings import FlywheelSettings
-from flywheel.platform import resolve
+from flywheel.endpoints import resolve
 
 if TYPE_CHECKING:  # MLflow, torch and Great Expectations load only when a command needs them
     from prometheus_client import CollectorRegistry
@@ -198,10 +198,12 @@ def process_trainer(stop: threading.Event) -> None:
     """A trainer consumer per declared model (and one for each model declared later)."""
     from flywheel import fleet
     from flywheel.lifecycle import lifecycle
+    from streams.runtime import tune_interpreter
     from tasks import ModelSpec
     from trainer.metrics import TrainerMetrics
     from trainer.service import TrainerService
 
+    tune_interpreter()
     s = FlywheelSettings()
     kafka, database = resolve(s)
     metrics = TrainerMetrics(_metrics(s))  # one set for every model (labelled by model): a registry takes each once
@@ -224,9 +226,11 @@ def process_canary(stop: threading.Event) -> None:
     from flywheel.lifecycle import lifecycle
     from flywheel.models import settings_for
     from serving.canary import CanaryMetrics, controller_for, load_canary_config
+    from streams.runtime import tune_interpreter
     from tasks import ModelSpec
     from trainer.drift import drift_monitor_for
 
+    tune_interpreter()
     s = FlywheelSettings()
     kafka, database = resolve(s)
     metrics = _metrics(s)

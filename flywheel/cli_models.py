@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -17,13 +17,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from core.db import session_connector
 from core.settings import FlywheelSettings
-from flywheel import models
-from flywheel.platform import resolve
-from schemas import DecodeError, EventRules
-from schemas.events import FeedbackEventV2
-from tasks import ModelStore, SpecError, UnknownModel, parse_spec
+from flywheel.endpoints import resolve
+
+if TYPE_CHECKING:  # the stages' modules load only when a command runs: `flywheel --help` stays fast
+    from schemas.events import FeedbackEventV2
 
 feedback_app = typer.Typer(help="Feedback from files: import outcomes.", no_args_is_help=True)
 out = Console()
@@ -36,6 +34,10 @@ def models_create(
 ) -> None:
     """Declare models (name, task, labels, features, kinds, training): stored in Postgres, picked up by
     ingest, curation and the trainers of a running platform."""
+    from core.db import session_connector
+    from flywheel import models
+    from tasks import SpecError, parse_spec
+
     try:
         document = yaml.safe_load(spec_file.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -54,6 +56,10 @@ def models_create(
 def models_list() -> None:
     """Every declared model: task, labels, features, kinds, where it was declared (the default model by the
     settings when nothing stored it yet)."""
+    from core.db import session_connector
+    from flywheel import models
+    from tasks import ModelStore
+
     settings = FlywheelSettings()
     _, database = resolve(settings)
     with session_connector(database)() as conn:
@@ -87,8 +93,11 @@ def feedback_import(
     from the model and the task id, so importing the same file twice lands each outcome once; ingest
     validates, deduplicates and joins them as it does the stream. Rows that are not valid feedback are
     written with their reason to FILE.rejected.jsonl and sent nowhere; the exit code is 1 if any."""
+    from core.db import session_connector
+    from schemas import DecodeError, EventRules
     from streams.kafka import CheckedProducer, create_topics, producer_config
     from streams.kafka import admin as kafka_admin
+    from tasks import ModelStore, UnknownModel
 
     settings = FlywheelSettings()
     kafka, database = resolve(settings)
@@ -131,6 +140,8 @@ def feedback_import(
 
 
 def _rows(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    from tasks import SpecError
+
     try:
         with file.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's CSV starts with a BOM
             if file.suffix.lower() == ".csv":
@@ -152,6 +163,8 @@ def _rows(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _event(row: dict[str, Any], model: str, source: str) -> FeedbackEventV2:
+    from schemas.events import FeedbackEventV2
+
     if "_error" in row:
         raise ValueError(row["_error"])
     task = row.get("prediction_id", row.get("task_id"))

@@ -8,10 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core import db
 from core.exceptions import ConfigError
 from core.settings import FlywheelSettings
-from flywheel.platform import resolve
+from flywheel.endpoints import resolve
 
 review_app = typer.Typer(help="Label what the model is least sure of: next, label.", no_args_is_help=True)
 out = Console()
@@ -23,6 +22,7 @@ def review_next(
     reviewer: Annotated[str, typer.Option(help="Who claims them (not handed to others for 10 minutes).")] = "cli",
 ) -> None:
     """The unjudged predictions with the smallest margin between the two likeliest labels."""
+    from core import db
     from curation.review import ReviewQueue
 
     settings = FlywheelSettings()
@@ -54,6 +54,7 @@ def review_label(
     reviewer: Annotated[str, typer.Option(help="Recorded as the feedback's user id.")] = "cli",
 ) -> None:
     """Send the label as feedback (source ``review``): ingested, joined and curated like any other."""
+    from core import db
     from curation.review import ReviewQueue
     from streams.producer import FeedbackProducer
 

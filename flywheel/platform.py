@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -24,12 +24,13 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from core import db
 from core.db import session_connector
-from core.exceptions import ConfigError, FlywheelError
+from core.exceptions import FlywheelError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel import fleet, migrate, models
+from flywheel.endpoints import Endpoints, read_endpoints, state_file
 from flywheel.exceptions import StackError
-from flywheel.stack import LocalStack, embedded_postgres_user, pid_alive, private_dir, write_private
+from flywheel.stack import LocalStack, embedded_postgres_user, private_dir, write_private
 from schemas.codec import SchemaIdCheck
 from streams import kafka, offsets
 from streams.ingest import IngestProcessor
@@ -42,59 +43,6 @@ if TYPE_CHECKING:
     from flywheel.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Where a running platform listens (written to ``stack.json``)."""
-
-    pid: int
-    bootstrap: str
-    database_url: str
-    metrics_url: str | None
-    schema_registry_url: str | None
-    embedded_broker: bool
-    embedded_postgres: bool
-    serving_url: str | None = None
-
-
-def state_file(settings: FlywheelSettings) -> Path:
-    return settings.data_dir / "stack.json"
-
-
-def read_endpoints(settings: FlywheelSettings) -> Endpoints | None:
-    path = state_file(settings)
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        endpoints = Endpoints(**data)
-    except (OSError, ValueError, TypeError):
-        return None
-    return endpoints if pid_alive(endpoints.pid) else None
-
-
-def resolve(settings: FlywheelSettings) -> tuple[KafkaConnection, str]:
-    """The Kafka connection and database URL for admin commands: settings first, else a running ``up``
-    (its embedded broker is plaintext; an external one it used gets the security settings)."""
-    running = read_endpoints(settings)
-    database = (settings.database_url.get_secret_value() if settings.database_url else None) or (
-        running.database_url if running else None)
-    bootstrap = settings.kafka_bootstrap or (running.bootstrap if running else None)
-    if not bootstrap or not database:
-        missing = [n for n, v in (("FLYWHEEL_KAFKA_BOOTSTRAP", bootstrap), ("FLYWHEEL_DATABASE_URL", database))
-                   if not v]
-        raise ConfigError(
-            f"no running local platform in {settings.data_dir} and {' / '.join(missing)} not set: "
-            "start one with `flywheel up` or point the settings at your cluster")
-    return endpoint_connection(settings, running), database
-
-
-def endpoint_connection(settings: FlywheelSettings, running: Endpoints | None) -> KafkaConnection:
-    """The connection to FLYWHEEL_KAFKA_BOOTSTRAP, else to the broker of a running ``up``."""
-    if settings.kafka_bootstrap or running is None:
-        return settings.kafka_connection()
-    if running.embedded_broker:
-        return KafkaConnection(bootstrap_servers=running.bootstrap)
-    return settings.kafka_connection(running.bootstrap)
 
 
 class Platform:

@@ -320,20 +320,3 @@ class LocalStack:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs. A zombie does not: it has exited (its ports, locks and files are
-    released) and only waits for its parent to reap it. An orphan (a child of a killed ``up``) is reaped by
-    init, which may take seconds on a loaded machine, or longer under an init that reaps on a timer."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:  # it exited meanwhile, or there is no procfs (not Linux) to tell a zombie by
-        return not Path("/proc/self").exists()
-    return stat_line[stat_line.rindex(b")") + 2:][:1] not in (b"Z", b"X")  # state follows "(comm) "

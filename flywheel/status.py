@@ -14,7 +14,7 @@ from core.exceptions import FlywheelError
 from core.kafka import KafkaConnection
 from core.settings import FlywheelSettings
 from flywheel import migrate
-from flywheel.platform import endpoint_connection, read_endpoints
+from flywheel.endpoints import endpoint_connection, read_endpoints
 from registry.deploys import DeploySummary, summaries
 from streams import kafka
 

@@ -20,24 +20,54 @@ a JSON file. ``bench/efficacy.py`` drives the same :class:`Replay` with checkpoi
 
 from __future__ import annotations
 
-from flywheel.demo import dialogue, rainfall
-from flywheel.demo.options import DEFAULT_SCENARIOS, SCENARIOS, DemoOptions, Scenario
-from flywheel.demo.platform import (
-           CORPUS_WEIGHT,
-           CORPUS_WEIGHT_CHOICES,
-           KIND_PARAMS,
-           corpus_weight_choices,
-           demo_bootstrap,
-           demo_settings,
-           fresh_database,
-           reset_dir,
-)
-from flywheel.demo.replay import Replay
-from flywheel.demo.report import write_report
-from flywheel.demo.stream import DATA, Crowd, Row, read_rows, split_target
-from flywheel.demo.timeline import Marker, Step, Timeline
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flywheel.demo import dialogue, rainfall
+    from flywheel.demo.options import DEFAULT_SCENARIOS, SCENARIOS, DemoOptions, Scenario
+    from flywheel.demo.platform import (
+               CORPUS_WEIGHT,
+               CORPUS_WEIGHT_CHOICES,
+               KIND_PARAMS,
+               corpus_weight_choices,
+               demo_bootstrap,
+               demo_settings,
+               fresh_database,
+               reset_dir,
+    )
+    from flywheel.demo.replay import Replay
+    from flywheel.demo.report import write_report
+    from flywheel.demo.stream import DATA, Crowd, Row, read_rows, split_target
+    from flywheel.demo.timeline import Marker, Step, Timeline
 
 __all__ = ["CORPUS_WEIGHT", "CORPUS_WEIGHT_CHOICES", "DATA", "DEFAULT_SCENARIOS", "KIND_PARAMS", "SCENARIOS", "Crowd",
            "DemoOptions", "Marker", "Replay", "Row", "Scenario", "Step", "Timeline", "corpus_weight_choices",
            "demo_bootstrap", "demo_settings", "dialogue", "fresh_database", "rainfall", "read_rows", "reset_dir",
            "split_target", "write_report"]
+
+# Each name loads with its module on first use (PEP 562): `flywheel --help` reads the scenarios' options,
+# and importing the platform, the kinds and the report for that took ~1 s of the command's start.
+_MODULE_OF = {
+    **dict.fromkeys(("DEFAULT_SCENARIOS", "SCENARIOS", "DemoOptions", "Scenario"), "options"),
+    **dict.fromkeys(("CORPUS_WEIGHT", "CORPUS_WEIGHT_CHOICES", "KIND_PARAMS", "corpus_weight_choices", "demo_bootstrap",
+                     "demo_settings", "fresh_database", "reset_dir"), "platform"),
+    "Replay": "replay", "write_report": "report",
+    **dict.fromkeys(("DATA", "Crowd", "Row", "read_rows", "split_target"), "stream"),
+    **dict.fromkeys(("Marker", "Step", "Timeline"), "timeline"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("dialogue", "rainfall"):
+        return importlib.import_module(f"{__name__}.{name}")
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -13,8 +13,8 @@ import psycopg
 
 from core.settings import FlywheelSettings
 from flywheel import migrate
-from flywheel.platform import Endpoints, read_endpoints, state_file
-from flywheel.stack import pid_alive, private_dir, write_private
+from flywheel.endpoints import Endpoints, pid_alive, read_endpoints, state_file
+from flywheel.stack import private_dir, write_private
 
 
 def test_template_database_is_migrated(db_url: str) -> None:

@@ -20,7 +20,8 @@ import psutil
 import pytest
 
 from core import db
-from flywheel.stack import free_port, pid_alive
+from flywheel.endpoints import pid_alive
+from flywheel.stack import free_port
 from tests.streams.helpers import wait_until
 
 DATA = Path(__file__).resolve().parents[2] / "data"
