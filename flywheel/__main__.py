@@ -1,5 +1,5 @@
 """``python -m flywheel`` and the ``flywheel`` command. SIGINT/SIGTERM are caught before anything heavy is
-imported: importing the CLI takes seconds on a busy host, and a SIGTERM in that window must be a clean
+imported: a command imports the stages it runs (seconds on a busy host), and a SIGTERM in that window must be a clean
 stop (exit 0), not a kill by the default handler (seen as exit -15 in tests/streams/test_rebalance.py)."""
 
 from __future__ import annotations
