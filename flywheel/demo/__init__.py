@@ -27,14 +27,14 @@ if TYPE_CHECKING:
     from flywheel.demo import dialogue, rainfall
     from flywheel.demo.options import DEFAULT_SCENARIOS, SCENARIOS, DemoOptions, Scenario
     from flywheel.demo.platform import (
-               CORPUS_WEIGHT,
-               CORPUS_WEIGHT_CHOICES,
-               KIND_PARAMS,
-               corpus_weight_choices,
-               demo_bootstrap,
-               demo_settings,
-               fresh_database,
-               reset_dir,
+        CORPUS_WEIGHT,
+        CORPUS_WEIGHT_CHOICES,
+        KIND_PARAMS,
+        corpus_weight_choices,
+        demo_bootstrap,
+        demo_settings,
+        fresh_database,
+        reset_dir,
     )
     from flywheel.demo.replay import Replay
     from flywheel.demo.report import write_report

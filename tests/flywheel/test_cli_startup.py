@@ -44,3 +44,11 @@ def test_the_demo_package_loads_its_parts_on_use() -> None:
     assert "flywheel.demo.platform" not in loaded
     loaded = _loaded_after("from flywheel.demo import KIND_PARAMS\nassert 'tfidf-logreg' in KIND_PARAMS")
     assert "flywheel.demo.platform" in loaded
+
+
+def test_every_name_the_demo_package_exports_loads() -> None:
+    """``__all__``, the names' modules and the imports for type checkers are three lists: kept in step."""
+    import flywheel.demo
+
+    for name in flywheel.demo.__all__:
+        assert getattr(flywheel.demo, name) is not None, name
