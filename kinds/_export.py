@@ -12,12 +12,12 @@ from typing import cast
 
 import torch
 
-from kinds.encoder import PRECISIONS, Precision, build
+from kinds.encoder import TORCH_PRECISIONS, Precision, build
 
 
 def main(argv: list[str]) -> int:
     model_dir, precision, out = Path(argv[0]), argv[1], Path(argv[2])
-    if precision not in PRECISIONS:
+    if precision not in ("fp32", *TORCH_PRECISIONS):
         sys.stderr.write(f"unknown precision {precision!r}\n")
         return 2
     model = build(model_dir, cast(Precision, precision))

@@ -8,6 +8,11 @@ exporter (``dynamo=False``: the dynamo exporter needs onnxscript, not a dependen
 One export per model directory per process (~5 s, 90 MB), kept in a temporary directory and copied into
 every artifact saved after it. Before it is used the graph must agree with the torch encoder on
 :data:`PROBE` texts (short, long, truncated; cosine >= 1 - 1e-5), else :class:`EncoderError`.
+
+:func:`quantized`: the same export with every weight MatMul quantised to int8 by onnxruntime's dynamic
+quantisation, per output channel, 7-bit weights (``int8-pc``, :mod:`kinds.encoder`; ~1 s more, 58 MB: the
+word-embedding table stays fp32). It must stay within :data:`MIN_COSINE_INT8` of the fp32 graph on
+:data:`PROBE`: a check that the quantisation did not break the graph, not a measure of its accuracy.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from kinds.onnx_encoder import GRAPH, INPUTS, TOKENIZER, OnnxEncoder
 PROBE = ("ok", "This was great, I loved it!", "Terrible. Never again, not even if they paid me for it.",
          "word " * 400)  # the last one is truncated at max_length
 MIN_COSINE = 1.0 - 1e-5
+MIN_COSINE_INT8 = 0.9  # measured: >= 0.947 on 300 tweets and products (docs/benchmarks.md, issue 22)
 
 _exports: dict[Path, Path] = {}  # model_dir -> a directory holding encoder.onnx + tokenizer.json
+_quantized: dict[Path, Path] = {}  # model_dir -> the same, quantised
 _lock = threading.Lock()
 _tmp: Path | None = None
 
@@ -51,6 +58,45 @@ def exported(encoder: Encoder) -> Path:
                                        max_length=encoder.max_length))
             _exports[encoder.model_dir] = out
         return _exports[encoder.model_dir]
+
+
+def quantized(encoder: Encoder) -> Path:
+    """A directory with the ``int8-pc`` ``encoder.onnx`` (module docstring) and ``tokenizer.json`` for the
+    model of ``encoder`` (quantised on the first call per model directory, then checked on :data:`PROBE`)."""
+    fp32 = encoder.with_precision("fp32")
+    source = exported(fp32)
+    with _lock:
+        if encoder.model_dir not in _quantized:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            out = _scratch() / f"int8-pc-{len(_quantized)}"
+            out.mkdir()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    quantize_dynamic(source / GRAPH, out / GRAPH, op_types_to_quantize=["MatMul"], per_channel=True,
+                                     reduce_range=True, weight_type=QuantType.QInt8)
+            except Exception as exc:  # onnxruntime/onnx raise plain Exception subclasses
+                raise EncoderError(f"quantising the encoder graph {source / GRAPH} failed: {exc}") from exc
+            shutil.copyfile(source / TOKENIZER, out / TOKENIZER)
+            texts = list(PROBE)
+            ids = {"fp32": fp32.encoder_id, "int8": encoder.encoder_id}
+            reference = OnnxEncoder(source, encoder_id=ids["fp32"], dim=fp32.dim, max_length=fp32.max_length)
+            graph = OnnxEncoder(out, encoder_id=ids["int8"], dim=fp32.dim, max_length=fp32.max_length, batch_size=1)
+            lowest = float(np.min(np.sum(reference.encode(texts) * graph.encode(texts), axis=1)))
+            if lowest < MIN_COSINE_INT8:
+                raise EncoderError(f"the int8-pc encoder graph disagrees with fp32: cosine {lowest:.4f} < "
+                                   f"{MIN_COSINE_INT8}")
+            _quantized[encoder.model_dir] = out
+        return _quantized[encoder.model_dir]
+
+
+def quantized_encoder(encoder: Encoder) -> OnnxEncoder:
+    """The ``int8-pc`` graph of ``encoder``'s model (:func:`quantized`) as an encoder: ``encoder``'s id at that
+    precision, one text a call (its activations are quantised per call), ``encoder``'s threads."""
+    at = encoder.with_precision("int8-pc")
+    return OnnxEncoder(quantized(at), encoder_id=at.encoder_id, dim=at.dim, max_length=at.max_length, batch_size=1,
+                       threads=at.threads)
 
 
 def export(model_dir: Path, out: Path, max_length: int = 256) -> None:

@@ -20,6 +20,17 @@ encoder encodes one text per forward pass: the activation scale of a dynamic-qua
 over its whole input, so in a padded batch a text's vector would depend on the other texts (cosine down
 to ~0.85 against the same text alone); one at a time, a text's vector is the same whatever else is asked.
 
+``"int8-pc"`` is int8 through onnxruntime instead (issue 22): the fp32 ONNX export (:mod:`kinds._onnx_export`)
+with every weight MatMul quantised per output channel to 7-bit weights (``quantize_dynamic(per_channel=True,
+reduce_range=True)``), activations quantised per call, so one text per call for the same reason. Seven-bit
+weights keep the u8 x s8 products of AVX2's ``vpmaddubsw`` from saturating: measured on 300 tweets, an
+AVX2-only host's vectors then differ from an AVX-512 VNNI host's at cosine >= 0.9957 (>= 0.956 with 8-bit
+weights). An :class:`Encoder` at this precision names the graph (its ``encoder_id``) but does not run it:
+a ``minilm-head`` at this precision embeds with :func:`kinds._onnx_export.quantized_encoder` (exported and
+quantised once per process; needs torch) and ships that graph, so trainer and pod embed with the same one.
+Its vectors are not fp32's (cosine >= ~0.95); its accuracy against fp32's and its CPU a text are measured
+by ``bench/encoder_precision.py`` and ``bench/serve.py`` (docs/benchmarks.md).
+
 The model runs as a TorchScript trace of itself (same outputs, without the Python overhead of each
 forward pass). Concurrent ``encode`` calls on one model run in parallel (the forward pass is
 read-only); each call borrows a tokenizer of its own from a pool (the fast tokenizer is not re-entrant).
@@ -54,8 +65,10 @@ if TYPE_CHECKING:  # torch is imported where it runs: a pod serving an exported 
 Vectors = npt.NDArray[np.float32]
 WEIGHTS = "model.safetensors"
 log = logging.getLogger(__name__)
-Precision = Literal["fp32", "int8", "int8-all"]
+Precision = Literal["fp32", "int8", "int8-all", "int8-pc"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+GRAPH_PRECISIONS = ("int8-pc",)  # run as an exported, quantised ONNX graph (onnxruntime), not by torch
+TORCH_PRECISIONS = ("int8", "int8-all")  # torch's dynamic quantisation of the traced model
 
 
 class TextEncoder(Protocol):
@@ -146,6 +159,9 @@ class Encoder:
         return _hidden_size(self.model_dir)
 
     def encode(self, texts: Sequence[str]) -> Vectors:
+        if self.precision in GRAPH_PRECISIONS:
+            raise EncoderError(f"the {self.precision} encoder is an ONNX graph, not run by torch: a minilm-head at "
+                               "that precision embeds with it (kinds._onnx_export.quantized_encoder)")
         import torch
 
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -251,6 +267,8 @@ def _load(model_dir: Path, precision: Precision, threads: int, isolated: bool) -
 
 def build(model_dir: Path, precision: Precision) -> Any:
     """The model at ``precision``, traced: what an :class:`Encoder` runs (imports transformers)."""
+    if precision in GRAPH_PRECISIONS:
+        raise EncoderError(f"the {precision} encoder is an ONNX graph (Encoder.graph_encoder), not a torch model")
     model = _read_model(model_dir)
     if precision != "fp32":
         model = _quantised(model, skip_ffn_output=precision == "int8")

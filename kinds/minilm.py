@@ -19,10 +19,11 @@ onnxruntime wherever its embedder's encoder is that :class:`Encoder` with ``use_
 pods), so a serving pod never imports torch. Predicting is numpy (the head's layers as arrays);
 torch and scikit-learn are imported only to fit (``kinds._head_training``).
 
-``precision`` (``fp32``, ``int8``, ``int8-all``; see :mod:`kinds.encoder`) is the encoder precision the
-head trains and predicts on: an embedder whose encoder is the MiniLM :class:`Encoder` at another precision
-is used at this one (same cache: the precision is part of the encoder_id), so training and serving both
-embed with it. Other encoders (the fake) are used as given.
+``precision`` (``fp32``, ``int8``, ``int8-all``, ``int8-pc``; see :mod:`kinds.encoder`) is the encoder
+precision the head trains and predicts on: an embedder whose encoder is the MiniLM :class:`Encoder` at another
+precision is used at this one (same cache: the precision is part of the encoder_id), so training and serving
+both embed with it. Other encoders (the fake) are used as given. An ``int8-pc`` head ships its quantised graph
+instead of the fp32 one, and a head loaded from it always runs that graph (one text a call), torch or not.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from safetensors.numpy import load_file, save_file
 
 from kinds.base import ModelKind, Probabilities, Resources, as_texts
 from kinds.embeddings import Embedder, MemoryEmbeddingCache
-from kinds.encoder import PRECISIONS, Encoder, Precision, Vectors, shared_encoder
+from kinds.encoder import GRAPH_PRECISIONS, PRECISIONS, Encoder, Precision, Vectors, shared_encoder
 from kinds.exceptions import ArtifactError, EncoderError, EncoderMismatch, KindError
 from kinds.onnx_encoder import GRAPH, TOKENIZER, OnnxEncoder
 from kinds.search_space import FloatRange
@@ -124,11 +125,17 @@ class MiniLMHead(ModelKind):
         if encoder.precision != self.params["precision"]:
             encoder = encoder.with_precision(self.params["precision"])
             embedder = embedder.with_encoder(encoder)
-        if self._graph is not None and encoder.use_graph and encoder.encoder_id == self._encoder_id:
+        per_text = encoder.precision in GRAPH_PRECISIONS  # a quantised graph: one text a call, never torch
+        if self._graph is not None and (encoder.use_graph or per_text) and encoder.encoder_id == self._encoder_id:
             directory, max_length = self._graph
             return embedder.with_encoder(OnnxEncoder(directory, encoder_id=self._encoder_id, dim=encoder.dim,
-                                                     max_length=max_length, batch_size=encoder.batch_size,
+                                                     max_length=max_length,
+                                                     batch_size=1 if per_text else encoder.batch_size,
                                                      threads=encoder.threads))
+        if per_text:  # not loaded from an artifact: the graph quantised here (the head ships it when saved)
+            from kinds._onnx_export import quantized_encoder
+
+            return embedder.with_encoder(quantized_encoder(encoder))
         return embedder
 
     def clone(self) -> Self:

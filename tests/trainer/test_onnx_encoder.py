@@ -4,6 +4,7 @@ predictions; an fp32 head's artifact ships the graph, pinned by the manifest."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from kinds import Embedder, Encoder, MemoryEmbeddingCache, MiniLMHead, Resources, TamperedArtifact, load_model
-from kinds._onnx_export import exported
+from kinds._onnx_export import exported, quantized_encoder
 from kinds.encoder import shared_encoder
 from kinds.onnx_encoder import GRAPH, TOKENIZER, OnnxEncoder
 from tests.fakes import HashingEncoder
@@ -88,3 +89,58 @@ def test_heads_of_other_encoders_ship_no_graph(tmp_path: Path) -> None:
     assert set(manifest["files"]) == {"head.safetensors", "encoder.json"}
     loaded = load_model(tmp_path / "m", resources=Resources(embedder=Embedder(HashingEncoder())))
     assert np.array_equal(loaded.predict_proba(["good"]), head.predict_proba(["good"]))
+
+
+# -- int8-pc: the graph quantised per channel by onnxruntime (issue 22) -----------------------------------------
+
+@pytest.fixture(scope="module")
+def int8pc(encoder: Encoder) -> OnnxEncoder:
+    return quantized_encoder(encoder)
+
+
+def test_int8_pc_vectors_are_per_text_and_near_fp32s(encoder: Encoder, int8pc: OnnxEncoder) -> None:
+    texts = real_texts(120)
+    vectors = int8pc.encode(texts)
+    assert int8pc.encoder_id == f"{encoder.encoder_id}:int8-pc" and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # activations are quantised per call, so one text a call: a vector does not depend on its batch
+    alone = np.vstack([int8pc.encode([t]) for t in texts[:20]])
+    assert np.array_equal(alone, vectors[:20])
+    assert np.array_equal(int8pc.encode(texts[::-1])[::-1], vectors)
+    cosine = np.sum(vectors * encoder.encode(texts), axis=1)
+    assert cosine.min() > 0.9 and cosine.mean() > 0.98  # near fp32's, not equal to them
+    assert cosine.min() < 1 - 1e-5
+
+
+def test_an_int8_pc_head_ships_its_quantised_graph_and_a_pod_predicts_what_the_trainer_did(
+        encoder: Encoder, int8pc: OnnxEncoder, tmp_path: Path) -> None:
+    train = rows("vader_movies")[:300]
+    head = MiniLMHead(epochs=10, precision="int8-pc").use(Embedder(encoder, MemoryEmbeddingCache()))
+    assert head.embedder.encoder_id == int8pc.encoder_id  # the fp32 embedder is used at the head's precision
+    head.fit([r.text for r in train], [r.label for r in train])
+    manifest = head.save(tmp_path / "m")
+    assert {GRAPH, TOKENIZER} <= set(manifest["files"])
+    assert manifest["files"][GRAPH] == hashlib.sha256(int8pc.graph.read_bytes()).hexdigest()  # the one it trained on
+    assert (tmp_path / "m" / GRAPH).stat().st_size < 0.75 * exported(encoder).joinpath(GRAPH).stat().st_size
+    recorded = json.loads((tmp_path / "m" / "encoder.json").read_text())
+    assert recorded["encoder_id"] == int8pc.encoder_id
+
+    texts = real_texts(150, "vader_products")
+    want = head.predict_proba(texts)
+    for embedder_encoder in (Encoder(use_graph=True), Encoder()):  # a pod's, and a trainer's (torch runtime)
+        loaded = load_model(tmp_path / "m", resources=Resources(embedder=Embedder(embedder_encoder,
+                                                                                  MemoryEmbeddingCache())))
+        assert isinstance(loaded, MiniLMHead) and isinstance(loaded.embedder.encoder, OnnxEncoder)
+        assert loaded.embedder.encoder.batch_size == 1  # one text a call, as trained
+        assert np.array_equal(loaded.predict_proba(texts), want)  # the same graph: the same bits
+    assert load_model(tmp_path / "m").save(tmp_path / "again")["files"][GRAPH] == manifest["files"][GRAPH]
+
+
+def test_the_int8_pc_precision_is_not_run_by_torch(encoder: Encoder) -> None:
+    from kinds.encoder import build
+    from kinds.exceptions import EncoderError
+
+    with pytest.raises(EncoderError, match="ONNX graph"):
+        build(encoder.model_dir, "int8-pc")
+    with pytest.raises(EncoderError, match="ONNX graph"):
+        encoder.with_precision("int8-pc").encode(["a text"])
