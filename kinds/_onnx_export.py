@@ -18,6 +18,7 @@ word-embedding table stays fp32). It must stay within :data:`MIN_COSINE_INT8` of
 from __future__ import annotations
 
 import atexit
+import logging
 import shutil
 import tempfile
 import threading
@@ -71,6 +72,8 @@ def quantized(encoder: Encoder) -> Path:
 
             out = _scratch() / f"int8-pc-{len(_quantized)}"
             out.mkdir()
+            advice = _Unless("pre-processing before quantization")  # its generic advice on the root logger
+            logging.getLogger().addFilter(advice)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -78,6 +81,8 @@ def quantized(encoder: Encoder) -> Path:
                                      reduce_range=True, weight_type=QuantType.QInt8)
             except Exception as exc:  # onnxruntime/onnx raise plain Exception subclasses
                 raise EncoderError(f"quantising the encoder graph {source / GRAPH} failed: {exc}") from exc
+            finally:
+                logging.getLogger().removeFilter(advice)
             shutil.copyfile(source / TOKENIZER, out / TOKENIZER)
             texts = list(PROBE)
             ids = {"fp32": fp32.encoder_id, "int8": encoder.encoder_id}
@@ -129,6 +134,17 @@ def _scratch() -> Path:
         _tmp = Path(tempfile.mkdtemp(prefix="flywheel-onnx-"))
         atexit.register(shutil.rmtree, _tmp, True)
     return _tmp
+
+
+class _Unless(logging.Filter):
+    """Drops the records whose message contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 class _Pooled(torch.nn.Module):
