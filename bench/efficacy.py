@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import math
 import os
@@ -97,7 +98,21 @@ def tabular_oracle(replay: Replay, kind: str) -> float:
     return best
 
 
-def oracle(replay: Replay, kind: str) -> float:
+def _kind_params(given: list[str]) -> dict[str, Any]:
+    """``--kind-param NAME=JSON`` values as a dict (a value that is not JSON is taken as a string)."""
+    found: dict[str, Any] = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--kind-param {item!r}: expected NAME=VALUE")
+        try:
+            found[name] = json.loads(value)
+        except ValueError:
+            found[name] = value
+    return found
+
+
+def oracle(replay: Replay, kind: str, extra: dict[str, Any] | None = None) -> float:
     """The same kind trained on every target label outside the held-out rows (target-only, and corpus +
     target at the default corpus weight and each one the platform's runs may choose), with the kind's
     default parameters and with the demo's; the best of them on the held-out rows. The demo's parameters
@@ -111,7 +126,7 @@ def oracle(replay: Replay, kind: str) -> float:
         if corpus_weight == 0:  # the target-only recipe, already above
             continue
         recipes.append((source + target, [corpus_weight] * len(source) + [1.0] * len(target)))
-    params = [{}, *([KIND_PARAMS[kind]] if KIND_PARAMS.get(kind) else [])]
+    params = [{**p, **(extra or {})} for p in [{}, *([KIND_PARAMS[kind]] if KIND_PARAMS.get(kind) else [])]]
     for (rows, weights), kind_params in itertools.product(recipes, params):
         model = KINDS[kind](**kind_params).fit([r.text for r in rows], [r.label for r in rows], weights)
         proba = model.predict_proba([r.text for r in replay.holdout])
@@ -165,7 +180,8 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
         if with_oracle and options.task == "tabular-classification":
             result["oracle"] = round(tabular_oracle(replay, options.kind), 4)
         elif with_oracle:
-            result["oracle"] = oracle_known if oracle_known is not None else round(oracle(replay, options.kind), 4)
+            result["oracle"] = (oracle_known if oracle_known is not None
+                                else round(oracle(replay, options.kind, options.kind_params), 4))
             result["fraction_of_oracle_at_400"] = round(result["k400"] / result["oracle"], 4)
         result["seconds"] = round(time.monotonic() - started, 1)
         return result
@@ -230,6 +246,9 @@ def main() -> None:
     parser.add_argument("--task", default="text", choices=["text", "tabular", "generation"])
     parser.add_argument("--kind", default=None, choices=sorted(KINDS),
                         help="default: tfidf-logreg (text), lightgbm (tabular)")
+    parser.add_argument("--kind-param", action="append", default=[], metavar="NAME=JSON",
+                        help="text: a parameter of the kind over the demo's, for the platform and the oracle alike "
+                             "(repeatable; e.g. precision='\"int8-pc\"' for minilm-head)")
     parser.add_argument("--outcomes", type=int, default=1000, help="tabular: post-drift outcomes replayed")
     parser.add_argument("--quick", action="store_true", help="movies->tweets only, no poisoned run (generation: the "
                                                              "tiny-random base, a smoke test)")
@@ -265,12 +284,14 @@ def main() -> None:
     scenarios = args.scenarios or (["movies->tweets"] if args.quick else TEXT_SCENARIOS)
     stream = max(CHECKPOINTS) + 60
     out: dict[str, Any] = {"scenarios": {}}
-    print(f"kind: {args.kind}, stream orders {list(range(args.orders))}", flush=True)
+    kind_params = _kind_params(args.kind_param)
+    print(f"kind: {args.kind} {kind_params or ''}, stream orders {list(range(args.orders))}", flush=True)
     for name in scenarios:
         results: list[dict[str, Any]] = []
         for order in range(args.orders):
             options = DemoOptions(scenario=name, stream=stream, feedback_rate=1.0, noise=0.05, kind=args.kind,
-                                  rate=30.0, incremental_threshold=args.threshold, order=order)
+                                  rate=30.0, incremental_threshold=args.threshold, order=order,
+                                  kind_params=kind_params)
             load = [round(x, 2) for x in os.getloadavg()]
             result = run_scenario(base, args.data_dir, options, with_oracle=True,
                                   oracle_known=results[0]["oracle"] if results else None,
@@ -292,7 +313,7 @@ def main() -> None:
                   f"{found['first_promotion_at_labels']}", flush=True)
     if not (args.quick or args.scenarios):
         options = DemoOptions(scenario="movies->tweets", stream=stream, feedback_rate=1.0, noise=0.0, poison=0.3,
-                              kind=args.kind, rate=30.0, incremental_threshold=args.threshold)
+                              kind=args.kind, rate=30.0, incremental_threshold=args.threshold, kind_params=kind_params)
         result = run_scenario(base, args.data_dir, options, with_oracle=False)
         f = result["figures"]
         print(f"poisoned movies->tweets: static {result['static']}, final {result['final']}, flipped labels "

@@ -36,7 +36,7 @@ from kinds.onnx_encoder import GRAPH, INPUTS, TOKENIZER, OnnxEncoder
 PROBE = ("ok", "This was great, I loved it!", "Terrible. Never again, not even if they paid me for it.",
          "word " * 400)  # the last one is truncated at max_length
 MIN_COSINE = 1.0 - 1e-5
-MIN_COSINE_INT8 = 0.9  # measured: >= 0.947 on 300 tweets and products (docs/benchmarks.md, issue 22)
+MIN_COSINE_INT8 = 0.9  # measured: >= 0.947 over 6,000 held-out texts, >= 0.963 over bench/encoder_precision.py's 500
 
 _exports: dict[Path, Path] = {}  # model_dir -> a directory holding encoder.onnx + tokenizer.json
 _quantized: dict[Path, Path] = {}  # model_dir -> the same, quantised

@@ -268,7 +268,8 @@ def _load(model_dir: Path, precision: Precision, threads: int, isolated: bool) -
 def build(model_dir: Path, precision: Precision) -> Any:
     """The model at ``precision``, traced: what an :class:`Encoder` runs (imports transformers)."""
     if precision in GRAPH_PRECISIONS:
-        raise EncoderError(f"the {precision} encoder is an ONNX graph (Encoder.graph_encoder), not a torch model")
+        raise EncoderError(f"the {precision} encoder is an ONNX graph (kinds._onnx_export.quantized_encoder), "
+                           "not a torch model")
     model = _read_model(model_dir)
     if precision != "fp32":
         model = _quantised(model, skip_ffn_output=precision == "int8")

@@ -90,7 +90,9 @@ def demo_settings(base: FlywheelSettings, scenarios: DemoOptions | Sequence[Demo
                    "full_threshold": options.incremental_threshold,
                    **({"corpus_weight": CORPUS_WEIGHT[options.kind]} if options.kind in CORPUS_WEIGHT else {}),
                    "corpus_weight_choices": list(corpus_weight_choices(options.kind)), "reconcile_interval_s": 5.0,
-                   "holdout_percent": 10, "recent_min": 20, "kind_params": KIND_PARAMS},
+                   "holdout_percent": 10, "recent_min": 20,
+                   "kind_params": {**KIND_PARAMS, options.kind: {**KIND_PARAMS.get(options.kind, {}),
+                                                                 **options.kind_params}}},
         # the demo reports accuracy, so its gate judges accuracy: the default score (accuracy, macro-F1,
         # calibration) promoted a drifted-domain candidate on F1 and calibration that served products with
         # lower accuracy than the champion (measured: +0.08 score at p 0.001, held-out accuracy -0.04)

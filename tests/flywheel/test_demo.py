@@ -159,6 +159,12 @@ def test_demo_settings_write_configs_the_platform_accepts(tmp_path: Path) -> Non
     assert create("tfidf-logreg", **policy.kind_params["tfidf-logreg"]).params["analyzer"] == "char_wb"
     head = create("minilm-head", **trainer.policy.kind_params["minilm-head"])
     assert head.params["solver"] == "lbfgs" and head.params["c"] == 0.1
+    # a replay's own parameters go over the demo's for its kind only (bench/efficacy.py --kind-param)
+    int8 = demo_settings(base, DemoOptions(kind="minilm-head", kind_params={"precision": "int8-pc"}), tmp_path / "q",
+                         None, 9999)
+    params = load_trainer_config(int8.trainer_config).policy.kind_params
+    assert params["minilm-head"] == {"solver": "lbfgs", "c": 0.1, "precision": "int8-pc"}
+    assert params["tfidf-logreg"] == policy.kind_params["tfidf-logreg"]
     assert load_canary_config(settings.canary_config).interval_s == 5.0
     assert load_drift_config(settings.drift_config).interval_s == 10.0
     assert load_curation_config(settings.curation_config).weights.label_issue == 1.0
