@@ -72,8 +72,8 @@ def quantized(encoder: Encoder) -> Path:
 
             out = _scratch() / f"int8-pc-{len(_quantized)}"
             out.mkdir()
-            advice = _Unless("pre-processing before quantization")  # its generic advice on the root logger
-            logging.getLogger().addFilter(advice)
+            quiet = _NotFrom(Path(quantize_dynamic.__code__.co_filename).parent)  # it logs on the root logger
+            logging.getLogger().addFilter(quiet)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -82,7 +82,7 @@ def quantized(encoder: Encoder) -> Path:
             except Exception as exc:  # onnxruntime/onnx raise plain Exception subclasses
                 raise EncoderError(f"quantising the encoder graph {source / GRAPH} failed: {exc}") from exc
             finally:
-                logging.getLogger().removeFilter(advice)
+                logging.getLogger().removeFilter(quiet)
             shutil.copyfile(source / TOKENIZER, out / TOKENIZER)
             texts = list(PROBE)
             ids = {"fp32": fp32.encoder_id, "int8": encoder.encoder_id}
@@ -136,15 +136,16 @@ def _scratch() -> Path:
     return _tmp
 
 
-class _Unless(logging.Filter):
-    """Drops the records whose message contains ``text``."""
+class _NotFrom(logging.Filter):
+    """Drops the records logged from files under ``directory`` (onnxruntime's quantiser logs its generic
+    advice and a line per tensor on the root logger)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, directory: Path) -> None:
         super().__init__()
-        self.text = text
+        self.directory = str(directory)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
+        return not record.pathname.startswith(self.directory)
 
 
 class _Pooled(torch.nn.Module):
