@@ -43,14 +43,10 @@ from kinds.minilm import MiniLMHead
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-def rows(name: str) -> list[tuple[str, str]]:
+def rows(name: str, label: str = "label3") -> list[tuple[str, str]]:
+    """(text, label) of ``data/<name>.csv``; the uci files' labels are in ``label``."""
     with (DATA / f"{name}.csv").open(newline="", encoding="utf-8") as fh:
-        return [(r["text"], r["label3"]) for r in csv.DictReader(fh)]
-
-
-def uci(name: str) -> list[tuple[str, str]]:
-    with (DATA / f"{name}.csv").open(newline="", encoding="utf-8") as fh:
-        return [(r["text"], r["label"]) for r in csv.DictReader(fh)]
+        return [(r["text"], r[label]) for r in csv.DictReader(fh)]
 
 
 def paired(right: np.ndarray[Any, Any], reference: np.ndarray[Any, Any]) -> dict[str, Any]:
@@ -75,7 +71,7 @@ def main() -> None:
     random.Random(7).shuffle(movies)  # the training split of bench/serve.py
     tasks = [(movies[:1500], {"movies": movies[1500:], "tweets": rows("vader_tweets"),
                               "products": rows("vader_products")}),
-             (uci("uci_imdb"), {"amazon": uci("uci_amazon"), "yelp": uci("uci_yelp")})]
+             (rows("uci_imdb", "label"), {"amazon": rows("uci_amazon", "label"), "yelp": rows("uci_yelp", "label")})]
     texts_probe = [t for t, _ in rows("vader_tweets")[:250] + rows("vader_products")[:250]]
     report: dict[str, Any] = {}
     reference: dict[str, Any] = {}

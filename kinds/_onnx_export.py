@@ -63,8 +63,9 @@ def exported(encoder: Encoder) -> Path:
 
 def quantized(encoder: Encoder) -> Path:
     """A directory with the ``int8-pc`` ``encoder.onnx`` (module docstring) and ``tokenizer.json`` for the
-    model of ``encoder`` (quantised on the first call per model directory, then checked on :data:`PROBE`)."""
-    fp32 = encoder.with_precision("fp32")
+    model of ``encoder`` at any precision (quantised on the first call per model directory, then checked on
+    :data:`PROBE` through the session :func:`quantized_encoder` goes on to use)."""
+    fp32, at = encoder.with_precision("fp32"), encoder.with_precision("int8-pc")
     source = exported(fp32)
     with _lock:
         if encoder.model_dir not in _quantized:
@@ -85,10 +86,8 @@ def quantized(encoder: Encoder) -> Path:
                 logging.getLogger().removeFilter(quiet)
             shutil.copyfile(source / TOKENIZER, out / TOKENIZER)
             texts = list(PROBE)
-            ids = {"fp32": fp32.encoder_id, "int8": encoder.encoder_id}
-            reference = OnnxEncoder(source, encoder_id=ids["fp32"], dim=fp32.dim, max_length=fp32.max_length)
-            graph = OnnxEncoder(out, encoder_id=ids["int8"], dim=fp32.dim, max_length=fp32.max_length, batch_size=1)
-            lowest = float(np.min(np.sum(reference.encode(texts) * graph.encode(texts), axis=1)))
+            reference = OnnxEncoder(source, encoder_id=fp32.encoder_id, dim=fp32.dim, max_length=fp32.max_length)
+            lowest = float(np.min(np.sum(reference.encode(texts) * _per_text(out, at).encode(texts), axis=1)))
             if lowest < MIN_COSINE_INT8:
                 raise EncoderError(f"the int8-pc encoder graph disagrees with fp32: cosine {lowest:.4f} < "
                                    f"{MIN_COSINE_INT8}")
@@ -99,8 +98,11 @@ def quantized(encoder: Encoder) -> Path:
 def quantized_encoder(encoder: Encoder) -> OnnxEncoder:
     """The ``int8-pc`` graph of ``encoder``'s model (:func:`quantized`) as an encoder: ``encoder``'s id at that
     precision, one text a call (its activations are quantised per call), ``encoder``'s threads."""
-    at = encoder.with_precision("int8-pc")
-    return OnnxEncoder(quantized(at), encoder_id=at.encoder_id, dim=at.dim, max_length=at.max_length, batch_size=1,
+    return _per_text(quantized(encoder), encoder.with_precision("int8-pc"))
+
+
+def _per_text(directory: Path, at: Encoder) -> OnnxEncoder:
+    return OnnxEncoder(directory, encoder_id=at.encoder_id, dim=at.dim, max_length=at.max_length, batch_size=1,
                        threads=at.threads)
 
 
