@@ -122,6 +122,9 @@ class FlywheelSettings(BaseSettings):
     predict_batch_workers: int = Field(default=2, ge=1, le=64,
                                        description="Micro-batches (minilm) a pod encodes at the same time.")
     embedding_cache_entries: int = Field(default=50_000, ge=0, description="LRU embeddings kept per pod.")
+    predict_fast_path: bool = Field(default=True, description=(
+        "Answer well-formed single-item predict requests before FastAPI's middleware and router (the same "
+        "answer, less CPU a request); false sends every request through FastAPI."))
     generate_max_tokens: int = Field(default=256, ge=1, le=4096,
                                      description="Most new tokens one /generate request may ask for.")
     generate_workers: int = Field(default=1, ge=1, le=16, description=(

@@ -32,6 +32,7 @@ from serving.admin import install_admin_routes
 from serving.control import Admin
 from serving.deps import MetricsDep, RegistryDep, RuntimeDep, ServicesDep, SettingsDep
 from serving.exceptions import NotReady, ServingError
+from serving.fastpath import PodApp
 from serving.first_serve import FirstServes
 from serving.metrics import ServingMetrics
 from serving.models import (
@@ -136,7 +137,8 @@ def create_app(settings: FlywheelSettings, *, registry: ModelRegistry | None = N
                 app.state.admin.close()
             await run_in_threadpool(pod.close)
 
-    app = FastAPI(title="Flywheel serving", version="1", lifespan=lifespan)
+    app = PodApp(title="Flywheel serving", version="1", lifespan=lifespan)
+    app.fast_path = settings.predict_fast_path
     app.state.settings, app.state.metrics = settings, metrics
     _install_handlers(app, metrics)
     _install_routes(app)
