@@ -190,7 +190,7 @@ def _install_routes(app: FastAPI) -> None:
         return BatchPublic(predictions=await _predict.serve(body.items, services, background))
 
     @app.post("/feedback", status_code=202, response_model=FeedbackPublic, responses=ERRORS)
-    def post_feedback(body: FeedbackCreate, services: ServicesDep) -> FeedbackPublic:
+    async def post_feedback(body: FeedbackCreate, services: ServicesDep) -> FeedbackPublic:
         return _predict.send_feedback(body, services)
 
     @app.get("/models", response_model=ModelsPublic)

@@ -97,5 +97,5 @@ def install_v1_routes(app: FastAPI) -> None:
         return result
 
     @app.post("/v1/models/{name}/feedback", status_code=202, response_model=FeedbackPublic, responses=ERRORS)
-    def feedback(name: ModelName, body: ModelFeedbackCreate, pod: PodDep) -> FeedbackPublic:
+    async def feedback(name: ModelName, body: ModelFeedbackCreate, pod: PodDep) -> FeedbackPublic:
         return _predict.send_feedback(body, pod.get(name), model=name)
