@@ -524,8 +524,8 @@ def main(args: argparse.Namespace) -> None:
     m = best(results[minilm], budget)
     t, u = best(results["tfidf"], None), best(results["trivial"], None)
     rss_kb, hwm_kb, metrics, ready_kb = memory[minilm]
-    batch_sum = _sample(metrics, "flywheel_serving_batch_texts_sum")
-    batch_count = _sample(metrics, "flywheel_serving_batch_texts_count")
+    batch_sum = metric_value(metrics, "flywheel_serving_batch_texts_sum")
+    batch_count = metric_value(metrics, "flywheel_serving_batch_texts_count")
     print(f"\nServing benchmark, {time.strftime('%Y-%m-%d')} ({time.perf_counter() - started:.0f} s; {os.cpu_count()} "
           f"cores, load average {os.getloadavg()[0]:.1f} at the end; micro-batch max {args.batch_max} texts / "
           f"{args.batch_wait_ms:g} ms, {args.batch_workers} workers; {len(pool)} distinct request texts; env {env})")
@@ -593,7 +593,7 @@ def measure_pod(name: str, role: list[str], tmp: Path, env: dict[str, str], text
         print(f"{name}: RSS at ready {ready_kb / 1024:.0f} MB, after {memory[name][0] / 1024:.0f} MB", flush=True)
 
 
-def _sample(metrics: str, name: str) -> float:
+def metric_value(metrics: str, name: str) -> float:
     for line in metrics.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])

@@ -35,7 +35,7 @@ import uuid
 from typing import Any
 
 from bench._host import HostProbe, emit, process_cpu_s, stat_cpu_s
-from bench.serve import DATA, LABELS, TRAIN_ROWS, corpus_texts, load, server, train
+from bench.serve import DATA, LABELS, TRAIN_ROWS, corpus_texts, load, metric_value, server, train
 
 REQUESTS = 'flywheel_serving_request_seconds_count{route="/predict",variant="champion"}'
 
@@ -57,10 +57,7 @@ def thread_cpu_s(pid: int) -> tuple[float, float]:
 
 def served(url: str) -> float:
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(REQUESTS + " "):
-                return float(line.split()[1])
-    return 0.0
+        return metric_value(response.read().decode(), REQUESTS)
 
 
 def measure(role: list[str], tmp: Path, env: dict[str, str], texts: Path, warm_offset: int,

@@ -111,30 +111,28 @@ class PodApp(FastAPI):
 
 async def _read(scope: Scope, receive: Receive, limit: int | None) -> tuple[bytes | None, Receive]:
     """The whole request body (None when the client went away or it passes ``limit``) and a ``receive``
-    that hands FastAPI the same body, then whatever the connection sends next (a disconnect)."""
-    chunks: list[bytes] = []
-    size = 0
+    that hands FastAPI the same messages, then whatever the connection sends next (a disconnect)."""
     messages: list[Message] = []
+    size = 0
     while True:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if not message.get("more_body", False) or (limit is not None and size > limit):
-            break
-    pending = list(messages)
+            return None, _replay(messages, receive)
+        size += len(message.get("body", b""))
+        if limit is not None and size > limit:
+            return None, _replay(messages, receive)
+        if not message.get("more_body", False):
+            return b"".join(m.get("body", b"") for m in messages), _replay(messages, receive)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` that gives ``messages`` first (consumed: they are not read twice)."""
 
     async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
+        return messages.pop(0) if messages else await receive()
 
-    done = messages[-1]["type"] == "http.request" and not messages[-1].get("more_body", False)
-    over = limit is not None and size > limit
-    return (b"".join(chunks) if done and not over else None), replay
+    return replay
 
 
 def _json_body(scope: Scope) -> bool:
