@@ -248,7 +248,7 @@ def main() -> None:
                         help="default: tfidf-logreg (text), lightgbm (tabular)")
     parser.add_argument("--kind-param", action="append", default=[], metavar="NAME=JSON",
                         help="text: a parameter of the kind over the demo's, for the platform and the oracle alike "
-                             "(repeatable; e.g. precision='\"int8-pc\"' for minilm-head)")
+                             "(repeatable; e.g. precision='\"fp32\"' for minilm-head)")
     parser.add_argument("--outcomes", type=int, default=1000, help="tabular: post-drift outcomes replayed")
     parser.add_argument("--quick", action="store_true", help="movies->tweets only, no poisoned run (generation: the "
                                                              "tiny-random base, a smoke test)")

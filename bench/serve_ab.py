@@ -11,7 +11,7 @@ counted in ``flywheel_serving_request_seconds_count``): the event loop's share i
 other threads' mostly the model.
 
     .venv/bin/python -m bench.serve_ab --b FLYWHEEL_PREDICT_FAST_PATH=false [--a ...] [--kind tfidf-logreg]
-        [--precision fp32] [--clients 8] [--seconds 8] [--rounds 4]
+        [--precision int8-pc] [--clients 8] [--seconds 8] [--rounds 4]
 
 Last line: {"kind", "clients", "a", "b", "pods": {"a": [...], "b": [...]}, "loop_cpu_ms": {"a", "b"},
 "other_cpu_ms": {...}, "rps": {...} (means over the pods), "b_faster_pairs", "host"}.
@@ -117,7 +117,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--a", default="", help="NAME=VALUE,... of pod A (default: the defaults)")
     parser.add_argument("--b", required=True, help="NAME=VALUE,... of pod B")
     parser.add_argument("--kind", choices=["minilm-head", "tfidf-logreg"], default="minilm-head")
-    parser.add_argument("--precision", default="fp32", help="the minilm-head champion's encoder precision")
+    parser.add_argument("--precision", default="int8-pc",
+                        help="the minilm-head champion's encoder precision (default: the kind's)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=4, help="pairs of pods (A B, then B A, ...)")

@@ -87,7 +87,7 @@ class DemoOptions(BaseModel):
     rate: float = Field(default=40.0, gt=0.0, description="Requests per second, at most.")
     kind: str = "tfidf-logreg"
     kind_params: dict[str, Any] = Field(default_factory=dict, description="The kind's parameters over the demo's "
-                                        "(KIND_PARAMS), e.g. {\"precision\": \"int8-pc\"} for minilm-head.")
+                                        "(KIND_PARAMS), e.g. {\"precision\": \"fp32\"} for minilm-head.")
     promotion: Literal["direct", "canary"] = "direct"
     canary_traffic: float | None = Field(default=None, gt=0.0, le=1.0, description="dialogue: the canary's share "
                                          "of requests (unset: the task's default, 5% for text-generation).")

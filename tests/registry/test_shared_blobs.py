@@ -21,7 +21,7 @@ LINEAGE = Lineage(data_hash="h", watermark=1, sample_count=1)
 
 def saved_head(at: Path, first: int) -> MiniLMHead:
     train = rows("vader_movies")[first : first + 120]
-    head = MiniLMHead(epochs=2).use(Embedder(shared_encoder(), MemoryEmbeddingCache()))
+    head = MiniLMHead(epochs=2, precision="fp32").use(Embedder(shared_encoder(), MemoryEmbeddingCache()))
     head.fit([r.text for r in train], [r.label for r in train]).save(at)
     return head
 

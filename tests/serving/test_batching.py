@@ -278,7 +278,8 @@ def onnx_head() -> MiniLMHead:
     encoder = shared_encoder()
     graph = OnnxEncoder(exported(encoder), encoder_id=encoder.encoder_id, dim=encoder.dim)
     corpus = rows("vader_movies")[:150]
-    return MiniLMHead(epochs=3).use(Embedder(graph)).fit([r.text for r in corpus], [r.label for r in corpus])
+    head = MiniLMHead(epochs=3, precision="fp32").use(Embedder(graph))
+    return head.fit([r.text for r in corpus], [r.label for r in corpus])
 
 
 def long_text(count: int = 40) -> str:

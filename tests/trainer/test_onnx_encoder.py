@@ -1,6 +1,7 @@
 """The fp32 MiniLM encoder exported to ONNX (``kinds._onnx_export``) and run by onnxruntime
 (``kinds.onnx_encoder``), against the torch encoder on real texts: the same vectors to ~1e-6, the same
-predictions; an fp32 head's artifact ships the graph, pinned by the manifest."""
+predictions; an fp32 head's artifact ships the graph, pinned by the manifest; an int8-pc head (the default)
+ships its quantised graph."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def test_the_graph_gives_the_torch_encoders_vectors(encoder: Encoder, graph: Onn
 
 def test_an_fp32_head_ships_the_graph_and_predicts_the_same_on_it(encoder: Encoder, tmp_path: Path) -> None:
     train = rows("vader_movies")[:400]
-    head = MiniLMHead(epochs=10).use(Embedder(encoder, MemoryEmbeddingCache()))
+    head = MiniLMHead(epochs=10, precision="fp32").use(Embedder(encoder, MemoryEmbeddingCache()))
     head.fit([r.text for r in train], [r.label for r in train])
     manifest = head.save(tmp_path / "m")
     assert {GRAPH, TOKENIZER} <= set(manifest["files"])  # pinned by sha256 like every other file
@@ -58,6 +59,8 @@ def test_an_fp32_head_ships_the_graph_and_predicts_the_same_on_it(encoder: Encod
     pod_like = Encoder(use_graph=True)  # what a serving pod's embedder holds
     served = load_model(tmp_path / "m", resources=Resources(embedder=Embedder(pod_like, MemoryEmbeddingCache())))
     assert isinstance(served, MiniLMHead) and isinstance(served.embedder.encoder, OnnxEncoder)
+    # saved at fp32, loaded at fp32 whatever the kind's default precision (int8-pc): the manifest holds the params
+    assert served.params["precision"] == "fp32" and served.embedder.encoder_id == encoder.encoder_id
     trainer_side = load_model(tmp_path / "m", resources=Resources(embedder=Embedder(encoder, MemoryEmbeddingCache())))
     assert isinstance(trainer_side, MiniLMHead) and trainer_side.embedder.encoder is encoder  # use_graph off
 
@@ -73,7 +76,7 @@ def test_an_fp32_head_ships_the_graph_and_predicts_the_same_on_it(encoder: Encod
 
 def test_a_tampered_graph_is_refused(encoder: Encoder, tmp_path: Path) -> None:
     train = rows("vader_movies")[:100]
-    head = MiniLMHead(epochs=2).use(Embedder(encoder, MemoryEmbeddingCache()))
+    head = MiniLMHead(epochs=2, precision="fp32").use(Embedder(encoder, MemoryEmbeddingCache()))
     head.fit([r.text for r in train], [r.label for r in train]).save(tmp_path / "m")
     graph = tmp_path / "m" / GRAPH
     raw = bytearray(graph.read_bytes())
@@ -115,7 +118,8 @@ def test_int8_pc_vectors_are_per_text_and_near_fp32s(encoder: Encoder, int8pc: O
 def test_an_int8_pc_head_ships_its_quantised_graph_and_a_pod_predicts_what_the_trainer_did(
         encoder: Encoder, int8pc: OnnxEncoder, tmp_path: Path) -> None:
     train = rows("vader_movies")[:300]
-    head = MiniLMHead(epochs=10, precision="int8-pc").use(Embedder(encoder, MemoryEmbeddingCache()))
+    head = MiniLMHead(epochs=10).use(Embedder(encoder, MemoryEmbeddingCache()))  # int8-pc: the default
+    assert head.params["precision"] == "int8-pc"
     assert head.embedder.encoder_id == int8pc.encoder_id  # the fp32 embedder is used at the head's precision
     head.fit([r.text for r in train], [r.label for r in train])
     manifest = head.save(tmp_path / "m")
