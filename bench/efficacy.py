@@ -98,7 +98,7 @@ def tabular_oracle(replay: Replay, kind: str) -> float:
     return best
 
 
-def _kind_params(given: list[str]) -> dict[str, Any]:
+def parse_kind_params(given: list[str]) -> dict[str, Any]:
     """``--kind-param NAME=JSON`` values as a dict (a value that is not JSON is taken as a string)."""
     found: dict[str, Any] = {}
     for item in given:
@@ -284,7 +284,7 @@ def main() -> None:
     scenarios = args.scenarios or (["movies->tweets"] if args.quick else TEXT_SCENARIOS)
     stream = max(CHECKPOINTS) + 60
     out: dict[str, Any] = {"scenarios": {}}
-    kind_params = _kind_params(args.kind_param)
+    kind_params = parse_kind_params(args.kind_param)
     print(f"kind: {args.kind} {kind_params or ''}, stream orders {list(range(args.orders))}", flush=True)
     for name in scenarios:
         results: list[dict[str, Any]] = []

@@ -36,8 +36,12 @@ char_wb recipe, measured first), since later that day char_wb 2-5 + static WordP
 "ngram_max": 2}}'`` is the earlier one); ``--recipe 'one=0.2:{"blend": null}'`` is the char_wb model alone.
 ``--folds N``: N cross-fit folds instead of 5; ``--fresh N``: the N labels after the first k (those that
 arrive while the run fits) join the evaluation as held-out current rows, as the trainer's ``judge_arrivals``
-adds them.
-Last line: ``{"gate": {scenario: {k: {recipe: {"passed", "reason", "target"}}}}}``.
+adds them. ``--kind minilm-head`` (``--kind-param NAME=JSON``, e.g. ``precision='"fp32"'``): that kind's recipes
+and static champion, at the demo policy's corpus weights for it (every text encoded once per precision, in
+memory). ``--draws N``: draws 0..N-1, with a ``summary`` per scenario and label count (in how many draws a
+recipe passed; the means of the recipes' largest cross-fitted gain and highest held-out accuracy).
+Last line: ``{"gate": {scenario: {k: {recipe: {"passed", "reason", "target"}}}}}`` (with ``--draws``:
+``{"kind", "params", "gate": {scenario: [one per draw]}, "summary": {scenario: {k: {...}}}}``).
 
 ``--served N``: instead, ideas that use the target's unlabelled texts (the first N the pods served, of which
 the first ``--labels`` were judged; the efficacy bench judges every prediction, so there N = labels):
@@ -52,12 +56,17 @@ import json
 import logging
 import random
 import time
-from typing import Any
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 from bench._host import HostProbe, emit
+from bench.efficacy import parse_kind_params
 from flywheel.demo import KIND_PARAMS, SCENARIOS, Row, read_rows, split_target
 from kinds.catalog import KINDS
 from trainer.data import CorpusRow, split_holdout
+
+if TYPE_CHECKING:
+    from kinds.embeddings import Embedder
 
 log = logging.getLogger("bench.recipes_offline")
 LABELS = ("negative", "neutral", "positive")
@@ -69,11 +78,30 @@ def accuracy(model: Any, rows: list[Row]) -> float:
     return float(right / len(rows))
 
 
+_embedder: Embedder | None = None
+
+
+def model_of(kind: str, params: dict[str, Any]) -> Any:
+    """An unfitted model of ``kind``; a ``minilm-head`` embeds through one in-memory cache for the whole run
+    (each text encoded once per precision, as a trainer's cache does), else every fit would encode its texts."""
+    if kind != "minilm-head":
+        return KINDS[kind](**params)
+    from kinds.minilm import MiniLMHead
+
+    global _embedder
+    if _embedder is None:
+        from kinds.embeddings import Embedder, MemoryEmbeddingCache
+        from kinds.encoder import shared_encoder
+
+        _embedder = Embedder(shared_encoder(), MemoryEmbeddingCache(500_000))
+    return MiniLMHead(**params).use(_embedder)
+
+
 def fit(kind: str, params: dict[str, Any], corpus: list[Row], weight: float, samples: list[Row]) -> tuple[Any, float]:
     rows = (corpus if weight > 0 else []) + samples
     weights = [weight] * (len(rows) - len(samples)) + [1.0] * len(samples)
     started = time.perf_counter()
-    model = KINDS[kind](**params).fit([r.text for r in rows], [r.label for r in rows], weights)
+    model = model_of(kind, params).fit([r.text for r in rows], [r.label for r in rows], weights)
     return model, time.perf_counter() - started
 
 
@@ -173,13 +201,16 @@ def served_points(name: str, labels: int, served: int, draw: int = 0) -> dict[st
 
 
 def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any], float]] | None = None,
-                draw: int = 0, folds: int = 5, fresh: int = 0) -> dict[str, Any]:
+                draw: int = 0, folds: int = 5, fresh: int = 0, kind: str = "tfidf-logreg",
+                params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The demo's full run at each of ``at`` labels, judged by the real gate against the static champion;
     ``recipes`` (name -> (kind params, corpus weight)) instead of the demo policy's. ``draw`` > 0: the
     stream's rows in another order (shuffled with that seed; the held-out rows stay), another sample of
     the same labels. ``folds``: cross-fit folds. ``fresh``: the next ``fresh`` labels after the ``k`` a run
-    trains on (those that arrive while it runs) join the evaluation as held-out current rows."""
-    from flywheel.demo import corpus_weight_choices
+    trains on (those that arrive while it runs) join the evaluation as held-out current rows. ``kind`` with
+    ``params`` (default: the demo's params of the kind; the static champion is of the same params), at the
+    demo policy's corpus weights of that kind."""
+    from flywheel.demo import CORPUS_WEIGHT, corpus_weight_choices
     from kinds.base import as_texts
     from kinds.ngrams import counted_once
     from trainer.config import PolicyConfig
@@ -187,8 +218,9 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
     from trainer.frames import CrossFit, evaluation_set
     from trainer.gates import EvaluationConfig, EvaluationGate, GateInput
 
-    kind, params = "tfidf-logreg", KIND_PARAMS["tfidf-logreg"]
-    policy = PolicyConfig(recent_min=20, corpus_weight_choices=corpus_weight_choices(kind))
+    params = KIND_PARAMS[kind] if params is None else params
+    policy = PolicyConfig(recent_min=20, corpus_weight_choices=corpus_weight_choices(kind),
+                          **({"corpus_weight": CORPUS_WEIGHT[kind]} if kind in CORPUS_WEIGHT else {}))
     gate = EvaluationGate(EvaluationConfig(metric_weights={"accuracy": 1.0}))
     domain = SCENARIOS[name].target.removeprefix("vader_")
     corpus, movies, stream, held = split(name, draw)
@@ -216,13 +248,14 @@ def gate_points(name: str, at: list[int], recipes: dict[str, tuple[dict[str, Any
             random.Random(f"{policy.seed}:cross-fit:{len(frame)}").shuffle(rows)
             predicted: dict[int, tuple[str, float]] = {}
             started = time.perf_counter()
-            with counted_once(as_texts(frame.inputs)):  # n-grams counted once per point, as a run counts them
+            # n-grams counted once per point, as a run counts them
+            with counted_once(as_texts(frame.inputs)) if kind == "tfidf-logreg" else nullcontext():
                 for fold in (rows[f::folds] for f in range(folds)):
                     rest = frame.take([i for i in range(len(frame)) if i not in set(fold)])
-                    model = KINDS[kind](**recipe_params).fit(rest.inputs, rest.labels, rest.weights)
+                    model = model_of(kind, recipe_params).fit(rest.inputs, rest.labels, rest.weights)
                     for i, p in zip(fold, model.predict_proba([frame.inputs[i] for i in fold]), strict=True):
                         predicted[i] = (model.labels[int(p.argmax())], float(p.max()))
-                model = KINDS[kind](**recipe_params).fit(frame.inputs, frame.labels, frame.weights)
+                model = model_of(kind, recipe_params).fit(frame.inputs, frame.labels, frame.weights)
             order = sorted(predicted)
             cross = CrossFit(frame.take(order), [predicted[i] for i in order], folds)
             verdict = gate.check(GateInput(candidate=model, champion=static,
@@ -245,11 +278,23 @@ def blended(recipe: dict[str, Any]) -> dict[str, Any]:
     return params if average is None else {**params, "blend": average}
 
 
-def recipe_arg(text: str) -> tuple[str, tuple[dict[str, Any], float]]:
-    """``NAME=WEIGHT[:JSON]``: the demo's tfidf-logreg params updated with JSON, at corpus weight WEIGHT."""
+def recipe_arg(text: str, params: dict[str, Any]) -> tuple[str, tuple[dict[str, Any], float]]:
+    """``NAME=WEIGHT[:JSON]``: ``params`` (the demo's, of the kind) updated with JSON, at corpus weight WEIGHT."""
     name, _, rest = text.partition("=")
     weight, _, extra = rest.partition(":")
-    return name, ({**KIND_PARAMS["tfidf-logreg"], **(json.loads(extra) if extra else {})}, float(weight))
+    return name, ({**params, **(json.loads(extra) if extra else {})}, float(weight))
+
+
+def gate_summary(points: list[dict[Any, Any]], at: list[int]) -> dict[int, dict[str, Any]]:
+    """Per label count over the draws: in how many a recipe passed the gate (a first full run would promote),
+    and the means over the draws of the recipes' largest cross-fitted gain and of their highest held-out accuracy."""
+    out: dict[int, dict[str, Any]] = {}
+    for k in at:
+        found = [point[k] for point in points]
+        out[k] = {"passed": sum(any(r["passed"] for r in f.values()) for f in found), "draws": len(found),
+                  "best_delta_mean": round(sum(max(r["delta"] for r in f.values()) for f in found) / len(found), 4),
+                  "best_target_mean": round(sum(max(r["target"] for r in f.values()) for f in found) / len(found), 4)}
+    return out
 
 
 def main() -> None:
@@ -263,6 +308,13 @@ def main() -> None:
                              "updated with JSON at corpus WEIGHT, e.g. 'c16=0.2:{\"c\": 16}'")
     parser.add_argument("--draw", type=int, default=0,
                         help="--gate, --served: the stream in the order of this seed (0: as is)")
+    parser.add_argument("--draws", type=int, default=0,
+                        help="--gate: draws 0..N-1 instead of --draw, with a summary per label count")
+    parser.add_argument("--kind", choices=["tfidf-logreg", "minilm-head"], default="tfidf-logreg",
+                        help="--gate: the kind of the recipes and the static champion")
+    parser.add_argument("--kind-param", action="append", default=[], metavar="NAME=JSON",
+                        help="--gate: a parameter of the kind over the demo's (repeatable), e.g. "
+                             "precision='\"fp32\"'")
     parser.add_argument("--folds", type=int, default=5, help="--gate: cross-fit folds (the policy's default: 5)")
     parser.add_argument("--fresh", type=int, default=0,
                         help="--gate: the next N labels (arrived during the run) join the evaluation, held out")
@@ -281,10 +333,17 @@ def main() -> None:
         emit({"served": {name: served_points(name, args.labels, args.served, args.draw) for name in names}}, probe)
         return
     if args.gate:
-        recipes = dict(recipe_arg(r) for r in args.recipes) if args.recipes else None
+        params = {**KIND_PARAMS[args.kind], **parse_kind_params(args.kind_param)}
+        recipes = dict(recipe_arg(r, params) for r in args.recipes) if args.recipes else None
         at = args.at or [100, 150, 200, 400]
-        emit({"gate": {name: gate_points(name, at, recipes, args.draw, args.folds, args.fresh) for name in names}},
-             probe)
+        if not args.draws:
+            emit({"gate": {name: gate_points(name, at, recipes, args.draw, args.folds, args.fresh, args.kind, params)
+                           for name in names}}, probe)
+            return
+        points = {name: [gate_points(name, at, recipes, draw, args.folds, args.fresh, args.kind, params)
+                         for draw in range(args.draws)] for name in names}
+        emit({"kind": args.kind, "params": params, "gate": points,
+              "summary": {name: gate_summary(found, at) for name, found in points.items()}}, probe)
         return
     params_sets = {"word": {}, "char_wb": KIND_PARAMS["tfidf-logreg"]}
     out = {"kind": "tfidf-logreg", "labels": args.labels, "scenarios": {
