@@ -136,7 +136,9 @@ class MiniLMHead(ModelKind):
                                                      max_length=max_length,
                                                      batch_size=1 if per_text else encoder.batch_size,
                                                      threads=encoder.threads))
-        if per_text:  # not loaded from an artifact: the graph quantised here (the head ships it when saved)
+        # not loaded from an artifact: the graph quantised here (the head ships it when saved); not for a fitted
+        # head of another encoder, which use() refuses (the export needs torch, which a pod does not have)
+        if per_text and not (self._encoder_id and encoder.encoder_id != self._encoder_id):
             from kinds._onnx_export import quantized_encoder
 
             return embedder.with_encoder(quantized_encoder(encoder))
