@@ -52,21 +52,22 @@ Last line: ``{"served": {scenario: {recipe: {"target", "movies_delta"}}}}``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import random
 import time
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench._host import HostProbe, emit
 from bench.efficacy import parse_kind_params
 from flywheel.demo import KIND_PARAMS, SCENARIOS, Row, read_rows, split_target
-from kinds.catalog import KINDS
+from kinds.base import Resources
+from kinds.catalog import KINDS, create
+from kinds.embeddings import Embedder, MemoryEmbeddingCache
+from kinds.encoder import shared_encoder
 from trainer.data import CorpusRow, split_holdout
-
-if TYPE_CHECKING:
-    from kinds.embeddings import Embedder
 
 log = logging.getLogger("bench.recipes_offline")
 LABELS = ("negative", "neutral", "positive")
@@ -78,23 +79,16 @@ def accuracy(model: Any, rows: list[Row]) -> float:
     return float(right / len(rows))
 
 
-_embedder: Embedder | None = None
+@functools.cache
+def _resources() -> Resources:
+    """One embedder for the whole run, as a trainer binds its kinds to one: a ``minilm-head`` encodes each text
+    once per precision (else every fit would encode its texts); kinds that embed nothing ignore it."""
+    return Resources(embedder=Embedder(shared_encoder(), MemoryEmbeddingCache(500_000)))
 
 
 def model_of(kind: str, params: dict[str, Any]) -> Any:
-    """An unfitted model of ``kind``; a ``minilm-head`` embeds through one in-memory cache for the whole run
-    (each text encoded once per precision, as a trainer's cache does), else every fit would encode its texts."""
-    if kind != "minilm-head":
-        return KINDS[kind](**params)
-    from kinds.minilm import MiniLMHead
-
-    global _embedder
-    if _embedder is None:
-        from kinds.embeddings import Embedder, MemoryEmbeddingCache
-        from kinds.encoder import shared_encoder
-
-        _embedder = Embedder(shared_encoder(), MemoryEmbeddingCache(500_000))
-    return MiniLMHead(**params).use(_embedder)
+    """An unfitted model of ``kind`` with ``params``, bound to the run's :func:`_resources`."""
+    return create(kind, resources=_resources(), **params)
 
 
 def fit(kind: str, params: dict[str, Any], corpus: list[Row], weight: float, samples: list[Row]) -> tuple[Any, float]:

@@ -4,8 +4,8 @@ One run, on a fresh stack (embedded broker, a new database on the local Postgres
 
 - ``minilm``: a serving pod (``serving.app.serve``, its own process) whose champion is a ``minilm-head``
   bootstrapped from vader_movies through the trainer's own bootstrap (registry, gates, promotion event),
-  at each encoder precision of ``--precision`` (default ``int8-pc,fp32``: the kind's default and the published
-  weights; ``int8``: dynamic int8 Linear layers, a
+  at each encoder precision of ``--precision`` (default: the kind's default, ``int8-pc``, and the published
+  weights, ``fp32``; ``int8``: dynamic int8 Linear layers, a
   model-kind parameter the head is trained with too; ``int8-pc``: the ONNX graph quantised per channel by
   onnxruntime, which pods run without torch) and, at fp32, each encoder runtime of ``--runtime``
   (default ``onnx``: the ONNX graph the artifact ships, run by onnxruntime, no torch in the pod;
@@ -101,6 +101,7 @@ from bench._host import process_cpu_s
 from flywheel.signals import stop_on_signals
 from flywheel.stack import free_port
 from kinds.encoder import GRAPH_PRECISIONS
+from kinds.minilm import DEFAULT_PRECISION
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -632,7 +633,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
     parser.add_argument("--batch-workers", type=int, default=2)
     parser.add_argument("--cache-entries", type=int, default=50_000)
-    parser.add_argument("--precision", default="int8-pc,fp32",
+    parser.add_argument("--precision", default=",".join(dict.fromkeys((DEFAULT_PRECISION, "fp32"))),
                         help="minilm-head encoder precisions to measure (int8-pc, fp32, int8, int8-all), "
                              "comma-separated")
     parser.add_argument("--runtime", default="onnx",

@@ -36,6 +36,7 @@ from typing import Any
 
 from bench._host import HostProbe, emit, process_cpu_s, stat_cpu_s
 from bench.serve import DATA, LABELS, TRAIN_ROWS, corpus_texts, load, metric_value, server, train
+from kinds.minilm import DEFAULT_PRECISION
 
 REQUESTS = 'flywheel_serving_request_seconds_count{route="/predict",variant="champion"}'
 
@@ -117,7 +118,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--a", default="", help="NAME=VALUE,... of pod A (default: the defaults)")
     parser.add_argument("--b", required=True, help="NAME=VALUE,... of pod B")
     parser.add_argument("--kind", choices=["minilm-head", "tfidf-logreg"], default="minilm-head")
-    parser.add_argument("--precision", default="int8-pc",
+    parser.add_argument("--precision", default=DEFAULT_PRECISION,
                         help="the minilm-head champion's encoder precision (default: the kind's)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8.0)

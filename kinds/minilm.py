@@ -56,6 +56,7 @@ HEAD, ENCODER = "head.safetensors", "encoder.json"
 Solver = Literal["adamw", "lbfgs"]
 SOLVERS: tuple[Solver, ...] = ("adamw", "lbfgs")
 Layer = tuple[Vectors, Vectors]  # (weight (out, in), bias (out,)), float32
+DEFAULT_PRECISION: Precision = "int8-pc"  # see the module docstring
 log = logging.getLogger(__name__)
 
 
@@ -81,7 +82,7 @@ class MiniLMHead(ModelKind):
     batches = True  # the encoder's cost per text falls with the batch: serving pods micro-batch requests
 
     def __init__(self, *, hidden: int = 0, epochs: int = 30, lr: float = 0.01, weight_decay: float = 0.1,
-                 batch_size: int = 64, balanced: bool = False, seed: int = 0, precision: Precision = "int8-pc",
+                 batch_size: int = 64, balanced: bool = False, seed: int = 0, precision: Precision = DEFAULT_PRECISION,
                  solver: Solver = "adamw", c: float = 1.0) -> None:
         if precision not in PRECISIONS:
             raise KindError(f"unknown encoder precision {precision!r}; known: {list(PRECISIONS)}")
@@ -136,9 +137,8 @@ class MiniLMHead(ModelKind):
                                                      max_length=max_length,
                                                      batch_size=1 if per_text else encoder.batch_size,
                                                      threads=encoder.threads))
-        # not loaded from an artifact: the graph quantised here (the head ships it when saved); not for a fitted
-        # head of another encoder, which use() refuses (the export needs torch, which a pod does not have)
-        if per_text and not (self._encoder_id and encoder.encoder_id != self._encoder_id):
+        if per_text:  # not loaded from an artifact: the graph quantised here (the head ships it when saved)
+            self._check_encoder(embedder)  # refused before the export, which needs torch (a pod has none)
             from kinds._onnx_export import quantized_encoder
 
             return embedder.with_encoder(quantized_encoder(encoder))
