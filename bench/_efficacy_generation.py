@@ -244,7 +244,7 @@ def _platform_run(args: argparse.Namespace, base: FlywheelSettings, options: Dem
     oracle too (fitted once per bench: it depends on the data, not on the platform's draw)."""
     data_dir = reset_dir(data_dir)
     started = time.monotonic()
-    with replaying(base, options, data_dir, database) as replay:
+    with replaying(base, options, data_dir, database, keep_database=args.keep_databases) as replay:
         replay.with_static = False  # the static champion is scored on the held-out pairs instead
         static_version = replay.wait_ready(timeout=1800)
         scores: dict[str, list[float]] = {static_version: pair_scores(replay, replay.model(static_version))}

@@ -137,9 +137,10 @@ def oracle(replay: Replay, kind: str, extra: dict[str, Any] | None = None) -> fl
 
 def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_oracle: bool,
                  checkpoints: tuple[int, ...] = CHECKPOINTS, oracle_known: float | None = None,
-                 settle_timeout: float = 240.0) -> dict[str, Any]:
+                 settle_timeout: float = 240.0, keep_database: bool = False) -> dict[str, Any]:
     """One replay of ``options`` on a fresh platform; with ``with_oracle`` its oracle (``oracle_known``: the
-    one an earlier order of the same stream rows measured, the same rows and held-out rows)."""
+    one an earlier order of the same stream rows measured, the same rows and held-out rows). Its database is
+    dropped afterwards unless ``keep_database``."""
     name = f"{options.scenario.replace('->', '-to-')}-{'poison' if options.poison else 'clean'}"
     name += f"-order{options.order}" if options.order else ""  # each order on its own database (below)
     data_dir = reset_dir(root / name)
@@ -148,7 +149,7 @@ def run_scenario(base: FlywheelSettings, root: Path, options: DemoOptions, with_
     # (and per kind: the two kinds' runs may go on side by side)
     database = f"flywheel_efficacy_{name.replace('-', '_')}_{options.kind.replace('-', '_')}"
     started = time.monotonic()
-    with replaying(base, options, data_dir, database) as replay:
+    with replaying(base, options, data_dir, database, keep_database=keep_database) as replay:
         static_version = replay.wait_ready()
         log.info("%s: champion %s serving after %.0fs", options.scenario, static_version,
                  time.monotonic() - started)
@@ -218,6 +219,8 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
 
     for r in results:
         r["k400_se"] = holdout_se(r["k400"], r["holdout_rows"])
+    extra = sorted((k for k in results[0] if k[0] == "k" and k[1:].isdigit() and k not in ORDER_KEYS),
+                   key=lambda k: int(k[1:]))  # checkpoints beyond 100, 200, 400 (--checkpoint)
     firsts = [r["first_promotion_at_label"] for r in results]
     ranked = sorted(firsts, key=lambda v: math.inf if v is None else v)
     median = ranked[(len(ranked) - 1) // 2] if len(ranked) % 2 else None
@@ -226,7 +229,7 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     fractions = [r["fraction_of_oracle_at_400"] for r in results]
     return {
         "static": results[0]["static"], "oracle": results[0]["oracle"],
-        "k100": mean("k100"), "k200": mean("k200"), "k400": mean("k400"),
+        **{k: mean(k) for k in sorted(("k100", "k200", "k400", *extra), key=lambda k: int(k[1:]))},
         "fraction_of_oracle_at_400": mean("fraction_of_oracle_at_400"),
         "first_promotion_at_label": median,
         "k400_se": holdout_se(mean("k400"), results[0]["holdout_rows"]),
@@ -236,7 +239,7 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "promoted_by_150": sum(1 for v in firsts if v is not None and v <= 150),
         "first_promoted_samples": [r.get("first_promoted_samples") for r in results],
         "holdout_rows": results[0]["holdout_rows"],
-        "orders": [{k: r.get(k) for k in ORDER_KEYS} for r in results],
+        "orders": [{k: r.get(k) for k in (*ORDER_KEYS, *extra)} for r in results],
     }
 
 
@@ -255,6 +258,9 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", choices=TEXT_SCENARIOS, dest="scenarios",
                         help="only these clean scenarios, no poisoned run (repeatable)")
     parser.add_argument("--data-dir", type=Path, default=Path(".flywheel/bench-efficacy"))
+    parser.add_argument("--keep-databases", action="store_true",
+                        help="keep each platform's Postgres database (flywheel_efficacy_*) after its run; by default "
+                             "it is dropped once the run's report is written to --data-dir")
     parser.add_argument("--settle-timeout", type=float, default=240.0,
                         help="text: seconds a checkpoint waits for the platform to settle (every label landed, no "
                              "run under way); under load a run outlasts 240 s and the checkpoint measures the machine")
@@ -262,6 +268,11 @@ def main() -> None:
                         help="text: stream orders per clean scenario (0..N-1; the same rows and held-out rows, "
                              "shuffled; order 0 as split), each on a fresh platform; the scenario's figures are "
                              "their means, each order's under 'orders'")
+    parser.add_argument("--checkpoint", type=int, action="append", dest="checkpoints", metavar="K",
+                        help="text: let the platform settle after K labels and score what it deploys (repeatable; "
+                             "default 100, 200, 400; 400 is always one). The stream runs at 30 labels/s, faster "
+                             "than a run: without a checkpoint at 150, a promotion within 150 labels can only come "
+                             "from a run finished in the settle at 100")
     parser.add_argument("--threshold", type=int, default=None,
                         help="training samples between retrains (each a full refit); 10%% of labels are reserved "
                              "for evaluation, so 50 means a retrain about every 56 labels (default: 50 for text, "
@@ -282,7 +293,10 @@ def main() -> None:
     args.kind = args.kind or "tfidf-logreg"
     args.threshold = args.threshold or 50
     scenarios = args.scenarios or (["movies->tweets"] if args.quick else TEXT_SCENARIOS)
-    stream = max(CHECKPOINTS) + 60
+    checkpoints = tuple(sorted({*(args.checkpoints or CHECKPOINTS), 400}))
+    if checkpoints[0] < 1:
+        parser.error(f"--checkpoint: label counts are positive, got {checkpoints[0]}")
+    stream = max(checkpoints) + 60
     out: dict[str, Any] = {"scenarios": {}}
     kind_params = parse_kind_params(args.kind_param)
     print(f"kind: {args.kind} {kind_params or ''}, stream orders {list(range(args.orders))}", flush=True)
@@ -294,8 +308,8 @@ def main() -> None:
                                   kind_params=kind_params)
             load = [round(x, 2) for x in os.getloadavg()]
             result = run_scenario(base, args.data_dir, options, with_oracle=True,
-                                  oracle_known=results[0]["oracle"] if results else None,
-                                  settle_timeout=args.settle_timeout)
+                                  oracle_known=results[0]["oracle"] if results else None, checkpoints=checkpoints,
+                                  settle_timeout=args.settle_timeout, keep_database=args.keep_databases)
             result["order"], result["load"] = order, [load, [round(x, 2) for x in os.getloadavg()]]
             results.append(result)
             print(f"{name}, order {order}: static {result['static']}, k100 {result['k100']}, k200 {result['k200']}, "
@@ -314,7 +328,7 @@ def main() -> None:
     if not (args.quick or args.scenarios):
         options = DemoOptions(scenario="movies->tweets", stream=stream, feedback_rate=1.0, noise=0.0, poison=0.3,
                               kind=args.kind, rate=30.0, incremental_threshold=args.threshold, kind_params=kind_params)
-        result = run_scenario(base, args.data_dir, options, with_oracle=False)
+        result = run_scenario(base, args.data_dir, options, with_oracle=False, keep_database=args.keep_databases)
         f = result["figures"]
         print(f"poisoned movies->tweets: static {result['static']}, final {result['final']}, flipped labels "
               f"{f['poisoned_feedback']}, flagged {f['poisoned_flagged']} ({f['flip_recall']}), "
@@ -330,7 +344,8 @@ def tabular(args: argparse.Namespace, base: FlywheelSettings, probe: HostProbe) 
                                        incremental_threshold=args.threshold)
     checkpoints = (*tuple(k for k in (250, 500) if k < args.outcomes), args.outcomes)
     print(f"rainfall: {options.kind}, {args.outcomes} post-drift outcomes, load {load}", flush=True)
-    result = run_scenario(base, args.data_dir, options, with_oracle=True, checkpoints=checkpoints)
+    result = run_scenario(base, args.data_dir, options, with_oracle=True, checkpoints=checkpoints,
+                          keep_database=args.keep_databases)
     f = result["figures"]
     fraction = round(result[f"k{args.outcomes}"] / result["oracle"], 4)
     print(f"rainfall: static {result['static']}, "

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         corpus_weight_choices,
         demo_bootstrap,
         demo_settings,
+        drop_database,
         fresh_database,
         reset_dir,
     )
@@ -43,15 +44,15 @@ if TYPE_CHECKING:
 
 __all__ = ["CORPUS_WEIGHT", "CORPUS_WEIGHT_CHOICES", "DATA", "DEFAULT_SCENARIOS", "KIND_PARAMS", "SCENARIOS", "Crowd",
            "DemoOptions", "Marker", "Replay", "Row", "Scenario", "Step", "Timeline", "corpus_weight_choices",
-           "demo_bootstrap", "demo_settings", "dialogue", "fresh_database", "rainfall", "read_rows", "reset_dir",
-           "split_target", "write_report"]
+           "demo_bootstrap", "demo_settings", "dialogue", "drop_database", "fresh_database", "rainfall", "read_rows",
+           "reset_dir", "split_target", "write_report"]
 
 # Each name loads with its module on first use (PEP 562): `flywheel --help` reads the scenarios' options,
 # and importing the platform, the kinds and the report for that took ~1 s of the command's start.
 _MODULE_OF = {
     **dict.fromkeys(("DEFAULT_SCENARIOS", "SCENARIOS", "DemoOptions", "Scenario"), "options"),
     **dict.fromkeys(("CORPUS_WEIGHT", "CORPUS_WEIGHT_CHOICES", "KIND_PARAMS", "corpus_weight_choices", "demo_bootstrap",
-                     "demo_settings", "fresh_database", "reset_dir"), "platform"),
+                     "demo_settings", "drop_database", "fresh_database", "reset_dir"), "platform"),
     "Replay": "replay", "write_report": "report",
     **dict.fromkeys(("DATA", "Crowd", "Row", "read_rows", "split_target"), "stream"),
     **dict.fromkeys(("Marker", "Step", "Timeline"), "timeline"),

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.exceptions import ConfigError
-from flywheel.demo.options import DemoOptions
+from flywheel.demo.options import QUIET_AFTER_S, DemoOptions
 from kinds.base_models import base_dir
 from kinds.generation import Pair
 from trainer.dialogue_data import chatterbot_pairs
@@ -108,7 +108,8 @@ def spec(options: DemoOptions) -> dict[str, Any]:
         "training": {
             "policy": {"incremental_threshold": options.incremental_threshold, "full_threshold": 1_000_000,
                        "holdout_percent": 20, "holdout_recent": options.gate_references,
-                       "replay_size": options.replay_pairs, "reconcile_interval_s": 5.0},
+                       "replay_size": options.replay_pairs, "reconcile_interval_s": 5.0,
+                       "quiet_after_s": QUIET_AFTER_S},
             "generation": {"params": {"base": options.base, "max_steps": options.lora_steps, "batch_size": 8,
                                       "max_length": 128, "lr": 2e-3},
                            "max_new_tokens": options.max_tokens, "probes": list(PROBES),

@@ -35,6 +35,12 @@ first promotion came at step 521 (218 labels, +0.083, p 0.001) and the last 150 
 0.567 (load 12-30). 2,000 rows keep that story in less time. A first run at 100 labels was refused every
 time (improvement -0.0006..-0.017) and held the single flight for a whole run (67 s at load 40) before the
 run that could pass began: the text scenarios retrain every 200 labels (218 passed: +0.083, p 0.001)."""
+QUIET_AFTER_S = 5.0
+"""The demo models' ``quiet_after_s``: after 5 s without a Landed or Curated signal their trainer trains the
+samples that came since its last threshold. A demo stream pauses only when it ends or a benchmark's checkpoint
+holds it (between, signals come several times a second), and at the trainer's default of 30 s a checkpoint's
+settle scored the model before that run: up to a threshold's worth of labels (50 in bench/efficacy.py) untrained
+(``Replay.settle`` now waits past it)."""
 SCENARIOS: dict[str, Scenario] = {
     "movies->tweets": Scenario("movies->tweets", "text-classification", "vader_movies", "vader_tweets",
                                defaults=TEXT_PACE),

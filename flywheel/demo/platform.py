@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from core.exceptions import ConfigError
 from core.settings import FlywheelSettings
 from flywheel.demo import dialogue, rainfall
-from flywheel.demo.options import SCENARIOS, DemoOptions
+from flywheel.demo.options import QUIET_AFTER_S, SCENARIOS, DemoOptions
 from flywheel.demo.stream import DATA
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def demo_settings(base: FlywheelSettings, scenarios: DemoOptions | Sequence[Demo
         # candidate replaces the 0.1 one only when the gate finds it better on the same cross-fitted rows
         # (docs/training.md)
         "policy": {"kinds": [options.kind], "incremental_threshold": options.incremental_threshold,
-                   "full_threshold": options.incremental_threshold,
+                   "full_threshold": options.incremental_threshold, "quiet_after_s": QUIET_AFTER_S,
                    **({"corpus_weight": CORPUS_WEIGHT[options.kind]} if options.kind in CORPUS_WEIGHT else {}),
                    "corpus_weight_choices": list(corpus_weight_choices(options.kind)), "reconcile_interval_s": 5.0,
                    "holdout_percent": 10, "recent_min": 20,
@@ -147,6 +147,15 @@ def fresh_database(server_url: str, name: str = "flywheel_demo") -> str:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def drop_database(database_url: str) -> None:
+    """Drop the database of ``database_url`` (a ``postgresql://`` URL, as :func:`fresh_database` returns),
+    ending its connections; nothing when it does not exist."""
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def reset_dir(path: Path) -> Path:

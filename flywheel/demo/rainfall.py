@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.exceptions import ConfigError
-from flywheel.demo.options import DemoOptions
+from flywheel.demo.options import QUIET_AFTER_S, DemoOptions
 from flywheel.demo.stream import DATA, Row
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def spec(options: DemoOptions) -> dict[str, Any]:
             "policy": {"incremental_threshold": options.incremental_threshold,
                        "full_threshold": options.incremental_threshold, "corpus_weight": CORPUS_WEIGHT,
                        "holdout_percent": 10, "recent_share": 0.9, "recent_min": 20, "reconcile_interval_s": 5.0,
+                       "quiet_after_s": QUIET_AFTER_S,
                        "kind_params": {options.kind: {"threads": 1}}},
             "gates": {"evaluation": {"rules": [{"metric": "accuracy", "min_gain": 0.01},
                                                {"metric": "macro_f1", "min_gain": 0.01}]}},

@@ -28,6 +28,10 @@ from kinds.generation import Pair
 from registry import deploys
 from tasks import parse_spec
 
+QUIET_SLACK_S = 5.0
+"""How long past the trainer's ``quiet_after_s`` a settle waits for the quiet run to start: the trainer notices
+the quiet spell at its next wake (signals are polled every second) and starts the run after it reads its
+samples; measured well under a second on an idle machine, seconds under load."""
 log = logging.getLogger(__name__)
 
 
@@ -54,15 +58,18 @@ class Replay:
         self.pairs: list[Pair] = []
         self.pairs_holdout: list[Pair] = []
         self.pairs_target: list[Pair] = []
+        spec = models.default_spec(settings)
         if self.scenario.task == "tabular-classification":
             # the model the scenario declares (demo_settings put it in models.yaml); its settings view
-            self.settings = models.settings_for(settings, parse_spec(rainfall.spec(options)))
+            spec = parse_spec(rainfall.spec(options))
+            self.settings = models.settings_for(settings, spec)
             self.history, self.stream, self.holdout, self.target = rainfall.split(options)
             self.domain: str | None = None
             if options.start <= rainfall.DRIFT < options.start + options.stream:
                 self.drift_at = rainfall.DRIFT - options.start
         elif self.scenario.task == "text-generation":
-            self.settings = models.settings_for(settings, parse_spec(dialogue.spec(options)))
+            spec = parse_spec(dialogue.spec(options))
+            self.settings = models.settings_for(settings, spec)
             pairs = dialogue.split(options)
             self.history, self.holdout, self.target = [], [], []
             _, self.pairs, self.pairs_holdout, self.pairs_target = pairs
@@ -79,6 +86,9 @@ class Replay:
             self.domain = self.scenario.target.removeprefix("vader_")  # the slice its predictions carry
         self.model_name = self.settings.model_name
         self.route = f"/v1/models/{self.model_name}"
+        # the trainer's quiet trigger: after this long without a signal it trains the samples below its
+        # threshold (None: off); a settle lasts longer, or it would end before those labels are trained on
+        self.quiet_after_s = models.trainer_config(spec, settings).policy.quiet_after_s
         self.crowd = Crowd(options, self.settings.labels)
         self.players = dialogue.Players(options)
         self.timeline = Timeline(options, drift_at=self.drift_at)
@@ -213,7 +223,11 @@ class Replay:
     def settle(self, timeout: float = 120.0, quiet: float = 8.0) -> None:
         """Wait until the trainer has had its say on everything sent so far: every feedback landed and
         curated, no run under way and none started for ``quiet`` seconds since, and the pod serves the
-        registry's champion."""
+        registry's champion. ``quiet`` is raised past the trainer's ``quiet_after_s`` (+ :data:`QUIET_SLACK_S`):
+        the samples that came after its last threshold are trained on only once it has seen no signal for
+        that long, and a shorter settle would score the model before that run started."""
+        if self.quiet_after_s is not None:
+            quiet = max(quiet, self.quiet_after_s + QUIET_SLACK_S)
         deadline = time.monotonic() + timeout
         calm_since = time.monotonic()
         seen = len(self.timeline.runs)

@@ -102,9 +102,13 @@ def test_the_quick_bench_prints_the_oracle_seeds_and_the_intervals(tmp_path: Pat
                               text=True, timeout=1150)
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            for name in (database, f"{database}_1"):  # the second run's database of its own
+            names = (database, f"{database}_1")  # the second run's database of its own
+            found = conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", [list(names)])
+            left = [row[0] for row in found]
+            for name in names:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert left == []  # each run's database dropped once its figures were taken (no --keep-databases)
     result = json.loads(done.stdout.strip().splitlines()[-1])["scenarios"]["dialogue"]
     assert {"static", "oracle", "k100", "k200", "k400", "fraction_of_oracle_at_400", "run_seconds",
             "p95_generate_ms"} <= set(result)  # the keys, as before

@@ -49,6 +49,17 @@ def test_orders_are_averaged_with_their_spread_and_each_kept() -> None:
     assert [o["first_promoted_samples"] for o in found["orders"]] == [80, 380, None]
 
 
+def test_a_checkpoint_beyond_the_issues_is_averaged_and_kept_per_order() -> None:
+    """``--checkpoint 150``: each order's k150 is kept and averaged like k100..k400 (a checkpoint some order
+    did not reach makes the mean None, as for the others)."""
+    found = summary([{**order(0, 0.651, 150), "k150": 0.63}, {**order(1, 0.666, 200), "k150": 0.60}])
+    assert found["k150"] == pytest.approx(0.615, abs=1e-4)
+    assert [o["k150"] for o in found["orders"]] == [0.63, 0.60]
+    assert found["promoted_by_150"] == 1
+    assert "k150" not in summary([order(0, 0.651, 100)])
+    assert summary([{**order(0, 0.651, 150), "k150": None}])["k150"] is None
+
+
 def test_the_first_promoted_samples_are_those_of_the_first_promoted_retrain() -> None:
     def run(mode: str, status: str, samples: int) -> dict[str, object]:
         return {"mode": mode, "status": status, "sample_count": samples}

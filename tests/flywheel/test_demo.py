@@ -8,8 +8,10 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -25,6 +27,7 @@ from flywheel.demo import (
     Crowd,
     DemoOptions,
     Marker,
+    Replay,
     Step,
     Timeline,
     demo_bootstrap,
@@ -34,7 +37,8 @@ from flywheel.demo import (
     split_target,
     write_report,
 )
-from flywheel.demo.replay import canary_outcomes
+from flywheel.demo.options import QUIET_AFTER_S
+from flywheel.demo.replay import QUIET_SLACK_S, canary_outcomes
 from flywheel.models import check_spec
 from kinds.catalog import create
 from kinds.generation import Pair, Prompt
@@ -125,6 +129,7 @@ def test_rainfall_scenario_declares_a_tabular_model_and_its_history(tmp_path: Pa
     assert spec.name == "rainfall" and spec.task == "tabular-classification" and spec.features is not None
     assert config.policy.kinds == ("lightgbm",) and config.policy.recent_share == 0.9
     assert config.policy.corpus_weight == rainfall.CORPUS_WEIGHT and config.policy.full_threshold == 200
+    assert config.policy.quiet_after_s == QUIET_AFTER_S
     assert [(r.metric, r.min_gain) for r in config.gates.evaluation.rules] == [("accuracy", 0.01), ("macro_f1", 0.01)]
     files = demo_bootstrap([DemoOptions(), options], tmp_path / "d")
     corpus = read_tabular_csv(files["rainfall"], spec.features, spec.labels)
@@ -154,6 +159,9 @@ def test_demo_settings_write_configs_the_platform_accepts(tmp_path: Path) -> Non
     tfidf = demo_settings(base, DemoOptions(kind="tfidf-logreg"), tmp_path / "t", None, 9999)
     policy = load_trainer_config(tfidf.trainer_config).policy
     assert policy.corpus_weight == 0.2  # its movies slice held at 0.2
+    # the labels after the last threshold are trained on 5 s after the stream went quiet (a replay's settle waits
+    # past that: test_flywheel_demo_runs_end_to_end)
+    assert policy.quiet_after_s == trainer.policy.quiet_after_s == QUIET_AFTER_S
     # character n-grams inside words, and the target-only recipe beside the corpus at 0.2
     assert policy.corpus_weight_choices == (0.0,)
     assert create("tfidf-logreg", **policy.kind_params["tfidf-logreg"]).params["analyzer"] == "char_wb"
@@ -236,6 +244,34 @@ def test_dialogue_players_rate_answers_by_their_score_and_correct_the_poor_ones(
     assert silent.judge(0.5, "Hi.") is None
 
 
+def test_a_settle_waits_past_the_trainers_quiet_trigger_for_the_run_it_starts(tmp_path: Path) -> None:
+    """The trainer trains the labels after its last threshold once it has seen no signal for ``quiet_after_s``;
+    a settle asked for less quiet than that ended before the run started, and the checkpoint scored a model
+    up to a threshold's worth of labels behind (bench/efficacy.py at the trainer's default 30 s). The platform's
+    state is simulated here (when the run starts and ends); tests/trainer covers the trigger itself."""
+    settings = demo_settings(FlywheelSettings(data_dir=tmp_path), DemoOptions(), tmp_path / "d", None, 9999)
+    replay = Replay(DemoOptions(), settings, "http://127.0.0.1:9", "postgresql://unused", cast(Any, None))
+    assert replay.quiet_after_s == QUIET_AFTER_S  # read from the platform's trainer config
+    replay.quiet_after_s = 1.0  # the trainer's quiet spell, short for the test
+    started = time.monotonic()
+    run = (started + 1.5, started + 2.5)  # the quiet run: starts 0.5 s after the trainer's quiet spell
+
+    def finished() -> list[dict[str, Any]]:
+        if time.monotonic() >= run[1] and not replay.timeline.runs:
+            replay.timeline.runs.append({"run_id": "quiet", "trigger": "quiet", "status": "promoted"})
+        return []
+
+    replay.poll_runs = finished  # type: ignore[method-assign]
+    replay.running = lambda: run[0] <= time.monotonic() < run[1]  # type: ignore[method-assign]
+    replay.landed = lambda: replay.sent_feedback  # type: ignore[method-assign]
+    replay.uncurated = lambda: 0  # type: ignore[method-assign]
+    replay.serves_champion = lambda: True  # type: ignore[method-assign]
+    replay.settle(timeout=30, quiet=0.5)
+    assert [r["trigger"] for r in replay.timeline.runs] == ["quiet"]  # asked for 0.5 s, it waited for the run
+    assert time.monotonic() - run[1] >= 1.0 + QUIET_SLACK_S - 0.6  # then calm again for its own quiet
+    replay.close()
+
+
 def test_dialogue_scenario_declares_a_generator_its_bootstrap_pairs_and_a_held_out_split(tmp_path: Path) -> None:
     options = DemoOptions.for_scenario("dialogue", base="tiny-random", history=30)
     assert (options.kind, options.stream, options.feedback_rate, options.task) == (
@@ -254,6 +290,7 @@ def test_dialogue_scenario_declares_a_generator_its_bootstrap_pairs_and_a_held_o
     assert spec.name == "npc" and spec.task == "text-generation" and config.policy.kinds == ("smollm2-lora",)
     assert config.generation.params["base"] == "tiny-random" and config.generation.probes == dialogue.PROBES
     assert config.policy.incremental_threshold == 24 and config.policy.holdout_recent == 64
+    assert config.policy.quiet_after_s == QUIET_AFTER_S
     # each run one epoch over its new pairs and every earlier one (docs/benchmarks.md, generation run D)
     assert config.policy.replay_size == 1000 and config.generation.params["max_steps"] == 0
     assert (config.promotion.mode, config.promotion.canary_traffic) == ("direct", 0.05)  # the task's 5% share
