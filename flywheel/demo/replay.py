@@ -30,8 +30,8 @@ from tasks import parse_spec
 
 QUIET_SLACK_S = 5.0
 """How long past the trainer's ``quiet_after_s`` a settle waits for the quiet run to start: the trainer notices
-the quiet spell at its next wake (signals are polled every second) and starts the run after it reads its
-samples; measured well under a second on an idle machine, seconds under load."""
+the quiet spell at its next poll for signals (every 0.5 s) and the run shows as running once it has been
+recorded; the rest is room for a loaded machine."""
 log = logging.getLogger(__name__)
 
 
