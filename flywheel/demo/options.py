@@ -38,7 +38,7 @@ run that could pass began: the text scenarios retrain every 200 labels (218 pass
 QUIET_AFTER_S = 5.0
 """The demo models' ``quiet_after_s``: after 5 s without a Landed or Curated signal their trainer trains the
 samples that came since its last threshold. A demo stream pauses only when it ends or a benchmark's checkpoint
-holds it (between, signals come several times a second), and at the trainer's default of 30 s a checkpoint's
+holds it (between, its labels come 2-30 a second), and at the trainer's default of 30 s a checkpoint's
 settle scored the model before that run: up to a threshold's worth of labels (50 in bench/efficacy.py) untrained
 (``Replay.settle`` now waits past it)."""
 SCENARIOS: dict[str, Scenario] = {
