@@ -143,19 +143,19 @@ def fresh_database(server_url: str, name: str = "flywheel_demo") -> str:
     parts = urlsplit(server_url)
     if not parts.scheme.startswith("postgres"):
         raise ConfigError(f"the demo needs FLYWHEEL_DATABASE_URL as a postgresql:// URL, got {parts.scheme!r}")
+    url = urlunsplit(parts._replace(path=f"/{name}"))
+    drop_database(url)
     with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return urlunsplit(parts._replace(path=f"/{name}"))
+    return url
 
 
 def drop_database(database_url: str) -> None:
     """Drop the database of ``database_url`` (a ``postgresql://`` URL, as :func:`fresh_database` returns),
     ending its connections; nothing when it does not exist."""
     parts = urlsplit(database_url)
-    name = parts.path.lstrip("/")
     with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(parts.path.lstrip("/"))))
 
 
 def reset_dir(path: Path) -> Path:
