@@ -29,7 +29,7 @@ Feedback whose predictions have not landed (a stream of feedback ahead of its pr
 model whose pods publish no prediction events) needs no join, so when the previous batch joined nothing
 and one probe of the predictions' primary key finds none of this batch's, its rows are copied straight
 into ``feedback`` as pending, without staging (:data:`_PROBE_LANDED`; measured on the 2-core AVX2 EPYC:
-15.5-16.1 instead of 19.8-20.6 us of backend CPU and 5.9 instead of 7.0-7.5 us of Python a row). A batch
+15.5-16.1 instead of 19.8-20.6 us of backend CPU and 5.9 instead of 6.9-7.5 us of Python a row). A batch
 where the probe finds a prediction goes the staged way, joined in SQL; so does every batch after one that
 joined, without the probe, until a batch joins nothing again.
 """
