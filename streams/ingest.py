@@ -136,9 +136,9 @@ _FB_COLS = ("ord", "feedback_id", "content_key", "prediction_id", "label", "thum
             "model", "rating", "correction", "signal")
 _FB_TYPES = ["int4", "text", "uuid", "text", "text", "text", "text", "text", "timestamptz", "text", "int2", "text",
              "text"]
-# feedback copied straight into its table: the staged columns but ``ord``, and ``status`` (every row pending)
-_PENDING_COLS = (*_FB_COLS[1:9], "status", *_FB_COLS[9:])
-_PENDING_TYPES = [*_FB_TYPES[1:9], "text", *_FB_TYPES[9:]]
+# feedback copied straight into its table: the staged columns with ``status`` (every row pending) in ``ord``'s place
+_PENDING_COLS = ("status", *_FB_COLS[1:])
+_PENDING_TYPES = ["text", *_FB_TYPES[1:]]
 # Has any of these predictions landed? The ids as one string split in SQL: a list parameter costs ~3 us an id to
 # adapt in psycopg (measured on the 2-core AVX2 EPYC), the joined string 0.2. The identity's next value comes
 # along: every id the batch's rows take is above it (the low end of the batch's id range, as with RETURNING a range
@@ -566,32 +566,24 @@ def _none_landed(cur: psycopg.Cursor, events: list[FeedbackRecord | ModelFeedbac
     return None if landed else int(before)
 
 
-def _with_uuid_bytes(cur: psycopg.Cursor) -> None:
-    uuid_dumper = type("_Dumper", (_UuidBytesDumper,), {"oid": cur.adapters.types["uuid"].oid})
-    cur.adapters.register_dumper(None, uuid_dumper)  # this cursor only
-
-
 def _copy_pending(cur: psycopg.Cursor, events: list[FeedbackRecord | ModelFeedback], keys: list[bytes]) -> int:
     """``events`` with their content keys copied into ``feedback`` as pending, in order; the last id they took."""
-    _with_uuid_bytes(cur)
-    with cur.copy(f"COPY feedback ({', '.join(_PENDING_COLS)}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(_PENDING_TYPES)
-        for e, key in zip(events, keys, strict=True):
-            if type(e) is ModelFeedback:
-                copy.write_row((e.feedback_id, key, e.prediction_id, e.label, e.thumbs, e.user_id, e.source, e.ts,
-                                "pending", e.model, e.rating, e.correction, e.signal))
-            else:
-                copy.write_row((e.feedback_id, key, e.prediction_id, e.label, e.thumbs, e.user_id, e.source, e.ts,
-                                "pending", None, None, None, None))
+    _copy_feedback(cur, events, keys, pending=True)
     last: int = (cur.execute(_LAST_FEEDBACK_ID).fetchone() or (0,))[0]
     return last
 
 
-def _copy_feedback(cur: psycopg.Cursor, events: list[FeedbackRecord | ModelFeedback], keys: list[bytes]) -> None:
-    _with_uuid_bytes(cur)
-    with cur.copy(f"COPY stg_feedback ({', '.join(_FB_COLS)}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(_FB_TYPES)
+def _copy_feedback(cur: psycopg.Cursor, events: list[FeedbackRecord | ModelFeedback], keys: list[bytes], *,
+                   pending: bool = False) -> None:
+    """``events`` with their content keys into the staging table, numbered in ``ord``; or, ``pending``, straight
+    into ``feedback`` with ``status`` pending in that column."""
+    uuid_dumper = type("_Dumper", (_UuidBytesDumper,), {"oid": cur.adapters.types["uuid"].oid})
+    cur.adapters.register_dumper(None, uuid_dumper)  # this cursor only
+    table, cols, types = ("feedback", _PENDING_COLS, _PENDING_TYPES) if pending else ("stg_feedback", _FB_COLS,
+                                                                                      _FB_TYPES)
+    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
         for i, (e, key) in enumerate(zip(events, keys, strict=True)):
             extra = (e.rating, e.correction, e.signal) if type(e) is ModelFeedback else (None, None, None)
-            copy.write_row((i, e.feedback_id, key, e.prediction_id, e.label, e.thumbs, e.user_id, e.source, e.ts,
-                            e.model if type(e) is ModelFeedback else None, *extra))
+            copy.write_row(("pending" if pending else i, e.feedback_id, key, e.prediction_id, e.label, e.thumbs,
+                            e.user_id, e.source, e.ts, e.model if type(e) is ModelFeedback else None, *extra))
