@@ -127,6 +127,22 @@ def test_optimism_pauses_after_conflicts_doubling_up_to_a_cap() -> None:
     assert o.attempt("other")
 
 
+def test_an_isolated_conflict_pauses_nothing_until_a_second_in_a_row() -> None:
+    o = Optimism(pause=2, max_pause=8, isolated_share=0.05)
+    o.conflicted("t", existing=1, rows=100)  # one row of a hundred was there: the next batch is tried
+    assert o.attempt("t")
+    o.conflicted("t", existing=1, rows=100)  # a second in a row: the pause starts at 2
+    assert [o.attempt("t") for _ in range(3)] == [False, False, True]
+    o.conflicted("t", existing=1, rows=100)  # a third: 4
+    assert [o.attempt("t") for _ in range(5)] == [False] * 4 + [True]
+    o.succeeded("t")
+    o.conflicted("t", existing=5, rows=100)  # 5% of the batch (a replay's edge): not isolated
+    assert [o.attempt("t") for _ in range(3)] == [False, False, True]
+    o.succeeded("t")
+    o.conflicted("t", existing=0, rows=0)  # nothing known to be there, nothing to compare: the pause starts
+    assert not o.attempt("t")
+
+
 def test_the_pending_check_reads_the_partial_index_when_pending_rows_look_common(db_url: str) -> None:
     """Every batch holding predictions asks whether any feedback is pending. With the newest 10% of
     200k feedback rows pending (a prediction stream behind its feedback) the statistics make a plain

@@ -158,3 +158,75 @@ def test_the_probe_reads_the_predictions_primary_key(db_url: str) -> None:
         assert "predictions_pkey" in plan and "Seq Scan" not in plan, plan
         assert conn.execute(_PROBE_LANDED, (ids,)).fetchone()[1] is False  # type: ignore[index]
         assert conn.execute(_PROBE_LANDED, (ids + "\x1fp77",)).fetchone()[1] is True  # type: ignore[index]
+
+
+def test_an_isolated_resend_does_not_pause_the_copy_a_replay_does(db_url: str, processor: IngestProcessor) -> None:
+    """A resend whose first copy ended the previous batch fails the next batch's attempt once (the fallback
+    stages it for ``ON CONFLICT``); the batch after it is copied in again. A replayed batch (every row there
+    already) pauses the attempts: the next batches are staged."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        processor.prepare(conn)
+        first = [_fb(f"a{i}", f"pa{i}") for i in range(40)]
+        assert _write(processor, conn, first)[1] == 0
+        out, staged = _write(processor, conn, [first[-1], *(_fb(f"b{i}", f"pb{i}") for i in range(39))])
+        assert out.counts["insert_retries:feedback"] == 1 and staged == 40  # the fallback: every event staged
+        assert (out.counts["landed:feedback"], out.counts["duplicates:feedback"]) == (39, 1)
+        out, staged = _write(processor, conn, [_fb(f"c{i}", f"pc{i}") for i in range(40)])
+        assert staged == 0 and out.counts["landed:feedback"] == 40  # copied in: no pause for one row
+
+        out, staged = _write(processor, conn, first)  # a replay of a whole batch
+        assert out.counts["insert_retries:feedback"] == 1 and out.counts["duplicates:feedback"] == 40
+        out, staged = _write(processor, conn, [_fb(f"d{i}", f"pd{i}") for i in range(40)])
+        assert staged == 40 and out.counts["insert_retries:feedback"] == 0  # paused: ON CONFLICT, no attempt
+        assert out.counts["landed:feedback"] == 40
+    assert len(_rows_of(db_url)) == 159
+
+
+def _rows_of(db_url: str) -> dict[str, tuple[object, ...]]:
+    with psycopg.connect(db_url) as conn:
+        return _rows(conn)
+
+
+def _cleared(processor: IngestProcessor, conn: psycopg.Connection, events: list) -> bool:
+    """Did writing ``events`` clear the staging tables? (A marker row put there first in the same transaction.)"""
+    with conn.transaction():
+        conn.execute("INSERT INTO stg_predictions (ord, prediction_id) VALUES (-1, 'marker')")
+        processor.write(conn, [Item("t", 0, i, e) for i, e in enumerate(events)])
+        return conn.execute("SELECT count(*) FROM stg_predictions WHERE ord = -1").fetchone() == (0,)
+
+
+def test_a_transaction_that_stages_nothing_leaves_the_staging_tables_alone(
+        db_url: str, processor: IngestProcessor) -> None:
+    """Pending feedback copied straight in touches no temporary table (so its commit truncates none); the
+    first write on a connection, and the first after one that staged, clears them."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        processor.prepare(conn)
+        assert _cleared(processor, conn, [_fb("f1", "p1")])  # a connection it has not seen: cleared once
+        assert not _cleared(processor, conn, [_fb("f2", "p2")])
+        assert not _cleared(processor, conn, [_fb("f3", "p3")])
+        _write(processor, conn, [_pred("p4")])  # staged
+        assert _cleared(processor, conn, [_fb("f5", "p5")])  # cleared after the staged batch
+        assert not _cleared(processor, conn, [_fb("f6", "p6")])
+        assert len(_rows(conn)) == 5
+
+
+def test_rows_an_earlier_write_staged_never_land_again_after_a_failed_write(
+        db_url: str, processor: IngestProcessor) -> None:
+    """The sink's bisect writes twice in one transaction, each in a savepoint. A write that cleared the staging
+    tables and then failed has its DELETE rolled back with it: the rows the first write staged are back, and
+    the next write must clear them again rather than land them a second time."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        processor.prepare(conn)
+        _write(processor, conn, [_pred("p1"), _pred("p2")])
+        with conn.transaction():
+            out = processor.write(conn, [Item("t", 0, 0, _fb("f1", "p1"))])  # staged and joined
+            assert out.counts["joined"] == 1
+            processor.pending_likely = True  # so the next batch clears the tables, then copies straight in
+            with pytest.raises(psycopg.errors.DataError), conn.transaction():
+                processor.write(conn, [Item("t", 0, 1, _fb("f9", "p9", "u\x00"))])
+            out = processor.write(conn, [Item("t", 0, 2, _fb("f2", "p2"))])
+            staged = conn.execute("SELECT feedback_id FROM stg_feedback").fetchall()
+            assert staged == [("f2",)]
+            assert (out.counts["landed:feedback"], out.counts["joined"], out.counts["duplicates:feedback"]) == (1, 1, 0)
+            assert out.counts["insert_retries:feedback"] == 0  # f1 staged again would have failed the attempt
+        assert sorted(_rows(conn)) == ["f1", "f2"]
