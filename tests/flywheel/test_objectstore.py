@@ -78,6 +78,49 @@ def test_list_with_prefix_and_delimiter(s3: http.client.HTTPConnection) -> None:
     assert _call(s3, "GET", "/b/c/meta.json")[0] == 404
 
 
+def test_a_listing_follows_every_replace_and_delete_of_a_listed_object(tmp_path: Path) -> None:
+    """Listing entries are kept between lists (the broker lists a partition on every fetch): a replaced
+    object is listed with its new size and date, a deleted one not at all, a new one as soon as it exists,
+    and a store started again on the same directory lists what is there."""
+    store = ObjectStore(tmp_path / "objects")
+
+    def listed(s: ObjectStore) -> dict[str, str]:
+        objects, _ = s.list("b", "p/", "")
+        return {key: entry[entry.index("<Size>") + 6:entry.index("</Size>")] for key, entry in objects}
+
+    assert store.put("b", "p/w.json", b"1", None, None) and store.put("b", "p/00.batch", b"abc", None, None)
+    assert listed(store) == {"p/00.batch": "3", "p/w.json": "1"}
+    store.put("b", "p/w.json", b"12345", None, None)  # replaced under a kept entry
+    store.put("b", "p/05.batch", b"ab", None, None)
+    assert listed(store) == {"p/00.batch": "3", "p/05.batch": "2", "p/w.json": "5"}
+    store.delete("b", "p/00.batch")
+    assert listed(store) == {"p/05.batch": "2", "p/w.json": "5"}
+    (tmp_path / "objects" / "b" / "p" / "05.batch").unlink()  # gone behind its back: the walk decides
+    assert listed(store) == {"p/w.json": "5"}
+    assert listed(ObjectStore(tmp_path / "objects")) == {"p/w.json": "5"}
+
+
+def test_lists_beside_replaces_never_keep_a_stale_entry(tmp_path: Path) -> None:
+    """One thread replaces an object with ever longer bodies while another lists it: once the writer is
+    done, the listing shows the last size (an entry read from the file before a replace must not outlive it)."""
+    store = ObjectStore(tmp_path / "objects")
+    store.put("b", "p/w.json", b"x", None, None)
+    done = threading.Event()
+
+    def write() -> None:
+        for n in range(2, 400):
+            store.put("b", "p/w.json", b"x" * n, None, None)
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    while not done.is_set():
+        store.list("b", "p/", "")
+    writer.join()
+    (entry,) = [e for _k, e in store.list("b", "p/", "")[0]]
+    assert "<Size>399</Size>" in entry
+
+
 @pytest.mark.parametrize("key", ["a/../b", "a//b", "./a", "a/"])
 def test_keys_that_would_leave_the_bucket_are_refused(s3: http.client.HTTPConnection, key: str) -> None:
     assert _call(s3, "PUT", f"/b/{key}", b"x")[0] == 400
