@@ -123,7 +123,6 @@ class ObjectStore:
                 prefixes.add(key[: cut + len(delimiter)])
         return objects, sorted(prefixes)
 
-
     def _entry(self, bucket: str, key: str, path: str) -> str | None:
         """The key's listing entry from its file's stat, kept; None when it was deleted since the walk. Under
         the key's lock, so no put replaces the file between the stat and keeping what it read."""
